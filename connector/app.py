@@ -1,0 +1,67 @@
+"""The application factory: a table of contents of named setup steps."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from flask import Flask, g, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import Engine
+
+from connector import db, health, logs
+from connector.config import Settings, load_settings
+
+access_log = logging.getLogger("connector.access")
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
+    """Build the WSGI app. Nothing touches the network or starts a thread here."""
+    settings = settings or load_settings()
+    app = Flask("connector")
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    setup_logging(app, settings)
+    setup_storage(app, settings, engine)
+    setup_request_ids(app, settings)
+    setup_health(app)
+    setup_scim(app)
+    return app
+
+
+def setup_logging(app: Flask, settings: Settings) -> None:
+    logs.setup(settings.logging)
+
+
+def setup_storage(app: Flask, settings: Settings, engine: Engine | None) -> None:
+    db.init_app(app, engine or db.make_engine(settings.database))
+
+
+def setup_request_ids(app: Flask, settings: Settings) -> None:
+    """Give every request a correlation id (echoed as X-Request-Id) and an access log line."""
+
+    @app.before_request
+    def _start() -> None:
+        g.request_id = uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: ResponseReturnValue) -> ResponseReturnValue:
+        response.headers["X-Request-Id"] = g.get("request_id", "")  # type: ignore[union-attr]
+        if settings.logging.access_log:
+            logs.log(access_log, logging.INFO, "request", method=request.method,
+                     path=request.path, status=response.status_code,  # type: ignore[union-attr]
+                     ms=round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
+                     tenant=g.get("tenant_id"), request_id=g.get("request_id"))
+        return response
+
+
+def setup_health(app: Flask) -> None:
+    app.register_blueprint(health.bp)
+
+
+def setup_scim(app: Flask) -> None:
+    from scim import views
+
+    views.init_app(app)

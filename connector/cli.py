@@ -1,0 +1,179 @@
+"""The `connector` command: migrate, serve, bootstrap, tenants."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from connector import db, migrate, tenants
+from connector.config import ConfigError, Settings, load_settings
+from connector.errors import DomainError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(args.config)
+        return int(args.handler(settings, args) or 0)
+    except (ConfigError, DomainError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="connector", description=__doc__)
+    parser.add_argument("--config", help="settings file (default: $CONNECTOR_CONFIG or config.toml)")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("migrate", help="bring the database schema up to date")
+    p.set_defaults(handler=cmd_migrate)
+
+    p = sub.add_parser("serve", help="migrate, then serve the web app (gunicorn)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=4)
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("bootstrap", help="migrate and create a first tenant if there is none")
+    p.set_defaults(handler=cmd_bootstrap)
+
+    tenant = sub.add_parser("tenant", help="create, list tenants; rotate SCIM tokens")
+    tsub = tenant.add_subparsers(metavar="ACTION")
+    p = tsub.add_parser("create", help="create a tenant and print its SCIM token (shown once)")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_tenant_create)
+    p = tsub.add_parser("rotate-token", help="revoke a tenant's SCIM tokens and issue a new one")
+    p.add_argument("tenant_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_tenant_rotate)
+    p = tsub.add_parser("list", help="list tenants")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_tenant_list)
+    return parser
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _session(settings: Settings) -> Session:
+    engine = db.make_engine(settings.database)
+    migrate.upgrade(engine)
+    return db.make_sessionmaker(engine)()
+
+
+def scim_base_url(settings: Settings) -> str:
+    base = settings.server.public_base_url.rstrip("/")
+    if not base:
+        base = f"http://{settings.server.host}:{settings.server.port}"
+    return f"{base}/scim/v2"
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    engine = db.make_engine(settings.database)
+    migrate.upgrade(engine)
+    print(f"Database schema is up to date ({engine.url.render_as_string(hide_password=True)}).")
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from connector.app import create_app
+
+    migrate.upgrade(db.make_engine(settings.database))
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("worker_class", "gthread" if args.threads > 1 else "sync")
+
+        def load(self):  # type: ignore[no-untyped-def]
+            return create_app(settings)
+
+    print(f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2). Ctrl-C stops.",
+          flush=True)
+    _Server().run()
+    return 0
+
+
+def cmd_bootstrap(settings: Settings, _args: argparse.Namespace) -> int:
+    with _session(settings) as session:
+        existing = tenants.list_tenants(session)
+        if existing:
+            print(f"{len(existing)} tenant(s) exist; first: {existing[0].name} ({existing[0].id}).")
+            print(f"SCIM base URL: {scim_base_url(settings)}")
+            print("Its SCIM token was shown when it was created. For a new one run:")
+            print(f"  .venv/bin/connector tenant rotate-token {existing[0].id}")
+            return 0
+        tenant, issued = tenants.create_tenant(session, "Default workspace", _now(), "bootstrap")
+        session.commit()
+    print("Created the first tenant, 'Default workspace'.")
+    print(f"  tenant id     : {tenant.id}")
+    print(f"  SCIM base URL : {scim_base_url(settings)}")
+    print(f"  SCIM token    : {issued.token}")
+    print("Keep the token: it is shown only now. Try:")
+    print(f"  curl -H 'Authorization: Bearer {issued.token}' {scim_base_url(settings)}/Users")
+    return 0
+
+
+def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
+    with _session(settings) as session:
+        tenant, issued = tenants.create_tenant(session, args.name, _now())
+        session.commit()
+    out = {"id": tenant.id, "name": tenant.name, "scim_base_url": scim_base_url(settings),
+           "scim_token": issued.token}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"Created tenant {tenant.name!r} ({tenant.id}).")
+        print(f"SCIM base URL: {out['scim_base_url']}")
+        print(f"SCIM token (shown once): {issued.token}")
+    return 0
+
+
+def cmd_tenant_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    with _session(settings) as session:
+        issued = tenants.rotate_token(session, args.tenant_id, _now())
+        session.commit()
+    if args.json:
+        print(json.dumps({"id": args.tenant_id, "scim_base_url": scim_base_url(settings),
+                          "scim_token": issued.token}))
+    else:
+        print(f"Revoked the old tokens of {args.tenant_id}. New SCIM token (shown once):")
+        print(issued.token)
+    return 0
+
+
+def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
+    with _session(settings) as session:
+        rows = tenants.list_tenants(session)
+    if args.json:
+        print(json.dumps([{"id": t.id, "name": t.name, "created_at": t.created_at.isoformat(),
+                           "status_source": t.status_source,
+                           "provisioning_paused": t.provisioning_paused} for t in rows]))
+    elif not rows:
+        print("No tenants yet. Create one with: connector tenant create NAME")
+    else:
+        for t in rows:
+            print(f"{t.id}  {t.name}  (created {t.created_at:%Y-%m-%d})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

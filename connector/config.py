@@ -1,0 +1,176 @@
+"""Load the connector's settings: TOML file, then environment overrides.
+
+Precedence, lowest first: the built-in defaults declared below (which
+`config.example.toml` mirrors, a test keeps them in step), the TOML file named by
+`CONNECTOR_CONFIG` (default `config.toml`, skipped when absent), then environment
+variables named `CONNECTOR_<SECTION>__<KEY>`, e.g. `CONNECTOR_DATABASE__URL`.
+This is the only module that reads the environment for settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CONNECTOR_"
+
+
+class ConfigError(Exception):
+    """A settings file or override that cannot be used; the message says which key."""
+
+
+def setting(default: Any, doc: str) -> Any:
+    """Declare one setting with its default and the sentence that documents it."""
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = setting("127.0.0.1", "Address `connector serve` listens on.")
+    port: int = setting(8080, "Port `connector serve` listens on.")
+    public_base_url: str = setting(
+        "",
+        "Base URL clients reach the connector at, e.g. https://connector.example.com. "
+        "Empty: derived from each request's Host header.",
+    )
+    max_body_bytes: int = setting(
+        1_048_576, "Largest request body accepted, in bytes; larger bodies get 413."
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = setting(
+        "sqlite:///var/connector.sqlite3",
+        "SQLAlchemy URL. SQLite paths are relative to the working directory; "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/dbname.",
+    )
+    pool_size: int = setting(5, "Connections kept per process (PostgreSQL).")
+    echo: bool = setting(False, "Log every SQL statement (debugging only).")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR.")
+    json: bool = setting(True, "One JSON object per line; false for plain text.")
+    access_log: bool = setting(True, "Log one line per HTTP request.")
+
+
+@dataclass(frozen=True)
+class ScimSettings:
+    max_results: int = setting(
+        1000, "Largest page a list or search returns (`count` is capped to it)."
+    )
+    default_count: int = setting(100, "Page size when a list request gives no `count`.")
+    bulk_max_operations: int = setting(1000, "Most operations accepted in one /Bulk request.")
+    bulk_max_payload_bytes: int = setting(
+        1_048_576, "Largest /Bulk request body, in bytes (advertised as maxPayloadSize)."
+    )
+    paused_retry_after: int = setting(
+        300, "Seconds sent in Retry-After while a tenant's provisioning is paused."
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    scim: ScimSettings = field(default_factory=ScimSettings)
+
+
+_SECTION_TYPES = {
+    "server": ServerSettings,
+    "database": DatabaseSettings,
+    "logging": LoggingSettings,
+    "scim": ScimSettings,
+}
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build the settings from defaults, the TOML file, the environment and `overrides`."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, dict[str, Any]] = {}
+    file = Path(path) if path else Path(environ.get(ENV_PREFIX + "CONFIG", "config.toml"))
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: {exc}") from exc
+    elif path:
+        raise ConfigError(f"{file}: no such settings file")
+    _merge_environment(data, environ)
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    return _build(data, str(file))
+
+
+def _merge_environment(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        data.setdefault(section, {})[key] = raw
+
+
+def _build(data: Mapping[str, Any], origin: str) -> Settings:
+    unknown = set(data) - set(_SECTION_TYPES)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown section(s) {sorted(unknown)}")
+    sections = {}
+    for name, cls in _SECTION_TYPES.items():
+        values = data.get(name, {})
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: [{name}] must be a table")
+        sections[name] = _build_section(cls, name, values, origin)
+    return Settings(**sections)
+
+
+def _build_section(cls: type, name: str, values: Mapping[str, Any], origin: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown setting(s) {sorted(unknown)} in [{name}]")
+    kwargs = {}
+    for key, raw in values.items():
+        kind = type(fields[key].default)
+        kwargs[key] = _coerce(raw, kind, f"{name}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(raw: Any, kind: type, key: str) -> Any:
+    if isinstance(raw, str) and kind is not str:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+        try:
+            return kind(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: expected {kind.__name__}, got {raw!r}") from exc
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {raw!r}")
+    return raw
+
+
+def describe_settings() -> list[tuple[str, str, Any, str]]:
+    """List (section, key, default, doc) for every setting, in declaration order."""
+    rows = []
+    for name, cls in _SECTION_TYPES.items():
+        for f in dataclasses.fields(cls):
+            rows.append((name, f.name, f.default, f.metadata.get("doc", "")))
+    return rows

@@ -1,0 +1,84 @@
+"""Engines and sessions: connection lifetime lives here and nowhere else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app, g
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from connector.config import DatabaseSettings
+
+
+def make_engine(settings: DatabaseSettings) -> Engine:
+    """Create the engine for `settings.url`, with SQLite made safe for concurrent use."""
+    url = make_url(settings.url)
+    kwargs: dict[str, Any] = {"echo": settings.echo}
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_size"] = settings.pool_size
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control from pysqlite so `_sqlite_begin` decides how to BEGIN.
+    dbapi_connection.isolation_level = None
+    # WAL lets readers proceed during a write; foreign keys are off by default in SQLite.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # A write transaction takes SQLite's write lock up front (BEGIN IMMEDIATE): a
+    # read-then-write transaction that upgrades later can fail with "database is
+    # locked" at once instead of waiting for busy_timeout.
+    if conn.get_execution_options().get("writes"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def make_sessionmaker(engine: Engine, writes: bool = False) -> sessionmaker[Session]:
+    """One factory serves web requests, CLI commands and scheduler jobs alike.
+
+    `writes=True` marks sessions that will write, so SQLite locks for writing at BEGIN.
+    """
+    bind = engine.execution_options(writes=True) if writes else engine
+    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)
+
+
+def init_app(app: Flask, engine: Engine) -> None:
+    app.extensions["engine"] = engine
+    app.extensions["sessionmaker"] = make_sessionmaker(engine)
+    app.extensions["write_sessionmaker"] = make_sessionmaker(engine, writes=True)
+    app.teardown_appcontext(_close_session)
+
+
+def get_session(writes: bool = False) -> Session:
+    """The request's session, opened on first use and closed when the request ends."""
+    if "db" not in g:
+        key = "write_sessionmaker" if writes else "sessionmaker"
+        g.db = current_app.extensions[key]()
+    return g.db  # type: ignore[no-any-return]
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.rollback()
+        session.close()

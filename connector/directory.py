@@ -1,0 +1,395 @@
+"""The directory service: the one write path for users, groups, memberships and modules.
+
+SCIM requests, Graph delta pages and admin actions translate themselves into calls
+here. Each call asks the pure status rules (`connector.status`), writes the state rows
+and their events in the caller's transaction, and returns what changed. No other code
+writes these tables, so the event log always replays to the current state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from connector import events
+from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
+from connector.errors import (
+    Conflict,
+    InvalidReference,
+    ProvisioningPaused,
+    UnknownModule,
+    VersionMismatch,
+)
+from connector.events import WriteContext
+from connector.models import (
+    Group,
+    GroupModule,
+    Membership,
+    Tenant,
+    User,
+    UserModule,
+    UserValue,
+)
+from connector.status import IDP_SOURCES, StatusState, idp_reports, initial_state
+from connector.tenants import module_catalogue, policy_of
+
+
+class Directory:
+    """Apply writes for one tenant, one writer, one transaction (the caller's session)."""
+
+    def __init__(self, session: Session, tenant: Tenant, ctx: WriteContext, retry_after: int = 300):
+        self.session = session
+        self.tenant = tenant
+        self.ctx = ctx
+        self.policy = policy_of(tenant)
+        self.retry_after = retry_after
+
+    # -- guards ---------------------------------------------------------------
+
+    def ensure_writable(self) -> None:
+        """Refuse identity-provider writes while provisioning is paused."""
+        if self.ctx.source in IDP_SOURCES and self.policy.provisioning_paused:
+            raise ProvisioningPaused(self.retry_after)
+
+    def _check_version(self, current: int, expected: int | None) -> None:
+        if expected is not None and expected != current:
+            raise VersionMismatch(f"Version {expected} does not match current {current}.")
+
+    # -- users ----------------------------------------------------------------
+
+    def create_user(self, fields: UserFields) -> User:
+        self.ensure_writable()
+        self._check_user_unique(fields, None)
+        state = initial_state(self.policy, self.ctx.source, fields.active)
+        modules = self._known_modules(fields.modules or ())
+        now = self.ctx.now
+        user = User(
+            tenant_id=self.tenant.id, id=str(uuid.uuid4()), origin=str(self.ctx.source),
+            created_at=now, modified_at=now, version=1, removed_at=None,
+            active=state.active, idp_active=state.idp_active,
+            in_deleted_list=state.in_deleted_list,
+        )
+        self._assign_profile(user, fields)
+        self.session.add(user)
+        self.session.flush()
+        self._write_values(user, fields.values)
+        self.session.add_all(
+            UserModule(tenant_id=self.tenant.id, user_id=user.id, module=m) for m in modules
+        )
+        self._event(user.id, events.USER_CREATED, None, {
+            "userName": user.user_name, "active": user.active, "idp_active": user.idp_active,
+            "in_deleted_list": user.in_deleted_list, "guest": user.guest,
+            "external_company_guest": user.external_company_guest, "admin": user.admin,
+            "modules": list(modules),
+        })
+        return user
+
+    def update_user(self, user: User, fields: UserFields, expected_version: int | None = None
+                    ) -> User:
+        """Replace the user's profile with `fields`; status through the rules."""
+        self.ensure_writable()
+        self._check_version(user.version, expected_version)
+        self._check_user_unique(fields, user.id)
+        changed = self._update_profile(user, fields)
+        changed |= self._update_flags(user, fields)
+        if fields.active is not None:
+            changed |= self._apply_status(user, fields.active)
+        if fields.modules is not None:
+            changed |= self._replace_user_modules(user, fields.modules)
+        if changed:
+            self._touch(user)
+        return user
+
+    def remove_user(self, user: User, expected_version: int | None = None) -> None:
+        """Hide the user from directory views; its history stays for billing."""
+        self.ensure_writable()
+        self._check_version(user.version, expected_version)
+        groups = list(self.session.scalars(
+            select(Membership.group_id).where(Membership.tenant_id == self.tenant.id,
+                                              Membership.member_id == user.id)))
+        for group_id in groups:
+            self._event(group_id, events.MEMBER_REMOVED, user.id, None, subject_type="group")
+        self.session.execute(delete(Membership).where(Membership.tenant_id == self.tenant.id,
+                                                      Membership.member_id == user.id))
+        user.removed_at = self.ctx.now
+        self._touch(user)
+        self._event(user.id, events.USER_REMOVED, None, {"userName": user.user_name})
+
+    def _assign_profile(self, user: User, fields: UserFields) -> None:
+        user.user_name = fields.user_name
+        user.user_name_norm = fields.user_name.casefold()
+        user.external_id = fields.external_id
+        user.display_name = fields.display_name
+        user.display_name_norm = fields.display_name.casefold() if fields.display_name else None
+        user.data = fields.data
+        user.guest = fields.guest
+        user.external_company_guest = fields.external_company_guest
+        user.admin = fields.admin
+
+    def _update_profile(self, user: User, fields: UserFields) -> bool:
+        before = {"userName": user.user_name, "externalId": user.external_id,
+                  "displayName": user.display_name}
+        after = {"userName": fields.user_name, "externalId": fields.external_id,
+                 "displayName": fields.display_name}
+        old_values = (user.data, before)
+        user.user_name = fields.user_name
+        user.user_name_norm = fields.user_name.casefold()
+        user.external_id = fields.external_id
+        user.display_name = fields.display_name
+        user.display_name_norm = fields.display_name.casefold() if fields.display_name else None
+        changed = old_values != (fields.data, after)
+        if before != after:
+            diff_old = {k: v for k, v in before.items() if after[k] != v}
+            self._event(user.id, events.USER_PROFILE, diff_old, {k: after[k] for k in diff_old})
+        if user.data != fields.data:
+            user.data = fields.data
+            self._write_values(user, fields.values, replace=True)
+        return changed
+
+    def _update_flags(self, user: User, fields: UserFields) -> bool:
+        changed = False
+        for attr, kind in (("guest", events.USER_GUEST),
+                           ("external_company_guest", events.USER_EXTERNAL_GUEST),
+                           ("admin", events.USER_ADMIN)):
+            old, new = getattr(user, attr), getattr(fields, attr)
+            if old != new:
+                setattr(user, attr, new)
+                self._event(user.id, kind, old, new)
+                changed = True
+        return changed
+
+    def _apply_status(self, user: User, said_active: bool) -> bool:
+        before = StatusState(user.active, user.idp_active, user.in_deleted_list)
+        if self.ctx.source in IDP_SOURCES:
+            after = idp_reports(self.policy, before, said_active)
+        else:
+            after = StatusState(said_active, before.idp_active, before.in_deleted_list)
+        if after == before:
+            return False
+        if after.active != before.active:
+            self._event(user.id, events.USER_STATUS, before.active, after.active)
+        elif after.idp_active != before.idp_active:
+            self._event(user.id, events.USER_IDP_STATUS, before.idp_active, after.idp_active)
+        if after.in_deleted_list != before.in_deleted_list:
+            self._event(user.id, events.USER_DELETED_LIST, before.in_deleted_list,
+                        after.in_deleted_list)
+        user.active, user.idp_active = after.active, after.idp_active
+        user.in_deleted_list = after.in_deleted_list
+        return True
+
+    def _replace_user_modules(self, user: User, wanted: Sequence[str]) -> bool:
+        modules = self._known_modules(wanted)
+        current = tuple(sorted(self.session.scalars(
+            select(UserModule.module).where(UserModule.tenant_id == self.tenant.id,
+                                            UserModule.user_id == user.id))))
+        if current == modules:
+            return False
+        self.session.execute(delete(UserModule).where(UserModule.tenant_id == self.tenant.id,
+                                                      UserModule.user_id == user.id))
+        self.session.add_all(
+            UserModule(tenant_id=self.tenant.id, user_id=user.id, module=m) for m in modules)
+        self._event(user.id, events.USER_MODULES, list(current), list(modules))
+        return True
+
+    def _write_values(self, user: User, values: Iterable[IndexedValue], replace: bool = False
+                      ) -> None:
+        if replace:
+            self.session.execute(delete(UserValue).where(UserValue.tenant_id == self.tenant.id,
+                                                         UserValue.user_id == user.id))
+        self.session.add_all(
+            UserValue(tenant_id=self.tenant.id, user_id=user.id, attr=v.attr,
+                      position=v.position, value=v.value,
+                      value_norm=v.value.casefold() if v.value is not None else None,
+                      type=v.type, primary=v.primary, display=v.display, data=v.data)
+            for v in values)
+
+    def _check_user_unique(self, fields: UserFields, own_id: str | None) -> None:
+        live = [User.tenant_id == self.tenant.id, User.removed_at.is_(None)]
+        if own_id is not None:
+            live.append(User.id != own_id)
+        taken = self.session.scalar(select(func.count()).select_from(User).where(
+            *live, User.user_name_norm == fields.user_name.casefold()))
+        if taken:
+            raise Conflict(f"userName {fields.user_name!r} is already in use.", "userName")
+        if fields.external_id is not None and self.session.scalar(
+                select(func.count()).select_from(User).where(
+                    *live, User.external_id == fields.external_id)):
+            raise Conflict(f"externalId {fields.external_id!r} is already in use.", "externalId")
+
+    # -- groups ---------------------------------------------------------------
+
+    def create_group(self, fields: GroupFields, members: Sequence[str] = ()) -> Group:
+        self.ensure_writable()
+        self._check_group_unique(fields, None)
+        modules = self._known_modules(fields.modules or ())
+        now = self.ctx.now
+        group = Group(tenant_id=self.tenant.id, id=str(uuid.uuid4()), origin=str(self.ctx.source),
+                      created_at=now, modified_at=now, version=1)
+        self._assign_group(group, fields)
+        self.session.add(group)
+        self.session.flush()
+        self._event(group.id, events.GROUP_CREATED, None,
+                    {"displayName": group.display_name, "modules": list(modules)},
+                    subject_type="group")
+        self.session.add_all(
+            GroupModule(tenant_id=self.tenant.id, group_id=group.id, module=m) for m in modules)
+        self._add_members(group, members)
+        return group
+
+    def update_group(self, group: Group, fields: GroupFields,
+                     members: Sequence[MemberChange] = (), expected_version: int | None = None
+                     ) -> Group:
+        self.ensure_writable()
+        self._check_version(group.version, expected_version)
+        self._check_group_unique(fields, group.id)
+        changed = False
+        if group.display_name != fields.display_name:
+            self._event(group.id, events.GROUP_RENAMED, group.display_name, fields.display_name,
+                        subject_type="group")
+            changed = True
+        if (group.external_id, group.data) != (fields.external_id, fields.data):
+            changed = True
+        self._assign_group(group, fields)
+        if fields.modules is not None:
+            changed |= self._replace_group_modules(group, fields.modules)
+        for change in members:
+            changed |= self._apply_member_change(group, change)
+        if changed:
+            self._touch(group)
+        return group
+
+    def remove_group(self, group: Group, expected_version: int | None = None) -> None:
+        self.ensure_writable()
+        self._check_version(group.version, expected_version)
+        self._remove_members(group, self._member_ids(group))
+        self._event(group.id, events.GROUP_REMOVED, {"displayName": group.display_name}, None,
+                    subject_type="group")
+        self.session.execute(delete(GroupModule).where(GroupModule.tenant_id == self.tenant.id,
+                                                       GroupModule.group_id == group.id))
+        self.session.delete(group)
+
+    def _assign_group(self, group: Group, fields: GroupFields) -> None:
+        group.display_name = fields.display_name
+        group.display_name_norm = fields.display_name.casefold()
+        group.external_id = fields.external_id
+        group.data = fields.data
+
+    def _check_group_unique(self, fields: GroupFields, own_id: str | None) -> None:
+        where = [Group.tenant_id == self.tenant.id,
+                 Group.display_name_norm == fields.display_name.casefold()]
+        if own_id is not None:
+            where.append(Group.id != own_id)
+        if self.session.scalar(select(func.count()).select_from(Group).where(*where)):
+            raise Conflict(f"displayName {fields.display_name!r} is already in use.",
+                           "displayName")
+        if fields.external_id is None:
+            return
+        where = [Group.tenant_id == self.tenant.id, Group.external_id == fields.external_id]
+        if own_id is not None:
+            where.append(Group.id != own_id)
+        if self.session.scalar(select(func.count()).select_from(Group).where(*where)):
+            raise Conflict(f"externalId {fields.external_id!r} is already in use.", "externalId")
+
+    def _replace_group_modules(self, group: Group, wanted: Sequence[str]) -> bool:
+        modules = self._known_modules(wanted)
+        current = tuple(sorted(self.session.scalars(
+            select(GroupModule.module).where(GroupModule.tenant_id == self.tenant.id,
+                                             GroupModule.group_id == group.id))))
+        if current == modules:
+            return False
+        self.session.execute(delete(GroupModule).where(GroupModule.tenant_id == self.tenant.id,
+                                                       GroupModule.group_id == group.id))
+        self.session.add_all(
+            GroupModule(tenant_id=self.tenant.id, group_id=group.id, module=m) for m in modules)
+        self._event(group.id, events.GROUP_MODULES, list(current), list(modules),
+                    subject_type="group")
+        return True
+
+    def _apply_member_change(self, group: Group, change: MemberChange) -> bool:
+        if change.action == "add":
+            return self._add_members(group, change.member_ids)
+        if change.action == "remove":
+            return self._remove_members(group, change.member_ids)
+        wanted = set(change.member_ids)
+        current = self._member_ids(group)
+        removed = self._remove_members(group, [m for m in current if m not in wanted])
+        added = self._add_members(group, [m for m in change.member_ids if m not in set(current)])
+        return removed or added
+
+    def _member_ids(self, group: Group) -> list[str]:
+        return list(self.session.scalars(select(Membership.member_id).where(
+            Membership.tenant_id == self.tenant.id, Membership.group_id == group.id)))
+
+    def _add_members(self, group: Group, member_ids: Sequence[str]) -> bool:
+        wanted = list(dict.fromkeys(member_ids))
+        if not wanted:
+            return False
+        types = self._member_types(group, wanted)
+        present = set(self.session.scalars(select(Membership.member_id).where(
+            Membership.tenant_id == self.tenant.id, Membership.group_id == group.id,
+            Membership.member_id.in_(wanted))))
+        new = [m for m in wanted if m not in present]
+        self.session.add_all(
+            Membership(tenant_id=self.tenant.id, group_id=group.id, member_id=m,
+                       member_type=types[m], created_at=self.ctx.now) for m in new)
+        for member_id in new:
+            self._event(group.id, events.MEMBER_ADDED, None, member_id, subject_type="group")
+        return bool(new)
+
+    def _remove_members(self, group: Group, member_ids: Sequence[str]) -> bool:
+        if not member_ids:
+            return False
+        present = list(self.session.scalars(select(Membership.member_id).where(
+            Membership.tenant_id == self.tenant.id, Membership.group_id == group.id,
+            Membership.member_id.in_(list(member_ids)))))
+        if not present:
+            return False
+        self.session.execute(delete(Membership).where(
+            Membership.tenant_id == self.tenant.id, Membership.group_id == group.id,
+            Membership.member_id.in_(present)))
+        for member_id in present:
+            self._event(group.id, events.MEMBER_REMOVED, member_id, None, subject_type="group")
+        return True
+
+    def _member_types(self, group: Group, ids: Sequence[str]) -> dict[str, str]:
+        """Resolve member ids to User/Group within this tenant; unknown ids are refused."""
+        types = {i: "User" for i in self.session.scalars(select(User.id).where(
+            User.tenant_id == self.tenant.id, User.id.in_(ids), User.removed_at.is_(None)))}
+        rest = [i for i in ids if i not in types]
+        if rest:
+            types.update({i: "Group" for i in self.session.scalars(select(Group.id).where(
+                Group.tenant_id == self.tenant.id, Group.id.in_(rest)))})
+        missing = [i for i in ids if i not in types]
+        if missing:
+            raise InvalidReference(
+                f"No user or group with id {missing[0]!r} in this tenant"
+                + (f" (and {len(missing) - 1} more)." if len(missing) > 1 else "."))
+        if group.id in types:
+            raise InvalidReference("A group cannot be a member of itself.")
+        return types
+
+    # -- shared ---------------------------------------------------------------
+
+    def _known_modules(self, wanted: Iterable[str]) -> tuple[str, ...]:
+        wanted = list(wanted)
+        if not wanted:
+            return ()
+        catalogue = module_catalogue(self.session, self.tenant.id)
+        unknown = [m for m in wanted if m.casefold() not in catalogue]
+        if unknown:
+            raise UnknownModule(
+                f"Module {unknown[0]!r} is not in this tenant's catalogue "
+                f"({', '.join(sorted(catalogue.values()))}).")
+        return tuple(sorted({catalogue[m.casefold()] for m in wanted}))
+
+    def _touch(self, row: User | Group) -> None:
+        row.version += 1
+        row.modified_at = self.ctx.now
+
+    def _event(self, subject_id: str, kind: str, old: Any, new: Any,
+               subject_type: str = "user") -> None:
+        events.record(self.session, self.ctx, subject_type, subject_id, kind, old, new)

@@ -1,0 +1,72 @@
+"""The append-only event log: the one function that writes it, and its kinds."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from connector.models import Event
+from connector.status import Source
+
+# Event kinds. Billing folds these; the names are part of the storage contract.
+USER_CREATED = "user.created"
+USER_STATUS = "user.status"  # the user's effective status changed
+USER_IDP_STATUS = "user.idp_status"  # what the IdP said, when it did not move the status
+USER_DELETED_LIST = "user.deleted_list"  # put on / taken off the deleted-users list
+USER_REMOVED = "user.removed"  # SCIM DELETE / Graph @removed: gone from directory views
+USER_GUEST = "user.guest"
+USER_EXTERNAL_GUEST = "user.external_guest"
+USER_ADMIN = "user.admin"
+USER_MODULES = "user.modules"
+USER_PROFILE = "user.profile"  # userName / externalId / displayName changed
+GROUP_CREATED = "group.created"
+GROUP_RENAMED = "group.renamed"
+GROUP_REMOVED = "group.removed"
+GROUP_MODULES = "group.modules"
+MEMBER_ADDED = "group.member_added"
+MEMBER_REMOVED = "group.member_removed"
+TENANT_CREATED = "tenant.created"
+TENANT_SETTINGS = "tenant.settings"
+TOKEN_ROTATED = "tenant.scim_token_rotated"
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """Who is writing, for which tenant, and when: stamped on every event."""
+
+    tenant_id: str
+    source: Source
+    actor: str
+    correlation_id: str
+    now: dt.datetime
+
+
+def record(
+    session: Session,
+    ctx: WriteContext,
+    subject_type: str,
+    subject_id: str,
+    kind: str,
+    old: Any = None,
+    new: Any = None,
+    effective_at: dt.datetime | None = None,
+) -> None:
+    """Append one event in the caller's transaction."""
+    session.add(
+        Event(
+            tenant_id=ctx.tenant_id,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            kind=kind,
+            old_value=old,
+            new_value=new,
+            effective_at=effective_at or ctx.now,
+            recorded_at=ctx.now,
+            source=str(ctx.source),
+            actor=ctx.actor,
+            correlation_id=ctx.correlation_id,
+        )
+    )

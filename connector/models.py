@@ -1,0 +1,294 @@
+"""The storage schema: current-state tables and the append-only event log.
+
+Every table is keyed by tenant first, so tenants can later be spread over several
+database servers by tenant id. The current-state tables are what SCIM, the UI and the
+API read; the event log is what billing and history read. Only the directory service
+(`connector.directory`) writes users, groups, memberships, modules and events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Store instants as UTC and always hand back timezone-aware datetimes.
+
+    SQLite has no timezone type; without this a value read back is naive and
+    comparisons with aware `now` values fail or, worse, silently shift.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+# Event ids: BIGINT on PostgreSQL, INTEGER PRIMARY KEY (the rowid) on SQLite.
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # Status authority (PRODUCT.md): identity_provider | connector.
+    status_source: Mapped[str] = mapped_column(String(32), default="identity_provider")
+    # active | inactive: given to users newly created through SCIM; never retroactive.
+    scim_default_status: Mapped[str] = mapped_column(String(16), default="active")
+    provisioning_paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+
+
+class ScimToken(Base):
+    """A tenant's SCIM bearer token, stored as a SHA-256 digest, never in clear."""
+
+    __tablename__ = "scim_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class User(Base):
+    """A user's current state. `data` holds the SCIM profile attributes; the columns
+    hold what is indexed, filtered on, or owned by the status rules."""
+
+    __tablename__ = "users"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(512))
+    user_name_norm: Mapped[str] = mapped_column(String(512))
+    external_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    display_name: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    display_name_norm: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean)
+    # What the identity provider last said about `active`; kept even when the
+    # tenant's status source is the connector, so switching back can re-apply it.
+    idp_active: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # Deactivated by the identity provider: the tenant's deleted-users list.
+    in_deleted_list: Mapped[bool] = mapped_column(Boolean, default=False)
+    guest: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A guest from another company in a multi-company group: never billed.
+    external_company_guest: Mapped[bool] = mapped_column(Boolean, default=False)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Who created the user: scim | entra_sync | admin.
+    origin: Mapped[str] = mapped_column(String(16))
+    # Set by SCIM DELETE or a Graph @removed entry: hidden from directory views,
+    # history kept. The userName and externalId become free again.
+    removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    modified_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        Index(
+            "uq_users_tenant_user_name",
+            "tenant_id",
+            "user_name_norm",
+            unique=True,
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+        Index(
+            "uq_users_tenant_external_id",
+            "tenant_id",
+            "external_id",
+            unique=True,
+            sqlite_where=text("removed_at IS NULL AND external_id IS NOT NULL"),
+            postgresql_where=text("removed_at IS NULL AND external_id IS NOT NULL"),
+        ),
+        Index("ix_users_tenant_display_name", "tenant_id", "display_name_norm"),
+        Index("ix_users_tenant_modified", "tenant_id", "modified_at"),
+    )
+
+
+class UserValue(Base):
+    """One element of a multi-valued user attribute (emails, phoneNumbers, addresses…).
+
+    The full element is in the owning user's `data`; these rows exist so that filters
+    such as `emails[type eq "work" and value co "@example.com"]` run in the database.
+    """
+
+    __tablename__ = "user_values"
+
+    tenant_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    attr: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text, nullable=True)
+    value_norm: Mapped[str | None] = mapped_column(Text, nullable=True)
+    type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    display: Mapped[str | None] = mapped_column(Text, nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("ix_user_values_lookup", "tenant_id", "attr", "value_norm"),
+    )
+
+
+class Group(Base):
+    __tablename__ = "groups"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(512))
+    display_name_norm: Mapped[str] = mapped_column(String(512))
+    external_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    origin: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    modified_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        Index("uq_groups_tenant_display_name", "tenant_id", "display_name_norm", unique=True),
+        Index(
+            "uq_groups_tenant_external_id",
+            "tenant_id",
+            "external_id",
+            unique=True,
+            sqlite_where=text("external_id IS NOT NULL"),
+            postgresql_where=text("external_id IS NOT NULL"),
+        ),
+    )
+
+
+class Membership(Base):
+    """A direct member (user or group) of a group. One row per member, so adding or
+    removing a member never rewrites the group's whole list."""
+
+    __tablename__ = "memberships"
+
+    tenant_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    member_type: Mapped[str] = mapped_column(String(8))  # User | Group
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "group_id"], ["groups.tenant_id", "groups.id"], ondelete="CASCADE"
+        ),
+        Index("ix_memberships_member", "tenant_id", "member_id"),
+    )
+
+
+class Module(Base):
+    """The tenant's module catalogue (Hybrid, Engage, Unify, legacy plans…)."""
+
+    __tablename__ = "modules"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class UserModule(Base):
+    __tablename__ = "user_modules"
+
+    tenant_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    module: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+    )
+
+
+class GroupModule(Base):
+    __tablename__ = "group_modules"
+
+    tenant_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    module: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "group_id"], ["groups.tenant_id", "groups.id"], ondelete="CASCADE"
+        ),
+    )
+
+
+class Event(Base):
+    """One append-only fact: never updated, never deleted.
+
+    `effective_at` is when it happened as the source says; `recorded_at` is when the
+    connector learned it. Billing folds these, never the current-state tables.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    subject_type: Mapped[str] = mapped_column(String(8))  # user | group | tenant
+    subject_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(32))
+    old_value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    new_value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    effective_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    source: Mapped[str] = mapped_column(String(16))  # scim | entra_sync | admin | system
+    actor: Mapped[str] = mapped_column(String(200))
+    correlation_id: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_events_subject", "tenant_id", "subject_id", "effective_at"),
+        Index("ix_events_tenant_recorded", "tenant_id", "recorded_at"),
+    )

@@ -1,0 +1,69 @@
+"""The status-authority rules (PRODUCT.md "Status authority"), as pure functions.
+
+Inputs are the tenant's policy, the user's current status state and what a writer
+says; the output is the new state or a refusal. No I/O: this is where the property
+tests aim. The directory service is the only caller that acts on the answers.
+
+Reading of the rules pinned here:
+- A new SCIM user gets the tenant's SCIM default status, and is active only if the
+  identity provider did not also say `active: false`.
+- The identity provider's word (`idp_active`) is always recorded. It moves the status
+  only when the status source is `identity_provider`, and only when the word *changes*
+  (so a user kept inactive by the default status is not re-activated by an IdP that
+  repeats `active: true` on every update).
+- IdP active -> inactive puts the user on the deleted-users list; inactive -> active
+  takes it off again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class Source(StrEnum):
+    SCIM = "scim"
+    ENTRA_SYNC = "entra_sync"
+    ADMIN = "admin"
+    SYSTEM = "system"
+
+
+IDP_SOURCES = frozenset({Source.SCIM, Source.ENTRA_SYNC})
+
+
+@dataclass(frozen=True)
+class TenantPolicy:
+    status_source: str = "identity_provider"  # identity_provider | connector
+    scim_default_status: str = "active"  # active | inactive
+    provisioning_paused: bool = False
+
+
+@dataclass(frozen=True)
+class StatusState:
+    active: bool
+    idp_active: bool | None
+    in_deleted_list: bool
+
+
+def idp_drives_status(policy: TenantPolicy) -> bool:
+    return policy.status_source == "identity_provider"
+
+
+def initial_state(policy: TenantPolicy, source: Source, said_active: bool | None) -> StatusState:
+    """Status of a user a writer creates (said_active: what the writer sent, if anything)."""
+    if source not in IDP_SOURCES:
+        return StatusState(active=said_active is not False, idp_active=None, in_deleted_list=False)
+    default_active = policy.scim_default_status == "active" if source is Source.SCIM else True
+    if not idp_drives_status(policy):
+        return StatusState(active=default_active, idp_active=said_active, in_deleted_list=False)
+    disabled = said_active is False
+    return StatusState(
+        active=default_active and not disabled, idp_active=said_active, in_deleted_list=disabled
+    )
+
+
+def idp_reports(policy: TenantPolicy, state: StatusState, said_active: bool) -> StatusState:
+    """Apply what the identity provider now says about `active`."""
+    if said_active == state.idp_active or not idp_drives_status(policy):
+        return replace(state, idp_active=said_active)
+    return StatusState(active=said_active, idp_active=said_active, in_deleted_list=not said_active)

@@ -1,0 +1,401 @@
+"""HTTP routes of the SCIM endpoint (RFC 7644 §3), base URL /scim/v2.
+
+Routes only translate HTTP: parse the request, call `scim.resources`, commit, render.
+Every error, ours or the domain's, becomes a SCIM Error response in `_error_response`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from sqlalchemy.exc import IntegrityError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from connector import db, errors as domain, tenants
+from connector.events import WriteContext
+from connector.status import Source
+from scim import bulk, casting, discovery, resources, store
+from scim.failures import to_scim_error
+from scim.errors import (
+    BadRequest,
+    InternalError,
+    InvalidFilter,
+    InvalidSyntax,
+    InvalidValue,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    ScimError,
+    ServiceUnavailable,
+    Unauthorized,
+    Uniqueness,
+    UnsupportedMediaType,
+)
+from scim.filters import compile_sort, parse_filter
+from scim.projection import parse_projection
+from scim.queries import group_clause, group_sort_column, user_clause, user_sort_column
+from scim.schemas import GROUP_TYPE, SEARCH_REQUEST, USER_TYPE, LIST_RESPONSE, ResourceType
+
+PREFIX = "/scim/v2"
+SCIM_JSON = "application/scim+json"
+log = logging.getLogger("connector.scim")
+bp = Blueprint("scim", __name__, url_prefix=PREFIX)
+
+# Discovery needs no token (RFC 7644 §4 leaves it to us): clients read it to learn
+# how to authenticate.
+PUBLIC = {"scim.spc", "scim.schemas", "scim.schema", "scim.resource_types",
+          "scim.resource_type"}
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+# -- request plumbing -------------------------------------------------------------------
+
+
+@bp.before_request
+def _authenticate() -> None:
+    if request.endpoint in PUBLIC:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    tenant = tenants.authenticate(db.get_session(writes=request.method != "GET"), token.strip())
+    if tenant is None:
+        raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped).")
+    g.tenant = tenant
+    g.tenant_id = tenant.id
+
+
+def scim_context() -> resources.ScimContext:
+    settings = current_app.config["SETTINGS"]
+    return resources.ScimContext(
+        tenant=g.tenant,
+        write=WriteContext(g.tenant.id, Source.SCIM, _actor(), g.request_id,
+                           dt.datetime.now(dt.UTC)),
+        base_url=base_url(),
+        retry_after=settings.scim.paused_retry_after,
+    )
+
+
+def _actor() -> str:
+    agent = request.headers.get("User-Agent", "")[:120]
+    return f"scim-token:{agent}" if agent else "scim-token"
+
+
+def base_url() -> str:
+    configured = current_app.config["SETTINGS"].server.public_base_url.rstrip("/")
+    return (configured or request.url_root.rstrip("/")) + PREFIX
+
+
+def read_json() -> Any:
+    """Parse the body as JSON; SCIM or plain JSON media types only (RFC 7644 §3.1)."""
+    mimetype = request.mimetype
+    if mimetype not in (SCIM_JSON, "application/json"):
+        raise UnsupportedMediaType(
+            f"Content-Type {mimetype or '(none)'} is not supported; send {SCIM_JSON}.")
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
+
+
+def scim_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    payload = "" if body is None else json.dumps(body, separators=(",", ":"))
+    response = Response(payload, status=status, mimetype=SCIM_JSON if body is not None else None,
+                        headers=headers)
+    return response
+
+
+def if_match() -> int | None:
+    """The version an If-Match header asks for; -1 (never matches) for a foreign tag."""
+    value = request.headers.get("If-Match")
+    if value is None or value.strip() == "*":
+        return None
+    version = casting.parse_etag(value.split(",")[0])
+    return -1 if version is None else version
+
+
+def resource_response(resource: dict[str, Any], status: int = 200) -> Response:
+    headers = {"ETag": resource["meta"]["version"]}
+    if status == 201:
+        headers["Location"] = resource["meta"]["location"]
+    return scim_response(resource, status, headers)
+
+
+def commit() -> None:
+    db.get_session().commit()
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def error_response(exc: ScimError) -> Response:
+    return scim_response(exc.to_scim(), exc.status, exc.headers)
+
+
+@bp.errorhandler(Exception)
+def _scim_error(exc: Exception) -> Any:
+    db.get_session().rollback()
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    error = to_scim_error(exc)
+    if isinstance(error, InternalError):
+        log.exception("unexpected error in SCIM request")
+    return error_response(error)
+
+
+def _http_error(exc: HTTPException) -> Any:
+    """Werkzeug's 404/405/413 under /scim/v2 become SCIM errors (blueprint handlers miss
+    them: routing fails before the blueprint is known)."""
+    if not request.path.startswith(PREFIX):
+        return exc
+    mapping: dict[int, Callable[[], ScimError]] = {
+        404: lambda: NotFound(f"No SCIM endpoint at {request.path}."),
+        405: lambda: MethodNotAllowed(f"{request.method} is not supported on {request.path}."),
+        413: lambda: PayloadTooLarge("The request body is larger than the server accepts."),
+    }
+    factory = mapping.get(exc.code or 0)
+    error = factory() if factory else BadRequest(exc.description)
+    if exc.code and not factory:
+        error.status = exc.code
+    return error_response(error)
+
+
+def _unexpected_error(exc: Exception) -> Any:
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    log.exception("unexpected error")
+    if request.path.startswith(PREFIX):
+        return error_response(InternalError())
+    return Response('{"error":"internal error"}', status=500, mimetype="application/json")
+
+
+# -- list and search -------------------------------------------------------------------
+
+
+def list_params(source: dict[str, Any]) -> dict[str, Any]:
+    settings = current_app.config["SETTINGS"].scim
+    return {
+        "filter": source.get("filter"),
+        "sort_by": source.get("sortBy"),
+        "descending": str(source.get("sortOrder") or "ascending").lower() == "descending",
+        "start": max(_int_param(source, "startIndex", 1), 1),
+        "count": min(max(_int_param(source, "count", settings.default_count), 0),
+                     settings.max_results),
+        "attributes": _csv_param(source.get("attributes")),
+        "excluded": _csv_param(source.get("excludedAttributes")),
+    }
+
+
+def _int_param(source: dict[str, Any], name: str, default: int) -> int:
+    value = source.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise InvalidValue(f"'{name}' must be an integer.")
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValue(f"'{name}' must be an integer; got {value!r:.40}.") from exc
+
+
+def _csv_param(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def list_resources(resource_type: ResourceType, params: dict[str, Any]) -> Response:
+    session = db.get_session()
+    ctx = scim_context()
+    users = resource_type is USER_TYPE
+    node = parse_filter(params["filter"], resource_type) if params["filter"] else None
+    if node is not None:
+        clause = user_clause(node) if users else group_clause(node)
+    else:
+        clause = None
+    query = (store.users_query if users else store.groups_query)(ctx.tenant.id, clause)
+    model_id = query.selected_columns[0].table.c.id  # type: ignore[attr-defined]
+    order = [model_id]
+    if params["sort_by"]:
+        ref = compile_sort(params["sort_by"], resource_type)
+        column = user_sort_column(ref) if users else group_sort_column(ref)
+        order = [column.desc() if params["descending"] else column.asc(), model_id]
+    projection = parse_projection(resource_type, params["attributes"], params["excluded"])
+    total, rows = store.page(session, query, order, params["start"] - 1, params["count"])
+    render = resources.render_users if users else resources.render_groups
+    return scim_response({
+        "schemas": [LIST_RESPONSE],
+        "totalResults": total,
+        "startIndex": params["start"],
+        "itemsPerPage": len(rows),
+        "Resources": render(session, ctx, rows, projection),
+    })
+
+
+@bp.get("/Users")
+def list_users() -> Response:
+    return list_resources(USER_TYPE, request.args.to_dict())
+
+
+@bp.get("/Groups")
+def list_groups() -> Response:
+    return list_resources(GROUP_TYPE, request.args.to_dict())
+
+
+@bp.post("/Users/.search")
+def search_users() -> Response:
+    return list_resources(USER_TYPE, search_body())
+
+
+@bp.post("/Groups/.search")
+def search_groups() -> Response:
+    return list_resources(GROUP_TYPE, search_body())
+
+
+def search_body() -> dict[str, Any]:
+    """RFC 7644 §3.4.3: a SearchRequest body carries the query parameters."""
+    body = read_json()
+    if not isinstance(body, dict):
+        raise InvalidSyntax("A search request must be a JSON object.")
+    schemas = [s.lower() for s in body.get("schemas", []) if isinstance(s, str)]
+    if SEARCH_REQUEST.lower() not in schemas:
+        raise InvalidSyntax(f"'schemas' must contain {SEARCH_REQUEST}.")
+    if body.get("filter") is not None and not isinstance(body["filter"], str):
+        raise InvalidFilter("'filter' must be a string.")
+    return body
+
+
+# -- single resources --------------------------------------------------------------------
+
+
+def single(resource_type: ResourceType, row: Any) -> dict[str, Any]:
+    projection = parse_projection(resource_type, request.args.get("attributes"),
+                                  request.args.get("excludedAttributes"))
+    render = resources.render_users if resource_type is USER_TYPE else resources.render_groups
+    return render(db.get_session(), scim_context(), [row], projection)[0]
+
+
+@bp.get("/Users/<user_id>")
+def get_user(user_id: str) -> Response:
+    user = resources.load_user(db.get_session(), scim_context(), user_id)
+    return _conditional(single(USER_TYPE, user))
+
+
+@bp.get("/Groups/<group_id>")
+def get_group(group_id: str) -> Response:
+    group = resources.load_group(db.get_session(), scim_context(), group_id)
+    return _conditional(single(GROUP_TYPE, group))
+
+
+def _conditional(resource: dict[str, Any]) -> Response:
+    """Answer 304 to an If-None-Match that names the current version (RFC 7644 §3.14)."""
+    tag = resource.get("meta", {}).get("version")
+    if tag and request.headers.get("If-None-Match") in (tag, tag.removeprefix("W/")):
+        return Response(status=304, headers={"ETag": tag})
+    return resource_response(resource) if tag else scim_response(resource)
+
+
+@bp.post("/Users")
+def post_user() -> Response:
+    session = db.get_session(writes=True)
+    user = resources.create_user(session, scim_context(), read_json())
+    commit()
+    return resource_response(single(USER_TYPE, user), 201)
+
+
+@bp.put("/Users/<user_id>")
+def put_user(user_id: str) -> Response:
+    session = db.get_session(writes=True)
+    user = resources.replace_user(session, scim_context(), user_id, read_json(), if_match())
+    commit()
+    return resource_response(single(USER_TYPE, user))
+
+
+@bp.patch("/Users/<user_id>")
+def patch_user(user_id: str) -> Response:
+    session = db.get_session(writes=True)
+    user = resources.patch_user(session, scim_context(), user_id, read_json(), if_match())
+    commit()
+    return resource_response(single(USER_TYPE, user))
+
+
+@bp.delete("/Users/<user_id>")
+def delete_user(user_id: str) -> Response:
+    session = db.get_session(writes=True)
+    resources.delete_user(session, scim_context(), user_id, if_match())
+    commit()
+    return scim_response(None, 204)
+
+
+@bp.post("/Groups")
+def post_group() -> Response:
+    session = db.get_session(writes=True)
+    group = resources.create_group(session, scim_context(), read_json())
+    commit()
+    return resource_response(single(GROUP_TYPE, group), 201)
+
+
+@bp.put("/Groups/<group_id>")
+def put_group(group_id: str) -> Response:
+    session = db.get_session(writes=True)
+    group = resources.replace_group(session, scim_context(), group_id, read_json(), if_match())
+    commit()
+    return resource_response(single(GROUP_TYPE, group))
+
+
+@bp.patch("/Groups/<group_id>")
+def patch_group(group_id: str) -> Response:
+    """Answer 204: the group may have 10,000 members, and Entra ID needs no body."""
+    session = db.get_session(writes=True)
+    group = resources.patch_group(session, scim_context(), group_id, read_json(), if_match())
+    commit()
+    if _wants_body():
+        return resource_response(single(GROUP_TYPE, group))
+    return Response(status=204, headers={"ETag": casting.etag(group.version)})
+
+
+def _wants_body() -> bool:
+    return bool(request.args.get("attributes") or request.args.get("excludedAttributes"))
+
+
+@bp.delete("/Groups/<group_id>")
+def delete_group(group_id: str) -> Response:
+    session = db.get_session(writes=True)
+    resources.delete_group(session, scim_context(), group_id, if_match())
+    commit()
+    return scim_response(None, 204)
+
+
+@bp.post("/Bulk")
+def post_bulk() -> Response:
+    settings = current_app.config["SETTINGS"].scim
+    if (request.content_length or 0) > settings.bulk_max_payload_bytes:
+        raise PayloadTooLarge(
+            f"Bulk requests are limited to {settings.bulk_max_payload_bytes} bytes.")
+    body = read_json()
+    result = bulk.run(db.get_session(writes=True), scim_context(), body,
+                      settings.bulk_max_operations, single_renderer=_bulk_render)
+    return scim_response(result)
+
+
+def _bulk_render(kind: str, row: Any) -> dict[str, Any]:
+    return single(USER_TYPE if kind == "Users" else GROUP_TYPE, row)
+
+
+discovery.register(bp)
