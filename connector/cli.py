@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="connector", description=__doc__)
-    parser.add_argument("--config", help="settings file (default: $CONNECTOR_CONFIG or config.toml)")
+    parser.add_argument("--config",
+                        help="settings file (default: $CONNECTOR_CONFIG or config.toml)")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     p = sub.add_parser("migrate", help="bring the database schema up to date")

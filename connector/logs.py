@@ -34,7 +34,7 @@ class JsonFormatter(logging.Formatter):
             "msg": redact(record.getMessage()),
         }
         for key, value in getattr(record, "fields", {}).items():
-            entry[key] = value
+            entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)

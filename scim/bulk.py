@@ -85,7 +85,8 @@ def _dispatch(session: Session, ctx: ScimContext, op: dict[str, Any], method: st
     path = _resolve(op.get("path"), created)
     match = _PATH.match(path) if isinstance(path, str) else None
     if match is None:
-        raise InvalidValue(f"Unsupported bulk path {op.get('path')!r}; use /Users[/id] or /Groups[/id].")
+        raise InvalidValue(f"Unsupported bulk path {op.get('path')!r}; "
+                           "use /Users[/id] or /Groups[/id].")
     kind, resource_id = match.group(1), match.group(2)
     data = _resolve(op.get("data"), created)
     version = casting.parse_etag(op["version"]) if isinstance(op.get("version"), str) else None

@@ -32,7 +32,11 @@ from scim.schemas import (
 # Attributes whose truth lives in columns or tables, not in the stored profile `data`.
 USER_COLUMNS = {"id", "externalid", "meta", "schemas", "username", "displayname", "active",
                 "password", "groups"}
-CONNECTOR_USER_COLUMNS = {"guest", "externalcompanyguest", "admin", "modules"}
+# Stored in their own tables rather than in the user's JSON document.
+CONNECTOR_USER_TABLES = {"modules"}
+# Flags kept both as columns (effective value) and in the document (what the client said).
+CONNECTOR_USER_FLAGS = (("guest", "guest"), ("externalCompanyGuest", "external_company_guest"),
+                        ("admin", "admin"))
 GROUP_COLUMNS = {"id", "externalid", "meta", "schemas", "displayname", "members"}
 
 
@@ -156,12 +160,16 @@ def _cast_single(attr: Attribute, value: Any, path: str) -> Any:
 def _cast_complex(attr: Attribute, value: Any, path: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         value_attr = attr.sub("value")
-        if value_attr is None or isinstance(value, (list, dict)):
+        # Only a single-valued reference (manager) may come as a bare id; a bare string
+        # where a list of objects belongs (emails) is a client error, not a shorthand.
+        if value_attr is None or attr.multi_valued or isinstance(value, (list, dict)):
             raise InvalidValue(f"'{path}' must be an object.")
         value = {"value": value}  # e.g. manager given as a bare id
     out: dict[str, Any] = {}
     for name, item in value.items():
         sub = attr.sub(name)
+        if sub is None and name.lower() == "display" and attr.name == "members":
+            continue  # Okta sends the member's name; it is not ours to store
         if sub is None:
             raise InvalidValue(f"Unknown sub-attribute '{path}.{name}'.")
         if sub.mutability == "readOnly" or item is None:
@@ -235,20 +243,28 @@ _COMMON_ATTRS = {"externalid": Attribute("externalId", case_exact=True),
 # -- resource -> directory fields ------------------------------------------------
 
 
-def user_fields(doc: Mapping[str, Any]) -> UserFields:
-    """Split a validated User into what the directory stores where."""
+def user_fields(doc: Mapping[str, Any], complete: bool = False) -> UserFields:
+    """Split a validated User into what the directory stores where.
+
+    `complete` says the document is the whole resource (the result of a PATCH applied to
+    the stored user): an attribute missing from it was removed. A PUT body is not
+    complete for `modules`: IdPs that PUT (Okta) omit attributes they do not map, and
+    that must not wipe modules an admin assigned. Only an explicit `modules` clears them.
+    """
     user_name = doc.get("userName")
     if not isinstance(user_name, str) or not user_name.strip():
         raise InvalidValue("'userName' is required and must be a non-empty string.")
     ext = dict(doc.get(CONNECTOR_USER, {}))
     data = {k: copy.deepcopy(v) for k, v in doc.items()
             if k.lower() not in USER_COLUMNS and k != CONNECTOR_USER}
-    kept_ext = {k: v for k, v in ext.items() if k.lower() not in CONNECTOR_USER_COLUMNS}
+    kept_ext = {k: v for k, v in ext.items() if k.lower() not in CONNECTOR_USER_TABLES}
     if kept_ext:
         data[CONNECTOR_USER] = kept_ext
     # A guest is marked by either the extension flag or Entra's userType "Guest".
     guest = ext.get("guest") is True or str(doc.get("userType", "")).strip().lower() == "guest"
     modules = ext.get("modules")
+    if modules is None and complete:
+        modules = []
     return UserFields(
         user_name=user_name,
         external_id=doc.get("externalId") or None,
@@ -279,8 +295,12 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def group_fields(doc: Mapping[str, Any]) -> tuple[GroupFields, list[str] | None]:
-    """Split a validated Group into fields and the member ids it lists (None: absent)."""
+def group_fields(doc: Mapping[str, Any], complete: bool = False
+                 ) -> tuple[GroupFields, list[str] | None]:
+    """Split a validated Group into fields and the member ids it lists (None: absent).
+
+    `complete` as for `user_fields`: after a PATCH, absent modules were removed.
+    """
     name = doc.get("displayName")
     if not isinstance(name, str) or not name.strip():
         raise InvalidValue("'displayName' is required and must be a non-empty string.")
@@ -290,6 +310,8 @@ def group_fields(doc: Mapping[str, Any]) -> tuple[GroupFields, list[str] | None]
     members = doc.get("members")
     member_ids = None if members is None else [member_id(m) for m in members]
     modules = ext.get("modules")
+    if modules is None and complete:
+        modules = []
     fields = GroupFields(display_name=name, external_id=doc.get("externalId") or None,
                          data=data, modules=tuple(modules) if modules is not None else None)
     return fields, member_ids
@@ -324,12 +346,16 @@ def render_user(meta: Meta, columns: Mapping[str, Any], data: Mapping[str, Any],
             out[key] = value
             out["schemas"].append(key)
     ext = dict(data.get(CONNECTOR_USER, {}))
-    ext.update(guest=columns["guest"], externalCompanyGuest=columns["external_company_guest"],
-               admin=columns["admin"])
+    # A flag shows when the client set it or when it is in effect anyway (a userType
+    # "Guest", an admin's decision); the column, not the document, has the last word.
+    for name, column in CONNECTOR_USER_FLAGS:
+        if name in ext or columns[column]:
+            ext[name] = columns[column]
     if modules:
         ext["modules"] = modules
-    out[CONNECTOR_USER] = ext
-    out["schemas"].append(CONNECTOR_USER)
+    if ext:
+        out[CONNECTOR_USER] = ext
+        out["schemas"].append(CONNECTOR_USER)
     out["meta"] = _meta(meta)
     return out
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 from flask.typing import ResponseReturnValue
 
+from connector import db, tenants
 from scim.errors import Forbidden, NotFound
 from scim.schemas import (
+    CONNECTOR_GROUP,
+    CONNECTOR_USER,
     LIST_RESPONSE,
     PUBLISHED_SCHEMAS,
     RESOURCE_TYPES,
@@ -50,6 +53,21 @@ def _no_filter() -> None:
         raise Forbidden("Filtering is not supported on discovery endpoints.")
 
 
+def _with_catalogue(schema: dict[str, Any]) -> dict[str, Any]:
+    """Publish the caller's module names as `canonicalValues` of the `modules` attributes.
+
+    The catalogue is per tenant, so it is only known when the request carried a valid token.
+    """
+    tenant = g.get("tenant")
+    if tenant is None or schema.get("id") not in (CONNECTOR_USER, CONNECTOR_GROUP):
+        return schema
+    names = sorted(tenants.module_catalogue(db.get_session(), tenant.id).values())
+    for attribute in schema.get("attributes", []):
+        if attribute.get("name") == "modules" and names:
+            attribute["canonicalValues"] = names
+    return schema
+
+
 def register(bp: Blueprint) -> None:
     from scim.views import base_url, scim_response
 
@@ -61,13 +79,14 @@ def register(bp: Blueprint) -> None:
     @bp.get("/Schemas")
     def schemas() -> ResponseReturnValue:
         _no_filter()
-        return scim_response(_list([s.to_scim(base_url()) for s in PUBLISHED_SCHEMAS]))
+        return scim_response(_list([_with_catalogue(s.to_scim(base_url()))
+                                   for s in PUBLISHED_SCHEMAS]))
 
     @bp.get("/Schemas/<path:schema_id>")
     def schema(schema_id: str) -> ResponseReturnValue:
         for item in PUBLISHED_SCHEMAS:
             if item.id == schema_id:
-                return scim_response(item.to_scim(base_url()))
+                return scim_response(_with_catalogue(item.to_scim(base_url())))
         raise NotFound(f"No schema {schema_id}.")
 
     @bp.get("/ResourceTypes")

@@ -17,7 +17,7 @@ from connector.directory import Directory
 from connector.events import WriteContext
 from connector.models import Group, Tenant, User
 from scim import casting, store
-from scim.errors import NotFound
+from scim.errors import InvalidValue, NotFound
 from scim.patch import apply_patch
 from scim.projection import Projection
 from scim.schemas import GROUP_TYPE, USER_TYPE
@@ -115,8 +115,12 @@ def patch_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
     if user.idp_active is not None:
         current["active"] = user.idp_active
     outcome = apply_patch(current, body, USER_TYPE)
+    if outcome.resource.get("active") is None:
+        raise InvalidValue("'active' cannot be removed: every user has a status. To disable "
+                           "the user, send {\"op\": \"replace\", \"path\": \"active\", "
+                           "\"value\": false}.")
     doc = casting.validate(outcome.resource, USER_TYPE)
-    fields = casting.user_fields(doc)
+    fields = casting.user_fields(doc, complete=True)
     return ctx.directory(session).update_user(user, fields, version)
 
 
@@ -157,7 +161,7 @@ def patch_group(session: Session, ctx: ScimContext, group_id: str, body: Any,
     current = render_groups(session, ctx, [group], _NO_MEMBERS)[0]
     outcome = apply_patch(current, body, GROUP_TYPE)
     doc = casting.validate(outcome.resource, GROUP_TYPE)
-    fields, _ = casting.group_fields(doc)
+    fields, _ = casting.group_fields(doc, complete=True)
     changes = [MemberChange(op.action, tuple(casting.member_id(v) for v in op.values))
                for op in outcome.member_ops]
     return ctx.directory(session).update_group(group, fields, changes, version)

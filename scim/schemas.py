@@ -181,7 +181,8 @@ class ResourceType:
             "description": self.description,
             "schema": self.schema.id,
             "schemaExtensions": [{"schema": s.id, "required": False} for s in self.extensions],
-            "meta": {"resourceType": "ResourceType", "location": f"{location}/ResourceTypes/{self.name}"},
+            "meta": {"resourceType": "ResourceType",
+                     "location": f"{location}/ResourceTypes/{self.name}"},
         }
 
 
@@ -381,7 +382,6 @@ GROUP_SCHEMA = Schema(
                 _s("value", mutability="immutable", case_exact=True),
                 Attribute("$ref", "reference", mutability="immutable",
                           reference_types=("User", "Group")),
-                _s("display", mutability="readOnly"),
                 _s("type", mutability="immutable", canonical_values=("User", "Group")),
             ),
         ),

@@ -13,14 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
-from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from connector import db, errors as domain, tenants
+from connector import db, tenants
 from connector.events import WriteContext
+from connector.models import User
 from connector.status import Source
 from scim import bulk, casting, discovery, resources, store
-from scim.failures import to_scim_error
 from scim.errors import (
     BadRequest,
     InternalError,
@@ -30,17 +29,15 @@ from scim.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    PreconditionFailed,
     ScimError,
-    ServiceUnavailable,
     Unauthorized,
-    Uniqueness,
     UnsupportedMediaType,
 )
+from scim.failures import to_scim_error
 from scim.filters import compile_sort, parse_filter
 from scim.projection import parse_projection
 from scim.queries import group_clause, group_sort_column, user_clause, user_sort_column
-from scim.schemas import GROUP_TYPE, SEARCH_REQUEST, USER_TYPE, LIST_RESPONSE, ResourceType
+from scim.schemas import GROUP_TYPE, LIST_RESPONSE, SEARCH_REQUEST, USER_TYPE, ResourceType
 
 PREFIX = "/scim/v2"
 SCIM_JSON = "application/scim+json"
@@ -64,10 +61,14 @@ def init_app(app: Flask) -> None:
 
 @bp.before_request
 def _authenticate() -> None:
-    if request.endpoint in PUBLIC:
-        return
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    if request.endpoint in PUBLIC:
+        # Discovery answers without a token; with a valid one it also names the caller's
+        # module catalogue, so clients (and conformance tools) can offer real values.
+        if scheme.lower() == "bearer" and token.strip():
+            g.tenant = tenants.authenticate(db.get_session(), token.strip())
+        return
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
     tenant = tenants.authenticate(db.get_session(writes=request.method != "GET"), token.strip())
@@ -128,10 +129,13 @@ def if_match() -> int | None:
     return -1 if version is None else version
 
 
-def resource_response(resource: dict[str, Any], status: int = 200) -> Response:
-    headers = {"ETag": resource["meta"]["version"]}
+def resource_response(resource: dict[str, Any], row: Any, status: int = 200) -> Response:
+    """A single resource with its ETag (and Location on 201), taken from the stored row so
+    that they are present even when `attributes=` left `meta` out of the body."""
+    headers = {"ETag": casting.etag(row.version)}
     if status == 201:
-        headers["Location"] = resource["meta"]["location"]
+        kind = "Users" if isinstance(row, User) else "Groups"
+        headers["Location"] = f"{scim_context().base_url}/{kind}/{row.id}"
     return scim_response(resource, status, headers)
 
 
@@ -186,8 +190,15 @@ def _unexpected_error(exc: Exception) -> Any:
 # -- list and search -------------------------------------------------------------------
 
 
-def list_params(source: dict[str, Any]) -> dict[str, Any]:
+def list_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Normalise query parameters or a SearchRequest body (RFC 7644 §3.4.2, §3.4.3)."""
     settings = current_app.config["SETTINGS"].scim
+    names = {"filter", "sortby", "sortorder", "startindex", "count", "attributes",
+             "excludedattributes"}
+    canonical = {"sortby": "sortBy", "sortorder": "sortOrder", "startindex": "startIndex",
+                 "excludedattributes": "excludedAttributes"}
+    source = {canonical.get(k.lower(), k.lower()): v for k, v in raw.items()
+              if isinstance(k, str) and k.lower() in names}
     return {
         "filter": source.get("filter"),
         "sort_by": source.get("sortBy"),
@@ -220,52 +231,91 @@ def _csv_param(value: Any) -> str | None:
     return str(value)
 
 
-def list_resources(resource_type: ResourceType, params: dict[str, Any]) -> Response:
-    session = db.get_session()
-    ctx = scim_context()
-    users = resource_type is USER_TYPE
-    node = parse_filter(params["filter"], resource_type) if params["filter"] else None
-    if node is not None:
-        clause = user_clause(node) if users else group_clause(node)
-    else:
-        clause = None
-    query = (store.users_query if users else store.groups_query)(ctx.tenant.id, clause)
-    model_id = query.selected_columns[0].table.c.id  # type: ignore[attr-defined]
-    order = [model_id]
-    if params["sort_by"]:
-        ref = compile_sort(params["sort_by"], resource_type)
-        column = user_sort_column(ref) if users else group_sort_column(ref)
-        order = [column.desc() if params["descending"] else column.asc(), model_id]
-    projection = parse_projection(resource_type, params["attributes"], params["excluded"])
-    total, rows = store.page(session, query, order, params["start"] - 1, params["count"])
-    render = resources.render_users if users else resources.render_groups
+class _Listing:
+    """One resource type's part of a query: compiled filter, order and projection."""
+
+    def __init__(self, resource_type: ResourceType, params: dict[str, Any]) -> None:
+        self.type = resource_type
+        users = resource_type is USER_TYPE
+        node = parse_filter(params["filter"], resource_type) if params["filter"] else None
+        clause = None if node is None else user_clause(node) if users else group_clause(node)
+        tenant_id = scim_context().tenant.id
+        self.query = (store.users_query if users else store.groups_query)(tenant_id, clause)
+        model_id = self.query.selected_columns[0].table.c.id  # type: ignore[attr-defined]
+        self.order = [model_id]
+        if params["sort_by"]:
+            ref = compile_sort(params["sort_by"], resource_type)
+            column = user_sort_column(ref) if users else group_sort_column(ref)
+            self.order = [column.desc() if params["descending"] else column.asc(), model_id]
+        self.projection = parse_projection(resource_type, params["attributes"],
+                                           params["excluded"])
+        self.render = resources.render_users if users else resources.render_groups
+
+    def page(self, offset: int, count: int) -> tuple[int, list[dict[str, Any]]]:
+        session = db.get_session()
+        total, rows = store.page(session, self.query, self.order, offset, count)
+        return total, self.render(session, scim_context(), rows, self.projection)
+
+
+def _list_response(total: int, start: int, found: list[dict[str, Any]]) -> Response:
     return scim_response({
         "schemas": [LIST_RESPONSE],
         "totalResults": total,
-        "startIndex": params["start"],
-        "itemsPerPage": len(rows),
-        "Resources": render(session, ctx, rows, projection),
+        "startIndex": start,
+        "itemsPerPage": len(found),
+        "Resources": found,
     })
+
+
+def list_resources(resource_type: ResourceType, params: dict[str, Any]) -> Response:
+    total, found = _Listing(resource_type, params).page(params["start"] - 1, params["count"])
+    return _list_response(total, params["start"], found)
+
+
+@bp.post("/.search")
+def search_everything() -> Response:
+    """RFC 7644 §3.4.3: a search at the root spans Users, then Groups.
+
+    A filter, sort or attribute that one type does not have leaves that type out; when
+    neither type understands the request, the first type's error is the answer.
+    """
+    params = list_params(search_body())
+    listings: list[_Listing] = []
+    first_error: ScimError | None = None
+    for resource_type in (USER_TYPE, GROUP_TYPE):
+        try:
+            listings.append(_Listing(resource_type, params))
+        except (InvalidFilter, InvalidValue) as exc:
+            first_error = first_error or exc
+    if not listings:
+        assert first_error is not None
+        raise first_error
+    offset, wanted, total, found = params["start"] - 1, params["count"], 0, []
+    for listing in listings:
+        part_total, part = listing.page(max(offset - total, 0), wanted - len(found))
+        total += part_total
+        found.extend(part)
+    return _list_response(total, params["start"], found)
 
 
 @bp.get("/Users")
 def list_users() -> Response:
-    return list_resources(USER_TYPE, request.args.to_dict())
+    return list_resources(USER_TYPE, list_params(request.args.to_dict()))
 
 
 @bp.get("/Groups")
 def list_groups() -> Response:
-    return list_resources(GROUP_TYPE, request.args.to_dict())
+    return list_resources(GROUP_TYPE, list_params(request.args.to_dict()))
 
 
 @bp.post("/Users/.search")
 def search_users() -> Response:
-    return list_resources(USER_TYPE, search_body())
+    return list_resources(USER_TYPE, list_params(search_body()))
 
 
 @bp.post("/Groups/.search")
 def search_groups() -> Response:
-    return list_resources(GROUP_TYPE, search_body())
+    return list_resources(GROUP_TYPE, list_params(search_body()))
 
 
 def search_body() -> dict[str, Any]:
@@ -294,21 +344,21 @@ def single(resource_type: ResourceType, row: Any) -> dict[str, Any]:
 @bp.get("/Users/<user_id>")
 def get_user(user_id: str) -> Response:
     user = resources.load_user(db.get_session(), scim_context(), user_id)
-    return _conditional(single(USER_TYPE, user))
+    return _conditional(USER_TYPE, user)
 
 
 @bp.get("/Groups/<group_id>")
 def get_group(group_id: str) -> Response:
     group = resources.load_group(db.get_session(), scim_context(), group_id)
-    return _conditional(single(GROUP_TYPE, group))
+    return _conditional(GROUP_TYPE, group)
 
 
-def _conditional(resource: dict[str, Any]) -> Response:
+def _conditional(resource_type: ResourceType, row: Any) -> Response:
     """Answer 304 to an If-None-Match that names the current version (RFC 7644 §3.14)."""
-    tag = resource.get("meta", {}).get("version")
-    if tag and request.headers.get("If-None-Match") in (tag, tag.removeprefix("W/")):
+    tag = casting.etag(row.version)
+    if request.headers.get("If-None-Match") in (tag, tag.removeprefix("W/")):
         return Response(status=304, headers={"ETag": tag})
-    return resource_response(resource) if tag else scim_response(resource)
+    return resource_response(single(resource_type, row), row)
 
 
 @bp.post("/Users")
@@ -316,7 +366,7 @@ def post_user() -> Response:
     session = db.get_session(writes=True)
     user = resources.create_user(session, scim_context(), read_json())
     commit()
-    return resource_response(single(USER_TYPE, user), 201)
+    return resource_response(single(USER_TYPE, user), user, 201)
 
 
 @bp.put("/Users/<user_id>")
@@ -324,7 +374,7 @@ def put_user(user_id: str) -> Response:
     session = db.get_session(writes=True)
     user = resources.replace_user(session, scim_context(), user_id, read_json(), if_match())
     commit()
-    return resource_response(single(USER_TYPE, user))
+    return resource_response(single(USER_TYPE, user), user)
 
 
 @bp.patch("/Users/<user_id>")
@@ -332,7 +382,7 @@ def patch_user(user_id: str) -> Response:
     session = db.get_session(writes=True)
     user = resources.patch_user(session, scim_context(), user_id, read_json(), if_match())
     commit()
-    return resource_response(single(USER_TYPE, user))
+    return resource_response(single(USER_TYPE, user), user)
 
 
 @bp.delete("/Users/<user_id>")
@@ -348,7 +398,7 @@ def post_group() -> Response:
     session = db.get_session(writes=True)
     group = resources.create_group(session, scim_context(), read_json())
     commit()
-    return resource_response(single(GROUP_TYPE, group), 201)
+    return resource_response(single(GROUP_TYPE, group), group, 201)
 
 
 @bp.put("/Groups/<group_id>")
@@ -356,7 +406,7 @@ def put_group(group_id: str) -> Response:
     session = db.get_session(writes=True)
     group = resources.replace_group(session, scim_context(), group_id, read_json(), if_match())
     commit()
-    return resource_response(single(GROUP_TYPE, group))
+    return resource_response(single(GROUP_TYPE, group), group)
 
 
 @bp.patch("/Groups/<group_id>")
@@ -366,7 +416,7 @@ def patch_group(group_id: str) -> Response:
     group = resources.patch_group(session, scim_context(), group_id, read_json(), if_match())
     commit()
     if _wants_body():
-        return resource_response(single(GROUP_TYPE, group))
+        return resource_response(single(GROUP_TYPE, group), group)
     return Response(status=204, headers={"ETag": casting.etag(group.version)})
 
 

@@ -162,3 +162,31 @@ def scim(client: FlaskClient, engine: Engine) -> ScimClient:
 def other_scim(client: FlaskClient, engine: Engine) -> ScimClient:
     tenant_id, token = make_tenant(engine, "Other Corp")
     return ScimClient(client, token, tenant_id)
+
+
+# -- a live server on loopback, for clients that speak real HTTP ---------------------
+
+import threading  # noqa: E402
+
+from werkzeug.serving import make_server  # noqa: E402
+
+
+@dataclass
+class LiveServer:
+    url: str
+    tenant_id: str
+    token: str
+
+
+@pytest.fixture
+def live_server(app: Flask, engine: Engine) -> Iterator[LiveServer]:
+    """The app served by a threaded WSGI server on 127.0.0.1, on a free port."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    tenant_id, token = make_tenant(engine, "Live")
+    try:
+        yield LiveServer(f"http://127.0.0.1:{server.server_port}", tenant_id, token)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)

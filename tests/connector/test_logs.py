@@ -1,0 +1,53 @@
+"""Logs are JSON lines and never carry a token, whatever a client sends."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+
+from sqlalchemy import Engine
+
+from connector.app import create_app
+from connector.config import Settings
+from connector.logs import JsonFormatter, redact
+from tests.conftest import SCIM, ScimClient, make_tenant
+from tests.scim.factories import user
+
+
+def test_redact_hides_tokens_and_secrets() -> None:
+    text = "Bearer abc.def scim_XYZ123 token=t0k secret=s3c password=pw"
+    out = redact(text)
+    for secret in ("abc.def", "XYZ123", "t0k", "s3c", "=pw"):
+        assert secret not in out
+
+
+def test_requests_leave_no_token_in_the_logs(settings: Settings, engine: Engine) -> None:
+    loud = dataclasses.replace(settings, logging=dataclasses.replace(settings.logging,
+                                                                     access_log=True))
+    client = create_app(loud, engine=engine).test_client()
+    scim = ScimClient(client, make_tenant(engine)[1], "")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    wrong = "scim_" + "w" * 43
+    try:
+        scim.post("/Users", user("log@example.com"))
+        scim.get(f"/Users?filter=userName eq \"{scim.token}\"")
+        scim.get(f"/Users?token={scim.token}")
+        client.get(f"{SCIM}/Users", headers={"Authorization": f"Bearer {wrong}"})
+        client.get(f"{SCIM}/Users/{scim.token}", headers={"Authorization": f"Bearer {scim.token}"})
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    lines = stream.getvalue().splitlines()
+    assert lines, "the requests were not logged at all"
+    for line in lines:
+        json.loads(line)
+        assert scim.token not in line and scim.token.removeprefix("scim_") not in line
+        assert wrong.removeprefix("scim_") not in line

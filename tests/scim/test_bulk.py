@@ -1,0 +1,45 @@
+"""/Bulk with bulkId references and failOnErrors (RFC 7644 §3.7)."""
+
+from __future__ import annotations
+
+from tests.conftest import ScimClient
+from tests.scim.factories import group, user
+
+BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+
+
+def test_bulk_with_bulk_id_reference(scim: ScimClient) -> None:
+    r = scim.post("/Bulk", {"schemas": [BULK], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "u1", "data": user("bulk1@x.io")},
+        {"method": "POST", "path": "/Groups", "bulkId": "g1",
+         "data": group("Bulkers", ["bulkId:u1"])},
+        {"method": "PATCH", "path": "/Users/bulkId:u1", "data": {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "displayName", "value": "B"}]}},
+    ]})
+    assert r.status_code == 200
+    ops = r.json["Operations"]
+    assert [o["status"] for o in ops] == ["201", "201", "200"]
+    uid = ops[0]["location"].rsplit("/", 1)[1]
+    members = scim.get(ops[1]["location"].split("/scim/v2")[1]).json["members"]
+    assert [m["value"] for m in members] == [uid]
+
+
+def test_bulk_errors_are_per_operation_and_fail_on_errors_stops(scim: ScimClient) -> None:
+    r = scim.post("/Bulk", {"schemas": [BULK], "failOnErrors": 1, "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "a", "data": user("dup@x.io")},
+        {"method": "POST", "path": "/Users", "bulkId": "b", "data": user("dup@x.io")},
+        {"method": "POST", "path": "/Users", "bulkId": "c", "data": user("never@x.io")},
+    ]})
+    ops = r.json["Operations"]
+    assert [o["status"] for o in ops] == ["201", "409"]
+    assert ops[1]["response"]["scimType"] == "uniqueness"
+    assert scim.get('/Users?filter=userName eq "never@x.io"').json["totalResults"] == 0
+    assert scim.get('/Users?filter=userName eq "dup@x.io"').json["totalResults"] == 1
+
+
+def test_bulk_limits(scim: ScimClient) -> None:
+    too_many = {"schemas": [BULK], "Operations": [
+        {"method": "DELETE", "path": "/Users/x"}] * 1001}
+    assert scim.post("/Bulk", too_many).status_code == 413
+    assert scim.post("/Bulk", {"Operations": []}).json["scimType"] == "invalidSyntax"

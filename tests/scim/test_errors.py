@@ -1,0 +1,127 @@
+"""Bad input gets the SCIM error format, the right status, and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from connector.models import Event, User
+from tests.conftest import SCIM, ScimClient
+from tests.scim.factories import patch, user
+
+ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+
+def assert_error(r, status: int, scim_type: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    assert r.status_code == status, r.get_data(as_text=True)
+    assert r.mimetype == "application/scim+json"
+    assert r.json["schemas"] == [ERROR]
+    assert r.json["status"] == str(status)
+    if scim_type:
+        assert r.json.get("scimType") == scim_type
+    assert "Traceback" not in r.get_data(as_text=True)
+
+
+def nothing_written(session: Session) -> None:
+    assert session.scalar(select(func.count()).select_from(User)) == 0
+    assert session.scalar(select(func.count()).select_from(Event)
+                          .where(Event.subject_type == "user")) == 0
+
+
+def test_no_token_and_bad_token(client) -> None:  # type: ignore[no-untyped-def]
+    assert_error(client.get(f"{SCIM}/Users"), 401)
+    assert_error(client.get(f"{SCIM}/Users", headers={"Authorization": "Bearer nope"}), 401)
+    assert_error(client.get(f"{SCIM}/Users", headers={"Authorization": "Basic eA=="}), 401)
+
+
+def test_malformed_json(scim: ScimClient, session: Session) -> None:
+    r = scim.request("POST", "/Users", data="{not json",
+                     headers={"Content-Type": "application/scim+json"})
+    assert_error(r, 400, "invalidSyntax")
+    nothing_written(session)
+
+
+def test_wrong_media_type(scim: ScimClient) -> None:
+    r = scim.request("POST", "/Users", data="userName=x",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert_error(r, 415)
+
+
+def test_plain_json_is_accepted(scim: ScimClient) -> None:
+    r = scim.post("/Users", user(), headers={"Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 201
+
+
+@pytest.mark.parametrize("body", [
+    [],
+    {"userName": "no-schemas"},
+    {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "x"},
+])
+def test_bad_envelope(scim: ScimClient, session: Session, body: object) -> None:
+    assert_error(scim.post("/Users", body), 400, "invalidSyntax")
+    nothing_written(session)
+
+
+@pytest.mark.parametrize("extra", [
+    {"userName": 42},
+    {"active": "maybe"},
+    {"emails": "not-a-list-of-objects"},
+    {"name": "flat"},
+    {"shoeSize": 44},
+    {"emails": [{"value": "a@b", "colour": "red"}]},
+])
+def test_wrong_types_and_unknown_attributes(scim: ScimClient, session: Session,
+                                            extra: dict[str, object]) -> None:
+    r = scim.post("/Users", {**user(), **extra})
+    assert_error(r, 400, "invalidValue")
+    nothing_written(session)
+
+
+def test_missing_user_name(scim: ScimClient) -> None:
+    body = user()
+    del body["userName"]
+    assert_error(scim.post("/Users", body), 400, "invalidValue")
+
+
+def test_oversized_body(scim: ScimClient, app) -> None:  # type: ignore[no-untyped-def]
+    big = user(displayName="x" * (app.config["MAX_CONTENT_LENGTH"] + 10))
+    assert_error(scim.post("/Users", big), 413)
+
+
+def test_unknown_endpoint_and_method(scim: ScimClient) -> None:
+    assert_error(scim.get("/Nope"), 404)
+    assert_error(scim.request("PATCH", "/Users"), 405)
+
+
+def test_bad_filter(scim: ScimClient) -> None:
+    for bad in ('userName eq', 'nope eq "x"', 'userName xx "a"', "((", 'password eq "x"',
+                'userName eq "a" and nickName eq "b" or'):
+        assert_error(scim.get("/Users", query_string={"filter": bad}), 400, "invalidFilter")
+
+
+def test_bad_paging_parameters(scim: ScimClient) -> None:
+    assert_error(scim.get("/Users?count=ten"), 400, "invalidValue")
+    assert scim.get("/Users?startIndex=-5").json["startIndex"] == 1
+
+
+def test_bad_patch_leaves_the_user_untouched(scim: ScimClient) -> None:
+    created = scim.post("/Users", user()).json
+    r = scim.patch(f"/Users/{created['id']}", patch(
+        {"op": "replace", "path": "displayName", "value": "Changed"},
+        {"op": "replace", "path": "nope", "value": 1}))
+    assert r.status_code == 400
+    after = scim.get(f"/Users/{created['id']}").json
+    assert after["displayName"] == created["displayName"]
+    assert after["meta"]["version"] == created["meta"]["version"]
+
+
+def test_patch_without_patchop_schema(scim: ScimClient) -> None:
+    uid = scim.post("/Users", user()).json["id"]
+    assert_error(scim.patch(f"/Users/{uid}", {"Operations": []}), 400, "invalidSyntax")
+
+
+def test_not_found(scim: ScimClient) -> None:
+    assert_error(scim.get("/Users/does-not-exist"), 404)
+    assert_error(scim.put("/Users/does-not-exist", user()), 404)
+    assert_error(scim.delete("/Groups/does-not-exist"), 404)

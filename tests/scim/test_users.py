@@ -1,0 +1,257 @@
+"""Users: create, read, replace, patch, delete, list (RFC 7644 §3.3-3.6)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connector.models import Event
+from scim.schemas import CONNECTOR_USER, ENTERPRISE_USER
+from tests.conftest import ScimClient
+from tests.scim.factories import patch, user
+
+
+def events_of(session: Session, subject_id: str) -> list[tuple[str, object, object]]:
+    rows = session.scalars(select(Event).where(Event.subject_id == subject_id)
+                           .order_by(Event.id))
+    return [(e.kind, e.old_value, e.new_value) for e in rows]
+
+
+def test_create_returns_the_full_resource(scim: ScimClient) -> None:
+    r = scim.post("/Users", user("ann@example.com"))
+    assert r.status_code == 201
+    assert r.mimetype == "application/scim+json"
+    body = r.json
+    assert r.headers["Location"] == body["meta"]["location"]
+    assert r.headers["ETag"] == body["meta"]["version"] == 'W/"1"'
+    assert body["userName"] == "ann@example.com"
+    assert body["active"] is True
+    assert body["emails"] == [{"value": "ann@example.com", "type": "work", "primary": True}]
+    assert body[ENTERPRISE_USER]["department"] == "Sales"
+    assert CONNECTOR_USER not in body  # nothing of ours was set, and no flag is in effect
+    assert set(body["schemas"]) >= {"urn:ietf:params:scim:schemas:core:2.0:User",
+                                    ENTERPRISE_USER}
+    assert "password" not in body
+    assert scim.get(f"/Users/{body['id']}").json == body
+
+
+def test_password_is_accepted_and_never_returned(scim: ScimClient) -> None:
+    r = scim.post("/Users", user(password="s3cret!"))
+    assert r.status_code == 201
+    assert "password" not in r.json
+    assert "s3cret" not in scim.get(f"/Users/{r.json['id']}").get_data(as_text=True)
+
+
+def test_user_name_is_unique_case_insensitively(scim: ScimClient) -> None:
+    assert scim.post("/Users", user("Bob@Example.com")).status_code == 201
+    r = scim.post("/Users", user("bob@example.COM"))
+    assert r.status_code == 409
+    assert r.json["scimType"] == "uniqueness"
+
+
+def test_external_id_is_unique(scim: ScimClient) -> None:
+    assert scim.post("/Users", user(externalId="same")).status_code == 201
+    assert scim.post("/Users", user(externalId="same")).status_code == 409
+
+
+def test_put_replaces_and_bumps_the_version(scim: ScimClient) -> None:
+    created = scim.post("/Users", user("carl@example.com")).json
+    body = user("carl@example.com", externalId=created["externalId"], displayName="Carl C")
+    del body["emails"]
+    r = scim.put(f"/Users/{created['id']}", body)
+    assert r.status_code == 200
+    assert r.json["displayName"] == "Carl C"
+    assert "emails" not in r.json
+    assert r.json["meta"]["version"] == 'W/"2"'
+
+
+def test_if_match_mismatch_is_412_and_changes_nothing(scim: ScimClient) -> None:
+    created = scim.post("/Users", user()).json
+    r = scim.patch(f"/Users/{created['id']}",
+                   patch({"op": "replace", "path": "displayName", "value": "X"}),
+                   headers={"If-Match": 'W/"7"'})
+    assert r.status_code == 412
+    assert scim.get(f"/Users/{created['id']}").json["displayName"] == created["displayName"]
+    ok = scim.patch(f"/Users/{created['id']}",
+                    patch({"op": "replace", "path": "displayName", "value": "X"}),
+                    headers={"If-Match": created["meta"]["version"]})
+    assert ok.status_code == 200 and ok.json["displayName"] == "X"
+
+
+def test_if_none_match_gives_304(scim: ScimClient) -> None:
+    created = scim.post("/Users", user()).json
+    r = scim.get(f"/Users/{created['id']}", headers={"If-None-Match": created["meta"]["version"]})
+    assert r.status_code == 304
+
+
+def test_disable_moves_to_deleted_list_and_enable_restores(scim: ScimClient,
+                                                           session: Session) -> None:
+    uid = scim.post("/Users", user()).json["id"]
+    r = scim.patch(f"/Users/{uid}", patch({"op": "Replace", "path": "active", "value": "False"}))
+    assert r.status_code == 200 and r.json["active"] is False
+    assert scim.get(f"/Users/{uid}").json["active"] is False  # still returned to the IdP
+    r = scim.patch(f"/Users/{uid}", patch({"op": "replace", "value": {"active": True}}))
+    assert r.json["active"] is True
+    kinds = events_of(session, uid)
+    assert ("user.status", True, False) in kinds
+    assert ("user.deleted_list", False, True) in kinds
+    assert ("user.status", False, True) in kinds
+    assert ("user.deleted_list", True, False) in kinds
+
+
+def test_delete_hides_the_user_frees_the_name_and_keeps_history(scim: ScimClient,
+                                                                session: Session) -> None:
+    uid = scim.post("/Users", user("dora@example.com")).json["id"]
+    assert scim.delete(f"/Users/{uid}").status_code == 204
+    assert scim.get(f"/Users/{uid}").status_code == 404
+    assert scim.delete(f"/Users/{uid}").status_code == 404
+    assert scim.get('/Users?filter=userName eq "dora@example.com"').json["totalResults"] == 0
+    again = scim.post("/Users", user("dora@example.com"))
+    assert again.status_code == 201 and again.json["id"] != uid
+    assert [k for k, _, _ in events_of(session, uid)] == ["user.created", "user.removed"]
+
+
+def test_list_pages_are_stable_and_counted(scim: ScimClient) -> None:
+    ids = {scim.post("/Users", user()).json["id"] for _ in range(7)}
+    seen = []
+    for start in (1, 4, 7):
+        page = scim.get(f"/Users?startIndex={start}&count=3").json
+        assert page["totalResults"] == 7
+        assert page["startIndex"] == start
+        seen += [r["id"] for r in page["Resources"]]
+    assert len(seen) == 7 and set(seen) == ids
+    empty = scim.get("/Users?count=0").json
+    assert empty["totalResults"] == 7 and empty["Resources"] == []
+
+
+def test_sort_by_user_name_descending(scim: ScimClient) -> None:
+    for name in ("b@x.io", "c@x.io", "a@x.io"):
+        scim.post("/Users", user(name))
+    page = scim.get("/Users?sortBy=userName&sortOrder=descending").json
+    assert [r["userName"] for r in page["Resources"]] == ["c@x.io", "b@x.io", "a@x.io"]
+
+
+def test_attributes_and_excluded_attributes(scim: ScimClient) -> None:
+    uid = scim.post("/Users", user("eve@example.com")).json["id"]
+    only = scim.get(f"/Users/{uid}?attributes=userName,name.familyName").json
+    assert set(only) == {"schemas", "id", "userName", "name"}
+    assert set(only["name"]) == {"familyName"}
+    less = scim.get(f"/Users/{uid}?excludedAttributes=emails,meta").json
+    assert "emails" not in less and "meta" not in less and less["userName"] == "eve@example.com"
+
+
+def test_filter_eq_on_user_name_finds_one(scim: ScimClient) -> None:
+    scim.post("/Users", user("Fay@Example.com"))
+    scim.post("/Users", user("gus@example.com"))
+    found = scim.get('/Users?filter=userName eq "fay@example.com"').json
+    assert found["totalResults"] == 1 and found["Resources"][0]["userName"] == "Fay@Example.com"
+    none = scim.get('/Users?filter=userName eq "nobody@example.com"')
+    assert none.status_code == 200 and none.json["totalResults"] == 0
+
+
+def test_search_endpoint(scim: ScimClient) -> None:
+    scim.post("/Users", user("hal@example.com"))
+    r = scim.post("/Users/.search", {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": 'emails[type eq "work" and value co "hal@"]', "attributes": ["userName"],
+        "startIndex": 1, "count": 10})
+    assert r.status_code == 200
+    assert [x["userName"] for x in r.json["Resources"]] == ["hal@example.com"]
+
+
+def test_guest_from_user_type_and_extension(scim: ScimClient) -> None:
+    a = scim.post("/Users", user(userType="Guest")).json
+    assert a[CONNECTOR_USER]["guest"] is True
+    b = scim.post("/Users", user(**{CONNECTOR_USER: {"guest": True, "admin": True}})).json
+    assert b[CONNECTOR_USER]["guest"] is True and b[CONNECTOR_USER]["admin"] is True
+
+
+def test_modules_must_be_in_the_catalogue(scim: ScimClient, session: Session) -> None:
+    ok = scim.post("/Users", user(**{CONNECTOR_USER: {"modules": ["hybrid", "Engage"]}}))
+    assert ok.status_code == 201
+    assert ok.json[CONNECTOR_USER]["modules"] == ["Engage", "Hybrid"]
+    bad = scim.post("/Users", user(**{CONNECTOR_USER: {"modules": ["Gold"]}}))
+    assert bad.status_code == 400 and bad.json["scimType"] == "invalidValue"
+    assert "Hybrid" in bad.json["detail"]
+
+
+def test_manager_as_array_and_null_values_on_create(scim: ScimClient) -> None:
+    boss = scim.post("/Users", user()).json["id"]
+    body = user(nickName=None, title=None)
+    body[ENTERPRISE_USER] = {"manager": [{"value": boss}], "department": None}
+    body["urn:example:unknown:2.0:User"] = {"whatever": 1}
+    body["schemas"].append("urn:example:unknown:2.0:User")
+    r = scim.post("/Users", body)
+    assert r.status_code == 201, r.json
+    assert r.json[ENTERPRISE_USER] == {"manager": {"value": boss}}
+    assert "nickName" not in r.json and "urn:example:unknown:2.0:User" not in r.json
+
+
+def test_default_status_inactive_applies_to_new_users_only(scim: ScimClient, app,  # type: ignore[no-untyped-def]
+                                                           session: Session) -> None:
+    from connector.models import Tenant
+
+    before = scim.post("/Users", user()).json
+    tenant = session.get(Tenant, scim.tenant_id)
+    tenant.scim_default_status = "inactive"  # type: ignore[union-attr]
+    session.commit()
+    after = scim.post("/Users", user()).json
+    assert after["active"] is False
+    assert scim.get(f"/Users/{before['id']}").json["active"] is True
+
+
+def test_paused_provisioning_refuses_writes_with_retry_after(scim: ScimClient,
+                                                             session: Session) -> None:
+    from connector.models import Tenant
+
+    uid = scim.post("/Users", user()).json["id"]
+    tenant = session.get(Tenant, scim.tenant_id)
+    tenant.provisioning_paused = True  # type: ignore[union-attr]
+    session.commit()
+    r = scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "active", "value": False}))
+    assert r.status_code == 503
+    assert r.headers["Retry-After"] == "300"
+    assert r.json["status"] == "503"
+    assert scim.get(f"/Users/{uid}").json["active"] is True  # reads still work
+
+
+def test_connector_flags_show_what_was_set_and_what_is_in_effect(scim: ScimClient) -> None:
+    said_no = scim.post("/Users", user("no@example.com", **{
+        CONNECTOR_USER: {"guest": False, "admin": True}})).json
+    assert said_no[CONNECTOR_USER] == {"guest": False, "admin": True}
+    assert CONNECTOR_USER in said_no["schemas"]
+    entra_guest = scim.post("/Users", user("g@example.com", userType="Guest")).json
+    assert entra_guest[CONNECTOR_USER] == {"guest": True}  # derived from userType
+    uid = said_no["id"]
+    r = scim.patch(f"/Users/{uid}", patch({"op": "remove",
+                                           "path": f"{CONNECTOR_USER}:admin"}))
+    assert r.status_code == 200 and r.json[CONNECTOR_USER] == {"guest": False}
+
+
+def test_active_cannot_be_removed(scim: ScimClient) -> None:
+    uid = scim.post("/Users", user()).json["id"]
+    r = scim.patch(f"/Users/{uid}", patch({"op": "remove", "path": "active"}))
+    assert r.status_code == 400 and r.json["scimType"] == "invalidValue"
+    assert '"value": false' in r.json["detail"]
+    assert scim.get(f"/Users/{uid}").json["active"] is True
+
+
+def test_root_search_spans_users_then_groups(scim: ScimClient) -> None:
+    from scim.schemas import SEARCH_REQUEST
+    uid = scim.post("/Users", user("root@example.com")).json["id"]
+    gid = scim.post("/Groups", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                                "displayName": "Root"}).json["id"]
+    everything = scim.post("/.search", {"schemas": [SEARCH_REQUEST]}).json
+    assert [r["id"] for r in everything["Resources"]] == [uid, gid]
+    assert everything["totalResults"] == 2
+    second = scim.post("/.search", {"schemas": [SEARCH_REQUEST], "startIndex": 2,
+                                    "count": 1}).json
+    assert [r["id"] for r in second["Resources"]] == [gid] and second["totalResults"] == 2
+    by_id = scim.post("/.search", {"schemas": [SEARCH_REQUEST], "filter": f'id eq "{gid}"',
+                                   "attributes": ["displayName"]}).json
+    assert [r.get("displayName") for r in by_id["Resources"]] == ["Root"]
+    only_users = scim.post("/.search", {"schemas": [SEARCH_REQUEST],
+                                        "filter": 'userName sw "root"'}).json
+    assert [r["id"] for r in only_users["Resources"]] == [uid]
+    bad = scim.post("/.search", {"schemas": [SEARCH_REQUEST], "filter": "shoeSize gt 3"})
+    assert bad.status_code == 400 and bad.json["scimType"] == "invalidFilter"
