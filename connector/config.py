@@ -51,6 +51,15 @@ class DatabaseSettings:
         "PostgreSQL: postgresql+psycopg://user@host:5432/dbname.",
     )
     pool_size: int = setting(5, "Connections kept per process (PostgreSQL).")
+    pool_pre_ping: bool = setting(
+        False,
+        "Test each pooled connection before use (PostgreSQL): one more round trip per "
+        "request. Off, a connection the server dropped fails one request with 503 and "
+        "Retry-After, and the pool reconnects.",
+    )
+    pool_recycle: int = setting(
+        1800, "Replace pooled connections older than this many seconds (PostgreSQL)."
+    )
     echo: bool = setting(False, "Log every SQL statement (debugging only).")
 
 
@@ -73,6 +82,12 @@ class ScimSettings:
     )
     paused_retry_after: int = setting(
         300, "Seconds sent in Retry-After while a tenant's provisioning is paused."
+    )
+    token_cache_seconds: int = setting(
+        10,
+        "Seconds a process trusts a SCIM token it has checked, for reads only (writes "
+        "always check the database, so a revoked token never writes). A token revoked in "
+        "another process may still read for this long; 0 turns the cache off.",
     )
 
 

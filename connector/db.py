@@ -23,7 +23,8 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["pool_size"] = settings.pool_size
-        kwargs["pool_pre_ping"] = True
+        kwargs["pool_pre_ping"] = settings.pool_pre_ping
+        kwargs["pool_recycle"] = settings.pool_recycle
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

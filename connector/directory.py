@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from connector import events
@@ -36,6 +36,18 @@ from connector.models import (
 )
 from connector.status import IDP_SOURCES, StatusState, idp_reports, initial_state
 from connector.tenants import module_catalogue, policy_of
+
+
+def _live_user_with(column: Any) -> Any:
+    """Statement (built once) for "another live user of this tenant has this value"."""
+    return (select(User.id)
+            .where(User.tenant_id == bindparam("tenant_id"), User.removed_at.is_(None),
+                   User.id != bindparam("own_id"), column == bindparam(column.key))
+            .limit(1))
+
+
+_USER_NAME_TAKEN = _live_user_with(User.user_name_norm)
+_EXTERNAL_ID_TAKEN = _live_user_with(User.external_id)
 
 
 class Directory:
@@ -93,7 +105,9 @@ class Directory:
         """Replace the user's profile with `fields`; status through the rules."""
         self.ensure_writable()
         self._check_version(user.version, expected_version)
-        self._check_user_unique(fields, user.id)
+        if (fields.user_name.casefold(), fields.external_id) != (user.user_name_norm,
+                                                                 user.external_id):
+            self._check_user_unique(fields, user.id)
         changed = self._update_profile(user, fields)
         changed |= self._update_flags(user, fields)
         if fields.active is not None:
@@ -208,16 +222,14 @@ class Directory:
             for v in values)
 
     def _check_user_unique(self, fields: UserFields, own_id: str | None) -> None:
-        live = [User.tenant_id == self.tenant.id, User.removed_at.is_(None)]
-        if own_id is not None:
-            live.append(User.id != own_id)
-        taken = self.session.scalar(select(func.count()).select_from(User).where(
-            *live, User.user_name_norm == fields.user_name.casefold()))
-        if taken:
+        """409 with the attribute's name; the partial unique indexes back this up against
+        a concurrent writer (its IntegrityError also becomes a 409)."""
+        params = {"tenant_id": self.tenant.id, "own_id": own_id or "",
+                  "user_name_norm": fields.user_name.casefold(),
+                  "external_id": fields.external_id}
+        if self.session.scalar(_USER_NAME_TAKEN, params):
             raise Conflict(f"userName {fields.user_name!r} is already in use.", "userName")
-        if fields.external_id is not None and self.session.scalar(
-                select(func.count()).select_from(User).where(
-                    *live, User.external_id == fields.external_id)):
+        if fields.external_id is not None and self.session.scalar(_EXTERNAL_ID_TAKEN, params):
             raise Conflict(f"externalId {fields.external_id!r} is already in use.", "externalId")
 
     # -- groups ---------------------------------------------------------------
@@ -245,7 +257,9 @@ class Directory:
                      ) -> Group:
         self.ensure_writable()
         self._check_version(group.version, expected_version)
-        self._check_group_unique(fields, group.id)
+        if (fields.display_name.casefold(), fields.external_id) != (group.display_name_norm,
+                                                                    group.external_id):
+            self._check_group_unique(fields, group.id)
         changed = False
         if group.display_name != fields.display_name:
             self._event(group.id, events.GROUP_RENAMED, group.display_name, fields.display_name,

@@ -149,6 +149,15 @@ class User(Base):
             postgresql_where=text("removed_at IS NULL AND external_id IS NOT NULL"),
         ),
         Index("ix_users_tenant_display_name", "tenant_id", "display_name_norm"),
+        # Live users only: counts and id-ordered pages walk this small index instead of
+        # reading every row to test removed_at.
+        Index(
+            "ix_users_live",
+            "tenant_id",
+            "id",
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
         Index("ix_users_tenant_modified", "tenant_id", "modified_at"),
     )
 
@@ -224,7 +233,8 @@ class Membership(Base):
         ForeignKeyConstraint(
             ["tenant_id", "group_id"], ["groups.tenant_id", "groups.id"], ondelete="CASCADE"
         ),
-        Index("ix_memberships_member", "tenant_id", "member_id"),
+        # Covering (group_id included): a user's groups are read from the index alone.
+        Index("ix_memberships_member_group", "tenant_id", "member_id", "group_id"),
     )
 
 

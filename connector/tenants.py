@@ -11,10 +11,13 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from connector import events
@@ -77,17 +80,60 @@ def _issue_token(session: Session, tenant_id: str, now: dt.datetime) -> IssuedTo
     return IssuedToken(tenant_id, token)
 
 
+# Built once: this runs on every request that is not served from the token cache.
+_BY_DIGEST = (select(ScimToken.token_hash, Tenant)
+              .join(Tenant, Tenant.id == ScimToken.tenant_id)
+              .where(ScimToken.token_hash == bindparam("digest"), ScimToken.revoked_at.is_(None)))
+
+
 def authenticate(session: Session, token: str) -> Tenant | None:
     """Return the tenant a live SCIM token belongs to, or None."""
     digest = hash_token(token)
-    row = session.execute(
-        select(ScimToken.token_hash, Tenant)
-        .join(Tenant, Tenant.id == ScimToken.tenant_id)
-        .where(ScimToken.token_hash == digest, ScimToken.revoked_at.is_(None))
-    ).first()
+    row = session.execute(_BY_DIGEST, {"digest": digest}).first()
     if row is None or not hmac.compare_digest(row[0], digest):
         return None
     return row[1]
+
+
+class TokenCache:
+    """Token digest → tenant for a few seconds, so reads skip the token lookup.
+
+    Only reads use it (see `ScimSettings.token_cache_seconds`): every write checks the
+    database, so a revoked token or a paused tenant is seen at once where it matters.
+    Keyed by the digest, never the token; bounded, so a flood of wrong tokens (which are
+    never cached) or of many tenants cannot grow it without limit.
+    """
+
+    def __init__(self, ttl_seconds: float, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[str, tuple[float, Tenant]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, session: Session, token: str) -> Tenant | None:
+        if self.ttl <= 0:
+            return authenticate(session, token)
+        digest = hash_token(token)
+        now = self.clock()
+        hit = self._entries.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        tenant = authenticate(session, token)
+        if tenant is not None:
+            session.expunge(tenant)  # a detached snapshot, safe to share between requests
+            with self._lock:
+                if len(self._entries) >= self.max_entries:
+                    self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+                    if len(self._entries) >= self.max_entries:
+                        self._entries.clear()
+                self._entries[digest] = (now + self.ttl, tenant)
+        return tenant
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 def list_tenants(session: Session) -> list[Tenant]:

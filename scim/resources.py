@@ -6,6 +6,7 @@ directory calls, and returns rendered resources. Transactions are the caller's.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from scim import casting, store
 from scim.errors import InvalidValue, NotFound
 from scim.patch import apply_patch
 from scim.projection import Projection
-from scim.schemas import GROUP_TYPE, USER_TYPE
+from scim.schemas import CONNECTOR_GROUP, CONNECTOR_USER, GROUP_TYPE, USER_TYPE
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,25 @@ class ScimContext:
 
 def render_users(session: Session, ctx: ScimContext, users: Sequence[User],
                  projection: Projection | None = None) -> list[dict[str, Any]]:
-    ids = [u.id for u in users]
-    modules = store.user_modules(session, ctx.tenant.id, ids)
+    """Render ORM users (write paths); modules and groups come in one extra statement."""
     wants_groups = projection is None or projection.includes("groups")
-    groups = store.user_groups(session, ctx.tenant.id, ids, ctx.base_url) if wants_groups else {}
-    out = []
-    for user in users:
-        resource = casting.render_user(
-            _meta(ctx, user, "User", "Users"), _user_columns(user), user.data,
-            modules.get(user.id), groups.get(user.id))
-        out.append(projection.apply(resource) if projection else resource)
-    return out
+    extras = store.user_extras(session, ctx.tenant.id, [u.id for u in users], wants_groups)
+    return [render_user(ctx, user, *extras.get(user.id, (None, None)), projection)
+            for user in users]
+
+
+def render_user_rows(ctx: ScimContext, rows: Sequence[Any], projection: Projection | None = None
+                     ) -> list[dict[str, Any]]:
+    """Render rows that carry their own `modules_agg` and `groups_agg` (the read paths)."""
+    return [render_user(ctx, row, row.modules_agg, row.groups_agg, projection) for row in rows]
+
+
+def render_user(ctx: ScimContext, user: Any, modules_agg: str | None, groups_agg: str | None,
+                projection: Projection | None) -> dict[str, Any]:
+    resource = casting.render_user(
+        _meta(ctx, user, "User", "Users"), _user_columns(user), user.data,
+        store.decode_modules(modules_agg), store.decode_groups(groups_agg, ctx.base_url))
+    return projection.apply(resource) if projection else resource
 
 
 def render_groups(session: Session, ctx: ScimContext, groups: Sequence[Group],
@@ -68,12 +77,12 @@ def render_groups(session: Session, ctx: ScimContext, groups: Sequence[Group],
     return out
 
 
-def _meta(ctx: ScimContext, row: User | Group, kind: str, endpoint: str) -> casting.Meta:
+def _meta(ctx: ScimContext, row: Any, kind: str, endpoint: str) -> casting.Meta:
     return casting.Meta(row.id, kind, row.created_at, row.modified_at, row.version,
                         f"{ctx.base_url}/{endpoint}/{row.id}")
 
 
-def _user_columns(user: User) -> dict[str, Any]:
+def _user_columns(user: Any) -> dict[str, Any]:
     return {"user_name": user.user_name, "external_id": user.external_id,
             "display_name": user.display_name, "active": user.active, "guest": user.guest,
             "external_company_guest": user.external_company_guest, "admin": user.admin}
@@ -121,7 +130,17 @@ def patch_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
                            "\"value\": false}.")
     doc = casting.validate(outcome.resource, USER_TYPE)
     fields = casting.user_fields(doc, complete=True)
+    if _modules_of(outcome.resource) == _modules_of(current):
+        fields = dataclasses.replace(fields, modules=None)  # untouched: no module query
     return ctx.directory(session).update_user(user, fields, version)
+
+
+def _modules_of(resource: dict[str, Any]) -> list[str]:
+    for key, section in resource.items():
+        if key.lower() in (CONNECTOR_USER.lower(), CONNECTOR_GROUP.lower()) and \
+                isinstance(section, dict):
+            return list(section.get("modules") or [])
+    return []
 
 
 def delete_user(session: Session, ctx: ScimContext, user_id: str, version: int | None) -> None:
@@ -162,6 +181,8 @@ def patch_group(session: Session, ctx: ScimContext, group_id: str, body: Any,
     outcome = apply_patch(current, body, GROUP_TYPE)
     doc = casting.validate(outcome.resource, GROUP_TYPE)
     fields, _ = casting.group_fields(doc, complete=True)
+    if _modules_of(outcome.resource) == _modules_of(current):
+        fields = dataclasses.replace(fields, modules=None)  # untouched: no module query
     changes = [MemberChange(op.action, tuple(casting.member_id(v) for v in op.values))
                for op in outcome.member_ops]
     return ctx.directory(session).update_group(group, fields, changes, version)

@@ -6,14 +6,123 @@ response will not show, and a page costs a fixed number of queries (not one per 
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    null,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from connector.models import Group, GroupModule, Membership, User, UserModule
+
+# -- users as rows, with their modules and groups in the same statement -------------------
+#
+# The hot reads (GET by id, filter, pages) fetch a user's columns, its own modules and its
+# direct groups in ONE statement: correlated subqueries aggregate the modules into a
+# separated string and the groups into a JSON array. Each statement is built once per
+# dialect and reused with bound parameters, so a request spends its time in the database
+# rather than in building SQL.
+
+_U = User.__table__
+_UM = UserModule.__table__
+_M = Membership.__table__
+_G = Group.__table__
+SEP = "\x1f"  # ASCII unit separator: cannot occur in a module name
+
+USER_COLUMNS = (_U.c.tenant_id, _U.c.id, _U.c.user_name, _U.c.external_id, _U.c.display_name,
+                _U.c.active, _U.c.idp_active, _U.c.guest, _U.c.external_company_guest,
+                _U.c.admin, _U.c.created_at, _U.c.modified_at, _U.c.version, _U.c.data)
+
+
+def _user_extras(dialect: str, with_groups: bool) -> tuple[ColumnElement[Any], ...]:
+    if dialect == "postgresql":
+        modules_agg: ColumnElement[Any] = func.string_agg(_UM.c.module, literal(SEP))
+        groups_agg: ColumnElement[Any] = cast(
+            func.json_agg(func.json_build_array(_G.c.id, _G.c.display_name)), Text)
+    else:
+        modules_agg = func.group_concat(_UM.c.module, SEP)
+        groups_agg = func.json_group_array(func.json_array(_G.c.id, _G.c.display_name))
+    modules = (select(modules_agg)
+               .where(_UM.c.tenant_id == _U.c.tenant_id, _UM.c.user_id == _U.c.id)
+               .scalar_subquery().label("modules_agg"))
+    if not with_groups:
+        return modules, null().label("groups_agg")
+    groups = (select(groups_agg)
+              .select_from(_M.join(_G, and_(_G.c.tenant_id == _M.c.tenant_id,
+                                            _G.c.id == _M.c.group_id)))
+              .where(_M.c.tenant_id == _U.c.tenant_id, _M.c.member_id == _U.c.id)
+              .scalar_subquery().label("groups_agg"))
+    return modules, groups
+
+
+_ROWS: dict[tuple[str, bool], Select[Any]] = {}
+
+
+def user_rows_query(dialect: str, with_groups: bool) -> Select[Any]:
+    """Users' columns plus `modules_agg` and `groups_agg`; add WHERE and ORDER BY."""
+    query = _ROWS.get((dialect, with_groups))
+    if query is None:
+        query = _ROWS[dialect, with_groups] = select(*USER_COLUMNS,
+                                                     *_user_extras(dialect, with_groups))
+    return query
+
+
+_BY_ID: dict[tuple[str, bool], Select[Any]] = {}
+_EXTRAS_BY_ID: dict[tuple[str, bool], Select[Any]] = {}
+
+
+def get_user_row(session: Session, tenant_id: str, user_id: str, with_groups: bool = True
+                 ) -> Any:
+    """One live user with its modules and groups, in one statement; None if absent."""
+    dialect = session.get_bind().dialect.name
+    statement = _BY_ID.get((dialect, with_groups))
+    if statement is None:
+        statement = _BY_ID[dialect, with_groups] = user_rows_query(dialect, with_groups).where(
+            _U.c.tenant_id == bindparam("tenant_id"), _U.c.id == bindparam("user_id"),
+            _U.c.removed_at.is_(None))
+    return session.execute(statement, {"tenant_id": tenant_id, "user_id": user_id}).first()
+
+
+def user_extras(session: Session, tenant_id: str, user_ids: Sequence[str], with_groups: bool
+                ) -> dict[str, tuple[str | None, str | None]]:
+    """`(modules_agg, groups_agg)` for users already loaded as ORM objects (write paths)."""
+    if not user_ids:
+        return {}
+    dialect = session.get_bind().dialect.name
+    statement = _EXTRAS_BY_ID.get((dialect, with_groups))
+    if statement is None:
+        statement = _EXTRAS_BY_ID[dialect, with_groups] = select(
+            _U.c.id, *_user_extras(dialect, with_groups)).where(
+            _U.c.tenant_id == bindparam("tenant_id"),
+            _U.c.id.in_(bindparam("user_ids", expanding=True)))
+    rows = session.execute(statement, {"tenant_id": tenant_id, "user_ids": list(user_ids)})
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def decode_modules(modules_agg: str | None) -> list[str] | None:
+    return sorted(modules_agg.split(SEP)) if modules_agg else None
+
+
+def decode_groups(groups_agg: str | None, base_url: str) -> list[dict[str, Any]] | None:
+    """User.groups from the aggregated `[[id, displayName], …]`, by name then id."""
+    if not groups_agg:
+        return None
+    pairs = [p for p in json.loads(groups_agg) if p and p[0] is not None]
+    pairs.sort(key=lambda p: (str(p[1]).casefold(), p[0]))
+    return [{"value": gid, "$ref": f"{base_url}/Groups/{gid}", "display": name,
+             "type": "direct"} for gid, name in pairs] or None
 
 
 def get_user(session: Session, tenant_id: str, user_id: str, for_update: bool = False
@@ -33,36 +142,38 @@ def get_group(session: Session, tenant_id: str, group_id: str, for_update: bool 
     return session.scalars(query).first()
 
 
-def page(session: Session, query: Select[Any], order: Sequence[ColumnElement[Any]],
-         offset: int, limit: int) -> tuple[int, list[Any]]:
-    """Count the matches in one query and fetch one page in another."""
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    if limit <= 0 or offset >= total:
-        return total, []
-    rows = list(session.scalars(query.order_by(*order).offset(offset).limit(limit)))
-    return total, rows
+def user_conditions(tenant_id: str, clause: ColumnElement[bool] | None
+                    ) -> list[ColumnElement[bool]]:
+    where = [_U.c.tenant_id == tenant_id, _U.c.removed_at.is_(None)]
+    return where if clause is None else [*where, clause]
 
 
-def users_query(tenant_id: str, clause: ColumnElement[bool] | None) -> Select[Any]:
-    query = select(User).where(User.tenant_id == tenant_id, User.removed_at.is_(None))
-    return query.where(clause) if clause is not None else query
+def group_conditions(tenant_id: str, clause: ColumnElement[bool] | None
+                     ) -> list[ColumnElement[bool]]:
+    where = [Group.tenant_id == tenant_id]
+    return where if clause is None else [*where, clause]
 
 
-def groups_query(tenant_id: str, clause: ColumnElement[bool] | None) -> Select[Any]:
-    query = select(Group).where(Group.tenant_id == tenant_id)
-    return query.where(clause) if clause is not None else query
+def count_users(session: Session, where: Sequence[ColumnElement[bool]]) -> int:
+    return session.scalar(select(func.count()).select_from(_U).where(*where)) or 0
 
 
-def user_modules(session: Session, tenant_id: str, user_ids: Sequence[str]
-                 ) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = defaultdict(list)
-    if user_ids:
-        for user_id, module in session.execute(
-                select(UserModule.user_id, UserModule.module).where(
-                    UserModule.tenant_id == tenant_id, UserModule.user_id.in_(user_ids))
-                .order_by(UserModule.module)):
-            out[user_id].append(module)
-    return out
+def count_groups(session: Session, where: Sequence[ColumnElement[bool]]) -> int:
+    return session.scalar(select(func.count()).select_from(_G).where(*where)) or 0
+
+
+def user_page(session: Session, where: Sequence[ColumnElement[bool]],
+              order: Sequence[ColumnElement[Any]], offset: int, limit: int, with_groups: bool
+              ) -> list[Any]:
+    dialect = session.get_bind().dialect.name
+    query = user_rows_query(dialect, with_groups).where(*where)
+    return list(session.execute(query.order_by(*order).offset(offset).limit(limit)))
+
+
+def group_page(session: Session, where: Sequence[ColumnElement[bool]],
+               order: Sequence[ColumnElement[Any]], offset: int, limit: int) -> list[Group]:
+    query = select(Group).where(*where).order_by(*order).offset(offset).limit(limit)
+    return list(session.scalars(query))
 
 
 def group_modules(session: Session, tenant_id: str, group_ids: Sequence[str]
@@ -74,24 +185,6 @@ def group_modules(session: Session, tenant_id: str, group_ids: Sequence[str]
                     GroupModule.tenant_id == tenant_id, GroupModule.group_id.in_(group_ids))
                 .order_by(GroupModule.module)):
             out[group_id].append(module)
-    return out
-
-
-def user_groups(session: Session, tenant_id: str, user_ids: Sequence[str], base_url: str
-                ) -> dict[str, list[dict[str, Any]]]:
-    """Direct group memberships of the given users, for User.groups."""
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    if not user_ids:
-        return out
-    rows = session.execute(
-        select(Membership.member_id, Group.id, Group.display_name)
-        .join(Group, and_(Group.tenant_id == Membership.tenant_id,
-                          Group.id == Membership.group_id))
-        .where(Membership.tenant_id == tenant_id, Membership.member_id.in_(user_ids))
-        .order_by(Group.display_name_norm, Group.id))
-    for member_id, group_id, name in rows:
-        out[member_id].append({"value": group_id, "$ref": f"{base_url}/Groups/{group_id}",
-                               "display": name, "type": "direct"})
     return out
 
 

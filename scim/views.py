@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from connector import db, tenants
 from connector.events import WriteContext
-from connector.models import User
+from connector.models import Group, User
 from connector.status import Source
 from scim import bulk, casting, discovery, resources, store
 from scim.errors import (
@@ -46,11 +46,14 @@ bp = Blueprint("scim", __name__, url_prefix=PREFIX)
 
 # Discovery needs no token (RFC 7644 §4 leaves it to us): clients read it to learn
 # how to authenticate.
+SEARCHES = {"scim.search_users", "scim.search_groups", "scim.search_everything"}
 PUBLIC = {"scim.spc", "scim.schemas", "scim.schema", "scim.resource_types",
           "scim.resource_type"}
 
 
 def init_app(app: Flask) -> None:
+    app.extensions["scim_token_cache"] = tenants.TokenCache(
+        app.config["SETTINGS"].scim.token_cache_seconds)
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -67,15 +70,22 @@ def _authenticate() -> None:
         # Discovery answers without a token; with a valid one it also names the caller's
         # module catalogue, so clients (and conformance tools) can offer real values.
         if scheme.lower() == "bearer" and token.strip():
-            g.tenant = tenants.authenticate(db.get_session(), token.strip())
+            g.tenant = _token_cache().authenticate(db.get_session(), token.strip())
         return
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
-    tenant = tenants.authenticate(db.get_session(writes=request.method != "GET"), token.strip())
+    if request.method in ("GET", "HEAD") or request.endpoint in SEARCHES:
+        tenant = _token_cache().authenticate(db.get_session(), token.strip())
+    else:  # writes see revocations and tenant settings as of now, in their own transaction
+        tenant = tenants.authenticate(db.get_session(writes=True), token.strip())
     if tenant is None:
         raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped).")
     g.tenant = tenant
     g.tenant_id = tenant.id
+
+
+def _token_cache() -> tenants.TokenCache:
+    return current_app.extensions["scim_token_cache"]  # type: ignore[no-any-return]
 
 
 def scim_context() -> resources.ScimContext:
@@ -141,6 +151,18 @@ def resource_response(resource: dict[str, Any], row: Any, status: int = 200) -> 
 
 def commit() -> None:
     db.get_session().commit()
+
+
+def rendered_then_committed(resource_type: ResourceType, row: Any) -> dict[str, Any]:
+    """Render a written resource inside its own transaction, then commit.
+
+    Rendering after the commit would open a second transaction (on SQLite a second write
+    lock) only to read back what this request just wrote.
+    """
+    db.get_session().flush()
+    resource = single(resource_type, row)
+    commit()
+    return resource
 
 
 # -- errors ---------------------------------------------------------------------------
@@ -236,25 +258,40 @@ class _Listing:
 
     def __init__(self, resource_type: ResourceType, params: dict[str, Any]) -> None:
         self.type = resource_type
-        users = resource_type is USER_TYPE
+        self.users = users = resource_type is USER_TYPE
         node = parse_filter(params["filter"], resource_type) if params["filter"] else None
         clause = None if node is None else user_clause(node) if users else group_clause(node)
         tenant_id = scim_context().tenant.id
-        self.query = (store.users_query if users else store.groups_query)(tenant_id, clause)
-        model_id = self.query.selected_columns[0].table.c.id  # type: ignore[attr-defined]
-        self.order = [model_id]
+        self.where = (store.user_conditions if users else store.group_conditions)(
+            tenant_id, clause)
+        model_id = User.id if users else Group.id
+        self.order: list[Any] = [model_id]
         if params["sort_by"]:
             ref = compile_sort(params["sort_by"], resource_type)
             column = user_sort_column(ref) if users else group_sort_column(ref)
             self.order = [column.desc() if params["descending"] else column.asc(), model_id]
         self.projection = parse_projection(resource_type, params["attributes"],
                                            params["excluded"])
-        self.render = resources.render_users if users else resources.render_groups
 
     def page(self, offset: int, count: int) -> tuple[int, list[dict[str, Any]]]:
         session = db.get_session()
-        total, rows = store.page(session, self.query, self.order, offset, count)
-        return total, self.render(session, scim_context(), rows, self.projection)
+        ctx = scim_context()
+        if self.users:
+            wants_groups = self.projection is None or self.projection.includes("groups")
+            rows = store.user_page(session, self.where, self.order, offset, count,
+                                   wants_groups) if count > 0 else []
+            # A page that is not full, and not empty past the end, tells the total
+            # without counting: `userName eq` lookups (what IdPs send) skip the count.
+            if 0 < len(rows) < count or (not rows and offset == 0 and count > 0):
+                total = offset + len(rows)
+            else:
+                total = store.count_users(session, self.where)
+            return total, resources.render_user_rows(ctx, rows, self.projection)
+        total = store.count_groups(session, self.where)
+        if count <= 0 or offset >= total:
+            return total, []
+        groups = store.group_page(session, self.where, self.order, offset, count)
+        return total, resources.render_groups(session, ctx, groups, self.projection)
 
 
 def _list_response(total: int, start: int, found: list[dict[str, Any]]) -> Response:
@@ -343,8 +380,18 @@ def single(resource_type: ResourceType, row: Any) -> dict[str, Any]:
 
 @bp.get("/Users/<user_id>")
 def get_user(user_id: str) -> Response:
-    user = resources.load_user(db.get_session(), scim_context(), user_id)
-    return _conditional(USER_TYPE, user)
+    """The hottest read: one statement for the user, its modules and its groups."""
+    ctx = scim_context()
+    projection = parse_projection(USER_TYPE, request.args.get("attributes"),
+                                  request.args.get("excludedAttributes"))
+    wants_groups = projection is None or projection.includes("groups")
+    row = store.get_user_row(db.get_session(), ctx.tenant.id, user_id, wants_groups)
+    if row is None:
+        raise NotFound(f"User {user_id} not found.")
+    tag = casting.etag(row.version)
+    if request.headers.get("If-None-Match") in (tag, tag.removeprefix("W/")):
+        return Response(status=304, headers={"ETag": tag})
+    return resource_response(resources.render_user_rows(ctx, [row], projection)[0], row)
 
 
 @bp.get("/Groups/<group_id>")
@@ -365,24 +412,21 @@ def _conditional(resource_type: ResourceType, row: Any) -> Response:
 def post_user() -> Response:
     session = db.get_session(writes=True)
     user = resources.create_user(session, scim_context(), read_json())
-    commit()
-    return resource_response(single(USER_TYPE, user), user, 201)
+    return resource_response(rendered_then_committed(USER_TYPE, user), user, 201)
 
 
 @bp.put("/Users/<user_id>")
 def put_user(user_id: str) -> Response:
     session = db.get_session(writes=True)
     user = resources.replace_user(session, scim_context(), user_id, read_json(), if_match())
-    commit()
-    return resource_response(single(USER_TYPE, user), user)
+    return resource_response(rendered_then_committed(USER_TYPE, user), user)
 
 
 @bp.patch("/Users/<user_id>")
 def patch_user(user_id: str) -> Response:
     session = db.get_session(writes=True)
     user = resources.patch_user(session, scim_context(), user_id, read_json(), if_match())
-    commit()
-    return resource_response(single(USER_TYPE, user), user)
+    return resource_response(rendered_then_committed(USER_TYPE, user), user)
 
 
 @bp.delete("/Users/<user_id>")
@@ -397,16 +441,14 @@ def delete_user(user_id: str) -> Response:
 def post_group() -> Response:
     session = db.get_session(writes=True)
     group = resources.create_group(session, scim_context(), read_json())
-    commit()
-    return resource_response(single(GROUP_TYPE, group), group, 201)
+    return resource_response(rendered_then_committed(GROUP_TYPE, group), group, 201)
 
 
 @bp.put("/Groups/<group_id>")
 def put_group(group_id: str) -> Response:
     session = db.get_session(writes=True)
     group = resources.replace_group(session, scim_context(), group_id, read_json(), if_match())
-    commit()
-    return resource_response(single(GROUP_TYPE, group), group)
+    return resource_response(rendered_then_committed(GROUP_TYPE, group), group)
 
 
 @bp.patch("/Groups/<group_id>")
@@ -414,9 +456,9 @@ def patch_group(group_id: str) -> Response:
     """Answer 204: the group may have 10,000 members, and Entra ID needs no body."""
     session = db.get_session(writes=True)
     group = resources.patch_group(session, scim_context(), group_id, read_json(), if_match())
-    commit()
     if _wants_body():
-        return resource_response(single(GROUP_TYPE, group), group)
+        return resource_response(rendered_then_committed(GROUP_TYPE, group), group)
+    commit()
     return Response(status=204, headers={"ETag": casting.etag(group.version)})
 
 

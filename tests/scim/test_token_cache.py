@@ -1,0 +1,81 @@
+"""Reads trust a checked token for a few seconds; writes always ask the database."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from flask import Flask
+from sqlalchemy import Engine
+
+from connector import tenants
+from connector.app import create_app
+from connector.config import Settings
+from connector.db import make_sessionmaker
+from tests.conftest import ScimClient, make_tenant
+from tests.scim.factories import user
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def app_with(settings: Settings, engine: Engine, seconds: int) -> tuple[Flask, Clock]:
+    scim_settings = dataclasses.replace(settings.scim, token_cache_seconds=seconds)
+    app = create_app(dataclasses.replace(settings, scim=scim_settings), engine=engine)
+    clock = Clock()
+    app.extensions["scim_token_cache"].clock = clock
+    return app, clock
+
+
+def rotate(engine: Engine, tenant_id: str) -> str:
+    with make_sessionmaker(engine)() as s:
+        issued = tenants.rotate_token(s, tenant_id, dt.datetime.now(dt.UTC))
+        s.commit()
+        return issued.token
+
+
+def test_revoked_token_stops_writes_at_once_and_reads_when_the_cache_expires(
+        settings: Settings, engine: Engine) -> None:
+    app, clock = app_with(settings, engine, seconds=10)
+    tenant_id, token = make_tenant(engine)
+    scim = ScimClient(app.test_client(), token, tenant_id)
+    uid = scim.post("/Users", user()).json["id"]
+    assert scim.get(f"/Users/{uid}").status_code == 200  # now cached
+    new_token = rotate(engine, tenant_id)
+    assert scim.post("/Users", user()).status_code == 401
+    assert scim.patch(f"/Users/{uid}", {}).status_code == 401
+    assert scim.get(f"/Users/{uid}").status_code == 200  # within the 10 s
+    clock.now += 10.5
+    assert scim.get(f"/Users/{uid}").status_code == 401
+    fresh = ScimClient(scim.client, new_token, tenant_id)
+    assert fresh.get(f"/Users/{uid}").status_code == 200
+
+
+def test_zero_seconds_turns_the_cache_off(settings: Settings, engine: Engine) -> None:
+    app, _ = app_with(settings, engine, seconds=0)
+    tenant_id, token = make_tenant(engine)
+    scim = ScimClient(app.test_client(), token, tenant_id)
+    assert scim.get("/Users").status_code == 200
+    rotate(engine, tenant_id)
+    assert scim.get("/Users").status_code == 401
+
+
+def test_wrong_tokens_are_not_cached_and_the_cache_is_bounded(
+        settings: Settings, engine: Engine) -> None:
+    app, _ = app_with(settings, engine, seconds=10)
+    cache = app.extensions["scim_token_cache"]
+    cache.max_entries = 2
+    client = app.test_client()
+    for i in range(5):
+        r = client.get("/scim/v2/Users", headers={"Authorization": f"Bearer nope{i}"})
+        assert r.status_code == 401
+    assert cache._entries == {}
+    for name in ("A", "B", "C"):
+        tenant_id, token = make_tenant(engine, name)
+        assert ScimClient(client, token, tenant_id).get("/Users").status_code == 200
+    assert 1 <= len(cache._entries) <= 2
