@@ -5,8 +5,9 @@
 
 For each database (and each size given to --users) it creates a fresh database, migrates
 it, creates a tenant, bulk-seeds N users (with their email index rows) and one group of
-10,000 members, starts the connector as production does (gunicorn, one sync worker),
-and measures every scenario with wrk: requests/s at --connections concurrent clients and
+10,000 members, starts the connector as production does (gunicorn, one gthread worker
+with keep-alive), and measures every scenario with wrk: requests/s at --connections
+concurrent clients and
 p50/p99 latency both under that load and at one client (service latency without
 queueing behind the single worker). Non-2xx answers are counted and flagged, never
 folded into the rates. It records the worker's RSS before and after, prints a Markdown
@@ -223,7 +224,8 @@ def seed_connector(url: str, users: int, group_size: int, batch: int) -> dict[st
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             # What autovacuum's auto-analyze does shortly after a bulk load.
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+                text("VACUUM (ANALYZE)"))
         else:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     engine.dispose()
@@ -344,20 +346,30 @@ class Server:
         self.log_file.close()
 
 
-def start_connector(url: str, label: str, wsgi_app: str = "wsgi:app") -> Server:
+def worker_args(threads: int) -> list[str]:
+    """One worker; gthread (keep-alive) with N threads as `connector serve` runs it, or
+    gunicorn's sync worker (one request at a time, Connection: close) for --threads 1."""
+    if threads > 1:
+        return ["-w", "1", "--worker-class", "gthread", "--threads", str(threads)]
+    return ["-w", "1"]
+
+
+def start_connector(url: str, label: str, wsgi_app: str = "wsgi:app", threads: int = 4
+                    ) -> Server:
     port = free_port()
     env = dict(os.environ, CONNECTOR_DATABASE__URL=url, CONNECTOR_LOGGING__ACCESS_LOG="false",
                CONNECTOR_CONFIG="/nonexistent")
-    cmd = [str(VENV_BIN / "gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}", wsgi_app]
+    cmd = [str(VENV_BIN / "gunicorn"), *worker_args(threads), "-b", f"127.0.0.1:{port}",
+           wsgi_app]
     server = Server(label, cmd, env, ROOT, port, "/readyz")
     server.wait_ready()
     return server
 
 
-def start_scim2_server(venv: Path, token: str, label: str) -> Server:
+def start_scim2_server(venv: Path, token: str, label: str, threads: int = 4) -> Server:
     port = free_port()
     env = dict(os.environ, SCIM2_BENCH_TOKEN=token)
-    cmd = [str(venv / "bin" / "gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}",
+    cmd = [str(venv / "bin" / "gunicorn"), *worker_args(threads), "-b", f"127.0.0.1:{port}",
            "--timeout", "600", "--pythonpath", str(ROOT / "bench"), "scim2_server_wsgi:app"]
     server = Server(label, cmd, env, ROOT, port, "/v2/ServiceProviderConfig")
     server.token = token
@@ -780,6 +792,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--group-members", type=int, default=10_000)
     p.add_argument("--duration", type=float, default=10, help="seconds per scenario and run")
     p.add_argument("--connections", type=int, default=8, help="wrk connections for req/s")
+    p.add_argument("--threads", type=int, default=4,
+                   help="gthread threads in the one gunicorn worker (as `connector serve`); "
+                        "1 = sync worker, no keep-alive")
     p.add_argument("--batch", type=int, default=5000, help="rows per bulk insert")
     p.add_argument("--pg-base", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     p.add_argument("--pg-name", default="connector_bench")
@@ -818,6 +833,8 @@ def main(argv: list[str] | None = None) -> None:
         ensure_tools_venv(args.tools_venv, args.against_scim2_server or args.scim2_only,
                           bool(args.profile))
     info = machine()
+    info["server"] = (f"gthread, {args.threads} threads, keep-alive" if args.threads > 1
+                      else "sync, no keep-alive")
     info["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     dbs = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     tag = f"-{args.tag}" if args.tag else ""
@@ -830,7 +847,7 @@ def main(argv: list[str] | None = None) -> None:
                 log(f"== {label}: fresh database, seeding {users:,} users")
                 url = fresh_database(kind, users, args.pg_base, args.pg_name)
                 seed = seed_connector(url, users, args.group_members, args.batch)
-                server = start_connector(url, label, args.wsgi_app)
+                server = start_connector(url, label, args.wsgi_app, args.threads)
                 try:
                     run = run_scenarios(label, server, "/scim/v2", seed, args, wrk,
                                         args.tools_venv)
@@ -846,7 +863,8 @@ def main(argv: list[str] | None = None) -> None:
         users = args.scim2_users or max(args.users)
         label = f"scim2-server-{users}"
         log(f"== {label}: seeding {users:,} users over HTTP")
-        server = start_scim2_server(args.tools_venv, "scim2-bench-" + uuid.uuid4().hex, label)
+        server = start_scim2_server(args.tools_venv, "scim2-bench-" + uuid.uuid4().hex, label,
+                                    args.threads)
         try:
             rss_empty = server.rss_mb()
             seed = seed_scim2_server(server.port, server.token, users,
@@ -870,7 +888,8 @@ def render(info: dict[str, Any], runs: list[dict[str, Any]], ref: dict[str, Any]
     out = [f"# SCIM bench, {info['date']} (commit {info['git']})", "",
            f"{info['nproc']} × {info['cpu']}, {info['mem']} RAM, Python {info['python']}, "
            f"SQLite {info['sqlite']}, PostgreSQL {info['postgresql']}. "
-           "One gunicorn sync worker; wrk, 1 thread. req/s counts 2xx answers only.", ""]
+           f"One gunicorn worker ({info['server']}); wrk, 1 thread. "
+           "req/s counts 2xx answers only.", ""]
     for run in runs:
         out.append(f"## {run['db']}, {run['users']:,} users "
                    f"(seeded in {run['seed_seconds']} s; group of {run['group_size']:,})")

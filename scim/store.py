@@ -95,6 +95,37 @@ def get_user_row(session: Session, tenant_id: str, user_id: str, with_groups: bo
     return session.execute(statement, {"tenant_id": tenant_id, "user_id": user_id}).first()
 
 
+# `userName eq "…"` / `externalId eq "…"`: what identity providers send before every
+# create. The filter compiler would build the same condition; a statement built once
+# skips rebuilding and re-keying it per request.
+_LOOKUP_COLUMNS: dict[str, tuple[Any, Any]] = {
+    "userName": (_U.c.user_name_norm, str.casefold),  # caseExact false
+    "externalId": (_U.c.external_id, None),  # caseExact true
+}
+_LOOKUPS: dict[tuple[str, str, bool], Select[Any]] = {}
+
+
+def lookup_attributes() -> frozenset[str]:
+    return frozenset(_LOOKUP_COLUMNS)
+
+
+def lookup_page(session: Session, tenant_id: str, attribute: str, value: str, offset: int,
+                limit: int, with_groups: bool) -> list[Any]:
+    """Live users whose `attribute` equals `value`, a page in id order."""
+    column, normalise = _LOOKUP_COLUMNS[attribute]
+    dialect = session.get_bind().dialect.name
+    statement = _LOOKUPS.get((dialect, attribute, with_groups))
+    if statement is None:
+        statement = _LOOKUPS[dialect, attribute, with_groups] = (
+            user_rows_query(dialect, with_groups)
+            .where(_U.c.tenant_id == bindparam("tenant_id"), _U.c.removed_at.is_(None),
+                   column == bindparam("value"))
+            .order_by(_U.c.id).offset(bindparam("offset")).limit(bindparam("limit")))
+    params = {"tenant_id": tenant_id, "value": normalise(value) if normalise else value,
+              "offset": offset, "limit": limit}
+    return list(session.execute(statement, params))
+
+
 def user_extras(session: Session, tenant_id: str, user_ids: Sequence[str], with_groups: bool
                 ) -> dict[str, tuple[str | None, str | None]]:
     """`(modules_agg, groups_agg)` for users already loaded as ORM objects (write paths)."""
@@ -165,9 +196,16 @@ def count_groups(session: Session, where: Sequence[ColumnElement[bool]]) -> int:
 def user_page(session: Session, where: Sequence[ColumnElement[bool]],
               order: Sequence[ColumnElement[Any]], offset: int, limit: int, with_groups: bool
               ) -> list[Any]:
+    """One page of users in two steps: the page's keys first (an index walk over the
+    skipped rows), then columns, modules and groups for those rows only. In one step,
+    PostgreSQL evaluated the modules/groups subqueries for every row OFFSET skipped."""
     dialect = session.get_bind().dialect.name
-    query = user_rows_query(dialect, with_groups).where(*where)
-    return list(session.execute(query.order_by(*order).offset(offset).limit(limit)))
+    keys = (select(_U.c.tenant_id, _U.c.id).where(*where).order_by(*order)
+            .offset(offset).limit(limit).subquery("page"))
+    query = (user_rows_query(dialect, with_groups)
+             .join(keys, and_(keys.c.tenant_id == _U.c.tenant_id, keys.c.id == _U.c.id))
+             .order_by(*order))
+    return list(session.execute(query))
 
 
 def group_page(session: Session, where: Sequence[ColumnElement[bool]],

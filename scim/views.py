@@ -34,7 +34,7 @@ from scim.errors import (
     UnsupportedMediaType,
 )
 from scim.failures import to_scim_error
-from scim.filters import compile_sort, parse_filter
+from scim.filters import Compare, compile_sort, parse_filter
 from scim.projection import parse_projection
 from scim.queries import group_clause, group_sort_column, user_clause, user_sort_column
 from scim.schemas import GROUP_TYPE, LIST_RESPONSE, SEARCH_REQUEST, USER_TYPE, ResourceType
@@ -264,6 +264,7 @@ class _Listing:
         tenant_id = scim_context().tenant.id
         self.where = (store.user_conditions if users else store.group_conditions)(
             tenant_id, clause)
+        self.lookup = _plain_lookup(node) if users and not params["sort_by"] else None
         model_id = User.id if users else Group.id
         self.order: list[Any] = [model_id]
         if params["sort_by"]:
@@ -278,8 +279,14 @@ class _Listing:
         ctx = scim_context()
         if self.users:
             wants_groups = self.projection is None or self.projection.includes("groups")
-            rows = store.user_page(session, self.where, self.order, offset, count,
-                                   wants_groups) if count > 0 else []
+            if count <= 0:
+                rows = []
+            elif self.lookup is not None:
+                rows = store.lookup_page(session, ctx.tenant.id, *self.lookup, offset, count,
+                                         wants_groups)
+            else:
+                rows = store.user_page(session, self.where, self.order, offset, count,
+                                       wants_groups)
             # A page that is not full, and not empty past the end, tells the total
             # without counting: `userName eq` lookups (what IdPs send) skip the count.
             if 0 < len(rows) < count or (not rows and offset == 0 and count > 0):
@@ -292,6 +299,15 @@ class _Listing:
             return total, []
         groups = store.group_page(session, self.where, self.order, offset, count)
         return total, resources.render_groups(session, ctx, groups, self.projection)
+
+
+def _plain_lookup(node: Any) -> tuple[str, str] | None:
+    """`userName eq "x"` or `externalId eq "x"` and nothing else: (attribute, value)."""
+    if (isinstance(node, Compare) and node.op == "eq" and isinstance(node.value, str)
+            and node.ref.is_core and node.ref.sub_attribute is None
+            and node.ref.attribute.name in store.lookup_attributes()):
+        return node.ref.attribute.name, node.value
+    return None
 
 
 def _list_response(total: int, start: int, found: list[dict[str, Any]]) -> Response:

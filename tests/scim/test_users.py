@@ -255,3 +255,23 @@ def test_root_search_spans_users_then_groups(scim: ScimClient) -> None:
     assert [r["id"] for r in only_users["Resources"]] == [uid]
     bad = scim.post("/.search", {"schemas": [SEARCH_REQUEST], "filter": "shoeSize gt 3"})
     assert bad.status_code == 400 and bad.json["scimType"] == "invalidFilter"
+
+
+def test_plain_lookups_answer_like_the_general_filter(scim: ScimClient) -> None:
+    # `userName eq` and `externalId eq` take a prebuilt statement; wrapping the same
+    # comparison in `and … pr` forces the general compiler. Both must agree.
+    names = ["Straße@Example.com", 'quote"d@example.com', "back\\slash@example.com",
+             "PERCENT%@example.com", "under_score@example.com"]
+    for i, name in enumerate(names):
+        scim.post("/Users", user(name, externalId=f"Ext-{i}"))
+    probes = [("userName", n) for n in names] + [
+        ("userName", "STRASSE@example.com"), ("userName", "strasse@EXAMPLE.com"),
+        ("userName", "percent_@example.com"), ("externalId", "Ext-1"), ("externalId", "ext-1"),
+        ("externalId", "nobody")]
+    for attribute, value in probes:
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        fast = scim.get("/Users", query_string={"filter": f'{attribute} eq "{quoted}"'}).json
+        general = scim.get("/Users", query_string={
+            "filter": f'{attribute} eq "{quoted}" and {attribute} pr'}).json
+        assert fast["totalResults"] == general["totalResults"], (attribute, value)
+        assert [r["id"] for r in fast["Resources"]] == [r["id"] for r in general["Resources"]]
