@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,8 +32,12 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         kwargs["pool_recycle"] = settings.pool_recycle
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
+        _WRITE_LOCKS[engine.pool] = threading.Lock()
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "commit", _release_write_lock)
+        event.listen(engine, "rollback", _release_write_lock)
+        event.listen(engine.pool, "checkin", _release_on_checkin)
     return engine
 
 
@@ -47,17 +53,51 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+WRITE_LOCK_WAIT_SECONDS = 30
+# One lock per SQLite pool (engines made with execution_options share their pool).
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def write_lock(engine: Engine) -> threading.Lock:
+    """The lock SQLite writers of this process queue on."""
+    return _WRITE_LOCKS[engine.pool]
+
+
 def _sqlite_begin(conn: Any) -> None:
+    options = conn.get_execution_options()
+    if options.get("no_begin"):
+        return  # a read-only session: each statement is its own transaction
+    if not options.get("writes"):
+        conn.exec_driver_sql("BEGIN")
+        return
     # A write transaction takes SQLite's write lock up front (BEGIN IMMEDIATE): a
     # read-then-write transaction that upgrades later can fail with "database is
-    # locked" at once instead of waiting for busy_timeout.
-    options = conn.get_execution_options()
-    if options.get("isolation_level") == "AUTOCOMMIT":
-        return  # each statement is its own transaction (see `make_sessionmaker`)
-    if options.get("writes"):
+    # locked" at once instead of waiting for busy_timeout. Writers of this process
+    # first queue on a lock of our own: SQLite's busy handler polls with sleeps of up
+    # to 100 ms, which turned four threads writing at once into 1-2 s tail latencies.
+    lock = write_lock(conn.engine)
+    if not lock.acquire(timeout=WRITE_LOCK_WAIT_SECONDS):
+        raise exc.OperationalError("BEGIN IMMEDIATE", None,
+                                   TimeoutError("waited too long for the SQLite write lock"))
+    conn.info["held_write_lock"] = lock
+    try:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        conn.exec_driver_sql("BEGIN")
+    except BaseException:
+        _release_write_lock(conn)
+        raise
+
+
+def _release_write_lock(conn: Any) -> None:
+    lock = conn.info.pop("held_write_lock", None)
+    if lock is not None:
+        lock.release()
+
+
+def _release_on_checkin(_dbapi_connection: Any, record: Any) -> None:
+    # A connection handed back without a commit or rollback event must not keep the lock.
+    lock = record.info.pop("held_write_lock", None)
+    if lock is not None:
+        lock.release()
 
 
 def make_sessionmaker(engine: Engine, writes: bool = False, autocommit: bool = False
@@ -73,6 +113,8 @@ def make_sessionmaker(engine: Engine, writes: bool = False, autocommit: bool = F
     bind = engine
     if writes:
         bind = engine.execution_options(writes=True)
+    elif autocommit and engine.dialect.name == "sqlite":
+        bind = engine.execution_options(no_begin=True)  # see `_sqlite_begin`
     elif autocommit:
         bind = engine.execution_options(isolation_level="AUTOCOMMIT")
     return sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)

@@ -105,8 +105,12 @@ def _actor() -> str:
 
 
 def base_url() -> str:
-    configured = current_app.config["SETTINGS"].server.public_base_url.rstrip("/")
-    return (configured or request.url_root.rstrip("/")) + PREFIX
+    """Where this request reached the SCIM API (computed once per request)."""
+    url = g.get("scim_base_url")
+    if url is None:
+        configured = current_app.config["SETTINGS"].server.public_base_url.rstrip("/")
+        url = g.scim_base_url = (configured or request.url_root.rstrip("/")) + PREFIX
+    return url  # type: ignore[no-any-return]
 
 
 def read_json() -> Any:
