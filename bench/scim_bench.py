@@ -164,6 +164,7 @@ def user_name(i: int) -> str:
 def seed_connector(url: str, users: int, group_size: int, batch: int) -> dict[str, Any]:
     from sqlalchemy import insert, text
 
+    from connector import counters
     from connector.config import DatabaseSettings
     from connector.db import make_engine, make_sessionmaker
     from connector.migrate import upgrade
@@ -221,6 +222,10 @@ def seed_connector(url: str, users: int, group_size: int, batch: int) -> dict[st
                 for m in members[start:start + batch]])
     log(f"seeded group {group_id} with {len(members)} members "
         f"({time.monotonic() - started:.0f} s)")
+    # The bulk insert bypassed the directory, which keeps the live-user counter.
+    with make_sessionmaker(engine, writes=True)() as session:
+        counters.recount_live_users(session, tenant_id)
+        session.commit()
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             # What autovacuum's auto-analyze does shortly after a bulk load.

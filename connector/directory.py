@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
-from connector import events
+from connector import counters, events
 from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
 from connector.errors import (
     Conflict,
@@ -88,6 +88,7 @@ class Directory:
         self._assign_profile(user, fields)
         self.session.add(user)
         self.session.flush()
+        counters.add_live_users(self.session, self.tenant.id, +1)
         self._write_values(user, fields.values)
         self.session.add_all(
             UserModule(tenant_id=self.tenant.id, user_id=user.id, module=m) for m in modules
@@ -131,6 +132,8 @@ class Directory:
                                                       Membership.member_id == user.id))
         user.removed_at = self.ctx.now
         self._touch(user)
+        self.session.flush()
+        counters.add_live_users(self.session, self.tenant.id, -1)
         self._event(user.id, events.USER_REMOVED, None, {"userName": user.user_name})
 
     def _assign_profile(self, user: User, fields: UserFields) -> None:

@@ -85,6 +85,20 @@ class Tenant(Base):
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
 
 
+class TenantCounter(Base):
+    """Live (not removed) users of a tenant.
+
+    The directory changes it in the same transaction as every user creation and
+    removal, so an unfiltered list's totalResults is one primary-key read instead of a
+    count over 100,000 index entries. `connector.counters` keeps and repairs it.
+    """
+
+    __tablename__ = "tenant_counters"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    live_users: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class ScimToken(Base):
     """A tenant's SCIM bearer token, stored as a SHA-256 digest, never in clear."""
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from connector import events
 from connector.errors import NotFound
 from connector.events import WriteContext
-from connector.models import Module, ScimToken, Tenant
+from connector.models import Module, ScimToken, Tenant, TenantCounter
 from connector.status import Source, TenantPolicy
 
 DEFAULT_MODULES = ("Hybrid", "Engage", "Unify")
@@ -52,6 +52,7 @@ def create_tenant(session: Session, name: str, now: dt.datetime, actor: str = "c
                     provisioning_paused=False, time_zone="UTC")
     session.add(tenant)
     session.flush()
+    session.add(TenantCounter(tenant_id=tenant.id, live_users=0))
     session.add_all(Module(tenant_id=tenant.id, name=m, created_at=now) for m in DEFAULT_MODULES)
     ctx = WriteContext(tenant.id, Source.SYSTEM, actor, "tenant-create", now)
     events.record(session, ctx, "tenant", tenant.id, events.TENANT_CREATED, None, {"name": name})

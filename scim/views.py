@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from connector import db, tenants
+from connector import counters, db, tenants
 from connector.events import WriteContext
 from connector.models import Group, User
 from connector.status import Source
@@ -269,6 +269,7 @@ class _Listing:
         self.where = (store.user_conditions if users else store.group_conditions)(
             tenant_id, clause)
         self.lookup = _plain_lookup(node) if users and not params["sort_by"] else None
+        self.unfiltered = clause is None
         model_id = User.id if users else Group.id
         self.order: list[Any] = [model_id]
         if params["sort_by"]:
@@ -295,6 +296,8 @@ class _Listing:
             # without counting: `userName eq` lookups (what IdPs send) skip the count.
             if 0 < len(rows) < count or (not rows and offset == 0 and count > 0):
                 total = offset + len(rows)
+            elif self.unfiltered:
+                total = counters.live_users(session, ctx.tenant.id)
             else:
                 total = store.count_users(session, self.where)
             return total, resources.render_user_rows(ctx, rows, self.projection)

@@ -1,0 +1,45 @@
+"""Per-tenant counters kept in step with the directory, in the writer's transaction.
+
+Only `connector.directory` changes them (the one write path). A missing row is rebuilt
+from the users table on first use, so a tenant created before the counters existed, or
+a bulk load that bypassed the directory (the bench's seeding), heals itself by calling
+`recount_live_users`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from connector.models import TenantCounter, User
+
+_BUMP = (update(TenantCounter)
+         .where(TenantCounter.tenant_id == bindparam("tid"))
+         .values(live_users=TenantCounter.live_users + bindparam("delta")))
+_READ = select(TenantCounter.live_users).where(TenantCounter.tenant_id == bindparam("tid"))
+
+
+def add_live_users(session: Session, tenant_id: str, delta: int) -> None:
+    """Change the tenant's live-user count by `delta` (after the change is flushed)."""
+    result = session.execute(_BUMP, {"tid": tenant_id, "delta": delta})
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        recount_live_users(session, tenant_id)
+
+
+def live_users(session: Session, tenant_id: str) -> int:
+    count = session.scalar(_READ, {"tid": tenant_id})
+    return count if count is not None else recount_live_users(session, tenant_id)
+
+
+def recount_live_users(session: Session, tenant_id: str) -> int:
+    """Count the tenant's live users from the users table and store the result."""
+    session.flush()
+    count = session.scalar(select(func.count()).select_from(User).where(
+        User.tenant_id == tenant_id, User.removed_at.is_(None))) or 0
+    row = session.get(TenantCounter, tenant_id)
+    if row is None:
+        session.add(TenantCounter(tenant_id=tenant_id, live_users=count))
+    else:
+        row.live_users = count
+    session.flush()
+    return count
