@@ -81,19 +81,24 @@ def _issue_token(session: Session, tenant_id: str, now: dt.datetime) -> IssuedTo
     return IssuedToken(tenant_id, token)
 
 
-# Built once: this runs on every request that is not served from the token cache.
-_BY_DIGEST = (select(ScimToken.token_hash, Tenant)
-              .join(Tenant, Tenant.id == ScimToken.tenant_id)
-              .where(ScimToken.token_hash == bindparam("digest"), ScimToken.revoked_at.is_(None)))
+# Built once, on the tables: this runs on every write and every uncached read.
+_TOKENS, _TENANTS = ScimToken.__table__, Tenant.__table__
+_BY_DIGEST = (select(_TOKENS.c.token_hash, *_TENANTS.c)
+              .join(_TENANTS, _TENANTS.c.id == _TOKENS.c.tenant_id)
+              .where(_TOKENS.c.token_hash == bindparam("digest"), _TOKENS.c.revoked_at.is_(None)))
 
 
 def authenticate(session: Session, token: str) -> Tenant | None:
-    """Return the tenant a live SCIM token belongs to, or None."""
+    """Return the tenant a live SCIM token belongs to, or None.
+
+    The tenant comes back as a detached snapshot (not tracked by the session): callers
+    read its settings; changing a tenant goes through its own functions.
+    """
     digest = hash_token(token)
     row = session.execute(_BY_DIGEST, {"digest": digest}).first()
     if row is None or not hmac.compare_digest(row[0], digest):
         return None
-    return row[1]
+    return Tenant(**{column.key: row[index + 1] for index, column in enumerate(_TENANTS.c)})
 
 
 class TokenCache:
@@ -122,8 +127,7 @@ class TokenCache:
         if hit is not None and hit[0] > now:
             return hit[1]
         tenant = authenticate(session, token)
-        if tenant is not None:
-            session.expunge(tenant)  # a detached snapshot, safe to share between requests
+        if tenant is not None:  # a detached snapshot, safe to share between requests
             with self._lock:
                 if len(self._entries) >= self.max_entries:
                     self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
