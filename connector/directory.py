@@ -21,6 +21,7 @@ from connector.errors import (
     Conflict,
     InvalidReference,
     ProvisioningPaused,
+    StatusChangeRefused,
     UnknownModule,
     VersionMismatch,
 )
@@ -34,7 +35,15 @@ from connector.models import (
     UserModule,
     UserValue,
 )
-from connector.status import IDP_SOURCES, StatusState, idp_reports, initial_state
+from connector.status import (
+    IDP_SOURCES,
+    StatusState,
+    admin_may_set_status,
+    admin_sets,
+    idp_reports,
+    initial_state,
+    source_switched,
+)
 from connector.tenants import module_catalogue, policy_of
 
 
@@ -136,6 +145,54 @@ class Directory:
         counters.add_live_users(self.session, self.tenant.id, -1)
         self._event(user.id, events.USER_REMOVED, None, {"userName": user.user_name})
 
+    # -- admin decisions ---------------------------------------------------------
+
+    def admin_set_status(self, user: User, active: bool, fed_by_entra_sync: bool = False,
+                         expected_version: int | None = None) -> bool:
+        """An admin sets a user's status, if the status rules allow it (else refused with
+        the setting to change). Returns whether anything changed."""
+        self._check_version(user.version, expected_version)
+        refusal = admin_may_set_status(self.policy, user.origin, fed_by_entra_sync)
+        if refusal is not None:
+            raise StatusChangeRefused(refusal.reason, refusal.setting)
+        before = StatusState(user.active, user.idp_active, user.in_deleted_list)
+        if not self._set_state(user, before, admin_sets(before, active)):
+            return False
+        self._touch(user)
+        return True
+
+    def reapply_idp_status(self) -> int:
+        """After the status source went back to the identity provider: every live user
+        whose status differs from the IdP's latest word gets that word. Returns how many."""
+        mismatched = self.session.scalars(
+            select(User).where(User.tenant_id == self.tenant.id, User.removed_at.is_(None),
+                               User.idp_active.is_not(None))
+            .where((User.active != User.idp_active)
+                   | (User.in_deleted_list == User.idp_active))
+            .order_by(User.id))
+        changed = 0
+        for user in mismatched:
+            before = StatusState(user.active, user.idp_active, user.in_deleted_list)
+            if self._set_state(user, before, source_switched(self.policy, before)):
+                self._touch(user)
+                changed += 1
+        return changed
+
+    def _set_state(self, user: User, before: StatusState, after: StatusState) -> bool:
+        """Write a status transition and its events; False when nothing changes."""
+        if after == before:
+            return False
+        if after.active != before.active:
+            self._event(user.id, events.USER_STATUS, before.active, after.active)
+        elif after.idp_active != before.idp_active:
+            self._event(user.id, events.USER_IDP_STATUS, before.idp_active, after.idp_active)
+        if after.in_deleted_list != before.in_deleted_list:
+            self._event(user.id, events.USER_DELETED_LIST, before.in_deleted_list,
+                        after.in_deleted_list)
+        user.active, user.idp_active = after.active, after.idp_active
+        user.in_deleted_list = after.in_deleted_list
+        return True
+
     def _assign_profile(self, user: User, fields: UserFields) -> None:
         user.user_name = fields.user_name
         user.user_name_norm = fields.user_name.casefold()
@@ -185,18 +242,7 @@ class Directory:
             after = idp_reports(self.policy, before, said_active)
         else:
             after = StatusState(said_active, before.idp_active, before.in_deleted_list)
-        if after == before:
-            return False
-        if after.active != before.active:
-            self._event(user.id, events.USER_STATUS, before.active, after.active)
-        elif after.idp_active != before.idp_active:
-            self._event(user.id, events.USER_IDP_STATUS, before.idp_active, after.idp_active)
-        if after.in_deleted_list != before.in_deleted_list:
-            self._event(user.id, events.USER_DELETED_LIST, before.in_deleted_list,
-                        after.in_deleted_list)
-        user.active, user.idp_active = after.active, after.idp_active
-        user.in_deleted_list = after.in_deleted_list
-        return True
+        return self._set_state(user, before, after)
 
     def _replace_user_modules(self, user: User, wanted: Sequence[str]) -> bool:
         modules = self._known_modules(wanted)

@@ -7,6 +7,7 @@
      ├── UnknownModule         a module not in the tenant's catalogue
      ├── VersionMismatch       If-Match / expected version differs
      ├── ProvisioningPaused    provisioning is paused (retry_after seconds)
+     ├── InvalidSetting        a tenant setting name or value that does not exist
      └── StatusChangeRefused   the status rules forbid the change (reason says what to change)
 """
 
@@ -47,6 +48,10 @@ class ProvisioningPaused(DomainError):
             "Provisioning is paused for this tenant; an admin must resume it. Retry later."
         )
         self.retry_after = retry_after
+
+
+class InvalidSetting(DomainError):
+    pass
 
 
 class StatusChangeRefused(DomainError):

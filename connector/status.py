@@ -13,6 +13,12 @@ Reading of the rules pinned here:
   repeats `active: true` on every update).
 - IdP active -> inactive puts the user on the deleted-users list; inactive -> active
   takes it off again.
+- An admin may set the status of a user an identity provider provisioned only while
+  provisioning is paused and, for a tenant fed by Entra sync, only with status source
+  `connector`; users an admin created are always editable. The refusal names the setting
+  to change. An admin's activation takes the user off the deleted-users list; an
+  admin's deactivation does not put it there (that list is the IdP's word).
+- Switching the status source back to `identity_provider` applies the IdP's latest word.
 """
 
 from __future__ import annotations
@@ -60,6 +66,52 @@ def initial_state(policy: TenantPolicy, source: Source, said_active: bool | None
     return StatusState(
         active=default_active and not disabled, idp_active=said_active, in_deleted_list=disabled
     )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an admin's change is not allowed, and which setting would allow it."""
+
+    reason: str
+    setting: str  # provisioning_paused | status_source
+
+
+PAUSE_FIRST = Refusal(
+    "This user is provisioned by the identity provider: pause provisioning first, so the "
+    "next synchronisation does not overwrite your change.", "provisioning_paused")
+SOURCE_FIRST = Refusal(
+    "This tenant's status comes from Entra ID: set the status source to 'connector' "
+    "(\"Manage active status from the connector\") before changing a synchronised user.",
+    "status_source")
+
+
+def admin_may_set_status(policy: TenantPolicy, origin: str, fed_by_entra_sync: bool
+                         ) -> Refusal | None:
+    """None when an admin may set this user's status; otherwise what to change first."""
+    if origin not in IDP_SOURCES:
+        return None  # created by an admin (or the system): always editable
+    if fed_by_entra_sync and idp_drives_status(policy):
+        return SOURCE_FIRST
+    if not policy.provisioning_paused:
+        return PAUSE_FIRST
+    return None
+
+
+def admin_sets(state: StatusState, active: bool) -> StatusState:
+    """What an allowed admin change does (check `admin_may_set_status` first)."""
+    return StatusState(active=active, idp_active=state.idp_active,
+                       in_deleted_list=state.in_deleted_list and not active)
+
+
+def source_switched(new_policy: TenantPolicy, state: StatusState) -> StatusState:
+    """After the status source changed to `new_policy`'s: back to the IdP, its latest
+    word applies again; to the connector, nothing changes."""
+    if not idp_drives_status(new_policy) or state.idp_active is None:
+        return state
+    said = state.idp_active
+    if state.active == said and state.in_deleted_list == (not said):
+        return state
+    return StatusState(active=said, idp_active=said, in_deleted_list=not said)
 
 
 def idp_reports(policy: TenantPolicy, state: StatusState, said_active: bool) -> StatusState:
