@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, event, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector import counters, events
@@ -59,6 +60,37 @@ _USER_NAME_TAKEN = _live_user_with(User.user_name_norm)
 _EXTERNAL_ID_TAKEN = _live_user_with(User.external_id)
 
 
+def _user_conflict(exc: IntegrityError, fields: UserFields) -> Exception:
+    """Which unique user attribute an INSERT/UPDATE collided on, as a Conflict."""
+    text = str(exc.orig).lower()
+    diag = getattr(exc.orig, "diag", None)
+    constraint = (getattr(diag, "constraint_name", None) or "").lower()
+    if "external_id" in constraint or "users.external_id" in text:
+        return Conflict(f"externalId {fields.external_id!r} is already in use.", "externalId")
+    if "user_name" in constraint or "users.user_name_norm" in text:
+        return Conflict(f"userName {fields.user_name!r} is already in use.", "userName")
+    return exc  # not a uniqueness question: let it surface as it is
+
+
+# What this session knows of users' modules and groups, so that rendering a user just
+# written does not read back what the writer already holds: {user id: (modules joined
+# with MODULE_SEP or None, the groups JSON as `scim.store` aggregates it, or None)}.
+# Directory calls keep it true; any group change forgets it all.
+EXTRAS = "user_extras"
+MODULE_SEP = "\x1f"  # ASCII unit separator: cannot occur in a module name
+
+
+def known_extras(session: Session) -> dict[str, tuple[str | None, str | None]]:
+    return session.info.setdefault(EXTRAS, {})  # type: ignore[no-any-return]
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_extras(session: Session, _transaction: Any) -> None:
+    # A rolled-back write (a failed /Bulk operation's savepoint, a failed request) may
+    # have changed what the cache says; it is only ever a shortcut, so drop it.
+    session.info.pop(EXTRAS, None)
+
+
 class Directory:
     """Apply writes for one tenant, one writer, one transaction (the caller's session)."""
 
@@ -84,7 +116,6 @@ class Directory:
 
     def create_user(self, fields: UserFields) -> User:
         self.ensure_writable()
-        self._check_user_unique(fields, None)
         state = initial_state(self.policy, self.ctx.source, fields.active)
         modules = self._known_modules(fields.modules or ())
         now = self.ctx.now
@@ -96,12 +127,18 @@ class Directory:
         )
         self._assign_profile(user, fields)
         self.session.add(user)
-        self.session.flush()
+        # The partial unique indexes decide (no read first); their violation names the
+        # attribute. The caller rolls back (a /Bulk operation, its savepoint).
+        try:
+            self.session.flush()
+        except IntegrityError as exc:
+            raise _user_conflict(exc, fields) from exc
         counters.add_live_users(self.session, self.tenant.id, +1)
         self._write_values(user, fields.values)
         self.session.add_all(
             UserModule(tenant_id=self.tenant.id, user_id=user.id, module=m) for m in modules
         )
+        known_extras(self.session)[user.id] = (MODULE_SEP.join(modules) or None, None)
         self._event(user.id, events.USER_CREATED, None, {
             "userName": user.user_name, "active": user.active, "idp_active": user.idp_active,
             "in_deleted_list": user.in_deleted_list, "guest": user.guest,
@@ -131,6 +168,7 @@ class Directory:
     def remove_user(self, user: User, expected_version: int | None = None) -> None:
         """Hide the user from directory views; its history stays for billing."""
         self.ensure_writable()
+        self.session.info.pop(EXTRAS, None)
         self._check_version(user.version, expected_version)
         groups = list(self.session.scalars(
             select(Membership.group_id).where(Membership.tenant_id == self.tenant.id,
@@ -256,6 +294,9 @@ class Directory:
         self.session.add_all(
             UserModule(tenant_id=self.tenant.id, user_id=user.id, module=m) for m in modules)
         self._event(user.id, events.USER_MODULES, list(current), list(modules))
+        extras = known_extras(self.session)
+        if user.id in extras:
+            extras[user.id] = (MODULE_SEP.join(modules) or None, extras[user.id][1])
         return True
 
     def _write_values(self, user: User, values: Iterable[IndexedValue], replace: bool = False
@@ -285,6 +326,7 @@ class Directory:
 
     def create_group(self, fields: GroupFields, members: Sequence[str] = ()) -> Group:
         self.ensure_writable()
+        self.session.info.pop(EXTRAS, None)
         self._check_group_unique(fields, None)
         modules = self._known_modules(fields.modules or ())
         now = self.ctx.now
@@ -305,6 +347,7 @@ class Directory:
                      members: Sequence[MemberChange] = (), expected_version: int | None = None
                      ) -> Group:
         self.ensure_writable()
+        self.session.info.pop(EXTRAS, None)
         self._check_version(group.version, expected_version)
         if (fields.display_name.casefold(), fields.external_id) != (group.display_name_norm,
                                                                     group.external_id):
@@ -327,6 +370,7 @@ class Directory:
 
     def remove_group(self, group: Group, expected_version: int | None = None) -> None:
         self.ensure_writable()
+        self.session.info.pop(EXTRAS, None)
         self._check_version(group.version, expected_version)
         self._remove_members(group, self._member_ids(group))
         self._event(group.id, events.GROUP_REMOVED, {"displayName": group.display_name}, None,

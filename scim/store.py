@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from connector.directory import MODULE_SEP, known_extras
 from connector.models import Group, GroupModule, Membership, User, UserModule
 
 # -- users as rows, with their modules and groups in the same statement -------------------
@@ -39,7 +40,7 @@ _U = User.__table__
 _UM = UserModule.__table__
 _M = Membership.__table__
 _G = Group.__table__
-SEP = "\x1f"  # ASCII unit separator: cannot occur in a module name
+SEP = MODULE_SEP
 
 USER_COLUMNS = (_U.c.tenant_id, _U.c.id, _U.c.user_name, _U.c.external_id, _U.c.display_name,
                 _U.c.active, _U.c.idp_active, _U.c.guest, _U.c.external_company_guest,
@@ -128,9 +129,13 @@ def lookup_page(session: Session, tenant_id: str, attribute: str, value: str, of
 
 def user_extras(session: Session, tenant_id: str, user_ids: Sequence[str], with_groups: bool
                 ) -> dict[str, tuple[str | None, str | None]]:
-    """`(modules_agg, groups_agg)` for users already loaded as ORM objects (write paths)."""
-    if not user_ids:
-        return {}
+    """`(modules_agg, groups_agg)` for users already loaded as ORM objects (write paths);
+    what the session's writer already knows is not read again."""
+    cache = known_extras(session)
+    found = {uid: cache[uid] for uid in user_ids if uid in cache}
+    missing = [uid for uid in user_ids if uid not in found]
+    if not missing:
+        return found
     dialect = session.get_bind().dialect.name
     statement = _EXTRAS_BY_ID.get((dialect, with_groups))
     if statement is None:
@@ -138,8 +143,12 @@ def user_extras(session: Session, tenant_id: str, user_ids: Sequence[str], with_
             _U.c.id, *_user_extras(dialect, with_groups)).where(
             _U.c.tenant_id == bindparam("tenant_id"),
             _U.c.id.in_(bindparam("user_ids", expanding=True)))
-    rows = session.execute(statement, {"tenant_id": tenant_id, "user_ids": list(user_ids)})
-    return {row[0]: (row[1], row[2]) for row in rows}
+    rows = session.execute(statement, {"tenant_id": tenant_id, "user_ids": missing})
+    for row in rows:
+        found[row[0]] = (row[1], row[2])
+        if with_groups:  # only complete answers are worth remembering
+            cache[row[0]] = (row[1], row[2])
+    return found
 
 
 def decode_modules(modules_agg: str | None) -> list[str] | None:

@@ -43,3 +43,26 @@ def test_bulk_limits(scim: ScimClient) -> None:
         {"method": "DELETE", "path": "/Users/x"}] * 1001}
     assert scim.post("/Bulk", too_many).status_code == 413
     assert scim.post("/Bulk", {"Operations": []}).json["scimType"] == "invalidSyntax"
+
+
+def test_later_operations_see_what_earlier_ones_wrote(scim: ScimClient) -> None:
+    # Within one /Bulk request the session remembers users' modules and groups; a group
+    # change must make it forget, or a later PATCH would start from a stale user.
+    ext = "urn:connector:params:scim:schemas:extension:2.0:User"
+    patch_op = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+    r = scim.post("/Bulk", {"schemas": [BULK], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "u",
+         "data": user("mods@x.io", **{ext: {"modules": ["Hybrid"]}})},
+        {"method": "POST", "path": "/Groups", "bulkId": "g", "data": group("Seen", ["bulkId:u"])},
+        {"method": "PATCH", "path": "/Users/bulkId:u", "data": {"schemas": [patch_op],
+         "Operations": [{"op": "add", "path": f"{ext}:modules", "value": ["Engage"]}]}},
+        {"method": "PATCH", "path": "/Groups/bulkId:g", "data": {"schemas": [patch_op],
+         "Operations": [{"op": "replace", "path": "displayName", "value": "Renamed"}]}},
+        {"method": "PATCH", "path": "/Users/bulkId:u", "data": {"schemas": [patch_op],
+         "Operations": [{"op": "replace", "path": "displayName", "value": "M"}]}},
+    ]})
+    assert [o["status"] for o in r.json["Operations"]] == ["201", "201", "200", "200", "200"]
+    uid = r.json["Operations"][0]["location"].rsplit("/", 1)[1]
+    body = scim.get(f"/Users/{uid}").json
+    assert body[ext]["modules"] == ["Engage", "Hybrid"]
+    assert [g["display"] for g in body["groups"]] == ["Renamed"]

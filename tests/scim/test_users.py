@@ -47,11 +47,16 @@ def test_user_name_is_unique_case_insensitively(scim: ScimClient) -> None:
     r = scim.post("/Users", user("bob@example.COM"))
     assert r.status_code == 409
     assert r.json["scimType"] == "uniqueness"
+    assert "userName" in r.json["detail"] and "bob@example.COM" in r.json["detail"]
 
 
 def test_external_id_is_unique(scim: ScimClient) -> None:
     assert scim.post("/Users", user(externalId="same")).status_code == 201
-    assert scim.post("/Users", user(externalId="same")).status_code == 409
+    r = scim.post("/Users", user(externalId="same"))
+    assert r.status_code == 409 and r.json["scimType"] == "uniqueness"
+    assert "externalId" in r.json["detail"] and "'same'" in r.json["detail"]
+    # the refused create left nothing behind: the next one still works
+    assert scim.post("/Users", user(externalId="other")).status_code == 201
 
 
 def test_put_replaces_and_bumps_the_version(scim: ScimClient) -> None:
