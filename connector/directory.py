@@ -8,6 +8,7 @@ writes these tables, so the event log always replays to the current state.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -91,6 +92,27 @@ def _forget_extras(session: Session, _transaction: Any) -> None:
     session.info.pop(EXTRAS, None)
 
 
+def _emits_events(method: Any) -> Any:
+    """Events a directory call records go out together, in order, when it returns (one
+    INSERT instead of one per event); a call that fails writes none of them."""
+
+    @functools.wraps(method)
+    def wrapper(self: Directory, *args: Any, **kwargs: Any) -> Any:
+        outer = self._pending is None
+        if outer:
+            self._pending = []
+        try:
+            result = method(self, *args, **kwargs)
+            if outer:
+                events.record_many(self.session, self._pending)
+            return result
+        finally:
+            if outer:
+                self._pending = None
+
+    return wrapper
+
+
 class Directory:
     """Apply writes for one tenant, one writer, one transaction (the caller's session)."""
 
@@ -100,6 +122,7 @@ class Directory:
         self.ctx = ctx
         self.policy = policy_of(tenant)
         self.retry_after = retry_after
+        self._pending: list[dict[str, Any]] | None = None
 
     # -- guards ---------------------------------------------------------------
 
@@ -114,6 +137,7 @@ class Directory:
 
     # -- users ----------------------------------------------------------------
 
+    @_emits_events
     def create_user(self, fields: UserFields) -> User:
         self.ensure_writable()
         state = initial_state(self.policy, self.ctx.source, fields.active)
@@ -147,6 +171,7 @@ class Directory:
         })
         return user
 
+    @_emits_events
     def update_user(self, user: User, fields: UserFields, expected_version: int | None = None
                     ) -> User:
         """Replace the user's profile with `fields`; status through the rules."""
@@ -165,6 +190,7 @@ class Directory:
             self._touch(user)
         return user
 
+    @_emits_events
     def remove_user(self, user: User, expected_version: int | None = None) -> None:
         """Hide the user from directory views; its history stays for billing."""
         self.ensure_writable()
@@ -185,6 +211,7 @@ class Directory:
 
     # -- admin decisions ---------------------------------------------------------
 
+    @_emits_events
     def admin_set_status(self, user: User, active: bool, fed_by_entra_sync: bool = False,
                          expected_version: int | None = None) -> bool:
         """An admin sets a user's status, if the status rules allow it (else refused with
@@ -199,6 +226,7 @@ class Directory:
         self._touch(user)
         return True
 
+    @_emits_events
     def reapply_idp_status(self) -> int:
         """After the status source went back to the identity provider: every live user
         whose status differs from the IdP's latest word gets that word. Returns how many."""
@@ -324,6 +352,7 @@ class Directory:
 
     # -- groups ---------------------------------------------------------------
 
+    @_emits_events
     def create_group(self, fields: GroupFields, members: Sequence[str] = ()) -> Group:
         self.ensure_writable()
         self.session.info.pop(EXTRAS, None)
@@ -343,6 +372,7 @@ class Directory:
         self._add_members(group, members)
         return group
 
+    @_emits_events
     def update_group(self, group: Group, fields: GroupFields,
                      members: Sequence[MemberChange] = (), expected_version: int | None = None
                      ) -> Group:
@@ -368,6 +398,7 @@ class Directory:
             self._touch(group)
         return group
 
+    @_emits_events
     def remove_group(self, group: Group, expected_version: int | None = None) -> None:
         self.ensure_writable()
         self.session.info.pop(EXTRAS, None)
@@ -499,4 +530,8 @@ class Directory:
 
     def _event(self, subject_id: str, kind: str, old: Any, new: Any,
                subject_type: str = "user") -> None:
-        events.record(self.session, self.ctx, subject_type, subject_id, kind, old, new)
+        row = events.row(self.ctx, subject_type, subject_id, kind, old, new)
+        if self._pending is None:  # outside a public call: write at once
+            events.record_many(self.session, [row])
+        else:
+            self._pending.append(row)

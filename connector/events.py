@@ -61,7 +61,13 @@ def record(
     transaction that writes them, and the ORM's unit of work (with RETURNING of the new
     id) cost more than the write itself on every SCIM request.
     """
-    session.execute(_INSERT, {
+    record_many(session, [row(ctx, subject_type, subject_id, kind, old, new, effective_at)])
+
+
+def row(ctx: WriteContext, subject_type: str, subject_id: str, kind: str, old: Any = None,
+        new: Any = None, effective_at: dt.datetime | None = None) -> dict[str, Any]:
+    """One event's column values, for `record_many`."""
+    return {
         "tenant_id": ctx.tenant_id,
         "subject_type": subject_type,
         "subject_id": subject_id,
@@ -73,7 +79,13 @@ def record(
         "source": str(ctx.source),
         "actor": ctx.actor,
         "correlation_id": ctx.correlation_id,
-    })
+    }
+
+
+def record_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Append events in the given order with one statement (one round trip)."""
+    if rows:
+        session.execute(_INSERT, rows)
 
 
 _INSERT = insert(Event.__table__)

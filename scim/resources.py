@@ -117,7 +117,9 @@ def replace_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
 
 def patch_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
                version: int | None) -> User:
-    user = load_user(session, ctx, user_id, for_update=True)
+    user = store.get_user_for_patch(session, ctx.tenant.id, user_id)
+    if user is None:
+        raise NotFound(f"User {user_id} not found.")
     current = render_users(session, ctx, [user])[0]
     # The patch starts from what the IdP last said about `active`, so that a PATCH
     # that does not touch `active` repeats the IdP's word instead of the status.

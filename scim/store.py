@@ -165,13 +165,39 @@ def decode_groups(groups_agg: str | None, base_url: str) -> list[dict[str, Any]]
              "type": "direct"} for gid, name in pairs] or None
 
 
+_USER_FOR_UPDATE = (select(User).where(User.tenant_id == bindparam("tenant_id"),
+                                       User.id == bindparam("user_id"),
+                                       User.removed_at.is_(None))
+                    .with_for_update())
+_USER_WITH_EXTRAS: dict[str, Select[Any]] = {}
+
+
 def get_user(session: Session, tenant_id: str, user_id: str, for_update: bool = False
              ) -> User | None:
+    if for_update:  # the write paths: a statement built once
+        return session.scalars(_USER_FOR_UPDATE,
+                               {"tenant_id": tenant_id, "user_id": user_id}).first()
     query = select(User).where(User.tenant_id == tenant_id, User.id == user_id,
                                User.removed_at.is_(None))
-    if for_update:
-        query = query.with_for_update()
     return session.scalars(query).first()
+
+
+def get_user_for_patch(session: Session, tenant_id: str, user_id: str) -> User | None:
+    """Lock a live user and learn its modules and groups in the same statement (the
+    PATCH path renders the user before patching it)."""
+    dialect = session.get_bind().dialect.name
+    statement = _USER_WITH_EXTRAS.get(dialect)
+    if statement is None:
+        statement = _USER_WITH_EXTRAS[dialect] = (
+            select(User, *_user_extras(dialect, True))
+            .where(User.tenant_id == bindparam("tenant_id"), User.id == bindparam("user_id"),
+                   User.removed_at.is_(None))
+            .with_for_update(of=User))
+    row = session.execute(statement, {"tenant_id": tenant_id, "user_id": user_id}).first()
+    if row is None:
+        return None
+    known_extras(session)[row[0].id] = (row[1], row[2])
+    return row[0]  # type: ignore[no-any-return]
 
 
 def get_group(session: Session, tenant_id: str, group_id: str, for_update: bool = False
