@@ -41,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="migrate, then serve the web app (gunicorn)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--threads", type=int, default=4,
+                   help="threads per process with keep-alive (default 4); 1 = sync worker")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("bootstrap", help="migrate and create a first tenant if there is none")
