@@ -258,6 +258,32 @@ def _word_tokens(word: str, pos: int) -> Iterator[_Token]:
         pos += len(part) + 1
 
 
+# `userName eq "…"` / `externalId eq "…"` and nothing else: what identity providers send
+# before every create. Recognised without the parser; the string follows the same JSON
+# rules as `_literal_token`, and a test checks both paths agree.
+_SIMPLE_EQ = re.compile(
+    r'[ \t\r\n]*(?P<attr>username|externalid)[ \t\r\n]+eq[ \t\r\n]+'
+    r'(?P<value>"(?:[^"\\]|\\.)*")[ \t\r\n]*',
+    re.IGNORECASE | re.ASCII)  # ASCII: no Unicode case folding of the names (ſ, K)
+_SIMPLE_NAMES = {"username": "userName", "externalid": "externalId"}
+
+
+def simple_user_lookup(text: str) -> tuple[str, str] | None:
+    """(attribute, value) when a Users filter is exactly `userName|externalId eq "…"`."""
+    if len(text) > MAX_FILTER_LENGTH:
+        return None
+    match = _SIMPLE_EQ.fullmatch(text)
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group("value"))
+    except ValueError:
+        return None  # the full parser says what is wrong with it
+    if not isinstance(value, str) or "\x00" in value:
+        return None
+    return _SIMPLE_NAMES[match.group("attr").lower()], value
+
+
 def _check_limits(text: str, tokens: list[_Token]) -> None:
     if len(text) > MAX_FILTER_LENGTH:
         raise InvalidFilter(f"The filter is longer than {MAX_FILTER_LENGTH} characters.")

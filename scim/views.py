@@ -34,7 +34,7 @@ from scim.errors import (
     UnsupportedMediaType,
 )
 from scim.failures import to_scim_error
-from scim.filters import Compare, compile_sort, parse_filter
+from scim.filters import Compare, compile_sort, parse_filter, simple_user_lookup
 from scim.projection import parse_projection
 from scim.queries import group_clause, group_sort_column, user_clause, user_sort_column
 from scim.schemas import GROUP_TYPE, LIST_RESPONSE, SEARCH_REQUEST, USER_TYPE, ResourceType
@@ -263,13 +263,16 @@ class _Listing:
     def __init__(self, resource_type: ResourceType, params: dict[str, Any]) -> None:
         self.type = resource_type
         self.users = users = resource_type is USER_TYPE
-        node = parse_filter(params["filter"], resource_type) if params["filter"] else None
-        clause = None if node is None else user_clause(node) if users else group_clause(node)
-        tenant_id = scim_context().tenant.id
-        self.where = (store.user_conditions if users else store.group_conditions)(
-            tenant_id, clause)
-        self.lookup = _plain_lookup(node) if users and not params["sort_by"] else None
-        self.unfiltered = clause is None
+        self.filter = params["filter"]
+        self.lookup: tuple[str, str] | None = None
+        if users and self.filter and not params["sort_by"]:
+            self.lookup = simple_user_lookup(self.filter)
+        self._where: list[Any] | None = None
+        if self.lookup is None:
+            node = parse_filter(self.filter, resource_type) if self.filter else None
+            if node is not None and users and not params["sort_by"]:
+                self.lookup = _plain_lookup(node)
+            self._compile(node)
         model_id = User.id if users else Group.id
         self.order: list[Any] = [model_id]
         if params["sort_by"]:
@@ -278,6 +281,20 @@ class _Listing:
             self.order = [column.desc() if params["descending"] else column.asc(), model_id]
         self.projection = parse_projection(resource_type, params["attributes"],
                                            params["excluded"])
+
+    def _compile(self, node: Any) -> None:
+        clause = None if node is None else (user_clause(node) if self.users
+                                            else group_clause(node))
+        self.unfiltered = clause is None
+        conditions = store.user_conditions if self.users else store.group_conditions
+        self._where = conditions(scim_context().tenant.id, clause)
+
+    @property
+    def where(self) -> list[Any]:
+        """The compiled filter; a recognised lookup compiles it only when a count needs it."""
+        if self._where is None:
+            self._compile(parse_filter(self.filter, self.type))
+        return self._where  # type: ignore[return-value]
 
     def page(self, offset: int, count: int) -> tuple[int, list[dict[str, Any]]]:
         session = db.get_session()
@@ -296,10 +313,10 @@ class _Listing:
             # without counting: `userName eq` lookups (what IdPs send) skip the count.
             if 0 < len(rows) < count or (not rows and offset == 0 and count > 0):
                 total = offset + len(rows)
-            elif self.unfiltered:
-                total = counters.live_users(session, ctx.tenant.id)
             else:
-                total = store.count_users(session, self.where)
+                where = self.where
+                total = (counters.live_users(session, ctx.tenant.id) if self.unfiltered
+                         else store.count_users(session, where))
             return total, resources.render_user_rows(ctx, rows, self.projection)
         total = store.count_groups(session, self.where)
         if count <= 0 or offset >= total:

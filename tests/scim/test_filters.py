@@ -464,3 +464,14 @@ def test_compile_sort() -> None:
     for bad in ("nope", "name", "password", ""):
         with pytest.raises(InvalidValue):
             compile_sort(bad, USER_TYPE)
+
+
+def test_simple_user_lookups_are_recognised_without_the_parser() -> None:
+    from scim.filters import simple_user_lookup
+    assert simple_user_lookup('USERNAME EQ "A\\"b"') == ("userName", 'A"b')
+    assert simple_user_lookup(' externalId\teq "x" ') == ("externalId", "x")
+    assert simple_user_lookup('userName eq "stra\\u00dfe"') == ("userName", "straße")
+    for other in ('uſerName eq "x"', 'userName eq "a" or userName eq "b"', 'userName co "x"',
+                  'userName eq x', 'emails eq "x"', '(userName eq "x")', 'userName eq "nul\\u0000"',
+                  'userName eq "tab\there"'):
+        assert simple_user_lookup(other) is None, other

@@ -280,3 +280,22 @@ def test_plain_lookups_answer_like_the_general_filter(scim: ScimClient) -> None:
             "filter": f'{attribute} eq "{quoted}" and {attribute} pr'}).json
         assert fast["totalResults"] == general["totalResults"], (attribute, value)
         assert [r["id"] for r in fast["Resources"]] == [r["id"] for r in general["Resources"]]
+
+
+def test_recognised_lookups_behave_like_the_parser_on_odd_input(scim: ScimClient) -> None:
+    # The same filter with and without parentheses: without, it may take the parser-free
+    # path; with, it cannot. Status, error type and result must match.
+    scim.post("/Users", user("Straße@Example.com"))
+    raw = ['USERNAME EQ "straße@example.com"', 'userName\teq "STRASSE@example.com"',
+           'userName eq "stra\\u00dfe@example.com"', 'uſerName eq "x"', 'userName eq "a\\qb"',
+           'userName eq "tab\there"', 'userName  eq  "x" ', 'userName eq x', 'userName eq "',
+           'externalId eq ""', 'userName eq "nul\\u0000"']
+    for text in raw:
+        fast = scim.get("/Users", query_string={"filter": text})
+        slow = scim.get("/Users", query_string={"filter": f"({text})"})
+        assert fast.status_code == slow.status_code, text
+        if fast.status_code == 200:
+            assert [r["id"] for r in fast.json["Resources"]] == \
+                [r["id"] for r in slow.json["Resources"]], text
+        else:
+            assert fast.json["scimType"] == slow.json["scimType"] == "invalidFilter", text
