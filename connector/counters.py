@@ -18,8 +18,10 @@ from connector.models import TenantCounter, User
 _COUNTERS = TenantCounter.__table__
 _BUMP = (update(_COUNTERS)
          .where(_COUNTERS.c.tenant_id == bindparam("tid"))
-         .values(live_users=_COUNTERS.c.live_users + bindparam("delta")))
-_READ = select(_COUNTERS.c.live_users).where(_COUNTERS.c.tenant_id == bindparam("tid"))
+         .values(live_users=_COUNTERS.c.live_users + bindparam("delta"),
+                 generation=_COUNTERS.c.generation + 1))
+_READ = select(_COUNTERS.c.live_users, _COUNTERS.c.generation).where(
+    _COUNTERS.c.tenant_id == bindparam("tid"))
 
 
 def add_live_users(session: Session, tenant_id: str, delta: int) -> None:
@@ -30,8 +32,15 @@ def add_live_users(session: Session, tenant_id: str, delta: int) -> None:
 
 
 def live_users(session: Session, tenant_id: str) -> int:
-    count = session.scalar(_READ, {"tid": tenant_id})
-    return count if count is not None else recount_live_users(session, tenant_id)
+    return live_users_and_generation(session, tenant_id)[0]
+
+
+def live_users_and_generation(session: Session, tenant_id: str) -> tuple[int, int]:
+    """The live-user count and the generation it belongs to."""
+    row = session.execute(_READ, {"tid": tenant_id}).first()
+    if row is None:
+        return recount_live_users(session, tenant_id), -1  # -1: nothing to remember by
+    return row[0], row[1]
 
 
 def recount_live_users(session: Session, tenant_id: str) -> int:
@@ -41,8 +50,9 @@ def recount_live_users(session: Session, tenant_id: str) -> int:
         User.tenant_id == tenant_id, User.removed_at.is_(None))) or 0
     row = session.get(TenantCounter, tenant_id)
     if row is None:
-        session.add(TenantCounter(tenant_id=tenant_id, live_users=count))
+        session.add(TenantCounter(tenant_id=tenant_id, live_users=count, generation=0))
     else:
         row.live_users = count
+        row.generation += 1
     session.flush()
     return count

@@ -97,6 +97,9 @@ class TenantCounter(Base):
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     live_users: Mapped[int] = mapped_column(Integer, default=0)
+    # Bumped by every creation and removal: while it stands still, the id order of the
+    # live users is unchanged, so a position found once (a page anchor) stays true.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ScimToken(Base):

@@ -52,7 +52,7 @@ def create_tenant(session: Session, name: str, now: dt.datetime, actor: str = "c
                     provisioning_paused=False, time_zone="UTC")
     session.add(tenant)
     session.flush()
-    session.add(TenantCounter(tenant_id=tenant.id, live_users=0))
+    session.add(TenantCounter(tenant_id=tenant.id, live_users=0, generation=0))
     session.add_all(Module(tenant_id=tenant.id, name=m, created_at=now) for m in DEFAULT_MODULES)
     ctx = WriteContext(tenant.id, Source.SYSTEM, actor, "tenant-create", now)
     events.record(session, ctx, "tenant", tenant.id, events.TENANT_CREATED, None, {"name": name})

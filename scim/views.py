@@ -20,6 +20,7 @@ from connector.events import WriteContext
 from connector.models import Group, User
 from connector.status import Source
 from scim import bulk, casting, discovery, resources, store
+from scim.anchors import PageAnchors
 from scim.errors import (
     BadRequest,
     InternalError,
@@ -54,6 +55,7 @@ PUBLIC = {"scim.spc", "scim.schemas", "scim.schema", "scim.resource_types",
 def init_app(app: Flask) -> None:
     app.extensions["scim_token_cache"] = tenants.TokenCache(
         app.config["SETTINGS"].scim.token_cache_seconds)
+    app.extensions["scim_page_anchors"] = PageAnchors()
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -275,6 +277,7 @@ class _Listing:
             self._compile(node)
         model_id = User.id if users else Group.id
         self.order: list[Any] = [model_id]
+        self.default_order = not params["sort_by"]
         if params["sort_by"]:
             ref = compile_sort(params["sort_by"], resource_type)
             column = user_sort_column(ref) if users else group_sort_column(ref)
@@ -296,6 +299,23 @@ class _Listing:
             self._compile(parse_filter(self.filter, self.type))
         return self._where  # type: ignore[return-value]
 
+    def _anchored_page(self, offset: int, count: int, wants_groups: bool, generation: int
+                       ) -> list[Any]:
+        """The unfiltered id-ordered page, started from the nearest known position."""
+        anchors: PageAnchors = current_app.extensions["scim_page_anchors"]
+        tenant_id = scim_context().tenant.id
+        where, skip = list(self.where), offset
+        anchor = anchors.nearest(tenant_id, generation, offset) if offset else None
+        if anchor is not None:
+            position, user_id = anchor
+            where.append(User.id >= user_id)
+            skip = offset - position
+        rows = store.user_page(db.get_session(), where, self.order, skip, count, wants_groups)
+        if rows:
+            anchors.remember(tenant_id, generation, offset, rows[0].id)
+            anchors.remember(tenant_id, generation, offset + len(rows) - 1, rows[-1].id)
+        return rows
+
     def page(self, offset: int, count: int) -> tuple[int, list[dict[str, Any]]]:
         session = db.get_session()
         ctx = scim_context()
@@ -306,6 +326,10 @@ class _Listing:
             elif self.lookup is not None:
                 rows = store.lookup_page(session, ctx.tenant.id, *self.lookup, offset, count,
                                          wants_groups)
+            elif self.unfiltered and self.default_order:
+                total, generation = counters.live_users_and_generation(session, ctx.tenant.id)
+                rows = self._anchored_page(offset, count, wants_groups, generation)
+                return total, resources.render_user_rows(ctx, rows, self.projection)
             else:
                 rows = store.user_page(session, self.where, self.order, offset, count,
                                        wants_groups)
