@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -28,6 +29,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     setup_health(app)
     setup_scim(app)
     return app
+
+
+def settle_memory() -> None:
+    """Call once a server process has built its app (never in tests: it is for good).
+
+    The objects made at start-up (modules, the app, SQLAlchemy's mappers) live as long
+    as the process; freezing them keeps the garbage collector from scanning them again in
+    every full collection, which showed as 40-50 ms pauses in a page of 100 users.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def setup_logging(app: Flask, settings: Settings) -> None:

@@ -92,7 +92,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
-    from connector.app import create_app
+    from connector.app import create_app, settle_memory
 
     migrate.upgrade(db.make_engine(settings.database))
     host = args.host or settings.server.host
@@ -106,7 +106,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             self.cfg.set("worker_class", "gthread" if args.threads > 1 else "sync")
 
         def load(self):  # type: ignore[no-untyped-def]
-            return create_app(settings)
+            app = create_app(settings)
+            settle_memory()
+            return app
 
     print(f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2). Ctrl-C stops.",
           flush=True)
