@@ -338,7 +338,7 @@ class _Listing:
             if 0 < len(rows) < count or (not rows and offset == 0 and count > 0):
                 total = offset + len(rows)
             else:
-                where = self.where
+                where = self.where  # compiles a recognised lookup's filter (sets unfiltered)
                 total = (counters.live_users(session, ctx.tenant.id) if self.unfiltered
                          else store.count_users(session, where))
             return total, resources.render_user_rows(ctx, rows, self.projection)
