@@ -95,9 +95,9 @@ def _group_columns(group: Group) -> dict[str, Any]:
 # -- users ---------------------------------------------------------------------------
 
 
-def load_user(session: Session, ctx: ScimContext, user_id: str, for_update: bool = False
-              ) -> User:
-    user = store.get_user(session, ctx.tenant.id, user_id, for_update)
+def load_user(session: Session, ctx: ScimContext, user_id: str) -> User:
+    """The user a write is about, locked; 404 when it is not a live user of this tenant."""
+    user = store.lock_user(session, ctx.tenant.id, user_id)
     if user is None:
         raise NotFound(f"User {user_id} not found.")
     return user
@@ -110,7 +110,7 @@ def create_user(session: Session, ctx: ScimContext, body: Any) -> User:
 
 def replace_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
                  version: int | None) -> User:
-    user = load_user(session, ctx, user_id, for_update=True)
+    user = load_user(session, ctx, user_id)
     doc = casting.validate(body, USER_TYPE)
     return ctx.directory(session).update_user(user, casting.user_fields(doc), version)
 
@@ -146,7 +146,7 @@ def _modules_of(resource: dict[str, Any]) -> list[str]:
 
 
 def delete_user(session: Session, ctx: ScimContext, user_id: str, version: int | None) -> None:
-    user = load_user(session, ctx, user_id, for_update=True)
+    user = load_user(session, ctx, user_id)
     ctx.directory(session).remove_user(user, version)
 
 

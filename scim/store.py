@@ -172,14 +172,11 @@ _USER_FOR_UPDATE = (select(User).where(User.tenant_id == bindparam("tenant_id"),
 _USER_WITH_EXTRAS: dict[str, Select[Any]] = {}
 
 
-def get_user(session: Session, tenant_id: str, user_id: str, for_update: bool = False
-             ) -> User | None:
-    if for_update:  # the write paths: a statement built once
-        return session.scalars(_USER_FOR_UPDATE,
-                               {"tenant_id": tenant_id, "user_id": user_id}).first()
-    query = select(User).where(User.tenant_id == tenant_id, User.id == user_id,
-                               User.removed_at.is_(None))
-    return session.scalars(query).first()
+def lock_user(session: Session, tenant_id: str, user_id: str) -> User | None:
+    """A live user as an ORM object, locked for the write that follows (reads use
+    `get_user_row`)."""
+    return session.scalars(_USER_FOR_UPDATE,
+                           {"tenant_id": tenant_id, "user_id": user_id}).first()
 
 
 def get_user_for_patch(session: Session, tenant_id: str, user_id: str) -> User | None:

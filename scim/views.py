@@ -452,9 +452,9 @@ def get_user(user_id: str) -> Response:
     row = store.get_user_row(db.get_session(), ctx.tenant.id, user_id, wants_groups)
     if row is None:
         raise NotFound(f"User {user_id} not found.")
-    tag = casting.etag(row.version)
-    if request.headers.get("If-None-Match") in (tag, tag.removeprefix("W/")):
-        return Response(status=304, headers={"ETag": tag})
+    not_modified = _not_modified(row)
+    if not_modified is not None:
+        return not_modified
     return resource_response(resources.render_user_rows(ctx, [row], projection)[0], row)
 
 
@@ -465,11 +465,18 @@ def get_group(group_id: str) -> Response:
 
 
 def _conditional(resource_type: ResourceType, row: Any) -> Response:
-    """Answer 304 to an If-None-Match that names the current version (RFC 7644 §3.14)."""
+    not_modified = _not_modified(row)
+    if not_modified is not None:
+        return not_modified
+    return resource_response(single(resource_type, row), row)
+
+
+def _not_modified(row: Any) -> Response | None:
+    """304 when If-None-Match names the current version (RFC 7644 §3.14), else None."""
     tag = casting.etag(row.version)
     if request.headers.get("If-None-Match") in (tag, tag.removeprefix("W/")):
         return Response(status=304, headers={"ETag": tag})
-    return resource_response(single(resource_type, row), row)
+    return None
 
 
 @bp.post("/Users")
