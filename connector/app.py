@@ -6,10 +6,12 @@ import gc
 import logging
 import time
 import uuid
+from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine
+from werkzeug.exceptions import HTTPException
 
 from connector import db, health, logs
 from connector.config import Settings, load_settings
@@ -27,7 +29,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     setup_storage(app, settings, engine)
     setup_request_ids(app, settings)
     setup_health(app)
+    setup_errors(app)
     setup_scim(app)
+    setup_admin(app, settings)
     return app
 
 
@@ -73,7 +77,47 @@ def setup_health(app: Flask) -> None:
     app.register_blueprint(health.bp)
 
 
+def setup_errors(app: Flask) -> None:
+    """Errors raised before a blueprint is known (unknown URL, wrong method, body too
+    large) or outside any handler: each surface (SCIM, admin API, web UI) registers how
+    it answers under its URL prefix; the longest matching prefix answers."""
+    surfaces: list[tuple[str, Any, Any]] = app.extensions.setdefault("error_surfaces", [])
+
+    def surface_for(path: str) -> tuple[str, Any, Any] | None:
+        matches = [s for s in surfaces if path.startswith(s[0])]
+        return max(matches, key=lambda s: len(s[0])) if matches else None
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        found = surface_for(request.path)
+        return found[1](exc) if found else exc
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        if isinstance(exc, HTTPException):
+            return _http(exc)
+        found = surface_for(request.path)
+        if found:
+            return found[2](exc)
+        logging.getLogger("connector").exception("unexpected error")
+        return Response('{"error":"internal error"}', status=500, mimetype="application/json")
+
+
 def setup_scim(app: Flask) -> None:
     from scim import views
 
     views.init_app(app)
+
+
+def setup_admin(app: Flask, settings: Settings) -> None:
+    """Admin sign-in, the admin API (/api/v1) and the web UI."""
+    from connector import api, auth
+
+    if settings.server.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.server.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
+                                x_host=hops)
+    auth.init_app(app)
+    api.init_app(app)

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from connector import db, migrate, tenants
+from connector import admins, db, migrate, tenants
 from connector.config import ConfigError, Settings, load_settings
 from connector.errors import DomainError
+from connector.models import AdminAccount
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,6 +63,24 @@ def _parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("list", help="list tenants")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_tenant_list)
+
+    admin = sub.add_parser("admin", help="create admin accounts, reset passwords")
+    asub = admin.add_subparsers(metavar="ACTION")
+    p = asub.add_parser("create", help="create an admin and print a one-time password")
+    p.add_argument("email")
+    role = p.add_mutually_exclusive_group(required=True)
+    role.add_argument("--partner", action="store_true", help="sees and manages every tenant")
+    role.add_argument("--tenant", metavar="TENANT_ID", help="sees and manages one tenant")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_admin_create)
+    p = asub.add_parser("reset-password",
+                        help="issue a new one-time password and sign out the account")
+    p.add_argument("email")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_admin_reset)
+    p = asub.add_parser("list", help="list admin accounts")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_admin_list)
     return parser
 
 
@@ -116,7 +135,34 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bootstrap(settings: Settings, _args: argparse.Namespace) -> int:
+def admin_url(settings: Settings) -> str:
+    return scim_base_url(settings).removesuffix("/scim/v2") + "/admin/"
+
+
+BOOTSTRAP_ADMIN = "admin@localhost"
+
+
+def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
+    _bootstrap_tenant(settings)
+    with _session(settings) as session:
+        if admins.list_admins(session):
+            print(f"Admin UI: {admin_url(settings)} (sign in with your admin account; "
+                  "`connector admin reset-password EMAIL` issues a new password).")
+            return 0
+        account, one_time = admins.create_admin(session, BOOTSTRAP_ADMIN, admins.PARTNER, None,
+                                                _now())
+        admins.audit(session, at=_now(), actor="cli:bootstrap", action="admin.created",
+                     target=account.email, detail={"role": "partner"},
+                     correlation_id="bootstrap")
+        session.commit()
+    print("Created the first partner admin.")
+    print(f"  Admin UI      : {admin_url(settings)}")
+    print(f"  e-mail        : {account.email}")
+    print(f"  password      : {one_time}   (one-time: you choose your own at first sign-in)")
+    return 0
+
+
+def _bootstrap_tenant(settings: Settings) -> None:
     with _session(settings) as session:
         existing = tenants.list_tenants(session)
         if existing:
@@ -124,7 +170,7 @@ def cmd_bootstrap(settings: Settings, _args: argparse.Namespace) -> int:
             print(f"SCIM base URL: {scim_base_url(settings)}")
             print("Its SCIM token was shown when it was created. For a new one run:")
             print(f"  .venv/bin/connector tenant rotate-token {existing[0].id}")
-            return 0
+            return
         tenant, issued = tenants.create_tenant(session, "Default workspace", _now(), "bootstrap")
         session.commit()
     print("Created the first tenant, 'Default workspace'.")
@@ -133,7 +179,6 @@ def cmd_bootstrap(settings: Settings, _args: argparse.Namespace) -> int:
     print(f"  SCIM token    : {issued.token}")
     print("Keep the token: it is shown only now. Try:")
     print(f"  curl -H 'Authorization: Bearer {issued.token}' {scim_base_url(settings)}/Users")
-    return 0
 
 
 def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -176,6 +221,57 @@ def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
     else:
         for t in rows:
             print(f"{t.id}  {t.name}  (created {t.created_at:%Y-%m-%d})")
+    return 0
+
+
+def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
+    role = admins.PARTNER if args.partner else admins.TENANT
+    with _session(settings) as session:
+        account, one_time = admins.create_admin(session, args.email, role, args.tenant, _now())
+        admins.audit(session, at=_now(), actor="cli", action="admin.created",
+                     tenant_id=account.tenant_id, target=account.email,
+                     detail={"role": role}, correlation_id="cli")
+        session.commit()
+    _print_password(settings, account, one_time, args.json, "Created")
+    return 0
+
+
+def cmd_admin_reset(settings: Settings, args: argparse.Namespace) -> int:
+    with _session(settings) as session:
+        account, one_time = admins.reset_password(session, args.email)
+        admins.audit(session, at=_now(), actor="cli", action="admin.password_reset",
+                     tenant_id=account.tenant_id, target=account.email, correlation_id="cli")
+        session.commit()
+    _print_password(settings, account, one_time, args.json, "Reset the password of")
+    return 0
+
+
+def _print_password(settings: Settings, account: AdminAccount, one_time: str | None,
+                    as_json: bool, verb: str) -> None:
+    if as_json:
+        print(json.dumps({"id": account.id, "email": account.email, "role": account.role,
+                          "tenant_id": account.tenant_id, "one_time_password": one_time,
+                          "sign_in_url": admin_url(settings)}))
+        return
+    scope = "every tenant" if account.role == admins.PARTNER else f"tenant {account.tenant_id}"
+    print(f"{verb} {account.role} admin {account.email} ({scope}).")
+    print(f"Sign in at {admin_url(settings)} with the one-time password: {one_time}")
+    print("It works once: the first sign-in asks for a new password.")
+
+
+def cmd_admin_list(settings: Settings, args: argparse.Namespace) -> int:
+    with _session(settings) as session:
+        rows = admins.list_admins(session)
+    if args.json:
+        print(json.dumps([{"id": a.id, "email": a.email, "role": a.role,
+                           "tenant_id": a.tenant_id,
+                           "disabled": a.disabled_at is not None} for a in rows]))
+    elif not rows:
+        print("No admin accounts yet. Create one with: connector admin create EMAIL --partner")
+    else:
+        for a in rows:
+            print(f"{a.email}  {a.role}{'  ' + a.tenant_id if a.tenant_id else ''}"
+                  f"{'  (disabled)' if a.disabled_at else ''}")
     return 0
 
 

@@ -41,6 +41,12 @@ class ServerSettings:
     max_body_bytes: int = setting(
         1_048_576, "Largest request body accepted, in bytes; larger bodies get 413."
     )
+    proxy_hops: int = setting(
+        0,
+        "Reverse proxies in front of the connector whose X-Forwarded-For/-Proto/-Host "
+        "headers are trusted (0: none). Set it when TLS ends at a proxy, so secure "
+        "cookies, client addresses for sign-in throttling and links come out right.",
+    )
 
 
 @dataclass(frozen=True)
@@ -92,11 +98,35 @@ class ScimSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    session_secret: str = setting(
+        "",
+        "Key that signs admin session cookies. Empty: generated on first use and kept "
+        "in the database, shared by every process. Changing it signs everyone out.",
+    )
+    session_hours: int = setting(
+        12, "Hours an admin stays signed in before signing in again."
+    )
+    secure_cookies: str = setting(
+        "auto",
+        "Mark the session cookie Secure: auto (when the request came over HTTPS or "
+        "public_base_url is https://), always, or never.",
+    )
+    login_max_failures: int = setting(
+        5,
+        "Failed sign-ins for one account within login_window_seconds before further "
+        "attempts get 429 (four times as many per client address).",
+    )
+    login_window_seconds: int = setting(900, "The window failed sign-ins are counted in.")
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     scim: ScimSettings = field(default_factory=ScimSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
 
 _SECTION_TYPES = {
@@ -104,6 +134,7 @@ _SECTION_TYPES = {
     "database": DatabaseSettings,
     "logging": LoggingSettings,
     "scim": ScimSettings,
+    "admin": AdminSettings,
 }
 
 

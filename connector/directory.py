@@ -22,6 +22,8 @@ from connector.commands import GroupFields, IndexedValue, MemberChange, UserFiel
 from connector.errors import (
     Conflict,
     InvalidReference,
+    InvalidSetting,
+    NotFound,
     ProvisioningPaused,
     StatusChangeRefused,
     UnknownModule,
@@ -39,6 +41,7 @@ from connector.models import (
 )
 from connector.status import (
     IDP_SOURCES,
+    Source,
     StatusState,
     admin_may_set_status,
     admin_sets,
@@ -211,20 +214,102 @@ class Directory:
 
     # -- admin decisions ---------------------------------------------------------
 
+    def _refuse_unless_admin_may_set(self, user: User, fed_by_entra_sync: bool | None) -> None:
+        # Until a tenant-wide Entra registration exists (azure_sync), a user is "fed by
+        # Entra sync" when the poller created it.
+        fed = user.origin == Source.ENTRA_SYNC if fed_by_entra_sync is None else fed_by_entra_sync
+        refusal = admin_may_set_status(self.policy, user.origin, fed)
+        if refusal is not None:
+            raise StatusChangeRefused(refusal.reason, refusal.setting)
+
     @_emits_events
-    def admin_set_status(self, user: User, active: bool, fed_by_entra_sync: bool = False,
+    def admin_set_status(self, user: User, active: bool, fed_by_entra_sync: bool | None = None,
                          expected_version: int | None = None) -> bool:
         """An admin sets a user's status, if the status rules allow it (else refused with
         the setting to change). Returns whether anything changed."""
         self._check_version(user.version, expected_version)
-        refusal = admin_may_set_status(self.policy, user.origin, fed_by_entra_sync)
-        if refusal is not None:
-            raise StatusChangeRefused(refusal.reason, refusal.setting)
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted; restore it first.")
+        self._refuse_unless_admin_may_set(user, fed_by_entra_sync)
         before = StatusState(user.active, user.idp_active, user.in_deleted_list)
         if not self._set_state(user, before, admin_sets(before, active)):
             return False
         self._touch(user)
         return True
+
+    @_emits_events
+    def restore_user(self, user: User, fed_by_entra_sync: bool | None = None) -> None:
+        """Bring a user back from the deleted-users list as active: one the IdP disabled,
+        or one it deleted (same id, same history). Refused like a status change, and
+        with Conflict if its userName or externalId has been taken meanwhile."""
+        if user.purged_at is not None:
+            raise NotFound(f"User {user.id} was removed permanently and cannot be restored.")
+        if not (user.in_deleted_list or user.removed_at is not None):
+            raise InvalidSetting("This user is not on the deleted-users list.")
+        self._refuse_unless_admin_may_set(user, fed_by_entra_sync)
+        if user.removed_at is not None:
+            fields = UserFields(user_name=user.user_name, external_id=user.external_id)
+            self._check_user_unique(fields, user.id)
+            user.removed_at = None
+            self.session.flush()
+            counters.add_live_users(self.session, self.tenant.id, +1)
+            self._event(user.id, events.USER_RESTORED, None, {"userName": user.user_name})
+        before = StatusState(user.active, user.idp_active, user.in_deleted_list)
+        after = StatusState(True, before.idp_active, False)
+        self._set_state(user, before, after)
+        self._touch(user)
+
+    @_emits_events
+    def purge_user(self, user: User, fed_by_entra_sync: bool | None = None) -> None:
+        """Remove a user on the deleted-users list for good: it leaves the list and can
+        no longer be restored; its row and events stay for billing. One the IdP still
+        holds (disabled, not deleted) falls under the status rules, since the IdP may
+        enable it again."""
+        if user.purged_at is not None:
+            raise NotFound(f"User {user.id} was already removed permanently.")
+        if not (user.in_deleted_list or user.removed_at is not None):
+            raise InvalidSetting("Only users on the deleted-users list can be removed "
+                                 "permanently; deactivate the user first.")
+        if user.removed_at is None:
+            self._refuse_unless_admin_may_set(user, fed_by_entra_sync)
+            self.remove_user(user)
+        user.purged_at = self.ctx.now
+        self._touch(user)
+        self._event(user.id, events.USER_PURGED, None, {"userName": user.user_name})
+
+    @_emits_events
+    def set_user_flags(self, user: User, guest: bool | None = None, admin: bool | None = None
+                       ) -> bool:
+        """An admin marks a user guest or admin (or not). Returns whether anything changed."""
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted.")
+        changed = False
+        for attr, kind, value in (("guest", events.USER_GUEST, guest),
+                                  ("admin", events.USER_ADMIN, admin)):
+            if value is not None and getattr(user, attr) != value:
+                self._event(user.id, kind, getattr(user, attr), value)
+                setattr(user, attr, value)
+                changed = True
+        if changed:
+            self._touch(user)
+        return changed
+
+    @_emits_events
+    def set_user_modules(self, user: User, modules: Sequence[str]) -> bool:
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted.")
+        changed = self._replace_user_modules(user, modules)
+        if changed:
+            self._touch(user)
+        return changed
+
+    @_emits_events
+    def set_group_modules(self, group: Group, modules: Sequence[str]) -> bool:
+        self.session.info.pop(EXTRAS, None)  # members' effective modules change
+        changed = self._replace_group_modules(group, modules)
+        if changed:
+            self._touch(group)
+        return changed
 
     @_emits_events
     def reapply_idp_status(self) -> int:

@@ -18,6 +18,8 @@ USER_STATUS = "user.status"  # the user's effective status changed
 USER_IDP_STATUS = "user.idp_status"  # what the IdP said, when it did not move the status
 USER_DELETED_LIST = "user.deleted_list"  # put on / taken off the deleted-users list
 USER_REMOVED = "user.removed"  # SCIM DELETE / Graph @removed: gone from directory views
+USER_RESTORED = "user.restored"  # an admin brought a removed user back (same id)
+USER_PURGED = "user.purged"  # an admin removed it for good from the deleted-users list
 USER_GUEST = "user.guest"
 USER_EXTERNAL_GUEST = "user.external_guest"
 USER_ADMIN = "user.admin"
@@ -32,6 +34,7 @@ MEMBER_REMOVED = "group.member_removed"
 TENANT_CREATED = "tenant.created"
 TENANT_SETTINGS = "tenant.settings"
 TOKEN_ROTATED = "tenant.scim_token_rotated"
+MODULE_ADDED = "tenant.module_added"
 
 
 @dataclass(frozen=True)

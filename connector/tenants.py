@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from connector import events
-from connector.errors import NotFound
+from connector.errors import Conflict, InvalidSetting, NotFound
 from connector.events import WriteContext
 from connector.models import Module, ScimToken, Tenant, TenantCounter
 from connector.status import Source, TenantPolicy
@@ -154,3 +154,17 @@ def module_catalogue(session: Session, tenant_id: str) -> dict[str, str]:
     """Map each module's casefolded name to its catalogue spelling."""
     names = session.scalars(select(Module.name).where(Module.tenant_id == tenant_id))
     return {n.casefold(): n for n in names}
+
+
+def add_module(session: Session, ctx: WriteContext, name: str) -> str:
+    """Add a module (a legacy plan, a new product) to the tenant's catalogue."""
+    name = name.strip()
+    if not 1 <= len(name) <= 64 or any(ord(c) < 32 for c in name):
+        raise InvalidSetting("A module name needs 1 to 64 printable characters.")
+    existing = module_catalogue(session, ctx.tenant_id)
+    if name.casefold() in existing:
+        raise Conflict(f"Module {existing[name.casefold()]!r} is already in the catalogue.",
+                       "name")
+    session.add(Module(tenant_id=ctx.tenant_id, name=name, created_at=ctx.now))
+    events.record(session, ctx, "tenant", ctx.tenant_id, events.MODULE_ADDED, None, name)
+    return name

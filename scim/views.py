@@ -57,8 +57,8 @@ def init_app(app: Flask) -> None:
         app.config["SETTINGS"].scim.token_cache_seconds)
     app.extensions["scim_page_anchors"] = PageAnchors()
     app.register_blueprint(bp)
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unexpected_error)
+    app.extensions.setdefault("error_surfaces", []).append((PREFIX, _http_error,
+                                                            _unexpected_error))
 
 
 # -- request plumbing -------------------------------------------------------------------
@@ -192,8 +192,6 @@ def _scim_error(exc: Exception) -> Any:
 def _http_error(exc: HTTPException) -> Any:
     """Werkzeug's 404/405/413 under /scim/v2 become SCIM errors (blueprint handlers miss
     them: routing fails before the blueprint is known)."""
-    if not request.path.startswith(PREFIX):
-        return exc
     mapping: dict[int, Callable[[], ScimError]] = {
         404: lambda: NotFound(f"No SCIM endpoint at {request.path}."),
         405: lambda: MethodNotAllowed(f"{request.method} is not supported on {request.path}."),
@@ -207,12 +205,8 @@ def _http_error(exc: HTTPException) -> Any:
 
 
 def _unexpected_error(exc: Exception) -> Any:
-    if isinstance(exc, HTTPException):
-        return _http_error(exc)
     log.exception("unexpected error")
-    if request.path.startswith(PREFIX):
-        return error_response(InternalError())
-    return Response('{"error":"internal error"}', status=500, mimetype="application/json")
+    return error_response(InternalError())
 
 
 # -- list and search -------------------------------------------------------------------

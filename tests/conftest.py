@@ -190,3 +190,69 @@ def live_server(app: Flask, engine: Engine) -> Iterator[LiveServer]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
+
+
+# -- the admin API ----------------------------------------------------------------------
+
+from connector import admins  # noqa: E402
+
+API = "/api/v1"
+
+
+@dataclass
+class ApiClient:
+    """Speaks to the admin API with one admin's personal API token."""
+
+    client: FlaskClient
+    token: str
+    admin_id: str
+    email: str
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        if body is not None:
+            kwargs["json"] = body
+        return self.client.open(API + path, method=method, headers=headers, **kwargs)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("PUT", path, body, **kw)
+
+    def patch(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("PATCH", path, body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_admin(engine: Engine, email: str, role: str = "partner",
+               tenant_id: str | None = None, password: str | None = PASSWORD
+               ) -> tuple[str, str]:
+    """An admin account with a chosen password and a personal API token: (id, token)."""
+    now = dt.datetime.now(dt.UTC)
+    with make_sessionmaker(engine)() as s:
+        account, _ = admins.create_admin(s, email, role, tenant_id, now, password=password)
+        _, clear = admins.create_token(s, account.id, "tests", now)
+        s.commit()
+        return account.id, clear
+
+
+@pytest.fixture
+def partner(client: FlaskClient, engine: Engine) -> ApiClient:
+    admin_id, token = make_admin(engine, "partner@example.com")
+    return ApiClient(client, token, admin_id, "partner@example.com")
+
+
+@pytest.fixture
+def tenant_admin(app: Flask, engine: Engine, scim: ScimClient) -> ApiClient:
+    """A tenant admin of the `scim` fixture's tenant, on its own client (own cookies)."""
+    admin_id, token = make_admin(engine, "ta@example.com", "tenant", scim.tenant_id)
+    return ApiClient(app.test_client(), token, admin_id, "ta@example.com")

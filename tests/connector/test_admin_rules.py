@@ -20,7 +20,7 @@ from connector import events, tenants
 from connector.commands import UserFields
 from connector.db import make_sessionmaker
 from connector.directory import Directory
-from connector.errors import InvalidSetting, ProvisioningPaused, StatusChangeRefused
+from connector.errors import InvalidSetting, NotFound, ProvisioningPaused, StatusChangeRefused
 from connector.events import WriteContext
 from connector.models import Event, Tenant
 from connector.status import Source
@@ -108,6 +108,9 @@ STEPS = st.lists(st.one_of(
     st.tuples(st.just("pause"), st.just(0), st.booleans()),
     st.tuples(st.just("source"), st.just(0), st.booleans()),
     st.tuples(st.just("default"), st.just(0), st.booleans()),
+    st.tuples(st.just("idp_delete"), st.integers(0, 1), st.just(True)),
+    st.tuples(st.just("restore"), st.integers(0, 2), st.just(True)),
+    st.tuples(st.just("purge"), st.integers(0, 2), st.just(True)),
 ), min_size=1, max_size=25)
 
 
@@ -118,7 +121,15 @@ def replay(session: Session, user_id: str) -> dict[str, Any]:
             select(Event.kind, Event.old_value, Event.new_value)
             .where(Event.subject_id == user_id).order_by(Event.id)):
         if kind == events.USER_CREATED:
-            state = {"active": new["active"], "in_deleted_list": new["in_deleted_list"]}
+            state = {"active": new["active"], "in_deleted_list": new["in_deleted_list"],
+                     "removed": False, "purged": False}
+        elif kind == events.USER_REMOVED:
+            state["removed"] = True
+        elif kind == events.USER_RESTORED:
+            assert state["removed"] and not state["purged"]
+            state["removed"] = False
+        elif kind == events.USER_PURGED:
+            state["purged"] = True
         elif kind == events.USER_STATUS:
             assert state["active"] == old, "a status event whose old value is not the state"
             state["active"] = new
@@ -127,7 +138,7 @@ def replay(session: Session, user_id: str) -> dict[str, Any]:
     return state
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS, entra=st.booleans())
 def test_no_sequence_breaks_the_rules_and_the_log_replays(engine: Engine, steps: list[Any],
@@ -143,7 +154,29 @@ def test_no_sequence_breaks_the_rules_and_the_log_replays(engine: Engine, steps:
             user = users[index]
             t = session.get(Tenant, tenant.id)
             assert t is not None
-            if kind == "idp" and index < 2 and t.provisioning_paused:
+            if kind in ("idp", "admin", "idp_delete") and user.removed_at is not None:
+                continue  # gone from the directory: the IdP and status edits see a 404
+            if kind == "idp_delete" and not t.provisioning_paused:
+                directory(session, tenant.id, idp).remove_user(user)
+            elif kind == "idp_delete":
+                with pytest.raises(ProvisioningPaused):
+                    directory(session, tenant.id, idp).remove_user(user)
+            elif kind in ("restore", "purge"):
+                listed = user.purged_at is None and (user.in_deleted_list
+                                                     or user.removed_at is not None)
+                act = getattr(directory(session, tenant.id, Source.ADMIN), f"{kind}_user")
+                try:
+                    act(user, fed_by_entra_sync=entra)
+                    assert listed
+                    if kind == "restore":
+                        assert user.active and user.removed_at is None
+                    else:
+                        assert user.purged_at is not None and user.removed_at is not None
+                except StatusChangeRefused:
+                    assert index < 2 and listed
+                except (InvalidSetting, NotFound):
+                    assert not listed
+            elif kind == "idp" and index < 2 and t.provisioning_paused:
                 with pytest.raises(ProvisioningPaused):  # the IdP retries after the pause
                     directory(session, tenant.id, idp).update_user(
                         user, fields(user.user_name, flag))
@@ -181,6 +214,7 @@ def test_no_sequence_breaks_the_rules_and_the_log_replays(engine: Engine, steps:
         for user in users:
             session.refresh(user)
             assert not (user.active and user.in_deleted_list)
-            assert replay(session, user.id) == {"active": user.active,
-                                                "in_deleted_list": user.in_deleted_list}
+            assert replay(session, user.id) == {
+                "active": user.active, "in_deleted_list": user.in_deleted_list,
+                "removed": user.removed_at is not None, "purged": user.purged_at is not None}
         session.rollback()
