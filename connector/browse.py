@@ -220,7 +220,10 @@ def list_users(session: Session, tenant_id: str, query: UserQuery) -> Page:
     """A page of the tenant's live users matching `query`, with the total count."""
     where = _conditions(tenant_id, query)
     column = SORTS[query.sort]
-    order = [column.desc() if query.descending else column.asc(),
+    # Users without a display name sort last either way (the databases disagree where
+    # NULLs go by default); userName is never NULL, so its index order stays usable.
+    ordered = column.desc() if query.descending else column.asc()
+    order = [ordered.nulls_last() if query.sort == "displayName" else ordered,
              User.id.desc() if query.descending else User.id.asc()]
     rows = session.execute(
         select(*_SUMMARY_COLUMNS).where(*where).order_by(*order)
