@@ -31,6 +31,7 @@ from connector.errors import (
 )
 from connector.events import WriteContext
 from connector.models import (
+    Event,
     Group,
     GroupModule,
     Membership,
@@ -206,11 +207,18 @@ class Directory:
             self._event(group_id, events.MEMBER_REMOVED, user.id, None, subject_type="group")
         self.session.execute(delete(Membership).where(Membership.tenant_id == self.tenant.id,
                                                       Membership.member_id == user.id))
+        # Assignment rows exist for live users only (so "who has module X" needs no
+        # look at the users table); the event keeps them, and a restore puts them back.
+        modules = list(self.session.scalars(
+            delete(UserModule).where(UserModule.tenant_id == self.tenant.id,
+                                     UserModule.user_id == user.id)
+            .returning(UserModule.module)))
         user.removed_at = self.ctx.now
         self._touch(user)
         self.session.flush()
         counters.add_live_users(self.session, self.tenant.id, -1)
-        self._event(user.id, events.USER_REMOVED, None, {"userName": user.user_name})
+        self._event(user.id, events.USER_REMOVED, None,
+                    {"userName": user.user_name, "modules": sorted(modules)})
 
     # -- admin decisions ---------------------------------------------------------
 
@@ -253,11 +261,28 @@ class Directory:
             user.removed_at = None
             self.session.flush()
             counters.add_live_users(self.session, self.tenant.id, +1)
-            self._event(user.id, events.USER_RESTORED, None, {"userName": user.user_name})
+            modules = self._modules_at_removal(user)
+            self.session.add_all(UserModule(tenant_id=self.tenant.id, user_id=user.id,
+                                            module=m) for m in modules)
+            self._event(user.id, events.USER_RESTORED, None,
+                        {"userName": user.user_name, "modules": list(modules)})
         before = StatusState(user.active, user.idp_active, user.in_deleted_list)
         after = StatusState(True, before.idp_active, False)
         self._set_state(user, before, after)
         self._touch(user)
+
+    def _modules_at_removal(self, user: User) -> tuple[str, ...]:
+        """The modules the user had when it was removed, as far as the catalogue still
+        has them (a module dropped from the catalogue meanwhile is not brought back)."""
+        removal = self.session.scalar(
+            select(Event.new_value).where(Event.tenant_id == self.tenant.id,
+                                          Event.subject_id == user.id,
+                                          Event.kind == events.USER_REMOVED)
+            .order_by(Event.id.desc()).limit(1))
+        wanted = removal.get("modules", []) if isinstance(removal, dict) else []
+        catalogue = module_catalogue(self.session, self.tenant.id)
+        return tuple(sorted({catalogue[m.casefold()] for m in wanted
+                             if m.casefold() in catalogue}))
 
     @_emits_events
     def purge_user(self, user: User, fed_by_entra_sync: bool | None = None) -> None:

@@ -178,7 +178,36 @@ class User(Base):
             sqlite_where=text("removed_at IS NULL"),
             postgresql_where=text("removed_at IS NULL"),
         ),
-        Index("ix_users_tenant_modified", "tenant_id", "modified_at"),
+        # id too: pages sorted by time break ties by id, and a bulk import gives many
+        # users the same instant; without it the database sorted every tie.
+        Index("ix_users_tenant_modified", "tenant_id", "modified_at", "id"),
+        Index("ix_users_tenant_created", "tenant_id", "created_at", "id"),
+        # The admin users page: filtered by status or guest, in userName order, counted.
+        # Each filter is one range of its index, already in page order.
+        Index(
+            "ix_users_live_active",
+            "tenant_id",
+            "active",
+            "user_name_norm",
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+        Index(
+            "ix_users_live_guest",
+            "tenant_id",
+            "guest",
+            "user_name_norm",
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
+        Index(
+            "ix_users_live_origin",
+            "tenant_id",
+            "origin",
+            "user_name_norm",
+            sqlite_where=text("removed_at IS NULL"),
+            postgresql_where=text("removed_at IS NULL"),
+        ),
     )
 
 
@@ -279,6 +308,8 @@ class UserModule(Base):
         ForeignKeyConstraint(
             ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
         ),
+        # "Users with module X" (admin filter, billing counts) without reading every row.
+        Index("ix_user_modules_module", "tenant_id", "module", "user_id"),
     )
 
 
@@ -293,6 +324,7 @@ class GroupModule(Base):
         ForeignKeyConstraint(
             ["tenant_id", "group_id"], ["groups.tenant_id", "groups.id"], ondelete="CASCADE"
         ),
+        Index("ix_group_modules_module", "tenant_id", "module", "group_id"),
     )
 
 
