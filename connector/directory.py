@@ -422,6 +422,7 @@ class Directory:
 
     def _replace_user_modules(self, user: User, wanted: Sequence[str]) -> bool:
         modules = self._known_modules(wanted)
+        self.session.flush()  # assignments added earlier in this transaction count
         current = tuple(sorted(self.session.scalars(
             select(UserModule.module).where(UserModule.tenant_id == self.tenant.id,
                                             UserModule.user_id == user.id))))
@@ -544,6 +545,7 @@ class Directory:
 
     def _replace_group_modules(self, group: Group, wanted: Sequence[str]) -> bool:
         modules = self._known_modules(wanted)
+        self.session.flush()  # assignments added earlier in this transaction count
         current = tuple(sorted(self.session.scalars(
             select(GroupModule.module).where(GroupModule.tenant_id == self.tenant.id,
                                              GroupModule.group_id == group.id))))

@@ -132,6 +132,42 @@ def _authenticate() -> None:
         raise Problem(403, "Password change required",
                       "This account has a one-time password: choose your own first "
                       "(POST /api/v1/me/password).", "password-change-required")
+    _refuse_unstorable_url()
+
+
+def _refuse_unstorable_url() -> None:
+    """An id with NUL names nothing; a query argument with NUL is invalid. (PostgreSQL
+    refuses NUL in text: unchecked, either would reach it and end in a 500.)"""
+    if any("\x00" in value for value in (request.view_args or {}).values()):
+        raise errors.NotFound(f"No resource at {request.path!r}.")
+    if any("\x00" in value for value in request.args.values()):
+        raise Problem(400, "Invalid request", "Query arguments may not contain NUL "
+                      "characters.", "invalid-request")
+
+
+def _storable(value: Any) -> bool:
+    """Whether every string in a JSON value can be stored: no NUL (PostgreSQL refuses it)
+    and no unpaired surrogate (not UTF-8 at all). Iterative: nesting depth is the client's."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item or not _is_utf8(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_body(allowed: set[str], required: frozenset[str] | set[str] = frozenset()
@@ -143,7 +179,7 @@ def read_body(allowed: set[str], required: frozenset[str] | set[str] = frozenset
                       "unsupported-media-type")
     try:
         body = json.loads(request.get_data(cache=False) or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[…
         raise Problem(400, "Malformed JSON", "The body is not valid JSON.",
                       "malformed-json") from None
     if not isinstance(body, dict):
@@ -157,6 +193,10 @@ def read_body(allowed: set[str], required: frozenset[str] | set[str] = frozenset
     if missing:
         raise Problem(400, "Invalid request", f"Missing member(s): {', '.join(missing)}.",
                       "invalid-request")
+    unstorable = sorted(name for name, value in body.items() if not _storable(value))
+    if unstorable:
+        raise Problem(400, "Invalid request", f"{', '.join(unstorable)}: text may not contain "
+                      "NUL characters or unpaired surrogates.", "invalid-request")
     return body
 
 

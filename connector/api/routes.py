@@ -252,7 +252,8 @@ def list_users(tenant_id: str) -> Response:
     tenant_for(tenant_id)
     query = browse.user_query(request.args.to_dict())
     page = browse.list_users(session(), tenant_id, query)
-    return json_response(page_json(page, [u.as_json() for u in page.items]))
+    return json_response({**page_json(page, [u.as_json() for u in page.items]),
+                          "capped": page.capped})
 
 
 CREATE_USER = {"userName", "displayName", "givenName", "familyName", "email", "active",
@@ -278,12 +279,14 @@ def create_user(tenant_id: str) -> Response:
             raise InvalidSetting(f"{email!r} is not an e-mail address.")
         data["emails"] = [{"value": email.strip(), "type": "work", "primary": True}]
         values = (IndexedValue("emails", 0, email.strip(), "work", True),)
-    display = expect(body, "displayName", (str, type(None)), "a string")
+    display = (expect(body, "displayName", (str, type(None)), "a string") or "").strip()
+    if len(display) > 512:  # the column's size (PostgreSQL refuses longer text)
+        raise InvalidSetting("displayName may have at most 512 characters.")
     modules = expect(body, "modules", list, "a list of module names")
     if modules is not None and not all(isinstance(m, str) for m in modules):
         raise InvalidSetting("modules must be a list of module names.")
     fields = UserFields(
-        user_name=user_name, display_name=(display or "").strip() or None, data=data,
+        user_name=user_name, display_name=display or None, data=data,
         values=values, active=expect(body, "active", bool, "true or false"),
         guest=bool(expect(body, "guest", bool, "true or false")),
         admin=bool(expect(body, "admin", bool, "true or false")),

@@ -1,0 +1,130 @@
+"""Admin reads (connector.browse): both query strategies give the same answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy.orm import Session
+
+from connector import browse, tenants
+from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
+from connector.directory import Directory
+from connector.events import WriteContext
+from connector.models import Tenant, User
+from connector.status import Source
+
+
+def ctx(tenant_id: str) -> WriteContext:
+    return WriteContext(tenant_id, Source.ADMIN, "admin:test", "test", dt.datetime.now(dt.UTC))
+
+
+@pytest.fixture
+def seeded(session: Session) -> tuple[Tenant, list[str]]:
+    """12 users: every 3rd inactive, every 4th a guest, odd ones with Hybrid, users 0-5
+    in a group carrying Unify; display names run backwards, one has none."""
+    tenant, _ = tenants.create_tenant(session, "Browse", dt.datetime.now(dt.UTC))
+    session.flush()
+    d = Directory(session, tenant, ctx(tenant.id))
+    ids = []
+    for i in range(12):
+        email = f"mail{i:02d}@corp.example"
+        user = d.create_user(UserFields(
+            user_name=f"user{i:02d}@example.com",
+            display_name=None if i == 5 else f"Person {11 - i:02d}",
+            data={"emails": [{"value": email, "primary": True}]},
+            values=(IndexedValue("emails", 0, email, None, True),),
+            active=i % 3 != 0, guest=i % 4 == 0,
+            modules=("Hybrid",) if i % 2 else ()))
+        ids.append(user.id)
+    d.create_group(GroupFields(display_name="Crew", modules=("Unify",)), ids[:6])
+    session.commit()
+    return tenant, ids
+
+
+def names(page: browse.Page) -> list[str]:
+    return [u.user_name for u in page.items]
+
+
+@pytest.mark.parametrize("set_limit", [0, 10_000], ids=["probe", "set"])
+def test_module_filter_is_own_or_via_group_either_way(
+        session: Session, seeded: tuple[Tenant, list[str]], set_limit: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(browse, "MODULE_SET_LIMIT", set_limit)
+    tenant, _ = seeded
+    unify = browse.list_users(session, tenant.id, browse.user_query({"module": "unify"}))
+    assert names(unify) == [f"user{i:02d}@example.com" for i in range(6)]
+    both = browse.list_users(session, tenant.id, browse.user_query(
+        {"module": "Hybrid", "status": "active", "per_page": "2", "page": "2"}))
+    active_odd = [i for i in range(12) if i % 2 and i % 3 != 0]  # 1, 5, 7, 11
+    assert both.total == len(active_odd)
+    assert names(both) == [f"user{i:02d}@example.com" for i in active_odd[2:4]]
+    assert browse.list_users(session, tenant.id,
+                             browse.user_query({"module": "Nope"})).total == 0
+
+
+def test_search_filters_sorts_and_pages_in_memory_like_the_database(
+        session: Session, seeded: tuple[Tenant, list[str]]) -> None:
+    tenant, _ = seeded
+    for args in ({"status": "inactive"}, {"guest": "true"}, {"module": "Hybrid"},
+                 {"sort": "-displayName"}, {"sort": "displayName", "per_page": "5",
+                                            "page": "3"}, {"sort": "-created"}):
+        plain = browse.list_users(session, tenant.id, browse.user_query(args))
+        searched = browse.list_users(session, tenant.id,
+                                     browse.user_query({**args, "q": "USER"}))
+        assert (names(searched), searched.total) == (names(plain), plain.total), args
+    no_display = browse.list_users(session, tenant.id, browse.user_query(
+        {"q": "user", "sort": "-displayName", "per_page": "1", "page": "12"}))
+    assert names(no_display) == ["user05@example.com"]  # no display name: last
+
+
+def test_search_matches_username_displayname_email_prefix_and_id(
+        session: Session, seeded: tuple[Tenant, list[str]]) -> None:
+    tenant, ids = seeded
+    for q, expected in (("user03", ["user03@example.com"]),
+                        ("person 00", ["user11@example.com"]),
+                        ("MAIL07", ["user07@example.com"]), (ids[4], ["user04@example.com"]),
+                        ("example.com", [])):
+        page = browse.list_users(session, tenant.id, browse.user_query({"q": q}))
+        assert names(page) == expected, q
+
+
+def test_a_broad_search_says_it_was_capped(session: Session, seeded: tuple[Tenant, list[str]],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(browse, "SEARCH_CAP", 4)
+    tenant, _ = seeded
+    page = browse.list_users(session, tenant.id, browse.user_query({"q": "user"}))
+    assert page.capped and page.total <= 3 * 4
+    narrow = browse.list_users(session, tenant.id, browse.user_query({"q": "user1"}))
+    assert not narrow.capped and narrow.total == 2
+
+
+def test_restore_brings_back_the_modules_a_removal_took(
+        session: Session, seeded: tuple[Tenant, list[str]]) -> None:
+    tenant, ids = seeded
+    d = Directory(session, tenant, ctx(tenant.id))
+    user = session.get(User, (tenant.id, ids[1]))
+    assert user is not None
+    d.remove_user(user)
+    session.flush()
+    hybrid = browse.list_users(session, tenant.id, browse.user_query({"module": "Hybrid"}))
+    assert "user01@example.com" not in names(hybrid)  # no assignment rows while removed
+    d.restore_user(user)
+    session.flush()
+    assert browse.user_detail(session, tenant.id, ids[1])["ownModules"] == ["Hybrid"]
+
+
+def test_export_has_effective_modules_and_the_primary_email(
+        session: Session, seeded: tuple[Tenant, list[str]]) -> None:
+    tenant, ids = seeded
+    d = Directory(session, tenant, ctx(tenant.id))
+    group = d.create_group(GroupFields(display_name="Late", modules=("Engage",)))
+    d.update_group(group, GroupFields(display_name="Late", modules=("Engage",)),
+                   [MemberChange("add", (ids[1],))])
+    session.commit()
+    rows = list(browse.export_users(session, tenant.id, batch=5))
+    assert [r.user_name for r in rows] == sorted(r.user_name for r in rows)
+    assert len(rows) == 12
+    assert rows[1].modules == ["Engage", "Hybrid", "Unify"]
+    assert rows[1].email == "mail01@corp.example"
+    assert rows[11].modules == ["Hybrid"] and rows[0].modules == ["Unify"]
