@@ -47,8 +47,46 @@ def test_bootstrap_creates_one_tenant_once(database_url: str, engine: object,
     first = connector(database_url, "bootstrap", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "SCIM token" in first.stdout and "/scim/v2" in first.stdout
+    assert "admin@localhost" in first.stdout and "/admin/" in first.stdout
     second = connector(database_url, "bootstrap", cwd=tmp_path)
     assert "rotate-token" in second.stdout and "scim_" not in second.stdout
+    assert "password" not in second.stdout.split("Admin UI")[-1].split("reset-password")[0]
+
+
+def test_admin_create_prints_a_one_time_password_that_signs_in(
+        database_url: str, engine: object, tmp_path: Path) -> None:
+    from sqlalchemy import Engine
+
+    from connector import admins
+    from connector.db import make_sessionmaker
+
+    tenant = json.loads(connector(database_url, "tenant", "create", "Acme", "--json",
+                                  cwd=tmp_path).stdout)
+    made = connector(database_url, "admin", "create", "Ops@Acme.io", "--tenant", tenant["id"],
+                     "--json", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    out = json.loads(made.stdout)
+    assert out["role"] == "tenant" and out["tenant_id"] == tenant["id"]
+    assert out["sign_in_url"].endswith("/admin/")
+    assert isinstance(engine, Engine)
+    with make_sessionmaker(engine)() as s:
+        account = admins.verify_login(s, "ops@acme.io", out["one_time_password"])
+        assert account.must_change_password
+    again = connector(database_url, "admin", "create", "ops@acme.io", "--partner", cwd=tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    nowhere = connector(database_url, "admin", "create", "x@y.io", "--tenant", "nope",
+                        cwd=tmp_path)
+    assert nowhere.returncode == 1 and "connector tenant list" in nowhere.stderr
+    neither = connector(database_url, "admin", "create", "x@y.io", cwd=tmp_path)
+    assert neither.returncode == 2 and "--partner" in neither.stderr
+    reset = connector(database_url, "admin", "reset-password", "OPS@acme.io", "--json",
+                      cwd=tmp_path)
+    new_password = json.loads(reset.stdout)["one_time_password"]
+    assert new_password != out["one_time_password"]
+    with make_sessionmaker(engine)() as s:
+        admins.verify_login(s, "ops@acme.io", new_password)
+    listed = connector(database_url, "admin", "list", cwd=tmp_path)
+    assert "ops@acme.io  tenant" in listed.stdout.lower()
 
 
 def test_migrate_is_idempotent(database_url: str, engine: object, tmp_path: Path) -> None:
