@@ -111,7 +111,7 @@ def setup_scim(app: Flask) -> None:
 
 def setup_admin(app: Flask, settings: Settings) -> None:
     """Admin sign-in, the admin API (/api/v1) and the web UI."""
-    from connector import api, auth
+    from connector import api, auth, web
 
     if settings.server.proxy_hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -121,3 +121,4 @@ def setup_admin(app: Flask, settings: Settings) -> None:
                                 x_host=hops)
     auth.init_app(app)
     api.init_app(app)
+    web.init_app(app)

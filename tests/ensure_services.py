@@ -1,7 +1,9 @@
-"""Make sure the services the suite needs are up before pytest starts.
+"""Make sure the services and tools the suite needs are there before pytest starts.
 
 PostgreSQL on 127.0.0.1:5432 is started with the machine's cluster tools when it is
 down (the same command .ci/run uses), so `make test` works on a fresh session too.
+Debian's chromium, which the admin UI's browser tests drive through Playwright, is
+installed with apt-get when /usr/bin/chromium is missing (this runs as root in CI).
 """
 
 from __future__ import annotations
@@ -38,5 +40,28 @@ def ensure_postgres() -> None:
     sys.exit("PostgreSQL did not come up on 127.0.0.1:5432 within 30 s.")
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ensure_chromium() -> None:
+    """Install Debian's chromium package when it is missing: Playwright drives it rather
+    than a browser of its own download, so the browser comes from the distribution."""
+    if os.path.exists(CHROMIUM):
+        return
+    if not shutil.which("apt-get"):
+        sys.exit(f"{CHROMIUM} is missing and apt-get is not available to install it.")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "chromium"]
+    print(f"{CHROMIUM} is missing: running {' '.join(install)}", flush=True)
+    if subprocess.run(install, env=env, check=False).returncode != 0:
+        # A fresh machine may have no package lists yet (or stale ones): fetch, retry.
+        print("apt-get install failed: running apt-get update, then retrying", flush=True)
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
+        subprocess.run(install, env=env, check=False)
+    if not os.path.exists(CHROMIUM):
+        sys.exit(f"Could not install chromium; {CHROMIUM} is still missing.")
+
+
 if __name__ == "__main__":
     ensure_postgres()
+    ensure_chromium()

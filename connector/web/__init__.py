@@ -1,1 +1,258 @@
-"""The admin web UI (server-rendered with Jinja)."""
+"""The admin web UI at /admin: server-rendered pages over the same services as the API.
+
+Plumbing lives here (who is signed in, CSRF, the request's transaction, security
+headers, how errors are shown); the pages are in `account`, `tenants`, `users` and
+`groups`. The UI holds no business rules: every action is the admin API's service call
+(one transaction: the change, its events, one audit line), and a refusal from the rules
+is shown with the setting that would allow the change.
+
+Forms post to an action URL and are answered with a redirect (303) to the page they came
+from, carrying a flash message. The exception are secrets shown once (a new SCIM or API
+token), which are rendered in the POST's own response and never stored in the cookie.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from markupsafe import escape
+from werkzeug.exceptions import HTTPException
+
+from connector import auth, db, errors
+from connector.admins import Principal
+from connector.models import Tenant
+from connector.tenants import module_catalogue
+
+PREFIX = "/admin"
+log = logging.getLogger("connector.web")
+bp = Blueprint("web", __name__, url_prefix=PREFIX, template_folder="templates",
+               static_folder="static")
+PUBLIC = {"web.sign_in", "web.static"}
+# What an account with a one-time password may open before it has chosen its own.
+BEFORE_PASSWORD_CHANGE = {"web.password", "web.sign_out", "web.static"}
+# No inline script or style anywhere: what the pages run comes from /admin/static.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# Refusals a form can fix (bad input, a rule, a name taken): shown on the page it came
+# from. Anything else (CSRF, 404, 403) gets an error page.
+FORM_ERRORS = frozenset({400, 401, 409, 412})
+
+
+def init_app(app: Flask) -> None:
+    from connector.web import account, groups, tenants, users  # noqa: F401  (register views)
+
+    app.register_blueprint(bp)
+    app.add_url_rule("/", "root", lambda: redirect(url_for("web.index")))
+    app.after_request(_security_headers)
+    app.extensions.setdefault("error_surfaces", []).append((PREFIX, _http_error, _unexpected))
+    app.jinja_env.filters.update(when=show_time, value=show_value, number=show_number,
+                                  compact=compact_json)
+
+
+# -- every request --------------------------------------------------------------------------
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    if request.endpoint == "web.static":
+        return None
+    if _has_nul():
+        # PostgreSQL refuses NUL in text: such input names nothing and could only fail.
+        return error_page(400, "Bad request", "The address or form contains a NUL "
+                          "character, which no name or value here can have.")
+    db.get_session(writes=request.method not in auth.SAFE_METHODS)
+    principal = auth.current_principal(allow_token=False)
+    auth.check_csrf()
+    if request.endpoint in PUBLIC:
+        return None
+    if principal is None:
+        target = request.full_path.rstrip("?") if request.method == "GET" else None
+        return redirect(url_for("web.sign_in", next=target) if target else
+                        url_for("web.sign_in"))
+    if principal.must_change_password and request.endpoint not in BEFORE_PASSWORD_CHANGE:
+        return redirect(url_for("web.password"))
+    return None
+
+
+def _has_nul() -> bool:
+    values = [*(request.view_args or {}).values()]
+    sources = [request.args] if request.method in auth.SAFE_METHODS else [request.args,
+                                                                          request.form]
+    values.extend(v for source in sources for vs in source.listvalues() for v in vs)
+    return any("\x00" in str(v) for v in values)
+
+
+def _security_headers(response: Response) -> Response:
+    if request.path == "/" or request.path.startswith(PREFIX):
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        if not request.path.startswith(PREFIX + "/static/"):
+            # Pages show directory data and, now and then, a secret shown once.
+            headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.app_context_processor
+def _template_globals() -> dict[str, Any]:
+    return {"me": g.get("principal"), "tenant": g.get("tenant"),
+            "csrf_token": auth.csrf_token, "url_with": url_with}
+
+
+def me() -> Principal:
+    return g.principal  # type: ignore[no-any-return]
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+@bp.errorhandler(errors.DomainError)
+def _domain_error(exc: errors.DomainError) -> Any:
+    from connector.api import to_problem  # the one mapping of domain errors to HTTP
+
+    session = g.get("db")
+    if session is not None:
+        session.rollback()
+    problem = to_problem(exc)
+    if request.method == "POST" and problem.status in FORM_ERRORS:
+        if isinstance(exc, errors.StatusChangeRefused):
+            flash({"text": exc.reason, "setting": exc.setting}, "refusal")
+        else:
+            flash(exc.message, "error")
+        return redirect(g.get("back") or url_for("web.index"), 303)
+    return error_page(problem.status, problem.title, problem.detail, problem.headers)
+
+
+def error_page(status: int, title: str, detail: str,
+               headers: dict[str, str] | None = None) -> Response:
+    try:
+        body = render_template("admin/error.html", status=status, title=title, detail=detail,
+                               request_id=g.get("request_id"))
+    except Exception:  # noqa: BLE001 - the layout itself failed: a bare page, never a traceback
+        log.exception("rendering the error page failed")
+        body = f"<!doctype html><title>{status}</title><h1>{escape(title)}</h1>"
+    return Response(body, status=status, headers=headers, mimetype="text/html")
+
+
+def _http_error(exc: HTTPException) -> Response:
+    code = exc.code or 500
+    detail = {404: "There is no page at this address.",
+              405: f"{request.method} is not allowed here."}.get(code, exc.description or "")
+    headers = {k: v for k, v in exc.get_headers() if k == "Allow"}
+    return error_page(code, exc.name, detail, headers)
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unexpected error in an admin UI request")
+    return error_page(500, "Something went wrong",
+                      "Something went wrong on our side; the change was not applied. The "
+                      "request id below helps the operator find it in the log.")
+
+
+# -- helpers for the pages ------------------------------------------------------------------
+
+
+def tenant_page(tenant_id: str) -> Tenant:
+    """The tenant a page is about (404 for one the admin may not see), for the layout's
+    navigation and paused banner too."""
+    from connector.api.routes import tenant_for
+
+    tenant = tenant_for(tenant_id)
+    g.tenant, g.tenant_id = tenant, tenant.id
+    return tenant
+
+
+def come_back_to(url: str) -> None:
+    """Where a form's refusal is shown: the page the form is on."""
+    g.back = url
+
+
+def done(message: str, url: str) -> Response:
+    """Commit the request's transaction, say what happened, show the page again."""
+    db.get_session().commit()
+    flash(message, "success")
+    return redirect(url, 303)
+
+
+def safe_next(target: str | None) -> str | None:
+    """A redirect target given by the client, if it stays inside the admin UI."""
+    if (target and target.startswith(PREFIX + "/") and not target.startswith("//")
+            and "\\" not in target and "://" not in target):
+        return target
+    return None
+
+
+def url_with(**changes: Any) -> str:
+    """This page's URL with some query arguments changed (None drops one)."""
+    args = {k: v for k, v in request.args.items() if k not in changes}
+    args.update({k: v for k, v in changes.items() if v not in (None, "")})
+    query = urlencode(args)
+    return request.path + ("?" + query if query else "")
+
+
+def catalogue(tenant_id: str) -> list[str]:
+    """The tenant's module names, for filters and checkboxes."""
+    return sorted(module_catalogue(db.get_session(), tenant_id).values(),
+                  key=str.casefold)
+
+
+def checked(name: str) -> bool:
+    return request.form.get(name) in ("on", "true", "1", "yes")
+
+
+def page_number(name: str = "page") -> int:
+    raw = request.args.get(name, "")
+    if not raw:
+        return 1
+    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+        raise errors.InvalidSetting(f"{name} must be a whole number from 1; got {raw!r}.")
+    return int(raw)
+
+
+# -- template filters ------------------------------------------------------------------------
+
+
+def show_time(value: dt.datetime | str | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def show_value(value: Any) -> str:
+    """An event's old/new value, readably."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {show_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def show_number(value: int) -> str:
+    return f"{value:,}"
+
+
+def compact_json(value: Any) -> str:
+    return "" if value is None else json.dumps(value, separators=(", ", ": "))

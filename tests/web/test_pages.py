@@ -1,0 +1,480 @@
+"""The admin web UI on the Flask test client: signing in, every page, every action and
+its audit line, refusals, tenant isolation and the security headers (SQLite and
+PostgreSQL)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+from html import unescape
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import Engine, select
+
+from connector import admins, browse
+from connector.db import make_sessionmaker
+from connector.models import Tenant
+from tests.conftest import PASSWORD, ScimClient, make_tenant
+from tests.web.conftest import (
+    USER,
+    WebSession,
+    audit_actions,
+    entra_user,
+    make_web_admin,
+    scim_user,
+    seed_directory,
+    signed_in,
+)
+
+
+def text(html: str) -> str:
+    """The page's visible text, roughly: tags dropped, whitespace folded."""
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+def tenant_of(engine: Engine, tenant_id: str) -> Tenant:
+    with make_sessionmaker(engine)() as s:
+        return s.get(Tenant, tenant_id)  # type: ignore[return-value]
+
+
+def user_state(engine: Engine, tenant_id: str, user_id: str) -> browse.UserSummary:
+    with make_sessionmaker(engine)() as s:
+        return browse.get_user(s, tenant_id, user_id, include_removed=True)
+
+
+# -- signing in and out ---------------------------------------------------------------------
+
+
+def test_root_leads_to_the_admin_ui_which_asks_to_sign_in(app: Flask, engine: Engine) -> None:
+    client = app.test_client()
+    assert client.get("/").location == "/admin/"
+    response = client.get("/admin/tenants")
+    assert response.status_code == 302
+    assert response.location == "/admin/sign-in?next=/admin/tenants"
+    page = client.get("/admin/sign-in")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert '<label for="email">' in html and '<label for="password">' in html
+
+
+def test_sign_in_then_out(app: Flask, engine: Engine) -> None:
+    make_web_admin(engine, "p@example.com")
+    web = WebSession(app.test_client())
+    response = web.sign_in("p@example.com", next="/admin/account")
+    assert response.status_code == 303 and response.location == "/admin/account"
+    assert "p@example.com" in web.page("/admin/account")
+    response = web.post("/admin/sign-out")
+    assert response.status_code == 303 and response.location == "/admin/sign-in"
+    assert web.get("/admin/account").status_code == 302
+    assert audit_actions(engine) == ["login", "logout"]
+
+
+def test_sign_in_goes_nowhere_outside_the_admin_ui(app: Flask, engine: Engine) -> None:
+    make_web_admin(engine, "p@example.com")
+    web = WebSession(app.test_client())
+    response = web.sign_in("p@example.com", next="//evil.example/admin/")
+    assert response.location == "/admin/"
+
+
+def test_wrong_password_is_said_and_then_throttled(app: Flask, engine: Engine) -> None:
+    make_web_admin(engine, "p@example.com")
+    web = WebSession(app.test_client())
+    for _ in range(5):
+        response = web.sign_in("p@example.com", "not the password")
+        assert response.status_code == 422
+        assert "E-mail or password is not right." in text(response.get_data(as_text=True))
+    response = web.sign_in("p@example.com", PASSWORD)
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) > 0
+    assert "Too many failed sign-ins" in text(response.get_data(as_text=True))
+    assert audit_actions(engine).count("login.failed") == 5
+
+
+def test_forms_without_the_csrf_token_are_refused(app: Flask, engine: Engine,
+                                                  scim: ScimClient) -> None:
+    make_web_admin(engine, "p@example.com")
+    web = WebSession(app.test_client())
+    web.get("/admin/sign-in")
+    response = web.post("/admin/sign-in", {"email": "p@example.com", "password": PASSWORD},
+                        csrf=False)
+    assert response.status_code == 403 and "CSRF" in response.get_data(as_text=True)
+    assert web.sign_in("p@example.com").status_code == 303
+    settings = f"/admin/tenants/{scim.tenant_id}/settings"
+    for token in (None, "forged"):
+        data = {"provisioning_paused": "true"}
+        if token:
+            data["csrf_token"] = token
+        response = web.post(settings, data, csrf=False)
+        assert response.status_code == 403
+        assert "Traceback" not in response.get_data(as_text=True)
+    assert tenant_of(engine, scim.tenant_id).provisioning_paused is False
+    assert web.post(settings, {"provisioning_paused": "true"}).status_code == 303
+    assert tenant_of(engine, scim.tenant_id).provisioning_paused is True
+
+
+def test_a_one_time_password_must_be_replaced_first(app: Flask, engine: Engine) -> None:
+    with make_sessionmaker(engine)() as s:
+        _, one_time = admins.create_admin(s, "new@example.com", "partner", None,
+                                          dt.datetime.now(dt.UTC))
+        s.commit()
+    web = WebSession(app.test_client())
+    response = web.sign_in("new@example.com", one_time)
+    assert response.location == "/admin/account/password"
+    assert web.get("/admin/tenants").location == "/admin/account/password"
+    assert "one-time password" in web.page("/admin/account/password")
+    new = "a long new password"
+    response = web.post("/admin/account/password", {
+        "current_password": one_time, "new_password": new, "new_password_again": "other"})
+    assert "not the same" in text(web.follow(response))
+    response = web.post("/admin/account/password", {
+        "current_password": one_time, "new_password": "short", "new_password_again": "short"})
+    assert "at least 12 characters" in text(web.follow(response))
+    response = web.post("/admin/account/password", {
+        "current_password": one_time, "new_password": new, "new_password_again": new})
+    assert response.location == "/admin/"
+    assert "Tenants" in web.page("/admin/tenants")  # still signed in, and let through
+    assert audit_actions(engine)[-1] == "password.changed"
+    other = WebSession(app.test_client())
+    assert other.sign_in("new@example.com", new).location == "/admin/"
+
+
+# -- every page ----------------------------------------------------------------------------
+
+
+def test_every_page_renders_with_the_security_headers(partner_web: WebSession,
+                                                      scim: ScimClient) -> None:
+    seed = seed_directory(scim, users=6)
+    base = f"/admin/tenants/{scim.tenant_id}"
+    user_id = next(iter(seed.users.values()))
+    pages = ["/admin/tenants", "/admin/audit", "/admin/account", "/admin/account/password",
+             f"{base}/users", f"{base}/users/{user_id}", f"{base}/users/{seed.deleted}",
+             f"{base}/deleted-users", f"{base}/deleted-users/{seed.disabled}/remove",
+             f"{base}/groups", f"{base}/groups/{seed.groups['Sales']}", f"{base}/modules",
+             f"{base}/settings", f"{base}/audit"]
+    for path in pages:
+        response = partner_web.get(path)
+        assert response.status_code == 200, path
+        html = response.get_data(as_text=True)
+        assert html.count("<h1") == 1 and '<main id="main"' in html, path
+        assert "<script>" not in html and " style=" not in html, path  # CSP: no inline code
+        headers = response.headers
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Referrer-Policy"] == "same-origin"
+        assert headers["Cache-Control"] == "no-store"
+    static = partner_web.get("/admin/static/admin.css")
+    assert static.status_code == 200 and "no-store" not in static.headers.get(
+        "Cache-Control", "")
+    static.close()
+
+
+def test_unknown_pages_and_bugs_answer_html_without_internals(
+        partner_web: WebSession, scim: ScimClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    response = partner_web.get("/admin/no-such-page")
+    assert response.status_code == 404 and response.mimetype == "text/html"
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(browse, "module_usage", broken)
+    response = partner_web.get(f"/admin/tenants/{scim.tenant_id}/modules")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 500 and "Something went wrong" in html
+    assert "secret internals" not in html and "Traceback" not in html
+    assert response.headers["X-Request-Id"] in html
+
+
+def test_nul_characters_are_refused_before_reaching_the_database(
+        partner_web: WebSession, scim: ScimClient) -> None:
+    base = f"/admin/tenants/{scim.tenant_id}"
+    for path in ("/admin/tenants/%00/users", f"{base}/users/%00", f"{base}/users?q=a%00",
+                 f"{base}/groups?q=%00"):
+        response = partner_web.get(path)
+        assert response.status_code == 400, path
+        assert "NUL" in response.get_data(as_text=True)
+    response = partner_web.post(f"{base}/modules", {"name": "Bo\x00ost"})
+    assert response.status_code == 400
+
+
+# -- users ------------------------------------------------------------------------------------
+
+
+def test_users_search_filters_sorting_and_paging(partner_web: WebSession,
+                                                 scim: ScimClient) -> None:
+    seed_directory(scim, users=24)
+    base = f"/admin/tenants/{scim.tenant_id}/users"
+    html = partner_web.page(base)
+    assert "25 users" in text(html)  # 24 + the one the IdP disabled (the deleted one is gone)
+    assert 'aria-sort="ascending"' in html
+    assert "Page 1 of 2" not in text(html)
+    html = partner_web.page(base + "?per_page=10&page=2")
+    assert "Page 2 of 3" in text(html) and 'rel="prev"' in html and 'rel="next"' in html
+    assert "Amira De Vries" not in html
+    html = partner_web.page(base + "?q=amira.d")
+    assert "1 user matches" in text(html) and "amira.devries@northwind.example" in html
+    html = partner_web.page(base + "?status=inactive")
+    assert "1 user matches" in text(html) and "vera.disabled@northwind.example" in html
+    html = partner_web.page(base + "?guest=true")
+    assert "4 users match" in text(html)
+    html = partner_web.page(base + "?module=Hybrid&source=scim")
+    assert "6 users match" in text(html)
+    html = partner_web.page(base + "?sort=-userName")
+    assert 'aria-sort="descending"' in html
+    names = re.findall(r'>([a-z.]+@northwind\.example)</a>', html)
+    assert names == sorted(names, reverse=True) and names
+    response = partner_web.get(base + "?status=maybe")
+    assert response.status_code == 400
+    assert "status must be one of active, inactive" in text(response.get_data(as_text=True))
+
+
+def test_user_detail_shows_modules_groups_flags_and_timeline(partner_web: WebSession,
+                                                             scim: ScimClient) -> None:
+    seed = seed_directory(scim, users=4)
+    user_id = seed.users["amira.devries@northwind.example"]
+    page = text(partner_web.page(f"/admin/tenants/{scim.tenant_id}/users/{user_id}"))
+    assert "Amira de Vries" in page and "Sales" in page and "Everyone" in page
+    assert "Effective: Hybrid" in page
+    assert "Created" in page and "scim" in page
+    deleted = text(partner_web.page(f"/admin/tenants/{scim.tenant_id}/users/{seed.deleted}"))
+    assert "deleted this user" in deleted and "Set inactive" not in deleted
+
+
+def test_a_status_change_the_rules_forbid_is_refused_with_the_way_out(
+        partner_web: WebSession, scim: ScimClient, engine: Engine) -> None:
+    user = scim_user(scim, "Ruth", "Novak")
+    path = f"/admin/tenants/{scim.tenant_id}/users/{user['id']}"
+    response = partner_web.post(path + "/status", {"status": "inactive"})
+    assert response.location == path
+    html = partner_web.follow(response)
+    assert "pause provisioning first" in text(html)
+    assert f'/admin/tenants/{scim.tenant_id}/settings#provisioning_paused' in html
+    assert 'role="alert"' in html
+    assert user_state(engine, scim.tenant_id, user["id"]).active is True
+    assert "user.status" not in audit_actions(engine)
+
+    partner_web.post(f"/admin/tenants/{scim.tenant_id}/settings",
+                     {"provisioning_paused": "true"})
+    html = partner_web.follow(partner_web.post(path + "/status", {"status": "inactive"}))
+    assert "is now inactive" in text(html)
+    assert user_state(engine, scim.tenant_id, user["id"]).active is False
+    assert audit_actions(engine)[-2:] == ["tenant.settings", "user.status"]
+    assert "Status active inactive" in text(html)  # the timeline's newest line
+
+
+def test_an_entra_user_refusal_points_at_the_status_source(
+        partner_web: WebSession, scim: ScimClient, engine: Engine) -> None:
+    user_id = entra_user(engine, scim.tenant_id, "synced@northwind.example")
+    path = f"/admin/tenants/{scim.tenant_id}/users/{user_id}"
+    partner_web.post(f"/admin/tenants/{scim.tenant_id}/settings",
+                     {"provisioning_paused": "true"})
+    html = partner_web.follow(partner_web.post(path + "/status", {"status": "inactive"}))
+    assert "set the status source to 'connector'" in text(html)
+    assert "settings#status_source" in html
+    partner_web.post(f"/admin/tenants/{scim.tenant_id}/settings",
+                     {"status_source": "connector"})
+    html = partner_web.follow(partner_web.post(path + "/status", {"status": "inactive"}))
+    assert "is now inactive" in text(html)
+
+
+def test_flags_and_own_modules(partner_web: WebSession, scim: ScimClient,
+                               engine: Engine) -> None:
+    user = scim_user(scim, "Ivo", "Horvat")
+    path = f"/admin/tenants/{scim.tenant_id}/users/{user['id']}"
+    html = partner_web.follow(partner_web.post(path + "/flags", {"guest": "on"}))
+    assert "flags saved" in text(html)
+    html = partner_web.follow(partner_web.post(path + "/modules",
+                                               {"modules": ["Engage", "Unify"]}))
+    assert "Own modules saved" in text(html) and "Effective: Engage, Unify" in text(html)
+    state = user_state(engine, scim.tenant_id, user["id"])
+    assert state.guest is True and state.admin is False and state.modules == ["Engage", "Unify"]
+    html = partner_web.follow(partner_web.post(path + "/modules", {"modules": ["Nope"]}))
+    assert "Not changed." in text(html) and "not in this tenant's catalogue" in text(html)
+    assert audit_actions(engine)[-2:] == ["user.changed", "user.changed"]
+
+
+def test_restore_and_permanent_removal_from_the_deleted_users_list(
+        partner_web: WebSession, scim: ScimClient, engine: Engine) -> None:
+    seed = seed_directory(scim, users=2)
+    base = f"/admin/tenants/{scim.tenant_id}/deleted-users"
+    html = text(partner_web.page(base))
+    assert "2 deleted users" in html
+    assert "Disabled in the identity provider" in html
+    assert "Deleted in the identity provider" in html
+    refused = partner_web.follow(partner_web.post(f"{base}/{seed.disabled}/restore"))
+    assert "pause provisioning first" in text(refused)
+    partner_web.post(f"/admin/tenants/{scim.tenant_id}/settings",
+                     {"provisioning_paused": "true"})
+    html = text(partner_web.follow(partner_web.post(f"{base}/{seed.disabled}/restore")))
+    assert "is restored and active" in html and "1 deleted user" in html
+    assert user_state(engine, scim.tenant_id, seed.disabled).active is True
+
+    confirm = text(partner_web.page(f"{base}/{seed.deleted}/remove"))
+    assert "can no longer be restored" in confirm
+    html = text(partner_web.follow(partner_web.post(f"{base}/{seed.deleted}/remove")))
+    assert "removed permanently" in html and "The deleted-users list is empty." in html
+    assert partner_web.get(f"{base}/{seed.deleted}/remove").status_code == 404
+    assert audit_actions(engine)[-2:] == ["user.restored", "user.purged"]
+
+
+# -- groups and modules ------------------------------------------------------------------------
+
+
+def test_group_modules_reach_the_members(partner_web: WebSession, scim: ScimClient,
+                                         engine: Engine) -> None:
+    seed = seed_directory(scim, users=4)
+    base = f"/admin/tenants/{scim.tenant_id}"
+    listing = text(partner_web.page(f"{base}/groups"))
+    assert "2 groups" in listing and "Sales" in listing
+    path = f"{base}/groups/{seed.groups['Sales']}"
+    html = partner_web.page(path)
+    assert "amira.devries@northwind.example" in html
+    html = text(partner_web.follow(partner_web.post(path + "/modules", {"modules": "Engage"})))
+    assert "Modules of Sales saved" in html
+    member = seed.users["amira.devries@northwind.example"]
+    assert user_state(engine, scim.tenant_id, member).modules == ["Engage", "Hybrid"]
+    assert audit_actions(engine)[-1] == "group.modules"
+
+
+def test_the_module_catalogue_grows(partner_web: WebSession, scim: ScimClient,
+                                    engine: Engine) -> None:
+    path = f"/admin/tenants/{scim.tenant_id}/modules"
+    assert "Hybrid" in partner_web.page(path)
+    html = text(partner_web.follow(partner_web.post(path, {"name": "Boost"})))
+    assert "Module “Boost” added" in html
+    html = text(partner_web.follow(partner_web.post(path, {"name": "boost"})))
+    assert "already in the catalogue" in html
+    assert audit_actions(engine)[-1] == "module.added"
+
+
+# -- settings, tokens, tenants -------------------------------------------------------------------
+
+
+def test_settings_change_and_the_paused_banner(partner_web: WebSession, scim: ScimClient,
+                                               engine: Engine) -> None:
+    base = f"/admin/tenants/{scim.tenant_id}"
+    html = partner_web.page(f"{base}/settings")
+    assert "Manage active status from the identity provider" in html
+    assert "Manage active status from the connector" in html
+    assert "never retroactive" in text(html)
+    assert "Provisioning is paused" not in html
+    html = partner_web.follow(partner_web.post(f"{base}/settings",
+                                               {"provisioning_paused": "true"}))
+    assert "Provisioning is paused:" in text(html)
+    for page in ("users", "groups", "deleted-users", "modules", "audit", "settings"):
+        assert 'id="paused-banner"' in partner_web.page(f"{base}/{page}"), page
+    assert scim.post("/Users", {"schemas": [USER], "userName": "x@example.com"}).status_code == 503
+    html = text(partner_web.follow(partner_web.post(f"{base}/settings", {
+        "status_source": "connector"})))
+    assert "managed from the connector" in html
+    partner_web.post(f"{base}/settings", {"scim_default_status": "inactive"})
+    partner_web.post(f"{base}/settings", {"provisioning_paused": "false"})
+    tenant = tenant_of(engine, scim.tenant_id)
+    assert (tenant.status_source, tenant.scim_default_status, tenant.provisioning_paused) == (
+        "connector", "inactive", False)
+    assert 'id="paused-banner"' not in partner_web.page(f"{base}/users")
+    assert audit_actions(engine)[-4:] == ["tenant.settings"] * 4
+    bad = partner_web.follow(partner_web.post(f"{base}/settings", {"status_source": "both"}))
+    assert "status_source must be" in text(bad)
+    audit = text(partner_web.page(f"{base}/audit"))
+    assert "tenant.settings" in audit and "partner@example.com" in audit
+
+
+def test_scim_token_rotation_shows_the_new_token_once(partner_web: WebSession,
+                                                      scim: ScimClient,
+                                                      engine: Engine) -> None:
+    base = f"/admin/tenants/{scim.tenant_id}"
+    assert "http://localhost/scim/v2" in partner_web.page(f"{base}/settings")
+    response = partner_web.post(f"{base}/scim-token")
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    html = response.get_data(as_text=True)
+    token = re.search(r'value="(scim_[^"]+)"', html).group(1)  # type: ignore[union-attr]
+    assert "shown only this once" in text(html)
+    body = {"schemas": [USER], "userName": "new@example.com"}
+    assert scim.post("/Users", body).status_code == 401
+    assert ScimClient(scim.client, token, scim.tenant_id).post("/Users", body).status_code == 201
+    assert token not in partner_web.page(f"{base}/settings")
+    assert audit_actions(engine)[-1] == "tenant.scim_token_rotated"
+
+
+def test_a_partner_creates_a_tenant_and_sees_its_first_token_once(
+        partner_web: WebSession, engine: Engine) -> None:
+    response = partner_web.post("/admin/tenants", {"name": "Contoso <Health>"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "Contoso &lt;Health&gt;" in html
+    assert re.search(r'value="scim_[^"]+"', html)
+    assert "Contoso &lt;Health&gt;" in partner_web.page("/admin/tenants")
+    assert audit_actions(engine)[-1] == "tenant.created"
+    refused = partner_web.follow(partner_web.post("/admin/tenants", {"name": " "}))
+    assert "1 to 200 characters" in text(refused)
+
+
+def test_personal_api_tokens(partner_web: WebSession, engine: Engine) -> None:
+    response = partner_web.post("/admin/account/tokens", {"name": "nightly report"})
+    html = response.get_data(as_text=True)
+    token = re.search(r'value="(cadm_[^"]+)"', html).group(1)  # type: ignore[union-attr]
+    api = partner_web.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert api.status_code == 200
+    account = partner_web.page("/admin/account")
+    assert "nightly report" in account and token not in account
+    revoke = re.search(r"nightly report</th>.*?(/admin/account/tokens/[^/]+/revoke)", account,
+                       re.DOTALL).group(1)  # type: ignore[union-attr]
+    html = text(partner_web.follow(partner_web.post(revoke)))
+    assert "Token “nightly report” revoked" in html
+    api = partner_web.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert api.status_code == 401
+    assert audit_actions(engine)[-2:] == ["token.created", "token.revoked"]
+
+
+def test_users_csv_export_link(partner_web: WebSession, scim: ScimClient,
+                               engine: Engine) -> None:
+    seed_directory(scim, users=3)
+    html = partner_web.page(f"/admin/tenants/{scim.tenant_id}/users")
+    link = unescape(re.search(r'href="([^"]+users\.csv)"', html).group(1))  # type: ignore[union-attr]
+    response = partner_web.get(link)
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert rows[0][:4] == ["first name", "last name", "e-mail", "username"]
+    assert len(rows) == 1 + 4 and rows[1][:2] == ["Amira", "de Vries"]
+    assert audit_actions(engine)[-1] == "users.exported"
+
+
+# -- who sees what ---------------------------------------------------------------------------------
+
+
+def test_a_tenant_admin_sees_only_its_tenant(app: Flask, engine: Engine,
+                                             scim: ScimClient) -> None:
+    other_id, _ = make_tenant(engine, "Other Corp")
+    other_user = entra_user(engine, other_id, "someone@other.example")
+    web = signed_in(app, engine, "ta@example.com", "tenant", scim.tenant_id)
+    assert web.get("/admin/").location == f"/admin/tenants/{scim.tenant_id}/users"
+    assert web.get("/admin/tenants").location == f"/admin/tenants/{scim.tenant_id}/users"
+    assert "Other Corp" not in web.page(f"/admin/tenants/{scim.tenant_id}/users")
+    for path in ("users", f"users/{other_user}", "settings", "groups", "deleted-users",
+                 "audit", "modules"):
+        response = web.get(f"/admin/tenants/{other_id}/{path}")
+        assert response.status_code == 404, path
+        assert "Other Corp" not in response.get_data(as_text=True)
+    response = web.post(f"/admin/tenants/{other_id}/settings", {"provisioning_paused": "true"})
+    assert response.status_code == 404
+    assert tenant_of(engine, other_id).provisioning_paused is False
+    missing = web.get("/admin/tenants/no-such-tenant/users")
+    assert missing.status_code == 404
+    assert web.get("/admin/audit").status_code == 403
+    assert web.post("/admin/tenants", {"name": "Mine"}).status_code == 403
+    with make_sessionmaker(engine)() as s:
+        assert s.scalar(select(Tenant.id).where(Tenant.name == "Mine")) is None
+
+
+def test_everything_shown_is_escaped(partner_web: WebSession, scim: ScimClient) -> None:
+    user = scim_user(scim, "<script>alert(1)</script>", "O'Brien & Co",
+                     userName="x<img src=x onerror=alert(1)>@example.com")
+    html = partner_web.page(f"/admin/tenants/{scim.tenant_id}/users/{user['id']}")
+    assert "<script>alert(1)</script>" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in partner_web.page(f"/admin/tenants/{scim.tenant_id}/users")
