@@ -500,7 +500,8 @@ def group_members(session: Session, tenant_id: str, group_id: str, page: int = 1
                               User.id == Membership.member_id))
         .outerjoin(Group, and_(Group.tenant_id == Membership.tenant_id,
                                Group.id == Membership.member_id))
-        .where(*where).order_by(Membership.member_id)
+        .where(*where).order_by(func.lower(func.coalesce(User.user_name, Group.display_name)),
+                                Membership.member_id)
         .offset((page - 1) * per_page).limit(per_page)).all()
     return Page([{"id": r.member_id, "type": r.member_type, "name": r.name} for r in rows],
                 total, page, per_page)
