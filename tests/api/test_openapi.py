@@ -14,7 +14,10 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from sqlalchemy import Engine
 
+from connector import browse
 from connector.api import OPENAPI_FILE, PREFIX
+from connector.api.routes import SETTING_NAMES
+from connector.tenant_settings import CHOICES
 from tests.api.contract import SPEC, check_response, operations, seed_directory
 from tests.conftest import ApiClient, ScimClient, make_admin, make_tenant
 
@@ -57,6 +60,19 @@ def test_operations_are_complete() -> None:
         assert set(re.findall(r"{(\w+)}", path)) <= declared, (method, path)
         if method != "GET":  # cookie sessions need the CSRF header on unsafe methods
             assert {"cookieAuth": [], "csrfToken": []} in op["security"], (method, path)
+
+
+def test_enums_are_the_codes_own() -> None:
+    schemas = SPEC["components"]["schemas"]
+    params = {p["name"]: p["schema"] for p in SPEC["paths"]["/tenants/{tenant_id}/users"][
+        "get"]["parameters"] if "name" in p}
+    assert set(params["sort"]["enum"]) == {s for k in browse.SORTS for s in (k, "-" + k)}
+    assert tuple(params["source"]["enum"]) == browse.ORIGINS
+    assert tuple(params["status"]["enum"]) == browse.STATUSES
+    for camel, snake in SETTING_NAMES.items():
+        declared = schemas["Settings"]["properties"][camel]
+        assert tuple(declared.get("enum", (True, False))) == CHOICES[snake]
+        assert schemas["SettingsPatch"]["properties"][camel] == declared
 
 
 def test_request_bodies_are_closed_objects_like_read_body() -> None:
