@@ -461,7 +461,7 @@ CSV_HEADER = ("first name", "last name", "e-mail", "username", "status", "module
               "admin")
 
 
-def csv_rows(summaries: Iterator[browse.UserSummary]) -> Iterator[str]:
+def csv_rows(summaries: Iterator[browse.ExportRow]) -> Iterator[str]:
     """CSV text in chunks of a few hundred rows (one write per row would be slow)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
