@@ -111,7 +111,9 @@ def create_admin(session: Session, email: str, role: str, tenant_id: str | None,
     if role not in (PARTNER, TENANT):
         raise InvalidSetting("role must be 'partner' or 'tenant'.")
     if role == TENANT:
-        if not tenant_id or session.get(Tenant, tenant_id) is None:
+        if not tenant_id:
+            raise InvalidSetting("A tenant admin needs the id of its tenant.")
+        if session.get(Tenant, tenant_id) is None:
             raise NotFound(f"Tenant {tenant_id} not found; `connector tenant list` shows them.")
     else:
         tenant_id = None
@@ -146,7 +148,8 @@ def reset_password(session: Session, email: str) -> tuple[AdminAccount, str]:
 
 def change_password(session: Session, account: AdminAccount, current: str, new: str) -> None:
     if not check_password_hash(account.password_hash, current):
-        raise BadCredentials("The current password is not right.")
+        # Not BadCredentials: the caller is signed in; the form's value is wrong.
+        raise InvalidSetting("The current password is not right.")
     check_password_rules(new)
     if hmac.compare_digest(current.encode(), new.encode()):
         raise InvalidSetting("Choose a password different from the current one.")

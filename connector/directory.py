@@ -25,6 +25,7 @@ from connector.errors import (
     InvalidSetting,
     NotFound,
     ProvisioningPaused,
+    StateConflict,
     StatusChangeRefused,
     UnknownModule,
     VersionMismatch,
@@ -253,23 +254,38 @@ class Directory:
         if user.purged_at is not None:
             raise NotFound(f"User {user.id} was removed permanently and cannot be restored.")
         if not (user.in_deleted_list or user.removed_at is not None):
-            raise InvalidSetting("This user is not on the deleted-users list.")
+            raise StateConflict("This user is not on the deleted-users list.")
         self._refuse_unless_admin_may_set(user, fed_by_entra_sync)
         if user.removed_at is not None:
-            fields = UserFields(user_name=user.user_name, external_id=user.external_id)
-            self._check_user_unique(fields, user.id)
-            user.removed_at = None
-            self.session.flush()
-            counters.add_live_users(self.session, self.tenant.id, +1)
-            modules = self._modules_at_removal(user)
-            self.session.add_all(UserModule(tenant_id=self.tenant.id, user_id=user.id,
-                                            module=m) for m in modules)
-            self._event(user.id, events.USER_RESTORED, None,
-                        {"userName": user.user_name, "modules": list(modules)})
+            self._unremove(user)
         before = StatusState(user.active, user.idp_active, user.in_deleted_list)
         after = StatusState(True, before.idp_active, False)
         self._set_state(user, before, after)
         self._touch(user)
+
+    @_emits_events
+    def revive_user(self, user: User) -> None:
+        """The identity provider brings back a user it had deleted (Graph: the same object
+        id reappears after a soft delete): same id, same history, its modules back.
+        Its status then follows what the provider says, through `update_user`."""
+        self.ensure_writable()
+        if user.removed_at is None or user.purged_at is not None:
+            raise InvalidSetting("Only a removed user that was not removed for good can "
+                                 "come back.")
+        self._unremove(user)
+        self._touch(user)
+
+    def _unremove(self, user: User) -> None:
+        fields = UserFields(user_name=user.user_name, external_id=user.external_id)
+        self._check_user_unique(fields, user.id)
+        user.removed_at = None
+        self.session.flush()
+        counters.add_live_users(self.session, self.tenant.id, +1)
+        modules = self._modules_at_removal(user)
+        self.session.add_all(UserModule(tenant_id=self.tenant.id, user_id=user.id,
+                                        module=m) for m in modules)
+        self._event(user.id, events.USER_RESTORED, None,
+                    {"userName": user.user_name, "modules": list(modules)})
 
     def _modules_at_removal(self, user: User) -> tuple[str, ...]:
         """The modules the user had when it was removed, as far as the catalogue still
@@ -293,8 +309,8 @@ class Directory:
         if user.purged_at is not None:
             raise NotFound(f"User {user.id} was already removed permanently.")
         if not (user.in_deleted_list or user.removed_at is not None):
-            raise InvalidSetting("Only users on the deleted-users list can be removed "
-                                 "permanently; deactivate the user first.")
+            raise StateConflict("Only users on the deleted-users list can be removed "
+                                "permanently; deactivate the user first.")
         if user.removed_at is None:
             self._refuse_unless_admin_may_set(user, fed_by_entra_sync)
             self.remove_user(user)

@@ -8,6 +8,7 @@
      ├── VersionMismatch       If-Match / expected version differs
      ├── ProvisioningPaused    provisioning is paused (retry_after seconds)
      ├── InvalidSetting        a tenant setting name or value that does not exist
+     ├── StateConflict         not possible in the resource's current state
      └── StatusChangeRefused   the status rules forbid the change (reason says what to change)
 """
 
@@ -51,6 +52,10 @@ class ProvisioningPaused(DomainError):
 
 
 class InvalidSetting(DomainError):
+    pass
+
+
+class StateConflict(DomainError):
     pass
 
 

@@ -46,6 +46,7 @@ from scim2_filter_parser import ast
 from scim2_filter_parser.parser import SCIMParser
 from sly.lex import Token
 
+from connector.text import storable_text
 from scim.errors import InvalidFilter, InvalidPath, InvalidValue
 from scim.schemas import Attribute, AttrRef, ResourceType
 
@@ -228,9 +229,11 @@ def _literal_token(kind: str, lexeme: str, pos: int) -> _Token:
             raise InvalidFilter(
                 f'Invalid string at position {pos}: use JSON escapes (\\" and \\\\).'
             ) from None
-        if "\x00" in value:
-            # No stored value can hold NUL, and PostgreSQL rejects it outright.
-            raise InvalidFilter(f"The string at position {pos} contains a NUL character.")
+        if not storable_text(value):
+            # No stored value can hold NUL (PostgreSQL rejects it outright) or an
+            # unpaired surrogate (not UTF-8).
+            raise InvalidFilter(f"The string at position {pos} contains a NUL character or "
+                                "an unpaired surrogate.")
         return _token("COMP_VALUE", value, lexeme, pos)
     if kind == "number":
         number = float(lexeme) if any(c in lexeme for c in ".eE") else int(lexeme)
@@ -279,7 +282,7 @@ def simple_user_lookup(text: str) -> tuple[str, str] | None:
         value = json.loads(match.group("value"))
     except ValueError:
         return None  # the full parser says what is wrong with it
-    if not isinstance(value, str) or "\x00" in value:
+    if not isinstance(value, str) or not storable_text(value):
         return None
     return _SIMPLE_NAMES[match.group("attr").lower()], value
 

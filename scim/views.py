@@ -19,6 +19,7 @@ from connector import counters, db, tenants
 from connector.events import WriteContext
 from connector.models import Group, User
 from connector.status import Source
+from connector.text import all_storable, storable
 from scim import bulk, casting, discovery, resources, store
 from scim.anchors import PageAnchors
 from scim.errors import (
@@ -66,6 +67,10 @@ def init_app(app: Flask) -> None:
 
 @bp.before_request
 def _authenticate() -> None:
+    if not all_storable((request.view_args or {}).values()):
+        raise NotFound(f"No resource at {request.path!r}.")
+    if not all_storable(request.args.values()):
+        raise InvalidValue("Query parameters may not contain NUL characters.")
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if request.endpoint in PUBLIC:
@@ -123,9 +128,14 @@ def read_json() -> Any:
             f"Content-Type {mimetype or '(none)'} is not supported; send {SCIM_JSON}.")
     raw = request.get_data(cache=False)
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
+    except RecursionError:
+        raise InvalidSyntax("The body is not valid JSON: nested too deeply.") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
+    if not storable(body):
+        raise InvalidValue("Text may not contain NUL characters or unpaired surrogates.")
+    return body
 
 
 def scim_response(body: Any, status: int = 200, headers: dict[str, str] | None = None

@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from connector import admins, auth, db, errors
+from connector.text import storable
 
 PREFIX = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
@@ -75,6 +76,8 @@ def to_problem(exc: Exception) -> Problem:
                        setting=exc.setting)
     if isinstance(exc, errors.Conflict):
         return Problem(409, "Already in use", exc.message, "conflict", field=exc.field)
+    if isinstance(exc, errors.StateConflict):
+        return Problem(409, "Not possible now", exc.message, "state-conflict")
     if isinstance(exc, errors.NotFound):
         return Problem(404, "Not found", exc.message, "not-found")
     if isinstance(exc, errors.VersionMismatch):
@@ -145,31 +148,6 @@ def _refuse_unstorable_url() -> None:
                       "characters.", "invalid-request")
 
 
-def _storable(value: Any) -> bool:
-    """Whether every string in a JSON value can be stored: no NUL (PostgreSQL refuses it)
-    and no unpaired surrogate (not UTF-8 at all). Iterative: nesting depth is the client's."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item or not _is_utf8(item):
-                return False
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return True
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def read_body(allowed: set[str], required: frozenset[str] | set[str] = frozenset()
               ) -> dict[str, Any]:
     """The JSON object body; unknown or missing members are a 400 naming them."""
@@ -193,7 +171,7 @@ def read_body(allowed: set[str], required: frozenset[str] | set[str] = frozenset
     if missing:
         raise Problem(400, "Invalid request", f"Missing member(s): {', '.join(missing)}.",
                       "invalid-request")
-    unstorable = sorted(name for name, value in body.items() if not _storable(value))
+    unstorable = sorted(name for name, value in body.items() if not storable(value))
     if unstorable:
         raise Problem(400, "Invalid request", f"{', '.join(unstorable)}: text may not contain "
                       "NUL characters or unpaired surrogates.", "invalid-request")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -125,3 +128,31 @@ def test_not_found(scim: ScimClient) -> None:
     assert_error(scim.get("/Users/does-not-exist"), 404)
     assert_error(scim.put("/Users/does-not-exist", user()), 404)
     assert_error(scim.delete("/Groups/does-not-exist"), 404)
+
+
+# -- text the databases cannot store ------------------------------------------------------
+
+
+def test_nul_and_lone_surrogates_are_invalid_values_not_database_errors(scim: Any) -> None:
+    for user_name in ("nul\u0000name@x.io", "half\ud800@x.io"):
+        body = json.dumps({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                           "userName": user_name})
+        response = scim.client.post("/scim/v2/Users", data=body, headers={
+            "Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"})
+        assert response.status_code == 400, response.json
+        assert response.json["scimType"] == "invalidValue"
+    assert scim.get("/Users/a%00b").status_code == 404
+    bad_filter = scim.get('/Users?filter=userName eq "a%00b"')
+    assert bad_filter.status_code == 400 and bad_filter.json["scimType"] == "invalidValue"
+    for escaped in ('userName eq "a\\u0000b"', 'displayName co "\\u0000"',
+                    'emails[value sw "\\ud800"]'):
+        answer = scim.get("/Users", query_string={"filter": escaped})
+        assert answer.status_code == 400, (escaped, answer.json)
+    assert scim.get("/Users").json["totalResults"] == 0
+
+
+def test_json_nested_beyond_reason_is_invalid_syntax(scim: Any) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    response = scim.client.post("/scim/v2/Users", data=deep, headers={
+        "Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"})
+    assert response.status_code == 400 and response.json["scimType"] == "invalidSyntax"
