@@ -64,6 +64,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_tenant_list)
 
+    p = sub.add_parser("keygen", help="print a new key for azure_sync.encryption_key")
+    p.set_defaults(handler=cmd_keygen)
+
+    p = sub.add_parser("worker", help="run the Entra sync scheduler (no web server)")
+    p.set_defaults(handler=cmd_worker)
+
+    sync = sub.add_parser("sync", help="Entra ID sync: register an app, run a round, status")
+    ssub = sync.add_subparsers(metavar="ACTION")
+    p = ssub.add_parser("register", help="set a tenant's Entra app registration")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--directory-id", required=True, help="the Entra tenant id (or domain)")
+    p.add_argument("--client-id", required=True, help="the app registration's client id")
+    cred = p.add_mutually_exclusive_group()
+    cred.add_argument("--secret-stdin", action="store_true",
+                      help="read the client secret from standard input")
+    cred.add_argument("--certificate", metavar="PEM_FILE",
+                      help="private key and certificate in one PEM file")
+    p.add_argument("--authority-host", help="e.g. https://login.microsoftonline.us")
+    p.add_argument("--graph-base-url", help="e.g. https://graph.microsoft.us")
+    p.add_argument("--interval-minutes", type=int)
+    p.set_defaults(handler=cmd_sync_register)
+    p = ssub.add_parser("run", help="run (or resume) one round now, showing progress")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_sync_run)
+    p = ssub.add_parser("status", help="registrations, last rounds, quarantine")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_sync_status)
+
     admin = sub.add_parser("admin", help="create admin accounts, reset passwords")
     asub = admin.add_subparsers(metavar="ACTION")
     p = asub.add_parser("create", help="create an admin and print a one-time password")
@@ -126,6 +155,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
         def load(self):  # type: ignore[no-untyped-def]
             app = create_app(settings)
+            if settings.azure_sync.scheduler_in_web:  # in the worker, after the fork
+                from azure_sync import scheduler
+
+                scheduler.start(_sync_service(settings))  # type: ignore[arg-type]
             settle_memory()
             return app
 
@@ -143,7 +176,13 @@ BOOTSTRAP_ADMIN = "admin@localhost"
 
 
 def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
+    from azure_sync import secrets as sync_secrets
+
     _bootstrap_tenant(settings)
+    made = sync_secrets.ensure_key_file(settings.azure_sync)
+    if made is not None:
+        print(f"Created {made} (the key that encrypts Entra credentials; keep it, and keep "
+              "it out of database backups).")
     with _session(settings) as session:
         if admins.list_admins(session):
             print(f"Admin UI: {admin_url(settings)} (sign in with your admin account; "
@@ -272,6 +311,136 @@ def cmd_admin_list(settings: Settings, args: argparse.Namespace) -> int:
         for a in rows:
             print(f"{a.email}  {a.role}{'  ' + a.tenant_id if a.tenant_id else ''}"
                   f"{'  (disabled)' if a.disabled_at else ''}")
+    return 0
+
+
+def cmd_keygen(_settings: Settings, _args: argparse.Namespace) -> int:
+    from azure_sync import secrets as sync_secrets
+
+    print(sync_secrets.new_key())
+    return 0
+
+
+def _sync_service(settings: Settings) -> object:
+    from azure_sync.service import SyncService
+
+    engine = db.make_engine(settings.database)
+    migrate.upgrade(engine)
+    return SyncService(settings.azure_sync, db.make_sessionmaker(engine),
+                       db.make_sessionmaker(engine, writes=True))
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from azure_sync import scheduler
+
+    service = _sync_service(settings)
+    running = scheduler.start(service)  # type: ignore[arg-type]
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print("Sync worker running: one round per registered tenant every interval. "
+          "Ctrl-C stops.", flush=True)
+    stop.wait()
+    running.shutdown(wait=True)
+    print("Sync worker stopped.")
+    return 0
+
+
+def cmd_sync_register(settings: Settings, args: argparse.Namespace) -> int:
+    from azure_sync import service as sync_service
+    from connector.events import WriteContext
+    from connector.status import Source
+
+    secret = sys.stdin.readline().strip() if args.secret_stdin else None
+    if args.secret_stdin and not secret:
+        raise ConfigError("No client secret on standard input.")
+    pem = None
+    if args.certificate:
+        try:
+            with open(args.certificate) as handle:
+                pem = handle.read()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read {args.certificate}: {exc.strerror}.") from None
+    with _session(settings) as session:
+        ctx = WriteContext(args.tenant, Source.ADMIN, "cli", "cli", _now())
+        registration = sync_service.register(
+            session, settings.azure_sync, ctx, directory_id=args.directory_id,
+            client_id=args.client_id, secret=secret, certificate_pem=pem,
+            authority_host=args.authority_host, graph_base_url=args.graph_base_url,
+            interval_minutes=args.interval_minutes)
+        session.commit()
+        print(f"Tenant {args.tenant} syncs from Entra tenant {registration.directory_id} "
+              f"with app {registration.client_id} every {registration.interval_minutes} min.")
+    print(f"Run a first round now with: connector sync run --tenant {args.tenant}")
+    return 0
+
+
+def cmd_sync_run(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from azure_sync import rounds
+
+    service = _sync_service(settings)
+    started = time.monotonic()
+
+    def progress(pages: int, phase: str) -> None:
+        if not args.json:
+            print(f"\r  {phase}: {pages} pages read ({time.monotonic() - started:.0f} s)",
+                  end="", flush=True)
+
+    options = rounds.RoundOptions(
+        lease_seconds=settings.azure_sync.lease_seconds,
+        max_pages=settings.azure_sync.max_pages_per_round,
+        quarantine_after=settings.azure_sync.quarantine_after_failures, after_page=progress)
+    result = service.run(args.tenant, "manual", options)  # type: ignore[attr-defined]
+    if args.json:
+        print(json.dumps({"run_id": result.run_id, "status": result.status,
+                          "pages": result.pages, "counts": result.counts,
+                          "error": result.error}))
+    else:
+        print()
+        print(f"Round {result.run_id}: {result.status} after {result.pages} pages "
+              f"in {time.monotonic() - started:.1f} s.")
+        if result.counts:
+            print("  " + ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())))
+        if result.error:
+            print(f"  {result.error}")
+    return 0 if result.status in ("succeeded", "awaiting_approval") else 1
+
+
+def cmd_sync_status(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from connector.models import EntraRegistration, SyncRun, SyncState
+
+    rows = []
+    with _session(settings) as session:
+        for reg in session.scalars(select(EntraRegistration)):
+            state = session.get(SyncState, reg.tenant_id)
+            last = session.scalar(select(SyncRun).where(SyncRun.tenant_id == reg.tenant_id)
+                                  .order_by(SyncRun.id.desc()).limit(1))
+            rows.append({
+                "tenant_id": reg.tenant_id, "directory_id": reg.directory_id,
+                "client_id": reg.client_id, "interval_minutes": reg.interval_minutes,
+                "last_run": None if last is None else {
+                    "id": last.id, "status": last.status, "kind": last.kind,
+                    "started": last.started_at.isoformat(), "counts": last.counts,
+                    "error": last.error},
+                "quarantined_until": state.quarantined_until.isoformat()
+                if state and state.quarantined_until else None})
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print("No tenant syncs from Entra ID yet: connector sync register --help")
+    for row in [] if args.json else rows:
+        last = row["last_run"]
+        print(f"{row['tenant_id']}  app {row['client_id']}  every {row['interval_minutes']} min"
+              + (f"  last round {last['id']} {last['status']}" if last else "  never ran")
+              + (f"  QUARANTINED until {row['quarantined_until']}"
+                 if row["quarantined_until"] else ""))
     return 0
 
 

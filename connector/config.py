@@ -121,12 +121,71 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class AzureSyncSettings:
+    encryption_key: str = setting(
+        "",
+        "Key that encrypts app-registration secrets and certificates at rest (a Fernet "
+        "key: `connector keygen` prints one). Empty: read from encryption_key_file.",
+    )
+    encryption_key_file: str = setting(
+        "var/secrets.key",
+        "File holding the encryption key when encryption_key is empty (`connector "
+        "bootstrap` creates it, readable by its owner only). Keep it out of backups of "
+        "the database: the key and the data it protects belong apart.",
+    )
+    authority_host: str = setting(
+        "https://login.microsoftonline.com",
+        "Default Entra sign-in host for new registrations (sovereign clouds: "
+        "https://login.microsoftonline.us, …).",
+    )
+    graph_base_url: str = setting(
+        "https://graph.microsoft.com",
+        "Default Microsoft Graph base URL for new registrations (https://graph.microsoft.us…).",
+    )
+    graph_scope: str = setting(
+        "",
+        "The scope tokens are asked for. Empty: the registration's Graph base URL + "
+        "/.default (https://graph.microsoft.com/.default), right for every Microsoft "
+        "cloud; set it only when Graph is reached through another address.",
+    )
+    interval_minutes: int = setting(10, "Default minutes between sync rounds of a tenant.")
+    request_timeout_seconds: int = setting(30, "Timeout of every Graph and token request.")
+    retry_budget: int = setting(
+        50, "Retries (throttling, 5xx, timeouts) one round may spend before it stops."
+    )
+    backoff_cap_seconds: int = setting(
+        60, "Longest wait between retries when Graph gives no Retry-After."
+    )
+    quarantine_after_failures: int = setting(
+        5, "Failed rounds in a row after which a tenant runs only daily until one succeeds."
+    )
+    lease_seconds: int = setting(
+        300,
+        "How long a process holds a tenant's round without renewing it (each page renews "
+        "it); after that another process may take the round over.",
+    )
+    max_pages_per_round: int = setting(
+        100_000, "Pages after which a round stops as runaway (a nextLink loop guard)."
+    )
+    ca_bundle: str = setting(
+        "", "CA bundle to verify Entra and Graph with; empty: the system's (certifi)."
+    )
+    scheduler_in_web: bool = setting(
+        True,
+        "Run the sync scheduler inside `connector serve` (the embedded default). With "
+        "several web processes, set false and run `connector worker` instead (running it "
+        "in many processes is safe, each tenant's round runs in one, but wasteful).",
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     scim: ScimSettings = field(default_factory=ScimSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    azure_sync: AzureSyncSettings = field(default_factory=AzureSyncSettings)
 
 
 _SECTION_TYPES = {
@@ -135,6 +194,7 @@ _SECTION_TYPES = {
     "logging": LoggingSettings,
     "scim": ScimSettings,
     "admin": AdminSettings,
+    "azure_sync": AzureSyncSettings,
 }
 
 

@@ -9,6 +9,7 @@
      ├── ProvisioningPaused    provisioning is paused (retry_after seconds)
      ├── InvalidSetting        a tenant setting name or value that does not exist
      ├── StateConflict         not possible in the resource's current state
+     ├── WrongProvisioningPath SCIM write to a tenant fed by Entra sync
      └── StatusChangeRefused   the status rules forbid the change (reason says what to change)
 """
 
@@ -57,6 +58,10 @@ class InvalidSetting(DomainError):
 
 class StateConflict(DomainError):
     pass
+
+
+class WrongProvisioningPath(DomainError):
+    """A write through the provisioning path this tenant does not use (SCIM vs Entra)."""
 
 
 class StatusChangeRefused(DomainError):

@@ -42,6 +42,7 @@ class TenantPolicy:
     status_source: str = "identity_provider"  # identity_provider | connector
     scim_default_status: str = "active"  # active | inactive
     provisioning_paused: bool = False
+    entra_sync: bool = False  # fed by the Entra poller, not SCIM
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def list_tenants(session: Session) -> list[Tenant]:
 
 def policy_of(tenant: Tenant) -> TenantPolicy:
     return TenantPolicy(tenant.status_source, tenant.scim_default_status,
-                        tenant.provisioning_paused)
+                        tenant.provisioning_paused, bool(tenant.entra_sync))
 
 
 def module_catalogue(session: Session, tenant_id: str) -> dict[str, str]:

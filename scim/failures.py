@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from connector import errors as domain
 from scim.errors import (
     BadRequest,
+    Forbidden,
     InternalError,
     InvalidValue,
     NotFound,
@@ -33,6 +34,8 @@ def to_scim_error(exc: Exception) -> ScimError:
         return NotFound(exc.message)
     if isinstance(exc, domain.StatusChangeRefused):
         return BadRequest(exc.message)
+    if isinstance(exc, domain.WrongProvisioningPath):
+        return Forbidden(exc.message)
     if isinstance(exc, IntegrityError):
         return Uniqueness("A unique value is already in use (concurrent write).")
     if isinstance(exc, OperationalError):

@@ -1,0 +1,276 @@
+"""Sync rounds against the fake Entra and fake Graph (real HTTPS on loopback), applied
+to real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from azure_sync import rounds, secrets
+from azure_sync.service import SyncService, register
+from connector.config import AzureSyncSettings
+from connector.db import make_sessionmaker
+from connector.events import WriteContext
+from connector.models import Event, Group, Membership, SyncRun, SyncState, Tenant, User
+from connector.status import Source
+from tests.conftest import make_tenant
+from tests.fakes.fixtures import FakeApp
+from tests.fakes.graph import FakeGraph
+
+
+@dataclass
+class Sync:
+    engine: Engine
+    tenant_id: str
+    service: SyncService
+    graph: FakeGraph
+    app: FakeApp
+    sleeps: list[float]
+
+    @property
+    def entra(self) -> Any:
+        return self.graph.directory(self.app.tenant_id)
+
+    def run(self, **options: Any) -> rounds.RoundResult:
+        return self.service.run(self.tenant_id, "manual", rounds.RoundOptions(**options),
+                                sleep=self.sleeps.append)
+
+    def session(self) -> Session:
+        return make_sessionmaker(self.engine)()
+
+    def users(self) -> dict[str, User]:
+        """Live users by Graph object id."""
+        with self.session() as s:
+            return {u.external_id: u for u in s.scalars(select(User).where(
+                User.tenant_id == self.tenant_id, User.removed_at.is_(None)))}
+
+    def set(self, **settings: Any) -> None:
+        with self.session() as s:
+            tenant = s.get(Tenant, self.tenant_id)
+            assert tenant is not None
+            for key, value in settings.items():
+                setattr(tenant, key, value)
+            s.commit()
+
+
+@pytest.fixture
+def sync(engine: Engine, fake_graph: FakeGraph, fake_app: FakeApp, fake_tls: Any,
+         fake_entra: Any, tmp_path: Path) -> Sync:
+    settings = AzureSyncSettings(encryption_key=secrets.new_key(), retry_budget=20,
+                                 graph_scope="https://graph.microsoft.com/.default")
+    tenant_id, _ = make_tenant(engine, "Synced")
+    maker = make_sessionmaker(engine)
+    with maker() as s:
+        register(s, settings, WriteContext(tenant_id, Source.ADMIN, "test", "test",
+                                           dt.datetime.now(dt.UTC)),
+                 directory_id=fake_app.tenant_id, client_id=fake_app.client_id,
+                 secret=fake_app.client_secret, authority_host=fake_app.authority_host,
+                 graph_base_url=fake_app.graph_base_url)
+        s.commit()
+    service = SyncService(settings, maker, make_sessionmaker(engine, writes=True),
+                          verify=str(fake_tls.ca_path))
+    return Sync(engine, tenant_id, service, fake_graph, fake_app, [])
+
+
+def test_initial_round_creates_everyone_with_status_and_guests(sync: Sync) -> None:
+    ann = sync.entra.add_user("ann@contoso.example", givenName="Ann", surname="Lee",
+                              employeeId="E1")
+    off = sync.entra.add_user("off@contoso.example", accountEnabled=False)
+    guest = sync.entra.add_user("g_ext#EXT#@contoso.example", userType="Guest")
+    sync.entra.seed_users(450)
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert result.counts["created"] == 453 and result.pages >= 3
+    users = sync.users()
+    assert len(users) == 453
+    assert users[ann].data["name"] == {"givenName": "Ann", "familyName": "Lee"}
+    assert (users[off].active, users[off].in_deleted_list) == (False, True)
+    assert users[guest].guest and users[ann].origin == "entra_sync"
+    with sync.session() as s:
+        state = s.get(SyncState, sync.tenant_id)
+        assert state is not None and state.users_delta_link and state.run_id is None
+        created = s.scalar(select(func.count()).select_from(Event).where(
+            Event.kind == "user.created", Event.correlation_id == f"sync-run:{result.run_id}"))
+    assert created == 453
+
+
+def test_incremental_rounds_apply_only_changes(sync: Sync) -> None:
+    ann = sync.entra.add_user("ann@contoso.example", givenName="Ann")
+    bob = sync.entra.add_user("bob@contoso.example")
+    assert sync.run().status == "succeeded"
+    sync.entra.update_user(ann, surname="Lee", displayName="Ann Lee")
+    sync.entra.disable_user(bob)
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    users = sync.users()
+    assert users[ann].data["name"] == {"givenName": "Ann", "familyName": "Lee"}
+    assert users[ann].display_name == "Ann Lee"
+    assert (users[bob].active, users[bob].in_deleted_list) == (False, True)
+    assert result.counts.get("disabled") == 1 and result.counts.get("created", 0) == 0
+    sync.entra.enable_user(bob)
+    assert sync.run().counts.get("enabled") == 1
+    assert sync.users()[bob].active
+
+
+def test_soft_delete_then_restore_keeps_the_same_user(sync: Sync) -> None:
+    ann = sync.entra.add_user("ann@contoso.example")
+    sync.run()
+    before = sync.users()[ann].id
+    sync.entra.soft_delete_user(ann)
+    assert sync.run().counts.get("deleted") == 1
+    assert ann not in sync.users()
+    sync.entra.restore_user(ann)
+    result = sync.run()
+    assert result.counts.get("restored") == 1, result
+    assert sync.users()[ann].id == before
+    with sync.session() as s:
+        kinds = list(s.scalars(select(Event.kind).where(Event.subject_id == before)
+                               .order_by(Event.id)))
+    assert kinds[:1] == ["user.created"] and "user.removed" in kinds
+    assert kinds[-1] in ("user.restored", "user.profile")
+
+
+def test_status_source_connector_records_but_does_not_apply(sync: Sync) -> None:
+    bob = sync.entra.add_user("bob@contoso.example")
+    sync.run()
+    sync.set(status_source="connector")
+    sync.entra.disable_user(bob)
+    sync.run()
+    user = sync.users()[bob]
+    assert user.active and user.idp_active is False
+
+
+def test_groups_and_members_split_over_pages_are_merged(sync: Sync) -> None:
+    sync.graph.knobs.member_chunk_size = 7
+    members = [sync.entra.add_user(f"m{i}@contoso.example") for i in range(30)]
+    group = sync.entra.create_group("Sales", members=members)
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    with sync.session() as s:
+        stored = s.scalar(select(Group).where(Group.external_id == group))
+        assert stored is not None and stored.display_name == "Sales"
+        count = s.scalar(select(func.count()).select_from(Membership).where(
+            Membership.group_id == stored.id))
+    assert count == 30
+    sync.entra.remove_members(group, members[:5])
+    sync.run()
+    with sync.session() as s:
+        assert s.scalar(select(func.count()).select_from(Membership).where(
+            Membership.group_id == stored.id)) == 25
+
+
+def test_throttling_is_waited_out_with_retry_after(sync: Sync) -> None:
+    sync.entra.seed_users(10)
+    sync.graph.throttle(2, retry_after="1.5")
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert 1.5 in sync.sleeps
+
+
+def test_a_403_stops_with_what_to_grant(sync: Sync) -> None:
+    sync.entra.seed_users(3)
+    sync.graph.deny(sync.app.client_id)
+    result = sync.run()
+    assert result.status == "failed"
+    assert "User.Read.All" in (result.error or "")
+    assert sync.users() == {}
+
+
+def test_resync_drops_the_cursor_and_sweeps_users_no_longer_there(sync: Sync) -> None:
+    keep = sync.entra.add_user("keep@contoso.example")
+    gone = sync.entra.add_user("gone@contoso.example")
+    sync.run()
+    sync.entra.hard_delete_user(gone)  # …and its @removed never reaches us:
+    sync.graph.resync(410, "syncStateNotFound")
+    with sync.session() as s:
+        runs_before = s.scalar(select(func.count()).select_from(SyncRun))
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert set(sync.users()) == {keep}, result
+    with sync.session() as s:
+        kinds = [r.kind for r in s.scalars(select(SyncRun).order_by(SyncRun.id))]
+        assert s.scalar(select(func.count()).select_from(SyncRun)) == (runs_before or 0) + 2
+    assert kinds[-1] == "full"
+
+
+def test_mass_disable_is_held_for_approval(sync: Sync) -> None:
+    ids = [sync.entra.add_user(f"u{i}@contoso.example") for i in range(40)]
+    sync.run()
+    for user_id in ids[:10]:  # 25 % of the tenant, over the default 20 %
+        sync.entra.disable_user(user_id)
+    result = sync.run()
+    assert result.status == "awaiting_approval", result
+    assert all(u.active for u in sync.users().values())  # nothing applied
+    again = sync.run()
+    assert again.status == "skipped" and "approval" in (again.error or "")
+
+
+def test_an_empty_full_round_sweeps_nobody(sync: Sync) -> None:
+    sync.entra.seed_users(5)
+    sync.run()
+    with sync.session() as s:
+        state = s.get(SyncState, sync.tenant_id)
+        assert state is not None
+        state.users_delta_link = state.groups_delta_link = None  # force a full round
+        s.commit()
+    for user_id in list(sync.users()):
+        sync.entra.hard_delete_user(user_id)
+    result = sync.run()
+    assert len(sync.users()) == 5, result  # an empty answer is not "delete everyone"
+
+
+def test_a_crash_between_pages_resumes_without_loss(sync: Sync) -> None:
+    sync.entra.seed_users(600)
+
+    def crash_after(n: int) -> Callable[[int, str], None]:
+        def hook(pages: int, phase: str) -> None:
+            if pages == n:
+                raise KeyboardInterrupt  # as abrupt as it gets inside the process
+        return hook
+
+    with pytest.raises(KeyboardInterrupt):
+        sync.run(after_page=crash_after(2))
+    assert len(sync.users()) == 400  # two pages committed
+    with sync.session() as s:
+        s.execute(SyncState.__table__.update().values(lease_owner=None, lease_until=None))
+        s.commit()
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert len(sync.users()) == 600
+    with sync.session() as s:
+        created = s.scalar(select(func.count()).select_from(Event).where(
+            Event.kind == "user.created", Event.tenant_id == sync.tenant_id))
+    assert created == 600  # nothing created twice
+
+
+def test_a_synced_tenant_refuses_scim_writes(sync: Sync, client: Any) -> None:
+    from connector import tenants as tenant_service
+
+    with sync.session() as s:
+        issued = tenant_service.rotate_token(s, sync.tenant_id, dt.datetime.now(dt.UTC))
+        s.commit()
+    headers = {"Authorization": f"Bearer {issued.token}"}
+    refused = client.post("/scim/v2/Users", json={
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "x@y.io"},
+        headers=headers)
+    assert refused.status_code == 403 and "Entra ID sync" in refused.json["detail"]
+    assert client.get("/scim/v2/Users", headers=headers).status_code == 200  # reads work
+
+
+def test_registering_a_tenant_fed_by_scim_is_refused(engine: Engine, scim: Any) -> None:
+    from connector.errors import StateConflict
+
+    scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                         "userName": "scim@x.io"})
+    settings = AzureSyncSettings(encryption_key=secrets.new_key())
+    with make_sessionmaker(engine)() as s, pytest.raises(StateConflict, match="SCIM"):
+        register(s, settings, WriteContext(scim.tenant_id, Source.ADMIN, "t", "t",
+                                           dt.datetime.now(dt.UTC)),
+                 directory_id="d", client_id="c", secret="s")
