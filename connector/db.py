@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import JSON, Engine, create_engine, event, exc, insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -140,3 +141,22 @@ def _close_session(_exc: BaseException | None) -> None:
     if session is not None:
         session.rollback()
         session.close()
+
+
+def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows in the session's transaction: COPY on PostgreSQL (an INSERT per
+    row, even pipelined, cost 180 µs a row there), executemany on SQLite."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(table), rows)
+        return
+    columns = [c for c in table.columns if c.key in rows[0]]
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    json_columns = {c.key for c in columns if isinstance(c.type, JSON)}
+    raw = session.connection().connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            # JSON as SQLAlchemy's JSON type binds it (None becomes JSON null).
+            copy.write_row([json.dumps(row[c.key]) if c.key in json_columns else row[c.key]
+                            for c in columns])

@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, insert, select
+from sqlalchemy import bindparam, delete, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from connector import counters, events
+from connector import counters, db, events
 from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
 from connector.errors import (
     Conflict,
@@ -222,9 +222,8 @@ class Directory:
                 "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
                 "guest": fields.guest, "external_company_guest": fields.external_company_guest,
                 "admin": fields.admin, "modules": []})
-        self.session.execute(insert(User.__table__), users)
-        if values:
-            self.session.execute(insert(UserValue.__table__), values)
+        db.insert_many(self.session, User.__table__, users)
+        db.insert_many(self.session, UserValue.__table__, values)
         counters.add_live_users(self.session, self.tenant.id, len(users))
         return ids
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from connector import db
 from connector.models import Event
 from connector.status import Source
 
@@ -87,7 +88,9 @@ def row(ctx: WriteContext, subject_type: str, subject_id: str, kind: str, old: A
 
 def record_many(session: Session, rows: list[dict[str, Any]]) -> None:
     """Append events in the given order with one statement (one round trip)."""
-    if rows:
+    if len(rows) >= 50:  # a sync page's worth: COPY on PostgreSQL
+        db.insert_many(session, Event.__table__, rows)
+    elif rows:
         session.execute(_INSERT, rows)
 
 
