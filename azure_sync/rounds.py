@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -33,7 +34,7 @@ from azure_sync.graph import GraphClient
 from connector import logs
 from connector.commands import GroupFields, MemberChange
 from connector.directory import Directory
-from connector.errors import Conflict, DomainError
+from connector.errors import Conflict, DomainError, NotFound, StateConflict
 from connector.events import WriteContext
 from connector.models import (
     EntraRegistration,
@@ -362,7 +363,8 @@ def apply_staged(s: Session, tenant: Tenant, run_id: int) -> dict[str, int]:
     """Apply a round's staged destructive changes (at completion, or on approval)."""
     directory = Directory(s, tenant, _ctx(tenant.id, run_id))
     counts: Counter[str] = Counter()
-    staged = s.scalars(select(SyncStaged).where(SyncStaged.run_id == run_id)
+    staged = s.scalars(select(SyncStaged).where(SyncStaged.run_id == run_id,
+                                                SyncStaged.tenant_id == tenant.id)
                        .order_by(SyncStaged.seq)).all()
     for row in staged:
         user = s.get(User, (tenant.id, row.user_id)) if row.user_id else None
@@ -444,11 +446,15 @@ def log_event(tenant_id: str, run_id: int | None, what: str, detail: str) -> Non
 class PageApplier:
     """Apply one page's items in the caller's transaction; count what happened."""
 
-    def __init__(self, s: Session, tenant: Tenant, run_id: int, full_round: bool) -> None:
+    def __init__(self, s: Session, tenant: Tenant, run_id: int, full_round: bool,
+                 mode: str = "round") -> None:
         self.s = s
         self.tenant = tenant
         self.run_id = run_id
         self.full_round = full_round
+        # round: destructive changes are staged for the round's end; immediate: applied
+        # at once (an admin's "sync this user now"); preview: counted, nothing stored.
+        self.mode = mode
         self.directory = Directory(s, tenant, _ctx(tenant.id, run_id))
         self.counts: Counter[str] = Counter()
         self.staged: list[tuple[str, str, str | None]] = []
@@ -478,8 +484,7 @@ class PageApplier:
                 what = getattr(exc, "message", type(exc).__name__)
                 log_event(self.tenant.id, self.run_id, "item skipped",
                           f"{phase[:-1]} {delta.object_id}: {what}")
-        if self.staged:
-            _stage(self.s, self.tenant.id, self.run_id, self.staged)
+        self._flush_staged()
 
     def _users_batched(self, items: list[Any]) -> None:
         """The page's users with one lookup for all, and its new users created with one
@@ -510,8 +515,12 @@ class PageApplier:
             self.counts["created"] += len(new)
             if self.full_round:
                 self.counts["seen"] += len(new)
-        if self.staged:
+        self._flush_staged()
+
+    def _flush_staged(self) -> None:
+        if self.staged and self.mode == "round":
             _stage(self.s, self.tenant.id, self.run_id, self.staged)
+        self.staged = []
 
     def _prefetch(self, object_ids: list[str]) -> dict[str, User]:
         """The page's known users by object id (a live one before a removed one)."""
@@ -537,6 +546,9 @@ class PageApplier:
         if delta.removed is not None:
             if user is None or user.removed_at is not None:
                 self.counts["unchanged"] += 1
+            elif self.mode == "immediate":
+                self.directory.remove_user(user)
+                self.counts["deleted"] += 1
             else:
                 action = "hard_delete" if delta.removed == "deleted" else "soft_delete"
                 self.staged.append((delta.object_id, action, user.id))
@@ -547,8 +559,8 @@ class PageApplier:
         if user is not None and user.removed_at is not None:
             self.directory.revive_user(user)
             self.counts["restored"] += 1
-        disable = (user is not None and changes.get("accountEnabled") is False
-                   and user.idp_active is not False)
+        disable = (self.mode != "immediate" and user is not None
+                   and changes.get("accountEnabled") is False and user.idp_active is not False)
         if disable:
             changes.pop("accountEnabled")  # staged: applied when the round completes
         fields = mapping.user_fields(delta.object_id, stored, changes)
@@ -637,3 +649,100 @@ class PageApplier:
             found.update(self.s.execute(select(Group.external_id, Group.id).where(
                 Group.tenant_id == self.tenant.id, Group.external_id.in_(rest))).all())
         return [found[o] for o in object_ids if o in found]
+
+
+# -- admin decisions and one-offs ------------------------------------------------------------
+
+
+def approve_held(s: Session, tenant: Tenant, run_id: int, now: dt.datetime) -> dict[str, int]:
+    """Apply the disables/deletions a round held over the threshold (an admin approved)."""
+    run = _held_run(s, tenant.id, run_id)
+    applied = apply_staged(s, tenant, run_id)
+    run.counts = _add(run.counts, applied)
+    run.status = "succeeded"
+    run.error = f"approved at {now:%Y-%m-%d %H:%M} UTC: {run.error}"
+    return applied
+
+
+def reject_held(s: Session, tenant_id: str, run_id: int, now: dt.datetime) -> int:
+    """Drop a held round's disables/deletions (an admin rejected them). The identity
+    provider's word stays recorded nowhere else: a later change, or a full round, brings
+    them up again."""
+    run = _held_run(s, tenant_id, run_id)
+    dropped = s.query(SyncStaged).filter(SyncStaged.run_id == run_id).delete()
+    run.status = "rejected"
+    run.error = f"rejected at {now:%Y-%m-%d %H:%M} UTC: {run.error}"
+    return int(dropped)
+
+
+def _held_run(s: Session, tenant_id: str, run_id: int) -> SyncRun:
+    run = s.get(SyncRun, run_id, with_for_update=True)
+    if run is None or run.tenant_id != tenant_id:
+        raise NotFound(f"Sync round {run_id} not found for this tenant.")
+    if run.status != "awaiting_approval":
+        raise StateConflict(f"Sync round {run_id} is {run.status}, not awaiting approval.")
+    return run
+
+
+def staged_changes(s: Session, run_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+    rows = s.execute(select(SyncStaged.seq, SyncStaged.object_id, SyncStaged.action,
+                            SyncStaged.user_id, User.user_name)
+                     .outerjoin(User, (User.tenant_id == SyncStaged.tenant_id)
+                                & (User.id == SyncStaged.user_id))
+                     .where(SyncStaged.run_id == run_id).order_by(SyncStaged.seq)
+                     .limit(limit)).all()
+    return [{"objectId": r.object_id, "action": r.action, "userId": r.user_id,
+             "userName": r.user_name} for r in rows]
+
+
+def preview_round(maker: sessionmaker[Session], tenant_id: str, client: GraphClient,
+                  max_pages: int = 100_000) -> RoundResult:
+    """What the next round would change, without changing anything: the pages from the
+    stored deltaLinks are applied in transactions that are rolled back."""
+    with maker() as s:
+        state = s.get(SyncState, tenant_id)
+        users_link = state.users_delta_link if state else None
+        groups_link = state.groups_delta_link if state else None
+    full = users_link is None
+    counts: Counter[str] = Counter()
+    pages = 0
+    for phase, link in (("users", users_link or client.url(
+            "users/delta", {"$select": ",".join(mapping.USER_SELECT)})),
+            ("groups", groups_link or client.url(
+                "groups/delta", {"$select": ",".join(mapping.GROUP_SELECT)}))):
+        next_link: str | None = link
+        seen: set[str] = set()
+        while next_link is not None:
+            if next_link in seen or pages >= max_pages:
+                raise UnsafeLink("The preview met a nextLink loop or too many pages.")
+            seen.add(next_link)
+            page = client.get(next_link)
+            with maker() as s:
+                tenant = s.get(Tenant, tenant_id)
+                assert tenant is not None
+                applier = PageApplier(s, tenant, 0, full, mode="preview")
+                applier.apply(phase, list(page.get("value") or []), careful=True)
+                counts.update(applier.counts)
+                s.rollback()
+            pages += 1
+            link_value = page.get("@odata.nextLink")
+            next_link = client.check_link(link_value) if isinstance(link_value, str) else None
+    counts["full_round"] = int(full)
+    return RoundResult(None, "preview", dict(counts), pages)
+
+
+def sync_one_user(maker: sessionmaker[Session], tenant_id: str, client: GraphClient,
+                  key: str) -> dict[str, int]:
+    """Fetch one user from Graph (object id or userPrincipalName) and apply it now,
+    disable included: an admin asked for exactly this user."""
+    quoted = urllib.parse.quote(key, safe="@")
+    item = client.get(client.url(f"users/{quoted}",
+                                 {"$select": ",".join(("id", *mapping.USER_SELECT))}))
+    with maker() as s:
+        tenant = s.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"Tenant {tenant_id} not found.")
+        applier = PageApplier(s, tenant, 0, False, mode="immediate")
+        applier.apply("users", [item], careful=True)
+        s.commit()
+    return dict(applier.counts)

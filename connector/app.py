@@ -119,6 +119,9 @@ def setup_admin(app: Flask, settings: Settings) -> None:
         hops = settings.server.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
                                 x_host=hops)
+    from azure_sync import views as sync_views
+
     auth.init_app(app)
-    api.init_app(app)
+    sync_views.init_app(app)
+    api.init_app(app, children=(sync_views.bp,))
     web.init_app(app)

@@ -24,6 +24,7 @@ PROBLEM_JSON = "application/problem+json"
 OPENAPI_FILE = Path(__file__).with_name("openapi.json")
 log = logging.getLogger("connector.api")
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
+_NESTED: set[str] = set()
 PUBLIC = {"api.openapi"}
 # What a signed-in account that must still choose its password may call.
 BEFORE_PASSWORD_CHANGE = {"api.me", "api.change_password", "api.openapi"}
@@ -40,9 +41,15 @@ class Problem(Exception):
         self.extra = extra
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, children: tuple[Blueprint, ...] = ()) -> None:
+    """Register the API; `children` are other packages' blueprints (Entra sync…) nested
+    in it, so they share its sign-in, CSRF and error handling."""
     from connector.api import routes  # noqa: F401  (registers the endpoints on bp)
 
+    for child in children:
+        if child.name not in _NESTED:  # once per process; every app then has it
+            bp.register_blueprint(child)
+            _NESTED.add(child.name)
     app.register_blueprint(bp)
     app.extensions.setdefault("error_surfaces", []).append((PREFIX, _http_error, _unexpected))
 
@@ -141,7 +148,8 @@ def _authenticate() -> None:
 def _refuse_unstorable_url() -> None:
     """An id with NUL names nothing; a query argument with NUL is invalid. (PostgreSQL
     refuses NUL in text: unchecked, either would reach it and end in a 500.)"""
-    if any("\x00" in value for value in (request.view_args or {}).values()):
+    if any("\x00" in value for value in (request.view_args or {}).values()
+           if isinstance(value, str)):
         raise errors.NotFound(f"No resource at {request.path!r}.")
     if any("\x00" in value for value in request.args.values()):
         raise Problem(400, "Invalid request", "Query arguments may not contain NUL "

@@ -1,0 +1,236 @@
+"""The admin API for Entra ID sync, under /api/v1/tenants/{id}/entra.
+
+A blueprint nested in the admin API's (connector.api), so it shares its sign-in, CSRF,
+transaction and problem+json plumbing. The client secret or certificate is write-only:
+no answer ever contains it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from sqlalchemy import func, select
+
+from azure_sync import rounds
+from azure_sync.errors import SyncError
+from azure_sync.service import SyncService, register
+from connector import auth
+from connector.api import Problem, expect, json_response, read_body
+from connector.api.routes import done, now, page_args, page_json, principal, session, tenant_for
+from connector.browse import Page
+from connector.db import make_sessionmaker
+from connector.errors import NotFound
+from connector.events import WriteContext
+from connector.models import EntraRegistration, SyncRun, SyncState, Tenant
+from connector.status import Source
+
+bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra")
+log = logging.getLogger("connector.sync")
+
+
+def init_app(app: Flask) -> None:
+    """Called by the app factory; the service holds the process's msal apps."""
+    engine = app.extensions["engine"]
+    app.extensions["sync_service"] = SyncService(
+        app.config["SETTINGS"].azure_sync, make_sessionmaker(engine),
+        make_sessionmaker(engine, writes=True))
+
+
+def service() -> SyncService:
+    return current_app.extensions["sync_service"]  # type: ignore[no-any-return]
+
+
+def _registration(tenant_id: str) -> EntraRegistration:
+    registration = session().get(EntraRegistration, tenant_id)
+    if registration is None:
+        raise NotFound("This tenant has no Entra ID app registration (PUT …/entra sets one).")
+    return registration
+
+
+def registration_json(reg: EntraRegistration, state: SyncState | None) -> dict[str, Any]:
+    held = session().scalar(select(SyncRun.id).where(
+        SyncRun.tenant_id == reg.tenant_id, SyncRun.status == "awaiting_approval"))
+    last = session().scalar(select(SyncRun).where(SyncRun.tenant_id == reg.tenant_id)
+                            .order_by(SyncRun.id.desc()).limit(1))
+    return {
+        "directoryId": reg.directory_id, "clientId": reg.client_id,
+        "credential": "secret" if reg.secret_encrypted else "certificate",
+        "certificateThumbprint": reg.certificate_thumbprint,
+        "authorityHost": reg.authority_host, "graphBaseUrl": reg.graph_base_url,
+        "intervalMinutes": reg.interval_minutes, "thresholdCount": reg.threshold_count,
+        "thresholdPercent": reg.threshold_percent, "enabled": reg.enabled,
+        "updated": reg.updated_at.isoformat(),
+        "lastRun": run_json(last) if last else None,
+        "awaitingApproval": held,
+        "quarantinedUntil": state.quarantined_until.isoformat()
+        if state and state.quarantined_until else None,
+        "lastSuccess": state.last_success_at.isoformat()
+        if state and state.last_success_at else None,
+        "failures": state.failures if state else 0,
+    }
+
+
+def run_json(run: SyncRun) -> dict[str, Any]:
+    return {"id": run.id, "kind": run.kind, "status": run.status, "trigger": run.trigger,
+            "started": run.started_at.isoformat(),
+            "finished": run.finished_at.isoformat() if run.finished_at else None,
+            "pages": run.pages, "counts": run.counts, "error": run.error}
+
+
+@bp.get("")
+def get_registration(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    return json_response(registration_json(_registration(tenant_id),
+                                           session().get(SyncState, tenant_id)))
+
+
+SETTABLE = {"directoryId", "clientId", "clientSecret", "certificatePem", "authorityHost",
+            "graphBaseUrl", "intervalMinutes", "thresholdCount", "thresholdPercent"}
+
+
+@bp.put("")
+def put_registration(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    body = read_body(SETTABLE, {"directoryId", "clientId"})
+    text = {k: expect(body, k, (str, type(None)), "a string") for k in
+            ("directoryId", "clientId", "clientSecret", "certificatePem", "authorityHost",
+             "graphBaseUrl")}
+    numbers = {k: expect(body, k, int, "a whole number") for k in
+               ("intervalMinutes", "thresholdCount", "thresholdPercent")}
+    ctx = WriteContext(tenant_id, Source.ADMIN, principal().actor, request_id(), now())
+    registration = register(
+        session(), current_app.config["SETTINGS"].azure_sync, ctx,
+        directory_id=text["directoryId"] or "", client_id=text["clientId"] or "",
+        secret=text["clientSecret"], certificate_pem=text["certificatePem"],
+        authority_host=text["authorityHost"], graph_base_url=text["graphBaseUrl"],
+        interval_minutes=numbers["intervalMinutes"], threshold_count=numbers["thresholdCount"],
+        threshold_percent=numbers["thresholdPercent"])
+    auth.audit(principal(), "entra.registration", tenant_id, registration.client_id,
+               {"directory_id": registration.directory_id,
+                "credential_changed": bool(text["clientSecret"] or text["certificatePem"])})
+    session().flush()
+    return done(200, registration_json(registration, session().get(SyncState, tenant_id)))
+
+
+@bp.delete("")
+def delete_registration(tenant_id: str) -> Response:
+    tenant = session().get(Tenant, tenant_id, with_for_update=True)
+    tenant_for(tenant_id)
+    registration = _registration(tenant_id)
+    session().delete(registration)
+    state = session().get(SyncState, tenant_id)
+    if state is not None:
+        session().delete(state)
+    assert tenant is not None
+    tenant.entra_sync = False
+    auth.audit(principal(), "entra.registration_removed", tenant_id, registration.client_id)
+    return done()
+
+
+@bp.get("/runs")
+def list_runs(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    page, per_page = page_args()
+    where = [SyncRun.tenant_id == tenant_id]
+    total = session().scalar(select(func.count()).select_from(SyncRun).where(*where)) or 0
+    runs = session().scalars(select(SyncRun).where(*where).order_by(SyncRun.id.desc())
+                             .offset((page - 1) * per_page).limit(per_page))
+    return json_response(page_json(Page([run_json(r) for r in runs], total, page, per_page)))
+
+
+@bp.get("/runs/<int:run_id>")
+def get_run(tenant_id: str, run_id: int) -> Response:
+    tenant_for(tenant_id)
+    run = session().get(SyncRun, run_id)
+    if run is None or run.tenant_id != tenant_id:
+        raise NotFound(f"Sync round {run_id} not found for this tenant.")
+    return json_response({**run_json(run), "staged": rounds.staged_changes(session(), run_id)})
+
+
+@bp.post("/runs")
+def run_now(tenant_id: str) -> Response:
+    """Start a round in the background (it may take minutes); the run log shows it."""
+    tenant_for(tenant_id)
+    _registration(tenant_id)
+    auth.audit(principal(), "entra.run_requested", tenant_id)
+    session().commit()
+    sync = service()
+    threading.Thread(target=_run_quietly, args=(sync, tenant_id), daemon=True,
+                     name=f"sync-{tenant_id[:8]}").start()
+    return json_response({"status": "started", "runs": f"{request.path}"}, 202)
+
+
+def _run_quietly(sync: SyncService, tenant_id: str) -> None:
+    try:
+        sync.run(tenant_id, "manual")
+    except Exception:  # noqa: BLE001 - logged; the run log shows the failure
+        log.exception("manual sync round crashed for %s", tenant_id)
+
+
+@bp.post("/runs/<int:run_id>/approve")
+def approve(tenant_id: str, run_id: int) -> Response:
+    tenant = tenant_for(tenant_id, lock=True)
+    applied = rounds.approve_held(session(), tenant, run_id, now())
+    auth.audit(principal(), "entra.round_approved", tenant_id, str(run_id), applied)
+    session().flush()
+    return done(200, {**run_json(session().get(SyncRun, run_id)), "applied": applied})
+
+
+@bp.post("/runs/<int:run_id>/reject")
+def reject(tenant_id: str, run_id: int) -> Response:
+    tenant_for(tenant_id, lock=True)
+    dropped = rounds.reject_held(session(), tenant_id, run_id, now())
+    auth.audit(principal(), "entra.round_rejected", tenant_id, str(run_id),
+               {"dropped": dropped})
+    session().flush()
+    return done(200, {**run_json(session().get(SyncRun, run_id)), "dropped": dropped})
+
+
+@bp.post("/preview")
+def preview(tenant_id: str) -> Response:
+    """A dry run: what the next round would change, nothing applied."""
+    tenant_for(tenant_id)
+    registration = _registration(tenant_id)
+    session().expunge(registration)
+    auth.audit(principal(), "entra.preview", tenant_id)
+    # The request's transaction ends before the preview's own ones begin (on SQLite a
+    # process holds one write transaction at a time).
+    session().commit()
+    client = service().client_for(registration)
+    try:
+        result = rounds.preview_round(service().write_maker, tenant_id, client)
+    except SyncError as exc:
+        raise Problem(502, "Graph refused", exc.message, "graph-error") from exc
+    return json_response({"pages": result.pages, "counts": result.counts})
+
+
+@bp.post("/sync-user")
+def sync_user(tenant_id: str) -> Response:
+    """Fetch one user from Graph by object id or userPrincipalName and apply it now."""
+    tenant_for(tenant_id)
+    body = read_body({"user"}, {"user"})
+    key = (expect(body, "user", str, "an object id or userPrincipalName") or "").strip()
+    if not 1 <= len(key) <= 256:
+        raise Problem(400, "Invalid request", "user must be an object id or a "
+                      "userPrincipalName.", "invalid-request")
+    registration = _registration(tenant_id)
+    session().expunge(registration)
+    session().rollback()  # the write below has its own transaction (see preview)
+    client = service().client_for(registration)
+    try:
+        counts = rounds.sync_one_user(service().write_maker, tenant_id, client, key)
+    except SyncError as exc:
+        status = getattr(exc, "status", None)
+        if status == 404:
+            raise NotFound(f"Entra ID has no user {key!r}.") from exc
+        raise Problem(502, "Graph refused", exc.message, "graph-error") from exc
+    auth.audit(principal(), "entra.user_synced", tenant_id, key, counts)
+    session().commit()
+    return json_response({"counts": counts})
+
+
+def request_id() -> str:
+    return str(g.get("request_id", ""))

@@ -1,0 +1,151 @@
+"""The Entra sync admin API (/api/v1/tenants/{id}/entra) against the fakes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from azure_sync import secrets
+from connector.app import create_app
+from connector.config import Settings, load_settings
+from tests.conftest import ApiClient, make_admin, make_tenant
+from tests.fakes.fixtures import FakeApp
+from tests.fakes.graph import FakeGraph
+
+
+@pytest.fixture
+def sync_app(database_url: str, engine: Engine, fake_tls: Any, tmp_path: Path) -> Flask:
+    settings: Settings = load_settings(
+        environ={"CONNECTOR_CONFIG": str(tmp_path / "none.toml")},
+        overrides={"database": {"url": database_url}, "logging": {"access_log": False},
+                   "azure_sync": {"encryption_key": secrets.new_key(),
+                                  "ca_bundle": str(fake_tls.ca_path),
+                                  "graph_scope": "https://graph.microsoft.com/.default"}})
+    return create_app(settings, engine=engine)
+
+
+@pytest.fixture
+def api(sync_app: Flask, engine: Engine) -> ApiClient:
+    admin_id, token = make_admin(engine, "partner@example.com")
+    return ApiClient(sync_app.test_client(), token, admin_id, "partner@example.com")
+
+
+def register(api: ApiClient, tenant_id: str, app: FakeApp, **extra: Any) -> Any:
+    return api.put(f"/tenants/{tenant_id}/entra", {
+        "directoryId": app.tenant_id, "clientId": app.client_id,
+        "clientSecret": app.client_secret, "authorityHost": app.authority_host,
+        "graphBaseUrl": app.graph_base_url, **extra})
+
+
+def run_and_wait(api: ApiClient, tenant_id: str, seconds: float = 20) -> dict[str, Any]:
+    """POST a round (it runs in the background) and wait for its entry in the run log."""
+    before = api.get(f"/tenants/{tenant_id}/entra/runs").json["items"]
+    last = before[0]["id"] if before else 0
+    assert api.post(f"/tenants/{tenant_id}/entra/runs").status_code == 202
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        runs = api.get(f"/tenants/{tenant_id}/entra/runs").json["items"]
+        if runs and runs[0]["id"] > last and runs[0]["status"] != "running":
+            return runs[0]  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError("the round did not finish")
+
+
+def test_register_run_and_read_the_log(api: ApiClient, engine: Engine, fake_app: FakeApp,
+                                       fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Entra-fed")
+    fake_graph.directory(fake_app.tenant_id).seed_users(25)
+    created = register(api, tenant_id, fake_app, intervalMinutes=15)
+    assert created.status_code == 200, created.json
+    body = created.json
+    assert body["credential"] == "secret" and body["intervalMinutes"] == 15
+    assert fake_app.client_secret not in created.get_data(as_text=True)
+    assert api.get(f"/tenants/{tenant_id}/entra").json["lastRun"] is None
+    run = run_and_wait(api, tenant_id)
+    assert run["status"] == "succeeded" and run["counts"]["created"] == 25
+    assert api.get(f"/tenants/{tenant_id}/users").json["total"] == 25
+    detail = api.get(f"/tenants/{tenant_id}/entra/runs/{run['id']}").json
+    assert detail["staged"] == [] and detail["kind"] == "full"
+    audit = [a["action"] for a in api.get(f"/tenants/{tenant_id}/audit").json["items"]]
+    assert {"entra.registration", "entra.run_requested"} <= set(audit)
+
+
+def test_held_round_is_approved_or_rejected(api: ApiClient, engine: Engine,
+                                            fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Held")
+    directory = fake_graph.directory(fake_app.tenant_id)
+    ids = [directory.add_user(f"u{i}@contoso.example") for i in range(12)]
+    register(api, tenant_id, fake_app, thresholdCount=3)
+    run_and_wait(api, tenant_id)
+    for user_id in ids[:4]:
+        directory.disable_user(user_id)
+    held = run_and_wait(api, tenant_id)
+    assert held["status"] == "awaiting_approval"
+    assert api.get(f"/tenants/{tenant_id}/entra").json["awaitingApproval"] == held["id"]
+    staged = api.get(f"/tenants/{tenant_id}/entra/runs/{held['id']}").json["staged"]
+    assert {s["action"] for s in staged} == {"disable"} and len(staged) == 4
+    assert api.get(f"/tenants/{tenant_id}/users?status=inactive").json["total"] == 0
+    approved = api.post(f"/tenants/{tenant_id}/entra/runs/{held['id']}/approve")
+    assert approved.status_code == 200 and approved.json["applied"] == {"disabled": 4}
+    assert api.get(f"/tenants/{tenant_id}/users?status=inactive").json["total"] == 4
+    again = api.post(f"/tenants/{tenant_id}/entra/runs/{held['id']}/approve")
+    assert again.status_code == 409
+    for user_id in ids[4:8]:
+        directory.disable_user(user_id)
+    second = run_and_wait(api, tenant_id)
+    rejected = api.post(f"/tenants/{tenant_id}/entra/runs/{second['id']}/reject")
+    assert rejected.status_code == 200 and rejected.json["dropped"] == 4
+    assert api.get(f"/tenants/{tenant_id}/users?status=inactive").json["total"] == 4
+
+
+def test_preview_changes_nothing_and_sync_user_applies_one(
+        api: ApiClient, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Preview")
+    directory = fake_graph.directory(fake_app.tenant_id)
+    ann = directory.add_user("ann@contoso.example")
+    directory.seed_users(5)
+    register(api, tenant_id, fake_app)
+    preview = api.post(f"/tenants/{tenant_id}/entra/preview")
+    assert preview.status_code == 200, preview.json
+    assert preview.json["counts"]["created"] == 6
+    assert api.get(f"/tenants/{tenant_id}/users").json["total"] == 0
+    one = api.post(f"/tenants/{tenant_id}/entra/sync-user", {"user": "ann@contoso.example"})
+    assert one.status_code == 200 and one.json["counts"]["created"] == 1
+    directory.disable_user(ann)
+    off = api.post(f"/tenants/{tenant_id}/entra/sync-user", {"user": ann})
+    assert off.json["counts"].get("disabled") == 1  # applied at once, not held
+    missing = api.post(f"/tenants/{tenant_id}/entra/sync-user", {"user": "nobody@x.example"})
+    assert missing.status_code == 404
+
+
+def test_registration_is_validated_and_can_be_removed(api: ApiClient, engine: Engine,
+                                                      fake_app: FakeApp,
+                                                      client: FlaskClient) -> None:
+    tenant_id, _ = make_tenant(engine, "Validate")
+    assert api.put(f"/tenants/{tenant_id}/entra", {
+        "directoryId": "d", "clientId": "c"}).status_code == 400  # no credential
+    assert register(api, tenant_id, fake_app, authorityHost="http://insecure").status_code == 400
+    assert register(api, tenant_id, fake_app, intervalMinutes=0).status_code == 400
+    assert api.get(f"/tenants/{tenant_id}/entra").status_code == 404
+    assert register(api, tenant_id, fake_app).status_code == 200
+    assert api.delete(f"/tenants/{tenant_id}/entra").status_code == 204
+    assert api.get(f"/tenants/{tenant_id}/entra").status_code == 404
+
+
+def test_a_tenant_admin_cannot_reach_another_tenants_registration(
+        sync_app: Flask, engine: Engine, api: ApiClient, fake_app: FakeApp) -> None:
+    mine, _ = make_tenant(engine, "Mine")
+    theirs, _ = make_tenant(engine, "Theirs")
+    register(api, theirs, fake_app)
+    admin_id, token = make_admin(engine, "ta@example.com", "tenant", mine)
+    tenant_admin = ApiClient(sync_app.test_client(), token, admin_id, "ta@example.com")
+    for call in (lambda: tenant_admin.get(f"/tenants/{theirs}/entra"),
+                 lambda: tenant_admin.post(f"/tenants/{theirs}/entra/runs"),
+                 lambda: tenant_admin.get(f"/tenants/{theirs}/entra/runs")):
+        assert call().status_code == 404
