@@ -458,6 +458,9 @@ class PageApplier:
         self.directory = Directory(s, tenant, _ctx(tenant.id, run_id))
         self.counts: Counter[str] = Counter()
         self.staged: list[tuple[str, str, str | None]] = []
+        registration = s.get(EntraRegistration, tenant.id)
+        self.domains = frozenset(d.casefold().lstrip("@") for d in
+                                 (registration.scope_domains if registration else []) or [])
 
     def apply(self, phase: str, items: list[Any], careful: bool) -> None:
         """Apply the page's items; `careful` puts each in its own savepoint so a failing
@@ -509,6 +512,8 @@ class PageApplier:
                 fields = mapping.user_fields(delta.object_id, None, delta.changes)
                 if fields is None:
                     self.counts["skipped"] += 1
+                elif not self._in_scope(fields.user_name):
+                    self.counts["out_of_scope"] += 1
                 else:
                     new.append(fields)
             self.directory.create_users(new, self.run_id if self.full_round else None)
@@ -516,6 +521,19 @@ class PageApplier:
             if self.full_round:
                 self.counts["seen"] += len(new)
         self._flush_staged()
+
+    def _in_scope(self, user_principal_name: str) -> bool:
+        if not self.domains:
+            return True
+        return user_principal_name.rpartition("@")[2].casefold() in self.domains
+
+    def _remove_or_stage(self, object_id: str, action: str, user: User) -> None:
+        if self.mode == "immediate":
+            self.directory.remove_user(user)
+            self.counts["deleted"] += 1
+        else:
+            self.staged.append((object_id, action, user.id))
+            self.counts["delete_staged"] += 1
 
     def _flush_staged(self) -> None:
         if self.staged and self.mode == "round":
@@ -546,13 +564,9 @@ class PageApplier:
         if delta.removed is not None:
             if user is None or user.removed_at is not None:
                 self.counts["unchanged"] += 1
-            elif self.mode == "immediate":
-                self.directory.remove_user(user)
-                self.counts["deleted"] += 1
             else:
                 action = "hard_delete" if delta.removed == "deleted" else "soft_delete"
-                self.staged.append((delta.object_id, action, user.id))
-                self.counts["delete_staged"] += 1
+                self._remove_or_stage(delta.object_id, action, user)
             return
         changes = dict(delta.changes)
         stored = _stored(user) if user is not None else None
@@ -566,6 +580,14 @@ class PageApplier:
         fields = mapping.user_fields(delta.object_id, stored, changes)
         if fields is None:
             self.counts["skipped"] += 1  # a new user without a userPrincipalName
+            return
+        if not self._in_scope(fields.user_name):
+            if user is not None and user.removed_at is None:
+                # It left the scope (its domain changed, or the scope did): like a
+                # deletion, staged under the threshold.
+                self._remove_or_stage(delta.object_id, "out_of_scope", user)
+            else:
+                self.counts["out_of_scope"] += 1
             return
         if user is None:
             user = self.directory.create_user(fields)

@@ -113,8 +113,8 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
              directory_id: str, client_id: str, secret: str | None = None,
              certificate_pem: str | None = None, authority_host: str | None = None,
              graph_base_url: str | None = None, interval_minutes: int | None = None,
-             threshold_count: int | None = None, threshold_percent: int | None = None
-             ) -> EntraRegistration:
+             threshold_count: int | None = None, threshold_percent: int | None = None,
+             scope_domains: list[str] | None = None) -> EntraRegistration:
     """Create or change a tenant's app registration; a given credential replaces the
     stored one (encrypted), and is never readable again."""
     if s.get(Tenant, ctx.tenant_id) is None:
@@ -156,6 +156,11 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
         if not 1 <= interval_minutes <= 1440:
             raise InvalidSetting("interval_minutes must be between 1 and 1440.")
         registration.interval_minutes = interval_minutes
+    if scope_domains is not None:
+        cleaned = sorted({d.strip().lstrip("@").casefold() for d in scope_domains if d.strip()})
+        if any(" " in d or "." not in d or len(d) > 255 for d in cleaned):
+            raise InvalidSetting("scope domains must be domain names such as contoso.com.")
+        registration.scope_domains = cleaned
     if threshold_count is not None:
         registration.threshold_count = max(0, threshold_count)
     if threshold_percent is not None:

@@ -60,7 +60,8 @@ def registration_json(reg: EntraRegistration, state: SyncState | None) -> dict[s
         "credential": "secret" if reg.secret_encrypted else "certificate",
         "certificateThumbprint": reg.certificate_thumbprint,
         "authorityHost": reg.authority_host, "graphBaseUrl": reg.graph_base_url,
-        "intervalMinutes": reg.interval_minutes, "thresholdCount": reg.threshold_count,
+        "intervalMinutes": reg.interval_minutes, "scopeDomains": list(reg.scope_domains or []),
+        "thresholdCount": reg.threshold_count,
         "thresholdPercent": reg.threshold_percent, "enabled": reg.enabled,
         "updated": reg.updated_at.isoformat(),
         "lastRun": run_json(last) if last else None,
@@ -88,7 +89,8 @@ def get_registration(tenant_id: str) -> Response:
 
 
 SETTABLE = {"directoryId", "clientId", "clientSecret", "certificatePem", "authorityHost",
-            "graphBaseUrl", "intervalMinutes", "thresholdCount", "thresholdPercent"}
+            "graphBaseUrl", "intervalMinutes", "thresholdCount", "thresholdPercent",
+            "scopeDomains"}
 
 
 @bp.put("")
@@ -100,6 +102,10 @@ def put_registration(tenant_id: str) -> Response:
              "graphBaseUrl")}
     numbers = {k: expect(body, k, int, "a whole number") for k in
                ("intervalMinutes", "thresholdCount", "thresholdPercent")}
+    domains = expect(body, "scopeDomains", list, "a list of domain names")
+    if domains is not None and not all(isinstance(d, str) for d in domains):
+        raise Problem(400, "Invalid request", "scopeDomains must be a list of domain names.",
+                      "invalid-request")
     ctx = WriteContext(tenant_id, Source.ADMIN, principal().actor, request_id(), now())
     registration = register(
         session(), current_app.config["SETTINGS"].azure_sync, ctx,
@@ -107,7 +113,7 @@ def put_registration(tenant_id: str) -> Response:
         secret=text["clientSecret"], certificate_pem=text["certificatePem"],
         authority_host=text["authorityHost"], graph_base_url=text["graphBaseUrl"],
         interval_minutes=numbers["intervalMinutes"], threshold_count=numbers["thresholdCount"],
-        threshold_percent=numbers["thresholdPercent"])
+        threshold_percent=numbers["thresholdPercent"], scope_domains=domains)
     auth.audit(principal(), "entra.registration", tenant_id, registration.client_id,
                {"directory_id": registration.directory_id,
                 "credential_changed": bool(text["clientSecret"] or text["certificatePem"])})

@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--authority-host", help="e.g. https://login.microsoftonline.us")
     p.add_argument("--graph-base-url", help="e.g. https://graph.microsoft.us")
     p.add_argument("--interval-minutes", type=int)
+    p.add_argument("--scope-domain", action="append", metavar="DOMAIN",
+                   help="sync only users of this domain (repeat for several)")
     p.set_defaults(handler=cmd_sync_register)
     p = ssub.add_parser("run", help="run (or resume) one round now, showing progress")
     p.add_argument("--tenant", required=True, metavar="TENANT_ID")
@@ -370,7 +372,7 @@ def cmd_sync_register(settings: Settings, args: argparse.Namespace) -> int:
             session, settings.azure_sync, ctx, directory_id=args.directory_id,
             client_id=args.client_id, secret=secret, certificate_pem=pem,
             authority_host=args.authority_host, graph_base_url=args.graph_base_url,
-            interval_minutes=args.interval_minutes)
+            interval_minutes=args.interval_minutes, scope_domains=args.scope_domain)
         session.commit()
         print(f"Tenant {args.tenant} syncs from Entra tenant {registration.directory_id} "
               f"with app {registration.client_id} every {registration.interval_minutes} min.")

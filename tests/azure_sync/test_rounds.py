@@ -274,3 +274,21 @@ def test_registering_a_tenant_fed_by_scim_is_refused(engine: Engine, scim: Any) 
         register(s, settings, WriteContext(scim.tenant_id, Source.ADMIN, "t", "t",
                                            dt.datetime.now(dt.UTC)),
                  directory_id="d", client_id="c", secret="s")
+
+
+def test_domain_scope_syncs_only_those_domains_and_drops_leavers(sync: Sync) -> None:
+    with sync.session() as s:
+        from connector.models import EntraRegistration
+
+        registration = s.get(EntraRegistration, sync.tenant_id)
+        assert registration is not None
+        registration.scope_domains = ["contoso.example"]
+        s.commit()
+    inside = sync.entra.add_user("in@contoso.example")
+    outside = sync.entra.add_user("out@fabrikam.example")
+    result = sync.run()
+    assert set(sync.users()) == {inside} and result.counts["out_of_scope"] == 1
+    sync.entra.update_user(inside, userPrincipalName="in@fabrikam.example")
+    sync.run()
+    assert sync.users() == {}  # it left the scope: removed, history kept
+    del outside
