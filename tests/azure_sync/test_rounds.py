@@ -292,3 +292,66 @@ def test_domain_scope_syncs_only_those_domains_and_drops_leavers(sync: Sync) -> 
     sync.run()
     assert sync.users() == {}  # it left the scope: removed, history kept
     del outside
+
+
+def test_repeated_failures_quarantine_and_a_success_clears_it(sync: Sync) -> None:
+    sync.entra.seed_users(3)
+    sync.graph.deny(sync.app.client_id)
+    for _ in range(5):
+        assert sync.run(quarantine_after=5).status == "failed"
+    with sync.session() as s:
+        state = s.get(SyncState, sync.tenant_id)
+        assert state is not None and state.failures == 5 and state.quarantined_until
+    sync.graph.allow(sync.app.client_id)
+    assert sync.run().status == "succeeded"
+    with sync.session() as s:
+        state = s.get(SyncState, sync.tenant_id)
+        assert state is not None and state.failures == 0 and state.quarantined_until is None
+
+
+def test_a_spent_retry_budget_fails_the_round_and_the_next_resumes(sync: Sync) -> None:
+    sync.entra.seed_users(450)
+    sync.graph.fail(503, count=30, after=1)  # the first page arrives, then 503s
+    failed = sync.run()
+    assert failed.status == "failed" and "repeated failures" in (failed.error or "")
+    assert len(sync.users()) == 200  # what was committed stays
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert len(sync.users()) == 450
+    assert result.run_id == failed.run_id  # the same round, resumed from its cursor
+
+
+def test_the_scheduler_keeps_one_job_per_registration(sync: Sync) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+
+    jobs = BackgroundScheduler(timezone=dt.UTC)
+    jobs.start(paused=True)  # running, as in a process, but firing nothing here
+    try:
+        _check_jobs(jobs, sync)
+    finally:
+        jobs.shutdown(wait=False)
+
+
+def _check_jobs(jobs: Any, sync: Sync) -> None:
+    from azure_sync import scheduler
+
+    scheduler.sync_jobs(jobs, sync.service)
+    job = jobs.get_job(scheduler.job_id(sync.tenant_id))
+    assert job is not None and job.max_instances == 1 and job.coalesce
+    assert job.trigger.interval == dt.timedelta(minutes=10)
+    with sync.session() as s:
+        from connector.models import EntraRegistration
+
+        registration = s.get(EntraRegistration, sync.tenant_id)
+        assert registration is not None
+        registration.interval_minutes = 3
+        s.commit()
+    scheduler.sync_jobs(jobs, sync.service)
+    assert jobs.get_job(scheduler.job_id(sync.tenant_id)).trigger.interval == \
+        dt.timedelta(minutes=3)
+    with sync.session() as s:
+        s.delete(s.get(EntraRegistration, sync.tenant_id))
+        s.commit()
+    scheduler.sync_jobs(jobs, sync.service)
+    assert jobs.get_job(scheduler.job_id(sync.tenant_id)) is None
