@@ -355,3 +355,27 @@ def _check_jobs(jobs: Any, sync: Sync) -> None:
         s.commit()
     scheduler.sync_jobs(jobs, sync.service)
     assert jobs.get_job(scheduler.job_id(sync.tenant_id)) is None
+
+
+def test_the_token_cache_hits_and_a_401_refreshes_once(sync: Sync, fake_entra: Any) -> None:
+    sync.entra.seed_users(1000)  # 5 pages
+    assert sync.run().status == "succeeded"
+    assert fake_entra.token_requests == 1  # one token for the whole round
+    sync.graph.expire_token_after(1)
+    sync.entra.seed_users(10)
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert fake_entra.token_requests == 2  # the 401 dropped it; one new token
+
+
+def test_a_delta_link_older_than_seven_days_resyncs(sync: Sync, fake_entra: Any) -> None:
+    ann = sync.entra.add_user("ann@contoso.example")
+    sync.run()
+    fake_entra.clock.advance(days=8)
+    sync.entra.update_user(ann, displayName="Ann Again")
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert sync.users()[ann].display_name == "Ann Again"
+    with sync.session() as s:
+        kinds = [(r.kind, r.trigger) for r in s.scalars(select(SyncRun).order_by(SyncRun.id))]
+    assert kinds[-1] == ("full", "resync")
