@@ -51,12 +51,28 @@ class Credential:
     def for_msal(self) -> Any:
         if self.secret is not None:
             return self.secret
-        return {"private_key": self.private_key_pem, "thumbprint": self.thumbprint}
+        pem = self.private_key_pem or ""
+        key = _pem_block(pem, "PRIVATE KEY")
+        certificate = _pem_block(pem, "CERTIFICATE")
+        if certificate:  # msal then signs with PS256 and the SHA-256 thumbprint
+            return {"private_key": key, "public_certificate": certificate}
+        return {"private_key": key, "thumbprint": self.thumbprint}
 
     def fingerprint(self) -> str:
         """Identifies the credential in the app cache without keeping it as a key."""
         material = self.secret or f"{self.thumbprint}:{self.private_key_pem}"
         return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _pem_block(pem: str, kind: str) -> str | None:
+    """The first PEM block whose label ends with `kind` (any private key type)."""
+    lines = pem.strip().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("-----BEGIN ") and line.rstrip("-").endswith(kind):
+            for j in range(i, len(lines)):
+                if lines[j].startswith("-----END "):
+                    return "\n".join(lines[i:j + 1]) + "\n"
+    return None
 
 
 class TokenProvider:

@@ -4,6 +4,7 @@ to real SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,3 +380,31 @@ def test_a_delta_link_older_than_seven_days_resyncs(sync: Sync, fake_entra: Any)
     with sync.session() as s:
         kinds = [(r.kind, r.trigger) for r in s.scalars(select(SyncRun).order_by(SyncRun.id))]
     assert kinds[-1] == ("full", "resync")
+
+
+def test_a_certificate_credential_signs_in(engine: Engine, fake_graph: FakeGraph,
+                                           fake_entra: Any, fake_tls: Any) -> None:
+    from tests.fakes.entra_token import generate_app_certificate
+
+    certificate = generate_app_certificate()
+    directory_id, client_id = str(uuid.uuid4()), str(uuid.uuid4())
+    fake_entra.add_app(directory_id, client_id, certificate_pem=certificate.certificate_pem)
+    fake_graph.directory(directory_id).seed_users(3)
+    settings = AzureSyncSettings(encryption_key=secrets.new_key(),
+                                 graph_scope="https://graph.microsoft.com/.default")
+    tenant_id, _ = make_tenant(engine, "Cert")
+    maker = make_sessionmaker(engine)
+    with maker() as s:
+        registration = register(
+            s, settings, WriteContext(tenant_id, Source.ADMIN, "t", "t", dt.datetime.now(dt.UTC)),
+            directory_id=directory_id, client_id=client_id,
+            certificate_pem=certificate.private_key_pem + certificate.certificate_pem,
+            authority_host=fake_entra.url, graph_base_url=fake_graph.url)
+        assert registration.certificate_thumbprint and registration.secret_encrypted is None
+        assert certificate.private_key_pem not in (registration.certificate_encrypted or "")
+        s.commit()
+    service = SyncService(settings, maker, make_sessionmaker(engine, writes=True),
+                          verify=str(fake_tls.ca_path))
+    result = service.run(tenant_id, "manual")
+    assert result.status == "succeeded", result.error
+    assert result.counts["created"] == 3
