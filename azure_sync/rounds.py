@@ -39,6 +39,7 @@ from connector.events import WriteContext
 from connector.models import (
     EntraRegistration,
     Group,
+    Membership,
     SyncRun,
     SyncStaged,
     SyncState,
@@ -285,6 +286,7 @@ def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
         assert state is not None and tenant is not None and run is not None
         counts = dict(run.counts)
         if state.full_round:
+            counts = _add(counts, _sweep_groups(s, tenant, run_id, counts))
             swept = _stage_sweep(s, tenant_id, run_id, counts)
             counts["sweep_staged"] = swept
         staged = s.scalar(select(func.count()).select_from(SyncStaged)
@@ -334,6 +336,42 @@ def is_over_threshold(staged: int, synced: int, limit_count: int, limit_percent:
     if staged > limit_count:
         return True
     return staged >= PERCENT_RULE_FROM and staged * 100 > limit_percent * max(synced, 1)
+
+
+def _sweep_groups(s: Session, tenant: Tenant, run_id: int, counts: dict[str, int]
+                  ) -> dict[str, int]:
+    """After a full round: remove the synced groups, and the memberships of synced
+    groups, that it did not list (gone from Entra ID). A round that listed no group
+    removes nothing (an empty answer is more likely a fault)."""
+    if counts.get("groups_seen", 0) == 0:
+        return {}
+    directory = Directory(s, tenant, _ctx(tenant.id, run_id))
+    swept: Counter[str] = Counter()
+    for group in s.scalars(select(Group).where(
+            Group.tenant_id == tenant.id, Group.origin == Source.ENTRA_SYNC,
+            or_(Group.seen_in_run.is_(None), Group.seen_in_run != run_id))).all():
+        directory.remove_group(group)
+        swept["groups_swept"] += 1
+    stale = s.execute(
+        select(Membership.group_id, Membership.member_id)
+        .join(Group, (Group.tenant_id == Membership.tenant_id)
+              & (Group.id == Membership.group_id))
+        .where(Membership.tenant_id == tenant.id, Group.origin == Source.ENTRA_SYNC,
+               or_(Membership.seen_in_run.is_(None), Membership.seen_in_run != run_id))
+    ).all()
+    by_group: dict[str, list[str]] = {}
+    for group_id, member_id in stale:
+        by_group.setdefault(group_id, []).append(member_id)
+    for group_id, members in by_group.items():
+        group = s.get(Group, (tenant.id, group_id))
+        if group is None:
+            continue
+        fields = GroupFields(display_name=group.display_name, external_id=group.external_id,
+                             data=dict(group.data or {}))
+        directory.update_group(group, fields, [MemberChange("remove", tuple(members))])
+        swept["memberships_swept"] += len(members)
+    s.flush()
+    return dict(swept)
 
 
 def _stage_sweep(s: Session, tenant_id: str, run_id: int, counts: dict[str, int]) -> int:
@@ -637,6 +675,14 @@ class PageApplier:
                                  external_id=group.external_id, data=dict(group.data or {}))
             self.directory.update_group(group, fields, changes)
             self.counts["memberships"] += len(added) + len(gone)
+        if self.full_round and self.mode == "round":
+            group.seen_in_run = self.run_id
+            self.counts["groups_seen"] += 1
+            if added:
+                self.s.flush()
+                self.s.execute(update(Membership).where(
+                    Membership.tenant_id == self.tenant.id, Membership.group_id == group.id,
+                    Membership.member_id.in_(added)).values(seen_in_run=self.run_id))
 
     def _create_group(self, name: str, object_id: str) -> Group:
         try:

@@ -258,6 +258,8 @@ class Group(Base):
     modified_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, default=1)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Entra sync: the last full round that saw this group (see User.seen_in_run).
+    seen_in_run: Mapped[int | None] = mapped_column(EventId, nullable=True)
 
     __table_args__ = (
         Index("uq_groups_tenant_display_name", "tenant_id", "display_name_norm", unique=True),
@@ -283,6 +285,8 @@ class Membership(Base):
     member_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     member_type: Mapped[str] = mapped_column(String(8))  # User | Group
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # Entra sync: the last full round that listed this membership.
+    seen_in_run: Mapped[int | None] = mapped_column(EventId, nullable=True)
 
     __table_args__ = (
         ForeignKeyConstraint(

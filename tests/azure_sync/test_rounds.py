@@ -408,3 +408,24 @@ def test_a_certificate_credential_signs_in(engine: Engine, fake_graph: FakeGraph
     result = service.run(tenant_id, "manual")
     assert result.status == "succeeded", result.error
     assert result.counts["created"] == 3
+
+
+def test_a_full_round_removes_groups_and_memberships_it_no_longer_sees(sync: Sync) -> None:
+    members = [sync.entra.add_user(f"m{i}@contoso.example") for i in range(4)]
+    kept = sync.entra.create_group("Kept", members=members)
+    gone = sync.entra.create_group("Gone", members=members[:2])
+    assert sync.run().status == "succeeded"
+    # Changes whose delta entries we never see: the resync's full round must find them.
+    sync.entra.remove_members(kept, members[:1])
+    sync.entra.delete_group(gone)
+    sync.graph.resync(410, "syncStateNotFound")
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    with sync.session() as s:
+        groups = {g.external_id: g for g in s.scalars(select(Group).where(
+            Group.tenant_id == sync.tenant_id))}
+        assert set(groups) == {kept}
+        count = s.scalar(select(func.count()).select_from(Membership).where(
+            Membership.group_id == groups[kept].id))
+    assert count == 3 and result.counts.get("groups_swept") == 1
+    assert result.counts.get("memberships_swept") == 1
