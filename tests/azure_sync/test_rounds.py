@@ -429,3 +429,28 @@ def test_a_full_round_removes_groups_and_memberships_it_no_longer_sees(sync: Syn
             Membership.group_id == groups[kept].id))
     assert count == 3 and result.counts.get("groups_swept") == 1
     assert result.counts.get("memberships_swept") == 1
+
+
+def test_empty_pages_and_replayed_objects_change_nothing_twice(sync: Sync) -> None:
+    sync.graph.knobs.empty_pages_between = 2
+    sync.graph.knobs.replay_last_object = True
+    sync.entra.seed_users(450)
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert len(sync.users()) == 450 and result.counts["created"] == 450
+    with sync.session() as s:
+        created = s.scalar(select(func.count()).select_from(Event).where(
+            Event.kind == "user.created", Event.tenant_id == sync.tenant_id))
+    assert created == 450
+
+
+@pytest.mark.parametrize("knob", ["loop_next_link", "next_link_host"])
+def test_looping_or_foreign_next_links_stop_the_round(sync: Sync, knob: str) -> None:
+    sync.entra.seed_users(450)
+    setattr(sync.graph.knobs, knob, True if knob == "loop_next_link" else "evil.example")
+    result = sync.run()
+    assert result.status == "failed"
+    assert "loop" in (result.error or "") or "another host" in (result.error or "")
+    setattr(sync.graph.knobs, knob, False if knob == "loop_next_link" else None)
+    assert sync.run().status == "succeeded"  # the next round starts clean
+    assert len(sync.users()) == 450
