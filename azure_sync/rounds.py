@@ -150,6 +150,8 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
     assert run_id is not None
     try:
         return _pages(maker, tenant_id, run_id, client, options)
+    except LeaseLost as exc:
+        return _lost(tenant_id, run_id, exc)
     except ResyncRequired as exc:
         log_event(tenant_id, run_id, "resync", exc.message)
         with maker() as s:
@@ -164,12 +166,24 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
         assert run_id is not None
         try:
             return _pages(maker, tenant_id, run_id, client, options)
+        except LeaseLost as lost:
+            return _lost(tenant_id, run_id, lost)
         except SyncError as again:
             return _failed(maker, tenant_id, run_id, again, options)
     except UnsafeLink as exc:
         return _failed(maker, tenant_id, run_id, exc, options, resume=False)
     except SyncError as exc:
         return _failed(maker, tenant_id, run_id, exc, options)
+
+
+class LeaseLost(SyncError):
+    """Another process took the tenant's round over while this one stalled."""
+
+
+def _lost(tenant_id: str, run_id: int, exc: LeaseLost) -> RoundResult:
+    """Step aside without touching the round or the state: they are the new holder's."""
+    log_event(tenant_id, run_id, "lease lost", exc.message)
+    return RoundResult(run_id, "busy", error=exc.message)
 
 
 def _start(s: Session, state: SyncState, client: GraphClient, now: dt.datetime,
@@ -195,7 +209,10 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
     while True:
         with maker() as s:
             state = s.get(SyncState, tenant_id)
-            assert state is not None and state.run_id == run_id
+            assert state is not None
+            if state.run_id != run_id or state.lease_owner != options.owner:
+                raise LeaseLost("This process lost the tenant's lease (it stalled past "
+                                "it); the process that took it over carries on.")
             phase, link = state.phase, state.next_link
         if phase == "done":
             return _complete(maker, tenant_id, run_id, options)
@@ -219,9 +236,9 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
             tenant = s.get(Tenant, tenant_id)
             run = s.get(SyncRun, run_id)
             assert state is not None and tenant is not None and run is not None
-            if state.lease_owner != options.owner:
-                raise SyncError("This process lost the tenant's lease (it ran too long "
-                                "without renewing); the new holder carries on.")
+            if state.lease_owner != options.owner or state.run_id != run_id:
+                raise LeaseLost("This process lost the tenant's lease (it stalled past "
+                                "it); the process that took it over carries on.")
             applier = PageApplier(s, tenant, run_id, state.full_round)
             try:
                 with s.begin_nested():
@@ -430,8 +447,10 @@ def _failed(maker: sessionmaker[Session], tenant_id: str, run_id: int, exc: Sync
     tokens outlive a retry), unless the cursor itself is the problem (a bad link): then
     the next round starts again from the stored deltaLinks."""
     with maker() as s:
-        state = s.get(SyncState, tenant_id)
+        state = s.get(SyncState, tenant_id, with_for_update=True)
         assert state is not None
+        if state.lease_owner != options.owner:  # taken over meanwhile: not ours to mark
+            return _lost(tenant_id, run_id, LeaseLost(exc.message))
         now = options.clock()
         state.failures += 1
         if state.failures >= options.quarantine_after:

@@ -610,12 +610,6 @@ def test_a_resync_round_killed_anywhere_sweeps_only_who_is_gone(harness: Harness
 # first one wakes up. These run in this process: the stalled round's Graph call or
 # page hook runs the other round to its end.
 
-STALL_BUG = ("azure_sync/rounds.py: a round that lost its lease while stalled does not "
-             "just stop: woken between its cursor read and its page commit, it sees the "
-             "lease gone and `_failed` rewrites the run the new holder completed as "
-             "'failed' and counts a failure towards quarantine; woken between pages, "
-             "`_pages` hits `assert state.run_id == run_id` and raises AssertionError")
-
 
 def _take_over(harness: Harness, tenant_id: str) -> rounds.RoundResult:
     """Another process's round, once the stalled one's lease has run out."""
@@ -638,7 +632,6 @@ def _stall_checks(harness: Harness, tenant_id: str, outcome: Any,
     assert len(crashed.users) == 17 and not crashed.leftovers
 
 
-@pytest.mark.xfail(strict=True, reason=STALL_BUG)
 def test_a_round_stalled_past_its_lease_in_a_page_leaves_the_finished_round_alone(
         harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     from azure_sync.graph import GraphClient
@@ -664,7 +657,6 @@ def test_a_round_stalled_past_its_lease_in_a_page_leaves_the_finished_round_alon
     _stall_checks(harness, tenant_id, outcome, other)
 
 
-@pytest.mark.xfail(strict=True, reason=STALL_BUG)
 def test_a_round_stalled_past_its_lease_between_pages_stops_quietly(
         harness: Harness) -> None:
     populate(harness.entra)
