@@ -110,7 +110,8 @@ def setup_scim(app: Flask) -> None:
 
 
 def setup_admin(app: Flask, settings: Settings) -> None:
-    """Admin sign-in, the admin API (/api/v1) and the web UI."""
+    """Admin sign-in, the admin API (/api/v1) and the web UI, each with Entra ID sync's
+    routes nested in it."""
     from connector import api, auth, web
 
     if settings.server.proxy_hops:
@@ -119,9 +120,10 @@ def setup_admin(app: Flask, settings: Settings) -> None:
         hops = settings.server.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
                                 x_host=hops)
+    from azure_sync import pages as sync_pages
     from azure_sync import views as sync_views
 
     auth.init_app(app)
     sync_views.init_app(app)
     api.init_app(app, children=(sync_views.bp,))
-    web.init_app(app)
+    web.init_app(app, children=(sync_pages.bp,))

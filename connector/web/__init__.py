@@ -2,9 +2,11 @@
 
 Plumbing lives here (who is signed in, CSRF, the request's transaction, security
 headers, how errors are shown); the pages are in `account`, `tenants`, `users` and
-`groups`. The UI holds no business rules: every action is the admin API's service call
-(one transaction: the change, its events, one audit line), and a refusal from the rules
-is shown with the setting that would allow the change.
+`groups`. Other packages' pages (Entra ID sync) come as child blueprints the app factory
+passes to `init_app`; they add a tab to the tenant pages with `add_tenant_tab`. The UI
+holds no business rules: every action is the admin API's service call (one transaction:
+the change, its events, one audit line), and a refusal from the rules is shown with the
+setting that would allow the change.
 
 Forms post to an action URL and are answered with a redirect (303) to the page they came
 from, carrying a flash message. The exception are secrets shown once (a new SCIM or API
@@ -16,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,6 +27,7 @@ from flask import (
     Blueprint,
     Flask,
     Response,
+    current_app,
     flash,
     g,
     redirect,
@@ -42,6 +47,7 @@ PREFIX = "/admin"
 log = logging.getLogger("connector.web")
 bp = Blueprint("web", __name__, url_prefix=PREFIX, template_folder="templates",
                static_folder="static")
+_NESTED: set[str] = set()
 PUBLIC = {"web.sign_in", "web.static"}
 # What an account with a one-time password may open before it has chosen its own.
 BEFORE_PASSWORD_CHANGE = {"web.password", "web.sign_out", "web.static"}
@@ -53,9 +59,16 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 FORM_ERRORS = frozenset({400, 401, 409, 412})
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, children: tuple[Blueprint, ...] = ()) -> None:
+    """Register the web UI; `children` are other packages' blueprints (Entra sync…) nested
+    in it, so they share its sign-in, CSRF, transaction and error pages. A child adds its
+    tab to the tenant pages with `add_tenant_tab`."""
     from connector.web import account, groups, tenants, users  # noqa: F401  (register views)
 
+    for child in children:
+        if child.name not in _NESTED:  # once per process; every app then has it
+            bp.register_blueprint(child)
+            _NESTED.add(child.name)
     app.register_blueprint(bp)
     app.add_url_rule("/", "root", lambda: redirect(url_for("web.index")))
     app.after_request(_security_headers)
@@ -113,7 +126,34 @@ def _security_headers(response: Response) -> Response:
 @bp.app_context_processor
 def _template_globals() -> dict[str, Any]:
     return {"me": g.get("principal"), "tenant": g.get("tenant"),
-            "csrf_token": auth.csrf_token, "url_with": url_with}
+            "csrf_token": auth.csrf_token, "url_with": url_with,
+            "tenant_tabs": current_app.extensions.get("web_tenant_tabs", ())}
+
+
+# -- what other packages add to the tenant pages ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class TenantTab:
+    """A tab a child blueprint adds to every tenant's navigation (Entra ID sync…).
+
+    `banner` and `settings` are called with the tenant while a tenant page renders and
+    return HTML (Markup) or None: a banner shown on every page of the tenant (as the
+    paused one), and a card on the provisioning settings page. Keep them to a query or
+    two by primary key: they run on every tenant page.
+    """
+
+    label: str
+    endpoint: str  # the tab's page: url_for(endpoint, tenant_id=...)
+    prefix: str  # the endpoints (by name prefix) on which the tab is the current one
+    banner: Callable[[Tenant], Any] | None = None
+    settings: Callable[[Tenant], Any] | None = None
+
+
+def add_tenant_tab(app: Flask, tab: TenantTab) -> None:
+    tabs: list[TenantTab] = app.extensions.setdefault("web_tenant_tabs", [])
+    if all(t.endpoint != tab.endpoint for t in tabs):
+        tabs.append(tab)
 
 
 def me() -> Principal:
@@ -169,12 +209,12 @@ def _unexpected(exc: Exception) -> Response:
 # -- helpers for the pages ------------------------------------------------------------------
 
 
-def tenant_page(tenant_id: str) -> Tenant:
+def tenant_page(tenant_id: str, lock: bool = False) -> Tenant:
     """The tenant a page is about (404 for one the admin may not see), for the layout's
-    navigation and paused banner too."""
+    navigation and paused banner too; `lock` takes its row FOR UPDATE."""
     from connector.api.routes import tenant_for
 
-    tenant = tenant_for(tenant_id)
+    tenant = tenant_for(tenant_id, lock=lock)
     g.tenant, g.tenant_id = tenant, tenant.id
     return tenant
 

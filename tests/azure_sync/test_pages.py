@@ -1,0 +1,364 @@
+"""The admin web UI's Entra ID sync pages (/admin/tenants/{id}/entra) on the Flask test
+client, against the fake Entra ID and Graph (SQLite and PostgreSQL): registration,
+status, run log, round detail, run now, preview, sync one user, the held round's
+approval and rejection, refusals, failures, tenant isolation and CSRF."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import Engine, select
+
+from azure_sync import secrets
+from connector.config import Settings, load_settings
+from connector.db import make_sessionmaker
+from connector.models import EntraRegistration, SyncRun, SyncState, Tenant, User
+from tests.conftest import ScimClient, make_tenant
+from tests.fakes.entra_token import generate_app_certificate
+from tests.fakes.fixtures import FakeApp
+from tests.fakes.graph import FakeGraph
+from tests.web.conftest import WebSession, audit_actions, scim_user, signed_in
+from tests.web.test_pages import text
+
+
+@pytest.fixture
+def settings(database_url: str, fake_tls: Any, tmp_path: Path) -> Settings:
+    """The `app` fixture's settings, with the poller trusting the fakes (as `sync_app`)."""
+    return load_settings(
+        environ={"CONNECTOR_CONFIG": str(tmp_path / "none.toml")},
+        overrides={"database": {"url": database_url}, "logging": {"access_log": False},
+                   "azure_sync": {"encryption_key": secrets.new_key(),
+                                  "ca_bundle": str(fake_tls.ca_path),
+                                  "graph_scope": "https://graph.microsoft.com/.default"}})
+
+
+@pytest.fixture
+def web(app: Flask, engine: Engine) -> WebSession:
+    return signed_in(app, engine, "partner@example.com")
+
+
+def entra(tenant_id: str, path: str = "") -> str:
+    return f"/admin/tenants/{tenant_id}/entra{path}"
+
+
+def register(web: WebSession, tenant_id: str, app: FakeApp, **extra: Any) -> Any:
+    """Post the registration form as an admin fills it in."""
+    return web.post(entra(tenant_id, "/registration"), {
+        "directory_id": app.tenant_id, "client_id": app.client_id,
+        "client_secret": app.client_secret, "certificate_pem": "",
+        "authority_host": app.authority_host, "graph_base_url": app.graph_base_url,
+        "interval_minutes": "10", "threshold_count": "500", "threshold_percent": "20",
+        **extra})
+
+
+def latest_run(engine: Engine, tenant_id: str) -> SyncRun | None:
+    with make_sessionmaker(engine)() as s:
+        return s.scalar(select(SyncRun).where(SyncRun.tenant_id == tenant_id)
+                        .order_by(SyncRun.id.desc()).limit(1))
+
+
+def run_now(web: WebSession, engine: Engine, tenant_id: str, seconds: float = 20) -> SyncRun:
+    """Press "Run now" and wait until the round has finished and let go of its lease."""
+    before = latest_run(engine, tenant_id)
+    response = web.post(entra(tenant_id, "/run"))
+    assert response.location == entra(tenant_id, "/runs"), text(web.follow(response))
+    assert "started in the background" in text(web.follow(response))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        run = latest_run(engine, tenant_id)
+        with make_sessionmaker(engine)() as s:
+            state = s.get(SyncState, tenant_id)
+            free = state is not None and state.lease_owner is None
+        if run and (before is None or run.id > before.id) and run.status != "running" and free:
+            return run
+        time.sleep(0.03)
+    raise AssertionError("the round did not finish")
+
+
+def user_count(engine: Engine, tenant_id: str, active: bool | None = None) -> int:
+    with make_sessionmaker(engine)() as s:
+        where = [User.tenant_id == tenant_id, User.removed_at.is_(None)]
+        if active is not None:
+            where.append(User.active.is_(active))
+        return len(s.scalars(select(User.id).where(*where)).all())
+
+
+def registration_of(engine: Engine, tenant_id: str) -> EntraRegistration | None:
+    with make_sessionmaker(engine)() as s:
+        return s.get(EntraRegistration, tenant_id)
+
+
+def well_formed(html: str) -> None:
+    assert html.count("<h1") == 1 and '<main id="main"' in html
+    assert "<script>" not in html and " style=" not in html  # CSP: no inline code
+
+
+def flash_of(html: str) -> str:
+    found = re.search(r'<div class="flashes".*?</div>\s*</div>', html, re.DOTALL)
+    return text(found.group(0)) if found else ""
+
+
+# -- registration, a round, the log ------------------------------------------------------------
+
+
+def test_register_run_and_see_the_round_and_the_users(
+        web: WebSession, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Entra-fed")
+    fake_graph.directory(fake_app.tenant_id).seed_users(25)
+    response = web.get(entra(tenant_id))
+    html = response.get_data(as_text=True)
+    well_formed(html)
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert 'aria-current="page">Entra ID sync</a>' in html
+    assert "Set up Entra ID sync" in html and "not both" in text(html)
+    form = web.page(entra(tenant_id, "/registration"))
+    well_formed(form)
+    assert 'value="https://login.microsoftonline.com"' in form  # the defaults are shown
+    assert 'value="https://graph.microsoft.com"' in form
+    assert "https://graph.microsoft.us" in form and "GCC High" in form  # sovereign clouds
+    assert 'type="password"' in form
+
+    response = register(web, tenant_id, fake_app)
+    assert response.location == entra(tenant_id)
+    html = web.follow(response)
+    assert "Entra ID sync is set up" in flash_of(html)
+    assert "No round has run yet" in text(html)
+    assert "A client secret is stored." in text(web.page(entra(tenant_id, "/registration")))
+    settings = web.page(f"/admin/tenants/{tenant_id}/settings")
+    assert "fed by Entra ID sync" in text(settings) and entra(tenant_id) in settings
+
+    run = run_now(web, engine, tenant_id)
+    assert run.status == "succeeded" and run.counts["created"] == 25
+    log = web.page(entra(tenant_id, "/runs"))
+    well_formed(log)
+    assert f"Round {run.id}" in log and "succeeded" in log and "25 created" in text(log)
+    detail = web.page(entra(tenant_id, f"/runs/{run.id}"))
+    well_formed(detail)
+    assert "Users created 25" in text(detail) and "Staged" not in detail
+    status = text(web.page(entra(tenant_id)))
+    assert f"Round {run.id} succeeded" in status and "Failures in a row 0" in status
+    assert "25 users" in text(web.page(f"/admin/tenants/{tenant_id}/users"))
+    for path in ("", "/registration", "/runs", f"/runs/{run.id}", "/remove"):
+        assert fake_app.client_secret not in web.page(entra(tenant_id, path)), path
+    assert {"entra.registration", "entra.run_requested"} <= set(audit_actions(engine))
+
+
+def test_the_registration_keeps_its_secret_is_validated_and_can_be_removed(
+        web: WebSession, engine: Engine, fake_app: FakeApp) -> None:
+    tenant_id, _ = make_tenant(engine, "Validate")
+    bad = {"interval_minutes": ("0", "between 1 and 1440"),
+           "threshold_count": ("many", "must be a whole number"),
+           "authority_host": ("http://insecure.example", "must be an https:// URL"),
+           "client_secret": ("", "needs a client secret or a certificate")}
+    for field, (value, said) in bad.items():
+        html = web.follow(register(web, tenant_id, fake_app, **{field: value}))
+        assert said in flash_of(html) and 'role="alert"' in html, field
+    assert registration_of(engine, tenant_id) is None
+
+    register(web, tenant_id, fake_app)
+    sealed = registration_of(engine, tenant_id).secret_encrypted  # type: ignore[union-attr]
+    html = web.follow(register(web, tenant_id, fake_app, client_secret="",
+                               interval_minutes="15"))
+    assert "The app registration is saved." in flash_of(html)
+    kept = registration_of(engine, tenant_id)
+    assert kept.secret_encrypted == sealed and kept.interval_minutes == 15  # type: ignore[union-attr]
+
+    cert = generate_app_certificate()
+    pem = (cert.private_key_pem + cert.certificate_pem).replace("\n", "\r\n")  # a textarea's
+    html = web.follow(register(web, tenant_id, fake_app, client_secret="", certificate_pem=pem))
+    assert "The certificate was replaced." in flash_of(html)
+    thumbprint = registration_of(engine, tenant_id).certificate_thumbprint  # type: ignore[union-attr]
+    assert thumbprint and thumbprint in html and "client secret (stored" not in html
+    assert cert.private_key_pem.splitlines()[1] not in web.page(entra(tenant_id, "/registration"))
+
+    confirm = web.page(entra(tenant_id, "/remove"))
+    well_formed(confirm)
+    assert "Remove the app registration?" in confirm
+    html = web.follow(web.post(entra(tenant_id, "/remove")))
+    assert "The app registration is removed" in flash_of(html)
+    assert registration_of(engine, tenant_id) is None
+    with make_sessionmaker(engine)() as s:
+        assert s.get(Tenant, tenant_id).entra_sync is False  # type: ignore[union-attr]
+    assert web.get(entra(tenant_id, "/remove")).status_code == 404
+    assert audit_actions(engine)[-1] == "entra.registration_removed"
+
+
+def test_a_tenant_fed_by_scim_is_refused_clearly(web: WebSession, engine: Engine,
+                                                 scim: ScimClient, fake_app: FakeApp) -> None:
+    scim_user(scim, "Ruth", "Novak")
+    assert "This tenant is fed by SCIM." in text(web.page(entra(scim.tenant_id)))
+    assert "refused" in text(web.page(entra(scim.tenant_id, "/registration")))
+    html = web.follow(register(web, scim.tenant_id, fake_app))
+    said = flash_of(html)
+    assert "1 users provisioned over SCIM" in said and "not both" in said
+    assert registration_of(engine, scim.tenant_id) is None
+    assert "entra.registration" not in audit_actions(engine)
+
+
+# -- the held round ----------------------------------------------------------------------------
+
+
+def test_a_held_round_is_shown_everywhere_then_approved_or_rejected(
+        web: WebSession, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Held")
+    directory = fake_graph.directory(fake_app.tenant_id)
+    ids = [directory.add_user(f"u{i}@contoso.example") for i in range(12)]
+    register(web, tenant_id, fake_app, threshold_count="3")
+    run_now(web, engine, tenant_id)
+    for user_id in ids[:4]:
+        directory.disable_user(user_id)
+    held = run_now(web, engine, tenant_id)
+    assert held.status == "awaiting_approval"
+    base = f"/admin/tenants/{tenant_id}"
+    for page in ("users", "groups", "settings", "audit", "entra", "entra/runs"):
+        html = web.page(f"{base}/{page}")
+        assert 'id="held-banner"' in html and f"Review round {held.id}" in html, page
+    detail = web.page(entra(tenant_id, f"/runs/{held.id}"))
+    assert "4 staged changes" in text(detail) and "awaiting approval" in detail
+    for user_id in ids[:4]:
+        assert user_id in detail
+    assert "u0@contoso.example" in detail and "Disable (disabled in Entra ID)" in detail
+    refused = web.follow(web.post(entra(tenant_id, "/run")))
+    assert f"Round {held.id} awaits approval" in flash_of(refused)
+    assert user_count(engine, tenant_id, active=False) == 0
+
+    confirm = web.page(entra(tenant_id, f"/runs/{held.id}/approve"))
+    well_formed(confirm)
+    assert f"Approve round {held.id}?" in confirm
+    response = web.post(entra(tenant_id, f"/runs/{held.id}/approve"))
+    assert response.location == entra(tenant_id, f"/runs/{held.id}")
+    html = web.follow(response)
+    assert "approved and applied: 4 disabled" in flash_of(html)
+    assert user_count(engine, tenant_id, active=False) == 4
+    assert 'id="held-banner"' not in web.page(f"{base}/users")
+    again = web.follow(web.post(entra(tenant_id, f"/runs/{held.id}/approve")))
+    assert "not awaiting approval" in flash_of(again)
+    assert web.get(entra(tenant_id, f"/runs/{held.id}/reject")).status_code == 409
+
+    for user_id in ids[4:8]:
+        directory.disable_user(user_id)
+    second = run_now(web, engine, tenant_id)
+    assert second.status == "awaiting_approval"
+    assert "Reject round" in web.page(entra(tenant_id, f"/runs/{second.id}/reject"))
+    html = web.follow(web.post(entra(tenant_id, f"/runs/{second.id}/reject")))
+    assert "rejected: its 4 disables and deletions were dropped" in flash_of(html)
+    assert user_count(engine, tenant_id, active=False) == 4
+    assert latest_run(engine, tenant_id).status == "rejected"  # type: ignore[union-attr]
+    actions = audit_actions(engine)
+    assert actions.index("entra.round_approved") < actions.index("entra.round_rejected")
+
+
+# -- preview, one user, failures ---------------------------------------------------------------
+
+
+def test_preview_changes_nothing_and_one_user_is_synced_at_once(
+        web: WebSession, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Preview")
+    directory = fake_graph.directory(fake_app.tenant_id)
+    ann = directory.add_user("ann@contoso.example")
+    directory.seed_users(5)
+    register(web, tenant_id, fake_app)
+    response = web.post(entra(tenant_id, "/preview"))
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    well_formed(html)
+    assert "Nothing was applied." in text(html) and "a full round" in text(html)
+    assert "Users created 6" in text(html)
+    assert user_count(engine, tenant_id) == 0 and latest_run(engine, tenant_id) is None
+
+    html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": "ann@contoso.example"}))
+    assert "ann@contoso.example synced from Entra ID: 1 created." in flash_of(html)
+    directory.disable_user(ann)
+    html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": ann}))
+    assert "1 disabled" in flash_of(html)  # applied at once, not held
+    assert user_count(engine, tenant_id, active=False) == 1
+    html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": "nobody@x.example"}))
+    assert "Entra ID has no user 'nobody@x.example'" in flash_of(html)
+    html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": " "}))
+    assert "userPrincipalName" in flash_of(html)
+    assert audit_actions(engine)[-3:] == ["entra.preview", "entra.user_synced",
+                                          "entra.user_synced"]
+
+
+def test_failures_of_entra_and_graph_say_what_to_fix(
+        web: WebSession, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Failing")
+    fake_graph.directory(fake_app.tenant_id).seed_users(3)
+    register(web, tenant_id, fake_app, client_secret="not-the-secret")
+    html = web.follow(web.post(entra(tenant_id, "/preview")))
+    said = flash_of(html)
+    assert "Entra ID did not sign the app in." in said and "client secret" in said
+    assert 'role="alert"' in html
+
+    register(web, tenant_id, fake_app)  # the right secret
+    fake_graph.deny(fake_app.client_id)
+    html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": "x@contoso.example"}))
+    assert "Microsoft Graph refused access." in flash_of(html)
+    assert "GroupMember.Read.All" in flash_of(html)
+    failed = run_now(web, engine, tenant_id)
+    assert failed.status == "failed"
+    assert "User.Read.All" in text(web.page(entra(tenant_id, "/runs")))
+
+    with make_sessionmaker(engine)() as s:  # as after five failed rounds in a row
+        state = s.get(SyncState, tenant_id)
+        state.failures = 5  # type: ignore[union-attr]
+        state.quarantined_until = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)  # type: ignore[union-attr]
+        s.commit()
+    for path in (f"/admin/tenants/{tenant_id}/users", entra(tenant_id)):
+        html = web.page(path)
+        assert 'id="quarantine-banner"' in html
+        assert "runs once a day until one succeeds" in text(html)
+
+    web.post(f"/admin/tenants/{tenant_id}/settings", {"provisioning_paused": "true"})
+    html = web.follow(web.post(entra(tenant_id, "/run")))
+    assert "Provisioning is paused" in flash_of(html)
+
+
+# -- who may do what ---------------------------------------------------------------------------
+
+
+def test_a_tenant_admin_never_reaches_another_tenants_sync(
+        app: Flask, web: WebSession, engine: Engine, fake_app: FakeApp,
+        fake_graph: FakeGraph) -> None:
+    mine, _ = make_tenant(engine, "Mine")
+    theirs, _ = make_tenant(engine, "Theirs")
+    fake_graph.directory(fake_app.tenant_id).seed_users(2)
+    register(web, theirs, fake_app)
+    run = run_now(web, engine, theirs)
+    ta = signed_in(app, engine, "ta@example.com", "tenant", mine)
+    assert "Set up Entra ID sync" in ta.page(entra(mine))
+    for path in ("", "/registration", "/runs", f"/runs/{run.id}", f"/runs/{run.id}/approve",
+                 "/remove"):
+        response = ta.get(entra(theirs, path))
+        assert response.status_code == 404, path
+        assert "Theirs" not in response.get_data(as_text=True)
+    assert ta.get(entra(mine, f"/runs/{run.id}")).status_code == 404  # not its round
+    for path in ("/registration", "/run", "/preview", "/sync-user", "/remove",
+                 f"/runs/{run.id}/approve", f"/runs/{run.id}/reject"):
+        assert ta.post(entra(theirs, path), {"user": "x", "directory_id": "d",
+                                             "client_id": "c"}).status_code == 404, path
+    assert registration_of(engine, theirs) is not None
+    assert latest_run(engine, theirs).id == run.id  # type: ignore[union-attr]
+
+
+def test_forms_without_the_csrf_token_are_refused(web: WebSession, engine: Engine,
+                                                  fake_app: FakeApp) -> None:
+    tenant_id, _ = make_tenant(engine, "Forged")
+    for path in ("/registration", "/run", "/preview", "/remove", "/runs/1/approve"):
+        for token in (None, "forged"):
+            data = {"directory_id": fake_app.tenant_id, "client_id": fake_app.client_id,
+                    "client_secret": "s"}
+            if token:
+                data["csrf_token"] = token
+            response = web.post(entra(tenant_id, path), data, csrf=False)
+            assert response.status_code == 403, path
+            assert "CSRF" in response.get_data(as_text=True)
+    assert registration_of(engine, tenant_id) is None
+    assert not any(a.startswith("entra.") for a in audit_actions(engine))
