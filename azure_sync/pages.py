@@ -34,7 +34,7 @@ from azure_sync.errors import (
     SyncError,
     TokenError,
 )
-from azure_sync.service import SyncService, register
+from azure_sync.service import SyncService, register, unregister
 from azure_sync.views import service
 from connector import auth, db
 from connector.api.routes import write_context
@@ -350,15 +350,9 @@ def confirm_remove(tenant_id: str) -> str:
 
 @bp.post("/remove")
 def remove(tenant_id: str) -> Response:
-    tenant = tenant_page(tenant_id, lock=True)
+    tenant_page(tenant_id, lock=True)
     come_back_to(_status_url(tenant_id))
-    s = session()
-    found = _registration(tenant_id)
-    s.delete(found)
-    state = s.get(SyncState, tenant_id)
-    if state is not None:
-        s.delete(state)
-    tenant.entra_sync = False
+    found = unregister(session(), tenant_id)
     auth.audit(me(), "entra.registration_removed", tenant_id, found.client_id)
     return done("The app registration is removed: Entra ID sync stopped for this tenant. "
                 "The users it synced stay as they are.", _status_url(tenant_id))
@@ -436,21 +430,12 @@ def reject(tenant_id: str, run_id: int) -> Response:
 @bp.post("/run")
 def run_now(tenant_id: str) -> Response:
     """Start a round in the background (it may take minutes); the run log shows it."""
-    tenant = tenant_page(tenant_id)
+    tenant_page(tenant_id)
     come_back_to(_status_url(tenant_id))
     _registration(tenant_id)
-    if tenant.provisioning_paused:
-        return problem("No round started.", "Provisioning is paused, so Entra ID sync does "
-                       "not run.", "Resume provisioning on the provisioning settings page, "
-                       "then run a round.")
-    held = held_run(tenant_id)
-    if held is not None:
-        return problem("No round started.", f"Round {held.id} awaits approval of its "
-                       "disables and deletions; no new round runs until it is decided.",
-                       "Review it: approve or reject it, then run a round.")
-    if _running(session().get(SyncState, tenant_id)):
-        return problem("No round started.", "A round of this tenant is running already.",
-                       "Refresh the run log to follow it.")
+    refused = rounds.start_refusal(session(), tenant_id, now())
+    if refused is not None:
+        return problem("No round started.", refused.reason, refused.what_to_do)
     auth.audit(me(), "entra.run_requested", tenant_id)
     session().commit()  # on SQLite, the round's writes wait for this transaction's end
     threading.Thread(target=_run_quietly, args=(service(), tenant_id), daemon=True,

@@ -741,6 +741,33 @@ class PageApplier:
 # -- admin decisions and one-offs ------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StartRefusal:
+    reason: str
+    what_to_do: str
+
+
+def start_refusal(s: Session, tenant_id: str, now: dt.datetime) -> StartRefusal | None:
+    """Why a round asked for now would not run (None: it would). The round itself
+    checks the same again under its lease; this is for answering the admin at once."""
+    tenant = s.get(Tenant, tenant_id)
+    if tenant is not None and tenant.provisioning_paused:
+        return StartRefusal("Provisioning is paused, so Entra ID sync does not run.",
+                            "Resume provisioning, then run a round.")
+    held = s.scalar(select(SyncRun.id).where(SyncRun.tenant_id == tenant_id,
+                                             SyncRun.status == "awaiting_approval"))
+    if held is not None:
+        return StartRefusal(f"Round {held} awaits approval of its disables and deletions; "
+                            "no new round runs until it is decided.",
+                            "Approve or reject it, then run a round.")
+    state = s.get(SyncState, tenant_id)
+    if state is not None and state.lease_owner and state.lease_until and \
+            state.lease_until > now:
+        return StartRefusal("A round of this tenant is running already.",
+                            "Follow it in the run log.")
+    return None
+
+
 def approve_held(s: Session, tenant: Tenant, run_id: int, now: dt.datetime) -> dict[str, int]:
     """Apply the disables/deletions a round held over the threshold (an admin approved)."""
     run = _held_run(s, tenant.id, run_id)

@@ -179,3 +179,27 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
                    else "unchanged"})
     s.flush()
     return registration
+
+
+def unregister(s: Session, tenant_id: str) -> EntraRegistration:
+    """Remove a tenant's app registration: sync stops, the users stay, and the tenant
+    may be fed over SCIM again. Refused while a round awaits approval (its staged
+    changes could no longer be seen or decided)."""
+    from connector.models import SyncRun, SyncState
+
+    registration = s.get(EntraRegistration, tenant_id)
+    if registration is None:
+        raise NotFound("This tenant has no Entra ID app registration.")
+    held = s.scalar(select(SyncRun.id).where(SyncRun.tenant_id == tenant_id,
+                                             SyncRun.status == "awaiting_approval"))
+    if held is not None:
+        raise StateConflict(f"Round {held} awaits approval; approve or reject it before "
+                            "removing the registration.")
+    s.delete(registration)
+    state = s.get(SyncState, tenant_id)
+    if state is not None:
+        s.delete(state)
+    tenant = s.get(Tenant, tenant_id, with_for_update=True)
+    if tenant is not None:
+        tenant.entra_sync = False
+    return registration

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from azure_sync import rounds
 from azure_sync.errors import SyncError
-from azure_sync.service import SyncService, register
+from azure_sync.service import SyncService, register, unregister
 from connector import auth
 from connector.api import Problem, expect, json_response, read_body
 from connector.api.routes import done, now, page_args, page_json, principal, session, tenant_for
@@ -24,7 +24,7 @@ from connector.browse import Page
 from connector.db import make_sessionmaker
 from connector.errors import NotFound
 from connector.events import WriteContext
-from connector.models import EntraRegistration, SyncRun, SyncState, Tenant
+from connector.models import EntraRegistration, SyncRun, SyncState
 from connector.status import Source
 
 bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra")
@@ -123,15 +123,8 @@ def put_registration(tenant_id: str) -> Response:
 
 @bp.delete("")
 def delete_registration(tenant_id: str) -> Response:
-    tenant = session().get(Tenant, tenant_id, with_for_update=True)
-    tenant_for(tenant_id)
-    registration = _registration(tenant_id)
-    session().delete(registration)
-    state = session().get(SyncState, tenant_id)
-    if state is not None:
-        session().delete(state)
-    assert tenant is not None
-    tenant.entra_sync = False
+    tenant_for(tenant_id, lock=True)
+    registration = unregister(session(), tenant_id)
     auth.audit(principal(), "entra.registration_removed", tenant_id, registration.client_id)
     return done()
 
@@ -161,6 +154,10 @@ def run_now(tenant_id: str) -> Response:
     """Start a round in the background (it may take minutes); the run log shows it."""
     tenant_for(tenant_id)
     _registration(tenant_id)
+    refused = rounds.start_refusal(session(), tenant_id, now())
+    if refused is not None:
+        raise Problem(409, "No round started", f"{refused.reason} {refused.what_to_do}",
+                      "state-conflict")
     auth.audit(principal(), "entra.run_requested", tenant_id)
     session().commit()
     sync = service()

@@ -149,3 +149,25 @@ def test_a_tenant_admin_cannot_reach_another_tenants_registration(
                  lambda: tenant_admin.post(f"/tenants/{theirs}/entra/runs"),
                  lambda: tenant_admin.get(f"/tenants/{theirs}/entra/runs")):
         assert call().status_code == 404
+
+
+def test_run_now_and_removal_refuse_while_a_round_is_held_or_paused(
+        api: ApiClient, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Refusals")
+    directory = fake_graph.directory(fake_app.tenant_id)
+    ids = [directory.add_user(f"r{i}@contoso.example") for i in range(6)]
+    register(api, tenant_id, fake_app, thresholdCount=1)
+    run_and_wait(api, tenant_id)
+    for user_id in ids[:3]:
+        directory.disable_user(user_id)
+    held = run_and_wait(api, tenant_id)
+    assert held["status"] == "awaiting_approval"
+    refused = api.post(f"/tenants/{tenant_id}/entra/runs")
+    assert refused.status_code == 409 and "awaits approval" in refused.json["detail"]
+    removal = api.delete(f"/tenants/{tenant_id}/entra")
+    assert removal.status_code == 409
+    api.post(f"/tenants/{tenant_id}/entra/runs/{held['id']}/reject")
+    api.patch(f"/tenants/{tenant_id}/settings", {"provisioningPaused": True})
+    paused = api.post(f"/tenants/{tenant_id}/entra/runs")
+    assert paused.status_code == 409 and "paused" in paused.json["detail"]
+    assert api.delete(f"/tenants/{tenant_id}/entra").status_code == 204
