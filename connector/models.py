@@ -174,6 +174,9 @@ class User(Base):
             sqlite_where=text("removed_at IS NULL AND external_id IS NOT NULL"),
             postgresql_where=text("removed_at IS NULL AND external_id IS NOT NULL"),
         ),
+        # Every externalId, removed users' too: the Entra poller finds a user by its
+        # Graph object id whether it is live or was deleted (and may come back).
+        Index("ix_users_tenant_external_any", "tenant_id", "external_id"),
         Index("ix_users_tenant_display_name", "tenant_id", "display_name_norm"),
         # Live users only: counts and id-ordered pages walk this small index instead of
         # reading every row to test removed_at.
