@@ -417,6 +417,12 @@ def _stage(s: Session, tenant_id: str, run_id: int,
 def apply_staged(s: Session, tenant: Tenant, run_id: int) -> dict[str, int]:
     """Apply a round's staged destructive changes (at completion, or on approval)."""
     directory = Directory(s, tenant, _ctx(tenant.id, run_id))
+    with directory.batched_events():
+        return _apply_staged(s, directory, tenant, run_id)
+
+
+def _apply_staged(s: Session, directory: Directory, tenant: Tenant, run_id: int
+                  ) -> dict[str, int]:
     counts: Counter[str] = Counter()
     staged = s.scalars(select(SyncStaged).where(SyncStaged.run_id == run_id,
                                                 SyncStaged.tenant_id == tenant.id)
@@ -522,6 +528,10 @@ class PageApplier:
     def apply(self, phase: str, items: list[Any], careful: bool) -> None:
         """Apply the page's items; `careful` puts each in its own savepoint so a failing
         one (a userPrincipalName clash…) is skipped and counted."""
+        with self.directory.batched_events():
+            self._apply(phase, items, careful)
+
+    def _apply(self, phase: str, items: list[Any], careful: bool) -> None:
         if phase == "users" and not careful:
             self._users_batched(items)
             return
