@@ -68,6 +68,10 @@ _USER_NAME_TAKEN = _live_user_with(User.user_name_norm)
 _EXTERNAL_ID_TAKEN = _live_user_with(User.external_id)
 
 
+def _lists(data: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (data or {}).items() if isinstance(v, list)}
+
+
 def _user_conflict(exc: IntegrityError, fields: UserFields) -> Exception:
     """Which unique user attribute an INSERT/UPDATE collided on, as a Conflict."""
     text = str(exc.orig).lower()
@@ -480,8 +484,11 @@ class Directory:
             diff_old = {k: v for k, v in before.items() if after[k] != v}
             self._event(user.id, events.USER_PROFILE, diff_old, {k: after[k] for k in diff_old})
         if user.data != fields.data:
+            # The index rows derive from the profile's multi-valued (list) attributes:
+            # when none of those changed (a new display name, a surname), they stand.
+            if _lists(user.data) != _lists(fields.data):
+                self._write_values(user, fields.values, replace=True)
             user.data = fields.data
-            self._write_values(user, fields.values, replace=True)
         return changed
 
     def _update_flags(self, user: User, fields: UserFields) -> bool:
