@@ -213,7 +213,7 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
             if state.run_id != run_id or state.lease_owner != options.owner:
                 raise LeaseLost("This process lost the tenant's lease (it stalled past "
                                 "it); the process that took it over carries on.")
-            phase, link = state.phase, state.next_link
+            phase, link, full = state.phase, state.next_link, state.full_round
         if phase == "done":
             return _complete(maker, tenant_id, run_id, options)
         assert link is not None and phase in ("users", "groups")
@@ -268,17 +268,18 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
             state.lease_until = now + dt.timedelta(seconds=options.lease_seconds)
             s.commit()
         pages += 1
-        if phase == "users" and pages in REFRESH_STATISTICS_AT:
+        if full and phase == "users" and pages in REFRESH_STATISTICS_AT:
             _refresh_statistics(maker)
         if options.after_page is not None:
             options.after_page(pages, phase)
 
 
-# A round that loads many users into a small table: PostgreSQL planned the foreign-key
+# A full round loads many users into a small table: PostgreSQL planned the foreign-key
 # checks of user_values while users was nearly empty (a sequential scan) and kept that
 # plan, so each page's check read every user (a page cost 5 ms at first, 200 ms after
 # 20,000 users). ANALYZE at these page counts refreshes the statistics, which also
-# drops the cached plans.
+# drops the cached plans. Only in full rounds: an incremental round changes a few rows,
+# and ANALYZE of a million-row table cost it most of a second.
 REFRESH_STATISTICS_AT = frozenset({2, 10, 50, 250, 1250, 6250})
 
 
