@@ -112,22 +112,11 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-@dataclass
-class ScimClient:
-    """Speaks SCIM to the app with one tenant's token."""
-
-    client: FlaskClient
-    token: str
-    tenant_id: str
-    headers: dict[str, str] = field(default_factory=dict)
+class HttpVerbs:
+    """get/post/put/patch/delete on top of a client's `request`."""
 
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}", **self.headers,
-                   **kwargs.pop("headers", {})}
-        if body is not None:
-            kwargs["json"] = body
-            headers.setdefault("Content-Type", "application/scim+json")
-        return self.client.open(SCIM + path, method=method, headers=headers, **kwargs)
+        raise NotImplementedError
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
@@ -143,6 +132,25 @@ class ScimClient:
 
     def delete(self, path: str, **kw: Any) -> Any:
         return self.request("DELETE", path, **kw)
+
+
+@dataclass
+class ScimClient(HttpVerbs):
+    """Speaks SCIM to the app with one tenant's token."""
+
+    client: FlaskClient
+    token: str
+    tenant_id: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}", **self.headers,
+                   **kwargs.pop("headers", {})}
+        if body is not None:
+            kwargs["json"] = body
+            headers.setdefault("Content-Type", "application/scim+json")
+        return self.client.open(SCIM + path, method=method, headers=headers, **kwargs)
+
 
 
 def make_tenant(engine: Engine, name: str = "Acme") -> tuple[str, str]:
@@ -200,7 +208,7 @@ API = "/api/v1"
 
 
 @dataclass
-class ApiClient:
+class ApiClient(HttpVerbs):
     """Speaks to the admin API with one admin's personal API token."""
 
     client: FlaskClient
@@ -214,20 +222,6 @@ class ApiClient:
             kwargs["json"] = body
         return self.client.open(API + path, method=method, headers=headers, **kwargs)
 
-    def get(self, path: str, **kw: Any) -> Any:
-        return self.request("GET", path, **kw)
-
-    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.request("POST", path, body, **kw)
-
-    def put(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.request("PUT", path, body, **kw)
-
-    def patch(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.request("PATCH", path, body, **kw)
-
-    def delete(self, path: str, **kw: Any) -> Any:
-        return self.request("DELETE", path, **kw)
 
 
 PASSWORD = "correct horse battery staple"
