@@ -16,8 +16,6 @@ The client secret or certificate is write-only: no page ever contains it.
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import threading
 from typing import Any
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
@@ -34,7 +32,7 @@ from azure_sync.errors import (
     SyncError,
     TokenError,
 )
-from azure_sync.service import SyncService, register, unregister
+from azure_sync.service import register, unregister
 from azure_sync.views import service
 from connector import auth, db
 from connector.api.routes import write_context
@@ -54,7 +52,6 @@ from connector.web import (
 
 bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra",
                template_folder="templates")
-log = logging.getLogger("connector.sync")
 RUNS_PER_PAGE = 50
 RECENT_RUNS = 5
 STAGED_SHOWN = 1000
@@ -438,18 +435,10 @@ def run_now(tenant_id: str) -> Response:
         return problem("No round started.", refused.reason, refused.what_to_do)
     auth.audit(me(), "entra.run_requested", tenant_id)
     session().commit()  # on SQLite, the round's writes wait for this transaction's end
-    threading.Thread(target=_run_quietly, args=(service(), tenant_id), daemon=True,
-                     name=f"sync-{tenant_id[:8]}").start()
+    service().run_in_background(tenant_id)
     flash("A round started in the background: refresh the run log to see how it went.",
           "success")
     return redirect(url_for("web.entra.runs", tenant_id=tenant_id), 303)
-
-
-def _run_quietly(sync: SyncService, tenant_id: str) -> None:
-    try:
-        sync.run(tenant_id, "manual")
-    except Exception:  # noqa: BLE001 - logged; the run log shows the failure
-        log.exception("manual sync round crashed for %s", tenant_id)
 
 
 @bp.post("/preview")

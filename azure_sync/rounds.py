@@ -73,6 +73,12 @@ class RoundOptions:
     after_page: Callable[[int, str], None] | None = None
 
 
+def held_run_id(s: Session, tenant_id: str) -> int | None:
+    """The tenant's round awaiting approval, if any (no round starts while one is)."""
+    return s.scalar(select(SyncRun.id).where(SyncRun.tenant_id == tenant_id,
+                                             SyncRun.status == "awaiting_approval"))
+
+
 # -- leases ------------------------------------------------------------------------------
 
 
@@ -134,8 +140,7 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
         assert tenant is not None and state is not None
         if tenant.provisioning_paused:
             return RoundResult(None, "skipped", error="Provisioning is paused.")
-        held = s.scalar(select(SyncRun.id).where(SyncRun.tenant_id == tenant_id,
-                                                 SyncRun.status == "awaiting_approval"))
+        held = held_run_id(s, tenant_id)
         if held is not None:
             return RoundResult(held, "skipped", error=f"Round {held} awaits an admin's "
                                "approval of its deletions; no new round runs until then.")
@@ -149,9 +154,7 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
         s.commit()
     assert run_id is not None
     try:
-        return _pages(maker, tenant_id, run_id, client, options)
-    except LeaseLost as exc:
-        return _lost(tenant_id, run_id, exc)
+        return _guarded_pages(maker, tenant_id, run_id, client, options, may_resync=True)
     except ResyncRequired as exc:
         log_event(tenant_id, run_id, "resync", exc.message)
         with maker() as s:
@@ -164,12 +167,22 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
             run_id = state.run_id
             s.commit()
         assert run_id is not None
-        try:
-            return _pages(maker, tenant_id, run_id, client, options)
-        except LeaseLost as lost:
-            return _lost(tenant_id, run_id, lost)
-        except SyncError as again:
-            return _failed(maker, tenant_id, run_id, again, options)
+        return _guarded_pages(maker, tenant_id, run_id, client, options, may_resync=False)
+
+
+def _guarded_pages(maker: sessionmaker[Session], tenant_id: str, run_id: int,
+                   client: GraphClient, options: RoundOptions, may_resync: bool
+                   ) -> RoundResult:
+    """Run the round's pages; turn what Graph or the lease did into the result. A
+    resync request goes up to the caller once (`may_resync`); a second one fails."""
+    try:
+        return _pages(maker, tenant_id, run_id, client, options)
+    except LeaseLost as exc:
+        return _lost(tenant_id, run_id, exc)
+    except ResyncRequired as exc:
+        if may_resync:
+            raise
+        return _failed(maker, tenant_id, run_id, exc, options)
     except UnsafeLink as exc:
         return _failed(maker, tenant_id, run_id, exc, options, resume=False)
     except SyncError as exc:
@@ -765,8 +778,7 @@ def start_refusal(s: Session, tenant_id: str, now: dt.datetime) -> StartRefusal 
     if tenant is not None and tenant.provisioning_paused:
         return StartRefusal("Provisioning is paused, so Entra ID sync does not run.",
                             "Resume provisioning, then run a round.")
-    held = s.scalar(select(SyncRun.id).where(SyncRun.tenant_id == tenant_id,
-                                             SyncRun.status == "awaiting_approval"))
+    held = held_run_id(s, tenant_id)
     if held is not None:
         return StartRefusal(f"Round {held} awaits approval of its disables and deletions; "
                             "no new round runs until it is decided.",

@@ -8,6 +8,8 @@ database-backed throttle gate shared by every tenant of the same app registratio
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 from typing import Any
 
 from cryptography import x509
@@ -25,6 +27,8 @@ from connector.errors import InvalidSetting, NotFound, StateConflict
 from connector.events import WriteContext
 from connector.models import AppThrottle, EntraRegistration, Tenant, User
 from connector.status import Source
+
+log = logging.getLogger("connector.sync")
 
 
 class DatabaseGate:
@@ -70,6 +74,17 @@ class SyncService:
                                   **overrides}
         return GraphClient(self.http, self.tokens, app,
                            RetryBudget(self.settings.retry_budget), self.gate, **kwargs)
+
+    def run_in_background(self, tenant_id: str) -> None:
+        """Start a manual round on a thread of this process (it may take minutes; the
+        run log shows it). Never raises into the thread: a crash is logged."""
+        def run() -> None:
+            try:
+                self.run(tenant_id, "manual")
+            except Exception:  # noqa: BLE001 - logged; the run log shows the failure
+                log.exception("manual sync round crashed for %s", tenant_id)
+
+        threading.Thread(target=run, daemon=True, name=f"sync-{tenant_id[:8]}").start()
 
     def run(self, tenant_id: str, trigger: str = "schedule",
             options: rounds.RoundOptions | None = None, **client_overrides: Any
@@ -185,13 +200,12 @@ def unregister(s: Session, tenant_id: str) -> EntraRegistration:
     """Remove a tenant's app registration: sync stops, the users stay, and the tenant
     may be fed over SCIM again. Refused while a round awaits approval (its staged
     changes could no longer be seen or decided)."""
-    from connector.models import SyncRun, SyncState
+    from connector.models import SyncState
 
     registration = s.get(EntraRegistration, tenant_id)
     if registration is None:
         raise NotFound("This tenant has no Entra ID app registration.")
-    held = s.scalar(select(SyncRun.id).where(SyncRun.tenant_id == tenant_id,
-                                             SyncRun.status == "awaiting_approval"))
+    held = rounds.held_run_id(s, tenant_id)
     if held is not None:
         raise StateConflict(f"Round {held} awaits approval; approve or reject it before "
                             "removing the registration.")

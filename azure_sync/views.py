@@ -7,8 +7,6 @@ no answer ever contains it.
 
 from __future__ import annotations
 
-import logging
-import threading
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -28,7 +26,6 @@ from connector.models import EntraRegistration, SyncRun, SyncState
 from connector.status import Source
 
 bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra")
-log = logging.getLogger("connector.sync")
 
 
 def init_app(app: Flask) -> None:
@@ -51,8 +48,7 @@ def _registration(tenant_id: str) -> EntraRegistration:
 
 
 def registration_json(reg: EntraRegistration, state: SyncState | None) -> dict[str, Any]:
-    held = session().scalar(select(SyncRun.id).where(
-        SyncRun.tenant_id == reg.tenant_id, SyncRun.status == "awaiting_approval"))
+    held = rounds.held_run_id(session(), reg.tenant_id)
     last = session().scalar(select(SyncRun).where(SyncRun.tenant_id == reg.tenant_id)
                             .order_by(SyncRun.id.desc()).limit(1))
     return {
@@ -159,18 +155,9 @@ def run_now(tenant_id: str) -> Response:
         raise Problem(409, "No round started", f"{refused.reason} {refused.what_to_do}",
                       "state-conflict")
     auth.audit(principal(), "entra.run_requested", tenant_id)
-    session().commit()
-    sync = service()
-    threading.Thread(target=_run_quietly, args=(sync, tenant_id), daemon=True,
-                     name=f"sync-{tenant_id[:8]}").start()
+    session().commit()  # on SQLite, the round's writes wait for this transaction's end
+    service().run_in_background(tenant_id)
     return json_response({"status": "started", "runs": f"{request.path}"}, 202)
-
-
-def _run_quietly(sync: SyncService, tenant_id: str) -> None:
-    try:
-        sync.run(tenant_id, "manual")
-    except Exception:  # noqa: BLE001 - logged; the run log shows the failure
-        log.exception("manual sync round crashed for %s", tenant_id)
 
 
 @bp.post("/runs/<int:run_id>/approve")
