@@ -332,3 +332,41 @@ def test_seeded_users_page_through_graph(
     assert len(walk.pages) == 5 and len(walk.items) == 999
     assert len(set(ids(walk.items))) == 999 and seeded[10] not in ids(walk.items)
     assert walk.items[0]["employeeId"] == "E00000000"
+
+
+# -- group members ---------------------------------------------------------------------
+
+def test_members_and_transitive_members_page_with_select_and_types(
+        directory: Directory, fake_graph_caller: GraphCaller) -> None:
+    people = add_people(directory, 5)
+    inner = directory.create_group("Inner", members=people[3:])
+    outer = directory.create_group("Outer", members=[*people[:3], inner])
+    direct = fake_graph_caller.walk(
+        f"/v1.0/groups/{outer}/members?$select=userPrincipalName,accountEnabled&$top=2")
+    assert [len(page["value"]) for page in direct.pages] == [2, 2]
+    assert ids(direct.items) == [*people[:3], inner]
+    assert direct.items[0] == {"@odata.type": "#microsoft.graph.user", "id": people[0],
+                               "userPrincipalName": "person0@contoso.example",
+                               "accountEnabled": True}
+    assert direct.items[3] == {"@odata.type": "#microsoft.graph.group", "id": inner}
+    link = direct.pages[0]["@odata.nextLink"]
+    assert "$skiptoken=" in link and "$select=userPrincipalName,accountEnabled" in link
+    nested = fake_graph_caller.walk(f"/v1.0/groups/{outer}/transitiveMembers?$select=id")
+    assert set(ids(nested.items)) == {*people, inner}
+    users = fake_graph_caller.walk(
+        f"/v1.0/groups/{outer}/transitiveMembers/microsoft.graph.user?$select=id")
+    assert sorted(ids(users.items)) == sorted(people)
+
+
+def test_members_of_an_unknown_group_or_a_bad_query_are_refused(
+        directory: Directory, fake_graph_caller: GraphCaller) -> None:
+    group = directory.create_group("G")
+    missing = fake_graph_caller.get("/v1.0/groups/00000000-0000-0000-0000-000000000001/members")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "Request_ResourceNotFound"
+    assert fake_graph_caller.get(f"/v1.0/groups/{group}/members?$top=1000").status_code == 400
+    assert fake_graph_caller.get(f"/v1.0/groups/{group}/members?$select=nope").status_code == 400
+    empty = fake_graph_caller.get(f"/v1.0/groups/{group}/transitiveMembers")
+    assert empty.status_code == 200 and empty.json()["value"] == []
+    directory.delete_group(group)
+    assert fake_graph_caller.get(f"/v1.0/groups/{group}/members").status_code == 404

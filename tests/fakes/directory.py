@@ -283,6 +283,29 @@ class Directory:
         with self.lock:
             return list(self._live_group(group_id).members)
 
+    def member_listing(self, group_id: str, transitive: bool = False
+                       ) -> list[tuple[str, str]] | None:
+        """(member id, @odata.type) of an active group's members, or None if there is no
+        such group. `transitive` adds the members of nested groups, breadth first, each
+        member once (nested groups are listed too, as Graph's transitiveMembers does)."""
+        with self.lock:
+            record = self._groups.get(group_id)
+            if record is None or record.state != ACTIVE:
+                return None
+            if not transitive:
+                return list(record.members.items())
+            listed: dict[str, str] = {}
+            queue = deque([group_id])
+            visited = {group_id}
+            while queue:
+                for member_id, member_type in self._groups[queue.popleft()].members.items():
+                    listed.setdefault(member_id, member_type)
+                    if member_type == GROUP_TYPE and member_id not in visited:
+                        visited.add(member_id)
+                        queue.append(member_id)
+            listed.pop(group_id, None)  # a cycle back to the group itself
+            return list(listed.items())
+
     @property
     def group_ids(self) -> list[str]:
         with self.lock:

@@ -5,7 +5,13 @@ Endpoints (learn.microsoft.com/graph/api/user-delta, /group-delta, /user-get):
 - `GET /v1.0/users/delta` and `GET /v1.0/groups/delta` (also spelled `/delta()` and
   `/microsoft.graph.delta`), with `$select`, `$skiptoken`, `$deltatoken` (`latest` too),
   `Prefer: odata.maxpagesize=N` and `Prefer: return=minimal`; see tests/fakes/delta.py;
-- `GET /v1.0/users/{id or userPrincipalName}` with `$select`.
+- `GET /v1.0/users/{id or userPrincipalName}` with `$select`;
+- `GET /v1.0/groups/{id}/members` and `/transitiveMembers` (learn.microsoft.com/graph/api/
+  group-list-members, group-list-transitivemembers), optionally cast with
+  `/microsoft.graph.user` or `/microsoft.graph.group`, with `$select` (properties of users
+  and groups), `$top` (1-999, default 100) and `@odata.nextLink` paging by `$skiptoken`;
+  each item carries its `@odata.type`; an unknown group answers 404
+  `Request_ResourceNotFound`. A listing is a snapshot taken at its first page.
 
 Every request needs `Authorization: Bearer <token>` issued by the bound FakeTokenEndpoint
 for the Graph resource: the token's tenant picks the directory (`graph.directory(tid)`),
@@ -26,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import email.utils
+import re
 import threading
 import uuid
 from collections import Counter
@@ -45,7 +52,13 @@ from tests.fakes.delta import (
     start_change_round,
     start_full_round,
 )
-from tests.fakes.directory import GROUP_PROPERTIES, USER_PROPERTIES, Directory
+from tests.fakes.directory import (
+    GROUP_PROPERTIES,
+    GROUP_TYPE,
+    USER_PROPERTIES,
+    USER_TYPE,
+    Directory,
+)
 from tests.fakes.entra_token import FakeTokenEndpoint, IssuedToken, TokenRejected
 from tests.fakes.faults import Fault, FaultPlan
 from tests.fakes.server import LoopbackService, Request, Response
@@ -69,6 +82,9 @@ RESYNC_MESSAGES = {
 }
 WWW_AUTHENTICATE = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/'
                     'common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')
+MEMBER_PATH = re.compile(r"/v1\.0/groups/([^/]+)/(members|transitiveMembers)"
+                         r"(?:/microsoft\.graph\.(user|group))?/?", re.IGNORECASE)
+MEMBER_PAGE_SIZE, MEMBER_MAX_PAGE_SIZE = 100, 999
 DELTA_PATHS = {f"/v1.0/{r}/{d}": r for r in (USERS, GROUPS)
                for d in ("delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()")}
 
@@ -109,6 +125,19 @@ class _TokenEntry:
     state: Cursor | DeltaState
 
 
+@dataclass(frozen=True)
+class _Listing:
+    """A members listing in progress: the snapshot and where the next page starts."""
+
+    tenant_id: str
+    path: str  # /v1.0/groups/{id}/members[/cast], for the nextLink
+    entries: tuple[tuple[str, str], ...]  # (member id, @odata.type)
+    position: int
+    top: int
+    select: tuple[str, ...] | None  # None: Graph's default properties
+    select_param: str | None
+
+
 @dataclass
 class _Call:
     """One request in flight, with the ids Graph echoes in headers and error bodies."""
@@ -143,6 +172,7 @@ class FakeGraph(LoopbackService):
         self._invalid_tokens: dict[str, tuple[int, str]] = {}
         self._invalid_below: tuple[int, int, str] | None = None
         self._denied: set[str] = set()
+        self._listings: dict[str, _Listing] = {}
 
     def directory(self, tenant_id: str) -> Directory:
         """The tenant's directory (created empty on first use); mutate it directly."""
@@ -267,6 +297,10 @@ class FakeGraph(LoopbackService):
             return self._error(call, 405, "Request_BadRequest",
                                "Specified HTTP method is not allowed for the request target.")
         resource = DELTA_PATHS.get(request.path)
+        if resource is None and MEMBER_PATH.fullmatch(request.path):
+            if refused := self._refuse(call, grant, GROUP_ROLES):
+                return refused
+            return self._members(call, self.directory(grant.tenant_id))
         if resource is None and request.path.startswith("/v1.0/users/"):
             resource = "user"
         if resource is None:
@@ -426,6 +460,81 @@ class FakeGraph(LoopbackService):
         body = {"@odata.context": context, **{n: user.get(n) for n in select}, "id": user["id"]}
         return Response.json(200, body, content_type=ODATA_JSON)
 
+    # -- group members ----------------------------------------------------------------
+
+    def _members(self, call: _Call, directory: Directory) -> Response:
+        request = call.request
+        skip = request.param("$skiptoken")
+        with self._lock:
+            if skip:
+                listing = self._listings.get(skip)
+                if listing is None or listing.tenant_id != directory.tenant_id:
+                    return self._error(call, 400, "Request_BadRequest",
+                                       "The provided skip token is not valid.")
+                return self._members_page(directory, listing)
+            match = MEMBER_PATH.fullmatch(request.path)
+            assert match is not None
+            group_id, kind, cast = unquote(match.group(1)), match.group(2), match.group(3)
+            entries = directory.member_listing(group_id, kind.lower() == "transitivemembers")
+            if entries is None:
+                return self._error(call, 404, "Request_ResourceNotFound",
+                                   f"Resource '{group_id}' does not exist or one of its "
+                                   "queried reference-property objects are not present.")
+            if cast:
+                wanted = USER_TYPE if cast.lower() == "user" else GROUP_TYPE
+                entries = [e for e in entries if e[1] == wanted]
+            top_param = request.param("$top")
+            top = MEMBER_PAGE_SIZE
+            if top_param is not None:
+                if not top_param.isdigit() or not 1 <= int(top_param) <= MEMBER_MAX_PAGE_SIZE:
+                    return self._error(call, 400, "Request_BadRequest",
+                                       f"Invalid page size specified: '{top_param}'. Must be "
+                                       f"between 1 and {MEMBER_MAX_PAGE_SIZE} inclusive.")
+                top = int(top_param)
+            select_param = request.param("$select")
+            select = None
+            if select_param:
+                select = _parse_member_select(select_param)
+                if isinstance(select, str):
+                    return self._error(call, 400, "Request_BadRequest", select)
+            listing = _Listing(directory.tenant_id, request.path.rstrip("/"), tuple(entries),
+                               0, top, select, select_param)
+            return self._members_page(directory, listing)
+
+    def _members_page(self, directory: Directory, listing: _Listing) -> Response:
+        end = listing.position + listing.top
+        items = [self._member_item(directory, member_id, member_type, listing.select)
+                 for member_id, member_type in listing.entries[listing.position:end]]
+        self.counters["pages:members"] += 1
+        body: dict[str, Any] = {"@odata.context": f"{self.url}/v1.0/$metadata#directoryObjects"}
+        if end < len(listing.entries):
+            token = uuid.uuid4().hex
+            self._listings[token] = dataclasses.replace(listing, position=end)
+            host = self.knobs.next_link_host or f"{LOOPBACK}:{self.port}"
+            query = f"$top={listing.top}"
+            if listing.select_param:
+                query += f"&$select={listing.select_param}"
+            body["@odata.nextLink"] = f"https://{host}{listing.path}?{query}&$skiptoken={token}"
+        body["value"] = items
+        return Response.json(200, body, content_type=ODATA_JSON)
+
+    @staticmethod
+    def _member_item(directory: Directory, member_id: str, member_type: str,
+                     select: tuple[str, ...] | None) -> dict[str, Any]:
+        if member_type == USER_TYPE:
+            props = directory.get_user(member_id) or {}
+            names = select if select is not None else DEFAULT_USER_SELECT
+            allowed = USER_PROPERTIES
+        else:
+            record = directory.get_group(member_id)
+            props = dict(record.props) if record else {}
+            names = select if select is not None else DEFAULT_GROUP_SELECT
+            allowed = GROUP_PROPERTIES
+        # Graph returns a selected property of the member's own type (null when unset),
+        # and leaves out those of other types.
+        return {"@odata.type": member_type, "id": member_id,
+                **{n: props.get(n) for n in names if n in allowed}}
+
     # -- errors -----------------------------------------------------------------------
 
     def _unauthorized(self, call: _Call, message: str) -> Response:
@@ -458,6 +567,22 @@ def _preferences(header: str) -> dict[str, str]:
         if name:
             prefs[name.strip().lower()] = value.strip().strip('"').lower()
     return prefs
+
+
+def _parse_member_select(param: str) -> tuple[str, ...] | str:
+    """Selected properties of a directoryObject listing: any user or group property."""
+    by_lower = {name.lower(): name for name in USER_PROPERTIES | GROUP_PROPERTIES}
+    selected: list[str] = []
+    for raw in param.split(","):
+        name = raw.strip()
+        if name.lower() == "id" or not name:
+            continue
+        if name.lower() not in by_lower:
+            return (f"Could not find a property named '{name}' on type "
+                    "'microsoft.graph.directoryObject'.")
+        if by_lower[name.lower()] not in selected:
+            selected.append(by_lower[name.lower()])
+    return tuple(selected)
 
 
 def _parse_select(param: str | None, resource: str) -> tuple[str, ...] | str:
