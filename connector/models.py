@@ -465,8 +465,14 @@ class EntraRegistration(Base):
     authority_host: Mapped[str] = mapped_column(String(255))
     graph_base_url: Mapped[str] = mapped_column(String(255))
     interval_minutes: Mapped[int] = mapped_column(Integer, default=10)
-    scope_groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scope_groups: Mapped[list[str]] = mapped_column(JSON, default=list)  # group object ids
+    # direct: members of the chosen groups; transitive: also members of nested groups
+    scope_group_mode: Mapped[str] = mapped_column(String(16), default="direct",
+                                                  server_default="direct")
     scope_domains: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The scope changed in a way only a full round can apply (the next round is one).
+    full_round_due: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                 server_default=text("false"))
     threshold_count: Mapped[int] = mapped_column(Integer, default=500)
     threshold_percent: Mapped[int] = mapped_column(Integer, default=20)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
