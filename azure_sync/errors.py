@@ -6,7 +6,8 @@
      │    ├── PermissionDenied 403 Authorization_RequestDenied: the app lacks permissions
      │    └── ResyncRequired   410, or syncStateNotFound / resyncRequired: start over
      ├── RetryBudgetExhausted  the round used up its retries (429/5xx/timeouts)
-     └── UnsafeLink            a nextLink to another host, or one that loops
+     ├── UnsafeLink            a nextLink to another host, or one that loops
+     └── ScopeEmpty            the scope's groups are all empty or gone
 
 msal reports most failures as `{"error": ...}` dicts and raises for transport errors;
 `azure_sync.tokens` turns both into TokenError so callers handle one thing.
@@ -48,3 +49,8 @@ class RetryBudgetExhausted(SyncError):
 
 class UnsafeLink(SyncError):
     pass
+
+
+class ScopeEmpty(SyncError):
+    """Every group the scope names is empty or gone: syncing "nobody" would remove
+    everyone, so the round stops instead."""

@@ -68,6 +68,10 @@ COUNT_LABELS = {
     "seen": "Users seen (full round)", "groups_created": "Groups created",
     "groups_deleted": "Groups deleted", "memberships": "Group membership changes",
     "members_unknown": "Members not synced (devices, contacts, users out of scope)",
+    "out_of_scope": "Users out of scope (not synced)",
+    "entered_scope": "Users who joined the scope groups (created or restored)",
+    "left_scope_staged": "Users who left the scope groups (removals staged)",
+    "scope_groups_missing": "Scope groups not found in Entra ID",
 }
 SHORT_LABELS = {"created": "created", "updated": "updated", "enabled": "enabled",
                 "disabled": "disabled", "deleted": "deleted", "restored": "restored",
@@ -81,7 +85,8 @@ STATUS = {  # run status -> (words, badge class)
 ACTIONS = {"disable": "Disable (disabled in Entra ID)",
            "soft_delete": "Delete (deleted in Entra ID, still restorable there)",
            "hard_delete": "Delete (deleted permanently in Entra ID)",
-           "sweep": "Remove (no longer in Entra ID, or out of scope)"}
+           "sweep": "Remove (no longer in Entra ID)",
+           "out_of_scope": "Remove (out of the sync scope: domain or groups)"}
 CLOUDS = [  # (cloud, authority host, Graph base URL), from Microsoft's national-cloud list
     ("Global (most tenants)", "https://login.microsoftonline.com", "https://graph.microsoft.com"),
     ("US Government L4 (GCC High)", "https://login.microsoftonline.us",
@@ -280,7 +285,10 @@ def registration(tenant_id: str) -> str:
                 "interval_minutes": found.interval_minutes if found
                 else defaults.interval_minutes,
                 "threshold_count": found.threshold_count if found else 500,
-                "threshold_percent": found.threshold_percent if found else 20})
+                "threshold_percent": found.threshold_percent if found else 20,
+                "scope_domains": "\n".join(found.scope_domains or []) if found else "",
+                "scope_groups": "\n".join(found.scope_groups or []) if found else "",
+                "scope_group_mode": found.scope_group_mode if found else "direct"})
 
 
 def _settings() -> Any:
@@ -292,6 +300,14 @@ def _settings() -> Any:
 def _text(name: str) -> str | None:
     value = request.form.get(name, "").strip()
     return value or None
+
+
+def _list(name: str) -> list[str] | None:
+    """A textarea of values, one per line (commas and spaces separate them too); None
+    when the form has no such field (the setting stays as it is)."""
+    if name not in request.form:
+        return None
+    return request.form[name].replace(",", " ").split()
 
 
 def _number(name: str, what: str) -> int | None:
@@ -320,7 +336,9 @@ def save_registration(tenant_id: str) -> Response:
         graph_base_url=_text("graph_base_url"),
         interval_minutes=_number("interval_minutes", "Minutes between rounds"),
         threshold_count=_number("threshold_count", "The deletion threshold's count"),
-        threshold_percent=_number("threshold_percent", "The deletion threshold's percentage"))
+        threshold_percent=_number("threshold_percent", "The deletion threshold's percentage"),
+        scope_domains=_list("scope_domains"), scope_groups=_list("scope_groups"),
+        scope_group_mode=_text("scope_group_mode"))
     auth.audit(me(), "entra.registration", tenant_id, found.client_id,
                {"directory_id": found.directory_id,
                 "credential_changed": bool(secret or pem)})
@@ -332,6 +350,9 @@ def save_registration(tenant_id: str) -> Response:
         credential = (" The client secret was replaced." if secret else
                       " The certificate was replaced." if pem else "")
         said = "The app registration is saved." + credential
+        if found.full_round_due:
+            said += (" The scope changed: the next round is a full round, which reads every "
+                     "user again.")
     return done(said, _status_url(tenant_id))
 
 

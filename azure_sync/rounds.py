@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from azure_sync import mapping
+from azure_sync import scope as scoping
 from azure_sync.errors import ResyncRequired, SyncError, UnsafeLink
 from azure_sync.graph import GraphClient
 from connector import logs
@@ -201,7 +202,11 @@ def _lost(tenant_id: str, run_id: int, exc: LeaseLost) -> RoundResult:
 
 def _start(s: Session, state: SyncState, client: GraphClient, now: dt.datetime,
            trigger: str) -> None:
-    full = state.users_delta_link is None
+    registration = s.get(EntraRegistration, state.tenant_id)
+    due = registration is not None and registration.full_round_due
+    if registration is not None and due:
+        registration.full_round_due = False  # taken: this round reads every user
+    full = state.users_delta_link is None or due
     run = SyncRun(tenant_id=state.tenant_id, kind="full" if full else "incremental",
                   status="running", trigger=trigger, started_at=now, pages=0, counts={})
     s.add(run)
@@ -210,13 +215,14 @@ def _start(s: Session, state: SyncState, client: GraphClient, now: dt.datetime,
     state.phase = "users"
     state.full_round = full
     state.pending_users_delta_link = None
-    state.next_link = state.users_delta_link or client.url(
+    state.next_link = (None if full else state.users_delta_link) or client.url(
         "users/delta", {"$select": ",".join(mapping.USER_SELECT)})
     state.last_started_at = now
 
 
 def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: GraphClient,
            options: RoundOptions) -> RoundResult:
+    scope = _round_scope(maker, tenant_id, run_id, client, options)
     seen_links: set[str] = set()
     pages = 0
     while True:
@@ -228,7 +234,7 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
                                 "it); the process that took it over carries on.")
             phase, link, full = state.phase, state.next_link, state.full_round
         if phase == "done":
-            return _complete(maker, tenant_id, run_id, options)
+            return _complete(maker, tenant_id, run_id, options, scope)
         assert link is not None and phase in ("users", "groups")
         if link in seen_links:
             raise UnsafeLink("Graph sent a nextLink this round already followed (a loop); "
@@ -252,15 +258,7 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
             if state.lease_owner != options.owner or state.run_id != run_id:
                 raise LeaseLost("This process lost the tenant's lease (it stalled past "
                                 "it); the process that took it over carries on.")
-            applier = PageApplier(s, tenant, run_id, state.full_round)
-            try:
-                with s.begin_nested():
-                    applier.apply(phase, items, careful=False)
-            except (DomainError, IntegrityError):
-                # Some item failed: apply the page again one item at a time, so that
-                # one bad object is skipped and counted instead of stopping the round.
-                applier = PageApplier(s, tenant, run_id, state.full_round)
-                applier.apply(phase, items, careful=True)
+            applier = apply_page(s, tenant, run_id, state.full_round, phase, items, scope)
             if isinstance(next_link, str):
                 state.next_link = client.check_link(next_link)
             elif phase == "users":
@@ -277,6 +275,8 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
                 state.next_link = None
             run.pages += 1
             run.counts = _add(run.counts, applier.counts)
+            if scope.missing_groups:
+                run.counts = {**run.counts, "scope_groups_missing": len(scope.missing_groups)}
             now = options.clock()
             state.lease_until = now + dt.timedelta(seconds=options.lease_seconds)
             s.commit()
@@ -285,6 +285,87 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
             _refresh_statistics(maker)
         if options.after_page is not None:
             options.after_page(pages, phase)
+
+
+def apply_page(s: Session, tenant: Tenant, run_id: int, full_round: bool, phase: str,
+               items: list[Any], scope: scoping.Scope) -> PageApplier:
+    """Apply a page in the caller's transaction, the fast way first; if some item fails,
+    again one item at a time, so that one bad object is skipped and counted instead of
+    stopping the round."""
+    applier = PageApplier(s, tenant, run_id, full_round, scope=scope)
+    try:
+        with s.begin_nested():
+            applier.apply(phase, items, careful=False)
+    except (DomainError, IntegrityError):
+        applier = PageApplier(s, tenant, run_id, full_round, scope=scope)
+        applier.apply(phase, items, careful=True)
+    return applier
+
+
+def _round_scope(maker: sessionmaker[Session], tenant_id: str, run_id: int,
+                 client: GraphClient, options: RoundOptions) -> scoping.Scope:
+    """Read the round's scope (again, when a round resumes). With group scope, an
+    incremental round creates, page by page, the members who are not synced users yet:
+    they joined a chosen group, which /users/delta does not report. A full round reads
+    every user anyway, so it only collects the members."""
+    with maker() as s:
+        settings = scoping.settings_of(s.get(EntraRegistration, tenant_id))
+        state = s.get(SyncState, tenant_id)
+        full = bool(state and state.full_round)
+    domains_only = scoping.Scope(settings.domains)
+
+    def renew_and_apply(users: list[dict[str, Any]]) -> None:
+        with maker() as s:
+            state = s.get(SyncState, tenant_id, with_for_update=True)
+            assert state is not None
+            if state.lease_owner != options.owner or state.run_id != run_id:
+                raise LeaseLost("This process lost the tenant's lease (it stalled past "
+                                "it); the process that took it over carries on.")
+            state.lease_until = options.clock() + dt.timedelta(seconds=options.lease_seconds)
+            entering = [] if full else _not_synced(s, tenant_id, users)
+            if entering:
+                tenant = s.get(Tenant, tenant_id)
+                run = s.get(SyncRun, run_id)
+                assert tenant is not None and run is not None
+                applier = apply_page(s, tenant, run_id, False, "users", entering,
+                                     domains_only)
+                run.counts = _add(run.counts, _entered(applier.counts))
+            s.commit()
+
+    return scoping.read_scope(client, settings, renew_and_apply)
+
+
+def _not_synced(s: Session, tenant_id: str, users: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """The members among `users` who are not live users of the tenant."""
+    ids = [user["id"] for user in users]
+    live = set(s.scalars(select(User.external_id).where(
+        User.tenant_id == tenant_id, User.external_id.in_(ids), User.removed_at.is_(None))))
+    return [user for user in users if user["id"] not in live]
+
+
+def _entered(counts: Counter[str]) -> dict[str, int]:
+    """A scope page's counts, with what it created or restored also counted as entering."""
+    entered = dict(counts)
+    joined = counts.get("created", 0) + counts.get("restored", 0)
+    if joined:
+        entered["entered_scope"] = joined
+    return entered
+
+
+def _leavers(s: Session, tenant_id: str, run_id: int, scope: scoping.Scope
+             ) -> list[tuple[str, str, str | None]]:
+    """Synced users outside the round's group scope (they left the chosen groups, or the
+    groups changed), except those the round staged already."""
+    if not scope.by_groups:
+        return []
+    staged = select(SyncStaged.user_id).where(SyncStaged.run_id == run_id,
+                                              SyncStaged.user_id.is_not(None))
+    rows = s.execute(select(User.id, User.external_id, User.user_name).where(
+        User.tenant_id == tenant_id, User.removed_at.is_(None),
+        User.origin == Source.ENTRA_SYNC, User.id.not_in(staged)))
+    return [(oid or "", "out_of_scope", uid) for uid, oid, user_name in rows
+            if not scope.admits(oid or "", user_name)]
 
 
 # A full round loads many users into a small table: PostgreSQL planned the foreign-key
@@ -306,7 +387,7 @@ def _refresh_statistics(maker: sessionmaker[Session]) -> None:
 
 
 def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
-              options: RoundOptions) -> RoundResult:
+              options: RoundOptions, scope: scoping.Scope) -> RoundResult:
     """The round has read everything: sweep (full rounds), then apply the staged
     destructive changes or hold them over the threshold."""
     with maker() as s:
@@ -316,6 +397,10 @@ def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
         registration = s.get(EntraRegistration, tenant_id)
         assert state is not None and tenant is not None and run is not None
         counts = dict(run.counts)
+        leavers = _leavers(s, tenant_id, run_id, scope)
+        if leavers:
+            _stage(s, tenant_id, run_id, leavers)
+            counts = _add(counts, {"left_scope_staged": len(leavers)})
         if state.full_round:
             counts = _add(counts, _sweep_groups(s, tenant, run_id, counts))
             swept = _stage_sweep(s, tenant_id, run_id, counts)
@@ -410,9 +495,11 @@ def _stage_sweep(s: Session, tenant_id: str, run_id: int, counts: dict[str, int]
     nobody sweeps nobody: an empty answer is more likely a fault than an empty tenant."""
     if counts.get("seen", 0) == 0:
         return 0
+    staged = select(SyncStaged.user_id).where(SyncStaged.run_id == run_id,
+                                              SyncStaged.user_id.is_not(None))
     missing = s.execute(select(User.id, User.external_id).where(
         User.tenant_id == tenant_id, User.removed_at.is_(None),
-        User.origin == Source.ENTRA_SYNC,
+        User.origin == Source.ENTRA_SYNC, User.id.not_in(staged),  # out of scope, staged
         or_(User.seen_in_run.is_(None), User.seen_in_run != run_id))).all()
     _stage(s, tenant_id, run_id, [(oid or "", "sweep", uid) for uid, oid in missing])
     return len(missing)
@@ -524,7 +611,7 @@ class PageApplier:
     """Apply one page's items in the caller's transaction; count what happened."""
 
     def __init__(self, s: Session, tenant: Tenant, run_id: int, full_round: bool,
-                 mode: str = "round") -> None:
+                 mode: str = "round", scope: scoping.Scope | None = None) -> None:
         self.s = s
         self.tenant = tenant
         self.run_id = run_id
@@ -535,9 +622,10 @@ class PageApplier:
         self.directory = Directory(s, tenant, _ctx(tenant.id, run_id))
         self.counts: Counter[str] = Counter()
         self.staged: list[tuple[str, str, str | None]] = []
-        registration = s.get(EntraRegistration, tenant.id)
-        self.domains = frozenset(d.casefold().lstrip("@") for d in
-                                 (registration.scope_domains if registration else []) or [])
+        if scope is None:  # the domains only (no group scope read from Graph)
+            scope = scoping.Scope(scoping.settings_of(s.get(EntraRegistration, tenant.id))
+                                  .domains)
+        self.scope = scope
 
     def apply(self, phase: str, items: list[Any], careful: bool) -> None:
         """Apply the page's items; `careful` puts each in its own savepoint so a failing
@@ -593,7 +681,7 @@ class PageApplier:
                 fields = mapping.user_fields(delta.object_id, None, delta.changes)
                 if fields is None:
                     self.counts["skipped"] += 1
-                elif not self._in_scope(fields.user_name):
+                elif not self.scope.admits(delta.object_id, fields.user_name):
                     self.counts["out_of_scope"] += 1
                 else:
                     new.append(fields)
@@ -602,11 +690,6 @@ class PageApplier:
             if self.full_round:
                 self.counts["seen"] += len(new)
         self._flush_staged()
-
-    def _in_scope(self, user_principal_name: str) -> bool:
-        if not self.domains:
-            return True
-        return user_principal_name.rpartition("@")[2].casefold() in self.domains
 
     def _remove_or_stage(self, object_id: str, action: str, user: User) -> None:
         if self.mode == "immediate":
@@ -662,7 +745,7 @@ class PageApplier:
         if fields is None:
             self.counts["skipped"] += 1  # a new user without a userPrincipalName
             return
-        if not self._in_scope(fields.user_name):
+        if not self.scope.admits(delta.object_id, fields.user_name):
             if user is not None and user.removed_at is None:
                 # It left the scope (its domain changed, or the scope did): like a
                 # deletion, staged under the threshold.
@@ -838,11 +921,28 @@ def preview_round(maker: sessionmaker[Session], tenant_id: str, client: GraphCli
     stored deltaLinks are applied in transactions that are rolled back."""
     with maker() as s:
         state = s.get(SyncState, tenant_id)
-        users_link = state.users_delta_link if state else None
-        groups_link = state.groups_delta_link if state else None
+        registration = s.get(EntraRegistration, tenant_id)
+        settings = scoping.settings_of(registration)
+        due = registration is not None and registration.full_round_due  # see _start
+        users_link = state.users_delta_link if state and not due else None
+        groups_link = state.groups_delta_link if state and not due else None
     full = users_link is None
     counts: Counter[str] = Counter()
     pages = 0
+
+    def entering(users: list[dict[str, Any]]) -> None:
+        with maker() as s:
+            tenant = s.get(Tenant, tenant_id)
+            assert tenant is not None
+            joined = [] if full else _not_synced(s, tenant_id, users)
+            if joined:
+                applier = PageApplier(s, tenant, 0, False, mode="preview",
+                                      scope=scoping.Scope(settings.domains))
+                applier.apply("users", joined, careful=True)
+                counts.update(_entered(applier.counts))
+            s.rollback()
+
+    scope = scoping.read_scope(client, settings, entering)
     for phase, link in (("users", users_link or client.url(
             "users/delta", {"$select": ",".join(mapping.USER_SELECT)})),
             ("groups", groups_link or client.url(
@@ -857,13 +957,15 @@ def preview_round(maker: sessionmaker[Session], tenant_id: str, client: GraphCli
             with maker() as s:
                 tenant = s.get(Tenant, tenant_id)
                 assert tenant is not None
-                applier = PageApplier(s, tenant, 0, full, mode="preview")
+                applier = PageApplier(s, tenant, 0, full, mode="preview", scope=scope)
                 applier.apply(phase, list(page.get("value") or []), careful=True)
                 counts.update(applier.counts)
                 s.rollback()
             pages += 1
             link_value = page.get("@odata.nextLink")
             next_link = client.check_link(link_value) if isinstance(link_value, str) else None
+    with maker() as s:
+        counts["left_scope_staged"] += len(_leavers(s, tenant_id, 0, scope))
     counts["full_round"] = int(full)
     return RoundResult(None, "preview", dict(counts), pages)
 
@@ -872,6 +974,9 @@ def sync_one_user(maker: sessionmaker[Session], tenant_id: str, client: GraphCli
                   key: str) -> dict[str, int]:
     """Fetch one user from Graph (object id or userPrincipalName) and apply it now,
     disable included: an admin asked for exactly this user."""
+    with maker() as s:
+        settings = scoping.settings_of(s.get(EntraRegistration, tenant_id))
+    scope = scoping.read_scope(client, settings)  # is the user in a chosen group?
     quoted = urllib.parse.quote(key, safe="@")
     item = client.get(client.url(f"users/{quoted}",
                                  {"$select": ",".join(("id", *mapping.USER_SELECT))}))
@@ -879,7 +984,7 @@ def sync_one_user(maker: sessionmaker[Session], tenant_id: str, client: GraphCli
         tenant = s.get(Tenant, tenant_id)
         if tenant is None:
             raise NotFound(f"Tenant {tenant_id} not found.")
-        applier = PageApplier(s, tenant, 0, False, mode="immediate")
+        applier = PageApplier(s, tenant, 0, False, mode="immediate", scope=scope)
         applier.apply("users", [item], careful=True)
         s.commit()
     return dict(applier.counts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import uuid
 from typing import Any
 
 from cryptography import x509
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from azure_sync import rounds, secrets
+from azure_sync import rounds, scope, secrets
 from azure_sync.graph import AppIdentity, GraphClient
 from azure_sync.retry import RetryBudget
 from azure_sync.tokens import Credential, TimeoutSession, TokenProvider
@@ -129,9 +130,15 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
              certificate_pem: str | None = None, authority_host: str | None = None,
              graph_base_url: str | None = None, interval_minutes: int | None = None,
              threshold_count: int | None = None, threshold_percent: int | None = None,
-             scope_domains: list[str] | None = None) -> EntraRegistration:
+             scope_domains: list[str] | None = None, scope_groups: list[str] | None = None,
+             scope_group_mode: str | None = None) -> EntraRegistration:
     """Create or change a tenant's app registration; a given credential replaces the
-    stored one (encrypted), and is never readable again."""
+    stored one (encrypted), and is never readable again. None leaves a setting as it is.
+
+    A change of the scope takes effect at the next round. Groups and their mode need
+    nothing more (every round reads the chosen groups' members); a change of the
+    domains, or dropping the group scope, widens it to users no round has read lately,
+    so the next round is then a full round."""
     if s.get(Tenant, ctx.tenant_id) is None:
         raise NotFound(f"Tenant {ctx.tenant_id} not found.")
     for name, value in (("directory_id", directory_id), ("client_id", client_id)):
@@ -141,6 +148,7 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
     if secret is not None and certificate_pem is not None:
         raise InvalidSetting("Give a client secret or a certificate, not both.")
     registration = s.get(EntraRegistration, ctx.tenant_id)
+    new = registration is None
     if registration is None:
         if secret is None and certificate_pem is None:
             raise InvalidSetting("A new registration needs a client secret or a certificate.")
@@ -171,11 +179,9 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
         if not 1 <= interval_minutes <= 1440:
             raise InvalidSetting("interval_minutes must be between 1 and 1440.")
         registration.interval_minutes = interval_minutes
-    if scope_domains is not None:
-        cleaned = sorted({d.strip().lstrip("@").casefold() for d in scope_domains if d.strip()})
-        if any(" " in d or "." not in d or len(d) > 255 for d in cleaned):
-            raise InvalidSetting("scope domains must be domain names such as contoso.com.")
-        registration.scope_domains = cleaned
+    _set_scope(registration, scope_domains, scope_groups, scope_group_mode)
+    if registration.full_round_due and new:
+        registration.full_round_due = False  # the first round is a full one anyway
     if threshold_count is not None:
         registration.threshold_count = max(0, threshold_count)
     if threshold_percent is not None:
@@ -194,6 +200,49 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
                    else "unchanged"})
     s.flush()
     return registration
+
+
+def _set_scope(registration: EntraRegistration, domains: list[str] | None,
+               groups: list[str] | None, mode: str | None) -> None:
+    old_domains = list(registration.scope_domains or [])
+    old_groups = list(registration.scope_groups or [])
+    if domains is not None:
+        cleaned = sorted({d.strip().lstrip("@").casefold() for d in domains if d.strip()})
+        if any(" " in d or "." not in d or len(d) > 255 for d in cleaned):
+            raise InvalidSetting("scope domains must be domain names such as contoso.com.")
+        registration.scope_domains = cleaned
+    if groups is not None:
+        registration.scope_groups = _group_ids(groups)
+    if mode is not None:
+        if mode not in scope.MODES:
+            raise InvalidSetting("The group scope's mode must be direct (members of the "
+                                 "chosen groups) or transitive (also members of nested "
+                                 "groups).")
+        registration.scope_group_mode = mode
+    widened = (registration.scope_domains != old_domains
+               or (old_groups and not registration.scope_groups))
+    if widened:
+        registration.full_round_due = True
+
+
+def _group_ids(groups: list[str]) -> list[str]:
+    """Group object ids as Entra shows them (GUIDs), lower-cased, each once, in order."""
+    cleaned: list[str] = []
+    for raw in groups:
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            group_id = str(uuid.UUID(text))
+        except ValueError:
+            raise InvalidSetting(f"Scope groups are group object ids as Entra ID shows them "
+                                 f"(00000000-0000-…); {text[:60]!r} is not one.") from None
+        if group_id not in cleaned:
+            cleaned.append(group_id)
+    if len(cleaned) > scope.MAX_GROUPS:
+        raise InvalidSetting(f"At most {scope.MAX_GROUPS} scope groups (every round reads "
+                             "their members); nest them in one group and use transitive.")
+    return cleaned
 
 
 def unregister(s: Session, tenant_id: str) -> EntraRegistration:

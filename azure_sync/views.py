@@ -57,6 +57,8 @@ def registration_json(reg: EntraRegistration, state: SyncState | None) -> dict[s
         "certificateThumbprint": reg.certificate_thumbprint,
         "authorityHost": reg.authority_host, "graphBaseUrl": reg.graph_base_url,
         "intervalMinutes": reg.interval_minutes, "scopeDomains": list(reg.scope_domains or []),
+        "scopeGroups": list(reg.scope_groups or []), "scopeGroupMode": reg.scope_group_mode,
+        "fullRoundDue": reg.full_round_due,
         "thresholdCount": reg.threshold_count,
         "thresholdPercent": reg.threshold_percent, "enabled": reg.enabled,
         "updated": reg.updated_at.isoformat(),
@@ -86,7 +88,7 @@ def get_registration(tenant_id: str) -> Response:
 
 SETTABLE = {"directoryId", "clientId", "clientSecret", "certificatePem", "authorityHost",
             "graphBaseUrl", "intervalMinutes", "thresholdCount", "thresholdPercent",
-            "scopeDomains"}
+            "scopeDomains", "scopeGroups", "scopeGroupMode"}
 
 
 @bp.put("")
@@ -102,6 +104,11 @@ def put_registration(tenant_id: str) -> Response:
     if domains is not None and not all(isinstance(d, str) for d in domains):
         raise Problem(400, "Invalid request", "scopeDomains must be a list of domain names.",
                       "invalid-request")
+    groups = expect(body, "scopeGroups", list, "a list of group object ids")
+    if groups is not None and not all(isinstance(g, str) for g in groups):
+        raise Problem(400, "Invalid request", "scopeGroups must be a list of group object "
+                      "ids.", "invalid-request")
+    mode = expect(body, "scopeGroupMode", str, "direct or transitive")
     ctx = WriteContext(tenant_id, Source.ADMIN, principal().actor, request_id(), now())
     registration = register(
         session(), current_app.config["SETTINGS"].azure_sync, ctx,
@@ -109,7 +116,8 @@ def put_registration(tenant_id: str) -> Response:
         secret=text["clientSecret"], certificate_pem=text["certificatePem"],
         authority_host=text["authorityHost"], graph_base_url=text["graphBaseUrl"],
         interval_minutes=numbers["intervalMinutes"], threshold_count=numbers["thresholdCount"],
-        threshold_percent=numbers["thresholdPercent"], scope_domains=domains)
+        threshold_percent=numbers["thresholdPercent"], scope_domains=domains,
+        scope_groups=groups, scope_group_mode=mode)
     auth.audit(principal(), "entra.registration", tenant_id, registration.client_id,
                {"directory_id": registration.directory_id,
                 "credential_changed": bool(text["clientSecret"] or text["certificatePem"])})

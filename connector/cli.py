@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interval-minutes", type=int)
     p.add_argument("--scope-domain", action="append", metavar="DOMAIN",
                    help="sync only users of this domain (repeat for several)")
+    p.add_argument("--scope-group", action="append", metavar="GROUP_OBJECT_ID",
+                   help="sync only members of this Entra group (repeat for several)")
+    p.add_argument("--scope-group-mode", choices=("direct", "transitive"),
+                   help="count direct members only (default), or members of nested groups too")
     p.set_defaults(handler=cmd_sync_register)
     p = ssub.add_parser("run", help="run (or resume) one round now, showing progress")
     p.add_argument("--tenant", required=True, metavar="TENANT_ID")
@@ -372,7 +376,8 @@ def cmd_sync_register(settings: Settings, args: argparse.Namespace) -> int:
             session, settings.azure_sync, ctx, directory_id=args.directory_id,
             client_id=args.client_id, secret=secret, certificate_pem=pem,
             authority_host=args.authority_host, graph_base_url=args.graph_base_url,
-            interval_minutes=args.interval_minutes, scope_domains=args.scope_domain)
+            interval_minutes=args.interval_minutes, scope_domains=args.scope_domain,
+            scope_groups=args.scope_group, scope_group_mode=args.scope_group_mode)
         session.commit()
         print(f"Tenant {args.tenant} syncs from Entra tenant {registration.directory_id} "
               f"with app {registration.client_id} every {registration.interval_minutes} min.")

@@ -171,3 +171,27 @@ def test_run_now_and_removal_refuse_while_a_round_is_held_or_paused(
     paused = api.post(f"/tenants/{tenant_id}/entra/runs")
     assert paused.status_code == 409 and "paused" in paused.json["detail"]
     assert api.delete(f"/tenants/{tenant_id}/entra").status_code == 204
+
+
+def test_the_group_scope_is_set_and_read_through_the_api(
+        api: ApiClient, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Scoped")
+    entra = fake_graph.directory(fake_app.tenant_id)
+    ann = entra.add_user("ann@contoso.example")
+    entra.add_user("bob@contoso.example")
+    inner = entra.create_group("Inner", members=[ann])
+    scoped = entra.create_group("Scoped", members=[inner])
+    created = register(api, tenant_id, fake_app, scopeGroups=[scoped.upper()],
+                       scopeGroupMode="transitive")
+    assert created.status_code == 200, created.json
+    body = api.get(f"/tenants/{tenant_id}/entra").json
+    assert (body["scopeGroups"], body["scopeGroupMode"]) == ([scoped], "transitive")
+    assert body["fullRoundDue"] is False
+    run = run_and_wait(api, tenant_id)
+    assert run["status"] == "succeeded" and run["counts"]["created"] == 1
+    for bad in ({"scopeGroups": ["Sales"]}, {"scopeGroups": "x"},
+                {"scopeGroupMode": "nested"}, {"scopeGroups": [1]}):
+        refused = register(api, tenant_id, fake_app, **bad)
+        assert refused.status_code == 400, (bad, refused.json)
+    widened = register(api, tenant_id, fake_app, scopeGroups=[])
+    assert widened.json["fullRoundDue"] is True  # users outside the group were never read

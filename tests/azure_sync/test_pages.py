@@ -362,3 +362,24 @@ def test_forms_without_the_csrf_token_are_refused(web: WebSession, engine: Engin
             assert "CSRF" in response.get_data(as_text=True)
     assert registration_of(engine, tenant_id) is None
     assert not any(a.startswith("entra.") for a in audit_actions(engine))
+
+
+def test_the_registration_form_sets_the_scope(
+        web: WebSession, engine: Engine, fake_app: FakeApp) -> None:
+    tenant_id, _ = make_tenant(engine, "Scoped")
+    group = "0b6c1c5e-3f0a-4c1e-9d55-2f1e8a7b9c01"
+    response = register(web, tenant_id, fake_app, scope_groups=f" {group}\n",
+                        scope_group_mode="transitive", scope_domains="contoso.com, fabrikam.com")
+    assert response.location == entra(tenant_id), flash_of(web.follow(response))
+    found = registration_of(engine, tenant_id)
+    assert found is not None and found.scope_groups == [group]
+    assert (found.scope_group_mode, found.scope_domains) == (
+        "transitive", ["contoso.com", "fabrikam.com"])
+    form = web.page(entra(tenant_id, "/registration"))
+    well_formed(form)
+    assert group in form and 'value="transitive"\n               checked' in form
+    html = web.follow(register(web, tenant_id, fake_app, client_secret="",
+                               scope_domains="contoso.com"))
+    assert "the next round is a full round" in flash_of(html)
+    refused = web.follow(register(web, tenant_id, fake_app, scope_groups="Sales"))
+    assert "object ids" in flash_of(refused)

@@ -6,78 +6,21 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
 
-from azure_sync import rounds, secrets
+from azure_sync import secrets
 from azure_sync.service import SyncService, register
 from connector.config import AzureSyncSettings
 from connector.db import make_sessionmaker
 from connector.events import WriteContext
-from connector.models import Event, Group, Membership, SyncRun, SyncState, Tenant, User
+from connector.models import Event, Group, Membership, SyncRun, SyncState
 from connector.status import Source
+from tests.azure_sync.harness import Sync
 from tests.conftest import make_tenant
-from tests.fakes.fixtures import FakeApp
 from tests.fakes.graph import FakeGraph
-
-
-@dataclass
-class Sync:
-    engine: Engine
-    tenant_id: str
-    service: SyncService
-    graph: FakeGraph
-    app: FakeApp
-    sleeps: list[float]
-
-    @property
-    def entra(self) -> Any:
-        return self.graph.directory(self.app.tenant_id)
-
-    def run(self, **options: Any) -> rounds.RoundResult:
-        return self.service.run(self.tenant_id, "manual", rounds.RoundOptions(**options),
-                                sleep=self.sleeps.append)
-
-    def session(self) -> Session:
-        return make_sessionmaker(self.engine)()
-
-    def users(self) -> dict[str, User]:
-        """Live users by Graph object id."""
-        with self.session() as s:
-            return {u.external_id: u for u in s.scalars(select(User).where(
-                User.tenant_id == self.tenant_id, User.removed_at.is_(None)))}
-
-    def set(self, **settings: Any) -> None:
-        with self.session() as s:
-            tenant = s.get(Tenant, self.tenant_id)
-            assert tenant is not None
-            for key, value in settings.items():
-                setattr(tenant, key, value)
-            s.commit()
-
-
-@pytest.fixture
-def sync(engine: Engine, fake_graph: FakeGraph, fake_app: FakeApp, fake_tls: Any,
-         fake_entra: Any, tmp_path: Path) -> Sync:
-    settings = AzureSyncSettings(encryption_key=secrets.new_key(), retry_budget=20,
-                                 graph_scope="https://graph.microsoft.com/.default")
-    tenant_id, _ = make_tenant(engine, "Synced")
-    maker = make_sessionmaker(engine)
-    with maker() as s:
-        register(s, settings, WriteContext(tenant_id, Source.ADMIN, "test", "test",
-                                           dt.datetime.now(dt.UTC)),
-                 directory_id=fake_app.tenant_id, client_id=fake_app.client_id,
-                 secret=fake_app.client_secret, authority_host=fake_app.authority_host,
-                 graph_base_url=fake_app.graph_base_url)
-        s.commit()
-    service = SyncService(settings, maker, make_sessionmaker(engine, writes=True),
-                          verify=str(fake_tls.ca_path))
-    return Sync(engine, tenant_id, service, fake_graph, fake_app, [])
 
 
 def test_initial_round_creates_everyone_with_status_and_guests(sync: Sync) -> None:
