@@ -61,6 +61,18 @@ class Sync:
             s.expunge(registration)
             return registration
 
+    def clone_tenant(self, name: str) -> Sync:
+        """Another connector tenant synced from the same Entra tenant and app."""
+        tenant_id, _ = make_tenant(self.engine, name)
+        with self.session() as s:
+            register(s, self.service.settings, WriteContext(
+                tenant_id, Source.ADMIN, "test", "test", dt.datetime.now(dt.UTC)),
+                directory_id=self.app.tenant_id, client_id=self.app.client_id,
+                secret=self.app.client_secret, authority_host=self.app.authority_host,
+                graph_base_url=self.app.graph_base_url)
+            s.commit()
+        return Sync(self.engine, tenant_id, self.service, self.graph, self.app, [])
+
     def registration(self) -> EntraRegistration:
         with self.session() as s:
             registration = s.get(EntraRegistration, self.tenant_id)

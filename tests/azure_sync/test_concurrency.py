@@ -1,0 +1,149 @@
+"""Two connector processes' schedulers on one database, firing the same tenant's round
+at the same instant: the lease in sync_state lets exactly one of them run it, and the
+result is the same as one process running alone.
+
+Each "process" is a SyncService with its own engine (its own connections, as a second
+`connector worker` would have) and its own APScheduler BackgroundScheduler running the
+production job (`scheduler.sync_jobs` / `run_tenant`); Graph answers with some latency,
+so the two rounds would overlap if the lease let them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine, func, select
+
+from azure_sync import scheduler as jobs
+from azure_sync.service import SyncService
+from connector.config import DatabaseSettings
+from connector.db import make_engine, make_sessionmaker
+from connector.models import Event, Group, Membership, SyncRun, SyncState, User
+from tests.azure_sync.harness import Sync
+
+PAGE_LATENCY = 0.04  # seconds per Graph request: a round of ~10 pages takes ~0.5 s
+
+
+@dataclass
+class Worker:
+    """One connector process: its engine, its sync service, its scheduler."""
+
+    name: str
+    engine: Engine
+    service: SyncService
+    scheduler: BackgroundScheduler
+    executed: threading.Event
+
+
+@pytest.fixture
+def workers(sync: Sync, database_url: str) -> Iterator[list[Worker]]:
+    made = []
+    for name in ("worker-a", "worker-b"):
+        engine = make_engine(DatabaseSettings(url=database_url, pool_size=3))
+        service = SyncService(sync.service.settings, make_sessionmaker(engine),
+                              make_sessionmaker(engine, writes=True),
+                              verify=sync.service.http.verify)
+        scheduler = BackgroundScheduler(timezone=dt.UTC)
+        executed = threading.Event()
+
+        def done(event: JobExecutionEvent, executed: threading.Event = executed) -> None:
+            if event.job_id.startswith("sync:") and event.job_id != "sync:refresh":
+                executed.set()
+
+        scheduler.add_listener(done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        scheduler.start()
+        made.append(Worker(name, engine, service, scheduler, executed))
+    try:
+        yield made
+    finally:
+        for worker in made:
+            worker.scheduler.shutdown(wait=True)
+            worker.service.http.close()
+            worker.engine.dispose()
+
+
+def fire_together(workers: list[Worker], tenant_id: str) -> None:
+    """Schedule the tenant's production job in every worker for the same instant, and
+    wait until each has run it."""
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.3)
+    for worker in workers:
+        worker.executed.clear()
+        jobs.sync_jobs(worker.scheduler, worker.service)
+        for job in worker.scheduler.get_jobs():  # the reference tenant runs by hand
+            if job.id != jobs.job_id(tenant_id):
+                job.remove()
+        worker.scheduler.get_job(jobs.job_id(tenant_id)).modify(next_run_time=at)
+    for worker in workers:
+        assert worker.executed.wait(15), f"{worker.name} never ran the job"
+
+
+def state_of(sync: Sync, tenant_id: str) -> dict[str, Any]:
+    """What a tenant holds after sync, by Graph object id (connector ids differ between
+    tenants), with its events counted by kind."""
+    with sync.session() as s:
+        users = {u.external_id: (u.user_name, u.display_name, u.active, u.in_deleted_list,
+                                 u.guest, u.removed_at is None, repr(sorted(u.data.items())))
+                 for u in s.scalars(select(User).where(User.tenant_id == tenant_id))}
+        by_id = dict(s.execute(select(User.id, User.external_id).where(
+            User.tenant_id == tenant_id)).all())
+        groups = dict(s.execute(select(Group.id, Group.external_id).where(
+            Group.tenant_id == tenant_id)).all())
+        members = sorted((groups[g], by_id.get(m, groups.get(m))) for g, m in s.execute(
+            select(Membership.group_id, Membership.member_id).where(
+                Membership.tenant_id == tenant_id)).all())
+        events = Counter(dict(s.execute(select(Event.kind, func.count()).where(
+            Event.tenant_id == tenant_id, Event.kind.like("user.%"))
+            .group_by(Event.kind)).all()))
+    return {"users": users, "groups": sorted(groups.values()), "members": members,
+            "events": events}
+
+
+def test_two_schedulers_run_each_round_exactly_once(sync: Sync, workers: list[Worker]
+                                                    ) -> None:
+    entra = sync.entra
+    seeded = entra.seed_users(1800)  # 9 pages of 200
+    team = entra.create_group("Team", members=seeded[:30])
+    # The same directory synced by one process alone, round for round, into a second
+    # tenant: the reference for "the same as one uninterrupted run".
+    alone = sync.clone_tenant("Alone")
+
+    sync.graph.knobs.latency = PAGE_LATENCY
+    fire_together(workers, sync.tenant_id)
+    with sync.session() as s:
+        runs = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == sync.tenant_id)))
+        state = s.get(SyncState, sync.tenant_id)
+        assert state is not None and state.lease_owner is None and state.run_id is None
+    assert [(r.kind, r.status) for r in runs] == [("full", "succeeded")]
+    assert sync.graph.counters["pages:users"] == 9  # one process read the 9 pages
+    sync.graph.knobs.latency = 0
+    assert alone.run().status == "succeeded"
+    assert state_of(sync, sync.tenant_id) == state_of(alone, alone.tenant_id)
+
+    # Changes, then both fire again: one incremental round, the same as alone.
+    entra.disable_user(seeded[5])
+    entra.update_user(seeded[6], displayName="Renamed")
+    entra.add_user("new@contoso.example")
+    entra.remove_members(team, seeded[:3])
+    sync.graph.knobs.latency = PAGE_LATENCY
+    users_pages = sync.graph.counters["pages:users"]
+    fire_together(workers, sync.tenant_id)
+    assert sync.graph.counters["pages:users"] == users_pages + 1
+    with sync.session() as s:
+        kinds = [(r.kind, r.status) for r in s.scalars(
+            select(SyncRun).where(SyncRun.tenant_id == sync.tenant_id).order_by(SyncRun.id))]
+    assert kinds == [("full", "succeeded"), ("incremental", "succeeded")]
+    sync.graph.knobs.latency = 0
+    assert alone.run().status == "succeeded"
+    got = state_of(sync, sync.tenant_id)
+    assert got == state_of(alone, alone.tenant_id)
+    assert got["events"]["user.created"] == 1801 and got["events"]["user.status"] == 1
+    assert sync.users()[seeded[5]].active is False
+    assert len(got["members"]) == 27
