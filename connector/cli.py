@@ -1,4 +1,4 @@
-"""The `connector` command: migrate, serve, bootstrap, tenants."""
+"""The `connector` command: migrate, serve, bootstrap, tenants, sync, billing."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="print a new key for azure_sync.encryption_key")
     p.set_defaults(handler=cmd_keygen)
 
-    p = sub.add_parser("worker", help="run the Entra sync scheduler (no web server)")
+    p = sub.add_parser("worker", help="run the Entra sync and month-close scheduler "
+                       "(no web server)")
     p.set_defaults(handler=cmd_worker)
 
     sync = sub.add_parser("sync", help="Entra ID sync: register an app, run a round, status")
@@ -98,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     p = ssub.add_parser("status", help="registrations, last rounds, quarantine")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_sync_status)
+
+    from billing import cli as billing_cli  # the packages' commands are wired here
+
+    billing_cli.add_commands(sub)
 
     admin = sub.add_parser("admin", help="create admin accounts, reset passwords")
     asub = admin.add_subparsers(metavar="ACTION")
@@ -165,6 +170,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 from azure_sync import scheduler
 
                 scheduler.start(_sync_service(settings))  # type: ignore[arg-type]
+            if settings.billing.scheduler_in_web:
+                _start_billing(settings)
             settle_memory()
             return app
 
@@ -344,15 +351,24 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
 
     service = _sync_service(settings)
     running = scheduler.start(service)  # type: ignore[arg-type]
+    closing = _start_billing(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print("Sync worker running: one round per registered tenant every interval. "
-          "Ctrl-C stops.", flush=True)
+    print("Worker running: one Entra sync round per registered tenant every interval, "
+          "and month closes when they are due. Ctrl-C stops.", flush=True)
     stop.wait()
     running.shutdown(wait=True)
+    closing.shutdown(wait=True)
     print("Sync worker stopped.")
     return 0
+
+
+def _start_billing(settings: Settings) -> object:
+    from billing import scheduler as billing_scheduler
+
+    engine = db.make_engine(settings.database)
+    return billing_scheduler.start(db.make_sessionmaker(engine, writes=True), settings.billing)
 
 
 def cmd_sync_register(settings: Settings, args: argparse.Namespace) -> int:

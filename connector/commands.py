@@ -37,6 +37,9 @@ class UserFields:
     external_company_guest: bool = False
     admin: bool = False
     modules: tuple[str, ...] | None = None  # None: leave as they are
+    # The frontline plan's attributes (desklessPercent, paidHourly, hasEmail,
+    # frontlineRole); None: leave as they are.
+    frontline: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,30 @@ class AzureSyncSettings:
 
 
 @dataclass(frozen=True)
+class BillingSettings:
+    grace_minutes: int = setting(
+        60,
+        "Collection window: a month closes this many minutes after its boundary, so that "
+        "writes in flight at midnight are in (Stripe waits 1 hour, Orb 12). A tenant fed "
+        "by Entra sync also waits for a sync round that started after the boundary.",
+    )
+    adjustment_months: int = setting(
+        2,
+        "How many closed months a close looks back at for late events: what was learned "
+        "after those months closed becomes adjustment lines. Older late events are listed "
+        "in the close report, not adjusted.",
+    )
+    scheduler_in_web: bool = setting(
+        True,
+        "Close due months from `connector serve` (the embedded default). Turn off when "
+        "`connector worker` processes run the scheduler instead.",
+    )
+    close_check_minutes: int = setting(
+        15, "How often the scheduler looks for months that are due to close."
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -186,6 +210,7 @@ class Settings:
     scim: ScimSettings = field(default_factory=ScimSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     azure_sync: AzureSyncSettings = field(default_factory=AzureSyncSettings)
+    billing: BillingSettings = field(default_factory=BillingSettings)
 
 
 _SECTION_TYPES = {
@@ -195,6 +220,7 @@ _SECTION_TYPES = {
     "scim": ScimSettings,
     "admin": AdminSettings,
     "azure_sync": AzureSyncSettings,
+    "billing": BillingSettings,
 }
 
 

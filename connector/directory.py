@@ -103,6 +103,11 @@ def _forget_extras(session: Session, _transaction: Any) -> None:
     session.info.pop(EXTRAS, None)
 
 
+def _frontline_value(fields: UserFields) -> dict[str, Any]:
+    # Only users with frontline attributes carry them in their creation event.
+    return {"frontline": fields.frontline} if fields.frontline else {}
+
+
 def _emits_events(method: Any) -> Any:
     """Events a directory call records go out together, in order, when it returns (one
     INSERT instead of one per event); a call that fails writes none of them."""
@@ -199,7 +204,7 @@ class Directory:
             "userName": user.user_name, "active": user.active, "idp_active": user.idp_active,
             "in_deleted_list": user.in_deleted_list, "guest": user.guest,
             "external_company_guest": user.external_company_guest, "admin": user.admin,
-            "modules": list(modules),
+            "modules": list(modules), **_frontline_value(fields),
         })
         return user
 
@@ -229,7 +234,8 @@ class Directory:
                 "active": state.active, "idp_active": state.idp_active,
                 "in_deleted_list": state.in_deleted_list, "guest": fields.guest,
                 "external_company_guest": fields.external_company_guest,
-                "admin": fields.admin, "origin": str(self.ctx.source), "removed_at": None,
+                "admin": fields.admin, "frontline": fields.frontline or None,
+                "origin": str(self.ctx.source), "removed_at": None,
                 "purged_at": None, "seen_in_run": seen_in_run, "created_at": now,
                 "modified_at": now, "version": 1, "data": fields.data})
             values += [{"tenant_id": self.tenant.id, "user_id": user_id, "attr": v.attr,
@@ -241,7 +247,7 @@ class Directory:
                 "userName": fields.user_name, "active": state.active,
                 "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
                 "guest": fields.guest, "external_company_guest": fields.external_company_guest,
-                "admin": fields.admin, "modules": []})
+                "admin": fields.admin, "modules": [], **_frontline_value(fields)})
         db.insert_many(self.session, User.__table__, users)
         db.insert_many(self.session, UserValue.__table__, values)
         counters.add_live_users(self.session, self.tenant.id, len(users))
@@ -276,7 +282,8 @@ class Directory:
             select(Membership.group_id).where(Membership.tenant_id == self.tenant.id,
                                               Membership.member_id == user.id)))
         for group_id in groups:
-            self._event(group_id, events.MEMBER_REMOVED, user.id, None, subject_type="group")
+            self._event(group_id, events.MEMBER_REMOVED, user.id, None, subject_type="group",
+                        object_id=user.id)
         self.session.execute(delete(Membership).where(Membership.tenant_id == self.tenant.id,
                                                       Membership.member_id == user.id))
         # Assignment rows exist for live users only (so "who has module X" needs no
@@ -408,6 +415,44 @@ class Directory:
         return changed
 
     @_emits_events
+    def invite_user(self, user: User) -> bool:
+        """Invite a user to claim its account (what the `invited` billing policy counts).
+        Returns whether anything changed: inviting twice is one invitation."""
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted.")
+        if user.invited_at is not None:
+            return False
+        user.invited_at = self.ctx.now
+        self._event(user.id, events.USER_INVITED, False, True)
+        self._touch(user)
+        return True
+
+    @_emits_events
+    def claim_user(self, user: User) -> bool:
+        """Record that a user claimed its account; claiming implies the invitation."""
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted.")
+        if user.claimed_at is not None:
+            return False
+        self.invite_user(user)
+        user.claimed_at = self.ctx.now
+        self._event(user.id, events.USER_CLAIMED, False, True)
+        self._touch(user)
+        return True
+
+    @_emits_events
+    def set_user_frontline(self, user: User, attributes: dict[str, Any]) -> bool:
+        """An admin sets the frontline plan's attributes of a user."""
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted.")
+        if attributes == (user.frontline or {}):
+            return False
+        self._event(user.id, events.USER_FRONTLINE, user.frontline or {}, attributes)
+        user.frontline = attributes or None
+        self._touch(user)
+        return True
+
+    @_emits_events
     def set_user_modules(self, user: User, modules: Sequence[str]) -> bool:
         if user.removed_at is not None:
             raise NotFound(f"User {user.id} was deleted.")
@@ -467,6 +512,7 @@ class Directory:
         user.guest = fields.guest
         user.external_company_guest = fields.external_company_guest
         user.admin = fields.admin
+        user.frontline = fields.frontline or None
 
     def _update_profile(self, user: User, fields: UserFields) -> bool:
         before = {"userName": user.user_name, "externalId": user.external_id,
@@ -501,6 +547,10 @@ class Directory:
                 setattr(user, attr, new)
                 self._event(user.id, kind, old, new)
                 changed = True
+        if fields.frontline is not None and fields.frontline != (user.frontline or {}):
+            self._event(user.id, events.USER_FRONTLINE, user.frontline or {}, fields.frontline)
+            user.frontline = fields.frontline or None
+            changed = True
         return changed
 
     def _apply_status(self, user: User, said_active: bool) -> bool:
@@ -678,7 +728,8 @@ class Directory:
             Membership(tenant_id=self.tenant.id, group_id=group.id, member_id=m,
                        member_type=types[m], created_at=self.ctx.now) for m in new)
         for member_id in new:
-            self._event(group.id, events.MEMBER_ADDED, None, member_id, subject_type="group")
+            self._event(group.id, events.MEMBER_ADDED, None, member_id, subject_type="group",
+                        object_id=member_id)
         return bool(new)
 
     def _remove_members(self, group: Group, member_ids: Sequence[str]) -> bool:
@@ -693,7 +744,8 @@ class Directory:
             Membership.tenant_id == self.tenant.id, Membership.group_id == group.id,
             Membership.member_id.in_(present)))
         for member_id in present:
-            self._event(group.id, events.MEMBER_REMOVED, member_id, None, subject_type="group")
+            self._event(group.id, events.MEMBER_REMOVED, member_id, None, subject_type="group",
+                        object_id=member_id)
         return True
 
     def _member_types(self, group: Group, ids: Sequence[str]) -> dict[str, str]:
@@ -732,8 +784,9 @@ class Directory:
         row.modified_at = self.ctx.now
 
     def _event(self, subject_id: str, kind: str, old: Any, new: Any,
-               subject_type: str = "user") -> None:
-        row = events.row(self.ctx, subject_type, subject_id, kind, old, new)
+               subject_type: str = "user", object_id: str | None = None) -> None:
+        row = events.row(self.ctx, subject_type, subject_id, kind, old, new,
+                         object_id=object_id)
         if self._pending is None:  # outside a public call: write at once
             events.record_many(self.session, [row])
         else:

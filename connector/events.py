@@ -26,6 +26,9 @@ USER_EXTERNAL_GUEST = "user.external_guest"
 USER_ADMIN = "user.admin"
 USER_MODULES = "user.modules"
 USER_PROFILE = "user.profile"  # userName / externalId / displayName changed
+USER_INVITED = "user.invited"  # invited to claim an account (billing: `invited` policy)
+USER_CLAIMED = "user.claimed"  # claimed the account it was invited to
+USER_FRONTLINE = "user.frontline"  # the frontline plan's attributes changed
 GROUP_CREATED = "group.created"
 GROUP_RENAMED = "group.renamed"
 GROUP_REMOVED = "group.removed"
@@ -69,8 +72,10 @@ def record(
 
 
 def row(ctx: WriteContext, subject_type: str, subject_id: str, kind: str, old: Any = None,
-        new: Any = None, effective_at: dt.datetime | None = None) -> dict[str, Any]:
-    """One event's column values, for `record_many`."""
+        new: Any = None, effective_at: dt.datetime | None = None,
+        object_id: str | None = None) -> dict[str, Any]:
+    """One event's column values, for `record_many`. `object_id` is the other party of
+    a relation (the member of a membership event)."""
     return {
         "tenant_id": ctx.tenant_id,
         "subject_type": subject_type,
@@ -83,6 +88,7 @@ def row(ctx: WriteContext, subject_type: str, subject_id: str, kind: str, old: A
         "source": str(ctx.source),
         "actor": ctx.actor,
         "correlation_id": ctx.correlation_id,
+        "object_id": object_id,
     }
 
 

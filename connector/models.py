@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
@@ -141,6 +142,12 @@ class User(Base):
     # A guest from another company in a multi-company group: never billed.
     external_company_guest: Mapped[bool] = mapped_column(Boolean, default=False)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The frontline plan's attributes (billing): desklessPercent, paidHourly, hasEmail,
+    # frontlineRole, as far as a writer gave them.
+    frontline: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Invited to claim an account, and claimed it (billing's `invited` policy).
+    invited_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Who created the user: scim | entra_sync | admin.
     origin: Mapped[str] = mapped_column(String(16))
     # Set by SCIM DELETE or a Graph @removed entry: hidden from directory views,
@@ -362,10 +369,21 @@ class Event(Base):
     source: Mapped[str] = mapped_column(String(16))  # scim | entra_sync | admin | system
     actor: Mapped[str] = mapped_column(String(200))
     correlation_id: Mapped[str] = mapped_column(String(64))
+    # The other party of a relation event: the member of a group.member_added/removed
+    # event. Indexed, so a month close reads a user's memberships by the user.
+    object_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
     __table_args__ = (
         Index("ix_events_subject", "tenant_id", "subject_id", "effective_at"),
         Index("ix_events_tenant_recorded", "tenant_id", "recorded_at"),
+        Index(
+            "ix_events_object",
+            "tenant_id",
+            "object_id",
+            "effective_at",
+            sqlite_where=text("object_id IS NOT NULL"),
+            postgresql_where=text("object_id IS NOT NULL"),
+        ),
     )
 
 
@@ -548,3 +566,142 @@ class SyncStaged(Base):
     object_id: Mapped[str] = mapped_column(String(512))
     action: Mapped[str] = mapped_column(String(16))  # disable | soft_delete | hard_delete | sweep
     user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
+class BillingProfile(Base):
+    """A tenant's billing info (PRODUCT.md, "Billing"): what its invoices say and how its
+    months are counted. The time zone is the tenant's own (`tenants.time_zone`)."""
+
+    __tablename__ = "billing_profiles"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    company_name: Mapped[str] = mapped_column(String(200), default="")
+    reference_number: Mapped[str] = mapped_column(String(100), default="")
+    customer_type: Mapped[str] = mapped_column(String(100), default="")
+    industry: Mapped[str] = mapped_column(String(100), default="")
+    po_number: Mapped[str] = mapped_column(String(100), default="")
+    policy: Mapped[str] = mapped_column(String(32), default="active_with_module")
+    # The trial's last free day; billing starts on the 1st of the following month.
+    trial_ends_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    non_profit: Mapped[bool] = mapped_column(Boolean, default=False)
+    # [{"unit": "Hybrid" | "user", "plan": "standard" | "frontline", "price": "4.50"}]
+    prices: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class BillingClose(Base):
+    """One closed month of one tenant (or an attempt at closing it).
+
+    Closing writes its lines in batches under state `building`, then flips the row to
+    `closed` in one short transaction. The partial unique index on (tenant, month,
+    version) over rows that are not `building` is what makes a close exactly-once
+    across processes: a second process's flip fails, and its attempt is deleted. A
+    reissue is the next version; the one it replaces becomes `superseded` and stays
+    readable. Everything that went into the result is frozen here and in the hash.
+    """
+
+    __tablename__ = "billing_closes"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(12))  # building | closed | superseded
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    closed_by: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # a reissue's reason
+    window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    window_end: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # Events and activity recorded up to here are in; the high-water marks name the
+    # last event and activity row that were.
+    cutoff: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    event_high_water: Mapped[int] = mapped_column(EventId, default=0)
+    activity_high_water: Mapped[int] = mapped_column(EventId, default=0)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    users_counted: Mapped[int] = mapped_column(Integer, default=0)
+    users_billable: Mapped[int] = mapped_column(Integer, default=0)
+    totals: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    invoice: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the close noticed: late events too old to adjust, a quarantined sync…
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        Index(
+            "uq_billing_closes_version",
+            "tenant_id",
+            "month",
+            "version",
+            unique=True,
+            sqlite_where=text("state <> 'building'"),
+            postgresql_where=text("state <> 'building'"),
+        ),
+        Index("ix_billing_closes_tenant_month", "tenant_id", "month", "version"),
+    )
+
+
+class BillingLine(Base):
+    """One user's decision in a close: billable or not, why, under which plan, for what."""
+
+    __tablename__ = "billing_lines"
+
+    close_id: Mapped[int] = mapped_column(
+        ForeignKey("billing_closes.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(512))
+    billable: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(32))
+    plan: Mapped[str] = mapped_column(String(16))
+    audience: Mapped[str] = mapped_column(String(8))
+    modules: Mapped[str] = mapped_column(Text, default="")  # effective, "\x1f"-joined
+    units: Mapped[str] = mapped_column(Text, default="")  # priced units, "\x1f"-joined
+
+
+class BillingAdjustment(Base):
+    """A correction to an earlier closed month, issued by a later close: a reversal (-1)
+    of what was billed or the corrected line (+1), priced at that month's prices."""
+
+    __tablename__ = "billing_adjustments"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    close_id: Mapped[int] = mapped_column(ForeignKey("billing_closes.id", ondelete="CASCADE"))
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    month: Mapped[str] = mapped_column(String(7))  # the month corrected
+    user_id: Mapped[str] = mapped_column(String(36))
+    user_name: Mapped[str] = mapped_column(String(512))
+    sign: Mapped[int] = mapped_column(Integer)
+    units: Mapped[str] = mapped_column(Text)
+    audience: Mapped[str] = mapped_column(String(8))
+    plan: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    amount: Mapped[str] = mapped_column(String(24))
+
+    __table_args__ = (
+        Index("ix_billing_adjustments_close", "close_id", "id"),
+        Index("ix_billing_adjustments_month_user", "tenant_id", "month", "user_id"),
+    )
+
+
+class Activity(Base):
+    """A user's sign-in, visit, chat or notification, as the workplace reported it
+    (`POST /api/v1/tenants/{id}/activity`): what the `monthly_active` policy reads.
+
+    Append-only like the event log, and kept apart from it: there can be many per user
+    and day, and only the billing close reads them.
+    """
+
+    __tablename__ = "activity_log"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(16))  # sign_in | visit | chat | notification
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_activity_user", "tenant_id", "user_id", "occurred_at"),
+        Index("ix_activity_recorded", "tenant_id", "recorded_at"),
+    )

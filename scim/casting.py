@@ -276,7 +276,20 @@ def user_fields(doc: Mapping[str, Any], complete: bool = False) -> UserFields:
         external_company_guest=bool(ext.get("externalCompanyGuest", False)),
         admin=bool(ext.get("admin", False)),
         modules=tuple(modules) if modules is not None else None,
+        frontline=frontline_attributes(ext, data),
     )
+
+
+FRONTLINE_KEYS = ("desklessPercent", "paidHourly", "hasEmail", "frontlineRole")
+
+
+def frontline_attributes(ext: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The frontline plan's attributes a SCIM user carries (billing). Without any of them
+    there is nothing to classify; with some, a missing hasEmail is read off `emails`."""
+    given = {k: ext[k] for k in FRONTLINE_KEYS if ext.get(k) is not None}
+    if given and "hasEmail" not in given:
+        given["hasEmail"] = bool(data.get("emails"))
+    return given
 
 
 def indexed_values(data: Mapping[str, Any]) -> Iterable[IndexedValue]:

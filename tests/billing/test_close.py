@@ -1,0 +1,240 @@
+"""Month close on both databases: histories written through the directory service,
+months closed, lines, totals, invoices, hashes, exactly-once, late events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from billing.calendar import Month
+from billing.close import NotDue, close_month, recompute_hash
+from connector.config import BillingSettings
+from connector.models import BillingAdjustment, BillingClose, BillingLine
+from tests.billing.history import History, at
+
+SETTINGS = BillingSettings()
+NOV, DEC = Month(2026, 11), Month(2026, 12)
+AFTER_NOV = at("2026-12-01T01:00:00")  # the end of November's collection window
+
+
+def close(h: History, month: Month, now: dt.datetime | None = None, **kw: object):
+    now = now or month.end("UTC") + dt.timedelta(hours=1)
+    return close_month(h.maker, h.tenant_id, month, SETTINGS, now, **kw)  # type: ignore[arg-type]
+
+
+def lines(h: History, close_id: int) -> dict[str, BillingLine]:
+    with h.maker() as s:
+        return {line.user_name: line for line in s.scalars(
+            select(BillingLine).where(BillingLine.close_id == close_id))}
+
+
+def test_active_with_module_counts_per_module_and_audience(engine: Engine) -> None:
+    h = History(engine)
+    h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "5.00"},
+                      {"unit": "Engage", "plan": "standard", "price": "3.25"}],
+              po_number="PO-77", company_name="Acme BV")
+    a = h.create("2026-10-05T10:00:00", "a@x.io", modules=("Hybrid", "Engage"))
+    b = h.create("2026-11-10T10:00:00", "b@x.io", guest=True)
+    group = h.group("2026-11-11T10:00:00", "Sales", modules=("Hybrid",), members=(b,))
+    c = h.create("2026-11-12T10:00:00", "c@x.io", modules=("Unify",))
+    h.set_active("2026-11-20T10:00:00", c, False)
+    h.create("2026-11-13T10:00:00", "d@x.io")  # active, no module
+    out = close(h, NOV)
+    assert out.created and out.close.state == "closed"
+    got = lines(h, out.close.id)
+    assert (got["a@x.io"].billable, got["a@x.io"].reason) == (True, "active_with_module")
+    assert got["b@x.io"].units == "Hybrid" and got["b@x.io"].audience == "guest"
+    assert (got["c@x.io"].billable, got["c@x.io"].reason) == (False, "inactive_at_end")
+    assert (got["d@x.io"].billable, got["d@x.io"].reason) == (False, "no_module")
+    totals = {(t["unit"], t["audience"]): t["count"] for t in out.close.totals}
+    assert totals == {("Engage", "regular"): 1, ("Hybrid", "regular"): 1,
+                      ("Hybrid", "guest"): 1}
+    invoice = out.close.invoice
+    assert invoice["subtotal"] == "13.25" and invoice["poNumber"] == "PO-77"
+    assert invoice["invoicePaymentEligible"] is False
+    assert out.close.users_counted == 4 and out.close.users_billable == 2
+    del a, group
+
+
+def test_closing_twice_is_one_close_and_the_hash_reproduces(engine: Engine) -> None:
+    h = History(engine)
+    h.create("2026-10-05T10:00:00", "a@x.io", modules=("Hybrid",))
+    first = close(h, NOV)
+    # Later writes (after the cut-off) change neither a second close nor a recomputation.
+    h.create("2026-12-02T10:00:00", "late@x.io", modules=("Hybrid",))
+    again = close(h, NOV, now=at("2027-02-01T00:00:00"))
+    assert not again.created and again.close.id == first.close.id
+    with h.maker() as s:
+        stored = s.get(BillingClose, first.close.id)
+        assert recompute_hash(s, stored) == first.close.content_hash
+        assert s.scalar(select(func.count()).select_from(BillingClose)) == 1
+
+
+def test_closing_late_equals_closing_on_time(engine: Engine) -> None:
+    on_time, late = History(engine, name="A"), History(engine, name="B")
+    for h in (on_time, late):
+        u = h.create("2026-10-05T10:00:00", "a@x.io", modules=("Hybrid",))
+        h.set_active("2026-11-30T23:59:59", u, False)
+        # Inside the collection window, effective after the boundary: not November's.
+        h.set_active("2026-12-01T00:30:00", u, True)
+    a = close(on_time, NOV, now=AFTER_NOV)
+    late.create("2027-01-15T10:00:00", "b@x.io", modules=("Hybrid",))
+    b = close(late, NOV, now=at("2027-03-01T00:00:00"))
+    strip = ("tenantId",)
+    assert ({k: v for k, v in a.close.inputs.items() if k not in strip}
+            == {k: v for k, v in b.close.inputs.items() if k not in strip})
+    assert a.close.totals == b.close.totals == []
+    assert [(x.billable, x.reason) for x in lines(on_time, a.close.id).values()] == \
+        [(x.billable, x.reason) for x in lines(late, b.close.id).values()] == \
+        [(False, "inactive_at_end")]
+
+
+def test_a_month_is_not_closed_before_its_collection_window(engine: Engine) -> None:
+    h = History(engine)
+    with pytest.raises(NotDue) as caught:
+        close(h, NOV, now=at("2026-12-01T00:30:00"))
+    assert "2026-12-01T01:00:00" in str(caught.value)
+
+
+def test_two_processes_closing_at_once_make_one_close(engine: Engine) -> None:
+    h = History(engine)
+    for i in range(30):
+        h.create("2026-10-05T10:00:00", f"u{i}@x.io", modules=("Hybrid",))
+    outcomes, errors = [], []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(close(h, NOV))
+        except Exception as exc:  # reported below, with the other thread's result
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(outcomes) == 2
+    assert len({o.close.id for o in outcomes}) == 1
+    with h.maker() as s:
+        assert s.scalar(select(func.count()).select_from(BillingClose)) == 1
+        assert s.scalar(select(func.count()).select_from(BillingLine)) == 30
+
+
+def test_late_activity_becomes_an_adjustment_at_the_next_close(engine: Engine) -> None:
+    h = History(engine)
+    h.billing(policy="monthly_active",
+              prices=[{"unit": "user", "plan": "standard", "price": "4.00"}])
+    a = h.create("2026-10-05T10:00:00", "a@x.io")
+    b = h.create("2026-10-05T10:00:00", "b@x.io")
+    h.activity("2026-11-03T08:00:00", a)
+    nov = close(h, NOV)
+    assert nov.close.invoice["subtotal"] == "4.00"
+    # b's November sign-in is reported in December, after November closed.
+    h.activity("2026-11-30T23:00:00", b, recorded="2026-12-05T09:00:00")
+    h.activity("2026-12-03T08:00:00", a)
+    dec = close(h, DEC)
+    assert dec.adjustments == 1
+    with h.maker() as s:
+        (adj,) = s.scalars(select(BillingAdjustment))
+        assert (adj.month, adj.user_id, adj.sign, adj.amount) == ("2026-11", b, 1, "4.00")
+        assert "activity" in adj.reason
+    assert dec.close.invoice["adjustmentsTotal"] == "4.00"
+    assert dec.close.invoice["subtotal"] == "4.00"  # December itself: a only
+    assert dec.close.invoice["total"] == "8.00"
+    # November itself never changed.
+    with h.maker() as s:
+        assert recompute_hash(s, s.get(BillingClose, nov.close.id)) == nov.close.content_hash
+    # The next close does not adjust the same thing twice.
+    jan = close(h, Month(2027, 1))
+    assert jan.adjustments == 0
+
+
+def test_a_late_status_change_is_reversed_and_corrected(engine: Engine) -> None:
+    h = History(engine)
+    h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "5.00"}])
+    a = h.create("2026-10-05T10:00:00", "a@x.io", modules=("Hybrid",))
+    close(h, NOV)
+    # An admin records in December that a left on 20 November.
+    h.late_event("2026-11-20T00:00:00", "2026-12-10T00:00:00", a, "user.status", True, False)
+    dec = close(h, DEC)
+    with h.maker() as s:
+        rows = list(s.scalars(select(BillingAdjustment).order_by(BillingAdjustment.id)))
+    assert [(r.month, r.sign, r.amount) for r in rows] == [("2026-11", -1, "-5.00")]
+    assert dec.close.invoice["adjustmentsTotal"] == "-5.00"
+
+
+def test_late_events_beyond_the_lookback_are_reported_not_adjusted(engine: Engine) -> None:
+    h = History(engine)
+    a = h.create("2026-08-05T10:00:00", "a@x.io", modules=("Hybrid",))
+    for month in (Month(2026, 9), Month(2026, 10), NOV):
+        close(h, month)
+    h.late_event("2026-09-20T00:00:00", "2026-12-10T00:00:00", a, "user.status", True, False)
+    dec = close(h, DEC)
+    # a left on 20 September: November and October (the two months looked back at)
+    # are reversed; September is too old and only reported.
+    with h.maker() as s:
+        adjusted = sorted(s.scalars(select(BillingAdjustment.month)))
+    assert adjusted == ["2026-10", "2026-11"]
+    report = dec.close.report
+    assert report["lateUnadjustedUsers"] == 1
+    assert report["lateUnadjusted"][0]["month"] == "2026-09"
+
+
+def test_reissue_is_a_new_version_and_the_old_one_stays(engine: Engine) -> None:
+    h = History(engine)
+    h.create("2026-10-05T10:00:00", "a@x.io", modules=("Hybrid",))
+    first = close(h, NOV)
+    h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "9.00"}])
+    second = close(h, NOV, now=at("2026-12-03T00:00:00"), actor="partner@x.io",
+                   reissue_reason="price list was missing")
+    assert second.created and second.close.version == 2
+    assert second.close.invoice["subtotal"] == "9.00"
+    with h.maker() as s:
+        old = s.get(BillingClose, first.close.id)
+        assert old.state == "superseded" and old.invoice["subtotal"] == "0.00"
+    assert len(lines(h, first.close.id)) == 1
+
+
+def test_whole_month_and_trial(engine: Engine) -> None:
+    h = History(engine)
+    h.billing(policy="whole_month", trial_ends_on="2026-10-18",
+              prices=[{"unit": "user", "plan": "standard", "price": "2.00"}])
+    a = h.create("2026-09-05T10:00:00", "a@x.io")
+    b = h.create("2026-11-01T00:00:00", "b@x.io")  # created at the boundary: November's
+    c = h.create("2026-09-05T10:00:00", "c@x.io")
+    h.set_active("2026-11-10T00:00:00", c, False)
+    h.set_active("2026-11-11T00:00:00", c, True)
+    oct_ = close(h, Month(2026, 10))
+    assert {x.reason for x in lines(h, oct_.close.id).values()} == {"trial"}
+    nov = close(h, NOV)
+    got = lines(h, nov.close.id)
+    assert (got["a@x.io"].billable, got["b@x.io"].billable, got["c@x.io"].billable) == \
+        (True, False, False)
+    assert nov.close.invoice["subtotal"] == "2.00"
+    del a, b
+
+
+def test_frontline_guest_and_non_profit(engine: Engine) -> None:
+    h = History(engine)
+    h.billing(policy="invited", non_profit=True,
+              prices=[{"unit": "user", "plan": "frontline", "price": "1.00"},
+                      {"unit": "user", "plan": "standard", "price": "6.00"}])
+    f = h.create("2026-10-05T10:00:00", "f@x.io",
+                 frontline={"desklessPercent": 50, "frontlineRole": "medical"})
+    g = h.create("2026-10-05T10:00:00", "g@x.io", guest=True, external_guest=True)
+    p = h.create("2026-10-05T10:00:00", "p@x.io")  # provisioned, never invited
+    for user in (f, g):
+        h.invite("2026-11-02T10:00:00", user)
+    h.invite("2026-11-03T10:00:00", p, claim=False)
+    h.remove("2026-11-04T10:00:00", p)
+    out = close(h, NOV)
+    got = lines(h, out.close.id)
+    assert (got["f@x.io"].billable, got["f@x.io"].plan) == (True, "frontline")
+    assert (got["g@x.io"].billable, got["g@x.io"].reason) == (False, "external_company_guest")
+    assert (got["p@x.io"].billable, got["p@x.io"].reason) == (False, "removed")
+    assert out.close.invoice["total"] == "0.00" and out.close.invoice["nonProfit"] is True
