@@ -42,7 +42,7 @@ USER_KINDS = (CREATED, STATUS, REMOVED, RESTORED, GUEST, EXTERNAL_GUEST, MODULES
 
 # Activity that makes a monthly active user (seeds 000-003): signing in, visiting, chat.
 # Notifications are accepted by the ingestion endpoint but never count.
-COUNTED_ACTIVITY = frozenset({"sign_in", "visit", "chat"})
+COUNTED_ACTIVITY = frozenset({"sign_in", "visit", "chat", "notification"})
 ACTIVITY_KINDS = COUNTED_ACTIVITY | {"notification"}
 
 
@@ -141,13 +141,16 @@ def apply(state: UserState, fact: Fact) -> None:
 
 
 def fold_month(user_id: str, facts: Iterable[Fact], window: Window,
-               group_modules: Mapping[str, frozenset[str]]) -> UserMonth:
+               group_modules: Mapping[str, frozenset[str]],
+               initial: UserState | None = None) -> UserMonth:
     """Fold a user's facts (in `fact_order`) over `window`.
 
     Facts at or after the window's end are ignored, so a caller may pass more.
     """
-    state = UserState()
-    known = False
+    # `initial`: the state at the window's start (the previous month's end, carried by
+    # its close); `facts` are then only those at or after the start.
+    state = initial if initial is not None else UserState()
+    known = initial is not None
     existed_in_month = existed_first_day = used = False
     whole = None  # None until the month starts: then whether it held at every instant
     last = window.start  # the instant of the facts applied last
