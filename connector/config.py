@@ -200,6 +200,43 @@ class BillingSettings:
     close_check_minutes: int = setting(
         15, "How often the scheduler looks for months that are due to close."
     )
+    mail_host: str = setting(
+        "",
+        "SMTP server of the monthly e-mail report (sent after each close, with the billed "
+        "users and the invoice attached). Empty: no e-mail report.",
+    )
+    mail_port: int = setting(587, "Port of the SMTP server (587 STARTTLS, 465 TLS, 25 none).")
+    mail_security: str = setting(
+        "starttls",
+        "none, starttls (upgrade the connection, refuse to go on without it) or tls "
+        "(TLS from the first byte).",
+    )
+    mail_ca_file: str = setting(
+        "", "CA bundle the SMTP server's certificate is verified with; empty: the system's."
+    )
+    mail_username: str = setting("", "SMTP AUTH user name; empty: no AUTH.")
+    # Out of the settings' repr: a logged settings object must not carry it.
+    mail_password: str = field(default="", repr=False, metadata={"doc": (
+        "SMTP AUTH password. Never logged; prefer the environment "
+        "(CONNECTOR_BILLING__MAIL_PASSWORD) to the file.")})
+    mail_from: str = setting("", "The report's From address, e.g. billing@partner.example.")
+    mail_recipients: str = setting(
+        "", "Comma-separated addresses the report goes to. Empty: no e-mail report."
+    )
+    mail_retry_minutes: int = setting(
+        15,
+        "Wait before retrying a report that could not be sent; doubled after each "
+        "failure (at most a day). A failed send never holds up a close.",
+    )
+    mail_max_attempts: int = setting(
+        10, "Attempts after which a report is given up (logged as an error)."
+    )
+    mail_timeout_seconds: int = setting(30, "Timeout of each SMTP connection and command.")
+    mail_attachment_max_bytes: int = setting(
+        10_000_000,
+        "Billed-users attachments larger than this together are left out (the e-mail says "
+        "so; download them from the admin UI): mail servers refuse large messages.",
+    )
 
 
 @dataclass(frozen=True)
