@@ -28,6 +28,7 @@ from billing import invoice as inv
 from billing import reader
 from billing.calendar import Month, Window
 from billing.fold import fold_month
+from billing.mail import enqueue_for
 from billing.policies import POLICIES, Decision, Policy, decide_user
 from billing.profiles import load_profile
 from billing.snapshot import ENGINE_VERSION, ContentHash
@@ -275,6 +276,9 @@ def _build(maker: sessionmaker[Session], attempt_id: int, inputs: CloseInputs,
                 invoice=month_invoice.as_json(), report=report))
             if adjustments:
                 s.execute(BillingAdjustment.__table__.insert(), adjustments)
+            # The monthly e-mail report (billing/mail.py), queued with the flip: sent
+            # later by the scheduler, so SMTP never holds up or fails a close.
+            enqueue_for(s, settings, attempt_id, now)
             s.commit()
         except IntegrityError:
             s.rollback()

@@ -68,7 +68,7 @@ USER_COLUMNS = Heading(("first name", "last name", "e-mail", "username", "status
 BILLED_COLUMNS = Heading(("username", "first name", "last name", "e-mail", "user id",
                           "billable", "reason", "plan", "audience", "modules",
                           "billed units"))
-INVOICE_LINE_COLUMNS = Heading(("line", "description", "month corrected", "unit",
+INVOICE_LINE_COLUMNS = Heading(("kind", "description", "month corrected", "unit",
                                 "audience", "plan", "quantity", "unit price", "amount"))
 
 

@@ -705,3 +705,30 @@ class Activity(Base):
         Index("ix_activity_user", "tenant_id", "user_id", "occurred_at"),
         Index("ix_activity_recorded", "tenant_id", "recorded_at"),
     )
+
+
+class BillingMailOutbox(Base):
+    """The monthly e-mail report of one close, waiting to be sent (billing/mail.py).
+
+    Written in the close's own flip transaction, so a close that stands always has its
+    report and a close that lost has none; sent later by the scheduler, so an SMTP
+    server that is down never holds up or fails a close. A sender claims a row by
+    moving `next_attempt_at` past its lease (a compare-and-set on `attempts`).
+    """
+
+    __tablename__ = "billing_mail_outbox"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    close_id: Mapped[int] = mapped_column(
+        ForeignKey("billing_closes.id", ondelete="CASCADE"), unique=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    month: Mapped[str] = mapped_column(String(7))
+    state: Mapped[str] = mapped_column(String(8))  # pending | sent | failed
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    sent_to: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_billing_mail_outbox_due", "state", "next_attempt_at"),)
