@@ -42,7 +42,7 @@ USER_KINDS = (CREATED, STATUS, REMOVED, RESTORED, GUEST, EXTERNAL_GUEST, MODULES
 
 # Activity that makes a monthly active user (seeds 000-003): signing in, visiting, chat.
 # Notifications are accepted by the ingestion endpoint but never count.
-COUNTED_ACTIVITY = frozenset({"sign_in", "visit", "chat", "notification"})
+COUNTED_ACTIVITY = frozenset({"sign_in", "visit", "chat"})
 ACTIVITY_KINDS = COUNTED_ACTIVITY | {"notification"}
 
 
