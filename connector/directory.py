@@ -33,6 +33,7 @@ from connector.errors import (
     WrongProvisioningPath,
 )
 from connector.events import WriteContext
+from connector.ids import new_id
 from connector.models import (
     Event,
     Group,
@@ -181,7 +182,7 @@ class Directory:
         modules = self._known_modules(fields.modules or ())
         now = self.ctx.now
         user = User(
-            tenant_id=self.tenant.id, id=str(uuid.uuid4()), origin=str(self.ctx.source),
+            tenant_id=self.tenant.id, id=new_id(), origin=str(self.ctx.source),
             created_at=now, modified_at=now, version=1, removed_at=None,
             active=state.active, idp_active=state.idp_active,
             in_deleted_list=state.in_deleted_list,
@@ -223,7 +224,7 @@ class Directory:
         users, values, ids = [], [], []
         for fields in many:
             state = initial_state(self.policy, self.ctx.source, fields.active)
-            user_id = str(uuid.uuid4())
+            user_id = new_id()  # time-ordered: see connector/ids.py
             ids.append(user_id)
             users.append({
                 "tenant_id": self.tenant.id, "id": user_id, "user_name": fields.user_name,
