@@ -52,10 +52,10 @@ def _instant(value: Any, where: str) -> dt.datetime:
     if isinstance(value, str):
         try:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            return parsed.astimezone(dt.UTC)
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(dt.UTC)
+        except (ValueError, OverflowError):
+            pass
     raise InvalidSetting(f"{where}.occurredAt must be an ISO 8601 instant with a time zone, "
                          "e.g. 2026-11-03T08:15:00Z.")
 

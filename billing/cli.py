@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from billing import close as closing
 from billing.calendar import InvalidMonth, Month
+from billing.overview import adjustment_json, close_json
 from connector import db, migrate
 from connector.config import ConfigError, Settings
 from connector.models import BillingAdjustment, BillingClose, Tenant
@@ -46,6 +47,18 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--tenant", required=True, metavar="TENANT_ID")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_preview)
+    reporting = sub.add_parser("reporting", help="provisioning keys of the reporting API")
+    rsub = reporting.add_subparsers(metavar="ACTION")
+    p = rsub.add_parser("create-key", help="make a provisioning key (shown once)")
+    p.add_argument("name", help="who or what uses it, e.g. 'Power BI'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_create_key)
+    p = rsub.add_parser("list-keys", help="list provisioning keys (never the keys)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_list_keys)
+    p = rsub.add_parser("revoke-key", help="revoke a provisioning key")
+    p.add_argument("key_id")
+    p.set_defaults(handler=cmd_revoke_key)
     p = bsub.add_parser("show", help="a closed month: totals, invoice, adjustments")
     p.add_argument("--tenant", required=True, metavar="TENANT_ID")
     p.add_argument("--month", required=True, metavar="YYYY-MM")
@@ -232,18 +245,55 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def close_json(close: BillingClose) -> dict[str, Any]:
-    return {"tenantId": close.tenant_id, "month": close.month, "version": close.version,
-            "state": close.state, "closedAt": close.closed_at.isoformat()
-            if close.closed_at else None, "closedBy": close.closed_by, "reason": close.reason,
-            "hash": close.content_hash, "cutoff": close.cutoff.isoformat(),
-            "windowStart": close.window_start.isoformat(),
-            "windowEnd": close.window_end.isoformat(), "usersCounted": close.users_counted,
-            "usersBillable": close.users_billable, "totals": close.totals,
-            "invoice": close.invoice, "inputs": close.inputs, "report": close.report}
+def cmd_create_key(settings: Settings, args: argparse.Namespace) -> int:
+    from billing import reporting
+
+    _, writer = _makers(settings)
+    with writer() as s:
+        try:
+            row, key = reporting.create_key(s, args.name, "cli", _now())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        s.commit()
+        data = {**reporting.key_json(row), "key": key}
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    print(f"Provisioning key {data['id']} ({data['name']}) made. The key, shown this once:")
+    print(f"  {key}")
+    print("Use it as 'Authorization: Bearer <key>' on /reporting/v1/… (e.g. "
+          "GET /reporting/v1/months). To rotate it, make a new one, switch the BI tool "
+          "over, then: connector reporting revoke-key " + data["id"])
+    return 0
 
 
-def adjustment_json(a: BillingAdjustment) -> dict[str, Any]:
-    return {"month": a.month, "userId": a.user_id, "userName": a.user_name, "sign": a.sign,
-            "units": [u for u in a.units.split(closing.SEP) if u], "audience": a.audience,
-            "plan": a.plan, "reason": a.reason, "amount": a.amount}
+def cmd_list_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from billing import reporting
+    from connector.models import ReportingKey
+
+    reader, _ = _makers(settings)
+    with reader() as s:
+        rows = [reporting.key_json(r) for r in s.scalars(
+            select(ReportingKey).order_by(ReportingKey.created_at))]
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print("No provisioning key yet: connector reporting create-key NAME")
+    for row in [] if args.json else rows:
+        state = f"revoked {row['revokedAt']}" if row["revokedAt"] else "active"
+        print(f"{row['id']}  {row['name']}  {row['hint']}  made {row['createdAt']}  {state}")
+    return 0
+
+
+def cmd_revoke_key(settings: Settings, args: argparse.Namespace) -> int:
+    from billing import reporting
+
+    _, writer = _makers(settings)
+    with writer() as s:
+        row = reporting.revoke_key(s, args.key_id, _now())
+        if row is None:
+            raise ConfigError(f"No provisioning key {args.key_id}: see connector reporting "
+                              "list-keys.")
+        s.commit()
+    print(f"Provisioning key {args.key_id} is revoked: requests with it now get 401.")
+    return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from billing import carry as carry_codec
 from billing import invoice as inv
 from billing import reader
 from billing.calendar import Month, Window
@@ -212,31 +213,63 @@ def _activity_high_water(s: Session, inputs: CloseInputs) -> int:
         .order_by(Activity.recorded_at.desc(), Activity.id.desc()).limit(1)) or 0
 
 
-def fold_tenant(session: Session, inputs: CloseInputs, progress: Progress | None = None
-                ) -> Iterator[list[tuple[Decision, str]]]:
+def fold_tenant(session: Session, inputs: CloseInputs, progress: Progress | None = None,
+                carry: bool = True) -> Iterator[list[tuple[Decision, str, str]]]:
     """Every user's decision for the month, a chunk at a time, in user id order; each
-    with the user's name as of the month's end. Users with no account during the month
-    have none."""
+    with the user's name as of the month's end and its state then (for the next close).
+    Users with no account during the month have none.
+
+    With `carry` and the previous month closed under the same zone and engine, each user
+    starts from the state that close kept, and only the month's events are read; users
+    something late was learned about, or with no kept state, are folded from scratch.
+    """
     scope = inputs.scope()
     groups = reader.group_modules(session, scope)
     total = session.scalar(select(func.count()).select_from(User).where(
         User.tenant_id == inputs.tenant_id)) or 0
+    previous = _carry_source(session, inputs) if carry else None
+    late: set[str] = set()
+    if previous is not None:
+        late = reader.learned_late(session, inputs.tenant_id, previous.cutoff, inputs.cutoff,
+                                   inputs.window.start)
+        scope = replace(scope, from_start=True)
+    full_scope = inputs.scope()
     done = 0
     first_day = inputs.month.first_day()
+    window = reader.comparable(session.get_bind().dialect.name, inputs.window)
     for ids in reader.user_id_chunks(session, inputs.tenant_id, CHUNK_USERS):
         facts = reader.facts_by_user(session, scope, ids)
+        states = reader.carried_states(session, previous.id, ids) if previous else {}
+        if previous is not None:
+            scratch = [u for u in ids if u in late or (u in facts and u not in states)]
+            facts.update(reader.facts_of(session, full_scope, scratch))
+            for uid in scratch:
+                states.pop(uid, None)
         chunk = []
         for uid in ids:
-            if uid not in facts:
+            state = carry_codec.decode(states[uid]) if uid in states else None
+            if state is None and uid not in facts:
                 continue
-            month = fold_month(uid, facts[uid], inputs.window, groups)
+            month = fold_month(uid, facts.get(uid, ()), window, groups, state)
             decision = decide_user(inputs.policy, month, first_day, inputs.trial_ends_on)
             if decision is not None:
-                chunk.append((decision, month.end.user_name))
+                chunk.append((decision, month.end.user_name, carry_codec.encode(month.end)))
         done += len(ids)
         if progress:
             progress(done, total)
         yield chunk
+
+
+def _carry_source(session: Session, inputs: CloseInputs) -> BillingClose | None:
+    """The previous month's close, if its kept states can start this one: same engine,
+    its end is this month's start (no zone change), and it knew no more than this close
+    may (a reissue after this month's cut-off did)."""
+    previous = latest_close(session, inputs.tenant_id, inputs.month.previous())
+    if previous is None or previous.inputs.get("engineVersion") != ENGINE_VERSION:
+        return None
+    if previous.window_end != inputs.window.start or previous.cutoff > inputs.cutoff:
+        return None
+    return previous
 
 
 def _build(maker: sessionmaker[Session], attempt_id: int, inputs: CloseInputs,
@@ -250,12 +283,12 @@ def _build(maker: sessionmaker[Session], attempt_id: int, inputs: CloseInputs,
         digest = snapshot_digest(inputs, attempt)
         for chunk in fold_tenant(s, inputs, progress):
             rows = []
-            for decision, user_name in chunk:
+            for decision, user_name, state in chunk:
                 add_line(digest, decision, user_name)
                 inv.count([decision], totals)
                 counted += 1
                 billable += decision.billable
-                rows.append(_line_row(attempt_id, decision, user_name))
+                rows.append(_line_row(attempt_id, decision, user_name, state))
             db.insert_many(s, BillingLine.__table__, rows)
             s.commit()
         adjustments, adjustment_lines, report = _late_adjustments(s, inputs, settings,
@@ -311,24 +344,25 @@ def totals_as_json(totals: Mapping[inv.Key, int]) -> list[dict[str, Any]]:
             for (u, a, p), n in sorted(totals.items())]
 
 
-def recompute_hash(session: Session, close: BillingClose) -> str:
-    """Fold the closed month again from its frozen inputs: the hash it had, if nothing
-    it was computed from changed."""
+def recompute_hash(session: Session, close: BillingClose, carry: bool = False) -> str:
+    """Fold the closed month again from its frozen inputs (from the beginning of the
+    log, unless `carry`): the hash it had, if nothing it was computed from changed."""
     inputs = inputs_of(close)
     digest = snapshot_digest(inputs, close)
     totals: Counter[inv.Key] = Counter()
-    for chunk in fold_tenant(session, inputs):
-        for decision, user_name in chunk:
+    for chunk in fold_tenant(session, inputs, carry=carry):
+        for decision, user_name, _ in chunk:
             add_line(digest, decision, user_name)
             inv.count([decision], totals)
     digest.add(totals_as_json(totals))
     return digest.hexdigest()
 
 
-def _line_row(close_id: int, d: Decision, user_name: str) -> dict[str, Any]:
+def _line_row(close_id: int, d: Decision, user_name: str, state: str) -> dict[str, Any]:
     return {"close_id": close_id, "user_id": d.user_id, "user_name": user_name,
             "billable": d.billable, "reason": d.reason, "plan": d.plan,
-            "audience": d.audience, "modules": SEP.join(d.modules), "units": SEP.join(d.units)}
+            "audience": d.audience, "modules": SEP.join(d.modules), "units": SEP.join(d.units),
+            "state": state}
 
 
 def line_decision(line: BillingLine) -> Decision:
@@ -415,8 +449,9 @@ def _correct_month(s: Session, past: BillingClose, late: Mapping[str, set[str]],
     rows = []
     quantities: Counter[inv.Key] = Counter()
     first_day = inputs.month.first_day()
+    window = reader.comparable(s.get_bind().dialect.name, inputs.window)
     for uid in ids:
-        month = fold_month(uid, facts.get(uid, []), inputs.window, groups)
+        month = fold_month(uid, facts.get(uid, []), window, groups)
         corrected = decide_user(inputs.policy, month, first_day, inputs.trial_ends_on)
         before, name = billed.get(uid, (None, month.end.user_name))
         reason = (f"late: {', '.join(sorted(late[uid]))} recorded after {past.month} closed")
@@ -551,7 +586,7 @@ def preview(session: Session, tenant: Tenant, now: dt.datetime) -> dict[str, Any
     counted = billable = 0
     reasons: Counter[str] = Counter()
     for chunk in fold_tenant(session, inputs):
-        for decision, _ in chunk:
+        for decision, _, _ in chunk:
             inv.count([decision], totals)
             counted += 1
             billable += decision.billable

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from billing.policies import PER_USER, Decision
@@ -19,6 +19,7 @@ CURRENCY = "USD"
 CENT = Decimal("0.01")
 # A month over this amount may be paid by invoice instead of by card (strictly over).
 INVOICE_PAYMENT_OVER = Decimal("5000")
+MAX_PRICE = Decimal("1000000")  # per unit and month: anything above is a typing error
 
 Key = tuple[str, str, str]  # (unit, audience, plan)
 
@@ -35,13 +36,16 @@ def parse_prices(entries: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], 
         if not isinstance(unit, str) or not unit or plan not in ("standard", "frontline"):
             raise InvalidPrice("Each price needs a unit (a module name, or \"user\") and a "
                                "plan (standard or frontline).")
+        raw = entry.get("price")
         try:
-            price = Decimal(str(entry.get("price")))
-        except InvalidOperation as exc:
-            raise InvalidPrice(f"The price of {unit}/{plan} is not a number.") from exc
-        if not price.is_finite() or price < 0 or price != price.quantize(Decimal("0.0001")):
-            raise InvalidPrice(f"The price of {unit}/{plan} must be 0 or more, with at most "
-                               "4 decimals.")
+            price = Decimal(raw if isinstance(raw, str) else str(raw))
+            fine = (price.is_finite() and 0 <= price <= MAX_PRICE
+                    and price == price.quantize(Decimal("0.0001")))
+        except InvalidOperation:
+            fine = False
+        if not fine:
+            raise InvalidPrice(f"The price of {unit}/{plan} must be a number from 0 to "
+                               f"{MAX_PRICE:,}, with at most 4 decimals.")
         if (unit, plan) in table:
             raise InvalidPrice(f"{unit}/{plan} is priced twice.")
         table[(unit, plan)] = price
@@ -115,7 +119,7 @@ def price_line(key: Key, quantity: int, prices: Mapping[tuple[str, str], Decimal
     unit, audience, plan = key
     price = prices.get((unit, plan))
     unit_price = Decimal(0) if non_profit or price is None else price
-    amount = (unit_price * quantity).quantize(CENT)
+    amount = (unit_price * quantity).quantize(CENT, rounding=ROUND_HALF_UP)
     return Line(describe(unit, audience, plan), unit, audience, plan, quantity, unit_price,
                 amount, price is not None or non_profit, month)
 

@@ -66,7 +66,7 @@ def _check(changes: Mapping[str, Any]) -> dict[str, Any]:
                                      "characters.")
             checked[key] = value.strip()
         elif key == "policy":
-            if value not in POLICIES:
+            if not isinstance(value, str) or value not in POLICIES:
                 raise InvalidSetting(f"policy must be one of {', '.join(sorted(POLICIES))}.")
             checked[key] = value
         elif key == "trial_ends_on":

@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     setup_errors(app)
     setup_scim(app)
     setup_admin(app, settings)
+    setup_reporting(app)
     return app
 
 
@@ -111,7 +112,7 @@ def setup_scim(app: Flask) -> None:
 
 def setup_admin(app: Flask, settings: Settings) -> None:
     """Admin sign-in, the admin API (/api/v1) and the web UI, each with Entra ID sync's
-    routes nested in it."""
+    and billing's routes nested in it."""
     from connector import api, auth, web
 
     if settings.server.proxy_hops:
@@ -122,8 +123,17 @@ def setup_admin(app: Flask, settings: Settings) -> None:
                                 x_host=hops)
     from azure_sync import pages as sync_pages
     from azure_sync import views as sync_views
+    from billing import pages as billing_pages
+    from billing import views as billing_views
 
     auth.init_app(app)
     sync_views.init_app(app)
-    api.init_app(app, children=(sync_views.bp,))
-    web.init_app(app, children=(sync_pages.bp,))
+    api.init_app(app, children=(sync_views.bp, billing_views.bp, billing_views.keys_bp))
+    web.init_app(app, children=(sync_pages.bp, billing_pages.bp))
+
+
+def setup_reporting(app: Flask) -> None:
+    """The hosting partner's reporting API (/reporting/v1), with its own provisioning keys."""
+    from billing import reporting
+
+    reporting.init_app(app)

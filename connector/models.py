@@ -375,7 +375,9 @@ class Event(Base):
 
     __table_args__ = (
         Index("ix_events_subject", "tenant_id", "subject_id", "effective_at"),
-        Index("ix_events_tenant_recorded", "tenant_id", "recorded_at"),
+        # effective_at too: a month close finds what was learned late (recorded since
+        # the last close, effective before its month) from the index alone.
+        Index("ix_events_tenant_recorded", "tenant_id", "recorded_at", "effective_at"),
         Index(
             "ix_events_object",
             "tenant_id",
@@ -657,6 +659,8 @@ class BillingLine(Base):
     audience: Mapped[str] = mapped_column(String(8))
     modules: Mapped[str] = mapped_column(Text, default="")  # effective, "\x1f"-joined
     units: Mapped[str] = mapped_column(Text, default="")  # priced units, "\x1f"-joined
+    # The user's state at the month's end (billing/carry.py): where the next close starts.
+    state: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class BillingAdjustment(Base):
@@ -705,6 +709,22 @@ class Activity(Base):
         Index("ix_activity_user", "tenant_id", "user_id", "occurred_at"),
         Index("ix_activity_recorded", "tenant_id", "recorded_at"),
     )
+
+
+class ReportingKey(Base):
+    """A hosting partner's provisioning key for the reporting API (/reporting/v1):
+    a SHA-256 digest, shown once when made, revocable."""
+
+    __tablename__ = "reporting_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(320))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class BillingMailOutbox(Base):

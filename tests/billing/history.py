@@ -33,8 +33,11 @@ def at(text: str) -> dt.datetime:
 
 class History:
     def __init__(self, engine: Engine, created: str = "2026-01-01T00:00:00",
-                 name: str = "Acme", time_zone: str = "UTC"):
+                 name: str = "Acme", time_zone: str = "UTC", tenant_id: str | None = None):
         self.maker = make_sessionmaker(engine, writes=True)
+        if tenant_id is not None:  # an existing tenant (e.g. a live server's)
+            self.tenant_id = tenant_id
+            return
         with self.maker() as s:
             tenant, _ = tenants.create_tenant(s, name, at(created))
             tenant.time_zone = time_zone

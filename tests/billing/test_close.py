@@ -166,6 +166,13 @@ def test_a_late_status_change_is_reversed_and_corrected(engine: Engine) -> None:
         rows = list(s.scalars(select(BillingAdjustment).order_by(BillingAdjustment.id)))
     assert [(r.month, r.sign, r.amount) for r in rows] == [("2026-11", -1, "-5.00")]
     assert dec.close.invoice["adjustmentsTotal"] == "-5.00"
+    # December started from November's kept states, except a's (stale: it was learned
+    # late), which was folded from scratch: a is inactive in December too.
+    assert lines(h, dec.close.id)["a@x.io"].reason == "inactive_at_end"
+    with h.maker() as s:
+        stored = s.get(BillingClose, dec.close.id)
+        assert recompute_hash(s, stored) == recompute_hash(s, stored, carry=True) == \
+            dec.close.content_hash
 
 
 def test_late_events_beyond_the_lookback_are_reported_not_adjusted(engine: Engine) -> None:

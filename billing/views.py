@@ -1,0 +1,291 @@
+"""The admin API for billing, under /api/v1/tenants/{id}.
+
+A blueprint nested in the admin API's (connector.api), sharing its sign-in, CSRF,
+transaction and problem+json plumbing:
+
+- `…/billing`: the billing info (GET, PUT), the live overview, the running month's
+  preview, closed months with their invoice, per-user lines and adjustments, closing a
+  month and (partner admins, with a reason) reissuing one;
+- `…/activity`: users' sign-ins, visits, chats and notifications, for `monthly_active`;
+- `…/users/{uid}/invite`, `…/claim`, `…/frontline`: what the `invited` policy and the
+  frontline plan read, written through the directory service like every user change.
+
+Commercial terms (policy, prices, trial, non-profit, time zone) are a partner admin's to
+set; a tenant admin may fill in what the invoice shows (company name, reference number,
+customer type, industry, PO number), as in the seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy import select
+
+from billing import activity, overview, reporting
+from billing import close as closing
+from billing.calendar import InvalidMonth, Month
+from billing.profiles import load_profile, profile_json, update_profile
+from connector import auth
+from connector.api import Problem, expect, json_response, read_body
+from connector.api.routes import (
+    directory,
+    done,
+    now,
+    page_args,
+    page_json,
+    principal,
+    session,
+    tenant_for,
+    write_context,
+)
+from connector.errors import InvalidSetting, NotFound
+from connector.models import ReportingKey, User
+from connector.text import storable_text
+
+bp = Blueprint("billing", __name__, url_prefix="/tenants/<tenant_id>")
+# The hosting partner's provisioning keys for the reporting API (billing.reporting).
+keys_bp = Blueprint("reporting_keys", __name__, url_prefix="/reporting-keys")
+
+TENANT_FIELDS = {"companyName": "company_name", "referenceNumber": "reference_number",
+                 "customerType": "customer_type", "industry": "industry",
+                 "poNumber": "po_number"}
+PARTNER_FIELDS = {"policy": "policy", "prices": "prices", "trialEndsOn": "trial_ends_on",
+                  "nonProfit": "non_profit", "timeZone": "time_zone"}
+
+
+def _month(text: str) -> Month:
+    try:
+        return Month.parse(text)
+    except InvalidMonth as exc:
+        raise Problem(400, "Invalid month", str(exc), "invalid-month") from None
+
+
+def _settings() -> Any:
+    return current_app.config["SETTINGS"].billing
+
+
+@bp.get("/billing")
+def get_billing(tenant_id: str) -> Response:
+    tenant = tenant_for(tenant_id)
+    return json_response(profile_json(load_profile(session(), tenant_id), tenant))
+
+
+@bp.put("/billing")
+def put_billing(tenant_id: str) -> Response:
+    tenant = tenant_for(tenant_id, lock=True)
+    body = read_body(set(TENANT_FIELDS) | set(PARTNER_FIELDS))
+    if set(body) & set(PARTNER_FIELDS):
+        principal().require_partner()
+    changes = {field: body[key] for key, field in {**TENANT_FIELDS, **PARTNER_FIELDS}.items()
+               if key in body}
+    profile = update_profile(session(), write_context(tenant_id), tenant, changes)
+    auth.audit(principal(), "billing.updated", tenant_id, None, sorted(body))
+    return done(200, profile_json(profile, tenant))
+
+
+@bp.get("/billing/overview")
+def get_overview(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    return json_response(overview.live_overview(session(), tenant_id))
+
+
+@bp.get("/billing/preview")
+def get_preview(tenant_id: str) -> Response:
+    tenant = tenant_for(tenant_id)
+    return json_response(closing.preview(session(), tenant, now()))
+
+
+@bp.get("/billing/months")
+def list_months(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    closes = overview.closed_months(session(), tenant_id)
+    return json_response({"items": [_month_summary(c) for c in closes]})
+
+
+def _month_summary(close: Any) -> dict[str, Any]:
+    invoice = close.invoice or {}
+    return {"month": close.month, "version": close.version, "hash": close.content_hash,
+            "closedAt": close.closed_at.isoformat() if close.closed_at else None,
+            "usersCounted": close.users_counted, "usersBillable": close.users_billable,
+            "subtotal": invoice.get("subtotal"), "total": invoice.get("total"),
+            "adjustmentsTotal": invoice.get("adjustmentsTotal")}
+
+
+def _current(tenant_id: str, month: str) -> Any:
+    versions = overview.month_versions(session(), tenant_id, str(_month(month)))
+    if not versions:
+        raise NotFound(f"{month} is not closed for this tenant (POST …/billing/months/"
+                       f"{month}/close closes it once its collection window is over).")
+    return versions
+
+
+@bp.get("/billing/months/<month>")
+def get_month(tenant_id: str, month: str) -> Response:
+    tenant_for(tenant_id)
+    versions = _current(tenant_id, month)
+    current = versions[-1]
+    body = {**overview.close_json(current),
+            "versions": [{"version": v.version, "state": v.state, "hash": v.content_hash,
+                          "closedAt": v.closed_at.isoformat() if v.closed_at else None,
+                          "closedBy": v.closed_by, "reason": v.reason} for v in versions],
+            "adjustments": [overview.adjustment_json(a)
+                            for a in overview.adjustments_of(session(), current.id)]}
+    return json_response(body)
+
+
+@bp.get("/billing/months/<month>/lines")
+def get_lines(tenant_id: str, month: str) -> Response:
+    tenant_for(tenant_id)
+    current = _current(tenant_id, month)[-1]
+    billable = request.args.get("billable", "")
+    if billable not in ("", "true", "false"):
+        raise Problem(400, "Invalid request", "billable must be true or false.",
+                      "invalid-request")
+    page, per_page = page_args()
+    search = request.args.get("q", "")[:200]
+    if not storable_text(search):
+        raise Problem(400, "Invalid request", "q must be text without NUL characters.",
+                      "invalid-request")
+    return json_response(page_json(overview.lines_page(
+        session(), current.id, page, per_page, None if not billable else billable == "true",
+        search)))
+
+
+@bp.post("/billing/months/<month>/close")
+def close_now(tenant_id: str, month: str) -> Response:
+    principal().require_partner()
+    tenant_for(tenant_id)
+    target = _month(month)
+    actor = principal().actor
+    session().commit()  # the close runs in its own transactions
+    try:
+        outcome = closing.close_month(current_app.extensions["write_sessionmaker"], tenant_id,
+                                      target, _settings(), now(), actor=actor)
+    except closing.NotDue as exc:
+        raise Problem(409, "Not due yet", str(exc), "not-due") from None
+    auth.audit(principal(), "billing.closed", tenant_id, str(target),
+               {"created": outcome.created, "hash": outcome.close.content_hash})
+    return done(201 if outcome.created else 200,
+                {**overview.close_json(outcome.close), "created": outcome.created})
+
+
+@bp.post("/billing/months/<month>/reissue")
+def reissue(tenant_id: str, month: str) -> Response:
+    principal().require_partner()
+    tenant_for(tenant_id)
+    target = _month(month)
+    body = read_body({"reason"}, {"reason"})
+    reason = expect(body, "reason", str, "text saying why")
+    if not reason.strip() or len(reason) > 500:
+        raise Problem(400, "Invalid request", "reason must say why (at most 500 characters).",
+                      "invalid-request")
+    actor = principal().actor
+    session().commit()
+    try:
+        outcome = closing.close_month(current_app.extensions["write_sessionmaker"], tenant_id,
+                                      target, _settings(), now(), actor=actor,
+                                      reissue_reason=reason.strip())
+    except closing.NotDue as exc:
+        raise Problem(409, "Not closed yet", str(exc), "not-due") from None
+    auth.audit(principal(), "billing.reissued", tenant_id, str(target),
+               {"version": outcome.close.version, "reason": reason.strip()})
+    return done(201, {**overview.close_json(outcome.close), "created": outcome.created})
+
+
+@bp.post("/activity")
+def post_activity(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    body = read_body({"activity"}, {"activity"})
+    items = activity.parse_items(body["activity"], now())
+    stored = activity.record_activity(session(), tenant_id, items, now())
+    return done(202, {"accepted": stored})
+
+
+def _user(tenant_id: str, user_id: str) -> User:
+    user = session().get(User, (tenant_id, user_id), with_for_update=True)
+    if user is None or user.removed_at is not None:
+        raise NotFound(f"User {user_id} not found in this tenant.")
+    return user
+
+
+@bp.post("/users/<user_id>/invite")
+def invite(tenant_id: str, user_id: str) -> Response:
+    tenant = tenant_for(tenant_id)
+    changed = directory(tenant).invite_user(_user(tenant_id, user_id))
+    if changed:
+        auth.audit(principal(), "user.invited", tenant_id, user_id)
+    return done(200, _invitation(tenant_id, user_id))
+
+
+@bp.post("/users/<user_id>/claim")
+def claim(tenant_id: str, user_id: str) -> Response:
+    tenant = tenant_for(tenant_id)
+    changed = directory(tenant).claim_user(_user(tenant_id, user_id))
+    if changed:
+        auth.audit(principal(), "user.claimed", tenant_id, user_id)
+    return done(200, _invitation(tenant_id, user_id))
+
+
+def _invitation(tenant_id: str, user_id: str) -> dict[str, Any]:
+    user = _user(tenant_id, user_id)
+    return {"userId": user.id,
+            "invitedAt": user.invited_at.isoformat() if user.invited_at else None,
+            "claimedAt": user.claimed_at.isoformat() if user.claimed_at else None}
+
+
+FRONTLINE = {"desklessPercent": (int, "a whole number from 0 to 100"),
+             "paidHourly": (bool, "true or false"), "hasEmail": (bool, "true or false"),
+             "frontlineRole": (str, "customerFacing, backstage, publicService, medical or "
+                                    "other")}
+
+
+@bp.put("/users/<user_id>/frontline")
+def put_frontline(tenant_id: str, user_id: str) -> Response:
+    tenant = tenant_for(tenant_id)
+    body = read_body(set(FRONTLINE))
+    attributes = {}
+    for key, (kind, what) in FRONTLINE.items():
+        value = expect(body, key, (kind, type(None)), what)
+        if value is not None:
+            attributes[key] = value
+    if not 0 <= attributes.get("desklessPercent", 0) <= 100:
+        raise InvalidSetting("desklessPercent must be from 0 to 100.")
+    if attributes.get("frontlineRole", "other") not in (
+            "customerFacing", "backstage", "publicService", "medical", "other"):
+        raise InvalidSetting("frontlineRole must be customerFacing, backstage, publicService, "
+                             "medical or other.")
+    user = _user(tenant_id, user_id)
+    if directory(tenant).set_user_frontline(user, attributes):
+        auth.audit(principal(), "user.frontline", tenant_id, user_id, attributes)
+    return done(200, {"userId": user.id, "frontline": user.frontline or {}})
+
+
+@keys_bp.get("")
+def list_keys() -> Response:
+    principal().require_partner()
+    rows = session().scalars(select(ReportingKey).order_by(ReportingKey.created_at))
+    return json_response({"items": [reporting.key_json(r) for r in rows]})
+
+
+@keys_bp.post("")
+def create_key() -> Response:
+    principal().require_partner()
+    body = read_body({"name"}, {"name"})
+    name = expect(body, "name", str, "a name saying who or what uses the key")
+    try:
+        row, key = reporting.create_key(session(), name, principal().actor, now())
+    except ValueError as exc:
+        raise InvalidSetting(str(exc)) from None
+    auth.audit(principal(), "reporting_key.created", None, row.id, {"name": row.name})
+    return done(201, {**reporting.key_json(row), "key": key})
+
+
+@keys_bp.delete("/<key_id>")
+def revoke_key(key_id: str) -> Response:
+    principal().require_partner()
+    row = reporting.revoke_key(session(), key_id, now())
+    if row is None:
+        raise NotFound(f"No provisioning key {key_id}.")
+    auth.audit(principal(), "reporting_key.revoked", None, key_id)
+    return done(204)

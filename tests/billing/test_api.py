@@ -1,0 +1,179 @@
+"""The billing admin API, the activity endpoint and the reporting API, on both databases."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from tests.api.contract import check_response
+from tests.billing.history import History
+from tests.conftest import API, ApiClient, HttpVerbs, ScimClient
+
+
+class Checked(HttpVerbs):
+    """An admin API client whose every answer is checked against openapi.json."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    def request(self, method: str, path: str, body: object = None, **kw: object) -> object:
+        response = self.api.request(method, path, body, **kw)
+        check_response(method, API + path, response)
+        return response
+
+PRICES = [{"unit": "Hybrid", "plan": "standard", "price": "5.00"},
+          {"unit": "user", "plan": "standard", "price": "2.00"}]
+
+
+def closed_history(engine: Engine, tenant_id: str | None = None) -> History:
+    h = History(engine, "2026-09-01T09:00:00")
+    h.billing(prices=PRICES, company_name="Acme BV", po_number="PO-1")
+    a = h.create("2026-09-02T10:00:00", "a@x.io", modules=("Hybrid",))
+    h.create("2026-09-02T10:00:00", "b@x.io", guest=True, modules=("Hybrid",))
+    h.create("2026-09-03T10:00:00", "c@x.io")
+    h.set_active("2026-10-15T10:00:00", a, False)
+    return h
+
+
+def test_billing_info_tenant_admins_fill_in_the_invoice_fields(
+        partner: ApiClient, tenant_admin: ApiClient, scim: ScimClient) -> None:
+    partner = Checked(partner)  # type: ignore[assignment]
+    tenant_admin = Checked(tenant_admin)  # type: ignore[assignment]
+    base = f"/tenants/{scim.tenant_id}/billing"
+    got = tenant_admin.get(base)
+    assert got.status_code == 200 and got.json["policy"] == "active_with_module"
+    ok = tenant_admin.put(base, {"companyName": "Acme BV", "poNumber": "PO-9"})
+    assert ok.status_code == 200 and ok.json["companyName"] == "Acme BV"
+    refused = tenant_admin.put(base, {"prices": PRICES})
+    assert refused.status_code == 403
+    assert partner.get(base).json["prices"] == []
+    bad = partner.put(base, {"prices": [{"unit": "Hybrid", "plan": "gold", "price": "1"}]})
+    assert bad.status_code == 400 and "plan" in bad.json["detail"]
+    assert partner.put(base, {"timeZone": "Mars/Olympus"}).status_code == 400
+    assert partner.put(base, {"policy": "everyone"}).status_code == 400
+    done = partner.put(base, {"prices": PRICES, "policy": "whole_month",
+                              "trialEndsOn": "2026-10-18", "timeZone": "Europe/Amsterdam"})
+    assert done.status_code == 200
+    assert (done.json["policy"], done.json["timeZone"], done.json["trialEndsOn"]) == \
+        ("whole_month", "Europe/Amsterdam", "2026-10-18")
+    # Nothing of a refused request was applied.
+    assert partner.get(base).json["companyName"] == "Acme BV"
+
+
+def test_months_close_show_lines_and_reissue(partner: ApiClient, engine: Engine) -> None:
+    partner = Checked(partner)  # type: ignore[assignment]
+    h = closed_history(engine)
+    base = f"/tenants/{h.tenant_id}/billing"
+    assert partner.get(f"{base}/months/2026-10").status_code == 404
+    assert partner.post(f"{base}/months/2099-01/close").status_code == 409
+    assert partner.post(f"{base}/months/13-2026/close").status_code == 400
+    closed = partner.post(f"{base}/months/2026-10/close")
+    assert closed.status_code == 201, closed.json
+    assert closed.json["invoice"]["total"] == "5.00"  # b (guest, Hybrid); a inactive
+    again = partner.post(f"{base}/months/2026-10/close")
+    assert again.status_code == 200 and again.json["hash"] == closed.json["hash"]
+    months = partner.get(f"{base}/months").json["items"]
+    assert [m["month"] for m in months] == ["2026-10"]
+    detail = partner.get(f"{base}/months/2026-10").json
+    assert detail["versions"][0]["state"] == "closed" and detail["adjustments"] == []
+    lines = partner.get(f"{base}/months/2026-10/lines?billable=false").json
+    assert {(i["userName"], i["reason"]) for i in lines["items"]} == {
+        ("a@x.io", "inactive_at_end"), ("c@x.io", "no_module")}
+    assert partner.get(f"{base}/months/2026-10/lines?billable=maybe").status_code == 400
+    assert partner.post(f"{base}/months/2026-10/reissue", {"reason": " "}).status_code == 400
+    re = partner.post(f"{base}/months/2026-10/reissue", {"reason": "PO number fixed"})
+    assert re.status_code == 201 and re.json["version"] == 2
+    preview = partner.get(f"{base}/preview").json
+    assert preview["policy"] == "active_with_module"
+    overview = partner.get(f"{base}/overview").json
+    assert overview["modules"] == [{"module": "Hybrid", "regular": 0, "guest": 1}]
+    assert overview["activeUsers"] == {"regular": 1, "guest": 1, "inactive": 1}
+
+
+def test_tenant_admins_cannot_close_or_reissue(tenant_admin: ApiClient, scim: ScimClient
+                                               ) -> None:
+    tenant_admin = Checked(tenant_admin)  # type: ignore[assignment]
+    base = f"/tenants/{scim.tenant_id}/billing/months/2026-10"
+    assert tenant_admin.post(f"{base}/close").status_code == 403
+    assert tenant_admin.post(f"{base}/reissue", {"reason": "x"}).status_code == 403
+
+
+def test_activity_is_checked_whole_before_anything_is_stored(
+        tenant_admin: ApiClient, scim: ScimClient) -> None:
+    tenant_admin = Checked(tenant_admin)  # type: ignore[assignment]
+    user = scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                "userName": "a@x.io"}).json["id"]
+    url = f"/tenants/{scim.tenant_id}/activity"
+    good = {"userId": user, "type": "sign_in", "occurredAt": "2026-11-03T08:00:00Z"}
+    for bad in ({"userId": user, "type": "email_opened", "occurredAt": "2026-11-03T08:00:00Z"},
+                {"userId": user, "type": "visit", "occurredAt": "yesterday"},
+                {"userId": user, "type": "visit", "occurredAt": "2026-11-03T08:00:00"},
+                {"userId": "nobody", "type": "chat", "occurredAt": "2026-11-03T08:00:00Z"},
+                {"userId": user, "type": "chat", "occurredAt": "2999-01-01T00:00:00Z"}):
+        answer = tenant_admin.post(url, {"activity": [good, bad]})
+        assert answer.status_code == 400, bad
+        assert answer.json["type"] == "urn:connector:problem:invalid-request"
+    accepted = tenant_admin.post(url, {"activity": [good, {**good, "type": "notification"}]})
+    assert accepted.status_code == 202 and accepted.json == {"accepted": 2}
+
+
+def test_invite_claim_and_frontline(tenant_admin: ApiClient, scim: ScimClient) -> None:
+    tenant_admin = Checked(tenant_admin)  # type: ignore[assignment]
+    user = scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                "userName": "a@x.io"}).json["id"]
+    base = f"/tenants/{scim.tenant_id}/users/{user}"
+    invited = tenant_admin.post(f"{base}/invite")
+    assert invited.status_code == 200 and invited.json["invitedAt"]
+    claimed = tenant_admin.post(f"{base}/claim").json
+    assert claimed["claimedAt"] and claimed["invitedAt"] == invited.json["invitedAt"]
+    front = tenant_admin.put(f"{base}/frontline", {"desklessPercent": 50,
+                                                   "frontlineRole": "medical"})
+    assert front.status_code == 200
+    assert front.json["frontline"] == {"desklessPercent": 50, "frontlineRole": "medical"}
+    assert tenant_admin.put(f"{base}/frontline", {"desklessPercent": 150}).status_code == 400
+    assert tenant_admin.put(f"{base}/frontline", {"frontlineRole": "pilot"}).status_code == 400
+    assert tenant_admin.post(f"/tenants/{scim.tenant_id}/users/nobody/invite"
+                             ).status_code == 404
+
+
+def test_reporting_api_with_a_provisioning_key(partner: ApiClient, client: FlaskClient,
+                                               engine: Engine) -> None:
+    partner = Checked(partner)  # type: ignore[assignment]
+    h = closed_history(engine)
+    assert partner.post(f"/tenants/{h.tenant_id}/billing/months/2026-10/close"
+                        ).status_code == 201
+    made = partner.post("/reporting-keys", {"name": "Power BI"})
+    assert made.status_code == 201 and made.json["key"].startswith("rk_")
+    key = made.json["key"]
+    assert partner.get("/reporting-keys").json["items"][0]["hint"] == "…" + key[-4:]
+    auth = {"Authorization": f"Bearer {key}"}
+    assert client.get("/reporting/v1/months").status_code == 401
+    assert client.get("/reporting/v1/months",
+                      headers={"Authorization": "Bearer rk_nope"}).status_code == 401
+    months = client.get("/reporting/v1/months", headers=auth)
+    assert months.status_code == 200 and months.json["items"][0]["month"] == "2026-10"
+    rows = client.get("/reporting/v1/months/2026-10/tenants", headers=auth)
+    (row,) = rows.json["items"]
+    assert (row["companyName"], row["poNumber"], row["total"], row["usersBillable"]) == \
+        ("Acme BV", "PO-1", "5.00", 1)
+    etag = rows.headers["ETag"]
+    again = client.get("/reporting/v1/months/2026-10/tenants",
+                       headers={**auth, "If-None-Match": etag})
+    assert again.status_code == 304
+    counts = client.get("/reporting/v1/months/2026-10/counts.csv", headers=auth)
+    table = list(csv.DictReader(io.StringIO(counts.get_data(as_text=True))))
+    assert [(r["unit"], r["audience"], r["count"], r["amount"]) for r in table] == \
+        [("Hybrid", "guest", "1", "5.00")]
+    empty = client.get("/reporting/v1/months/2026-08/tenants.csv", headers=auth)
+    header = next(csv.reader(io.StringIO(empty.get_data(as_text=True))))
+    full = client.get("/reporting/v1/months/2026-10/tenants.csv", headers=auth)
+    assert header == next(csv.reader(io.StringIO(full.get_data(as_text=True))))
+    assert client.get("/reporting/v1/months/2026-13/tenants", headers=auth).status_code == 400
+    assert client.get("/reporting/v1/months/2026-10/tenants?per_page=0",
+                      headers=auth).status_code == 400
+    key_id = made.json["id"]
+    assert partner.delete(f"/reporting-keys/{key_id}").status_code == 204
+    assert client.get("/reporting/v1/months", headers=auth).status_code == 401

@@ -1,0 +1,84 @@
+"""Billing in a real browser: a partner admin fills in a tenant's billing info, sees the
+overview and the running month, opens a closed month's invoice and its users with
+reasons, and reissues the month (chromium through Playwright; SQLite and PostgreSQL).
+
+With CONNECTOR_SCREENSHOTS=1 it saves docs/screenshots/billing.png and
+billing-month.png (the SQLite run).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from playwright.sync_api import Page, expect
+from sqlalchemy import Engine
+
+from billing.calendar import Month
+from billing.close import close_month
+from connector.config import BillingSettings
+from tests.billing.history import History, at
+from tests.conftest import PASSWORD, LiveServer
+from tests.web.conftest import make_web_admin, rename_tenant
+from tests.web.test_browser import browser, page, screenshot  # noqa: F401
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+def test_a_partner_reads_an_invoice_and_reissues_the_month(
+        page: Page, engine: Engine, live_server: LiveServer,  # noqa: F811
+        database_url: str) -> None:
+    rename_tenant(engine, live_server.tenant_id, "Fabrikam")
+    make_web_admin(engine, "maria.jansen@partner.example")
+    h = History(engine, tenant_id=live_server.tenant_id)
+    people = ["amira", "bram", "chloe", "dmitri", "elif", "femke"]
+    ids = [h.create("2026-09-02T10:00:00", f"{p}@fabrikam.example", modules=("Hybrid",))
+           for p in people]
+    h.create("2026-09-02T10:00:00", "guest@partner.example", guest=True, modules=("Engage",))
+    h.set_active("2026-10-20T10:00:00", ids[0], False)
+
+    page.goto("/admin/sign-in")
+    page.get_by_label("E-mail").fill("maria.jansen@partner.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Fabrikam").click()
+    nav = page.get_by_role("navigation", name="Tenant Fabrikam")
+    nav.get_by_role("link", name="Billing").click()
+    expect(page.get_by_role("heading", name="Billing", level=1)).to_be_visible()
+    overview = page.locator("#overview")
+    expect(overview.get_by_role("row").filter(has_text="Hybrid")).to_contain_text("5")
+
+    page.get_by_label("Company name").fill("Fabrikam B.V.")
+    page.get_by_label("Purchase order (PO) number").fill("PO-2026-118")
+    page.get_by_label("Prices in USD").fill("Hybrid, standard, 6.50\nEngage, standard, 3.00")
+    page.get_by_role("button", name="Save billing info").click()
+    expect(page.get_by_role("status").filter(has_text="Billing info saved")).to_be_visible()
+    expect(page.get_by_label("Company name")).to_have_value("Fabrikam B.V.")
+
+    # The close job would do this after October's collection window.
+    close_month(h.maker, live_server.tenant_id, Month(2026, 10), BillingSettings(),
+                at("2026-11-01T01:00:00") + dt.timedelta(minutes=5))
+    page.reload()
+    expect(page.locator("#history-chart")).to_be_visible()
+    history = page.locator("#history")
+    expect(history.get_by_role("row").filter(has_text="2026-10")).to_contain_text("35.50")
+    screenshot(page, "billing", database_url)
+
+    history.get_by_role("link", name="2026-10").click()
+    expect(page.get_by_role("heading", name="2026-10")).to_be_visible()
+    expect(page.locator("#invoice-total")).to_have_text("35.50")
+    expect(page.get_by_role("row").filter(has_text="Hybrid, regular, standard plan")
+           ).to_contain_text("32.50")
+    page.get_by_label("Show").select_option("false")
+    page.get_by_role("button", name="Filter").click()
+    lines = page.locator("#lines")
+    expect(lines.get_by_role("row").filter(has_text="amira@fabrikam.example")
+           ).to_contain_text("Inactive at the month's end")
+    expect(lines.get_by_role("row")).to_have_count(2)  # the header and amira
+    screenshot(page, "billing-month", database_url)
+
+    page.get_by_label("Reason for reissuing").fill("PO number was added after the close")
+    page.get_by_role("button", name="Reissue 2026-10").click()
+    expect(page.get_by_role("status").filter(has_text="reissued as version 2")).to_be_visible()
+    expect(page.locator("#versions").get_by_role("row").filter(has_text="superseded")
+           ).to_be_visible()
