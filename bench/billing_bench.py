@@ -254,7 +254,7 @@ def prepare(url: str, users: int, events: int, small: int, reuse: bool) -> dict[
 
 
 CHILD = r"""
-import datetime as dt, json, resource, sys, time
+import datetime as dt, json, sys, time
 sys.path.insert(0, {root!r})
 from billing.calendar import Month
 from billing.close import close_month, recompute_hash
@@ -264,7 +264,11 @@ from connector.models import BillingClose
 from sqlalchemy import select
 engine = db.make_engine(DatabaseSettings(url={url!r}))
 maker = db.make_sessionmaker(engine, writes=True)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # VmHWM: this process's peak RSS (ru_maxrss would count the parent's, pre-exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+before = hwm()
 started = time.perf_counter()
 if {mode!r} == "close":
     out = close_month(maker, {tenant!r}, Month.parse({month!r}), BillingSettings(),
@@ -280,7 +284,7 @@ else:
         result = {{"hash": recompute_hash(s, close), "stored": close.content_hash}}
 result["seconds"] = time.perf_counter() - started
 result["rss_start_mb"] = before / 1024
-result["rss_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+result["rss_peak_mb"] = hwm() / 1024
 print(json.dumps(result))
 """
 

@@ -14,8 +14,12 @@ same hash. A closed month never changes: a partner's reissue is a new version.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import multiprocessing
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -34,7 +38,7 @@ from billing.policies import POLICIES, Decision, Policy, decide_user
 from billing.profiles import load_profile
 from billing.snapshot import ENGINE_VERSION, ContentHash
 from connector import db
-from connector.config import BillingSettings
+from connector.config import BillingSettings, DatabaseSettings
 from connector.models import (
     Activity,
     BillingAdjustment,
@@ -213,51 +217,82 @@ def _activity_high_water(s: Session, inputs: CloseInputs) -> int:
         .order_by(Activity.recorded_at.desc(), Activity.id.desc()).limit(1)) or 0
 
 
-def fold_tenant(session: Session, inputs: CloseInputs, progress: Progress | None = None,
-                carry: bool = True) -> Iterator[list[tuple[Decision, str, str]]]:
-    """Every user's decision for the month, a chunk at a time, in user id order; each
-    with the user's name as of the month's end and its state then (for the next close).
-    Users with no account during the month have none.
+@dataclass(frozen=True)
+class FoldPlan:
+    """What every chunk of a tenant's fold shares (picklable: worker processes get it)."""
 
-    With `carry` and the previous month closed under the same zone and engine, each user
+    inputs: CloseInputs
+    scope: reader.Scope  # the rows a chunk reads (from the month's start, when carried)
+    full_scope: reader.Scope  # a user's whole history
+    groups: Mapping[str, frozenset[str]]  # every group's modules at the month's end
+    previous_id: int | None  # the close whose kept states this one starts from
+    late: frozenset[str]  # users whose kept state is stale: folded from scratch
+
+
+def plan_fold(session: Session, inputs: CloseInputs, carry: bool = True) -> FoldPlan:
+    """With `carry` and the previous month closed under the same zone and engine, each user
     starts from the state that close kept, and only the month's events are read; users
-    something late was learned about, or with no kept state, are folded from scratch.
-    """
+    something late was learned about, or with no kept state, are folded from scratch."""
     scope = inputs.scope()
-    groups = reader.group_modules(session, scope)
-    total = session.scalar(select(func.count()).select_from(User).where(
-        User.tenant_id == inputs.tenant_id)) or 0
     previous = _carry_source(session, inputs) if carry else None
     late: set[str] = set()
     if previous is not None:
         late = reader.learned_late(session, inputs.tenant_id, previous.cutoff, inputs.cutoff,
                                    inputs.window.start)
-        scope = replace(scope, from_start=True)
-    full_scope = inputs.scope()
-    done = 0
-    first_day = inputs.month.first_day()
+    return FoldPlan(inputs, replace(scope, from_start=previous is not None), scope,
+                    reader.group_modules(session, scope),
+                    previous.id if previous is not None else None, frozenset(late))
+
+
+def fold_chunk(session: Session, plan: FoldPlan, ids: list[str]
+               ) -> list[tuple[Decision, str, str]]:
+    """The decisions of users `ids` (consecutive ids, sorted), each with the user's name
+    as of the month's end and its state then (kept for the next close). Users with no
+    account during the month have none."""
+    inputs = plan.inputs
+    facts = reader.facts_by_user(session, plan.scope, ids)
+    states: dict[str, str] = {}
+    if plan.previous_id is not None:
+        states = reader.carried_states(session, plan.previous_id, ids)
+        scratch = [u for u in ids if u in plan.late or (u in facts and u not in states)]
+        facts.update(reader.facts_of(session, plan.full_scope, scratch))
+        for uid in scratch:
+            states.pop(uid, None)
     window = reader.comparable(session.get_bind().dialect.name, inputs.window)
+    first_day = inputs.month.first_day()
+    chunk = []
+    for uid in ids:
+        kept = states.get(uid)
+        state = carry_codec.decode(kept) if kept is not None else None
+        if state is None and uid not in facts:
+            continue
+        month = fold_month(uid, facts.get(uid, ()), window, plan.groups, state)
+        decision = decide_user(inputs.policy, month, first_day, inputs.trial_ends_on)
+        if decision is not None:
+            # Nothing happened to the user this month: its state is the kept one.
+            end = kept if kept is not None and uid not in facts else carry_codec.encode(
+                month.end)
+            chunk.append((decision, month.end.user_name, end))
+    return chunk
+
+
+def fold_tenant(session: Session, inputs: CloseInputs, progress: Progress | None = None,
+                carry: bool = True) -> Iterator[list[tuple[Decision, str, str]]]:
+    """Every user's decision for the month, a chunk at a time, in user id order, in this
+    process (previews, re-verification, small tenants)."""
+    plan = plan_fold(session, inputs, carry)
+    total = _user_count(session, inputs.tenant_id)
+    done = 0
     for ids in reader.user_id_chunks(session, inputs.tenant_id, CHUNK_USERS):
-        facts = reader.facts_by_user(session, scope, ids)
-        states = reader.carried_states(session, previous.id, ids) if previous else {}
-        if previous is not None:
-            scratch = [u for u in ids if u in late or (u in facts and u not in states)]
-            facts.update(reader.facts_of(session, full_scope, scratch))
-            for uid in scratch:
-                states.pop(uid, None)
-        chunk = []
-        for uid in ids:
-            state = carry_codec.decode(states[uid]) if uid in states else None
-            if state is None and uid not in facts:
-                continue
-            month = fold_month(uid, facts.get(uid, ()), window, groups, state)
-            decision = decide_user(inputs.policy, month, first_day, inputs.trial_ends_on)
-            if decision is not None:
-                chunk.append((decision, month.end.user_name, carry_codec.encode(month.end)))
+        yield fold_chunk(session, plan, ids)
         done += len(ids)
         if progress:
             progress(done, total)
-        yield chunk
+
+
+def _user_count(session: Session, tenant_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(User).where(
+        User.tenant_id == tenant_id)) or 0
 
 
 def _carry_source(session: Session, inputs: CloseInputs) -> BillingClose | None:
@@ -275,22 +310,27 @@ def _carry_source(session: Session, inputs: CloseInputs) -> BillingClose | None:
 def _build(maker: sessionmaker[Session], attempt_id: int, inputs: CloseInputs,
            settings: BillingSettings, now: dt.datetime, replaced: BillingClose | None,
            progress: Progress | None) -> Outcome:
-    totals: Counter[inv.Key] = Counter()
-    counted = billable = 0
+    lines = LineTally()
     with maker() as s:
         attempt = s.get(BillingClose, attempt_id)
         assert attempt is not None
         digest = snapshot_digest(inputs, attempt)
-        for chunk in fold_tenant(s, inputs, progress):
-            rows = []
-            for decision, user_name, state in chunk:
-                add_line(digest, decision, user_name)
-                inv.count([decision], totals)
-                counted += 1
-                billable += decision.billable
-                rows.append(_line_row(attempt_id, decision, user_name, state))
-            db.insert_many(s, BillingLine.__table__, rows)
-            s.commit()
+        plan = plan_fold(s, inputs)
+        total = _user_count(s, inputs.tenant_id)
+        ranges = _id_ranges(s, inputs.tenant_id)
+        workers = _workers(settings, total)
+        s.commit()
+        if workers > 1:
+            _fold_in_processes(s, plan, attempt_id, ranges, workers, lines, total, progress)
+        else:
+            for low, high in ranges:
+                ids = reader.ids_between(s, inputs.tenant_id, low, high)
+                lines.add(_write_chunk(s, attempt_id, fold_chunk(s, plan, ids)))
+                s.commit()
+                if progress:
+                    progress(lines.folded(len(ids)), total)
+        totals, counted, billable = lines.totals, lines.counted, lines.billable
+        digest.add_text(lines.digest())
         adjustments, adjustment_lines, report = _late_adjustments(s, inputs, settings,
                                                                   attempt_id, now)
         month_invoice = inv.make_invoice(totals, inputs.prices, inputs.non_profit,
@@ -335,8 +375,102 @@ def snapshot_digest(inputs: CloseInputs, close: BillingClose) -> ContentHash:
     return digest
 
 
-def add_line(digest: ContentHash, decision: Decision, user_name: str) -> None:
-    digest.add({**decision.as_row(), "userName": user_name})
+def line_hash(decision: Decision, user_name: str) -> int:
+    """One line's SHA-256 as a number. A close's lines are hashed as the sum of these
+    modulo 2**256 (an incremental multiset hash, AdHash): independent of the order chunks
+    finish in, so worker processes can fold chunks side by side. Fields in a fixed
+    order, tab-separated, cheaper than JSON a million times over."""
+    text = "\t".join((decision.user_id, user_name, "1" if decision.billable else "0",
+                      decision.reason, decision.plan, decision.audience,
+                      SEP.join(decision.modules), SEP.join(decision.units)))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest(), "big")
+
+
+class LineTally:
+    """Totals, counts and the lines' hash of a close, added up chunk by chunk."""
+
+    MODULUS = 1 << 256
+
+    def __init__(self) -> None:
+        self.totals: Counter[inv.Key] = Counter()
+        self.counted = self.billable = self.sum = self.done = 0
+
+    def add(self, part: tuple[dict[inv.Key, int], int, int, int]) -> None:
+        totals, counted, billable, line_sum = part
+        self.totals.update(totals)
+        self.counted += counted
+        self.billable += billable
+        self.sum = (self.sum + line_sum) % self.MODULUS
+
+    def folded(self, users: int) -> int:
+        self.done += users
+        return self.done
+
+    def digest(self) -> str:
+        return f"lines:{self.counted}:{self.sum:064x}"
+
+
+def tally(chunk: list[tuple[Decision, str, str]]) -> tuple[dict[inv.Key, int], int, int, int]:
+    totals = inv.count(decision for decision, _, _ in chunk)
+    line_sum = sum(line_hash(decision, name) for decision, name, _ in chunk) % LineTally.MODULUS
+    return dict(totals), len(chunk), sum(d.billable for d, _, _ in chunk), line_sum
+
+
+def _write_chunk(s: Session, close_id: int, chunk: list[tuple[Decision, str, str]]
+                 ) -> tuple[dict[inv.Key, int], int, int, int]:
+    _insert_lines(s, [_line_row(close_id, d, name, state) for d, name, state in chunk])
+    return tally(chunk)
+
+
+# -- folding in worker processes ------------------------------------------------------
+
+PARALLEL_FROM_USERS = 50_000  # below this, starting processes costs more than it saves
+_WORKER: dict[str, Any] = {}
+
+
+def _workers(settings: BillingSettings, users: int) -> int:
+    if settings.close_workers == 1 or users < PARALLEL_FROM_USERS:
+        return 1
+    return settings.close_workers or min(os.cpu_count() or 1, 4)
+
+
+def _id_ranges(s: Session, tenant_id: str) -> list[tuple[str, str]]:
+    """(first, last) user id of each chunk: the chunks are fixed by the ids, so whatever
+    process folds a chunk reads exactly its users."""
+    return [(ids[0], ids[-1]) for ids in reader.user_id_chunks(s, tenant_id, CHUNK_USERS)]
+
+
+def _worker_start(url: str) -> None:
+    engine = db.make_engine(DatabaseSettings(url=url, pool_size=1))
+    _WORKER["maker"] = db.make_sessionmaker(engine, writes=True)
+
+
+def _worker_chunk(plan: FoldPlan, close_id: int, low: str, high: str
+                  ) -> tuple[tuple[dict[inv.Key, int], int, int, int], int]:
+    with _WORKER["maker"]() as s:
+        ids = reader.ids_between(s, plan.inputs.tenant_id, low, high)
+        part = _write_chunk(s, close_id, fold_chunk(s, plan, ids))
+        s.commit()
+        return part, len(ids)
+
+
+def _fold_in_processes(s: Session, plan: FoldPlan, close_id: int,
+                       ranges: list[tuple[str, str]], workers: int, lines: LineTally,
+                       total: int, progress: Progress | None) -> None:
+    """Fold the chunks in `workers` processes (spawned: nothing of this process, its
+    threads or its connections, is inherited), each writing its chunks' lines under the
+    attempt; the attempt is flipped by this process afterwards, as always."""
+    url = s.get_bind().url.render_as_string(hide_password=False)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                             initargs=(url,)) as pool:
+        pending = [pool.submit(_worker_chunk, plan, close_id, low, high)
+                   for low, high in ranges]
+        for future in as_completed(pending):
+            part, users = future.result()
+            lines.add(part)
+            if progress:
+                progress(lines.folded(users), total)
 
 
 def totals_as_json(totals: Mapping[inv.Key, int]) -> list[dict[str, Any]]:
@@ -349,12 +483,11 @@ def recompute_hash(session: Session, close: BillingClose, carry: bool = False) -
     log, unless `carry`): the hash it had, if nothing it was computed from changed."""
     inputs = inputs_of(close)
     digest = snapshot_digest(inputs, close)
-    totals: Counter[inv.Key] = Counter()
+    lines = LineTally()
     for chunk in fold_tenant(session, inputs, carry=carry):
-        for decision, user_name, _ in chunk:
-            add_line(digest, decision, user_name)
-            inv.count([decision], totals)
-    digest.add(totals_as_json(totals))
+        lines.add(tally(chunk))
+    digest.add_text(lines.digest())
+    digest.add(totals_as_json(lines.totals))
     return digest.hexdigest()
 
 
@@ -363,6 +496,23 @@ def _line_row(close_id: int, d: Decision, user_name: str, state: str) -> dict[st
             "billable": d.billable, "reason": d.reason, "plan": d.plan,
             "audience": d.audience, "modules": SEP.join(d.modules), "units": SEP.join(d.units),
             "state": state}
+
+
+_LINE_COLUMNS = ("close_id", "user_id", "user_name", "billable", "reason", "plan", "audience",
+                 "modules", "units", "state")
+_INSERT_LINE = ("INSERT INTO billing_lines (close_id, user_id, user_name, billable, reason, "
+                "plan, audience, modules, units, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _insert_lines(s: Session, rows: list[dict[str, Any]]) -> None:
+    """A chunk of lines: COPY on PostgreSQL (db.insert_many); on SQLite the driver's
+    executemany, without SQLAlchemy's per-row parameter processing (plain values)."""
+    if s.get_bind().dialect.name != "sqlite":
+        db.insert_many(s, BillingLine.__table__, rows)
+        return
+    cursor = s.connection().connection.driver_connection.cursor()
+    cursor.executemany(_INSERT_LINE, [tuple(row[c] for c in _LINE_COLUMNS) for row in rows])
+    cursor.close()
 
 
 def line_decision(line: BillingLine) -> Decision:

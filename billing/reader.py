@@ -74,6 +74,12 @@ def user_id_chunks(session: Session, tenant_id: str, size: int,
         after = ids[-1]
 
 
+def ids_between(session: Session, tenant_id: str, low: str, high: str) -> list[str]:
+    """The tenant's user ids from `low` to `high`, in order (one chunk)."""
+    return list(session.scalars(select(User.id).where(
+        User.tenant_id == tenant_id, User.id >= low, User.id <= high).order_by(User.id)))
+
+
 def facts_by_user(session: Session, scope: Scope, ids: Sequence[str]
                   ) -> dict[str, list[Fact]]:
     """The facts of users `ids` (sorted, one chunk of consecutive ids), each user's in

@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-ENGINE_VERSION = 1  # bumped when the fold changes what a history means
+ENGINE_VERSION = 2  # bumped when the fold (or the hashed line format) changes
 
 
 def canonical(value: Any) -> bytes:
@@ -28,6 +28,11 @@ class ContentHash:
 
     def add(self, value: Any) -> None:
         data = canonical(value)
+        self._sha.update(len(data).to_bytes(8, "big"))
+        self._sha.update(data)
+
+    def add_text(self, text: str) -> None:
+        data = text.encode()
         self._sha.update(len(data).to_bytes(8, "big"))
         self._sha.update(data)
 

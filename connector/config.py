@@ -200,6 +200,12 @@ class BillingSettings:
     close_check_minutes: int = setting(
         15, "How often the scheduler looks for months that are due to close."
     )
+    close_workers: int = setting(
+        0,
+        "Processes that fold a large tenant's month side by side (tenants of 50,000 users "
+        "or more; smaller ones fold in the closing process). 0: one per CPU, at most 4; "
+        "1: always in the closing process.",
+    )
     mail_host: str = setting(
         "",
         "SMTP server of the monthly e-mail report (sent after each close, with the billed "

@@ -245,3 +245,28 @@ def test_frontline_guest_and_non_profit(engine: Engine) -> None:
     assert (got["g@x.io"].billable, got["g@x.io"].reason) == (False, "external_company_guest")
     assert (got["p@x.io"].billable, got["p@x.io"].reason) == (False, "removed")
     assert out.close.invoice["total"] == "0.00" and out.close.invoice["nonProfit"] is True
+
+
+def test_worker_processes_make_the_same_close(engine: Engine,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large tenants fold in worker processes, chunk by chunk; the lines, totals and hash
+    are the ones one process gets."""
+    from billing import close as closing
+
+    monkeypatch.setattr(closing, "CHUNK_USERS", 7)
+    monkeypatch.setattr(closing, "PARALLEL_FROM_USERS", 0)
+    h = History(engine)
+    h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "5.00"}])
+    for i in range(40):
+        u = h.create("2026-10-05T10:00:00", f"u{i:02}@x.io", modules=("Hybrid",),
+                     guest=i % 5 == 0)
+        if i % 3 == 0:
+            h.set_active("2026-11-10T10:00:00", u, False)
+    out = close_month(h.maker, h.tenant_id, NOV, BillingSettings(close_workers=2),
+                      AFTER_NOV)
+    assert out.close.users_counted == 40 and out.close.users_billable == 26
+    assert out.close.invoice["subtotal"] == "130.00"
+    with h.maker() as s:
+        stored = s.get(BillingClose, out.close.id)
+        assert recompute_hash(s, stored) == out.close.content_hash
+    assert len(lines(h, out.close.id)) == 40
