@@ -65,9 +65,9 @@ def user_id_chunks(session: Session, tenant_id: str, size: int,
                    after: str = "") -> Iterator[list[str]]:
     """Every user id of the tenant (removed ones too), in id order, `size` at a time."""
     while True:
-        ids = list(session.scalars(
+        ids = list(session.connection().execute(
             select(User.id).where(User.tenant_id == tenant_id, User.id > after)
-            .order_by(User.id).limit(size)))
+            .order_by(User.id).limit(size)).scalars())
         if not ids:
             return
         yield ids
@@ -76,8 +76,9 @@ def user_id_chunks(session: Session, tenant_id: str, size: int,
 
 def ids_between(session: Session, tenant_id: str, low: str, high: str) -> list[str]:
     """The tenant's user ids from `low` to `high`, in order (one chunk)."""
-    return list(session.scalars(select(User.id).where(
-        User.tenant_id == tenant_id, User.id >= low, User.id <= high).order_by(User.id)))
+    return list(session.connection().execute(select(User.id).where(
+        User.tenant_id == tenant_id, User.id >= low, User.id <= high).order_by(User.id)
+    ).scalars())
 
 
 def facts_by_user(session: Session, scope: Scope, ids: Sequence[str]
@@ -152,7 +153,7 @@ def _effective(scope: Scope) -> tuple[Any, ...]:
 
 def carried_states(session: Session, close_id: int, ids: Sequence[str]) -> dict[str, str]:
     """The end-of-month states a close kept for users `ids` (one chunk: a range read)."""
-    return dict(session.execute(
+    return dict(session.connection().execute(
         select(BillingLine.user_id, BillingLine.state).where(
             BillingLine.close_id == close_id, BillingLine.user_id >= ids[0],
             BillingLine.user_id <= ids[-1], BillingLine.state.is_not(None))).all())

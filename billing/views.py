@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, request, send_file, stream_with_context
 from sqlalchemy import select
 
-from billing import activity, overview, reporting
+from billing import activity, exports, overview, reporting
 from billing import close as closing
 from billing.calendar import InvalidMonth, Month
 from billing.profiles import load_profile, profile_json, update_profile
@@ -40,7 +40,7 @@ from connector.api.routes import (
     write_context,
 )
 from connector.errors import InvalidSetting, NotFound
-from connector.models import ReportingKey, User
+from connector.models import BillingClose, ReportingKey, User
 from connector.text import storable_text
 
 bp = Blueprint("billing", __name__, url_prefix="/tenants/<tenant_id>")
@@ -289,3 +289,62 @@ def revoke_key(key_id: str) -> Response:
         raise NotFound(f"No provisioning key {key_id}.")
     auth.audit(principal(), "reporting_key.revoked", None, key_id)
     return done(204)
+
+
+# -- exports ---------------------------------------------------------------------------
+
+
+def _download(report: exports.Report, fmt: str, streamed_session: Any = None) -> Response:
+    """A CSV streamed in chunks (read in a session of its own, which outlives the
+    request's), or an XLSX written to a temporary file first (its format needs that)."""
+    if fmt == "xlsx":
+        return send_file(exports.xlsx_file(report), mimetype=exports.XLSX_MIMETYPE,
+                         as_attachment=True, download_name=f"{report.name}.xlsx")
+    rows = exports.csv_chunks(report)
+
+    def generate() -> Any:
+        try:
+            yield from rows
+        finally:
+            if streamed_session is not None:
+                streamed_session.close()
+
+    return Response(stream_with_context(generate()), mimetype=exports.CSV_MIMETYPE,
+                    headers={"Content-Disposition":
+                             f'attachment; filename="{report.name}.csv"'})
+
+
+def _export(tenant_id: str, build: Any, fmt: str, action: str, target: str | None) -> Response:
+    tenant_for(tenant_id)
+    auth.audit(principal(), action, tenant_id, target, {"format": fmt})
+    session().commit()
+    reader = current_app.extensions["sessionmaker"]()
+    try:
+        return _download(build(reader), fmt, reader if fmt == "csv" else None)
+    finally:
+        if fmt != "csv":
+            reader.close()
+
+
+@bp.get("/exports/users.xlsx")
+def export_users_xlsx(tenant_id: str) -> Response:
+    return _export(tenant_id, lambda s: exports.users_report(s, tenant_id), "xlsx",
+                   "users.exported", None)
+
+
+@bp.get("/billing/months/<month>/billed-users.csv", defaults={"fmt": "csv"})
+@bp.get("/billing/months/<month>/billed-users.xlsx", defaults={"fmt": "xlsx"})
+def export_billed(tenant_id: str, month: str, fmt: str) -> Response:
+    tenant_for(tenant_id)
+    close_id = _current(tenant_id, month)[-1].id
+    return _export(tenant_id, lambda s: exports.billed_users_report(
+        s, s.get(BillingClose, close_id)), fmt, "billing.exported", f"{month} billed users")
+
+
+@bp.get("/billing/months/<month>/invoice.csv", defaults={"fmt": "csv"})
+@bp.get("/billing/months/<month>/invoice.xlsx", defaults={"fmt": "xlsx"})
+def export_invoice(tenant_id: str, month: str, fmt: str) -> Response:
+    tenant_for(tenant_id)
+    close_id = _current(tenant_id, month)[-1].id
+    return _export(tenant_id, lambda s: exports.invoice_report(
+        s, s.get(BillingClose, close_id)), fmt, "billing.exported", f"{month} invoice")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
+import openpyxl
+
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
@@ -177,3 +179,38 @@ def test_reporting_api_with_a_provisioning_key(partner: ApiClient, client: Flask
     key_id = made.json["id"]
     assert partner.delete(f"/reporting-keys/{key_id}").status_code == 204
     assert client.get("/reporting/v1/months", headers=auth).status_code == 401
+
+
+def test_exports_of_a_closed_month(partner: ApiClient, engine: Engine) -> None:
+    partner = Checked(partner)  # type: ignore[assignment]
+    h = closed_history(engine)
+    base = f"/tenants/{h.tenant_id}/billing/months/2026-10"
+    assert partner.get(f"{base}/billed-users.csv").status_code == 404  # not closed yet
+    partner.post(f"{base}/close")
+    billed = partner.get(f"{base}/billed-users.csv")
+    assert billed.headers["Content-Disposition"].startswith("attachment")
+    rows = list(csv.DictReader(io.StringIO(billed.get_data(as_text=True))))
+    billed.close()
+    assert {(r["username"], r["billable"], r["reason"]) for r in rows} == {
+        ("a@x.io", "false", "inactive_at_end"), ("b@x.io", "true", "active_with_module"),
+        ("c@x.io", "false", "no_module")}
+    book = openpyxl.load_workbook(io.BytesIO(download(partner, f"{base}/invoice.xlsx")))
+    cells = [c for row in book.active.iter_rows(values_only=True) for c in row if c]
+    assert "PO-1" in cells and "Acme BV" in cells
+    invoice = download(partner, f"{base}/invoice.csv").decode()
+    assert "5.00" in invoice
+    users = openpyxl.load_workbook(io.BytesIO(
+        download(partner, f"/tenants/{h.tenant_id}/exports/users.xlsx")))
+    header = next(users.active.iter_rows(values_only=True))
+    assert header[:4] == ("first name", "last name", "e-mail", "username")
+
+
+def download(api: Checked, path: str) -> bytes:
+    """The body of a download; the response is closed, as a server closes it (which
+    closes the temporary file an XLSX is sent from)."""
+    response = api.get(path)
+    try:
+        assert response.status_code == 200
+        return bytes(response.get_data())
+    finally:
+        response.close()
