@@ -193,7 +193,7 @@ def chart(series: list[dict[str, Any]], width: int = 640, height: int = 180) -> 
         return {"bars": [], "points": "", "width": width, "height": height}
     top_users = max(1, max(s["billable"] for s in series))
     top_amount = max(Decimal("1"), max(Decimal(s["total"] or "0") for s in series))
-    slot = width / len(series)
+    slot = min(width / len(series), 64.0)  # one month is a bar, not the whole width
     bars, points = [], []
     for i, s in enumerate(series):
         h = (height - 30) * s["billable"] / top_users
