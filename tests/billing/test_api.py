@@ -6,7 +6,6 @@ import csv
 import io
 
 import openpyxl
-
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 

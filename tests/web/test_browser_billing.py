@@ -50,7 +50,8 @@ def test_a_partner_reads_an_invoice_and_reissues_the_month(
 
     page.get_by_label("Company name").fill("Fabrikam B.V.")
     page.get_by_label("Purchase order (PO) number").fill("PO-2026-118")
-    page.get_by_label("Prices in USD, excl. tax").fill("Hybrid, standard, 6.50\nEngage, standard, 3.00")
+    page.get_by_label("Prices in USD, excl. tax").fill(
+        "Hybrid, standard, 6.50\nEngage, standard, 3.00")
     page.get_by_role("button", name="Save billing info").click()
     expect(page.get_by_role("status").filter(has_text="Billing info saved")).to_be_visible()
     expect(page.get_by_label("Company name")).to_have_value("Fabrikam B.V.")
