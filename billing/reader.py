@@ -54,6 +54,7 @@ def group_modules(session: Session, scope: Scope) -> dict[str, frozenset[str]]:
     rows = session.execute(
         select(Event.subject_id, Event.kind, Event.new_value, Event.effective_at, Event.id)
         .where(Event.tenant_id == scope.tenant_id, Event.subject_type == "group",
+               Event.object_id.is_(None),  # ix_events_group_changes: not memberships
                Event.kind.in_(GROUP_KINDS), Event.effective_at < scope.end,
                Event.recorded_at <= scope.cutoff)
         .order_by(Event.effective_at, Event.id))

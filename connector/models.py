@@ -378,6 +378,15 @@ class Event(Base):
         # effective_at too: a month close finds what was learned late (recorded since
         # the last close, effective before its month) from the index alone.
         Index("ix_events_tenant_recorded", "tenant_id", "recorded_at", "effective_at"),
+        # Groups' own changes (not memberships, which name a member in object_id): a
+        # month close folds every group's modules from these.
+        Index(
+            "ix_events_group_changes",
+            "tenant_id",
+            "effective_at",
+            sqlite_where=text("subject_type = 'group' AND object_id IS NULL"),
+            postgresql_where=text("subject_type = 'group' AND object_id IS NULL"),
+        ),
         Index(
             "ix_events_object",
             "tenant_id",
