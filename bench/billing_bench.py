@@ -329,6 +329,15 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     tenants = prepare(url, args.users, args.events, args.small, args.reuse)
     seeded_s = time.monotonic() - started
     events = count_events(url, tenants["big"])
+    if args.seed_only:
+        log(f"{kind}: seeded {events:,} events in {seeded_s:.0f} s; measure with --reuse")
+        return {}
+    if args.reuse and args.steady_only:
+        _drop_closes(url, MONTHS[1])
+        big = measure(url, tenants["big"], "close", MONTHS[1])
+        log(f"{kind}: {MONTHS[1]} (carried from {MONTHS[0]}) closed in {big['seconds']:.1f} s, "
+            f"peak RSS {big['rss_peak_mb']:.0f} MB")
+        return {}
     if args.reuse:
         _drop_closes(url)
     log(f"{kind}: {args.users:,} users / {events:,} events")
@@ -352,7 +361,7 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             "small_users": args.small}
 
 
-def _drop_closes(url: str) -> None:
+def _drop_closes(url: str, month: str | None = None) -> None:
     from sqlalchemy import delete
 
     from connector import db
@@ -361,7 +370,8 @@ def _drop_closes(url: str) -> None:
 
     engine = db.make_engine(DatabaseSettings(url=url))
     with db.make_sessionmaker(engine, writes=True)() as s:
-        s.execute(delete(BillingClose))
+        s.execute(delete(BillingClose).where(BillingClose.month == month) if month
+                  else delete(BillingClose))
         s.commit()
     engine.dispose()
 
@@ -395,6 +405,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--small", type=int, default=10_000,
                    help="users of a second, small tenant closed too (0: none)")
     p.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    p.add_argument("--seed-only", action="store_true",
+                   help="seed the databases and stop (measure later with --reuse)")
+    p.add_argument("--steady-only", action="store_true",
+                   help="with --reuse: keep October's close, close November again, nothing "
+                        "else (a quick check of the monthly close)")
     p.add_argument("--reuse", action="store_true",
                    help="keep a database seeded by an earlier run (drops its closes)")
     p.add_argument("--pg-base", default="postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -407,6 +422,8 @@ def main(argv: list[str] | None = None) -> None:
     info = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
             "machine": machine()}
     runs = [run(kind, args) for kind in kinds]
+    if args.seed_only or args.steady_only:
+        return
     text = render(info, runs)
     name = "billing_bench" + (f"-{args.tag}" if args.tag else "")
     (RESULTS / f"{name}.md").write_text(text)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -442,35 +443,48 @@ def _id_ranges(s: Session, tenant_id: str) -> list[tuple[str, str]]:
 
 def _worker_start(url: str) -> None:
     engine = db.make_engine(DatabaseSettings(url=url, pool_size=1))
-    _WORKER["maker"] = db.make_sessionmaker(engine, writes=True)
+    _WORKER["maker"] = db.make_sessionmaker(engine, autocommit=True)
 
 
 def _worker_chunk(plan: FoldPlan, close_id: int, low: str, high: str
-                  ) -> tuple[tuple[dict[inv.Key, int], int, int, int], int]:
+                  ) -> tuple[list[dict[str, Any]], tuple[dict[inv.Key, int], int, int, int],
+                             int]:
+    """Fold one chunk (read only) and hand back its line rows and their tally: the
+    closing process writes them, so on SQLite the workers never queue on its single
+    writer's lock."""
     with _WORKER["maker"]() as s:
         ids = reader.ids_between(s, plan.inputs.tenant_id, low, high)
-        part = _write_chunk(s, close_id, fold_chunk(s, plan, ids))
-        s.commit()
-        return part, len(ids)
+        chunk = fold_chunk(s, plan, ids)
+        rows = [_line_row(close_id, d, name, state) for d, name, state in chunk]
+        return rows, tally(chunk), len(ids)
 
 
 def _fold_in_processes(s: Session, plan: FoldPlan, close_id: int,
                        ranges: list[tuple[str, str]], workers: int, lines: LineTally,
                        total: int, progress: Progress | None) -> None:
     """Fold the chunks in `workers` processes (spawned: nothing of this process, its
-    threads or its connections, is inherited), each writing its chunks' lines under the
-    attempt; the attempt is flipped by this process afterwards, as always."""
+    threads or its connections, is inherited), reading only; this process writes each
+    chunk's lines under the attempt as it comes back, and flips the attempt afterwards,
+    as always. At most two chunks per worker are in flight, so memory stays bounded."""
     url = s.get_bind().url.render_as_string(hide_password=False)
     context = multiprocessing.get_context("spawn")
+    todo = iter(ranges)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
                              initargs=(url,)) as pool:
-        pending = [pool.submit(_worker_chunk, plan, close_id, low, high)
-                   for low, high in ranges]
-        for future in as_completed(pending):
-            part, users = future.result()
-            lines.add(part)
-            if progress:
-                progress(lines.folded(users), total)
+        pending = {pool.submit(_worker_chunk, plan, close_id, *r)
+                   for r in itertools.islice(todo, workers * 2)}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                rows, part, users = future.result()
+                following = next(todo, None)
+                if following is not None:
+                    pending.add(pool.submit(_worker_chunk, plan, close_id, *following))
+                _insert_lines(s, rows)
+                s.commit()
+                lines.add(part)
+                if progress:
+                    progress(lines.folded(users), total)
 
 
 def totals_as_json(totals: Mapping[inv.Key, int]) -> list[dict[str, Any]]:
