@@ -49,6 +49,7 @@ from connector.web import (
 bp = Blueprint("billing", __name__, url_prefix="/tenants/<tenant_id>/billing",
                template_folder="templates")
 LINES_PER_PAGE = 100
+PREVIEW_INLINE_USERS = 50_000  # larger tenants compute the running month on request
 REASONS = {
     "active_whole_month": "Active the whole month",
     "not_active_whole_month": "Not active the whole month (created, closed or inactive "
@@ -91,11 +92,16 @@ def index(tenant_id: str) -> str:
     tenant = tenant_page(tenant_id)
     session = db.get_session()
     closes = overview.closed_months(session, tenant_id)
+    # The running month is folded on the spot: quick for most tenants, tens of seconds
+    # for a very large one, whose page offers it as a separate step instead.
+    live = overview.live_overview(session, tenant_id)
+    people = sum(live["activeUsers"].values())
+    show_preview = people < PREVIEW_INLINE_USERS or request.args.get("preview") == "1"
     return render_template(
         "admin/billing/index.html", tenant=tenant, profile=load_profile(session, tenant_id),
-        live=overview.live_overview(session, tenant_id),
-        preview=closing.preview(session, tenant, now()), closes=closes,
-        series=overview.history_series(closes[:24]), partner=me().role == "partner")
+        live=live, preview=closing.preview(session, tenant, now()) if show_preview else None,
+        closes=closes, series=overview.history_series(closes[:24]),
+        partner=me().role == "partner")
 
 
 TENANT_FORM = ("company_name", "reference_number", "customer_type", "industry", "po_number")
