@@ -282,7 +282,7 @@ def fold_tenant(session: Session, inputs: CloseInputs, progress: Progress | None
     """Every user's decision for the month, a chunk at a time, in user id order, in this
     process (previews, re-verification, small tenants)."""
     plan = plan_fold(session, inputs, carry)
-    total = _user_count(session, inputs.tenant_id)
+    total = _user_count(session, inputs.tenant_id) if progress else 0
     done = 0
     for ids in reader.user_id_chunks(session, inputs.tenant_id, CHUNK_USERS):
         yield fold_chunk(session, plan, ids)

@@ -11,7 +11,6 @@ Every action is the call the admin API makes, audited with the same action names
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -33,7 +32,7 @@ from billing.calendar import InvalidMonth, Month
 from billing.policies import POLICIES
 from billing.profiles import load_profile, update_profile
 from connector import auth, db
-from connector.api.routes import write_context
+from connector.api.routes import now, write_context
 from connector.errors import InvalidSetting, NotFound
 from connector.text import storable_text
 from connector.web import (
@@ -81,10 +80,6 @@ def _helpers() -> dict[str, Any]:
 
 def _index_url(tenant_id: str) -> str:
     return url_for("web.billing.index", tenant_id=tenant_id)
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @bp.get("")

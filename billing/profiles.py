@@ -76,12 +76,12 @@ def _check(changes: Mapping[str, Any]) -> dict[str, Any]:
                 raise InvalidSetting("non_profit must be true or false.")
             checked[key] = value
         elif key == "prices":
+            if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+                raise InvalidSetting("prices must be a list of {unit, plan, price}.")
             try:
-                checked[key] = prices_as_json(parse_prices(value if isinstance(value, list)
-                                                           else [None]))  # type: ignore[list-item]
-            except (InvalidPrice, AttributeError) as exc:
-                raise InvalidSetting(str(exc) if isinstance(exc, InvalidPrice) else
-                                     "prices must be a list of {unit, plan, price}.") from exc
+                checked[key] = prices_as_json(parse_prices(value))
+            except InvalidPrice as exc:
+                raise InvalidSetting(str(exc)) from exc
         elif key == "time_zone":
             if not isinstance(value, str) or not valid_zone(value):
                 raise InvalidSetting("time_zone must be an IANA time zone such as "

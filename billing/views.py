@@ -211,24 +211,23 @@ def _user(tenant_id: str, user_id: str) -> User:
 
 @bp.post("/users/<user_id>/invite")
 def invite(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_for(tenant_id)
-    changed = directory(tenant).invite_user(_user(tenant_id, user_id))
-    if changed:
-        auth.audit(principal(), "user.invited", tenant_id, user_id)
-    return done(200, _invitation(tenant_id, user_id))
+    return _invitation_step(tenant_id, user_id, "invite_user", "user.invited")
 
 
 @bp.post("/users/<user_id>/claim")
 def claim(tenant_id: str, user_id: str) -> Response:
+    return _invitation_step(tenant_id, user_id, "claim_user", "user.claimed")
+
+
+def _invitation_step(tenant_id: str, user_id: str, step: str, action: str) -> Response:
     tenant = tenant_for(tenant_id)
-    changed = directory(tenant).claim_user(_user(tenant_id, user_id))
-    if changed:
-        auth.audit(principal(), "user.claimed", tenant_id, user_id)
-    return done(200, _invitation(tenant_id, user_id))
-
-
-def _invitation(tenant_id: str, user_id: str) -> dict[str, Any]:
     user = _user(tenant_id, user_id)
+    if getattr(directory(tenant), step)(user):
+        auth.audit(principal(), action, tenant_id, user_id)
+    return done(200, _invitation(user))
+
+
+def _invitation(user: User) -> dict[str, Any]:
     return {"userId": user.id,
             "invitedAt": user.invited_at.isoformat() if user.invited_at else None,
             "claimedAt": user.claimed_at.isoformat() if user.claimed_at else None}
