@@ -13,14 +13,15 @@ same hash. A closed month never changes: a partner's reissue is a new version.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
-import itertools
 import multiprocessing
 import os
+import queue
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -33,7 +34,7 @@ from billing import carry as carry_codec
 from billing import invoice as inv
 from billing import reader
 from billing.calendar import Month, Window
-from billing.fold import fold_month
+from billing.fold import Fact, fold_month
 from billing.mail import enqueue_for
 from billing.policies import POLICIES, Decision, Policy, decide_user
 from billing.profiles import load_profile
@@ -53,9 +54,14 @@ from connector.models import (
 )
 
 SEP = "\x1f"
-CHUNK_USERS = 5000
+CHUNK_USERS = 5000  # users folded and written at a time
+# Users per partition when one process folds them all: each partition scans the month's
+# events once (billing.reader) and has the database sort them, so fewer partitions read
+# less; worker processes get one partition each.
+LOCAL_PARTITION_USERS = 500_000
 STALE_ATTEMPT = dt.timedelta(hours=6)
 Progress = Callable[[int, int], None]  # (users folded, of about this many)
+Line = tuple[Decision, str, str]  # a user's decision, name and end-of-month state
 
 
 class NotDue(Exception):
@@ -230,65 +236,98 @@ class FoldPlan:
     late: frozenset[str]  # users whose kept state is stale: folded from scratch
 
 
-def plan_fold(session: Session, inputs: CloseInputs, carry: bool = True) -> FoldPlan:
+def plan_fold(session: Session, inputs: CloseInputs, carry: bool = True,
+              learned: tuple[dt.datetime, list[reader.LateEvent]] | None = None) -> FoldPlan:
     """With `carry` and the previous month closed under the same zone and engine, each user
     starts from the state that close kept, and only the month's events are read; users
-    something late was learned about, or with no kept state, are folded from scratch."""
+    something late was learned about, or with no kept state, are folded from scratch.
+    `learned`: the late events since a cut-off, when the caller has read them."""
     scope = inputs.scope()
     previous = _carry_source(session, inputs) if carry else None
     late: set[str] = set()
     if previous is not None:
-        late = reader.learned_late(session, inputs.tenant_id, previous.cutoff, inputs.cutoff,
-                                   inputs.window.start)
+        if learned is None or learned[0] != previous.cutoff:
+            learned = (previous.cutoff, reader.late_events(
+                session, inputs.tenant_id, previous.cutoff, inputs.cutoff, inputs.window.start))
+        late = {e.user_id for e in learned[1] if e.user_id is not None}
     return FoldPlan(inputs, replace(scope, from_start=previous is not None), scope,
                     reader.group_modules(session, scope),
                     previous.id if previous is not None else None, frozenset(late))
 
 
-def fold_chunk(session: Session, plan: FoldPlan, ids: list[str]
-               ) -> list[tuple[Decision, str, str]]:
-    """The decisions of users `ids` (consecutive ids, sorted), each with the user's name
-    as of the month's end and its state then (kept for the next close). Users with no
-    account during the month have none."""
+def fold_partition(session: Session, plan: FoldPlan, low: str | None, high: str | None,
+                   size: int | None = None, own: bool = False
+                   ) -> Iterator[tuple[list[Line], int]]:
+    """The decisions of the users with ids in [low, high) (None: open), `size` users at
+    a time: (lines, users read). A line is the decision, the user's name as of the
+    month's end and its state then (kept for the next close). Users with no account
+    during the month have none. Reads sorted streams (billing.reader), in the caller's
+    transaction (`own`: on a connection of their own, so the caller may write and commit
+    meanwhile), and merges them user by user."""
+    size = size or CHUNK_USERS
+    with reader.streaming(session, own) as conn:
+        facts = reader.Aligned(reader.partition_facts(conn, plan.scope, low, high))
+        batch: list[tuple[str, list[Fact] | None, str | None]] = []
+        for uid, kept in reader.partition_users(conn, plan.inputs.tenant_id, low, high,
+                                                plan.previous_id):
+            batch.append((uid, facts.take(uid), kept))
+            if len(batch) >= size:
+                yield _fold_users(session, plan, batch), len(batch)
+                batch = []
+        if batch:
+            yield _fold_users(session, plan, batch), len(batch)
+
+
+def _fold_users(session: Session, plan: FoldPlan,
+                batch: list[tuple[str, list[Fact] | None, str | None]]) -> list[Line]:
     inputs = plan.inputs
-    facts = reader.facts_by_user(session, plan.scope, ids)
-    states: dict[str, str] = {}
-    if plan.previous_id is not None:
-        states = reader.carried_states(session, plan.previous_id, ids)
-        scratch = [u for u in ids if u in plan.late or (u in facts and u not in states)]
-        facts.update(reader.facts_of(session, plan.full_scope, scratch))
-        for uid in scratch:
-            states.pop(uid, None)
+    carried = plan.previous_id is not None
+    # Folded from scratch, from the whole log: users something late was learned about
+    # (their kept state is stale) and users with facts but no kept state.
+    scratch = {uid for uid, found, kept in batch
+               if carried and (uid in plan.late or (found is not None and kept is None))}
+    whole = reader.facts_of(session, plan.full_scope, sorted(scratch)) if scratch else {}
     window = reader.comparable(session.get_bind().dialect.name, inputs.window)
     first_day = inputs.month.first_day()
-    chunk = []
-    for uid in ids:
-        kept = states.get(uid)
+    lines = []
+    for uid, found, kept in batch:
+        if uid in scratch:
+            found, kept = whole.get(uid), None
         state = carry_codec.decode(kept) if kept is not None else None
-        if state is None and uid not in facts:
+        if state is None and found is None:
             continue
-        month = fold_month(uid, facts.get(uid, ()), window, plan.groups, state)
+        month = fold_month(uid, found or (), window, plan.groups, state)
         decision = decide_user(inputs.policy, month, first_day, inputs.trial_ends_on)
         if decision is not None:
             # Nothing happened to the user this month: its state is the kept one.
-            end = kept if kept is not None and uid not in facts else carry_codec.encode(
+            end = kept if kept is not None and found is None else carry_codec.encode(
                 month.end)
-            chunk.append((decision, month.end.user_name, end))
-    return chunk
+            lines.append((decision, month.end.user_name, end))
+    return lines
+
+
+def partitions(session: Session, tenant_id: str, size: int
+               ) -> list[tuple[str | None, str | None]]:
+    """[low, high) id ranges of about `size` users each, covering every id."""
+    bounds = reader.partition_bounds(session, tenant_id, size)
+    if not bounds:
+        return []
+    return list(zip([None, *bounds[1:]], [*bounds[1:], None], strict=True))
 
 
 def fold_tenant(session: Session, inputs: CloseInputs, progress: Progress | None = None,
-                carry: bool = True) -> Iterator[list[tuple[Decision, str, str]]]:
-    """Every user's decision for the month, a chunk at a time, in user id order, in this
-    process (previews, re-verification, small tenants)."""
+                carry: bool = True) -> Iterator[list[Line]]:
+    """Every user's decision for the month, a chunk at a time, in this process
+    (previews, re-verification, small tenants)."""
     plan = plan_fold(session, inputs, carry)
     total = _user_count(session, inputs.tenant_id) if progress else 0
     done = 0
-    for ids in reader.user_id_chunks(session, inputs.tenant_id, CHUNK_USERS):
-        yield fold_chunk(session, plan, ids)
-        done += len(ids)
-        if progress:
-            progress(done, total)
+    for low, high in partitions(session, inputs.tenant_id, LOCAL_PARTITION_USERS):
+        for lines, users in fold_partition(session, plan, low, high):
+            yield lines
+            done += users
+            if progress:
+                progress(done, total)
 
 
 def _user_count(session: Session, tenant_id: str) -> int:
@@ -316,24 +355,35 @@ def _build(maker: sessionmaker[Session], attempt_id: int, inputs: CloseInputs,
         attempt = s.get(BillingClose, attempt_id)
         assert attempt is not None
         digest = snapshot_digest(inputs, attempt)
-        plan = plan_fold(s, inputs)
+        # What was learned late since the last close (of the month before): read once,
+        # for the users folded from scratch and for the adjustments of closed months.
+        earlier = _closed_before(s, inputs)
+        learned = None
+        if earlier:
+            since = earlier[0].cutoff
+            learned = (since, reader.late_events(s, inputs.tenant_id, since, inputs.cutoff,
+                                                 inputs.window.start))
+        plan = plan_fold(s, inputs, learned=learned)
         total = _user_count(s, inputs.tenant_id)
-        ranges = _id_ranges(s, inputs.tenant_id)
         workers = _workers(settings, total)
+        # One partition per worker: each scans the month's events once.
+        size = -(-total // workers) if workers > 1 else LOCAL_PARTITION_USERS
+        parts = partitions(s, inputs.tenant_id, max(size, 1))
         s.commit()
         if workers > 1:
-            _fold_in_processes(s, plan, attempt_id, ranges, workers, lines, total, progress)
+            _fold_in_processes(s, plan, attempt_id, parts, workers, lines, total, progress)
         else:
-            for low, high in ranges:
-                ids = reader.ids_between(s, inputs.tenant_id, low, high)
-                lines.add(_write_chunk(s, attempt_id, fold_chunk(s, plan, ids)))
-                s.commit()
-                if progress:
-                    progress(lines.folded(len(ids)), total)
+            for low, high in parts:
+                for chunk, users in fold_partition(s, plan, low, high, own=True):
+                    _insert_lines(s, [_line_row(attempt_id, *line) for line in chunk])
+                    s.commit()
+                    lines.add(tally(chunk))
+                    if progress:
+                        progress(lines.folded(users), total)
         totals, counted, billable = lines.totals, lines.counted, lines.billable
         digest.add_text(lines.digest())
-        adjustments, adjustment_lines, report = _late_adjustments(s, inputs, settings,
-                                                                  attempt_id, now)
+        adjustments, adjustment_lines, report = _late_adjustments(
+            s, inputs, settings, attempt_id, now, earlier, learned[1] if learned else [])
         month_invoice = inv.make_invoice(totals, inputs.prices, inputs.non_profit,
                                          inputs.po_number, adjustment_lines)
         totals_json = totals_as_json(totals)
@@ -417,12 +467,6 @@ def tally(chunk: list[tuple[Decision, str, str]]) -> tuple[dict[inv.Key, int], i
     return dict(totals), len(chunk), sum(d.billable for d, _, _ in chunk), line_sum
 
 
-def _write_chunk(s: Session, close_id: int, chunk: list[tuple[Decision, str, str]]
-                 ) -> tuple[dict[inv.Key, int], int, int, int]:
-    _insert_lines(s, [_line_row(close_id, d, name, state) for d, name, state in chunk])
-    return tally(chunk)
-
-
 # -- folding in worker processes ------------------------------------------------------
 
 PARALLEL_FROM_USERS = 50_000  # below this, starting processes costs more than it saves
@@ -435,56 +479,82 @@ def _workers(settings: BillingSettings, users: int) -> int:
     return settings.close_workers or min(os.cpu_count() or 1, 4)
 
 
-def _id_ranges(s: Session, tenant_id: str) -> list[tuple[str, str]]:
-    """(first, last) user id of each chunk: the chunks are fixed by the ids, so whatever
-    process folds a chunk reads exactly its users."""
-    return [(ids[0], ids[-1]) for ids in reader.user_id_chunks(s, tenant_id, CHUNK_USERS)]
-
-
-def _worker_start(url: str) -> None:
+def _worker_start(url: str, out: Any, stop: Any) -> None:
     engine = db.make_engine(DatabaseSettings(url=url, pool_size=1))
-    _WORKER["maker"] = db.make_sessionmaker(engine, autocommit=True)
+    _WORKER.update(maker=db.make_sessionmaker(engine), out=out, stop=stop)
 
 
-def _worker_chunk(plan: FoldPlan, close_id: int, low: str, high: str
-                  ) -> tuple[list[dict[str, Any]], tuple[dict[inv.Key, int], int, int, int],
-                             int]:
-    """Fold one chunk (read only) and hand back its line rows and their tally: the
-    closing process writes them, so on SQLite the workers never queue on its single
-    writer's lock."""
-    with _WORKER["maker"]() as s:
-        ids = reader.ids_between(s, plan.inputs.tenant_id, low, high)
-        chunk = fold_chunk(s, plan, ids)
-        rows = [_line_row(close_id, d, name, state) for d, name, state in chunk]
-        return rows, tally(chunk), len(ids)
+def _worker_partition(plan: FoldPlan, close_id: int, index: int, low: str | None,
+                      high: str | None) -> None:
+    """Fold one partition in one transaction and send the closing process each chunk's
+    tally. On SQLite the lines go with it and that process writes them, so the workers
+    never queue on SQLite's single writer lock. On PostgreSQL the worker writes them
+    itself (COPY, in the transaction that reads the partition, committed at its end):
+    handing a million lines to one process cost more than writing them. The last
+    message is always (index, None), whether the partition finished or failed."""
+    out, stop = _WORKER["out"], _WORKER["stop"]
+    try:
+        if stop.is_set():
+            return
+        with _WORKER["maker"]() as s:
+            writes = s.get_bind().dialect.name == "postgresql"
+            for chunk, users in fold_partition(s, plan, low, high):
+                if stop.is_set():
+                    return
+                rows = [_line_row(close_id, *line) for line in chunk]
+                if writes:
+                    _insert_lines(s, rows)
+                    rows = []
+                out.put((index, (rows, tally(chunk), users)))
+            s.commit()
+    finally:
+        out.put((index, None))
 
 
 def _fold_in_processes(s: Session, plan: FoldPlan, close_id: int,
-                       ranges: list[tuple[str, str]], workers: int, lines: LineTally,
-                       total: int, progress: Progress | None) -> None:
-    """Fold the chunks in `workers` processes (spawned: nothing of this process, its
-    threads or its connections, is inherited), reading only; this process writes each
-    chunk's lines under the attempt as it comes back, and flips the attempt afterwards,
-    as always. At most two chunks per worker are in flight, so memory stays bounded."""
+                       parts: list[tuple[str | None, str | None]], workers: int,
+                       lines: LineTally, total: int, progress: Progress | None) -> None:
+    """Fold the partitions in `workers` processes (spawned: nothing of this process,
+    its threads or its connections, is inherited), one each; the lines are written
+    under the attempt (here on SQLite, by the workers on PostgreSQL) and this process
+    flips the attempt afterwards, as always. The queue between them holds a few
+    chunks, so memory stays bounded: a worker waits while this process writes."""
     url = s.get_bind().url.render_as_string(hide_password=False)
     context = multiprocessing.get_context("spawn")
-    todo = iter(ranges)
+    out, stop = context.Queue(maxsize=workers * 2), context.Event()
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                             initargs=(url,)) as pool:
-        pending = {pool.submit(_worker_chunk, plan, close_id, *r)
-                   for r in itertools.islice(todo, workers * 2)}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                rows, part, users = future.result()
-                following = next(todo, None)
-                if following is not None:
-                    pending.add(pool.submit(_worker_chunk, plan, close_id, *following))
-                _insert_lines(s, rows)
-                s.commit()
+                             initargs=(url, out, stop)) as pool:
+        futures = [pool.submit(_worker_partition, plan, close_id, i, low, high)
+                   for i, (low, high) in enumerate(parts)]
+        try:
+            finished = 0
+            while finished < len(futures):
+                try:
+                    index, message = out.get(timeout=1)
+                except queue.Empty:
+                    for future in futures:  # a worker that died sends nothing more
+                        if future.done() and not future.cancelled():
+                            future.result()
+                    continue
+                if message is None:
+                    finished += 1
+                    futures[index].result()  # a failed partition fails the close
+                    continue
+                rows, part, users = message
+                if rows:
+                    _insert_lines(s, rows)
+                    s.commit()
                 lines.add(part)
                 if progress:
                     progress(lines.folded(users), total)
+        except BaseException:
+            stop.set()  # workers stop at their next chunk; unblock any waiting to put
+            for future in futures:
+                future.cancel()  # those not started yet
+            while not all(f.done() for f in futures):
+                with contextlib.suppress(queue.Empty):
+                    out.get(timeout=0.1)
+            raise
 
 
 def totals_as_json(totals: Mapping[inv.Key, int]) -> list[dict[str, Any]]:
@@ -505,27 +575,30 @@ def recompute_hash(session: Session, close: BillingClose, carry: bool = False) -
     return digest.hexdigest()
 
 
-def _line_row(close_id: int, d: Decision, user_name: str, state: str) -> dict[str, Any]:
-    return {"close_id": close_id, "user_id": d.user_id, "user_name": user_name,
-            "billable": d.billable, "reason": d.reason, "plan": d.plan,
-            "audience": d.audience, "modules": SEP.join(d.modules), "units": SEP.join(d.units),
-            "state": state}
+def _line_row(close_id: int, d: Decision, user_name: str, state: str) -> tuple[Any, ...]:
+    """A line's column values in the order `_INSERT_LINE` names them (tuples: a million
+    of them pass from the workers to the closing process)."""
+    return (close_id, d.user_id, user_name, d.billable, d.reason, d.plan, d.audience,
+            SEP.join(d.modules), SEP.join(d.units), state)
 
 
-_LINE_COLUMNS = ("close_id", "user_id", "user_name", "billable", "reason", "plan", "audience",
-                 "modules", "units", "state")
 _INSERT_LINE = ("INSERT INTO billing_lines (close_id, user_id, user_name, billable, reason, "
                 "plan, audience, modules, units, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_COPY_LINES = ("COPY billing_lines (close_id, user_id, user_name, billable, reason, plan, "
+               "audience, modules, units, state) FROM STDIN")
 
 
-def _insert_lines(s: Session, rows: list[dict[str, Any]]) -> None:
-    """A chunk of lines: COPY on PostgreSQL (db.insert_many); on SQLite the driver's
-    executemany, without SQLAlchemy's per-row parameter processing (plain values)."""
-    if s.get_bind().dialect.name != "sqlite":
-        db.insert_many(s, BillingLine.__table__, rows)
+def _insert_lines(s: Session, rows: list[tuple[Any, ...]]) -> None:
+    """A chunk of lines, straight to the driver (no column here needs SQLAlchemy's
+    parameter processing): COPY on PostgreSQL, executemany on SQLite."""
+    raw = s.connection().connection.driver_connection
+    if s.get_bind().dialect.name == "postgresql":
+        with raw.cursor() as cursor, cursor.copy(_COPY_LINES) as copy:
+            for row in rows:
+                copy.write_row(row)
         return
-    cursor = s.connection().connection.driver_connection.cursor()
-    cursor.executemany(_INSERT_LINE, [tuple(row[c] for c in _LINE_COLUMNS) for row in rows])
+    cursor = raw.cursor()
+    cursor.executemany(_INSERT_LINE, rows)
     cursor.close()
 
 
@@ -538,23 +611,33 @@ def line_decision(line: BillingLine) -> Decision:
 # -- late events ------------------------------------------------------------------
 
 
-def _late_adjustments(s: Session, inputs: CloseInputs, settings: BillingSettings,
-                      close_id: int, now: dt.datetime
-                      ) -> tuple[list[dict[str, Any]], list[inv.Line], dict[str, Any]]:
-    """Adjustment lines for what was learned, since they closed, about the last
-    `adjustment_months` closed months before this one; older months' late events are
-    only reported."""
-    earlier = list(s.scalars(
+def _closed_before(s: Session, inputs: CloseInputs) -> list[BillingClose]:
+    """The tenant's closed months before this one, latest first."""
+    return list(s.scalars(
         select(BillingClose).where(BillingClose.tenant_id == inputs.tenant_id,
                                    BillingClose.state == "closed",
                                    BillingClose.month < str(inputs.month))
         .order_by(BillingClose.month.desc())))
+
+
+def _late_adjustments(s: Session, inputs: CloseInputs, settings: BillingSettings,
+                      close_id: int, now: dt.datetime, earlier: list[BillingClose],
+                      learned: list[reader.LateEvent]
+                      ) -> tuple[list[dict[str, Any]], list[inv.Line], dict[str, Any]]:
+    """Adjustment lines for what was learned, since they closed, about the last
+    `adjustment_months` closed months before this one; older months' late events are
+    only reported.
+
+    `learned` holds what was recorded since the last close (`earlier[0]`): whatever
+    came before it, that close (and those before it) already adjusted or reported, and
+    a month never comes back into the look-back once it left it."""
     rows: list[dict[str, Any]] = []
     lines: list[inv.Line] = []
     report: dict[str, Any] = {"notes": list(inputs.notes), "lateUnadjusted": [],
                               "lateUnadjustedUsers": 0}
+    since = earlier[0].cutoff if earlier else None
     for index, past in enumerate(earlier):
-        late = _late_users(s, past, inputs.cutoff)
+        late = _late_users(s, past, inputs.cutoff, since, learned)
         if not late:
             continue
         if index >= settings.adjustment_months:
@@ -570,28 +653,30 @@ def _late_adjustments(s: Session, inputs: CloseInputs, settings: BillingSettings
     return rows, lines, report
 
 
-def _late_users(s: Session, past: BillingClose, cutoff: dt.datetime) -> dict[str, set[str]]:
-    """Users with something recorded after `past` closed (its cut-off) and before this
-    close's, that happened before `past` ended: what they are, per user."""
+def _late_users(s: Session, past: BillingClose, cutoff: dt.datetime,
+                since: dt.datetime | None, learned: list[reader.LateEvent]
+                ) -> dict[str, set[str]]:
+    """Users with something recorded after `past` closed (its cut-off) and since the
+    last close, before this close's cut-off, that happened before `past` ended: what
+    they are, per user."""
     late: dict[str, set[str]] = {}
-    window = (Event.tenant_id == past.tenant_id, Event.recorded_at > past.cutoff,
-              Event.recorded_at <= cutoff, Event.effective_at < past.window_end)
-    for uid, kind in s.execute(select(Event.subject_id, Event.kind).where(
-            *window, Event.subject_type == "user", Event.kind.in_(reader.USER_KINDS))
-            .distinct()):
-        late.setdefault(uid, set()).add(kind)
-    for uid, kind in s.execute(select(Event.object_id, Event.kind).where(
-            *window, Event.kind.in_(reader.MEMBER_KINDS)).distinct()):
-        late.setdefault(uid, set()).add(kind)
-    if s.scalar(select(Event.id).where(*window, Event.subject_type == "group",
-                                       Event.kind.in_(reader.GROUP_KINDS)).limit(1)):
+    group_changed = False
+    for event in learned:
+        if event.recorded_at <= past.cutoff or event.effective_at >= past.window_end:
+            continue
+        if event.user_id is None:
+            group_changed = True
+        else:
+            late.setdefault(event.user_id, set()).add(event.kind)
+    if group_changed:
         # A group's modules changed late: every member of the month may be affected.
         for uid in s.scalars(select(BillingLine.user_id).where(
                 BillingLine.close_id == past.id)):
             late.setdefault(uid, set()).add("group.modules")
     if past.inputs.get("policy") == "monthly_active":
+        after = max(past.cutoff, since) if since is not None else past.cutoff
         for (uid,) in s.execute(select(Activity.user_id).where(
-                Activity.tenant_id == past.tenant_id, Activity.recorded_at > past.cutoff,
+                Activity.tenant_id == past.tenant_id, Activity.recorded_at > after,
                 Activity.recorded_at <= cutoff, Activity.occurred_at >= past.window_start,
                 Activity.occurred_at < past.window_end).distinct()):
             late.setdefault(uid, set()).add("activity")

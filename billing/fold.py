@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from billing.calendar import Window
 
@@ -46,10 +46,10 @@ COUNTED_ACTIVITY = frozenset({"sign_in", "visit", "chat"})
 ACTIVITY_KINDS = COUNTED_ACTIVITY | {"notification"}
 
 
-@dataclass(frozen=True, slots=True)
-class Fact:
+class Fact(NamedTuple):
     """One thing that happened to a user: at `at` (the source's effective time), in
-    log order `seq` among facts at the same instant."""
+    log order `seq` among facts at the same instant. A tuple: a close makes one per
+    event of the month, and a tuple is made in a third of a frozen dataclass's time."""
 
     at: dt.datetime
     seq: int

@@ -1,20 +1,48 @@
 """Read the event and activity logs user by user, for the fold (billing.fold).
 
-A month close streams every user of a tenant in chunks of ids: for each chunk, three
-indexed range reads (the users' own events, their memberships by `events.object_id`,
-their activity), grouped by user in memory for that chunk only. Memory is bounded by
-the chunk, never by the tenant. Only rows recorded up to the close's cut-off are read.
+A month close splits a tenant's users into a few partitions of consecutive ids. Each
+partition is read as sorted streams, merged user by user in this process: the users,
+their facts (own events and memberships from one scan of the event log, in the order
+the log was written, then sorted by user in the database), their activity, and the
+states the previous close kept. Python holds one chunk of users at a time, never the
+tenant; the database does the sorting. Only rows recorded up to the close's cut-off are
+read.
+
+Why one scan in log order rather than each user's events through `ix_events_subject`:
+the events table is stored in the order it was written, so a user's events lie on
+pages far apart. Reading a month through the subject index costs one random page read
+per event (1.5 million of them for a month of a 1,000,000-user tenant); reading it in
+log order reads each page once per partition (docs/benchmarks.md, "Billing").
+
+Users are streamed in code point order (`bytewise`), the order Python compares strings
+in, whatever the database's collation, so the streams merge by plain comparison.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import itertools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import DateTime, String, Text, and_, cast, select, type_coerce
+from sqlalchemy import (
+    DateTime,
+    String,
+    Text,
+    and_,
+    cast,
+    collate,
+    func,
+    null,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from billing.calendar import Window
@@ -62,32 +90,221 @@ def group_modules(session: Session, scope: Scope) -> dict[str, frozenset[str]]:
         ((gid, Fact(at, seq, kind, value)) for gid, kind, value, at, seq in rows), scope.end)
 
 
-def user_id_chunks(session: Session, tenant_id: str, size: int,
-                   after: str = "") -> Iterator[list[str]]:
-    """Every user id of the tenant (removed ones too), in id order, `size` at a time."""
+def partition_bounds(session: Session, tenant_id: str, size: int) -> list[str]:
+    """The first user id of every `size` users of the tenant, in the database's order:
+    partition i holds the ids from bound i up to (not including) bound i+1."""
+    bounds: list[str] = []
+    offset = 0
     while True:
-        ids = list(session.connection().execute(
-            select(User.id).where(User.tenant_id == tenant_id, User.id > after)
-            .order_by(User.id).limit(size)).scalars())
-        if not ids:
-            return
-        yield ids
-        after = ids[-1]
+        first = session.scalar(select(User.id).where(User.tenant_id == tenant_id)
+                               .order_by(User.id).offset(offset).limit(1))
+        if first is None:
+            return bounds
+        bounds.append(first)
+        offset += size
 
 
-def ids_between(session: Session, tenant_id: str, low: str, high: str) -> list[str]:
-    """The tenant's user ids from `low` to `high`, in order (one chunk)."""
-    return list(session.connection().execute(select(User.id).where(
-        User.tenant_id == tenant_id, User.id >= low, User.id <= high).order_by(User.id)
-    ).scalars())
+def in_partition(column: Any, low: str | None, high: str | None) -> Any:
+    """`column` within [low, high): None leaves that side open."""
+    parts = []
+    if low is not None:
+        parts.append(column >= low)
+    if high is not None:
+        parts.append(column < high)
+    return and_(true(), *parts)
 
 
-def facts_by_user(session: Session, scope: Scope, ids: Sequence[str]
-                  ) -> dict[str, list[Fact]]:
-    """The facts of users `ids` (sorted, one chunk of consecutive ids), each user's in
-    fold order: three range reads."""
-    low, high = ids[0], ids[-1]
-    return _facts(session, scope, lambda column: and_(column >= low, column <= high))
+def bytewise(dialect: str, column: Any) -> Any:
+    """`column` ordered by code point, as Python compares str: PostgreSQL's database
+    collation may not (en_US puts "a-b" after "ab-"); SQLite's default already does."""
+    return collate(column, "C") if dialect == "postgresql" else column
+
+
+@contextlib.contextmanager
+def streaming(session: Session, own: bool = False) -> Iterator[Connection]:
+    """A connection to read a partition's streams on: the session's own, unless `own`
+    (the session writes while the streams are read) or it is a PostgreSQL one in
+    autocommit (a web request's), where a server-side cursor cannot live. An own
+    connection reads in one snapshot: a deferred transaction on SQLite (never taking
+    the write lock), REPEATABLE READ on PostgreSQL."""
+    conn = session.connection()
+    if not own and (conn.dialect.name != "postgresql"
+                    or not conn.connection.dbapi_connection.autocommit):
+        yield conn
+        return
+    with conn.engine.connect() as reading:
+        if reading.dialect.name == "postgresql":
+            reading.execution_options(isolation_level="REPEATABLE READ")
+        else:
+            reading.execution_options(writes=False, no_begin=False)
+        with reading.begin():
+            yield reading
+
+
+_CURSORS = itertools.count(1)
+
+
+def _streamed(conn: Connection, stmt: Any, size: int = 5000) -> Iterator[tuple[Any, ...]]:
+    """The statement's rows as plain tuples, run now on the driver's own cursor: on
+    PostgreSQL a server-side cursor (inside the caller's transaction), on SQLite one
+    that steps through the rows as they are asked for; `size` rows at a time. Through
+    SQLAlchemy's result objects, building a row cost more than folding it. The columns
+    read need no result processing (instants come as `instant_type` says), and the
+    parameters are only text, numbers and instants, bound as the column types would."""
+    dialect = conn.dialect.name
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = {name: _driver_value(dialect, value) for name, value in compiled.params.items()}
+    raw = conn.connection.driver_connection
+    if dialect == "postgresql":
+        cursor = raw.cursor(name=f"billing_stream_{next(_CURSORS)}")
+        cursor.execute(compiled.string, params)
+    else:
+        cursor = raw.cursor()
+        cursor.execute(compiled.string, [params[name] for name in compiled.positiontup])
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        try:
+            while batch := cursor.fetchmany(size):
+                yield from batch
+        finally:
+            cursor.close()
+
+    return rows()
+
+
+def _driver_value(dialect: str, value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        # As connector.models.UTCDateTime stores them: UTC, and on SQLite its text.
+        value = value.astimezone(dt.UTC)
+        return value.strftime(SQLITE_INSTANT) if dialect == "sqlite" else value
+    if value is not None and not isinstance(value, str | int):
+        raise TypeError(f"cannot bind {type(value).__name__} in a billing stream")
+    return value
+
+
+def partition_users(conn: Connection, tenant_id: str, low: str | None, high: str | None,
+                    kept_by: int | None) -> Iterator[tuple[str, str | None]]:
+    """The partition's user ids (removed ones too) in code point order, each with the
+    end-of-month state close `kept_by` kept for it (None: none kept, or no such close)."""
+    state: Any = BillingLine.state if kept_by is not None else null()
+    stmt = select(User.id, state).where(User.tenant_id == tenant_id,
+                                        in_partition(User.id, low, high))
+    if kept_by is not None:
+        stmt = stmt.outerjoin(BillingLine, and_(BillingLine.close_id == kept_by,
+                                                BillingLine.user_id == User.id))
+    return _streamed(conn, stmt.order_by(bytewise(conn.dialect.name, User.id)))
+
+
+def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str | None
+                    ) -> Iterator[tuple[str, list[Fact]]]:
+    """(user id, facts in fold order) for each user of the partition with facts in the
+    scope, in code point order. The own events and memberships come from one scan of
+    the event log in written order (`ix_events_tenant_recorded`), sorted by the database."""
+    dialect = conn.dialect.name
+    when = instant_type(dialect)
+    decode = json_decoder()
+    # A membership event's subject is the group; the user is its object. A user's own
+    # events have no object.
+    uid = func.coalesce(Event.object_id, Event.subject_id)
+    recorded = [Event.recorded_at <= scope.cutoff]
+    if scope.from_start:
+        # An event never takes effect after it is recorded (connector.events.row), so
+        # one effective from the month's start was recorded from then on: this bound
+        # adds nothing to the result and lets the scan start at the month.
+        recorded.append(Event.recorded_at >= scope.start)
+    stmt = (select(uid, Event.kind, Event.subject_id, cast(Event.new_value, Text),
+                   type_coerce(Event.effective_at, when), Event.id)
+            .where(Event.tenant_id == scope.tenant_id,
+                   or_(and_(Event.subject_type == "user", Event.kind.in_(USER_KINDS),
+                            in_partition(Event.subject_id, low, high)),
+                       and_(Event.kind.in_(MEMBER_KINDS),
+                            in_partition(Event.object_id, low, high))),
+                   *_effective(scope), *recorded)
+            .order_by(bytewise(dialect, uid), Event.effective_at, Event.id)
+            .with_hint(Event, "INDEXED BY ix_events_tenant_recorded", "sqlite"))
+    if dialect == "postgresql":
+        # JIT compiling this plan took 0.75 s, more than it saved (a scan and a sort).
+        conn.exec_driver_sql("SET LOCAL jit = off")
+    if scope.from_start and dialect == "postgresql":
+        # The planner sees a month as a fifth of a year-old log and picks a sequential
+        # scan of the whole table (a cursor never runs in parallel); through the index,
+        # a bitmap scan reads just the month's pages, in table order. The setting holds
+        # while the cursor is declared (its plan is fixed then), not after.
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        rows = _streamed(conn, stmt)
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = on")
+    else:
+        rows = _streamed(conn, stmt)
+    events = _grouped(
+        (user, Fact(at, seq, MEMBER_KINDS[kind], subject) if kind in MEMBER_KINDS
+         else Fact(at, seq, kind, decode(value)))
+        for user, kind, subject, value, at, seq in rows)
+    if not scope.with_activity:
+        yield from events
+        return
+    used = _grouped(
+        (user, Fact(at, seq, ACTIVITY, kind)) for user, kind, at, seq in _streamed(
+            conn, select(Activity.user_id, Activity.kind,
+                         type_coerce(Activity.occurred_at, when), Activity.id)
+            .where(Activity.tenant_id == scope.tenant_id,
+                   in_partition(Activity.user_id, low, high),
+                   Activity.kind.in_(COUNTED_ACTIVITY), Activity.occurred_at >= scope.start,
+                   Activity.occurred_at < scope.end, Activity.recorded_at <= scope.cutoff)
+            .order_by(bytewise(dialect, Activity.user_id), Activity.occurred_at,
+                      Activity.id)))
+    yield from _merged(events, used)
+
+
+def _grouped(rows: Iterable[tuple[str, Fact]]) -> Iterator[tuple[str, list[Fact]]]:
+    """Consecutive rows of one user as (user id, facts)."""
+    current: str | None = None
+    facts: list[Fact] = []
+    for uid, fact in rows:
+        if uid != current:
+            if current is not None:
+                yield current, facts
+            current, facts = uid, []
+        facts.append(fact)
+    if current is not None:
+        yield current, facts
+
+
+def _merged(a: Iterator[tuple[str, list[Fact]]], b: Iterator[tuple[str, list[Fact]]]
+            ) -> Iterator[tuple[str, list[Fact]]]:
+    """Two grouped streams in code point order as one, each user's facts in fold order."""
+    x, y = next(a, None), next(b, None)
+    while x is not None or y is not None:
+        if y is None or (x is not None and x[0] < y[0]):
+            yield x  # type: ignore[misc]
+            x = next(a, None)
+        elif x is None or y[0] < x[0]:
+            yield y
+            y = next(b, None)
+        else:
+            yield x[0], sorted(x[1] + y[1], key=fact_order)
+            x, y = next(a, None), next(b, None)
+
+
+class Aligned:
+    """Values of a stream of (user id, value) in code point order, taken user by user in
+    that order: ids with nothing are skipped, ids the stream has but nobody asks for
+    (an event of a user not in the users table) are passed over."""
+
+    def __init__(self, stream: Iterable[tuple[str, Any]]):
+        self._rows = iter(stream)
+        self._head = next(self._rows, None)
+
+    def take(self, uid: str) -> Any:
+        head = self._head
+        while head is not None and head[0] < uid:
+            head = next(self._rows, None)
+        if head is not None and head[0] == uid:
+            self._head = next(self._rows, None)
+            return head[1]
+        self._head = head
+        return None
 
 
 def facts_of(session: Session, scope: Scope, ids: Sequence[str]) -> dict[str, list[Fact]]:
@@ -152,25 +369,41 @@ def _effective(scope: Scope) -> tuple[Any, ...]:
     return (Event.effective_at < scope.end,)
 
 
-def carried_states(session: Session, close_id: int, ids: Sequence[str]) -> dict[str, str]:
-    """The end-of-month states a close kept for users `ids` (one chunk: a range read)."""
-    return dict(session.connection().execute(
-        select(BillingLine.user_id, BillingLine.state).where(
-            BillingLine.close_id == close_id, BillingLine.user_id >= ids[0],
-            BillingLine.user_id <= ids[-1], BillingLine.state.is_not(None))).all())
+@dataclass(frozen=True, slots=True)
+class LateEvent:
+    """An event recorded after some close's cut-off that took effect before it."""
+
+    user_id: str | None  # None: a group's own change (its modules), no one user's
+    kind: str
+    effective_at: dt.datetime
+    recorded_at: dt.datetime
 
 
-def learned_late(session: Session, tenant_id: str, since: dt.datetime, cutoff: dt.datetime,
-                 before: dt.datetime) -> set[str]:
-    """Users with something recorded in (since, cutoff] that took effect before
-    `before`: their carried state is stale, they are folded from scratch."""
-    window = (Event.tenant_id == tenant_id, Event.recorded_at > since,
-              Event.recorded_at <= cutoff, Event.effective_at < before)
-    late = set(session.scalars(select(Event.subject_id).where(
-        *window, Event.subject_type == "user", Event.kind.in_(USER_KINDS)).distinct()))
-    late.update(session.scalars(select(Event.object_id).where(
-        *window, Event.kind.in_(MEMBER_KINDS)).distinct()))
-    return late
+def late_events(session: Session, tenant_id: str, since: dt.datetime, cutoff: dt.datetime,
+                before: dt.datetime) -> list[LateEvent]:
+    """Every event recorded in (since, cutoff] that took effect before `before`: users'
+    own, memberships (as the member's) and groups' own changes. One range of the index
+    on recorded time, filtered within the index; rows are read only for the matches,
+    which are back-dated corrections and few, so they are held."""
+    rows = session.execute(
+        select(Event.subject_type, Event.subject_id, Event.object_id, Event.kind,
+               Event.effective_at, Event.recorded_at)
+        .where(Event.tenant_id == tenant_id, Event.recorded_at > since,
+               Event.recorded_at <= cutoff, Event.effective_at < before,
+               or_(and_(Event.subject_type == "user", Event.kind.in_(USER_KINDS)),
+                   Event.kind.in_(MEMBER_KINDS),
+                   and_(Event.subject_type == "group", Event.kind.in_(GROUP_KINDS))))
+        .order_by(Event.recorded_at, Event.id))
+    found = []
+    for subject_type, subject_id, object_id, kind, effective_at, recorded_at in rows:
+        if kind in MEMBER_KINDS:
+            user = object_id
+        elif subject_type == "group":
+            user = None
+        else:
+            user = subject_id
+        found.append(LateEvent(user, kind, effective_at, recorded_at))
+    return found
 
 
 SQLITE_INSTANT = "%Y-%m-%d %H:%M:%S.%f"

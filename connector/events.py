@@ -75,7 +75,14 @@ def row(ctx: WriteContext, subject_type: str, subject_id: str, kind: str, old: A
         new: Any = None, effective_at: dt.datetime | None = None,
         object_id: str | None = None) -> dict[str, Any]:
     """One event's column values, for `record_many`. `object_id` is the other party of
-    a relation (the member of a membership event)."""
+    a relation (the member of a membership event).
+
+    An event may take effect before it is recorded (a back-dated correction), never
+    after: nothing here schedules changes, and billing relies on it (a month's events
+    were all recorded from the month's start on, billing.reader)."""
+    if effective_at is not None and effective_at > ctx.now:
+        raise ValueError(f"An event cannot take effect ({effective_at.isoformat()}) after "
+                         f"it is recorded ({ctx.now.isoformat()}).")
     return {
         "tenant_id": ctx.tenant_id,
         "subject_type": subject_type,

@@ -270,3 +270,75 @@ def test_worker_processes_make_the_same_close(engine: Engine,
         stored = s.get(BillingClose, out.close.id)
         assert recompute_hash(s, stored) == out.close.content_hash
     assert len(lines(h, out.close.id)) == 40
+
+
+@pytest.mark.parametrize("policy", ["active_with_module", "monthly_active"])
+def test_partitions_and_chunks_of_any_size_make_the_same_close(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
+    """The fold merges sorted streams (users, facts, activity, kept states) partition by
+    partition: closing with partitions and chunks of one, two or three users gives the
+    lines and hash that one partition gives, from kept states or from the whole log."""
+    from billing import close as closing
+
+    h = History(engine)
+    h.billing(policy=policy, prices=[{"unit": "Hybrid", "plan": "standard", "price": "5.00"},
+                                     {"unit": "user", "plan": "standard", "price": "4.00"}])
+    g = h.group("2026-10-01T09:00:00", "hybrid", modules=("Hybrid",))
+    users = [h.create("2026-10-05T10:00:00", f"u{i}@x.io", modules=("Hybrid",) * (i % 2))
+             for i in range(8)]
+    h.members("2026-10-06T10:00:00", g, "add", *users[:3])
+    h.members("2026-11-02T10:00:00", g, "add", users[5])
+    h.members("2026-11-03T10:00:00", g, "remove", users[0])
+    h.set_active("2026-11-10T10:00:00", users[1], False)
+    h.remove("2026-11-12T10:00:00", users[2])
+    for i in (0, 3, 6):
+        h.activity(f"2026-11-1{i}T08:00:00", users[i])
+    h.activity("2026-10-20T08:00:00", users[7])
+    late = h.create("2026-11-20T10:00:00", "new@x.io", modules=("Hybrid",))
+    h.activity("2026-11-21T08:00:00", late)
+    # Events of ids the users table does not hold (first and between the others) are
+    # passed over without holding up the users after them.
+    for orphan in ("00000000-0000-0000-0000-000000000000", users[4][:-1] + "x"):
+        h.late_event("2026-11-04T10:00:00", "2026-11-04T10:00:00", orphan, "user.status",
+                     "active", "inactive")
+    oct_close = close(h, Month(2026, 10))
+    # Learned after October closed, effective in October: folded from scratch in November.
+    h.late_event("2026-10-30T10:00:00", "2026-11-05T10:00:00", users[3], "user.modules",
+                 ["Hybrid"], [])
+    monkeypatch.setattr(closing, "LOCAL_PARTITION_USERS", 3)
+    monkeypatch.setattr(closing, "CHUNK_USERS", 2)
+    nov = close(h, NOV)
+    assert oct_close.close.users_counted == 8 and nov.close.users_counted == 9
+    with h.maker() as s:
+        stored = s.get(BillingClose, nov.close.id)
+        for partition, chunk in ((1, 1), (2, 5000), (5000, 1), (5000, 5000)):
+            monkeypatch.setattr(closing, "LOCAL_PARTITION_USERS", partition)
+            monkeypatch.setattr(closing, "CHUNK_USERS", chunk)
+            for carry in (True, False):
+                assert recompute_hash(s, stored, carry=carry) == nov.close.content_hash
+    got = lines(h, nov.close.id)
+    assert len(got) == 9
+    if policy == "monthly_active":
+        # new@x.io signed in, but had no account on the 1st.
+        assert {n for n, line in got.items() if line.billable} == {
+            "u0@x.io", "u3@x.io", "u6@x.io"}
+    else:
+        # Active at the end with a module: u3's was taken away by the late event.
+        assert [n for n, line in sorted(got.items()) if line.billable] == [
+            "new@x.io", "u5@x.io", "u7@x.io"]
+
+
+def test_an_event_never_takes_effect_after_it_is_recorded() -> None:
+    """A month's close reads its events from the month's start in log order
+    (billing.reader), which holds because no event is dated after it is recorded."""
+    from connector import events
+    from connector.events import WriteContext
+    from connector.status import Source
+
+    ctx = WriteContext("t", Source.ADMIN, "admin@test", "test", at("2026-11-05T10:00:00"))
+    back = events.row(ctx, "user", "u", "user.status", "active", "inactive",
+                      effective_at=at("2026-10-30T10:00:00"))
+    assert back["effective_at"] < back["recorded_at"]
+    with pytest.raises(ValueError, match="after it is recorded"):
+        events.row(ctx, "user", "u", "user.status", "active", "inactive",
+                   effective_at=at("2026-11-05T10:00:01"))
