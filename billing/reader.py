@@ -115,10 +115,27 @@ def in_partition(column: Any, low: str | None, high: str | None) -> Any:
     return and_(true(), *parts)
 
 
-def bytewise(dialect: str, column: Any) -> Any:
-    """`column` ordered by code point, as Python compares str: PostgreSQL's database
-    collation may not (en_US puts "a-b" after "ab-"); SQLite's default already does."""
-    return collate(column, "C") if dialect == "postgresql" else column
+def bytewise(conn: Connection, column: Any) -> Any:
+    """`column` ordered by code point, as Python compares str. SQLite's default already
+    does; so does a PostgreSQL database whose collation is C, POSIX or C.UTF-8, and
+    then the plain column lets an index give the order (no sort). Any other collation
+    may not (en_US puts "a-b" after "ab-"): then COLLATE "C"."""
+    if conn.dialect.name != "postgresql":
+        return column
+    info = conn.connection.info
+    if "codepoint_collation" not in info:
+        # datlocprovider exists from PostgreSQL 15 ("i": ICU, which never compares by
+        # code point); before, every database collation is libc's.
+        provider, collation = conn.exec_driver_sql(
+            "SELECT to_jsonb(d) ->> 'datlocprovider', datcollate FROM pg_database d "
+            "WHERE datname = current_database()").one()
+        info["codepoint_collation"] = (provider in (None, "c")
+                                       and collation.lower() in CODEPOINT)
+    return column if info["codepoint_collation"] else collate(column, "C")
+
+
+# libc collations that compare by code point (glibc's C.UTF-8 is defined so).
+CODEPOINT = {"c", "posix", "c.utf-8", "c.utf8"}
 
 
 @contextlib.contextmanager
@@ -146,7 +163,13 @@ _CURSORS = itertools.count(1)
 
 
 def _streamed(conn: Connection, stmt: Any, size: int = 5000) -> Iterator[tuple[Any, ...]]:
-    """The statement's rows as plain tuples, run now on the driver's own cursor: on
+    """The statement's rows as plain tuples (see `_batches`)."""
+    return itertools.chain.from_iterable(_batches(conn, stmt, size))
+
+
+def _batches(conn: Connection, stmt: Any, size: int = 5000
+             ) -> Iterator[list[tuple[Any, ...]]]:
+    """The statement's rows as lists of plain tuples, run now on the driver's own cursor: on
     PostgreSQL a server-side cursor (inside the caller's transaction), on SQLite one
     that steps through the rows as they are asked for; `size` rows at a time. Through
     SQLAlchemy's result objects, building a row cost more than folding it. The columns
@@ -163,14 +186,14 @@ def _streamed(conn: Connection, stmt: Any, size: int = 5000) -> Iterator[tuple[A
         cursor = raw.cursor()
         cursor.execute(compiled.string, [params[name] for name in compiled.positiontup])
 
-    def rows() -> Iterator[tuple[Any, ...]]:
+    def batches() -> Iterator[list[tuple[Any, ...]]]:
         try:
             while batch := cursor.fetchmany(size):
-                yield from batch
+                yield batch
         finally:
             cursor.close()
 
-    return rows()
+    return batches()
 
 
 def _driver_value(dialect: str, value: Any) -> Any:
@@ -195,7 +218,7 @@ def partition_users(conn: Connection, tenant_id: str, low: str | None, high: str
     if kept_by is not None:
         stmt = stmt.outerjoin(BillingLine, and_(BillingLine.close_id == kept_by,
                                                 BillingLine.user_id == User.id))
-    return _streamed(conn, stmt.order_by(bytewise(conn.dialect.name, User.id)))
+    return _streamed(conn, stmt.order_by(bytewise(conn, User.id)))
 
 
 def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str | None
@@ -205,7 +228,6 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
     the event log in written order (`ix_events_tenant_recorded`), sorted by the database."""
     dialect = conn.dialect.name
     when = instant_type(dialect)
-    decode = json_decoder()
     # A membership event's subject is the group; the user is its object. A user's own
     # events have no object.
     uid = func.coalesce(Event.object_id, Event.subject_id)
@@ -226,7 +248,7 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
                        and_(Event.kind.in_(MEMBER_KINDS),
                             in_partition(Event.object_id, low, high))),
                    *_effective(scope), *recorded)
-            .order_by(bytewise(dialect, uid), Event.effective_at, Event.id)
+            .order_by(bytewise(conn, uid), Event.effective_at, Event.id)
             .with_hint(Event, "INDEXED BY ix_events_tenant_recorded", "sqlite"))
     if dialect == "postgresql":
         # JIT compiling this plan took 0.75 s, more than it saved (a scan and a sort).
@@ -237,14 +259,11 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
         # a bitmap scan reads just the month's pages, in table order. The setting holds
         # while the cursor is declared (its plan is fixed then), not after.
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        rows = _streamed(conn, stmt)
+        rows = _batches(conn, stmt)
         conn.exec_driver_sql("SET LOCAL enable_seqscan = on")
     else:
-        rows = _streamed(conn, stmt)
-    events = _grouped(
-        (user, Fact(at, seq, MEMBER_KINDS[kind], payload) if kind in MEMBER_KINDS
-         else Fact(at, seq, kind, decode(payload)))
-        for user, kind, payload, at, seq in rows)
+        rows = _batches(conn, stmt)
+    events = _event_facts(rows)
     if not scope.with_activity:
         yield from events
         return
@@ -256,9 +275,31 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
                    in_partition(Activity.user_id, low, high),
                    Activity.kind.in_(COUNTED_ACTIVITY), Activity.occurred_at >= scope.start,
                    Activity.occurred_at < scope.end, Activity.recorded_at <= scope.cutoff)
-            .order_by(bytewise(dialect, Activity.user_id), Activity.occurred_at,
+            .order_by(bytewise(conn, Activity.user_id), Activity.occurred_at,
                       Activity.id)))
     yield from _merged(events, used)
+
+
+def _event_facts(batches: Iterable[list[tuple[Any, ...]]]
+                 ) -> Iterator[tuple[str, list[Fact]]]:
+    """(user id, facts) from the event scan's rows, consecutive by user. One loop rather
+    than a chain of generators: it runs once per event of the month."""
+    decode = json_decoder()
+    members = MEMBER_KINDS
+    current: str | None = None
+    facts: list[Fact] = []
+    for batch in batches:
+        for user, kind, payload, at, seq in batch:
+            if user != current:
+                if current is not None:
+                    yield current, facts
+                current, facts = user, []
+            if kind in members:
+                facts.append(Fact(at, seq, members[kind], payload))
+            else:
+                facts.append(Fact(at, seq, kind, decode(payload)))
+    if current is not None:
+        yield current, facts
 
 
 def _grouped(rows: Iterable[tuple[str, Fact]]) -> Iterator[tuple[str, list[Fact]]]:

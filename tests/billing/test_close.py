@@ -342,3 +342,49 @@ def test_an_event_never_takes_effect_after_it_is_recorded() -> None:
     with pytest.raises(ValueError, match="after it is recorded"):
         events.row(ctx, "user", "u", "user.status", "active", "inactive",
                    effective_at=at("2026-11-05T10:00:01"))
+
+
+def test_streams_are_ordered_as_python_compares_ids(engine: Engine) -> None:
+    """The close merges its streams by comparing ids in Python: the order the database
+    is asked for (`reader.bytewise`) must be Python's, whatever its collation."""
+    from sqlalchemy import String, literal, union_all
+
+    from billing import reader
+
+    ids = ["ab-", "a-b", "A", "a", "0", "_x", "é", "z", "Z-", "a\u00adb", "a b"]
+    table = union_all(*(select(literal(i, String).label("id")) for i in ids)).subquery()
+    with engine.connect() as conn:
+        got = list(conn.execute(select(table.c.id).order_by(
+            reader.bytewise(conn, table.c.id))).scalars())
+    assert got == sorted(ids)
+
+
+def test_a_database_that_does_not_sort_by_code_point_is_asked_to() -> None:
+    """A PostgreSQL database whose collation is ICU's sorts "a-b" after "ab-" and "a"
+    before "A": `bytewise` sees it and orders by COLLATE "C"."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy import String, create_engine, literal, union_all
+
+    from billing import reader
+    from tests.conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE
+
+    name = f"connector_icu_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
+                      "ICU_LOCALE 'und' LOCALE 'C.UTF-8'")
+    engine = create_engine(PG_URL_TEMPLATE.format(db=name))
+    try:
+        ids = ["ab-", "a-b", "A", "a", "0", "z", "Z-"]
+        table = union_all(*(select(literal(i, String).label("id")) for i in ids)).subquery()
+        with engine.connect() as conn:
+            as_collated = list(conn.execute(select(table.c.id).order_by(table.c.id)).scalars())
+            assert as_collated != sorted(ids)  # the data tells the two orders apart
+            got = list(conn.execute(select(table.c.id).order_by(
+                reader.bytewise(conn, table.c.id))).scalars())
+        assert got == sorted(ids)
+    finally:
+        engine.dispose()
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
