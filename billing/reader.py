@@ -250,9 +250,6 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
                    *_effective(scope), *recorded)
             .order_by(bytewise(conn, uid), Event.effective_at, Event.id)
             .with_hint(Event, "INDEXED BY ix_events_tenant_recorded", "sqlite"))
-    if dialect == "postgresql":
-        # JIT compiling this plan took 0.75 s, more than it saved (a scan and a sort).
-        conn.exec_driver_sql("SET LOCAL jit = off")
     if scope.from_start and dialect == "postgresql":
         # The planner sees a month as a fifth of a year-old log and picks a sequential
         # scan of the whole table (a cursor never runs in parallel); through the index,
