@@ -163,39 +163,32 @@ _CURSORS = itertools.count(1)
 
 
 def _streamed(conn: Connection, stmt: Any, size: int = 5000) -> Iterator[tuple[Any, ...]]:
-    """The statement's rows as plain tuples (see `_batches`)."""
-    return itertools.chain.from_iterable(_batches(conn, stmt, size))
-
-
-def _batches(conn: Connection, stmt: Any, size: int = 5000
-             ) -> Iterator[list[tuple[Any, ...]]]:
-    """The statement's rows as lists of plain tuples, run now on the driver's own cursor: on
-    PostgreSQL a server-side cursor (inside the caller's transaction), on SQLite one
-    that steps through the rows as they are asked for; `size` rows at a time. Through
-    SQLAlchemy's result objects, building a row cost more than folding it. The columns
-    read need no result processing (instants come as `instant_type` says), and the
-    parameters are only text, numbers and instants, bound as the column types would."""
+    """The statement's rows as plain tuples, run now on the driver's own cursor: on
+    PostgreSQL a server-side cursor (inside the caller's transaction) in binary format
+    (instants and numbers decode faster), on SQLite one that steps through the rows as
+    they are asked for; `size` rows at a time. Through SQLAlchemy's result objects,
+    building a row cost more than folding it. The columns read need no result
+    processing (instants come as `instant_type` says), and the parameters are only
+    text, numbers and instants, bound as the column types would."""
     dialect = conn.dialect.name
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = {name: _driver_value(dialect, value) for name, value in compiled.params.items()}
     raw = conn.connection.driver_connection
     if dialect == "postgresql":
-        # Binary results: instants and numbers decode faster than from text (0.3-0.5 s
-        # of a million facts); every column read is text, a number or an instant.
         cursor = raw.cursor(name=f"billing_stream_{next(_CURSORS)}", binary=True)
         cursor.execute(compiled.string, params)
     else:
         cursor = raw.cursor()
         cursor.execute(compiled.string, [params[name] for name in compiled.positiontup])
 
-    def batches() -> Iterator[list[tuple[Any, ...]]]:
+    def rows() -> Iterator[tuple[Any, ...]]:
         try:
             while batch := cursor.fetchmany(size):
-                yield batch
+                yield from batch
         finally:
             cursor.close()
 
-    return batches()
+    return rows()
 
 
 def _driver_value(dialect: str, value: Any) -> Any:
@@ -258,11 +251,15 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
         # a bitmap scan reads just the month's pages, in table order. The setting holds
         # while the cursor is declared (its plan is fixed then), not after.
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        rows = _batches(conn, stmt)
+        rows = _streamed(conn, stmt)
         conn.exec_driver_sql("SET LOCAL enable_seqscan = on")
     else:
-        rows = _batches(conn, stmt)
-    events = _event_facts(rows)
+        rows = _streamed(conn, stmt)
+    decode = json_decoder()
+    events = _grouped(
+        (user, Fact(at, seq, MEMBER_KINDS[kind], payload) if kind in MEMBER_KINDS
+         else Fact(at, seq, kind, decode(payload)))
+        for user, kind, payload, at, seq in rows)
     if not scope.with_activity:
         yield from events
         return
@@ -277,28 +274,6 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
             .order_by(bytewise(conn, Activity.user_id), Activity.occurred_at,
                       Activity.id)))
     yield from _merged(events, used)
-
-
-def _event_facts(batches: Iterable[list[tuple[Any, ...]]]
-                 ) -> Iterator[tuple[str, list[Fact]]]:
-    """(user id, facts) from the event scan's rows, consecutive by user. One loop rather
-    than a chain of generators: it runs once per event of the month."""
-    decode = json_decoder()
-    members = MEMBER_KINDS
-    current: str | None = None
-    facts: list[Fact] = []
-    for batch in batches:
-        for user, kind, payload, at, seq in batch:
-            if user != current:
-                if current is not None:
-                    yield current, facts
-                current, facts = user, []
-            if kind in members:
-                facts.append(Fact(at, seq, members[kind], payload))
-            else:
-                facts.append(Fact(at, seq, kind, decode(payload)))
-    if current is not None:
-        yield current, facts
 
 
 def _grouped(rows: Iterable[tuple[str, Fact]]) -> Iterator[tuple[str, list[Fact]]]:
