@@ -379,7 +379,8 @@ def _drop_closes(url: str, month: str | None = None) -> None:
 def render(info: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     lines = [f"Billing close bench, {info['date']}, commit {info['commit']}, "
              f"{info['machine']['nproc']} cores ({info['machine']['cpu']}), "
-             f"SQLite {info['machine'].get('sqlite')}, PostgreSQL {info['machine'].get('postgresql')}",
+             f"SQLite {info['machine'].get('sqlite')}, "
+             f"PostgreSQL {info['machine'].get('postgresql')}",
              "",
              "| database | users | events | cold close {0} (s) | close {1} from {0} (s) | "
              "events/s | peak RSS (MB) | {1} from scratch (s) | same hash | "

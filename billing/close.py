@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -265,7 +266,7 @@ def fold_partition(session: Session, plan: FoldPlan, low: str | None, high: str 
     transaction (`own`: on a connection of their own, so the caller may write and commit
     meanwhile), and merges them user by user."""
     size = size or CHUNK_USERS
-    with reader.streaming(session, own) as conn:
+    with reader.streaming(session, own) as conn, _collecting_per_chunk():
         facts = reader.Aligned(reader.partition_facts(conn, plan.scope, low, high))
         batch: list[tuple[str, list[Fact] | None, str | None]] = []
         for uid, kept in reader.partition_users(conn, plan.inputs.tenant_id, low, high,
@@ -274,8 +275,26 @@ def fold_partition(session: Session, plan: FoldPlan, low: str | None, high: str 
             if len(batch) >= size:
                 yield _fold_users(session, plan, batch), len(batch)
                 batch = []
+                gc.collect(1)
         if batch:
             yield _fold_users(session, plan, batch), len(batch)
+
+
+@contextlib.contextmanager
+def _collecting_per_chunk() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a partition folds; the caller
+    collects the young generations after each chunk instead. A partition allocates
+    tens of millions of short-lived tuples (rows, facts), none of them in a cycle, and
+    the collector ran on every 700th: 17 % of a cold close's time. Memory stays
+    bounded: everything a chunk made is freed by reference counting when the next
+    begins, and anything in a cycle by the per-chunk collection."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _fold_users(session: Session, plan: FoldPlan,
