@@ -33,11 +33,11 @@ _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 def encode(state: UserState) -> str:
     """One user's state as text."""
     modules, groups = sorted(state.own_modules), sorted(state.groups)
-    if any(FIELD in m or ITEM in m for m in (*modules, *groups)):
+    names = "".join(modules) + "".join(groups)
+    if FIELD in names or ITEM in names:
         return _encode_v1(state, modules, groups)
-    flags = "".join("1" if flag else "0" for flag in (
-        state.exists, state.active, state.guest, state.external_guest, state.invited,
-        state.claimed))
+    flags = (f"{bool(state.exists):d}{bool(state.active):d}{bool(state.guest):d}"
+             f"{bool(state.external_guest):d}{bool(state.invited):d}{bool(state.claimed):d}")
     frontline = _JSON.encode(state.frontline) if state.frontline else ""
     return FIELD.join(("2", flags, ITEM.join(modules), ITEM.join(groups), frontline,
                        state.user_name))

@@ -251,6 +251,8 @@ def plan_fold(session: Session, inputs: CloseInputs, carry: bool = True,
             learned = (previous.cutoff, reader.late_events(
                 session, inputs.tenant_id, previous.cutoff, inputs.cutoff, inputs.window.start))
         late = {e.user_id for e in learned[1] if e.user_id is not None}
+    if previous is None:
+        scope = replace(scope, scan_table=reader.table_scan_pays(session, inputs.tenant_id))
     return FoldPlan(inputs, replace(scope, from_start=previous is not None), scope,
                     reader.group_modules(session, scope),
                     previous.id if previous is not None else None, frozenset(late))

@@ -49,8 +49,11 @@ ACTIVITY_KINDS = COUNTED_ACTIVITY | {"notification"}
 
 class Fact(NamedTuple):
     """One thing that happened to a user: at `at` (the source's effective time), in
-    log order `seq` among facts at the same instant. A tuple: a close makes one per
-    event of the month, and a tuple is made in a third of a frozen dataclass's time."""
+    log order `seq` among facts at the same instant.
+
+    The fold reads facts by position only, so any tuple (at, seq, kind, value) is one:
+    the close's reader makes plain tuples, one per event it reads, in a third of a
+    NamedTuple's time (billing.reader). Fact names the positions for everyone else."""
 
     at: dt.datetime
     seq: int
@@ -61,7 +64,7 @@ class Fact(NamedTuple):
 def fact_order(fact: Fact) -> tuple[dt.datetime, int, int]:
     # At one instant, log events before activity: an account removed at 10:00 did not
     # exist for a sign-in reported at 10:00; one created at 10:00 did.
-    return (fact.at, fact.kind == ACTIVITY, fact.seq)
+    return (fact[0], fact[2] == ACTIVITY, fact[1])
 
 
 @dataclass(slots=True)
@@ -84,9 +87,9 @@ class UserState:
         return self.exists and self.active
 
 
-@dataclass(frozen=True, slots=True)
-class UserMonth:
-    """What a user's history says about one month."""
+class UserMonth(NamedTuple):
+    """What a user's history says about one month. (A tuple: made once per user per
+    close, in a third of a frozen dataclass's time.)"""
 
     user_id: str
     known: bool  # the user had been created before the month's end
@@ -159,7 +162,7 @@ def fold_month(user_id: str, facts: Iterable[Fact], window: Window,
     rest = iter(facts)
     start = window.start
     for fact in rest:
-        if fact[0] >= start:  # fact.at (by index: a little cheaper, run this often)
+        if fact[0] >= start:
             rest = itertools.chain((fact,), rest)
             break
         kind = fact[2]
@@ -170,27 +173,28 @@ def fold_month(user_id: str, facts: Iterable[Fact], window: Window,
     whole = None  # None until the month starts: then whether it held at every instant
     last = window.start  # the instant of the facts applied last
     for fact in rest:
-        if fact.at >= window.end:
+        at, _, kind, value = fact
+        if at >= window.end:
             break
-        if whole is None and fact.at >= window.start:
+        if whole is None and at >= window.start:
             # The state before the month's first facts; it holds at the start itself
             # only if those facts come later (a removal at 00:00 leaves no instant).
             whole = state.billable_base
-            existed_in_month = existed_first_day = state.exists and fact.at > window.start
-        elif whole is not None and fact.at != last:
+            existed_in_month = existed_first_day = state.exists and at > window.start
+        elif whole is not None and at != last:
             # Every fact at `last` is applied: that is the state at the instant `last`
             # (a change and its undoing at one instant leave no instant between them).
             whole = whole and state.billable_base
             existed_in_month = existed_in_month or state.exists
             existed_first_day = existed_first_day or (state.exists
                                                       and last < window.first_day_end)
-        last = fact.at
-        if fact.kind == ACTIVITY:
-            if (whole is not None and state.exists and fact.value in COUNTED_ACTIVITY):
+        last = at
+        if kind == ACTIVITY:
+            if (whole is not None and state.exists and value in COUNTED_ACTIVITY):
                 used = True
             continue
         apply(state, fact)
-        known = known or fact.kind == CREATED
+        known = known or kind == CREATED
     if whole is None:  # nothing happened inside the month: the state at its start held
         whole = state.billable_base
         existed_in_month = existed_first_day = state.exists

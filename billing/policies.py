@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from billing.fold import UserMonth
 
@@ -108,9 +108,9 @@ POLICIES: Mapping[str, Policy] = {p.name: p for p in (
     WholeMonth(), ActiveWithModule(), Invited(), MonthlyActive())}
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One user's line in a closed month."""
+class Decision(NamedTuple):
+    """One user's line in a closed month. (A tuple, like billing.fold.UserMonth: one
+    per user per close.)"""
 
     user_id: str
     billable: bool

@@ -9,6 +9,7 @@ import threading
 import pytest
 from sqlalchemy import Engine, func, select
 
+from billing import reader
 from billing.calendar import Month
 from billing.close import NotDue, close_month, recompute_hash
 from connector.config import BillingSettings
@@ -316,6 +317,14 @@ def test_partitions_and_chunks_of_any_size_make_the_same_close(
             monkeypatch.setattr(closing, "CHUNK_USERS", chunk)
             for carry in (True, False):
                 assert recompute_hash(s, stored, carry=carry) == nov.close.content_hash
+        sqlite = s.get_bind().dialect.name == "sqlite"
+        # From the whole log, SQLite reads the table or walks the index by the tenant's
+        # share of the users (reader.table_scan_pays): both read the same facts.
+        for share in (0.0, 2.0):
+            monkeypatch.setattr(reader, "TABLE_SCAN_SHARE", share)
+            assert closing.plan_fold(s, closing.inputs_of(stored), carry=False
+                                     ).scope.scan_table is (share == 0.0 and sqlite)
+            assert recompute_hash(s, stored) == nov.close.content_hash
     got = lines(h, nov.close.id)
     assert len(got) == 9
     if policy == "monthly_active":
@@ -356,7 +365,10 @@ def test_streams_are_ordered_as_python_compares_ids(engine: Engine) -> None:
     with engine.connect() as conn:
         got = list(conn.execute(select(table.c.id).order_by(
             reader.bytewise(conn, table.c.id))).scalars())
+        collated = reader.sorted_by_codepoint(conn, table.c.id)
+        facts_order = list(conn.execute(select(collated).order_by(collated)).scalars())
     assert got == sorted(ids)
+    assert facts_order == sorted(ids)
 
 
 def test_a_database_that_does_not_sort_by_code_point_is_asked_to() -> None:
@@ -383,7 +395,10 @@ def test_a_database_that_does_not_sort_by_code_point_is_asked_to() -> None:
             assert as_collated != sorted(ids)  # the data tells the two orders apart
             got = list(conn.execute(select(table.c.id).order_by(
                 reader.bytewise(conn, table.c.id))).scalars())
+            collated = reader.sorted_by_codepoint(conn, table.c.id)
+            facts_order = list(conn.execute(select(collated).order_by(collated)).scalars())
         assert got == sorted(ids)
+        assert facts_order == sorted(ids)
     finally:
         engine.dispose()
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:

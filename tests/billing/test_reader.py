@@ -1,0 +1,64 @@
+"""The month close's reader helpers (billing.reader) and its collector pause."""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+
+from billing import reader
+from billing.fold import JOINED, LEFT, Fact
+
+
+def test_facts_come_grouped_by_user_and_in_order_whatever_order_the_rows_had() -> None:
+    """The database sorts a partition's events by user only; each user's facts are put
+    in instant-then-id order here, and memberships take the fold's kind names."""
+    rows = [
+        ("u1", "user.status", "false", "2026-10-03 00:00:00.000000", 9),
+        ("u1", "user.created", '{"userName": "a"}', "2026-10-01 00:00:00.000000", 4),
+        ("u1", "group.member_added", "g1", "2026-10-03 00:00:00.000000", 7),
+        ("u2", "group.member_removed", "g1", "2026-10-02 00:00:00.000000", 2),
+        ("u2", "user.modules", '["Hybrid"]', "2026-10-01 00:00:00.000000", 3),
+    ]
+    got = [(uid, [Fact(*fact) for fact in facts]) for uid, facts in reader._by_user(rows)]
+    assert got == [
+        ("u1", [Fact("2026-10-01 00:00:00.000000", 4, "user.created", {"userName": "a"}),
+                Fact("2026-10-03 00:00:00.000000", 7, JOINED, "g1"),
+                Fact("2026-10-03 00:00:00.000000", 9, "user.status", False)]),
+        ("u2", [Fact("2026-10-01 00:00:00.000000", 3, "user.modules", ["Hybrid"]),
+                Fact("2026-10-02 00:00:00.000000", 2, LEFT, "g1")]),
+    ]
+
+
+@pytest.mark.parametrize("text", [
+    '{"desklessPercent": NaN}', "[Infinity, -Infinity]", "123456789012345678901234567890",
+    '"\\ud800"', "1e400", '{"a": 1, "a": 2}', '{"name": "Zoë 💡", "n": -0.0, "m": 1.5e-7}',
+    "true", "null", '["Hybrid", "Engage"]'])
+def test_values_are_what_the_standard_parser_gives(text: str) -> None:
+    """orjson parses the events' values; what it refuses (Python's json writes NaN and
+    integers of any size) goes to json.loads, so every value is json.loads's."""
+    decode = reader.json_decoder()
+    expected = json.loads(text)
+    got = decode(text)
+    assert json.dumps(got) == json.dumps(expected) and type(got) is type(expected)
+    assert decode(text) == got or got != got  # cached (NaN never equals itself)
+
+
+def test_the_collector_is_paused_while_a_partition_folds_and_back_after() -> None:
+    from billing.close import _collecting_per_chunk
+
+    assert gc.isenabled()
+    with _collecting_per_chunk():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), _collecting_per_chunk():
+        raise RuntimeError("a failed chunk")
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller that had it off keeps it off
+        with _collecting_per_chunk():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
