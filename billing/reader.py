@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
-    DateTime,
+    BigInteger,
     String,
     Text,
     and_,
@@ -201,7 +201,7 @@ def _streamed(conn: Connection, stmt: Any, size: int = 5000) -> Iterator[tuple[A
     (instants and numbers decode faster), on SQLite one that steps through the rows as
     they are asked for; `size` rows at a time. Through SQLAlchemy's result objects,
     building a row cost more than folding it. The columns read need no result
-    processing (instants come as `instant_type` says), and the parameters are only
+    processing (instants come as `instant` makes them), and the parameters are only
     text, numbers and instants, bound as the column types would."""
     dialect = conn.dialect.name
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
@@ -256,7 +256,6 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
     scope, in code point order. The own events and memberships come from one scan of
     the event log in written order (`ix_events_tenant_recorded`), sorted by the database."""
     dialect = conn.dialect.name
-    when = instant_type(dialect)
     # A membership event's subject is the group; the user is its object. A user's own
     # events have no object.
     uid = sorted_by_codepoint(conn, func.coalesce(Event.object_id, Event.subject_id))
@@ -270,7 +269,7 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
     # value; one column, so the database sorts and sends less.
     payload = case((Event.kind.in_(MEMBER_KINDS), Event.subject_id),
                    else_=cast(Event.new_value, Text))
-    stmt = (select(uid, Event.kind, payload, type_coerce(Event.effective_at, when), Event.id)
+    stmt = (select(uid, Event.kind, payload, instant(dialect, Event.effective_at), Event.id)
             .where(Event.tenant_id == scope.tenant_id,
                    or_(and_(Event.subject_type == "user", Event.kind.in_(USER_KINDS),
                             in_partition(Event.subject_id, low, high)),
@@ -300,7 +299,7 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
     used = _grouped(
         (user, Fact(at, seq, ACTIVITY, kind)) for user, kind, at, seq in _streamed(
             conn, select(Activity.user_id, Activity.kind,
-                         type_coerce(Activity.occurred_at, when), Activity.id)
+                         instant(dialect, Activity.occurred_at), Activity.id)
             .where(Activity.tenant_id == scope.tenant_id,
                    in_partition(Activity.user_id, low, high),
                    Activity.kind.in_(COUNTED_ACTIVITY), Activity.occurred_at >= scope.start,
@@ -401,14 +400,14 @@ def _facts(session: Session, scope: Scope, users: Callable[[Any], Any]
            ) -> dict[str, list[Fact]]:
     # The hot path of a close (one row per event of the tenant): Core rows without the
     # ORM's per-row work, JSON decoded through a cache (most values are true, false or
-    # a short module list), instants as the driver gives them (see `instant_type`).
+    # a short module list), instants in the form `instant` gives.
     conn = session.connection()
-    when = instant_type(conn.dialect.name)
+    dialect = conn.dialect.name
     decode = json_decoder()
     by_user: dict[str, list[Fact]] = {}
     own = conn.execute(
         select(Event.subject_id, Event.kind, cast(Event.new_value, Text),
-               type_coerce(Event.effective_at, when), Event.id)
+               instant(dialect, Event.effective_at), Event.id)
         .where(Event.tenant_id == scope.tenant_id, Event.subject_type == "user",
                users(Event.subject_id), Event.kind.in_(USER_KINDS),
                *_effective(scope), Event.recorded_at <= scope.cutoff)
@@ -421,7 +420,7 @@ def _facts(session: Session, scope: Scope, users: Callable[[Any], Any]
     mixed: set[str] = set()
     memberships = conn.execute(
         select(Event.object_id, Event.subject_id, Event.kind,
-               type_coerce(Event.effective_at, when), Event.id)
+               instant(dialect, Event.effective_at), Event.id)
         .where(Event.tenant_id == scope.tenant_id, users(Event.object_id),
                Event.kind.in_(MEMBER_KINDS), *_effective(scope),
                Event.recorded_at <= scope.cutoff))
@@ -430,7 +429,7 @@ def _facts(session: Session, scope: Scope, users: Callable[[Any], Any]
         mixed.add(uid)
     if scope.with_activity:
         used = conn.execute(
-            select(Activity.user_id, Activity.kind, type_coerce(Activity.occurred_at, when),
+            select(Activity.user_id, Activity.kind, instant(dialect, Activity.occurred_at),
                    Activity.id)
             .where(Activity.tenant_id == scope.tenant_id, users(Activity.user_id),
                    Activity.kind.in_(COUNTED_ACTIVITY), Activity.occurred_at >= scope.start,
@@ -489,23 +488,33 @@ def late_events(session: Session, tenant_id: str, since: dt.datetime, cutoff: dt
 SQLITE_INSTANT = "%Y-%m-%d %H:%M:%S.%f"
 
 
-def instant_type(dialect: str) -> Any:
-    """How the fold's rows carry instants: SQLite's stored text as it is (its fixed
-    format sorts and compares like the instants; parsing it cost more than the rest
-    of the fold), PostgreSQL's timestamps as the driver decodes them."""
-    return String() if dialect == "sqlite" else DateTime(timezone=True)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def instant(dialect: str, column: Any) -> Any:
+    """How the fold's rows carry an instant column: on SQLite its stored text as it is
+    (the fixed format sorts and compares like the instants; parsing it cost more than
+    the rest of the fold), on PostgreSQL as whole microseconds since 1970 (exact:
+    EXTRACT gives a numeric). The fold only orders and compares instants, and the
+    driver decodes a timestamp with its zone in 0.57 us, an integer in 0.09 us."""
+    if dialect == "sqlite":
+        return type_coerce(column, String())
+    return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
 
 
 def comparable(dialect: str, window: Window) -> Window:
-    """`window` with its instants in the form `instant_type` gives rows."""
-    if dialect != "sqlite":
-        return window
+    """`window` with its instants in the form `instant` gives rows."""
 
     def text(value: dt.datetime) -> Any:
         return value.astimezone(dt.UTC).strftime(SQLITE_INSTANT)
 
-    return replace(window, start=text(window.start), end=text(window.end),
-                   first_day_end=text(window.first_day_end))
+    def micros(value: dt.datetime) -> Any:
+        return (value - EPOCH) // MICROSECOND
+
+    form = text if dialect == "sqlite" else micros
+    return replace(window, start=form(window.start), end=form(window.end),
+                   first_day_end=form(window.first_day_end))
 
 
 _MISSING = object()

@@ -70,3 +70,31 @@ def test_the_collector_is_paused_while_a_partition_folds_and_back_after() -> Non
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_instants_read_for_the_fold_compare_as_the_window_does(engine) -> None:
+    """The fold compares the instants rows carry (`reader.instant`: SQLite's text,
+    PostgreSQL's microseconds since 1970) with the window's (`reader.comparable`):
+    exactly at a boundary they are equal, a microsecond either side they order."""
+    import datetime as dt
+
+    from sqlalchemy import literal, select
+
+    from billing.calendar import Month
+    from connector.models import UTCDateTime  # as the events table stores instants
+
+    window = Month(2026, 11).window("America/Havana")
+    dialect = engine.dialect.name
+    wanted = reader.comparable(dialect, window)
+    tick = dt.timedelta(microseconds=1)
+    with engine.connect() as conn:
+        def read(value: dt.datetime):
+            stored = select(literal(value, UTCDateTime()).label("at")).subquery()
+            return conn.execute(select(reader.instant(dialect, stored.c.at))).scalar_one()
+
+        for bound, expected in ((window.start, wanted.start), (window.end, wanted.end),
+                                (window.first_day_end, wanted.first_day_end)):
+            assert read(bound) == expected
+            assert read(bound - tick) < expected < read(bound + tick)
+        assert read(dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)) < read(
+            dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
