@@ -254,7 +254,8 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
                     ) -> Iterator[tuple[str, list[Fact]]]:
     """(user id, facts in fold order) for each user of the partition with facts in the
     scope, in code point order. The own events and memberships come from one scan of
-    the event log in written order (`ix_events_tenant_recorded`), sorted by the database."""
+    the event log in written order (through `ix_events_tenant_recorded`, or the table
+    itself: `Scope.scan_table`), sorted by user in the database."""
     dialect = conn.dialect.name
     # A membership event's subject is the group; the user is its object. A user's own
     # events have no object.

@@ -7,7 +7,7 @@ import datetime as dt
 import threading
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, String, func, literal, select, union_all
 
 from billing import reader
 from billing.calendar import Month
@@ -356,19 +356,21 @@ def test_an_event_never_takes_effect_after_it_is_recorded() -> None:
 def test_streams_are_ordered_as_python_compares_ids(engine: Engine) -> None:
     """The close merges its streams by comparing ids in Python: the order the database
     is asked for (`reader.bytewise`) must be Python's, whatever its collation."""
-    from sqlalchemy import String, literal, union_all
-
-    from billing import reader
-
     ids = ["ab-", "a-b", "A", "a", "0", "_x", "é", "z", "Z-", "a\u00adb", "a b"]
-    table = union_all(*(select(literal(i, String).label("id")) for i in ids)).subquery()
     with engine.connect() as conn:
-        got = list(conn.execute(select(table.c.id).order_by(
-            reader.bytewise(conn, table.c.id))).scalars())
-        collated = reader.sorted_by_codepoint(conn, table.c.id)
-        facts_order = list(conn.execute(select(collated).order_by(collated)).scalars())
-    assert got == sorted(ids)
-    assert facts_order == sorted(ids)
+        _, users_order, facts_order = _as_the_reader_orders(conn, ids)
+    assert users_order == facts_order == sorted(ids)
+
+
+def _as_the_reader_orders(conn: Connection, ids: list[str]) -> list[list[str]]:
+    """`ids` as the database orders them: by its collation, then as the reader asks for
+    the users (`bytewise`) and for the facts (`sorted_by_codepoint`, selected)."""
+    table = union_all(*(select(literal(i, String).label("id")) for i in ids)).subquery()
+    collated = reader.sorted_by_codepoint(conn, table.c.id)
+    return [list(conn.execute(stmt).scalars()) for stmt in (
+        select(table.c.id).order_by(table.c.id),
+        select(table.c.id).order_by(reader.bytewise(conn, table.c.id)),
+        select(collated).order_by(collated))]
 
 
 def test_a_database_that_does_not_sort_by_code_point_is_asked_to() -> None:
@@ -377,9 +379,8 @@ def test_a_database_that_does_not_sort_by_code_point_is_asked_to() -> None:
     import uuid
 
     import psycopg
-    from sqlalchemy import String, create_engine, literal, union_all
+    from sqlalchemy import create_engine
 
-    from billing import reader
     from tests.conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE
 
     name = f"connector_icu_{uuid.uuid4().hex[:10]}"
@@ -389,16 +390,10 @@ def test_a_database_that_does_not_sort_by_code_point_is_asked_to() -> None:
     engine = create_engine(PG_URL_TEMPLATE.format(db=name))
     try:
         ids = ["ab-", "a-b", "A", "a", "0", "z", "Z-"]
-        table = union_all(*(select(literal(i, String).label("id")) for i in ids)).subquery()
         with engine.connect() as conn:
-            as_collated = list(conn.execute(select(table.c.id).order_by(table.c.id)).scalars())
-            assert as_collated != sorted(ids)  # the data tells the two orders apart
-            got = list(conn.execute(select(table.c.id).order_by(
-                reader.bytewise(conn, table.c.id))).scalars())
-            collated = reader.sorted_by_codepoint(conn, table.c.id)
-            facts_order = list(conn.execute(select(collated).order_by(collated)).scalars())
-        assert got == sorted(ids)
-        assert facts_order == sorted(ids)
+            as_collated, users_order, facts_order = _as_the_reader_orders(conn, ids)
+        assert as_collated != sorted(ids)  # the data tells the two orders apart
+        assert users_order == facts_order == sorted(ids)
     finally:
         engine.dispose()
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
