@@ -1,6 +1,5 @@
 """WSGI entry point: `gunicorn wsgi:app`. Settings come from CONNECTOR_CONFIG / env."""
 
-from connector.app import create_app, settle_memory
+from connector.app import server_app
 
-app = create_app()
-settle_memory()
+app = server_app()

@@ -115,7 +115,8 @@ def ensure_wrk() -> str:
     return found
 
 
-def ensure_tools_venv(venv: Path, need_scim2: bool, need_pyspy: bool) -> None:
+def ensure_tools_venv(venv: Path, need_scim2: bool, need_pyspy: bool, need_gevent: bool = False
+                      ) -> None:
     """The separate virtualenv for scim2-server (+ gunicorn) and py-spy; never .venv."""
     pip = venv / "bin" / "pip"
     if not pip.exists():
@@ -127,6 +128,8 @@ def ensure_tools_venv(venv: Path, need_scim2: bool, need_pyspy: bool) -> None:
         wanted.append("scim2-server")
     if need_scim2 and not (venv / "bin" / "gunicorn").exists():
         wanted.append("gunicorn")
+    if need_scim2 and need_gevent and not list(venv.glob("lib/python*/site-packages/gevent")):
+        wanted.append("gevent")
     if need_pyspy and not (venv / "bin" / "py-spy").exists():
         wanted.append("py-spy")
     if wanted:
@@ -351,30 +354,43 @@ class Server:
         self.log_file.close()
 
 
-def worker_args(threads: int) -> list[str]:
-    """One worker; gthread (keep-alive) with N threads as `connector serve` runs it, or
-    gunicorn's sync worker (one request at a time, Connection: close) for --threads 1."""
-    if threads > 1:
+def worker_args(worker_class: str, threads: int) -> list[str]:
+    """One worker: gthread (keep-alive) with N threads as `connector serve` runs it by
+    default, gevent (keep-alive, an event loop; `connector serve --worker-class gevent`),
+    or gunicorn's sync worker (one request at a time, Connection: close)."""
+    if worker_class == "gevent":
+        return ["-w", "1", "--worker-class", "gevent", "--worker-connections", "100"]
+    if worker_class == "gthread" and threads > 1:
         return ["-w", "1", "--worker-class", "gthread", "--threads", str(threads)]
     return ["-w", "1"]
 
 
-def start_connector(url: str, label: str, wsgi_app: str = "wsgi:app", threads: int = 4
-                    ) -> Server:
+def server_kind(worker_class: str, threads: int) -> str:
+    if worker_class == "gevent":
+        return "gevent, keep-alive"
+    if worker_class == "gthread" and threads > 1:
+        return f"gthread, {threads} threads, keep-alive"
+    return "sync, no keep-alive"
+
+
+def start_connector(url: str, label: str, wsgi_app: str = "wsgi:app", threads: int = 4,
+                    worker_class: str = "gthread") -> Server:
     port = free_port()
     env = dict(os.environ, CONNECTOR_DATABASE__URL=url, CONNECTOR_LOGGING__ACCESS_LOG="false",
                CONNECTOR_CONFIG="/nonexistent")
-    cmd = [str(VENV_BIN / "gunicorn"), *worker_args(threads), "-b", f"127.0.0.1:{port}",
-           wsgi_app]
+    cmd = [str(VENV_BIN / "gunicorn"), *worker_args(worker_class, threads), "-b",
+           f"127.0.0.1:{port}", wsgi_app]
     server = Server(label, cmd, env, ROOT, port, "/readyz")
     server.wait_ready()
     return server
 
 
-def start_scim2_server(venv: Path, token: str, label: str, threads: int = 4) -> Server:
+def start_scim2_server(venv: Path, token: str, label: str, threads: int = 4,
+                       worker_class: str = "gthread") -> Server:
     port = free_port()
     env = dict(os.environ, SCIM2_BENCH_TOKEN=token)
-    cmd = [str(venv / "bin" / "gunicorn"), *worker_args(threads), "-b", f"127.0.0.1:{port}",
+    cmd = [str(venv / "bin" / "gunicorn"), *worker_args(worker_class, threads), "-b",
+           f"127.0.0.1:{port}",
            "--timeout", "600", "--pythonpath", str(ROOT / "bench"), "scim2_server_wsgi:app"]
     server = Server(label, cmd, env, ROOT, port, "/v2/ServiceProviderConfig")
     server.token = token
@@ -797,6 +813,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--group-members", type=int, default=10_000)
     p.add_argument("--duration", type=float, default=10, help="seconds per scenario and run")
     p.add_argument("--connections", type=int, default=8, help="wrk connections for req/s")
+    p.add_argument("--worker-class", choices=["gthread", "gevent", "sync"], default="gthread",
+                   help="gunicorn worker class of the one worker (default gthread, as "
+                        "`connector serve`)")
     p.add_argument("--threads", type=int, default=4,
                    help="gthread threads in the one gunicorn worker (as `connector serve`); "
                         "1 = sync worker, no keep-alive")
@@ -836,10 +855,9 @@ def main(argv: list[str] | None = None) -> None:
     wrk = ensure_wrk()
     if args.against_scim2_server or args.scim2_only or args.profile:
         ensure_tools_venv(args.tools_venv, args.against_scim2_server or args.scim2_only,
-                          bool(args.profile))
+                          bool(args.profile), args.worker_class == "gevent")
     info = machine()
-    info["server"] = (f"gthread, {args.threads} threads, keep-alive" if args.threads > 1
-                      else "sync, no keep-alive")
+    info["server"] = server_kind(args.worker_class, args.threads)
     info["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     dbs = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     tag = f"-{args.tag}" if args.tag else ""
@@ -852,7 +870,8 @@ def main(argv: list[str] | None = None) -> None:
                 log(f"== {label}: fresh database, seeding {users:,} users")
                 url = fresh_database(kind, users, args.pg_base, args.pg_name)
                 seed = seed_connector(url, users, args.group_members, args.batch)
-                server = start_connector(url, label, args.wsgi_app, args.threads)
+                server = start_connector(url, label, args.wsgi_app, args.threads,
+                                         args.worker_class)
                 try:
                     run = run_scenarios(label, server, "/scim/v2", seed, args, wrk,
                                         args.tools_venv)
@@ -869,7 +888,7 @@ def main(argv: list[str] | None = None) -> None:
         label = f"scim2-server-{users}"
         log(f"== {label}: seeding {users:,} users over HTTP")
         server = start_scim2_server(args.tools_venv, "scim2-bench-" + uuid.uuid4().hex, label,
-                                    args.threads)
+                                    args.threads, args.worker_class)
         try:
             rss_empty = server.rss_mb()
             seed = seed_scim2_server(server.port, server.token, users,

@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
 
-from connector import db, health, logs
+from connector import db, health, logs, serving
 from connector.config import Settings, load_settings
 
 access_log = logging.getLogger("connector.access")
@@ -33,6 +33,18 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     setup_scim(app)
     setup_admin(app, settings)
     setup_reporting(app)
+    if serving.gevent_patched():
+        app.wsgi_app = serving.cooperative(app.wsgi_app)  # type: ignore[method-assign]
+        logging.getLogger("connector").info(
+            "serving under gevent; database waits are %s", serving.database_waits())
+    return app
+
+
+def server_app() -> Flask:
+    """The app as a server process serves it: `wsgi.py`, and
+    `gunicorn 'connector.app:server_app()'` from any directory."""
+    app = create_app()
+    settle_memory()
     return app
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from connector import admins, db, migrate, tenants
+from connector import admins, db, migrate, serving, tenants
 from connector.config import ConfigError, Settings, load_settings
 from connector.errors import DomainError
 from connector.models import AdminAccount
@@ -43,8 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    p.add_argument("--threads", type=int, default=4,
-                   help="threads per process with keep-alive (default 4); 1 = sync worker")
+    p.add_argument("--worker-class", choices=serving.WORKER_CLASSES,
+                   help="gunicorn worker class (default: server.worker_class, gthread); "
+                   "gevent needs the schedulers in `connector worker`")
+    p.add_argument("--threads", type=int,
+                   help="gthread: threads per process (default: server.threads, 4); "
+                   "1 = sync worker")
+    p.add_argument("--worker-connections", type=int,
+                   help="gevent: connections per process (default: "
+                   "server.worker_connections, 100)")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("bootstrap", help="migrate and create a first tenant if there is none")
@@ -149,20 +158,30 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    worker_class = args.worker_class or settings.server.worker_class
+    threads = args.threads or settings.server.threads
+    if worker_class == "gthread" and threads <= 1:
+        worker_class = "sync"
+    problem = serving.worker_class_problem(settings, worker_class)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    if worker_class == "gevent":
+        return _serve_gevent(settings, args, host, port)
+    migrate.upgrade(db.make_engine(settings.database))
+
     from gunicorn.app.base import BaseApplication
 
     from connector.app import create_app, settle_memory
-
-    migrate.upgrade(db.make_engine(settings.database))
-    host = args.host or settings.server.host
-    port = args.port or settings.server.port
 
     class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", args.workers)
-            self.cfg.set("threads", args.threads)
-            self.cfg.set("worker_class", "gthread" if args.threads > 1 else "sync")
+            self.cfg.set("worker_class", worker_class)
+            self.cfg.set("threads", threads)
 
         def load(self):  # type: ignore[no-untyped-def]
             app = create_app(settings)
@@ -175,10 +194,36 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             settle_memory()
             return app
 
-    print(f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2). Ctrl-C stops.",
-          flush=True)
+    print(f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2) with "
+          f"{args.workers} {worker_class} worker(s). Ctrl-C stops.", flush=True)
     _Server().run()
     return 0
+
+
+def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port: int) -> int:
+    """Become `gunicorn -k gevent 'connector.app:server_app()'` (no scheduler to start).
+
+    This process never opens a database connection: psycopg chooses how to wait for the
+    server when it is first imported, and waits cooperatively only where gevent has
+    already patched the process (the worker). So the migration runs in a child process,
+    and gunicorn replaces this one.
+    """
+    config = ["--config", args.config] if args.config else []
+    # Our own interpreter and module, arguments from our own parser: no shell, no input.
+    migrate_cmd = [sys.executable, "-m", "connector.cli", *config, "migrate"]
+    if subprocess.run(migrate_cmd).returncode:  # noqa: S603
+        return 1
+    env = dict(os.environ)
+    if args.config:
+        env["CONNECTOR_CONFIG"] = args.config
+    connections = args.worker_connections or settings.server.worker_connections
+    print(f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2) with "
+          f"{args.workers} gevent worker(s). Ctrl-C stops.", flush=True)
+    os.execve(sys.executable, [  # noqa: S606 - the same interpreter, fixed arguments
+        sys.executable, "-m", "gunicorn", "--worker-class", "gevent",
+        "--worker-connections", str(connections), "--workers", str(args.workers),
+        "--bind", f"{host}:{port}", "connector.app:server_app()"], env)
+    return 1  # not reached: execve replaces this process
 
 
 def admin_url(settings: Settings) -> str:

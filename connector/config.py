@@ -47,6 +47,19 @@ class ServerSettings:
         "headers are trusted (0: none). Set it when TLS ends at a proxy, so secure "
         "cookies, client addresses for sign-in throttling and links come out right.",
     )
+    worker_class: str = setting(
+        "gthread",
+        "How `connector serve` runs gunicorn: \"gthread\" (threads with keep-alive; the "
+        "only one that also runs the schedulers in the web process), \"gevent\" (an event "
+        "loop with keep-alive; overlaps database waits, fastest on PostgreSQL; needs "
+        "scheduler_in_web = false in [azure_sync] and [billing] and `connector worker` "
+        "running) or \"sync\" (one request at a time, no keep-alive). "
+        "See connector/serving.py.",
+    )
+    threads: int = setting(4, "gthread: threads per process.")
+    worker_connections: int = setting(
+        100, "gevent: connections one process serves at once (the rest wait in the "
+        "listen queue).")
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,13 @@ class DatabaseSettings:
         "PostgreSQL: postgresql+psycopg://user@host:5432/dbname.",
     )
     pool_size: int = setting(5, "Connections kept per process (PostgreSQL).")
+    max_overflow: int = setting(
+        -1,
+        "Connections opened beyond pool_size while more requests than that use the "
+        "database at once, closed again when handed back (PostgreSQL). -1: 10 with "
+        "threads; 0 under gevent, where such requests wait for a pooled connection, "
+        "which is faster than opening and closing one per request.",
+    )
     pool_pre_ping: bool = setting(
         False,
         "Test each pooled connection before use (PostgreSQL): one more round trip per "
