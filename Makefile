@@ -27,7 +27,7 @@ lint: $(STAMP)
 
 ## bench: SCIM throughput at 100,000 users (see docs/benchmarks.md)
 bench: $(STAMP)
-	$(BIN)/python bench/scim_bench.py --users 100000
+	$(BIN)/python bench/scim_bench.py --users 100000 --worker-class gevent
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3 .pytest_cache
