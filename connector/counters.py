@@ -8,6 +8,8 @@ a bulk load that bypassed the directory (the bench's seeding), heals itself by c
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
@@ -16,7 +18,7 @@ from connector.models import TenantCounter, User
 # Core statements on the table: an ORM-enabled UPDATE would also search the session
 # for objects to synchronise, which cost a tenth of a SCIM POST.
 _COUNTERS = TenantCounter.__table__
-_BUMP = (update(_COUNTERS)
+BUMP = (update(_COUNTERS)
          .where(_COUNTERS.c.tenant_id == bindparam("tid"))
          .values(live_users=_COUNTERS.c.live_users + bindparam("delta"),
                  generation=_COUNTERS.c.generation + 1))
@@ -24,9 +26,15 @@ _READ = select(_COUNTERS.c.live_users, _COUNTERS.c.generation).where(
     _COUNTERS.c.tenant_id == bindparam("tid"))
 
 
+def bump_params(tenant_id: str, delta: int) -> dict[str, Any]:
+    """Parameters of `BUMP`, the statement that changes the live-user count by `delta`
+    (and the generation); `db.insert_together` sends it along with a creation."""
+    return {"tid": tenant_id, "delta": delta}
+
+
 def add_live_users(session: Session, tenant_id: str, delta: int) -> None:
     """Change the tenant's live-user count by `delta` (after the change is flushed)."""
-    result = session.execute(_BUMP, {"tid": tenant_id, "delta": delta})
+    result = session.execute(BUMP, bump_params(tenant_id, delta))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         recount_live_users(session, tenant_id)
 

@@ -5,11 +5,25 @@ from __future__ import annotations
 import json
 import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, Engine, create_engine, event, exc, insert
+from sqlalchemy import (
+    JSON,
+    Engine,
+    Table,
+    Update,
+    bindparam,
+    create_engine,
+    event,
+    exc,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -159,6 +173,55 @@ def _close_session(_exc: BaseException | None) -> None:
     if session is not None:
         session.rollback()
         session.close()
+
+
+def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[str, Any]]]],
+                    counted: Update, counted_params: dict[str, Any]) -> int:
+    """Insert the rows into their tables and run the `counted` UPDATE, in the session's
+    transaction; return how many rows `counted` changed.
+
+    On PostgreSQL all of it goes out as ONE statement, each row a data-modifying WITH
+    clause: one round trip instead of one per table (a SCIM POST's user, index rows,
+    modules, event and counter; 0.25 ms a round trip on loopback, more across hosts).
+    The clauses share one snapshot and none sees another's rows, so nothing here may
+    depend on another's effect; foreign keys are checked at the end of the statement,
+    so a parent and its children can go together. A failing clause fails it all. Rows
+    get no guaranteed order among themselves (ids drawn from a sequence may not follow
+    the list), so rows whose order matters, such as several events, go separately.
+
+    The statement is built once per shape (which tables, which columns, how many rows)
+    with named parameters and reused: SQLAlchemy caches no multi-row VALUES statement,
+    and compiling this one on every call cost more than the round trips it saves.
+    Elsewhere (SQLite, no round trips) the inserts run one table after another.
+    """
+    inserts = [(table, rows) for table, rows in inserts if rows]
+    if session.get_bind().dialect.name != "postgresql":
+        for table, rows in inserts:
+            session.execute(insert(table), rows)
+        return int(session.execute(counted, counted_params).rowcount)  # type: ignore[attr-defined]
+    shape = (counted, tuple((table, tuple(rows[0]), len(rows)) for table, rows in inserts))
+    statement = _TOGETHER.get(shape)
+    if statement is None:
+        statement = _TOGETHER[shape] = _together_statement(shape)
+    params = dict(counted_params)
+    for n, (_table, rows) in enumerate(inserts):
+        for i, row in enumerate(rows):
+            params.update((f"w{n}_{i}_{key}", value) for key, value in row.items())
+    return int(session.execute(statement, params).scalar_one())
+
+
+_TOGETHER: dict[Any, Any] = {}
+
+
+def _together_statement(shape: Any) -> Any:
+    if len(_TOGETHER) >= 256:  # shapes are few (rows per table); never grow unbounded
+        _TOGETHER.clear()
+    counted, tables = shape
+    writes = [insert(table).values({key: bindparam(f"w{n}_{i}_{key}", type_=table.c[key].type)
+                                    for key in keys}).cte(f"w{n}_{i}")
+              for n, (table, keys, count) in enumerate(tables) for i in range(count)]
+    changed = counted.returning(literal(1)).cte("counted")
+    return select(func.count()).select_from(changed).add_cte(*writes)
 
 
 def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, event, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from connector import counters, db, events
 from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
@@ -65,6 +65,7 @@ def _live_user_with(column: Any) -> Any:
             .limit(1))
 
 
+_USERS, _VALUES, _USER_MODULES = User.__table__, UserValue.__table__, UserModule.__table__
 _USER_NAME_TAKEN = _live_user_with(User.user_name_norm)
 _EXTERNAL_ID_TAKEN = _live_user_with(User.external_id)
 
@@ -118,12 +119,14 @@ def _emits_events(method: Any) -> Any:
         outer = self._pending is None
         if outer:
             self._pending = []
+        self._depth += 1
         try:
             result = method(self, *args, **kwargs)
             if outer:
                 events.record_many(self.session, self._pending)
             return result
         finally:
+            self._depth -= 1
             if outer:
                 self._pending = None
 
@@ -140,6 +143,7 @@ class Directory:
         self.policy = policy_of(tenant)
         self.retry_after = retry_after
         self._pending: list[dict[str, Any]] | None = None
+        self._depth = 0  # public calls (and batched_events blocks) under way
 
     @contextlib.contextmanager
     def batched_events(self) -> Iterator[None]:
@@ -148,11 +152,13 @@ class Directory:
         outer = self._pending is None
         if outer:
             self._pending = []
+        self._depth += 1
         try:
             yield
             if outer:
                 events.record_many(self.session, self._pending or [])
         finally:
+            self._depth -= 1
             if outer:
                 self._pending = None
 
@@ -177,37 +183,67 @@ class Directory:
 
     @_emits_events
     def create_user(self, fields: UserFields) -> User:
+        """Create one user: its row, index rows, modules, the live-user counter and its
+        event are written together (on PostgreSQL as one statement, one round trip)."""
         self.ensure_writable()
         state = initial_state(self.policy, self.ctx.source, fields.active)
         modules = self._known_modules(fields.modules or ())
-        now = self.ctx.now
-        user = User(
-            tenant_id=self.tenant.id, id=new_id(), origin=str(self.ctx.source),
-            created_at=now, modified_at=now, version=1, removed_at=None,
-            active=state.active, idp_active=state.idp_active,
-            in_deleted_list=state.in_deleted_list,
-        )
-        self._assign_profile(user, fields)
-        self.session.add(user)
+        row = self._user_row(fields, state, new_id())
+        self._event(row["id"], events.USER_CREATED, None, {
+            "userName": row["user_name"], "active": state.active,
+            "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
+            "guest": fields.guest, "external_company_guest": fields.external_company_guest,
+            "admin": fields.admin, "modules": list(modules), **_frontline_value(fields),
+        })
+        inserts = [(_USERS, [row]), (_VALUES, self._value_rows(row["id"], fields.values)),
+                   (_USER_MODULES, [{"tenant_id": self.tenant.id, "user_id": row["id"],
+                                     "module": m} for m in modules])]
+        if self._depth == 1 and len(self._pending or ()) == 1:
+            # The outermost call: its one event goes along (the rows of one statement get
+            # no guaranteed order, so several events would wait for the wrapper).
+            inserts.append((Event.__table__, self._pending or []))
+            self._pending = []
         # The partial unique indexes decide (no read first); their violation names the
         # attribute. The caller rolls back (a /Bulk operation, its savepoint).
         try:
-            self.session.flush()
+            counted = db.insert_together(self.session, inserts, counters.BUMP,
+                                         counters.bump_params(self.tenant.id, +1))
         except IntegrityError as exc:
             raise _user_conflict(exc, fields) from exc
-        counters.add_live_users(self.session, self.tenant.id, +1)
-        self._write_values(user, fields.values)
-        self.session.add_all(
-            UserModule(tenant_id=self.tenant.id, user_id=user.id, module=m) for m in modules
-        )
+        if not counted:
+            counters.recount_live_users(self.session, self.tenant.id)
+        # The row is written: the session takes the object as loaded from it, so reads
+        # and later changes in this transaction use it without a query or an INSERT.
+        user = User(**row)
+        make_transient_to_detached(user)
+        self.session.add(user)
         known_extras(self.session)[user.id] = (MODULE_SEP.join(modules) or None, None)
-        self._event(user.id, events.USER_CREATED, None, {
-            "userName": user.user_name, "active": user.active, "idp_active": user.idp_active,
-            "in_deleted_list": user.in_deleted_list, "guest": user.guest,
-            "external_company_guest": user.external_company_guest, "admin": user.admin,
-            "modules": list(modules), **_frontline_value(fields),
-        })
         return user
+
+    def _user_row(self, fields: UserFields, state: StatusState, user_id: str,
+                  seen_in_run: int | None = None) -> dict[str, Any]:
+        now = self.ctx.now
+        return {
+            "tenant_id": self.tenant.id, "id": user_id, "user_name": fields.user_name,
+            "user_name_norm": fields.user_name.casefold(), "external_id": fields.external_id,
+            "display_name": fields.display_name,
+            "display_name_norm": fields.display_name.casefold() if fields.display_name
+            else None,
+            "active": state.active, "idp_active": state.idp_active,
+            "in_deleted_list": state.in_deleted_list, "guest": fields.guest,
+            "external_company_guest": fields.external_company_guest, "admin": fields.admin,
+            "frontline": fields.frontline or None, "invited_at": None, "claimed_at": None,
+            "origin": str(self.ctx.source), "removed_at": None, "purged_at": None,
+            "seen_in_run": seen_in_run, "created_at": now, "modified_at": now, "version": 1,
+            "data": fields.data}
+
+    def _value_rows(self, user_id: str, values: Iterable[IndexedValue]
+                    ) -> list[dict[str, Any]]:
+        return [{"tenant_id": self.tenant.id, "user_id": user_id, "attr": v.attr,
+                 "position": v.position, "value": v.value,
+                 "value_norm": v.value.casefold() if v.value is not None else None,
+                 "type": v.type, "primary": v.primary, "display": v.display, "data": v.data}
+                for v in values]
 
     @_emits_events
     def create_users(self, many: Sequence[UserFields], seen_in_run: int | None = None
@@ -220,30 +256,13 @@ class Directory:
         self.ensure_writable()
         if not many:
             return []
-        now = self.ctx.now
         users, values, ids = [], [], []
         for fields in many:
             state = initial_state(self.policy, self.ctx.source, fields.active)
             user_id = new_id()  # time-ordered: see connector/ids.py
             ids.append(user_id)
-            users.append({
-                "tenant_id": self.tenant.id, "id": user_id, "user_name": fields.user_name,
-                "user_name_norm": fields.user_name.casefold(),
-                "external_id": fields.external_id, "display_name": fields.display_name,
-                "display_name_norm": fields.display_name.casefold()
-                if fields.display_name else None,
-                "active": state.active, "idp_active": state.idp_active,
-                "in_deleted_list": state.in_deleted_list, "guest": fields.guest,
-                "external_company_guest": fields.external_company_guest,
-                "admin": fields.admin, "frontline": fields.frontline or None,
-                "origin": str(self.ctx.source), "removed_at": None,
-                "purged_at": None, "seen_in_run": seen_in_run, "created_at": now,
-                "modified_at": now, "version": 1, "data": fields.data})
-            values += [{"tenant_id": self.tenant.id, "user_id": user_id, "attr": v.attr,
-                        "position": v.position, "value": v.value,
-                        "value_norm": v.value.casefold() if v.value is not None else None,
-                        "type": v.type, "primary": v.primary, "display": v.display,
-                        "data": v.data} for v in fields.values]
+            users.append(self._user_row(fields, state, user_id, seen_in_run))
+            values += self._value_rows(user_id, fields.values)
             self._event(user_id, events.USER_CREATED, None, {
                 "userName": fields.user_name, "active": state.active,
                 "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
@@ -502,18 +521,6 @@ class Directory:
         user.active, user.idp_active = after.active, after.idp_active
         user.in_deleted_list = after.in_deleted_list
         return True
-
-    def _assign_profile(self, user: User, fields: UserFields) -> None:
-        user.user_name = fields.user_name
-        user.user_name_norm = fields.user_name.casefold()
-        user.external_id = fields.external_id
-        user.display_name = fields.display_name
-        user.display_name_norm = fields.display_name.casefold() if fields.display_name else None
-        user.data = fields.data
-        user.guest = fields.guest
-        user.external_company_guest = fields.external_company_guest
-        user.admin = fields.admin
-        user.frontline = fields.frontline or None
 
     def _update_profile(self, user: User, fields: UserFields) -> bool:
         before = {"userName": user.user_name, "externalId": user.external_id,

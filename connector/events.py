@@ -108,3 +108,4 @@ def record_many(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 _INSERT = insert(Event.__table__)
+
