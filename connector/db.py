@@ -23,6 +23,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    union_all,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -185,13 +186,13 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
     modules, event and counter; 0.25 ms a round trip on loopback, more across hosts).
     The clauses share one snapshot and none sees another's rows, so nothing here may
     depend on another's effect; foreign keys are checked at the end of the statement,
-    so a parent and its children can go together. A failing clause fails it all. Rows
-    get no guaranteed order among themselves (ids drawn from a sequence may not follow
-    the list), so rows whose order matters, such as several events, go separately.
+    so a parent and its children can go together. A failing clause fails it all. The
+    rows of one table are one INSERT and take their ids in list order (events do).
 
     The statement is built once per shape (which tables, which columns, how many rows)
-    with named parameters and reused: SQLAlchemy caches no multi-row VALUES statement,
-    and compiling this one on every call cost more than the round trips it saves.
+    with named parameters and reused (several rows as INSERT ... SELECT ... UNION ALL):
+    SQLAlchemy caches no multi-row VALUES statement, and compiling one on every call
+    cost more than the round trips it saves.
     Elsewhere (SQLite, no round trips) the inserts run one table after another.
     """
     inserts = [(table, rows) for table, rows in inserts if rows]
@@ -217,9 +218,15 @@ def _together_statement(shape: Any) -> Any:
     if len(_TOGETHER) >= 256:  # shapes are few (rows per table); never grow unbounded
         _TOGETHER.clear()
     counted, tables = shape
-    writes = [insert(table).values({key: bindparam(f"w{n}_{i}_{key}", type_=table.c[key].type)
-                                    for key in keys}).cte(f"w{n}_{i}")
-              for n, (table, keys, count) in enumerate(tables) for i in range(count)]
+    writes = []
+    for n, (table, keys, count) in enumerate(tables):
+        rows = [[bindparam(f"w{n}_{i}_{key}", type_=table.c[key].type) for key in keys]
+                for i in range(count)]
+        if count == 1:
+            write = insert(table).values(dict(zip(keys, rows[0], strict=True)))
+        else:  # one INSERT per table, its rows in list order (as a multi-row VALUES)
+            write = insert(table).from_select(keys, union_all(*(select(*r) for r in rows)))
+        writes.append(write.cte(f"w{n}"))
     changed = counted.returning(literal(1)).cte("counted")
     return select(func.count()).select_from(changed).add_cte(*writes)
 

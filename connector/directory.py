@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, select
+from sqlalchemy import bindparam, delete, event, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
+from sqlalchemy.orm.exc import StaleDataError
 
 from connector import counters, db, events
 from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
@@ -66,6 +67,7 @@ def _live_user_with(column: Any) -> Any:
 
 
 _USERS, _VALUES, _USER_MODULES = User.__table__, UserValue.__table__, UserModule.__table__
+_USER_UPDATES: dict[tuple[str, ...], Any] = {}  # UPDATE users by changed columns
 _USER_NAME_TAKEN = _live_user_with(User.user_name_norm)
 _EXTERNAL_ID_TAKEN = _live_user_with(User.external_id)
 
@@ -123,7 +125,7 @@ def _emits_events(method: Any) -> Any:
         try:
             result = method(self, *args, **kwargs)
             if outer:
-                events.record_many(self.session, self._pending)
+                self._write_pending()
             return result
         finally:
             self._depth -= 1
@@ -162,6 +164,47 @@ class Directory:
             if outer:
                 self._pending = None
 
+    def _write_pending(self) -> None:
+        """Write the outermost call's events; when the call changed one user and nothing
+        else, write that user's changed columns with them, in one statement on
+        PostgreSQL (a PATCH of `active`: one round trip instead of two, and no unit of
+        work), instead of leaving the UPDATE to the flush at commit."""
+        pending = self._pending or []
+        user = self._only_changed_user() if pending else None
+        if user is None:
+            events.record_many(self.session, pending)
+            return
+        state = inspect(user)
+        changes = {attr.key: history.added[0] for attr in state.mapper.column_attrs
+                   if (history := state.attrs[attr.key].history).added}
+        keys = tuple(sorted(changes))
+        statement = _USER_UPDATES.get(keys)
+        if statement is None:
+            statement = _USER_UPDATES[keys] = (
+                update(_USERS)
+                .where(_USERS.c.tenant_id == bindparam("u_key_tenant_id"),
+                       _USERS.c.id == bindparam("u_key_id"))
+                .values({k: bindparam(f"u_{k}", type_=_USERS.c[k].type) for k in keys}))
+        params = {f"u_{k}": v for k, v in changes.items()}
+        params.update(u_key_tenant_id=user.tenant_id, u_key_id=user.id)
+        if db.insert_together(self.session, [(Event.__table__, pending)], statement,
+                              params) != 1:
+            raise StaleDataError(f"User {user.id} was removed while it was being changed.")
+        # Written: the session holds the user as loaded, so the flush at commit skips it.
+        self.session.expunge(user)
+        make_transient(user)
+        make_transient_to_detached(user)
+        self.session.add(user)
+
+    def _only_changed_user(self) -> User | None:
+        session = self.session
+        if session.new or session.deleted:
+            return None
+        changed = [row for row in session.dirty if session.is_modified(row)]
+        if len(changed) == 1 and type(changed[0]) is User:
+            return changed[0]
+        return None
+
     # -- guards ---------------------------------------------------------------
 
     def ensure_writable(self) -> None:
@@ -198,9 +241,7 @@ class Directory:
         inserts = [(_USERS, [row]), (_VALUES, self._value_rows(row["id"], fields.values)),
                    (_USER_MODULES, [{"tenant_id": self.tenant.id, "user_id": row["id"],
                                      "module": m} for m in modules])]
-        if self._depth == 1 and len(self._pending or ()) == 1:
-            # The outermost call: its one event goes along (the rows of one statement get
-            # no guaranteed order, so several events would wait for the wrapper).
+        if self._depth == 1:  # the outermost call: its event goes along
             inserts.append((Event.__table__, self._pending or []))
             self._pending = []
         # The partial unique indexes decide (no read first); their violation names the

@@ -6,11 +6,16 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, inspect, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from connector import counters, db
-from connector.models import TenantCounter, User, UserModule, UserValue
+from connector import counters, db, events, tenants
+from connector.commands import UserFields
+from connector.directory import Directory
+from connector.events import WriteContext
+from connector.models import Event, Tenant, TenantCounter, User, UserModule, UserValue
+from connector.status import Source
 from tests.conftest import make_tenant
 
 NOW = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
@@ -100,14 +105,14 @@ def test_a_failing_row_writes_nothing(engine: Engine) -> None:
         s.commit()
     create(engine, tenant_id, "u1", "Ann@Example.com", "ann@example.com")
     create(engine, tenant_id, "u2", "Bob@Example.com", "bob@example.com")
-    with pytest.raises(IntegrityError):  # the last row repeats an e-mail's key (position 0)
-        with db.make_sessionmaker(engine, writes=True)() as s:
-            db.insert_together(
-                s, [(USERS, [user_row(tenant_id, "u3", "Cy@Example.com")]),
-                    (VALUES, value_rows(tenant_id, "u3", "cy@example.com")
-                     + value_rows(tenant_id, "u3", "again@example.com"))],
-                counters.BUMP, counters.bump_params(tenant_id, +1))
-            s.commit()
+    # The last row repeats an e-mail's key (position 0).
+    with pytest.raises(IntegrityError), db.make_sessionmaker(engine, writes=True)() as s:
+        db.insert_together(
+            s, [(USERS, [user_row(tenant_id, "u3", "Cy@Example.com")]),
+                (VALUES, value_rows(tenant_id, "u3", "cy@example.com")
+                 + value_rows(tenant_id, "u3", "again@example.com"))],
+            counters.BUMP, counters.bump_params(tenant_id, +1))
+        s.commit()
     with db.make_sessionmaker(engine)() as s:
         ids = s.scalars(select(User.id).where(User.tenant_id == tenant_id)
                         .order_by(User.id)).all()
@@ -115,3 +120,82 @@ def test_a_failing_row_writes_nothing(engine: Engine) -> None:
     assert ids == ["u1", "u2"]
     assert cy_values == []
     assert live_users(engine, tenant_id) == 2
+
+
+def test_rows_of_one_table_take_their_ids_in_list_order(engine: Engine) -> None:
+    tenant_id, _ = make_tenant(engine)
+    kinds = [f"test.kind{n}" for n in (3, 1, 2, 0)]
+    rows = [{"tenant_id": tenant_id, "subject_type": "user", "subject_id": "u1", "kind": k,
+             "old_value": None, "new_value": {"n": n}, "effective_at": NOW,
+             "recorded_at": NOW, "source": "system", "actor": "test",
+             "correlation_id": "order", "object_id": None} for n, k in enumerate(kinds)]
+    with db.make_sessionmaker(engine, writes=True)() as s:
+        db.insert_together(s, [(Event.__table__, rows)], counters.BUMP,
+                           counters.bump_params(tenant_id, 0))
+        s.commit()
+        written = s.execute(select(Event.kind, Event.new_value, Event.old_value)
+                            .where(Event.correlation_id == "order").order_by(Event.id)).all()
+    assert [w.kind for w in written] == kinds
+    assert [w.new_value for w in written] == [{"n": n} for n in range(4)]
+    assert all(w.old_value is None for w in written)
+
+
+# -- the directory's writes ---------------------------------------------------------------
+
+
+def directory(session: Session, tenant_id: str) -> Directory:
+    tenant = session.get(Tenant, tenant_id)
+    assert tenant is not None
+    return Directory(session, tenant, WriteContext(tenant_id, Source.SCIM, "scim-test", "t",
+                                                   dt.datetime.now(dt.UTC)))
+
+
+def fields(name: str, active: bool, modules: list[str] | None = None) -> UserFields:
+    return UserFields(user_name=name, external_id=None, display_name=None, data={}, values=(),
+                      active=active, guest=False, external_company_guest=False, admin=False,
+                      modules=modules)
+
+
+def test_a_created_user_is_written_at_once_and_held_as_loaded(engine: Engine) -> None:
+    tenant_id, _ = make_tenant(engine)
+    with db.make_sessionmaker(engine, writes=True)() as s:
+        user = directory(s, tenant_id).create_user(fields("Ann@Example.com", True))
+        assert inspect(user).persistent and not s.new and not s.dirty  # nothing to flush
+        assert s.scalar(select(User.user_name).where(User.id == user.id)) == "Ann@Example.com"
+        assert s.scalars(select(Event.kind).where(Event.subject_id == user.id)).all() == [
+            events.USER_CREATED]
+        s.commit()
+    assert live_users(engine, tenant_id) == 1
+
+
+def test_one_changed_user_is_written_with_its_events(engine: Engine) -> None:
+    tenant_id, _ = make_tenant(engine)
+    with db.make_sessionmaker(engine, writes=True)() as s:
+        user = directory(s, tenant_id).create_user(fields("Ann@Example.com", True))
+        s.commit()
+        directory(s, tenant_id).update_user(user, fields("Ann@Example.com", False))
+        # Written by the call itself (the session never autoflushes), not left to commit.
+        assert not s.dirty
+        row = s.execute(select(User.active, User.in_deleted_list, User.version)
+                        .where(User.id == user.id)).one()
+        assert tuple(row) == (False, True, 2)
+        assert s.scalars(select(Event.kind).where(Event.subject_id == user.id)
+                         .order_by(Event.id)).all() == [
+            events.USER_CREATED, events.USER_STATUS, events.USER_DELETED_LIST]
+        s.commit()
+
+
+def test_a_call_that_adds_rows_leaves_them_all_to_the_flush(engine: Engine) -> None:
+    tenant_id, _ = make_tenant(engine)
+    with db.make_sessionmaker(engine, writes=True)() as s:
+        user = directory(s, tenant_id).create_user(fields("Ann@Example.com", True))
+        s.commit()
+        module = tenants.add_module(s, WriteContext(tenant_id, Source.ADMIN, "admin", "t",
+                                                    dt.datetime.now(dt.UTC)), "Chat")
+        s.commit()
+        directory(s, tenant_id).update_user(user, fields("Ann@Example.com", True, [module]))
+        assert s.dirty  # the user's new version waits for the flush with its module row
+        s.commit()
+        assert s.scalars(select(UserModule.module).where(UserModule.user_id == user.id)
+                         ).all() == [module]
+        assert s.scalar(select(User.version).where(User.id == user.id)) == 2
