@@ -73,9 +73,10 @@ class DatabaseSettings:
     max_overflow: int = setting(
         -1,
         "Connections opened beyond pool_size while more requests than that use the "
-        "database at once, closed again when handed back (PostgreSQL). -1: 10 with "
-        "threads; 0 under gevent, where such requests wait for a pooled connection, "
-        "which is faster than opening and closing one per request.",
+        "database at once, closed again when handed back (PostgreSQL). -1: up to "
+        "pool_size + 10 either way: 10 beyond the pool with threads; under gevent all "
+        "kept in the pool (pool_size + 10, none beyond), since opening and closing a "
+        "connection per request there cost more than the request.",
     )
     pool_pre_ping: bool = setting(
         False,

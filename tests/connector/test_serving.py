@@ -91,13 +91,17 @@ def test_under_gevent_each_request_lets_the_others_run_first(
     assert order == ["another connection", "request"]
 
 
-def test_pool_overflow_is_closed_under_gevent_unless_set(
+def test_under_gevent_the_pool_keeps_what_threads_would_open_beyond_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    assert db.max_overflow(DatabaseSettings()) == 10
-    assert db.max_overflow(DatabaseSettings(max_overflow=3)) == 3
+    assert db.pool_shape(DatabaseSettings(pool_size=5)) == (5, 10)
+    assert db.pool_shape(DatabaseSettings(pool_size=5, max_overflow=3)) == (5, 3)
     monkeypatch.setattr(serving, "gevent_patched", lambda: True)
-    assert db.max_overflow(DatabaseSettings()) == 0
-    assert db.max_overflow(DatabaseSettings(max_overflow=3)) == 3
+    assert db.pool_shape(DatabaseSettings(pool_size=5)) == (15, 0)
+    assert db.pool_shape(DatabaseSettings(pool_size=5, max_overflow=3)) == (5, 3)
+    engine = db.make_engine(DatabaseSettings(url="postgresql+psycopg://nobody@127.0.0.1/x",
+                                             pool_size=5))
+    assert (engine.pool.size(), engine.pool._max_overflow) == (15, 0)  # type: ignore[attr-defined]
+    engine.dispose()
 
 
 # -- a real gevent server ----------------------------------------------------------------
