@@ -129,7 +129,7 @@ def ensure_tools_venv(venv: Path, need_scim2: bool, need_pyspy: bool, need_geven
     if need_scim2 and not (venv / "bin" / "gunicorn").exists():
         wanted.append("gunicorn")
     if need_scim2 and need_gevent and not list(venv.glob("lib/python*/site-packages/gevent")):
-        wanted.append("gevent")
+        wanted.append("gunicorn[gevent]")  # gevent, and the packaging its worker imports
     if need_pyspy and not (venv / "bin" / "py-spy").exists():
         wanted.append("py-spy")
     if wanted:
