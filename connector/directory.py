@@ -180,6 +180,8 @@ class Directory:
         keys = tuple(sorted(changes))
         statement = _USER_UPDATES.get(keys)
         if statement is None:
+            if len(_USER_UPDATES) >= 256:  # sets of changed columns are few; stay bounded
+                _USER_UPDATES.clear()
             statement = _USER_UPDATES[keys] = (
                 update(_USERS)
                 .where(_USERS.c.tenant_id == bindparam("u_key_tenant_id"),
