@@ -182,3 +182,23 @@ def test_gevent_server_answers_concurrent_scim_traffic(database_url: str, engine
     if database_url.startswith("postgresql"):
         assert "database waits are cooperative" in log
     assert "Traceback" not in log
+
+
+def test_a_production_install_brings_what_the_gevent_worker_imports() -> None:
+    """The dev tools also install `packaging`; a production install has only the runtime
+    requirements, and gunicorn's gevent worker fails to load without it."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    def runtime(dist: str, extras: set[str]) -> set[str]:
+        found = set()
+        for line in metadata.requires(dist) or []:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras):
+                found.add(req.name.lower())
+                found |= runtime(req.name, set(req.extras)) if req.name == "gunicorn" else set()
+        return found
+
+    needed = runtime("connector", {""})
+    assert {"gunicorn", "gevent", "packaging"} <= needed
