@@ -58,6 +58,9 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     return engine
 
 
+DEFAULT_OVERFLOW = 10  # SQLAlchemy's own default for max_overflow
+
+
 def pool_shape(settings: DatabaseSettings) -> tuple[int, int]:
     """(connections kept, connections beyond them) for a PostgreSQL engine.
 
@@ -72,9 +75,6 @@ def pool_shape(settings: DatabaseSettings) -> tuple[int, int]:
     if serving.gevent_patched():
         return settings.pool_size + DEFAULT_OVERFLOW, 0
     return settings.pool_size, DEFAULT_OVERFLOW
-
-
-DEFAULT_OVERFLOW = 10
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -189,9 +189,10 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
     """Insert the rows into their tables and run the `counted` UPDATE, in the session's
     transaction; return how many rows `counted` changed.
 
-    On PostgreSQL all of it goes out as ONE statement, each row a data-modifying WITH
-    clause: one round trip instead of one per table (a SCIM POST's user, index rows,
-    modules, event and counter; 0.25 ms a round trip on loopback, more across hosts).
+    On PostgreSQL all of it goes out as ONE statement, each table's INSERT a
+    data-modifying WITH clause: one round trip instead of one per table (a SCIM POST's
+    user, index rows, modules, event and counter; 0.25 ms a round trip on loopback,
+    more across hosts).
     The clauses share one snapshot and none sees another's rows, so nothing here may
     depend on another's effect; foreign keys are checked at the end of the statement,
     so a parent and its children can go together. A failing clause fails it all. The

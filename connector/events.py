@@ -108,4 +108,3 @@ def record_many(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 _INSERT = insert(Event.__table__)
-
