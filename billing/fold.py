@@ -14,7 +14,6 @@ direct member of, as the admin UI shows them.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -101,113 +100,114 @@ class UserMonth(NamedTuple):
     modules: tuple[str, ...]  # effective modules at the month's end, sorted
 
 
-def apply(state: UserState, fact: Fact) -> None:
-    """Change `state` by one fact. Unknown kinds change nothing. (Branches in the order
-    of how often each kind comes: this runs once per event a close reads.)"""
-    _, _, kind, value = fact
-    if kind == STATUS:
-        state.active = bool(value)
-    elif kind == JOINED:
-        state.groups = state.groups | {value}
-    elif kind == MODULES:
-        state.own_modules = frozenset(value or ())
-    elif kind == LEFT:
-        state.groups = state.groups - {value}
-    elif kind == GUEST:
-        state.guest = bool(value)
-    elif kind == PROFILE:
-        if isinstance(value, dict) and "userName" in value:
-            state.user_name = str(value["userName"])
-    elif kind == CREATED:
-        value = value if isinstance(value, dict) else {}
-        state.exists = True
-        state.user_name = str(value.get("userName", ""))
-        state.active = bool(value.get("active", True))
-        state.guest = bool(value.get("guest", False))
-        state.external_guest = bool(value.get("external_company_guest", False))
-        state.own_modules = frozenset(value.get("modules") or ())
-        state.frontline = value.get("frontline") or {}
-    elif kind == FRONTLINE:
-        state.frontline = value if isinstance(value, dict) else {}
-    elif kind == REMOVED:
-        state.exists = False
-        state.own_modules = frozenset()
-        state.groups = frozenset()
-    elif kind == RESTORED:
-        state.exists = True
-        modules = value.get("modules") if isinstance(value, dict) else None
-        state.own_modules = frozenset(modules or ())
-    elif kind == EXTERNAL_GUEST:
-        state.external_guest = bool(value)
-    elif kind == INVITED:
-        state.invited = bool(value)
-    elif kind == CLAIMED:
-        state.claimed = bool(value)
-        state.invited = state.invited or state.claimed
-
-
 def fold_month(user_id: str, facts: Iterable[Fact], window: Window,
                group_modules: Mapping[str, frozenset[str]],
                initial: UserState | None = None) -> UserMonth:
     """Fold a user's facts (in `fact_order`) over `window`.
 
-    Facts at or after the window's end are ignored, so a caller may pass more.
+    `initial`: the state at the window's start (the previous month's end, carried by
+    its close); `facts` are then only those at or after the start. Facts at or after
+    the window's end are ignored, so a caller may pass more.
+
+    This is the hot loop of a month close (once per event it reads; a first close
+    reads every user's whole history): one loop over the facts, the state in local
+    variables (a mutable set for the groups), the kinds tested in the order of how
+    often they come. Unknown kinds change nothing; activity only counts inside the
+    month.
     """
-    # `initial`: the state at the window's start (the previous month's end, carried by
-    # its close); `facts` are then only those at or after the start.
-    state = initial if initial is not None else UserState()
-    known = initial is not None
-    # Before the month, only the state matters: a short loop (a cold close runs it for
-    # every user's whole history). Activity is only ever counted inside the month.
-    rest = iter(facts)
-    start = window.start
-    for fact in rest:
-        if fact[0] >= start:
-            rest = itertools.chain((fact,), rest)
-            break
-        kind = fact[2]
-        if kind != ACTIVITY:
-            apply(state, fact)
-            known = known or kind == CREATED
+    if initial is None:
+        name, exists, active, guest, external = "", False, False, False, False
+        own: frozenset[str] = frozenset()
+        groups: set[str] = set()
+        invited = claimed = known = False
+        frontline: Mapping[str, Any] = {}
+    else:
+        name, exists, active = initial.user_name, initial.exists, initial.active
+        guest, external, own = initial.guest, initial.external_guest, initial.own_modules
+        groups, invited, claimed = set(initial.groups), initial.invited, initial.claimed
+        frontline, known = initial.frontline, True
+    start, end, first_day_end = window.start, window.end, window.first_day_end
     existed_in_month = existed_first_day = used = False
     whole = None  # None until the month starts: then whether it held at every instant
-    last = window.start  # the instant of the facts applied last
-    for fact in rest:
-        at, _, kind, value = fact
-        if at >= window.end:
-            break
-        if whole is None and at >= window.start:
-            # The state before the month's first facts; it holds at the start itself
-            # only if those facts come later (a removal at 00:00 leaves no instant).
-            whole = state.billable_base
-            existed_in_month = existed_first_day = state.exists and at > window.start
-        elif whole is not None and at != last:
-            # Every fact at `last` is applied: that is the state at the instant `last`
-            # (a change and its undoing at one instant leave no instant between them).
-            whole = whole and state.billable_base
-            existed_in_month = existed_in_month or state.exists
-            existed_first_day = existed_first_day or (state.exists
-                                                      and last < window.first_day_end)
-        last = at
-        if kind == ACTIVITY:
-            if (whole is not None and state.exists and value in COUNTED_ACTIVITY):
-                used = True
-            continue
-        apply(state, fact)
-        known = known or kind == CREATED
+    last = start  # the instant of the facts applied last
+    for at, _, kind, value in facts:
+        if at >= start:
+            if at >= end:
+                break
+            if whole is None:
+                # The state before the month's first facts; it holds at the start itself
+                # only if those facts come later (a removal at 00:00 leaves no instant).
+                whole = exists and active
+                existed_in_month = existed_first_day = exists and at > start
+            elif at != last:
+                # Every fact at `last` is applied: that is the state at the instant
+                # `last` (a change and its undoing at one instant leave no instant
+                # between them).
+                whole = whole and exists and active
+                existed_in_month = existed_in_month or exists
+                existed_first_day = existed_first_day or (exists and last < first_day_end)
+            last = at
+            if kind == ACTIVITY:
+                if exists and value in COUNTED_ACTIVITY:
+                    used = True
+                continue
+        # The fact's change of state (before the month, activity matches no kind).
+        if kind == STATUS:
+            active = bool(value)
+        elif kind == JOINED:
+            groups.add(value)
+        elif kind == MODULES:
+            own = frozenset(value or ())
+        elif kind == LEFT:
+            groups.discard(value)
+        elif kind == GUEST:
+            guest = bool(value)
+        elif kind == PROFILE:
+            if isinstance(value, dict) and "userName" in value:
+                name = str(value["userName"])
+        elif kind == CREATED:
+            value = value if isinstance(value, dict) else {}
+            known = exists = True
+            name = str(value.get("userName", ""))
+            active = bool(value.get("active", True))
+            guest = bool(value.get("guest", False))
+            external = bool(value.get("external_company_guest", False))
+            own = frozenset(value.get("modules") or ())
+            frontline = value.get("frontline") or {}
+        elif kind == FRONTLINE:
+            frontline = value if isinstance(value, dict) else {}
+        elif kind == REMOVED:
+            exists = False
+            own = frozenset()
+            groups = set()
+        elif kind == RESTORED:
+            exists = True
+            modules = value.get("modules") if isinstance(value, dict) else None
+            own = frozenset(modules or ())
+        elif kind == EXTERNAL_GUEST:
+            external = bool(value)
+        elif kind == INVITED:
+            invited = bool(value)
+        elif kind == CLAIMED:
+            claimed = bool(value)
+            invited = invited or claimed
     if whole is None:  # nothing happened inside the month: the state at its start held
-        whole = state.billable_base
-        existed_in_month = existed_first_day = state.exists
+        whole = exists and active
+        existed_in_month = existed_first_day = exists
     else:  # the state at the month's last instant with facts
-        whole = whole and state.billable_base
-        existed_in_month = existed_in_month or state.exists
-        existed_first_day = existed_first_day or (state.exists
-                                                  and last < window.first_day_end)
-    modules = set(state.own_modules)
-    for group in state.groups:
-        modules |= group_modules.get(group, frozenset())
+        whole = whole and exists and active
+        existed_in_month = existed_in_month or exists
+        existed_first_day = existed_first_day or (exists and last < first_day_end)
+    state = UserState(name, exists, active, guest, external, own, frozenset(groups),
+                      invited, claimed, frontline)
+    effective: tuple[str, ...] = ()
+    if exists:
+        modules = set(own)
+        for group in groups:
+            modules |= group_modules.get(group, frozenset())
+        effective = tuple(sorted(modules))
     return UserMonth(user_id, known, existed_in_month, existed_first_day, whole, used,
-                     state, tuple(sorted(modules)) if state.exists else ())
+                     state, effective)
 
 
 def fold_group_modules(facts: Iterable[tuple[str, Fact]], end: dt.datetime
