@@ -3,10 +3,10 @@
 A month close splits a tenant's users into a few partitions of consecutive ids. Each
 partition is read as sorted streams, merged user by user in this process: the users,
 their facts (own events and memberships from one scan of the event log, in the order
-the log was written, then sorted by user in the database), their activity, and the
-states the previous close kept. Python holds one chunk of users at a time, never the
-tenant; the database does the sorting. Only rows recorded up to the close's cut-off are
-read.
+the log was written, grouped by user in the database, one row and one JSON array of
+facts per user), their activity, and the states the previous close kept. Python holds
+one chunk of users at a time, never the tenant; the database does the sorting. Only
+rows recorded up to the close's cut-off are read.
 
 Why one scan in log order rather than each user's events through `ix_events_subject`:
 the events table is stored in the order it was written, so a user's events lie on
@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,6 +39,7 @@ from sqlalchemy import (
     cast,
     collate,
     func,
+    literal_column,
     null,
     or_,
     select,
@@ -127,10 +129,12 @@ TABLE_SCAN_SHARE = 0.75
 def table_scan_pays(session: Session, tenant_id: str) -> bool:
     """Whether to read a tenant's whole log (a first close: no kept states) by scanning
     the SQLite table rather than walking `ix_events_tenant_recorded`, which looks each
-    row up in the table: 8.5 s against 11.4 s for a 10,000,000-event log that is all
-    one tenant's; the walk wins once the tenant holds less than about three quarters
-    of it. The share of users stands in for the share of events (counting those would
-    cost a scan). PostgreSQL's planner makes this choice itself."""
+    row up in the table. For a 10,000,000-event log that is all one tenant's, one
+    worker's partition took 8.0-8.2 s of CPU in SQLite by the scan against 10.0-10.2 s
+    by the walk; filtering alone, the scan read every row in 2.7 s where the walk took
+    4.1 s for the tenant's, so the walk wins below about two thirds of the table: three
+    quarters leaves it a margin. The share of users stands in for the share of events
+    (counting those would cost a scan). PostgreSQL's planner makes this choice itself."""
     if session.get_bind().dialect.name != "sqlite":
         return False
     mine = session.scalar(select(func.count()).select_from(User)
@@ -195,24 +199,32 @@ def streaming(session: Session, own: bool = False) -> Iterator[Connection]:
 _CURSORS = itertools.count(1)
 
 
-def _streamed(conn: Connection, stmt: Any, size: int = 5000) -> Iterator[tuple[Any, ...]]:
+def _streamed(conn: Connection, stmt: Any, size: int = 5000, scan_table: str | None = None
+              ) -> Iterator[tuple[Any, ...]]:
     """The statement's rows as plain tuples, run now on the driver's own cursor: on
     PostgreSQL a server-side cursor (inside the caller's transaction) in binary format
     (instants and numbers decode faster), on SQLite one that steps through the rows as
     they are asked for; `size` rows at a time. Through SQLAlchemy's result objects,
     building a row cost more than folding it. The columns read need no result
     processing (instants come as `instant` makes them), and the parameters are only
-    text, numbers and instants, bound as the column types would."""
+    text, numbers and instants, bound as the column types would. `scan_table`: on
+    SQLite, read that table by scanning it (`NOT INDEXED`; SQLAlchemy renders no table
+    hint for SQLite, so it is written into the statement's text here)."""
     dialect = conn.dialect.name
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = {name: _driver_value(dialect, value) for name, value in compiled.params.items()}
+    sql = compiled.string
+    if scan_table is not None and dialect == "sqlite":
+        sql, found = re.subn(rf"\bFROM {scan_table}\b", f"FROM {scan_table} NOT INDEXED", sql)
+        if found != 1:
+            raise ValueError(f"cannot scan {scan_table}: the statement reads it {found} times")
     raw = conn.connection.driver_connection
     if dialect == "postgresql":
         cursor = raw.cursor(name=f"billing_stream_{next(_CURSORS)}", binary=True)
-        cursor.execute(compiled.string, params)
+        cursor.execute(sql, params)
     else:
         cursor = raw.cursor()
-        cursor.execute(compiled.string, [params[name] for name in compiled.positiontup])
+        cursor.execute(sql, [params[name] for name in compiled.positiontup])
 
     def batches() -> Iterator[list[tuple[Any, ...]]]:
         try:
@@ -254,8 +266,11 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
                     ) -> Iterator[tuple[str, list[Fact]]]:
     """(user id, facts in fold order) for each user of the partition with facts in the
     scope, in code point order. The own events and memberships come from one scan of
-    the event log in written order (through `ix_events_tenant_recorded`, or the table
-    itself: `Scope.scan_table`), sorted by user in the database."""
+    the event log in written order, grouped by user in the database: one row per user,
+    its facts as one JSON array (`_facts_json`) that orjson turns into the fold's facts
+    in C. Per event, Python does nothing: a first close reads every user's whole
+    history, 4 million events per worker at 1,000,000 users, and a row and a fact
+    built per event in Python cost more than the database's sort."""
     dialect = conn.dialect.name
     # A membership event's subject is the group; the user is its object. A user's own
     # events have no object.
@@ -266,34 +281,26 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
         # one effective from the month's start was recorded from then on: this bound
         # adds nothing to the result and lets the scan start at the month.
         recorded.append(Event.recorded_at >= scope.start)
-    # What the fold needs of each: a membership's group (its subject), an own event's
-    # value; one column, so the database sorts and sends less.
-    payload = case((Event.kind.in_(MEMBER_KINDS), Event.subject_id),
-                   else_=cast(Event.new_value, Text))
-    stmt = (select(uid, Event.kind, payload, instant(dialect, Event.effective_at), Event.id)
+    stmt = (select(uid, _facts_json(dialect))
             .where(Event.tenant_id == scope.tenant_id,
                    or_(and_(Event.subject_type == "user", Event.kind.in_(USER_KINDS),
                             in_partition(Event.subject_id, low, high)),
                        and_(Event.kind.in_(MEMBER_KINDS),
                             in_partition(Event.object_id, low, high))),
                    *_effective(scope), *recorded)
-            # By user only: each user's few facts are put in order here (`_by_user`),
-            # which costs less than a longer sort key over millions of rows (SQLite's
-            # sort of a cold partition took 6.4 s by user and instant, 3.0 s by user).
-            .order_by(uid)
-            .with_hint(Event, "NOT INDEXED" if scope.scan_table
-                       else "INDEXED BY ix_events_tenant_recorded", "sqlite"))
+            .group_by(uid).order_by(uid))
     if scope.from_start and dialect == "postgresql":
         # The planner sees a month as a fifth of a year-old log and picks a sequential
         # scan of the whole table (a cursor never runs in parallel); through the index,
         # a bitmap scan reads just the month's pages, in table order. The setting holds
         # while the cursor is declared (its plan is fixed then), not after.
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        rows = _streamed(conn, stmt)
+        rows = _streamed(conn, stmt, size=1000)
         conn.exec_driver_sql("SET LOCAL enable_seqscan = on")
     else:
-        rows = _streamed(conn, stmt)
-    events = _by_user(rows)
+        rows = _streamed(conn, stmt, size=1000,
+                         scan_table=Event.__tablename__ if scope.scan_table else None)
+    events = _decoded(rows)
     if not scope.with_activity:
         yield from events
         return
@@ -310,31 +317,62 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
     yield from _merged(events, used)
 
 
-def _by_user(rows: Iterable[tuple[str, str, Any, Any, int]]
-             ) -> Iterator[tuple[str, list[Fact]]]:
-    """(user id, facts in fold order) from event rows (user id, kind, payload, instant,
-    id) that come grouped by user, in any order within a user. The hot loop of a close
-    (once per event read): one generator; facts are plain tuples in Fact's positions
-    (billing.fold reads them by position); the collector is paused by the caller
-    (billing.close)."""
-    decode = json_decoder()
-    member = MEMBER_KINDS.get
-    current: str | None = None
-    facts: list[Any] = []
-    for uid, kind, payload, at, seq in rows:
-        if uid != current:
-            if current is not None:
-                # Instants, then ids: unique, so no two facts compare further. Rows
-                # mostly come in log order already, which sorting merely confirms.
-                facts.sort()
-                yield current, facts
-            current, facts = uid, []
-        joined = member(kind)
-        facts.append((at, seq, joined, payload) if joined is not None
-                     else (at, seq, kind, decode(payload)))
-    if current is not None:
+def _sql_text(value: str) -> Any:
+    """A constant piece of SQL text (no parameter: it is the same on every row)."""
+    return literal_column("'" + value.replace("'", "''") + "'", Text)
+
+
+def _facts_json(dialect: str) -> Any:
+    """One user's facts as a JSON array of [instant, id, kind, value], aggregated by the
+    database from the events it groups: the instant as `instant` gives it (SQLite's
+    text, quoted; PostgreSQL's integer), memberships under the fold's kind names with
+    the group id as their value, every other event's value as the JSON text the log
+    stored. Each piece is JSON by construction: kinds are the fixed names the query
+    selects, ids integers, group ids quoted by the database (`json_quote`, `to_json`).
+    Arrays come in no particular order; `_decoded` sorts them."""
+    at = instant(dialect, Event.effective_at)
+    if dialect == "sqlite":
+        at, group = ['"', at, '"'], func.json_quote(Event.subject_id)
+    else:
+        at, group = [cast(at, Text)], cast(func.to_json(Event.subject_id), Text)
+    # One test of the kind: a membership under the fold's name with the group id as its
+    # value, any other event under its own with the value the log stored.
+    kind_and_value = case(
+        {events.MEMBER_ADDED: _concatenated(f'"{JOINED}",', group),
+         events.MEMBER_REMOVED: _concatenated(f'"{LEFT}",', group)},
+        value=Event.kind,
+        else_=_concatenated('"', Event.kind, '",',
+                            func.coalesce(cast(Event.new_value, Text), _sql_text("null"))))
+    fact = _concatenated("[", *at, ",", cast(Event.id, Text), ",", kind_and_value, "]")
+    joined = (func.group_concat(fact, _sql_text(",")) if dialect == "sqlite"
+              else func.string_agg(fact, _sql_text(",")))
+    return _concatenated("[", joined, "]")
+
+
+def _concatenated(*parts: Any) -> Any:
+    """SQL `||` of the parts; a str is constant text (adjacent ones are joined first)."""
+    merged: list[Any] = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    pieces = [_sql_text(p) if isinstance(p, str) else p for p in merged]
+    result = pieces[0]
+    for piece in pieces[1:]:
+        result = result.concat(piece)
+    return result
+
+
+def _decoded(rows: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[Any]]]:
+    """(user id, facts in fold order) from rows of (user id, `_facts_json` text). A fact
+    is a list [instant, id, kind, value] (the fold reads facts by position); sorted by
+    instant then id, which are unique, so no two facts compare further."""
+    parse = json_parser()
+    for uid, text in rows:
+        facts = parse(text)
         facts.sort()
-        yield current, facts
+        yield uid, facts
 
 
 def _grouped(rows: Iterable[tuple[str, Fact]]) -> Iterator[tuple[str, list[Fact]]]:
@@ -518,17 +556,31 @@ def comparable(dialect: str, window: Window) -> Window:
                    first_day_end=form(window.first_day_end))
 
 
+def json_parser() -> Callable[[str], Any]:
+    """JSON text to values: orjson (a third of json.loads's time), and json.loads for
+    what orjson refuses (NaN, Infinity, lone surrogates: Python's json writes or accepts
+    them). The values are json.loads's but for one thing: orjson makes an integer beyond
+    64 bits a float. No billing rule reads such a number (the only number the fold
+    reads is a frontline `desklessPercent`, compared with 50), and telling those texts
+    apart first (a regular expression) cost three times the parse."""
+    loads, refused = orjson.loads, orjson.JSONDecodeError
+
+    def parse(text: str) -> Any:
+        try:
+            return loads(text)
+        except refused:
+            return json.loads(text)
+
+    return parse
+
+
 _MISSING = object()
 
 
 def json_decoder(limit: int = 50_000) -> Callable[[str | None], Any]:
-    """JSON text to values, with a bounded cache for short texts (values are never
-    mutated). orjson parses a `user.created` value in a third of json.loads's time; the
-    standard parser takes what orjson refuses (NaN, Infinity, lone surrogates: Python's
-    json writes or accepts them). The values are json.loads's but for one thing: orjson
-    makes an integer beyond 64 bits a float. No billing rule reads such a number (the
-    only number the fold reads is a frontline `desklessPercent`, compared with 50), and
-    telling those texts apart first (a regular expression) cost three times the parse."""
+    """`json_parser`'s values, None for None, with a bounded cache for short texts (most
+    values are true, false or a short module list; values are never mutated)."""
+    parse = json_parser()
     cache: dict[str, Any] = {}
 
     def decode(text: str | None) -> Any:
@@ -536,10 +588,7 @@ def json_decoder(limit: int = 50_000) -> Callable[[str | None], Any]:
             return None
         value = cache.get(text, _MISSING)
         if value is _MISSING:
-            try:
-                value = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                value = json.loads(text)
+            value = parse(text)
             if len(text) <= 96:
                 if len(cache) >= limit:
                     cache.clear()

@@ -320,11 +320,20 @@ def test_partitions_and_chunks_of_any_size_make_the_same_close(
         sqlite = s.get_bind().dialect.name == "sqlite"
         # From the whole log, SQLite reads the table or walks the index by the tenant's
         # share of the users (reader.table_scan_pays): both read the same facts.
+        sent: list[str] = []
+        if sqlite:  # what reaches SQLite (SQLAlchemy renders no table hint for it)
+            s.connection().connection.driver_connection.set_trace_callback(sent.append)
         for share in (0.0, 2.0):
             monkeypatch.setattr(reader, "TABLE_SCAN_SHARE", share)
             assert closing.plan_fold(s, closing.inputs_of(stored), carry=False
                                      ).scope.scan_table is (share == 0.0 and sqlite)
+            sent.clear()
             assert recompute_hash(s, stored) == nov.close.content_hash
+            partitions = [q for q in sent if "group_concat" in q]
+            assert len(partitions) == (1 if sqlite else 0)
+            assert all(("FROM events NOT INDEXED" in q) == (share == 0.0) for q in partitions)
+        if sqlite:
+            s.connection().connection.driver_connection.set_trace_callback(None)
     got = lines(h, nov.close.id)
     assert len(got) == 9
     if policy == "monthly_active":

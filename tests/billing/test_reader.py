@@ -8,27 +8,83 @@ import json
 import pytest
 
 from billing import reader
-from billing.fold import JOINED, LEFT, Fact
+from billing.fold import JOINED, USER_KINDS
 
 
-def test_facts_come_grouped_by_user_and_in_order_whatever_order_the_rows_had() -> None:
-    """The database sorts a partition's events by user only; each user's facts are put
-    in instant-then-id order here, and memberships take the fold's kind names."""
-    rows = [
-        ("u1", "user.status", "false", "2026-10-03 00:00:00.000000", 9),
-        ("u1", "user.created", '{"userName": "a"}', "2026-10-01 00:00:00.000000", 4),
-        ("u1", "group.member_added", "g1", "2026-10-03 00:00:00.000000", 7),
-        ("u2", "group.member_removed", "g1", "2026-10-02 00:00:00.000000", 2),
-        ("u2", "user.modules", '["Hybrid"]', "2026-10-01 00:00:00.000000", 3),
-    ]
-    got = [(uid, [Fact(*fact) for fact in facts]) for uid, facts in reader._by_user(rows)]
-    assert got == [
-        ("u1", [Fact("2026-10-01 00:00:00.000000", 4, "user.created", {"userName": "a"}),
-                Fact("2026-10-03 00:00:00.000000", 7, JOINED, "g1"),
-                Fact("2026-10-03 00:00:00.000000", 9, "user.status", False)]),
-        ("u2", [Fact("2026-10-01 00:00:00.000000", 3, "user.modules", ["Hybrid"]),
-                Fact("2026-10-02 00:00:00.000000", 2, LEFT, "g1")]),
-    ]
+def _expected_facts(engine, tenant_id: str) -> list[tuple[str, list[tuple]]]:
+    """What a partition should read, straight from the events table through the ORM:
+    own events and memberships by user, in instant-then-id order, memberships under the
+    fold's kind names with the group as their value."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from connector.models import Event
+
+    dialect = engine.dialect.name
+    by_user: dict[str, list[tuple]] = {}
+    with Session(engine) as s:
+        for e in s.scalars(select(Event).where(Event.tenant_id == tenant_id)):
+            if e.kind in reader.MEMBER_KINDS:
+                uid, kind, value = e.object_id, reader.MEMBER_KINDS[e.kind], e.subject_id
+            elif e.subject_type == "user" and e.kind in USER_KINDS:
+                uid, kind, value = e.subject_id, e.kind, e.new_value
+            else:
+                continue
+            at = reader.comparable(dialect, _window_at(e.effective_at)).start
+            by_user.setdefault(uid, []).append((at, e.id, kind, value))
+    return [(uid, sorted(facts)) for uid, facts in sorted(by_user.items())]
+
+
+def _window_at(instant):
+    """A window starting at `instant`, to turn it into the fold's form (`comparable`)."""
+    from billing.calendar import Month, Window
+
+    return Window(Month(2026, 1), "UTC", instant, instant, instant)
+
+
+def test_a_partition_reads_each_users_facts_in_order_as_the_log_stored_them(engine) -> None:
+    """The database groups a partition's events by user and hands each user's facts as
+    one JSON array (billing.reader._facts_json); they come out as the log stored them:
+    in instant-then-id order whatever order they were recorded in, names and values
+    with quotes, backslashes and characters beyond the BMP intact, memberships under the
+    fold's kind names, a group id that needs escaping escaped, the partition's bounds
+    kept."""
+    from connector import events
+    from connector.events import WriteContext
+    from connector.status import Source
+    from tests.billing.history import History, at
+
+    h = History(engine)
+    odd = 'Zo\u00eb "quoted" \\ back\\slash \U0001f4a1 tab\t'
+    a = h.create("2026-01-02T00:00:00", odd, modules=("Hybrid",),
+                 frontline={"desklessPercent": 80, "frontlineRole": "backstage"})
+    b = h.create("2026-01-03T00:00:00", "bob@example.com")
+    g = h.group("2026-01-04T00:00:00", "Sales", ("Engage",), (a, b))
+    h.set_active("2026-01-05T00:00:00", b, False)
+    h.members("2026-01-06T00:00:00", g, "remove", a)
+    # Recorded last, effective before b's other facts of that day: read in instant order.
+    h.late_event("2026-01-03T12:00:00", "2026-01-07T00:00:00", b, "user.guest", False, True)
+    with h.maker() as s:  # a group id that JSON must escape
+        ctx = WriteContext(h.tenant_id, Source.SCIM, "test", "test", at("2026-01-08T00:00:00"))
+        events.record_many(s, [events.row(ctx, "group", 'g"\\1', events.MEMBER_ADDED,
+                                          None, b, object_id=b)])
+        s.commit()
+    expected = _expected_facts(engine, h.tenant_id)
+    assert {uid for uid, _ in expected} == {a, b}
+    assert [kind for _, _, kind, _ in dict(expected)[b]] == [
+        "user.created", "user.guest", JOINED, "user.status", JOINED]
+
+    scope = reader.Scope(h.tenant_id, at("2026-02-01T00:00:00"), at("2026-02-01T00:00:00"),
+                         at("2026-03-01T00:00:00"), with_activity=False)
+    low, high = sorted((a, b))
+    with h.maker() as s, reader.streaming(s) as conn:
+        got = [(uid, [tuple(f) for f in facts])
+               for uid, facts in reader.partition_facts(conn, scope, None, None)]
+        first = [uid for uid, _ in reader.partition_facts(conn, scope, None, high)]
+        second = [uid for uid, _ in reader.partition_facts(conn, scope, high, None)]
+    assert got == expected
+    assert dict(got)[a][0][3]["userName"] == odd
+    assert (first, second) == ([low], [high])
 
 
 @pytest.mark.parametrize("text", [
