@@ -181,19 +181,44 @@ def streaming(session: Session, own: bool = False) -> Iterator[Connection]:
     (the session writes while the streams are read) or it is a PostgreSQL one in
     autocommit (a web request's), where a server-side cursor cannot live. An own
     connection reads in one snapshot: a deferred transaction on SQLite (never taking
-    the write lock), REPEATABLE READ on PostgreSQL."""
+    the write lock), REPEATABLE READ on PostgreSQL. On SQLite the connection sorts
+    with a small page cache while the streams are read (`_small_sorts`)."""
     conn = session.connection()
     if not own and (conn.dialect.name != "postgresql"
                     or not conn.connection.dbapi_connection.autocommit):
-        yield conn
+        with _small_sorts(conn):
+            yield conn
         return
     with conn.engine.connect() as reading:
         if reading.dialect.name == "postgresql":
             reading.execution_options(isolation_level="REPEATABLE READ")
         else:
             reading.execution_options(writes=False, no_begin=False)
-        with reading.begin():
+        with reading.begin(), _small_sorts(reading):
             yield reading
+
+
+# SQLite's page cache while a partition is read, in KiB. Its sorter keeps runs of up to
+# the page cache's size in memory and merges them from temporary files: the grouping of
+# a cold partition (4 million events) took 6.3-6.4 s of CPU with 4 MiB, 6.5-6.6 s with
+# 8 MiB, 7.9 s with the connector's usual 32 MiB and 12 s with 1 GiB. Smaller runs sort
+# within the processor's caches; the merge costs less than that saves.
+SORT_CACHE_KIB = 4096
+
+
+@contextlib.contextmanager
+def _small_sorts(conn: Connection) -> Iterator[None]:
+    """On SQLite, the connection's page cache set to `SORT_CACHE_KIB` for the block and
+    put back after it (the connection returns to a pool that other work shares)."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    previous = int(conn.exec_driver_sql("PRAGMA cache_size").scalar_one())
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{SORT_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={previous}")
 
 
 _CURSORS = itertools.count(1)

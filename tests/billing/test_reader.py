@@ -154,3 +154,32 @@ def test_instants_read_for_the_fold_compare_as_the_window_does(engine) -> None:
             assert read(bound - tick) < expected < read(bound + tick)
         assert read(dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)) < read(
             dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
+
+
+@pytest.mark.parametrize("own", [False, True])
+def test_sqlite_sorts_a_partition_with_a_small_page_cache_and_puts_it_back(engine, own) -> None:
+    """A partition's grouping sorts faster with a small page cache (reader.SORT_CACHE_KIB);
+    the connection, pooled and shared with other work, gets its own size back after."""
+    from sqlalchemy.orm import Session
+
+    if engine.dialect.name != "sqlite":
+        with Session(engine) as s, reader.streaming(s, own) as conn:
+            assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
+        return
+
+    def size(conn) -> int:
+        return conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+
+    with Session(engine) as s:
+        usual = size(s.connection())
+        assert usual != -reader.SORT_CACHE_KIB
+        with reader.streaming(s, own) as conn:
+            assert size(conn) == -reader.SORT_CACHE_KIB
+            if own:
+                assert size(s.connection()) == usual
+        assert size(s.connection()) == usual
+        with pytest.raises(RuntimeError), reader.streaming(s, own):
+            raise RuntimeError("a failed partition")
+        assert size(s.connection()) == usual
+    with engine.connect() as conn:  # the pooled connection `own` read on
+        assert size(conn) == usual
