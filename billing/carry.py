@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from billing.fold import UserState
 
 VERSION = 2
@@ -36,11 +38,25 @@ def encode(state: UserState) -> str:
     names = "".join(modules) + "".join(groups)
     if FIELD in names or ITEM in names:
         return _encode_v1(state, modules, groups)
-    flags = (f"{bool(state.exists):d}{bool(state.active):d}{bool(state.guest):d}"
-             f"{bool(state.external_guest):d}{bool(state.invited):d}{bool(state.claimed):d}")
-    frontline = _JSON.encode(state.frontline) if state.frontline else ""
+    # printf-style: half an f-string's time with six format specs, once per user.
+    flags = "%d%d%d%d%d%d" % (  # noqa: UP031
+        bool(state.exists), bool(state.active), bool(state.guest),
+        bool(state.external_guest), bool(state.invited), bool(state.claimed))
+    frontline = _json(state.frontline) if state.frontline else ""
     return FIELD.join(("2", flags, ITEM.join(modules), ITEM.join(groups), frontline,
                        state.user_name))
+
+
+def _json(value: Any) -> str:
+    """`value` as JSON text that json.loads reads back as the same value: orjson's (a
+    tenth of the standard encoder's time), unless it refuses the value (an integer
+    beyond 64 bits, a lone surrogate) or wrote null, which it also writes for NaN and
+    infinities: then the standard encoder's, which keeps them."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        return _JSON.encode(value)
+    return _JSON.encode(value) if "null" in text else text
 
 
 def decode(text: str | None) -> UserState | None:

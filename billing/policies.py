@@ -128,6 +128,8 @@ class Decision(NamedTuple):
 
 def is_frontline(attributes: Mapping[str, Any]) -> bool:
     """The frontline plan's test (exactly 50 % deskless qualifies)."""
+    if not attributes:  # most users: no frontline attributes at all
+        return False
     deskless = attributes.get("desklessPercent")
     works_away = isinstance(deskless, int | float) and deskless >= 50
     qualifies = (works_away or attributes.get("paidHourly") is True

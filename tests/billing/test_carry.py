@@ -45,3 +45,15 @@ def test_states_kept_by_earlier_closes_are_still_read() -> None:
                                          False, {})
     for unreadable in ("", None, "[9]", "{}", "not json", "2\x1f11\x1f", "[1,2]"):
         assert carry.decode(unreadable) is None
+
+
+def test_frontline_values_json_alone_can_write_read_back_as_they_were() -> None:
+    """The frontline attributes go through orjson unless it refuses them or writes null
+    (which it does for NaN and infinities): those go through the standard encoder."""
+    for value in (float("nan"), float("inf"), -float("inf"), 2**70, -(2**70), -0.0, 1e-7,
+                  "\ud800", "Zoë 💡", None, [1, None, "x"], {"nested": True}):
+        state = UserState("u@x.io", True, True, frontline={"desklessPercent": value})
+        back = carry.decode(carry.encode(state))
+        assert back is not None
+        assert json.dumps(back.frontline) == json.dumps(state.frontline)
+        assert type(back.frontline["desklessPercent"]) is type(value)
