@@ -271,25 +271,34 @@ def fold_partition(session: Session, plan: FoldPlan, low: str | None, high: str 
     with reader.streaming(session, own) as conn, _collecting_per_chunk():
         facts = reader.Aligned(reader.partition_facts(conn, plan.scope, low, high))
         batch: list[tuple[str, list[Fact] | None, str | None]] = []
+        chunks = 0
         for uid, kept in reader.partition_users(conn, plan.inputs.tenant_id, low, high,
                                                 plan.previous_id):
             batch.append((uid, facts.take(uid), kept))
             if len(batch) >= size:
                 yield _fold_users(session, plan, batch), len(batch)
                 batch = []
-                gc.collect(1)
+                chunks += 1
+                if chunks % COLLECT_EVERY == 0:
+                    gc.collect(1)
         if batch:
             yield _fold_users(session, plan, batch), len(batch)
+
+
+# Chunks between collections of the young generations while a partition folds. Each
+# collection walks what is still alive (the chunks queued for the closing process):
+# 4-5 ms, and in a cold partition of 500,000 users it found nothing after the first.
+COLLECT_EVERY = 20
 
 
 @contextlib.contextmanager
 def _collecting_per_chunk() -> Iterator[None]:
     """Python's cyclic garbage collector off while a partition folds; the caller
-    collects the young generations after each chunk instead. A partition allocates
-    tens of millions of short-lived tuples (rows, facts), none of them in a cycle, and
-    the collector ran on every 700th: 17 % of a cold close's time. Memory stays
-    bounded: everything a chunk made is freed by reference counting when the next
-    begins, and anything in a cycle by the per-chunk collection."""
+    collects the young generations every `COLLECT_EVERY` chunks instead. A partition
+    allocates tens of millions of short-lived objects (facts, values), none of them in
+    a cycle, and the collector ran on every 700th: 17 % of a cold close's time. Memory
+    stays bounded: everything a chunk made is freed by reference counting when the
+    next begins, and anything in a cycle by the periodic collection."""
     enabled = gc.isenabled()
     gc.disable()
     try:
