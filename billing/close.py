@@ -238,11 +238,13 @@ class FoldPlan:
 
 
 def plan_fold(session: Session, inputs: CloseInputs, carry: bool = True,
-              learned: tuple[dt.datetime, list[reader.LateEvent]] | None = None) -> FoldPlan:
+              learned: tuple[dt.datetime, list[reader.LateEvent]] | None = None,
+              users: int | None = None) -> FoldPlan:
     """With `carry` and the previous month closed under the same zone and engine, each user
     starts from the state that close kept, and only the month's events are read; users
     something late was learned about, or with no kept state, are folded from scratch.
-    `learned`: the late events since a cut-off, when the caller has read them."""
+    `learned`: the late events since a cut-off, when the caller has read them; `users`:
+    the tenant's number of users, when the caller has counted them."""
     scope = inputs.scope()
     previous = _carry_source(session, inputs) if carry else None
     late: set[str] = set()
@@ -252,7 +254,8 @@ def plan_fold(session: Session, inputs: CloseInputs, carry: bool = True,
                 session, inputs.tenant_id, previous.cutoff, inputs.cutoff, inputs.window.start))
         late = {e.user_id for e in learned[1] if e.user_id is not None}
     if previous is None:
-        scope = replace(scope, scan_table=reader.table_scan_pays(session, inputs.tenant_id))
+        scope = replace(scope, scan_table=reader.table_scan_pays(session, inputs.tenant_id,
+                                                                 users))
     return FoldPlan(inputs, replace(scope, from_start=previous is not None), scope,
                     reader.group_modules(session, scope),
                     previous.id if previous is not None else None, frozenset(late))
@@ -393,8 +396,8 @@ def _build(maker: sessionmaker[Session], attempt_id: int, inputs: CloseInputs,
             since = earlier[0].cutoff
             learned = (since, reader.late_events(s, inputs.tenant_id, since, inputs.cutoff,
                                                  inputs.window.start))
-        plan = plan_fold(s, inputs, learned=learned)
         total = _user_count(s, inputs.tenant_id)
+        plan = plan_fold(s, inputs, learned=learned, users=total)
         workers = _workers(settings, total)
         # One partition per worker: each scans the month's events once.
         size = -(-total // workers) if workers > 1 else LOCAL_PARTITION_USERS

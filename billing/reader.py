@@ -126,7 +126,7 @@ def in_partition(column: Any, low: str | None, high: str | None) -> Any:
 TABLE_SCAN_SHARE = 0.75
 
 
-def table_scan_pays(session: Session, tenant_id: str) -> bool:
+def table_scan_pays(session: Session, tenant_id: str, users: int | None = None) -> bool:
     """Whether to read a tenant's whole log (a first close: no kept states) by scanning
     the SQLite table rather than walking `ix_events_tenant_recorded`, which looks each
     row up in the table. For a 10,000,000-event log that is all one tenant's, one
@@ -134,11 +134,12 @@ def table_scan_pays(session: Session, tenant_id: str) -> bool:
     by the walk; filtering alone, the scan read every row in 2.7 s where the walk took
     4.1 s for the tenant's, so the walk wins below about two thirds of the table: three
     quarters leaves it a margin. The share of users stands in for the share of events
-    (counting those would cost a scan). PostgreSQL's planner makes this choice itself."""
+    (counting those would cost a scan). PostgreSQL's planner makes this choice itself.
+    `users`: the tenant's, when the caller has counted them."""
     if session.get_bind().dialect.name != "sqlite":
         return False
-    mine = session.scalar(select(func.count()).select_from(User)
-                          .where(User.tenant_id == tenant_id)) or 0
+    mine = users if users is not None else session.scalar(
+        select(func.count()).select_from(User).where(User.tenant_id == tenant_id)) or 0
     every = session.scalar(select(func.count()).select_from(User)) or 0
     return every > 0 and mine >= TABLE_SCAN_SHARE * every
 
