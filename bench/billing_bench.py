@@ -254,7 +254,7 @@ def prepare(url: str, users: int, events: int, small: int, reuse: bool) -> dict[
 
 
 CHILD = r"""
-import datetime as dt, json, sys, time
+import datetime as dt, json, resource, sys, time
 sys.path.insert(0, {root!r})
 from billing.calendar import Month
 from billing.close import close_month, recompute_hash
@@ -285,6 +285,8 @@ else:
 result["seconds"] = time.perf_counter() - started
 result["rss_start_mb"] = before / 1024
 result["rss_peak_mb"] = hwm() / 1024
+# The largest peak RSS of the close's worker processes (reaped by now; 0: none ran).
+result["worker_rss_peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps(result))
 """
 
@@ -343,10 +345,12 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     log(f"{kind}: {args.users:,} users / {events:,} events")
     cold = measure(url, tenants["big"], "close", MONTHS[0])
     log(f"{kind}: {MONTHS[0]} (cold, whole history) closed in {cold['seconds']:.1f} s "
-        f"({events / cold['seconds']:,.0f} events/s), peak RSS {cold['rss_peak_mb']:.0f} MB")
+        f"({events / cold['seconds']:,.0f} events/s), peak RSS {cold['rss_peak_mb']:.0f} MB, "
+        f"workers' {cold['worker_rss_peak_mb']:.0f} MB")
     big = measure(url, tenants["big"], "close", MONTHS[1])
     log(f"{kind}: {MONTHS[1]} (carried from {MONTHS[0]}) closed in {big['seconds']:.1f} s "
-        f"({events / big['seconds']:,.0f} events/s), peak RSS {big['rss_peak_mb']:.0f} MB")
+        f"({events / big['seconds']:,.0f} events/s), peak RSS {big['rss_peak_mb']:.0f} MB, "
+        f"workers' {big['worker_rss_peak_mb']:.0f} MB")
     again = measure(url, tenants["big"], "recompute", MONTHS[1])
     log(f"{kind}: {MONTHS[1]} recomputed from scratch in {again['seconds']:.1f} s, same hash: "
         f"{again['hash'] == again['stored'] == big['hash']}")
@@ -383,15 +387,16 @@ def render(info: dict[str, Any], runs: list[dict[str, Any]]) -> str:
              f"PostgreSQL {info['machine'].get('postgresql')}",
              "",
              "| database | users | events | cold close {0} (s) | close {1} from {0} (s) | "
-             "events/s | peak RSS (MB) | {1} from scratch (s) | same hash | "
-             "small tenant close (s) |".format(*MONTHS),
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+             "events/s | peak RSS (MB) | workers' peak RSS (MB) | {1} from scratch (s) | "
+             "same hash | small tenant close (s) |".format(*MONTHS),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for r in runs:
         cold, c, a, s = r["cold"], r["close"], r["recompute"], r["small"]
         lines.append(
             f"| {r['db']} | {r['users']:,} | {r['events']:,} | {cold['seconds']:.1f} | "
             f"{c['seconds']:.1f} | {r['events'] / c['seconds']:,.0f} | "
             f"{max(c['rss_peak_mb'], cold['rss_peak_mb']):.0f} | "
+            f"{max(c.get('worker_rss_peak_mb', 0), cold.get('worker_rss_peak_mb', 0)):.0f} | "
             f"{a['seconds']:.1f} | {a['hash'] == a['stored'] == c['hash']} | "
             + (f"{s['seconds']:.2f} ({r['small_users']:,} users)" if s else "-") + " |")
     lines += ["", f"Targets: big close ≤ {TARGET_BIG_S:.0f} s, small (10,000 users) ≤ "
