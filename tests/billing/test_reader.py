@@ -68,10 +68,15 @@ def test_a_partition_reads_each_users_facts_in_order_as_the_log_stored_them(engi
         ctx = WriteContext(h.tenant_id, Source.SCIM, "test", "test", at("2026-01-08T00:00:00"))
         events.record_many(s, [events.row(ctx, "group", 'g"\\1', events.MEMBER_ADDED,
                                           None, b, object_id=b)])
+        if engine.dialect.name == "sqlite":
+            # Python's json writes NaN, which SQLite stores and orjson refuses: that
+            # user's array goes to json.loads (PostgreSQL's json type refuses NaN).
+            events.record(s, ctx, "user", b, "user.frontline", {},
+                          {"desklessPercent": float("nan")})
         s.commit()
     expected = _expected_facts(engine, h.tenant_id)
     assert {uid for uid, _ in expected} == {a, b}
-    assert [kind for _, _, kind, _ in dict(expected)[b]] == [
+    assert [kind for _, _, kind, _ in dict(expected)[b]][:5] == [
         "user.created", "user.guest", JOINED, "user.status", JOINED]
 
     scope = reader.Scope(h.tenant_id, at("2026-02-01T00:00:00"), at("2026-02-01T00:00:00"),
@@ -82,6 +87,11 @@ def test_a_partition_reads_each_users_facts_in_order_as_the_log_stored_them(engi
                for uid, facts in reader.partition_facts(conn, scope, None, None)]
         first = [uid for uid, _ in reader.partition_facts(conn, scope, None, high)]
         second = [uid for uid, _ in reader.partition_facts(conn, scope, high, None)]
+    if engine.dialect.name == "sqlite":  # NaN equals nothing: compare it apart
+        nan = dict(got)[b].pop()
+        assert nan[2] == "user.frontline" and nan[3]["desklessPercent"] != nan[3][
+            "desklessPercent"]
+        dict(expected)[b].pop()
     assert got == expected
     assert dict(got)[a][0][3]["userName"] == odd
     assert (first, second) == ([low], [high])
