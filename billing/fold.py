@@ -50,9 +50,10 @@ class Fact(NamedTuple):
     """One thing that happened to a user: at `at` (the source's effective time), in
     log order `seq` among facts at the same instant.
 
-    The fold reads facts by position only, so any tuple (at, seq, kind, value) is one:
-    the close's reader makes plain tuples, one per event it reads, in a third of a
-    NamedTuple's time (billing.reader). Fact names the positions for everyone else."""
+    The fold reads facts by position only, so any sequence (at, seq, kind, value) is
+    one: the close's reader hands the lists orjson parses from the database's JSON
+    (billing.reader), with no Python per fact. Fact names the positions for everyone
+    else."""
 
     at: dt.datetime
     seq: int

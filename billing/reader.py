@@ -355,7 +355,7 @@ def _facts_json(dialect: str) -> Any:
     the group id as their value, every other event's value as the JSON text the log
     stored. Each piece is JSON by construction: kinds are the fixed names the query
     selects, ids integers, group ids quoted by the database (`json_quote`, `to_json`).
-    Arrays come in no particular order; `_decoded` sorts them."""
+    An array's facts come in no particular order; `_decoded` sorts them."""
     at = instant(dialect, Event.effective_at)
     if dialect == "sqlite":
         at, group = ['"', at, '"'], func.json_quote(Event.subject_id)
