@@ -357,10 +357,10 @@ def _facts_json(dialect: str) -> Any:
     selects, ids integers, group ids quoted by the database (`json_quote`, `to_json`).
     An array's facts come in no particular order; `_decoded` sorts them."""
     at = instant(dialect, Event.effective_at)
-    if dialect == "sqlite":
-        at, group = ['"', at, '"'], func.json_quote(Event.subject_id)
-    else:
-        at, group = [cast(at, Text)], cast(func.to_json(Event.subject_id), Text)
+    if dialect == "sqlite":  # the instant's text, quoted
+        at_json, group = ['"', at, '"'], func.json_quote(Event.subject_id)
+    else:  # the instant's integer
+        at_json, group = [cast(at, Text)], cast(func.to_json(Event.subject_id), Text)
     # One test of the kind: a membership under the fold's name with the group id as its
     # value, any other event under its own with the value the log stored.
     kind_and_value = case(
@@ -369,7 +369,7 @@ def _facts_json(dialect: str) -> Any:
         value=Event.kind,
         else_=_concatenated('"', Event.kind, '",',
                             func.coalesce(cast(Event.new_value, Text), _sql_text("null"))))
-    fact = _concatenated("[", *at, ",", cast(Event.id, Text), ",", kind_and_value, "]")
+    fact = _concatenated("[", *at_json, ",", cast(Event.id, Text), ",", kind_and_value, "]")
     joined = (func.group_concat(fact, _sql_text(",")) if dialect == "sqlite"
               else func.string_agg(fact, _sql_text(",")))
     return _concatenated("[", joined, "]")
