@@ -113,6 +113,10 @@ def test_an_admin_sets_up_entra_sync_and_approves_a_held_round(
         directory.disable_user(user_id)
     nav.get_by_role("link", name="Entra ID sync").click()
     page.get_by_role("button", name="Run now").click()
+    # The click posts a form; reloading before its answer has loaded detaches the page.
+    expect(page.get_by_role("heading", name="Run log", level=1)).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text="started in the background")
+           ).to_be_visible()
     wait_for_round(page, engine, tenant_id, "awaiting approval")
     banner = page.get_by_role("region", name="An Entra ID sync round awaits approval")
     expect(banner).to_contain_text("disable or delete 4 users")
