@@ -82,10 +82,6 @@ class UserState:
     claimed: bool = False
     frontline: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def billable_base(self) -> bool:
-        return self.exists and self.active
-
 
 class UserMonth(NamedTuple):
     """What a user's history says about one month. (A tuple: made once per user per
