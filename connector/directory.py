@@ -14,12 +14,12 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, inspect, select, update
+from sqlalchemy import bindparam, delete, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
 from sqlalchemy.orm.exc import StaleDataError
 
-from connector import counters, db, events
+from connector import counters, db, events, user_extras
 from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
 from connector.errors import (
     Conflict,
@@ -86,25 +86,6 @@ def _user_conflict(exc: IntegrityError, fields: UserFields) -> Exception:
     if "user_name" in constraint or "users.user_name_norm" in text:
         return Conflict(f"userName {fields.user_name!r} is already in use.", "userName")
     return exc  # not a uniqueness question: let it surface as it is
-
-
-# What this session knows of users' modules and groups, so that rendering a user just
-# written does not read back what the writer already holds: {user id: (modules joined
-# with MODULE_SEP or None, the groups JSON as `scim.store` aggregates it, or None)}.
-# Directory calls keep it true; any group change forgets it all.
-EXTRAS = "user_extras"
-MODULE_SEP = "\x1f"  # ASCII unit separator: cannot occur in a module name
-
-
-def known_extras(session: Session) -> dict[str, tuple[str | None, str | None]]:
-    return session.info.setdefault(EXTRAS, {})  # type: ignore[no-any-return]
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_extras(session: Session, _transaction: Any) -> None:
-    # A rolled-back write (a failed /Bulk operation's savepoint, a failed request) may
-    # have changed what the cache says; it is only ever a shortcut, so drop it.
-    session.info.pop(EXTRAS, None)
 
 
 def _frontline_value(fields: UserFields) -> dict[str, Any]:
@@ -260,7 +241,7 @@ class Directory:
         user = User(**row)
         make_transient_to_detached(user)
         self.session.add(user)
-        known_extras(self.session)[user.id] = (MODULE_SEP.join(modules) or None, None)
+        user_extras.remember_new_user(self.session, user.id, modules)
         return user
 
     def _user_row(self, fields: UserFields, state: StatusState, user_id: str,
@@ -339,7 +320,7 @@ class Directory:
     def remove_user(self, user: User, expected_version: int | None = None) -> None:
         """Hide the user from directory views; its history stays for billing."""
         self.ensure_writable()
-        self.session.info.pop(EXTRAS, None)
+        user_extras.forget_all(self.session)
         self._check_version(user.version, expected_version)
         groups = list(self.session.scalars(
             select(Membership.group_id).where(Membership.tenant_id == self.tenant.id,
@@ -526,7 +507,7 @@ class Directory:
 
     @_emits_events
     def set_group_modules(self, group: Group, modules: Sequence[str]) -> bool:
-        self.session.info.pop(EXTRAS, None)  # members' effective modules change
+        user_extras.forget_all(self.session)  # members' effective modules change
         changed = self._replace_group_modules(group, modules)
         if changed:
             self._touch(group)
@@ -625,9 +606,7 @@ class Directory:
         self.session.add_all(
             UserModule(tenant_id=self.tenant.id, user_id=user.id, module=m) for m in modules)
         self._event(user.id, events.USER_MODULES, list(current), list(modules))
-        extras = known_extras(self.session)
-        if user.id in extras:
-            extras[user.id] = (MODULE_SEP.join(modules) or None, extras[user.id][1])
+        user_extras.modules_changed(self.session, user.id, modules)
         return True
 
     def _write_values(self, user: User, values: Iterable[IndexedValue], replace: bool = False
@@ -658,7 +637,7 @@ class Directory:
     @_emits_events
     def create_group(self, fields: GroupFields, members: Sequence[str] = ()) -> Group:
         self.ensure_writable()
-        self.session.info.pop(EXTRAS, None)
+        user_extras.forget_all(self.session)
         self._check_group_unique(fields, None)
         modules = self._known_modules(fields.modules or ())
         now = self.ctx.now
@@ -680,7 +659,7 @@ class Directory:
                      members: Sequence[MemberChange] = (), expected_version: int | None = None
                      ) -> Group:
         self.ensure_writable()
-        self.session.info.pop(EXTRAS, None)
+        user_extras.forget_all(self.session)
         self._check_version(group.version, expected_version)
         if (fields.display_name.casefold(), fields.external_id) != (group.display_name_norm,
                                                                     group.external_id):
@@ -704,7 +683,7 @@ class Directory:
     @_emits_events
     def remove_group(self, group: Group, expected_version: int | None = None) -> None:
         self.ensure_writable()
-        self.session.info.pop(EXTRAS, None)
+        user_extras.forget_all(self.session)
         self._check_version(group.version, expected_version)
         self._remove_members(group, self._member_ids(group))
         self._event(group.id, events.GROUP_REMOVED, {"displayName": group.display_name}, None,

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from connector.directory import MODULE_SEP, known_extras
+from connector import user_extras as known_extras
 from connector.models import Group, GroupModule, Membership, User, UserModule
 
 # -- users as rows, with their modules and groups in the same statement -------------------
@@ -40,7 +40,7 @@ _U = User.__table__
 _UM = UserModule.__table__
 _M = Membership.__table__
 _G = Group.__table__
-SEP = MODULE_SEP
+SEP = known_extras.MODULE_SEP
 
 USER_COLUMNS = (_U.c.tenant_id, _U.c.id, _U.c.user_name, _U.c.external_id, _U.c.display_name,
                 _U.c.active, _U.c.idp_active, _U.c.guest, _U.c.external_company_guest,
@@ -131,8 +131,8 @@ def user_extras(session: Session, tenant_id: str, user_ids: Sequence[str], with_
                 ) -> dict[str, tuple[str | None, str | None]]:
     """`(modules_agg, groups_agg)` for users already loaded as ORM objects (write paths);
     what the session's writer already knows is not read again."""
-    cache = known_extras(session)
-    found = {uid: cache[uid] for uid in user_ids if uid in cache}
+    found = {uid: known for uid in user_ids
+             if (known := known_extras.known(session, uid)) is not None}
     missing = [uid for uid in user_ids if uid not in found]
     if not missing:
         return found
@@ -147,7 +147,7 @@ def user_extras(session: Session, tenant_id: str, user_ids: Sequence[str], with_
     for row in rows:
         found[row[0]] = (row[1], row[2])
         if with_groups:  # only complete answers are worth remembering
-            cache[row[0]] = (row[1], row[2])
+            known_extras.remember(session, row[0], row[1], row[2])
     return found
 
 
@@ -193,7 +193,7 @@ def get_user_for_patch(session: Session, tenant_id: str, user_id: str) -> User |
     row = session.execute(statement, {"tenant_id": tenant_id, "user_id": user_id}).first()
     if row is None:
         return None
-    known_extras(session)[row[0].id] = (row[1], row[2])
+    known_extras.remember(session, row[0].id, row[1], row[2])
     return row[0]  # type: ignore[no-any-return]
 
 
