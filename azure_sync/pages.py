@@ -6,16 +6,15 @@ messages and error pages, and extend its layout. It adds an "Entra ID sync" tab 
 tenant, banners on every page of a tenant while a round awaits approval or the tenant is
 in quarantine, and a card on the provisioning settings page.
 
-Every action is the engine call the admin API makes (`register`, `approve_held`,
-`reject_held`, `preview_round`, `sync_one_user`, a round in the background), audited
-with the same action names. Refusals of the rules are flash messages on the page the
-form is on; a failure of Entra ID or Graph (`SyncError`) is a flash saying what to fix.
+Every action is the admin action the API calls too (`azure_sync.actions`: register,
+remove, run now, approve, reject, preview, sync one user), with its one audit line.
+Refusals of the rules are flash messages on the page the form is on; a failure of Entra
+ID or Graph (`SyncError`) is a flash saying what to fix.
 The client secret or certificate is write-only: no page ever contains it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
@@ -24,7 +23,7 @@ from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from azure_sync import rounds
+from azure_sync import actions, rounds
 from azure_sync.errors import (
     GraphError,
     PermissionDenied,
@@ -32,20 +31,18 @@ from azure_sync.errors import (
     SyncError,
     TokenError,
 )
-from azure_sync.service import register, unregister
 from azure_sync.views import service
-from connector import auth, db
-from connector.api.routes import write_context
+from connector import clock, db
 from connector.browse import Page
 from connector.errors import InvalidSetting, NotFound, StateConflict
+from connector.http import admin_call
 from connector.models import EntraRegistration, SyncRun, SyncStaged, SyncState, Tenant, User
 from connector.status import Source
-from connector.web import (
+from connector.web.pages import (
     TenantTab,
     add_tenant_tab,
     come_back_to,
     done,
-    me,
     page_number,
     tenant_page,
 )
@@ -117,10 +114,6 @@ def session() -> Any:
     return db.get_session()
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def latest_run(tenant_id: str) -> SyncRun | None:
     return session().scalar(select(SyncRun).where(SyncRun.tenant_id == tenant_id)
                             .order_by(SyncRun.id.desc()).limit(1))
@@ -136,7 +129,7 @@ def held_run(tenant_id: str) -> SyncRun | None:
 
 def quarantined(state: SyncState | None) -> bool:
     """Quarantine as the scheduler applies it: daily runs until a round succeeds."""
-    return bool(state and state.quarantined_until and state.quarantined_until > now())
+    return bool(state and state.quarantined_until and state.quarantined_until > clock.now())
 
 
 def staged_count(run_id: int) -> int:
@@ -157,14 +150,6 @@ def summary(counts: dict[str, int] | None) -> str:
     parts = [f"{counts[k]:,} {label}" for k, label in SHORT_LABELS.items()
              if counts and counts.get(k)]
     return ", ".join(parts) or "no changes"
-
-
-def _registration(tenant_id: str) -> EntraRegistration:
-    registration = session().get(EntraRegistration, tenant_id)
-    if registration is None:
-        raise StateConflict("This tenant has no Entra ID app registration: register the "
-                            "app first (Entra ID sync → Set up).")
-    return registration
 
 
 def _has_scim_users(tenant_id: str) -> bool:
@@ -259,7 +244,7 @@ def status(tenant_id: str) -> str:
 
 def _running(state: SyncState | None) -> bool:
     return bool(state and state.lease_owner and state.lease_until
-                and state.lease_until > now())
+                and state.lease_until > clock.now())
 
 
 # -- the registration ------------------------------------------------------------------------
@@ -323,14 +308,11 @@ def _number(name: str, what: str) -> int | None:
 def save_registration(tenant_id: str) -> Response:
     tenant_page(tenant_id)
     come_back_to(_registration_url(tenant_id))
-    s = session()
-    new = s.get(EntraRegistration, tenant_id) is None
     # Write-only credentials: an empty field keeps the stored one.
     secret = request.form.get("client_secret", "")
     secret = secret if secret.strip() else None
     pem = request.form.get("certificate_pem", "").replace("\r\n", "\n").strip() or None
-    found = register(
-        s, _settings(), write_context(tenant_id),
+    given = actions.Registration(
         directory_id=_text("directory_id") or "", client_id=_text("client_id") or "",
         secret=secret, certificate_pem=pem, authority_host=_text("authority_host"),
         graph_base_url=_text("graph_base_url"),
@@ -339,9 +321,7 @@ def save_registration(tenant_id: str) -> Response:
         threshold_percent=_number("threshold_percent", "The deletion threshold's percentage"),
         scope_domains=_list("scope_domains"), scope_groups=_list("scope_groups"),
         scope_group_mode=_text("scope_group_mode"))
-    auth.audit(me(), "entra.registration", tenant_id, found.client_id,
-               {"directory_id": found.directory_id,
-                "credential_changed": bool(secret or pem)})
+    found, new = actions.save_registration(admin_call(), _settings(), tenant_id, given)
     if new:
         said = (f"Entra ID sync is set up: a round runs every {found.interval_minutes} "
                 "minutes. Start the first one now with “Run now”, or see what it would do "
@@ -370,8 +350,7 @@ def confirm_remove(tenant_id: str) -> str:
 def remove(tenant_id: str) -> Response:
     tenant_page(tenant_id, lock=True)
     come_back_to(_status_url(tenant_id))
-    found = unregister(session(), tenant_id)
-    auth.audit(me(), "entra.registration_removed", tenant_id, found.client_id)
+    actions.remove_registration(admin_call(), tenant_id)
     return done("The app registration is removed: Entra ID sync stopped for this tenant. "
                 "The users it synced stay as they are.", _status_url(tenant_id))
 
@@ -423,10 +402,9 @@ def confirm_decision(tenant_id: str, run_id: int, decision: str) -> str:
 
 @bp.post("/runs/<int:run_id>/approve")
 def approve(tenant_id: str, run_id: int) -> Response:
-    tenant = tenant_page(tenant_id, lock=True)
+    tenant_page(tenant_id, lock=True)
     come_back_to(_run_url(tenant_id, run_id))
-    applied = rounds.approve_held(session(), tenant, run_id, now())
-    auth.audit(me(), "entra.round_approved", tenant_id, str(run_id), applied)
+    applied = actions.approve_round(admin_call(), tenant_id, run_id)
     return done(f"Round {run_id} approved and applied: {summary(applied)}. Rounds run "
                 "again on schedule.", _run_url(tenant_id, run_id))
 
@@ -435,8 +413,7 @@ def approve(tenant_id: str, run_id: int) -> Response:
 def reject(tenant_id: str, run_id: int) -> Response:
     tenant_page(tenant_id, lock=True)
     come_back_to(_run_url(tenant_id, run_id))
-    dropped = rounds.reject_held(session(), tenant_id, run_id, now())
-    auth.audit(me(), "entra.round_rejected", tenant_id, str(run_id), {"dropped": dropped})
+    dropped = actions.reject_round(admin_call(), tenant_id, run_id)
     return done(f"Round {run_id} rejected: its {dropped:,} disables and deletions were "
                 "dropped and those users stay as they are. Rounds run again on schedule.",
                 _run_url(tenant_id, run_id))
@@ -450,13 +427,9 @@ def run_now(tenant_id: str) -> Response:
     """Start a round in the background (it may take minutes); the run log shows it."""
     tenant_page(tenant_id)
     come_back_to(_status_url(tenant_id))
-    _registration(tenant_id)
-    refused = rounds.start_refusal(session(), tenant_id, now())
+    refused = actions.start_round(admin_call(), service(), tenant_id)
     if refused is not None:
         return problem("No round started.", refused.reason, refused.what_to_do)
-    auth.audit(me(), "entra.run_requested", tenant_id)
-    session().commit()  # on SQLite, the round's writes wait for this transaction's end
-    service().run_in_background(tenant_id)
     flash("A round started in the background: refresh the run log to see how it went.",
           "success")
     return redirect(url_for("web.entra.runs", tenant_id=tenant_id), 303)
@@ -468,13 +441,7 @@ def preview(tenant_id: str) -> str:
     response (nothing of it is stored)."""
     tenant_page(tenant_id)
     come_back_to(_status_url(tenant_id))
-    found = _registration(tenant_id)
-    session().expunge(found)
-    auth.audit(me(), "entra.preview", tenant_id)
-    # The request's transaction ends before the preview's own ones begin (on SQLite a
-    # process holds one write transaction at a time).
-    session().commit()
-    result = rounds.preview_round(service().write_maker, tenant_id, service().client_for(found))
+    found, result = actions.preview(admin_call(), service(), tenant_id)
     counts = dict(result.counts)
     full = bool(counts.pop("full_round", 0))
     return render_template("admin/entra/preview.html", counts=counts, full=full,
@@ -486,21 +453,14 @@ def sync_user(tenant_id: str) -> Response:
     """Fetch one user from Graph by userPrincipalName or object id and apply it now."""
     tenant_page(tenant_id)
     come_back_to(_status_url(tenant_id))
-    key = request.form.get("user", "").strip()
-    if not 1 <= len(key) <= 256:
-        raise InvalidSetting("Give the user's userPrincipalName (ann@contoso.com) or its "
-                             "object id, as Entra ID shows them.")
-    found = _registration(tenant_id)
-    session().expunge(found)
-    session().rollback()  # the write below has its own transaction (see preview)
+    key = request.form.get("user", "")
     try:
-        counts = rounds.sync_one_user(service().write_maker, tenant_id,
-                                      service().client_for(found), key)
+        counts = actions.sync_user(admin_call(), service(), tenant_id, key)
     except GraphError as exc:
         if exc.status == 404:
-            return problem("Not synced.", f"Entra ID has no user {key!r}.",
+            return problem("Not synced.", f"Entra ID has no user {key.strip()!r}.",
                            "Give the userPrincipalName or the object id as Entra ID shows "
                            "them.")
         raise
-    auth.audit(me(), "entra.user_synced", tenant_id, key, counts)
-    return done(f"{key} synced from Entra ID: {summary(counts)}.", _status_url(tenant_id))
+    return done(f"{key.strip()} synced from Entra ID: {summary(counts)}.",
+                _status_url(tenant_id))

@@ -22,7 +22,7 @@ from azure_sync import rounds, scope, secrets
 from azure_sync.graph import AppIdentity, GraphClient
 from azure_sync.retry import RetryBudget
 from azure_sync.tokens import Credential, TimeoutSession, TokenProvider
-from connector import events
+from connector import events, tenant_settings
 from connector.config import AzureSyncSettings
 from connector.errors import InvalidSetting, NotFound, StateConflict
 from connector.events import WriteContext
@@ -162,7 +162,7 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
                 "those users first, or sync Entra ID into a new tenant.")
         tenant = s.get(Tenant, ctx.tenant_id)
         assert tenant is not None
-        tenant.entra_sync = True
+        tenant_settings.set_entra_sync(s, tenant, ctx, True)
         registration = EntraRegistration(
             tenant_id=ctx.tenant_id, authority_host=settings.authority_host,
             graph_base_url=settings.graph_base_url, interval_minutes=settings.interval_minutes,
@@ -194,7 +194,7 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
         registration.certificate_encrypted = secrets.encrypt(settings, certificate_pem)
         registration.secret_encrypted = None
     registration.updated_at = ctx.now
-    events.record(s, ctx, "tenant", ctx.tenant_id, "tenant.entra_registration", None,
+    events.record(s, ctx, "tenant", ctx.tenant_id, events.ENTRA_REGISTRATION, None,
                   {"directory_id": directory_id, "client_id": client_id,
                    "credential": "secret" if secret else "certificate" if certificate_pem
                    else "unchanged"})
@@ -245,12 +245,13 @@ def _group_ids(groups: list[str]) -> list[str]:
     return cleaned
 
 
-def unregister(s: Session, tenant_id: str) -> EntraRegistration:
+def unregister(s: Session, ctx: WriteContext) -> EntraRegistration:
     """Remove a tenant's app registration: sync stops, the users stay, and the tenant
     may be fed over SCIM again. Refused while a round awaits approval (its staged
     changes could no longer be seen or decided)."""
     from connector.models import SyncState
 
+    tenant_id = ctx.tenant_id
     registration = s.get(EntraRegistration, tenant_id)
     if registration is None:
         raise NotFound("This tenant has no Entra ID app registration.")
@@ -262,7 +263,10 @@ def unregister(s: Session, tenant_id: str) -> EntraRegistration:
     state = s.get(SyncState, tenant_id)
     if state is not None:
         s.delete(state)
+    events.record(s, ctx, "tenant", tenant_id, events.ENTRA_REGISTRATION_REMOVED,
+                  {"directory_id": registration.directory_id,
+                   "client_id": registration.client_id}, None)
     tenant = s.get(Tenant, tenant_id, with_for_update=True)
     if tenant is not None:
-        tenant.entra_sync = False
+        tenant_settings.set_entra_sync(s, tenant, ctx, False)
     return registration

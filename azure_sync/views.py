@@ -9,21 +9,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy import func, select
 
-from azure_sync import rounds
+from azure_sync import actions, rounds
 from azure_sync.errors import SyncError
-from azure_sync.service import SyncService, register, unregister
-from connector import auth
-from connector.api import Problem, expect, json_response, read_body
-from connector.api.routes import done, now, page_args, page_json, principal, session, tenant_for
+from azure_sync.service import SyncService
 from connector.browse import Page
 from connector.db import make_sessionmaker
 from connector.errors import NotFound
-from connector.events import WriteContext
+from connector.http import (
+    Problem,
+    admin_call,
+    done,
+    expect,
+    expect_strings,
+    json_response,
+    page_args,
+    page_json,
+    read_body,
+    session,
+    tenant_for,
+)
 from connector.models import EntraRegistration, SyncRun, SyncState
-from connector.status import Source
 
 bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra")
 
@@ -38,13 +46,6 @@ def init_app(app: Flask) -> None:
 
 def service() -> SyncService:
     return current_app.extensions["sync_service"]  # type: ignore[no-any-return]
-
-
-def _registration(tenant_id: str) -> EntraRegistration:
-    registration = session().get(EntraRegistration, tenant_id)
-    if registration is None:
-        raise NotFound("This tenant has no Entra ID app registration (PUT …/entra sets one).")
-    return registration
 
 
 def registration_json(reg: EntraRegistration, state: SyncState | None) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def run_json(run: SyncRun) -> dict[str, Any]:
 @bp.get("")
 def get_registration(tenant_id: str) -> Response:
     tenant_for(tenant_id)
-    return json_response(registration_json(_registration(tenant_id),
+    return json_response(registration_json(actions.registration_of(admin_call(), tenant_id),
                                            session().get(SyncState, tenant_id)))
 
 
@@ -100,36 +101,23 @@ def put_registration(tenant_id: str) -> Response:
              "graphBaseUrl")}
     numbers = {k: expect(body, k, int, "a whole number") for k in
                ("intervalMinutes", "thresholdCount", "thresholdPercent")}
-    domains = expect(body, "scopeDomains", list, "a list of domain names")
-    if domains is not None and not all(isinstance(d, str) for d in domains):
-        raise Problem(400, "Invalid request", "scopeDomains must be a list of domain names.",
-                      "invalid-request")
-    groups = expect(body, "scopeGroups", list, "a list of group object ids")
-    if groups is not None and not all(isinstance(g, str) for g in groups):
-        raise Problem(400, "Invalid request", "scopeGroups must be a list of group object "
-                      "ids.", "invalid-request")
-    mode = expect(body, "scopeGroupMode", str, "direct or transitive")
-    ctx = WriteContext(tenant_id, Source.ADMIN, principal().actor, request_id(), now())
-    registration = register(
-        session(), current_app.config["SETTINGS"].azure_sync, ctx,
+    given = actions.Registration(
         directory_id=text["directoryId"] or "", client_id=text["clientId"] or "",
         secret=text["clientSecret"], certificate_pem=text["certificatePem"],
         authority_host=text["authorityHost"], graph_base_url=text["graphBaseUrl"],
         interval_minutes=numbers["intervalMinutes"], threshold_count=numbers["thresholdCount"],
-        threshold_percent=numbers["thresholdPercent"], scope_domains=domains,
-        scope_groups=groups, scope_group_mode=mode)
-    auth.audit(principal(), "entra.registration", tenant_id, registration.client_id,
-               {"directory_id": registration.directory_id,
-                "credential_changed": bool(text["clientSecret"] or text["certificatePem"])})
-    session().flush()
+        threshold_percent=numbers["thresholdPercent"],
+        scope_domains=expect_strings(body, "scopeDomains", "a list of domain names"),
+        scope_groups=expect_strings(body, "scopeGroups", "a list of group object ids"),
+        scope_group_mode=expect(body, "scopeGroupMode", str, "direct or transitive"))
+    registration, _new = actions.save_registration(
+        admin_call(), current_app.config["SETTINGS"].azure_sync, tenant_id, given)
     return done(200, registration_json(registration, session().get(SyncState, tenant_id)))
 
 
 @bp.delete("")
 def delete_registration(tenant_id: str) -> Response:
-    tenant_for(tenant_id, lock=True)
-    registration = unregister(session(), tenant_id)
-    auth.audit(principal(), "entra.registration_removed", tenant_id, registration.client_id)
+    actions.remove_registration(admin_call(), tenant_id)
     return done()
 
 
@@ -156,50 +144,30 @@ def get_run(tenant_id: str, run_id: int) -> Response:
 @bp.post("/runs")
 def run_now(tenant_id: str) -> Response:
     """Start a round in the background (it may take minutes); the run log shows it."""
-    tenant_for(tenant_id)
-    _registration(tenant_id)
-    refused = rounds.start_refusal(session(), tenant_id, now())
+    refused = actions.start_round(admin_call(), service(), tenant_id)
     if refused is not None:
         raise Problem(409, "No round started", f"{refused.reason} {refused.what_to_do}",
                       "state-conflict")
-    auth.audit(principal(), "entra.run_requested", tenant_id)
-    session().commit()  # on SQLite, the round's writes wait for this transaction's end
-    service().run_in_background(tenant_id)
     return json_response({"status": "started", "runs": f"{request.path}"}, 202)
 
 
 @bp.post("/runs/<int:run_id>/approve")
 def approve(tenant_id: str, run_id: int) -> Response:
-    tenant = tenant_for(tenant_id, lock=True)
-    applied = rounds.approve_held(session(), tenant, run_id, now())
-    auth.audit(principal(), "entra.round_approved", tenant_id, str(run_id), applied)
-    session().flush()
+    applied = actions.approve_round(admin_call(), tenant_id, run_id)
     return done(200, {**run_json(session().get(SyncRun, run_id)), "applied": applied})
 
 
 @bp.post("/runs/<int:run_id>/reject")
 def reject(tenant_id: str, run_id: int) -> Response:
-    tenant_for(tenant_id, lock=True)
-    dropped = rounds.reject_held(session(), tenant_id, run_id, now())
-    auth.audit(principal(), "entra.round_rejected", tenant_id, str(run_id),
-               {"dropped": dropped})
-    session().flush()
+    dropped = actions.reject_round(admin_call(), tenant_id, run_id)
     return done(200, {**run_json(session().get(SyncRun, run_id)), "dropped": dropped})
 
 
 @bp.post("/preview")
 def preview(tenant_id: str) -> Response:
     """A dry run: what the next round would change, nothing applied."""
-    tenant_for(tenant_id)
-    registration = _registration(tenant_id)
-    session().expunge(registration)
-    auth.audit(principal(), "entra.preview", tenant_id)
-    # The request's transaction ends before the preview's own ones begin (on SQLite a
-    # process holds one write transaction at a time).
-    session().commit()
-    client = service().client_for(registration)
     try:
-        result = rounds.preview_round(service().write_maker, tenant_id, client)
+        _registration, result = actions.preview(admin_call(), service(), tenant_id)
     except SyncError as exc:
         raise Problem(502, "Graph refused", exc.message, "graph-error") from exc
     return json_response({"pages": result.pages, "counts": result.counts})
@@ -210,25 +178,11 @@ def sync_user(tenant_id: str) -> Response:
     """Fetch one user from Graph by object id or userPrincipalName and apply it now."""
     tenant_for(tenant_id)
     body = read_body({"user"}, {"user"})
-    key = (expect(body, "user", str, "an object id or userPrincipalName") or "").strip()
-    if not 1 <= len(key) <= 256:
-        raise Problem(400, "Invalid request", "user must be an object id or a "
-                      "userPrincipalName.", "invalid-request")
-    registration = _registration(tenant_id)
-    session().expunge(registration)
-    session().rollback()  # the write below has its own transaction (see preview)
-    client = service().client_for(registration)
+    key = expect(body, "user", str, "an object id or userPrincipalName") or ""
     try:
-        counts = rounds.sync_one_user(service().write_maker, tenant_id, client, key)
+        counts = actions.sync_user(admin_call(), service(), tenant_id, key)
     except SyncError as exc:
-        status = getattr(exc, "status", None)
-        if status == 404:
-            raise NotFound(f"Entra ID has no user {key!r}.") from exc
+        if getattr(exc, "status", None) == 404:
+            raise NotFound(f"Entra ID has no user {key.strip()!r}.") from exc
         raise Problem(502, "Graph refused", exc.message, "graph-error") from exc
-    auth.audit(principal(), "entra.user_synced", tenant_id, key, counts)
-    session().commit()
-    return json_response({"counts": counts})
-
-
-def request_id() -> str:
-    return str(g.get("request_id", ""))
+    return done(200, {"counts": counts})

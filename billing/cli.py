@@ -8,7 +8,6 @@ and what to do next.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from billing import close as closing
 from billing.calendar import InvalidMonth, Month
 from billing.overview import adjustment_json, close_json
-from connector import db, migrate
+from connector import clock, db, migrate
 from connector.config import ConfigError, Settings
 from connector.models import BillingAdjustment, BillingClose, Tenant
 
@@ -79,10 +78,6 @@ def _month(text: str) -> Month:
         raise ConfigError(str(exc)) from None
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class _Progress:
     """Users folded so far, on one terminal line (nothing when output is JSON)."""
 
@@ -107,7 +102,7 @@ def cmd_close(settings: Settings, args: argparse.Namespace) -> int:
     month = _month(args.month)
     progress = _Progress(args.json)
     try:
-        outcome = closing.close_month(writer, args.tenant, month, settings.billing, _now(),
+        outcome = closing.close_month(writer, args.tenant, month, settings.billing, clock.now(),
                                       actor="cli", progress=progress)
     except closing.NotDue as exc:
         progress.end()
@@ -126,7 +121,7 @@ def cmd_reissue(settings: Settings, args: argparse.Namespace) -> int:
     progress = _Progress(args.json)
     try:
         outcome = closing.close_month(writer, args.tenant, _month(args.month),
-                                      settings.billing, _now(), actor="cli",
+                                      settings.billing, clock.now(), actor="cli",
                                       reissue_reason=args.reason.strip(), progress=progress)
     except closing.NotDue as exc:
         progress.end()
@@ -167,7 +162,7 @@ def cmd_close_due(settings: Settings, args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
             last[0] = tenant_id
 
-    result = closing.close_due(writer, settings.billing, _now(), actor="cli",
+    result = closing.close_due(writer, settings.billing, clock.now(), actor="cli",
                                progress=progress)
     if last[0]:
         print(file=sys.stderr)
@@ -196,7 +191,7 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
         tenant = s.get(Tenant, args.tenant)
         if tenant is None:
             raise ConfigError(f"No tenant {args.tenant}. See `connector tenant list`.")
-        result = closing.preview(s, tenant, _now())
+        result = closing.preview(s, tenant, clock.now())
     if args.json:
         print(json.dumps(result))
         return 0
@@ -251,7 +246,7 @@ def cmd_create_key(settings: Settings, args: argparse.Namespace) -> int:
     _, writer = _makers(settings)
     with writer() as s:
         try:
-            row, key = reporting.create_key(s, args.name, "cli", _now())
+            row, key = reporting.create_key(s, args.name, "cli", clock.now())
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         s.commit()
@@ -290,7 +285,7 @@ def cmd_revoke_key(settings: Settings, args: argparse.Namespace) -> int:
 
     _, writer = _makers(settings)
     with writer() as s:
-        row = reporting.revoke_key(s, args.key_id, _now())
+        row = reporting.revoke_key(s, args.key_id, clock.now())
         if row is None:
             raise ConfigError(f"No provisioning key {args.key_id}: see connector reporting "
                               "list-keys.")

@@ -9,16 +9,14 @@ billed users, a closed month's invoice.
 A report's rows are sequences of cells: `str`, `int`, `bool`, `Decimal` (an amount) or
 None; a `Heading` row is shown bold. Rows are produced lazily, in keyset batches, so
 memory stays flat whatever the tenant's size. Spreadsheet formulas never come out of
-user data: CSV cells get the apostrophe OWASP recommends (like the users CSV of the
-admin API), XLSX cells are typed as text.
+user data: CSV cells get the apostrophe OWASP recommends (`connector.csv_export`, the
+writer of every CSV the connector hands out), XLSX cells are typed as text.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import IO, Any
@@ -34,22 +32,20 @@ from sqlalchemy.orm import Session
 
 from billing import invoice as inv
 from connector import browse
+from connector.csv_export import (
+    Cell,
+    Heading,
+    Row,
+    file_name,
+    user_rows,
+)
+from connector.csv_export import csv_chunks as write_csv
 from connector.models import BillingAdjustment, BillingClose, BillingLine, Tenant, User
 
-CSV_MIMETYPE = "text/csv; charset=utf-8"
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # How billing/close.py joins a line's modules and units in one column.
 _JOINED = "\x1f"
 BATCH = 2000
-CSV_FLUSH_ROWS = 500
-
-Cell = str | int | bool | Decimal | None
-Row = Sequence[Cell]
-
-
-class Heading(tuple[str, ...]):
-    """A row of column names (bold in XLSX, a plain row in CSV)."""
-
 
 @dataclass
 class Report:
@@ -63,8 +59,6 @@ class Report:
 
 # -- reports ----------------------------------------------------------------------------
 
-USER_COLUMNS = Heading(("first name", "last name", "e-mail", "username", "status", "modules",
-                        "guest", "admin"))
 BILLED_COLUMNS = Heading(("username", "first name", "last name", "e-mail", "user id",
                           "billable", "reason", "plan", "audience", "modules",
                           "billed units"))
@@ -76,14 +70,7 @@ def users_report(session: Session, tenant_id: str, stamp: str = "") -> Report:
     """Every live user with the columns of the admin API's users CSV (seed 004)."""
     tenant = _tenant(session, tenant_id)
     return Report("Users", _file_name("users", tenant, stamp),
-                  _user_rows(browse.export_users(session, tenant_id)))
-
-
-def _user_rows(users: Iterable[browse.ExportRow]) -> Iterator[Row]:
-    yield USER_COLUMNS
-    for u in users:
-        yield (u.given_name, u.family_name, u.email, u.user_name,
-               "active" if u.active else "inactive", ";".join(u.modules), u.guest, u.admin)
+                  user_rows(browse.export_users(session, tenant_id)))
 
 
 def billed_users_report(session: Session, close: BillingClose) -> Report:
@@ -180,8 +167,7 @@ def _tenant(session: Session, tenant_id: str) -> Tenant:
 
 
 def _file_name(kind: str, tenant: Tenant, stamp: str) -> str:
-    slug = "".join(c if c.isalnum() else "-" for c in tenant.name.lower()).strip("-")[:40]
-    return "-".join(part for part in (kind, slug or "tenant", stamp) if part)
+    return file_name(kind, tenant.name, stamp)
 
 
 def _version_stamp(close: BillingClose) -> str:
@@ -200,37 +186,8 @@ def _amount(text: Any) -> Decimal:
 
 
 def csv_chunks(report: Report | Iterable[Row]) -> Iterator[str]:
-    """The rows as CSV text, a few hundred rows per chunk (for a streamed response)."""
-    rows = report.rows if isinstance(report, Report) else report
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    for index, row in enumerate(rows, 1):
-        writer.writerow([csv_cell(value) for value in row])
-        if index % CSV_FLUSH_ROWS == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
-def csv_cell(value: Cell) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, int):
-        return str(value)
-    return neutralise(value)
-
-
-def neutralise(value: str) -> str:
-    """Neutralise spreadsheet formulas (CSV injection): a cell starting with = + - @ or
-    a control character is prefixed with an apostrophe, as OWASP recommends."""
-    if not value:
-        return ""
-    return "'" + value if value[0] in "=+-@\t\r" else value
+    """The report's rows as CSV text chunks (`connector.csv_export`)."""
+    return write_csv(report.rows if isinstance(report, Report) else report)
 
 
 # -- XLSX -------------------------------------------------------------------------------

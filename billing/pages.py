@@ -6,7 +6,8 @@ users per module, regular and guest), the running month so far, the history of c
 months with a chart, and a page per closed month: its invoice, adjustment lines, the
 per-user billed list with reasons, its versions, and (partner admins) a reissue form.
 
-Every action is the call the admin API makes, audited with the same action names.
+Every action is the admin action the API calls too (`billing.actions`), with its one
+audit line.
 """
 
 from __future__ import annotations
@@ -26,16 +27,16 @@ from flask import (
 )
 from flask.blueprints import BlueprintSetupState
 
+from billing import actions, overview
 from billing import close as closing
-from billing import overview
 from billing.calendar import InvalidMonth, Month
 from billing.policies import POLICIES
-from billing.profiles import load_profile, update_profile
-from connector import auth, db
-from connector.api.routes import now, write_context
+from billing.profiles import load_profile
+from connector import db
 from connector.errors import InvalidSetting, NotFound
+from connector.http import admin_call
 from connector.text import storable_text
-from connector.web import (
+from connector.web.pages import (
     TenantTab,
     add_tenant_tab,
     come_back_to,
@@ -94,7 +95,8 @@ def index(tenant_id: str) -> str:
     show_preview = people < PREVIEW_INLINE_USERS or request.args.get("preview") == "1"
     return render_template(
         "admin/billing/index.html", tenant=tenant, profile=load_profile(session, tenant_id),
-        live=live, preview=closing.preview(session, tenant, now()) if show_preview else None,
+        live=live,
+        preview=closing.preview(session, tenant, admin_call().now) if show_preview else None,
         closes=closes, series=overview.history_series(closes[:24]),
         partner=me().role == "partner")
 
@@ -104,7 +106,7 @@ TENANT_FORM = ("company_name", "reference_number", "customer_type", "industry", 
 
 @bp.post("")
 def save(tenant_id: str) -> Response:
-    tenant = tenant_page(tenant_id, lock=True)
+    tenant_page(tenant_id)
     come_back_to(_index_url(tenant_id))
     changes: dict[str, Any] = {k: request.form.get(k, "") for k in TENANT_FORM}
     if me().role == "partner":
@@ -113,8 +115,7 @@ def save(tenant_id: str) -> Response:
                        non_profit=request.form.get("non_profit") == "on",
                        time_zone=request.form.get("time_zone", "").strip(),
                        prices=_prices_from_form())
-    update_profile(db.get_session(), write_context(tenant_id), tenant, changes)
-    auth.audit(me(), "billing.updated", tenant_id, None, sorted(changes))
+    actions.update_billing(admin_call(), tenant_id, changes)
     return done("Billing info saved. Closed months keep what they were closed with; the "
                 "change applies from the next close.", _index_url(tenant_id))
 
@@ -169,20 +170,13 @@ def reissue(tenant_id: str, month: str) -> Response:
     target = _month(month)
     url = url_for("web.billing.month", tenant_id=tenant_id, month=str(target))
     come_back_to(url)
-    reason = request.form.get("reason", "").strip()
-    if not reason or len(reason) > 500:
-        raise InvalidSetting("Say why the month is reissued (at most 500 characters).")
-    actor = me().actor
-    db.get_session().commit()
     try:
-        outcome = closing.close_month(current_app.extensions["write_sessionmaker"], tenant_id,
-                                      target, current_app.config["SETTINGS"].billing, now(),
-                                      actor=actor, reissue_reason=reason)
+        outcome = actions.close_month(admin_call(), current_app.extensions["write_sessionmaker"],
+                                      current_app.config["SETTINGS"].billing, tenant_id, target,
+                                      reissue_reason=request.form.get("reason", ""))
     except closing.NotDue as exc:
         flash(str(exc), "error")
         return redirect(url, 303)
-    auth.audit(me(), "billing.reissued", tenant_id, str(target),
-               {"version": outcome.close.version, "reason": reason})
     return done(f"{target} reissued as version {outcome.close.version}; version "
                 f"{outcome.close.version - 1} stays readable below.", url)
 

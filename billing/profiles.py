@@ -1,4 +1,8 @@
-"""A tenant's billing info: read with defaults, changed with validation and an event."""
+"""A tenant's billing info: read with defaults, changed with validation and an event.
+
+The time zone a tenant's months are closed in is part of the billing info as admins see
+it, but it is tenant policy: `connector.tenant_settings` checks and writes it (with its
+own `tenant.settings` event)."""
 
 from __future__ import annotations
 
@@ -8,10 +12,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from billing.calendar import valid_zone
 from billing.invoice import InvalidPrice, parse_prices, prices_as_json
 from billing.policies import POLICIES
-from connector import events
+from connector import events, tenant_settings
 from connector.errors import InvalidSetting
 from connector.events import WriteContext
 from connector.models import BillingProfile, Tenant
@@ -33,8 +36,9 @@ def load_profile(session: Session, tenant_id: str) -> BillingProfile:
 
 def update_profile(session: Session, ctx: WriteContext, tenant: Tenant,
                    changes: Mapping[str, Any]) -> BillingProfile:
-    """Apply `changes` (snake_case keys; time_zone goes to the tenant) after checking
-    every one of them: nothing is applied if one is wrong. Recorded as an event."""
+    """Apply `changes` (snake_case keys; time_zone goes to the tenant's settings) after
+    checking every one of them: nothing is applied if one is wrong. Recorded as an
+    event."""
     checked = _check(changes)
     profile = session.get(BillingProfile, tenant.id)
     if profile is None:
@@ -44,15 +48,16 @@ def update_profile(session: Session, ctx: WriteContext, tenant: Tenant,
     before = profile_json(profile, tenant)
     for key, value in checked.items():
         if key == "time_zone":
-            tenant.time_zone = value
+            tenant_settings.set_time_zone(session, tenant, ctx, value)
         else:
             setattr(profile, key, value)
     profile.updated_at = ctx.now
     profile.version = (profile.version or 0) + 1
     after = profile_json(profile, tenant)
-    changed = {k: after[k] for k in after if after[k] != before[k]}
+    changed = {k: after[k] for k in after
+               if after[k] != before[k] and k != "timeZone"}
     if changed:
-        events.record(session, ctx, "tenant", tenant.id, "tenant.billing_profile",
+        events.record(session, ctx, "tenant", tenant.id, events.BILLING_PROFILE,
                       {k: before[k] for k in changed}, changed)
     return profile
 
@@ -83,10 +88,7 @@ def _check(changes: Mapping[str, Any]) -> dict[str, Any]:
             except InvalidPrice as exc:
                 raise InvalidSetting(str(exc)) from exc
         elif key == "time_zone":
-            if not isinstance(value, str) or not valid_zone(value):
-                raise InvalidSetting("time_zone must be an IANA time zone such as "
-                                     "Europe/Amsterdam or UTC.")
-            checked[key] = value
+            checked[key] = tenant_settings.check_time_zone(value)
         else:
             raise InvalidSetting(f"{key} is not a billing setting.")
     return checked

@@ -10,9 +10,9 @@ transaction and problem+json plumbing:
 - `…/users/{uid}/invite`, `…/claim`, `…/frontline`: what the `invited` policy and the
   frontline plan read, written through the directory service like every user change.
 
-Commercial terms (policy, prices, trial, non-profit, time zone) are a partner admin's to
-set; a tenant admin may fill in what the invoice shows (company name, reference number,
-customer type, industry, PO number), as in the seed.
+Each endpoint parses its input and calls one admin action (`billing.actions`), which
+says who may do what: commercial terms (policy, prices, trial, non-profit, time zone)
+are a partner admin's to set; a tenant admin may fill in what the invoice shows.
 """
 
 from __future__ import annotations
@@ -22,24 +22,27 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request, send_file, stream_with_context
 from sqlalchemy import select
 
-from billing import activity, exports, overview, reporting
+from billing import actions, activity, exports, overview, reporting
 from billing import close as closing
 from billing.calendar import InvalidMonth, Month
-from billing.profiles import load_profile, profile_json, update_profile
-from connector import auth
-from connector.api import Problem, expect, json_response, read_body
-from connector.api.routes import (
-    directory,
+from billing.profiles import load_profile, profile_json
+from connector.actions.users import note_export
+from connector.csv_export import CSV_MIMETYPE
+from connector.errors import NotFound
+from connector.http import (
+    Problem,
+    admin_call,
     done,
-    now,
+    expect,
+    invalid,
+    json_response,
     page_args,
     page_json,
     principal,
+    read_body,
     session,
     tenant_for,
-    write_context,
 )
-from connector.errors import InvalidSetting, NotFound
 from connector.models import BillingClose, ReportingKey, User
 from connector.text import storable_text
 
@@ -73,14 +76,11 @@ def get_billing(tenant_id: str) -> Response:
 
 @bp.put("/billing")
 def put_billing(tenant_id: str) -> Response:
-    tenant = tenant_for(tenant_id, lock=True)
+    tenant = tenant_for(tenant_id)
     body = read_body(set(TENANT_FIELDS) | set(PARTNER_FIELDS))
-    if set(body) & set(PARTNER_FIELDS):
-        principal().require_partner()
     changes = {field: body[key] for key, field in {**TENANT_FIELDS, **PARTNER_FIELDS}.items()
                if key in body}
-    profile = update_profile(session(), write_context(tenant_id), tenant, changes)
-    auth.audit(principal(), "billing.updated", tenant_id, None, sorted(body))
+    profile = actions.update_billing(admin_call(), tenant_id, changes)
     return done(200, profile_json(profile, tenant))
 
 
@@ -93,7 +93,7 @@ def get_overview(tenant_id: str) -> Response:
 @bp.get("/billing/preview")
 def get_preview(tenant_id: str) -> Response:
     tenant = tenant_for(tenant_id)
-    return json_response(closing.preview(session(), tenant, now()))
+    return json_response(closing.preview(session(), tenant, admin_call().now))
 
 
 @bp.get("/billing/months")
@@ -140,13 +140,11 @@ def get_lines(tenant_id: str, month: str) -> Response:
     current = _current(tenant_id, month)[-1]
     billable = request.args.get("billable", "")
     if billable not in ("", "true", "false"):
-        raise Problem(400, "Invalid request", "billable must be true or false.",
-                      "invalid-request")
+        raise invalid("billable must be true or false.")
     page, per_page = page_args()
     search = request.args.get("q", "")[:200]
     if not storable_text(search):
-        raise Problem(400, "Invalid request", "q must be text without NUL characters.",
-                      "invalid-request")
+        raise invalid("q must be text without NUL characters.")
     return json_response(page_json(overview.lines_page(
         session(), current.id, page, per_page, None if not billable else billable == "true",
         search)))
@@ -157,15 +155,10 @@ def close_now(tenant_id: str, month: str) -> Response:
     principal().require_partner()
     tenant_for(tenant_id)
     target = _month(month)
-    actor = principal().actor
-    session().commit()  # the close runs in its own transactions
     try:
-        outcome = closing.close_month(current_app.extensions["write_sessionmaker"], tenant_id,
-                                      target, _settings(), now(), actor=actor)
+        outcome = actions.close_month(admin_call(), _maker(), _settings(), tenant_id, target)
     except closing.NotDue as exc:
         raise Problem(409, "Not due yet", str(exc), "not-due") from None
-    auth.audit(principal(), "billing.closed", tenant_id, str(target),
-               {"created": outcome.created, "hash": outcome.close.content_hash})
     return done(201 if outcome.created else 200,
                 {**overview.close_json(outcome.close), "created": outcome.created})
 
@@ -177,54 +170,36 @@ def reissue(tenant_id: str, month: str) -> Response:
     target = _month(month)
     body = read_body({"reason"}, {"reason"})
     reason = expect(body, "reason", str, "text saying why")
-    if not reason.strip() or len(reason) > 500:
-        raise Problem(400, "Invalid request", "reason must say why (at most 500 characters).",
-                      "invalid-request")
-    actor = principal().actor
-    session().commit()
     try:
-        outcome = closing.close_month(current_app.extensions["write_sessionmaker"], tenant_id,
-                                      target, _settings(), now(), actor=actor,
-                                      reissue_reason=reason.strip())
+        outcome = actions.close_month(admin_call(), _maker(), _settings(), tenant_id, target,
+                                      reissue_reason=reason)
     except closing.NotDue as exc:
         raise Problem(409, "Not closed yet", str(exc), "not-due") from None
-    auth.audit(principal(), "billing.reissued", tenant_id, str(target),
-               {"version": outcome.close.version, "reason": reason.strip()})
     return done(201, {**overview.close_json(outcome.close), "created": outcome.created})
+
+
+def _maker() -> Any:
+    return current_app.extensions["write_sessionmaker"]
 
 
 @bp.post("/activity")
 def post_activity(tenant_id: str) -> Response:
     tenant_for(tenant_id)
     body = read_body({"activity"}, {"activity"})
-    items = activity.parse_items(body["activity"], now())
-    stored = activity.record_activity(session(), tenant_id, items, now())
+    now = admin_call().now
+    items = activity.parse_items(body["activity"], now)
+    stored = activity.record_activity(session(), tenant_id, items, now)
     return done(202, {"accepted": stored})
-
-
-def _user(tenant_id: str, user_id: str) -> User:
-    user = session().get(User, (tenant_id, user_id), with_for_update=True)
-    if user is None or user.removed_at is not None:
-        raise NotFound(f"User {user_id} not found in this tenant.")
-    return user
 
 
 @bp.post("/users/<user_id>/invite")
 def invite(tenant_id: str, user_id: str) -> Response:
-    return _invitation_step(tenant_id, user_id, "invite_user", "user.invited")
+    return done(200, _invitation(actions.invite_user(admin_call(), tenant_id, user_id)))
 
 
 @bp.post("/users/<user_id>/claim")
 def claim(tenant_id: str, user_id: str) -> Response:
-    return _invitation_step(tenant_id, user_id, "claim_user", "user.claimed")
-
-
-def _invitation_step(tenant_id: str, user_id: str, step: str, action: str) -> Response:
-    tenant = tenant_for(tenant_id)
-    user = _user(tenant_id, user_id)
-    if getattr(directory(tenant), step)(user):
-        auth.audit(principal(), action, tenant_id, user_id)
-    return done(200, _invitation(user))
+    return done(200, _invitation(actions.claim_user(admin_call(), tenant_id, user_id)))
 
 
 def _invitation(user: User) -> dict[str, Any]:
@@ -241,22 +216,14 @@ FRONTLINE = {"desklessPercent": (int, "a whole number from 0 to 100"),
 
 @bp.put("/users/<user_id>/frontline")
 def put_frontline(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_for(tenant_id)
+    tenant_for(tenant_id)
     body = read_body(set(FRONTLINE))
     attributes = {}
     for key, (kind, what) in FRONTLINE.items():
         value = expect(body, key, (kind, type(None)), what)
         if value is not None:
             attributes[key] = value
-    if not 0 <= attributes.get("desklessPercent", 0) <= 100:
-        raise InvalidSetting("desklessPercent must be from 0 to 100.")
-    if attributes.get("frontlineRole", "other") not in (
-            "customerFacing", "backstage", "publicService", "medical", "other"):
-        raise InvalidSetting("frontlineRole must be customerFacing, backstage, publicService, "
-                             "medical or other.")
-    user = _user(tenant_id, user_id)
-    if directory(tenant).set_user_frontline(user, attributes):
-        auth.audit(principal(), "user.frontline", tenant_id, user_id, attributes)
+    user = actions.set_frontline(admin_call(), tenant_id, user_id, attributes)
     return done(200, {"userId": user.id, "frontline": user.frontline or {}})
 
 
@@ -272,21 +239,13 @@ def create_key() -> Response:
     principal().require_partner()
     body = read_body({"name"}, {"name"})
     name = expect(body, "name", str, "a name saying who or what uses the key")
-    try:
-        row, key = reporting.create_key(session(), name, principal().actor, now())
-    except ValueError as exc:
-        raise InvalidSetting(str(exc)) from None
-    auth.audit(principal(), "reporting_key.created", None, row.id, {"name": row.name})
+    row, key = actions.create_reporting_key(admin_call(), name)
     return done(201, {**reporting.key_json(row), "key": key})
 
 
 @keys_bp.delete("/<key_id>")
 def revoke_key(key_id: str) -> Response:
-    principal().require_partner()
-    row = reporting.revoke_key(session(), key_id, now())
-    if row is None:
-        raise NotFound(f"No provisioning key {key_id}.")
-    auth.audit(principal(), "reporting_key.revoked", None, key_id)
+    actions.revoke_reporting_key(admin_call(), key_id)
     return done(204)
 
 
@@ -308,14 +267,13 @@ def _download(report: exports.Report, fmt: str, streamed_session: Any = None) ->
             if streamed_session is not None:
                 streamed_session.close()
 
-    return Response(stream_with_context(generate()), mimetype=exports.CSV_MIMETYPE,
+    return Response(stream_with_context(generate()), mimetype=CSV_MIMETYPE,
                     headers={"Content-Disposition":
                              f'attachment; filename="{report.name}.csv"'})
 
 
 def _export(tenant_id: str, build: Any, fmt: str, action: str, target: str | None) -> Response:
-    tenant_for(tenant_id)
-    auth.audit(principal(), action, tenant_id, target, {"format": fmt})
+    note_export(admin_call(), tenant_id, action, target, {"format": fmt})
     session().commit()
     reader = current_app.extensions["sessionmaker"]()
     try:

@@ -22,7 +22,7 @@ from flask import Flask, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
-from connector import admins, db
+from connector import admins, clock, db
 from connector.admins import BadCredentials, Principal
 from connector.models import AdminAccount
 
@@ -64,7 +64,7 @@ class AdminSessionInterface(SecureCookieSessionInterface):
 
 def _stored_key() -> str:
     with current_app.extensions["write_sessionmaker"]() as s:
-        return admins.instance_key(s, "session_secret", dt.datetime.now(dt.UTC))
+        return admins.instance_key(s, "session_secret", clock.now())
 
 
 def init_app(app: Flask) -> None:
@@ -88,7 +88,7 @@ def sign_in(email: str, password: str) -> AdminAccount:
     """
     settings = current_app.config["SETTINGS"].admin
     s = db.get_session(writes=True)
-    now = dt.datetime.now(dt.UTC)
+    now = clock.now()
     addr = request.remote_addr
     admins.check_throttle(s, email, addr, now, settings.login_max_failures,
                           settings.login_window_seconds)
@@ -114,9 +114,18 @@ def sign_in(email: str, password: str) -> AdminAccount:
 def sign_out() -> None:
     principal = g.get("principal")
     if principal is not None:
-        audit(principal, "logout")
+        admins.audit(db.get_session(), at=clock.now(), actor=principal.actor,
+                     admin_id=principal.admin_id, action="logout",
+                     tenant_id=principal.tenant_id, target=principal.email,
+                     remote_addr=request.remote_addr, correlation_id=g.request_id)
         db.get_session().commit()
     session.clear()
+
+
+def keep_session(account: AdminAccount) -> None:
+    """Keep this browser signed in under the epoch its own password change moved to
+    (every other session of the account ends)."""
+    session["epoch"] = account.session_epoch
 
 
 # -- who is calling --------------------------------------------------------------------------
@@ -132,7 +141,7 @@ def current_principal(allow_token: bool = True) -> Principal | None:
     scheme, _, token = header.partition(" ")
     if allow_token and scheme.lower() == "bearer":
         principal = admins.authenticate_token(db.get_session(), token.strip(),
-                                              dt.datetime.now(dt.UTC))
+                                              clock.now())
     elif session.get("admin_id"):
         principal = _from_session()
     g.principal = principal
@@ -174,12 +183,3 @@ def check_csrf() -> None:
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise CsrfError("The form is out of date or was not sent by this site (CSRF check "
                         "failed). Reload the page and try again.")
-
-
-def audit(principal: Principal, action: str, tenant_id: str | None = None,
-          target: str | None = None, detail: Any = None) -> None:
-    """Record an admin action in the request's transaction (committed with the change)."""
-    admins.audit(db.get_session(), at=dt.datetime.now(dt.UTC),
-                 actor=principal.actor, admin_id=principal.admin_id, action=action,
-                 tenant_id=tenant_id, target=target, detail=detail,
-                 remote_addr=request.remote_addr, correlation_id=g.request_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from connector import admins, db, migrate, serving, tenants
+from connector import admins, clock, db, migrate, serving, tenants, urls
 from connector.config import ConfigError, Settings, load_settings
 from connector.errors import DomainError
 from connector.models import AdminAccount
@@ -133,21 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _session(settings: Settings) -> Session:
     engine = db.make_engine(settings.database)
     migrate.upgrade(engine)
     return db.make_sessionmaker(engine)()
-
-
-def scim_base_url(settings: Settings) -> str:
-    base = settings.server.public_base_url.rstrip("/")
-    if not base:
-        base = f"http://{settings.server.host}:{settings.server.port}"
-    return f"{base}/scim/v2"
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -226,10 +214,6 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port:
     return 1  # not reached: execve replaces this process
 
 
-def admin_url(settings: Settings) -> str:
-    return scim_base_url(settings).removesuffix("/scim/v2") + "/admin/"
-
-
 BOOTSTRAP_ADMIN = "admin@localhost"
 
 
@@ -243,17 +227,17 @@ def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
               "it out of database backups).")
     with _session(settings) as session:
         if admins.list_admins(session):
-            print(f"Admin UI: {admin_url(settings)} (sign in with your admin account; "
+            print(f"Admin UI: {urls.admin_url(settings)} (sign in with your admin account; "
                   "`connector admin reset-password EMAIL` issues a new password).")
             return 0
         account, one_time = admins.create_admin(session, BOOTSTRAP_ADMIN, admins.PARTNER, None,
-                                                _now())
-        admins.audit(session, at=_now(), actor="cli:bootstrap", action="admin.created",
+                                                clock.now())
+        admins.audit(session, at=clock.now(), actor="cli:bootstrap", action="admin.created",
                      target=account.email, detail={"role": "partner"},
                      correlation_id="bootstrap")
         session.commit()
     print("Created the first partner admin.")
-    print(f"  Admin UI      : {admin_url(settings)}")
+    print(f"  Admin UI      : {urls.admin_url(settings)}")
     print(f"  e-mail        : {account.email}")
     print(f"  password      : {one_time}   (one-time: you choose your own at first sign-in)")
     return 0
@@ -264,25 +248,27 @@ def _bootstrap_tenant(settings: Settings) -> None:
         existing = tenants.list_tenants(session)
         if existing:
             print(f"{len(existing)} tenant(s) exist; first: {existing[0].name} ({existing[0].id}).")
-            print(f"SCIM base URL: {scim_base_url(settings)}")
+            print(f"SCIM base URL: {urls.scim_base_url(settings)}")
             print("Its SCIM token was shown when it was created. For a new one run:")
             print(f"  .venv/bin/connector tenant rotate-token {existing[0].id}")
             return
-        tenant, issued = tenants.create_tenant(session, "Default workspace", _now(), "bootstrap")
+        tenant, issued = tenants.create_tenant(session, "Default workspace", clock.now(),
+                                               "bootstrap")
         session.commit()
     print("Created the first tenant, 'Default workspace'.")
     print(f"  tenant id     : {tenant.id}")
-    print(f"  SCIM base URL : {scim_base_url(settings)}")
+    print(f"  SCIM base URL : {urls.scim_base_url(settings)}")
     print(f"  SCIM token    : {issued.token}")
     print("Keep the token: it is shown only now. Try:")
-    print(f"  curl -H 'Authorization: Bearer {issued.token}' {scim_base_url(settings)}/Users")
+    print(f"  curl -H 'Authorization: Bearer {issued.token}' "
+          f"{urls.scim_base_url(settings)}/Users")
 
 
 def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
     with _session(settings) as session:
-        tenant, issued = tenants.create_tenant(session, args.name, _now())
+        tenant, issued = tenants.create_tenant(session, args.name, clock.now())
         session.commit()
-    out = {"id": tenant.id, "name": tenant.name, "scim_base_url": scim_base_url(settings),
+    out = {"id": tenant.id, "name": tenant.name, "scim_base_url": urls.scim_base_url(settings),
            "scim_token": issued.token}
     if args.json:
         print(json.dumps(out))
@@ -295,10 +281,10 @@ def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_tenant_rotate(settings: Settings, args: argparse.Namespace) -> int:
     with _session(settings) as session:
-        issued = tenants.rotate_token(session, args.tenant_id, _now())
+        issued = tenants.rotate_token(session, args.tenant_id, clock.now())
         session.commit()
     if args.json:
-        print(json.dumps({"id": args.tenant_id, "scim_base_url": scim_base_url(settings),
+        print(json.dumps({"id": args.tenant_id, "scim_base_url": urls.scim_base_url(settings),
                           "scim_token": issued.token}))
     else:
         print(f"Revoked the old tokens of {args.tenant_id}. New SCIM token (shown once):")
@@ -324,8 +310,8 @@ def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
     role = admins.PARTNER if args.partner else admins.TENANT
     with _session(settings) as session:
-        account, one_time = admins.create_admin(session, args.email, role, args.tenant, _now())
-        admins.audit(session, at=_now(), actor="cli", action="admin.created",
+        account, one_time = admins.create_admin(session, args.email, role, args.tenant, clock.now())
+        admins.audit(session, at=clock.now(), actor="cli", action="admin.created",
                      tenant_id=account.tenant_id, target=account.email,
                      detail={"role": role}, correlation_id="cli")
         session.commit()
@@ -336,7 +322,7 @@ def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_admin_reset(settings: Settings, args: argparse.Namespace) -> int:
     with _session(settings) as session:
         account, one_time = admins.reset_password(session, args.email)
-        admins.audit(session, at=_now(), actor="cli", action="admin.password_reset",
+        admins.audit(session, at=clock.now(), actor="cli", action="admin.password_reset",
                      tenant_id=account.tenant_id, target=account.email, correlation_id="cli")
         session.commit()
     _print_password(settings, account, one_time, args.json, "Reset the password of")
@@ -348,11 +334,11 @@ def _print_password(settings: Settings, account: AdminAccount, one_time: str | N
     if as_json:
         print(json.dumps({"id": account.id, "email": account.email, "role": account.role,
                           "tenant_id": account.tenant_id, "one_time_password": one_time,
-                          "sign_in_url": admin_url(settings)}))
+                          "sign_in_url": urls.admin_url(settings)}))
         return
     scope = "every tenant" if account.role == admins.PARTNER else f"tenant {account.tenant_id}"
     print(f"{verb} {account.role} admin {account.email} ({scope}).")
-    print(f"Sign in at {admin_url(settings)} with the one-time password: {one_time}")
+    print(f"Sign in at {urls.admin_url(settings)} with the one-time password: {one_time}")
     print("It works once: the first sign-in asks for a new password.")
 
 
@@ -432,7 +418,7 @@ def cmd_sync_register(settings: Settings, args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"Cannot read {args.certificate}: {exc.strerror}.") from None
     with _session(settings) as session:
-        ctx = WriteContext(args.tenant, Source.ADMIN, "cli", "cli", _now())
+        ctx = WriteContext(args.tenant, Source.ADMIN, "cli", "cli", clock.now())
         registration = sync_service.register(
             session, settings.azure_sync, ctx, directory_id=args.directory_id,
             client_id=args.client_id, secret=secret, certificate_pem=pem,

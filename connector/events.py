@@ -36,9 +36,12 @@ GROUP_MODULES = "group.modules"
 MEMBER_ADDED = "group.member_added"
 MEMBER_REMOVED = "group.member_removed"
 TENANT_CREATED = "tenant.created"
-TENANT_SETTINGS = "tenant.settings"
+TENANT_SETTINGS = "tenant.settings"  # connector.tenant_settings: {setting: old} -> {setting: new}
 TOKEN_ROTATED = "tenant.scim_token_rotated"
 MODULE_ADDED = "tenant.module_added"
+ENTRA_REGISTRATION = "tenant.entra_registration"  # an Entra app registered or changed
+ENTRA_REGISTRATION_REMOVED = "tenant.entra_unregistered"  # kind: 32 characters at most
+BILLING_PROFILE = "tenant.billing_profile"  # billing info: changed fields, old -> new
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ Every error, ours or the domain's, becomes a SCIM Error response in `_error_resp
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from connector import counters, db, tenants
+from connector import clock, counters, db, tenants, urls
 from connector.events import WriteContext
 from connector.models import Group, User
 from connector.status import Source
@@ -41,7 +40,7 @@ from scim.projection import parse_projection
 from scim.queries import group_clause, group_sort_column, user_clause, user_sort_column
 from scim.schemas import GROUP_TYPE, LIST_RESPONSE, SEARCH_REQUEST, USER_TYPE, ResourceType
 
-PREFIX = "/scim/v2"
+PREFIX = urls.SCIM_PATH
 SCIM_JSON = "application/scim+json"
 log = logging.getLogger("connector.scim")
 bp = Blueprint("scim", __name__, url_prefix=PREFIX)
@@ -100,7 +99,7 @@ def scim_context() -> resources.ScimContext:
     return resources.ScimContext(
         tenant=g.tenant,
         write=WriteContext(g.tenant.id, Source.SCIM, _actor(), g.request_id,
-                           dt.datetime.now(dt.UTC)),
+                           clock.now()),
         base_url=base_url(),
         retry_after=settings.scim.paused_retry_after,
     )
@@ -115,8 +114,8 @@ def base_url() -> str:
     """Where this request reached the SCIM API (computed once per request)."""
     url = g.get("scim_base_url")
     if url is None:
-        configured = current_app.config["SETTINGS"].server.public_base_url.rstrip("/")
-        url = g.scim_base_url = (configured or request.url_root.rstrip("/")) + PREFIX
+        url = g.scim_base_url = urls.scim_base_url(current_app.config["SETTINGS"],
+                                                   request.url_root)
     return url  # type: ignore[no-any-return]
 
 

@@ -1,87 +1,40 @@
 """The admin API's endpoints: everything the web UI does, for scripts.
 
-Each write is one transaction: the change, its directory events and one audit line
-commit together or not at all. A tenant admin's requests for another tenant answer 404,
-exactly as for a tenant that does not exist.
+Each endpoint parses its JSON, calls one admin action (`connector.actions`) and renders
+what it returns. Each write is one transaction: the change, its directory events and one
+audit line commit together or not at all. A tenant admin's requests for another tenant
+answer 404, exactly as for a tenant that does not exist.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime as dt
-import io
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, current_app, g, request, stream_with_context
+from flask import Response, current_app, request, stream_with_context
 
-from connector import admins, auth, browse, counters, db, tenants
-from connector.admins import Principal
-from connector.api import (
-    OPENAPI_FILE,
-    bp,
+from connector import admins, auth, browse, counters, csv_export, tenants
+from connector.actions import accounts, groups, users
+from connector.actions import tenants as tenant_actions
+from connector.api import OPENAPI_FILE, bp
+from connector.http import (
+    admin_call,
+    done,
     expect,
+    expect_strings,
     json_response,
+    page_args,
+    page_json,
+    principal,
     read_body,
+    scim_base_url,
+    session,
+    tenant_for,
 )
-from connector.commands import IndexedValue, UserFields
-from connector.directory import Directory
-from connector.errors import InvalidSetting, NotFound
-from connector.events import WriteContext
-from connector.models import AdminAccount, Group, Tenant, User
-from connector.status import Source
-from connector.tenant_settings import change_settings
+from connector.models import AdminAccount, Tenant
 
 SETTING_NAMES = {"statusSource": "status_source", "scimDefaultStatus": "scim_default_status",
                  "provisioningPaused": "provisioning_paused"}
-
-
-def principal() -> Principal:
-    return g.principal  # type: ignore[no-any-return]
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def session() -> Any:
-    return db.get_session()
-
-
-def tenant_for(tenant_id: str, lock: bool = False) -> Tenant:
-    principal().require_tenant(tenant_id)
-    tenant = session().get(Tenant, tenant_id, with_for_update=lock or None)
-    if tenant is None:
-        raise NotFound(f"Tenant {tenant_id} not found.")
-    return tenant
-
-
-def write_context(tenant_id: str) -> WriteContext:
-    return WriteContext(tenant_id, Source.ADMIN, principal().actor, g.request_id, now())
-
-
-def directory(tenant: Tenant) -> Directory:
-    return Directory(session(), tenant, write_context(tenant.id))
-
-
-def page_args() -> tuple[int, int]:
-    query = browse.user_query({k: request.args.get(k, "") for k in ("page", "per_page")})
-    return query.page, query.per_page
-
-
-def page_json(page: browse.Page, items: list[Any] | None = None) -> dict[str, Any]:
-    return {"items": items if items is not None else page.items, "total": page.total,
-            "page": page.page, "perPage": page.per_page, "pages": page.pages}
-
-
-def scim_base_url() -> str:
-    configured = current_app.config["SETTINGS"].server.public_base_url.rstrip("/")
-    return (configured or request.url_root.rstrip("/")) + "/scim/v2"
-
-
-def done(status: int = 200, body: Any = None) -> Response:
-    session().commit()
-    return json_response(body, status) if body is not None else Response(status=204)
 
 
 # -- the contract ---------------------------------------------------------------------------
@@ -115,14 +68,10 @@ def change_password() -> Response:
     body = read_body({"currentPassword", "newPassword"}, {"currentPassword", "newPassword"})
     current = expect(body, "currentPassword", str, "a string")
     new = expect(body, "newPassword", str, "a string")
-    account = session().get(AdminAccount, principal().admin_id)
-    admins.change_password(session(), account, current, new)
-    auth.audit(principal(), "password.changed", account.tenant_id, account.email)
+    account = accounts.change_password(admin_call(), current, new)
     session().commit()
     if principal().via == "session":  # this browser stays signed in under the new epoch
-        from flask import session as cookie
-
-        cookie["epoch"] = account.session_epoch
+        auth.keep_session(account)
     return Response(status=204)
 
 
@@ -143,17 +92,13 @@ def list_tokens() -> Response:
 def create_token() -> Response:
     body = read_body({"name"}, {"name"})
     name = expect(body, "name", str, "a string")
-    token, clear = admins.create_token(session(), principal().admin_id, name, now())
-    auth.audit(principal(), "token.created", principal().tenant_id, token.name,
-               {"token_id": token.id})
+    token, clear = accounts.create_token(admin_call(), name)
     return done(201, {**token_json(token), "token": clear})
 
 
 @bp.delete("/me/tokens/<token_id>")
 def revoke_token(token_id: str) -> Response:
-    token = admins.revoke_token(session(), principal().admin_id, token_id, now())
-    auth.audit(principal(), "token.revoked", principal().tenant_id, token.name,
-               {"token_id": token.id})
+    accounts.revoke_token(admin_call(), token_id)
     return done()
 
 
@@ -173,9 +118,7 @@ def create_admin() -> Response:
     email = expect(body, "email", str, "a string")
     role = expect(body, "role", str, "'partner' or 'tenant'")
     tenant_id = expect(body, "tenantId", (str, type(None)), "a tenant id")
-    account, one_time = admins.create_admin(session(), email, role, tenant_id, now())
-    auth.audit(principal(), "admin.created", account.tenant_id, account.email,
-               {"role": role})
+    account, one_time = accounts.create_admin(admin_call(), email, role, tenant_id)
     return done(201, {**account_json(account), "oneTimePassword": one_time})
 
 
@@ -204,12 +147,8 @@ def list_tenants() -> Response:
 def create_tenant() -> Response:
     principal().require_partner()
     body = read_body({"name"}, {"name"})
-    name = (expect(body, "name", str, "a string") or "").strip()
-    if not 1 <= len(name) <= 200:
-        raise InvalidSetting("A tenant name needs 1 to 200 characters.")
-    tenant, issued = tenants.create_tenant(session(), name, now(), principal().actor)
-    auth.audit(principal(), "tenant.created", tenant.id, name)
-    session().flush()
+    name = expect(body, "name", str, "a string") or ""
+    tenant, issued = tenant_actions.create_tenant(admin_call(), name)
     return done(201, {**tenant_json(tenant), "scimToken": issued.token})
 
 
@@ -227,20 +166,14 @@ def get_settings(tenant_id: str) -> Response:
 def patch_settings(tenant_id: str) -> Response:
     tenant_for(tenant_id)
     body = read_body(set(SETTING_NAMES))
-    changes = {SETTING_NAMES[k]: v for k, v in body.items()}
-    changed = change_settings(session(), tenant_id, write_context(tenant_id), **changes)
-    if changed:
-        auth.audit(principal(), "tenant.settings", tenant_id, None,
-                   {k: list(v) for k, v in changed.items()})
-    tenant = session().get(Tenant, tenant_id)
-    return done(200, settings_json(tenant))
+    tenant_actions.change_settings(admin_call(), tenant_id,
+                                   **{SETTING_NAMES[k]: v for k, v in body.items()})
+    return done(200, settings_json(tenant_for(tenant_id)))
 
 
 @bp.post("/tenants/<tenant_id>/scim-token")
 def rotate_scim_token(tenant_id: str) -> Response:
-    tenant_for(tenant_id)
-    issued = tenants.rotate_token(session(), tenant_id, now(), principal().actor)
-    auth.audit(principal(), "tenant.scim_token_rotated", tenant_id)
+    issued = tenant_actions.rotate_scim_token(admin_call(), tenant_id)
     return done(201, {"scimBaseUrl": scim_base_url(), "scimToken": issued.token})
 
 
@@ -258,50 +191,25 @@ def list_users(tenant_id: str) -> Response:
 
 CREATE_USER = {"userName", "displayName", "givenName", "familyName", "email", "active",
                "guest", "admin", "modules"}
+TEXT = (str, type(None))
 
 
 @bp.post("/tenants/<tenant_id>/users")
 def create_user(tenant_id: str) -> Response:
-    tenant = tenant_for(tenant_id)
+    tenant_for(tenant_id)
     body = read_body(CREATE_USER, {"userName"})
-    user_name = (expect(body, "userName", str, "a string") or "").strip()
-    if not 1 <= len(user_name) <= 512:
-        raise InvalidSetting("userName needs 1 to 512 characters.")
-    data: dict[str, Any] = {}
-    names = {key: value.strip() for key in ("givenName", "familyName")
-             if (value := expect(body, key, (str, type(None)), "a string"))}
-    if names:
-        data["name"] = names
-    values: tuple[IndexedValue, ...] = ()
-    email = expect(body, "email", (str, type(None)), "a string")
-    if email:
-        if "@" not in email or len(email) > 320:
-            raise InvalidSetting(f"{email!r} is not an e-mail address.")
-        data["emails"] = [{"value": email.strip(), "type": "work", "primary": True}]
-        values = (IndexedValue("emails", 0, email.strip(), "work", True),)
-    display = (expect(body, "displayName", (str, type(None)), "a string") or "").strip()
-    if len(display) > 512:  # the column's size (PostgreSQL refuses longer text)
-        raise InvalidSetting("displayName may have at most 512 characters.")
-    modules = expect(body, "modules", list, "a list of module names")
-    if modules is not None and not all(isinstance(m, str) for m in modules):
-        raise InvalidSetting("modules must be a list of module names.")
-    fields = UserFields(
-        user_name=user_name, display_name=display or None, data=data,
-        values=values, active=expect(body, "active", bool, "true or false"),
+    new = users.NewUser(
+        user_name=expect(body, "userName", str, "a string") or "",
+        display_name=expect(body, "displayName", TEXT, "a string"),
+        given_name=expect(body, "givenName", TEXT, "a string"),
+        family_name=expect(body, "familyName", TEXT, "a string"),
+        email=expect(body, "email", TEXT, "a string"),
+        active=expect(body, "active", bool, "true or false"),
         guest=bool(expect(body, "guest", bool, "true or false")),
         admin=bool(expect(body, "admin", bool, "true or false")),
-        modules=tuple(modules) if modules is not None else None)
-    user = directory(tenant).create_user(fields)
-    auth.audit(principal(), "user.created", tenant_id, user.id, {"userName": user_name})
-    session().flush()
+        modules=expect_strings(body, "modules", "a list of module names"))
+    user = users.create_user(admin_call(), tenant_id, new)
     return done(201, browse.user_detail(session(), tenant_id, user.id))
-
-
-def live_user(tenant_id: str, user_id: str, lock: bool = True) -> User:
-    user = session().get(User, (tenant_id, user_id), with_for_update=lock or None)
-    if user is None or user.removed_at is not None:
-        raise NotFound(f"User {user_id} not found in this tenant.")
-    return user
 
 
 @bp.get("/tenants/<tenant_id>/users/<user_id>")
@@ -312,35 +220,21 @@ def get_user(tenant_id: str, user_id: str) -> Response:
 
 @bp.patch("/tenants/<tenant_id>/users/<user_id>")
 def patch_user(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_for(tenant_id)
+    tenant_for(tenant_id)
     body = read_body({"guest", "admin", "modules"})
-    guest = expect(body, "guest", bool, "true or false")
-    admin = expect(body, "admin", bool, "true or false")
-    modules = expect(body, "modules", list, "a list of module names")
-    if modules is not None and not all(isinstance(m, str) for m in modules):
-        raise InvalidSetting("modules must be a list of module names.")
-    user = live_user(tenant_id, user_id)
-    d = directory(tenant)
-    changed = d.set_user_flags(user, guest=guest, admin=admin)
-    if modules is not None:
-        changed = d.set_user_modules(user, modules) or changed
-    if changed:
-        auth.audit(principal(), "user.changed", tenant_id, user_id, body)
-    session().flush()
+    users.change_user(admin_call(), tenant_id, user_id,
+                      guest=expect(body, "guest", bool, "true or false"),
+                      admin=expect(body, "admin", bool, "true or false"),
+                      modules=expect_strings(body, "modules", "a list of module names"))
     return done(200, browse.user_detail(session(), tenant_id, user_id))
 
 
 @bp.put("/tenants/<tenant_id>/users/<user_id>/status")
 def set_status(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_for(tenant_id)
+    tenant_for(tenant_id)
     body = read_body({"status"}, {"status"})
     status = expect(body, "status", str, "'active' or 'inactive'")
-    if status not in ("active", "inactive"):
-        raise InvalidSetting(f"status must be 'active' or 'inactive'; got {status!r}.")
-    user = live_user(tenant_id, user_id)
-    if directory(tenant).admin_set_status(user, status == "active"):
-        auth.audit(principal(), "user.status", tenant_id, user_id, {"status": status})
-    session().flush()
+    users.set_status(admin_call(), tenant_id, user_id, status)
     return done(200, browse.user_detail(session(), tenant_id, user_id))
 
 
@@ -361,27 +255,15 @@ def deleted_users(tenant_id: str) -> Response:
     return json_response(page_json(page, [u.as_json() for u in page.items]))
 
 
-def listed_user(tenant_id: str, user_id: str) -> User:
-    user = session().get(User, (tenant_id, user_id), with_for_update=True)
-    if user is None or user.purged_at is not None:
-        raise NotFound(f"User {user_id} is not on this tenant's deleted-users list.")
-    return user
-
-
 @bp.post("/tenants/<tenant_id>/deleted-users/<user_id>/restore")
 def restore_user(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_for(tenant_id)
-    directory(tenant).restore_user(listed_user(tenant_id, user_id))
-    auth.audit(principal(), "user.restored", tenant_id, user_id)
-    session().flush()
+    users.restore_user(admin_call(), tenant_id, user_id)
     return done(200, browse.user_detail(session(), tenant_id, user_id))
 
 
 @bp.delete("/tenants/<tenant_id>/deleted-users/<user_id>")
 def purge_user(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_for(tenant_id)
-    directory(tenant).purge_user(listed_user(tenant_id, user_id))
-    auth.audit(principal(), "user.purged", tenant_id, user_id)
+    users.purge_user(admin_call(), tenant_id, user_id)
     return done()
 
 
@@ -412,17 +294,10 @@ def group_members(tenant_id: str, group_id: str) -> Response:
 
 @bp.put("/tenants/<tenant_id>/groups/<group_id>/modules")
 def set_group_modules(tenant_id: str, group_id: str) -> Response:
-    tenant = tenant_for(tenant_id)
+    tenant_for(tenant_id)
     body = read_body({"modules"}, {"modules"})
-    modules = expect(body, "modules", list, "a list of module names")
-    if not all(isinstance(m, str) for m in modules):
-        raise InvalidSetting("modules must be a list of module names.")
-    group = session().get(Group, (tenant_id, group_id), with_for_update=True)
-    if group is None:
-        raise NotFound(f"Group {group_id} not found in this tenant.")
-    if directory(tenant).set_group_modules(group, modules):
-        auth.audit(principal(), "group.modules", tenant_id, group_id, {"modules": modules})
-    session().flush()
+    modules = expect_strings(body, "modules", "a list of module names") or []
+    groups.set_group_modules(admin_call(), tenant_id, group_id, modules)
     return done(200, browse.get_group(session(), tenant_id, group_id))
 
 
@@ -437,8 +312,7 @@ def add_module(tenant_id: str) -> Response:
     tenant_for(tenant_id)
     body = read_body({"name"}, {"name"})
     name = expect(body, "name", str, "a string")
-    module = tenants.add_module(session(), write_context(tenant_id), name)
-    auth.audit(principal(), "module.added", tenant_id, module)
+    module = tenant_actions.add_module(admin_call(), tenant_id, name)
     return done(201, {"name": module, "users": 0, "groups": 0})
 
 
@@ -457,50 +331,18 @@ def audit_log() -> Response:
     return json_response(page_json(browse.audit_entries(session(), None, *page_args())))
 
 
-CSV_HEADER = ("first name", "last name", "e-mail", "username", "status", "modules", "guest",
-              "admin")
-
-
-def csv_rows(summaries: Iterator[browse.ExportRow]) -> Iterator[str]:
-    """CSV text in chunks of a few hundred rows (one write per row would be slow)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER)
-    for index, u in enumerate(summaries, 1):
-        writer.writerow([_cell(u.given_name), _cell(u.family_name), _cell(u.email),
-                         _cell(u.user_name), "active" if u.active else "inactive",
-                         ";".join(u.modules), str(u.guest).lower(), str(u.admin).lower()])
-        if index % 500 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
-def _cell(value: str | None) -> str:
-    """Neutralise spreadsheet formulas (CSV injection): a cell starting with = + - @ or
-    a control character is prefixed with an apostrophe, as OWASP recommends."""
-    if not value:
-        return ""
-    return "'" + value if value[0] in "=+-@\t\r" else value
-
-
 @bp.get("/tenants/<tenant_id>/exports/users.csv")
 def export_users(tenant_id: str) -> Response:
     tenant = tenant_for(tenant_id)
-    auth.audit(principal(), "users.exported", tenant_id)
+    users.note_export(admin_call(), tenant_id, "users.exported")
     session().commit()
     maker = current_app.extensions["sessionmaker"]
-    stamp = now().strftime("%Y%m%d-%H%M")
-    filename = f"users-{_slug(tenant.name)}-{stamp}.csv"
+    filename = csv_export.file_name("users", tenant.name, admin_call().now)
 
     def generate() -> Iterator[str]:
         with maker() as export_session:  # outlives the request's own session
-            yield from csv_rows(browse.export_users(export_session, tenant_id))
+            yield from csv_export.csv_chunks(
+                csv_export.user_rows(browse.export_users(export_session, tenant_id)))
 
     return Response(stream_with_context(generate()), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40] or "tenant"

@@ -1,12 +1,13 @@
 """The admin web UI at /admin: server-rendered pages over the same services as the API.
 
 Plumbing lives here (who is signed in, CSRF, the request's transaction, security
-headers, how errors are shown); the pages are in `account`, `tenants`, `users` and
-`groups`. Other packages' pages (Entra ID sync) come as child blueprints the app factory
-passes to `init_app`; they add a tab to the tenant pages with `add_tenant_tab`. The UI
-holds no business rules: every action is the admin API's service call (one transaction:
-the change, its events, one audit line), and a refusal from the rules is shown with the
-setting that would allow the change.
+headers, how errors are shown); what a page uses is in `connector.web.pages`, and the
+pages are in `account`, `tenants`, `users` and `groups`. Other packages' pages (Entra ID
+sync, billing) come as child blueprints the app factory passes to `init_app`; they add a
+tab to the tenant pages with `pages.add_tenant_tab`. The UI holds no business rules:
+every action is the same admin action the API calls (`connector.actions`, or the
+package's own; one transaction: the change, its events, one audit line), and a refusal
+from the rules is shown with the setting that would allow the change.
 
 Forms post to an action URL and are answered with a redirect (303) to the page they came
 from, carrying a flash message. The exception are secrets shown once (a new SCIM or API
@@ -18,10 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from flask import (
     Blueprint,
@@ -39,9 +37,7 @@ from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
 from connector import auth, db, errors
-from connector.admins import Principal
-from connector.models import Tenant
-from connector.tenants import module_catalogue
+from connector.http import to_problem
 
 PREFIX = "/admin"
 log = logging.getLogger("connector.web")
@@ -125,39 +121,11 @@ def _security_headers(response: Response) -> Response:
 
 @bp.app_context_processor
 def _template_globals() -> dict[str, Any]:
+    from connector.web.pages import url_with
+
     return {"me": g.get("principal"), "tenant": g.get("tenant"),
             "csrf_token": auth.csrf_token, "url_with": url_with,
             "tenant_tabs": current_app.extensions.get("web_tenant_tabs", ())}
-
-
-# -- what other packages add to the tenant pages ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class TenantTab:
-    """A tab a child blueprint adds to every tenant's navigation (Entra ID sync…).
-
-    `banner` and `settings` are called with the tenant while a tenant page renders and
-    return HTML (Markup) or None: a banner shown on every page of the tenant (as the
-    paused one), and a card on the provisioning settings page. Keep them to a query or
-    two by primary key: they run on every tenant page.
-    """
-
-    label: str
-    endpoint: str  # the tab's page: url_for(endpoint, tenant_id=...)
-    prefix: str  # the endpoints (by name prefix) on which the tab is the current one
-    banner: Callable[[Tenant], Any] | None = None
-    settings: Callable[[Tenant], Any] | None = None
-
-
-def add_tenant_tab(app: Flask, tab: TenantTab) -> None:
-    tabs: list[TenantTab] = app.extensions.setdefault("web_tenant_tabs", [])
-    if all(t.endpoint != tab.endpoint for t in tabs):
-        tabs.append(tab)
-
-
-def me() -> Principal:
-    return g.principal  # type: ignore[no-any-return]
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -165,8 +133,6 @@ def me() -> Principal:
 
 @bp.errorhandler(errors.DomainError)
 def _domain_error(exc: errors.DomainError) -> Any:
-    from connector.api import to_problem  # the one mapping of domain errors to HTTP
-
     session = g.get("db")
     if session is not None:
         session.rollback()
@@ -204,66 +170,6 @@ def _unexpected(exc: Exception) -> Response:
     return error_page(500, "Something went wrong",
                       "Something went wrong on our side; the change was not applied. The "
                       "request id below helps the operator find it in the log.")
-
-
-# -- helpers for the pages ------------------------------------------------------------------
-
-
-def tenant_page(tenant_id: str, lock: bool = False) -> Tenant:
-    """The tenant a page is about (404 for one the admin may not see), for the layout's
-    navigation and paused banner too; `lock` takes its row FOR UPDATE."""
-    from connector.api.routes import tenant_for
-
-    tenant = tenant_for(tenant_id, lock=lock)
-    g.tenant, g.tenant_id = tenant, tenant.id
-    return tenant
-
-
-def come_back_to(url: str) -> None:
-    """Where a form's refusal is shown: the page the form is on."""
-    g.back = url
-
-
-def done(message: str, url: str) -> Response:
-    """Commit the request's transaction, say what happened, show the page again."""
-    db.get_session().commit()
-    flash(message, "success")
-    return redirect(url, 303)
-
-
-def safe_next(target: str | None) -> str | None:
-    """A redirect target given by the client, if it stays inside the admin UI."""
-    if (target and target.startswith(PREFIX + "/") and not target.startswith("//")
-            and "\\" not in target and "://" not in target):
-        return target
-    return None
-
-
-def url_with(**changes: Any) -> str:
-    """This page's URL with some query arguments changed (None drops one)."""
-    args = {k: v for k, v in request.args.items() if k not in changes}
-    args.update({k: v for k, v in changes.items() if v not in (None, "")})
-    query = urlencode(args)
-    return request.path + ("?" + query if query else "")
-
-
-def catalogue(tenant_id: str) -> list[str]:
-    """The tenant's module names, for filters and checkboxes."""
-    return sorted(module_catalogue(db.get_session(), tenant_id).values(),
-                  key=str.casefold)
-
-
-def checked(name: str) -> bool:
-    return request.form.get(name) in ("on", "true", "1", "yes")
-
-
-def page_number(name: str = "page") -> int:
-    raw = request.args.get(name, "")
-    if not raw:
-        return 1
-    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
-        raise errors.InvalidSetting(f"{name} must be a whole number from 1; got {raw!r}.")
-    return int(raw)
 
 
 # -- template filters ------------------------------------------------------------------------

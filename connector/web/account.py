@@ -3,15 +3,14 @@ and personal API tokens."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-from flask import Response, redirect, render_template, request, session, url_for
+from flask import Response, redirect, render_template, request, url_for
 
 from connector import admins, auth, db
+from connector.actions import accounts
 from connector.admins import BadCredentials, TooManyFailedLogins
-from connector.errors import InvalidSetting
-from connector.models import AdminAccount
-from connector.web import bp, come_back_to, done, me, safe_next
+from connector.http import admin_call
+from connector.web import bp
+from connector.web.pages import come_back_to, done, me, safe_next
 
 
 @bp.get("/")
@@ -56,14 +55,11 @@ def sign_out() -> Response:
 # -- the account ------------------------------------------------------------------------------
 
 
-def _account() -> AdminAccount:
-    return db.get_session().get(AdminAccount, me().admin_id)  # type: ignore[no-any-return]
-
-
 @bp.get("/account")
 def account() -> str:
     tokens = admins.list_tokens(db.get_session(), me().admin_id)
-    return render_template("admin/account.html", account=_account(), tokens=tokens)
+    return render_template("admin/account.html", account=accounts.own_account(admin_call()),
+                           tokens=tokens)
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
@@ -71,14 +67,10 @@ def password() -> Response | str:
     if request.method == "GET":
         return render_template("admin/password.html", forced=me().must_change_password)
     come_back_to(url_for("web.password"))
-    new = request.form.get("new_password", "")
-    if new != request.form.get("new_password_again", ""):
-        raise InvalidSetting("The two new passwords are not the same; type them again.")
-    account = _account()
-    admins.change_password(db.get_session(), account, request.form.get("current_password", ""),
-                           new)
-    auth.audit(me(), "password.changed", account.tenant_id, account.email)
-    session["epoch"] = account.session_epoch  # this browser stays signed in
+    account = accounts.change_password(admin_call(), request.form.get("current_password", ""),
+                                       request.form.get("new_password", ""),
+                                       request.form.get("new_password_again", ""))
+    auth.keep_session(account)  # this browser stays signed in
     return done("Your password is changed. Other browsers signed in as you are signed out.",
                 url_for("web.index"))
 
@@ -86,9 +78,7 @@ def password() -> Response | str:
 @bp.post("/account/tokens")
 def create_token() -> str:
     come_back_to(url_for("web.account"))
-    token, clear = admins.create_token(db.get_session(), me().admin_id,
-                                       request.form.get("name", ""), dt.datetime.now(dt.UTC))
-    auth.audit(me(), "token.created", me().tenant_id, token.name, {"token_id": token.id})
+    token, clear = accounts.create_token(admin_call(), request.form.get("name", ""))
     db.get_session().commit()
     return render_template(
         "admin/secret.html", title=f"API token “{token.name}”", secret=clear,
@@ -101,8 +91,6 @@ def create_token() -> str:
 @bp.post("/account/tokens/<token_id>/revoke")
 def revoke_token(token_id: str) -> Response:
     come_back_to(url_for("web.account"))
-    token = admins.revoke_token(db.get_session(), me().admin_id, token_id,
-                                dt.datetime.now(dt.UTC))
-    auth.audit(me(), "token.revoked", me().tenant_id, token.name, {"token_id": token.id})
+    token = accounts.revoke_token(admin_call(), token_id)
     return done(f"Token “{token.name}” revoked: scripts using it are refused from now on.",
                 url_for("web.account"))

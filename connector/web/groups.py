@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Response, render_template, request, url_for
 
-from connector import auth, browse, db
-from connector.api.routes import directory
-from connector.errors import NotFound
-from connector.models import Group
-from connector.web import bp, catalogue, come_back_to, done, me, page_number, tenant_page
+from connector import browse, db
+from connector.actions.groups import set_group_modules as set_modules
+from connector.http import admin_call
+from connector.web import bp
+from connector.web.pages import catalogue, come_back_to, done, page_number, tenant_page
 
 PER_PAGE = 50
 
@@ -33,14 +33,11 @@ def group(tenant_id: str, group_id: str) -> str:
 
 @bp.post("/tenants/<tenant_id>/groups/<group_id>/modules")
 def set_group_modules(tenant_id: str, group_id: str) -> Response:
-    tenant = tenant_page(tenant_id)
+    tenant_page(tenant_id)
     back = url_for("web.group", tenant_id=tenant_id, group_id=group_id)
     come_back_to(back)
-    modules = request.form.getlist("modules")
-    found = db.get_session().get(Group, (tenant_id, group_id), with_for_update=True)
-    if found is None:
-        raise NotFound(f"Group {group_id} not found in this tenant.")
-    if directory(tenant).set_group_modules(found, modules):
-        auth.audit(me(), "group.modules", tenant_id, group_id, {"modules": modules})
-        return done(f"Modules of {found.display_name} saved: its members have them now.", back)
+    group, changed = set_modules(admin_call(), tenant_id, group_id,
+                                 request.form.getlist("modules"))
+    if changed:
+        return done(f"Modules of {group.display_name} saved: its members have them now.", back)
     return done("Nothing changed.", back)

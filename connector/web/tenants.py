@@ -3,16 +3,17 @@ module catalogue and the audit log."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from flask import Response, redirect, render_template, request, url_for
 
-from connector import admins, auth, browse, counters, db, tenants
-from connector.api.routes import scim_base_url, write_context
+from connector import admins, browse, counters, db, tenants
+from connector.actions import tenants as actions
 from connector.errors import InvalidSetting
-from connector.tenant_settings import CHOICES, change_settings
-from connector.web import bp, come_back_to, done, me, page_number, safe_next, tenant_page
+from connector.http import admin_call, scim_base_url
+from connector.tenant_settings import CHOICES
+from connector.web import bp
+from connector.web.pages import come_back_to, done, me, page_number, safe_next, tenant_page
 
 AUDIT_PER_PAGE = 50
 
@@ -27,26 +28,20 @@ def tenants_page() -> Response | str:
     return render_template("admin/tenants.html", tenants=rows, users=users)
 
 
-
 @bp.post("/tenants")
 def create_tenant() -> str:
     me().require_partner()
     come_back_to(url_for("web.tenants"))
-    name = request.form.get("name", "").strip()
-    if not 1 <= len(name) <= 200:
-        raise InvalidSetting("A tenant name needs 1 to 200 characters.")
-    s = db.get_session()
-    tenant, issued = tenants.create_tenant(s, name, dt.datetime.now(dt.UTC), me().actor)
-    auth.audit(me(), "tenant.created", tenant.id, name)
-    s.commit()
+    tenant, issued = actions.create_tenant(admin_call(), request.form.get("name", ""))
+    db.get_session().commit()
     return render_template(
-        "admin/secret.html", title=f"Tenant “{name}” created", secret=issued.token,
+        "admin/secret.html", title=f"Tenant “{tenant.name}” created", secret=issued.token,
         label="SCIM bearer token", scim_base_url=scim_base_url(),
         explain="Give the identity provider (Entra ID, Okta, OneLogin, JumpCloud) the SCIM "
                 "base URL and this token. The token is shown only now; rotating it on the "
                 "tenant's settings page issues a new one.",
         back=url_for("web.settings", tenant_id=tenant.id),
-        back_label=f"Go to {name}’s provisioning settings")
+        back_label=f"Go to {tenant.name}’s provisioning settings")
 
 
 @bp.get("/tenants/<tenant_id>/")
@@ -97,11 +92,7 @@ def change(tenant_id: str) -> Response:
     tenant_page(tenant_id)
     back = safe_next(request.form.get("next")) or url_for("web.settings", tenant_id=tenant_id)
     come_back_to(back)
-    changed = change_settings(db.get_session(), tenant_id, write_context(tenant_id),
-                              **_form_settings())
-    if changed:
-        auth.audit(me(), "tenant.settings", tenant_id, None,
-                   {k: list(v) for k, v in changed.items()})
+    changed = actions.change_settings(admin_call(), tenant_id, **_form_settings())
     said = " ".join(SAID[name, new] for name, (_old, new) in changed.items())
     return done(said or "Nothing changed: the settings already had these values.", back)
 
@@ -110,9 +101,7 @@ def change(tenant_id: str) -> Response:
 def rotate_scim_token(tenant_id: str) -> str:
     tenant = tenant_page(tenant_id)
     come_back_to(url_for("web.settings", tenant_id=tenant_id))
-    issued = tenants.rotate_token(db.get_session(), tenant_id, dt.datetime.now(dt.UTC),
-                                  me().actor)
-    auth.audit(me(), "tenant.scim_token_rotated", tenant_id)
+    issued = actions.rotate_scim_token(admin_call(), tenant_id)
     db.get_session().commit()
     return render_template(
         "admin/secret.html", title="New SCIM token", secret=issued.token,
@@ -136,9 +125,7 @@ def modules(tenant_id: str) -> str:
 def add_module(tenant_id: str) -> Response:
     tenant_page(tenant_id)
     come_back_to(url_for("web.modules", tenant_id=tenant_id))
-    module = tenants.add_module(db.get_session(), write_context(tenant_id),
-                                request.form.get("name", ""))
-    auth.audit(me(), "module.added", tenant_id, module)
+    module = actions.add_module(admin_call(), tenant_id, request.form.get("name", ""))
     return done(f"Module “{module}” added to the catalogue.",
                 url_for("web.modules", tenant_id=tenant_id))
 

@@ -5,19 +5,12 @@ from __future__ import annotations
 
 from flask import Response, render_template, request, url_for
 
-from connector import auth, browse, db
-from connector.api.routes import directory, listed_user, live_user
-from connector.errors import InvalidSetting, NotFound
-from connector.web import (
-    bp,
-    catalogue,
-    checked,
-    come_back_to,
-    done,
-    me,
-    page_number,
-    tenant_page,
-)
+from connector import browse, db
+from connector.actions import users as actions
+from connector.errors import NotFound
+from connector.http import admin_call
+from connector.web import bp
+from connector.web.pages import catalogue, checked, come_back_to, done, page_number, tenant_page
 
 DELETED_PER_PAGE = 50
 # How a user's events read on its timeline (connector.events names them).
@@ -57,40 +50,32 @@ def _user_url(tenant_id: str, user_id: str) -> str:
 
 @bp.post("/tenants/<tenant_id>/users/<user_id>/status")
 def set_status(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_page(tenant_id)
+    tenant_page(tenant_id)
     come_back_to(_user_url(tenant_id, user_id))
     status = request.form.get("status", "")
-    if status not in browse.STATUSES:
-        raise InvalidSetting(f"status must be 'active' or 'inactive'; got {status!r}.")
-    user = live_user(tenant_id, user_id)
-    if not directory(tenant).admin_set_status(user, status == "active"):
-        return done(f"{user.user_name} was already {status}.", _user_url(tenant_id, user_id))
-    auth.audit(me(), "user.status", tenant_id, user_id, {"status": status})
-    return done(f"{user.user_name} is now {status}.", _user_url(tenant_id, user_id))
+    user, changed = actions.set_status(admin_call(), tenant_id, user_id, status)
+    said = "is now" if changed else "was already"
+    return done(f"{user.user_name} {said} {status}.", _user_url(tenant_id, user_id))
 
 
 @bp.post("/tenants/<tenant_id>/users/<user_id>/flags")
 def set_flags(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_page(tenant_id)
+    tenant_page(tenant_id)
     come_back_to(_user_url(tenant_id, user_id))
-    flags = {"guest": checked("guest"), "admin": checked("admin")}
-    user = live_user(tenant_id, user_id)
-    if directory(tenant).set_user_flags(user, **flags):
-        auth.audit(me(), "user.changed", tenant_id, user_id, flags)
-        return done("Guest and admin flags saved.", _user_url(tenant_id, user_id))
-    return done("Nothing changed.", _user_url(tenant_id, user_id))
+    _user, changed = actions.change_user(admin_call(), tenant_id, user_id,
+                                         guest=checked("guest"), admin=checked("admin"))
+    return done("Guest and admin flags saved." if changed else "Nothing changed.",
+                _user_url(tenant_id, user_id))
 
 
 @bp.post("/tenants/<tenant_id>/users/<user_id>/modules")
 def set_modules(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_page(tenant_id)
+    tenant_page(tenant_id)
     come_back_to(_user_url(tenant_id, user_id))
-    modules = request.form.getlist("modules")
-    user = live_user(tenant_id, user_id)
-    if directory(tenant).set_user_modules(user, modules):
-        auth.audit(me(), "user.changed", tenant_id, user_id, {"modules": modules})
-        return done("Own modules saved.", _user_url(tenant_id, user_id))
-    return done("Nothing changed.", _user_url(tenant_id, user_id))
+    _user, changed = actions.change_user(admin_call(), tenant_id, user_id,
+                                         modules=request.form.getlist("modules"))
+    return done("Own modules saved." if changed else "Nothing changed.",
+                _user_url(tenant_id, user_id))
 
 
 # -- the deleted-users list -----------------------------------------------------------------
@@ -109,11 +94,9 @@ def deleted_users(tenant_id: str) -> str:
 
 @bp.post("/tenants/<tenant_id>/deleted-users/<user_id>/restore")
 def restore(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_page(tenant_id)
+    tenant_page(tenant_id)
     come_back_to(_deleted_url(tenant_id))
-    user = listed_user(tenant_id, user_id)
-    directory(tenant).restore_user(user)
-    auth.audit(me(), "user.restored", tenant_id, user_id)
+    user = actions.restore_user(admin_call(), tenant_id, user_id)
     return done(f"{user.user_name} is restored and active.", _deleted_url(tenant_id))
 
 
@@ -128,10 +111,8 @@ def confirm_purge(tenant_id: str, user_id: str) -> str:
 
 @bp.post("/tenants/<tenant_id>/deleted-users/<user_id>/remove")
 def purge(tenant_id: str, user_id: str) -> Response:
-    tenant = tenant_page(tenant_id)
+    tenant_page(tenant_id)
     come_back_to(_deleted_url(tenant_id))
-    user = listed_user(tenant_id, user_id)
-    directory(tenant).purge_user(user)
-    auth.audit(me(), "user.purged", tenant_id, user_id)
+    user = actions.purge_user(admin_call(), tenant_id, user_id)
     return done(f"{user.user_name} is removed permanently (its history stays for billing).",
                 _deleted_url(tenant_id))

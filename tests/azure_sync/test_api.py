@@ -9,11 +9,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from azure_sync import secrets
+from connector import events
 from connector.app import create_app
 from connector.config import Settings, load_settings
+from connector.db import make_sessionmaker
+from connector.models import Event, Tenant
 from tests.conftest import ApiClient, make_admin, make_tenant
 from tests.fakes.fixtures import FakeApp
 from tests.fakes.graph import FakeGraph
@@ -195,3 +198,27 @@ def test_the_group_scope_is_set_and_read_through_the_api(
         assert refused.status_code == 400, (bad, refused.json)
     widened = register(api, tenant_id, fake_app, scopeGroups=[])
     assert widened.json["fullRoundDue"] is True  # users outside the group were never read
+
+
+def test_registering_and_removing_switch_the_feed_as_recorded_tenant_settings(
+        api: ApiClient, engine: Engine, fake_app: FakeApp) -> None:
+    """Which path feeds a tenant is tenant policy: registering the app and removing it
+    each leave an event saying so, and the switch back to SCIM is recorded too."""
+    tenant_id, _ = make_tenant(engine, "Feed")
+    assert register(api, tenant_id, fake_app).status_code == 200
+    assert api.delete(f"/tenants/{tenant_id}/entra").status_code == 204
+    with make_sessionmaker(engine)() as s:
+        rows = s.execute(select(Event.kind, Event.old_value, Event.new_value)
+                         .where(Event.tenant_id == tenant_id, Event.subject_type == "tenant",
+                                Event.kind != events.TENANT_CREATED)
+                         .order_by(Event.id)).all()
+        assert s.get(Tenant, tenant_id).entra_sync is False
+    kinds = [kind for kind, _old, _new in rows]
+    assert kinds == [events.TENANT_SETTINGS, events.ENTRA_REGISTRATION,
+                     events.ENTRA_REGISTRATION_REMOVED, events.TENANT_SETTINGS]
+    assert (rows[0].old_value, rows[0].new_value) == ({"entra_sync": False},
+                                                      {"entra_sync": True})
+    assert rows[2].old_value == {"directory_id": fake_app.tenant_id,
+                                 "client_id": fake_app.client_id}
+    assert (rows[3].old_value, rows[3].new_value) == ({"entra_sync": True},
+                                                      {"entra_sync": False})

@@ -7,8 +7,11 @@ import io
 
 import openpyxl
 from flask.testing import FlaskClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from connector import events
+from connector.db import make_sessionmaker
+from connector.models import Event
 from tests.api.contract import check_response
 from tests.billing.history import History
 from tests.conftest import API, ApiClient, HttpVerbs, ScimClient
@@ -213,3 +216,22 @@ def download(api: Checked, path: str) -> bytes:
         return bytes(response.get_data())
     finally:
         response.close()
+
+
+def test_the_time_zone_is_tenant_policy_recorded_apart_from_the_billing_info(
+        partner: ApiClient, scim: ScimClient, engine: Engine) -> None:
+    base = f"/tenants/{scim.tenant_id}/billing"
+    assert partner.put(base, {"timeZone": "Europe/Oslo", "companyName": "Nord AS"}
+                       ).status_code == 200
+    assert partner.put(base, {"timeZone": "Europe/Oslo"}).status_code == 200  # no change
+    with make_sessionmaker(engine)() as s:
+        rows = s.execute(select(Event.kind, Event.old_value, Event.new_value)
+                         .where(Event.tenant_id == scim.tenant_id,
+                                Event.kind.in_((events.TENANT_SETTINGS,
+                                                events.BILLING_PROFILE)))
+                         .order_by(Event.id)).all()
+    assert [(kind, old, new) for kind, old, new in rows[:2]] == [
+        (events.TENANT_SETTINGS, {"time_zone": "UTC"}, {"time_zone": "Europe/Oslo"}),
+        (events.BILLING_PROFILE, {"companyName": "", "version": 0},
+         {"companyName": "Nord AS", "version": 1})]
+    assert [kind for kind, _old, _new in rows[2:]] == [events.BILLING_PROFILE]  # version

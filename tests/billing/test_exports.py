@@ -17,8 +17,7 @@ from sqlalchemy import Engine, event, select
 from billing import exports
 from billing.calendar import Month
 from billing.close import close_month
-from connector import browse
-from connector.api.routes import csv_rows
+from connector import browse, csv_export
 from connector.commands import IndexedValue, UserFields
 from connector.config import BillingSettings
 from connector.models import BillingClose, User
@@ -71,10 +70,11 @@ def test_users_csv_is_the_admin_api_export(engine: Engine) -> None:
     h = tenant(engine)
     with h.maker() as s:
         ours = "".join(exports.csv_chunks(exports.users_report(s, h.tenant_id)))
-        api = "".join(csv_rows(browse.export_users(s, h.tenant_id)))
+        api = "".join(csv_export.csv_chunks(csv_export.user_rows(browse.export_users(
+            s, h.tenant_id))))
     assert ours == api
     rows = list(csv.reader(io.StringIO(ours)))
-    assert rows[0] == list(exports.USER_COLUMNS)
+    assert rows[0] == list(csv_export.USER_COLUMNS)
     assert rows[1] == ["Ann", "Lee", "ann@x.io", "ann@x.io", "active", "Engage;Hybrid",
                        "false", "false"]
     # Formulas neutralised (OWASP): an apostrophe in front.
@@ -89,7 +89,7 @@ def test_users_xlsx(engine: Engine) -> None:
         sheet = parse_xlsx(report)
     assert report.name == "users-acme-corp-20261201"
     rows = [[c.value for c in r] for r in sheet.iter_rows()]
-    assert rows[0] == list(exports.USER_COLUMNS)
+    assert rows[0] == list(csv_export.USER_COLUMNS)
     assert all(c.font.b for c in sheet[1]) and sheet.freeze_panes == "A2"
     assert rows[1] == ["Ann", "Lee", "ann@x.io", "ann@x.io", "active", "Engage;Hybrid",
                        False, False]
@@ -191,8 +191,8 @@ def ids_by_name(h: History) -> list[str]:
                               .order_by(User.user_name)))
 
 
-def _rows(n: int) -> Iterator[exports.Row]:
-    yield exports.Heading(("name", "number", "amount"))
+def _rows(n: int) -> Iterator[csv_export.Row]:
+    yield csv_export.Heading(("name", "number", "amount"))
     for i in range(n):
         yield (f"user-{i:07d}@example.com", i, Decimal("4.50"))
 
@@ -215,5 +215,5 @@ def test_csv_cells() -> None:
     assert len(chunks) == 3  # every 500 rows, then the rest
     rows = list(csv.reader(io.StringIO("".join(chunks))))
     assert rows[1] == ["user-0000000@example.com", "0", "4.50"] and len(rows) == 1201
-    assert [exports.csv_cell(v) for v in ("@x", "+1", "\tx", "", None, True, Decimal("-1.5"))] \
+    assert [csv_export.csv_cell(v) for v in ("@x", "+1", "\tx", "", None, True, Decimal("-1.5"))] \
         == ["'@x", "'+1", "'\tx", "", "", "true", "-1.5"]
