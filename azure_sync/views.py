@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from azure_sync import actions, rounds
 from azure_sync.errors import SyncError
 from azure_sync.service import SyncService
+from connector.api.contract import request_body
 from connector.browse import Page
 from connector.db import make_sessionmaker
 from connector.errors import NotFound
@@ -22,12 +23,9 @@ from connector.http import (
     Problem,
     admin_call,
     done,
-    expect,
-    expect_strings,
     json_response,
     page_args,
     page_json,
-    read_body,
     session,
     tenant_for,
 )
@@ -87,29 +85,18 @@ def get_registration(tenant_id: str) -> Response:
                                            session().get(SyncState, tenant_id)))
 
 
-SETTABLE = {"directoryId", "clientId", "clientSecret", "certificatePem", "authorityHost",
-            "graphBaseUrl", "intervalMinutes", "thresholdCount", "thresholdPercent",
-            "scopeDomains", "scopeGroups", "scopeGroupMode"}
-
-
 @bp.put("")
 def put_registration(tenant_id: str) -> Response:
     tenant_for(tenant_id)
-    body = read_body(SETTABLE, {"directoryId", "clientId"})
-    text = {k: expect(body, k, (str, type(None)), "a string") for k in
-            ("directoryId", "clientId", "clientSecret", "certificatePem", "authorityHost",
-             "graphBaseUrl")}
-    numbers = {k: expect(body, k, int, "a whole number") for k in
-               ("intervalMinutes", "thresholdCount", "thresholdPercent")}
+    body = request_body()
     given = actions.Registration(
-        directory_id=text["directoryId"] or "", client_id=text["clientId"] or "",
-        secret=text["clientSecret"], certificate_pem=text["certificatePem"],
-        authority_host=text["authorityHost"], graph_base_url=text["graphBaseUrl"],
-        interval_minutes=numbers["intervalMinutes"], threshold_count=numbers["thresholdCount"],
-        threshold_percent=numbers["thresholdPercent"],
-        scope_domains=expect_strings(body, "scopeDomains", "a list of domain names"),
-        scope_groups=expect_strings(body, "scopeGroups", "a list of group object ids"),
-        scope_group_mode=expect(body, "scopeGroupMode", str, "direct or transitive"))
+        directory_id=body["directoryId"], client_id=body["clientId"],
+        secret=body.get("clientSecret"), certificate_pem=body.get("certificatePem"),
+        authority_host=body.get("authorityHost"), graph_base_url=body.get("graphBaseUrl"),
+        interval_minutes=body.get("intervalMinutes"),
+        threshold_count=body.get("thresholdCount"),
+        threshold_percent=body.get("thresholdPercent"), scope_domains=body.get("scopeDomains"),
+        scope_groups=body.get("scopeGroups"), scope_group_mode=body.get("scopeGroupMode"))
     registration, _new = actions.save_registration(
         admin_call(), current_app.config["SETTINGS"].azure_sync, tenant_id, given)
     return done(200, registration_json(registration, session().get(SyncState, tenant_id)))
@@ -177,8 +164,7 @@ def preview(tenant_id: str) -> Response:
 def sync_user(tenant_id: str) -> Response:
     """Fetch one user from Graph by object id or userPrincipalName and apply it now."""
     tenant_for(tenant_id)
-    body = read_body({"user"}, {"user"})
-    key = expect(body, "user", str, "an object id or userPrincipalName") or ""
+    key = request_body()["user"]
     try:
         counts = actions.sync_user(admin_call(), service(), tenant_id, key)
     except SyncError as exc:

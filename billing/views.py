@@ -27,19 +27,18 @@ from billing import close as closing
 from billing.calendar import InvalidMonth, Month
 from billing.profiles import load_profile, profile_json
 from connector.actions.users import note_export
+from connector.api.contract import request_body
 from connector.csv_export import CSV_MIMETYPE
 from connector.errors import NotFound
 from connector.http import (
     Problem,
     admin_call,
     done,
-    expect,
     invalid,
     json_response,
     page_args,
     page_json,
     principal,
-    read_body,
     session,
     tenant_for,
 )
@@ -77,7 +76,7 @@ def get_billing(tenant_id: str) -> Response:
 @bp.put("/billing")
 def put_billing(tenant_id: str) -> Response:
     tenant = tenant_for(tenant_id)
-    body = read_body(set(TENANT_FIELDS) | set(PARTNER_FIELDS))
+    body = request_body()
     changes = {field: body[key] for key, field in {**TENANT_FIELDS, **PARTNER_FIELDS}.items()
                if key in body}
     profile = actions.update_billing(admin_call(), tenant_id, changes)
@@ -168,8 +167,7 @@ def reissue(tenant_id: str, month: str) -> Response:
     principal().require_partner()
     tenant_for(tenant_id)
     target = _month(month)
-    body = read_body({"reason"}, {"reason"})
-    reason = expect(body, "reason", str, "text saying why")
+    reason = request_body()["reason"]
     try:
         outcome = actions.close_month(admin_call(), _maker(), _settings(), tenant_id, target,
                                       reissue_reason=reason)
@@ -185,7 +183,7 @@ def _maker() -> Any:
 @bp.post("/activity")
 def post_activity(tenant_id: str) -> Response:
     tenant_for(tenant_id)
-    body = read_body({"activity"}, {"activity"})
+    body = request_body()
     now = admin_call().now
     items = activity.parse_items(body["activity"], now)
     stored = activity.record_activity(session(), tenant_id, items, now)
@@ -208,21 +206,10 @@ def _invitation(user: User) -> dict[str, Any]:
             "claimedAt": user.claimed_at.isoformat() if user.claimed_at else None}
 
 
-FRONTLINE = {"desklessPercent": (int, "a whole number from 0 to 100"),
-             "paidHourly": (bool, "true or false"), "hasEmail": (bool, "true or false"),
-             "frontlineRole": (str, "customerFacing, backstage, publicService, medical or "
-                                    "other")}
-
-
 @bp.put("/users/<user_id>/frontline")
 def put_frontline(tenant_id: str, user_id: str) -> Response:
     tenant_for(tenant_id)
-    body = read_body(set(FRONTLINE))
-    attributes = {}
-    for key, (kind, what) in FRONTLINE.items():
-        value = expect(body, key, (kind, type(None)), what)
-        if value is not None:
-            attributes[key] = value
+    attributes = {k: v for k, v in request_body().items() if v is not None}
     user = actions.set_frontline(admin_call(), tenant_id, user_id, attributes)
     return done(200, {"userId": user.id, "frontline": user.frontline or {}})
 
@@ -237,9 +224,7 @@ def list_keys() -> Response:
 @keys_bp.post("")
 def create_key() -> Response:
     principal().require_partner()
-    body = read_body({"name"}, {"name"})
-    name = expect(body, "name", str, "a name saying who or what uses the key")
-    row, key = actions.create_reporting_key(admin_call(), name)
+    row, key = actions.create_reporting_key(admin_call(), request_body()["name"])
     return done(201, {**reporting.key_json(row), "key": key})
 
 

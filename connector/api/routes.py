@@ -17,16 +17,14 @@ from connector import admins, auth, browse, counters, csv_export, tenants
 from connector.actions import accounts, groups, users
 from connector.actions import tenants as tenant_actions
 from connector.api import OPENAPI_FILE, bp
+from connector.api.contract import request_body
 from connector.http import (
     admin_call,
     done,
-    expect,
-    expect_strings,
     json_response,
     page_args,
     page_json,
     principal,
-    read_body,
     scim_base_url,
     session,
     tenant_for,
@@ -65,10 +63,9 @@ def me() -> Response:
 
 @bp.post("/me/password")
 def change_password() -> Response:
-    body = read_body({"currentPassword", "newPassword"}, {"currentPassword", "newPassword"})
-    current = expect(body, "currentPassword", str, "a string")
-    new = expect(body, "newPassword", str, "a string")
-    account = accounts.change_password(admin_call(), current, new)
+    body = request_body()
+    account = accounts.change_password(admin_call(), body["currentPassword"],
+                                       body["newPassword"])
     session().commit()
     if principal().via == "session":  # this browser stays signed in under the new epoch
         auth.keep_session(account)
@@ -90,9 +87,7 @@ def list_tokens() -> Response:
 
 @bp.post("/me/tokens")
 def create_token() -> Response:
-    body = read_body({"name"}, {"name"})
-    name = expect(body, "name", str, "a string")
-    token, clear = accounts.create_token(admin_call(), name)
+    token, clear = accounts.create_token(admin_call(), request_body()["name"])
     return done(201, {**token_json(token), "token": clear})
 
 
@@ -114,11 +109,9 @@ def list_admins() -> Response:
 @bp.post("/admins")
 def create_admin() -> Response:
     principal().require_partner()
-    body = read_body({"email", "role", "tenantId"}, {"email", "role"})
-    email = expect(body, "email", str, "a string")
-    role = expect(body, "role", str, "'partner' or 'tenant'")
-    tenant_id = expect(body, "tenantId", (str, type(None)), "a tenant id")
-    account, one_time = accounts.create_admin(admin_call(), email, role, tenant_id)
+    body = request_body()
+    account, one_time = accounts.create_admin(admin_call(), body["email"], body["role"],
+                                              body.get("tenantId"))
     return done(201, {**account_json(account), "oneTimePassword": one_time})
 
 
@@ -146,9 +139,7 @@ def list_tenants() -> Response:
 @bp.post("/tenants")
 def create_tenant() -> Response:
     principal().require_partner()
-    body = read_body({"name"}, {"name"})
-    name = expect(body, "name", str, "a string") or ""
-    tenant, issued = tenant_actions.create_tenant(admin_call(), name)
+    tenant, issued = tenant_actions.create_tenant(admin_call(), request_body()["name"])
     return done(201, {**tenant_json(tenant), "scimToken": issued.token})
 
 
@@ -165,7 +156,7 @@ def get_settings(tenant_id: str) -> Response:
 @bp.patch("/tenants/<tenant_id>/settings")
 def patch_settings(tenant_id: str) -> Response:
     tenant_for(tenant_id)
-    body = read_body(set(SETTING_NAMES))
+    body = request_body()
     tenant_actions.change_settings(admin_call(), tenant_id,
                                    **{SETTING_NAMES[k]: v for k, v in body.items()})
     return done(200, settings_json(tenant_for(tenant_id)))
@@ -189,25 +180,15 @@ def list_users(tenant_id: str) -> Response:
                           "capped": page.capped})
 
 
-CREATE_USER = {"userName", "displayName", "givenName", "familyName", "email", "active",
-               "guest", "admin", "modules"}
-TEXT = (str, type(None))
-
-
 @bp.post("/tenants/<tenant_id>/users")
 def create_user(tenant_id: str) -> Response:
     tenant_for(tenant_id)
-    body = read_body(CREATE_USER, {"userName"})
+    body = request_body()
     new = users.NewUser(
-        user_name=expect(body, "userName", str, "a string") or "",
-        display_name=expect(body, "displayName", TEXT, "a string"),
-        given_name=expect(body, "givenName", TEXT, "a string"),
-        family_name=expect(body, "familyName", TEXT, "a string"),
-        email=expect(body, "email", TEXT, "a string"),
-        active=expect(body, "active", bool, "true or false"),
-        guest=bool(expect(body, "guest", bool, "true or false")),
-        admin=bool(expect(body, "admin", bool, "true or false")),
-        modules=expect_strings(body, "modules", "a list of module names"))
+        user_name=body["userName"], display_name=body.get("displayName"),
+        given_name=body.get("givenName"), family_name=body.get("familyName"),
+        email=body.get("email"), active=body.get("active"), guest=body.get("guest", False),
+        admin=body.get("admin", False), modules=body.get("modules"))
     user = users.create_user(admin_call(), tenant_id, new)
     return done(201, browse.user_detail(session(), tenant_id, user.id))
 
@@ -221,20 +202,16 @@ def get_user(tenant_id: str, user_id: str) -> Response:
 @bp.patch("/tenants/<tenant_id>/users/<user_id>")
 def patch_user(tenant_id: str, user_id: str) -> Response:
     tenant_for(tenant_id)
-    body = read_body({"guest", "admin", "modules"})
-    users.change_user(admin_call(), tenant_id, user_id,
-                      guest=expect(body, "guest", bool, "true or false"),
-                      admin=expect(body, "admin", bool, "true or false"),
-                      modules=expect_strings(body, "modules", "a list of module names"))
+    body = request_body()
+    users.change_user(admin_call(), tenant_id, user_id, guest=body.get("guest"),
+                      admin=body.get("admin"), modules=body.get("modules"))
     return done(200, browse.user_detail(session(), tenant_id, user_id))
 
 
 @bp.put("/tenants/<tenant_id>/users/<user_id>/status")
 def set_status(tenant_id: str, user_id: str) -> Response:
     tenant_for(tenant_id)
-    body = read_body({"status"}, {"status"})
-    status = expect(body, "status", str, "'active' or 'inactive'")
-    users.set_status(admin_call(), tenant_id, user_id, status)
+    users.set_status(admin_call(), tenant_id, user_id, request_body()["status"])
     return done(200, browse.user_detail(session(), tenant_id, user_id))
 
 
@@ -295,9 +272,7 @@ def group_members(tenant_id: str, group_id: str) -> Response:
 @bp.put("/tenants/<tenant_id>/groups/<group_id>/modules")
 def set_group_modules(tenant_id: str, group_id: str) -> Response:
     tenant_for(tenant_id)
-    body = read_body({"modules"}, {"modules"})
-    modules = expect_strings(body, "modules", "a list of module names") or []
-    groups.set_group_modules(admin_call(), tenant_id, group_id, modules)
+    groups.set_group_modules(admin_call(), tenant_id, group_id, request_body()["modules"])
     return done(200, browse.get_group(session(), tenant_id, group_id))
 
 
@@ -310,9 +285,7 @@ def list_modules(tenant_id: str) -> Response:
 @bp.post("/tenants/<tenant_id>/modules")
 def add_module(tenant_id: str) -> Response:
     tenant_for(tenant_id)
-    body = read_body({"name"}, {"name"})
-    name = expect(body, "name", str, "a string")
-    module = tenant_actions.add_module(admin_call(), tenant_id, name)
+    module = tenant_actions.add_module(admin_call(), tenant_id, request_body()["name"])
     return done(201, {"name": module, "users": 0, "groups": 0})
 
 
