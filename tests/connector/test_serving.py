@@ -202,3 +202,4 @@ def test_a_production_install_brings_what_the_gevent_worker_imports() -> None:
 
     needed = runtime("connector", {""})
     assert {"gunicorn", "gevent", "packaging"} <= needed
+    assert "jsonschema" in needed  # the admin API checks bodies against its contract
