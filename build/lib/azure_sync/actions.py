@@ -1,0 +1,142 @@
+"""Admin actions on a tenant's Entra ID sync, shared by the admin API (`views`) and the
+web UI (`pages`): register or remove the app, start a round, approve or reject a held
+one, preview, sync one user. Each checks, acts and writes its audit line once
+(`connector.actions`); the surfaces only parse their input and render the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from azure_sync import rounds
+from azure_sync.service import SyncService, register, unregister
+from connector.actions import AdminCall
+from connector.config import AzureSyncSettings
+from connector.errors import InvalidSetting, NotFound
+from connector.models import EntraRegistration
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registration as an admin gives it; None leaves a setting as it is, and an empty
+    credential keeps the stored one (credentials are write-only)."""
+
+    directory_id: str
+    client_id: str
+    secret: str | None = None
+    certificate_pem: str | None = None
+    authority_host: str | None = None
+    graph_base_url: str | None = None
+    interval_minutes: int | None = None
+    threshold_count: int | None = None
+    threshold_percent: int | None = None
+    scope_domains: list[str] | None = None
+    scope_groups: list[str] | None = None
+    scope_group_mode: str | None = None
+
+
+def registration_of(call: AdminCall, tenant_id: str) -> EntraRegistration:
+    """The tenant's app registration, or NotFound saying how to make one."""
+    registration = call.session.get(EntraRegistration, tenant_id)
+    if registration is None:
+        raise NotFound("This tenant has no Entra ID app registration: set it up first "
+                       "(Entra ID sync → Set up, or PUT …/entra).")
+    return registration
+
+
+def save_registration(call: AdminCall, settings: AzureSyncSettings, tenant_id: str,
+                      given: Registration) -> tuple[EntraRegistration, bool]:
+    """Register the tenant's Entra app, or change its registration. Returns it and
+    whether it is new."""
+    call.tenant(tenant_id)
+    new = call.session.get(EntraRegistration, tenant_id) is None
+    registration = register(
+        call.session, settings, call.context(tenant_id), directory_id=given.directory_id,
+        client_id=given.client_id, secret=given.secret, certificate_pem=given.certificate_pem,
+        authority_host=given.authority_host, graph_base_url=given.graph_base_url,
+        interval_minutes=given.interval_minutes, threshold_count=given.threshold_count,
+        threshold_percent=given.threshold_percent, scope_domains=given.scope_domains,
+        scope_groups=given.scope_groups, scope_group_mode=given.scope_group_mode)
+    call.audit("entra.registration", tenant_id, registration.client_id,
+               {"directory_id": registration.directory_id,
+                "credential_changed": bool(given.secret or given.certificate_pem)})
+    call.session.flush()
+    return registration, new
+
+
+def remove_registration(call: AdminCall, tenant_id: str) -> EntraRegistration:
+    """Stop syncing the tenant from Entra ID (its users stay as they are)."""
+    call.tenant(tenant_id, lock=True)
+    registration = unregister(call.session, call.context(tenant_id))
+    call.audit("entra.registration_removed", tenant_id, registration.client_id)
+    return registration
+
+
+def start_round(call: AdminCall, service: SyncService, tenant_id: str
+                ) -> rounds.StartRefusal | None:
+    """Start a round in the background now (it may take minutes; the run log shows it),
+    unless the rules refuse, whose reason is returned. Commits the request's transaction
+    first: on SQLite, the round's writes wait for it to end."""
+    call.tenant(tenant_id)
+    registration_of(call, tenant_id)
+    refused = rounds.start_refusal(call.session, tenant_id, call.now)
+    if refused is not None:
+        return refused
+    call.audit("entra.run_requested", tenant_id)
+    call.session.commit()
+    service.run_in_background(tenant_id)
+    return None
+
+
+def approve_round(call: AdminCall, tenant_id: str, run_id: int) -> dict[str, int]:
+    """Apply a round held over the deletion threshold; returns what it applied."""
+    tenant = call.tenant(tenant_id, lock=True)
+    applied = rounds.approve_held(call.session, tenant, run_id, call.now)
+    call.audit("entra.round_approved", tenant_id, str(run_id), applied)
+    call.session.flush()
+    return applied
+
+
+def reject_round(call: AdminCall, tenant_id: str, run_id: int) -> int:
+    """Drop a held round's staged disables and deletions; returns how many."""
+    call.tenant(tenant_id, lock=True)
+    dropped = rounds.reject_held(call.session, tenant_id, run_id, call.now)
+    call.audit("entra.round_rejected", tenant_id, str(run_id), {"dropped": dropped})
+    call.session.flush()
+    return dropped
+
+
+def preview(call: AdminCall, service: SyncService, tenant_id: str
+            ) -> tuple[EntraRegistration, rounds.RoundResult]:
+    """A dry run: what the next round would change, nothing applied. Commits the
+    request's transaction first (on SQLite a process holds one write transaction at a
+    time, and the preview uses transactions of its own)."""
+    call.tenant(tenant_id)
+    registration = registration_of(call, tenant_id)
+    call.session.expunge(registration)
+    call.audit("entra.preview", tenant_id)
+    call.session.commit()
+    return registration, rounds.preview_round(service.write_maker, tenant_id,
+                                              service.client_for(registration))
+
+
+USER_KEY_LENGTH = 256
+
+
+def sync_user(call: AdminCall, service: SyncService, tenant_id: str, key: str
+              ) -> dict[str, int]:
+    """Fetch one user from Graph by userPrincipalName or object id and apply it now, in
+    a transaction of its own; returns the counts. The audit line is in the request's
+    transaction, which the caller commits."""
+    call.tenant(tenant_id)
+    key = key.strip()
+    if not 1 <= len(key) <= USER_KEY_LENGTH:
+        raise InvalidSetting("Give the user's userPrincipalName (ann@contoso.com) or its "
+                             "object id, as Entra ID shows them.")
+    registration = registration_of(call, tenant_id)
+    call.session.expunge(registration)
+    call.session.rollback()  # the write below has its own transaction (see preview)
+    counts = rounds.sync_one_user(service.write_maker, tenant_id,
+                                  service.client_for(registration), key)
+    call.audit("entra.user_synced", tenant_id, key, counts)
+    return counts

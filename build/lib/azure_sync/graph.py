@@ -1,0 +1,213 @@
+"""A small client for the Graph calls the poller makes, over a `requests` session.
+
+It follows links Graph hands out verbatim (refusing other hosts), signs every request
+with an app-only token (a 401 drops the cached token and retries once), waits out
+throttling (Retry-After in seconds or as a date, else exponential backoff with jitter)
+within a retry budget per round, and honours a "paused until" shared by every tenant of
+the same app registration. Errors come out as the types of `azure_sync.errors`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random as random_module
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import requests
+
+from azure_sync.errors import (
+    GraphError,
+    PermissionDenied,
+    ResyncRequired,
+    RetryBudgetExhausted,
+    TokenError,
+    UnsafeLink,
+)
+from azure_sync.retry import (
+    RETRIED_STATUSES,
+    RetryBudget,
+    backoff_seconds,
+    retry_after_seconds,
+)
+from azure_sync.tokens import Credential, TokenProvider
+
+RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
+PERMISSION_HINT = ("grant the app registration the Microsoft Graph application permissions "
+                   "User.Read.All and GroupMember.Read.All (with admin consent)")
+
+
+@dataclass(frozen=True)
+class AppIdentity:
+    """Which app registration signs in where, and which Graph it reads."""
+
+    authority_host: str
+    directory_id: str
+    client_id: str
+    credential: Credential
+    graph_base_url: str
+    scope: str = ""  # empty: graph_base_url + /.default
+
+    @property
+    def token_scope(self) -> str:
+        return self.scope or self.graph_base_url.rstrip("/") + "/.default"
+
+
+class ThrottleGate(Protocol):
+    """Where the shared "paused until" of an app registration lives (the database)."""
+
+    def paused_until(self, client_id: str) -> dt.datetime | None: ...
+
+    def pause(self, client_id: str, until: dt.datetime) -> None: ...
+
+
+class MemoryGate:
+    def __init__(self) -> None:
+        self._until: dict[str, dt.datetime] = {}
+
+    def paused_until(self, client_id: str) -> dt.datetime | None:
+        return self._until.get(client_id)
+
+    def pause(self, client_id: str, until: dt.datetime) -> None:
+        current = self._until.get(client_id)
+        if current is None or until > current:
+            self._until[client_id] = until
+
+
+@dataclass
+class GraphClient:
+    http: requests.Session
+    tokens: TokenProvider
+    app: AppIdentity
+    budget: RetryBudget
+    gate: ThrottleGate = field(default_factory=MemoryGate)
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    sleep: Callable[[float], None] = time.sleep
+    random: Callable[[], float] = random_module.random
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    max_wait: float = 600.0  # longest single wait; beyond it the round gives up for now
+    requests_made: int = 0
+
+    def url(self, path: str, query: dict[str, str] | None = None) -> str:
+        base = self.app.graph_base_url.rstrip("/")
+        return f"{base}/v1.0/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+    def check_link(self, link: str) -> str:
+        """A link Graph returned must point at the Graph we talk to (never follow a
+        link elsewhere with our token)."""
+        ours = urllib.parse.urlsplit(self.app.graph_base_url)
+        theirs = urllib.parse.urlsplit(link)
+        if (theirs.scheme, theirs.netloc.lower()) != (ours.scheme, ours.netloc.lower()):
+            raise UnsafeLink(f"Graph returned a link to another host ({theirs.netloc}); "
+                             "refusing to follow it.")
+        return link
+
+    def get(self, url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """GET a Graph URL and return its JSON object, retrying what may be retried."""
+        self.check_link(url)
+        attempt = 0
+        refreshed = False
+        while True:
+            self._wait_for_gate()
+            response = self._send(url, headers)
+            if response is None:  # a timeout or a dropped connection
+                self._retry_later(None, attempt, "no answer (timeout or connection error)")
+                attempt += 1
+                continue
+            status = response.status_code
+            if status == 200:
+                return self._json(response, url)
+            code = _error_code(response)
+            if status == 401 and not refreshed:
+                self.tokens.forget(self.app.authority_host, self.app.directory_id,
+                                   self.app.client_id, self.app.credential)
+                refreshed = True
+                continue
+            if status == 403:
+                raise PermissionDenied(
+                    f"Graph refused access ({code or 'Forbidden'}): {PERMISSION_HINT}.",
+                    status, code)
+            if status in (400, 404, 410) and (status == 410 or (code or "").lower()
+                                              in RESYNC_CODES):
+                raise ResyncRequired(f"Graph says the delta state is gone ({status} "
+                                     f"{code or ''}); a full round starts over.", status, code)
+            if status in RETRIED_STATUSES:
+                wait = retry_after_seconds(response.headers.get("Retry-After"), self.clock())
+                if status == 429 or wait is not None:
+                    self.gate.pause(self.app.client_id, self.clock() + dt.timedelta(
+                        seconds=wait if wait is not None else self._backoff(attempt)))
+                self._retry_later(wait, attempt, f"HTTP {status} {code or ''}".strip())
+                attempt += 1
+                continue
+            raise GraphError(f"Graph answered {status} {code or ''} for "
+                             f"{urllib.parse.urlsplit(url).path}.".replace("  ", " "),
+                             status, code)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _send(self, url: str, headers: dict[str, str] | None) -> requests.Response | None:
+        token = self.tokens.token(self.app.authority_host, self.app.directory_id,
+                                  self.app.client_id, self.app.credential,
+                                  self.app.token_scope)
+        self.requests_made += 1
+        try:
+            return self.http.get(url, headers={"Authorization": f"Bearer {token}",
+                                               "Accept": "application/json",
+                                               **(headers or {})},
+                                 allow_redirects=False)
+        except (requests.Timeout, requests.ConnectionError):
+            return None
+
+    def _json(self, response: requests.Response, url: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except (ValueError, json.JSONDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            # A truncated or garbled page: retried like a transient fault.
+            self._retry_later(None, 0, "a page that is not a JSON object")
+            return self.get(url)
+        return body
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_seconds(attempt, self.backoff_base, self.backoff_cap, self.random)
+
+    def _retry_later(self, wait: float | None, attempt: int, what: str) -> None:
+        if not self.budget.spend():
+            raise RetryBudgetExhausted(f"Gave up after repeated failures from Graph "
+                                       f"(last: {what}); the next round resumes here.")
+        seconds = wait if wait is not None else self._backoff(attempt)
+        if seconds > self.max_wait:
+            raise RetryBudgetExhausted(f"Graph asked to wait {seconds:.0f} s ({what}); the "
+                                       "next round resumes here.")
+        self.sleep(seconds)
+
+    def _wait_for_gate(self) -> None:
+        until = self.gate.paused_until(self.app.client_id)
+        if until is None:
+            return
+        seconds = (until - self.clock()).total_seconds()
+        if seconds > self.max_wait:
+            raise RetryBudgetExhausted("This app registration is throttled by Graph for "
+                                       f"{seconds:.0f} s more; the next round resumes here.")
+        if seconds > 0:
+            self.sleep(seconds)
+
+
+def _error_code(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        return error["code"]  # type: ignore[no-any-return]
+    return None
+
+
+__all__ = ["AppIdentity", "GraphClient", "MemoryGate", "ThrottleGate", "TokenError"]

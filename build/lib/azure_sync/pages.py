@@ -1,0 +1,466 @@
+"""The admin web UI's pages for Entra ID sync, under /admin/tenants/{id}/entra.
+
+A blueprint nested in the web UI's (connector.web), as `azure_sync.views` is in the
+admin API's: the pages share its sign-in gate, CSRF check, request transaction, flash
+messages and error pages, and extend its layout. It adds an "Entra ID sync" tab to every
+tenant, banners on every page of a tenant while a round awaits approval or the tenant is
+in quarantine, and a card on the provisioning settings page.
+
+Every action is the admin action the API calls too (`azure_sync.actions`: register,
+remove, run now, approve, reject, preview, sync one user), with its one audit line.
+Refusals of the rules are flash messages on the page the form is on; a failure of Entra
+ID or Graph (`SyncError`) is a flash saying what to fix.
+The client secret or certificate is write-only: no page ever contains it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask.blueprints import BlueprintSetupState
+from markupsafe import Markup
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from azure_sync import actions, rounds
+from azure_sync.errors import (
+    GraphError,
+    PermissionDenied,
+    RetryBudgetExhausted,
+    SyncError,
+    TokenError,
+)
+from azure_sync.views import service
+from connector import clock, db
+from connector.browse import Page
+from connector.errors import InvalidSetting, NotFound, StateConflict
+from connector.http import admin_call
+from connector.models import EntraRegistration, SyncRun, SyncStaged, SyncState, Tenant, User
+from connector.status import Source
+from connector.web.pages import (
+    TenantTab,
+    add_tenant_tab,
+    come_back_to,
+    done,
+    page_number,
+    tenant_page,
+)
+
+bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra",
+               template_folder="templates")
+RUNS_PER_PAGE = 50
+RECENT_RUNS = 5
+STAGED_SHOWN = 1000
+
+# A round's counts as the pages name them, in the order they are shown.
+COUNT_LABELS = {
+    "created": "Users created", "updated": "Users updated", "enabled": "Users enabled",
+    "disabled": "Users disabled", "deleted": "Users deleted", "restored": "Users restored",
+    "unchanged": "Unchanged", "skipped": "Skipped (no user name, or not a user)",
+    "errors": "Not applied (refused item, see the log)",
+    "disable_staged": "Disables staged (checked against the threshold at the round's end)",
+    "delete_staged": "Deletions staged (checked against the threshold at the round's end)",
+    "sweep_staged": "Users no longer in Entra ID (a full round removes them)",
+    "seen": "Users seen (full round)", "groups_created": "Groups created",
+    "groups_deleted": "Groups deleted", "memberships": "Group membership changes",
+    "members_unknown": "Members not synced (devices, contacts, users out of scope)",
+    "out_of_scope": "Users out of scope (not synced)",
+    "entered_scope": "Users who joined the scope groups (created or restored)",
+    "left_scope_staged": "Users who left the scope groups (removals staged)",
+    "scope_groups_missing": "Scope groups not found in Entra ID",
+}
+SHORT_LABELS = {"created": "created", "updated": "updated", "enabled": "enabled",
+                "disabled": "disabled", "deleted": "deleted", "restored": "restored",
+                "disable_staged": "disables staged", "delete_staged": "deletions staged",
+                "sweep_staged": "to sweep", "errors": "not applied"}
+STATUS = {  # run status -> (words, badge class)
+    "running": ("running", "inactive"), "succeeded": ("succeeded", "active"),
+    "failed": ("failed", "deleted"), "awaiting_approval": ("awaiting approval", "paused"),
+    "rejected": ("rejected", "inactive"),
+}
+ACTIONS = {"disable": "Disable (disabled in Entra ID)",
+           "soft_delete": "Delete (deleted in Entra ID, still restorable there)",
+           "hard_delete": "Delete (deleted permanently in Entra ID)",
+           "sweep": "Remove (no longer in Entra ID)",
+           "out_of_scope": "Remove (out of the sync scope: domain or groups)"}
+CLOUDS = [  # (cloud, authority host, Graph base URL), from Microsoft's national-cloud list
+    ("Global (most tenants)", "https://login.microsoftonline.com", "https://graph.microsoft.com"),
+    ("US Government L4 (GCC High)", "https://login.microsoftonline.us",
+     "https://graph.microsoft.us"),
+    ("US Government L5 (DoD)", "https://login.microsoftonline.us",
+     "https://dod-graph.microsoft.us"),
+    ("China (operated by 21Vianet)", "https://login.chinacloudapi.cn",
+     "https://microsoftgraph.chinacloudapi.cn"),
+]
+
+
+@bp.record_once
+def _add_tab(state: BlueprintSetupState) -> None:
+    add_tenant_tab(state.app, TenantTab("Entra ID sync", "web.entra.status", "web.entra.",
+                                        banner=tenant_banners, settings=settings_card))
+
+
+@bp.context_processor
+def _helpers() -> dict[str, Any]:
+    return {"summary": summary, "count_rows": count_rows, "run_status": STATUS,
+            "actions": ACTIONS}
+
+
+# -- reading the state --------------------------------------------------------------------
+
+
+def session() -> Any:
+    return db.get_session()
+
+
+def latest_run(tenant_id: str) -> SyncRun | None:
+    return session().scalar(select(SyncRun).where(SyncRun.tenant_id == tenant_id)
+                            .order_by(SyncRun.id.desc()).limit(1))
+
+
+def held_run(tenant_id: str) -> SyncRun | None:
+    """The round awaiting approval, if any. It is always the tenant's latest round: no
+    round starts while one is held (`rounds._run_leased`), and previews and single-user
+    syncs make none. So one read by the (tenant, id) index answers, on every page."""
+    run = latest_run(tenant_id)
+    return run if run is not None and run.status == "awaiting_approval" else None
+
+
+def quarantined(state: SyncState | None) -> bool:
+    """Quarantine as the scheduler applies it: daily runs until a round succeeds."""
+    return bool(state and state.quarantined_until and state.quarantined_until > clock.now())
+
+
+def staged_count(run_id: int) -> int:
+    return session().scalar(select(func.count()).select_from(SyncStaged)
+                            .where(SyncStaged.run_id == run_id)) or 0
+
+
+def count_rows(counts: dict[str, int] | None) -> list[tuple[str, int]]:
+    """(label, number) for each count a round has, known ones first in their order."""
+    counts = counts or {}
+    known = [(label, counts[k]) for k, label in COUNT_LABELS.items() if counts.get(k)]
+    return known + [(k, v) for k, v in sorted(counts.items())
+                    if k not in COUNT_LABELS and k != "full_round" and v]
+
+
+def summary(counts: dict[str, int] | None) -> str:
+    """A round's counts in a few words: "25 created, 4 disabled"."""
+    parts = [f"{counts[k]:,} {label}" for k, label in SHORT_LABELS.items()
+             if counts and counts.get(k)]
+    return ", ".join(parts) or "no changes"
+
+
+def _has_scim_users(tenant_id: str) -> bool:
+    return session().scalar(select(User.id).where(
+        User.tenant_id == tenant_id, User.removed_at.is_(None),
+        User.origin == Source.SCIM).limit(1)) is not None
+
+
+# -- on every tenant page ------------------------------------------------------------------
+
+
+def tenant_banners(tenant: Tenant) -> Markup | None:
+    """A round awaiting approval, or quarantine: said on every page of the tenant. Only a
+    tenant fed by Entra sync pays the two reads by index."""
+    if not tenant.entra_sync:
+        return None
+    try:
+        held = held_run(tenant.id)
+        state = session().get(SyncState, tenant.id)
+    except SQLAlchemyError:  # the error page after a failed statement: no banner, no 2nd fault
+        return None
+    if held is None and not quarantined(state):
+        return None
+    last = latest_run(tenant.id) if held is None else held
+    return Markup(render_template(  # noqa: S704 - a Jinja template, autoescaped
+        "admin/entra/_banners.html", held=held, staged=staged_count(held.id) if held else 0,
+        state=state if quarantined(state) else None, last=last, tenant=tenant))
+
+
+def settings_card(tenant: Tenant) -> Markup:
+    return Markup(render_template(  # noqa: S704 - a Jinja template, autoescaped
+        "admin/entra/_settings_card.html", tenant=tenant,
+        registration=session().get(EntraRegistration, tenant.id)))
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def problem(title: str, text: str, hint: str | None = None) -> Response:
+    """Nothing was done: say why on the page the form is on."""
+    session().rollback()
+    flash({"title": title, "text": text, "hint": hint}, "problem")
+    return redirect(g.get("back") or url_for("web.index"), 303)
+
+
+HINTS: list[tuple[type[SyncError], str, str]] = [
+    (TokenError, "Entra ID did not sign the app in.",
+     "Check the directory (tenant) id, the client id and the client secret or certificate "
+     "on the registration page, and that the authority host is your cloud's."),
+    (PermissionDenied, "Microsoft Graph refused access.",
+     "In Entra ID, grant the app the application permissions User.Read.All and "
+     "GroupMember.Read.All, with admin consent."),
+    (RetryBudgetExhausted, "Microsoft Graph is busy.",
+     "Graph is throttling or failing for now: try again in a few minutes."),
+    (GraphError, "Microsoft Graph refused the request.",
+     "Check the Graph base URL on the registration page (it must match your cloud)."),
+    (SyncError, "Entra ID sync stopped.", ""),
+]
+
+
+@bp.errorhandler(SyncError)
+def _sync_error(exc: SyncError) -> Response:
+    title, hint = next((t, h) for kind, t, h in HINTS if isinstance(exc, kind))
+    return problem(title, exc.message, hint or None)
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+def _status_url(tenant_id: str) -> str:
+    return url_for("web.entra.status", tenant_id=tenant_id)
+
+
+def _run_url(tenant_id: str, run_id: int) -> str:
+    return url_for("web.entra.run", tenant_id=tenant_id, run_id=run_id)
+
+
+@bp.get("", endpoint="status")
+def status(tenant_id: str) -> str:
+    tenant = tenant_page(tenant_id)
+    s = session()
+    registration = s.get(EntraRegistration, tenant_id)
+    state = s.get(SyncState, tenant_id)
+    recent = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == tenant_id)
+                            .order_by(SyncRun.id.desc()).limit(RECENT_RUNS)))
+    scim_users = registration is None and _has_scim_users(tenant_id)
+    return render_template(
+        "admin/entra/status.html", registration=registration, state=state, recent=recent,
+        last=recent[0] if recent else None, quarantine=quarantined(state),
+        running=_running(state), scim_users=scim_users, tenant=tenant)
+
+
+def _running(state: SyncState | None) -> bool:
+    return bool(state and state.lease_owner and state.lease_until
+                and state.lease_until > clock.now())
+
+
+# -- the registration ------------------------------------------------------------------------
+
+
+def _registration_url(tenant_id: str) -> str:
+    return url_for("web.entra.registration", tenant_id=tenant_id)
+
+
+@bp.get("/registration")
+def registration(tenant_id: str) -> str:
+    tenant_page(tenant_id)
+    found = session().get(EntraRegistration, tenant_id)
+    defaults = _settings()
+    return render_template(
+        "admin/entra/registration.html", registration=found, clouds=CLOUDS,
+        percent_from=rounds.PERCENT_RULE_FROM,
+        scim_users=found is None and _has_scim_users(tenant_id),
+        values={"directory_id": found.directory_id if found else "",
+                "client_id": found.client_id if found else "",
+                "authority_host": found.authority_host if found else defaults.authority_host,
+                "graph_base_url": found.graph_base_url if found else defaults.graph_base_url,
+                "interval_minutes": found.interval_minutes if found
+                else defaults.interval_minutes,
+                "threshold_count": found.threshold_count if found else 500,
+                "threshold_percent": found.threshold_percent if found else 20,
+                "scope_domains": "\n".join(found.scope_domains or []) if found else "",
+                "scope_groups": "\n".join(found.scope_groups or []) if found else "",
+                "scope_group_mode": found.scope_group_mode if found else "direct"})
+
+
+def _settings() -> Any:
+    from flask import current_app
+
+    return current_app.config["SETTINGS"].azure_sync
+
+
+def _text(name: str) -> str | None:
+    value = request.form.get(name, "").strip()
+    return value or None
+
+
+def _list(name: str) -> list[str] | None:
+    """A textarea of values, one per line (commas and spaces separate them too); None
+    when the form has no such field (the setting stays as it is)."""
+    if name not in request.form:
+        return None
+    return request.form[name].replace(",", " ").split()
+
+
+def _number(name: str, what: str) -> int | None:
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise InvalidSetting(f"{what} must be a whole number; got {raw!r}.")
+    return int(raw)
+
+
+@bp.post("/registration")
+def save_registration(tenant_id: str) -> Response:
+    tenant_page(tenant_id)
+    come_back_to(_registration_url(tenant_id))
+    # Write-only credentials: an empty field keeps the stored one.
+    secret = request.form.get("client_secret", "")
+    secret = secret if secret.strip() else None
+    pem = request.form.get("certificate_pem", "").replace("\r\n", "\n").strip() or None
+    given = actions.Registration(
+        directory_id=_text("directory_id") or "", client_id=_text("client_id") or "",
+        secret=secret, certificate_pem=pem, authority_host=_text("authority_host"),
+        graph_base_url=_text("graph_base_url"),
+        interval_minutes=_number("interval_minutes", "Minutes between rounds"),
+        threshold_count=_number("threshold_count", "The deletion threshold's count"),
+        threshold_percent=_number("threshold_percent", "The deletion threshold's percentage"),
+        scope_domains=_list("scope_domains"), scope_groups=_list("scope_groups"),
+        scope_group_mode=_text("scope_group_mode"))
+    found, new = actions.save_registration(admin_call(), _settings(), tenant_id, given)
+    if new:
+        said = (f"Entra ID sync is set up: a round runs every {found.interval_minutes} "
+                "minutes. Start the first one now with “Run now”, or see what it would do "
+                "with “Preview”.")
+    else:
+        credential = (" The client secret was replaced." if secret else
+                      " The certificate was replaced." if pem else "")
+        said = "The app registration is saved." + credential
+        if found.full_round_due:
+            said += (" The scope changed: the next round is a full round, which reads every "
+                     "user again.")
+    return done(said, _status_url(tenant_id))
+
+
+@bp.get("/remove")
+def confirm_remove(tenant_id: str) -> str:
+    tenant_page(tenant_id)
+    found = session().get(EntraRegistration, tenant_id)
+    if found is None:
+        raise NotFound("This tenant has no Entra ID app registration.")
+    return render_template("admin/entra/confirm_remove.html", registration=found,
+                           held=held_run(tenant_id))
+
+
+@bp.post("/remove")
+def remove(tenant_id: str) -> Response:
+    tenant_page(tenant_id, lock=True)
+    come_back_to(_status_url(tenant_id))
+    actions.remove_registration(admin_call(), tenant_id)
+    return done("The app registration is removed: Entra ID sync stopped for this tenant. "
+                "The users it synced stay as they are.", _status_url(tenant_id))
+
+
+# -- the run log ---------------------------------------------------------------------------
+
+
+@bp.get("/runs")
+def runs(tenant_id: str) -> str:
+    tenant_page(tenant_id)
+    s = session()
+    page = page_number()
+    where = [SyncRun.tenant_id == tenant_id]
+    total = s.scalar(select(func.count()).select_from(SyncRun).where(*where)) or 0
+    items = list(s.scalars(select(SyncRun).where(*where).order_by(SyncRun.id.desc())
+                           .offset((page - 1) * RUNS_PER_PAGE).limit(RUNS_PER_PAGE)))
+    return render_template("admin/entra/runs.html",
+                           page=Page(items, total, page, RUNS_PER_PAGE))
+
+
+def _run_of(tenant_id: str, run_id: int) -> SyncRun:
+    run = session().get(SyncRun, run_id)
+    if run is None or run.tenant_id != tenant_id:
+        raise NotFound(f"Sync round {run_id} not found for this tenant.")
+    return run
+
+
+@bp.get("/runs/<int:run_id>")
+def run(tenant_id: str, run_id: int) -> str:
+    tenant_page(tenant_id)
+    found = _run_of(tenant_id, run_id)
+    staged = rounds.staged_changes(session(), run_id, limit=STAGED_SHOWN)
+    total = staged_count(run_id) if len(staged) == STAGED_SHOWN else len(staged)
+    return render_template("admin/entra/run.html", run=found, staged=staged,
+                           staged_total=total,
+                           registration=session().get(EntraRegistration, tenant_id))
+
+
+@bp.get("/runs/<int:run_id>/<any(approve, reject):decision>")
+def confirm_decision(tenant_id: str, run_id: int, decision: str) -> str:
+    tenant_page(tenant_id)
+    found = _run_of(tenant_id, run_id)
+    if found.status != "awaiting_approval":
+        words = STATUS.get(found.status, (found.status, ""))[0]
+        raise StateConflict(f"Sync round {run_id} is {words}, not awaiting approval.")
+    return render_template("admin/entra/confirm_decision.html", run=found,
+                           decision=decision, staged=staged_count(run_id))
+
+
+@bp.post("/runs/<int:run_id>/approve")
+def approve(tenant_id: str, run_id: int) -> Response:
+    tenant_page(tenant_id, lock=True)
+    come_back_to(_run_url(tenant_id, run_id))
+    applied = actions.approve_round(admin_call(), tenant_id, run_id)
+    return done(f"Round {run_id} approved and applied: {summary(applied)}. Rounds run "
+                "again on schedule.", _run_url(tenant_id, run_id))
+
+
+@bp.post("/runs/<int:run_id>/reject")
+def reject(tenant_id: str, run_id: int) -> Response:
+    tenant_page(tenant_id, lock=True)
+    come_back_to(_run_url(tenant_id, run_id))
+    dropped = actions.reject_round(admin_call(), tenant_id, run_id)
+    return done(f"Round {run_id} rejected: its {dropped:,} disables and deletions were "
+                "dropped and those users stay as they are. Rounds run again on schedule.",
+                _run_url(tenant_id, run_id))
+
+
+# -- actions ------------------------------------------------------------------------------------
+
+
+@bp.post("/run")
+def run_now(tenant_id: str) -> Response:
+    """Start a round in the background (it may take minutes); the run log shows it."""
+    tenant_page(tenant_id)
+    come_back_to(_status_url(tenant_id))
+    refused = actions.start_round(admin_call(), service(), tenant_id)
+    if refused is not None:
+        return problem("No round started.", refused.reason, refused.what_to_do)
+    flash("A round started in the background: refresh the run log to see how it went.",
+          "success")
+    return redirect(url_for("web.entra.runs", tenant_id=tenant_id), 303)
+
+
+@bp.post("/preview")
+def preview(tenant_id: str) -> str:
+    """A dry run: what the next round would change, nothing applied. Shown in this
+    response (nothing of it is stored)."""
+    tenant_page(tenant_id)
+    come_back_to(_status_url(tenant_id))
+    found, result = actions.preview(admin_call(), service(), tenant_id)
+    counts = dict(result.counts)
+    full = bool(counts.pop("full_round", 0))
+    return render_template("admin/entra/preview.html", counts=counts, full=full,
+                           pages=result.pages, registration=found)
+
+
+@bp.post("/sync-user")
+def sync_user(tenant_id: str) -> Response:
+    """Fetch one user from Graph by userPrincipalName or object id and apply it now."""
+    tenant_page(tenant_id)
+    come_back_to(_status_url(tenant_id))
+    key = request.form.get("user", "")
+    try:
+        counts = actions.sync_user(admin_call(), service(), tenant_id, key)
+    except GraphError as exc:
+        if exc.status == 404:
+            return problem("Not synced.", f"Entra ID has no user {key.strip()!r}.",
+                           "Give the userPrincipalName or the object id as Entra ID shows "
+                           "them.")
+        raise
+    return done(f"{key.strip()} synced from Entra ID: {summary(counts)}.",
+                _status_url(tenant_id))

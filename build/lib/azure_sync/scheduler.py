@@ -1,0 +1,84 @@
+"""APScheduler jobs: one interval job per registered tenant, kept in step with the
+database.
+
+Every job is `max_instances=1` and coalesced (a late process runs a missed round once,
+not once per missed interval) with jitter (tenants do not all start on the minute). Which
+process actually runs a tenant's round is decided by the database lease in
+`azure_sync.rounds`, so any number of processes may run this scheduler. A quarantined
+tenant runs once a day until a round succeeds; a paused tenant's round does nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from sqlalchemy import select
+
+from azure_sync.service import SyncService
+from connector import logs
+from connector.models import EntraRegistration, SyncState
+
+log = logging.getLogger("connector.sync")
+REFRESH_SECONDS = 60
+
+
+def job_id(tenant_id: str) -> str:
+    return f"sync:{tenant_id}"
+
+
+def run_tenant(service: SyncService, tenant_id: str) -> None:
+    """One scheduled round; never raises (a job that raises is only logged by APScheduler)."""
+    try:
+        if _quarantined(service, tenant_id):
+            return
+        result = service.run(tenant_id, "schedule")
+        logs.log(log, logging.INFO, "scheduled sync round", tenant=tenant_id,
+                 run=result.run_id, status=result.status, counts=result.counts,
+                 error=result.error)
+    except Exception:  # noqa: BLE001 - a job must survive to run again
+        log.exception("sync round crashed for tenant %s", tenant_id)
+
+
+def _quarantined(service: SyncService, tenant_id: str) -> bool:
+    with service.maker() as s:
+        state = s.get(SyncState, tenant_id)
+        if state is None or state.quarantined_until is None:
+            return False
+        now = dt.datetime.now(dt.UTC)
+        last = state.last_started_at
+        return state.quarantined_until > now and last is not None and (
+            now - last < dt.timedelta(days=1))
+
+
+def sync_jobs(scheduler: BaseScheduler, service: SyncService) -> None:
+    """Add, change or drop tenant jobs to match the registrations in the database."""
+    with service.maker() as s:
+        wanted = {r.tenant_id: r.interval_minutes for r in s.scalars(
+            select(EntraRegistration).where(EntraRegistration.enabled.is_(True)))}
+    for job in scheduler.get_jobs():
+        if job.id.startswith("sync:") and job.id[5:] not in wanted:
+            job.remove()
+    for tenant_id, minutes in wanted.items():
+        existing = scheduler.get_job(job_id(tenant_id))
+        seconds = minutes * 60
+        if existing is not None and getattr(existing.trigger, "interval", None) == \
+                dt.timedelta(seconds=seconds):
+            continue
+        scheduler.add_job(run_tenant, "interval", seconds=seconds, args=(service, tenant_id),
+                          id=job_id(tenant_id), replace_existing=True, max_instances=1,
+                          coalesce=True, jitter=min(60, seconds // 10),
+                          next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5))
+
+
+def start(service: SyncService, **scheduler_options: Any) -> BackgroundScheduler:
+    """Start a background scheduler for this process (the caller stops it)."""
+    scheduler = BackgroundScheduler(timezone=dt.UTC, **scheduler_options)
+    scheduler.add_job(sync_jobs, "interval", seconds=REFRESH_SECONDS,
+                      args=(scheduler, service), id="sync:refresh", max_instances=1,
+                      coalesce=True, next_run_time=dt.datetime.now(dt.UTC))
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,1 @@
+"""Month-boundary billing snapshots, policies and reports. Not built yet: see issue 6."""

@@ -1,0 +1,294 @@
+"""`connector billing …`: close, reissue, preview and show months from a terminal.
+
+Wired into the `connector` command by `connector.cli` (the one place that joins the
+packages' commands). A close shows its progress, and every message says what happened
+and what to do next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing import close as closing
+from billing.calendar import InvalidMonth, Month
+from billing.overview import adjustment_json, close_json
+from connector import clock, db, migrate
+from connector.config import ConfigError, Settings
+from connector.models import BillingAdjustment, BillingClose, Tenant
+
+
+def add_commands(sub: Any) -> None:
+    billing = sub.add_parser("billing", help="close months, preview, show invoices")
+    bsub = billing.add_subparsers(metavar="ACTION")
+    p = bsub.add_parser("close", help="close a tenant's month (does nothing if closed)")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--month", required=True, metavar="YYYY-MM")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_close)
+    p = bsub.add_parser("close-due", help="close every month that is due, for every tenant "
+                        "(what the scheduler does; catches up after downtime)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_close_due)
+    p = bsub.add_parser("reissue", help="recompute a closed month as a new version")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--month", required=True, metavar="YYYY-MM")
+    p.add_argument("--reason", required=True, help="why: kept with the new version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_reissue)
+    p = bsub.add_parser("preview", help="the running month so far (not stored)")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_preview)
+    reporting = sub.add_parser("reporting", help="provisioning keys of the reporting API")
+    rsub = reporting.add_subparsers(metavar="ACTION")
+    p = rsub.add_parser("create-key", help="make a provisioning key (shown once)")
+    p.add_argument("name", help="who or what uses it, e.g. 'Power BI'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_create_key)
+    p = rsub.add_parser("list-keys", help="list provisioning keys (never the keys)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_list_keys)
+    p = rsub.add_parser("revoke-key", help="revoke a provisioning key")
+    p.add_argument("key_id")
+    p.set_defaults(handler=cmd_revoke_key)
+    p = bsub.add_parser("show", help="a closed month: totals, invoice, adjustments")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--month", required=True, metavar="YYYY-MM")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_show)
+
+
+def _makers(settings: Settings) -> tuple[sessionmaker[Session], sessionmaker[Session]]:
+    engine = db.make_engine(settings.database)
+    migrate.upgrade(engine)
+    return db.make_sessionmaker(engine), db.make_sessionmaker(engine, writes=True)
+
+
+def _month(text: str) -> Month:
+    try:
+        return Month.parse(text)
+    except InvalidMonth as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class _Progress:
+    """Users folded so far, on one terminal line (nothing when output is JSON)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        rate = done / max(time.monotonic() - self.started, 1e-6)
+        print(f"\r  {done:,} of {total:,} users folded ({rate:,.0f}/s)", end="",
+              file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if not self.quiet:
+            print(file=sys.stderr)
+
+
+def cmd_close(settings: Settings, args: argparse.Namespace) -> int:
+    _, writer = _makers(settings)
+    month = _month(args.month)
+    progress = _Progress(args.json)
+    try:
+        outcome = closing.close_month(writer, args.tenant, month, settings.billing, clock.now(),
+                                      actor="cli", progress=progress)
+    except closing.NotDue as exc:
+        progress.end()
+        print(f"Not closed: {exc}", file=sys.stderr)
+        return 3
+    except LookupError as exc:
+        raise ConfigError(f"{exc} See `connector tenant list`.") from None
+    progress.end()
+    return _report(outcome.close, outcome.created, outcome.adjustments, args.json)
+
+
+def cmd_reissue(settings: Settings, args: argparse.Namespace) -> int:
+    _, writer = _makers(settings)
+    if not args.reason.strip():
+        raise ConfigError("--reason must say why the month is reissued.")
+    progress = _Progress(args.json)
+    try:
+        outcome = closing.close_month(writer, args.tenant, _month(args.month),
+                                      settings.billing, clock.now(), actor="cli",
+                                      reissue_reason=args.reason.strip(), progress=progress)
+    except closing.NotDue as exc:
+        progress.end()
+        print(f"Not reissued: {exc}", file=sys.stderr)
+        return 3
+    progress.end()
+    return _report(outcome.close, outcome.created, outcome.adjustments, args.json)
+
+
+def _report(close: BillingClose, created: bool, adjustments: int, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({**close_json(close), "created": created}))
+        return 0
+    invoice = close.invoice or {}
+    verb = "Closed" if created else "Already closed"
+    print(f"{verb} {close.month} (version {close.version}) for tenant {close.tenant_id}: "
+          f"{close.users_counted:,} users, {close.users_billable:,} billable, "
+          f"USD {invoice.get('total', '0.00')}.")
+    print(f"  hash {close.content_hash}")
+    if adjustments:
+        print(f"  {adjustments} adjustment line(s) for earlier months are on this invoice.")
+    for note in (close.report or {}).get("notes", []):
+        print(f"  note: {note}")
+    if not created:
+        print(f"  To correct it, reissue it: connector billing reissue --tenant "
+              f"{close.tenant_id} --month {close.month} --reason '…'")
+    print(f"  Details: connector billing show --tenant {close.tenant_id} --month {close.month}")
+    return 0
+
+
+def cmd_close_due(settings: Settings, args: argparse.Namespace) -> int:
+    _, writer = _makers(settings)
+    last = [""]
+
+    def progress(tenant_id: str, month: str, done: int, total: int) -> None:
+        if not args.json and sys.stderr.isatty():
+            print(f"\r  {tenant_id} {month}: {done:,} of {total:,} users", end="",
+                  file=sys.stderr, flush=True)
+            last[0] = tenant_id
+
+    result = closing.close_due(writer, settings.billing, clock.now(), actor="cli",
+                               progress=progress)
+    if last[0]:
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps({
+            "closed": [{"tenantId": t, "month": m, "created": o.created,
+                        "hash": o.close.content_hash} for t, m, o in result.closed],
+            "waiting": [{"tenantId": t, "month": m, "reason": r} for t, m, r in result.waiting],
+            "failed": [{"tenantId": t, "month": m, "error": e} for t, m, e in result.failed]}))
+    else:
+        for tenant_id, month, outcome in result.closed:
+            print(f"Closed {month} for {tenant_id}: {outcome.close.users_billable:,} billable,"
+                  f" USD {outcome.close.invoice.get('total', '0.00')}.")
+        for tenant_id, month, reason in result.waiting:
+            print(f"Waiting: {month} for {tenant_id}: {reason}")
+        for tenant_id, month, error in result.failed:
+            print(f"FAILED: {month} for {tenant_id}: {error}", file=sys.stderr)
+        if not (result.closed or result.waiting or result.failed):
+            print("Nothing is due: every month whose collection window is over is closed.")
+    return 1 if result.failed else 0
+
+
+def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
+    reader, _ = _makers(settings)
+    with reader() as s:
+        tenant = s.get(Tenant, args.tenant)
+        if tenant is None:
+            raise ConfigError(f"No tenant {args.tenant}. See `connector tenant list`.")
+        result = closing.preview(s, tenant, clock.now())
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['month']} so far (as of {result['asOf']}, policy {result['policy']}): "
+          f"{result['usersCounted']:,} users, {result['usersBillable']:,} billable, "
+          f"USD {result['invoice']['total']} estimated. Not stored: the month closes after "
+          "its end.")
+    for line in result["invoice"]["lines"]:
+        print(f"  {line['description']}: {line['quantity']} × {line['unitPrice']} = "
+              f"{line['amount']}")
+    return 0
+
+
+def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
+    reader, _ = _makers(settings)
+    month = _month(args.month)
+    with reader() as s:
+        versions = list(s.scalars(select(BillingClose).where(
+            BillingClose.tenant_id == args.tenant, BillingClose.month == str(month),
+            BillingClose.state != "building").order_by(BillingClose.version)))
+        if not versions:
+            print(f"{month} is not closed for tenant {args.tenant}. Close it with: connector "
+                  f"billing close --tenant {args.tenant} --month {month}", file=sys.stderr)
+            return 3
+        current = versions[-1]
+        adjustments = list(s.scalars(select(BillingAdjustment).where(
+            BillingAdjustment.close_id == current.id).order_by(BillingAdjustment.id)))
+    data = {**close_json(current),
+            "versions": [{"version": v.version, "state": v.state, "hash": v.content_hash,
+                          "closedAt": v.closed_at.isoformat() if v.closed_at else None,
+                          "reason": v.reason} for v in versions],
+            "adjustments": [adjustment_json(a) for a in adjustments]}
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    invoice = current.invoice
+    print(f"{current.month} for tenant {current.tenant_id}, version {current.version} "
+          f"closed {data['closedAt']} by {current.closed_by}; hash {current.content_hash}")
+    print(f"  {current.users_counted:,} users, {current.users_billable:,} billable "
+          f"(policy {current.inputs.get('policy')}, time zone {current.inputs.get('timeZone')})")
+    for line in invoice.get("lines", []) + invoice.get("adjustments", []):
+        print(f"  {line['description']}: {line['quantity']} × {line['unitPrice']} = "
+              f"{line['amount']}")
+    print(f"  total USD {invoice.get('total')} (excl. tax)"
+          + ("; may be paid by invoice" if invoice.get("invoicePaymentEligible") else ""))
+    return 0
+
+
+def cmd_create_key(settings: Settings, args: argparse.Namespace) -> int:
+    from billing import reporting
+
+    _, writer = _makers(settings)
+    with writer() as s:
+        try:
+            row, key = reporting.create_key(s, args.name, "cli", clock.now())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        s.commit()
+        data = {**reporting.key_json(row), "key": key}
+    if args.json:
+        print(json.dumps(data))
+        return 0
+    print(f"Provisioning key {data['id']} ({data['name']}) made. The key, shown this once:")
+    print(f"  {key}")
+    print("Use it as 'Authorization: Bearer <key>' on /reporting/v1/… (e.g. "
+          "GET /reporting/v1/months). To rotate it, make a new one, switch the BI tool "
+          "over, then: connector reporting revoke-key " + data["id"])
+    return 0
+
+
+def cmd_list_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from billing import reporting
+    from connector.models import ReportingKey
+
+    reader, _ = _makers(settings)
+    with reader() as s:
+        rows = [reporting.key_json(r) for r in s.scalars(
+            select(ReportingKey).order_by(ReportingKey.created_at))]
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print("No provisioning key yet: connector reporting create-key NAME")
+    for row in [] if args.json else rows:
+        state = f"revoked {row['revokedAt']}" if row["revokedAt"] else "active"
+        print(f"{row['id']}  {row['name']}  {row['hint']}  made {row['createdAt']}  {state}")
+    return 0
+
+
+def cmd_revoke_key(settings: Settings, args: argparse.Namespace) -> int:
+    from billing import reporting
+
+    _, writer = _makers(settings)
+    with writer() as s:
+        row = reporting.revoke_key(s, args.key_id, clock.now())
+        if row is None:
+            raise ConfigError(f"No provisioning key {args.key_id}: see connector reporting "
+                              "list-keys.")
+        s.commit()
+    print(f"Provisioning key {args.key_id} is revoked: requests with it now get 401.")
+    return 0

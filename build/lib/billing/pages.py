@@ -1,0 +1,202 @@
+"""The admin web UI's billing pages, under /admin/tenants/{id}/billing.
+
+A blueprint nested in the web UI's (connector.web), like Entra sync's: it adds a
+"Billing" tab to every tenant with the billing info form, the quick overview (active
+users per module, regular and guest), the running month so far, the history of closed
+months with a chart, and a page per closed month: its invoice, adjustment lines, the
+per-user billed list with reasons, its versions, and (partner admins) a reissue form.
+
+Every action is the admin action the API calls too (`billing.actions`), with its one
+audit line.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.blueprints import BlueprintSetupState
+
+from billing import actions, overview
+from billing import close as closing
+from billing.calendar import InvalidMonth, Month
+from billing.policies import POLICIES
+from billing.profiles import load_profile
+from connector import db
+from connector.errors import InvalidSetting, NotFound
+from connector.http import admin_call
+from connector.text import storable_text
+from connector.web.pages import (
+    TenantTab,
+    add_tenant_tab,
+    come_back_to,
+    done,
+    me,
+    page_number,
+    tenant_page,
+)
+
+bp = Blueprint("billing", __name__, url_prefix="/tenants/<tenant_id>/billing",
+               template_folder="templates")
+LINES_PER_PAGE = 100
+PREVIEW_INLINE_USERS = 50_000  # larger tenants compute the running month on request
+REASONS = {
+    "active_whole_month": "Active the whole month",
+    "not_active_whole_month": "Not active the whole month (created, closed or inactive "
+                              "during it)",
+    "active_with_module": "Active at the month's end with a module",
+    "inactive_at_end": "Inactive at the month's end",
+    "no_module": "No module at the month's end",
+    "removed": "Deleted by the month's end",
+    "invited": "Invited to claim an account",
+    "claimed": "Claimed the account",
+    "not_invited": "Not invited (provisioned only)",
+    "monthly_active": "Signed in, visited or chatted during the month",
+    "no_activity": "No sign-in, visit or chat during the month",
+    "no_account_on_first_day": "No account on the month's first day",
+    "trial": "Trial (billing starts the 1st after the trial ends)",
+    "external_company_guest": "Guest from another company (never billed)",
+}
+
+
+@bp.record_once
+def _add_tab(state: BlueprintSetupState) -> None:
+    add_tenant_tab(state.app, TenantTab("Billing", "web.billing.index", "web.billing."))
+
+
+@bp.context_processor
+def _helpers() -> dict[str, Any]:
+    return {"reasons": REASONS, "policies": POLICIES, "chart": chart}
+
+
+def _index_url(tenant_id: str) -> str:
+    return url_for("web.billing.index", tenant_id=tenant_id)
+
+
+@bp.get("")
+def index(tenant_id: str) -> str:
+    tenant = tenant_page(tenant_id)
+    session = db.get_session()
+    closes = overview.closed_months(session, tenant_id)
+    # The running month is folded on the spot: quick for most tenants, tens of seconds
+    # for a very large one, whose page offers it as a separate step instead.
+    live = overview.live_overview(session, tenant_id)
+    people = sum(live["activeUsers"].values())
+    show_preview = people < PREVIEW_INLINE_USERS or request.args.get("preview") == "1"
+    return render_template(
+        "admin/billing/index.html", tenant=tenant, profile=load_profile(session, tenant_id),
+        live=live,
+        preview=closing.preview(session, tenant, admin_call().now) if show_preview else None,
+        closes=closes, series=overview.history_series(closes[:24]),
+        partner=me().role == "partner")
+
+
+TENANT_FORM = ("company_name", "reference_number", "customer_type", "industry", "po_number")
+
+
+@bp.post("")
+def save(tenant_id: str) -> Response:
+    tenant_page(tenant_id)
+    come_back_to(_index_url(tenant_id))
+    changes: dict[str, Any] = {k: request.form.get(k, "") for k in TENANT_FORM}
+    if me().role == "partner":
+        changes.update(policy=request.form.get("policy", ""),
+                       trial_ends_on=request.form.get("trial_ends_on", ""),
+                       non_profit=request.form.get("non_profit") == "on",
+                       time_zone=request.form.get("time_zone", "").strip(),
+                       prices=_prices_from_form())
+    actions.update_billing(admin_call(), tenant_id, changes)
+    return done("Billing info saved. Closed months keep what they were closed with; the "
+                "change applies from the next close.", _index_url(tenant_id))
+
+
+def _prices_from_form() -> list[dict[str, str]]:
+    """One text line per price: `unit, plan, price` (e.g. `Hybrid, standard, 4.50`)."""
+    prices = []
+    for number, line in enumerate(request.form.get("prices", "").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3:
+            raise InvalidSetting(f"Price line {number} must read unit, plan, price "
+                                 "(e.g. Hybrid, standard, 4.50).")
+        prices.append({"unit": parts[0], "plan": parts[1], "price": parts[2]})
+    return prices
+
+
+def _month(text: str) -> Month:
+    try:
+        return Month.parse(text)
+    except InvalidMonth as exc:
+        raise NotFound(str(exc)) from None
+
+
+@bp.get("/months/<month>")
+def month(tenant_id: str, month: str) -> str:
+    tenant = tenant_page(tenant_id)
+    target = _month(month)
+    session = db.get_session()
+    versions = overview.month_versions(session, tenant_id, str(target))
+    if not versions:
+        raise NotFound(f"{target} is not closed for this tenant yet.")
+    current = versions[-1]
+    billable = request.args.get("billable", "")
+    search = request.args.get("q", "")[:200]
+    if not storable_text(search):
+        raise InvalidSetting("The search text contains a character that cannot be searched.")
+    lines = overview.lines_page(session, current.id, page_number(), LINES_PER_PAGE,
+                                None if billable not in ("true", "false") else
+                                billable == "true", search)
+    return render_template(
+        "admin/billing/month.html", tenant=tenant, close=current, versions=versions,
+        lines=lines, adjustments=overview.adjustments_of(session, current.id),
+        billable=billable, q=request.args.get("q", ""), partner=me().role == "partner")
+
+
+@bp.post("/months/<month>/reissue")
+def reissue(tenant_id: str, month: str) -> Response:
+    me().require_partner()
+    tenant_page(tenant_id)
+    target = _month(month)
+    url = url_for("web.billing.month", tenant_id=tenant_id, month=str(target))
+    come_back_to(url)
+    try:
+        outcome = actions.close_month(admin_call(), current_app.extensions["write_sessionmaker"],
+                                      current_app.config["SETTINGS"].billing, tenant_id, target,
+                                      reissue_reason=request.form.get("reason", ""))
+    except closing.NotDue as exc:
+        flash(str(exc), "error")
+        return redirect(url, 303)
+    return done(f"{target} reissued as version {outcome.close.version}; version "
+                f"{outcome.close.version - 1} stays readable below.", url)
+
+
+def chart(series: list[dict[str, Any]], width: int = 640, height: int = 180) -> dict[str, Any]:
+    """Bars for billable users and a line for the amount, as numbers for an inline SVG
+    (server-rendered: no script, no library)."""
+    if not series:
+        return {"bars": [], "points": "", "width": width, "height": height}
+    top_users = max(1, max(s["billable"] for s in series))
+    top_amount = max(Decimal("1"), max(Decimal(s["total"] or "0") for s in series))
+    slot = min(width / len(series), 64.0)  # one month is a bar, not the whole width
+    bars, points = [], []
+    for i, s in enumerate(series):
+        h = (height - 30) * s["billable"] / top_users
+        x = i * slot + slot * 0.15
+        bars.append({"x": round(x, 1), "y": round(height - 20 - h, 1), "w": round(slot * 0.7, 1),
+                     "h": round(h, 1), "label": s["month"], "users": s["billable"],
+                     "total": s["total"]})
+        amount = Decimal(s["total"] or "0")
+        y = height - 20 - float((height - 30) * amount / top_amount)
+        points.append(f"{round(i * slot + slot / 2, 1)},{round(y, 1)}")
+    return {"bars": bars, "points": " ".join(points), "width": width, "height": height}

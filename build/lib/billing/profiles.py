@@ -1,0 +1,114 @@
+"""A tenant's billing info: read with defaults, changed with validation and an event.
+
+The time zone a tenant's months are closed in is part of the billing info as admins see
+it, but it is tenant policy: `connector.tenant_settings` checks and writes it (with its
+own `tenant.settings` event)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from billing.invoice import InvalidPrice, parse_prices, prices_as_json
+from billing.policies import POLICIES
+from connector import events, tenant_settings
+from connector.errors import InvalidSetting
+from connector.events import WriteContext
+from connector.models import BillingProfile, Tenant
+
+TEXT_FIELDS = {"company_name": 200, "reference_number": 100, "customer_type": 100,
+               "industry": 100, "po_number": 100}
+DEFAULT_POLICY = "active_with_module"
+
+
+def load_profile(session: Session, tenant_id: str) -> BillingProfile:
+    """The tenant's billing info; an unsaved default one if none was ever set."""
+    profile = session.get(BillingProfile, tenant_id)
+    if profile is not None:
+        return profile
+    return BillingProfile(tenant_id=tenant_id, company_name="", reference_number="",
+                          customer_type="", industry="", po_number="", policy=DEFAULT_POLICY,
+                          trial_ends_on=None, non_profit=False, prices=[], version=0)
+
+
+def update_profile(session: Session, ctx: WriteContext, tenant: Tenant,
+                   changes: Mapping[str, Any]) -> BillingProfile:
+    """Apply `changes` (snake_case keys; time_zone goes to the tenant's settings) after
+    checking every one of them: nothing is applied if one is wrong. Recorded as an
+    event."""
+    checked = _check(changes)
+    profile = session.get(BillingProfile, tenant.id)
+    if profile is None:
+        profile = load_profile(session, tenant.id)
+        profile.version = 0
+        session.add(profile)
+    before = profile_json(profile, tenant)
+    for key, value in checked.items():
+        if key == "time_zone":
+            tenant_settings.set_time_zone(session, tenant, ctx, value)
+        else:
+            setattr(profile, key, value)
+    profile.updated_at = ctx.now
+    profile.version = (profile.version or 0) + 1
+    after = profile_json(profile, tenant)
+    changed = {k: after[k] for k in after
+               if after[k] != before[k] and k != "timeZone"}
+    if changed:
+        events.record(session, ctx, "tenant", tenant.id, events.BILLING_PROFILE,
+                      {k: before[k] for k in changed}, changed)
+    return profile
+
+
+def _check(changes: Mapping[str, Any]) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key in TEXT_FIELDS:
+            if not isinstance(value, str) or len(value) > TEXT_FIELDS[key]:
+                raise InvalidSetting(f"{key} must be text of at most {TEXT_FIELDS[key]} "
+                                     "characters.")
+            checked[key] = value.strip()
+        elif key == "policy":
+            if not isinstance(value, str) or value not in POLICIES:
+                raise InvalidSetting(f"policy must be one of {', '.join(sorted(POLICIES))}.")
+            checked[key] = value
+        elif key == "trial_ends_on":
+            checked[key] = _date(value)
+        elif key == "non_profit":
+            if not isinstance(value, bool):
+                raise InvalidSetting("non_profit must be true or false.")
+            checked[key] = value
+        elif key == "prices":
+            if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+                raise InvalidSetting("prices must be a list of {unit, plan, price}.")
+            try:
+                checked[key] = prices_as_json(parse_prices(value))
+            except InvalidPrice as exc:
+                raise InvalidSetting(str(exc)) from exc
+        elif key == "time_zone":
+            checked[key] = tenant_settings.check_time_zone(value)
+        else:
+            raise InvalidSetting(f"{key} is not a billing setting.")
+    return checked
+
+
+def _date(value: Any) -> dt.date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise InvalidSetting("trial_ends_on must be a date (YYYY-MM-DD) or empty.") from exc
+
+
+def profile_json(profile: BillingProfile, tenant: Tenant) -> dict[str, Any]:
+    return {"companyName": profile.company_name, "referenceNumber": profile.reference_number,
+            "customerType": profile.customer_type, "industry": profile.industry,
+            "poNumber": profile.po_number, "policy": profile.policy,
+            "trialEndsOn": profile.trial_ends_on.isoformat() if profile.trial_ends_on
+            else None, "nonProfit": profile.non_profit, "prices": list(profile.prices or []),
+            "timeZone": tenant.time_zone, "currency": "USD", "version": profile.version}

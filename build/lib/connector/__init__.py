@@ -1,0 +1,1 @@
+"""The connector: identity-provider provisioning, status authority and billing."""

@@ -1,0 +1,49 @@
+"""Admin accounts: the signed-in admin's own password and API tokens, and the partner
+admins' management of accounts."""
+
+from __future__ import annotations
+
+from connector import admins
+from connector.actions import AdminCall
+from connector.errors import InvalidSetting
+from connector.models import AdminAccount, AdminToken
+
+
+def own_account(call: AdminCall) -> AdminAccount:
+    account = call.session.get(AdminAccount, call.principal.admin_id)
+    assert account is not None  # the sign-in gate checked it this request
+    return account
+
+
+def change_password(call: AdminCall, current: str, new: str, repeated: str | None = None
+                    ) -> AdminAccount:
+    """Change the signed-in admin's password; every other session of it ends. `repeated`
+    is the new password typed a second time, where a form asks for it."""
+    if repeated is not None and new != repeated:
+        raise InvalidSetting("The two new passwords are not the same; type them again.")
+    account = own_account(call)
+    admins.change_password(call.session, account, current, new)
+    call.audit("password.changed", account.tenant_id, account.email)
+    return account
+
+
+def create_token(call: AdminCall, name: str) -> tuple[AdminToken, str]:
+    """A personal API token for the signed-in admin; the clear token is returned once."""
+    token, clear = admins.create_token(call.session, call.principal.admin_id, name, call.now)
+    call.audit("token.created", call.principal.tenant_id, token.name, {"token_id": token.id})
+    return token, clear
+
+
+def revoke_token(call: AdminCall, token_id: str) -> AdminToken:
+    token = admins.revoke_token(call.session, call.principal.admin_id, token_id, call.now)
+    call.audit("token.revoked", call.principal.tenant_id, token.name, {"token_id": token.id})
+    return token
+
+
+def create_admin(call: AdminCall, email: str, role: str, tenant_id: str | None
+                 ) -> tuple[AdminAccount, str | None]:
+    """A partner admin creates an admin account with a one-time password."""
+    call.principal.require_partner()
+    account, one_time = admins.create_admin(call.session, email, role, tenant_id, call.now)
+    call.audit("admin.created", account.tenant_id, account.email, {"role": role})
+    return account, one_time

@@ -1,0 +1,321 @@
+"""The admin API's endpoints: everything the web UI does, for scripts.
+
+Each endpoint parses its JSON, calls one admin action (`connector.actions`) and renders
+what it returns. Each write is one transaction: the change, its directory events and one
+audit line commit together or not at all. A tenant admin's requests for another tenant
+answer 404, exactly as for a tenant that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, current_app, request, stream_with_context
+
+from connector import admins, auth, browse, counters, csv_export, tenants
+from connector.actions import accounts, groups, users
+from connector.actions import tenants as tenant_actions
+from connector.api import OPENAPI_FILE, bp
+from connector.api.contract import request_body
+from connector.http import (
+    admin_call,
+    done,
+    json_response,
+    page_args,
+    page_json,
+    principal,
+    scim_base_url,
+    session,
+    tenant_for,
+)
+from connector.models import AdminAccount, Tenant
+
+SETTING_NAMES = {"statusSource": "status_source", "scimDefaultStatus": "scim_default_status",
+                 "provisioningPaused": "provisioning_paused"}
+
+
+# -- the contract ---------------------------------------------------------------------------
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return Response(OPENAPI_FILE.read_bytes(), mimetype="application/json")
+
+
+# -- the caller -------------------------------------------------------------------------------
+
+
+def account_json(account: AdminAccount) -> dict[str, Any]:
+    return {"id": account.id, "email": account.email, "role": account.role,
+            "tenantId": account.tenant_id, "mustChangePassword": account.must_change_password,
+            "created": account.created_at.isoformat(),
+            "disabled": account.disabled_at.isoformat() if account.disabled_at else None}
+
+
+@bp.get("/me")
+def me() -> Response:
+    account = session().get(AdminAccount, principal().admin_id)
+    return json_response({**account_json(account), "via": principal().via,
+                          "csrfToken": auth.csrf_token() if principal().via == "session"
+                          else None})
+
+
+@bp.post("/me/password")
+def change_password() -> Response:
+    body = request_body()
+    account = accounts.change_password(admin_call(), body["currentPassword"],
+                                       body["newPassword"])
+    session().commit()
+    if principal().via == "session":  # this browser stays signed in under the new epoch
+        auth.keep_session(account)
+    return Response(status=204)
+
+
+def token_json(token: Any) -> dict[str, Any]:
+    return {"id": token.id, "name": token.name, "hint": token.hint + "…",
+            "created": token.created_at.isoformat(),
+            "lastUsed": token.last_used_at.isoformat() if token.last_used_at else None,
+            "revoked": token.revoked_at.isoformat() if token.revoked_at else None}
+
+
+@bp.get("/me/tokens")
+def list_tokens() -> Response:
+    return json_response({"items": [token_json(t) for t in
+                                    admins.list_tokens(session(), principal().admin_id)]})
+
+
+@bp.post("/me/tokens")
+def create_token() -> Response:
+    token, clear = accounts.create_token(admin_call(), request_body()["name"])
+    return done(201, {**token_json(token), "token": clear})
+
+
+@bp.delete("/me/tokens/<token_id>")
+def revoke_token(token_id: str) -> Response:
+    accounts.revoke_token(admin_call(), token_id)
+    return done()
+
+
+# -- admin accounts (partner) -------------------------------------------------------------
+
+
+@bp.get("/admins")
+def list_admins() -> Response:
+    principal().require_partner()
+    return json_response({"items": [account_json(a) for a in admins.list_admins(session())]})
+
+
+@bp.post("/admins")
+def create_admin() -> Response:
+    principal().require_partner()
+    body = request_body()
+    account, one_time = accounts.create_admin(admin_call(), body["email"], body["role"],
+                                              body.get("tenantId"))
+    return done(201, {**account_json(account), "oneTimePassword": one_time})
+
+
+# -- tenants -----------------------------------------------------------------------------------
+
+
+def tenant_json(tenant: Tenant) -> dict[str, Any]:
+    return {"id": tenant.id, "name": tenant.name, "created": tenant.created_at.isoformat(),
+            "timeZone": tenant.time_zone, "scimBaseUrl": scim_base_url(),
+            "users": counters.live_users(session(), tenant.id),
+            "settings": settings_json(tenant)}
+
+
+def settings_json(tenant: Tenant) -> dict[str, Any]:
+    return {camel: getattr(tenant, snake) for camel, snake in SETTING_NAMES.items()}
+
+
+@bp.get("/tenants")
+def list_tenants() -> Response:
+    rows = tenants.list_tenants(session())
+    visible = [t for t in rows if principal().can_see(t.id)]
+    return json_response({"items": [tenant_json(t) for t in visible]})
+
+
+@bp.post("/tenants")
+def create_tenant() -> Response:
+    principal().require_partner()
+    tenant, issued = tenant_actions.create_tenant(admin_call(), request_body()["name"])
+    return done(201, {**tenant_json(tenant), "scimToken": issued.token})
+
+
+@bp.get("/tenants/<tenant_id>")
+def get_tenant(tenant_id: str) -> Response:
+    return json_response(tenant_json(tenant_for(tenant_id)))
+
+
+@bp.get("/tenants/<tenant_id>/settings")
+def get_settings(tenant_id: str) -> Response:
+    return json_response(settings_json(tenant_for(tenant_id)))
+
+
+@bp.patch("/tenants/<tenant_id>/settings")
+def patch_settings(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    body = request_body()
+    tenant_actions.change_settings(admin_call(), tenant_id,
+                                   **{SETTING_NAMES[k]: v for k, v in body.items()})
+    return done(200, settings_json(tenant_for(tenant_id)))
+
+
+@bp.post("/tenants/<tenant_id>/scim-token")
+def rotate_scim_token(tenant_id: str) -> Response:
+    issued = tenant_actions.rotate_scim_token(admin_call(), tenant_id)
+    return done(201, {"scimBaseUrl": scim_base_url(), "scimToken": issued.token})
+
+
+# -- users ------------------------------------------------------------------------------------
+
+
+@bp.get("/tenants/<tenant_id>/users")
+def list_users(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    query = browse.user_query(request.args.to_dict())
+    page = browse.list_users(session(), tenant_id, query)
+    return json_response({**page_json(page, [u.as_json() for u in page.items]),
+                          "capped": page.capped})
+
+
+@bp.post("/tenants/<tenant_id>/users")
+def create_user(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    body = request_body()
+    new = users.NewUser(
+        user_name=body["userName"], display_name=body.get("displayName"),
+        given_name=body.get("givenName"), family_name=body.get("familyName"),
+        email=body.get("email"), active=body.get("active"), guest=body.get("guest", False),
+        admin=body.get("admin", False), modules=body.get("modules"))
+    user = users.create_user(admin_call(), tenant_id, new)
+    return done(201, browse.user_detail(session(), tenant_id, user.id))
+
+
+@bp.get("/tenants/<tenant_id>/users/<user_id>")
+def get_user(tenant_id: str, user_id: str) -> Response:
+    tenant_for(tenant_id)
+    return json_response(browse.user_detail(session(), tenant_id, user_id))
+
+
+@bp.patch("/tenants/<tenant_id>/users/<user_id>")
+def patch_user(tenant_id: str, user_id: str) -> Response:
+    tenant_for(tenant_id)
+    body = request_body()
+    users.change_user(admin_call(), tenant_id, user_id, guest=body.get("guest"),
+                      admin=body.get("admin"), modules=body.get("modules"))
+    return done(200, browse.user_detail(session(), tenant_id, user_id))
+
+
+@bp.put("/tenants/<tenant_id>/users/<user_id>/status")
+def set_status(tenant_id: str, user_id: str) -> Response:
+    tenant_for(tenant_id)
+    users.set_status(admin_call(), tenant_id, user_id, request_body()["status"])
+    return done(200, browse.user_detail(session(), tenant_id, user_id))
+
+
+@bp.get("/tenants/<tenant_id>/users/<user_id>/history")
+def user_history(tenant_id: str, user_id: str) -> Response:
+    tenant_for(tenant_id)
+    browse.get_user(session(), tenant_id, user_id, include_removed=True)  # 404 if unknown
+    return json_response({"items": browse.user_history(session(), tenant_id, user_id)})
+
+
+# -- deleted users ----------------------------------------------------------------------------
+
+
+@bp.get("/tenants/<tenant_id>/deleted-users")
+def deleted_users(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    page = browse.deleted_users(session(), tenant_id, *page_args())
+    return json_response(page_json(page, [u.as_json() for u in page.items]))
+
+
+@bp.post("/tenants/<tenant_id>/deleted-users/<user_id>/restore")
+def restore_user(tenant_id: str, user_id: str) -> Response:
+    users.restore_user(admin_call(), tenant_id, user_id)
+    return done(200, browse.user_detail(session(), tenant_id, user_id))
+
+
+@bp.delete("/tenants/<tenant_id>/deleted-users/<user_id>")
+def purge_user(tenant_id: str, user_id: str) -> Response:
+    users.purge_user(admin_call(), tenant_id, user_id)
+    return done()
+
+
+# -- groups and modules -----------------------------------------------------------------------
+
+
+@bp.get("/tenants/<tenant_id>/groups")
+def list_groups(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    q = request.args.get("q", "").strip()[:200]
+    page = browse.list_groups(session(), tenant_id, q, *page_args())
+    return json_response(page_json(page))
+
+
+@bp.get("/tenants/<tenant_id>/groups/<group_id>")
+def get_group(tenant_id: str, group_id: str) -> Response:
+    tenant_for(tenant_id)
+    return json_response(browse.get_group(session(), tenant_id, group_id))
+
+
+@bp.get("/tenants/<tenant_id>/groups/<group_id>/members")
+def group_members(tenant_id: str, group_id: str) -> Response:
+    tenant_for(tenant_id)
+    browse.get_group(session(), tenant_id, group_id)  # 404 if unknown
+    return json_response(page_json(browse.group_members(session(), tenant_id, group_id,
+                                                        *page_args())))
+
+
+@bp.put("/tenants/<tenant_id>/groups/<group_id>/modules")
+def set_group_modules(tenant_id: str, group_id: str) -> Response:
+    tenant_for(tenant_id)
+    groups.set_group_modules(admin_call(), tenant_id, group_id, request_body()["modules"])
+    return done(200, browse.get_group(session(), tenant_id, group_id))
+
+
+@bp.get("/tenants/<tenant_id>/modules")
+def list_modules(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    return json_response({"items": browse.module_usage(session(), tenant_id)})
+
+
+@bp.post("/tenants/<tenant_id>/modules")
+def add_module(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    module = tenant_actions.add_module(admin_call(), tenant_id, request_body()["name"])
+    return done(201, {"name": module, "users": 0, "groups": 0})
+
+
+# -- audit and export -------------------------------------------------------------------------
+
+
+@bp.get("/tenants/<tenant_id>/audit")
+def tenant_audit(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    return json_response(page_json(browse.audit_entries(session(), tenant_id, *page_args())))
+
+
+@bp.get("/audit")
+def audit_log() -> Response:
+    principal().require_partner()
+    return json_response(page_json(browse.audit_entries(session(), None, *page_args())))
+
+
+@bp.get("/tenants/<tenant_id>/exports/users.csv")
+def export_users(tenant_id: str) -> Response:
+    tenant = tenant_for(tenant_id)
+    users.note_export(admin_call(), tenant_id, "users.exported")
+    session().commit()
+    maker = current_app.extensions["sessionmaker"]
+    filename = csv_export.file_name("users", tenant.name, admin_call().now)
+
+    def generate() -> Iterator[str]:
+        with maker() as export_session:  # outlives the request's own session
+            yield from csv_export.csv_chunks(
+                csv_export.user_rows(browse.export_users(export_session, tenant_id)))
+
+    return Response(stream_with_context(generate()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -1,0 +1,151 @@
+"""The application factory: a table of contents of named setup steps."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import Engine
+from werkzeug.exceptions import HTTPException
+
+from connector import db, health, logs, serving
+from connector.config import Settings, load_settings
+
+access_log = logging.getLogger("connector.access")
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
+    """Build the WSGI app. Nothing touches the network or starts a thread here."""
+    settings = settings or load_settings()
+    app = Flask("connector")
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    setup_logging(app, settings)
+    setup_storage(app, settings, engine)
+    setup_request_ids(app, settings)
+    setup_health(app)
+    setup_errors(app)
+    setup_scim(app)
+    setup_admin(app, settings)
+    setup_reporting(app)
+    if serving.gevent_patched():
+        app.wsgi_app = serving.cooperative(app.wsgi_app)  # type: ignore[method-assign]
+        logging.getLogger("connector").info(
+            "serving under gevent; database waits are %s", serving.database_waits())
+    return app
+
+
+def server_app() -> Flask:
+    """The app as a server process serves it: `wsgi.py`, and
+    `gunicorn 'connector.app:server_app()'` from any directory."""
+    app = create_app()
+    settle_memory()
+    return app
+
+
+def settle_memory() -> None:
+    """Call once a server process has built its app (never in tests: it is for good).
+
+    The objects made at start-up (modules, the app, SQLAlchemy's mappers) live as long
+    as the process; freezing them keeps the garbage collector from scanning them again in
+    every full collection, which showed as 40-50 ms pauses in a page of 100 users.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def setup_logging(app: Flask, settings: Settings) -> None:
+    logs.setup(settings.logging)
+
+
+def setup_storage(app: Flask, settings: Settings, engine: Engine | None) -> None:
+    db.init_app(app, engine or db.make_engine(settings.database))
+
+
+def setup_request_ids(app: Flask, settings: Settings) -> None:
+    """Give every request a correlation id (echoed as X-Request-Id) and an access log line."""
+
+    @app.before_request
+    def _start() -> None:
+        g.request_id = uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: ResponseReturnValue) -> ResponseReturnValue:
+        response.headers["X-Request-Id"] = g.get("request_id", "")  # type: ignore[union-attr]
+        if settings.logging.access_log:
+            logs.log(access_log, logging.INFO, "request", method=request.method,
+                     path=request.path, status=response.status_code,  # type: ignore[union-attr]
+                     ms=round((time.perf_counter() - g.get("started", 0)) * 1000, 2),
+                     tenant=g.get("tenant_id"), request_id=g.get("request_id"))
+        return response
+
+
+def setup_health(app: Flask) -> None:
+    app.register_blueprint(health.bp)
+
+
+def setup_errors(app: Flask) -> None:
+    """Errors raised before a blueprint is known (unknown URL, wrong method, body too
+    large) or outside any handler: each surface (SCIM, admin API, web UI) registers how
+    it answers under its URL prefix; the longest matching prefix answers."""
+    surfaces: list[tuple[str, Any, Any]] = app.extensions.setdefault("error_surfaces", [])
+
+    def surface_for(path: str) -> tuple[str, Any, Any] | None:
+        matches = [s for s in surfaces if path.startswith(s[0])]
+        return max(matches, key=lambda s: len(s[0])) if matches else None
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        found = surface_for(request.path)
+        return found[1](exc) if found else exc
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        if isinstance(exc, HTTPException):
+            return _http(exc)
+        found = surface_for(request.path)
+        if found:
+            return found[2](exc)
+        logging.getLogger("connector").exception("unexpected error")
+        return Response('{"error":"internal error"}', status=500, mimetype="application/json")
+
+
+def setup_scim(app: Flask) -> None:
+    from scim import views
+
+    views.init_app(app)
+
+
+def setup_admin(app: Flask, settings: Settings) -> None:
+    """Admin sign-in, the admin API (/api/v1) and the web UI, each with Entra ID sync's
+    and billing's routes nested in it."""
+    from connector import api, auth, web
+
+    if settings.server.proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.server.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
+                                x_host=hops)
+    from azure_sync import pages as sync_pages
+    from azure_sync import views as sync_views
+    from billing import pages as billing_pages
+    from billing import views as billing_views
+
+    auth.init_app(app)
+    sync_views.init_app(app)
+    api.init_app(app, children=(sync_views.bp, billing_views.bp, billing_views.keys_bp))
+    web.init_app(app, children=(sync_pages.bp, billing_pages.bp))
+
+
+def setup_reporting(app: Flask) -> None:
+    """The hosting partner's reporting API (/reporting/v1), with its own provisioning keys."""
+    from billing import reporting
+
+    reporting.init_app(app)

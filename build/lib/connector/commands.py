@@ -1,0 +1,56 @@
+"""What writers hand the directory service: plain values, no I/O.
+
+SCIM requests, Graph delta pages and admin forms each translate into these; the
+directory service (`connector.directory`) is the only thing that applies them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class IndexedValue:
+    """One element of a multi-valued attribute, as indexed for filtering."""
+
+    attr: str
+    position: int
+    value: str | None
+    type: str | None = None
+    primary: bool = False
+    display: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UserFields:
+    """Everything a writer says about a user, already validated by its surface."""
+
+    user_name: str
+    external_id: str | None = None
+    display_name: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    values: tuple[IndexedValue, ...] = ()
+    active: bool | None = None  # None: the writer did not say
+    guest: bool = False
+    external_company_guest: bool = False
+    admin: bool = False
+    modules: tuple[str, ...] | None = None  # None: leave as they are
+    # The frontline plan's attributes (desklessPercent, paidHourly, hasEmail,
+    # frontlineRole); None: leave as they are.
+    frontline: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class GroupFields:
+    display_name: str
+    external_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    modules: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    action: str  # add | remove | replace
+    member_ids: tuple[str, ...]

@@ -1,0 +1,372 @@
+"""Load the connector's settings: TOML file, then environment overrides.
+
+Precedence, lowest first: the built-in defaults declared below (which
+`config.example.toml` mirrors, a test keeps them in step), the TOML file named by
+`CONNECTOR_CONFIG` (default `config.toml`, skipped when absent), then environment
+variables named `CONNECTOR_<SECTION>__<KEY>`, e.g. `CONNECTOR_DATABASE__URL`.
+This is the only module that reads the environment for settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CONNECTOR_"
+
+
+class ConfigError(Exception):
+    """A settings file or override that cannot be used; the message says which key."""
+
+
+def setting(default: Any, doc: str) -> Any:
+    """Declare one setting with its default and the sentence that documents it."""
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = setting("127.0.0.1", "Address `connector serve` listens on.")
+    port: int = setting(8080, "Port `connector serve` listens on.")
+    public_base_url: str = setting(
+        "",
+        "Base URL clients reach the connector at, e.g. https://connector.example.com. "
+        "Empty: derived from each request's Host header.",
+    )
+    max_body_bytes: int = setting(
+        1_048_576, "Largest request body accepted, in bytes; larger bodies get 413."
+    )
+    proxy_hops: int = setting(
+        0,
+        "Reverse proxies in front of the connector whose X-Forwarded-For/-Proto/-Host "
+        "headers are trusted (0: none). Set it when TLS ends at a proxy, so secure "
+        "cookies, client addresses for sign-in throttling and links come out right.",
+    )
+    worker_class: str = setting(
+        "gthread",
+        "How `connector serve` runs gunicorn: \"gthread\" (threads with keep-alive; the "
+        "only one that also runs the schedulers in the web process), \"gevent\" (an event "
+        "loop with keep-alive; overlaps database waits, fastest on PostgreSQL; needs "
+        "scheduler_in_web = false in [azure_sync] and [billing] and `connector worker` "
+        "running) or \"sync\" (one request at a time, no keep-alive). "
+        "See connector/serving.py.",
+    )
+    threads: int = setting(4, "gthread: threads per process.")
+    worker_connections: int = setting(
+        100, "gevent: connections one process serves at once (the rest wait in the "
+        "listen queue).")
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = setting(
+        "sqlite:///var/connector.sqlite3",
+        "SQLAlchemy URL. SQLite paths are relative to the working directory; "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/dbname.",
+    )
+    pool_size: int = setting(5, "Connections kept per process (PostgreSQL).")
+    max_overflow: int = setting(
+        -1,
+        "Connections opened beyond pool_size while more requests than that use the "
+        "database at once, closed again when handed back (PostgreSQL). -1: up to "
+        "pool_size + 10 either way: 10 beyond the pool with threads; under gevent all "
+        "kept in the pool (pool_size + 10, none beyond), since opening and closing a "
+        "connection per request there cost more than the request.",
+    )
+    pool_pre_ping: bool = setting(
+        False,
+        "Test each pooled connection before use (PostgreSQL): one more round trip per "
+        "request. Off, a connection the server dropped fails one request with 503 and "
+        "Retry-After, and the pool reconnects.",
+    )
+    pool_recycle: int = setting(
+        1800, "Replace pooled connections older than this many seconds (PostgreSQL)."
+    )
+    echo: bool = setting(False, "Log every SQL statement (debugging only).")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR.")
+    json: bool = setting(True, "One JSON object per line; false for plain text.")
+    access_log: bool = setting(True, "Log one line per HTTP request.")
+
+
+@dataclass(frozen=True)
+class ScimSettings:
+    max_results: int = setting(
+        1000, "Largest page a list or search returns (`count` is capped to it)."
+    )
+    default_count: int = setting(100, "Page size when a list request gives no `count`.")
+    bulk_max_operations: int = setting(1000, "Most operations accepted in one /Bulk request.")
+    bulk_max_payload_bytes: int = setting(
+        1_048_576, "Largest /Bulk request body, in bytes (advertised as maxPayloadSize)."
+    )
+    paused_retry_after: int = setting(
+        300, "Seconds sent in Retry-After while a tenant's provisioning is paused."
+    )
+    token_cache_seconds: int = setting(
+        10,
+        "Seconds a process trusts a SCIM token it has checked, for reads only (writes "
+        "always check the database, so a revoked token never writes). A token revoked in "
+        "another process may still read for this long; 0 turns the cache off.",
+    )
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    session_secret: str = setting(
+        "",
+        "Key that signs admin session cookies. Empty: generated on first use and kept "
+        "in the database, shared by every process. Changing it signs everyone out.",
+    )
+    session_hours: int = setting(
+        12, "Hours an admin stays signed in before signing in again."
+    )
+    secure_cookies: str = setting(
+        "auto",
+        "Mark the session cookie Secure: auto (when the request came over HTTPS or "
+        "public_base_url is https://), always, or never.",
+    )
+    login_max_failures: int = setting(
+        5,
+        "Failed sign-ins for one account within login_window_seconds before further "
+        "attempts get 429 (four times as many per client address).",
+    )
+    login_window_seconds: int = setting(900, "The window failed sign-ins are counted in.")
+
+
+@dataclass(frozen=True)
+class AzureSyncSettings:
+    encryption_key: str = setting(
+        "",
+        "Key that encrypts app-registration secrets and certificates at rest (a Fernet "
+        "key: `connector keygen` prints one). Empty: read from encryption_key_file.",
+    )
+    encryption_key_file: str = setting(
+        "var/secrets.key",
+        "File holding the encryption key when encryption_key is empty (`connector "
+        "bootstrap` creates it, readable by its owner only). Keep it out of backups of "
+        "the database: the key and the data it protects belong apart.",
+    )
+    authority_host: str = setting(
+        "https://login.microsoftonline.com",
+        "Default Entra sign-in host for new registrations (sovereign clouds: "
+        "https://login.microsoftonline.us, …).",
+    )
+    graph_base_url: str = setting(
+        "https://graph.microsoft.com",
+        "Default Microsoft Graph base URL for new registrations (https://graph.microsoft.us…).",
+    )
+    graph_scope: str = setting(
+        "",
+        "The scope tokens are asked for. Empty: the registration's Graph base URL + "
+        "/.default (https://graph.microsoft.com/.default), right for every Microsoft "
+        "cloud; set it only when Graph is reached through another address.",
+    )
+    interval_minutes: int = setting(10, "Default minutes between sync rounds of a tenant.")
+    request_timeout_seconds: int = setting(30, "Timeout of every Graph and token request.")
+    retry_budget: int = setting(
+        50, "Retries (throttling, 5xx, timeouts) one round may spend before it stops."
+    )
+    backoff_cap_seconds: int = setting(
+        60, "Longest wait between retries when Graph gives no Retry-After."
+    )
+    quarantine_after_failures: int = setting(
+        5, "Failed rounds in a row after which a tenant runs only daily until one succeeds."
+    )
+    lease_seconds: int = setting(
+        300,
+        "How long a process holds a tenant's round without renewing it (each page renews "
+        "it); after that another process may take the round over.",
+    )
+    max_pages_per_round: int = setting(
+        100_000, "Pages after which a round stops as runaway (a nextLink loop guard)."
+    )
+    ca_bundle: str = setting(
+        "", "CA bundle to verify Entra and Graph with; empty: the system's (certifi)."
+    )
+    scheduler_in_web: bool = setting(
+        True,
+        "Run the sync scheduler inside `connector serve` (the embedded default). With "
+        "several web processes, set false and run `connector worker` instead (running it "
+        "in many processes is safe, each tenant's round runs in one, but wasteful).",
+    )
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    grace_minutes: int = setting(
+        60,
+        "Collection window: a month closes this many minutes after its boundary, so that "
+        "writes in flight at midnight are in (Stripe waits 1 hour, Orb 12). A tenant fed "
+        "by Entra sync also waits for a sync round that started after the boundary.",
+    )
+    adjustment_months: int = setting(
+        2,
+        "How many closed months a close looks back at for late events: what was learned "
+        "after those months closed becomes adjustment lines. Older late events are listed "
+        "in the close report, not adjusted.",
+    )
+    scheduler_in_web: bool = setting(
+        True,
+        "Close due months from `connector serve` (the embedded default). Turn off when "
+        "`connector worker` processes run the scheduler instead.",
+    )
+    close_check_minutes: int = setting(
+        15, "How often the scheduler looks for months that are due to close."
+    )
+    close_workers: int = setting(
+        0,
+        "Processes that fold a large tenant's month side by side (tenants of 50,000 users "
+        "or more; smaller ones fold in the closing process). 0: one per CPU, at most 4; "
+        "1: always in the closing process.",
+    )
+    mail_host: str = setting(
+        "",
+        "SMTP server of the monthly e-mail report (sent after each close, with the billed "
+        "users and the invoice attached). Empty: no e-mail report.",
+    )
+    mail_port: int = setting(587, "Port of the SMTP server (587 STARTTLS, 465 TLS, 25 none).")
+    mail_security: str = setting(
+        "starttls",
+        "none, starttls (upgrade the connection, refuse to go on without it) or tls "
+        "(TLS from the first byte).",
+    )
+    mail_ca_file: str = setting(
+        "", "CA bundle the SMTP server's certificate is verified with; empty: the system's."
+    )
+    mail_username: str = setting("", "SMTP AUTH user name; empty: no AUTH.")
+    # Out of the settings' repr: a logged settings object must not carry it.
+    mail_password: str = field(default="", repr=False, metadata={"doc": (
+        "SMTP AUTH password. Never logged; prefer the environment "
+        "(CONNECTOR_BILLING__MAIL_PASSWORD) to the file.")})
+    mail_from: str = setting("", "The report's From address, e.g. billing@partner.example.")
+    mail_recipients: str = setting(
+        "", "Comma-separated addresses the report goes to. Empty: no e-mail report."
+    )
+    mail_retry_minutes: int = setting(
+        15,
+        "Wait before retrying a report that could not be sent; doubled after each "
+        "failure (at most a day). A failed send never holds up a close.",
+    )
+    mail_max_attempts: int = setting(
+        10, "Attempts after which a report is given up (logged as an error)."
+    )
+    mail_timeout_seconds: int = setting(30, "Timeout of each SMTP connection and command.")
+    mail_attachment_max_bytes: int = setting(
+        10_000_000,
+        "Billed-users attachments larger than this together are left out (the e-mail says "
+        "so; download them from the admin UI): mail servers refuse large messages.",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    scim: ScimSettings = field(default_factory=ScimSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    azure_sync: AzureSyncSettings = field(default_factory=AzureSyncSettings)
+    billing: BillingSettings = field(default_factory=BillingSettings)
+
+
+_SECTION_TYPES = {
+    "server": ServerSettings,
+    "database": DatabaseSettings,
+    "logging": LoggingSettings,
+    "scim": ScimSettings,
+    "admin": AdminSettings,
+    "azure_sync": AzureSyncSettings,
+    "billing": BillingSettings,
+}
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build the settings from defaults, the TOML file, the environment and `overrides`."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, dict[str, Any]] = {}
+    file = Path(path) if path else Path(environ.get(ENV_PREFIX + "CONFIG", "config.toml"))
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: {exc}") from exc
+    elif path:
+        raise ConfigError(f"{file}: no such settings file")
+    _merge_environment(data, environ)
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    return _build(data, str(file))
+
+
+def _merge_environment(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        data.setdefault(section, {})[key] = raw
+
+
+def _build(data: Mapping[str, Any], origin: str) -> Settings:
+    unknown = set(data) - set(_SECTION_TYPES)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown section(s) {sorted(unknown)}")
+    sections = {}
+    for name, cls in _SECTION_TYPES.items():
+        values = data.get(name, {})
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: [{name}] must be a table")
+        sections[name] = _build_section(cls, name, values, origin)
+    return Settings(**sections)
+
+
+def _build_section(cls: type, name: str, values: Mapping[str, Any], origin: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown setting(s) {sorted(unknown)} in [{name}]")
+    kwargs = {}
+    for key, raw in values.items():
+        kind = type(fields[key].default)
+        kwargs[key] = _coerce(raw, kind, f"{name}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(raw: Any, kind: type, key: str) -> Any:
+    if isinstance(raw, str) and kind is not str:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+        try:
+            return kind(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: expected {kind.__name__}, got {raw!r}") from exc
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {raw!r}")
+    return raw
+
+
+def describe_settings() -> list[tuple[str, str, Any, str]]:
+    """List (section, key, default, doc) for every setting, in declaration order."""
+    rows = []
+    for name, cls in _SECTION_TYPES.items():
+        for f in dataclasses.fields(cls):
+            rows.append((name, f.name, f.default, f.metadata.get("doc", "")))
+    return rows

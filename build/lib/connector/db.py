@@ -1,0 +1,259 @@
+"""Engines and sessions: connection lifetime lives here and nowhere else."""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app, g
+from sqlalchemy import (
+    JSON,
+    Engine,
+    Table,
+    Update,
+    bindparam,
+    create_engine,
+    event,
+    exc,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from connector import serving
+from connector.config import DatabaseSettings
+
+
+def make_engine(settings: DatabaseSettings) -> Engine:
+    """Create the engine for `settings.url`, with SQLite made safe for concurrent use."""
+    url = make_url(settings.url)
+    kwargs: dict[str, Any] = {"echo": settings.echo}
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        # Short OLTP statements: JIT compilation cost ~13 ms on a page query whose
+        # estimated cost crossed jit_above_cost, for nothing in return.
+        kwargs["connect_args"] = {"options": "-c jit=off"}
+        kwargs["pool_size"], kwargs["max_overflow"] = pool_shape(settings)
+        kwargs["pool_pre_ping"] = settings.pool_pre_ping
+        kwargs["pool_recycle"] = settings.pool_recycle
+    engine = create_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        _WRITE_LOCKS[engine.pool] = threading.Lock()
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "commit", _release_write_lock)
+        event.listen(engine, "rollback", _release_write_lock)
+        event.listen(engine.pool, "checkin", _release_on_checkin)
+    return engine
+
+
+DEFAULT_OVERFLOW = 10  # SQLAlchemy's own default for max_overflow
+
+
+def pool_shape(settings: DatabaseSettings) -> tuple[int, int]:
+    """(connections kept, connections beyond them) for a PostgreSQL engine.
+
+    As set, or by default (`max_overflow = -1`) up to pool_size + 10 connections either
+    way: with threads, 10 of them opened beyond the pool when needed (SQLAlchemy's
+    default); under gevent all of them kept in the pool. There one worker serves many
+    connections at once, and overflow connections were opened and closed request after
+    request (the bench's GET by id at 8 connections, pool of 5: 734 req/s with overflow,
+    1,157 waiting for a pooled connection, 1,146-1,177 with a pool of 10)."""
+    if settings.max_overflow >= 0:
+        return settings.pool_size, settings.max_overflow
+    if serving.gevent_patched():
+        return settings.pool_size + DEFAULT_OVERFLOW, 0
+    return settings.pool_size, DEFAULT_OVERFLOW
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control from pysqlite so `_sqlite_begin` decides how to BEGIN.
+    dbapi_connection.isolation_level = None
+    # WAL lets readers proceed during a write; foreign keys are off by default in SQLite.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    # 32 MiB of page cache (the default is 2 MiB) and a checkpoint every ~40 MB of WAL
+    # (default ~4 MB): loading a large directory touches every index of users at
+    # random places; with the defaults each page of 200 users cost more as the tables
+    # grew (4,000 users/s at first, under 1,500 after 100,000; 4,300 throughout now).
+    cursor.execute("PRAGMA cache_size=-32768")
+    cursor.execute("PRAGMA wal_autocheckpoint=10000")
+    cursor.close()
+
+
+WRITE_LOCK_WAIT_SECONDS = 30
+# One lock per SQLite pool (engines made with execution_options share their pool).
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def write_lock(engine: Engine) -> threading.Lock:
+    """The lock SQLite writers of this process queue on."""
+    return _WRITE_LOCKS[engine.pool]
+
+
+def _sqlite_begin(conn: Any) -> None:
+    options = conn.get_execution_options()
+    if options.get("no_begin"):
+        return  # a read-only session: each statement is its own transaction
+    if not options.get("writes"):
+        conn.exec_driver_sql("BEGIN")
+        return
+    # A write transaction takes SQLite's write lock up front (BEGIN IMMEDIATE): a
+    # read-then-write transaction that upgrades later can fail with "database is
+    # locked" at once instead of waiting for busy_timeout. Writers of this process
+    # first queue on a lock of our own: SQLite's busy handler polls with sleeps of up
+    # to 100 ms, which turned four threads writing at once into 1-2 s tail latencies.
+    lock = write_lock(conn.engine)
+    if not lock.acquire(timeout=WRITE_LOCK_WAIT_SECONDS):
+        raise exc.OperationalError("BEGIN IMMEDIATE", None,
+                                   TimeoutError("waited too long for the SQLite write lock"))
+    conn.info["held_write_lock"] = lock
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        _release_write_lock(conn)
+        raise
+
+
+def _release_write_lock(conn: Any) -> None:
+    lock = conn.info.pop("held_write_lock", None)
+    if lock is not None:
+        lock.release()
+
+
+def _release_on_checkin(_dbapi_connection: Any, record: Any) -> None:
+    # A connection handed back without a commit or rollback event must not keep the lock.
+    lock = record.info.pop("held_write_lock", None)
+    if lock is not None:
+        lock.release()
+
+
+def make_sessionmaker(engine: Engine, writes: bool = False, autocommit: bool = False
+                      ) -> sessionmaker[Session]:
+    """One factory serves web requests, CLI commands and scheduler jobs alike.
+
+    `writes=True` marks sessions that will write, so SQLite locks for writing at BEGIN.
+    `autocommit=True` is for read-only requests: every statement runs on its own, with
+    no BEGIN and no ROLLBACK, which on PostgreSQL saves two of a GET's three round trips.
+    Under READ COMMITTED (PostgreSQL's default) separate statements never shared one
+    snapshot anyway; a read that needs one must not use it.
+    """
+    bind = engine
+    if writes:
+        bind = engine.execution_options(writes=True)
+    elif autocommit and engine.dialect.name == "sqlite":
+        bind = engine.execution_options(no_begin=True)  # see `_sqlite_begin`
+    elif autocommit:
+        bind = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)
+
+
+def init_app(app: Flask, engine: Engine) -> None:
+    app.extensions["engine"] = engine
+    app.extensions["sessionmaker"] = make_sessionmaker(engine, autocommit=True)
+    app.extensions["write_sessionmaker"] = make_sessionmaker(engine, writes=True)
+    app.teardown_appcontext(_close_session)
+
+
+def get_session(writes: bool = False) -> Session:
+    """The request's session, opened on first use and closed when the request ends."""
+    if "db" not in g:
+        key = "write_sessionmaker" if writes else "sessionmaker"
+        g.db = current_app.extensions[key]()
+    return g.db  # type: ignore[no-any-return]
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.rollback()
+        session.close()
+
+
+def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[str, Any]]]],
+                    counted: Update, counted_params: dict[str, Any]) -> int:
+    """Insert the rows into their tables and run the `counted` UPDATE, in the session's
+    transaction; return how many rows `counted` changed.
+
+    On PostgreSQL all of it goes out as ONE statement, each table's INSERT a
+    data-modifying WITH clause: one round trip instead of one per table (a SCIM POST's
+    user, index rows, modules, event and counter; 0.25 ms a round trip on loopback,
+    more across hosts).
+    The clauses share one snapshot and none sees another's rows, so nothing here may
+    depend on another's effect; foreign keys are checked at the end of the statement,
+    so a parent and its children can go together. A failing clause fails it all. The
+    rows of one table are one INSERT and take their ids in list order (events do).
+
+    The statement is built once per shape (which tables, which columns, how many rows)
+    with named parameters and reused (several rows as INSERT ... SELECT ... UNION ALL):
+    SQLAlchemy caches no multi-row VALUES statement, and compiling one on every call
+    cost more than the round trips it saves.
+    Elsewhere (SQLite, no round trips) the inserts run one table after another.
+    """
+    inserts = [(table, rows) for table, rows in inserts if rows]
+    if session.get_bind().dialect.name != "postgresql":
+        for table, rows in inserts:
+            session.execute(insert(table), rows)
+        return int(session.execute(counted, counted_params).rowcount)  # type: ignore[attr-defined]
+    shape = (counted, tuple((table, tuple(rows[0]), len(rows)) for table, rows in inserts))
+    statement = _TOGETHER.get(shape)
+    if statement is None:
+        statement = _TOGETHER[shape] = _together_statement(shape)
+    params = dict(counted_params)
+    for n, (_table, rows) in enumerate(inserts):
+        for i, row in enumerate(rows):
+            params.update((f"w{n}_{i}_{key}", value) for key, value in row.items())
+    return int(session.execute(statement, params).scalar_one())
+
+
+_TOGETHER: dict[Any, Any] = {}
+
+
+def _together_statement(shape: Any) -> Any:
+    if len(_TOGETHER) >= 256:  # shapes are few (rows per table); never grow unbounded
+        _TOGETHER.clear()
+    counted, tables = shape
+    writes = []
+    for n, (table, keys, count) in enumerate(tables):
+        rows = [[bindparam(f"w{n}_{i}_{key}", type_=table.c[key].type) for key in keys]
+                for i in range(count)]
+        if count == 1:
+            write = insert(table).values(dict(zip(keys, rows[0], strict=True)))
+        else:  # one INSERT per table, its rows in list order (as a multi-row VALUES)
+            write = insert(table).from_select(keys, union_all(*(select(*r) for r in rows)))
+        writes.append(write.cte(f"w{n}"))
+    changed = counted.returning(literal(1)).cte("counted")
+    return select(func.count()).select_from(changed).add_cte(*writes)
+
+
+def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows in the session's transaction: COPY on PostgreSQL (an INSERT per
+    row, even pipelined, cost 180 µs a row there), executemany on SQLite."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(table), rows)
+        return
+    columns = [c for c in table.columns if c.key in rows[0]]
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    json_columns = {c.key for c in columns if isinstance(c.type, JSON)}
+    raw = session.connection().connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            # JSON as SQLAlchemy's JSON type binds it (None becomes JSON null).
+            copy.write_row([json.dumps(row[c.key]) if c.key in json_columns else row[c.key]
+                            for c in columns])

@@ -1,0 +1,823 @@
+"""The directory service: the one write path for users, groups, memberships and modules.
+
+SCIM requests, Graph delta pages and admin actions translate themselves into calls
+here. Each call asks the pure status rules (`connector.status`), writes the state rows
+and their events in the caller's transaction, and returns what changed. No other code
+writes these tables, so the event log always replays to the current state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, inspect, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
+from sqlalchemy.orm.exc import StaleDataError
+
+from connector import counters, db, events, user_extras
+from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
+from connector.errors import (
+    Conflict,
+    InvalidReference,
+    InvalidSetting,
+    NotFound,
+    ProvisioningPaused,
+    StateConflict,
+    StatusChangeRefused,
+    UnknownModule,
+    VersionMismatch,
+    WrongProvisioningPath,
+)
+from connector.events import WriteContext
+from connector.ids import new_id
+from connector.models import (
+    Event,
+    Group,
+    GroupModule,
+    Membership,
+    Tenant,
+    User,
+    UserModule,
+    UserValue,
+)
+from connector.status import (
+    IDP_SOURCES,
+    Source,
+    StatusState,
+    admin_may_set_status,
+    admin_sets,
+    idp_reports,
+    initial_state,
+    source_switched,
+)
+from connector.tenants import module_catalogue, policy_of
+
+
+def _live_user_with(column: Any) -> Any:
+    """Statement (built once) for "another live user of this tenant has this value"."""
+    return (select(User.id)
+            .where(User.tenant_id == bindparam("tenant_id"), User.removed_at.is_(None),
+                   User.id != bindparam("own_id"), column == bindparam(column.key))
+            .limit(1))
+
+
+_USERS, _VALUES, _USER_MODULES = User.__table__, UserValue.__table__, UserModule.__table__
+_USER_UPDATES: dict[tuple[str, ...], Any] = {}  # UPDATE users by changed columns
+_USER_NAME_TAKEN = _live_user_with(User.user_name_norm)
+_EXTERNAL_ID_TAKEN = _live_user_with(User.external_id)
+
+
+def _lists(data: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (data or {}).items() if isinstance(v, list)}
+
+
+def _user_conflict(exc: IntegrityError, fields: UserFields) -> Exception:
+    """Which unique user attribute an INSERT/UPDATE collided on, as a Conflict."""
+    text = str(exc.orig).lower()
+    diag = getattr(exc.orig, "diag", None)
+    constraint = (getattr(diag, "constraint_name", None) or "").lower()
+    if "external_id" in constraint or "users.external_id" in text:
+        return Conflict(f"externalId {fields.external_id!r} is already in use.", "externalId")
+    if "user_name" in constraint or "users.user_name_norm" in text:
+        return Conflict(f"userName {fields.user_name!r} is already in use.", "userName")
+    return exc  # not a uniqueness question: let it surface as it is
+
+
+def _frontline_value(fields: UserFields) -> dict[str, Any]:
+    # Only users with frontline attributes carry them in their creation event.
+    return {"frontline": fields.frontline} if fields.frontline else {}
+
+
+def _emits_events(method: Any) -> Any:
+    """Events a directory call records go out together, in order, when it returns (one
+    INSERT instead of one per event); a call that fails writes none of them."""
+
+    @functools.wraps(method)
+    def wrapper(self: Directory, *args: Any, **kwargs: Any) -> Any:
+        outer = self._pending is None
+        if outer:
+            self._pending = []
+        self._depth += 1
+        try:
+            result = method(self, *args, **kwargs)
+            if outer:
+                self._write_pending()
+            return result
+        finally:
+            self._depth -= 1
+            if outer:
+                self._pending = None
+
+    return wrapper
+
+
+class Directory:
+    """Apply writes for one tenant, one writer, one transaction (the caller's session)."""
+
+    def __init__(self, session: Session, tenant: Tenant, ctx: WriteContext, retry_after: int = 300):
+        self.session = session
+        self.tenant = tenant
+        self.ctx = ctx
+        self.policy = policy_of(tenant)
+        self.retry_after = retry_after
+        self._pending: list[dict[str, Any]] | None = None
+        self._depth = 0  # public calls (and batched_events blocks) under way
+
+    @contextlib.contextmanager
+    def batched_events(self) -> Iterator[None]:
+        """Write the events of every call made inside as one statement at the end (a
+        sync page's hundreds of changes: one INSERT, or COPY, instead of one each)."""
+        outer = self._pending is None
+        if outer:
+            self._pending = []
+        self._depth += 1
+        try:
+            yield
+            if outer:
+                events.record_many(self.session, self._pending or [])
+        finally:
+            self._depth -= 1
+            if outer:
+                self._pending = None
+
+    def _write_pending(self) -> None:
+        """Write the outermost call's events; when the call changed one user and nothing
+        else, write that user's changed columns with them, in one statement on
+        PostgreSQL (a PATCH of `active`: one round trip instead of two, and no unit of
+        work), instead of leaving the UPDATE to the flush at commit."""
+        pending = self._pending or []
+        user = self._only_changed_user() if pending else None
+        if user is None:
+            events.record_many(self.session, pending)
+            return
+        state = inspect(user)
+        changes = {attr.key: history.added[0] for attr in state.mapper.column_attrs
+                   if (history := state.attrs[attr.key].history).added}
+        keys = tuple(sorted(changes))
+        statement = _USER_UPDATES.get(keys)
+        if statement is None:
+            if len(_USER_UPDATES) >= 256:  # sets of changed columns are few; stay bounded
+                _USER_UPDATES.clear()
+            statement = _USER_UPDATES[keys] = (
+                update(_USERS)
+                .where(_USERS.c.tenant_id == bindparam("u_key_tenant_id"),
+                       _USERS.c.id == bindparam("u_key_id"))
+                .values({k: bindparam(f"u_{k}", type_=_USERS.c[k].type) for k in keys}))
+        params = {f"u_{k}": v for k, v in changes.items()}
+        params.update(u_key_tenant_id=user.tenant_id, u_key_id=user.id)
+        if db.insert_together(self.session, [(Event.__table__, pending)], statement,
+                              params) != 1:
+            raise StaleDataError(f"User {user.id} was removed while it was being changed.")
+        # Written: the session holds the user as loaded, so the flush at commit skips it.
+        self.session.expunge(user)
+        make_transient(user)
+        make_transient_to_detached(user)
+        self.session.add(user)
+
+    def _only_changed_user(self) -> User | None:
+        session = self.session
+        if session.new or session.deleted:
+            return None
+        changed = [row for row in session.dirty if session.is_modified(row)]
+        if len(changed) == 1 and type(changed[0]) is User:
+            return changed[0]
+        return None
+
+    # -- guards ---------------------------------------------------------------
+
+    def ensure_writable(self) -> None:
+        """Refuse identity-provider writes while provisioning is paused, and SCIM writes to
+        a tenant the Entra poller feeds (one provisioning path per tenant)."""
+        if self.ctx.source is Source.SCIM and self.policy.entra_sync:
+            raise WrongProvisioningPath(
+                "This tenant is provisioned by Entra ID sync (the connector reads Microsoft "
+                "Graph); SCIM writes are refused so the two cannot fight. Remove the "
+                "tenant's Entra app registration to provision it over SCIM.")
+        if self.ctx.source in IDP_SOURCES and self.policy.provisioning_paused:
+            raise ProvisioningPaused(self.retry_after)
+
+    def _check_version(self, current: int, expected: int | None) -> None:
+        if expected is not None and expected != current:
+            raise VersionMismatch(f"Version {expected} does not match current {current}.")
+
+    # -- users ----------------------------------------------------------------
+
+    @_emits_events
+    def create_user(self, fields: UserFields) -> User:
+        """Create one user: its row, index rows, modules, the live-user counter and its
+        event are written together (on PostgreSQL as one statement, one round trip)."""
+        self.ensure_writable()
+        state = initial_state(self.policy, self.ctx.source, fields.active)
+        modules = self._known_modules(fields.modules or ())
+        row = self._user_row(fields, state, new_id())
+        self._event(row["id"], events.USER_CREATED, None, {
+            "userName": row["user_name"], "active": state.active,
+            "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
+            "guest": fields.guest, "external_company_guest": fields.external_company_guest,
+            "admin": fields.admin, "modules": list(modules), **_frontline_value(fields),
+        })
+        inserts = [(_USERS, [row]), (_VALUES, self._value_rows(row["id"], fields.values)),
+                   (_USER_MODULES, [{"tenant_id": self.tenant.id, "user_id": row["id"],
+                                     "module": m} for m in modules])]
+        if self._depth == 1:  # the outermost call: its event goes along
+            inserts.append((Event.__table__, self._pending or []))
+            self._pending = []
+        # The partial unique indexes decide (no read first); their violation names the
+        # attribute. The caller rolls back (a /Bulk operation, its savepoint).
+        try:
+            counted = db.insert_together(self.session, inserts, counters.BUMP,
+                                         counters.bump_params(self.tenant.id, +1))
+        except IntegrityError as exc:
+            raise _user_conflict(exc, fields) from exc
+        if not counted:
+            counters.recount_live_users(self.session, self.tenant.id)
+        # The row is written: the session takes the object as loaded from it, so reads
+        # and later changes in this transaction use it without a query or an INSERT.
+        user = User(**row)
+        make_transient_to_detached(user)
+        self.session.add(user)
+        user_extras.remember_new_user(self.session, user.id, modules)
+        return user
+
+    def _user_row(self, fields: UserFields, state: StatusState, user_id: str,
+                  seen_in_run: int | None = None) -> dict[str, Any]:
+        now = self.ctx.now
+        return {
+            "tenant_id": self.tenant.id, "id": user_id, "user_name": fields.user_name,
+            "user_name_norm": fields.user_name.casefold(), "external_id": fields.external_id,
+            "display_name": fields.display_name,
+            "display_name_norm": fields.display_name.casefold() if fields.display_name
+            else None,
+            "active": state.active, "idp_active": state.idp_active,
+            "in_deleted_list": state.in_deleted_list, "guest": fields.guest,
+            "external_company_guest": fields.external_company_guest, "admin": fields.admin,
+            "frontline": fields.frontline or None, "invited_at": None, "claimed_at": None,
+            "origin": str(self.ctx.source), "removed_at": None, "purged_at": None,
+            "seen_in_run": seen_in_run, "created_at": now, "modified_at": now, "version": 1,
+            "data": fields.data}
+
+    def _value_rows(self, user_id: str, values: Iterable[IndexedValue]
+                    ) -> list[dict[str, Any]]:
+        return [{"tenant_id": self.tenant.id, "user_id": user_id, "attr": v.attr,
+                 "position": v.position, "value": v.value,
+                 "value_norm": v.value.casefold() if v.value is not None else None,
+                 "type": v.type, "primary": v.primary, "display": v.display, "data": v.data}
+                for v in values]
+
+    @_emits_events
+    def create_users(self, many: Sequence[UserFields], seen_in_run: int | None = None
+                     ) -> list[str]:
+        """Create many users at once (a sync page's new users): the same rules and events
+        as `create_user`, written as one INSERT per table instead of a flush per user.
+        No modules (identity-provider pages carry none). Returns the new ids in order.
+        A taken userName or externalId fails the whole call (IntegrityError): the caller
+        rolls back and falls back to `create_user` one by one."""
+        self.ensure_writable()
+        if not many:
+            return []
+        users, values, ids = [], [], []
+        for fields in many:
+            state = initial_state(self.policy, self.ctx.source, fields.active)
+            user_id = new_id()  # time-ordered: see connector/ids.py
+            ids.append(user_id)
+            users.append(self._user_row(fields, state, user_id, seen_in_run))
+            values += self._value_rows(user_id, fields.values)
+            self._event(user_id, events.USER_CREATED, None, {
+                "userName": fields.user_name, "active": state.active,
+                "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
+                "guest": fields.guest, "external_company_guest": fields.external_company_guest,
+                "admin": fields.admin, "modules": [], **_frontline_value(fields)})
+        db.insert_many(self.session, User.__table__, users)
+        db.insert_many(self.session, UserValue.__table__, values)
+        counters.add_live_users(self.session, self.tenant.id, len(users))
+        return ids
+
+    @_emits_events
+    def update_user(self, user: User, fields: UserFields, expected_version: int | None = None
+                    ) -> User:
+        """Replace the user's profile with `fields`; status through the rules."""
+        self.ensure_writable()
+        self._check_version(user.version, expected_version)
+        if (fields.user_name.casefold(), fields.external_id) != (user.user_name_norm,
+                                                                 user.external_id):
+            self._check_user_unique(fields, user.id)
+        changed = self._update_profile(user, fields)
+        changed |= self._update_flags(user, fields)
+        if fields.active is not None:
+            changed |= self._apply_status(user, fields.active)
+        if fields.modules is not None:
+            changed |= self._replace_user_modules(user, fields.modules)
+        if changed:
+            self._touch(user)
+        return user
+
+    @_emits_events
+    def remove_user(self, user: User, expected_version: int | None = None) -> None:
+        """Hide the user from directory views; its history stays for billing."""
+        self.ensure_writable()
+        user_extras.forget_all(self.session)
+        self._check_version(user.version, expected_version)
+        groups = list(self.session.scalars(
+            select(Membership.group_id).where(Membership.tenant_id == self.tenant.id,
+                                              Membership.member_id == user.id)))
+        for group_id in groups:
+            self._event(group_id, events.MEMBER_REMOVED, user.id, None, subject_type="group",
+                        object_id=user.id)
+        self.session.execute(delete(Membership).where(Membership.tenant_id == self.tenant.id,
+                                                      Membership.member_id == user.id))
+        # Assignment rows exist for live users only (so "who has module X" needs no
+        # look at the users table); the event keeps them, and a restore puts them back.
+        modules = list(self.session.scalars(
+            delete(UserModule).where(UserModule.tenant_id == self.tenant.id,
+                                     UserModule.user_id == user.id)
+            .returning(UserModule.module)))
+        user.removed_at = self.ctx.now
+        self._touch(user)
+        self.session.flush()
+        counters.add_live_users(self.session, self.tenant.id, -1)
+        self._event(user.id, events.USER_REMOVED, None,
+                    {"userName": user.user_name, "modules": sorted(modules)})
+
+    # -- admin decisions ---------------------------------------------------------
+
+    def _refuse_unless_admin_may_set(self, user: User, fed_by_entra_sync: bool | None) -> None:
+        # Until a tenant-wide Entra registration exists (azure_sync), a user is "fed by
+        # Entra sync" when the poller created it.
+        fed = (self.policy.entra_sync or user.origin == Source.ENTRA_SYNC
+               if fed_by_entra_sync is None else fed_by_entra_sync)
+        refusal = admin_may_set_status(self.policy, user.origin, fed)
+        if refusal is not None:
+            raise StatusChangeRefused(refusal.reason, refusal.setting)
+
+    @_emits_events
+    def admin_set_status(self, user: User, active: bool, fed_by_entra_sync: bool | None = None,
+                         expected_version: int | None = None) -> bool:
+        """An admin sets a user's status, if the status rules allow it (else refused with
+        the setting to change). Returns whether anything changed."""
+        self._check_version(user.version, expected_version)
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted; restore it first.")
+        self._refuse_unless_admin_may_set(user, fed_by_entra_sync)
+        before = StatusState(user.active, user.idp_active, user.in_deleted_list)
+        if not self._set_state(user, before, admin_sets(before, active)):
+            return False
+        self._touch(user)
+        return True
+
+    @_emits_events
+    def restore_user(self, user: User, fed_by_entra_sync: bool | None = None) -> None:
+        """Bring a user back from the deleted-users list as active: one the IdP disabled,
+        or one it deleted (same id, same history). Refused like a status change, and
+        with Conflict if its userName or externalId has been taken meanwhile."""
+        if user.purged_at is not None:
+            raise NotFound(f"User {user.id} was removed permanently and cannot be restored.")
+        if not (user.in_deleted_list or user.removed_at is not None):
+            raise StateConflict("This user is not on the deleted-users list.")
+        self._refuse_unless_admin_may_set(user, fed_by_entra_sync)
+        if user.removed_at is not None:
+            self._unremove(user)
+        before = StatusState(user.active, user.idp_active, user.in_deleted_list)
+        after = StatusState(True, before.idp_active, False)
+        self._set_state(user, before, after)
+        self._touch(user)
+
+    @_emits_events
+    def revive_user(self, user: User) -> None:
+        """The identity provider brings back a user it had deleted (Graph: the same object
+        id reappears after a soft delete): same id, same history, its modules back.
+        Its status then follows what the provider says, through `update_user`."""
+        self.ensure_writable()
+        if user.removed_at is None or user.purged_at is not None:
+            raise InvalidSetting("Only a removed user that was not removed for good can "
+                                 "come back.")
+        self._unremove(user)
+        self._touch(user)
+
+    def _unremove(self, user: User) -> None:
+        fields = UserFields(user_name=user.user_name, external_id=user.external_id)
+        self._check_user_unique(fields, user.id)
+        user.removed_at = None
+        self.session.flush()
+        counters.add_live_users(self.session, self.tenant.id, +1)
+        modules = self._modules_at_removal(user)
+        self.session.add_all(UserModule(tenant_id=self.tenant.id, user_id=user.id,
+                                        module=m) for m in modules)
+        self._event(user.id, events.USER_RESTORED, None,
+                    {"userName": user.user_name, "modules": list(modules)})
+
+    def _modules_at_removal(self, user: User) -> tuple[str, ...]:
+        """The modules the user had when it was removed, as far as the catalogue still
+        has them (a module dropped from the catalogue meanwhile is not brought back)."""
+        removal = self.session.scalar(
+            select(Event.new_value).where(Event.tenant_id == self.tenant.id,
+                                          Event.subject_id == user.id,
+                                          Event.kind == events.USER_REMOVED)
+            .order_by(Event.id.desc()).limit(1))
+        wanted = removal.get("modules", []) if isinstance(removal, dict) else []
+        catalogue = module_catalogue(self.session, self.tenant.id)
+        return tuple(sorted({catalogue[m.casefold()] for m in wanted
+                             if m.casefold() in catalogue}))
+
+    @_emits_events
+    def purge_user(self, user: User, fed_by_entra_sync: bool | None = None) -> None:
+        """Remove a user on the deleted-users list for good: it leaves the list and can
+        no longer be restored; its row and events stay for billing. One the IdP still
+        holds (disabled, not deleted) falls under the status rules, since the IdP may
+        enable it again."""
+        if user.purged_at is not None:
+            raise NotFound(f"User {user.id} was already removed permanently.")
+        if not (user.in_deleted_list or user.removed_at is not None):
+            raise StateConflict("Only users on the deleted-users list can be removed "
+                                "permanently; deactivate the user first.")
+        if user.removed_at is None:
+            self._refuse_unless_admin_may_set(user, fed_by_entra_sync)
+            self.remove_user(user)
+        user.purged_at = self.ctx.now
+        self._touch(user)
+        self._event(user.id, events.USER_PURGED, None, {"userName": user.user_name})
+
+    @_emits_events
+    def set_user_flags(self, user: User, guest: bool | None = None, admin: bool | None = None
+                       ) -> bool:
+        """An admin marks a user guest or admin (or not). Returns whether anything changed."""
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted.")
+        changed = False
+        for attr, kind, value in (("guest", events.USER_GUEST, guest),
+                                  ("admin", events.USER_ADMIN, admin)):
+            if value is not None and getattr(user, attr) != value:
+                self._event(user.id, kind, getattr(user, attr), value)
+                setattr(user, attr, value)
+                changed = True
+        if changed:
+            self._touch(user)
+        return changed
+
+    @_emits_events
+    def invite_user(self, user: User) -> bool:
+        """Invite a user to claim its account (what the `invited` billing policy counts).
+        Returns whether anything changed: inviting twice is one invitation."""
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted.")
+        if user.invited_at is not None:
+            return False
+        user.invited_at = self.ctx.now
+        self._event(user.id, events.USER_INVITED, False, True)
+        self._touch(user)
+        return True
+
+    @_emits_events
+    def claim_user(self, user: User) -> bool:
+        """Record that a user claimed its account; claiming implies the invitation."""
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted.")
+        if user.claimed_at is not None:
+            return False
+        self.invite_user(user)
+        user.claimed_at = self.ctx.now
+        self._event(user.id, events.USER_CLAIMED, False, True)
+        self._touch(user)
+        return True
+
+    @_emits_events
+    def set_user_frontline(self, user: User, attributes: dict[str, Any]) -> bool:
+        """An admin sets the frontline plan's attributes of a user."""
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted.")
+        if attributes == (user.frontline or {}):
+            return False
+        self._event(user.id, events.USER_FRONTLINE, user.frontline or {}, attributes)
+        user.frontline = attributes or None
+        self._touch(user)
+        return True
+
+    @_emits_events
+    def set_user_modules(self, user: User, modules: Sequence[str]) -> bool:
+        if user.removed_at is not None:
+            raise NotFound(f"User {user.id} was deleted.")
+        changed = self._replace_user_modules(user, modules)
+        if changed:
+            self._touch(user)
+        return changed
+
+    @_emits_events
+    def set_group_modules(self, group: Group, modules: Sequence[str]) -> bool:
+        user_extras.forget_all(self.session)  # members' effective modules change
+        changed = self._replace_group_modules(group, modules)
+        if changed:
+            self._touch(group)
+        return changed
+
+    @_emits_events
+    def reapply_idp_status(self) -> int:
+        """After the status source went back to the identity provider: every live user
+        whose status differs from the IdP's latest word gets that word. Returns how many."""
+        mismatched = self.session.scalars(
+            select(User).where(User.tenant_id == self.tenant.id, User.removed_at.is_(None),
+                               User.idp_active.is_not(None))
+            .where((User.active != User.idp_active)
+                   | (User.in_deleted_list == User.idp_active))
+            .order_by(User.id))
+        changed = 0
+        for user in mismatched:
+            before = StatusState(user.active, user.idp_active, user.in_deleted_list)
+            if self._set_state(user, before, source_switched(self.policy, before)):
+                self._touch(user)
+                changed += 1
+        return changed
+
+    def _set_state(self, user: User, before: StatusState, after: StatusState) -> bool:
+        """Write a status transition and its events; False when nothing changes."""
+        if after == before:
+            return False
+        if after.active != before.active:
+            self._event(user.id, events.USER_STATUS, before.active, after.active)
+        elif after.idp_active != before.idp_active:
+            self._event(user.id, events.USER_IDP_STATUS, before.idp_active, after.idp_active)
+        if after.in_deleted_list != before.in_deleted_list:
+            self._event(user.id, events.USER_DELETED_LIST, before.in_deleted_list,
+                        after.in_deleted_list)
+        user.active, user.idp_active = after.active, after.idp_active
+        user.in_deleted_list = after.in_deleted_list
+        return True
+
+    def _update_profile(self, user: User, fields: UserFields) -> bool:
+        before = {"userName": user.user_name, "externalId": user.external_id,
+                  "displayName": user.display_name}
+        after = {"userName": fields.user_name, "externalId": fields.external_id,
+                 "displayName": fields.display_name}
+        old_values = (user.data, before)
+        user.user_name = fields.user_name
+        user.user_name_norm = fields.user_name.casefold()
+        user.external_id = fields.external_id
+        user.display_name = fields.display_name
+        user.display_name_norm = fields.display_name.casefold() if fields.display_name else None
+        changed = old_values != (fields.data, after)
+        if before != after:
+            diff_old = {k: v for k, v in before.items() if after[k] != v}
+            self._event(user.id, events.USER_PROFILE, diff_old, {k: after[k] for k in diff_old})
+        if user.data != fields.data:
+            # The index rows derive from the profile's multi-valued (list) attributes:
+            # when none of those changed (a new display name, a surname), they stand.
+            if _lists(user.data) != _lists(fields.data):
+                self._write_values(user, fields.values, replace=True)
+            user.data = fields.data
+        return changed
+
+    def _update_flags(self, user: User, fields: UserFields) -> bool:
+        changed = False
+        for attr, kind in (("guest", events.USER_GUEST),
+                           ("external_company_guest", events.USER_EXTERNAL_GUEST),
+                           ("admin", events.USER_ADMIN)):
+            old, new = getattr(user, attr), getattr(fields, attr)
+            if old != new:
+                setattr(user, attr, new)
+                self._event(user.id, kind, old, new)
+                changed = True
+        if fields.frontline is not None and fields.frontline != (user.frontline or {}):
+            self._event(user.id, events.USER_FRONTLINE, user.frontline or {}, fields.frontline)
+            user.frontline = fields.frontline or None
+            changed = True
+        return changed
+
+    def _apply_status(self, user: User, said_active: bool) -> bool:
+        before = StatusState(user.active, user.idp_active, user.in_deleted_list)
+        if self.ctx.source in IDP_SOURCES:
+            after = idp_reports(self.policy, before, said_active)
+        else:
+            after = StatusState(said_active, before.idp_active, before.in_deleted_list)
+        return self._set_state(user, before, after)
+
+    def _replace_user_modules(self, user: User, wanted: Sequence[str]) -> bool:
+        modules = self._known_modules(wanted)
+        self.session.flush()  # assignments added earlier in this transaction count
+        current = tuple(sorted(self.session.scalars(
+            select(UserModule.module).where(UserModule.tenant_id == self.tenant.id,
+                                            UserModule.user_id == user.id))))
+        if current == modules:
+            return False
+        self.session.execute(delete(UserModule).where(UserModule.tenant_id == self.tenant.id,
+                                                      UserModule.user_id == user.id))
+        self.session.add_all(
+            UserModule(tenant_id=self.tenant.id, user_id=user.id, module=m) for m in modules)
+        self._event(user.id, events.USER_MODULES, list(current), list(modules))
+        user_extras.modules_changed(self.session, user.id, modules)
+        return True
+
+    def _write_values(self, user: User, values: Iterable[IndexedValue], replace: bool = False
+                      ) -> None:
+        if replace:
+            self.session.execute(delete(UserValue).where(UserValue.tenant_id == self.tenant.id,
+                                                         UserValue.user_id == user.id))
+        self.session.add_all(
+            UserValue(tenant_id=self.tenant.id, user_id=user.id, attr=v.attr,
+                      position=v.position, value=v.value,
+                      value_norm=v.value.casefold() if v.value is not None else None,
+                      type=v.type, primary=v.primary, display=v.display, data=v.data)
+            for v in values)
+
+    def _check_user_unique(self, fields: UserFields, own_id: str | None) -> None:
+        """409 with the attribute's name; the partial unique indexes back this up against
+        a concurrent writer (its IntegrityError also becomes a 409)."""
+        params = {"tenant_id": self.tenant.id, "own_id": own_id or "",
+                  "user_name_norm": fields.user_name.casefold(),
+                  "external_id": fields.external_id}
+        if self.session.scalar(_USER_NAME_TAKEN, params):
+            raise Conflict(f"userName {fields.user_name!r} is already in use.", "userName")
+        if fields.external_id is not None and self.session.scalar(_EXTERNAL_ID_TAKEN, params):
+            raise Conflict(f"externalId {fields.external_id!r} is already in use.", "externalId")
+
+    # -- groups ---------------------------------------------------------------
+
+    @_emits_events
+    def create_group(self, fields: GroupFields, members: Sequence[str] = ()) -> Group:
+        self.ensure_writable()
+        user_extras.forget_all(self.session)
+        self._check_group_unique(fields, None)
+        modules = self._known_modules(fields.modules or ())
+        now = self.ctx.now
+        group = Group(tenant_id=self.tenant.id, id=str(uuid.uuid4()), origin=str(self.ctx.source),
+                      created_at=now, modified_at=now, version=1)
+        self._assign_group(group, fields)
+        self.session.add(group)
+        self.session.flush()
+        self._event(group.id, events.GROUP_CREATED, None,
+                    {"displayName": group.display_name, "modules": list(modules)},
+                    subject_type="group")
+        self.session.add_all(
+            GroupModule(tenant_id=self.tenant.id, group_id=group.id, module=m) for m in modules)
+        self._add_members(group, members)
+        return group
+
+    @_emits_events
+    def update_group(self, group: Group, fields: GroupFields,
+                     members: Sequence[MemberChange] = (), expected_version: int | None = None
+                     ) -> Group:
+        self.ensure_writable()
+        user_extras.forget_all(self.session)
+        self._check_version(group.version, expected_version)
+        if (fields.display_name.casefold(), fields.external_id) != (group.display_name_norm,
+                                                                    group.external_id):
+            self._check_group_unique(fields, group.id)
+        changed = False
+        if group.display_name != fields.display_name:
+            self._event(group.id, events.GROUP_RENAMED, group.display_name, fields.display_name,
+                        subject_type="group")
+            changed = True
+        if (group.external_id, group.data) != (fields.external_id, fields.data):
+            changed = True
+        self._assign_group(group, fields)
+        if fields.modules is not None:
+            changed |= self._replace_group_modules(group, fields.modules)
+        for change in members:
+            changed |= self._apply_member_change(group, change)
+        if changed:
+            self._touch(group)
+        return group
+
+    @_emits_events
+    def remove_group(self, group: Group, expected_version: int | None = None) -> None:
+        self.ensure_writable()
+        user_extras.forget_all(self.session)
+        self._check_version(group.version, expected_version)
+        self._remove_members(group, self._member_ids(group))
+        self._event(group.id, events.GROUP_REMOVED, {"displayName": group.display_name}, None,
+                    subject_type="group")
+        self.session.execute(delete(GroupModule).where(GroupModule.tenant_id == self.tenant.id,
+                                                       GroupModule.group_id == group.id))
+        self.session.delete(group)
+
+    def _assign_group(self, group: Group, fields: GroupFields) -> None:
+        group.display_name = fields.display_name
+        group.display_name_norm = fields.display_name.casefold()
+        group.external_id = fields.external_id
+        group.data = fields.data
+
+    def _check_group_unique(self, fields: GroupFields, own_id: str | None) -> None:
+        where = [Group.tenant_id == self.tenant.id,
+                 Group.display_name_norm == fields.display_name.casefold()]
+        if own_id is not None:
+            where.append(Group.id != own_id)
+        if self.session.scalar(select(func.count()).select_from(Group).where(*where)):
+            raise Conflict(f"displayName {fields.display_name!r} is already in use.",
+                           "displayName")
+        if fields.external_id is None:
+            return
+        where = [Group.tenant_id == self.tenant.id, Group.external_id == fields.external_id]
+        if own_id is not None:
+            where.append(Group.id != own_id)
+        if self.session.scalar(select(func.count()).select_from(Group).where(*where)):
+            raise Conflict(f"externalId {fields.external_id!r} is already in use.", "externalId")
+
+    def _replace_group_modules(self, group: Group, wanted: Sequence[str]) -> bool:
+        modules = self._known_modules(wanted)
+        self.session.flush()  # assignments added earlier in this transaction count
+        current = tuple(sorted(self.session.scalars(
+            select(GroupModule.module).where(GroupModule.tenant_id == self.tenant.id,
+                                             GroupModule.group_id == group.id))))
+        if current == modules:
+            return False
+        self.session.execute(delete(GroupModule).where(GroupModule.tenant_id == self.tenant.id,
+                                                       GroupModule.group_id == group.id))
+        self.session.add_all(
+            GroupModule(tenant_id=self.tenant.id, group_id=group.id, module=m) for m in modules)
+        self._event(group.id, events.GROUP_MODULES, list(current), list(modules),
+                    subject_type="group")
+        return True
+
+    def _apply_member_change(self, group: Group, change: MemberChange) -> bool:
+        if change.action == "add":
+            return self._add_members(group, change.member_ids)
+        if change.action == "remove":
+            return self._remove_members(group, change.member_ids)
+        wanted = set(change.member_ids)
+        current = self._member_ids(group)
+        removed = self._remove_members(group, [m for m in current if m not in wanted])
+        added = self._add_members(group, [m for m in change.member_ids if m not in set(current)])
+        return removed or added
+
+    def _member_ids(self, group: Group) -> list[str]:
+        return list(self.session.scalars(select(Membership.member_id).where(
+            Membership.tenant_id == self.tenant.id, Membership.group_id == group.id)))
+
+    def _add_members(self, group: Group, member_ids: Sequence[str]) -> bool:
+        wanted = list(dict.fromkeys(member_ids))
+        if not wanted:
+            return False
+        types = self._member_types(group, wanted)
+        present = set(self.session.scalars(select(Membership.member_id).where(
+            Membership.tenant_id == self.tenant.id, Membership.group_id == group.id,
+            Membership.member_id.in_(wanted))))
+        new = [m for m in wanted if m not in present]
+        self.session.add_all(
+            Membership(tenant_id=self.tenant.id, group_id=group.id, member_id=m,
+                       member_type=types[m], created_at=self.ctx.now) for m in new)
+        for member_id in new:
+            self._event(group.id, events.MEMBER_ADDED, None, member_id, subject_type="group",
+                        object_id=member_id)
+        return bool(new)
+
+    def _remove_members(self, group: Group, member_ids: Sequence[str]) -> bool:
+        if not member_ids:
+            return False
+        present = list(self.session.scalars(select(Membership.member_id).where(
+            Membership.tenant_id == self.tenant.id, Membership.group_id == group.id,
+            Membership.member_id.in_(list(member_ids)))))
+        if not present:
+            return False
+        self.session.execute(delete(Membership).where(
+            Membership.tenant_id == self.tenant.id, Membership.group_id == group.id,
+            Membership.member_id.in_(present)))
+        for member_id in present:
+            self._event(group.id, events.MEMBER_REMOVED, member_id, None, subject_type="group",
+                        object_id=member_id)
+        return True
+
+    def _member_types(self, group: Group, ids: Sequence[str]) -> dict[str, str]:
+        """Resolve member ids to User/Group within this tenant; unknown ids are refused."""
+        types = {i: "User" for i in self.session.scalars(select(User.id).where(
+            User.tenant_id == self.tenant.id, User.id.in_(ids), User.removed_at.is_(None)))}
+        rest = [i for i in ids if i not in types]
+        if rest:
+            types.update({i: "Group" for i in self.session.scalars(select(Group.id).where(
+                Group.tenant_id == self.tenant.id, Group.id.in_(rest)))})
+        missing = [i for i in ids if i not in types]
+        if missing:
+            raise InvalidReference(
+                f"No user or group with id {missing[0]!r} in this tenant"
+                + (f" (and {len(missing) - 1} more)." if len(missing) > 1 else "."))
+        if group.id in types:
+            raise InvalidReference("A group cannot be a member of itself.")
+        return types
+
+    # -- shared ---------------------------------------------------------------
+
+    def _known_modules(self, wanted: Iterable[str]) -> tuple[str, ...]:
+        wanted = list(wanted)
+        if not wanted:
+            return ()
+        catalogue = module_catalogue(self.session, self.tenant.id)
+        unknown = [m for m in wanted if m.casefold() not in catalogue]
+        if unknown:
+            raise UnknownModule(
+                f"Module {unknown[0]!r} is not in this tenant's catalogue "
+                f"({', '.join(sorted(catalogue.values()))}).")
+        return tuple(sorted({catalogue[m.casefold()] for m in wanted}))
+
+    def _touch(self, row: User | Group) -> None:
+        row.version += 1
+        row.modified_at = self.ctx.now
+
+    def _event(self, subject_id: str, kind: str, old: Any, new: Any,
+               subject_type: str = "user", object_id: str | None = None) -> None:
+        row = events.row(self.ctx, subject_type, subject_id, kind, old, new,
+                         object_id=object_id)
+        if self._pending is None:  # outside a public call: write at once
+            events.record_many(self.session, [row])
+        else:
+            self._pending.append(row)

@@ -1,0 +1,71 @@
+"""Domain errors: each carries its meaning; every surface translates them once.
+
+    DomainError
+     ├── NotFound              the resource does not exist in this tenant
+     ├── Conflict              a unique value is taken (field says which)
+     ├── InvalidReference      a referenced id does not exist in this tenant
+     ├── UnknownModule         a module not in the tenant's catalogue
+     ├── VersionMismatch       If-Match / expected version differs
+     ├── ProvisioningPaused    provisioning is paused (retry_after seconds)
+     ├── InvalidSetting        a tenant setting name or value that does not exist
+     ├── StateConflict         not possible in the resource's current state
+     ├── WrongProvisioningPath SCIM write to a tenant fed by Entra sync
+     └── StatusChangeRefused   the status rules forbid the change (reason says what to change)
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(DomainError):
+    pass
+
+
+class Conflict(DomainError):
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidReference(DomainError):
+    pass
+
+
+class UnknownModule(DomainError):
+    pass
+
+
+class VersionMismatch(DomainError):
+    pass
+
+
+class ProvisioningPaused(DomainError):
+    def __init__(self, retry_after: int):
+        super().__init__(
+            "Provisioning is paused for this tenant; an admin must resume it. Retry later."
+        )
+        self.retry_after = retry_after
+
+
+class InvalidSetting(DomainError):
+    pass
+
+
+class StateConflict(DomainError):
+    pass
+
+
+class WrongProvisioningPath(DomainError):
+    """A write through the provisioning path this tenant does not use (SCIM vs Entra)."""
+
+
+class StatusChangeRefused(DomainError):
+    def __init__(self, reason: str, setting: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.setting = setting

@@ -1,0 +1,67 @@
+"""The storage schema: current-state tables and the append-only event log.
+
+Every table is keyed by tenant first, so tenants can later be spread over several
+database servers by tenant id. The current-state tables are what SCIM, the UI and the
+API read; the event log is what billing and history read. Only the directory service
+(`connector.directory`) writes users, groups, memberships, modules and events.
+
+One module per owner, all on one declarative base (`base`); import the classes from
+here. Which code writes each table is said in its module.
+"""
+
+from connector.models.admins import AdminAccount, AdminToken, AuditEntry, InstanceKey
+from connector.models.base import NAMING, Base, EventId, UTCDateTime
+from connector.models.billing import (
+    Activity,
+    BillingAdjustment,
+    BillingClose,
+    BillingLine,
+    BillingMailOutbox,
+    BillingProfile,
+    ReportingKey,
+)
+from connector.models.directory import (
+    Event,
+    Group,
+    GroupModule,
+    Membership,
+    User,
+    UserModule,
+    UserValue,
+)
+from connector.models.sync import AppThrottle, EntraRegistration, SyncRun, SyncStaged, SyncState
+from connector.models.tenants import Module, ScimToken, Tenant, TenantCounter
+
+__all__ = [
+    "Activity",
+    "AdminAccount",
+    "AdminToken",
+    "AppThrottle",
+    "AuditEntry",
+    "Base",
+    "BillingAdjustment",
+    "BillingClose",
+    "BillingLine",
+    "BillingMailOutbox",
+    "BillingProfile",
+    "EntraRegistration",
+    "Event",
+    "EventId",
+    "Group",
+    "GroupModule",
+    "InstanceKey",
+    "Membership",
+    "Module",
+    "NAMING",
+    "ReportingKey",
+    "ScimToken",
+    "SyncRun",
+    "SyncStaged",
+    "SyncState",
+    "Tenant",
+    "TenantCounter",
+    "UTCDateTime",
+    "User",
+    "UserModule",
+    "UserValue",
+]

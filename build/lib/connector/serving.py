@@ -1,0 +1,88 @@
+"""How `connector serve` runs gunicorn: worker classes, and what gevent needs.
+
+Three gunicorn worker classes are supported:
+
+- ``gthread`` (the default): OS threads in each process, keep-alive. The only one that
+  also runs the schedulers inside the web process (the embedded default), because a
+  scheduler job (an Entra round, a month close) is long and CPU-bound, and threads
+  share the CPU with requests preemptively.
+- ``gevent``: one event loop per process, a greenlet per connection, keep-alive.
+  While one request waits for PostgreSQL another runs its Python, without the thread
+  hand-offs gthread pays; on the 2-core bench machine it is the fastest of the three on
+  both databases (docs/benchmarks.md). A greenlet is never preempted, so a CPU-bound
+  scheduler job would stall every request: with gevent the schedulers must run in
+  ``connector worker`` (``scheduler_in_web = false`` in ``[azure_sync]`` and
+  ``[billing]``), as they must with several web processes anyway.
+- ``sync``: one request at a time per process, ``Connection: close``.
+
+`gunicorn -k gevent wsgi:app` works too: `wsgi.py` never starts a scheduler.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from connector.config import Settings
+
+WORKER_CLASSES = ("gthread", "gevent", "sync")
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def worker_class_problem(settings: Settings, worker_class: str) -> str | None:
+    """Why `connector serve` cannot run with this worker class, or None."""
+    if worker_class not in WORKER_CLASSES:
+        return (f"server.worker_class: {worker_class!r} is not one of "
+                f"{', '.join(WORKER_CLASSES)}.")
+    if worker_class != "gevent":
+        return None
+    in_web = [section for section, on in (("azure_sync", settings.azure_sync.scheduler_in_web),
+                                          ("billing", settings.billing.scheduler_in_web)) if on]
+    if in_web:
+        return ("The gevent worker cannot run the schedulers: a long Entra round or month "
+                "close would stall every request of the process. Set scheduler_in_web = "
+                f"false in [{'] and ['.join(in_web)}] (or CONNECTOR_"
+                f"{'__SCHEDULER_IN_WEB=false, CONNECTOR_'.join(s.upper() for s in in_web)}"
+                "__SCHEDULER_IN_WEB=false) and run `connector worker` beside `connector "
+                "serve`, or serve with --worker-class gthread.")
+    return None
+
+
+def gevent_patched() -> bool:
+    """True in a process whose sockets gevent has made cooperative."""
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey is not None and monkey.is_module_patched("socket"))
+
+
+def database_waits() -> str:
+    """How psycopg waits for the server in this process: "cooperative" (other greenlets
+    run meanwhile) or "blocking" (the C wait; right for threads, stalls a gevent loop)."""
+    try:
+        from psycopg import waiting
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return "blocking"
+    return "blocking" if waiting.wait.__name__ == "wait_c" else "cooperative"
+
+
+def cooperative(app: WsgiApp) -> WsgiApp:
+    """Under gevent, let every other ready connection run before a request starts.
+
+    A greenlet keeps the loop until it blocks. On a keep-alive connection whose client
+    sends its next request as soon as it has the answer, the next request is often
+    already there, so the greenlet never blocks and one connection is served while the
+    others wait: at 8 connections the bench saw p50 0.7 ms but p90 290 ms. One yield per
+    request puts the connections back in turn (p90 13 ms), for about a microsecond.
+    Without gevent the app is returned unchanged.
+    """
+    if not gevent_patched():
+        return app
+    import gevent
+
+    def app_taking_turns(environ: dict[str, Any], start_response: Callable[..., Any]
+                         ) -> Iterable[bytes]:
+        gevent.sleep(0)
+        return app(environ, start_response)
+
+    return app_taking_turns

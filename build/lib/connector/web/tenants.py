@@ -1,0 +1,149 @@
+"""Tenants (partners), and per tenant: provisioning settings, SCIM token rotation, the
+module catalogue and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, redirect, render_template, request, url_for
+
+from connector import admins, browse, counters, db, tenants
+from connector.actions import tenants as actions
+from connector.errors import InvalidSetting
+from connector.http import admin_call, scim_base_url
+from connector.tenant_settings import CHOICES
+from connector.web import bp
+from connector.web.pages import come_back_to, done, me, page_number, safe_next, tenant_page
+
+AUDIT_PER_PAGE = 50
+
+
+@bp.get("/tenants", endpoint="tenants")
+def tenants_page() -> Response | str:
+    if me().role != admins.PARTNER:  # a tenant admin has one tenant: go straight there
+        return redirect(url_for("web.users", tenant_id=me().tenant_id))
+    s = db.get_session()
+    rows = tenants.list_tenants(s)
+    users = {t.id: counters.live_users(s, t.id) for t in rows}
+    return render_template("admin/tenants.html", tenants=rows, users=users)
+
+
+@bp.post("/tenants")
+def create_tenant() -> str:
+    me().require_partner()
+    come_back_to(url_for("web.tenants"))
+    tenant, issued = actions.create_tenant(admin_call(), request.form.get("name", ""))
+    db.get_session().commit()
+    return render_template(
+        "admin/secret.html", title=f"Tenant “{tenant.name}” created", secret=issued.token,
+        label="SCIM bearer token", scim_base_url=scim_base_url(),
+        explain="Give the identity provider (Entra ID, Okta, OneLogin, JumpCloud) the SCIM "
+                "base URL and this token. The token is shown only now; rotating it on the "
+                "tenant's settings page issues a new one.",
+        back=url_for("web.settings", tenant_id=tenant.id),
+        back_label=f"Go to {tenant.name}’s provisioning settings")
+
+
+@bp.get("/tenants/<tenant_id>/")
+def tenant_home(tenant_id: str) -> Response:
+    tenant_page(tenant_id)
+    return redirect(url_for("web.users", tenant_id=tenant_id))
+
+
+# -- provisioning settings ----------------------------------------------------------------
+
+
+@bp.get("/tenants/<tenant_id>/settings")
+def settings(tenant_id: str) -> str:
+    tenant = tenant_page(tenant_id)
+    return render_template("admin/settings.html", tenant=tenant, scim_base_url=scim_base_url())
+
+
+def _form_settings() -> dict[str, Any]:
+    """The settings a form sent, typed as `change_settings` takes them (it validates)."""
+    changes: dict[str, Any] = {}
+    for name in CHOICES:
+        if name in request.form:
+            value: Any = request.form[name]
+            if name == "provisioning_paused":
+                value = {"true": True, "false": False}.get(value, value)
+            changes[name] = value
+    if not changes:
+        raise InvalidSetting("The form sent no setting to change.")
+    return changes
+
+
+SAID = {
+    ("provisioning_paused", True): "Provisioning is paused: identity providers' changes are "
+    "refused (and retried by them later) until you resume it.",
+    ("provisioning_paused", False): "Provisioning resumed: identity providers' changes are "
+    "applied again.",
+    ("status_source", "connector"): "Active status is now managed from the connector.",
+    ("status_source", "identity_provider"): "Active status is now managed from the identity "
+    "provider: every user has the status the identity provider last gave it.",
+    ("scim_default_status", "active"): "Users created through SCIM from now on start active.",
+    ("scim_default_status", "inactive"): "Users created through SCIM from now on start "
+    "inactive.",
+}
+
+
+@bp.post("/tenants/<tenant_id>/settings")
+def change(tenant_id: str) -> Response:
+    tenant_page(tenant_id)
+    back = safe_next(request.form.get("next")) or url_for("web.settings", tenant_id=tenant_id)
+    come_back_to(back)
+    changed = actions.change_settings(admin_call(), tenant_id, **_form_settings())
+    said = " ".join(SAID[name, new] for name, (_old, new) in changed.items())
+    return done(said or "Nothing changed: the settings already had these values.", back)
+
+
+@bp.post("/tenants/<tenant_id>/scim-token")
+def rotate_scim_token(tenant_id: str) -> str:
+    tenant = tenant_page(tenant_id)
+    come_back_to(url_for("web.settings", tenant_id=tenant_id))
+    issued = actions.rotate_scim_token(admin_call(), tenant_id)
+    db.get_session().commit()
+    return render_template(
+        "admin/secret.html", title="New SCIM token", secret=issued.token,
+        label="SCIM bearer token", scim_base_url=scim_base_url(),
+        explain="Every earlier token of this tenant stopped working just now: paste this one "
+                "into the identity provider's provisioning settings. It is shown only now.",
+        back=url_for("web.settings", tenant_id=tenant.id), back_label="Back to the settings")
+
+
+# -- modules --------------------------------------------------------------------------------
+
+
+@bp.get("/tenants/<tenant_id>/modules")
+def modules(tenant_id: str) -> str:
+    tenant_page(tenant_id)
+    return render_template("admin/modules.html",
+                           modules=browse.module_usage(db.get_session(), tenant_id))
+
+
+@bp.post("/tenants/<tenant_id>/modules")
+def add_module(tenant_id: str) -> Response:
+    tenant_page(tenant_id)
+    come_back_to(url_for("web.modules", tenant_id=tenant_id))
+    module = actions.add_module(admin_call(), tenant_id, request.form.get("name", ""))
+    return done(f"Module “{module}” added to the catalogue.",
+                url_for("web.modules", tenant_id=tenant_id))
+
+
+# -- audit log ----------------------------------------------------------------------------------
+
+
+@bp.get("/tenants/<tenant_id>/audit")
+def tenant_audit(tenant_id: str) -> str:
+    tenant_page(tenant_id)
+    page = browse.audit_entries(db.get_session(), tenant_id, page_number(), AUDIT_PER_PAGE)
+    return render_template("admin/audit.html", page=page, names={})
+
+
+@bp.get("/audit")
+def audit_log() -> str:
+    me().require_partner()
+    s = db.get_session()
+    page = browse.audit_entries(s, None, page_number(), AUDIT_PER_PAGE)
+    names = {t.id: t.name for t in tenants.list_tenants(s)}
+    return render_template("admin/audit.html", page=page, names=names, all_tenants=True)

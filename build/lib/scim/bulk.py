@@ -1,0 +1,133 @@
+"""/Bulk (RFC 7644 §3.7): many operations in one request, with bulkId references.
+
+Each operation runs in its own savepoint: one that fails is rolled back alone and
+reported; `failOnErrors` stops the run after that many failures. The request commits
+what succeeded, so a crash mid-way leaves whole operations, never half of one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from scim import casting, resources
+from scim.errors import InvalidSyntax, InvalidValue, MethodNotAllowed, PayloadTooLarge, ScimError
+from scim.failures import to_scim_error
+from scim.resources import ScimContext
+from scim.schemas import BULK_REQUEST, BULK_RESPONSE
+
+_PATH = re.compile(r"^/(Users|Groups)(?:/([^/]+))?$")
+_BULK_REF = re.compile(r"^bulkId:(.+)$")
+
+Renderer = Callable[[str, Any], dict[str, Any]]
+
+
+def run(session: Session, ctx: ScimContext, body: Any, max_operations: int,
+        single_renderer: Renderer) -> dict[str, Any]:
+    operations, fail_on_errors = _read_request(body, max_operations)
+    created: dict[str, str] = {}
+    results: list[dict[str, Any]] = []
+    errors = 0
+    for op in operations:
+        if fail_on_errors is not None and errors >= fail_on_errors:
+            break
+        result = _run_one(session, ctx, op, created, single_renderer)
+        errors += int(result["status"]) >= 400
+        results.append(result)
+    session.commit()
+    return {"schemas": [BULK_RESPONSE], "Operations": results}
+
+
+def _read_request(body: Any, max_operations: int) -> tuple[list[dict[str, Any]], int | None]:
+    if not isinstance(body, dict):
+        raise InvalidSyntax("A bulk request must be a JSON object.")
+    schemas = [s.lower() for s in body.get("schemas", []) if isinstance(s, str)]
+    if BULK_REQUEST.lower() not in schemas:
+        raise InvalidSyntax(f"'schemas' must contain {BULK_REQUEST}.")
+    operations = body.get("Operations")
+    if not isinstance(operations, list) or not all(isinstance(o, dict) for o in operations):
+        raise InvalidSyntax("'Operations' must be a list of objects.")
+    if len(operations) > max_operations:
+        raise PayloadTooLarge(f"At most {max_operations} operations per bulk request.")
+    fail = body.get("failOnErrors")
+    if fail is not None and (isinstance(fail, bool) or not isinstance(fail, int) or fail < 1):
+        raise InvalidValue("'failOnErrors' must be a positive integer.")
+    return operations, fail
+
+
+def _run_one(session: Session, ctx: ScimContext, op: dict[str, Any], created: dict[str, str],
+             render: Renderer) -> dict[str, Any]:
+    method = str(op.get("method", "")).upper()
+    bulk_id = op.get("bulkId")
+    out: dict[str, Any] = {"method": method}
+    if bulk_id is not None:
+        out["bulkId"] = bulk_id
+    try:
+        with session.begin_nested():
+            status, row, kind = _dispatch(session, ctx, op, method, created)
+        if row is not None:
+            resource = render(kind, row)
+            out.update(location=resource["meta"]["location"], version=resource["meta"]["version"])
+            if method == "POST" and isinstance(bulk_id, str):
+                created[bulk_id] = row.id
+        out["status"] = str(status)
+    except Exception as exc:  # each operation's failure is reported, never raised
+        error = to_scim_error(exc)
+        out.update(status=str(error.status), response=error.to_scim())
+    return out
+
+
+def _dispatch(session: Session, ctx: ScimContext, op: dict[str, Any], method: str,
+              created: dict[str, str]) -> tuple[int, Any, str]:
+    path = _resolve(op.get("path"), created)
+    match = _PATH.match(path) if isinstance(path, str) else None
+    if match is None:
+        raise InvalidValue(f"Unsupported bulk path {op.get('path')!r}; "
+                           "use /Users[/id] or /Groups[/id].")
+    kind, resource_id = match.group(1), match.group(2)
+    data = _resolve(op.get("data"), created)
+    version = casting.parse_etag(op["version"]) if isinstance(op.get("version"), str) else None
+    users = kind == "Users"
+    if method == "POST" and resource_id is None:
+        if not isinstance(op.get("bulkId"), str):
+            raise InvalidValue("A bulk POST needs a 'bulkId'.")
+        row = (resources.create_user if users else resources.create_group)(session, ctx, data)
+        return 201, row, kind
+    if resource_id is None:
+        raise InvalidValue(f"{method} needs a resource id in its path.")
+    if method == "PUT":
+        fn = resources.replace_user if users else resources.replace_group
+        return 200, fn(session, ctx, resource_id, data, version), kind
+    if method == "PATCH":
+        fn = resources.patch_user if users else resources.patch_group
+        return 200, fn(session, ctx, resource_id, data, version), kind
+    if method == "DELETE":
+        (resources.delete_user if users else resources.delete_group)(
+            session, ctx, resource_id, version)
+        return 204, None, kind
+    raise MethodNotAllowed(f"Bulk method {method or '(none)'} is not supported.")
+
+
+def _resolve(value: Any, created: dict[str, str]) -> Any:
+    """Replace `bulkId:x` references with the ids created earlier in this request."""
+    if isinstance(value, str):
+        if value.startswith("/"):
+            head, _, tail = value.rpartition("/")
+            return f"{head}/{_resolve(tail, created)}" if tail.startswith("bulkId:") else value
+        match = _BULK_REF.match(value)
+        if match is None:
+            return value
+        if match.group(1) not in created:
+            raise InvalidValue(f"bulkId {match.group(1)!r} does not name an earlier POST here.")
+        return created[match.group(1)]
+    if isinstance(value, list):
+        return [_resolve(v, created) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve(v, created) for k, v in value.items()}
+    return value
+
+
+__all__ = ["ScimError", "run"]

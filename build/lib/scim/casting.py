@@ -1,0 +1,408 @@
+"""The one place SCIM JSON meets the domain: validate resources, cast them to the
+directory's fields, and render stored rows back to SCIM (RFC 7643).
+
+Pure: no Flask, no SQLAlchemy. The views hand in plain values and rows' attributes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connector.commands import GroupFields, IndexedValue, UserFields
+from scim.errors import InvalidSyntax, InvalidValue
+from scim.schemas import (
+    CONNECTOR_GROUP,
+    CONNECTOR_USER,
+    GROUP,
+    GROUP_TYPE,
+    INDEXED_MULTI_VALUED,
+    USER,
+    USER_TYPE,
+    Attribute,
+    ResourceType,
+    Schema,
+)
+
+# Attributes whose truth lives in columns or tables, not in the stored profile `data`.
+USER_COLUMNS = {"id", "externalid", "meta", "schemas", "username", "displayname", "active",
+                "password", "groups"}
+# Stored in their own tables rather than in the user's JSON document.
+CONNECTOR_USER_TABLES = {"modules"}
+# Flags kept both as columns (effective value) and in the document (what the client said).
+CONNECTOR_USER_FLAGS = (("guest", "guest"), ("externalCompanyGuest", "external_company_guest"),
+                        ("admin", "admin"))
+GROUP_COLUMNS = {"id", "externalid", "meta", "schemas", "displayname", "members"}
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What rendering needs from a stored row besides its data."""
+
+    id: str
+    resource_type: str
+    created: dt.datetime
+    last_modified: dt.datetime
+    version: int
+    location: str
+
+
+def etag(version: int) -> str:
+    """A weak entity tag for a resource version (RFC 7644 §3.14)."""
+    return f'W/"{version}"'
+
+
+def parse_etag(value: str) -> int | None:
+    """Read a version back from an If-Match value; None for anything we never issued."""
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    return int(value) if value.isdigit() else None
+
+
+# -- validation ----------------------------------------------------------------
+
+
+def validate(body: Any, resource_type: ResourceType) -> dict[str, Any]:
+    """Check a POST/PUT body against the schemas and return it in canonical form.
+
+    Canonical: attribute names in the schema's spelling, values of the declared
+    types, readOnly and null attributes dropped, extensions for schemas we do not
+    serve dropped (RFC 7644 §3.3 lets a provider ignore them).
+    """
+    if not isinstance(body, dict):
+        raise InvalidSyntax("The request body must be a JSON object.")
+    schemas = body.get("schemas")
+    if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
+        raise InvalidSyntax("'schemas' must be a list of schema URNs.")
+    if resource_type.schema.id.lower() not in {s.lower() for s in schemas}:
+        raise InvalidSyntax(f"'schemas' must include {resource_type.schema.id}.")
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        lowered = key.lower()
+        if lowered == "schemas" or value is None:
+            continue
+        if lowered.startswith("urn:"):
+            _validate_extension(key, value, resource_type, out)
+            continue
+        _put(out, resource_type.schema, key, value, "")
+    return out
+
+
+def _validate_extension(key: str, value: Any, resource_type: ResourceType,
+                        out: dict[str, Any]) -> None:
+    schema = resource_type.schema_by_urn(key)
+    if schema is None:
+        if key.lower().startswith(resource_type.schema.id.lower() + ":"):
+            # A core attribute written with its URN: urn:...:core:2.0:User:userName
+            _put(out, resource_type.schema, key[len(resource_type.schema.id) + 1:], value, "")
+        return  # an extension we do not serve: ignored, not an error
+    if not isinstance(value, dict):
+        raise InvalidValue(f"'{schema.id}' must be an object of extension attributes.")
+    section: dict[str, Any] = {}
+    for name, item in value.items():
+        if item is not None:
+            _put(section, schema, name, item, schema.id + ":")
+    if section:
+        out[schema.id] = section
+
+
+def _put(out: dict[str, Any], schema: Schema, name: str, value: Any, prefix: str) -> None:
+    attr = schema.attribute(name)
+    if attr is None:
+        if schema.id in (USER, GROUP) and name.lower() in {"id", "externalid", "meta"}:
+            attr = _COMMON_ATTRS[name.lower()]
+        else:
+            raise InvalidValue(f"Unknown attribute '{prefix}{name}' for {schema.name}.")
+    if attr.mutability == "readOnly":
+        return  # RFC 7643 §7: readOnly values in a request are ignored
+    cast = cast_value(attr, value, prefix + attr.name)
+    if cast is not None:
+        out[attr.name] = cast
+
+
+def cast_value(attr: Attribute, value: Any, path: str) -> Any:
+    """Check one attribute value against its definition; return it canonicalised."""
+    if value is None:
+        return None
+    if attr.multi_valued:
+        items = value if isinstance(value, list) else [value]
+        cast = [c for c in (_cast_single(attr, v, path) for v in items) if c not in (None, {})]
+        return _one_primary(cast) if cast else None
+    if isinstance(value, list):
+        # Entra sends single-valued complex attributes (manager) as one-element arrays.
+        if len(value) > 1:
+            raise InvalidValue(f"'{path}' is single-valued; got a list of {len(value)}.")
+        value = value[0] if value else None
+        if value is None:
+            return None
+    return _cast_single(attr, value, path)
+
+
+def _cast_single(attr: Attribute, value: Any, path: str) -> Any:
+    if value is None:
+        return None
+    if attr.type == "complex":
+        return _cast_complex(attr, value, path)
+    caster = _CASTERS[attr.type]
+    try:
+        return caster(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValue(f"'{path}' must be of type {attr.type}; got {value!r:.80}.") from exc
+
+
+def _cast_complex(attr: Attribute, value: Any, path: str) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        value_attr = attr.sub("value")
+        # Only a single-valued reference (manager) may come as a bare id; a bare string
+        # where a list of objects belongs (emails) is a client error, not a shorthand.
+        if value_attr is None or attr.multi_valued or isinstance(value, (list, dict)):
+            raise InvalidValue(f"'{path}' must be an object.")
+        value = {"value": value}  # e.g. manager given as a bare id
+    out: dict[str, Any] = {}
+    for name, item in value.items():
+        sub = attr.sub(name)
+        if sub is None and name.lower() == "display" and attr.name == "members":
+            continue  # Okta sends the member's name; it is not ours to store
+        if sub is None:
+            raise InvalidValue(f"Unknown sub-attribute '{path}.{name}'.")
+        if sub.mutability == "readOnly" or item is None:
+            continue
+        cast = _cast_single(sub, item, f"{path}.{sub.name}")
+        if cast is not None and cast != "":
+            out[sub.name] = cast
+    return out or None
+
+
+def _one_primary(items: list[Any]) -> list[Any]:
+    """Keep at most one `primary: true` (RFC 7643 §2.4): the first one wins."""
+    seen = False
+    for item in items:
+        if isinstance(item, dict) and item.get("primary") is True:
+            if seen:
+                item["primary"] = False
+            seen = True
+    return items
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+        return value.strip().lower() == "true"  # Entra ID sends "True"/"False"
+    raise TypeError
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError
+    return value
+
+
+def _decimal(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError
+    return float(value)
+
+
+def _datetime(value: Any) -> str:
+    parsed = dt.datetime.fromisoformat(_string(value).replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("no time zone")
+    return parsed.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _binary(value: Any) -> str:
+    text = _string(value)
+    try:
+        base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ValueError("not base64") from exc
+    return text
+
+
+_CASTERS = {"string": _string, "reference": _string, "boolean": _boolean,
+            "integer": _integer, "decimal": _decimal, "dateTime": _datetime, "binary": _binary}
+_COMMON_ATTRS = {"externalid": Attribute("externalId", case_exact=True),
+                 "id": Attribute("id", mutability="readOnly"),
+                 "meta": Attribute("meta", "complex", mutability="readOnly")}
+
+
+# -- resource -> directory fields ------------------------------------------------
+
+
+def user_fields(doc: Mapping[str, Any], complete: bool = False) -> UserFields:
+    """Split a validated User into what the directory stores where.
+
+    `complete` says the document is the whole resource (the result of a PATCH applied to
+    the stored user): an attribute missing from it was removed. A PUT body is not
+    complete for `modules`: IdPs that PUT (Okta) omit attributes they do not map, and
+    that must not wipe modules an admin assigned. Only an explicit `modules` clears them.
+    """
+    user_name = doc.get("userName")
+    if not isinstance(user_name, str) or not user_name.strip():
+        raise InvalidValue("'userName' is required and must be a non-empty string.")
+    ext = dict(doc.get(CONNECTOR_USER, {}))
+    data = {k: copy.deepcopy(v) for k, v in doc.items()
+            if k.lower() not in USER_COLUMNS and k != CONNECTOR_USER}
+    kept_ext = {k: v for k, v in ext.items() if k.lower() not in CONNECTOR_USER_TABLES}
+    if kept_ext:
+        data[CONNECTOR_USER] = kept_ext
+    # A guest is marked by either the extension flag or Entra's userType "Guest".
+    guest = ext.get("guest") is True or str(doc.get("userType", "")).strip().lower() == "guest"
+    modules = ext.get("modules")
+    if modules is None and complete:
+        modules = []
+    return UserFields(
+        user_name=user_name,
+        external_id=doc.get("externalId") or None,
+        display_name=doc.get("displayName") or None,
+        data=data,
+        values=tuple(indexed_values(data)),
+        active=doc.get("active"),
+        guest=bool(guest),
+        external_company_guest=bool(ext.get("externalCompanyGuest", False)),
+        admin=bool(ext.get("admin", False)),
+        modules=tuple(modules) if modules is not None else None,
+        frontline=frontline_attributes(ext, data),
+    )
+
+
+FRONTLINE_KEYS = ("desklessPercent", "paidHourly", "hasEmail", "frontlineRole")
+
+
+def frontline_attributes(ext: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The frontline plan's attributes a SCIM user carries (billing). Without any of them
+    there is nothing to classify; with some, a missing hasEmail is read off `emails`."""
+    given = {k: ext[k] for k in FRONTLINE_KEYS if ext.get(k) is not None}
+    if given and "hasEmail" not in given:
+        given["hasEmail"] = bool(data.get("emails"))
+    return given
+
+
+def indexed_values(data: Mapping[str, Any]) -> Iterable[IndexedValue]:
+    """The elements of multi-valued attributes, for the filter index table."""
+    for attr in INDEXED_MULTI_VALUED:
+        for position, item in enumerate(data.get(attr, ())):
+            yield IndexedValue(
+                attr=attr, position=position, value=_str_or_none(item.get("value")),
+                type=item.get("type"), primary=bool(item.get("primary", False)),
+                display=item.get("display"),
+                data={k: v for k, v in item.items() if k not in {"value", "type", "primary",
+                                                                 "display"}})
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def group_fields(doc: Mapping[str, Any], complete: bool = False
+                 ) -> tuple[GroupFields, list[str] | None]:
+    """Split a validated Group into fields and the member ids it lists (None: absent).
+
+    `complete` as for `user_fields`: after a PATCH, absent modules were removed.
+    """
+    name = doc.get("displayName")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidValue("'displayName' is required and must be a non-empty string.")
+    ext = doc.get(CONNECTOR_GROUP, {})
+    data = {k: copy.deepcopy(v) for k, v in doc.items()
+            if k.lower() not in GROUP_COLUMNS and k != CONNECTOR_GROUP}
+    members = doc.get("members")
+    member_ids = None if members is None else [member_id(m) for m in members]
+    modules = ext.get("modules")
+    if modules is None and complete:
+        modules = []
+    fields = GroupFields(display_name=name, external_id=doc.get("externalId") or None,
+                         data=data, modules=tuple(modules) if modules is not None else None)
+    return fields, member_ids
+
+
+def member_id(member: Any) -> str:
+    if not isinstance(member, dict) or not isinstance(member.get("value"), str):
+        raise InvalidValue("Each member must be an object with a string 'value' (an id).")
+    return str(member["value"])
+
+
+# -- rows -> resources -------------------------------------------------------------
+
+
+def render_user(meta: Meta, columns: Mapping[str, Any], data: Mapping[str, Any],
+                modules: list[str] | None, groups: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The full SCIM representation of a stored user (before projection)."""
+    out: dict[str, Any] = {"schemas": [USER], "id": meta.id}
+    if columns.get("external_id") is not None:
+        out["externalId"] = columns["external_id"]
+    out["userName"] = columns["user_name"]
+    if columns.get("display_name") is not None:
+        out["displayName"] = columns["display_name"]
+    out["active"] = columns["active"]
+    for key, value in data.items():
+        if not key.startswith("urn:"):
+            out[key] = value
+    if groups:
+        out["groups"] = groups
+    for key, value in data.items():
+        if key.startswith("urn:") and key != CONNECTOR_USER:
+            out[key] = value
+            out["schemas"].append(key)
+    ext = dict(data.get(CONNECTOR_USER, {}))
+    # A flag shows when the client set it or when it is in effect anyway (a userType
+    # "Guest", an admin's decision); the column, not the document, has the last word.
+    for name, column in CONNECTOR_USER_FLAGS:
+        if name in ext or columns[column]:
+            ext[name] = columns[column]
+    if modules:
+        ext["modules"] = modules
+    if ext:
+        out[CONNECTOR_USER] = ext
+        out["schemas"].append(CONNECTOR_USER)
+    out["meta"] = _meta(meta)
+    return out
+
+
+def render_group(meta: Meta, columns: Mapping[str, Any], data: Mapping[str, Any],
+                 modules: list[str] | None, members: list[dict[str, Any]] | None
+                 ) -> dict[str, Any]:
+    out: dict[str, Any] = {"schemas": [GROUP], "id": meta.id}
+    if columns.get("external_id") is not None:
+        out["externalId"] = columns["external_id"]
+    out["displayName"] = columns["display_name"]
+    if members is not None:
+        out["members"] = members
+    out.update({k: v for k, v in data.items() if not k.startswith("urn:")})
+    if modules:
+        out[CONNECTOR_GROUP] = {"modules": modules}
+        out["schemas"].append(CONNECTOR_GROUP)
+    out["meta"] = _meta(meta)
+    return out
+
+
+def _meta(meta: Meta) -> dict[str, Any]:
+    return {
+        "resourceType": meta.resource_type,
+        "created": _iso(meta.created),
+        "lastModified": _iso(meta.last_modified),
+        "location": meta.location,
+        "version": etag(meta.version),
+    }
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+__all__ = ["GROUP_TYPE", "USER_TYPE", "Meta", "etag", "group_fields", "parse_etag",
+           "render_group", "render_user", "user_fields", "validate"]

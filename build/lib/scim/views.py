@@ -1,0 +1,567 @@
+"""HTTP routes of the SCIM endpoint (RFC 7644 §3), base URL /scim/v2.
+
+Routes only translate HTTP: parse the request, call `scim.resources`, commit, render.
+Every error, ours or the domain's, becomes a SCIM Error response in `_error_response`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from connector import clock, counters, db, tenants, urls
+from connector.events import WriteContext
+from connector.models import Group, User
+from connector.status import Source
+from connector.text import all_storable, storable
+from scim import bulk, casting, discovery, resources, store
+from scim.anchors import PageAnchors
+from scim.errors import (
+    BadRequest,
+    InternalError,
+    InvalidFilter,
+    InvalidSyntax,
+    InvalidValue,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ScimError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from scim.failures import to_scim_error
+from scim.filters import Compare, compile_sort, parse_filter, simple_user_lookup
+from scim.projection import parse_projection
+from scim.queries import group_clause, group_sort_column, user_clause, user_sort_column
+from scim.schemas import GROUP_TYPE, LIST_RESPONSE, SEARCH_REQUEST, USER_TYPE, ResourceType
+
+PREFIX = urls.SCIM_PATH
+SCIM_JSON = "application/scim+json"
+log = logging.getLogger("connector.scim")
+bp = Blueprint("scim", __name__, url_prefix=PREFIX)
+
+# Discovery needs no token (RFC 7644 §4 leaves it to us): clients read it to learn
+# how to authenticate.
+SEARCHES = {"scim.search_users", "scim.search_groups", "scim.search_everything"}
+PUBLIC = {"scim.spc", "scim.schemas", "scim.schema", "scim.resource_types",
+          "scim.resource_type"}
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["scim_token_cache"] = tenants.TokenCache(
+        app.config["SETTINGS"].scim.token_cache_seconds)
+    app.extensions["scim_page_anchors"] = PageAnchors()
+    app.register_blueprint(bp)
+    app.extensions.setdefault("error_surfaces", []).append((PREFIX, _http_error,
+                                                            _unexpected_error))
+
+
+# -- request plumbing -------------------------------------------------------------------
+
+
+@bp.before_request
+def _authenticate() -> None:
+    if not all_storable((request.view_args or {}).values()):
+        raise NotFound(f"No resource at {request.path!r}.")
+    if not all_storable(request.args.values()):
+        raise InvalidValue("Query parameters may not contain NUL characters.")
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if request.endpoint in PUBLIC:
+        # Discovery answers without a token; with a valid one it also names the caller's
+        # module catalogue, so clients (and conformance tools) can offer real values.
+        if scheme.lower() == "bearer" and token.strip():
+            g.tenant = _token_cache().authenticate(db.get_session(), token.strip())
+        return
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    if request.method in ("GET", "HEAD") or request.endpoint in SEARCHES:
+        tenant = _token_cache().authenticate(db.get_session(), token.strip())
+    else:  # writes see revocations and tenant settings as of now, in their own transaction
+        tenant = tenants.authenticate(db.get_session(writes=True), token.strip())
+    if tenant is None:
+        raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped).")
+    g.tenant = tenant
+    g.tenant_id = tenant.id
+
+
+def _token_cache() -> tenants.TokenCache:
+    return current_app.extensions["scim_token_cache"]  # type: ignore[no-any-return]
+
+
+def scim_context() -> resources.ScimContext:
+    settings = current_app.config["SETTINGS"]
+    return resources.ScimContext(
+        tenant=g.tenant,
+        write=WriteContext(g.tenant.id, Source.SCIM, _actor(), g.request_id,
+                           clock.now()),
+        base_url=base_url(),
+        retry_after=settings.scim.paused_retry_after,
+    )
+
+
+def _actor() -> str:
+    agent = request.headers.get("User-Agent", "")[:120]
+    return f"scim-token:{agent}" if agent else "scim-token"
+
+
+def base_url() -> str:
+    """Where this request reached the SCIM API (computed once per request)."""
+    url = g.get("scim_base_url")
+    if url is None:
+        url = g.scim_base_url = urls.scim_base_url(current_app.config["SETTINGS"],
+                                                   request.url_root)
+    return url  # type: ignore[no-any-return]
+
+
+def read_json() -> Any:
+    """Parse the body as JSON; SCIM or plain JSON media types only (RFC 7644 §3.1)."""
+    mimetype = request.mimetype
+    if mimetype not in (SCIM_JSON, "application/json"):
+        raise UnsupportedMediaType(
+            f"Content-Type {mimetype or '(none)'} is not supported; send {SCIM_JSON}.")
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise InvalidSyntax("The body is not valid JSON: nested too deeply.") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidSyntax(f"The body is not valid JSON: {exc}.") from exc
+    if not storable(body):
+        raise InvalidValue("Text may not contain NUL characters or unpaired surrogates.")
+    return body
+
+
+def scim_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    payload = "" if body is None else json.dumps(body, separators=(",", ":"))
+    response = Response(payload, status=status, mimetype=SCIM_JSON if body is not None else None,
+                        headers=headers)
+    return response
+
+
+def if_match() -> int | None:
+    """The version an If-Match header asks for; -1 (never matches) for a foreign tag."""
+    value = request.headers.get("If-Match")
+    if value is None or value.strip() == "*":
+        return None
+    version = casting.parse_etag(value.split(",")[0])
+    return -1 if version is None else version
+
+
+def resource_response(resource: dict[str, Any], row: Any, status: int = 200) -> Response:
+    """A single resource with its ETag (and Location on 201), taken from the stored row so
+    that they are present even when `attributes=` left `meta` out of the body."""
+    headers = {"ETag": casting.etag(row.version)}
+    if status == 201:
+        kind = "Users" if isinstance(row, User) else "Groups"
+        headers["Location"] = f"{scim_context().base_url}/{kind}/{row.id}"
+    return scim_response(resource, status, headers)
+
+
+def commit() -> None:
+    db.get_session().commit()
+
+
+def rendered_then_committed(resource_type: ResourceType, row: Any) -> dict[str, Any]:
+    """Render a written resource inside its own transaction, then commit.
+
+    Rendering after the commit would open a second transaction (on SQLite a second write
+    lock) only to read back what this request just wrote.
+    """
+    db.get_session().flush()
+    resource = single(resource_type, row)
+    commit()
+    return resource
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def error_response(exc: ScimError) -> Response:
+    return scim_response(exc.to_scim(), exc.status, exc.headers)
+
+
+@bp.errorhandler(Exception)
+def _scim_error(exc: Exception) -> Any:
+    db.get_session().rollback()
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    error = to_scim_error(exc)
+    if isinstance(error, InternalError):
+        log.exception("unexpected error in SCIM request")
+    return error_response(error)
+
+
+def _http_error(exc: HTTPException) -> Any:
+    """Werkzeug's 404/405/413 under /scim/v2 become SCIM errors (blueprint handlers miss
+    them: routing fails before the blueprint is known)."""
+    mapping: dict[int, Callable[[], ScimError]] = {
+        404: lambda: NotFound(f"No SCIM endpoint at {request.path}."),
+        405: lambda: MethodNotAllowed(f"{request.method} is not supported on {request.path}."),
+        413: lambda: PayloadTooLarge("The request body is larger than the server accepts."),
+    }
+    factory = mapping.get(exc.code or 0)
+    error = factory() if factory else BadRequest(exc.description)
+    if exc.code and not factory:
+        error.status = exc.code
+    return error_response(error)
+
+
+def _unexpected_error(exc: Exception) -> Any:
+    log.exception("unexpected error")
+    return error_response(InternalError())
+
+
+# -- list and search -------------------------------------------------------------------
+
+
+def list_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Normalise query parameters or a SearchRequest body (RFC 7644 §3.4.2, §3.4.3)."""
+    settings = current_app.config["SETTINGS"].scim
+    names = {"filter", "sortby", "sortorder", "startindex", "count", "attributes",
+             "excludedattributes"}
+    canonical = {"sortby": "sortBy", "sortorder": "sortOrder", "startindex": "startIndex",
+                 "excludedattributes": "excludedAttributes"}
+    source = {canonical.get(k.lower(), k.lower()): v for k, v in raw.items()
+              if isinstance(k, str) and k.lower() in names}
+    return {
+        "filter": source.get("filter"),
+        "sort_by": source.get("sortBy"),
+        "descending": str(source.get("sortOrder") or "ascending").lower() == "descending",
+        "start": max(_int_param(source, "startIndex", 1), 1),
+        "count": min(max(_int_param(source, "count", settings.default_count), 0),
+                     settings.max_results),
+        "attributes": _csv_param(source.get("attributes")),
+        "excluded": _csv_param(source.get("excludedAttributes")),
+    }
+
+
+def _int_param(source: dict[str, Any], name: str, default: int) -> int:
+    value = source.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise InvalidValue(f"'{name}' must be an integer.")
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValue(f"'{name}' must be an integer; got {value!r:.40}.") from exc
+
+
+def _csv_param(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+class _Listing:
+    """One resource type's part of a query: compiled filter, order and projection."""
+
+    def __init__(self, resource_type: ResourceType, params: dict[str, Any]) -> None:
+        self.type = resource_type
+        self.users = users = resource_type is USER_TYPE
+        self.filter = params["filter"]
+        self.lookup: tuple[str, str] | None = None
+        if users and self.filter and not params["sort_by"]:
+            self.lookup = simple_user_lookup(self.filter)
+        self._where: list[Any] | None = None
+        if self.lookup is None:
+            node = parse_filter(self.filter, resource_type) if self.filter else None
+            if node is not None and users and not params["sort_by"]:
+                self.lookup = _plain_lookup(node)
+            self._compile(node)
+        model_id = User.id if users else Group.id
+        self.order: list[Any] = [model_id]
+        self.default_order = not params["sort_by"]
+        if params["sort_by"]:
+            ref = compile_sort(params["sort_by"], resource_type)
+            column = user_sort_column(ref) if users else group_sort_column(ref)
+            self.order = [column.desc() if params["descending"] else column.asc(), model_id]
+        self.projection = parse_projection(resource_type, params["attributes"],
+                                           params["excluded"])
+
+    def _compile(self, node: Any) -> None:
+        clause = None if node is None else (user_clause(node) if self.users
+                                            else group_clause(node))
+        self.unfiltered = clause is None
+        conditions = store.user_conditions if self.users else store.group_conditions
+        self._where = conditions(scim_context().tenant.id, clause)
+
+    @property
+    def where(self) -> list[Any]:
+        """The compiled filter; a recognised lookup compiles it only when a count needs it."""
+        if self._where is None:
+            self._compile(parse_filter(self.filter, self.type))
+        return self._where  # type: ignore[return-value]
+
+    def _anchored_page(self, offset: int, count: int, wants_groups: bool, generation: int
+                       ) -> list[Any]:
+        """The unfiltered id-ordered page, started from the nearest known position."""
+        anchors: PageAnchors = current_app.extensions["scim_page_anchors"]
+        tenant_id = scim_context().tenant.id
+        where, skip = list(self.where), offset
+        anchor = anchors.nearest(tenant_id, generation, offset) if offset else None
+        if anchor is not None:
+            position, user_id = anchor
+            where.append(User.id >= user_id)
+            skip = offset - position
+        rows = store.user_page(db.get_session(), where, self.order, skip, count, wants_groups)
+        if rows:
+            anchors.remember(tenant_id, generation, offset, rows[0].id)
+            anchors.remember(tenant_id, generation, offset + len(rows) - 1, rows[-1].id)
+        return rows
+
+    def page(self, offset: int, count: int) -> tuple[int, list[dict[str, Any]]]:
+        session = db.get_session()
+        ctx = scim_context()
+        if self.users:
+            wants_groups = self.projection is None or self.projection.includes("groups")
+            if count <= 0:
+                rows = []
+            elif self.lookup is not None:
+                rows = store.lookup_page(session, ctx.tenant.id, *self.lookup, offset, count,
+                                         wants_groups)
+            elif self.unfiltered and self.default_order:
+                total, generation = counters.live_users_and_generation(session, ctx.tenant.id)
+                rows = self._anchored_page(offset, count, wants_groups, generation)
+                return total, resources.render_user_rows(ctx, rows, self.projection)
+            else:
+                rows = store.user_page(session, self.where, self.order, offset, count,
+                                       wants_groups)
+            # A page that is not full, and not empty past the end, tells the total
+            # without counting: `userName eq` lookups (what IdPs send) skip the count.
+            if 0 < len(rows) < count or (not rows and offset == 0 and count > 0):
+                total = offset + len(rows)
+            else:
+                where = self.where  # compiles a recognised lookup's filter (sets unfiltered)
+                total = (counters.live_users(session, ctx.tenant.id) if self.unfiltered
+                         else store.count_users(session, where))
+            return total, resources.render_user_rows(ctx, rows, self.projection)
+        total = store.count_groups(session, self.where)
+        if count <= 0 or offset >= total:
+            return total, []
+        groups = store.group_page(session, self.where, self.order, offset, count)
+        return total, resources.render_groups(session, ctx, groups, self.projection)
+
+
+def _plain_lookup(node: Any) -> tuple[str, str] | None:
+    """`userName eq "x"` or `externalId eq "x"` and nothing else: (attribute, value)."""
+    if (isinstance(node, Compare) and node.op == "eq" and isinstance(node.value, str)
+            and node.ref.is_core and node.ref.sub_attribute is None
+            and node.ref.attribute.name in store.lookup_attributes()):
+        return node.ref.attribute.name, node.value
+    return None
+
+
+def _list_response(total: int, start: int, found: list[dict[str, Any]]) -> Response:
+    return scim_response({
+        "schemas": [LIST_RESPONSE],
+        "totalResults": total,
+        "startIndex": start,
+        "itemsPerPage": len(found),
+        "Resources": found,
+    })
+
+
+def list_resources(resource_type: ResourceType, params: dict[str, Any]) -> Response:
+    total, found = _Listing(resource_type, params).page(params["start"] - 1, params["count"])
+    return _list_response(total, params["start"], found)
+
+
+@bp.post("/.search")
+def search_everything() -> Response:
+    """RFC 7644 §3.4.3: a search at the root spans Users, then Groups.
+
+    A filter, sort or attribute that one type does not have leaves that type out; when
+    neither type understands the request, the first type's error is the answer.
+    """
+    params = list_params(search_body())
+    listings: list[_Listing] = []
+    first_error: ScimError | None = None
+    for resource_type in (USER_TYPE, GROUP_TYPE):
+        try:
+            listings.append(_Listing(resource_type, params))
+        except (InvalidFilter, InvalidValue) as exc:
+            first_error = first_error or exc
+    if not listings:
+        assert first_error is not None
+        raise first_error
+    offset, wanted, total, found = params["start"] - 1, params["count"], 0, []
+    for listing in listings:
+        part_total, part = listing.page(max(offset - total, 0), wanted - len(found))
+        total += part_total
+        found.extend(part)
+    return _list_response(total, params["start"], found)
+
+
+@bp.get("/Users")
+def list_users() -> Response:
+    return list_resources(USER_TYPE, list_params(request.args.to_dict()))
+
+
+@bp.get("/Groups")
+def list_groups() -> Response:
+    return list_resources(GROUP_TYPE, list_params(request.args.to_dict()))
+
+
+@bp.post("/Users/.search")
+def search_users() -> Response:
+    return list_resources(USER_TYPE, list_params(search_body()))
+
+
+@bp.post("/Groups/.search")
+def search_groups() -> Response:
+    return list_resources(GROUP_TYPE, list_params(search_body()))
+
+
+def search_body() -> dict[str, Any]:
+    """RFC 7644 §3.4.3: a SearchRequest body carries the query parameters."""
+    body = read_json()
+    if not isinstance(body, dict):
+        raise InvalidSyntax("A search request must be a JSON object.")
+    schemas = [s.lower() for s in body.get("schemas", []) if isinstance(s, str)]
+    if SEARCH_REQUEST.lower() not in schemas:
+        raise InvalidSyntax(f"'schemas' must contain {SEARCH_REQUEST}.")
+    if body.get("filter") is not None and not isinstance(body["filter"], str):
+        raise InvalidFilter("'filter' must be a string.")
+    return body
+
+
+# -- single resources --------------------------------------------------------------------
+
+
+def single(resource_type: ResourceType, row: Any) -> dict[str, Any]:
+    projection = parse_projection(resource_type, request.args.get("attributes"),
+                                  request.args.get("excludedAttributes"))
+    render = resources.render_users if resource_type is USER_TYPE else resources.render_groups
+    return render(db.get_session(), scim_context(), [row], projection)[0]
+
+
+@bp.get("/Users/<user_id>")
+def get_user(user_id: str) -> Response:
+    """The hottest read: one statement for the user, its modules and its groups."""
+    ctx = scim_context()
+    projection = parse_projection(USER_TYPE, request.args.get("attributes"),
+                                  request.args.get("excludedAttributes"))
+    wants_groups = projection is None or projection.includes("groups")
+    row = store.get_user_row(db.get_session(), ctx.tenant.id, user_id, wants_groups)
+    if row is None:
+        raise NotFound(f"User {user_id} not found.")
+    not_modified = _not_modified(row)
+    if not_modified is not None:
+        return not_modified
+    return resource_response(resources.render_user_rows(ctx, [row], projection)[0], row)
+
+
+@bp.get("/Groups/<group_id>")
+def get_group(group_id: str) -> Response:
+    group = resources.load_group(db.get_session(), scim_context(), group_id)
+    return _conditional(GROUP_TYPE, group)
+
+
+def _conditional(resource_type: ResourceType, row: Any) -> Response:
+    not_modified = _not_modified(row)
+    if not_modified is not None:
+        return not_modified
+    return resource_response(single(resource_type, row), row)
+
+
+def _not_modified(row: Any) -> Response | None:
+    """304 when If-None-Match names the current version (RFC 7644 §3.14), else None."""
+    tag = casting.etag(row.version)
+    if request.headers.get("If-None-Match") in (tag, tag.removeprefix("W/")):
+        return Response(status=304, headers={"ETag": tag})
+    return None
+
+
+@bp.post("/Users")
+def post_user() -> Response:
+    session = db.get_session(writes=True)
+    user = resources.create_user(session, scim_context(), read_json())
+    return resource_response(rendered_then_committed(USER_TYPE, user), user, 201)
+
+
+@bp.put("/Users/<user_id>")
+def put_user(user_id: str) -> Response:
+    session = db.get_session(writes=True)
+    user = resources.replace_user(session, scim_context(), user_id, read_json(), if_match())
+    return resource_response(rendered_then_committed(USER_TYPE, user), user)
+
+
+@bp.patch("/Users/<user_id>")
+def patch_user(user_id: str) -> Response:
+    session = db.get_session(writes=True)
+    user = resources.patch_user(session, scim_context(), user_id, read_json(), if_match())
+    return resource_response(rendered_then_committed(USER_TYPE, user), user)
+
+
+@bp.delete("/Users/<user_id>")
+def delete_user(user_id: str) -> Response:
+    session = db.get_session(writes=True)
+    resources.delete_user(session, scim_context(), user_id, if_match())
+    commit()
+    return scim_response(None, 204)
+
+
+@bp.post("/Groups")
+def post_group() -> Response:
+    session = db.get_session(writes=True)
+    group = resources.create_group(session, scim_context(), read_json())
+    return resource_response(rendered_then_committed(GROUP_TYPE, group), group, 201)
+
+
+@bp.put("/Groups/<group_id>")
+def put_group(group_id: str) -> Response:
+    session = db.get_session(writes=True)
+    group = resources.replace_group(session, scim_context(), group_id, read_json(), if_match())
+    return resource_response(rendered_then_committed(GROUP_TYPE, group), group)
+
+
+@bp.patch("/Groups/<group_id>")
+def patch_group(group_id: str) -> Response:
+    """Answer 204: the group may have 10,000 members, and Entra ID needs no body."""
+    session = db.get_session(writes=True)
+    group = resources.patch_group(session, scim_context(), group_id, read_json(), if_match())
+    if _wants_body():
+        return resource_response(rendered_then_committed(GROUP_TYPE, group), group)
+    commit()
+    return Response(status=204, headers={"ETag": casting.etag(group.version)})
+
+
+def _wants_body() -> bool:
+    return bool(request.args.get("attributes") or request.args.get("excludedAttributes"))
+
+
+@bp.delete("/Groups/<group_id>")
+def delete_group(group_id: str) -> Response:
+    session = db.get_session(writes=True)
+    resources.delete_group(session, scim_context(), group_id, if_match())
+    commit()
+    return scim_response(None, 204)
+
+
+@bp.post("/Bulk")
+def post_bulk() -> Response:
+    settings = current_app.config["SETTINGS"].scim
+    if (request.content_length or 0) > settings.bulk_max_payload_bytes:
+        raise PayloadTooLarge(
+            f"Bulk requests are limited to {settings.bulk_max_payload_bytes} bytes.")
+    body = read_json()
+    result = bulk.run(db.get_session(writes=True), scim_context(), body,
+                      settings.bulk_max_operations, single_renderer=_bulk_render)
+    return scim_response(result)
+
+
+def _bulk_render(kind: str, row: Any) -> dict[str, Any]:
+    return single(USER_TYPE if kind == "Users" else GROUP_TYPE, row)
+
+
+discovery.register(bp)
