@@ -104,7 +104,7 @@ def _billed_rows(session: Session, close: BillingClose) -> Iterator[Row]:
                BillingLine.modules, BillingLine.units,
                User.data["name"]["givenName"].as_string().label("given"),
                User.data["name"]["familyName"].as_string().label("family"),
-               browse._EMAIL.label("email"))
+               browse.primary_email_column().label("email"))
     after: str | None = None
     while True:
         where = [BillingLine.close_id == close.id]
