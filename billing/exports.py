@@ -33,13 +33,12 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from billing import invoice as inv
+from billing.lines import SEP
 from connector import browse
 from connector.models import BillingAdjustment, BillingClose, BillingLine, Tenant, User
 
 CSV_MIMETYPE = "text/csv; charset=utf-8"
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-# How billing/close.py joins a line's modules and units in one column.
-_JOINED = "\x1f"
 BATCH = 2000
 CSV_FLUSH_ROWS = 500
 
@@ -189,7 +188,7 @@ def _version_stamp(close: BillingClose) -> str:
 
 
 def _listed(joined: str) -> str:
-    return ";".join(part for part in joined.split(_JOINED) if part)
+    return ";".join(part for part in joined.split(SEP) if part)
 
 
 def _amount(text: Any) -> Decimal:

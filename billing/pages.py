@@ -29,7 +29,9 @@ from flask.blueprints import BlueprintSetupState
 from billing import close as closing
 from billing import overview
 from billing.calendar import InvalidMonth, Month
+from billing.planning import NotDue
 from billing.policies import POLICIES
+from billing.preview import preview
 from billing.profiles import load_profile, update_profile
 from connector import auth, db
 from connector.api.routes import now, write_context
@@ -94,7 +96,7 @@ def index(tenant_id: str) -> str:
     show_preview = people < PREVIEW_INLINE_USERS or request.args.get("preview") == "1"
     return render_template(
         "admin/billing/index.html", tenant=tenant, profile=load_profile(session, tenant_id),
-        live=live, preview=closing.preview(session, tenant, now()) if show_preview else None,
+        live=live, preview=preview(session, tenant, now()) if show_preview else None,
         closes=closes, series=overview.history_series(closes[:24]),
         partner=me().role == "partner")
 
@@ -178,7 +180,7 @@ def reissue(tenant_id: str, month: str) -> Response:
         outcome = closing.close_month(current_app.extensions["write_sessionmaker"], tenant_id,
                                       target, current_app.config["SETTINGS"].billing, now(),
                                       actor=actor, reissue_reason=reason)
-    except closing.NotDue as exc:
+    except NotDue as exc:
         flash(str(exc), "error")
         return redirect(url, 303)
     auth.audit(me(), "billing.reissued", tenant_id, str(target),

@@ -25,6 +25,8 @@ from sqlalchemy import select
 from billing import activity, exports, overview, reporting
 from billing import close as closing
 from billing.calendar import InvalidMonth, Month
+from billing.planning import NotDue
+from billing.preview import preview
 from billing.profiles import load_profile, profile_json, update_profile
 from connector import auth
 from connector.api import Problem, expect, json_response, read_body
@@ -93,7 +95,7 @@ def get_overview(tenant_id: str) -> Response:
 @bp.get("/billing/preview")
 def get_preview(tenant_id: str) -> Response:
     tenant = tenant_for(tenant_id)
-    return json_response(closing.preview(session(), tenant, now()))
+    return json_response(preview(session(), tenant, now()))
 
 
 @bp.get("/billing/months")
@@ -162,7 +164,7 @@ def close_now(tenant_id: str, month: str) -> Response:
     try:
         outcome = closing.close_month(current_app.extensions["write_sessionmaker"], tenant_id,
                                       target, _settings(), now(), actor=actor)
-    except closing.NotDue as exc:
+    except NotDue as exc:
         raise Problem(409, "Not due yet", str(exc), "not-due") from None
     auth.audit(principal(), "billing.closed", tenant_id, str(target),
                {"created": outcome.created, "hash": outcome.close.content_hash})
@@ -186,7 +188,7 @@ def reissue(tenant_id: str, month: str) -> Response:
         outcome = closing.close_month(current_app.extensions["write_sessionmaker"], tenant_id,
                                       target, _settings(), now(), actor=actor,
                                       reissue_reason=reason.strip())
-    except closing.NotDue as exc:
+    except NotDue as exc:
         raise Problem(409, "Not closed yet", str(exc), "not-due") from None
     auth.audit(principal(), "billing.reissued", tenant_id, str(target),
                {"version": outcome.close.version, "reason": reason.strip()})
