@@ -257,7 +257,8 @@ CHILD = r"""
 import datetime as dt, json, resource, sys, time
 sys.path.insert(0, {root!r})
 from billing.calendar import Month
-from billing.close import close_month, recompute_hash
+from billing.close import close_month
+from billing.verify import recompute_hash
 from connector import db
 from connector.config import BillingSettings, DatabaseSettings
 from connector.models import BillingClose

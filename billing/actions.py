@@ -46,7 +46,7 @@ def close_month(call: AdminCall, maker: sessionmaker[Session], settings: Billing
                 tenant_id: str, month: Month, reissue_reason: str | None = None
                 ) -> closing.Outcome:
     """Close a month now (nothing happens if it is closed), or with a reason, reissue a
-    closed one as a new version; a partner admin's to do. Raises `closing.NotDue` when
+    closed one as a new version; a partner admin's to do. Raises `planning.NotDue` when
     the month cannot be closed yet. Commits the request's transaction first: the close
     runs in transactions of its own."""
     call.principal.require_partner()

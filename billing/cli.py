@@ -16,9 +16,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from billing import catch_up
 from billing import close as closing
 from billing.calendar import InvalidMonth, Month
 from billing.overview import adjustment_json, close_json
+from billing.planning import NotDue
+from billing.preview import preview
 from connector import clock, db, migrate
 from connector.config import ConfigError, Settings
 from connector.models import BillingAdjustment, BillingClose, Tenant
@@ -104,7 +107,7 @@ def cmd_close(settings: Settings, args: argparse.Namespace) -> int:
     try:
         outcome = closing.close_month(writer, args.tenant, month, settings.billing, clock.now(),
                                       actor="cli", progress=progress)
-    except closing.NotDue as exc:
+    except NotDue as exc:
         progress.end()
         print(f"Not closed: {exc}", file=sys.stderr)
         return 3
@@ -123,7 +126,7 @@ def cmd_reissue(settings: Settings, args: argparse.Namespace) -> int:
         outcome = closing.close_month(writer, args.tenant, _month(args.month),
                                       settings.billing, clock.now(), actor="cli",
                                       reissue_reason=args.reason.strip(), progress=progress)
-    except closing.NotDue as exc:
+    except NotDue as exc:
         progress.end()
         print(f"Not reissued: {exc}", file=sys.stderr)
         return 3
@@ -162,8 +165,8 @@ def cmd_close_due(settings: Settings, args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
             last[0] = tenant_id
 
-    result = closing.close_due(writer, settings.billing, clock.now(), actor="cli",
-                               progress=progress)
+    result = catch_up.close_due(writer, settings.billing, clock.now(), actor="cli",
+                                progress=progress)
     if last[0]:
         print(file=sys.stderr)
     if args.json:
@@ -191,7 +194,7 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
         tenant = s.get(Tenant, args.tenant)
         if tenant is None:
             raise ConfigError(f"No tenant {args.tenant}. See `connector tenant list`.")
-        result = closing.preview(s, tenant, clock.now())
+        result = preview(s, tenant, clock.now())
     if args.json:
         print(json.dumps(result))
         return 0

@@ -31,6 +31,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from billing import invoice as inv
+from billing.lines import SEP
 from connector import browse
 from connector.csv_export import (
     Cell,
@@ -43,8 +44,6 @@ from connector.csv_export import csv_chunks as write_csv
 from connector.models import BillingAdjustment, BillingClose, BillingLine, Tenant, User
 
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-# How billing/close.py joins a line's modules and units in one column.
-_JOINED = "\x1f"
 BATCH = 2000
 
 @dataclass
@@ -91,7 +90,7 @@ def _billed_rows(session: Session, close: BillingClose) -> Iterator[Row]:
                BillingLine.modules, BillingLine.units,
                User.data["name"]["givenName"].as_string().label("given"),
                User.data["name"]["familyName"].as_string().label("family"),
-               browse._EMAIL.label("email"))
+               browse.primary_email_column().label("email"))
     after: str | None = None
     while True:
         where = [BillingLine.close_id == close.id]
@@ -175,7 +174,7 @@ def _version_stamp(close: BillingClose) -> str:
 
 
 def _listed(joined: str) -> str:
-    return ";".join(part for part in joined.split(_JOINED) if part)
+    return ";".join(part for part in joined.split(SEP) if part)
 
 
 def _amount(text: Any) -> Decimal:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, func, select, union
 from sqlalchemy.orm import Session
 
-from billing.close import SEP
+from billing.lines import SEP
 from connector.browse import Page
 from connector.models import (
     BillingAdjustment,

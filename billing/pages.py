@@ -28,9 +28,10 @@ from flask import (
 from flask.blueprints import BlueprintSetupState
 
 from billing import actions, overview
-from billing import close as closing
 from billing.calendar import InvalidMonth, Month
+from billing.planning import NotDue
 from billing.policies import POLICIES
+from billing.preview import preview
 from billing.profiles import load_profile
 from connector import db
 from connector.errors import InvalidSetting, NotFound
@@ -96,7 +97,7 @@ def index(tenant_id: str) -> str:
     return render_template(
         "admin/billing/index.html", tenant=tenant, profile=load_profile(session, tenant_id),
         live=live,
-        preview=closing.preview(session, tenant, admin_call().now) if show_preview else None,
+        preview=preview(session, tenant, admin_call().now) if show_preview else None,
         closes=closes, series=overview.history_series(closes[:24]),
         partner=me().role == "partner")
 
@@ -174,7 +175,7 @@ def reissue(tenant_id: str, month: str) -> Response:
         outcome = actions.close_month(admin_call(), current_app.extensions["write_sessionmaker"],
                                       current_app.config["SETTINGS"].billing, tenant_id, target,
                                       reissue_reason=request.form.get("reason", ""))
-    except closing.NotDue as exc:
+    except NotDue as exc:
         flash(str(exc), "error")
         return redirect(url, 303)
     return done(f"{target} reissued as version {outcome.close.version}; version "

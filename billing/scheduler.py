@@ -20,7 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing import mail
-from billing.close import close_due
+from billing.catch_up import close_due
 from connector import logs
 from connector.config import BillingSettings
 

@@ -23,8 +23,9 @@ from flask import Blueprint, Response, current_app, request, send_file, stream_w
 from sqlalchemy import select
 
 from billing import actions, activity, exports, overview, reporting
-from billing import close as closing
 from billing.calendar import InvalidMonth, Month
+from billing.planning import NotDue
+from billing.preview import preview
 from billing.profiles import load_profile, profile_json
 from connector.actions.users import note_export
 from connector.api.contract import request_body
@@ -92,7 +93,7 @@ def get_overview(tenant_id: str) -> Response:
 @bp.get("/billing/preview")
 def get_preview(tenant_id: str) -> Response:
     tenant = tenant_for(tenant_id)
-    return json_response(closing.preview(session(), tenant, admin_call().now))
+    return json_response(preview(session(), tenant, admin_call().now))
 
 
 @bp.get("/billing/months")
@@ -156,7 +157,7 @@ def close_now(tenant_id: str, month: str) -> Response:
     target = _month(month)
     try:
         outcome = actions.close_month(admin_call(), _maker(), _settings(), tenant_id, target)
-    except closing.NotDue as exc:
+    except NotDue as exc:
         raise Problem(409, "Not due yet", str(exc), "not-due") from None
     return done(201 if outcome.created else 200,
                 {**overview.close_json(outcome.close), "created": outcome.created})
@@ -171,7 +172,7 @@ def reissue(tenant_id: str, month: str) -> Response:
     try:
         outcome = actions.close_month(admin_call(), _maker(), _settings(), tenant_id, target,
                                       reissue_reason=reason)
-    except closing.NotDue as exc:
+    except NotDue as exc:
         raise Problem(409, "Not closed yet", str(exc), "not-due") from None
     return done(201, {**overview.close_json(outcome.close), "created": outcome.created})
 

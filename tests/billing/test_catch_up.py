@@ -13,7 +13,9 @@ from sqlalchemy import Engine, select
 
 from billing import scheduler
 from billing.calendar import Month
-from billing.close import close_due, close_month, recompute_hash
+from billing.catch_up import close_due
+from billing.close import close_month
+from billing.verify import recompute_hash
 from connector.config import BillingSettings
 from connector.models import BillingClose, BillingLine, SyncRun, SyncState, Tenant
 from tests.billing.history import History, at

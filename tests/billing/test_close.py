@@ -11,7 +11,9 @@ from sqlalchemy import Connection, Engine, String, func, literal, select, union_
 
 from billing import reader
 from billing.calendar import Month
-from billing.close import NotDue, close_month, recompute_hash
+from billing.close import close_month
+from billing.planning import NotDue
+from billing.verify import recompute_hash
 from connector.config import BillingSettings
 from connector.models import BillingAdjustment, BillingClose, BillingLine
 from tests.billing.history import History, at
@@ -252,10 +254,10 @@ def test_worker_processes_make_the_same_close(engine: Engine,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Large tenants fold in worker processes, chunk by chunk; the lines, totals and hash
     are the ones one process gets."""
-    from billing import close as closing
+    from billing import tenant_fold, workers
 
-    monkeypatch.setattr(closing, "CHUNK_USERS", 7)
-    monkeypatch.setattr(closing, "PARALLEL_FROM_USERS", 0)
+    monkeypatch.setattr(tenant_fold, "CHUNK_USERS", 7)
+    monkeypatch.setattr(workers, "PARALLEL_FROM_USERS", 0)
     h = History(engine)
     h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "5.00"}])
     for i in range(40):
@@ -279,7 +281,7 @@ def test_partitions_and_chunks_of_any_size_make_the_same_close(
     """The fold merges sorted streams (users, facts, activity, kept states) partition by
     partition: closing with partitions and chunks of one, two or three users gives the
     lines and hash that one partition gives, from kept states or from the whole log."""
-    from billing import close as closing
+    from billing import planning, tenant_fold
 
     h = History(engine)
     h.billing(policy=policy, prices=[{"unit": "Hybrid", "plan": "standard", "price": "5.00"},
@@ -306,15 +308,15 @@ def test_partitions_and_chunks_of_any_size_make_the_same_close(
     # Learned after October closed, effective in October: folded from scratch in November.
     h.late_event("2026-10-30T10:00:00", "2026-11-05T10:00:00", users[3], "user.modules",
                  ["Hybrid"], [])
-    monkeypatch.setattr(closing, "LOCAL_PARTITION_USERS", 3)
-    monkeypatch.setattr(closing, "CHUNK_USERS", 2)
+    monkeypatch.setattr(tenant_fold, "LOCAL_PARTITION_USERS", 3)
+    monkeypatch.setattr(tenant_fold, "CHUNK_USERS", 2)
     nov = close(h, NOV)
     assert oct_close.close.users_counted == 8 and nov.close.users_counted == 9
     with h.maker() as s:
         stored = s.get(BillingClose, nov.close.id)
         for partition, chunk in ((1, 1), (2, 5000), (5000, 1), (5000, 5000)):
-            monkeypatch.setattr(closing, "LOCAL_PARTITION_USERS", partition)
-            monkeypatch.setattr(closing, "CHUNK_USERS", chunk)
+            monkeypatch.setattr(tenant_fold, "LOCAL_PARTITION_USERS", partition)
+            monkeypatch.setattr(tenant_fold, "CHUNK_USERS", chunk)
             for carry in (True, False):
                 assert recompute_hash(s, stored, carry=carry) == nov.close.content_hash
         sqlite = s.get_bind().dialect.name == "sqlite"
@@ -325,8 +327,8 @@ def test_partitions_and_chunks_of_any_size_make_the_same_close(
             s.connection().connection.driver_connection.set_trace_callback(sent.append)
         for share in (0.0, 2.0):
             monkeypatch.setattr(reader, "TABLE_SCAN_SHARE", share)
-            assert closing.plan_fold(s, closing.inputs_of(stored), carry=False
-                                     ).scope.scan_table is (share == 0.0 and sqlite)
+            assert tenant_fold.plan_fold(s, planning.inputs_of(stored), carry=False
+                                         ).scope.scan_table is (share == 0.0 and sqlite)
             sent.clear()
             assert recompute_hash(s, stored) == nov.close.content_hash
             partitions = [q for q in sent if "group_concat" in q]

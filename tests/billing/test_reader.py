@@ -120,7 +120,7 @@ def test_an_integer_beyond_64_bits_is_the_one_value_that_differs() -> None:
 
 
 def test_the_collector_is_paused_while_a_partition_folds_and_back_after() -> None:
-    from billing.close import _collecting_per_chunk
+    from billing.tenant_fold import _collecting_per_chunk
 
     assert gc.isenabled()
     with _collecting_per_chunk():

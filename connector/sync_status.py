@@ -1,0 +1,42 @@
+"""What a tenant's directory sync has done, for the packages that must wait on it.
+
+The sync (azure_sync) writes `sync_runs` and `sync_state`; billing only needs to know
+whether a round has read the directory since an instant, and whether the sync is
+quarantined. These functions are that seam: nothing outside azure_sync reads the sync
+tables for billing, so their shape may change behind these answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connector.models import SyncRun, SyncState
+
+# Rounds that read the whole directory's changes (preview and single-user rounds don't).
+_READING_ROUNDS = ("incremental", "full")
+
+
+def first_round_completed_since(session: Session, tenant_id: str, boundary: dt.datetime
+                                ) -> dt.datetime | None:
+    """Return when the first incremental or full round that started at or after
+    `boundary` finished successfully, or None if none has yet.
+
+    Graph delta pages carry no timestamps: a change is dated when a round sees it, so
+    every change made before `boundary` is recorded once such a round has completed."""
+    return session.scalar(
+        select(SyncRun.finished_at).where(
+            SyncRun.tenant_id == tenant_id, SyncRun.started_at >= boundary,
+            SyncRun.status == "succeeded", SyncRun.kind.in_(_READING_ROUNDS))
+        .order_by(SyncRun.started_at).limit(1))
+
+
+def quarantined_until(session: Session, tenant_id: str) -> dt.datetime | None:
+    """Return until when the tenant's sync is quarantined, or None if it is not.
+
+    After repeated failed rounds a tenant's sync runs once a day until a round succeeds,
+    which clears this; the instant may already be past (the next try is due)."""
+    return session.scalar(select(SyncState.quarantined_until).where(
+        SyncState.tenant_id == tenant_id))
