@@ -6,7 +6,7 @@ Each change is an event in the same transaction. Switching the status source bac
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from sqlalchemy.orm import Session
 
@@ -15,10 +15,11 @@ from connector.directory import Directory
 from connector.errors import InvalidSetting, NotFound
 from connector.events import WriteContext
 from connector.models import Tenant
+from connector.status import ScimDefaultStatus, StatusSource
 
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "status_source": ("identity_provider", "connector"),
-    "scim_default_status": ("active", "inactive"),
+    "status_source": get_args(StatusSource),
+    "scim_default_status": get_args(ScimDefaultStatus),
     "provisioning_paused": (True, False),
 }
 
