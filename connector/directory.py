@@ -97,7 +97,7 @@ MODULE_SEP = "\x1f"  # ASCII unit separator: cannot occur in a module name
 
 
 def known_extras(session: Session) -> dict[str, tuple[str | None, str | None]]:
-    return session.info.setdefault(EXTRAS, {})  # type: ignore[no-any-return]
+    return session.info.setdefault(EXTRAS, {})
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -9,7 +9,7 @@ API read; the event log is what billing and history read. Only the directory ser
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     text,
@@ -72,6 +73,11 @@ EventId = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+    if TYPE_CHECKING:
+        # Every model maps one Table (none a join or a subquery), which the core
+        # statements on `Model.__table__` rely on; SQLAlchemy only promises a FromClause.
+        __table__: ClassVar[Table]
 
 
 class Tenant(Base):
