@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, get_args
 from wsgiref.types import StartResponse, WSGIEnvironment
 
-from connector.config import Settings
+from connector.config import Settings, WorkerClass
 
-WORKER_CLASSES = ("gthread", "gevent", "sync")
+WORKER_CLASSES: tuple[WorkerClass, ...] = get_args(WorkerClass)
 
 
 def worker_class_problem(settings: Settings, worker_class: str) -> str | None:
