@@ -22,8 +22,10 @@ test: $(STAMP)
 	$(BIN)/python tests/ensure_services.py
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+## lint: ruff on everything, then mypy on the packages (what it checks: [tool.mypy])
 lint: $(STAMP)
 	$(BIN)/ruff check connector scim azure_sync billing tests bench
+	$(BIN)/mypy
 
 ## bench: SCIM throughput at 100,000 users (see docs/benchmarks.md)
 bench: $(STAMP)

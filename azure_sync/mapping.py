@@ -9,8 +9,9 @@ reason `changed` is a soft delete (restorable for 30 days), `deleted` a hard del
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from connector.commands import IndexedValue, UserFields
 
@@ -20,6 +21,11 @@ GROUP_SELECT = ("displayName", "members")
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
+# `@removed`'s reason: "changed" is a soft delete (restorable), "deleted" a hard one.
+Removal = Literal["changed", "deleted"]
+MemberKind = Literal["User", "Group"]
+
+
 class MalformedItem(ValueError):
     """A delta item without a usable id: skipped and counted, never guessed at."""
 
@@ -27,29 +33,33 @@ class MalformedItem(ValueError):
 @dataclass(frozen=True)
 class UserDelta:
     object_id: str
-    removed: str | None = None  # None | "changed" (soft) | "deleted" (hard)
-    changes: dict[str, Any] = field(default_factory=dict)  # only the keys Graph sent
+    removed: Removal | None = None
+    changes: dict[str, object] = field(default_factory=dict)  # only the keys Graph sent
 
 
 @dataclass(frozen=True)
 class GroupDelta:
     object_id: str
-    removed: str | None = None
+    removed: Removal | None = None
     display_name: str | None = None  # None: not in this item
-    added: tuple[tuple[str, str], ...] = ()  # (object id, "User" | "Group")
+    added: tuple[tuple[str, MemberKind], ...] = ()  # (object id, kind)
     removed_members: tuple[str, ...] = ()
 
 
-def _object_id(item: Any) -> str:
+def _json_object(item: object) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise MalformedItem("a delta item is not a JSON object")
+    return item
+
+
+def _object_id(item: dict[str, Any]) -> str:
     object_id = item.get("id")
     if not isinstance(object_id, str) or not object_id.strip() or len(object_id) > 512:
         raise MalformedItem("a delta item has no usable id")
     return object_id
 
 
-def _removed(item: dict[str, Any]) -> str | None:
+def _removed(item: dict[str, Any]) -> Removal | None:
     marker = item.get("@removed")
     if marker is None:
         return None
@@ -57,17 +67,19 @@ def _removed(item: dict[str, Any]) -> str | None:
     return "deleted" if reason == "deleted" else "changed"
 
 
-def parse_user(item: Any) -> UserDelta:
+def parse_user(raw: object) -> UserDelta:
+    item = _json_object(raw)
     object_id = _object_id(item)
     removed = _removed(item)
     changes = {k: item[k] for k in USER_SELECT if k in item}
     return UserDelta(object_id, removed, changes)
 
 
-def parse_group(item: Any) -> GroupDelta:
+def parse_group(raw: object) -> GroupDelta:
+    item = _json_object(raw)
     object_id = _object_id(item)
     name = item.get("displayName")
-    added: list[tuple[str, str]] = []
+    added: list[tuple[str, MemberKind]] = []
     gone: list[str] = []
     for member in item.get("members@delta") or ():
         if not isinstance(member, dict) or not isinstance(member.get("id"), str):
@@ -75,7 +87,8 @@ def parse_group(item: Any) -> GroupDelta:
         if "@removed" in member:
             gone.append(member["id"])
         else:
-            kind = "Group" if str(member.get("@odata.type", "")).endswith(".group") else "User"
+            kind: MemberKind = ("Group" if str(member.get("@odata.type", "")).endswith(".group")
+                                else "User")
             added.append((member["id"], kind))
     return GroupDelta(object_id, _removed(item), name if isinstance(name, str) else None,
                       tuple(added), tuple(gone))
@@ -93,7 +106,7 @@ class StoredProfile:
     external_company_guest: bool = False
 
 
-def user_fields(object_id: str, stored: StoredProfile | None, changes: dict[str, Any]
+def user_fields(object_id: str, stored: StoredProfile | None, changes: Mapping[str, object]
                 ) -> UserFields | None:
     """The user's full fields after applying `changes` (absent keys keep their stored
     value). None when there is not enough to create the user (no userPrincipalName)."""
@@ -101,12 +114,14 @@ def user_fields(object_id: str, stored: StoredProfile | None, changes: dict[str,
     user_name = stored.user_name if stored else None
     display = stored.display_name if stored else None
     guest = stored.guest if stored else False
-    if isinstance(changes.get("userPrincipalName"), str) and changes["userPrincipalName"]:
-        user_name = changes["userPrincipalName"]
+    principal_name = changes.get("userPrincipalName")
+    if isinstance(principal_name, str) and principal_name:
+        user_name = principal_name
     if user_name is None:
         return None
     if "displayName" in changes:
-        display = changes["displayName"] if isinstance(changes["displayName"], str) else None
+        shown = changes["displayName"]
+        display = shown if isinstance(shown, str) else None
     name = dict(data.get("name") or {})
     for graph_key, scim_key in (("givenName", "givenName"), ("surname", "familyName")):
         if graph_key in changes:
@@ -127,8 +142,9 @@ def user_fields(object_id: str, stored: StoredProfile | None, changes: dict[str,
             data.pop("emails", None)
     if "employeeId" in changes:
         enterprise = dict(data.get(ENTERPRISE) or {})
-        if isinstance(changes["employeeId"], str) and changes["employeeId"]:
-            enterprise["employeeNumber"] = changes["employeeId"]
+        employee_id = changes["employeeId"]
+        if isinstance(employee_id, str) and employee_id:
+            enterprise["employeeNumber"] = employee_id
         else:
             enterprise.pop("employeeNumber", None)
         if enterprise:

@@ -58,6 +58,8 @@ class Fact(NamedTuple):
     at: dt.datetime
     seq: int
     kind: str
+    # The event's JSON value, whose shape depends on `kind`: Any, because the hot loop
+    # reads it as the kind says instead of narrowing every fact's value.
     value: Any = None
 
 
@@ -80,7 +82,7 @@ class UserState:
     groups: frozenset[str] = frozenset()
     invited: bool = False
     claimed: bool = False
-    frontline: Mapping[str, Any] = field(default_factory=dict)
+    frontline: Mapping[str, object] = field(default_factory=dict)
 
 
 class UserMonth(NamedTuple):
@@ -117,7 +119,7 @@ def fold_month(user_id: str, facts: Iterable[Fact], window: Window,
         own: frozenset[str] = frozenset()
         groups: set[str] = set()
         invited = claimed = known = False
-        frontline: Mapping[str, Any] = {}
+        frontline: Mapping[str, object] = {}
     else:
         name, exists, active = initial.user_name, initial.exists, initial.active
         guest, external, own = initial.guest, initial.external_guest, initial.own_modules

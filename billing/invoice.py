@@ -11,7 +11,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
 
 from billing.policies import PER_USER, Decision
 
@@ -28,7 +27,7 @@ class InvalidPrice(ValueError):
     """A price table entry that cannot be used; the message names it."""
 
 
-def parse_prices(entries: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Decimal]:
+def parse_prices(entries: Iterable[Mapping[str, object]]) -> dict[tuple[str, str], Decimal]:
     """A price table from `[{"unit": "Hybrid", "plan": "standard", "price": "4.50"}, …]`."""
     table: dict[tuple[str, str], Decimal] = {}
     for entry in entries:
@@ -78,7 +77,7 @@ class Line:
     priced: bool
     month: str | None = None  # set on adjustment lines: the month they correct
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, object]:
         return {"description": self.description, "unit": self.unit,
                 "audience": self.audience, "plan": self.plan, "quantity": self.quantity,
                 "unitPrice": str(self.unit_price), "amount": str(self.amount),
@@ -99,7 +98,7 @@ class Invoice:
     def invoice_payment_eligible(self) -> bool:
         return self.subtotal > INVOICE_PAYMENT_OVER
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, object]:
         return {"currency": CURRENCY, "taxIncluded": False,
                 "lines": [line.as_json() for line in self.lines],
                 "adjustments": [line.as_json() for line in self.adjustments],
@@ -154,7 +153,7 @@ def adjustments_for(month: str, billed: Decision | None, corrected: Decision | N
                     reason: str) -> list[Adjustment]:
     """What to add to a later invoice when a closed month's line for a user turns out
     wrong: nothing if what is billed stays the same."""
-    def billed_as(d: Decision | None) -> tuple[Any, ...]:
+    def billed_as(d: Decision | None) -> tuple[tuple[str, ...], str, str] | tuple[()]:
         return (d.units, d.audience, d.plan) if d is not None and d.units else ()
 
     if billed_as(billed) == billed_as(corrected):

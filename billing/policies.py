@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from billing.fold import UserMonth
 
@@ -28,10 +28,19 @@ FRONTLINE_ROLES = frozenset({"customerFacing", "backstage", "publicService", "me
 
 
 class Policy(Protocol):
-    name: str
-    version: int
-    uses_modules: bool
-    description: str
+    # Read-only members: the policies are frozen dataclasses, whose fields a caller
+    # cannot set, and a settable protocol attribute would not match them.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def uses_modules(self) -> bool: ...
+
+    @property
+    def description(self) -> str: ...
 
     def decide(self, month: UserMonth) -> tuple[bool, str]:
         """(billable, reason code) for one user's month."""
@@ -120,13 +129,13 @@ class Decision(NamedTuple):
     modules: tuple[str, ...]  # effective modules at the month's end
     units: tuple[str, ...]  # what is priced: modules, or (PER_USER,); empty if not billable
 
-    def as_row(self) -> dict[str, Any]:
+    def as_row(self) -> dict[str, object]:
         return {"user_id": self.user_id, "billable": self.billable, "reason": self.reason,
                 "plan": self.plan, "audience": self.audience, "modules": list(self.modules),
                 "units": list(self.units)}
 
 
-def is_frontline(attributes: Mapping[str, Any]) -> bool:
+def is_frontline(attributes: Mapping[str, object]) -> bool:
     """The frontline plan's test (exactly 50 % deskless qualifies)."""
     if not attributes:  # most users: no frontline attributes at all
         return False

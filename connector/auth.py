@@ -135,7 +135,7 @@ def current_principal(allow_token: bool = True) -> Principal | None:
     """The caller, from a bearer token or the session cookie; None when signed out.
     Raises BadCredentials for a bearer token that is not valid."""
     if "principal" in g:
-        return g.principal  # type: ignore[no-any-return]
+        return g.principal
     principal = None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -166,7 +166,7 @@ def csrf_token() -> str:
     token = session.get("csrf")
     if not token:
         token = session["csrf"] = secrets.token_urlsafe(32)
-    return token  # type: ignore[no-any-return]
+    return token
 
 
 def check_csrf() -> None:

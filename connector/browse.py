@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, and_, exists, func, or_, select, union
+from sqlalchemy import ColumnElement, Row, ScalarSelect, and_, exists, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from connector import counters
@@ -75,7 +75,7 @@ def _number(name: str, raw: str | None, default: int, low: int, high: int) -> in
     if raw in (None, ""):
         return default
     try:
-        value = int(raw)  # type: ignore[arg-type]
+        value = int(raw)
     except ValueError:
         raise InvalidSetting(f"{name} must be a whole number; got {raw!r}.") from None
     if not low <= value <= high:
@@ -163,7 +163,9 @@ _SUMMARY_COLUMNS = (User.id, User.user_name, User.display_name, User.active,
 
 def _summary(row: Any, modules: list[str]) -> UserSummary:
     data = row.data or {}
-    name = data.get("name") if isinstance(data.get("name"), dict) else {}
+    name = data.get("name")
+    if not isinstance(name, dict):
+        name = {}
     return UserSummary(
         id=row.id, user_name=row.user_name, display_name=row.display_name,
         given_name=name.get("givenName"), family_name=name.get("familyName"),
@@ -337,7 +339,7 @@ def _search_page(session: Session, tenant_id: str, query: UserQuery) -> Page:
     sorted in memory, so the cost is bounded by the cap whatever the tenant's size and
     the filters (the databases planned an id list combined with other filters badly)."""
     candidates, capped = _search_candidates(session, tenant_id, query.q)
-    light = []
+    light: list[Row[*tuple[Any, ...]]] = []
     for start in range(0, len(candidates), 500):
         light += session.execute(select(*_LIGHT).where(
             User.tenant_id == tenant_id, User.removed_at.is_(None),

@@ -5,17 +5,23 @@ Precedence, lowest first: the built-in defaults declared below (which
 `CONNECTOR_CONFIG` (default `config.toml`, skipped when absent), then environment
 variables named `CONNECTOR_<SECTION>__<KEY>`, e.g. `CONNECTOR_DATABASE__URL`.
 This is the only module that reads the environment for settings.
+
+A setting typed as a `Literal` takes one of its values and nothing else: a typo fails
+at start with a ConfigError naming the key, rather than quietly meaning something else
+later. The Literal is the one list of those values; other modules take it from here
+(`typing.get_args`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 ENV_PREFIX = "CONNECTOR_"
 
@@ -24,9 +30,20 @@ class ConfigError(Exception):
     """A settings file or override that cannot be used; the message says which key."""
 
 
-def setting(default: Any, doc: str) -> Any:
-    """Declare one setting with its default and the sentence that documents it."""
-    return field(default=default, metadata={"doc": doc})
+# The settings that take one of a closed set of values.
+WorkerClass = Literal["gthread", "gevent", "sync"]  # connector/serving.py
+SecureCookies = Literal["auto", "always", "never"]
+MailSecurity = Literal["none", "starttls", "tls"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def setting(default: Any, doc: str, *, any_case: bool = False) -> Any:
+    """Declare one setting with its default and the sentence that documents it.
+
+    any_case: a Literal setting's value matches its choices in any letter case, and is
+    stored as the choice spells it.
+    """
+    return field(default=default, metadata={"doc": doc, "any_case": any_case})
 
 
 @dataclass(frozen=True)
@@ -47,7 +64,7 @@ class ServerSettings:
         "headers are trusted (0: none). Set it when TLS ends at a proxy, so secure "
         "cookies, client addresses for sign-in throttling and links come out right.",
     )
-    worker_class: str = setting(
+    worker_class: WorkerClass = setting(
         "gthread",
         "How `connector serve` runs gunicorn: \"gthread\" (threads with keep-alive; the "
         "only one that also runs the schedulers in the web process), \"gevent\" (an event "
@@ -92,7 +109,9 @@ class DatabaseSettings:
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR.")
+    # Any case: logging's names are upper case, and people write them in lower.
+    level: LogLevel = setting("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case.",
+                              any_case=True)
     json: bool = setting(True, "One JSON object per line; false for plain text.")
     access_log: bool = setting(True, "Log one line per HTTP request.")
 
@@ -128,7 +147,7 @@ class AdminSettings:
     session_hours: int = setting(
         12, "Hours an admin stays signed in before signing in again."
     )
-    secure_cookies: str = setting(
+    secure_cookies: SecureCookies = setting(
         "auto",
         "Mark the session cookie Secure: auto (when the request came over HTTPS or "
         "public_base_url is https://), always, or never.",
@@ -233,7 +252,7 @@ class BillingSettings:
         "users and the invoice attached). Empty: no e-mail report.",
     )
     mail_port: int = setting(587, "Port of the SMTP server (587 STARTTLS, 465 TLS, 25 none).")
-    mail_security: str = setting(
+    mail_security: MailSecurity = setting(
         "starttls",
         "none, starttls (upgrade the connection, refuse to go on without it) or tls "
         "(TLS from the first byte).",
@@ -337,10 +356,32 @@ def _build_section(cls: type, name: str, values: Mapping[str, Any], origin: str)
     if unknown:
         raise ConfigError(f"{origin}: unknown setting(s) {sorted(unknown)} in [{name}]")
     kwargs = {}
+    choices = _choices(cls)
     for key, raw in values.items():
-        kind = type(fields[key].default)
-        kwargs[key] = _coerce(raw, kind, f"{name}.{key}")
+        if key in choices:
+            any_case = fields[key].metadata.get("any_case", False)
+            kwargs[key] = _choose(raw, choices[key], any_case, f"{name}.{key}")
+        else:
+            kwargs[key] = _coerce(raw, type(fields[key].default), f"{name}.{key}")
     return cls(**kwargs)
+
+
+@functools.cache
+def _choices(cls: type) -> dict[str, tuple[str, ...]]:
+    """The settings of a section typed as a Literal, with their values."""
+    return {name: get_args(hint) for name, hint in get_type_hints(cls).items()
+            if get_origin(hint) is Literal}
+
+
+def _choose(raw: Any, choices: tuple[str, ...], any_case: bool, key: str) -> str:
+    if isinstance(raw, str):
+        if raw in choices:
+            return raw
+        if any_case:
+            for choice in choices:
+                if choice.casefold() == raw.casefold():
+                    return choice
+    raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {raw!r}")
 
 
 def _coerce(raw: Any, kind: type, key: str) -> Any:

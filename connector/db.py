@@ -174,7 +174,7 @@ def get_session(writes: bool = False) -> Session:
     if "db" not in g:
         key = "write_sessionmaker" if writes else "sessionmaker"
         g.db = current_app.extensions[key]()
-    return g.db  # type: ignore[no-any-return]
+    return g.db
 
 
 def _close_session(_exc: BaseException | None) -> None:
@@ -252,6 +252,7 @@ def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
     names = ", ".join(f'"{c.name}"' for c in columns)
     json_columns = {c.key for c in columns if isinstance(c.type, JSON)}
     raw = session.connection().connection.driver_connection
+    assert raw is not None  # None only once the connection is closed; ours is in use
     with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
         for row in rows:
             # JSON as SQLAlchemy's JSON type binds it (None becomes JSON null).

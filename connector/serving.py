@@ -21,14 +21,13 @@ Three gunicorn worker classes are supported:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Protocol, get_args
+from wsgiref.types import StartResponse, WSGIEnvironment
 
-from connector.config import Settings
+from connector.config import Settings, WorkerClass
 
-WORKER_CLASSES = ("gthread", "gevent", "sync")
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+WORKER_CLASSES: tuple[WorkerClass, ...] = get_args(WorkerClass)
 
 
 def worker_class_problem(settings: Settings, worker_class: str) -> str | None:
@@ -63,7 +62,17 @@ def database_waits() -> str:
         from psycopg import waiting
     except ImportError:  # pragma: no cover - psycopg is a dependency
         return "blocking"
-    return "blocking" if waiting.wait.__name__ == "wait_c" else "cooperative"
+    # wait_c exists only where psycopg's C extension does.
+    return "blocking" if waiting.wait is getattr(waiting, "wait_c", None) else "cooperative"
+
+
+class WsgiApp(Protocol):
+    """A WSGI application (PEP 3333) such as Flask's `app.wsgi_app`. (A protocol, not
+    wsgiref's Callable alias: the parameters' names are part of the type, so a wrapper
+    can take the method's place.)"""
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse
+                 ) -> Iterable[bytes]: ...
 
 
 def cooperative(app: WsgiApp) -> WsgiApp:
@@ -80,7 +89,7 @@ def cooperative(app: WsgiApp) -> WsgiApp:
         return app
     import gevent
 
-    def app_taking_turns(environ: dict[str, Any], start_response: Callable[..., Any]
+    def app_taking_turns(environ: WSGIEnvironment, start_response: StartResponse
                          ) -> Iterable[bytes]:
         gevent.sleep(0)
         return app(environ, start_response)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Literal
 
 
 class Source(StrEnum):
@@ -36,11 +37,17 @@ class Source(StrEnum):
 
 IDP_SOURCES = frozenset({Source.SCIM, Source.ENTRA_SYNC})
 
+# Who decides whether a user is active: the identity provider's word, or the connector's
+# admins. The tenant setting's allowed values (connector.tenant_settings) come from here.
+StatusSource = Literal["identity_provider", "connector"]
+# The status a user created through SCIM starts with.
+ScimDefaultStatus = Literal["active", "inactive"]
+
 
 @dataclass(frozen=True)
 class TenantPolicy:
-    status_source: str = "identity_provider"  # identity_provider | connector
-    scim_default_status: str = "active"  # active | inactive
+    status_source: StatusSource = "identity_provider"
+    scim_default_status: ScimDefaultStatus = "active"
     provisioning_paused: bool = False
     entra_sync: bool = False  # fed by the Entra poller, not SCIM
 

@@ -13,7 +13,7 @@ IdP word through the directory.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
@@ -23,10 +23,11 @@ from connector.directory import Directory
 from connector.errors import InvalidSetting, NotFound
 from connector.events import WriteContext
 from connector.models import Tenant
+from connector.status import ScimDefaultStatus, StatusSource
 
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "status_source": ("identity_provider", "connector"),
-    "scim_default_status": ("active", "inactive"),
+    "status_source": get_args(StatusSource),
+    "scim_default_status": get_args(ScimDefaultStatus),
     "provisioning_paused": (True, False),
 }
 

@@ -85,6 +85,8 @@ COMPARE_OPS = EQUALITY_OPS | SUBSTRING_OPS | ORDER_OPS
 STRING_TYPES = frozenset({"string", "reference"})
 
 Value = str | bool | int | float | dt.datetime | None
+# What a token carries: a JSON scalar from the filter text, or a keyword or name.
+Scalar = str | int | float | bool | None
 
 
 # -- the nodes -------------------------------------------------------------------------
@@ -177,7 +179,7 @@ _ATTRNAME_RE = re.compile(r"[A-Za-z$][\w$-]*", re.ASCII)
 
 # Operator keywords are case-insensitive (RFC 7644 §3.4.2.2); the JSON literals we
 # also accept in any case, for tolerance.
-_KEYWORDS: dict[str, tuple[str, Any]] = {
+_KEYWORDS: dict[str, tuple[str, Scalar]] = {
     **{op: (op.upper(), op) for op in (*COMPARE_OPS, "pr")},
     "and": ("AND", "and"),
     "or": ("OR", "or"),
@@ -188,16 +190,17 @@ _KEYWORDS: dict[str, tuple[str, Any]] = {
 }
 
 
-class _Token(Token):  # type: ignore[misc]
+class _Token(Token):
     """A sly token whose repr reads well inside the parser's error message."""
 
     __slots__ = ("text",)
+    text: str
 
     def __repr__(self) -> str:
         return f"{self.text!r} at position {self.index}"
 
 
-def _token(kind: str, value: Any, text: str, index: int) -> _Token:
+def _token(kind: str, value: Scalar, text: str, index: int) -> _Token:
     tok = _Token()
     tok.type, tok.value, tok.text = kind, value, text
     tok.lineno, tok.index, tok.end = 1, index, index + len(text)
@@ -344,10 +347,11 @@ def _convert(f: ast.Filter, ctx: _Context) -> Node:
     if f.namespace is not None:
         return _value_path(f, ctx)
     inner = f.expr
-    if f.negated:
-        return Not(_convert(inner, ctx))
-    if isinstance(inner, ast.Filter):  # parentheses
-        return _convert(inner, ctx)
+    if isinstance(inner, ast.Filter):  # `(…)` or `not (…)`
+        node = _convert(inner, ctx)
+        return Not(node) if f.negated else node
+    if f.negated:  # the grammar negates parentheses only
+        raise InvalidFilter("Invalid filter syntax.")
     if isinstance(inner, ast.LogExpr):
         return _logical_chain(f, ctx)
     if isinstance(inner, ast.AttrExpr):
@@ -374,13 +378,13 @@ def _logical_chain(f: ast.Filter, ctx: _Context) -> Node:
 
 
 def _flatten_chain(f: ast.Filter, operands: list[ast.Filter], operators: list[str]) -> None:
-    bare_chain = f.namespace is None and not f.negated and isinstance(f.expr, ast.LogExpr)
-    if not bare_chain:
-        operands.append(f)
+    chain = f.expr
+    if f.namespace is not None or f.negated or not isinstance(chain, ast.LogExpr):
+        operands.append(f)  # not a bare chain: an operand
         return
-    _flatten_chain(f.expr.expr1, operands, operators)
-    operators.append(str(f.expr.op).lower())
-    _flatten_chain(f.expr.expr2, operands, operators)
+    _flatten_chain(chain.expr1, operands, operators)
+    operators.append(str(chain.op).lower())
+    _flatten_chain(chain.expr2, operands, operators)
 
 
 def _balanced(kind: type[And] | type[Or], nodes: list[Node]) -> Node:
@@ -393,7 +397,9 @@ def _balanced(kind: type[And] | type[Or], nodes: list[Node]) -> Node:
 
 def _value_path(f: ast.Filter, ctx: _Context, *, trailing_sub: bool = False) -> ValuePath:
     """`attr[valFilter]`: the filter applies to each element of `attr`."""
-    path: ast.AttrPath = f.namespace
+    path, inner = f.namespace, f.expr
+    if path is None or not isinstance(inner, ast.Filter):  # the grammar builds neither
+        raise InvalidFilter("Invalid filter syntax.")
     if ctx.scope is not None:
         raise InvalidFilter("Value filters cannot be nested.")
     if path.sub_attr is not None and not trailing_sub:
@@ -403,33 +409,41 @@ def _value_path(f: ast.Filter, ctx: _Context, *, trailing_sub: bool = False) -> 
         raise InvalidFilter(
             f"'{ref}' is not a multi-valued complex attribute; use '{ref}.<sub-attribute>'."
         )
-    return ValuePath(ref, _convert(f.expr, _Context(ctx.resource_type, scope=ref)))
+    return ValuePath(ref, _convert(inner, _Context(ctx.resource_type, scope=ref)))
 
 
 def _attr_expr(expr: ast.AttrExpr, ctx: _Context) -> Node:
     op = str(expr.value).lower()
     path = expr.attr_path
     if isinstance(path.attr_name, ast.Filter):
-        return _value_path_compare(expr, op, ctx)
+        return _value_path_compare(expr, path.attr_name, op, ctx)
     ref = _resolve(path, ctx)
     if op == "pr":
         return Present(ref)
-    return _compare(_compare_ref(ref), op, expr.comp_value.value)
+    return _compare(_compare_ref(ref), op, _comp_value(expr))
 
 
-def _value_path_compare(expr: ast.AttrExpr, op: str, ctx: _Context) -> Node:
+def _value_path_compare(expr: ast.AttrExpr, value_filter: ast.Filter, op: str, ctx: _Context
+                        ) -> Node:
     """`emails[type eq "work"].value eq "x"`: not RFC grammar, but Entra sends it.
 
-    The library moves the trailing `.value` onto the bracket's attribute path.
+    The library moves the trailing `.value` onto the bracket's attribute path
+    (`value_filter`, the attribute path's name).
     """
-    value_filter: ast.Filter = expr.attr_path.attr_name
-    sub_attr = value_filter.namespace.sub_attr
+    namespace = value_filter.namespace
+    sub_attr = namespace.sub_attr if namespace is not None else None
     if sub_attr is None:
         raise InvalidFilter("Compare a sub-attribute of the value filter's elements.")
     outer = _value_path(value_filter, ctx, trailing_sub=True)
     sub_ref = _scoped_ref(outer.ref, sub_attr.value)
-    condition = Present(sub_ref) if op == "pr" else _compare(sub_ref, op, expr.comp_value.value)
+    condition = Present(sub_ref) if op == "pr" else _compare(sub_ref, op, _comp_value(expr))
     return ValuePath(outer.ref, And(outer.node, condition))
+
+
+def _comp_value(expr: ast.AttrExpr) -> Scalar:
+    if expr.comp_value is None:  # only `pr` has none
+        raise InvalidFilter("Invalid filter syntax.")
+    return expr.comp_value.value
 
 
 def _resolve(path: ast.AttrPath, ctx: _Context) -> AttrRef:
@@ -475,7 +489,7 @@ def _compare_ref(ref: AttrRef) -> AttrRef:
     return AttrRef(ref.schema, ref.attribute, value)
 
 
-def _compare(ref: AttrRef, op: str, raw: Any) -> Node:
+def _compare(ref: AttrRef, op: str, raw: Scalar) -> Node:
     if raw is None:
         return _compare_null(ref, op)
     attr = ref.target
@@ -495,7 +509,7 @@ def _compare_null(ref: AttrRef, op: str) -> Node:
     raise InvalidFilter(f"'{op} null' is not a meaningful comparison.")
 
 
-def _typed_value(ref: AttrRef, raw: Any) -> Value:
+def _typed_value(ref: AttrRef, raw: Scalar) -> Value:
     try:
         return _coerce(ref.target, raw)
     except (TypeError, ValueError):
@@ -504,7 +518,7 @@ def _typed_value(ref: AttrRef, raw: Any) -> Value:
         ) from None
 
 
-def _coerce(attr: Attribute, raw: Any) -> Value:
+def _coerce(attr: Attribute, raw: object) -> Value:
     """Type a JSON value for `attr`, raising ValueError when it does not fit."""
     kind = attr.type
     if kind in STRING_TYPES or kind == "binary":
@@ -598,7 +612,11 @@ def _resolve_path(tokens: list[_Token], text: str, resource_type: ResourceType) 
 
 
 def _path_text(tok: _Token) -> str:
-    return {"SCHEMA_URI": f"{tok.value}:", "SUBATTR": f".{tok.value}"}.get(tok.type, tok.value)
+    if tok.type == "SCHEMA_URI":
+        return f"{tok.value}:"
+    if tok.type == "SUBATTR":
+        return f".{tok.value}"
+    return str(tok.value)  # ATTRNAME: a str already
 
 
 def _value_patch_path(
@@ -649,10 +667,11 @@ def compile_sort(sort_by: str, resource_type: ResourceType) -> AttrRef:
 
 # -- evaluation in memory --------------------------------------------------------------
 
-Lookup = Callable[[AttrRef], list[Any]]
+# The values a document holds for an attribute (JSON of any shape: checked as used).
+Lookup = Callable[[AttrRef], list[object]]
 
 
-def evaluate(node: Node, resource: dict[str, Any]) -> bool:
+def evaluate(node: Node, resource: dict[str, object]) -> bool:
     """Test a SCIM resource (its JSON document) against a filter (RFC 7644 §3.4.2.2).
 
     Attribute names match case-insensitively; multi-valued attributes match when any
@@ -661,7 +680,7 @@ def evaluate(node: Node, resource: dict[str, Any]) -> bool:
     return _evaluate(node, lambda ref: _resource_values(resource, ref))
 
 
-def evaluate_element(node: Node, element: dict[str, Any]) -> bool:
+def evaluate_element(node: Node, element: dict[str, object]) -> bool:
     """Test one element of a multi-valued attribute against a value filter.
 
     For `PatchPath.value_filter` and `ValuePath.node`, whose refs name sub-attributes.
@@ -692,7 +711,7 @@ def _evaluate(node: Node, lookup: Lookup) -> bool:
     raise TypeError(f"not a filter node: {node!r}")
 
 
-def _ci_get(mapping: Any, key: str) -> Any:
+def _ci_get(mapping: object, key: str) -> object:
     """`mapping[key]` with SCIM's case-insensitive attribute names (RFC 7643 §2.1)."""
     if not isinstance(mapping, dict):
         return None
@@ -702,7 +721,7 @@ def _ci_get(mapping: Any, key: str) -> Any:
     return next((v for k, v in mapping.items() if str(k).lower() == lowered), None)
 
 
-def _resource_values(resource: dict[str, Any], ref: AttrRef) -> list[Any]:
+def _resource_values(resource: dict[str, object], ref: AttrRef) -> list[object]:
     container = resource if ref.is_core else _ci_get(resource, ref.schema.id)
     value = _ci_get(container, ref.attribute.name)
     if ref.sub_attribute is None:
@@ -714,24 +733,24 @@ def _resource_values(resource: dict[str, Any], ref: AttrRef) -> list[Any]:
     ]
 
 
-def _element_values(element: dict[str, Any], ref: AttrRef) -> list[Any]:
+def _element_values(element: dict[str, object], ref: AttrRef) -> list[object]:
     name = (ref.sub_attribute or ref.attribute).name
     return list(_flatten(_ci_get(element, name)))
 
 
-def _flatten(value: Any) -> Iterable[Any]:
+def _flatten(value: object) -> Iterable[object]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
 
 
-def _is_present(value: Any) -> bool:
+def _is_present(value: object) -> bool:
     if isinstance(value, dict):
         return any(_is_present(v) for v in value.values())
     return value not in (None, "", [])
 
 
-def _compare_one(attr: Attribute, op: str, actual: Any, expected: Value) -> bool:
+def _compare_one(attr: Attribute, op: str, actual: object, expected: Value) -> bool:
     try:
         left = _coerce(attr, actual)
     except (TypeError, ValueError):
@@ -750,6 +769,8 @@ def _is_exact(attr: Attribute) -> bool:
     return attr.case_exact or attr.type == "binary"
 
 
+# Any: operands of mismatched types raise TypeError, which `_compare_one` turns into
+# "no match".
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": lambda a, b: bool(a == b),
     "co": lambda a, b: b in a,

@@ -80,11 +80,11 @@ class Operation:
 
     op: str
     path: str | None = None
-    value: Any = None
+    value: object = None  # as the client sent it: unchecked JSON until `_normalize`
     has_value: bool = False
 
 
-def apply_patch(resource: dict[str, Any], body: Any, resource_type: ResourceType
+def apply_patch(resource: dict[str, Any], body: object, resource_type: ResourceType
                 ) -> PatchOutcome:
     """Apply a PatchOp request to a copy of `resource` (RFC 7644 §3.5.2).
 
@@ -101,7 +101,7 @@ def apply_patch(resource: dict[str, Any], body: Any, resource_type: ResourceType
 # -- the request body ------------------------------------------------------------------
 
 
-def parse_operations(body: Any) -> tuple[Operation, ...]:
+def parse_operations(body: object) -> tuple[Operation, ...]:
     """Check a PatchOp body and return its operations (RFC 7644 §3.5.2).
 
     Raises `InvalidSyntax` for a missing PatchOp schema, an empty `Operations` list or
@@ -120,7 +120,7 @@ def parse_operations(body: Any) -> tuple[Operation, ...]:
     return tuple(_parse_operation(raw, index) for index, raw in enumerate(operations))
 
 
-def _parse_operation(raw: Any, index: int) -> Operation:
+def _parse_operation(raw: object, index: int) -> Operation:
     where = f"Operations[{index}]"
     if not isinstance(raw, dict):
         raise InvalidSyntax(f"{where} must be an object.")
@@ -170,7 +170,7 @@ class _Patcher:
         for key, item in op.value.items():
             self._apply_value_key(op.op, str(key), item)
 
-    def _apply_value_key(self, action: str, key: str, item: Any) -> None:
+    def _apply_value_key(self, action: str, key: str, item: object) -> None:
         if key.lower() == "schemas":
             if not (isinstance(item, list) and all(isinstance(s, str) for s in item)):
                 raise InvalidValue("'schemas' must be a list of schema URNs.")
@@ -184,7 +184,7 @@ class _Patcher:
             return
         self._apply_parsed(Operation(action, key, item, True), path)
 
-    def _apply_section(self, action: str, schema: Schema, value: Any) -> None:
+    def _apply_section(self, action: str, schema: Schema, value: object) -> None:
         """A whole schema as path or value key: `{"urn:…:enterprise:2.0:User": {…}}`."""
         if action == "remove" or value is None:
             if schema is self.type.schema:
@@ -205,7 +205,7 @@ class _Patcher:
         except UnknownSchemaPath:
             return None
 
-    def _echoes_read_only(self, path: PatchPath, item: Any) -> bool:
+    def _echoes_read_only(self, path: PatchPath, item: object) -> bool:
         """True for a readOnly value repeated unchanged (Okta sends `id` back)."""
         if path.value_filter is not None or not _is_read_only(path):
             return False
@@ -227,7 +227,7 @@ class _Patcher:
 
     # -- add and replace ---------------------------------------------------------------
 
-    def _write(self, action: str, path: PatchPath, value: Any) -> None:
+    def _write(self, action: str, path: PatchPath, value: object) -> None:
         """RFC 7644 §3.5.2.1 (add) and §3.5.2.3 (replace); a null value unsets."""
         ref = path.ref
         if path.value_filter is not None:
@@ -241,7 +241,7 @@ class _Patcher:
         else:
             self._write_single(ref, value)
 
-    def _write_single(self, ref: AttrRef, value: Any) -> None:
+    def _write_single(self, ref: AttrRef, value: object) -> None:
         """Replace a single value; a complex one is merged, a reference replaced."""
         attr = ref.attribute
         new = _normalize(attr, value)
@@ -266,7 +266,7 @@ class _Patcher:
         _merge_into(merged, new)
         return None if _vacant(attr, merged) else merged
 
-    def _write_sub_attribute(self, ref: AttrRef, value: Any) -> None:
+    def _write_sub_attribute(self, ref: AttrRef, value: object) -> None:
         """`name.givenName`: set (or, with null, unset) one sub-attribute."""
         sub = ref.target
         new = _normalize(sub, value)
@@ -275,7 +275,7 @@ class _Patcher:
         _merge_into(merged, {sub.name: new})
         self._put(ref, None if _vacant(ref.attribute, merged) else merged)
 
-    def _write_multi(self, action: str, ref: AttrRef, value: Any) -> None:
+    def _write_multi(self, action: str, ref: AttrRef, value: object) -> None:
         """§3.5.2.1 adds values not already there; §3.5.2.3 replaces the whole list."""
         attr = ref.attribute
         values = _normalize(attr, value)
@@ -286,7 +286,7 @@ class _Patcher:
         touched = [_add_element(attr, items, v) for v in values]
         self._store_elements(ref, items, touched)
 
-    def _write_every_element(self, ref: AttrRef, value: Any) -> None:
+    def _write_every_element(self, ref: AttrRef, value: object) -> None:
         """`emails.type` without a filter: every element (one is created if none)."""
         sub = ref.target
         new = _normalize(sub, value)
@@ -298,7 +298,7 @@ class _Patcher:
                 _merge_into(element, {sub.name: new})
         self._store_elements(ref, items, items)
 
-    def _write_filtered(self, action: str, path: PatchPath, value: Any) -> None:
+    def _write_filtered(self, action: str, path: PatchPath, value: object) -> None:
         """`emails[type eq "work"].value`: write into each matching element.
 
         No match: "create by PATCH", a new element built from the filter, which the
@@ -319,7 +319,7 @@ class _Patcher:
 
     # -- remove ------------------------------------------------------------------------
 
-    def _remove(self, path: PatchPath, value: Any) -> None:
+    def _remove(self, path: PatchPath, value: object) -> None:
         """RFC 7644 §3.5.2.2; removing what is not there succeeds."""
         ref = path.ref
         if path.value_filter is not None:
@@ -346,7 +346,7 @@ class _Patcher:
                 _merge_into(element, {path.sub_attribute.name: None})
         self._store_elements(path.ref, items, [])
 
-    def _remove_values(self, ref: AttrRef, value: Any) -> None:
+    def _remove_values(self, ref: AttrRef, value: object) -> None:
         """A remove with a value takes out only the listed values (Entra sends these)."""
         attr = ref.attribute
         given = _normalize(attr, value)
@@ -448,13 +448,13 @@ def _is_read_only(path: PatchPath) -> bool:
     return any(a is not None and a.mutability == "readOnly" for a in attrs)
 
 
-def _check_immutable(attr: Attribute, current: Any, new: Any) -> None:
+def _check_immutable(attr: Attribute, current: object, new: object) -> None:
     """RFC 7644 §3.5.2: an immutable attribute may be set when unset, never changed."""
     if attr.mutability == "immutable" and _present(current) and current != new:
         raise Mutability(f"'{attr.name}' is immutable: it can be set once, not changed.")
 
 
-def _matches(node: Node | None, element: Any) -> bool:
+def _matches(node: Node | None, element: object) -> bool:
     return node is not None and isinstance(element, dict) and evaluate_element(node, element)
 
 
@@ -481,7 +481,7 @@ def _eq_conditions(node: Node | None) -> dict[str, Any] | None:
     return None
 
 
-def _filtered_value(path: PatchPath, value: Any) -> Any:
+def _filtered_value(path: PatchPath, value: object) -> Any:
     """The value for a filtered path: a sub-attribute's value, or a whole element."""
     if path.sub_attribute is not None:
         return _normalize(path.sub_attribute, value)
@@ -512,12 +512,12 @@ def _member_action(op: str) -> MemberAction:
     return "add" if op == "add" else "replace" if op == "replace" else "remove"
 
 
-def _member_values(value: Any) -> tuple[dict[str, Any], ...]:
+def _member_values(value: object) -> tuple[dict[str, Any], ...]:
     items = [] if value is None else value if isinstance(value, list) else [value]
     return tuple(_member(item) for item in items)
 
 
-def _member(item: Any) -> dict[str, Any]:
+def _member(item: object) -> dict[str, Any]:
     """`{"value": id}` plus `type` and `$ref` when given; `display` is readOnly."""
     value = _ci_get(item, "value") if isinstance(item, dict) else None
     if not isinstance(value, str) or not value.strip():
@@ -544,7 +544,7 @@ def _members_in_filter(node: Node) -> tuple[dict[str, Any], ...]:
 # -- values ----------------------------------------------------------------------------
 
 
-def _normalize(attr: Attribute, value: Any) -> Any:
+def _normalize(attr: Attribute, value: object) -> Any:
     """Shape a request value for `attr`, or raise `InvalidValue` when plainly wrong.
 
     Multi-valued attributes give a list (empty for null); single-valued ones a value or
@@ -561,7 +561,7 @@ def _normalize(attr: Attribute, value: Any) -> Any:
     return _normalize_one(attr, value)
 
 
-def _normalize_one(attr: Attribute, value: Any) -> Any:
+def _normalize_one(attr: Attribute, value: object) -> Any:
     if value is None:
         return None
     if attr.type == "complex":
@@ -576,7 +576,7 @@ def _normalize_one(attr: Attribute, value: Any) -> Any:
     return value
 
 
-def _normalize_complex(attr: Attribute, value: Any) -> dict[str, Any]:
+def _normalize_complex(attr: Attribute, value: object) -> dict[str, Any]:
     """Sub-attributes by their schema names; None kept (it unsets when merged)."""
     if not isinstance(value, dict):
         if isinstance(value, list) or attr.sub("value") is None:
@@ -605,7 +605,7 @@ def _add_element(attr: Attribute, items: list[Any], value: Any) -> Any:
     return value
 
 
-def _same_element(attr: Attribute, given: Any, existing: Any) -> bool:
+def _same_element(attr: Attribute, given: object, existing: object) -> bool:
     """Whether `given` names `existing`: same `value` (and `type` when both have one),
     or, for elements without a `value`, the same given sub-attributes."""
     if attr.type != "complex":
@@ -620,7 +620,7 @@ def _same_element(attr: Attribute, given: Any, existing: Any) -> bool:
     )
 
 
-def _equal(attr: Attribute, left: Any, right: Any) -> bool:
+def _equal(attr: Attribute, left: object, right: object) -> bool:
     """SCIM equality: strings ignore case unless the attribute is caseExact."""
     if isinstance(left, str) and isinstance(right, str) and not attr.case_exact:
         return left.casefold() == right.casefold()
@@ -638,7 +638,7 @@ def _settle_primary(items: list[Any], touched: list[Any]) -> None:
             element["primary"] = False
 
 
-def _echoes(given: Any, current: Any) -> bool:
+def _echoes(given: object, current: object) -> bool:
     """Whether `given` repeats `current` (objects may leave sub-attributes out)."""
     if isinstance(given, dict):
         return isinstance(current, dict) and all(
@@ -659,7 +659,7 @@ def _vacant(attr: Attribute, element: dict[str, Any]) -> bool:
     return True
 
 
-def _present(value: Any) -> bool:
+def _present(value: object) -> bool:
     return value not in (None, "", [], {})
 
 
@@ -667,7 +667,7 @@ def _compact(element: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in element.items() if v is not None}
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
+def _as_dict(value: object) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
@@ -691,7 +691,7 @@ def _ci_key(mapping: dict[str, Any], name: str) -> str:
     return next((k for k in mapping if isinstance(k, str) and k.lower() == lowered), name)
 
 
-def _ci_get(mapping: Any, name: str) -> Any:
+def _ci_get(mapping: object, name: str) -> Any:
     if not isinstance(mapping, dict):
         return None
     return mapping.get(_ci_key(mapping, name))

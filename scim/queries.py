@@ -51,6 +51,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.orm import InstrumentedAttribute
 
 from connector.models import Group, GroupModule, Membership, User, UserModule, UserValue
 from scim.errors import InvalidFilter, InvalidValue
@@ -82,6 +83,9 @@ ESCAPE = "\\"
 STRING_TYPES = frozenset({"string", "reference", "binary"})
 Clause = ColumnElement[bool]
 Leaf = Callable[[Node], Clause]
+# What an attribute maps to: a mapped column (`User.id`) or a core expression (a JSON
+# extraction); both compare and render the same way.
+SqlExpr = ColumnElement[Any] | InstrumentedAttribute[Any]
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ class _Column:
     Python) or "lower" (SQL lower() on both sides).
     """
 
-    expr: ColumnElement[Any]
+    expr: SqlExpr
     fold: str = "exact"
 
 
@@ -355,7 +359,7 @@ def _scalar(column: _Column, attr: Attribute, node: Node) -> Clause:
     return and_(expr.is_not(None), condition)
 
 
-def _present(expr: ColumnElement[Any], attr: Attribute) -> Clause:
+def _present(expr: SqlExpr, attr: Attribute) -> Clause:
     """RFC 7644 §3.4.2.2 `pr`: non-null and, for strings, non-empty."""
     if attr.type in STRING_TYPES:
         return and_(expr.is_not(None), expr != "")
@@ -371,7 +375,7 @@ _ORDERING: dict[str, Callable[[Any, Any], Clause]] = {
 }
 
 
-def _datetime_condition(expr: ColumnElement[Any], op: str, value: dt.datetime) -> Clause:
+def _datetime_condition(expr: SqlExpr, op: str, value: dt.datetime) -> Clause:
     """Compare at the millisecond precision we render (casting._iso)."""
     low = value.replace(microsecond=value.microsecond // 1000 * 1000)
     high = low + dt.timedelta(milliseconds=1)
@@ -388,7 +392,7 @@ def _datetime_condition(expr: ColumnElement[Any], op: str, value: dt.datetime) -
 
 
 def _text_condition(column: _Column, op: str, value: str) -> Clause:
-    expr: ColumnElement[Any] = column.expr
+    expr = column.expr
     if column.fold == "norm":
         value = value.casefold()
     elif column.fold == "lower":
@@ -398,7 +402,7 @@ def _text_condition(column: _Column, op: str, value: str) -> Clause:
     if value == "":
         return true()  # every string contains, starts and ends with ""
     pattern = _like_pattern(op, value)
-    condition = expr.like(_bound(pattern, column.fold), escape=ESCAPE)
+    condition: Clause = expr.like(_bound(pattern, column.fold), escape=ESCAPE)
     if column.fold == "exact":
         # SQLite's LIKE ignores ASCII case; this keeps caseExact attributes exact.
         condition = and_(condition, _exact_substring(column.expr, op, value))
@@ -416,7 +420,7 @@ def _like_pattern(op: str, value: str) -> str:
     return {"co": f"%{escaped}%", "sw": f"{escaped}%", "ew": f"%{escaped}"}[op]
 
 
-def _exact_substring(expr: ColumnElement[Any], op: str, value: str) -> Clause:
+def _exact_substring(expr: SqlExpr, op: str, value: str) -> Clause:
     """Case-sensitive co/sw/ew from functions SQLite and PostgreSQL share."""
     size = literal(len(value))
     if op == "sw":
@@ -430,7 +434,7 @@ def _exact_substring(expr: ColumnElement[Any], op: str, value: str) -> Clause:
 # -- sortBy ----------------------------------------------------------------------------
 
 
-def user_sort_column(ref: AttrRef) -> ColumnElement[Any]:
+def user_sort_column(ref: AttrRef) -> SqlExpr:
     """The ORDER BY expression for a resolved `sortBy` (RFC 7644 §3.4.2.3) on users.
 
     Strings sort case-insensitively unless caseExact. An indexed multi-valued attribute
@@ -446,7 +450,7 @@ def user_sort_column(ref: AttrRef) -> ColumnElement[Any]:
     return _sort_expr(column)
 
 
-def group_sort_column(ref: AttrRef) -> ColumnElement[Any]:
+def group_sort_column(ref: AttrRef) -> SqlExpr:
     """The ORDER BY expression for a resolved `sortBy` (RFC 7644 §3.4.2.3) on groups."""
     column = _GROUP_COLUMNS.get(_key(ref))
     if column is None:
@@ -454,7 +458,7 @@ def group_sort_column(ref: AttrRef) -> ColumnElement[Any]:
     return _sort_expr(column)
 
 
-def _sort_expr(column: _Column) -> ColumnElement[Any]:
+def _sort_expr(column: _Column) -> SqlExpr:
     return func.lower(column.expr) if column.fold == "lower" else column.expr
 
 

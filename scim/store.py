@@ -68,10 +68,12 @@ def _user_extras(dialect: str, with_groups: bool) -> tuple[ColumnElement[Any], .
     return modules, groups
 
 
-_ROWS: dict[tuple[str, bool], Select[Any]] = {}
+# `Select[*tuple[Any, ...]]`: a select of any columns (SQLAlchemy types a Select by its
+# columns' types; `Select[Any]` would be a select of one column).
+_ROWS: dict[tuple[str, bool], Select[*tuple[Any, ...]]] = {}
 
 
-def user_rows_query(dialect: str, with_groups: bool) -> Select[Any]:
+def user_rows_query(dialect: str, with_groups: bool) -> Select[*tuple[Any, ...]]:
     """Users' columns plus `modules_agg` and `groups_agg`; add WHERE and ORDER BY."""
     query = _ROWS.get((dialect, with_groups))
     if query is None:
@@ -80,8 +82,8 @@ def user_rows_query(dialect: str, with_groups: bool) -> Select[Any]:
     return query
 
 
-_BY_ID: dict[tuple[str, bool], Select[Any]] = {}
-_EXTRAS_BY_ID: dict[tuple[str, bool], Select[Any]] = {}
+_BY_ID: dict[tuple[str, bool], Select[*tuple[Any, ...]]] = {}
+_EXTRAS_BY_ID: dict[tuple[str, bool], Select[*tuple[Any, ...]]] = {}
 
 
 def get_user_row(session: Session, tenant_id: str, user_id: str, with_groups: bool = True
@@ -103,7 +105,7 @@ _LOOKUP_COLUMNS: dict[str, tuple[Any, Any]] = {
     "userName": (_U.c.user_name_norm, str.casefold),  # caseExact false
     "externalId": (_U.c.external_id, None),  # caseExact true
 }
-_LOOKUPS: dict[tuple[str, str, bool], Select[Any]] = {}
+_LOOKUPS: dict[tuple[str, str, bool], Select[*tuple[Any, ...]]] = {}
 
 
 def lookup_attributes() -> frozenset[str]:
@@ -169,7 +171,7 @@ _USER_FOR_UPDATE = (select(User).where(User.tenant_id == bindparam("tenant_id"),
                                        User.id == bindparam("user_id"),
                                        User.removed_at.is_(None))
                     .with_for_update())
-_USER_WITH_EXTRAS: dict[str, Select[Any]] = {}
+_USER_WITH_EXTRAS: dict[str, Select[*tuple[Any, ...]]] = {}
 
 
 def lock_user(session: Session, tenant_id: str, user_id: str) -> User | None:
@@ -194,7 +196,7 @@ def get_user_for_patch(session: Session, tenant_id: str, user_id: str) -> User |
     if row is None:
         return None
     known_extras.remember(session, row[0].id, row[1], row[2])
-    return row[0]  # type: ignore[no-any-return]
+    return row[0]
 
 
 def get_group(session: Session, tenant_id: str, group_id: str, for_update: bool = False

@@ -35,7 +35,7 @@ from scim.errors import (
     UnsupportedMediaType,
 )
 from scim.failures import to_scim_error
-from scim.filters import Compare, compile_sort, parse_filter, simple_user_lookup
+from scim.filters import Compare, Node, compile_sort, parse_filter, simple_user_lookup
 from scim.projection import parse_projection
 from scim.queries import group_clause, group_sort_column, user_clause, user_sort_column
 from scim.schemas import GROUP_TYPE, LIST_RESPONSE, SEARCH_REQUEST, USER_TYPE, ResourceType
@@ -91,7 +91,7 @@ def _authenticate() -> None:
 
 
 def _token_cache() -> tenants.TokenCache:
-    return current_app.extensions["scim_token_cache"]  # type: ignore[no-any-return]
+    return current_app.extensions["scim_token_cache"]
 
 
 def scim_context() -> resources.ScimContext:
@@ -116,7 +116,7 @@ def base_url() -> str:
     if url is None:
         url = g.scim_base_url = urls.scim_base_url(current_app.config["SETTINGS"],
                                                    request.url_root)
-    return url  # type: ignore[no-any-return]
+    return url
 
 
 def read_json() -> Any:
@@ -288,19 +288,20 @@ class _Listing:
         self.projection = parse_projection(resource_type, params["attributes"],
                                            params["excluded"])
 
-    def _compile(self, node: Any) -> None:
+    def _compile(self, node: Node | None) -> list[Any]:
         clause = None if node is None else (user_clause(node) if self.users
                                             else group_clause(node))
         self.unfiltered = clause is None
         conditions = store.user_conditions if self.users else store.group_conditions
         self._where = conditions(scim_context().tenant.id, clause)
+        return self._where
 
     @property
     def where(self) -> list[Any]:
         """The compiled filter; a recognised lookup compiles it only when a count needs it."""
         if self._where is None:
-            self._compile(parse_filter(self.filter, self.type))
-        return self._where  # type: ignore[return-value]
+            return self._compile(parse_filter(self.filter, self.type))
+        return self._where
 
     def _anchored_page(self, offset: int, count: int, wants_groups: bool, generation: int
                        ) -> list[Any]:
@@ -394,7 +395,8 @@ def search_everything() -> Response:
     if not listings:
         assert first_error is not None
         raise first_error
-    offset, wanted, total, found = params["start"] - 1, params["count"], 0, []
+    offset, wanted, total = params["start"] - 1, params["count"], 0
+    found: list[dict[str, Any]] = []
     for listing in listings:
         part_total, part = listing.page(max(offset - total, 0), wanted - len(found))
         total += part_total

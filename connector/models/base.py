@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
     DateTime,
     Integer,
     MetaData,
+    Table,
     TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase
@@ -55,4 +56,9 @@ EventId = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+    if TYPE_CHECKING:
+        # Every model maps one Table (none a join or a subquery), which the core
+        # statements on `Model.__table__` rely on; SQLAlchemy only promises a FromClause.
+        __table__: ClassVar[Table]
 

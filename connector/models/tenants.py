@@ -15,6 +15,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from connector.models.base import Base, UTCDateTime
+from connector.status import ScimDefaultStatus, StatusSource
 
 
 class Tenant(Base):
@@ -23,10 +24,11 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    # Status authority (PRODUCT.md): identity_provider | connector.
-    status_source: Mapped[str] = mapped_column(String(32), default="identity_provider")
-    # active | inactive: given to users newly created through SCIM; never retroactive.
-    scim_default_status: Mapped[str] = mapped_column(String(16), default="active")
+    # Status authority (PRODUCT.md). Plain strings in the database (the column types are
+    # given): the Literal types only say which values the code may write.
+    status_source: Mapped[StatusSource] = mapped_column(String(32), default="identity_provider")
+    # Given to users newly created through SCIM; never retroactive.
+    scim_default_status: Mapped[ScimDefaultStatus] = mapped_column(String(16), default="active")
     provisioning_paused: Mapped[bool] = mapped_column(Boolean, default=False)
     # Fed by the Entra ID poller rather than SCIM: a tenant has one provisioning path,
     # and the other one's writes are refused.

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from connector.config import ConfigError, describe_settings, load_settings
+from connector import config, serving
+from connector.config import ConfigError, Settings, describe_settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,3 +64,88 @@ def test_broken_toml_is_reported(tmp_path: Path) -> None:
     path.write_text("[server\n")
     with pytest.raises(ConfigError, match="c.toml"):
         load_settings(path, environ={})
+
+
+# Every setting that takes one of a closed set of values, with a typo of one of them.
+CLOSED_SETTINGS = [
+    ("server", "worker_class", "gevnet"),
+    ("admin", "secure_cookies", "allways"),
+    ("billing", "mail_security", "ssl"),
+    ("logging", "level", "verbose"),
+]
+
+
+def test_every_closed_setting_is_tested() -> None:
+    closed = {(section, key) for section, key, _typo in CLOSED_SETTINGS}
+    literal = {(section, key) for section, cls in config._SECTION_TYPES.items()
+               for key in config._choices(cls)}
+    assert closed == literal
+
+
+@pytest.mark.parametrize(("section", "key", "typo"), CLOSED_SETTINGS)
+def test_a_typo_in_the_file_fails_naming_the_key(tmp_path: Path, section: str, key: str,
+                                                 typo: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[{section}]\n{key} = "{typo}"\n')
+    with pytest.raises(ConfigError, match=rf"^{section}\.{key} must be one of .*; got '{typo}'$"):
+        load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(("section", "key", "typo"), CLOSED_SETTINGS)
+def test_a_typo_in_the_environment_fails_naming_the_key(tmp_path: Path, section: str,
+                                                        key: str, typo: str) -> None:
+    env = {"CONNECTOR_CONFIG": str(tmp_path / "missing.toml"),
+           f"CONNECTOR_{section.upper()}__{key.upper()}": typo}
+    with pytest.raises(ConfigError, match=rf"^{section}\.{key} must be one of .*; got '{typo}'$"):
+        load_settings(environ=env)
+
+
+def test_the_message_lists_the_choices(tmp_path: Path) -> None:
+    env = {"CONNECTOR_CONFIG": str(tmp_path / "missing.toml"),
+           "CONNECTOR_SERVER__WORKER_CLASS": "gevnet"}
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ=env)
+    assert str(raised.value) == ("server.worker_class must be one of gthread, gevent, sync; "
+                                 "got 'gevnet'")
+
+
+def test_a_closed_setting_that_is_not_a_string_fails(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[admin]\nsecure_cookies = true\n")
+    with pytest.raises(ConfigError, match=r"^admin\.secure_cookies must be one of .*; got True$"):
+        load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(("section", "key", "_typo"), CLOSED_SETTINGS)
+def test_each_choice_is_accepted(tmp_path: Path, section: str, key: str, _typo: str) -> None:
+    cls = config._SECTION_TYPES[section]
+    for choice in config._choices(cls)[key]:
+        settings = load_settings(environ={"CONNECTOR_CONFIG": str(tmp_path / "missing.toml")},
+                                 overrides={section: {key: choice}})
+        assert getattr(getattr(settings, section), key) == choice
+
+
+def test_the_defaults_are_among_the_choices() -> None:
+    for section, cls in config._SECTION_TYPES.items():
+        defaults = getattr(Settings(), section)
+        for key, choices in config._choices(cls).items():
+            assert getattr(defaults, key) in choices, f"{section}.{key}"
+
+
+def test_the_log_level_takes_any_case(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[logging]\nlevel = "debug"\n')
+    assert load_settings(path, environ={}).logging.level == "DEBUG"
+    env = {"CONNECTOR_CONFIG": str(path), "CONNECTOR_LOGGING__LEVEL": "Warning"}
+    assert load_settings(environ=env).logging.level == "WARNING"
+
+
+def test_other_choices_are_exact(tmp_path: Path) -> None:
+    env = {"CONNECTOR_CONFIG": str(tmp_path / "missing.toml"),
+           "CONNECTOR_BILLING__MAIL_SECURITY": "TLS"}
+    with pytest.raises(ConfigError, match=r"^billing\.mail_security must be one of"):
+        load_settings(environ=env)
+
+
+def test_the_serve_command_offers_the_settings_worker_classes() -> None:
+    assert get_args(config.WorkerClass) == serving.WORKER_CLASSES
