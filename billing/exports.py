@@ -206,7 +206,9 @@ def write_xlsx(report: Report, out: IO[bytes] | str) -> None:
     for row in report.rows:
         if not widths_set and isinstance(row, Heading):
             for index, name in enumerate(row, 1):
-                sheet.column_dimensions[get_column_letter(index)].width = max(12, len(name) + 4)
+                # openpyxl's stubs miss the write-only sheet's column_dimensions
+                dimensions: Any = sheet.column_dimensions  # type: ignore[attr-defined]
+                dimensions[get_column_letter(index)].width = max(12, len(name) + 4)
             widths_set = True
         sheet.append(_xlsx_row(sheet, row))
     book.save(out)
@@ -238,8 +240,11 @@ def _xlsx_row(sheet: WriteOnlyWorksheet, row: Row) -> list[Any]:
 
 def _xlsx_cell(sheet: WriteOnlyWorksheet, value: Cell) -> Any:
     if isinstance(value, Decimal):
-        cell = WriteOnlyCell(sheet, value)
-        cell.number_format = AMOUNT_FORMAT if value.as_tuple().exponent >= -2 else PRICE_FORMAT
+        # openpyxl writes a Decimal as a number; its stubs list float only
+        cell = WriteOnlyCell(sheet, value)  # type: ignore[arg-type]
+        exponent = value.as_tuple().exponent  # 'n', 'N' or 'F' for NaN and infinities
+        cell.number_format = (AMOUNT_FORMAT if isinstance(exponent, int) and exponent >= -2
+                              else PRICE_FORMAT)
         return cell
     if not isinstance(value, str):
         return value

@@ -38,6 +38,7 @@ def insert_lines(s: Session, rows: list[tuple[Any, ...]]) -> None:
     """Write a chunk of lines straight to the driver (no column here needs SQLAlchemy's
     parameter processing): COPY on PostgreSQL, executemany on SQLite."""
     raw = s.connection().connection.driver_connection
+    assert raw is not None  # a live connection, checked out for this session
     if s.get_bind().dialect.name == "postgresql":
         with raw.cursor() as cursor, cursor.copy(_COPY_LINES) as copy:
             for row in rows:

@@ -230,7 +230,7 @@ def _spooled_csv(report: exports.Report) -> Iterator[IO[bytes]]:
         for chunk in exports.csv_chunks(report):
             out.write(chunk.encode("utf-8"))
         out.seek(0)
-        yield out  # type: ignore[misc]
+        yield out
 
 
 def _size(handle: IO[bytes]) -> int:

@@ -17,7 +17,6 @@ from typing import Any
 
 from flask import (
     Blueprint,
-    Response,
     current_app,
     flash,
     redirect,
@@ -26,6 +25,7 @@ from flask import (
     url_for,
 )
 from flask.blueprints import BlueprintSetupState
+from werkzeug.wrappers import Response
 
 from billing import actions, overview
 from billing.calendar import InvalidMonth, Month

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
 import re
@@ -32,6 +33,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     String,
     Text,
     and_,
@@ -185,8 +187,9 @@ def streaming(session: Session, own: bool = False) -> Iterator[Connection]:
     the write lock), REPEATABLE READ on PostgreSQL. On SQLite the connection sorts
     with a small page cache while the streams are read (`_small_sorts`)."""
     conn = session.connection()
+    dbapi = conn.connection.dbapi_connection
     if not own and (conn.dialect.name != "postgresql"
-                    or not conn.connection.dbapi_connection.autocommit):
+                    or not getattr(dbapi, "autocommit", False)):
         with _small_sorts(conn):
             yield conn
         return
@@ -245,6 +248,7 @@ def _streamed(conn: Connection, stmt: Any, size: int = 5000, scan_table: str | N
         if found != 1:
             raise ValueError(f"cannot scan {scan_table}: the statement reads it {found} times")
     raw = conn.connection.driver_connection
+    assert raw is not None  # a live connection, checked out for this read
     if dialect == "postgresql":
         cursor = raw.cursor(name=f"billing_stream_{next(_CURSORS)}", binary=True)
         cursor.execute(sql, params)
@@ -357,6 +361,7 @@ def _facts_json(dialect: str) -> Any:
     selects, ids integers, group ids quoted by the database (`json_quote`, `to_json`).
     An array's facts come in no particular order; `_decoded` sorts them."""
     at = instant(dialect, Event.effective_at)
+    group: ColumnElement[Any]
     if dialect == "sqlite":  # the instant's text, quoted
         at_json, group = ['"', at, '"'], func.json_quote(Event.subject_id)
     else:  # the instant's integer
@@ -457,8 +462,12 @@ def facts_of(session: Session, scope: Scope, ids: Sequence[str]) -> dict[str, li
     ids = list(ids)
     for i in range(0, len(ids), 500):
         part = ids[i:i + 500]
-        found.update(_facts(session, scope, lambda column, part=part: column.in_(part)))
+        found.update(_facts(session, scope, functools.partial(_among, part)))
     return found
+
+
+def _among(ids: list[str], column: Any) -> Any:
+    return column.in_(ids)
 
 
 def _facts(session: Session, scope: Scope, users: Callable[[Any], Any]

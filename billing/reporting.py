@@ -171,7 +171,7 @@ def _closes(session: Session, month: Month) -> list[tuple[BillingClose, Tenant]]
     return list(session.execute(
         select(BillingClose, Tenant).join(Tenant, Tenant.id == BillingClose.tenant_id)
         .where(BillingClose.month == str(month), BillingClose.state == "closed")
-        .order_by(Tenant.id)).all())  # type: ignore[arg-type]
+        .order_by(Tenant.id)).all())
 
 
 def _etag(parts: Iterable[str]) -> str:

@@ -18,6 +18,7 @@ import queue
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from billing.lines import insert_lines, line_row
@@ -77,7 +78,9 @@ def fold_in_processes(s: Session, plan: FoldPlan, close_id: int,
     under the attempt (here on SQLite, by the workers on PostgreSQL) and the caller
     flips the attempt afterwards, as always. The queue between them holds a few
     chunks, so memory stays bounded: a worker waits while this process writes."""
-    url = s.get_bind().url.render_as_string(hide_password=False)
+    bind = s.get_bind()
+    assert isinstance(bind, Engine)  # the sessionmaker's engine, not a bound connection
+    url = bind.url.render_as_string(hide_password=False)
     context = multiprocessing.get_context("spawn")
     out, stop = context.Queue(maxsize=workers * 2), context.Event()
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,

@@ -36,7 +36,7 @@ def session() -> Session:
 
 def principal() -> Principal:
     """The signed-in admin (the surfaces' gates have refused anyone else)."""
-    return g.principal  # type: ignore[no-any-return]
+    return g.principal
 
 
 def admin_call() -> AdminCall:
@@ -46,7 +46,7 @@ def admin_call() -> AdminCall:
     if call is None:
         call = g.admin_call = AdminCall(session(), principal(), clock.now(),
                                         str(g.get("request_id", "")), request.remote_addr)
-    return call  # type: ignore[no-any-return]
+    return call
 
 
 def tenant_for(tenant_id: str, lock: bool = False) -> Tenant:

@@ -28,7 +28,7 @@ Extras = tuple[str | None, str | None]  # (modules joined, groups JSON)
 
 
 def _cache(session: Session) -> dict[str, Extras]:
-    return session.info.setdefault(_KEY, {})  # type: ignore[no-any-return]
+    return session.info.setdefault(_KEY, {})
 
 
 def joined_modules(modules: Sequence[str]) -> str | None:

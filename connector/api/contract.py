@@ -39,7 +39,7 @@ MAX_LISTED = 10  # errors named in the detail text (all are in `errors`)
 
 @cache
 def _spec() -> dict[str, Any]:
-    return json.loads(OPENAPI_FILE.read_bytes())  # type: ignore[no-any-return]
+    return json.loads(OPENAPI_FILE.read_bytes())
 
 
 @cache
@@ -80,7 +80,7 @@ def request_body() -> dict[str, Any]:
         raise Problem(400, "Invalid request", " ".join(d for _m, d in explained[:MAX_LISTED]),
                       "invalid-request",
                       errors=[{"member": m, "detail": d} for m, d in explained])
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 # -- errors in plain words -----------------------------------------------------------------
@@ -106,7 +106,7 @@ def explain(error: ValidationError) -> tuple[str, str]:
         inside = f" in {where}" if where else ""
         return where, (f"Unknown member(s){inside}: {', '.join(unknown)}; allowed: "
                        f"{', '.join(allowed)}.")
-    if rule == "required" and isinstance(error.instance, dict):
+    if rule == "required" and isinstance(error.instance, dict) and isinstance(limit, list):
         missing = [m for m in limit if m not in error.instance]
         inside = f" in {where}" if where else ""
         return where, f"Missing member(s){inside}: {', '.join(missing)}."

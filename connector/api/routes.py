@@ -55,7 +55,7 @@ def account_json(account: AdminAccount) -> dict[str, Any]:
 
 @bp.get("/me")
 def me() -> Response:
-    account = session().get(AdminAccount, principal().admin_id)
+    account = accounts.own_account(admin_call())
     return json_response({**account_json(account), "via": principal().via,
                           "csrfToken": auth.csrf_token() if principal().via == "session"
                           else None})

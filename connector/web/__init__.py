@@ -24,7 +24,6 @@ from typing import Any
 from flask import (
     Blueprint,
     Flask,
-    Response,
     current_app,
     flash,
     g,
@@ -35,6 +34,7 @@ from flask import (
 )
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
 
 from connector import auth, db, errors
 from connector.http import to_problem
@@ -139,7 +139,9 @@ def _domain_error(exc: errors.DomainError) -> Any:
     problem = to_problem(exc)
     if request.method == "POST" and problem.status in FORM_ERRORS:
         if isinstance(exc, errors.StatusChangeRefused):
-            flash({"text": exc.reason, "setting": exc.setting}, "refusal")
+            # A message with a link to the setting: flash keeps any value the session
+            # cookie can serialise, though Flask types it as text.
+            flash({"text": exc.reason, "setting": exc.setting}, "refusal")  # type: ignore[arg-type]
         else:
             flash(exc.message, "error")
         return redirect(g.get("back") or url_for("web.index"), 303)

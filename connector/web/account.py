@@ -3,7 +3,8 @@ and personal API tokens."""
 
 from __future__ import annotations
 
-from flask import Response, redirect, render_template, request, url_for
+from flask import redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
 
 from connector import admins, auth, db
 from connector.actions import accounts

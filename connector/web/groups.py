@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Response, render_template, request, url_for
+from flask import render_template, request, url_for
+from werkzeug.wrappers import Response
 
 from connector import browse, db
 from connector.actions.groups import set_group_modules as set_modules

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Flask, Response, flash, g, redirect, request
+from flask import flash, g, redirect, request
+from flask.sansio.app import App
+from werkzeug.wrappers import Response
 
 from connector import db, errors
 from connector.admins import Principal
@@ -27,7 +29,7 @@ from connector.web import PREFIX
 
 def me() -> Principal:
     """The signed-in admin."""
-    return g.principal  # type: ignore[no-any-return]
+    return g.principal
 
 
 def tenant_page(tenant_id: str, lock: bool = False) -> Tenant:
@@ -47,7 +49,7 @@ def done(message: str, url: str) -> Response:
     """Commit the request's transaction, say what happened, show the page again."""
     db.get_session().commit()
     flash(message, "success")
-    return redirect(url, 303)  # type: ignore[return-value]
+    return redirect(url, 303)
 
 
 def safe_next(target: str | None) -> str | None:
@@ -106,7 +108,7 @@ class TenantTab:
     settings: Callable[[Tenant], Any] | None = None
 
 
-def add_tenant_tab(app: Flask, tab: TenantTab) -> None:
+def add_tenant_tab(app: App, tab: TenantTab) -> None:
     tabs: list[TenantTab] = app.extensions.setdefault("web_tenant_tabs", [])
     if all(t.endpoint != tab.endpoint for t in tabs):
         tabs.append(tab)

@@ -3,7 +3,8 @@ actions on it, and the deleted-users list with restore and permanent removal."""
 
 from __future__ import annotations
 
-from flask import Response, render_template, request, url_for
+from flask import render_template, request, url_for
+from werkzeug.wrappers import Response
 
 from connector import browse, db
 from connector.actions import users as actions
