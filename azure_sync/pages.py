@@ -24,7 +24,7 @@ from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from azure_sync import rounds
+from azure_sync import decisions, staging
 from azure_sync.errors import (
     GraphError,
     PermissionDenied,
@@ -276,7 +276,7 @@ def registration(tenant_id: str) -> str:
     defaults = _settings()
     return render_template(
         "admin/entra/registration.html", registration=found, clouds=CLOUDS,
-        percent_from=rounds.PERCENT_RULE_FROM,
+        percent_from=staging.PERCENT_RULE_FROM,
         scim_users=found is None and _has_scim_users(tenant_id),
         values={"directory_id": found.directory_id if found else "",
                 "client_id": found.client_id if found else "",
@@ -284,8 +284,9 @@ def registration(tenant_id: str) -> str:
                 "graph_base_url": found.graph_base_url if found else defaults.graph_base_url,
                 "interval_minutes": found.interval_minutes if found
                 else defaults.interval_minutes,
-                "threshold_count": found.threshold_count if found else 500,
-                "threshold_percent": found.threshold_percent if found else 20,
+                "threshold_count": found.threshold_count if found else staging.THRESHOLD_COUNT,
+                "threshold_percent": found.threshold_percent if found
+                else staging.THRESHOLD_PERCENT,
                 "scope_domains": "\n".join(found.scope_domains or []) if found else "",
                 "scope_groups": "\n".join(found.scope_groups or []) if found else "",
                 "scope_group_mode": found.scope_group_mode if found else "direct"})
@@ -403,7 +404,7 @@ def _run_of(tenant_id: str, run_id: int) -> SyncRun:
 def run(tenant_id: str, run_id: int) -> str:
     tenant_page(tenant_id)
     found = _run_of(tenant_id, run_id)
-    staged = rounds.staged_changes(session(), run_id, limit=STAGED_SHOWN)
+    staged = decisions.staged_changes(session(), run_id, limit=STAGED_SHOWN)
     total = staged_count(run_id) if len(staged) == STAGED_SHOWN else len(staged)
     return render_template("admin/entra/run.html", run=found, staged=staged,
                            staged_total=total,
@@ -425,7 +426,7 @@ def confirm_decision(tenant_id: str, run_id: int, decision: str) -> str:
 def approve(tenant_id: str, run_id: int) -> Response:
     tenant = tenant_page(tenant_id, lock=True)
     come_back_to(_run_url(tenant_id, run_id))
-    applied = rounds.approve_held(session(), tenant, run_id, now())
+    applied = decisions.approve_held(session(), tenant, run_id, now())
     auth.audit(me(), "entra.round_approved", tenant_id, str(run_id), applied)
     return done(f"Round {run_id} approved and applied: {summary(applied)}. Rounds run "
                 "again on schedule.", _run_url(tenant_id, run_id))
@@ -435,7 +436,7 @@ def approve(tenant_id: str, run_id: int) -> Response:
 def reject(tenant_id: str, run_id: int) -> Response:
     tenant_page(tenant_id, lock=True)
     come_back_to(_run_url(tenant_id, run_id))
-    dropped = rounds.reject_held(session(), tenant_id, run_id, now())
+    dropped = decisions.reject_held(session(), tenant_id, run_id, now())
     auth.audit(me(), "entra.round_rejected", tenant_id, str(run_id), {"dropped": dropped})
     return done(f"Round {run_id} rejected: its {dropped:,} disables and deletions were "
                 "dropped and those users stay as they are. Rounds run again on schedule.",
@@ -451,7 +452,7 @@ def run_now(tenant_id: str) -> Response:
     tenant_page(tenant_id)
     come_back_to(_status_url(tenant_id))
     _registration(tenant_id)
-    refused = rounds.start_refusal(session(), tenant_id, now())
+    refused = decisions.start_refusal(session(), tenant_id, now())
     if refused is not None:
         return problem("No round started.", refused.reason, refused.what_to_do)
     auth.audit(me(), "entra.run_requested", tenant_id)
@@ -474,7 +475,7 @@ def preview(tenant_id: str) -> str:
     # The request's transaction ends before the preview's own ones begin (on SQLite a
     # process holds one write transaction at a time).
     session().commit()
-    result = rounds.preview_round(service().write_maker, tenant_id, service().client_for(found))
+    result = decisions.preview_round(service().write_maker, tenant_id, service().client_for(found))
     counts = dict(result.counts)
     full = bool(counts.pop("full_round", 0))
     return render_template("admin/entra/preview.html", counts=counts, full=full,
@@ -494,8 +495,8 @@ def sync_user(tenant_id: str) -> Response:
     session().expunge(found)
     session().rollback()  # the write below has its own transaction (see preview)
     try:
-        counts = rounds.sync_one_user(service().write_maker, tenant_id,
-                                      service().client_for(found), key)
+        counts = decisions.sync_one_user(service().write_maker, tenant_id,
+                                         service().client_for(found), key)
     except GraphError as exc:
         if exc.status == 404:
             return problem("Not synced.", f"Entra ID has no user {key!r}.",

@@ -4,7 +4,7 @@ database.
 Every job is `max_instances=1` and coalesced (a late process runs a missed round once,
 not once per missed interval) with jitter (tenants do not all start on the minute). Which
 process actually runs a tenant's round is decided by the database lease in
-`azure_sync.rounds`, so any number of processes may run this scheduler. A quarantined
+`azure_sync.lease`, so any number of processes may run this scheduler. A quarantined
 tenant runs once a day until a round succeeds; a paused tenant's round does nothing.
 """
 

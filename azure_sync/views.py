@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from sqlalchemy import func, select
 
-from azure_sync import rounds
+from azure_sync import decisions, staging
 from azure_sync.errors import SyncError
 from azure_sync.service import SyncService, register, unregister
 from connector import auth
@@ -48,7 +48,7 @@ def _registration(tenant_id: str) -> EntraRegistration:
 
 
 def registration_json(reg: EntraRegistration, state: SyncState | None) -> dict[str, Any]:
-    held = rounds.held_run_id(session(), reg.tenant_id)
+    held = staging.held_run_id(session(), reg.tenant_id)
     last = session().scalar(select(SyncRun).where(SyncRun.tenant_id == reg.tenant_id)
                             .order_by(SyncRun.id.desc()).limit(1))
     return {
@@ -150,7 +150,7 @@ def get_run(tenant_id: str, run_id: int) -> Response:
     run = session().get(SyncRun, run_id)
     if run is None or run.tenant_id != tenant_id:
         raise NotFound(f"Sync round {run_id} not found for this tenant.")
-    return json_response({**run_json(run), "staged": rounds.staged_changes(session(), run_id)})
+    return json_response({**run_json(run), "staged": decisions.staged_changes(session(), run_id)})
 
 
 @bp.post("/runs")
@@ -158,7 +158,7 @@ def run_now(tenant_id: str) -> Response:
     """Start a round in the background (it may take minutes); the run log shows it."""
     tenant_for(tenant_id)
     _registration(tenant_id)
-    refused = rounds.start_refusal(session(), tenant_id, now())
+    refused = decisions.start_refusal(session(), tenant_id, now())
     if refused is not None:
         raise Problem(409, "No round started", f"{refused.reason} {refused.what_to_do}",
                       "state-conflict")
@@ -171,7 +171,7 @@ def run_now(tenant_id: str) -> Response:
 @bp.post("/runs/<int:run_id>/approve")
 def approve(tenant_id: str, run_id: int) -> Response:
     tenant = tenant_for(tenant_id, lock=True)
-    applied = rounds.approve_held(session(), tenant, run_id, now())
+    applied = decisions.approve_held(session(), tenant, run_id, now())
     auth.audit(principal(), "entra.round_approved", tenant_id, str(run_id), applied)
     session().flush()
     return done(200, {**run_json(session().get(SyncRun, run_id)), "applied": applied})
@@ -180,7 +180,7 @@ def approve(tenant_id: str, run_id: int) -> Response:
 @bp.post("/runs/<int:run_id>/reject")
 def reject(tenant_id: str, run_id: int) -> Response:
     tenant_for(tenant_id, lock=True)
-    dropped = rounds.reject_held(session(), tenant_id, run_id, now())
+    dropped = decisions.reject_held(session(), tenant_id, run_id, now())
     auth.audit(principal(), "entra.round_rejected", tenant_id, str(run_id),
                {"dropped": dropped})
     session().flush()
@@ -199,7 +199,7 @@ def preview(tenant_id: str) -> Response:
     session().commit()
     client = service().client_for(registration)
     try:
-        result = rounds.preview_round(service().write_maker, tenant_id, client)
+        result = decisions.preview_round(service().write_maker, tenant_id, client)
     except SyncError as exc:
         raise Problem(502, "Graph refused", exc.message, "graph-error") from exc
     return json_response({"pages": result.pages, "counts": result.counts})
@@ -219,7 +219,7 @@ def sync_user(tenant_id: str) -> Response:
     session().rollback()  # the write below has its own transaction (see preview)
     client = service().client_for(registration)
     try:
-        counts = rounds.sync_one_user(service().write_maker, tenant_id, client, key)
+        counts = decisions.sync_one_user(service().write_maker, tenant_id, client, key)
     except SyncError as exc:
         status = getattr(exc, "status", None)
         if status == 404:
