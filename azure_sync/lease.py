@@ -58,7 +58,7 @@ def held_state(s: Session, tenant_id: str, run_id: int, owner: str, *,
     """Read the tenant's sync state, and check that `owner` still holds the lease of
     round `run_id`; raise LeaseLost if not. `lock` reads it FOR UPDATE, so that the
     lease cannot change hands until the caller's transaction ends."""
-    state = s.get(SyncState, tenant_id, with_for_update=lock)
+    state = s.get(SyncState, tenant_id, with_for_update=True if lock else None)
     assert state is not None
     if state.lease_owner != owner or state.run_id != run_id:
         raise LeaseLost("This process lost the tenant's lease (it stalled past it); the "

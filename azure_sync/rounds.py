@@ -289,15 +289,16 @@ def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
         counts = _stage_round_end(s, state, tenant, run_id, scope, dict(run.counts), now)
         held = staging.hold_reason(s, tenant_id, run_id, registration)
         _put_to_rest(state)
-        run.finished_at = now
         state.failures = 0
         if held is not None:
             run.counts, run.status, run.error = counts, "awaiting_approval", held
+            run.finished_at = now
             s.commit()
             writer.log_event(tenant_id, run_id, "held", held)
             return RoundResult(run_id, "awaiting_approval", counts, run.pages, held)
         counts = add_counts(counts, staging.apply_staged(s, tenant, run_id, now))
-        run.counts, run.status = counts, "succeeded"
+        # Set after applying: its flush would otherwise write the run row twice.
+        run.counts, run.status, run.finished_at = counts, "succeeded", now
         state.quarantined_until = None
         state.last_success_at = now
         s.commit()
