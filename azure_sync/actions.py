@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from azure_sync import rounds
+from azure_sync import decisions
+from azure_sync.rounds import RoundResult
 from azure_sync.service import SyncService, register, unregister
 from connector.actions import AdminCall
 from connector.config import AzureSyncSettings
@@ -73,13 +74,13 @@ def remove_registration(call: AdminCall, tenant_id: str) -> EntraRegistration:
 
 
 def start_round(call: AdminCall, service: SyncService, tenant_id: str
-                ) -> rounds.StartRefusal | None:
+                ) -> decisions.StartRefusal | None:
     """Start a round in the background now (it may take minutes; the run log shows it),
     unless the rules refuse, whose reason is returned. Commits the request's transaction
     first: on SQLite, the round's writes wait for it to end."""
     call.tenant(tenant_id)
     registration_of(call, tenant_id)
-    refused = rounds.start_refusal(call.session, tenant_id, call.now)
+    refused = decisions.start_refusal(call.session, tenant_id, call.now)
     if refused is not None:
         return refused
     call.audit("entra.run_requested", tenant_id)
@@ -91,7 +92,7 @@ def start_round(call: AdminCall, service: SyncService, tenant_id: str
 def approve_round(call: AdminCall, tenant_id: str, run_id: int) -> dict[str, int]:
     """Apply a round held over the deletion threshold; returns what it applied."""
     tenant = call.tenant(tenant_id, lock=True)
-    applied = rounds.approve_held(call.session, tenant, run_id, call.now)
+    applied = decisions.approve_held(call.session, tenant, run_id, call.now)
     call.audit("entra.round_approved", tenant_id, str(run_id), applied)
     call.session.flush()
     return applied
@@ -100,14 +101,14 @@ def approve_round(call: AdminCall, tenant_id: str, run_id: int) -> dict[str, int
 def reject_round(call: AdminCall, tenant_id: str, run_id: int) -> int:
     """Drop a held round's staged disables and deletions; returns how many."""
     call.tenant(tenant_id, lock=True)
-    dropped = rounds.reject_held(call.session, tenant_id, run_id, call.now)
+    dropped = decisions.reject_held(call.session, tenant_id, run_id, call.now)
     call.audit("entra.round_rejected", tenant_id, str(run_id), {"dropped": dropped})
     call.session.flush()
     return dropped
 
 
 def preview(call: AdminCall, service: SyncService, tenant_id: str
-            ) -> tuple[EntraRegistration, rounds.RoundResult]:
+            ) -> tuple[EntraRegistration, RoundResult]:
     """A dry run: what the next round would change, nothing applied. Commits the
     request's transaction first (on SQLite a process holds one write transaction at a
     time, and the preview uses transactions of its own)."""
@@ -116,7 +117,7 @@ def preview(call: AdminCall, service: SyncService, tenant_id: str
     call.session.expunge(registration)
     call.audit("entra.preview", tenant_id)
     call.session.commit()
-    return registration, rounds.preview_round(service.write_maker, tenant_id,
+    return registration, decisions.preview_round(service.write_maker, tenant_id,
                                               service.client_for(registration))
 
 
@@ -136,7 +137,7 @@ def sync_user(call: AdminCall, service: SyncService, tenant_id: str, key: str
     registration = registration_of(call, tenant_id)
     call.session.expunge(registration)
     call.session.rollback()  # the write below has its own transaction (see preview)
-    counts = rounds.sync_one_user(service.write_maker, tenant_id,
+    counts = decisions.sync_one_user(service.write_maker, tenant_id,
                                   service.client_for(registration), key)
     call.audit("entra.user_synced", tenant_id, key, counts)
     return counts

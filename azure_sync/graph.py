@@ -35,6 +35,7 @@ from azure_sync.retry import (
     retry_after_seconds,
 )
 from azure_sync.tokens import Credential, TokenProvider
+from connector.clock import now as wall_clock
 
 RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
 PERMISSION_HINT = ("grant the app registration the Microsoft Graph application permissions "
@@ -85,7 +86,7 @@ class GraphClient:
     app: AppIdentity
     budget: RetryBudget
     gate: ThrottleGate = field(default_factory=MemoryGate)
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    clock: Callable[[], dt.datetime] = wall_clock
     sleep: Callable[[float], None] = time.sleep
     random: Callable[[], float] = random_module.random
     backoff_base: float = 1.0
@@ -206,7 +207,7 @@ def _error_code(response: requests.Response) -> str | None:
         return None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and isinstance(error.get("code"), str):
-        return error["code"]  # type: ignore[no-any-return]
+        return error["code"]
     return None
 
 

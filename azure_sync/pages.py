@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
 from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.wrappers import Response
 
-from azure_sync import actions, rounds
+from azure_sync import actions, decisions, staging
 from azure_sync.errors import (
     GraphError,
     PermissionDenied,
@@ -121,7 +122,7 @@ def latest_run(tenant_id: str) -> SyncRun | None:
 
 def held_run(tenant_id: str) -> SyncRun | None:
     """The round awaiting approval, if any. It is always the tenant's latest round: no
-    round starts while one is held (`rounds._run_leased`), and previews and single-user
+    round starts while one is held (`rounds.run_round`), and previews and single-user
     syncs make none. So one read by the (tenant, id) index answers, on every page."""
     run = latest_run(tenant_id)
     return run if run is not None and run.status == "awaiting_approval" else None
@@ -191,7 +192,8 @@ def settings_card(tenant: Tenant) -> Markup:
 def problem(title: str, text: str, hint: str | None = None) -> Response:
     """Nothing was done: say why on the page the form is on."""
     session().rollback()
-    flash({"title": title, "text": text, "hint": hint}, "problem")
+    # flash keeps any value the session cookie can serialise, though Flask types it as text
+    flash({"title": title, "text": text, "hint": hint}, "problem")  # type: ignore[arg-type]
     return redirect(g.get("back") or url_for("web.index"), 303)
 
 
@@ -261,7 +263,7 @@ def registration(tenant_id: str) -> str:
     defaults = _settings()
     return render_template(
         "admin/entra/registration.html", registration=found, clouds=CLOUDS,
-        percent_from=rounds.PERCENT_RULE_FROM,
+        percent_from=staging.PERCENT_RULE_FROM,
         scim_users=found is None and _has_scim_users(tenant_id),
         values={"directory_id": found.directory_id if found else "",
                 "client_id": found.client_id if found else "",
@@ -269,8 +271,9 @@ def registration(tenant_id: str) -> str:
                 "graph_base_url": found.graph_base_url if found else defaults.graph_base_url,
                 "interval_minutes": found.interval_minutes if found
                 else defaults.interval_minutes,
-                "threshold_count": found.threshold_count if found else 500,
-                "threshold_percent": found.threshold_percent if found else 20,
+                "threshold_count": found.threshold_count if found else staging.THRESHOLD_COUNT,
+                "threshold_percent": found.threshold_percent if found
+                else staging.THRESHOLD_PERCENT,
                 "scope_domains": "\n".join(found.scope_domains or []) if found else "",
                 "scope_groups": "\n".join(found.scope_groups or []) if found else "",
                 "scope_group_mode": found.scope_group_mode if found else "direct"})
@@ -309,8 +312,8 @@ def save_registration(tenant_id: str) -> Response:
     tenant_page(tenant_id)
     come_back_to(_registration_url(tenant_id))
     # Write-only credentials: an empty field keeps the stored one.
-    secret = request.form.get("client_secret", "")
-    secret = secret if secret.strip() else None
+    typed = request.form.get("client_secret", "")
+    secret = typed if typed.strip() else None
     pem = request.form.get("certificate_pem", "").replace("\r\n", "\n").strip() or None
     given = actions.Registration(
         directory_id=_text("directory_id") or "", client_id=_text("client_id") or "",
@@ -382,7 +385,7 @@ def _run_of(tenant_id: str, run_id: int) -> SyncRun:
 def run(tenant_id: str, run_id: int) -> str:
     tenant_page(tenant_id)
     found = _run_of(tenant_id, run_id)
-    staged = rounds.staged_changes(session(), run_id, limit=STAGED_SHOWN)
+    staged = decisions.staged_changes(session(), run_id, limit=STAGED_SHOWN)
     total = staged_count(run_id) if len(staged) == STAGED_SHOWN else len(staged)
     return render_template("admin/entra/run.html", run=found, staged=staged,
                            staged_total=total,

@@ -4,7 +4,7 @@ database.
 Every job is `max_instances=1` and coalesced (a late process runs a missed round once,
 not once per missed interval) with jitter (tenants do not all start on the minute). Which
 process actually runs a tenant's round is decided by the database lease in
-`azure_sync.rounds`, so any number of processes may run this scheduler. A quarantined
+`azure_sync.lease`, so any number of processes may run this scheduler. A quarantined
 tenant runs once a day until a round succeeds; a paused tenant's round does nothing.
 """
 
@@ -19,7 +19,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import select
 
 from azure_sync.service import SyncService
-from connector import logs
+from connector import clock, logs
 from connector.models import EntraRegistration, SyncState
 
 log = logging.getLogger("connector.sync")
@@ -48,7 +48,7 @@ def _quarantined(service: SyncService, tenant_id: str) -> bool:
         state = s.get(SyncState, tenant_id)
         if state is None or state.quarantined_until is None:
             return False
-        now = dt.datetime.now(dt.UTC)
+        now = clock.now()
         last = state.last_started_at
         return state.quarantined_until > now and last is not None and (
             now - last < dt.timedelta(days=1))
@@ -71,7 +71,7 @@ def sync_jobs(scheduler: BaseScheduler, service: SyncService) -> None:
         scheduler.add_job(run_tenant, "interval", seconds=seconds, args=(service, tenant_id),
                           id=job_id(tenant_id), replace_existing=True, max_instances=1,
                           coalesce=True, jitter=min(60, seconds // 10),
-                          next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5))
+                          next_run_time=clock.now() + dt.timedelta(seconds=5))
 
 
 def start(service: SyncService, **scheduler_options: Any) -> BackgroundScheduler:
@@ -79,6 +79,6 @@ def start(service: SyncService, **scheduler_options: Any) -> BackgroundScheduler
     scheduler = BackgroundScheduler(timezone=dt.UTC, **scheduler_options)
     scheduler.add_job(sync_jobs, "interval", seconds=REFRESH_SECONDS,
                       args=(scheduler, service), id="sync:refresh", max_instances=1,
-                      coalesce=True, next_run_time=dt.datetime.now(dt.UTC))
+                      coalesce=True, next_run_time=clock.now())
     scheduler.start()
     return scheduler

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from azure_sync import rounds, scope, secrets
+from azure_sync import rounds, scope, secrets, staging
 from azure_sync.graph import AppIdentity, GraphClient
 from azure_sync.retry import RetryBudget
 from azure_sync.tokens import Credential, TimeoutSession, TokenProvider
@@ -166,15 +166,16 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
         registration = EntraRegistration(
             tenant_id=ctx.tenant_id, authority_host=settings.authority_host,
             graph_base_url=settings.graph_base_url, interval_minutes=settings.interval_minutes,
-            scope_groups=[], scope_domains=[], threshold_count=500, threshold_percent=20,
+            scope_groups=[], scope_domains=[], threshold_count=staging.THRESHOLD_COUNT,
+            threshold_percent=staging.THRESHOLD_PERCENT,
             enabled=True, created_at=ctx.now, directory_id=directory_id, client_id=client_id)
         s.add(registration)
     registration.directory_id, registration.client_id = directory_id, client_id
-    for name, value in (("authority_host", authority_host), ("graph_base_url", graph_base_url)):
-        if value is not None:
-            if not value.startswith("https://"):
+    for name, url in (("authority_host", authority_host), ("graph_base_url", graph_base_url)):
+        if url is not None:
+            if not url.startswith("https://"):
                 raise InvalidSetting(f"{name} must be an https:// URL.")
-            setattr(registration, name, value.rstrip("/"))
+            setattr(registration, name, url.rstrip("/"))
     if interval_minutes is not None:
         if not 1 <= interval_minutes <= 1440:
             raise InvalidSetting("interval_minutes must be between 1 and 1440.")
@@ -255,7 +256,7 @@ def unregister(s: Session, ctx: WriteContext) -> EntraRegistration:
     registration = s.get(EntraRegistration, tenant_id)
     if registration is None:
         raise NotFound("This tenant has no Entra ID app registration.")
-    held = rounds.held_run_id(s, tenant_id)
+    held = staging.held_run_id(s, tenant_id)
     if held is not None:
         raise StateConflict(f"Round {held} awaits approval; approve or reject it before "
                             "removing the registration.")

@@ -34,7 +34,7 @@ class TimeoutSession(requests.Session):
         self.verify = verify
         self.trust_env = False  # proxies/CA bundles come from our settings, not the env
 
-    def request(self, method: str | bytes, url: str | bytes,  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes,
                 *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         return super().request(method, url, *args, **kwargs)

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy import func, select
 
-from azure_sync import actions, rounds
+from azure_sync import actions, decisions, staging
 from azure_sync.errors import SyncError
 from azure_sync.service import SyncService
 from connector.api.contract import request_body
@@ -43,11 +43,11 @@ def init_app(app: Flask) -> None:
 
 
 def service() -> SyncService:
-    return current_app.extensions["sync_service"]  # type: ignore[no-any-return]
+    return current_app.extensions["sync_service"]
 
 
 def registration_json(reg: EntraRegistration, state: SyncState | None) -> dict[str, Any]:
-    held = rounds.held_run_id(session(), reg.tenant_id)
+    held = staging.held_run_id(session(), reg.tenant_id)
     last = session().scalar(select(SyncRun).where(SyncRun.tenant_id == reg.tenant_id)
                             .order_by(SyncRun.id.desc()).limit(1))
     return {
@@ -122,10 +122,15 @@ def list_runs(tenant_id: str) -> Response:
 @bp.get("/runs/<int:run_id>")
 def get_run(tenant_id: str, run_id: int) -> Response:
     tenant_for(tenant_id)
+    run = _run_of(tenant_id, run_id)
+    return json_response({**run_json(run), "staged": decisions.staged_changes(session(), run_id)})
+
+
+def _run_of(tenant_id: str, run_id: int) -> SyncRun:
     run = session().get(SyncRun, run_id)
     if run is None or run.tenant_id != tenant_id:
         raise NotFound(f"Sync round {run_id} not found for this tenant.")
-    return json_response({**run_json(run), "staged": rounds.staged_changes(session(), run_id)})
+    return run
 
 
 @bp.post("/runs")
@@ -141,13 +146,13 @@ def run_now(tenant_id: str) -> Response:
 @bp.post("/runs/<int:run_id>/approve")
 def approve(tenant_id: str, run_id: int) -> Response:
     applied = actions.approve_round(admin_call(), tenant_id, run_id)
-    return done(200, {**run_json(session().get(SyncRun, run_id)), "applied": applied})
+    return done(200, {**run_json(_run_of(tenant_id, run_id)), "applied": applied})
 
 
 @bp.post("/runs/<int:run_id>/reject")
 def reject(tenant_id: str, run_id: int) -> Response:
     dropped = actions.reject_round(admin_call(), tenant_id, run_id)
-    return done(200, {**run_json(session().get(SyncRun, run_id)), "dropped": dropped})
+    return done(200, {**run_json(_run_of(tenant_id, run_id)), "dropped": dropped})
 
 
 @bp.post("/preview")

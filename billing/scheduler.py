@@ -22,13 +22,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from billing import mail
 from billing.catch_up import close_due
 from connector import logs
+from connector.clock import now as wall_clock
 from connector.config import BillingSettings
 
 log = logging.getLogger("connector.billing")
 
 
 def run_due(maker: sessionmaker[Session], settings: BillingSettings,
-            clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+            clock: Callable[[], dt.datetime] = wall_clock) -> None:
     """One pass; never raises (a job that raises is only logged by APScheduler)."""
     try:
         result = close_due(maker, settings, clock())
@@ -47,7 +48,7 @@ def run_due(maker: sessionmaker[Session], settings: BillingSettings,
 
 
 def send_reports(maker: sessionmaker[Session], settings: BillingSettings,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 clock: Callable[[], dt.datetime] = wall_clock) -> None:
     """Send the e-mail reports that are due; never raises (a failed send is retried
     on a later pass, see billing/mail.py)."""
     if not mail.enabled(settings):
@@ -64,13 +65,13 @@ def add_job(scheduler: Any, maker: sessionmaker[Session], settings: BillingSetti
     scheduler.add_job(run_due, "interval", minutes=settings.close_check_minutes,
                       args=(maker, settings), id="billing:close-due", max_instances=1,
                       coalesce=True, replace_existing=True,
-                      next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10))
+                      next_run_time=wall_clock() + dt.timedelta(seconds=10))
     if mail.enabled(settings):
         # Retries wait at least mail_retry_minutes; checking every minute keeps them on time.
         scheduler.add_job(send_reports, "interval", minutes=1, args=(maker, settings),
                           id="billing:send-reports", max_instances=1, coalesce=True,
                           replace_existing=True,
-                          next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=20))
+                          next_run_time=wall_clock() + dt.timedelta(seconds=20))
 
 
 def start(maker: sessionmaker[Session], settings: BillingSettings) -> BackgroundScheduler:

@@ -8,7 +8,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from connector import admins, clock, db, migrate, serving, tenants, urls
@@ -79,37 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                        "(no web server)")
     p.set_defaults(handler=cmd_worker)
 
-    sync = sub.add_parser("sync", help="Entra ID sync: register an app, run a round, status")
-    ssub = sync.add_subparsers(metavar="ACTION")
-    p = ssub.add_parser("register", help="set a tenant's Entra app registration")
-    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
-    p.add_argument("--directory-id", required=True, help="the Entra tenant id (or domain)")
-    p.add_argument("--client-id", required=True, help="the app registration's client id")
-    cred = p.add_mutually_exclusive_group()
-    cred.add_argument("--secret-stdin", action="store_true",
-                      help="read the client secret from standard input")
-    cred.add_argument("--certificate", metavar="PEM_FILE",
-                      help="private key and certificate in one PEM file")
-    p.add_argument("--authority-host", help="e.g. https://login.microsoftonline.us")
-    p.add_argument("--graph-base-url", help="e.g. https://graph.microsoft.us")
-    p.add_argument("--interval-minutes", type=int)
-    p.add_argument("--scope-domain", action="append", metavar="DOMAIN",
-                   help="sync only users of this domain (repeat for several)")
-    p.add_argument("--scope-group", action="append", metavar="GROUP_OBJECT_ID",
-                   help="sync only members of this Entra group (repeat for several)")
-    p.add_argument("--scope-group-mode", choices=("direct", "transitive"),
-                   help="count direct members only (default), or members of nested groups too")
-    p.set_defaults(handler=cmd_sync_register)
-    p = ssub.add_parser("run", help="run (or resume) one round now, showing progress")
-    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_sync_run)
-    p = ssub.add_parser("status", help="registrations, last rounds, quarantine")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_sync_status)
+    from azure_sync import cli as sync_cli  # the packages' commands are wired here
+    from billing import cli as billing_cli
 
-    from billing import cli as billing_cli  # the packages' commands are wired here
-
+    sync_cli.add_commands(sub)
     billing_cli.add_commands(sub)
 
     admin = sub.add_parser("admin", help="create admin accounts, reset passwords")
@@ -135,6 +112,28 @@ def _parser() -> argparse.ArgumentParser:
 def _session(settings: Settings) -> Session:
     engine = db.make_engine(settings.database)
     migrate.upgrade(engine)
+    return db.make_sessionmaker(engine)()
+
+
+def _read_session(settings: Settings) -> Session:
+    """A session on the database as it is, for a command that only reads: it never
+    migrates (a listing pointed at the wrong database would create a schema there)."""
+    url = make_url(settings.database.url)
+    shown = url.render_as_string(hide_password=True)
+    missing = f"The database {shown} has no connector schema yet; run `connector migrate` " \
+        "to create it."
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).exists():
+        raise ConfigError(missing)  # connecting would create the file
+    engine = db.make_engine(settings.database)
+    with engine.connect() as connection:
+        revision = MigrationContext.configure(connection).get_current_revision()
+    if revision is None:
+        raise ConfigError(missing)
+    if not migrate.is_current(engine):
+        raise ConfigError(f"The database {shown} has the connector schema of another "
+                          f"version (revision {revision}); run `connector migrate` to bring "
+                          "it up to date.")
     return db.make_sessionmaker(engine)()
 
 
@@ -164,19 +163,20 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from connector.app import create_app, settle_memory
 
-    class _Server(BaseApplication):  # type: ignore[misc]
+    class _Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", args.workers)
             self.cfg.set("worker_class", worker_class)
             self.cfg.set("threads", threads)
 
-        def load(self):  # type: ignore[no-untyped-def]
+        def load(self):
             app = create_app(settings)
             if settings.azure_sync.scheduler_in_web:  # in the worker, after the fork
+                from azure_sync import cli as sync_cli
                 from azure_sync import scheduler
 
-                scheduler.start(_sync_service(settings))  # type: ignore[arg-type]
+                scheduler.start(sync_cli.make_service(settings))
             if settings.billing.scheduler_in_web:
                 _start_billing(settings)
             settle_memory()
@@ -293,7 +293,7 @@ def cmd_tenant_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
-    with _session(settings) as session:
+    with _read_session(settings) as session:
         rows = tenants.list_tenants(session)
     if args.json:
         print(json.dumps([{"id": t.id, "name": t.name, "created_at": t.created_at.isoformat(),
@@ -365,23 +365,14 @@ def cmd_keygen(_settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _sync_service(settings: Settings) -> object:
-    from azure_sync.service import SyncService
-
-    engine = db.make_engine(settings.database)
-    migrate.upgrade(engine)
-    return SyncService(settings.azure_sync, db.make_sessionmaker(engine),
-                       db.make_sessionmaker(engine, writes=True))
-
-
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from azure_sync import cli as sync_cli
     from azure_sync import scheduler
 
-    service = _sync_service(settings)
-    running = scheduler.start(service)  # type: ignore[arg-type]
+    running = scheduler.start(sync_cli.make_service(settings))
     closing = _start_billing(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -395,107 +386,11 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_billing(settings: Settings) -> object:
+def _start_billing(settings: Settings) -> Any:
     from billing import scheduler as billing_scheduler
 
     engine = db.make_engine(settings.database)
     return billing_scheduler.start(db.make_sessionmaker(engine, writes=True), settings.billing)
-
-
-def cmd_sync_register(settings: Settings, args: argparse.Namespace) -> int:
-    from azure_sync import service as sync_service
-    from connector.events import WriteContext
-    from connector.status import Source
-
-    secret = sys.stdin.readline().strip() if args.secret_stdin else None
-    if args.secret_stdin and not secret:
-        raise ConfigError("No client secret on standard input.")
-    pem = None
-    if args.certificate:
-        try:
-            with open(args.certificate) as handle:
-                pem = handle.read()
-        except OSError as exc:
-            raise ConfigError(f"Cannot read {args.certificate}: {exc.strerror}.") from None
-    with _session(settings) as session:
-        ctx = WriteContext(args.tenant, Source.ADMIN, "cli", "cli", clock.now())
-        registration = sync_service.register(
-            session, settings.azure_sync, ctx, directory_id=args.directory_id,
-            client_id=args.client_id, secret=secret, certificate_pem=pem,
-            authority_host=args.authority_host, graph_base_url=args.graph_base_url,
-            interval_minutes=args.interval_minutes, scope_domains=args.scope_domain,
-            scope_groups=args.scope_group, scope_group_mode=args.scope_group_mode)
-        session.commit()
-        print(f"Tenant {args.tenant} syncs from Entra tenant {registration.directory_id} "
-              f"with app {registration.client_id} every {registration.interval_minutes} min.")
-    print(f"Run a first round now with: connector sync run --tenant {args.tenant}")
-    return 0
-
-
-def cmd_sync_run(settings: Settings, args: argparse.Namespace) -> int:
-    import time
-
-    from azure_sync import rounds
-
-    service = _sync_service(settings)
-    started = time.monotonic()
-
-    def progress(pages: int, phase: str) -> None:
-        if not args.json:
-            print(f"\r  {phase}: {pages} pages read ({time.monotonic() - started:.0f} s)",
-                  end="", flush=True)
-
-    options = rounds.RoundOptions(
-        lease_seconds=settings.azure_sync.lease_seconds,
-        max_pages=settings.azure_sync.max_pages_per_round,
-        quarantine_after=settings.azure_sync.quarantine_after_failures, after_page=progress)
-    result = service.run(args.tenant, "manual", options)  # type: ignore[attr-defined]
-    if args.json:
-        print(json.dumps({"run_id": result.run_id, "status": result.status,
-                          "pages": result.pages, "counts": result.counts,
-                          "error": result.error}))
-    else:
-        print()
-        print(f"Round {result.run_id}: {result.status} after {result.pages} pages "
-              f"in {time.monotonic() - started:.1f} s.")
-        if result.counts:
-            print("  " + ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())))
-        if result.error:
-            print(f"  {result.error}")
-    return 0 if result.status in ("succeeded", "awaiting_approval") else 1
-
-
-def cmd_sync_status(settings: Settings, args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from connector.models import EntraRegistration, SyncRun, SyncState
-
-    rows = []
-    with _session(settings) as session:
-        for reg in session.scalars(select(EntraRegistration)):
-            state = session.get(SyncState, reg.tenant_id)
-            last = session.scalar(select(SyncRun).where(SyncRun.tenant_id == reg.tenant_id)
-                                  .order_by(SyncRun.id.desc()).limit(1))
-            rows.append({
-                "tenant_id": reg.tenant_id, "directory_id": reg.directory_id,
-                "client_id": reg.client_id, "interval_minutes": reg.interval_minutes,
-                "last_run": None if last is None else {
-                    "id": last.id, "status": last.status, "kind": last.kind,
-                    "started": last.started_at.isoformat(), "counts": last.counts,
-                    "error": last.error},
-                "quarantined_until": state.quarantined_until.isoformat()
-                if state and state.quarantined_until else None})
-    if args.json:
-        print(json.dumps(rows))
-    elif not rows:
-        print("No tenant syncs from Entra ID yet: connector sync register --help")
-    for row in [] if args.json else rows:
-        last = row["last_run"]
-        print(f"{row['tenant_id']}  app {row['client_id']}  every {row['interval_minutes']} min"
-              + (f"  last round {last['id']} {last['status']}" if last else "  never ran")
-              + (f"  QUARANTINED until {row['quarantined_until']}"
-                 if row["quarantined_until"] else ""))
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -208,13 +208,14 @@ class Directory:
     # -- users ----------------------------------------------------------------
 
     @_emits_events
-    def create_user(self, fields: UserFields) -> User:
+    def create_user(self, fields: UserFields, seen_in_run: int | None = None) -> User:
         """Create one user: its row, index rows, modules, the live-user counter and its
-        event are written together (on PostgreSQL as one statement, one round trip)."""
+        event are written together (on PostgreSQL as one statement, one round trip).
+        `seen_in_run`: the full sync round that read the user (its sweep spares it)."""
         self.ensure_writable()
         state = initial_state(self.policy, self.ctx.source, fields.active)
         modules = self._known_modules(fields.modules or ())
-        row = self._user_row(fields, state, new_id())
+        row = self._user_row(fields, state, new_id(), seen_in_run)
         self._event(row["id"], events.USER_CREATED, None, {
             "userName": row["user_name"], "active": state.active,
             "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,

@@ -15,9 +15,9 @@ Kill points (`kill`, with `page` where it applies):
 - `in_page` N: page N applied in its transaction, not committed (`PageApplier.apply`
   wrapped here, in the child only);
 - `in_complete`: the round's end has applied the staged disables/deletions in its
-  transaction, not committed (`rounds.apply_staged` wrapped);
+  transaction, not committed (`staging.apply_staged` wrapped);
 - `after_complete`: the round's end committed, the lease not released yet
-  (`rounds.log_event(..., "succeeded", ...)` wrapped);
+  (`writer.log_event(..., "succeeded", ...)` wrapped);
 - `in_resync`: Graph said the delta state is gone; the failed round is closed and the
   full round that replaces it started, in a transaction not committed (`rounds._start`
   wrapped).
@@ -38,7 +38,7 @@ import requests  # noqa: F401
 import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 import sqlalchemy.dialects.sqlite.pysqlite  # noqa: F401
 
-from azure_sync import rounds
+from azure_sync import applier, rounds, staging, writer
 from azure_sync.service import SyncService
 from connector.config import AzureSyncSettings, DatabaseSettings
 from connector.db import make_engine, make_sessionmaker
@@ -59,7 +59,7 @@ def arm(kill: str, page: int | None) -> Any:
                 die()
         return after_page
     if kill == "in_page":
-        apply = rounds.PageApplier.apply
+        apply = applier.PageApplier.apply
         applied = [0]
 
         def apply_then_die(self: Any, phase: str, items: list[Any], careful: bool,
@@ -69,24 +69,24 @@ def arm(kill: str, page: int | None) -> Any:
                 applied[0] += 1
                 if applied[0] == page:
                     die()
-        rounds.PageApplier.apply = apply_then_die  # type: ignore[method-assign]
+        applier.PageApplier.apply = apply_then_die  # type: ignore[method-assign]
     elif kill == "in_complete":
-        apply_staged = rounds.apply_staged
+        apply_staged = staging.apply_staged
 
         def apply_staged_then_die(*args: Any, **kwargs: Any) -> dict[str, int]:
             apply_staged(*args, **kwargs)
             die()
             raise AssertionError("unreachable")
-        rounds.apply_staged = apply_staged_then_die
+        staging.apply_staged = apply_staged_then_die
     elif kill == "after_complete":
-        log_event = rounds.log_event
+        log_event = writer.log_event
 
         def log_event_then_die(tenant_id: str, run_id: int | None, what: str,
                                detail: str) -> None:
             log_event(tenant_id, run_id, what, detail)
             if what == "succeeded":
                 die()
-        rounds.log_event = log_event_then_die
+        writer.log_event = log_event_then_die
     elif kill == "in_resync":
         start = rounds._start
 

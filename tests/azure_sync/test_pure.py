@@ -83,6 +83,6 @@ def test_delta_items_parse_removed_and_member_changes() -> None:
     (10, 40, True), (10, 50, False), (501, 1_000_000, True), (500, 1_000_000, False),
 ])
 def test_deletion_threshold(staged: int, synced: int, held: bool) -> None:
-    from azure_sync.rounds import is_over_threshold
+    from azure_sync.staging import is_over_threshold
 
     assert is_over_threshold(staged, synced, 500, 20) is held

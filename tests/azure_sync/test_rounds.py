@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from azure_sync import secrets
+from azure_sync import decisions, secrets
 from azure_sync.service import SyncService, register
 from connector.config import AzureSyncSettings
 from connector.db import make_sessionmaker
 from connector.events import WriteContext
-from connector.models import Event, Group, Membership, SyncRun, SyncState
+from connector.models import Event, Group, Membership, SyncRun, SyncState, Tenant
 from connector.status import Source
 from tests.azure_sync.harness import Sync
 from tests.conftest import make_tenant
@@ -397,3 +397,62 @@ def test_looping_or_foreign_next_links_stop_the_round(sync: Sync, knob: str) -> 
     setattr(sync.graph.knobs, knob, False if knob == "loop_next_link" else None)
     assert sync.run().status == "succeeded"  # the next round starts clean
     assert len(sync.users()) == 450
+
+
+# -- the round's clock ----------------------------------------------------------------------
+
+T1 = dt.datetime(2030, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
+
+
+def _stamps(sync: Sync, run_id: int | None) -> set[tuple[dt.datetime, dt.datetime]]:
+    """(effective_at, recorded_at) of the events a round wrote."""
+    with sync.session() as s:
+        rows = s.execute(select(Event.effective_at, Event.recorded_at).where(
+            Event.tenant_id == sync.tenant_id, Event.correlation_id == f"sync-run:{run_id}"))
+        return {(effective, recorded) for effective, recorded in rows}
+
+
+def test_a_round_takes_every_time_from_its_clock(sync: Sync) -> None:
+    ann = sync.entra.add_user("ann@contoso.example")
+    bob = sync.entra.add_user("bob@contoso.example")
+    sync.entra.create_group("Staff", members=[ann, bob])
+    first = sync.run(clock=lambda: T1)
+    assert first.status == "succeeded", first.error
+    assert first.counts["created"] == 2 and first.counts["memberships"] == 2
+    assert _stamps(sync, first.run_id) == {(T1, T1)}
+    with sync.session() as s:
+        run = s.get(SyncRun, first.run_id)
+        state = s.get(SyncState, sync.tenant_id)
+        assert run is not None and state is not None
+        assert (run.started_at, run.finished_at) == (T1, T1)
+        assert (state.last_started_at, state.last_success_at) == (T1, T1)
+    assert {u.created_at for u in sync.users().values()} == {T1}
+
+    t2 = T1 + dt.timedelta(days=1)  # a disable is staged, then applied at the round's end
+    sync.entra.update_user(ann, displayName="Ann Lee")
+    sync.entra.disable_user(bob)
+    second = sync.run(clock=lambda: t2)
+    assert second.status == "succeeded", second.error
+    assert second.counts["updated"] == 1 and second.counts["disabled"] == 1
+    assert _stamps(sync, second.run_id) == {(t2, t2)}
+    users = sync.users()
+    assert (users[ann].modified_at, users[bob].modified_at) == (t2, t2)
+
+
+def test_a_held_round_is_applied_at_the_approval_time(sync: Sync) -> None:
+    ann = sync.entra.add_user("ann@contoso.example")
+    assert sync.run(clock=lambda: T1).status == "succeeded"
+    sync.register(threshold_count=0)  # any disable is held
+    sync.entra.disable_user(ann)
+    t2, t3 = T1 + dt.timedelta(hours=1), T1 + dt.timedelta(hours=2)
+    held = sync.run(clock=lambda: t2)
+    assert held.status == "awaiting_approval", held
+    with sync.session() as s:
+        run = s.get(SyncRun, held.run_id)
+        assert run is not None and run.finished_at == t2
+        tenant = s.get(Tenant, sync.tenant_id)
+        assert decisions.approve_held(s, tenant, held.run_id, t3) == {"disabled": 1}
+        s.commit()
+    assert _stamps(sync, held.run_id) == {(t3, t3)}  # the page changed nobody else
+    assert sync.users()[ann].active is False
+

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from azure_sync import rounds, secrets
+from azure_sync import decisions, secrets
 from connector.errors import InvalidSetting
-from connector.models import Event, SyncRun, User
+from connector.models import Event, SyncRun, Tenant, User
 from tests.azure_sync.harness import Sync
 
 
@@ -129,10 +129,10 @@ def test_a_scope_change_that_removes_many_is_held_for_approval(sync: Sync) -> No
     assert held.counts["left_scope_staged"] == 30
     assert len(sync.users()) == 40  # nothing removed yet
     with sync.session() as s:
-        staged = rounds.staged_changes(s, held.run_id)
+        staged = decisions.staged_changes(s, held.run_id)
         assert {c["action"] for c in staged} == {"out_of_scope"} and len(staged) == 30
-        tenant = s.get(rounds.Tenant, sync.tenant_id)
-        applied = rounds.approve_held(s, tenant, held.run_id, sync.service_now())
+        tenant = s.get(Tenant, sync.tenant_id)
+        applied = decisions.approve_held(s, tenant, held.run_id, sync.service_now())
         s.commit()
     assert applied["deleted"] == 30 and set(sync.users()) == set(ids[:10])
 
@@ -176,10 +176,10 @@ def test_preview_and_one_user_respect_the_group_scope(sync: Sync) -> None:
     sync.entra.add_members(scoped, [bob])
     sync.entra.remove_members(scoped, [ann])
     client = sync.service.client_for(sync.registration(), sleep=sync.sleeps.append)
-    preview = rounds.preview_round(sync.service.write_maker, sync.tenant_id, client)
+    preview = decisions.preview_round(sync.service.write_maker, sync.tenant_id, client)
     assert preview.counts["entered_scope"] == 1 and preview.counts["left_scope_staged"] == 1
     assert set(sync.users()) == {ann}  # a preview changes nothing
-    counts = rounds.sync_one_user(sync.service.write_maker, sync.tenant_id, client, ann)
+    counts = decisions.sync_one_user(sync.service.write_maker, sync.tenant_id, client, ann)
     assert counts["deleted"] == 1 and sync.users() == {}
 
 

@@ -6,7 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from tests.conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,3 +102,63 @@ def test_migrate_is_idempotent(database_url: str, engine: object, tmp_path: Path
         result = connector(database_url, "migrate", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "up to date" in result.stdout
+
+
+@pytest.fixture
+def unmigrated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A database of the same kind as `database_url` that no one has migrated."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'never-migrated.sqlite3'}"
+        return
+    name = f"connector_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_URL_TEMPLATE.format(db=name)
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_tenant_list_reads_the_database_as_it_is(unmigrated_url: str, tmp_path: Path
+                                                 ) -> None:
+    listed = connector(unmigrated_url, "tenant", "list", cwd=tmp_path)
+    assert listed.returncode == 1, listed.stdout
+    assert "has no connector schema yet" in listed.stderr
+    assert "run `connector migrate`" in listed.stderr
+    if unmigrated_url.startswith("sqlite"):
+        assert not Path(unmigrated_url.removeprefix("sqlite:///")).exists()
+    else:
+        engine = create_engine(unmigrated_url)
+        try:
+            assert inspect(engine).get_table_names() == []
+        finally:
+            engine.dispose()
+
+    assert connector(unmigrated_url, "migrate", cwd=tmp_path).returncode == 0
+    listed = connector(unmigrated_url, "tenant", "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "No tenants yet" in listed.stdout
+
+
+def test_tenant_list_on_an_older_schema_says_to_migrate(unmigrated_url: str,
+                                                        tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from connector import migrate
+
+    config = migrate.alembic_config()
+    head = ScriptDirectory.from_config(config).get_revision("head")
+    assert head is not None and isinstance(head.down_revision, str)
+    engine = create_engine(unmigrated_url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, head.down_revision)
+    finally:
+        engine.dispose()
+    listed = connector(unmigrated_url, "tenant", "list", cwd=tmp_path)
+    assert listed.returncode == 1, listed.stdout
+    assert f"revision {head.down_revision}" in listed.stderr
+    assert "run `connector migrate`" in listed.stderr

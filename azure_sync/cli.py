@@ -1,0 +1,171 @@
+"""`connector sync …`: register a tenant's Entra app, run a round, show the rounds.
+
+Wired into the `connector` command by `connector.cli` (the one place that joins the
+packages' commands). The sync's own modules are imported by the commands that use them,
+not here: every `connector` command builds this parser, and msal and cryptography are
+slow to import for a command that never talks to Entra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connector import clock, db, migrate
+from connector.config import ConfigError, Settings
+from connector.models import EntraRegistration, SyncRun, SyncState
+
+if TYPE_CHECKING:
+    from azure_sync.service import SyncService
+
+
+def add_commands(sub: Any) -> None:
+    sync = sub.add_parser("sync", help="Entra ID sync: register an app, run a round, status")
+    ssub = sync.add_subparsers(metavar="ACTION")
+    p = ssub.add_parser("register", help="set a tenant's Entra app registration")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--directory-id", required=True, help="the Entra tenant id (or domain)")
+    p.add_argument("--client-id", required=True, help="the app registration's client id")
+    cred = p.add_mutually_exclusive_group()
+    cred.add_argument("--secret-stdin", action="store_true",
+                      help="read the client secret from standard input")
+    cred.add_argument("--certificate", metavar="PEM_FILE",
+                      help="private key and certificate in one PEM file")
+    p.add_argument("--authority-host", help="e.g. https://login.microsoftonline.us")
+    p.add_argument("--graph-base-url", help="e.g. https://graph.microsoft.us")
+    p.add_argument("--interval-minutes", type=int)
+    p.add_argument("--scope-domain", action="append", metavar="DOMAIN",
+                   help="sync only users of this domain (repeat for several)")
+    p.add_argument("--scope-group", action="append", metavar="GROUP_OBJECT_ID",
+                   help="sync only members of this Entra group (repeat for several)")
+    p.add_argument("--scope-group-mode", choices=("direct", "transitive"),
+                   help="count direct members only (default), or members of nested groups too")
+    p.set_defaults(handler=cmd_register)
+    p = ssub.add_parser("run", help="run (or resume) one round now, showing progress")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_run)
+    p = ssub.add_parser("status", help="registrations, last rounds, quarantine")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_status)
+
+
+def make_service(settings: Settings) -> SyncService:
+    """The process's sync service on a migrated database (for `run`, the worker and the
+    scheduler inside `connector serve`)."""
+    from azure_sync.service import SyncService
+
+    engine = db.make_engine(settings.database)
+    migrate.upgrade(engine)
+    return SyncService(settings.azure_sync, db.make_sessionmaker(engine),
+                       db.make_sessionmaker(engine, writes=True))
+
+
+def _session(settings: Settings) -> Session:
+    engine = db.make_engine(settings.database)
+    migrate.upgrade(engine)
+    return db.make_sessionmaker(engine)()
+
+
+def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
+    from azure_sync import service as sync_service
+    from connector.events import WriteContext
+    from connector.status import Source
+
+    secret = sys.stdin.readline().strip() if args.secret_stdin else None
+    if args.secret_stdin and not secret:
+        raise ConfigError("No client secret on standard input.")
+    pem = _read_certificate(args.certificate) if args.certificate else None
+    with _session(settings) as session:
+        ctx = WriteContext(args.tenant, Source.ADMIN, "cli", "cli", clock.now())
+        registration = sync_service.register(
+            session, settings.azure_sync, ctx, directory_id=args.directory_id,
+            client_id=args.client_id, secret=secret, certificate_pem=pem,
+            authority_host=args.authority_host, graph_base_url=args.graph_base_url,
+            interval_minutes=args.interval_minutes, scope_domains=args.scope_domain,
+            scope_groups=args.scope_group, scope_group_mode=args.scope_group_mode)
+        session.commit()
+        print(f"Tenant {args.tenant} syncs from Entra tenant {registration.directory_id} "
+              f"with app {registration.client_id} every {registration.interval_minutes} min.")
+    print(f"Run a first round now with: connector sync run --tenant {args.tenant}")
+    return 0
+
+
+def _read_certificate(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from azure_sync import rounds
+
+    service = make_service(settings)
+    started = time.monotonic()
+
+    def progress(pages: int, phase: str) -> None:
+        if not args.json:
+            print(f"\r  {phase}: {pages} pages read ({time.monotonic() - started:.0f} s)",
+                  end="", flush=True)
+
+    options = rounds.RoundOptions(
+        lease_seconds=settings.azure_sync.lease_seconds,
+        max_pages=settings.azure_sync.max_pages_per_round,
+        quarantine_after=settings.azure_sync.quarantine_after_failures, after_page=progress)
+    result = service.run(args.tenant, "manual", options)
+    if args.json:
+        print(json.dumps({"run_id": result.run_id, "status": result.status,
+                          "pages": result.pages, "counts": result.counts,
+                          "error": result.error}))
+    else:
+        print()
+        print(f"Round {result.run_id}: {result.status} after {result.pages} pages "
+              f"in {time.monotonic() - started:.1f} s.")
+        if result.counts:
+            print("  " + ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())))
+        if result.error:
+            print(f"  {result.error}")
+    return 0 if result.status in ("succeeded", "awaiting_approval") else 1
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    with _session(settings) as session:
+        rows = _status_rows(session)
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print("No tenant syncs from Entra ID yet: connector sync register --help")
+    for row in [] if args.json else rows:
+        last = row["last_run"]
+        print(f"{row['tenant_id']}  app {row['client_id']}  every {row['interval_minutes']} min"
+              + (f"  last round {last['id']} {last['status']}" if last else "  never ran")
+              + (f"  QUARANTINED until {row['quarantined_until']}"
+                 if row["quarantined_until"] else ""))
+    return 0
+
+
+def _status_rows(session: Session) -> list[dict[str, Any]]:
+    """Each registration with its last round and its quarantine, as `--json` prints them."""
+    rows = []
+    for reg in session.scalars(select(EntraRegistration)):
+        state = session.get(SyncState, reg.tenant_id)
+        last = session.scalar(select(SyncRun).where(SyncRun.tenant_id == reg.tenant_id)
+                              .order_by(SyncRun.id.desc()).limit(1))
+        rows.append({
+            "tenant_id": reg.tenant_id, "directory_id": reg.directory_id,
+            "client_id": reg.client_id, "interval_minutes": reg.interval_minutes,
+            "last_run": None if last is None else {
+                "id": last.id, "status": last.status, "kind": last.kind,
+                "started": last.started_at.isoformat(), "counts": last.counts,
+                "error": last.error},
+            "quarantined_until": state.quarantined_until.isoformat()
+            if state and state.quarantined_until else None})
+    return rows
