@@ -257,10 +257,11 @@ def _round_scope(maker: sessionmaker[Session], tenant_id: str, run_id: int,
 
 # A full round loads many users into a small table: PostgreSQL planned the foreign-key
 # checks of user_values while users was nearly empty (a sequential scan) and kept that
-# plan, so each page's check read every user (a page cost 5 ms at first, 200 ms after
-# 20,000 users). ANALYZE at these page counts refreshes the statistics, which also
-# drops the cached plans. Only in full rounds: an incremental round changes a few rows,
-# and ANALYZE of a million-row table cost it most of a second.
+# plan, so each page's check read every user and pages grew slower as the round went
+# on. ANALYZE at these page counts refreshes the statistics, which also drops the
+# cached plans. Only in full rounds: an incremental round changes a few rows, and
+# ANALYZE of a large table would cost it more than its changes (figures in
+# docs/benchmarks.md, "Measurements behind the code").
 REFRESH_STATISTICS_AT = frozenset({2, 10, 50, 250, 1250, 6250})
 
 

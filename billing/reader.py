@@ -131,11 +131,10 @@ TABLE_SCAN_SHARE = 0.75
 def table_scan_pays(session: Session, tenant_id: str, users: int | None = None) -> bool:
     """Whether to read a tenant's whole log (a first close: no kept states) by scanning
     the SQLite table rather than walking `ix_events_tenant_recorded`, which looks each
-    row up in the table. For a 10,000,000-event log that is all one tenant's, one
-    worker's partition took 8.0-8.2 s of CPU in SQLite by the scan against 10.0-10.2 s
-    by the walk; filtering alone, the scan read every row in 2.7 s where the walk took
-    4.1 s for the tenant's, so the walk wins below about two thirds of the table: three
-    quarters leaves it a margin. The share of users stands in for the share of events
+    row up in the table. Measured on a log that is all one tenant's, the scan wins once
+    the tenant holds more than about two thirds of the table; three quarters leaves the
+    walk a margin (figures in docs/benchmarks.md, "Measurements behind the code"). The
+    share of users stands in for the share of events
     (counting those would cost a scan). PostgreSQL's planner makes this choice itself.
     `users`: the tenant's, when the caller has counted them."""
     if session.get_bind().dialect.name != "sqlite":
@@ -169,7 +168,8 @@ def sorted_by_codepoint(conn: Connection, column: Any) -> Any:
     """`column` for a stream the database sorts anyway (no index gives its order):
     COLLATE "C" on PostgreSQL whatever the database's collation. Even where that is
     C.UTF-8, which orders the same, PostgreSQL compares it through strcoll and sorts it
-    without abbreviated keys: a cold partition's sort took 7.1 s, 5.1-5.6 s with "C".
+    without abbreviated keys, about a quarter slower (docs/benchmarks.md, "Measurements
+    behind the code").
     Select the collated column itself, so the sort carries the key once."""
     return collate(column, "C") if conn.dialect.name == "postgresql" else column
 
@@ -203,10 +203,9 @@ def streaming(session: Session, own: bool = False) -> Iterator[Connection]:
 
 
 # SQLite's page cache while a partition is read, in KiB. Its sorter keeps runs of up to
-# the page cache's size in memory and merges them from temporary files: the grouping of
-# a cold partition (4 million events) took 6.3-6.4 s of CPU with 4 MiB, 6.5-6.6 s with
-# 8 MiB, 7.9 s with the connector's usual 32 MiB and 12 s with 1 GiB. Smaller runs sort
-# within the processor's caches; the merge costs less than that saves.
+# the page cache's size in memory and merges them from temporary files. Smaller runs sort
+# within the processor's caches, and the merge costs less than that saves: 4 MiB was
+# the fastest size tried (docs/benchmarks.md, "Measurements behind the code").
 SORT_CACHE_KIB = 4096
 
 

@@ -37,8 +37,9 @@ CHUNK_USERS = 5000  # users folded and written at a time
 # less; worker processes get one partition each.
 LOCAL_PARTITION_USERS = 500_000
 # Chunks between collections of the young generations while a partition folds. Each
-# collection walks what is still alive (the chunks queued for the closing process):
-# 4-5 ms, and in a cold partition of 500,000 users it found nothing after the first.
+# collection walks what is still alive (the chunks queued for the closing process) and,
+# in a cold partition, found nothing after the first (docs/benchmarks.md, "Measurements
+# behind the code").
 COLLECT_EVERY = 20
 Progress = Callable[[int, int], None]  # (users folded, of about this many)
 Batch = list[tuple[str, list[Fact] | None, str | None]]  # (user, facts, kept state)

@@ -53,7 +53,8 @@ def settle_memory() -> None:
 
     The objects made at start-up (modules, the app, SQLAlchemy's mappers) live as long
     as the process; freezing them keeps the garbage collector from scanning them again in
-    every full collection, which showed as 40-50 ms pauses in a page of 100 users.
+    every full collection, which showed as pauses of tens of milliseconds in a page
+    (figures in docs/benchmarks.md, "Measurements behind the code").
     """
     gc.collect()
     gc.freeze()

@@ -41,8 +41,9 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
-        # Short OLTP statements: JIT compilation cost ~13 ms on a page query whose
-        # estimated cost crossed jit_above_cost, for nothing in return.
+        # Short OLTP statements: JIT compilation cost more than the query it sped up once
+        # a page query's estimated cost crossed jit_above_cost (docs/benchmarks.md,
+        # "Measurements behind the code").
         kwargs["connect_args"] = {"options": "-c jit=off"}
         kwargs["pool_size"], kwargs["max_overflow"] = pool_shape(settings)
         kwargs["pool_pre_ping"] = settings.pool_pre_ping
@@ -68,8 +69,8 @@ def pool_shape(settings: DatabaseSettings) -> tuple[int, int]:
     way: with threads, 10 of them opened beyond the pool when needed (SQLAlchemy's
     default); under gevent all of them kept in the pool. There one worker serves many
     connections at once, and overflow connections were opened and closed request after
-    request (the bench's GET by id at 8 connections, pool of 5: 734 req/s with overflow,
-    1,157 waiting for a pooled connection, 1,146-1,177 with a pool of 10)."""
+    request, which cost a third of the throughput (figures in docs/benchmarks.md,
+    "Measurements behind the code")."""
     if settings.max_overflow >= 0:
         return settings.pool_size, settings.max_overflow
     if serving.gevent_patched():
@@ -89,7 +90,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # 32 MiB of page cache (the default is 2 MiB) and a checkpoint every ~40 MB of WAL
     # (default ~4 MB): loading a large directory touches every index of users at
     # random places; with the defaults each page of 200 users cost more as the tables
-    # grew (4,000 users/s at first, under 1,500 after 100,000; 4,300 throughout now).
+    # grew, with these the rate stays flat (docs/benchmarks.md, "Measurements behind the
+    # code").
     cursor.execute("PRAGMA cache_size=-32768")
     cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.close()
@@ -116,7 +118,8 @@ def _sqlite_begin(conn: Any) -> None:
     # read-then-write transaction that upgrades later can fail with "database is
     # locked" at once instead of waiting for busy_timeout. Writers of this process
     # first queue on a lock of our own: SQLite's busy handler polls with sleeps of up
-    # to 100 ms, which turned four threads writing at once into 1-2 s tail latencies.
+    # to 100 ms, which turned a few threads writing at once into second-long tail
+    # latencies (docs/benchmarks.md, "Measurements behind the code").
     lock = write_lock(conn.engine)
     if not lock.acquire(timeout=WRITE_LOCK_WAIT_SECONDS):
         raise exc.OperationalError("BEGIN IMMEDIATE", None,
@@ -191,8 +194,8 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
 
     On PostgreSQL all of it goes out as ONE statement, each table's INSERT a
     data-modifying WITH clause: one round trip instead of one per table (a SCIM POST's
-    user, index rows, modules, event and counter; 0.25 ms a round trip on loopback,
-    more across hosts).
+    user, index rows, modules, event and counter; figures in docs/benchmarks.md,
+    "Measurements behind the code").
     The clauses share one snapshot and none sees another's rows, so nothing here may
     depend on another's effect; foreign keys are checked at the end of the statement,
     so a parent and its children can go together. A failing clause fails it all. The
@@ -242,7 +245,8 @@ def _together_statement(shape: Any) -> Any:
 
 def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
     """Insert many rows in the session's transaction: COPY on PostgreSQL (an INSERT per
-    row, even pipelined, cost 180 µs a row there), executemany on SQLite."""
+    row, even pipelined, cost many times more there; docs/benchmarks.md), executemany on
+    SQLite."""
     if not rows:
         return
     if session.get_bind().dialect.name != "postgresql":

@@ -81,8 +81,9 @@ def cooperative(app: WsgiApp) -> WsgiApp:
     A greenlet keeps the loop until it blocks. On a keep-alive connection whose client
     sends its next request as soon as it has the answer, the next request is often
     already there, so the greenlet never blocks and one connection is served while the
-    others wait: at 8 connections the bench saw p50 0.7 ms but p90 290 ms. One yield per
-    request puts the connections back in turn (p90 13 ms), for about a microsecond.
+    others wait, and the tail latency grows by orders of magnitude. One yield per
+    request puts the connections back in turn, for about a microsecond (figures in
+    docs/benchmarks.md, "Measurements behind the code").
     Without gevent the app is returned unchanged.
     """
     if not gevent_patched():

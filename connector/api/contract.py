@@ -7,12 +7,12 @@ actions keep only what a schema cannot say (a name unique in the tenant, a modul
 catalogue, a time zone this machine knows). A body that breaks the contract is a 400
 problem that names every member that is wrong and what it must be.
 
-Why jsonschema (Draft 2020-12, the dialect of OpenAPI 3.1) at run time, measured on this
-machine per validated body: openapi-core validates a whole request (path, query, headers,
-security, body) in 5-7 ms, more than the request itself costs; fastjsonschema compiles a
-schema to Python and checks a body in 1-6 µs, but only in drafts 04-07 and only to the
-first error; jsonschema takes 30-300 µs, on write requests only (reads have no body),
-names every error, and is the validator the tests already check responses with.
+Why jsonschema (Draft 2020-12, the dialect of OpenAPI 3.1) at run time, chosen by the
+measured cost per validated body (docs/benchmarks.md, "Measurements behind the code"):
+openapi-core validates a whole request (path, query, headers, security, body) but costs
+more than the request itself; fastjsonschema is the fastest but knows drafts 04-07 only
+and stops at the first error; jsonschema costs a small share of a write request (reads
+have no body), names every error, and is the validator the tests check responses with.
 """
 
 from __future__ import annotations
