@@ -29,7 +29,8 @@ from connector import admins
 from connector.api import PREFIX
 from connector.db import make_sessionmaker
 from tests.api.contract import seed_directory
-from tests.conftest import LiveServer, ScimClient, make_admin
+from tests.support.app import LiveServer
+from tests.support.clients import ScimClient, make_admin
 
 # Path parameters and how often the fuzzer takes a known id rather than a generated one.
 IDS = {"user_id": 0.7, "group_id": 0.7, "token_id": 0.5}

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from connector import db, serving
 from connector.config import DatabaseSettings, load_settings
-from tests.conftest import make_tenant
+from tests.support.clients import make_tenant
 
 SCIM_JSON = "application/scim+json"
 

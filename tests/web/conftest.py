@@ -22,7 +22,7 @@ from connector.directory import Directory
 from connector.events import WriteContext
 from connector.models import AdminAccount, AuditEntry, Tenant
 from connector.status import Source
-from tests.conftest import PASSWORD, ScimClient
+from tests.support.clients import PASSWORD, ScimClient
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"

@@ -1,0 +1,128 @@
+"""Who talks to the app in tests: an identity provider over SCIM with a tenant's token,
+and admins over the admin API with a personal API token; with the tenants and admin
+accounts they need."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+from connector import admins, tenants
+from connector.db import make_sessionmaker
+
+SCIM = "/scim/v2"
+API = "/api/v1"
+PASSWORD = "correct horse battery staple"
+
+
+class HttpVerbs:
+    """get/post/put/patch/delete on top of a client's `request`."""
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("PUT", path, body, **kw)
+
+    def patch(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.request("PATCH", path, body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
+
+
+# -- SCIM -------------------------------------------------------------------------------
+
+
+@dataclass
+class ScimClient(HttpVerbs):
+    """Speaks SCIM to the app with one tenant's token."""
+
+    client: FlaskClient
+    token: str
+    tenant_id: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}", **self.headers,
+                   **kwargs.pop("headers", {})}
+        if body is not None:
+            kwargs["json"] = body
+            headers.setdefault("Content-Type", "application/scim+json")
+        return self.client.open(SCIM + path, method=method, headers=headers, **kwargs)
+
+
+def make_tenant(engine: Engine, name: str = "Acme") -> tuple[str, str]:
+    """A tenant and its SCIM token: (id, token)."""
+    with make_sessionmaker(engine)() as s:
+        tenant, issued = tenants.create_tenant(s, name, dt.datetime.now(dt.UTC))
+        s.commit()
+        return tenant.id, issued.token
+
+
+@pytest.fixture
+def scim(client: FlaskClient, engine: Engine) -> ScimClient:
+    tenant_id, token = make_tenant(engine)
+    return ScimClient(client, token, tenant_id)
+
+
+@pytest.fixture
+def other_scim(client: FlaskClient, engine: Engine) -> ScimClient:
+    tenant_id, token = make_tenant(engine, "Other Corp")
+    return ScimClient(client, token, tenant_id)
+
+
+# -- the admin API ----------------------------------------------------------------------
+
+
+@dataclass
+class ApiClient(HttpVerbs):
+    """Speaks to the admin API with one admin's personal API token."""
+
+    client: FlaskClient
+    token: str
+    admin_id: str
+    email: str
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        if body is not None:
+            kwargs["json"] = body
+        return self.client.open(API + path, method=method, headers=headers, **kwargs)
+
+
+def make_admin(engine: Engine, email: str, role: str = "partner",
+               tenant_id: str | None = None, password: str | None = PASSWORD
+               ) -> tuple[str, str]:
+    """An admin account with a chosen password and a personal API token: (id, token)."""
+    now = dt.datetime.now(dt.UTC)
+    with make_sessionmaker(engine)() as s:
+        account, _ = admins.create_admin(s, email, role, tenant_id, now, password=password)
+        _, clear = admins.create_token(s, account.id, "tests", now)
+        s.commit()
+        return account.id, clear
+
+
+@pytest.fixture
+def partner(client: FlaskClient, engine: Engine) -> ApiClient:
+    admin_id, token = make_admin(engine, "partner@example.com")
+    return ApiClient(client, token, admin_id, "partner@example.com")
+
+
+@pytest.fixture
+def tenant_admin(app: Flask, engine: Engine, scim: ScimClient) -> ApiClient:
+    """A tenant admin of the `scim` fixture's tenant, on its own client (own cookies)."""
+    admin_id, token = make_admin(engine, "ta@example.com", "tenant", scim.tenant_id)
+    return ApiClient(app.test_client(), token, admin_id, "ta@example.com")
