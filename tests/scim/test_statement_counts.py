@@ -8,23 +8,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from scim.schemas import CONNECTOR_GROUP, CONNECTOR_USER, SEARCH_REQUEST
-from tests.scim.factories import group, patch, user
+from tests.scim.factories import created, group, patch, user, users_in_a_group
 from tests.support.clients import ScimClient
 from tests.support.statements import assert_flat
-
-
-def made(response: Any) -> dict[str, Any]:
-    assert response.status_code == 201, response.json
-    return response.json  # type: ignore[no-any-return]
-
-
-def add_users(scim: ScimClient, k: int) -> list[str]:
-    """k users, each with a module of its own and in a group that has one: every
-    attribute a user's view joins in has rows for each of them."""
-    ids = [made(scim.post("/Users", user(**{CONNECTOR_USER: {"modules": ["Hybrid"]}})))["id"]
-           for _ in range(k)]
-    made(scim.post("/Groups", group(members=ids, **{CONNECTOR_GROUP: {"modules": ["Engage"]}})))
-    return ids
 
 
 def listed(scim: ScimClient, path: str, n: int, body: dict[str, Any] | None = None
@@ -36,12 +22,12 @@ def listed(scim: ScimClient, path: str, n: int, body: dict[str, Any] | None = No
 
 
 def test_listing_users(scim: ScimClient, engine: Engine) -> None:
-    assert_flat(engine, lambda k: add_users(scim, k),
+    assert_flat(engine, lambda k: users_in_a_group(scim, k),
                 lambda n: listed(scim, "/Users?count=200", n))
 
 
 def test_filtering_users(scim: ScimClient, engine: Engine) -> None:
-    assert_flat(engine, lambda k: add_users(scim, k),
+    assert_flat(engine, lambda k: users_in_a_group(scim, k),
                 lambda n: listed(scim, '/Users?count=200&filter=userName co "@example.com"'
                                        ' and active eq true', n))
 
@@ -49,7 +35,7 @@ def test_filtering_users(scim: ScimClient, engine: Engine) -> None:
 def test_searching_users(scim: ScimClient, engine: Engine) -> None:
     body = {"schemas": [SEARCH_REQUEST], "filter": 'emails.value ew "@example.com"',
             "count": 200}
-    assert_flat(engine, lambda k: add_users(scim, k),
+    assert_flat(engine, lambda k: users_in_a_group(scim, k),
                 lambda n: listed(scim, "/Users/.search", n, body))
 
 
@@ -58,7 +44,7 @@ def test_searching_everything(scim: ScimClient, engine: Engine) -> None:
     added = {"users": 0, "groups": 0}
 
     def add(k: int) -> None:
-        add_users(scim, k)
+        users_in_a_group(scim, k)
         added["users"] += k
         added["groups"] += 1
 
@@ -71,11 +57,11 @@ def test_searching_everything(scim: ScimClient, engine: Engine) -> None:
 
 
 def test_one_user_in_many_groups(scim: ScimClient, engine: Engine) -> None:
-    uid = made(scim.post("/Users", user(**{CONNECTOR_USER: {"modules": ["Hybrid"]}})))["id"]
+    uid = created(scim.post("/Users", user(**{CONNECTOR_USER: {"modules": ["Hybrid"]}})))["id"]
 
     def add(k: int) -> None:
         for _ in range(k):
-            made(scim.post("/Groups", group(members=[uid],
+            created(scim.post("/Groups", group(members=[uid],
                                             **{CONNECTOR_GROUP: {"modules": ["Engage"]}})))
 
     def read(n: int) -> None:
@@ -86,11 +72,11 @@ def test_one_user_in_many_groups(scim: ScimClient, engine: Engine) -> None:
 
 
 def test_listing_groups(scim: ScimClient, engine: Engine) -> None:
-    members = [made(scim.post("/Users", user()))["id"] for _ in range(2)]
+    members = [created(scim.post("/Users", user()))["id"] for _ in range(2)]
 
     def add(k: int) -> None:
         for _ in range(k):
-            made(scim.post("/Groups", group(members=members,
+            created(scim.post("/Groups", group(members=members,
                                             **{CONNECTOR_GROUP: {"modules": ["Engage"]}})))
 
     def read(n: int) -> None:
@@ -101,10 +87,10 @@ def test_listing_groups(scim: ScimClient, engine: Engine) -> None:
 
 
 def test_one_group_with_many_members(scim: ScimClient, engine: Engine) -> None:
-    gid = made(scim.post("/Groups", group(**{CONNECTOR_GROUP: {"modules": ["Engage"]}})))["id"]
+    gid = created(scim.post("/Groups", group(**{CONNECTOR_GROUP: {"modules": ["Engage"]}})))["id"]
 
     def add(k: int) -> None:
-        ids = [made(scim.post("/Users", user()))["id"] for _ in range(k)]
+        ids = [created(scim.post("/Users", user()))["id"] for _ in range(k)]
         response = scim.patch(f"/Groups/{gid}", patch(
             {"op": "add", "path": "members", "value": [{"value": i} for i in ids]}))
         assert response.status_code in (200, 204), response.json

@@ -5,6 +5,7 @@ accounts they need."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import Engine
 
 from connector import admins, tenants
 from connector.db import make_sessionmaker
+from connector.models import AuditEntry
 
 SCIM = "/scim/v2"
 API = "/api/v1"
@@ -113,6 +115,17 @@ def make_admin(engine: Engine, email: str, role: str = "partner",
         _, clear = admins.create_token(s, account.id, "tests", now)
         s.commit()
         return account.id, clear
+
+
+def add_audit_lines(engine: Engine, tenant_id: str | None, admin_id: str, k: int) -> None:
+    """k audit lines of an admin's actions, as the admin API records them."""
+    now = dt.datetime.now(dt.UTC)
+    with make_sessionmaker(engine)() as s:
+        s.add_all(AuditEntry(at=now, admin_id=admin_id, actor="partner@example.com",
+                             action="module.added", tenant_id=tenant_id, target=f"Module {n}",
+                             detail={"why": "test"}, remote_addr="127.0.0.1",
+                             correlation_id=uuid.uuid4().hex) for n in range(k))
+        s.commit()
 
 
 @pytest.fixture
