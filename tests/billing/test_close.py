@@ -248,6 +248,7 @@ def test_frontline_guest_and_non_profit(engine: Engine) -> None:
     assert out.close.invoice["total"] == "0.00" and out.close.invoice["nonProfit"] is True
 
 
+@pytest.mark.slow  # a pool of worker processes
 def test_worker_processes_make_the_same_close(engine: Engine,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Large tenants fold in worker processes, chunk by chunk; the lines, totals and hash
