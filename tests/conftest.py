@@ -5,7 +5,8 @@
 - `app`: the web app on that database (`settings`, `app`, `client`, `live_server`);
 - `clients`: SCIM and admin API clients with their tenant or account (`scim`,
   `other_scim`, `partner`, `tenant_admin`);
-- `statements`: the statement counter that guards list endpoints against N+1 queries.
+- `statements`: the statement counter that guards list endpoints against N+1 queries;
+- `compiled`: URL builders and templates compiled once per process, not once per app.
 
 Fixtures used by one area only live in that area's conftest.py (tests/web,
 tests/azure_sync).
@@ -32,4 +33,9 @@ from tests.support.clients import (  # noqa: F401
 )
 from tests.support.databases import PG_ADMIN_DSN, PG_URL_TEMPLATE  # noqa: F401
 
-pytest_plugins = ["tests.support.databases", "tests.support.app", "tests.support.clients"]
+pytest_plugins = [
+    "tests.support.databases",
+    "tests.support.app",
+    "tests.support.clients",
+    "tests.support.compiled",
+]

@@ -383,6 +383,7 @@ def _as_the_reader_orders(conn: Connection, ids: list[str]) -> list[list[str]]:
         select(collated).order_by(collated))]
 
 
+@pytest.mark.postgresql
 def test_a_database_that_does_not_sort_by_code_point_is_asked_to() -> None:
     """A PostgreSQL database whose collation is ICU's sorts "a-b" after "ab-" and "a"
     before "A": `bytewise` sees it and orders by COLLATE "C"."""

@@ -5,7 +5,8 @@ CONNECTOR_TEST_PG_URL (default: postgres@127.0.0.1:5432, trust auth, via databas
 `test`) and dropped at the end. Tables are emptied after each test.
 
 `--db sqlite` (or `--db postgresql`) keeps one kind for a quicker loop: the tests
-parametrised on the other kind are deselected, not skipped, so the summary counts only
+parametrised on the other kind, and under `--db sqlite` those marked `postgresql` (they
+reach PostgreSQL themselves), are deselected, not skipped, so the summary counts only
 what ran.
 """
 
@@ -49,6 +50,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         callspec = getattr(item, "callspec", None)
         kind = callspec.params.get("database_url") if callspec else None
+        if kind is None and item.get_closest_marker("postgresql"):
+            kind = "postgresql"
         (dropped if kind not in (None, wanted) else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
