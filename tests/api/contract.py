@@ -17,8 +17,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from connector.api import OPENAPI_FILE, PREFIX
-from tests.conftest import ScimClient
 from tests.scim.factories import group, patch, user
+from tests.support.clients import ScimClient
 
 SPEC: dict[str, Any] = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
 METHODS = ("get", "put", "post", "delete", "patch")

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 
 from connector.db import make_sessionmaker
 from connector.models import AuditEntry, Event
-from tests.conftest import PASSWORD, ApiClient, ScimClient, make_admin
+from tests.support.clients import PASSWORD, ApiClient, ScimClient, make_admin
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"

@@ -19,7 +19,7 @@ from connector.api import OPENAPI_FILE, PREFIX
 from connector.api.routes import SETTING_NAMES
 from connector.tenant_settings import CHOICES
 from tests.api.contract import SPEC, check_response, operations, seed_directory
-from tests.conftest import ApiClient, ScimClient, make_admin, make_tenant
+from tests.support.clients import ApiClient, ScimClient, make_admin, make_tenant
 
 
 def test_the_file_is_a_valid_openapi_3_1_document() -> None:

@@ -29,9 +29,13 @@ from connector import admins
 from connector.api import PREFIX
 from connector.db import make_sessionmaker
 from tests.api.contract import seed_directory
-from tests.conftest import LiveServer, ScimClient, make_admin
+from tests.support.app import LiveServer
+from tests.support.clients import ScimClient, make_admin
 
 # Path parameters and how often the fuzzer takes a known id rather than a generated one.
+# A live server and hundreds of generated requests.
+pytestmark = pytest.mark.slow
+
 IDS = {"user_id": 0.7, "group_id": 0.7, "token_id": 0.5}
 CHECKS = {
     # What the contract promises: no server error, and only declared responses.

@@ -29,6 +29,9 @@ from connector.db import make_engine, make_sessionmaker
 from connector.models import Event, Group, Membership, SyncRun, SyncState, User
 from tests.azure_sync.harness import Sync
 
+# Two schedulers' rounds against a Graph that answers with latency.
+pytestmark = pytest.mark.slow
+
 PAGE_LATENCY = 0.04  # seconds per Graph request: a round of ~10 pages takes ~0.5 s
 
 

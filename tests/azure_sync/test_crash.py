@@ -61,6 +61,9 @@ from tests.fakes.fixtures import FakeApp
 from tests.fakes.graph import FakeGraph
 from tests.fakes.tls import LoopbackTLS
 
+# Child processes killed with SIGKILL at every kill point.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 60  # the child's; the resume runs on a clock past it, nobody sleeps
 JOB_TIMEOUT = 60.0

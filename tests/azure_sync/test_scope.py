@@ -183,6 +183,7 @@ def test_preview_and_one_user_respect_the_group_scope(sync: Sync) -> None:
     assert counts["deleted"] == 1 and sync.users() == {}
 
 
+@pytest.mark.slow  # the command in a new interpreter
 def test_the_cli_sets_the_group_scope(database_url: str, engine: object, tmp_path: Path
                                       ) -> None:
     from connector.db import make_sessionmaker

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, select
 
 from billing import scheduler
@@ -131,6 +132,7 @@ def connector(database_url: str, *args: str, cwd: Path) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow  # the commands in new interpreters
 def test_the_billing_commands(database_url: str, engine: Engine, tmp_path: Path) -> None:
     h = History(engine, "2026-09-10T09:00:00")
     h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "7.50"}])

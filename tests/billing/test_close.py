@@ -250,6 +250,7 @@ def test_frontline_guest_and_non_profit(engine: Engine) -> None:
     assert out.close.invoice["total"] == "0.00" and out.close.invoice["nonProfit"] is True
 
 
+@pytest.mark.slow  # a pool of worker processes
 def test_worker_processes_make_the_same_close(engine: Engine,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Large tenants fold in worker processes, chunk by chunk; the lines, totals and hash
@@ -384,6 +385,7 @@ def _as_the_reader_orders(conn: Connection, ids: list[str]) -> list[list[str]]:
         select(collated).order_by(collated))]
 
 
+@pytest.mark.postgresql
 def test_a_database_that_does_not_sort_by_code_point_is_asked_to() -> None:
     """A PostgreSQL database whose collation is ICU's sorts "a-b" after "ab-" and "a"
     before "A": `bytewise` sees it and orders by COLLATE "C"."""

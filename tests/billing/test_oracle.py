@@ -15,6 +15,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -248,12 +249,14 @@ def agrees_with_the_oracle(scenario: dict[str, Any]) -> None:
         assert +engine_totals == oracle.totals(verdicts), name
 
 
+@pytest.mark.slow  # 700 generated histories under four policies
 @reproducible(700)
 @given(scenarios())
 def test_engine_agrees_with_the_oracle_for_every_policy(scenario: dict[str, Any]) -> None:
     agrees_with_the_oracle(scenario)
 
 
+@pytest.mark.slow  # 700 generated histories under four policies
 @reproducible(700)
 @given(scenarios(exact=True))
 def test_engine_agrees_with_the_oracle_at_the_decisive_instants(scenario: dict[str, Any]

@@ -14,7 +14,10 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from tests.conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE
+from tests.support.databases import PG_ADMIN_DSN, PG_URL_TEMPLATE
+
+# Each command runs in a new interpreter, as a user runs it (1-3 s each).
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 

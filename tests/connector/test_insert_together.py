@@ -16,7 +16,7 @@ from connector.directory import Directory
 from connector.events import WriteContext
 from connector.models import Event, Tenant, TenantCounter, User, UserModule, UserValue
 from connector.status import Source
-from tests.conftest import make_tenant
+from tests.support.clients import make_tenant
 
 NOW = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
 USERS, VALUES, MODULES = User.__table__, UserValue.__table__, UserModule.__table__

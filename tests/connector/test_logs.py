@@ -12,8 +12,8 @@ from sqlalchemy import Engine
 from connector.app import create_app
 from connector.config import Settings
 from connector.logs import JsonFormatter, redact
-from tests.conftest import SCIM, ScimClient, make_tenant
 from tests.scim.factories import user
+from tests.support.clients import SCIM, ScimClient, make_tenant
 
 
 def test_redact_hides_tokens_and_secrets() -> None:

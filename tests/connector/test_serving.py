@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from connector import db, serving
 from connector.config import DatabaseSettings, load_settings
-from tests.conftest import make_tenant
+from tests.support.clients import make_tenant
 
 SCIM_JSON = "application/scim+json"
 
@@ -55,6 +55,7 @@ def test_threads_and_sync_run_the_schedulers_and_unknown_classes_are_named() -> 
     assert problem is not None and "gthread, gevent, sync" in problem
 
 
+@pytest.mark.slow  # the command in a new interpreter
 def test_serve_says_what_to_do_instead_of_starting(tmp_path: Path) -> None:
     env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
            "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}"}
@@ -126,6 +127,7 @@ def _call(base: str, method: str, path: str, token: str, body: Any = None
         return exc.code, json.loads(exc.read() or b"null")
 
 
+@pytest.mark.slow  # a gunicorn server in a subprocess
 def test_gevent_server_answers_concurrent_scim_traffic(database_url: str, engine: Engine,
                                                         tmp_path: Path) -> None:
     tenant_id, token = make_tenant(engine, "Gevent")

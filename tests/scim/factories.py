@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from scim.schemas import ENTERPRISE_USER, GROUP, PATCH_OP, USER
+from scim.schemas import CONNECTOR_GROUP, CONNECTOR_USER, ENTERPRISE_USER, GROUP, PATCH_OP, USER
+from tests.support.clients import ScimClient
 
 _seq = itertools.count(1)
 
@@ -38,3 +39,22 @@ def group(name: str | None = None, members: list[str] | None = None, **extra: An
 
 def patch(*operations: dict[str, Any]) -> dict[str, Any]:
     return {"schemas": [PATCH_OP], "Operations": list(operations)}
+
+
+# -- posted through SCIM, for tests that need many ---------------------------------------
+
+
+def created(response: Any) -> dict[str, Any]:
+    """The body of a 201 answer."""
+    assert response.status_code == 201, response.json
+    return response.json  # type: ignore[no-any-return]
+
+
+def users_in_a_group(scim: ScimClient, k: int) -> list[str]:
+    """k users, each with a module of its own and in a new group that has one, so that
+    every part of a user's view that is joined in has rows for each of them."""
+    ids = [created(scim.post("/Users", user(**{CONNECTOR_USER: {"modules": ["Hybrid"]}})))["id"]
+           for _ in range(k)]
+    created(scim.post("/Groups", group(members=ids,
+                                       **{CONNECTOR_GROUP: {"modules": ["Engage"]}})))
+    return ids

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.conftest import ScimClient
 from tests.scim.factories import group, user
+from tests.support.clients import ScimClient
 
 BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 

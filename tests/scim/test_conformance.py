@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import re
 
-import httpx2
 import pytest
-from scim2_client.engines.httpx2 import SyncSCIMClient
-from scim2_tester import Status, check_server
 
-from tests.conftest import LiveServer
-
-FAILING = {Status.ERROR, Status.CRITICAL} if hasattr(Status, "CRITICAL") else {Status.ERROR}
+from tests.support.app import LiveServer
 
 # (check title, pattern its reason must match) -> why we differ on purpose. Keep in step
 # with docs/scim.md, "What scim2-tester flags". A pattern names one attribute, so an
@@ -36,11 +31,18 @@ def accepted(title: str, reason: str) -> bool:
 
 @pytest.mark.slow
 def test_scim2_tester_reports_no_failure(live_server: LiveServer) -> None:
+    # Imported here: building scim2-client's pydantic models takes seconds, which every
+    # run that collects this file would pay, even one that leaves slow tests out.
+    import httpx2
+    from scim2_client.engines.httpx2 import SyncSCIMClient
+    from scim2_tester import Status, check_server
+
+    failing = {Status.ERROR, Status.CRITICAL} if hasattr(Status, "CRITICAL") else {Status.ERROR}
     http = httpx2.Client(base_url=f"{live_server.url}/scim/v2",
                          headers={"Authorization": f"Bearer {live_server.token}"}, timeout=30)
     with http:
         results = check_server(SyncSCIMClient(http))
     assert results, "scim2-tester ran no check"
     failures = [f"{r.resource_type or '-'} / {r.title}: {r.reason}" for r in results
-                if r.status in FAILING and not accepted(r.title, r.reason or "")]
+                if r.status in failing and not accepted(r.title, r.reason or "")]
     assert not failures, "\n".join(failures)

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from connector import counters
 from connector.models import User
 from scim.schemas import BULK_REQUEST
-from tests.conftest import ScimClient
 from tests.scim.factories import user
+from tests.support.clients import ScimClient
 
 OPS = st.lists(st.sampled_from(["create", "create", "delete", "duplicate", "bulk_mixed",
                                 "disable"]), min_size=1, max_size=12)

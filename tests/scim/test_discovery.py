@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
-from tests.conftest import SCIM
+from tests.support.clients import SCIM
 
 
 def test_service_provider_config_tells_the_truth(client: FlaskClient) -> None:

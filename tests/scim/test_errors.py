@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from connector.models import Event, User
-from tests.conftest import SCIM, ScimClient
 from tests.scim.factories import patch, user
+from tests.support.clients import SCIM, ScimClient
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 

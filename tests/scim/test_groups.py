@@ -7,8 +7,8 @@ from sqlalchemy.orm import Session
 
 from connector.models import Event, Membership
 from scim.schemas import CONNECTOR_GROUP
-from tests.conftest import ScimClient
 from tests.scim.factories import group, patch, user
+from tests.support.clients import ScimClient
 
 
 def new_users(scim: ScimClient, n: int) -> list[str]:

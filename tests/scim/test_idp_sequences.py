@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from connector.models import Event
 from scim.schemas import ENTERPRISE_USER, GROUP, PATCH_OP, USER
-from tests.conftest import ScimClient
+from tests.support.clients import ScimClient
 
 LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 

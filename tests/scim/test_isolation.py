@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.conftest import ScimClient
 from tests.scim.factories import group, patch, user
+from tests.support.clients import ScimClient
 
 
 def test_tenants_cannot_see_or_touch_each_other(scim: ScimClient, other_scim: ScimClient

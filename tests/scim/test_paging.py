@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from connector.models import User
 from scim.anchors import PageAnchors
-from tests.conftest import ScimClient
 from tests.scim.factories import user
+from tests.support.clients import ScimClient
 
 
 def ids_in_order(session: Session, tenant_id: str) -> list[str]:

@@ -12,8 +12,8 @@ from connector import tenants
 from connector.app import create_app
 from connector.config import Settings
 from connector.db import make_sessionmaker
-from tests.conftest import ScimClient, make_tenant
 from tests.scim.factories import user
+from tests.support.clients import ScimClient, make_tenant
 
 
 class Clock:

@@ -7,8 +7,8 @@ from sqlalchemy.orm import Session
 
 from connector.models import Event
 from scim.schemas import CONNECTOR_USER, ENTERPRISE_USER
-from tests.conftest import ScimClient
 from tests.scim.factories import patch, user
+from tests.support.clients import ScimClient
 
 
 def events_of(session: Session, subject_id: str) -> list[tuple[str, object, object]]:

@@ -14,7 +14,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
-from werkzeug.security import generate_password_hash
 
 from connector.commands import UserFields
 from connector.db import make_sessionmaker
@@ -22,7 +21,7 @@ from connector.directory import Directory
 from connector.events import WriteContext
 from connector.models import AdminAccount, AuditEntry, Tenant
 from connector.status import Source
-from tests.conftest import PASSWORD, ScimClient
+from tests.support.clients import PASSWORD, ScimClient, quick_hash
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -76,10 +75,8 @@ class WebSession:
         return self.page(response.location)
 
 
-# The product hashes passwords with scrypt (~0.2 s a hash, on purpose). Accounts made here
-# carry a cheap PBKDF2 hash of the same password instead: werkzeug checks a hash by the
-# method it names, so signing in takes the real path without costing seconds per test.
-FAST_HASH = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")
+# A cheap hash of PASSWORD, as tests.support.clients.make_admin gives its accounts.
+FAST_HASH = quick_hash(PASSWORD)
 
 
 def make_web_admin(engine: Engine, email: str, role: str = "partner",

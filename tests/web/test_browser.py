@@ -20,7 +20,8 @@ from flask import Flask
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine
 
-from tests.conftest import PASSWORD, LiveServer, ScimClient, make_tenant
+from tests.support.app import LiveServer
+from tests.support.clients import PASSWORD, ScimClient, make_tenant
 from tests.web.conftest import make_web_admin, rename_tenant, seed_directory
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

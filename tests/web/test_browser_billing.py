@@ -18,7 +18,8 @@ from billing.calendar import Month
 from billing.close import close_month
 from connector.config import BillingSettings
 from tests.billing.history import History, at
-from tests.conftest import PASSWORD, LiveServer
+from tests.support.app import LiveServer
+from tests.support.clients import PASSWORD
 from tests.web.conftest import make_web_admin, rename_tenant
 from tests.web.test_browser import browser, page, screenshot  # noqa: F401
 

@@ -20,7 +20,6 @@ from azure_sync import secrets
 from connector.config import Settings, load_settings
 from connector.db import make_sessionmaker
 from connector.models import SyncState
-from tests.conftest import PASSWORD, LiveServer
 from tests.fakes.fixtures import (  # noqa: F401  (pytest finds fixtures by name)
     FakeApp,
     fake_app,
@@ -29,6 +28,8 @@ from tests.fakes.fixtures import (  # noqa: F401  (pytest finds fixtures by name
     fake_tls,
 )
 from tests.fakes.graph import FakeGraph
+from tests.support.app import LiveServer
+from tests.support.clients import PASSWORD
 from tests.web.conftest import make_web_admin, rename_tenant
 from tests.web.test_browser import browser, page, screenshot  # noqa: F401
 

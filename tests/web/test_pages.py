@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 from connector import admins, browse
 from connector.db import make_sessionmaker
 from connector.models import Tenant
-from tests.conftest import PASSWORD, ScimClient, make_tenant
+from tests.support.clients import PASSWORD, ScimClient, make_tenant
 from tests.web.conftest import (
     USER,
     WebSession,
