@@ -25,7 +25,7 @@ def tenants_page() -> Response | str:
         return redirect(url_for("web.users", tenant_id=me().tenant_id))
     s = db.get_session()
     rows = tenants.list_tenants(s)
-    users = {t.id: counters.live_users(s, t.id) for t in rows}
+    users = counters.live_users_of(s, [t.id for t in rows])
     return render_template("admin/tenants.html", tenants=rows, users=users)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine
 
 from scim.schemas import CONNECTOR_GROUP, CONNECTOR_USER
@@ -26,10 +25,6 @@ def items(api: ApiClient, path: str, n: int) -> list[dict[str, Any]]:
     return found  # type: ignore[no-any-return]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "N+1: GET /api/v1/tenants reads each listed tenant's live-user count with its own "
-    "SELECT on tenant_counters (connector.api.routes.tenant_json -> "
-    "counters.live_users): 8 statements for 6 tenants, 53 for 51"))
 def test_tenants(partner: ApiClient, engine: Engine, scim: ScimClient) -> None:
     """Each tenant shows its live-user count: one more tenant must not be one more read."""
     users_in_a_group(scim, 2)

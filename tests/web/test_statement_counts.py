@@ -3,12 +3,13 @@ audit lines costs the statements that a page of 5 does."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from sqlalchemy import Engine
 
 from tests.scim.factories import created, group, patch, user, users_in_a_group
-from tests.support.clients import ScimClient, add_audit_lines
+from tests.support.clients import ScimClient, add_audit_lines, make_tenant
 from tests.support.statements import assert_flat
 from tests.web.conftest import WebSession
 
@@ -68,6 +69,20 @@ def test_audit(partner_web: WebSession, scim: ScimClient, engine: Engine) -> Non
         add_audit_lines(engine, None, None, k // 2)
 
     assert_flat(engine, add, lambda n: _expect(rows(partner_web.page("/admin/audit")), n))
+
+
+def test_tenants(partner_web: WebSession, scim: ScimClient, engine: Engine) -> None:
+    """Each tenant's row shows its live-user count: read for all of them at once."""
+    users_in_a_group(scim, 2)
+    names = itertools.count(1)
+
+    def add(k: int) -> None:
+        for _ in range(k):
+            make_tenant(engine, f"Tenant {next(names)}")
+
+    # The `scim` fixture's tenant is listed too.
+    assert_flat(engine, add, lambda n: _expect(rows(partner_web.page("/admin/tenants")),
+                                               n + 1))
 
 
 def _expect(found: int, wanted: int) -> None:
