@@ -1,1 +1,0 @@
-"""Month-boundary billing snapshots, policies and reports. Not built yet: see issue 6."""

@@ -1,1 +1,0 @@
-"""The connector: identity-provider provisioning, status authority and billing."""
