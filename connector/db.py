@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from flask import Flask, current_app, g
 from sqlalchemy import (
     JSON,
@@ -257,8 +258,15 @@ def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
     json_columns = {c.key for c in columns if isinstance(c.type, JSON)}
     raw = session.connection().connection.driver_connection
     assert raw is not None  # None only once the connection is closed; ours is in use
-    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-        for row in rows:
-            # JSON as SQLAlchemy's JSON type binds it (None becomes JSON null).
-            copy.write_row([json.dumps(row[c.key]) if c.key in json_columns else row[c.key]
-                            for c in columns])
+    statement = f"COPY {table.name} ({names}) FROM STDIN"
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                # JSON as SQLAlchemy's JSON type binds it (None becomes JSON null).
+                copy.write_row([json.dumps(row[c.key]) if c.key in json_columns
+                                else row[c.key] for c in columns])
+    except psycopg.Error as error:
+        # The COPY goes around SQLAlchemy, so its errors arrive as psycopg's own: turn
+        # them into the IntegrityError (…) the ORM path raises for the same rows, so a
+        # caller catches one kind whichever path wrote.
+        raise exc.DBAPIError.instance(statement, None, error, psycopg.Error) from error

@@ -199,3 +199,17 @@ def test_a_call_that_adds_rows_leaves_them_all_to_the_flush(engine: Engine) -> N
         assert s.scalars(select(UserModule.module).where(UserModule.user_id == user.id)
                          ).all() == [module]
         assert s.scalar(select(User.version).where(User.id == user.id)) == 2
+
+
+def test_insert_many_raises_the_orm_paths_integrity_error_on_both_databases(
+        engine: Engine) -> None:
+    """A duplicate in `insert_many` (COPY on PostgreSQL, executemany on SQLite) raises
+    SQLAlchemy's IntegrityError, as the ORM path does, so one `except` handles both."""
+    tenant_id, _ = make_tenant(engine)
+    with db.make_sessionmaker(engine, writes=True)() as s:
+        db.insert_many(s, USERS, [user_row(tenant_id, "u1", "ana@example.com")])
+        with pytest.raises(IntegrityError) as raised, s.begin_nested():
+            db.insert_many(s, USERS, [user_row(tenant_id, "u2", "ANA@example.com")])
+        assert "user_name_norm" in str(raised.value.orig)  # the column, as both name it
+        # The transaction goes on after the savepoint's rollback: nothing half-written.
+        assert s.scalars(select(User.id).where(User.tenant_id == tenant_id)).all() == ["u1"]
