@@ -62,7 +62,7 @@ def start_refusal(s: Session, tenant_id: str, now: dt.datetime) -> StartRefusal 
 def approve_held(s: Session, tenant: Tenant, run_id: int, now: dt.datetime) -> dict[str, int]:
     """Apply the disables/deletions a round held over the threshold (an admin approved)."""
     run = _held_run(s, tenant.id, run_id)
-    applied = staging.apply_staged(s, tenant, run_id, now)
+    applied = staging.apply_staged(s, tenant, run.round_key, now, by_run=run_id)
     run.counts = add_counts(run.counts, applied)
     run.status = "succeeded"
     run.error = f"approved at {now:%Y-%m-%d %H:%M} UTC: {run.error}"
@@ -74,7 +74,7 @@ def reject_held(s: Session, tenant_id: str, run_id: int, now: dt.datetime) -> in
     provider's word stays recorded nowhere else: a later change, or a full round, brings
     them up again."""
     run = _held_run(s, tenant_id, run_id)
-    dropped = staging.drop_staged(s, run_id)
+    dropped = staging.drop_staged(s, run.round_key)
     run.status = "rejected"
     run.error = f"rejected at {now:%Y-%m-%d %H:%M} UTC: {run.error}"
     return dropped
@@ -91,6 +91,7 @@ def _held_run(s: Session, tenant_id: str, run_id: int) -> SyncRun:
 
 def staged_changes(s: Session, run_id: int, limit: int = 1000) -> list[dict[str, Any]]:
     """The round's staged changes in order, with the user names, as the admin sees them."""
+    run_id = staging.round_key_of(s, run_id)
     rows = s.execute(select(SyncStaged.seq, SyncStaged.object_id, SyncStaged.action,
                             SyncStaged.user_id, User.user_name)
                      .outerjoin(User, (User.tenant_id == SyncStaged.tenant_id)

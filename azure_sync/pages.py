@@ -134,8 +134,9 @@ def quarantined(state: SyncState | None) -> bool:
 
 
 def staged_count(run_id: int) -> int:
+    key = staging.round_key_of(session(), run_id)
     return session().scalar(select(func.count()).select_from(SyncStaged)
-                            .where(SyncStaged.run_id == run_id)) or 0
+                            .where(SyncStaged.run_id == key)) or 0
 
 
 def count_rows(counts: dict[str, int] | None) -> list[tuple[str, int]]:

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from azure_sync import cursor, lease, staging, writer
+from azure_sync import cursor, lease, memberships, pending, reapply, staging, writer
 from azure_sync import scope as scoping
 from azure_sync.applier import apply_page, entered_counts, not_synced
 from azure_sync.errors import ResyncRequired, SyncError, UnsafeLink
@@ -98,12 +98,11 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
         if held is not None:
             return RoundResult(held, "skipped", error=f"Round {held} awaits an admin's "
                                "approval of its deletions; no new round runs until then.")
-        if state.run_id is None:
+        run = s.get(SyncRun, state.run_id) if state.run_id is not None else None
+        if run is None:
             _start(s, state, client, options.clock(), trigger)
         else:  # a round a crash or a failure interrupted: carry on from its cursor
-            run = s.get(SyncRun, state.run_id)
-            if run is not None and run.status != "running":
-                run.status, run.error = "running", f"resumed after: {run.error}"
+            _resume(s, state, run, options, trigger)
         run_id = state.run_id
         s.commit()
     assert run_id is not None
@@ -113,6 +112,34 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
         writer.log_event(tenant_id, run_id, "resync", exc.message)
         run_id = _restart_full(maker, tenant_id, run_id, client, options, exc.message)
         return _guarded_pages(maker, tenant_id, run_id, client, options, may_resync=False)
+
+
+def _resume(s: Session, state: SyncState, run: SyncRun, options: RoundOptions,
+            trigger: str) -> None:
+    """Go on with an interrupted round in a new run row of the same round, so the run
+    log keeps both: the one that failed (or whose process died) and this one."""
+    now = options.clock()
+    if run.status == "running":
+        # We hold the lease, so the process that ran it let its lease expire: it died
+        # (killed, out of memory, the machine stopped). A failure like any other.
+        run.status, run.finished_at = "failed", now
+        run.error = ("The process running this round stopped before it finished (its "
+                     "lease expired).")
+        _count_failure(state, now, options)
+    resumed = SyncRun(tenant_id=run.tenant_id, kind=run.kind, status="running",
+                      trigger=trigger, started_at=now, pages=0, counts={},
+                      round_id=run.round_key)
+    s.add(resumed)
+    s.flush()
+    run.error = f"{run.error or 'Interrupted.'} The round went on in run {resumed.id}."
+    state.run_id = resumed.id
+    state.last_started_at = now
+
+
+def _count_failure(state: SyncState, now: dt.datetime, options: RoundOptions) -> None:
+    state.failures += 1
+    if state.failures >= options.quarantine_after:
+        state.quarantined_until = now + dt.timedelta(days=1)
 
 
 def _restart_full(maker: sessionmaker[Session], tenant_id: str, run_id: int,
@@ -150,6 +177,15 @@ def _guarded_pages(maker: sessionmaker[Session], tenant_id: str, run_id: int,
         return _failed(maker, tenant_id, run_id, exc, options, resume=False)
     except SyncError as exc:
         return _failed(maker, tenant_id, run_id, exc, options)
+    except Exception as exc:
+        # A fault of the connector itself (a bug, the database gone): the round fails
+        # like any other, with its reason, counts toward quarantine, and resumes from
+        # its last committed page. The traceback goes to the log, not to the admin.
+        writer.log.exception("sync round %s of tenant %s crashed", run_id, tenant_id)
+        return _failed(maker, tenant_id, run_id, SyncError(
+            f"The round stopped on an internal error of the connector "
+            f"({type(exc).__name__}: {str(exc)[:300]}); it resumes from its last "
+            "committed page at the next round."), options)
 
 
 def _lost(tenant_id: str, run_id: int, exc: LeaseLost) -> RoundResult:
@@ -190,6 +226,7 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
             state = lease.held_state(s, tenant_id, run_id, options.owner)
             phase, link, full = state.phase, state.next_link, state.full_round
         if phase == "done":
+            _join_groups(maker, tenant_id, run_id, client, options)
             return _complete(maker, tenant_id, run_id, options, scope)
         assert link is not None and phase in ("users", "groups")
         cursor.check_link(link, seen_links, pages, options.max_pages)
@@ -214,7 +251,7 @@ def _commit_page(maker: sessionmaker[Session], tenant_id: str, run_id: int,
         run = s.get(SyncRun, run_id)
         assert tenant is not None and run is not None
         applier = apply_page(s, tenant, run_id, state.full_round, phase, page.items, scope,
-                             options.clock())
+                             options.clock(), round_key=run.round_key)
         cursor.advance(state, client, phase, page)
         run.pages += 1
         run.counts = add_counts(run.counts, applier.counts)
@@ -248,7 +285,7 @@ def _round_scope(maker: sessionmaker[Session], tenant_id: str, run_id: int,
                 run = s.get(SyncRun, run_id)
                 assert tenant is not None and run is not None
                 applier = apply_page(s, tenant, run_id, False, "users", entering,
-                                     domains_only, now)
+                                     domains_only, now, round_key=run.round_key)
                 run.counts = add_counts(run.counts, entered_counts(applier.counts))
             s.commit()
 
@@ -277,10 +314,41 @@ def _refresh_statistics(maker: sessionmaker[Session]) -> None:
 # -- its end --------------------------------------------------------------------------------
 
 
+def _join_groups(maker: sessionmaker[Session], tenant_id: str, run_id: int,
+                 client: GraphClient, options: RoundOptions) -> None:
+    """The users new to the connector this round (or waiting since an earlier one) get
+    their memberships of the groups the connector syncs."""
+    def hold(s: Session) -> None:
+        state = lease.held_state(s, tenant_id, run_id, options.owner, lock=True)
+        lease.renew_lease(state, options.clock(), options.lease_seconds)
+
+    joined = memberships.join_groups(maker, tenant_id, run_id, client, options.clock, hold)
+    if joined:
+        with maker() as s:
+            run = s.get(SyncRun, run_id)
+            assert run is not None
+            run.counts = add_counts(run.counts, joined)
+            s.commit()
+
+
+def _earlier_counts(s: Session, run: SyncRun) -> dict[str, int]:
+    """What the earlier runs of the same round counted (a resumed round's sweep must
+    know what the whole round saw)."""
+    if run.round_id is None:
+        return {}
+    total: dict[str, int] = {}
+    for counts in s.scalars(select(SyncRun.counts).where(
+            SyncRun.tenant_id == run.tenant_id, SyncRun.id != run.id,
+            func.coalesce(SyncRun.round_id, SyncRun.id) == run.round_id)):
+        total = add_counts(total, counts or {})
+    return total
+
+
 def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
               options: RoundOptions, scope: scoping.Scope) -> RoundResult:
-    """The round has read everything: sweep (full rounds), then apply the staged
-    destructive changes or hold them over the threshold."""
+    """The round has read everything: retry what its pages could not apply, sweep (full
+    rounds), then apply the staged destructive changes or hold them over the threshold,
+    and retry once more (names the deletions freed)."""
     with maker() as s:
         state = s.get(SyncState, tenant_id, with_for_update=True)
         tenant = s.get(Tenant, tenant_id)
@@ -288,17 +356,24 @@ def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
         registration = s.get(EntraRegistration, tenant_id)
         assert state is not None and tenant is not None and run is not None
         now = options.clock()
-        counts = _stage_round_end(s, state, tenant, run_id, scope, dict(run.counts), now)
-        held = staging.hold_reason(s, tenant_id, run_id, registration)
+        key, full = run.round_key, state.full_round
+        counts = add_counts(dict(run.counts),
+                            reapply.settle(s, tenant, run_id, key, full, scope, now))
+        whole = add_counts(_earlier_counts(s, run), counts)
+        counts = _stage_round_end(s, state, tenant, key, scope, counts, whole, now)
+        held = staging.hold_reason(s, tenant_id, key, registration)
         _put_to_rest(state)
         state.failures = 0
         if held is not None:
+            counts = _with_kept(s, tenant_id, counts)
             run.counts, run.status, run.error = counts, "awaiting_approval", held
             run.finished_at = now
             s.commit()
             writer.log_event(tenant_id, run_id, "held", held)
             return RoundResult(run_id, "awaiting_approval", counts, run.pages, held)
-        counts = add_counts(counts, staging.apply_staged(s, tenant, run_id, now))
+        counts = add_counts(counts, staging.apply_staged(s, tenant, key, now, by_run=run_id))
+        counts = add_counts(counts, reapply.settle(s, tenant, run_id, key, full, scope, now))
+        counts = _with_kept(s, tenant_id, counts)
         # Set after applying: its flush would otherwise write the run row twice.
         run.counts, run.status, run.finished_at = counts, "succeeded", now
         state.quarantined_until = None
@@ -308,18 +383,26 @@ def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
         return RoundResult(run_id, "succeeded", counts, run.pages)
 
 
-def _stage_round_end(s: Session, state: SyncState, tenant: Tenant, run_id: int,
-                     scope: scoping.Scope, counts: dict[str, int], now: dt.datetime
-                     ) -> dict[str, int]:
+def _with_kept(s: Session, tenant_id: str, counts: dict[str, int]) -> dict[str, int]:
+    """The run's counts with how many items stay kept for later rounds."""
+    kept = pending.kept_count(s, tenant_id)
+    counts = {k: v for k, v in counts.items() if k != "kept"}
+    return {**counts, "kept": kept} if kept else counts
+
+
+def _stage_round_end(s: Session, state: SyncState, tenant: Tenant, round_key: int,
+                     scope: scoping.Scope, counts: dict[str, int], whole: dict[str, int],
+                     now: dt.datetime) -> dict[str, int]:
     """Stage what only the whole round shows: the users who left the group scope, and
-    after a full round those it did not see; remove the groups it did not list."""
-    leavers = staging.leavers(s, tenant.id, run_id, scope)
+    after a full round those it did not see; remove the groups it did not list.
+    `whole`: the counts of the whole round (all its runs), which gate the sweeps."""
+    leavers = staging.leavers(s, tenant.id, round_key, scope)
     if leavers:
-        staging.stage(s, tenant.id, run_id, leavers)
+        staging.stage(s, tenant.id, round_key, leavers)
         counts = add_counts(counts, {"left_scope_staged": len(leavers)})
     if state.full_round:
-        counts = add_counts(counts, staging.sweep_groups(s, tenant, run_id, counts, now))
-        counts["sweep_staged"] = staging.stage_sweep(s, tenant.id, run_id, counts)
+        counts = add_counts(counts, staging.sweep_groups(s, tenant, round_key, whole, now))
+        counts["sweep_staged"] = staging.stage_sweep(s, tenant.id, round_key, whole)
     return counts
 
 
@@ -344,9 +427,7 @@ def _failed(maker: sessionmaker[Session], tenant_id: str, run_id: int, exc: Sync
         if state.lease_owner != options.owner:  # taken over meanwhile: not ours to mark
             return _lost(tenant_id, run_id, LeaseLost(exc.message))
         now = options.clock()
-        state.failures += 1
-        if state.failures >= options.quarantine_after:
-            state.quarantined_until = now + dt.timedelta(days=1)
+        _count_failure(state, now, options)
         run = s.get(SyncRun, run_id)
         pages = run.pages if run else 0
         counts = dict(run.counts) if run else {}
@@ -365,4 +446,4 @@ def _finish(s: Session, run_id: int, status: str, now: dt.datetime, error: str |
     run = s.get(SyncRun, run_id)
     if run is not None:
         run.status, run.finished_at, run.error = status, now, error
-        staging.drop_staged(s, run_id)
+        staging.drop_staged(s, run.round_key)

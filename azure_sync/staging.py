@@ -15,13 +15,15 @@ from collections import Counter
 from collections.abc import Iterable
 
 from sqlalchemy import delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from azure_sync import mapping
+from azure_sync import mapping, pending, writer
 from azure_sync import scope as scoping
 from azure_sync.writer import stored_profile, write_context
 from connector.commands import GroupFields, MemberChange
 from connector.directory import Directory
+from connector.errors import DomainError
 from connector.models import (
     EntraRegistration,
     Group,
@@ -42,6 +44,57 @@ THRESHOLD_PERCENT = 20
 # Below this many disables/deletions the percentage rule does not apply: in a tenant of
 # 8 users, 2 leavers are 25 %, and that is ordinary life, not an accident.
 PERCENT_RULE_FROM = 10
+
+
+# What a soft delete in Entra ID (the user moved to deleted items, restorable for 30
+# days) does to the connector's user. "disable", the default, is what Entra's own
+# provisioning service does to SCIM apps: the user turns inactive and goes on the
+# deleted-users list, keeps its id, modules and memberships, and a restore makes it
+# active again; only a hard delete removes it. "remove" hides it at once (the
+# connector's behaviour before; a restore still brings the same user back).
+SOFT_DELETE = ("disable", "remove")
+
+
+def soft_delete_of(registration: EntraRegistration | None) -> str:
+    return registration.soft_delete if registration is not None else "disable"
+
+
+def released_name(object_id: str, user_principal_name: str) -> str:
+    """The name a soft-deleted user keeps while it waits in deleted items, as Entra ID
+    renames it (the object id without hyphens, then the old name): the old name is free
+    for a new account, as it is in Entra."""
+    prefix = object_id.replace("-", "")
+    if user_principal_name.startswith(prefix):
+        return user_principal_name
+    return f"{prefix}{user_principal_name}"
+
+
+def remove_or_disable(directory: Directory, user: User, action: str, soft_delete: str
+                      ) -> str:
+    """Apply one destructive change to `user`; return the count it goes under."""
+    if action == "soft_delete" and soft_delete == "disable":
+        oid = user.external_id or ""
+        fields = mapping.user_fields(oid, stored_profile(user), {
+            "accountEnabled": False,
+            "userPrincipalName": released_name(oid, user.user_name)})
+        assert fields is not None
+        directory.update_user(user, fields)
+        return "disabled"
+    if action == "disable":
+        fields = mapping.user_fields(user.external_id or "", stored_profile(user),
+                                     {"accountEnabled": False})
+        assert fields is not None
+        directory.update_user(user, fields)
+        return "disabled"
+    directory.remove_user(user)
+    return "deleted"
+
+
+def round_key_of(s: Session, run_id: int) -> int:
+    """The key of the round a run belongs to (its first run's id): staged changes are
+    the round's."""
+    return s.scalar(select(func.coalesce(SyncRun.round_id, SyncRun.id))
+                    .where(SyncRun.id == run_id)) or run_id
 
 
 def held_run_id(s: Session, tenant_id: str) -> int | None:
@@ -80,14 +133,17 @@ def leavers(s: Session, tenant_id: str, run_id: int, scope: scoping.Scope
                                               SyncStaged.user_id.is_not(None))
     rows = s.execute(select(User.id, User.external_id, User.user_name).where(
         User.tenant_id == tenant_id, User.removed_at.is_(None),
-        User.origin == Source.ENTRA_SYNC, User.id.not_in(staged)))
+        User.origin == Source.ENTRA_SYNC, User.id.not_in(staged),
+        User.external_id.not_in(pending.waiting_object_ids(tenant_id))))
     return [(oid or "", "out_of_scope", uid) for uid, oid, user_name in rows
             if not scope.admits(oid or "", user_name)]
 
 
 def stage_sweep(s: Session, tenant_id: str, run_id: int, counts: dict[str, int]) -> int:
     """Stage the removal of synced users this full round did not see. A round that saw
-    nobody sweeps nobody: an empty answer is more likely a fault than an empty tenant."""
+    nobody sweeps nobody: an empty answer is more likely a fault than an empty tenant.
+    A user kept pending (an item that failed) is never swept: Graph did send it.
+    `run_id`: the round's key (its first run)."""
     if counts.get("seen", 0) == 0:
         return 0
     staged = select(SyncStaged.user_id).where(SyncStaged.run_id == run_id,
@@ -95,6 +151,7 @@ def stage_sweep(s: Session, tenant_id: str, run_id: int, counts: dict[str, int])
     missing = s.execute(select(User.id, User.external_id).where(
         User.tenant_id == tenant_id, User.removed_at.is_(None),
         User.origin == Source.ENTRA_SYNC, User.id.not_in(staged),  # out of scope, staged
+        User.external_id.not_in(pending.waiting_object_ids(tenant_id)),
         or_(User.seen_in_run.is_(None), User.seen_in_run != run_id))).all()
     stage(s, tenant_id, run_id, [(oid or "", "sweep", uid) for uid, oid in missing])
     return len(missing)
@@ -191,36 +248,39 @@ def is_over_threshold(staged: int, synced: int, limit_count: int, limit_percent:
 # -- applying ------------------------------------------------------------------------------
 
 
-def apply_staged(s: Session, tenant: Tenant, run_id: int, now: dt.datetime
-                 ) -> dict[str, int]:
+def apply_staged(s: Session, tenant: Tenant, run_id: int, now: dt.datetime,
+                 by_run: int | None = None) -> dict[str, int]:
     """Apply a round's staged destructive changes (at completion, or on approval), as
-    written at `now`."""
-    directory = Directory(s, tenant, write_context(tenant.id, run_id, now))
+    written at `now`. `run_id`: the round's key; `by_run`: the run writing them (its
+    events' correlation id), the round's key by default."""
+    directory = Directory(s, tenant, write_context(tenant.id, by_run or run_id, now))
+    soft_delete = soft_delete_of(s.get(EntraRegistration, tenant.id))
     with directory.batched_events():
-        return _apply_staged(s, directory, tenant, run_id)
+        return _apply_staged(s, directory, tenant, run_id, soft_delete)
 
 
-def _apply_staged(s: Session, directory: Directory, tenant: Tenant, run_id: int
-                  ) -> dict[str, int]:
+def _apply_staged(s: Session, directory: Directory, tenant: Tenant, run_id: int,
+                  soft_delete: str) -> dict[str, int]:
     counts: Counter[str] = Counter()
-    staged = s.execute(select(SyncStaged.action, SyncStaged.user_id).where(
-        SyncStaged.run_id == run_id, SyncStaged.tenant_id == tenant.id)
-        .order_by(SyncStaged.seq)).all()
+    staged = s.execute(select(SyncStaged.action, SyncStaged.user_id, SyncStaged.object_id)
+                       .where(SyncStaged.run_id == run_id, SyncStaged.tenant_id == tenant.id)
+                       .order_by(SyncStaged.seq)).all()
     users = _users_by_id(s, tenant.id, [row.user_id for row in staged if row.user_id])
     for row in staged:
         user = users.get(row.user_id) if row.user_id else None
         if user is None or user.removed_at is not None:
             counts["unchanged"] += 1
             continue
-        if row.action == "disable":
-            fields = mapping.user_fields(user.external_id or "", stored_profile(user),
-                                         {"accountEnabled": False})
-            assert fields is not None
-            directory.update_user(user, fields)
-            counts["disabled"] += 1
-        else:
-            directory.remove_user(user)
-            counts["deleted"] += 1
+        try:
+            with directory.savepoint():
+                counts[remove_or_disable(directory, user, row.action, soft_delete)] += 1
+        except (DomainError, IntegrityError) as exc:
+            # Never a reason to stop the round: counted, logged, and Graph's next word
+            # on the user (or the next full round) applies it.
+            counts["failed"] += 1
+            writer.log_event(tenant.id, run_id, "staged change failed",
+                             f"{row.action} {row.object_id}: "
+                             f"{getattr(exc, 'message', type(exc).__name__)}")
     s.execute(delete(SyncStaged).where(SyncStaged.run_id == run_id,
                                        SyncStaged.tenant_id == tenant.id))
     s.flush()

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from connector import counters, db, events, user_extras
@@ -144,6 +145,19 @@ class Directory:
             self._depth -= 1
             if outer:
                 self._pending = None
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint whose rollback also drops the events its calls queued in a
+        `batched_events` block (they describe changes that never happened)."""
+        mark = len(self._pending) if self._pending is not None else None
+        try:
+            with self.session.begin_nested():
+                yield
+        except BaseException:
+            if mark is not None and self._pending is not None:
+                del self._pending[mark:]
+            raise
 
     def _write_pending(self) -> None:
         """Write the outermost call's events; when the call changed one user and nothing
@@ -386,6 +400,35 @@ class Directory:
         after = StatusState(True, before.idp_active, False)
         self._set_state(user, before, after)
         self._touch(user)
+
+    @_emits_events
+    def adopt_user(self, user: User, external_id: str) -> None:
+        """Link an existing account (created by an admin, not yet tied to an identity-
+        provider object) to the object with `external_id`, which feeds it from now on:
+        same id, history and modules (Entra's "matching attribute")."""
+        self.ensure_writable()
+        if user.external_id is not None or user.removed_at is not None:
+            raise Conflict(f"User {user.user_name!r} is already linked to "
+                           f"{user.external_id!r}.", "externalId")
+        self._check_user_unique(UserFields(user_name=user.user_name,
+                                           external_id=external_id), user.id)
+        self._event(user.id, events.USER_ADOPTED, {"origin": user.origin},
+                    {"externalId": external_id, "origin": str(self.ctx.source)})
+        user.external_id = external_id
+        user.origin = str(self.ctx.source)
+        self._touch(user)
+
+    def hold_names_aside(self, users: Sequence[User]) -> None:
+        """Free these users' userNames for the rest of the transaction, so that names
+        moving in a ring (A takes B's, B takes A's) can each land: the unique index
+        sees a placeholder until each user's own rename writes its new name. No event:
+        only the renames that follow are changes."""
+        for user in users:
+            self.session.execute(update(User).where(
+                User.tenant_id == self.tenant.id, User.id == user.id).values(
+                user_name_norm=f"\x01moving:{user.id}"))
+        for user in users:  # the session must write the real name back at the rename
+            set_committed_value(user, "user_name_norm", f"\x01moving:{user.id}")
 
     @_emits_events
     def revive_user(self, user: User) -> None:

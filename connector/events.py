@@ -29,6 +29,7 @@ USER_PROFILE = "user.profile"  # userName / externalId / displayName changed
 USER_INVITED = "user.invited"  # invited to claim an account (billing: `invited` policy)
 USER_CLAIMED = "user.claimed"  # claimed the account it was invited to
 USER_FRONTLINE = "user.frontline"  # the frontline plan's attributes changed
+USER_ADOPTED = "user.adopted"  # an existing account linked to an identity-provider object
 GROUP_CREATED = "group.created"
 GROUP_RENAMED = "group.renamed"
 GROUP_REMOVED = "group.removed"

@@ -29,7 +29,15 @@ from connector.models.directory import (
     UserModule,
     UserValue,
 )
-from connector.models.sync import AppThrottle, EntraRegistration, SyncRun, SyncStaged, SyncState
+from connector.models.sync import (
+    AppThrottle,
+    EntraRegistration,
+    SyncPending,
+    SyncPendingMember,
+    SyncRun,
+    SyncStaged,
+    SyncState,
+)
 from connector.models.tenants import Module, ScimToken, Tenant, TenantCounter
 
 __all__ = [
@@ -55,6 +63,8 @@ __all__ = [
     "NAMING",
     "ReportingKey",
     "ScimToken",
+    "SyncPending",
+    "SyncPendingMember",
     "SyncRun",
     "SyncStaged",
     "SyncState",

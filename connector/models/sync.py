@@ -4,6 +4,7 @@ changes, throttles (written by `azure_sync`)."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -48,6 +49,14 @@ class EntraRegistration(Base):
                                                  server_default=text("false"))
     threshold_count: Mapped[int] = mapped_column(Integer, default=500)
     threshold_percent: Mapped[int] = mapped_column(Integer, default=20)
+    # What a soft delete in Entra ID does here: "disable" (as Entra's own provisioning
+    # service: inactive, on the deleted-users list, restorable) or "remove".
+    soft_delete: Mapped[str] = mapped_column(String(16), default="disable",
+                                             server_default="disable")
+    # How a new Entra object finds an existing, unlinked connector account to adopt:
+    # userPrincipalName (as Entra's default matching attribute), mail or employeeId.
+    matching_attribute: Mapped[str] = mapped_column(String(32), default="userPrincipalName",
+                                                    server_default="userPrincipalName")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
@@ -105,8 +114,16 @@ class SyncRun(Base):
     pages: Mapped[int] = mapped_column(Integer, default=0)
     counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A round resumed after a failure or a dead process goes on in a new run row that
+    # points at the round's first run; staged changes and "seen" marks use the round's
+    # key, so every run of one round shares them.
+    round_id: Mapped[int | None] = mapped_column(EventId, nullable=True)
 
     __table_args__ = (Index("ix_sync_runs_tenant", "tenant_id", "id"),)
+
+    @property
+    def round_key(self) -> int:
+        return self.round_id if self.round_id is not None else self.id
 
 
 class SyncStaged(Base):
@@ -122,3 +139,37 @@ class SyncStaged(Base):
     action: Mapped[str] = mapped_column(String(16))  # disable | soft_delete | hard_delete | sweep
     user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
+
+
+class SyncPending(Base):
+    """An object a round could not apply, kept with its Graph item and the reason until
+    a later round applies it (kind "user" or "group"), or a user whose group
+    memberships are still to be read from Graph (kind "groups")."""
+
+    __tablename__ = "sync_pending"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    item: Mapped[dict[str, Any]] = mapped_column(JSON)
+    operation: Mapped[str] = mapped_column(String(24))
+    code: Mapped[str] = mapped_column(String(48))
+    reason: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(EventId, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    first_failed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_failed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class SyncPendingMember(Base):
+    """A group's member not known yet (a nested group arriving later): added when it
+    is."""
+
+    __tablename__ = "sync_pending_members"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    group_object_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    member_object_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+
+    __table_args__ = (Index("ix_sync_pending_members_member", "tenant_id",
+                            "member_object_id"),)

@@ -306,6 +306,17 @@ class Directory:
             listed.pop(group_id, None)  # a cycle back to the group itself
             return list(listed.items())
 
+    def member_of_listing(self, key: str) -> list[tuple[str, str]] | None:
+        """(group id, @odata.type) of the active groups an active user (by object id or
+        userPrincipalName) is a direct member of, or None if there is no such user."""
+        with self.lock:
+            user_id = self._resolve(key)
+            record = self._user(user_id) if user_id else None
+            if user_id is None or record is None or record.state != ACTIVE:
+                return None
+            return [(group_id, GROUP_TYPE) for group_id in sorted(self._member_of.get(user_id, ()))
+                    if self._groups[group_id].state == ACTIVE]
+
     @property
     def group_ids(self) -> list[str]:
         with self.lock:

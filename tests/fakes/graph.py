@@ -84,6 +84,9 @@ WWW_AUTHENTICATE = ('Bearer realm="", authorization_uri="https://login.microsoft
                     'common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')
 MEMBER_PATH = re.compile(r"/v1\.0/groups/([^/]+)/(members|transitiveMembers)"
                          r"(?:/microsoft\.graph\.(user|group))?/?", re.IGNORECASE)
+# A user's direct groups: learn.microsoft.com/graph/api/user-list-memberof
+MEMBER_OF_PATH = re.compile(r"/v1\.0/users/([^/]+)/memberOf(?:/microsoft\.graph\.group)?/?",
+                            re.IGNORECASE)
 MEMBER_PAGE_SIZE, MEMBER_MAX_PAGE_SIZE = 100, 999
 DELTA_PATHS = {f"/v1.0/{r}/{d}": r for r in (USERS, GROUPS)
                for d in ("delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()")}
@@ -301,6 +304,10 @@ class FakeGraph(LoopbackService):
             if refused := self._refuse(call, grant, GROUP_ROLES):
                 return refused
             return self._members(call, self.directory(grant.tenant_id))
+        if resource is None and MEMBER_OF_PATH.fullmatch(request.path):
+            if refused := self._refuse(call, grant, GROUP_ROLES):
+                return refused
+            return self._members(call, self.directory(grant.tenant_id))
         if resource is None and request.path.startswith("/v1.0/users/"):
             resource = "user"
         if resource is None:
@@ -473,9 +480,15 @@ class FakeGraph(LoopbackService):
                                        "The provided skip token is not valid.")
                 return self._members_page(directory, listing)
             match = MEMBER_PATH.fullmatch(request.path)
-            assert match is not None
-            group_id, kind, cast = unquote(match.group(1)), match.group(2), match.group(3)
-            entries = directory.member_listing(group_id, kind.lower() == "transitivemembers")
+            if match is not None:
+                group_id, kind, cast = unquote(match.group(1)), match.group(2), match.group(3)
+                entries = directory.member_listing(group_id,
+                                                   kind.lower() == "transitivemembers")
+            else:  # /users/{id}/memberOf
+                user_match = MEMBER_OF_PATH.fullmatch(request.path)
+                assert user_match is not None
+                group_id, cast = unquote(user_match.group(1)), None
+                entries = directory.member_of_listing(group_id)
             if entries is None:
                 return self._error(call, 404, "Request_ResourceNotFound",
                                    f"Resource '{group_id}' does not exist or one of its "
