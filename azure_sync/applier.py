@@ -328,7 +328,7 @@ class PageApplier:
                 User, (User.tenant_id == UserValue.tenant_id) & (User.id == UserValue.user_id))
                 .where(*unlinked, UserValue.tenant_id == self.tenant.id,
                        UserValue.attr == "emails", UserValue.value_norm.in_(values)))
-            return [(value, user) for value, user in rows]
+            return [(value or "", user) for value, user in rows]
         wanted = set(values)
         result = []
         for user in self.s.scalars(select(User).where(*unlinked)):
@@ -407,7 +407,7 @@ class PageApplier:
             self._joined(delta.object_id)
         disable = (self.mode != "immediate" and user is not None and not adopted
                    and changes.get("accountEnabled") is False and user.idp_active is not False)
-        if disable:
+        if disable and user is not None:
             changes.pop("accountEnabled")  # staged: applied when the round completes
             fields = mapping.user_fields(delta.object_id, stored_profile(user), changes)
             assert fields is not None
@@ -577,14 +577,16 @@ class PageApplier:
         found: dict[str, str] = {}
         for start in range(0, len(object_ids), 1000):
             chunk = object_ids[start:start + 1000]
-            found.update(self.s.execute(select(User.external_id, User.id).where(
-                User.tenant_id == self.tenant.id, User.external_id.in_(chunk),
-                User.removed_at.is_(None))).all())
+            found.update((oid or "", uid) for oid, uid in self.s.execute(
+                select(User.external_id, User.id).where(
+                    User.tenant_id == self.tenant.id, User.external_id.in_(chunk),
+                    User.removed_at.is_(None))))
         rest = [o for o in object_ids if o not in found]
         for start in range(0, len(rest), 1000):
-            found.update(self.s.execute(select(Group.external_id, Group.id).where(
-                Group.tenant_id == self.tenant.id,
-                Group.external_id.in_(rest[start:start + 1000]))).all())
+            found.update((oid or "", gid) for oid, gid in self.s.execute(
+                select(Group.external_id, Group.id).where(
+                    Group.tenant_id == self.tenant.id,
+                    Group.external_id.in_(rest[start:start + 1000]))))
         return found
 
     def resolve_waiting_members(self) -> None:

@@ -125,13 +125,19 @@ def certificate_thumbprint(pem: str) -> str:
     return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - Entra's x5t
 
 
+# How a new Entra object finds the existing connector account it is (Entra's "matching
+# attribute"; userPrincipalName is Entra's default for SCIM apps).
+MATCHING_ATTRIBUTES = ("userPrincipalName", "mail", "employeeId")
+
+
 def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
              directory_id: str, client_id: str, secret: str | None = None,
              certificate_pem: str | None = None, authority_host: str | None = None,
              graph_base_url: str | None = None, interval_minutes: int | None = None,
              threshold_count: int | None = None, threshold_percent: int | None = None,
              scope_domains: list[str] | None = None, scope_groups: list[str] | None = None,
-             scope_group_mode: str | None = None) -> EntraRegistration:
+             scope_group_mode: str | None = None, soft_delete: str | None = None,
+             matching_attribute: str | None = None) -> EntraRegistration:
     """Create or change a tenant's app registration; a given credential replaces the
     stored one (encrypted), and is never readable again. None leaves a setting as it is.
 
@@ -183,6 +189,17 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
     _set_scope(registration, scope_domains, scope_groups, scope_group_mode)
     if registration.full_round_due and new:
         registration.full_round_due = False  # the first round is a full one anyway
+    if soft_delete is not None:
+        if soft_delete not in staging.SOFT_DELETE:
+            raise InvalidSetting("soft_delete must be \"disable\" (a user deleted in Entra "
+                                 "ID turns inactive until it is restored or deleted for "
+                                 "good) or \"remove\" (it is removed at once).")
+        registration.soft_delete = soft_delete
+    if matching_attribute is not None:
+        if matching_attribute not in MATCHING_ATTRIBUTES:
+            raise InvalidSetting("matching_attribute must be one of "
+                                 f"{', '.join(MATCHING_ATTRIBUTES)}.")
+        registration.matching_attribute = matching_attribute
     if threshold_count is not None:
         registration.threshold_count = max(0, threshold_count)
     if threshold_percent is not None:

@@ -63,7 +63,32 @@ def test_incremental_rounds_apply_only_changes(sync: Sync) -> None:
     assert sync.users()[bob].active
 
 
-def test_soft_delete_then_restore_keeps_the_same_user(sync: Sync) -> None:
+def test_soft_delete_disables_and_a_restore_brings_the_same_user_back_active(
+        sync: Sync) -> None:
+    """The default, as Entra's own provisioning service: a soft-deleted user turns
+    inactive (on the deleted-users list) and lets go of its name; a restore makes it
+    active again under its name; a hard delete then removes it."""
+    ann = sync.entra.add_user("ann@contoso.example")
+    sync.run()
+    before = sync.users()[ann].id
+    sync.entra.soft_delete_user(ann)
+    result = sync.run()
+    assert (result.counts.get("disabled"), result.counts.get("deleted")) == (1, None), result
+    user = sync.users()[ann]
+    assert (user.id, user.active, user.in_deleted_list) == (before, False, True)
+    assert user.user_name == ann.replace("-", "") + "ann@contoso.example"
+    sync.entra.restore_user(ann)
+    result = sync.run()
+    assert result.counts.get("enabled") == 1, result
+    user = sync.users()[ann]
+    assert (user.id, user.active, user.user_name) == (before, True, "ann@contoso.example")
+    sync.entra.hard_delete_user(ann)
+    assert sync.run().counts.get("deleted") == 1
+    assert ann not in sync.users()
+
+
+def test_soft_delete_set_to_remove_removes_and_a_restore_brings_it_back(sync: Sync) -> None:
+    sync.register(soft_delete="remove")
     ann = sync.entra.add_user("ann@contoso.example")
     sync.run()
     before = sync.users()[ann].id
@@ -262,7 +287,15 @@ def test_a_spent_retry_budget_fails_the_round_and_the_next_resumes(sync: Sync) -
     result = sync.run()
     assert result.status == "succeeded", result.error
     assert len(sync.users()) == 450
-    assert result.run_id == failed.run_id  # the same round, resumed from its cursor
+    # The same round, resumed from its cursor in a new run: the log keeps both, the
+    # failed one as failed.
+    assert result.run_id != failed.run_id
+    with sync.session() as s:
+        first, resumed = s.get(SyncRun, failed.run_id), s.get(SyncRun, result.run_id)
+        assert first is not None and resumed is not None
+        assert (first.status, resumed.round_id) == ("failed", first.id)
+        assert f"went on in run {resumed.id}" in (first.error or "")
+        assert first.counts.get("created", 0) + resumed.counts.get("created", 0) == 450
 
 
 def test_the_scheduler_keeps_one_job_per_registration(sync: Sync) -> None:
