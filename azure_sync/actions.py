@@ -13,7 +13,7 @@ from azure_sync.rounds import RoundResult
 from azure_sync.service import SyncService, register, unregister
 from connector.actions import AdminCall
 from connector.config import AzureSyncSettings
-from connector.errors import InvalidSetting, NotFound
+from connector.errors import InvalidSetting, NotFound, StateConflict
 from connector.models import EntraRegistration
 
 
@@ -34,6 +34,8 @@ class Registration:
     scope_domains: list[str] | None = None
     scope_groups: list[str] | None = None
     scope_group_mode: str | None = None
+    soft_delete: str | None = None
+    matching_attribute: str | None = None
 
 
 def registration_of(call: AdminCall, tenant_id: str) -> EntraRegistration:
@@ -57,7 +59,8 @@ def save_registration(call: AdminCall, settings: AzureSyncSettings, tenant_id: s
         authority_host=given.authority_host, graph_base_url=given.graph_base_url,
         interval_minutes=given.interval_minutes, threshold_count=given.threshold_count,
         threshold_percent=given.threshold_percent, scope_domains=given.scope_domains,
-        scope_groups=given.scope_groups, scope_group_mode=given.scope_group_mode)
+        scope_groups=given.scope_groups, scope_group_mode=given.scope_group_mode,
+        soft_delete=given.soft_delete, matching_attribute=given.matching_attribute)
     call.audit("entra.registration", tenant_id, registration.client_id,
                {"directory_id": registration.directory_id,
                 "credential_changed": bool(given.secret or given.certificate_pem)})
@@ -87,6 +90,21 @@ def start_round(call: AdminCall, service: SyncService, tenant_id: str
     call.session.commit()
     service.run_in_background(tenant_id)
     return None
+
+
+def restart_provisioning(call: AdminCall, service: SyncService, tenant_id: str) -> None:
+    """Restart provisioning (as Entra's button): drop the cursors and start a full round
+    now, in the background. Commits first, as `start_round`."""
+    call.tenant(tenant_id, lock=True)
+    registration_of(call, tenant_id)
+    tenant = call.tenant(tenant_id)
+    if tenant.provisioning_paused:
+        raise StateConflict("Provisioning is paused, so Entra ID sync does not run: resume "
+                            "provisioning, then restart.")
+    decisions.restart(call.session, tenant_id, call.now)
+    call.audit("entra.restarted", tenant_id)
+    call.session.commit()
+    service.run_in_background(tenant_id, "restart")
 
 
 def approve_round(call: AdminCall, tenant_id: str, run_id: int) -> dict[str, int]:

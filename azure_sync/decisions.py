@@ -56,6 +56,38 @@ def start_refusal(s: Session, tenant_id: str, now: dt.datetime) -> StartRefusal 
     return None
 
 
+# -- restart provisioning -------------------------------------------------------------------
+
+
+def restart(s: Session, tenant_id: str, now: dt.datetime) -> None:
+    """Entra's "Restart provisioning": forget the deltaLinks and any interrupted round,
+    lift the quarantine, so the next round is a full one that reads every user and
+    group again. Its sweep stays under the deletion threshold, and items kept from
+    earlier rounds are retried in it. Refused while a round runs or awaits approval."""
+    held = staging.held_run_id(s, tenant_id)
+    if held is not None:
+        raise StateConflict(f"Round {held} awaits approval of its disables and deletions: "
+                            "approve or reject it first, then restart.")
+    state = s.get(SyncState, tenant_id, with_for_update=True)
+    if state is None:
+        return  # never ran: the first round is a full one anyway
+    if state.lease_owner and state.lease_until and state.lease_until > now:
+        raise StateConflict("A round of this tenant is running; restart when it has "
+                            "finished (the run log shows it).")
+    if state.run_id is not None:  # an interrupted round: ended here, its staging dropped
+        run = s.get(SyncRun, state.run_id)
+        if run is not None:
+            if run.status == "running":
+                run.status, run.finished_at = "failed", now
+            run.error = f"{run.error or 'Interrupted.'} Ended by a restart of provisioning."
+            staging.drop_staged(s, run.round_key)
+    state.run_id = state.phase = state.next_link = None
+    state.users_delta_link = state.groups_delta_link = None
+    state.pending_users_delta_link = None
+    state.failures = 0
+    state.quarantined_until = None
+
+
 # -- a held round ---------------------------------------------------------------------------
 
 

@@ -76,12 +76,12 @@ class SyncService:
         return GraphClient(self.http, self.tokens, app,
                            RetryBudget(self.settings.retry_budget), self.gate, **kwargs)
 
-    def run_in_background(self, tenant_id: str) -> None:
+    def run_in_background(self, tenant_id: str, trigger: str = "manual") -> None:
         """Start a manual round on a thread of this process (it may take minutes; the
         run log shows it). Never raises into the thread: a crash is logged."""
         def run() -> None:
             try:
-                self.run(tenant_id, "manual")
+                self.run(tenant_id, trigger)
             except Exception:  # noqa: BLE001 - logged; the run log shows the failure
                 log.exception("manual sync round crashed for %s", tenant_id)
 

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy import func, select
 
-from azure_sync import actions, decisions, staging
+from azure_sync import actions, decisions, pending, staging
 from azure_sync.errors import SyncError
 from azure_sync.service import SyncService
 from connector.api.contract import request_body
@@ -29,7 +29,7 @@ from connector.http import (
     session,
     tenant_for,
 )
-from connector.models import EntraRegistration, SyncRun, SyncState
+from connector.models import EntraRegistration, SyncPending, SyncRun, SyncState
 
 bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra")
 
@@ -68,6 +68,8 @@ def registration_json(reg: EntraRegistration, state: SyncState | None) -> dict[s
         "lastSuccess": state.last_success_at.isoformat()
         if state and state.last_success_at else None,
         "failures": state.failures if state else 0,
+        "softDelete": reg.soft_delete, "matchingAttribute": reg.matching_attribute,
+        "keptItems": pending.kept_count(session(), reg.tenant_id),
     }
 
 
@@ -75,7 +77,19 @@ def run_json(run: SyncRun) -> dict[str, Any]:
     return {"id": run.id, "kind": run.kind, "status": run.status, "trigger": run.trigger,
             "started": run.started_at.isoformat(),
             "finished": run.finished_at.isoformat() if run.finished_at else None,
-            "pages": run.pages, "counts": run.counts, "error": run.error}
+            "pages": run.pages, "counts": run.counts, "error": run.error,
+            "roundId": run.round_id}
+
+
+def kept_json(row: SyncPending) -> dict[str, Any]:
+    item = row.item or {}
+    name = item.get("userPrincipalName") if row.kind == "user" else item.get("displayName")
+    return {"objectId": row.object_id, "kind": row.kind,
+            "userName": name if isinstance(name, str) else None,
+            "operation": row.operation, "code": row.code, "reason": row.reason,
+            "attempts": row.attempts, "runId": row.run_id,
+            "firstFailed": row.first_failed_at.isoformat(),
+            "lastFailed": row.last_failed_at.isoformat()}
 
 
 @bp.get("")
@@ -96,7 +110,8 @@ def put_registration(tenant_id: str) -> Response:
         interval_minutes=body.get("intervalMinutes"),
         threshold_count=body.get("thresholdCount"),
         threshold_percent=body.get("thresholdPercent"), scope_domains=body.get("scopeDomains"),
-        scope_groups=body.get("scopeGroups"), scope_group_mode=body.get("scopeGroupMode"))
+        scope_groups=body.get("scopeGroups"), scope_group_mode=body.get("scopeGroupMode"),
+        soft_delete=body.get("softDelete"), matching_attribute=body.get("matchingAttribute"))
     registration, _new = actions.save_registration(
         admin_call(), current_app.config["SETTINGS"].azure_sync, tenant_id, given)
     return done(200, registration_json(registration, session().get(SyncState, tenant_id)))
@@ -141,6 +156,27 @@ def run_now(tenant_id: str) -> Response:
         raise Problem(409, "No round started", f"{refused.reason} {refused.what_to_do}",
                       "state-conflict")
     return json_response({"status": "started", "runs": f"{request.path}"}, 202)
+
+
+@bp.post("/restart")
+def restart(tenant_id: str) -> Response:
+    """Restart provisioning: drop the cursors and start a full round in the background."""
+    actions.restart_provisioning(admin_call(), service(), tenant_id)
+    return json_response({"status": "started",
+                          "runs": request.path.rsplit("/", 1)[0] + "/runs"}, 202)
+
+
+@bp.get("/kept")
+def list_kept(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    page, per_page = page_args()
+    where = (SyncPending.tenant_id == tenant_id,
+             SyncPending.kind.in_((pending.USER, pending.GROUP)))
+    total = session().scalar(select(func.count()).select_from(SyncPending).where(*where)) or 0
+    rows = session().scalars(select(SyncPending).where(*where)
+                             .order_by(SyncPending.first_failed_at, SyncPending.object_id)
+                             .offset((page - 1) * per_page).limit(per_page))
+    return json_response(page_json(Page([kept_json(r) for r in rows], total, page, per_page)))
 
 
 @bp.post("/runs/<int:run_id>/approve")

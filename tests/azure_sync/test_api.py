@@ -222,3 +222,83 @@ def test_registering_and_removing_switch_the_feed_as_recorded_tenant_settings(
                                  "client_id": fake_app.client_id}
     assert (rows[3].old_value, rows[3].new_value) == ({"entra_sync": True},
                                                       {"entra_sync": False})
+
+
+def wait_for_run_after(api: ApiClient, tenant_id: str, last: int,
+                       seconds: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        runs = api.get(f"/tenants/{tenant_id}/entra/runs").json["items"]
+        if runs and runs[0]["id"] > last and runs[0]["status"] != "running":
+            return runs[0]  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError("the round did not finish")
+
+
+def test_restart_provisioning_runs_a_full_round_and_sweeps_under_the_threshold(
+        api: ApiClient, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Restarted")
+    directory = fake_graph.directory(fake_app.tenant_id)
+    ids = [directory.add_user(f"u{i}@contoso.example") for i in range(12)]
+    register(api, tenant_id, fake_app, thresholdCount=3)
+    first = run_and_wait(api, tenant_id)
+    incremental = run_and_wait(api, tenant_id)
+    assert (first["kind"], incremental["kind"]) == ("full", "incremental")
+    # Four users vanish without Graph telling this delta cursor (as after a long
+    # outage): only a full round sees it, and four is over the threshold of 3.
+    with directory.lock:
+        for user_id in ids[:4]:
+            directory.hard_delete_user(user_id)
+    # Restart forgets the cursors and the failures.
+    with make_sessionmaker(engine)() as s:
+        from connector.models import SyncState
+
+        state = s.get(SyncState, tenant_id)
+        assert state is not None
+        state.failures, state.quarantined_until = 4, None
+        s.commit()
+    restarted = api.post(f"/tenants/{tenant_id}/entra/restart")
+    assert restarted.status_code == 202, restarted.json
+    run = wait_for_run_after(api, tenant_id, incremental["id"])
+    assert (run["kind"], run["trigger"], run["status"]) == ("full", "restart",
+                                                             "awaiting_approval"), run
+    staged = api.get(f"/tenants/{tenant_id}/entra/runs/{run['id']}").json["staged"]
+    assert {s["action"] for s in staged} <= {"sweep", "hard_delete"} and len(staged) == 4
+    assert api.get(f"/tenants/{tenant_id}/entra").json["failures"] == 0
+    # While it is held, a restart is refused with what to do.
+    refused = api.post(f"/tenants/{tenant_id}/entra/restart")
+    assert refused.status_code == 409 and "approve or reject" in refused.json["detail"]
+    audit = [a["action"] for a in api.get(f"/tenants/{tenant_id}/audit").json["items"]]
+    assert "entra.restarted" in audit
+
+
+def test_churn_settings_and_kept_items_through_the_api(
+        api: ApiClient, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Churn settings")
+    directory = fake_graph.directory(fake_app.tenant_id)
+    x = directory.add_user("x@contoso.example")
+    body = register(api, tenant_id, fake_app).json
+    assert (body["softDelete"], body["matchingAttribute"], body["keptItems"]) == (
+        "disable", "userPrincipalName", 0)
+    changed = register(api, tenant_id, fake_app, softDelete="remove",
+                       matchingAttribute="employeeId")
+    assert changed.status_code == 200
+    assert (changed.json["softDelete"], changed.json["matchingAttribute"]) == (
+        "remove", "employeeId")
+    bad = register(api, tenant_id, fake_app, softDelete="shred")
+    assert bad.status_code == 400 and bad.content_type == "application/problem+json"
+    run_and_wait(api, tenant_id)
+    # A new object whose name a synced user holds (Entra would refuse the duplicate;
+    # a directory mid-change can show one): kept, with the holder named, and listed.
+    with directory.lock:
+        twin = directory.add_user("tmp@contoso.example")
+        directory.update_user(twin, userPrincipalName="X@contoso.example")
+    run = run_and_wait(api, tenant_id)
+    assert run["counts"]["failed"] == 1 and run["counts"]["kept"] == 1, run
+    kept = api.get(f"/tenants/{tenant_id}/entra/kept").json
+    assert kept["total"] == 1
+    item = kept["items"][0]
+    assert (item["objectId"], item["code"], item["userName"]) == (
+        twin, "name_taken", "X@contoso.example")
+    assert x in item["reason"]
+    assert api.get(f"/tenants/{tenant_id}/entra").json["keptItems"] == 1
