@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from azure_sync import actions, decisions, staging
+from azure_sync import actions, decisions, pending, staging
 from azure_sync.errors import (
     GraphError,
     PermissionDenied,
@@ -37,7 +37,15 @@ from connector import clock, db
 from connector.browse import Page
 from connector.errors import InvalidSetting, NotFound, StateConflict
 from connector.http import admin_call
-from connector.models import EntraRegistration, SyncRun, SyncStaged, SyncState, Tenant, User
+from connector.models import (
+    EntraRegistration,
+    SyncPending,
+    SyncRun,
+    SyncStaged,
+    SyncState,
+    Tenant,
+    User,
+)
 from connector.status import Source
 from connector.web.pages import (
     TenantTab,
@@ -53,6 +61,7 @@ bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra",
 RUNS_PER_PAGE = 50
 RECENT_RUNS = 5
 STAGED_SHOWN = 1000
+KEPT_SHOWN = 50  # kept items listed on the status page (the API pages through all)
 
 # A round's counts as the pages name them, in the order they are shown.
 COUNT_LABELS = {
@@ -60,6 +69,17 @@ COUNT_LABELS = {
     "disabled": "Users disabled", "deleted": "Users deleted", "restored": "Users restored",
     "unchanged": "Unchanged", "skipped": "Skipped (no user name, or not a user)",
     "errors": "Not applied (refused item, see the log)",
+    "failed": "Not applied yet (kept and retried: see “Kept for later”)",
+    "kept": "Still kept for later at the round's end",
+    "adopted": "Existing accounts taken over (matching attribute)",
+    "retried_created": "Kept users created at the round's end",
+    "retried_updated": "Kept users updated at the round's end",
+    "retried_adopted": "Kept users matched to existing accounts at the round's end",
+    "ring_renamed": "Users who swapped names, renamed together",
+    "members_waiting": "Memberships waiting for a group not synced yet",
+    "members_resolved": "Waiting memberships added",
+    "memberships_read": "New users whose groups were read from Entra ID",
+    "memberships_joined": "Memberships of those users added",
     "disable_staged": "Disables staged (checked against the threshold at the round's end)",
     "delete_staged": "Deletions staged (checked against the threshold at the round's end)",
     "sweep_staged": "Users no longer in Entra ID (a full round removes them)",
@@ -74,7 +94,8 @@ COUNT_LABELS = {
 SHORT_LABELS = {"created": "created", "updated": "updated", "enabled": "enabled",
                 "disabled": "disabled", "deleted": "deleted", "restored": "restored",
                 "disable_staged": "disables staged", "delete_staged": "deletions staged",
-                "sweep_staged": "to sweep", "errors": "not applied"}
+                "sweep_staged": "to sweep", "errors": "not applied", "adopted": "adopted",
+                "failed": "not applied yet", "kept": "kept for later"}
 STATUS = {  # run status -> (words, badge class)
     "running": ("running", "inactive"), "succeeded": ("succeeded", "active"),
     "failed": ("failed", "deleted"), "awaiting_approval": ("awaiting approval", "paused"),
@@ -239,10 +260,14 @@ def status(tenant_id: str) -> str:
     recent = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == tenant_id)
                             .order_by(SyncRun.id.desc()).limit(RECENT_RUNS)))
     scim_users = registration is None and _has_scim_users(tenant_id)
+    kept_rows = list(s.scalars(select(SyncPending).where(
+        SyncPending.tenant_id == tenant_id, SyncPending.kind.in_((pending.USER, pending.GROUP)))
+        .order_by(SyncPending.first_failed_at, SyncPending.object_id).limit(KEPT_SHOWN)))
     return render_template(
         "admin/entra/status.html", registration=registration, state=state, recent=recent,
         last=recent[0] if recent else None, quarantine=quarantined(state),
-        running=_running(state), scim_users=scim_users, tenant=tenant)
+        running=_running(state), scim_users=scim_users, tenant=tenant,
+        kept=kept_rows, kept_total=pending.kept_count(s, tenant_id) if kept_rows else 0)
 
 
 def _running(state: SyncState | None) -> bool:
@@ -277,7 +302,10 @@ def registration(tenant_id: str) -> str:
                 else staging.THRESHOLD_PERCENT,
                 "scope_domains": "\n".join(found.scope_domains or []) if found else "",
                 "scope_groups": "\n".join(found.scope_groups or []) if found else "",
-                "scope_group_mode": found.scope_group_mode if found else "direct"})
+                "scope_group_mode": found.scope_group_mode if found else "direct",
+                "soft_delete": found.soft_delete if found else "disable",
+                "matching_attribute": found.matching_attribute if found
+                else "userPrincipalName"})
 
 
 def _settings() -> Any:
@@ -324,7 +352,8 @@ def save_registration(tenant_id: str) -> Response:
         threshold_count=_number("threshold_count", "The deletion threshold's count"),
         threshold_percent=_number("threshold_percent", "The deletion threshold's percentage"),
         scope_domains=_list("scope_domains"), scope_groups=_list("scope_groups"),
-        scope_group_mode=_text("scope_group_mode"))
+        scope_group_mode=_text("scope_group_mode"), soft_delete=_text("soft_delete"),
+        matching_attribute=_text("matching_attribute"))
     found, new = actions.save_registration(admin_call(), _settings(), tenant_id, given)
     if new:
         said = (f"Entra ID sync is set up: a round runs every {found.interval_minutes} "
@@ -436,6 +465,26 @@ def run_now(tenant_id: str) -> Response:
         return problem("No round started.", refused.reason, refused.what_to_do)
     flash("A round started in the background: refresh the run log to see how it went.",
           "success")
+    return redirect(url_for("web.entra.runs", tenant_id=tenant_id), 303)
+
+
+@bp.get("/restart")
+def confirm_restart(tenant_id: str) -> str:
+    tenant_page(tenant_id)
+    found = session().get(EntraRegistration, tenant_id)
+    if found is None:
+        raise NotFound("This tenant has no Entra ID app registration.")
+    return render_template("admin/entra/confirm_restart.html", registration=found,
+                           held=held_run(tenant_id))
+
+
+@bp.post("/restart")
+def restart(tenant_id: str) -> Response:
+    tenant_page(tenant_id)
+    come_back_to(_status_url(tenant_id))
+    actions.restart_provisioning(admin_call(), service(), tenant_id)
+    flash("Provisioning restarted: a full round started in the background. It reads every "
+          "user and group again; refresh the run log to see how it went.", "success")
     return redirect(url_for("web.entra.runs", tenant_id=tenant_id), 303)
 
 

@@ -383,3 +383,55 @@ def test_the_registration_form_sets_the_scope(
     assert "the next round is a full round" in flash_of(html)
     refused = web.follow(register(web, tenant_id, fake_app, scope_groups="Sales"))
     assert "object ids" in flash_of(refused)
+
+
+def page_text(response: Any) -> str:
+    return text(response.get_data(as_text=True))
+
+
+def test_restart_provisioning_asks_first_then_runs_a_full_round(
+        web: WebSession, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Restart me")
+    fake_graph.directory(fake_app.tenant_id).seed_users(5)
+    register(web, tenant_id, fake_app, soft_delete="remove", matching_attribute="mail")
+    with make_sessionmaker(engine)() as s:
+        saved = s.get(EntraRegistration, tenant_id)
+        assert saved is not None
+        assert (saved.soft_delete, saved.matching_attribute) == ("remove", "mail")
+    form = page_text(web.get(entra(tenant_id, "/registration")))
+    assert "Match existing accounts by" in form
+    first = run_now(web, engine, tenant_id)
+    assert first.kind == "full"
+    status = web.get(entra(tenant_id))
+    assert "Restart provisioning…" in page_text(status)
+    confirm = web.get(entra(tenant_id, "/restart"))
+    assert confirm.status_code == 200 and "full round" in page_text(confirm)
+    response = web.post(entra(tenant_id, "/restart"))
+    assert response.status_code == 303 and response.location == entra(tenant_id, "/runs")
+    assert "Provisioning restarted" in text(web.follow(response))
+    deadline = time.monotonic() + 20
+    run = latest_run(engine, tenant_id)
+    while time.monotonic() < deadline and (run is None or run.id == first.id
+                                           or run.status == "running"):
+        time.sleep(0.03)
+        run = latest_run(engine, tenant_id)
+    assert run is not None and (run.kind, run.trigger, run.status) == (
+        "full", "restart", "succeeded"), run
+    assert "entra.restarted" in audit_actions(engine)
+
+
+def test_kept_items_are_listed_with_their_reason(
+        web: WebSession, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Kept")
+    directory = fake_graph.directory(fake_app.tenant_id)
+    directory.add_user("x@contoso.example")
+    register(web, tenant_id, fake_app)
+    run_now(web, engine, tenant_id)
+    with directory.lock:
+        twin = directory.add_user("tmp@contoso.example")
+        directory.update_user(twin, userPrincipalName="X@contoso.example")
+    run = run_now(web, engine, tenant_id)
+    assert run.counts.get("kept") == 1
+    page = page_text(web.get(entra(tenant_id)))
+    assert "Kept for later (1)" in page and twin in page and "name_taken" in page
+    assert "X@contoso.example" in page
