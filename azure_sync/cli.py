@@ -46,11 +46,22 @@ def add_commands(sub: Any) -> None:
                    help="sync only members of this Entra group (repeat for several)")
     p.add_argument("--scope-group-mode", choices=("direct", "transitive"),
                    help="count direct members only (default), or members of nested groups too")
+    p.add_argument("--soft-delete", choices=("disable", "remove"),
+                   help="a user deleted in Entra ID turns inactive (default, as Entra's own "
+                   "provisioning) or is removed at once")
+    p.add_argument("--matching-attribute", choices=("userPrincipalName", "mail", "employeeId"),
+                   help="how a new Entra user finds an existing account to take over "
+                   "(default userPrincipalName)")
     p.set_defaults(handler=cmd_register)
     p = ssub.add_parser("run", help="run (or resume) one round now, showing progress")
     p.add_argument("--tenant", required=True, metavar="TENANT_ID")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_run)
+    p = ssub.add_parser("restart", help="restart provisioning: forget the cursors and run "
+                        "a full round now, showing progress")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_restart)
     p = ssub.add_parser("status", help="registrations, last rounds, quarantine")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_status)
@@ -89,7 +100,8 @@ def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
             client_id=args.client_id, secret=secret, certificate_pem=pem,
             authority_host=args.authority_host, graph_base_url=args.graph_base_url,
             interval_minutes=args.interval_minutes, scope_domains=args.scope_domain,
-            scope_groups=args.scope_group, scope_group_mode=args.scope_group_mode)
+            scope_groups=args.scope_group, scope_group_mode=args.scope_group_mode,
+            soft_delete=args.soft_delete, matching_attribute=args.matching_attribute)
         session.commit()
         print(f"Tenant {args.tenant} syncs from Entra tenant {registration.directory_id} "
               f"with app {registration.client_id} every {registration.interval_minutes} min.")
@@ -105,10 +117,35 @@ def _read_certificate(path: str) -> str:
         raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
 
 
-def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from azure_sync import rounds
+def cmd_restart(settings: Settings, args: argparse.Namespace) -> int:
+    from azure_sync import decisions
+    from connector.models import Tenant
 
     service = make_service(settings)
+    with service.maker() as s:
+        if s.get(EntraRegistration, args.tenant) is None:
+            raise ConfigError(f"Tenant {args.tenant} has no Entra app registration; register "
+                              "one first (connector sync register).")
+        tenant = s.get(Tenant, args.tenant, with_for_update=True)
+        if tenant is not None and tenant.provisioning_paused:
+            raise ConfigError("Provisioning is paused, so Entra ID sync does not run: resume "
+                              "provisioning, then restart.")
+        decisions.restart(s, args.tenant, clock.now())
+        s.commit()
+    if not args.json:
+        print(f"Provisioning restarted for tenant {args.tenant}: the cursors are dropped and a "
+              "full round reads every user and group again.")
+    return _run_round(settings, service, args, "restart")
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_round(settings, make_service(settings), args, "manual")
+
+
+def _run_round(settings: Settings, service: SyncService, args: argparse.Namespace,
+               trigger: str) -> int:
+    from azure_sync import rounds
+
     started = time.monotonic()
 
     def progress(pages: int, phase: str) -> None:
@@ -120,11 +157,12 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         lease_seconds=settings.azure_sync.lease_seconds,
         max_pages=settings.azure_sync.max_pages_per_round,
         quarantine_after=settings.azure_sync.quarantine_after_failures, after_page=progress)
-    result = service.run(args.tenant, "manual", options)
+    result = service.run(args.tenant, trigger, options)
+    kept = _kept_items(service, args.tenant)
     if args.json:
         print(json.dumps({"run_id": result.run_id, "status": result.status,
                           "pages": result.pages, "counts": result.counts,
-                          "error": result.error}))
+                          "error": result.error, "kept": kept}))
     else:
         print()
         print(f"Round {result.run_id}: {result.status} after {result.pages} pages "
@@ -133,7 +171,43 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             print("  " + ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())))
         if result.error:
             print(f"  {result.error}")
+        if kept:
+            print(f"{len(kept)} object(s) could not be applied and are kept; every round "
+                  "tries them again (none is treated as deleted):")
+            for item in kept[:KEPT_PRINTED]:
+                name = f" {item['userName']}" if item["userName"] else ""
+                print(f"  {item['kind']} {item['objectId']}{name}: {item['reason']} "
+                      f"[{item['code']}]")
+            if len(kept) > KEPT_PRINTED:
+                print(f"  … and {len(kept) - KEPT_PRINTED} more (--json lists them all).")
+        if result.status == "awaiting_approval":
+            print("  The round is held: approve or reject it in the admin UI (Entra ID sync "
+                  "tab) or the API (POST …/entra/runs/{id}/approve).")
     return 0 if result.status in ("succeeded", "awaiting_approval") else 1
+
+
+KEPT_PRINTED = 20
+
+
+def _kept_items(service: SyncService, tenant_id: str) -> list[dict[str, Any]]:
+    """What the tenant's rounds could not apply, oldest first, as the API lists them."""
+    from azure_sync import pending
+    from connector.models import SyncPending
+
+    with service.maker() as s:
+        rows = s.scalars(select(SyncPending).where(
+            SyncPending.tenant_id == tenant_id,
+            SyncPending.kind.in_((pending.USER, pending.GROUP)))
+            .order_by(SyncPending.first_failed_at, SyncPending.object_id))
+        found = []
+        for row in rows:
+            item = row.item or {}
+            name = item.get("userPrincipalName") or item.get("displayName")
+            found.append({"objectId": row.object_id, "kind": row.kind,
+                          "userName": name if isinstance(name, str) else None,
+                          "code": row.code, "reason": row.reason, "attempts": row.attempts,
+                          "runId": row.run_id})
+        return found
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:

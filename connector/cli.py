@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from connector import admins, clock, db, migrate, serving, tenants, urls
+from connector import admins, clock, db, logs, migrate, serving, tenants, urls
 from connector.config import ConfigError, Settings, load_settings
 from connector.errors import DomainError
 from connector.models import AdminAccount
@@ -29,6 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings(args.config)
+        # What a command logs (a sync round's kept items, a month close) goes to stderr
+        # as in `serve`, so it is seen and stdout stays the command's answer (--json);
+        # unless the process set up logging itself (a test runner, an embedding app).
+        if not logging.getLogger().handlers:
+            logs.setup(settings.logging)
         return int(args.handler(settings, args) or 0)
     except (ConfigError, DomainError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,72 @@
+"""`connector sync run` and `connector sync restart` against the fakes: what a person at
+a terminal (or a script reading --json) learns of a round, kept items included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector import cli
+from connector.models import SyncRun
+from tests.azure_sync.harness import Sync
+
+
+@pytest.fixture
+def environment(sync: Sync, database_url: str, fake_tls: Any, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = sync.service.settings
+    for key, value in {
+            "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+            "CONNECTOR_DATABASE__URL": database_url,
+            "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY": settings.encryption_key,
+            "CONNECTOR_AZURE_SYNC__CA_BUNDLE": str(fake_tls.ca_path),
+            "CONNECTOR_AZURE_SYNC__GRAPH_SCOPE": settings.graph_scope}.items():
+        monkeypatch.setenv(key, value)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = cli.main(list(args))
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("environment")
+def test_sync_run_prints_the_items_it_could_not_apply(
+        sync: Sync, capsys: pytest.CaptureFixture[str]) -> None:
+    x = sync.entra.add_user("x@contoso.example")
+    sync.entra.seed_users(3)
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id, "--json")
+    first = json.loads(out)
+    assert code == 0 and first["status"] == "succeeded" and first["kept"] == []
+    with sync.entra.lock:  # a duplicate name, as a directory mid-change may show
+        twin = sync.entra.add_user("tmp@contoso.example")
+        sync.entra.update_user(twin, userPrincipalName="X@contoso.example")
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id, "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["counts"]["failed"] == 1
+    [kept] = answer["kept"]
+    assert (kept["objectId"], kept["code"], kept["userName"]) == (twin, "name_taken",
+                                                                   "X@contoso.example")
+    assert x in kept["reason"]
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id)
+    assert code == 0
+    assert "1 object(s) could not be applied and are kept" in out
+    assert f"user {twin} X@contoso.example: " in out and "[name_taken]" in out
+
+
+@pytest.mark.usefixtures("environment")
+def test_sync_restart_runs_a_full_round_with_progress(
+        sync: Sync, capsys: pytest.CaptureFixture[str]) -> None:
+    sync.entra.seed_users(5)
+    assert sync.run().status == "succeeded"
+    assert sync.run().status == "succeeded"  # an incremental round: the cursor is set
+    code, out = run_cli(capsys, "sync", "restart", "--tenant", sync.tenant_id)
+    assert code == 0, out
+    assert "Provisioning restarted" in out and "succeeded" in out
+    with sync.session() as s:
+        runs = s.query(SyncRun).filter(SyncRun.tenant_id == sync.tenant_id).order_by(
+            SyncRun.id).all()
+        assert [(r.kind, r.trigger) for r in runs][-1] == ("full", "restart")
+        assert runs[-1].counts.get("seen") == 5
