@@ -231,11 +231,25 @@ class PageApplier:
 
     def _failed(self, phase: str, item: dict[str, Any], object_id: str,
                 exc: Exception) -> None:
+        if (phase == "users" and isinstance(exc, Conflict) and exc.field == "userName"
+                and not isinstance(exc, NameTaken)):
+            exc = self._name_taken(item, exc)
         failure = failure_of(exc, "update" if phase == "users" else "group")
         self.failed[object_id] = (item, failure)
         self.counts["failed"] += 1
         log_event(self.tenant.id, self.run_id, "item kept",
                   f"{phase[:-1]} {object_id}: {failure.code}: {failure.reason}")
+
+    def _name_taken(self, item: dict[str, Any], exc: Conflict) -> Conflict:
+        """The directory's userName conflict, with the holder named (a failure is rare:
+        the lookup is only made then)."""
+        name = item.get("userPrincipalName")
+        if not isinstance(name, str) or not name:
+            return exc
+        holder = self.s.scalar(select(User).where(
+            User.tenant_id == self.tenant.id, User.removed_at.is_(None),
+            User.user_name_norm == name.casefold()).limit(1))
+        return NameTaken(name, holder)
 
     # -- users ------------------------------------------------------------------------------
 
@@ -256,11 +270,25 @@ class PageApplier:
             self._flush_staged()
             return
         found = self._prefetch(ids)
+        by_id = {item["id"]: item for item in items
+                 if isinstance(item, dict) and isinstance(item.get("id"), str)}
         creatable = []
+        # Renames to a name a live user holds now (a swap, a chain, a re-hire's name)
+        # are tried alone; the others, nearly all, the fast way.
+        targets = [str(d.changes["userPrincipalName"]) for d in deltas
+                   if d.object_id in found and self._renames(found[d.object_id], d)]
+        held = self._names_in_use(targets) if targets else set()
         for delta in deltas:
-            if delta.object_id in found or delta.removed is not None:
-                self._user(delta, found.get(delta.object_id))
-                self.applied.append(delta.object_id)
+            known = found.get(delta.object_id)
+            if known is not None or delta.removed is not None:
+                if (known is not None and self._renames(known, delta)
+                        and str(delta.changes["userPrincipalName"]).casefold() in held):
+                    # A name may be taken for now (a swap, a chain): this one alone in a
+                    # savepoint, kept if it fails, the rest of the page the fast way.
+                    self._one(by_id[delta.object_id], delta, known)
+                else:
+                    self._user(delta, known)
+                    self.applied.append(delta.object_id)
                 continue
             fields = mapping.user_fields(delta.object_id, None, delta.changes)
             if fields is None:
@@ -270,6 +298,9 @@ class PageApplier:
                 self.applied.append(delta.object_id)
             else:
                 creatable.append((delta, fields))
+        # The page's renames reach the database before its new users are looked at and
+        # inserted (the session does not flush by itself).
+        self.s.flush()
         # A new object whose name is taken, or that may adopt an existing account, goes
         # the one-by-one way; the rest (an initial round: everyone) in one INSERT.
         special = self._names_in_use([f.user_name for _, f in creatable])
@@ -277,15 +308,33 @@ class PageApplier:
         new = []
         for delta, fields in creatable:
             if delta.object_id in special or fields.user_name.casefold() in special:
-                self._user(delta)
+                self._one(by_id[delta.object_id], delta, None)
             else:
                 new.append(fields)
-            self.applied.append(delta.object_id)
+                self.applied.append(delta.object_id)
         self.directory.create_users(new, self.seen_run)
         self.counts["created"] += len(new)
         self._seen(len(new))
         self._joined_many([f.external_id for f in new if f.external_id])
         self._flush_staged()
+
+    @staticmethod
+    def _renames(user: User, delta: mapping.UserDelta) -> bool:
+        name = delta.changes.get("userPrincipalName")
+        return isinstance(name, str) and bool(name) and name.casefold() != user.user_name_norm
+
+    def _one(self, item: dict[str, Any], delta: mapping.UserDelta, known: User | None
+             ) -> None:
+        """One user in its own savepoint; kept (not applied) if it fails."""
+        try:
+            with self.directory.savepoint():
+                self._user(delta, known)
+        except (DomainError, IntegrityError) as exc:
+            if known is not None:
+                self.s.expire(known)  # its attributes as the rollback left them
+            self._failed("users", item, delta.object_id, exc)
+        else:
+            self.applied.append(delta.object_id)
 
     def _names_in_use(self, names: list[str]) -> set[str]:
         """Which of these userNames (case-folded) live users hold."""
@@ -420,8 +469,9 @@ class PageApplier:
         self._seen(1)
 
     def _check_name_free(self, fields: UserFields, user: User | None) -> None:
-        """Fail with NameTaken (kept, retried) when another live user holds the name."""
-        if user is not None and fields.user_name.casefold() == user.user_name_norm:
+        """Fail with NameTaken (kept, retried) when another live user holds the name of
+        a new user (a rename: the directory checks, and `_failed` names the holder)."""
+        if user is not None:
             return
         holder = self.s.scalar(select(User).where(
             User.tenant_id == self.tenant.id, User.removed_at.is_(None),

@@ -227,7 +227,11 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
             phase, link, full = state.phase, state.next_link, state.full_round
         if phase == "done":
             _join_groups(maker, tenant_id, run_id, client, options)
-            return _complete(maker, tenant_id, run_id, options, scope)
+            result = _complete(maker, tenant_id, run_id, options, scope)
+            if result.status == "succeeded":
+                result.counts = _join_late(maker, tenant_id, run_id, client, options,
+                                           result.counts)
+            return result
         assert link is not None and phase in ("users", "groups")
         cursor.check_link(link, seen_links, pages, options.max_pages)
         seen_links.add(link)
@@ -315,11 +319,17 @@ def _refresh_statistics(maker: sessionmaker[Session]) -> None:
 
 
 def _join_groups(maker: sessionmaker[Session], tenant_id: str, run_id: int,
-                 client: GraphClient, options: RoundOptions) -> None:
+                 client: GraphClient, options: RoundOptions, completed: bool = False
+                 ) -> dict[str, int]:
     """The users new to the connector this round (or waiting since an earlier one) get
     their memberships of the groups the connector syncs."""
     def hold(s: Session) -> None:
-        state = lease.held_state(s, tenant_id, run_id, options.owner, lock=True)
+        if completed:  # the round is at rest: only the lease is still ours
+            state = s.get(SyncState, tenant_id, with_for_update=True)
+            if state is None or state.lease_owner != options.owner:
+                raise LeaseLost("This process lost the tenant's lease.")
+        else:
+            state = lease.held_state(s, tenant_id, run_id, options.owner, lock=True)
         lease.renew_lease(state, options.clock(), options.lease_seconds)
 
     joined = memberships.join_groups(maker, tenant_id, run_id, client, options.clock, hold)
@@ -329,6 +339,22 @@ def _join_groups(maker: sessionmaker[Session], tenant_id: str, run_id: int,
             assert run is not None
             run.counts = add_counts(run.counts, joined)
             s.commit()
+    return joined
+
+
+def _join_late(maker: sessionmaker[Session], tenant_id: str, run_id: int,
+               client: GraphClient, options: RoundOptions, counts: dict[str, int]
+               ) -> dict[str, int]:
+    """After the round completed: the groups of users its end created (re-hires whose
+    name the staged deletions freed). Best effort: a failure here leaves them waiting
+    for the next round, and the completed round stays completed."""
+    try:
+        return add_counts(counts, _join_groups(maker, tenant_id, run_id, client, options,
+                                               completed=True))
+    except (SyncError, LeaseLost) as exc:
+        writer.log_event(tenant_id, run_id, "memberships left for the next round",
+                         exc.message)
+        return counts
 
 
 def _earlier_counts(s: Session, run: SyncRun) -> dict[str, int]:

@@ -23,6 +23,11 @@ one line of JSON on stdout:
         selected properties (name, mail, employeeId, a userPrincipalName rename), disables
         of enabled users, enables of disabled ones; answers the counts and the number of
         users disabled now;
+    {"cmd": "churn", "renames": 100000, "reuses": 10000, "swaps": 1}
+        directory churn: rename that many users (a new userPrincipalName), re-hire that
+        many (the user deleted for good and a new one created with its name, in the same
+        round), and swap the names of that many pairs; answers the counts and a sample of
+        (object id, expected userPrincipalName) to check against;
     {"cmd": "latency", "ms": 20}     the fake Graph's per-request latency from now on;
     {"cmd": "stats"}                 request/page counters and this process's RSS;
     {"cmd": "stop"}                  (or end of stdin) stop the servers and exit.
@@ -78,8 +83,11 @@ class Population:
         first = len(enabled)
         self.disabled = set(range(first, self.total))
         self.renamed: set[int] = set()
+        self.replaced: dict[int, str] = {}  # re-hired: the index's new object id
 
     def user_id(self, index: int) -> str:
+        if index in self.replaced:
+            return self.replaced[index]
         if index < len(self.enabled_block):
             return str(self.enabled_block[index])
         assert self.disabled_block is not None
@@ -133,6 +141,50 @@ def change(graph: FakeGraph, tenant: str, people: Population, rng: random.Random
     return {"ok": True, "updated": updates, "update_kinds": kinds, "disabled": disables,
             "enabled": len(to_enable), "disabled_now": len(people.disabled),
             "seconds": round(time.monotonic() - started, 3)}
+
+
+def churn(graph: FakeGraph, tenant: str, people: Population, rng: random.Random,
+          renames: int, reuses: int, swaps: int, serial: int) -> dict[str, Any]:
+    """Names that move: renames, re-hires under the old name, swaps (distinct enabled
+    users for each)."""
+    directory = graph.directory(tenant)
+    started = time.monotonic()
+    enabled = [i for i in range(people.total) if i not in people.disabled]
+    wanted = renames + reuses + 2 * swaps
+    if wanted > len(enabled):
+        raise ValueError("more churn than enabled users")
+    picked = rng.sample(enabled, wanted)
+    expected: list[tuple[str, str]] = []
+
+    def upn_of(user_id: str) -> str:
+        found = directory.get_user(user_id)
+        assert found is not None, user_id
+        return str(found["userPrincipalName"])
+
+    for index in picked[:renames]:
+        user_id = people.user_id(index)
+        upn = f"user{index}.c{serial}@contoso.example"
+        directory.update_user(user_id, userPrincipalName=upn, mail=upn)
+        expected.append((user_id, upn))
+    for index in picked[renames:renames + reuses]:
+        old = people.user_id(index)
+        upn = upn_of(old)
+        directory.hard_delete_user(old)
+        new = directory.add_user(upn, givenName=f"Rehired{serial}")
+        people.replaced[index] = new
+        expected.append((new, upn))
+    rest = picked[renames + reuses:]
+    for k in range(swaps):
+        a, b = people.user_id(rest[2 * k]), people.user_id(rest[2 * k + 1])
+        upn_a, upn_b = upn_of(a), upn_of(b)
+        directory.update_user(a, userPrincipalName=f"swap{serial}x{k}@contoso.example")
+        directory.update_user(b, userPrincipalName=upn_a)
+        directory.update_user(a, userPrincipalName=upn_b)
+        expected += [(a, upn_b), (b, upn_a)]
+    sample = expected[-2 * swaps:] + rng.sample(expected[:len(expected) - 2 * swaps],
+                                                min(2000, len(expected) - 2 * swaps))
+    return {"ok": True, "renamed": renames, "reused": reuses, "swapped_pairs": swaps,
+            "expected": sample, "seconds": round(time.monotonic() - started, 3)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -198,6 +250,11 @@ def main(argv: list[str] | None = None) -> None:
                     answer = change(graph, tenant, people, rng, int(request.get("updates", 0)),
                                     int(request.get("disables", 0)),
                                     int(request.get("enables", 0)), serial)
+                elif cmd == "churn":
+                    serial += 1
+                    answer = churn(graph, tenant, people, rng, int(request.get("renames", 0)),
+                                   int(request.get("reuses", 0)), int(request.get("swaps", 0)),
+                                   serial)
                 elif cmd == "latency":
                     graph.knobs.latency = float(request["ms"]) / 1000
                     answer = {"ok": True, "latency_ms": float(request["ms"])}

@@ -21,7 +21,12 @@ round's, not the residue of an earlier one) that:
    and the process's RSS after every page and its peak (VmHWM);
 4. --incremental-rounds times: asks the fake to change --changes users (60 % attribute
    updates, 20 % disables, 20 % enables) and runs a round, measured the same way;
-5. checks that the database holds what the fake holds (live users, disabled users).
+5. checks that the database holds what the fake holds (live users, disabled users);
+6. with --churn-rename-pct / --churn-reuse-pct / --churn-swaps (default 10 %, 1 %, 1):
+   a churn round: the fake renames that share of the users (a new userPrincipalName),
+   re-hires that share (each deleted for good and a new user created with its name, in
+   the same round) and swaps names between pairs; the round must settle all of it (no
+   item kept, every sampled name as Entra has it); its rate is changes / apply time.
 
 apply time = wall − Graph wait; apply rate = users / apply time. Targets (issue 5): initial
 round ≥ 5,000 users/s applied, incremental round of 1,000 changes applied in ≤ 1 s,
@@ -358,7 +363,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
                      secret=info["client_secret"], authority_host=info["authority_host"],
                      graph_base_url=info["graph_base_url"],
                      # The default (500) holds a round with more disables for approval.
-                     threshold_count=max(500, disables))
+                     threshold_count=max(500, disables,
+                                         users * spec["churn_reuse_pct"] // 100 + 1))
             s.commit()
         service = timed_service_class()(settings, maker, write_maker, verify=info["ca_path"])
         log(f"{label}: initial round ({users:,} users, {info['groups']} groups, "
@@ -410,15 +416,64 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             log(f"{label}: database check: {live:,} live users (expected {users:,}), "
                 f"{inactive:,} inactive (expected {expected_inactive:,}): "
                 f"{'ok' if check['ok'] else 'MISMATCH'}")
+        churn: dict[str, Any] = {}
+        if initial["status"] == "succeeded" and (spec["churn_rename_pct"]
+                                                 or spec["churn_reuse_pct"]
+                                                 or spec["churn_swaps"]):
+            churn = churn_round(service, fake, spec, tenant_id, settings, label, users, maker)
         stats = fake.ask(cmd="stats")
     finally:
         fake.stop()
         engine.dispose()
     return {"db": kind, "users": users, "label": label, "code": code, "initial": initial,
-            "incremental": incremental, "check": check,
+            "incremental": incremental, "check": check, "churn": churn,
             "fake": {"rss_mb": stats.get("rss_mb"), "counters": stats.get("counters"),
                      "errors": stats.get("errors")},
             "changes": {"updates": updates, "disables": disables, "enables": enables}}
+
+
+def churn_round(service: Any, fake: Any, spec: dict[str, Any], tenant_id: str, settings: Any,
+                label: str, users: int, maker: Any) -> dict[str, Any]:
+    """Renames, re-hires under the old name and swaps in one round: measured, then
+    checked (nothing kept, the sampled names as Entra has them, no user lost)."""
+    from sqlalchemy import func, select
+
+    from connector.models import SyncPending, User
+
+    renames = users * spec["churn_rename_pct"] // 100
+    reuses = users * spec["churn_reuse_pct"] // 100
+    asked = fake.ask(cmd="churn", renames=renames, reuses=reuses, swaps=spec["churn_swaps"])
+    if not asked.get("ok"):
+        raise RuntimeError(f"the fake refused the churn: {asked}")
+    changes = renames + 2 * reuses + 2 * spec["churn_swaps"]
+    log(f"{label}: fake Graph renamed {renames:,}, re-hired {reuses:,} under the old name, "
+        f"swapped {spec['churn_swaps']} pair(s) in {asked['seconds']} s; churn round")
+    rnd = measured_round(service, tenant_id, settings, f"{label} churn", users,
+                         spec.get("profile"), Path(spec["tools_venv"]), f"{label}-churn",
+                         page_size=spec["page_size"])
+    rnd["rate"] = round(changes / rnd["apply_s"]) if rnd["apply_s"] else None
+    expected = dict(asked["expected"])
+    with maker() as s:
+        found = dict(s.execute(select(User.external_id, User.user_name).where(
+            User.tenant_id == tenant_id, User.removed_at.is_(None),
+            User.external_id.in_(list(expected)))).all())
+        live = s.scalar(select(func.count()).select_from(User).where(
+            User.tenant_id == tenant_id, User.removed_at.is_(None))) or 0
+        kept = s.scalar(select(func.count()).select_from(SyncPending).where(
+            SyncPending.tenant_id == tenant_id)) or 0
+    wrong = {oid: (found.get(oid), upn) for oid, upn in expected.items()
+             if found.get(oid) != upn}
+    rnd["check"] = {"sampled": len(expected), "wrong": len(wrong),
+                    "wrong_examples": list(wrong.items())[:5], "live_users": live,
+                    "expected_live": users, "kept": kept,
+                    "ok": not wrong and live == users and kept == 0}
+    rnd["asked"] = {"renames": renames, "reuses": reuses, "swaps": spec["churn_swaps"],
+                    "changes": changes}
+    log(f"{label}: churn round {rnd['status']} in {rnd['wall_s']:.2f} s, Graph wait "
+        f"{rnd['graph_wait_s']:.2f} s, applied in {rnd['apply_s']:.2f} s = "
+        f"{rnd['rate'] or 0:,} changes/s; counts {rnd['counts']}; check "
+        f"{'ok' if rnd['check']['ok'] else 'MISMATCH'} {rnd['check']}")
+    return rnd
 
 
 # -- profiles --------------------------------------------------------------------------
@@ -524,6 +579,26 @@ def render(info: dict[str, Any], runs: list[dict[str, Any]], args: argparse.Name
         if run["incremental"]:
             med = statistics.median(r["apply_s"] for r in run["incremental"])
             out.append(f"| {run['db']} | {run['users']:,} | median | | | | {med:.3f} | | |")
+    if any(run.get("churn") for run in runs):
+        out += ["", "## Churn round (renames, re-hires under the old name, swaps, in one "
+                "round)", "",
+                "| database | users | renamed | re-hired | swapped pairs | pages | wall s | "
+                "Graph wait s | **apply s** | **changes/s** | counts | settled |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | "
+                "--- |"]
+    for run in runs:
+        r = run.get("churn")
+        if not r:
+            continue
+        a, c = r["asked"], r["check"]
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
+        settled = ("yes: nothing kept, all sampled names right" if c["ok"] else
+                   f"NO: {c['wrong']} wrong of {c['sampled']}, {c['kept']} kept, "
+                   f"{c['live_users']:,} live of {c['expected_live']:,}")
+        out.append(f"| {run['db']}{'' if r['status'] == 'succeeded' else ' ⚠ ' + r['status']}"
+                   f" | {run['users']:,} | {a['renames']:,} | {a['reuses']:,} | {a['swaps']} | "
+                   f"{r['pages']:,} | {r['wall_s']:.2f} | {r['graph_wait_s']:.2f} | "
+                   f"**{r['apply_s']:.2f}** | **{r['rate'] or 0:,}** | {counts} | {settled} |")
     out += ["", "## Checks", ""]
     for run in runs:
         c = run["check"]
@@ -590,6 +665,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--incremental-rounds", type=int, default=3)
     p.add_argument("--disabled", type=int, default=1000,
                    help="users seeded disabled (counted in --users; enables draw on them)")
+    p.add_argument("--churn-rename-pct", type=int, default=10,
+                   help="churn round: percent of the users renamed (0 with the two below: "
+                   "no churn round)")
+    p.add_argument("--churn-reuse-pct", type=int, default=1,
+                   help="churn round: percent re-hired under the old name (the old user "
+                   "deleted for good, a new one with its name, in one round)")
+    p.add_argument("--churn-swaps", type=int, default=1,
+                   help="churn round: pairs of users swapping names")
     p.add_argument("--groups", type=int, default=10)
     p.add_argument("--group-members", type=int, default=1000)
     p.add_argument("--pg-base", default="postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -632,6 +715,8 @@ def main(argv: list[str] | None = None) -> None:
                     "disabled": min(args.disabled, users), "groups": args.groups,
                     "group_members": args.group_members, "profile": args.profile,
                     "tools_venv": str(args.tools_venv), "limit_s": args.round_limit_s,
+                    "churn_rename_pct": args.churn_rename_pct,
+                    "churn_reuse_pct": args.churn_reuse_pct, "churn_swaps": args.churn_swaps,
                     "out": str(RESULTS / f"sync_bench{tag}-{label}.run.json")}
             spec_path = RESULTS / f"sync_bench{tag}-{label}.spec.json"
             spec_path.write_text(json.dumps(spec))
