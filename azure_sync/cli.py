@@ -118,10 +118,24 @@ def _read_certificate(path: str) -> str:
 
 
 def cmd_restart(settings: Settings, args: argparse.Namespace) -> int:
+    service = make_service(settings)
+    try:
+        return _restart(service, settings, args)
+    finally:
+        _dispose(service)
+
+
+def _dispose(service: SyncService) -> None:
+    """Close the command's connections (a test runs commands in its own process)."""
+    bind = service.maker.kw.get("bind")
+    if bind is not None:
+        bind.dispose()
+
+
+def _restart(service: SyncService, settings: Settings, args: argparse.Namespace) -> int:
     from azure_sync import decisions
     from connector.models import Tenant
 
-    service = make_service(settings)
     with service.maker() as s:
         if s.get(EntraRegistration, args.tenant) is None:
             raise ConfigError(f"Tenant {args.tenant} has no Entra app registration; register "
@@ -139,7 +153,11 @@ def cmd_restart(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    return _run_round(settings, make_service(settings), args, "manual")
+    service = make_service(settings)
+    try:
+        return _run_round(settings, service, args, "manual")
+    finally:
+        _dispose(service)
 
 
 def _run_round(settings: Settings, service: SyncService, args: argparse.Namespace,
