@@ -21,44 +21,72 @@ from azure_sync import mapping, pending
 from azure_sync import scope as scoping
 from azure_sync.applier import PageApplier
 from connector.errors import DomainError
-from connector.models import SyncPending, Tenant, User
+from connector.models import SyncPending, SyncStaged, Tenant, User
 
 # Retries of the whole kept list per round end, at most (each must apply one more item).
 MAX_PASSES = 20
 
 
 def settle(s: Session, tenant: Tenant, run_id: int, round_key: int, full_round: bool,
-           scope: scoping.Scope, now: dt.datetime) -> dict[str, int]:
+           scope: scoping.Scope, now: dt.datetime, before_staged: bool = False
+           ) -> dict[str, int]:
     """Retry the tenant's kept items (users, then groups) until no more apply, then
-    rings of renames; return what was applied."""
+    rings of renames; return what was applied. `before_staged`: the round's staged
+    deletions are still to apply, so items waiting for a name one of them frees are
+    left for the retry after them."""
     counts: Counter[str] = Counter()
+    later = _freed_later(s, tenant.id, round_key) if before_staged else set()
     for kind, phase in ((pending.USER, "users"), (pending.GROUP, "groups")):
-        _passes(s, tenant, run_id, round_key, full_round, scope, now, kind, phase, counts)
+        _passes(s, tenant, run_id, round_key, full_round, scope, now, kind, phase, counts,
+                later)
         if kind == pending.USER:
             for ring in _rings(s, tenant.id):
                 if _apply_ring(s, tenant, run_id, round_key, full_round, scope, now, ring,
                                counts):
                     _passes(s, tenant, run_id, round_key, full_round, scope, now, kind,
-                            phase, counts)
+                            phase, counts, later)
     s.flush()
     return {f"retried_{k}": v for k, v in counts.items() if k not in ("failed",)}
 
 
+def _freed_later(s: Session, tenant_id: str, round_key: int) -> set[str]:
+    """The names (case-folded) of the users whose removal the round staged."""
+    return set(s.scalars(select(User.user_name_norm).join(
+        SyncStaged, (SyncStaged.tenant_id == User.tenant_id) & (SyncStaged.user_id == User.id))
+        .where(SyncStaged.run_id == round_key, User.removed_at.is_(None))))
+
+
+def _waits_for(row: SyncPending, names: set[str]) -> bool:
+    name = row.item.get("userPrincipalName") if row.item else None
+    return row.code == "name_taken" and isinstance(name, str) and name.casefold() in names
+
+
 def _passes(s: Session, tenant: Tenant, run_id: int, round_key: int, full_round: bool,
             scope: scoping.Scope, now: dt.datetime, kind: str, phase: str,
-            counts: Counter[str]) -> None:
+            counts: Counter[str], later: set[str]) -> None:
     for _ in range(MAX_PASSES):
-        rows = pending.waiting(s, tenant.id, kind)
+        rows = [r for r in pending.waiting(s, tenant.id, kind) if not _waits_for(r, later)]
         if not rows:
             return
+        # The fast way first (a re-hire's thousands of users: one INSERT), one by one
+        # if something fails, as a page.
         applier = _applier(s, tenant, run_id, round_key, full_round, scope, now, rows)
-        applier.apply(phase, [r.item for r in rows], careful=True)
+        try:
+            with applier.directory.savepoint():
+                applier.apply(phase, [r.item for r in rows], careful=False)
+        except (DomainError, IntegrityError):
+            applier = _applier(s, tenant, run_id, round_key, full_round, scope, now, rows)
+            applier.apply(phase, [r.item for r in rows], careful=True)
         # A retry that fails again is not a new failure: its row stays as it was.
         applier.failed.clear()
         applier.settle(phase)
         counts.update(applier.counts)
         if not applier.applied:
             return
+
+
+class RingBroken(Exception):
+    """A member of a ring of renames failed inside the ring's savepoint."""
 
 
 def _applier(s: Session, tenant: Tenant, run_id: int, round_key: int, full_round: bool,
@@ -118,7 +146,9 @@ def _apply_ring(s: Session, tenant: Tenant, run_id: int, round_key: int, full_ro
         with applier.directory.savepoint():
             applier.directory.hold_names_aside(users)
             applier.apply("users", [r.item for r in ring], careful=False)
-    except (DomainError, IntegrityError):
+            if applier.failed:  # one member did not land: none of the ring does
+                raise RingBroken
+    except (DomainError, IntegrityError, RingBroken):
         for user in users:  # the names set aside are back, in the database and here
             s.expire(user)
         return False

@@ -383,10 +383,11 @@ def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
         assert state is not None and tenant is not None and run is not None
         now = options.clock()
         key, full = run.round_key, state.full_round
-        counts = add_counts(dict(run.counts),
-                            reapply.settle(s, tenant, run_id, key, full, scope, now))
+        counts = dict(run.counts)
         whole = add_counts(_earlier_counts(s, run), counts)
         counts = _stage_round_end(s, state, tenant, key, scope, counts, whole, now)
+        counts = add_counts(counts, reapply.settle(s, tenant, run_id, key, full, scope, now,
+                                                   before_staged=True))
         held = staging.hold_reason(s, tenant_id, key, registration)
         _put_to_rest(state)
         state.failures = 0
@@ -399,6 +400,8 @@ def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
             return RoundResult(run_id, "awaiting_approval", counts, run.pages, held)
         counts = add_counts(counts, staging.apply_staged(s, tenant, key, now, by_run=run_id))
         counts = add_counts(counts, reapply.settle(s, tenant, run_id, key, full, scope, now))
+        # What those retries staged (a kept user's disable) applies with the round too.
+        counts = add_counts(counts, staging.apply_staged(s, tenant, key, now, by_run=run_id))
         counts = _with_kept(s, tenant_id, counts)
         # Set after applying: its flush would otherwise write the run row twice.
         run.counts, run.status, run.finished_at = counts, "succeeded", now
