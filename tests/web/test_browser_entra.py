@@ -135,3 +135,59 @@ def test_an_admin_sets_up_entra_sync_and_approves_a_held_round(
 
     nav.get_by_role("link", name="Deleted users").click()
     expect(page.get_by_text("4 deleted users")).to_be_visible()
+
+
+def test_an_admin_sees_what_was_kept_and_restarts_provisioning(
+        page: Page, engine: Engine, live_server: LiveServer,  # noqa: F811
+        fake_app: FakeApp, fake_graph: FakeGraph) -> None:  # noqa: F811
+    """A user Entra sends that cannot be applied shows with its reason; restarting
+    provisioning asks first, then runs a full round."""
+    tenant_id = live_server.tenant_id
+    rename_tenant(engine, tenant_id, "Contoso")
+    make_web_admin(engine, "ola.nordmann@partner.example")
+    directory = fake_graph.directory(fake_app.tenant_id)
+    for given, family in PEOPLE[:5]:
+        directory.add_user(f"{given.lower()}@contoso.example", givenName=given,
+                           surname=family)
+
+    page.goto("/admin/sign-in")
+    page.get_by_label("E-mail").fill("ola.nordmann@partner.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Contoso").click()
+    nav = page.get_by_role("navigation", name="Tenant Contoso")
+    nav.get_by_role("link", name="Entra ID sync").click()
+    page.get_by_role("link", name="Set up Entra ID sync").click()
+    page.get_by_label("Directory (tenant) ID").fill(fake_app.tenant_id)
+    page.get_by_label("Application (client) ID").fill(fake_app.client_id)
+    page.get_by_label("Client secret").fill(fake_app.client_secret)
+    page.get_by_label("Sign-in (authority) host").fill(fake_app.authority_host)
+    page.get_by_label("Microsoft Graph base URL").fill(fake_app.graph_base_url)
+    expect(page.get_by_label("Turns inactive and goes on the deleted-users list",
+                             exact=False)).to_be_checked()
+    page.get_by_label("Match existing accounts by").select_option("mail")
+    page.get_by_role("button", name="Register and start syncing").click()
+    page.get_by_role("button", name="Run now").click()
+    expect(page.get_by_role("heading", name="Run log", level=1)).to_be_visible()
+    wait_for_round(page, engine, tenant_id, "succeeded")
+
+    # A second account under a name a synced user holds (a directory mid-change).
+    with directory.lock:
+        twin = directory.add_user("tmp@contoso.example")
+        directory.update_user(twin, userPrincipalName="Amira@contoso.example")
+    nav.get_by_role("link", name="Entra ID sync").click()
+    page.get_by_role("button", name="Run now").click()
+    expect(page.get_by_role("heading", name="Run log", level=1)).to_be_visible()
+    wait_for_round(page, engine, tenant_id, "succeeded")
+    nav.get_by_role("link", name="Entra ID sync").click()
+    kept = page.get_by_role("region", name="Kept for later (1)")
+    expect(kept).to_contain_text("Amira@contoso.example")
+    expect(kept).to_contain_text("is held by 'amira@contoso.example'")
+
+    page.get_by_role("link", name="Restart provisioning…").click()
+    expect(page.get_by_role("heading", name="Restart provisioning?")).to_be_visible()
+    page.get_by_role("button", name="Restart provisioning").click()
+    expect(page.get_by_role("heading", name="Run log", level=1)).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text="Provisioning restarted")).to_be_visible()
+    wait_for_round(page, engine, tenant_id, "succeeded")
+    expect(page.locator("table.runs tbody tr").first).to_contain_text("full")
