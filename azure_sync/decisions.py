@@ -51,8 +51,11 @@ def start_refusal(s: Session, tenant_id: str, now: dt.datetime) -> StartRefusal 
     state = s.get(SyncState, tenant_id)
     if state is not None and state.lease_owner and state.lease_until and \
             state.lease_until > now:
-        return StartRefusal("A round of this tenant is running already.",
-                            "Follow it in the run log.")
+        return StartRefusal(
+            "A round of this tenant is running already (its process renews its lease "
+            f"with every page; if that process stopped, the lease runs out at "
+            f"{state.lease_until:%H:%M:%S} UTC and the next round resumes it).",
+            "Follow it in the run log.")
     return None
 
 

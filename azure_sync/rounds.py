@@ -75,8 +75,7 @@ def run_round(maker: sessionmaker[Session], tenant_id: str, client: GraphClient,
     with maker() as s:
         now = options.clock()
         if not lease.take_lease(s, tenant_id, options.owner, now, options.lease_seconds):
-            return RoundResult(None, "busy", error="Another process is running this "
-                               "tenant's round.")
+            return RoundResult(None, "busy", error=_busy(s, tenant_id))
         s.commit()
     try:
         return _run_leased(maker, tenant_id, client, options, trigger)
@@ -84,6 +83,14 @@ def run_round(maker: sessionmaker[Session], tenant_id: str, client: GraphClient,
         with maker() as s:
             lease.release_lease(s, tenant_id, options.owner)
             s.commit()
+
+
+def _busy(s: Session, tenant_id: str) -> str:
+    state = s.get(SyncState, tenant_id)
+    until = state.lease_until if state is not None else None
+    return ("Another process holds this tenant's round" + (
+        f" until {until:%H:%M:%S} UTC (renewed with every page; if that process stopped, "
+        "the round resumes after then)." if until else "."))
 
 
 def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClient,
