@@ -1,7 +1,7 @@
 """Entra sync under churn: items kept until they apply, rounds resumed in new runs,
 soft-delete and matching-attribute settings
 
-Revision ID: 0018
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-06 15:50:00
 
@@ -23,7 +23,7 @@ from alembic import op
 
 import connector.models
 
-revision = "0018"
+revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None
