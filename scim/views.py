@@ -249,9 +249,16 @@ def _int_param(source: dict[str, Any], name: str, default: int) -> int:
     if isinstance(value, bool):
         raise InvalidValue(f"'{name}' must be an integer.")
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError) as exc:
         raise InvalidValue(f"'{name}' must be an integer; got {value!r:.40}.") from exc
+    # Beyond any list's length (RFC 7644 §3.4.2.4: a startIndex past the end is an empty
+    # page), and within what a database's OFFSET/LIMIT takes: a 20-digit number overflowed
+    # them.
+    return min(max(number, -INT_PARAM_LIMIT), INT_PARAM_LIMIT)
+
+
+INT_PARAM_LIMIT = 2**31 - 1
 
 
 def _csv_param(value: Any) -> str | None:

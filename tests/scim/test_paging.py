@@ -63,3 +63,22 @@ def test_anchors_are_per_generation_and_bounded() -> None:
     assert anchors.nearest("t", 2, 31) is None  # least recently used tenant evicted
     anchors.remember("t", -1, 1, "never")  # an unknown generation is never remembered
     assert anchors.nearest("t", -1, 1) is None
+
+
+def test_huge_or_negative_paging_numbers_answer_a_page_not_a_500(scim: ScimClient) -> None:
+    """A 20-digit startIndex overflowed the database's OFFSET (a 500); past the end is an
+    empty page (RFC 7644 §3.4.2.4), and the connection stays usable for what follows."""
+    for _ in range(3):
+        scim.post("/Users", user())
+    for query in ("startIndex=99999999999999999999", "startIndex=99999999999999999999&count=5",
+                  "count=99999999999999999999", "startIndex=-99999999999999999999&count=-1",
+                  "filter=userName%20pr&startIndex=99999999999999999999"):
+        response = scim.get(f"/Users?{query}")
+        assert response.status_code == 200, (query, response.json)
+        assert response.json["totalResults"] == 3
+    assert scim.get("/Users?startIndex=99999999999999999999").json["Resources"] == []
+    assert scim.get("/Users?count=-1").json["Resources"] == []
+    assert len(scim.get("/Users?startIndex=1&count=99999999999999999999").json["Resources"]) == 3
+    assert scim.post("/.search", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:"
+                                              "SearchRequest"],
+                                  "startIndex": 10**30, "count": 2}).status_code == 200
