@@ -98,6 +98,11 @@ class Unauthorized(ScimError):
     status = 401
     default_detail = "Authorization failure: send 'Authorization: Bearer <tenant SCIM token>'."
 
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None):
+        # RFC 6750 §3: a 401 names the scheme the client must use.
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="SCIM"',
+                                          **(headers or {})})
+
 
 class Forbidden(ScimError):
     status = 403

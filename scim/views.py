@@ -85,7 +85,9 @@ def _authenticate() -> None:
     else:  # writes see revocations and tenant settings as of now, in their own transaction
         tenant = tenants.authenticate(db.get_session(writes=True), token.strip())
     if tenant is None:
-        raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped).")
+        raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped).",
+                           headers={"WWW-Authenticate": 'Bearer realm="SCIM", '
+                                    'error="invalid_token"'})
     g.tenant = tenant
     g.tenant_id = tenant.id
 

@@ -39,6 +39,17 @@ def init_app(app: Flask, children: tuple[Blueprint, ...] = ()) -> None:
             _NESTED.add(child.name)
     app.register_blueprint(bp)
     app.extensions.setdefault("error_surfaces", []).append((PREFIX, _http_error, _unexpected))
+    app.after_request(_api_headers)
+
+
+def _api_headers(response: Response) -> Response:
+    """Every answer of the admin API, errors and unknown URLs included: JSON is never
+    sniffed as something else, and never stored by a cache (answers carry directory data
+    and, now and then, a secret shown once: a new API token, a rotated SCIM token)."""
+    if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 _HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",

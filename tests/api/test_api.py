@@ -64,6 +64,11 @@ def test_a_wrong_or_revoked_token_is_401(partner: ApiClient) -> None:
 def test_tokens_are_shown_once_and_listed_by_hint(partner: ApiClient, engine: Engine) -> None:
     created = partner.post("/me/tokens", {"name": "nightly export"})
     assert created.status_code == 201
+    # A secret shown once is never kept by a cache; no answer is sniffed as HTML.
+    assert created.headers["Cache-Control"] == "no-store"
+    assert created.headers["X-Content-Type-Options"] == "nosniff"
+    missing = partner.get("/no/such/endpoint")
+    assert missing.status_code == 404 and missing.headers["X-Content-Type-Options"] == "nosniff"
     clear = created.json["token"]
     assert clear.startswith("cadm_") and len(clear) > 40
     listed = partner.get("/me/tokens").json["items"]

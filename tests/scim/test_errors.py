@@ -33,8 +33,13 @@ def nothing_written(session: Session) -> None:
 
 
 def test_no_token_and_bad_token(client) -> None:  # type: ignore[no-untyped-def]
-    assert_error(client.get(f"{SCIM}/Users"), 401)
-    assert_error(client.get(f"{SCIM}/Users", headers={"Authorization": "Bearer nope"}), 401)
+    missing = client.get(f"{SCIM}/Users")
+    assert_error(missing, 401)
+    # RFC 6750 §3: the 401 names the scheme; a token that was sent and refused says so.
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="SCIM"'
+    wrong = client.get(f"{SCIM}/Users", headers={"Authorization": "Bearer nope"})
+    assert_error(wrong, 401)
+    assert wrong.headers["WWW-Authenticate"] == 'Bearer realm="SCIM", error="invalid_token"'
     assert_error(client.get(f"{SCIM}/Users", headers={"Authorization": "Basic eA=="}), 401)
 
 
