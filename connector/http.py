@@ -22,6 +22,7 @@ from connector import admins, auth, browse, clock, db, errors, urls
 from connector.actions import AdminCall
 from connector.admins import Principal
 from connector.models import Tenant
+from connector.request_body import body_bytes
 from connector.text import storable
 
 PROBLEM_JSON = "application/problem+json"
@@ -145,7 +146,7 @@ def read_json() -> Any:
                       "Send the body as JSON with Content-Type: application/json.",
                       "unsupported-media-type")
     try:
-        body = json.loads(request.get_data(cache=False) or b"null")
+        body = json.loads(body_bytes() or b"null")
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[…
         raise Problem(400, "Malformed JSON", "The body is not valid JSON.",
                       "malformed-json") from None

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from connector import clock, counters, db, tenants, urls
 from connector.events import WriteContext
 from connector.models import Group, User
+from connector.request_body import body_bytes
 from connector.status import Source
 from connector.text import all_storable, storable
 from scim import bulk, casting, discovery, resources, store
@@ -127,7 +128,7 @@ def read_json() -> Any:
     if mimetype not in (SCIM_JSON, "application/json"):
         raise UnsupportedMediaType(
             f"Content-Type {mimetype or '(none)'} is not supported; send {SCIM_JSON}.")
-    raw = request.get_data(cache=False)
+    raw = body_bytes()
     try:
         body = json.loads(raw)
     except RecursionError:

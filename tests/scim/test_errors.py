@@ -161,3 +161,29 @@ def test_json_nested_beyond_reason_is_invalid_syntax(scim: Any) -> None:
     response = scim.client.post("/scim/v2/Users", data=deep, headers={
         "Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"})
     assert response.status_code == 400 and response.json["scimType"] == "invalidSyntax"
+
+
+# What gunicorn (and any server that de-chunks) says of a body without Content-Length.
+CHUNKED = {"wsgi.input_terminated": True}
+
+
+def test_a_chunked_body_over_the_limit_is_refused_not_cut(scim: ScimClient, app) -> None:  # type: ignore[no-untyped-def]
+    """Without a Content-Length (chunked), the body was cut at the limit and the rest
+    of the request went on; now it is a 413 like a declared one."""
+    import io
+
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    body = json.dumps(user(displayName="x" * 10)).encode()
+    padded = body[:-1] + b" " * (limit + 10 - len(body)) + b"}"  # valid JSON past the limit
+    response = scim.client.post(
+        "/scim/v2/Users", input_stream=io.BytesIO(padded),
+        headers={"Authorization": f"Bearer {scim.token}", "Transfer-Encoding": "chunked",
+                 "Content-Type": "application/scim+json"},
+        environ_overrides=CHUNKED)
+    assert_error(response, 413)
+    small = scim.client.post(
+        "/scim/v2/Users", input_stream=io.BytesIO(body),
+        headers={"Authorization": f"Bearer {scim.token}", "Transfer-Encoding": "chunked",
+                 "Content-Type": "application/scim+json"},
+        environ_overrides=CHUNKED)
+    assert small.status_code == 201, small.json
