@@ -55,7 +55,9 @@ def done(message: str, url: str) -> Response:
 def safe_next(target: str | None) -> str | None:
     """A redirect target given by the client, if it stays inside the admin UI."""
     if (target and target.startswith(PREFIX + "/") and not target.startswith("//")
-            and "\\" not in target and "://" not in target):
+            and "\\" not in target and "://" not in target
+            and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)):
+        # Control characters (a CR LF smuggling a header into the Location) never pass.
         return target
     return None
 

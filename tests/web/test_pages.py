@@ -80,6 +80,23 @@ def test_sign_in_goes_nowhere_outside_the_admin_ui(app: Flask, engine: Engine) -
     assert response.location == "/admin/"
 
 
+def test_sign_in_refuses_a_next_with_control_characters(app: Flask, engine: Engine) -> None:
+    """A CR LF in `next` would write a header into the redirect: it answered 500 after
+    signing in (issue 17, item 22); now it goes to the start page."""
+    make_web_admin(engine, "p@example.com")
+    for how in ("query", "form"):
+        web = WebSession(app.test_client())
+        web.get("/admin/sign-in")
+        smuggled = "/admin/%0D%0ASet-Cookie:x=1" if how == "query" else "/admin/\r\nSet-Cookie:x=1"
+        path = f"/admin/sign-in?next={smuggled}" if how == "query" else "/admin/sign-in"
+        form = {"email": "p@example.com", "password": PASSWORD}
+        if how == "form":
+            form["next"] = smuggled
+        response = web.post(path, form)
+        assert response.status_code == 303, how
+        assert response.location == "/admin/" and "Set-Cookie:x" not in str(response.headers)
+
+
 def test_wrong_password_is_said_and_then_throttled(app: Flask, engine: Engine) -> None:
     make_web_admin(engine, "p@example.com")
     web = WebSession(app.test_client())
