@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.exc import OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
 from scim import casting, resources
@@ -74,6 +75,11 @@ def _run_one(session: Session, ctx: ScimContext, op: dict[str, Any], created: di
             if method == "POST" and isinstance(bulk_id, str):
                 created[bulk_id] = row.id
         out["status"] = str(status)
+    except (OperationalError, PendingRollbackError):
+        # The database connection is gone (or the transaction with it): no later
+        # operation can run, nor the commit. The whole request answers 503 with
+        # Retry-After, as a single POST or PATCH does, and nothing was committed.
+        raise
     except Exception as exc:  # each operation's failure is reported, never raised
         error = to_scim_error(exc)
         out.update(status=str(error.status), response=error.to_scim())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, PendingRollbackError
 
 from connector import errors as domain
 from scim.errors import (
@@ -38,7 +38,7 @@ def to_scim_error(exc: Exception) -> ScimError:
         return Forbidden(exc.message)
     if isinstance(exc, IntegrityError):
         return Uniqueness("A unique value is already in use (concurrent write).")
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, (OperationalError, PendingRollbackError)):
         return ServiceUnavailable("The database is busy or unreachable; retry.",
                                   headers={"Retry-After": "5"})
     return InternalError()

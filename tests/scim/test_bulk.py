@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.scim.factories import group, user
 from tests.support.clients import ScimClient
 
@@ -66,3 +70,35 @@ def test_later_operations_see_what_earlier_ones_wrote(scim: ScimClient) -> None:
     body = scim.get(f"/Users/{uid}").json
     assert body[ext]["modules"] == ["Engage", "Hybrid"]
     assert [g["display"] for g in body["groups"]] == ["Renamed"]
+
+
+def test_a_connection_lost_mid_bulk_answers_503_and_commits_nothing(
+        scim: ScimClient, engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: the request's connection dies between two operations (the server
+    ends it, as a failover or a restart does). The bulk answered 500 (its commit met
+    the dead transaction); it answers 503 with Retry-After, as a single POST does, and
+    the first operation is not half-kept."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a server-side connection kill is PostgreSQL's")
+    from scim import resources
+
+    real = resources.create_user
+    calls = {"n": 0}
+
+    def create_then_lose_the_connection(session: Any, ctx: Any, data: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the server ends this very connection
+            session.connection().exec_driver_sql("SELECT pg_terminate_backend(pg_backend_pid())")
+        return real(session, ctx, data)
+
+    monkeypatch.setattr(resources, "create_user", create_then_lose_the_connection)
+    response = scim.post("/Bulk", {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [{"method": "POST", "path": "/Users", "bulkId": f"u{i}",
+                        "data": user(userName=f"bulk{i}@example.com")} for i in range(3)]})
+    assert response.status_code == 503, response.json
+    assert response.headers["Retry-After"]
+    assert response.json["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    monkeypatch.undo()
+    assert scim.get('/Users?filter=userName sw "bulk"').json["totalResults"] == 0
+    assert scim.post("/Users", user()).status_code == 201  # the pool recovered
