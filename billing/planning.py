@@ -37,6 +37,11 @@ class NotDue(Exception):
         self.retry_at = retry_at
 
 
+class BeforeTenant(NotDue):
+    """The month ended before the tenant existed: it is never closed (a closed month
+    is forever)."""
+
+
 @dataclass(frozen=True)
 class CloseInputs:
     """Everything a close reads besides the logs: frozen into the close and its hash."""
@@ -74,6 +79,11 @@ def plan_close(session: Session, tenant: Tenant, month: Month, settings: Billing
                now: dt.datetime, cutoff: dt.datetime | None = None) -> CloseInputs:
     """Return the inputs of closing `month` now, or raise NotDue saying why not yet."""
     window = month.window(tenant.time_zone)
+    if window.end <= tenant.created_at:
+        first = Month.containing(tenant.created_at, tenant.time_zone)
+        raise BeforeTenant(f"{month} ended before tenant {tenant.name!r} was created "
+                           f"({tenant.created_at:%Y-%m-%d}): there is nothing to close. "
+                           f"Its first month is {first}.")
     notes: list[str] = []
     if cutoff is None:
         cutoff = window.end + dt.timedelta(minutes=settings.grace_minutes)

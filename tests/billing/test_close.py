@@ -102,6 +102,20 @@ def test_a_month_is_not_closed_before_its_collection_window(engine: Engine) -> N
     assert "2026-12-01T01:00:00" in str(caught.value)
 
 
+def test_a_month_before_the_tenant_existed_is_never_closed(engine: Engine) -> None:
+    """`billing close --month 1999-01` on a tenant of 2026 closed an empty month for good
+    (issue 17, item 14); its own first month still closes."""
+    h = History(engine, created="2026-11-20T10:00:00")
+    for month in (Month(1999, 1), Month(2026, 10)):
+        with pytest.raises(NotDue) as caught:
+            close(h, month)
+        assert "ended before tenant 'Acme' was created (2026-11-20)" in str(caught.value)
+        assert "Its first month is 2026-11" in str(caught.value)
+    with h.maker() as s:
+        assert s.scalar(select(func.count()).select_from(BillingClose)) == 0
+    assert close(h, NOV).created
+
+
 def test_two_processes_closing_at_once_make_one_close(engine: Engine) -> None:
     h = History(engine)
     for i in range(30):
