@@ -48,8 +48,17 @@ class BadCredentials(AuthError):
 class TooManyFailedLogins(AuthError):
     def __init__(self, retry_after: int):
         super().__init__("Too many failed sign-ins for this account or address. "
-                         f"Wait {retry_after} seconds, then try again.")
+                         f"Wait {_wait_words(retry_after)}, then try again.")
         self.retry_after = retry_after
+
+
+def _wait_words(seconds: int) -> str:
+    """898 → "15 minutes" (rounded up: never say less than the wait); under a minute in
+    seconds."""
+    if seconds < 60:
+        return f"{seconds} second{'' if seconds == 1 else 's'}"
+    minutes = -(-seconds // 60)
+    return f"{minutes} minute{'' if minutes == 1 else 's'}"
 
 
 class Forbidden(AuthError):

@@ -107,7 +107,10 @@ def test_wrong_password_is_said_and_then_throttled(app: Flask, engine: Engine) -
     response = web.sign_in("p@example.com", PASSWORD)
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) > 0
-    assert "Too many failed sign-ins" in text(response.get_data(as_text=True))
+    said = text(response.get_data(as_text=True))
+    assert "Too many failed sign-ins" in said
+    # Said in minutes (the lock-out is 15 of them), not "Wait 898 seconds".
+    assert re.search(r"Wait 1[45] minutes, then try again", said), said
     assert audit_actions(engine).count("login.failed") == 5
 
 
@@ -495,3 +498,13 @@ def test_everything_shown_is_escaped(partner_web: WebSession, scim: ScimClient) 
     assert "<script>alert(1)</script>" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<img src=x" not in partner_web.page(f"/admin/tenants/{scim.tenant_id}/users")
+
+
+def test_a_page_past_the_end_says_so_and_links_the_last(partner_web: WebSession,
+                                                         scim: ScimClient) -> None:
+    for n in range(3):
+        scim.post("/Groups", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                              "displayName": f"Group {n}"})
+    page = text(partner_web.page(f"/admin/tenants/{scim.tenant_id}/groups?page=999"))
+    assert "There is no page 999: the groups fill 1 page. Go to the last page" in page
+    assert "Page 999 of" not in page
