@@ -22,7 +22,6 @@ them apart again for the surfaces (a <details> on the run page, `detail` in the 
 
 from __future__ import annotations
 
-
 DETAIL_MARK = "\n\nDetail: "
 UNREACHABLE = "Entra ID could not be reached"
 

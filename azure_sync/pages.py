@@ -31,8 +31,9 @@ from azure_sync.errors import (
     RetryBudgetExhausted,
     SyncError,
     TokenError,
+    Unreachable,
 )
-from azure_sync.views import service
+from azure_sync.views import error_json, service
 from connector import clock, db
 from connector.browse import Page
 from connector.errors import InvalidSetting, NotFound, StateConflict
@@ -220,6 +221,9 @@ def problem(title: str, text: str, hint: str | None = None) -> Response:
 
 
 HINTS: list[tuple[type[SyncError], str, str]] = [
+    (Unreachable, "Entra ID could not be reached.",
+     "Check the authority host and Graph base URL on the registration page; behind an "
+     "outbound proxy, the connector's proxy setting (see Reach and trust in the docs)."),
     (TokenError, "Entra ID did not sign the app in.",
      "Check the directory (tenant) id, the client id and the client secret or certificate "
      "on the registration page, and that the authority host is your cloud's."),
@@ -237,7 +241,22 @@ HINTS: list[tuple[type[SyncError], str, str]] = [
 @bp.errorhandler(SyncError)
 def _sync_error(exc: SyncError) -> Response:
     title, hint = next((t, h) for kind, t, h in HINTS if isinstance(exc, kind))
-    return problem(title, exc.message, hint or None)
+    shown = error_json(exc.message)
+    text = shown["error"] or exc.plain
+    return problem(title, text + (f" ({shown['detail']})" if shown["detail"] else ""),
+                   hint or None)
+
+
+@bp.app_template_filter("run_error")
+def run_error(text: str | None) -> str:
+    """A run's error in plain words, as the signed-in admin may see it."""
+    return error_json(text)["error"] or ""
+
+
+@bp.app_template_filter("run_error_detail")
+def run_error_detail(text: str | None) -> str:
+    """The raw cause behind a run's error (partner admins), else empty."""
+    return error_json(text)["detail"] or ""
 
 
 # -- status ---------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ class _Guard:
     def _new_conn(self) -> socket.socket:
         if self.proxy is not None:  # connected to the operator's proxy: check the target
             _check_name(self, self._tunnel_host or self.host, self._tunnel_port or self.port)
-            return super()._new_conn()  # type: ignore[misc, no-any-return]
+            return super()._new_conn()  # type: ignore[misc]
         sock: socket.socket = super()._new_conn()  # type: ignore[misc]
         peer = str(sock.getpeername()[0])
         if not is_public(peer):
@@ -155,12 +155,13 @@ class ReachAdapter(HTTPAdapter):
 
     def _guard(self, manager: PoolManager) -> None:
         if not self.allow_private_hosts:
-            manager.pool_classes_by_scheme = GUARDED_POOLS  # type: ignore[assignment]
+            manager.pool_classes_by_scheme = GUARDED_POOLS
 
     def build_connection_pool_key_attributes(
             self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        host, pool = super().build_connection_pool_key_attributes(request, True, cert)
+    ) -> Any:
+        host, given = super().build_connection_pool_key_attributes(request, True, cert)
+        pool: dict[str, Any] = dict(given)
         pool.pop("ca_certs", None)
         pool.pop("ca_cert_dir", None)
         pool["ssl_context"] = self.context
@@ -196,7 +197,7 @@ class ReachSession(requests.Session):
             return {"http": self.proxy, "https": self.proxy}
         return dict(get_environ_proxies(url))  # HTTPS_PROXY, NO_PROXY
 
-    def request(self, method: str | bytes, url: str | bytes,  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes,
                 *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         text = url.decode() if isinstance(url, bytes) else url
@@ -227,7 +228,7 @@ def describe_failure(exc: BaseException, url: str) -> Unreachable:
     """An `Unreachable` saying in plain words why `url` gave no answer."""
     host = urllib.parse.urlsplit(url).hostname or url
     chain = list(_chain(exc))
-    detail = " <- ".join(f"{type(e).__name__}: {e}" for e in chain)[:2000]
+    detail = (" <- ".join(type(e).__name__ for e in chain) + f": {chain[-1]}")[:2000]
 
     def has(*kinds: type[BaseException]) -> BaseException | None:
         return next((e for e in chain if isinstance(e, kinds)), None)
