@@ -27,13 +27,13 @@ class Cloud:
 
 
 CLOUDS = {
-    "global": Cloud("Microsoft Entra ID (global)", ("https://login.microsoftonline.com",),
+    "global": Cloud("Global (most tenants)", ("https://login.microsoftonline.com",),
                     "https://graph.microsoft.com"),
     "usgov": Cloud("US Government L4 (GCC High)", ("https://login.microsoftonline.us",),
                    "https://graph.microsoft.us"),
     "usgov-dod": Cloud("US Government L5 (DoD)", ("https://login.microsoftonline.us",),
                        "https://dod-graph.microsoft.us"),
-    "china": Cloud("China, operated by 21Vianet",
+    "china": Cloud("China (operated by 21Vianet)",
                    ("https://login.chinacloudapi.cn", "https://login.partner.microsoftonline.cn"),
                    "https://microsoftgraph.chinacloudapi.cn"),
 }

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from azure_sync import actions, decisions, pending, staging
+from azure_sync import actions, clouds, decisions, pending, staging
 from azure_sync.errors import (
     GraphError,
     PermissionDenied,
@@ -107,15 +107,8 @@ ACTIONS = {"disable": "Disable (disabled in Entra ID)",
            "hard_delete": "Delete (deleted permanently in Entra ID)",
            "sweep": "Remove (no longer in Entra ID)",
            "out_of_scope": "Remove (out of the sync scope: domain or groups)"}
-CLOUDS = [  # (cloud, authority host, Graph base URL), from Microsoft's national-cloud list
-    ("Global (most tenants)", "https://login.microsoftonline.com", "https://graph.microsoft.com"),
-    ("US Government L4 (GCC High)", "https://login.microsoftonline.us",
-     "https://graph.microsoft.us"),
-    ("US Government L5 (DoD)", "https://login.microsoftonline.us",
-     "https://dod-graph.microsoft.us"),
-    ("China (operated by 21Vianet)", "https://login.chinacloudapi.cn",
-     "https://microsoftgraph.chinacloudapi.cn"),
-]
+# (cloud, authority host, Graph base URL): the presets of azure_sync.clouds
+CLOUDS = [(c.name, c.authority_hosts[0], c.graph_base_url) for c in clouds.CLOUDS.values()]
 
 
 @bp.record_once
