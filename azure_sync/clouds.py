@@ -15,7 +15,6 @@ import urllib.parse
 from dataclasses import dataclass
 
 from azure_sync.transport import is_private_literal
-from connector.admins import Forbidden
 from connector.errors import InvalidSetting
 
 
@@ -70,11 +69,12 @@ def check_url(name: str, url: str, allow_private_hosts: bool) -> str:
 
 
 def check_choice(name: str, url: str, partner: bool) -> None:
-    """A tenant admin may choose only a Microsoft cloud's endpoint (Forbidden otherwise,
-    naming the presets); a partner admin any host `check_url` accepts."""
+    """A tenant admin may choose only a Microsoft cloud's endpoint (InvalidSetting
+    otherwise, naming the presets: a 400 in the API, a flash on the form); a partner admin
+    any host `check_url` accepts."""
     allowed = MICROSOFT_AUTHORITIES if name == "authority_host" else MICROSOFT_GRAPHS
     if partner or normalized(url) in allowed:
         return
-    raise Forbidden(f"{LABELS.get(name, name)} must be one of Microsoft's clouds "
+    raise InvalidSetting(f"{LABELS.get(name, name)} must be one of Microsoft's clouds "
                     f"({', '.join(sorted(allowed))}); other hosts are set by a partner "
                     "admin.")

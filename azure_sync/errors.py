@@ -91,6 +91,7 @@ class Unreachable(SyncError):
     def __init__(self, cause: str, detail: str | None = None):
         super().__init__(f"{UNREACHABLE}: {cause}.", detail)
         self.cause = cause
+        self.lasting = False  # True: not worth retrying within the round
 
 
 class ScopeEmpty(SyncError):

@@ -34,7 +34,7 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies, should_bypass_proxies
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.poolmanager import PoolManager
 
 from azure_sync.errors import Unreachable
@@ -233,21 +233,11 @@ def describe_failure(exc: BaseException, url: str) -> Unreachable:
     def has(*kinds: type[BaseException]) -> BaseException | None:
         return next((e for e in chain if isinstance(e, kinds)), None)
 
-    blocked = has(BlockedAddress)
-    if blocked is not None:
-        text = str(blocked).split(": ", 1)[-1]
-        return Unreachable(f"the connector does not connect there: {text}", detail)
-    if has(requests.exceptions.ProxyError) is not None:
-        return Unreachable(f"the outbound proxy did not connect to {host}", detail)
-    if has(ssl.SSLCertVerificationError) is not None:
-        return Unreachable(f"the TLS certificate of {host} is not trusted (add its CA to "
-                           "the system's trust store or azure_sync.ca_bundle)", detail)
-    if has(requests.exceptions.SSLError, ssl.SSLError) is not None:
-        return Unreachable(f"the TLS handshake with {host} failed", detail)
-    if has(socket.gaierror) is not None or "NameResolutionError" in detail:
-        return Unreachable(f"the name {host} does not resolve", detail)
-    if has(ConnectionRefusedError) is not None:
-        return Unreachable(f"connection refused by {host}", detail)
+    lasting = _lasting_cause(has, host)
+    if lasting is not None:
+        failure = Unreachable(lasting, detail)
+        failure.lasting = True
+        return failure
     if has(ConnectionResetError) is not None:
         return Unreachable(f"connection reset by {host}", detail)
     if has(requests.Timeout, TimeoutError, socket.timeout) is not None:
@@ -255,8 +245,27 @@ def describe_failure(exc: BaseException, url: str) -> Unreachable:
     return Unreachable(f"a network error talking to {host}", detail)
 
 
+def _lasting_cause(has: Any, host: str) -> str | None:
+    """The cause of a failure that will not pass within seconds, in plain words."""
+    blocked = has(BlockedAddress)
+    if blocked is not None:
+        return f"the connector does not connect there: {str(blocked).split(': ', 1)[-1]}"
+    if has(requests.exceptions.ProxyError) is not None:
+        return f"the outbound proxy did not connect to {host}"
+    if has(ssl.SSLCertVerificationError) is not None:
+        return (f"the TLS certificate of {host} is not trusted (add its CA to the system's "
+                "trust store or azure_sync.ca_bundle)")
+    if has(requests.exceptions.SSLError, ssl.SSLError) is not None:
+        return f"the TLS handshake with {host} failed"
+    if has(socket.gaierror) is not None or has(NameResolutionError) is not None:
+        return f"the name {host} does not resolve"
+    if has(ConnectionRefusedError) is not None:
+        return f"connection refused by {host}"
+    return None
+
+
 def is_lasting(failure: Unreachable) -> bool:
     """Whether retrying within the round is pointless (the next round tries again):
-    everything but a timeout or a reset, which are often passing."""
-    return not (failure.cause.endswith("did not answer in time")
-                or failure.cause.startswith("connection reset"))
+    refused, DNS, TLS, proxy, a blocked address. Timeouts, resets and dropped
+    connections are often passing, and retried within the round's budget."""
+    return failure.lasting

@@ -18,6 +18,8 @@ from sqlalchemy import Engine
 from azure_sync import pages, secrets
 from connector.app import create_app
 from connector.config import load_settings
+from connector.db import make_sessionmaker
+from connector.models import EntraRegistration
 from tests.api.contract import check_response
 from tests.azure_sync.test_api import run_and_wait
 from tests.conftest import ApiClient, make_admin, make_tenant
@@ -86,9 +88,9 @@ def test_a_tenant_admin_may_choose_only_microsofts_clouds(
     tenant_id, _ = make_tenant(engine, "Own")
     api = client(loopback_app, engine, "tenant", tenant_id)
     refused = put(api, tenant_id, fake_app, authorityHost=host)
-    assert refused.status_code == 403
+    assert refused.status_code == 400
     assert "authorityHost must be one of Microsoft's clouds" in refused.json["detail"]
-    assert put(api, tenant_id, fake_app, **{**DOD, "graphBaseUrl": host}).status_code == 403
+    assert put(api, tenant_id, fake_app, **{**DOD, "graphBaseUrl": host}).status_code == 400
     chosen = put(api, tenant_id, fake_app, **DOD)
     assert chosen.status_code == 200, chosen.json
     assert chosen.json["graphBaseUrl"] == "https://dod-graph.microsoft.us"
@@ -126,7 +128,7 @@ def test_a_tenant_admin_keeps_the_host_a_partner_set(
     same = put(tenant_admin, tenant_id, fake_app, intervalMinutes=30)
     assert same.status_code == 200 and same.json["intervalMinutes"] == 30
     other = fake_app.graph_base_url.rsplit(":", 1)[0] + f":{closed_port()}"
-    assert put(tenant_admin, tenant_id, fake_app, graphBaseUrl=other).status_code == 403
+    assert put(tenant_admin, tenant_id, fake_app, graphBaseUrl=other).status_code == 400
 
 
 # -- no port scanner, plain words, the raw cause for partner admins -------------------------
@@ -207,3 +209,20 @@ def test_every_staged_action_the_api_returns_is_in_the_openapi_enum(
     check_response("GET", path, detail)
     assert {s["action"] for s in detail.json["staged"]} == {
         "out_of_scope", "disable", "soft_delete", "hard_delete"}
+
+
+def test_the_registration_form_says_which_hosts_a_tenant_admin_may_choose(
+        loopback_app: Flask, engine: Engine, fake_app: FakeApp) -> None:
+    tenant_id, _ = make_tenant(engine, "Form")
+    web = signed_in(loopback_app, engine, "form-tenant@example.com", "tenant", tenant_id)
+    form = f"/admin/tenants/{tenant_id}/entra/registration"
+    answer = web.post(form, {
+        "directory_id": fake_app.tenant_id, "client_id": fake_app.client_id,
+        "client_secret": fake_app.client_secret, "certificate_pem": "",
+        "authority_host": "https://169.254.169.254", "graph_base_url": fake_app.graph_base_url,
+        "interval_minutes": "10", "threshold_count": "500", "threshold_percent": "20"})
+    assert answer.status_code == 303
+    shown = web.follow(answer)
+    assert "authorityHost must be one of Microsoft&#39;s clouds" in shown
+    with make_sessionmaker(engine)() as s:
+        assert s.get(EntraRegistration, tenant_id) is None  # nothing half-saved
