@@ -38,6 +38,7 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 from urllib3.poolmanager import PoolManager
 
 from azure_sync.errors import Unreachable
+from connector.config import ConfigError
 
 PRIVATE_HINT = "azure_sync.allow_private_hosts"
 
@@ -173,6 +174,22 @@ class ReachAdapter(HTTPAdapter):
         conn.cert_reqs = "CERT_REQUIRED"  # …the context's trust, always verified
 
 
+def check_proxy(proxy: str) -> str:
+    """The proxy setting, or a ConfigError at start (not a failed round at 3 a.m.)."""
+    if not proxy:
+        return proxy
+    try:
+        parts = urllib.parse.urlsplit(proxy)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        host = None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"azure_sync.proxy must be an http:// URL of the proxy, such as "
+                          f"http://proxy.example:3128; got {proxy!r}")
+    return proxy
+
+
 class ReachSession(requests.Session):
     """The session of Graph and the token endpoint: a timeout on every request (requests
     has none by default, and msal ignores its own once handed a session), the trust,
@@ -183,7 +200,7 @@ class ReachSession(requests.Session):
         super().__init__()
         self.timeout = timeout
         self.trust_env = False  # proxies are picked in request(); trust is the adapter's
-        self.proxy = proxy
+        self.proxy = check_proxy(proxy)
         self.no_proxy = no_proxy
         adapter = ReachAdapter(trust_context(ca_bundle), allow_private_hosts)
         self.mount("https://", adapter)

@@ -20,6 +20,7 @@ import requests
 from azure_sync import rounds
 from azure_sync.service import SyncService
 from azure_sync.transport import ReachSession, describe_failure, is_public
+from connector.config import ConfigError
 from connector.db import make_sessionmaker
 from tests.azure_sync.harness import Sync
 from tests.fakes.entra_token import FakeTokenEndpoint
@@ -107,6 +108,13 @@ def test_a_proxy_that_cannot_be_reached_fails_the_round_in_plain_words(
     assert result.error.startswith("Entra ID could not be reached: the outbound proxy did "
                                    "not connect to 127.0.0.1.")
     assert "\n\nDetail: ProxyError" in result.error  # the raw cause, kept for the detail
+
+
+@pytest.mark.parametrize("proxy", ["proxy.example:3128", "socks5://proxy.example:1080",
+                                   "http://:3128", "http://proxy.example:port"])
+def test_a_proxy_setting_that_is_not_a_url_fails_at_start(proxy: str) -> None:
+    with pytest.raises(ConfigError, match=r"azure_sync\.proxy must be an http:// URL"):
+        ReachSession(5, proxy=proxy)
 
 
 # -- the address guard ----------------------------------------------------------------------
