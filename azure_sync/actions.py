@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from azure_sync import decisions
+from azure_sync import clouds, decisions
 from azure_sync.rounds import RoundResult
 from azure_sync.service import SyncService, register, unregister
 from connector.actions import AdminCall
+from connector.admins import PARTNER
 from connector.config import AzureSyncSettings
 from connector.errors import InvalidSetting, NotFound, StateConflict
 from connector.models import EntraRegistration
@@ -52,7 +53,9 @@ def save_registration(call: AdminCall, settings: AzureSyncSettings, tenant_id: s
     """Register the tenant's Entra app, or change its registration. Returns it and
     whether it is new."""
     call.tenant(tenant_id)
-    new = call.session.get(EntraRegistration, tenant_id) is None
+    current = call.session.get(EntraRegistration, tenant_id)
+    new = current is None
+    _check_hosts(call, current, given)
     registration = register(
         call.session, settings, call.context(tenant_id), directory_id=given.directory_id,
         client_id=given.client_id, secret=given.secret, certificate_pem=given.certificate_pem,
@@ -66,6 +69,20 @@ def save_registration(call: AdminCall, settings: AzureSyncSettings, tenant_id: s
                 "credential_changed": bool(given.secret or given.certificate_pem)})
     call.session.flush()
     return registration, new
+
+
+def _check_hosts(call: AdminCall, current: EntraRegistration | None,
+                 given: Registration) -> None:
+    """A host other than a Microsoft cloud's is a partner admin's choice (a tenant admin
+    could otherwise point the connector into the hosting network); keeping the stored
+    one is always fine."""
+    partner = call.principal.role == PARTNER
+    for name in ("authority_host", "graph_base_url"):
+        url = getattr(given, name)
+        stored = getattr(current, name, None) if current is not None else None
+        if url is not None and (stored is None
+                                or clouds.normalized(url) != clouds.normalized(stored)):
+            clouds.check_choice(name, url, partner)
 
 
 def remove_registration(call: AdminCall, tenant_id: str) -> EntraRegistration:

@@ -26,6 +26,7 @@ from azure_sync.errors import (
     ResyncRequired,
     RetryBudgetExhausted,
     TokenError,
+    Unreachable,
     UnsafeLink,
 )
 from azure_sync.retry import (
@@ -35,6 +36,7 @@ from azure_sync.retry import (
     retry_after_seconds,
 )
 from azure_sync.tokens import Credential, TokenProvider
+from azure_sync.transport import describe_failure, is_lasting
 from connector.clock import now as wall_clock
 
 RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
@@ -116,8 +118,8 @@ class GraphClient:
         while True:
             self._wait_for_gate()
             response = self._send(url, headers)
-            if response is None:  # a timeout or a dropped connection
-                self._retry_later(None, attempt, "no answer (timeout or connection error)")
+            if isinstance(response, Unreachable):  # a timeout or a dropped connection
+                self._retry_later(None, attempt, response.cause, response)
                 attempt += 1
                 continue
             status = response.status_code
@@ -151,7 +153,11 @@ class GraphClient:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _send(self, url: str, headers: dict[str, str] | None) -> requests.Response | None:
+    def _send(self, url: str, headers: dict[str, str] | None
+              ) -> requests.Response | Unreachable:
+        """Graph's answer, or why there was none when it may pass (a timeout, a reset);
+        a lasting failure (refused, DNS, TLS, proxy, a blocked address) is raised: the
+        next round tries again."""
         token = self.tokens.token(self.app.authority_host, self.app.directory_id,
                                   self.app.client_id, self.app.credential,
                                   self.app.token_scope)
@@ -161,8 +167,11 @@ class GraphClient:
                                                "Accept": "application/json",
                                                **(headers or {})},
                                  allow_redirects=False)
-        except (requests.Timeout, requests.ConnectionError):
-            return None
+        except requests.RequestException as exc:
+            failure = describe_failure(exc, url)
+            if is_lasting(failure):
+                raise failure from exc
+            return failure
 
     def _json(self, response: requests.Response, url: str) -> dict[str, Any]:
         try:
@@ -178,8 +187,11 @@ class GraphClient:
     def _backoff(self, attempt: int) -> float:
         return backoff_seconds(attempt, self.backoff_base, self.backoff_cap, self.random)
 
-    def _retry_later(self, wait: float | None, attempt: int, what: str) -> None:
+    def _retry_later(self, wait: float | None, attempt: int, what: str,
+                     failure: Unreachable | None = None) -> None:
         if not self.budget.spend():
+            if failure is not None:
+                raise failure
             raise RetryBudgetExhausted(f"Gave up after repeated failures from Graph "
                                        f"(last: {what}); the next round resumes here.")
         seconds = wait if wait is not None else self._backoff(attempt)

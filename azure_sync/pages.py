@@ -24,15 +24,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from azure_sync import actions, decisions, pending, staging
+from azure_sync import actions, clouds, decisions, pending, staging
 from azure_sync.errors import (
     GraphError,
     PermissionDenied,
     RetryBudgetExhausted,
     SyncError,
     TokenError,
+    Unreachable,
 )
-from azure_sync.views import service
+from azure_sync.views import error_json, service
 from connector import clock, db
 from connector.browse import Page
 from connector.errors import InvalidSetting, NotFound, StateConflict
@@ -106,15 +107,8 @@ ACTIONS = {"disable": "Disable (disabled in Entra ID)",
            "hard_delete": "Delete (deleted permanently in Entra ID)",
            "sweep": "Remove (no longer in Entra ID)",
            "out_of_scope": "Remove (out of the sync scope: domain or groups)"}
-CLOUDS = [  # (cloud, authority host, Graph base URL), from Microsoft's national-cloud list
-    ("Global (most tenants)", "https://login.microsoftonline.com", "https://graph.microsoft.com"),
-    ("US Government L4 (GCC High)", "https://login.microsoftonline.us",
-     "https://graph.microsoft.us"),
-    ("US Government L5 (DoD)", "https://login.microsoftonline.us",
-     "https://dod-graph.microsoft.us"),
-    ("China (operated by 21Vianet)", "https://login.chinacloudapi.cn",
-     "https://microsoftgraph.chinacloudapi.cn"),
-]
+# (cloud, authority host, Graph base URL): the presets of azure_sync.clouds
+CLOUDS = [(c.name, c.authority_hosts[0], c.graph_base_url) for c in clouds.CLOUDS.values()]
 
 
 @bp.record_once
@@ -220,6 +214,9 @@ def problem(title: str, text: str, hint: str | None = None) -> Response:
 
 
 HINTS: list[tuple[type[SyncError], str, str]] = [
+    (Unreachable, "Entra ID could not be reached.",
+     "Check the authority host and Graph base URL on the registration page; behind an "
+     "outbound proxy, the connector's proxy setting (see Reach and trust in the docs)."),
     (TokenError, "Entra ID did not sign the app in.",
      "Check the directory (tenant) id, the client id and the client secret or certificate "
      "on the registration page, and that the authority host is your cloud's."),
@@ -237,7 +234,22 @@ HINTS: list[tuple[type[SyncError], str, str]] = [
 @bp.errorhandler(SyncError)
 def _sync_error(exc: SyncError) -> Response:
     title, hint = next((t, h) for kind, t, h in HINTS if isinstance(exc, kind))
-    return problem(title, exc.message, hint or None)
+    shown = error_json(exc.message)
+    text = shown["error"] or exc.plain
+    return problem(title, text + (f" ({shown['detail']})" if shown["detail"] else ""),
+                   hint or None)
+
+
+@bp.app_template_filter("run_error")
+def run_error(text: str | None) -> str:
+    """A run's error in plain words, as the signed-in admin may see it."""
+    return error_json(text)["error"] or ""
+
+
+@bp.app_template_filter("run_error_detail")
+def run_error_detail(text: str | None) -> str:
+    """The raw cause behind a run's error (partner admins), else empty."""
+    return error_json(text)["detail"] or ""
 
 
 # -- status ---------------------------------------------------------------------------------

@@ -18,10 +18,11 @@ from cryptography.hazmat.primitives import hashes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from azure_sync import rounds, scope, secrets, staging
+from azure_sync import clouds, rounds, scope, secrets, staging
 from azure_sync.graph import AppIdentity, GraphClient
 from azure_sync.retry import RetryBudget
-from azure_sync.tokens import Credential, TimeoutSession, TokenProvider
+from azure_sync.tokens import Credential, TokenProvider
+from azure_sync.transport import ReachSession
 from connector import events, tenant_settings
 from connector.config import AzureSyncSettings
 from connector.errors import InvalidSetting, NotFound, StateConflict
@@ -57,12 +58,16 @@ class DatabaseGate:
 class SyncService:
     def __init__(self, settings: AzureSyncSettings, maker: sessionmaker[Session],
                  write_maker: sessionmaker[Session] | None = None,
-                 verify: bool | str | None = None) -> None:
+                 verify: str | None = None) -> None:
+        """verify: a CA bundle trusted besides the OS store, in place of
+        settings.ca_bundle (the tests' CA)."""
         self.settings = settings
         self.maker = maker
         self.write_maker = write_maker or maker
-        verify = verify if verify is not None else (settings.ca_bundle or True)
-        self.http = TimeoutSession(settings.request_timeout_seconds, verify)
+        self.ca_bundle = verify if verify is not None else settings.ca_bundle
+        self.http = ReachSession(settings.request_timeout_seconds, self.ca_bundle,
+                                 settings.proxy, settings.no_proxy,
+                                 settings.allow_private_hosts)
         self.tokens = TokenProvider(self.http)
         self.gate = DatabaseGate(self.write_maker)
 
@@ -179,9 +184,8 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
     registration.directory_id, registration.client_id = directory_id, client_id
     for name, url in (("authority_host", authority_host), ("graph_base_url", graph_base_url)):
         if url is not None:
-            if not url.startswith("https://"):
-                raise InvalidSetting(f"{name} must be an https:// URL.")
-            setattr(registration, name, url.rstrip("/"))
+            setattr(registration, name,
+                    clouds.check_url(name, url, settings.allow_private_hosts))
     if interval_minutes is not None:
         if not 1 <= interval_minutes <= 1440:
             raise InvalidSetting("interval_minutes must be between 1 and 1440.")

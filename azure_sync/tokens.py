@@ -19,25 +19,10 @@ import msal
 import requests
 
 from azure_sync.errors import TokenError
+from azure_sync.transport import describe_failure
 
 MICROSOFT_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us",
                    "login.partner.microsoftonline.cn", "login.chinacloudapi.cn")
-
-
-class TimeoutSession(requests.Session):
-    """A requests session with a timeout on every request (requests has none by default,
-    and msal ignores its own `timeout` once it is handed a session)."""
-
-    def __init__(self, timeout: float, verify: bool | str = True) -> None:
-        super().__init__()
-        self.timeout = timeout
-        self.verify = verify
-        self.trust_env = False  # proxies/CA bundles come from our settings, not the env
-
-    def request(self, method: str | bytes, url: str | bytes,
-                *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout)
-        return super().request(method, url, *args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -88,7 +73,9 @@ class TokenProvider:
         app = self._app(authority_host, directory_id, client_id, credential)
         try:
             result = app.acquire_token_for_client(scopes=[scope])
-        except (requests.RequestException, ValueError, OSError, RuntimeError) as exc:
+        except requests.RequestException as exc:
+            raise describe_failure(exc, authority_host) from exc
+        except (ValueError, OSError, RuntimeError) as exc:
             raise TokenError(f"Could not reach the token endpoint at {authority_host}: "
                              f"{type(exc).__name__}.") from exc
         if not isinstance(result, dict) or "access_token" not in result:
@@ -125,7 +112,9 @@ class TokenProvider:
                     # Instance discovery asks Microsoft's endpoint about the authority;
                     # for sovereign and test authorities it must not.
                     instance_discovery=None if is_microsoft else False)
-            except (requests.RequestException, ValueError, OSError, RuntimeError) as exc:
+            except requests.RequestException as exc:
+                raise describe_failure(exc, host) from exc
+            except (ValueError, OSError, RuntimeError) as exc:
                 raise TokenError(f"Could not set up sign-in at {host}/{directory_id}: "
                                  f"{type(exc).__name__}: {exc}") from exc
             self._apps[key] = app

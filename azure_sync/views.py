@@ -13,8 +13,9 @@ from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy import func, select
 
 from azure_sync import actions, decisions, pending, staging
-from azure_sync.errors import SyncError
+from azure_sync.errors import SyncError, for_tenant_admin, split_detail
 from azure_sync.service import SyncService
+from connector.admins import PARTNER
 from connector.api.contract import request_body
 from connector.browse import Page
 from connector.db import make_sessionmaker
@@ -26,6 +27,7 @@ from connector.http import (
     json_response,
     page_args,
     page_json,
+    principal,
     session,
     tenant_for,
 )
@@ -77,8 +79,25 @@ def run_json(run: SyncRun) -> dict[str, Any]:
     return {"id": run.id, "kind": run.kind, "status": run.status, "trigger": run.trigger,
             "started": run.started_at.isoformat(),
             "finished": run.finished_at.isoformat() if run.finished_at else None,
-            "pages": run.pages, "counts": run.counts, "error": run.error,
+            "pages": run.pages, "counts": run.counts, **error_json(run.error),
             "roundId": run.round_id}
+
+
+def error_json(text: str | None) -> dict[str, str | None]:
+    """A stored error as `error` (plain words) and `detail` (the raw cause, partner admins
+    only: to a tenant admin, refused/reset/timed out would map the hosting network)."""
+    plain, detail = split_detail(text)
+    if principal().role != PARTNER:
+        return {"error": for_tenant_admin(plain), "detail": None}
+    return {"error": plain, "detail": detail}
+
+
+def graph_problem(exc: SyncError) -> Problem:
+    """The 502 of a preview or a one-user sync that Entra ID or Graph refused."""
+    shown = error_json(exc.message)
+    extra: dict[str, Any] = {"cause": shown["detail"]} if shown["detail"] else {}
+    return Problem(502, "Entra ID or Graph error", shown["error"] or exc.plain,
+                   "graph-error", None, **extra)
 
 
 def kept_json(row: SyncPending) -> dict[str, Any]:
@@ -197,7 +216,7 @@ def preview(tenant_id: str) -> Response:
     try:
         _registration, result = actions.preview(admin_call(), service(), tenant_id)
     except SyncError as exc:
-        raise Problem(502, "Graph refused", exc.message, "graph-error") from exc
+        raise graph_problem(exc) from exc
     return json_response({"pages": result.pages, "counts": result.counts})
 
 
@@ -211,5 +230,5 @@ def sync_user(tenant_id: str) -> Response:
     except SyncError as exc:
         if getattr(exc, "status", None) == 404:
             raise NotFound(f"Entra ID has no user {key.strip()!r}.") from exc
-        raise Problem(502, "Graph refused", exc.message, "graph-error") from exc
+        raise graph_problem(exc) from exc
     return done(200, {"counts": counts})

@@ -356,6 +356,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         updates, disables = changes * 6 // 10, changes * 2 // 10
         enables = changes - updates - disables
         settings = AzureSyncSettings(encryption_key=secrets.new_key(),
+                                     allow_private_hosts=True,  # the fakes' loopback
                                      graph_scope="https://graph.microsoft.com/.default")
         with write_maker() as s:
             register(s, settings, WriteContext(tenant_id, Source.ADMIN, "bench", "bench", now),

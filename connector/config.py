@@ -208,7 +208,28 @@ class AzureSyncSettings:
         100_000, "Pages after which a round stops as runaway (a nextLink loop guard)."
     )
     ca_bundle: str = setting(
-        "", "CA bundle to verify Entra and Graph with; empty: the system's (certifi)."
+        "",
+        "A PEM file of extra CA certificates trusted for Entra and Graph, on top of the "
+        "operating system's trust store (which is always used, through truststore). "
+        "Empty: the system's store only.",
+    )
+    proxy: str = setting(
+        "",
+        "Outbound proxy Graph and the token endpoint are reached through, e.g. "
+        "http://proxy.example:3128 (HTTPS goes through it with CONNECT). Empty: the "
+        "environment's HTTPS_PROXY / NO_PROXY when set, else a direct connection.",
+    )
+    no_proxy: str = setting(
+        "",
+        "Comma-separated hosts (or .domain suffixes) reached directly although `proxy` is "
+        "set. Used only with `proxy`; otherwise the environment's NO_PROXY applies.",
+    )
+    allow_private_hosts: bool = setting(
+        False,
+        "Let Graph and the token endpoint be on private, loopback or link-local addresses "
+        "(checked on the address actually connected to, at every connection). Off: a "
+        "registration cannot point the connector into its own network. Tests and "
+        "on-premises stand-ins only.",
     )
     scheduler_in_web: bool = setting(
         True,

@@ -96,6 +96,7 @@ class Sync:
 def sync(engine: Engine, fake_graph: FakeGraph, fake_app: FakeApp, fake_tls: Any,
          fake_entra: Any, tmp_path: Path) -> Sync:
     settings = AzureSyncSettings(encryption_key=secrets.new_key(), retry_budget=20,
+                                 allow_private_hosts=True,
                                  graph_scope="https://graph.microsoft.com/.default")
     tenant_id, _ = make_tenant(engine, "Synced")
     maker = make_sessionmaker(engine)

@@ -29,6 +29,7 @@ def sync_app(database_url: str, engine: Engine, fake_tls: Any, tmp_path: Path) -
         overrides={"database": {"url": database_url}, "logging": {"access_log": False},
                    "azure_sync": {"encryption_key": secrets.new_key(),
                                   "ca_bundle": str(fake_tls.ca_path),
+                                  "allow_private_hosts": True,  # the fakes' loopback
                                   "graph_scope": "https://graph.microsoft.com/.default"}})
     return create_app(settings, engine=engine)
 

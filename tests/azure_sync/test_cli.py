@@ -23,6 +23,7 @@ def environment(sync: Sync, database_url: str, fake_tls: Any, tmp_path: Path,
             "CONNECTOR_DATABASE__URL": database_url,
             "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY": settings.encryption_key,
             "CONNECTOR_AZURE_SYNC__CA_BUNDLE": str(fake_tls.ca_path),
+            "CONNECTOR_AZURE_SYNC__ALLOW_PRIVATE_HOSTS": "true",
             "CONNECTOR_AZURE_SYNC__GRAPH_SCOPE": settings.graph_scope}.items():
         monkeypatch.setenv(key, value)
 

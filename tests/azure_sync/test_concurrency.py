@@ -53,7 +53,7 @@ def workers(sync: Sync, database_url: str) -> Iterator[list[Worker]]:
         engine = make_engine(DatabaseSettings(url=database_url, pool_size=3))
         service = SyncService(sync.service.settings, make_sessionmaker(engine),
                               make_sessionmaker(engine, writes=True),
-                              verify=sync.service.http.verify)
+                              verify=sync.service.ca_bundle)
         scheduler = BackgroundScheduler(timezone=dt.UTC)
         executed = threading.Event()
 

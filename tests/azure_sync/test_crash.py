@@ -374,7 +374,8 @@ class Harness:
             "ca_path": self.ca_path, "lease_seconds": LEASE_SECONDS, "kill": kill,
             "page": page, "settings": {"encryption_key": self.settings.encryption_key,
                                        "retry_budget": self.settings.retry_budget,
-                                       "graph_scope": self.settings.graph_scope}})
+                                       "graph_scope": self.settings.graph_scope,
+                                       "allow_private_hosts": True}})
 
     def crashed(self, tenant_id: str, point: KillPoint, pages: int) -> None:
         """Wait for the child queued for this tenant to die, and check that it died
@@ -451,6 +452,7 @@ def _did(run: dict[str, Any]) -> bool:
 def harness(engine: Engine, database_url: str, fake_graph: FakeGraph, fake_app: FakeApp,
             fake_tls: LoopbackTLS, crasher: Crasher) -> Iterator[Harness]:
     settings = AzureSyncSettings(encryption_key=secrets.new_key(), retry_budget=20,
+                                 allow_private_hosts=True,
                                  graph_scope="https://graph.microsoft.com/.default")
     maker = make_sessionmaker(engine)
     service = SyncService(settings, maker, make_sessionmaker(engine, writes=True),

@@ -366,7 +366,7 @@ def test_a_certificate_credential_signs_in(engine: Engine, fake_graph: FakeGraph
     directory_id, client_id = str(uuid.uuid4()), str(uuid.uuid4())
     fake_entra.add_app(directory_id, client_id, certificate_pem=certificate.certificate_pem)
     fake_graph.directory(directory_id).seed_users(3)
-    settings = AzureSyncSettings(encryption_key=secrets.new_key(),
+    settings = AzureSyncSettings(encryption_key=secrets.new_key(), allow_private_hosts=True,
                                  graph_scope="https://graph.microsoft.com/.default")
     tenant_id, _ = make_tenant(engine, "Cert")
     maker = make_sessionmaker(engine)

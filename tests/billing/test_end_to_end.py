@@ -143,6 +143,7 @@ def test_two_tenants_through_september_and_october(
     # Rounds here are weeks apart, not every few minutes: keep the delta links alive.
     fake_graph.knobs.delta_token_lifetime = 90 * 86_400
     sync_settings = AzureSyncSettings(encryption_key=secrets.new_key(), retry_budget=20,
+                                      allow_private_hosts=True,
                                       graph_scope="https://graph.microsoft.com/.default")
     service = SyncService(sync_settings, maker, make_sessionmaker(engine, writes=True),
                           verify=str(fake_tls.ca_path))

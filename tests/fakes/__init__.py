@@ -9,7 +9,12 @@ The pieces (each module's docstring has the details):
   endpoint, for secrets and certificate assertions; `.clock` is the `FakeClock` every
   fake shares (tests advance it instead of sleeping);
 - `graph.FakeGraph(tls, token_endpoint)`: users/groups delta and single-user reads over
-  per-tenant `directory.Directory` objects, with fault knobs.
+  per-tenant `directory.Directory` objects, with fault knobs;
+- `proxy.ConnectProxy()`: an outbound forward proxy on loopback that tunnels HTTPS with
+  CONNECT and records each target in `.connects` (`with ConnectProxy() as proxy:`).
+
+The connector refuses loopback hosts by default: settings that point it at the fakes set
+`azure_sync.allow_private_hosts = true` (tests/azure_sync/harness.py does).
 
 Fixtures (tests/fakes/fixtures.py): `fake_tls` (session scope), `fake_https_session`,
 `fake_entra`, `fake_graph`, `fake_app` (a fresh tenant and app with a secret, a

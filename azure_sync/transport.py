@@ -1,0 +1,288 @@
+"""How the connector reaches Entra ID and Graph: whom it trusts, which proxy, which addresses.
+
+One `ReachSession` carries both Graph's requests and msal's token requests:
+
+- **Trust**: the operating system's trust store (through `truststore`), plus the CA
+  bundle of `azure_sync.ca_bundle` when set. certifi is not used: a site whose TLS
+  inspection proxy or private CA is in the OS store just works.
+- **Proxy**: `azure_sync.proxy` (minus the hosts of `azure_sync.no_proxy`); without
+  it, the environment's HTTPS_PROXY / NO_PROXY. Nothing else is taken from the
+  environment (a REQUESTS_CA_BUNDLE or a .netrc must not change whom we trust or what
+  we send), so the session keeps `trust_env` off and picks proxies itself.
+- **Addresses**: unless `azure_sync.allow_private_hosts`, a connection whose peer is
+  not a global address (private, loopback, link-local, shared, reserved…) is closed
+  before a byte is sent. The check is on the connected socket's peer, at every new
+  connection, so a DNS answer that changes after a check (rebinding) cannot get around
+  it. Through a proxy the peer is the proxy (the operator's choice); the target is
+  then checked on the addresses its name resolves to here, and an IP literal always.
+
+Transport failures become `Unreachable` with a cause in plain words (`describe_failure`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+import truststore
+from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies, should_bypass_proxies
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.poolmanager import PoolManager
+
+from azure_sync.errors import Unreachable
+from connector.config import ConfigError
+
+PRIVATE_HINT = "azure_sync.allow_private_hosts"
+
+
+class BlockedAddress(NewConnectionError):
+    """A connection to an address the connector must not reach (not retried)."""
+
+
+def is_public(address: str) -> bool:
+    """Whether an IP address is globally routable (not private, loopback, link-local,
+    shared, reserved, multicast or unspecified)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def is_private_literal(host: str) -> bool:
+    """Whether a host is written as a non-public IP address, or is `localhost`."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return not is_public(name)
+    except ValueError:
+        return False
+
+
+def trust_context(ca_bundle: str = "") -> ssl.SSLContext:
+    """A TLS client context trusting the OS store, plus `ca_bundle` when given."""
+    context = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
+# -- the address guard, inside urllib3's connections ------------------------------------
+
+
+class _Guard:
+    """Checks the peer of every new connection; see the module docstring."""
+
+    host: str
+    port: int
+    proxy: Any
+    _tunnel_host: str | None
+    _tunnel_port: int | None
+
+    def _new_conn(self) -> socket.socket:
+        if self.proxy is not None:  # connected to the operator's proxy: check the target
+            _check_name(self, self._tunnel_host or self.host, self._tunnel_port or self.port)
+            return super()._new_conn()  # type: ignore[misc]
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        peer = str(sock.getpeername()[0])
+        if not is_public(peer):
+            sock.close()
+            raise BlockedAddress(self, f"{self.host} is at {peer}, a private, loopback or "  # type: ignore[arg-type]
+                                 f"link-local address ({PRIVATE_HINT} is off)")
+        return sock
+
+
+def _check_name(conn: Any, host: str, port: int) -> None:
+    if is_private_literal(host):
+        raise BlockedAddress(conn, f"{host} is a private, loopback or link-local address "
+                             f"({PRIVATE_HINT} is off)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # not resolvable here: only the proxy can (and it is the operator's)
+    for info in infos:
+        address = str(info[4][0])
+        if not is_public(address):
+            raise BlockedAddress(conn, f"{host} resolves to {address}, a private, loopback "
+                                 f"or link-local address ({PRIVATE_HINT} is off)")
+
+
+class GuardedHTTPConnection(_Guard, HTTPConnection):
+    pass
+
+
+class GuardedHTTPSConnection(_Guard, HTTPSConnection):
+    pass
+
+
+class GuardedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = GuardedHTTPConnection
+
+
+class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = GuardedHTTPSConnection
+
+
+GUARDED_POOLS = {"http": GuardedHTTPConnectionPool, "https": GuardedHTTPSConnectionPool}
+
+
+class ReachAdapter(HTTPAdapter):
+    """A transport adapter verifying with `context` (never certifi) whose connections,
+    direct or through a proxy, pass the address guard unless private hosts are allowed."""
+
+    def __init__(self, context: ssl.SSLContext, allow_private_hosts: bool) -> None:
+        self.context = context
+        self.allow_private_hosts = allow_private_hosts
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self._guard(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        fresh = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if fresh:
+            self._guard(manager)
+        return manager
+
+    def _guard(self, manager: PoolManager) -> None:
+        if not self.allow_private_hosts:
+            manager.pool_classes_by_scheme = GUARDED_POOLS
+
+    def build_connection_pool_key_attributes(
+            self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> Any:
+        host, given = super().build_connection_pool_key_attributes(request, True, cert)
+        pool: dict[str, Any] = dict(given)
+        pool.pop("ca_certs", None)
+        pool.pop("ca_cert_dir", None)
+        pool["ssl_context"] = self.context
+        pool["cert_reqs"] = "CERT_REQUIRED"
+        return host, pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, False, cert)  # no CA file on the connection…
+        conn.cert_reqs = "CERT_REQUIRED"  # …the context's trust, always verified
+
+
+def check_proxy(proxy: str) -> str:
+    """The proxy setting, or a ConfigError at start (not a failed round at 3 a.m.)."""
+    if not proxy:
+        return proxy
+    try:
+        parts = urllib.parse.urlsplit(proxy)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        host = None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"azure_sync.proxy must be an http:// URL of the proxy, such as "
+                          f"http://proxy.example:3128; got {proxy!r}")
+    return proxy
+
+
+class ReachSession(requests.Session):
+    """The session of Graph and the token endpoint: a timeout on every request (requests
+    has none by default, and msal ignores its own once handed a session), the trust,
+    proxy and address rules above."""
+
+    def __init__(self, timeout: float, ca_bundle: str = "", proxy: str = "",
+                 no_proxy: str = "", allow_private_hosts: bool = False) -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.trust_env = False  # proxies are picked in request(); trust is the adapter's
+        self.proxy = check_proxy(proxy)
+        self.no_proxy = no_proxy
+        adapter = ReachAdapter(trust_context(ca_bundle), allow_private_hosts)
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        """The proxy a request to `url` goes through ({} for a direct connection)."""
+        if self.proxy:
+            if self.no_proxy and should_bypass_proxies(url, no_proxy=self.no_proxy):
+                return {}
+            return {"http": self.proxy, "https": self.proxy}
+        return dict(get_environ_proxies(url))  # HTTPS_PROXY, NO_PROXY
+
+    def request(self, method: str | bytes, url: str | bytes,
+                *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        text = url.decode() if isinstance(url, bytes) else url
+        kwargs["proxies"] = self.proxies_for(text)
+        return super().request(method, url, *args, **kwargs)
+
+
+# -- failures in plain words --------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, what it wraps (urllib3 keeps it in `reason` or args) and causes."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nxt in (getattr(current, "reason", None), current.__cause__, current.__context__,
+                    *current.args):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+
+
+def describe_failure(exc: BaseException, url: str) -> Unreachable:
+    """An `Unreachable` saying in plain words why `url` gave no answer."""
+    host = urllib.parse.urlsplit(url).hostname or url
+    chain = list(_chain(exc))
+    detail = (" <- ".join(type(e).__name__ for e in chain) + f": {chain[-1]}")[:2000]
+
+    def has(*kinds: type[BaseException]) -> BaseException | None:
+        return next((e for e in chain if isinstance(e, kinds)), None)
+
+    lasting = _lasting_cause(has, host)
+    if lasting is not None:
+        failure = Unreachable(lasting, detail)
+        failure.lasting = True
+        return failure
+    if has(ConnectionResetError) is not None:
+        return Unreachable(f"connection reset by {host}", detail)
+    if has(requests.Timeout, TimeoutError, socket.timeout) is not None:
+        return Unreachable(f"{host} did not answer in time", detail)
+    return Unreachable(f"a network error talking to {host}", detail)
+
+
+def _lasting_cause(has: Any, host: str) -> str | None:
+    """The cause of a failure that will not pass within seconds, in plain words."""
+    blocked = has(BlockedAddress)
+    if blocked is not None:
+        return f"the connector does not connect there: {str(blocked).split(': ', 1)[-1]}"
+    if has(requests.exceptions.ProxyError) is not None:
+        return f"the outbound proxy did not connect to {host}"
+    if has(ssl.SSLCertVerificationError) is not None:
+        return (f"the TLS certificate of {host} is not trusted (add its CA to the system's "
+                "trust store or azure_sync.ca_bundle)")
+    if has(requests.exceptions.SSLError, ssl.SSLError) is not None:
+        return f"the TLS handshake with {host} failed"
+    if has(socket.gaierror) is not None or has(NameResolutionError) is not None:
+        return f"the name {host} does not resolve"
+    if has(ConnectionRefusedError) is not None:
+        return f"connection refused by {host}"
+    return None
+
+
+def is_lasting(failure: Unreachable) -> bool:
+    """Whether retrying within the round is pointless (the next round tries again):
+    refused, DNS, TLS, proxy, a blocked address. Timeouts, resets and dropped
+    connections are often passing, and retried within the round's budget."""
+    return failure.lasting
