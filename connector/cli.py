@@ -394,7 +394,6 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _start_billing(settings: Settings) -> Any:
     from billing import scheduler as billing_scheduler
-
     from connector import notify
 
     engine = db.make_engine(settings.database)
