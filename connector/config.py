@@ -297,7 +297,8 @@ class NotifySettings:
         "Tell admins (e-mail and a notice in the admin UI) about a round held for approval, "
         "a quarantined tenant, failing rounds, SCIM errors and a failed month close. The "
         "e-mail goes through the SMTP server of [billing] (mail_host…); without one, only "
-        "the notices show. The jobs run where the month-close scheduler runs.",
+        "the notices show. The jobs run where the month-close scheduler runs. Off: no "
+        "e-mail and no SCIM error check; the sync and close conditions are still listed.",
     )
     reminder_hours: int = setting(
         24, "Hours after which a condition still raised is e-mailed again (0: never).")

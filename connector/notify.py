@@ -187,26 +187,33 @@ def reconcile_sync(session: Session, tenant_id: str, failing_after: int,
     """Make the sync conditions of a tenant match its sync state: held round,
     quarantine, rounds failing in a row."""
     health = sync_status.health(session, tenant_id)
+    open_kinds = set(session.scalars(select(NotifyCondition.kind).where(
+        NotifyCondition.tenant_id == tenant_id, NotifyCondition.cleared_at.is_(None))))
+
+    def clear(kind: str, key: str | None = "", keep: str | None = None) -> None:
+        if kind in open_kinds:  # an UPDATE only when there is something to clear
+            clear_condition(session, tenant_id, kind, now, key, keep)
+
     if health.held_run_id is not None:
         key = str(health.held_run_id)
         raise_condition(session, tenant_id, "round_held",
                         f"Round {key} would disable or delete more users than the "
                         "deletion threshold allows.", now, key)
-        clear_condition(session, tenant_id, "round_held", now, key=None, keep=key)
+        clear("round_held", key=None, keep=key)
     else:
-        clear_condition(session, tenant_id, "round_held", now, key=None)
+        clear("round_held", key=None)
     if health.quarantined_until is not None:
         raise_condition(session, tenant_id, "quarantined",
                         f"{health.failures} rounds failed in a row. Last error: "
                         f"{health.last_error or 'unknown'}", now)
     else:
-        clear_condition(session, tenant_id, "quarantined", now)
+        clear("quarantined")
     if health.failures >= max(failing_after, 1):
         raise_condition(session, tenant_id, "rounds_failing",
                         f"{health.failures} rounds failed in a row. Last error: "
                         f"{health.last_error or 'unknown'}", now)
     else:
-        clear_condition(session, tenant_id, "rounds_failing", now)
+        clear("rounds_failing")
 
 
 def month_closes_ended(maker: sessionmaker[Session], closed: Iterable[tuple[str, str]],
@@ -251,8 +258,12 @@ def reconcile_scim(session: Session, settings: Settings, now: dt.datetime) -> No
 
 def run_pass(maker: sessionmaker[Session], settings: Settings,
              clock: Callable[[], dt.datetime] = wall_clock) -> None:
-    """Evaluate, remind, send, prune; never raises (a job that raises is only logged)."""
+    """Evaluate, remind, send, prune; never raises (a job that raises is only logged).
+    Notifications off: only drop the e-mails the jobs queued."""
     now = clock()
+    if not settings.notify.enabled:
+        _drop_pending(maker, now, SendResult())
+        return
     steps: list[tuple[str, Callable[[], object]]] = [
         ("sync conditions", lambda: _reconcile_all_sync(maker, settings, now)),
         ("scim conditions", lambda: _in_transaction(maker, lambda s: reconcile_scim(
@@ -287,8 +298,6 @@ def _reconcile_all_sync(maker: sessionmaker[Session], settings: Settings,
 
 def add_jobs(scheduler: object, maker: sessionmaker[Session], settings: Settings) -> None:
     """The notification pass, every minute (APScheduler)."""
-    if not settings.notify.enabled:
-        return
     scheduler.add_job(run_pass, "interval", minutes=1,  # type: ignore[attr-defined]
                       args=(maker, settings), id="notify:pass", max_instances=1,
                       coalesce=True, replace_existing=True,

@@ -45,6 +45,7 @@ class ScimCounts:
         self._lock = threading.Lock()
         self._minute = 0
         self._counts: dict[str, list[int]] = {}
+        self._writer: threading.Thread | None = None
 
     def record(self, tenant_id: str, status: int) -> None:
         """Count one answer; the first of a new minute sends the last one's away."""
@@ -61,11 +62,15 @@ class ScimCounts:
             if status >= 400 and status not in ROUTINE:
                 counts[1] += 1
         if done:
-            threading.Thread(target=self._write, args=(at, done), daemon=True,
-                             name="scim-counts").start()
+            self._writer = threading.Thread(target=self._write, args=(at, done), daemon=True,
+                                            name="scim-counts")
+            self._writer.start()
 
     def flush(self) -> None:
         """Write the current minute's counts now (shutdown, tests)."""
+        writer = self._writer
+        if writer is not None:
+            writer.join()  # the previous minute's first, so a reader then sees both
         with self._lock:
             done, at = self._counts, self._minute
             self._counts = {}

@@ -350,3 +350,13 @@ def test_without_an_smtp_server_the_queued_mails_are_dropped_and_notices_stay(
         assert [c.kind for c in notify.standing(s, [world["acme"]], T0)] == \
             ["month_close_failed"]
         assert s.get(Tenant, world["acme"]) is not None
+
+
+def test_notifications_off_drop_the_queued_mails(
+        maker: sessionmaker[Session], world: dict[str, str], inbox: tuple[Inbox, int]) -> None:
+    box, port = inbox
+    raise_held(maker, world["acme"], T0)
+    notify.run_pass(maker, settings_for(port, enabled=False), lambda: T0)
+    assert box.messages == []
+    with maker() as s:
+        assert {r.state for r in s.scalars(select(NotifyOutbox))} == {"dropped"}
