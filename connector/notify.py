@@ -223,10 +223,12 @@ def month_closes_ended(maker: sessionmaker[Session], closed: Iterable[tuple[str,
     try:
         with maker() as s:
             for tenant_id, month, error in failed:
+                what = f"Closing {month}" if month else "Closing the due months"
                 raise_condition(s, tenant_id, "month_close_failed",
-                                f"Closing {month} failed: {error}", now, month)
-            for tenant_id, month in closed:
-                clear_condition(s, tenant_id, "month_close_failed", now, month)
+                                f"{what} failed: {error}", now, month)
+            for tenant_id, month in closed:  # "": a failure before any month was known
+                for key in {month, ""}:
+                    clear_condition(s, tenant_id, "month_close_failed", now, key)
             s.commit()
     except Exception:  # noqa: BLE001 - a notification never fails the job that raised it
         log.exception("month close notifications not recorded")

@@ -54,7 +54,8 @@ def link(settings: Settings, condition: NotifyCondition) -> str:
 
 def subject(condition: NotifyCondition, tenant: Tenant, reason: str) -> str:
     what = KINDS[condition.kind].title
-    suffix = f" ({condition.key})" if condition.kind == "month_close_failed" else ""
+    suffix = f" ({condition.key})" if condition.kind == "month_close_failed" and \
+        condition.key else ""
     reminder = "Reminder: " if reason == "reminder" else ""
     return f"{reminder}{what}{suffix} for {tenant.name}"
 
