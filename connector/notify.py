@@ -37,6 +37,7 @@ from connector.notify_messages import KINDS, compose
 log = logging.getLogger("connector.notify")
 BATCH = 50
 ALL = "*"  # an opt-out of every kind
+KEEP = dt.timedelta(days=90)  # sent e-mails and cleared conditions, then pruned
 
 __all__ = ["ALL", "KINDS", "clear_condition", "raise_condition", "run_pass", "send_due"]
 
@@ -273,7 +274,7 @@ def run_pass(maker: sessionmaker[Session], settings: Settings,
         ("reminders", lambda: _in_transaction(maker, lambda s: queue_reminders(
             s, settings.notify.reminder_hours, now))),
         ("sending", lambda: send_due(maker, settings, now)),
-        ("pruning", lambda: _in_transaction(maker, lambda s: scim_health.prune(s, now))),
+        ("pruning", lambda: _in_transaction(maker, lambda s: _prune(s, now))),
     ]
     for name, step in steps:
         try:
@@ -282,6 +283,18 @@ def run_pass(maker: sessionmaker[Session], settings: Settings,
             logs.log(log, logging.ERROR, "notifications not sent: settings", error=str(exc))
         except Exception:  # noqa: BLE001 - one step failing never stops the others
             log.exception("notification pass: %s failed", name)
+
+
+def _prune(session: Session, now: dt.datetime) -> None:
+    """Drop SCIM counts older than a day, and e-mails and cleared conditions older than
+    KEEP (the notifications page shows a few days of cleared ones)."""
+    scim_health.prune(session, now)
+    old = now - KEEP
+    gone = select(NotifyCondition.id).where(NotifyCondition.cleared_at < old)
+    session.execute(delete(NotifyOutbox).where(or_(
+        NotifyOutbox.condition_id.in_(gone),
+        (NotifyOutbox.state != "pending") & (NotifyOutbox.created_at < old))))
+    session.execute(delete(NotifyCondition).where(NotifyCondition.cleared_at < old))
 
 
 def _in_transaction(maker: sessionmaker[Session], work: Callable[[Session], object]) -> None:

@@ -360,3 +360,21 @@ def test_notifications_off_drop_the_queued_mails(
     assert box.messages == []
     with maker() as s:
         assert {r.state for r in s.scalars(select(NotifyOutbox))} == {"dropped"}
+
+
+def test_old_mails_and_long_cleared_conditions_are_pruned(
+        maker: sessionmaker[Session], world: dict[str, str], inbox: tuple[Inbox, int]) -> None:
+    box, port = inbox
+    settings = settings_for(port)
+    raise_held(maker, world["acme"], T0)
+    notify.run_pass(maker, settings, lambda: T0)
+    with maker() as s:
+        notify.clear_condition(s, world["acme"], "month_close_failed", T0, "2026-11")
+        s.commit()
+    notify.run_pass(maker, settings, lambda: T0 + dt.timedelta(days=89))
+    with maker() as s:
+        assert len(list(s.scalars(select(NotifyOutbox)))) == 3
+    notify.run_pass(maker, settings, lambda: T0 + dt.timedelta(days=91))
+    with maker() as s:
+        assert list(s.scalars(select(NotifyOutbox))) == []
+        assert notify.standing(s, None, T0 - dt.timedelta(days=1)) == []
