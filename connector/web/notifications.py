@@ -38,8 +38,13 @@ def raised_notices() -> list[notifications.Notice]:
 
 
 def tenant_notices(tenant_id: str) -> list[notifications.Notice]:
-    return [n for n in raised_notices() if n.condition.tenant_id == tenant_id
-            and n.condition.kind not in SHOWN_BY_SYNC]
+    """The tenant's raised conditions the Entra ID sync banners do not say already (the
+    quarantine banner also says how many rounds failed)."""
+    mine = [n for n in raised_notices() if n.condition.tenant_id == tenant_id]
+    hidden = set(SHOWN_BY_SYNC)
+    if any(n.condition.kind == "quarantined" for n in mine):
+        hidden.add("rounds_failing")
+    return [n for n in mine if n.condition.kind not in hidden]
 
 
 @bp.app_context_processor

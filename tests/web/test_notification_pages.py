@@ -58,3 +58,12 @@ def test_the_opt_out_form_saves_and_refuses_an_unknown_kind(partner_web: WebSess
     cleared = partner_web.follow(partner_web.post("/admin/account/notifications", {}))
     assert "every notification" in cleared and "checked" not in cleared.split(
         'id="notification-preferences"')[1]
+
+
+def test_failing_rounds_are_noted_until_the_quarantine_banner_says_it(
+        partner_web: WebSession, engine: Engine) -> None:
+    tenant_id, _ = make_tenant(engine, "Failing")
+    raise_(engine, tenant_id, "rounds_failing")
+    assert "rounds_failing detail" in partner_web.page(f"/admin/tenants/{tenant_id}/users")
+    raise_(engine, tenant_id, "quarantined")
+    assert "rounds_failing detail" not in partner_web.page(f"/admin/tenants/{tenant_id}/users")
