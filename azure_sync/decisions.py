@@ -23,6 +23,7 @@ from azure_sync.applier import PageApplier, entered_counts, not_synced
 from azure_sync.errors import UnsafeLink
 from azure_sync.graph import GraphClient
 from azure_sync.rounds import RoundResult, add_counts
+from connector import notify
 from connector.clock import now as wall_clock
 from connector.errors import NotFound, StateConflict
 from connector.models import EntraRegistration, SyncRun, SyncStaged, SyncState, Tenant, User
@@ -101,6 +102,7 @@ def approve_held(s: Session, tenant: Tenant, run_id: int, now: dt.datetime) -> d
     run.counts = add_counts(run.counts, applied)
     run.status = "succeeded"
     run.error = f"approved at {now:%Y-%m-%d %H:%M} UTC: {run.error}"
+    notify.clear_condition(s, tenant.id, "round_held", now, key=str(run_id))
     return applied
 
 
@@ -112,6 +114,7 @@ def reject_held(s: Session, tenant_id: str, run_id: int, now: dt.datetime) -> in
     dropped = staging.drop_staged(s, run.round_key)
     run.status = "rejected"
     run.error = f"rejected at {now:%Y-%m-%d %H:%M} UTC: {run.error}"
+    notify.clear_condition(s, tenant_id, "round_held", now, key=str(run_id))
     return dropped
 
 

@@ -23,7 +23,7 @@ from azure_sync.graph import AppIdentity, GraphClient
 from azure_sync.retry import RetryBudget
 from azure_sync.tokens import Credential, TokenProvider
 from azure_sync.transport import ReachSession
-from connector import events, tenant_settings
+from connector import events, notify, tenant_settings
 from connector.config import AzureSyncSettings
 from connector.errors import InvalidSetting, NotFound, StateConflict
 from connector.events import WriteContext
@@ -106,7 +106,9 @@ class SyncService:
             lease_seconds=self.settings.lease_seconds,
             max_pages=self.settings.max_pages_per_round,
             quarantine_after=self.settings.quarantine_after_failures)
-        return rounds.run_round(self.write_maker, tenant_id, client, options, trigger)
+        result = rounds.run_round(self.write_maker, tenant_id, client, options, trigger)
+        notify.sync_round_ended(self.write_maker, tenant_id, self.settings.notify_after_failures)
+        return result
 
 
 def credential_of(settings: AzureSyncSettings, registration: EntraRegistration) -> Credential:

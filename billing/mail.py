@@ -3,7 +3,7 @@ invoice summary to the configured recipients over SMTP, with the billed users (C
 XLSX) and the invoice (CSV) attached. For self-hosted partners.
 
     close_month ── flip to closed ──> enqueue_for        (the same transaction)
-    scheduler ──> send_due ──> claim a due row ──> compose ──> SMTP
+    scheduler ──> send_due ──> claim a due row ──> compose ──> SMTP (connector/mail.py)
                                                    ├─ accepted ──> sent
                                                    └─ refused, unreachable ──> retry with
                                                       backoff; after max attempts: failed
@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import smtplib
-import ssl
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,21 +35,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from billing import exports
 from connector import logs
+from connector import mail as smtp_mail
 from connector.config import BillingSettings
+from connector.mail import CLAIM_LEASE, MailSettingsError
 from connector.models import BillingClose, BillingMailOutbox, Tenant
 
 log = logging.getLogger("connector.billing.mail")
 
-SECURITY = ("none", "starttls", "tls")
-# A sender's claim on a report: long enough for the slowest send (a few timeouts).
-CLAIM_LEASE = dt.timedelta(minutes=15)
-MAX_BACKOFF = dt.timedelta(days=1)
+__all__ = ["MailSettingsError", "backoff", "check_settings", "deliver", "enabled",
+           "enqueue_for", "send_due"]
 BATCH = 20
 XLSX_SUBTYPE = exports.XLSX_MIMETYPE.split("/", 1)[1]
-
-
-class MailSettingsError(Exception):
-    """The e-mail report's settings cannot be used; the message names the setting."""
 
 
 def enabled(settings: BillingSettings) -> bool:
@@ -62,14 +57,7 @@ def recipients(settings: BillingSettings) -> list[str]:
 
 
 def check_settings(settings: BillingSettings) -> None:
-    if settings.mail_security not in SECURITY:
-        raise MailSettingsError(f"billing.mail_security must be one of {', '.join(SECURITY)}"
-                                f", not {settings.mail_security!r}.")
-    if not settings.mail_from.strip():
-        raise MailSettingsError("billing.mail_from is empty: the report needs a From address.")
-    if settings.mail_username and settings.mail_security == "none":
-        raise MailSettingsError("billing.mail_username is set with mail_security = none: "
-                                "the password would cross the network in clear.")
+    smtp_mail.check_settings(settings)
 
 
 # -- the outbox -------------------------------------------------------------------------
@@ -140,7 +128,7 @@ def _send_one(maker: sessionmaker[Session], settings: BillingSettings, row_id: i
             with compose(s, settings, close, to, now) as message:
                 refused = deliver(settings, message)
         except (smtplib.SMTPException, OSError) as exc:
-            _failed(row, settings, now, _describe(exc), result)
+            _failed(row, settings, now, smtp_mail.describe(exc), result)
         else:
             row.state, row.sent_at, row.next_attempt_at = "sent", now, now
             row.sent_to = ", ".join(a for a in to if a not in refused)
@@ -171,17 +159,7 @@ def _failed(row: BillingMailOutbox, settings: BillingSettings, now: dt.datetime,
 
 def backoff(settings: BillingSettings, attempts: int) -> dt.timedelta:
     """The wait after the `attempts`-th failure: retry_minutes, doubled each time."""
-    wait = dt.timedelta(minutes=settings.mail_retry_minutes) * 2 ** min(attempts - 1, 16)
-    return min(wait, MAX_BACKOFF)
-
-
-def _describe(exc: BaseException) -> str:
-    # smtplib's errors carry the server's reply, never what the client sent.
-    if isinstance(exc, smtplib.SMTPResponseException):
-        reply = exc.smtp_error.decode("utf-8", "replace") if isinstance(
-            exc.smtp_error, bytes) else str(exc.smtp_error)
-        return f"{type(exc).__name__}: {exc.smtp_code} {reply}"[:500]
-    return f"{type(exc).__name__}: {exc}"[:500]
+    return smtp_mail.backoff(settings.mail_retry_minutes, attempts)
 
 
 # -- the message ------------------------------------------------------------------------
@@ -202,7 +180,7 @@ def compose(session: Session, settings: BillingSettings, close: BillingClose,
     message["From"] = settings.mail_from
     message["To"] = ", ".join(to)
     message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid("billing", domain=_domain(settings.mail_from))
+    message["Message-ID"] = make_msgid("billing", domain=smtp_mail.domain_of(settings.mail_from))
     with ExitStack() as stack:
         # Each report's rows are read once: one report per file.
         billed_csv = exports.billed_users_report(session, close)
@@ -238,10 +216,6 @@ def _size(handle: IO[bytes]) -> int:
     size = handle.seek(0, 2)
     handle.seek(here)
     return size
-
-
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2].strip(" >") or "connector.invalid"
 
 
 def summary(tenant: Tenant, close: BillingClose, left_out: bool = False) -> str:
@@ -280,38 +254,5 @@ def summary(tenant: Tenant, close: BillingClose, left_out: bool = False) -> str:
 
 
 def deliver(settings: BillingSettings, message: EmailMessage) -> dict[str, object]:
-    """Send over SMTP as configured; the recipients the server refused (when it took
-    the message for the others). Raises smtplib/socket errors."""
-    with _connect(settings) as smtp:
-        refused = smtp.send_message(message)
-    return dict(refused)
-
-
-def _connect(settings: BillingSettings) -> smtplib.SMTP:
-    context = ssl.create_default_context(cafile=settings.mail_ca_file or None)
-    host, port, timeout = settings.mail_host, settings.mail_port, settings.mail_timeout_seconds
-    smtp: smtplib.SMTP
-    if settings.mail_security == "tls":
-        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
-    else:
-        smtp = smtplib.SMTP(host, port, timeout=timeout)
-    try:
-        if settings.mail_security == "starttls":
-            smtp.starttls(context=context)  # raises SMTPNotSupportedError if refused
-        if settings.mail_username:
-            _login(smtp, settings.mail_username, settings.mail_password)
-    except BaseException:
-        smtp.close()
-        raise
-    return smtp
-
-
-def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
-    # One mechanism, PLAIN when offered (inside TLS): smtplib's `login` tries every
-    # mechanism in turn after a refusal, which some servers answer by hanging up.
-    smtp.ehlo_or_helo_if_needed()
-    if "PLAIN" not in smtp.esmtp_features.get("auth", "").upper().split():
-        smtp.login(username, password)
-        return
-    smtp.user, smtp.password = username, password
-    smtp.auth("PLAIN", smtp.auth_plain)
+    """Send over SMTP as configured (connector/mail.py, shared with the notifications)."""
+    return smtp_mail.deliver(settings, message)

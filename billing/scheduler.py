@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from billing import mail
 from billing.catch_up import close_due
-from connector import logs
+from connector import logs, notify
 from connector.clock import now as wall_clock
 from connector.config import BillingSettings
 
@@ -31,8 +31,9 @@ log = logging.getLogger("connector.billing")
 def run_due(maker: sessionmaker[Session], settings: BillingSettings,
             clock: Callable[[], dt.datetime] = wall_clock) -> None:
     """One pass; never raises (a job that raises is only logged by APScheduler)."""
+    now = clock()
     try:
-        result = close_due(maker, settings, clock())
+        result = close_due(maker, settings, now)
     except Exception:  # noqa: BLE001 - the job must survive to run again
         log.exception("billing close pass crashed")
         return
@@ -43,6 +44,7 @@ def run_due(maker: sessionmaker[Session], settings: BillingSettings,
     for tenant_id, month, error in result.failed:
         logs.log(log, logging.ERROR, "month close failed", tenant=tenant_id, month=month,
                  error=error)
+    notify.month_closes_ended(maker, [(t, m) for t, m, _ in result.closed], result.failed, now)
     if any(outcome.created for _, _, outcome in result.closed):
         send_reports(maker, settings, clock)
 

@@ -394,9 +394,13 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _start_billing(settings: Settings) -> Any:
     from billing import scheduler as billing_scheduler
+    from connector import notify
 
     engine = db.make_engine(settings.database)
-    return billing_scheduler.start(db.make_sessionmaker(engine, writes=True), settings.billing)
+    maker = db.make_sessionmaker(engine, writes=True)
+    running = billing_scheduler.start(maker, settings.billing)
+    notify.add_jobs(running, maker, settings)  # the notifications run beside the closes
+    return running
 
 
 if __name__ == "__main__":  # pragma: no cover

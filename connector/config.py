@@ -199,6 +199,8 @@ class AzureSyncSettings:
     quarantine_after_failures: int = setting(
         5, "Failed rounds in a row after which a tenant runs only daily until one succeeds."
     )
+    notify_after_failures: int = setting(
+        3, "Rounds failing in a row after which the admins are notified ([notify]).")
     lease_seconds: int = setting(
         300,
         "How long a process holds a tenant's round without renewing it (each page renews "
@@ -270,7 +272,8 @@ class BillingSettings:
     mail_host: str = setting(
         "",
         "SMTP server of the monthly e-mail report (sent after each close, with the billed "
-        "users and the invoice attached). Empty: no e-mail report.",
+        "users and the invoice attached) and of the notifications ([notify]). Empty: no "
+        "e-mail.",
     )
     mail_port: int = setting(587, "Port of the SMTP server (587 STARTTLS, 465 TLS, 25 none).")
     mail_security: MailSecurity = setting(
@@ -286,7 +289,9 @@ class BillingSettings:
     mail_password: str = field(default="", repr=False, metadata={"doc": (
         "SMTP AUTH password. Never logged; prefer the environment "
         "(CONNECTOR_BILLING__MAIL_PASSWORD) to the file.")})
-    mail_from: str = setting("", "The report's From address, e.g. billing@partner.example.")
+    mail_from: str = setting(
+        "", "The From address of the report and the notifications, e.g. "
+        "connector@partner.example.")
     mail_recipients: str = setting(
         "", "Comma-separated addresses the report goes to. Empty: no e-mail report."
     )
@@ -307,6 +312,34 @@ class BillingSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    enabled: bool = setting(
+        True,
+        "Tell admins (e-mail and a notice in the admin UI) about a round held for approval, "
+        "a quarantined tenant, failing rounds, SCIM errors and a failed month close. The "
+        "e-mail goes through the SMTP server of [billing] (mail_host…); without one, only "
+        "the notices show. The jobs run where the month-close scheduler runs. Off: no "
+        "e-mail and no SCIM error check; the sync and close conditions are still listed.",
+    )
+    reminder_hours: int = setting(
+        24, "Hours after which a condition still raised is e-mailed again (0: never).")
+    scim_error_percent: float = setting(
+        20.0,
+        "Share of SCIM answers that are errors (4xx and 5xx, except 404, 409 and 412, "
+        "which answer ordinary lookups, duplicates and stale ETags) over scim_window_minutes "
+        "above which \"SCIM errors\" is raised; it clears when the share falls back under.",
+    )
+    scim_min_requests: int = setting(
+        50, "SCIM requests of a tenant within the window below which its share is not judged.")
+    scim_window_minutes: int = setting(15, "The window the SCIM error share is taken over.")
+    retry_minutes: int = setting(
+        5, "Wait before retrying an e-mail that could not be sent; doubled after each failure.")
+    max_attempts: int = setting(10, "Attempts after which an e-mail is given up (logged).")
+    recently_cleared_days: int = setting(
+        7, "Days a cleared condition stays listed on the notifications page.")
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -315,6 +348,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     azure_sync: AzureSyncSettings = field(default_factory=AzureSyncSettings)
     billing: BillingSettings = field(default_factory=BillingSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
 
 _SECTION_TYPES = {
@@ -325,6 +359,7 @@ _SECTION_TYPES = {
     "admin": AdminSettings,
     "azure_sync": AzureSyncSettings,
     "billing": BillingSettings,
+    "notify": NotifySettings,
 }
 
 

@@ -9,6 +9,7 @@ tables for billing, so their shape may change behind these answers.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,3 +41,31 @@ def quarantined_until(session: Session, tenant_id: str) -> dt.datetime | None:
     which clears this; the instant may already be past (the next try is due)."""
     return session.scalar(select(SyncState.quarantined_until).where(
         SyncState.tenant_id == tenant_id))
+
+
+@dataclass(frozen=True)
+class SyncHealth:
+    """What the notifications need to know of a tenant's sync (connector/notify.py)."""
+
+    held_run_id: int | None  # a round awaiting an admin's approval
+    failures: int  # rounds failed in a row
+    quarantined_until: dt.datetime | None
+    last_error: str | None  # the newest finished round's error, if it had one
+
+
+def health(session: Session, tenant_id: str) -> SyncHealth:
+    """Read the tenant's sync health: three reads by index."""
+    held = session.scalar(select(SyncRun.id).where(
+        SyncRun.tenant_id == tenant_id, SyncRun.status == "awaiting_approval")
+        .order_by(SyncRun.id.desc()).limit(1))
+    state = session.execute(select(SyncState.failures, SyncState.quarantined_until).where(
+        SyncState.tenant_id == tenant_id)).first()
+    error = session.scalar(select(SyncRun.error).where(
+        SyncRun.tenant_id == tenant_id, SyncRun.status == "failed")
+        .order_by(SyncRun.id.desc()).limit(1))
+    return SyncHealth(held, state[0] if state else 0, state[1] if state else None, error)
+
+
+def tenants_with_sync(session: Session) -> list[str]:
+    """The tenants that have sync state (have run a round at least once)."""
+    return list(session.scalars(select(SyncState.tenant_id)))

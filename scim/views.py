@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from connector import clock, counters, db, tenants, urls
+from connector import clock, counters, db, scim_health, tenants, urls
 from connector.events import WriteContext
 from connector.models import Group, User
 from connector.request_body import body_bytes
@@ -57,6 +57,8 @@ def init_app(app: Flask) -> None:
     app.extensions["scim_token_cache"] = tenants.TokenCache(
         app.config["SETTINGS"].scim.token_cache_seconds)
     app.extensions["scim_page_anchors"] = PageAnchors()
+    app.extensions["scim_counts"] = scim_health.ScimCounts(
+        app.extensions["write_sessionmaker"])
     app.register_blueprint(bp)
     app.extensions.setdefault("error_surfaces", []).append((PREFIX, _http_error,
                                                             _unexpected_error))
@@ -91,6 +93,15 @@ def _authenticate() -> None:
                                     'error="invalid_token"'})
     g.tenant = tenant
     g.tenant_id = tenant.id
+
+
+@bp.after_request
+def _count(response: Response) -> Response:
+    """Count the answer for the SCIM error-share notification (connector/scim_health.py)."""
+    tenant_id = g.get("tenant_id")
+    if tenant_id is not None:
+        current_app.extensions["scim_counts"].record(tenant_id, response.status_code)
+    return response
 
 
 def _token_cache() -> tenants.TokenCache:

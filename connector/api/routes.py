@@ -14,7 +14,7 @@ from typing import Any
 from flask import Response, current_app, request, stream_with_context
 
 from connector import admins, auth, browse, counters, csv_export, tenants
-from connector.actions import accounts, groups, users
+from connector.actions import accounts, groups, notifications, users
 from connector.actions import tenants as tenant_actions
 from connector.api import OPENAPI_FILE, bp
 from connector.api.contract import request_body
@@ -95,6 +95,31 @@ def create_token() -> Response:
 def revoke_token(token_id: str) -> Response:
     accounts.revoke_token(admin_call(), token_id)
     return done()
+
+
+# -- notifications ----------------------------------------------------------------------------
+
+
+def preferences_json(opt_out: list[str]) -> dict[str, Any]:
+    return {"optOut": opt_out, "kinds": notifications.kinds()}
+
+
+@bp.get("/me/notifications")
+def notification_preferences() -> Response:
+    return json_response(preferences_json(notifications.opt_outs(admin_call())))
+
+
+@bp.put("/me/notifications")
+def set_notification_preferences() -> Response:
+    chosen = notifications.set_opt_outs(admin_call(), request_body()["optOut"])
+    return done(200, preferences_json(chosen))
+
+
+@bp.get("/notifications")
+def list_notifications() -> Response:
+    days = current_app.config["SETTINGS"].notify.recently_cleared_days
+    return json_response({"items": [n.json() for n in notifications.notices(admin_call(),
+                                                                            days)]})
 
 
 # -- admin accounts (partner) -------------------------------------------------------------

@@ -29,6 +29,12 @@ from connector.models.directory import (
     UserModule,
     UserValue,
 )
+from connector.models.notify import (
+    NotifyCondition,
+    NotifyOptOut,
+    NotifyOutbox,
+    ScimMinuteCount,
+)
 from connector.models.sync import (
     AppThrottle,
     EntraRegistration,
@@ -61,7 +67,11 @@ __all__ = [
     "Membership",
     "Module",
     "NAMING",
+    "NotifyCondition",
+    "NotifyOptOut",
+    "NotifyOutbox",
     "ReportingKey",
+    "ScimMinuteCount",
     "ScimToken",
     "SyncPending",
     "SyncPendingMember",

@@ -7,7 +7,7 @@ from flask import redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from connector import admins, auth, db
-from connector.actions import accounts
+from connector.actions import accounts, notifications
 from connector.admins import BadCredentials, TooManyFailedLogins
 from connector.http import admin_call
 from connector.web import bp
@@ -60,7 +60,8 @@ def sign_out() -> Response:
 def account() -> str:
     tokens = admins.list_tokens(db.get_session(), me().admin_id)
     return render_template("admin/account.html", account=accounts.own_account(admin_call()),
-                           tokens=tokens)
+                           tokens=tokens, opt_out=notifications.opt_outs(admin_call()),
+                           kinds=notifications.kinds())
 
 
 @bp.route("/account/password", methods=["GET", "POST"])

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import email
-import email.policy
 import io
 import logging
-import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from email.message import EmailMessage
 from typing import Any
 
@@ -28,6 +25,7 @@ from billing.close import close_month
 from connector.config import BillingSettings
 from connector.models import BillingClose, BillingMailOutbox
 from tests.billing.history import History, at
+from tests.fakes.smtp import Inbox, free_port
 from tests.fakes.tls import LOOPBACK, LoopbackTLS, create_loopback_tls
 
 NOV = Month(2026, 11)
@@ -35,30 +33,6 @@ CLOSED_AT = at("2026-12-01T01:00:00")
 PASSWORD = "s3cret-Pa55"
 # aiosmtpd 1.4 sets its own deprecated Session.login_data on every successful AUTH.
 AUTH_WARNING = "ignore:Session.login_data is deprecated:DeprecationWarning"
-
-
-@dataclass
-class Inbox:
-    """What the loopback server received; `refuse` answers DATA with 451 that often."""
-
-    refuse: int = 0
-    messages: list[EmailMessage] = field(default_factory=list)
-    recipients: list[list[str]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.refuse:
-            self.refuse -= 1
-            return "451 4.3.0 Try again later"
-        self.messages.append(email.message_from_bytes(
-            envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
