@@ -22,7 +22,8 @@ them apart again for the surfaces (a <details> on the run page, `detail` in the 
 
 from __future__ import annotations
 
-DETAIL_MARK = "\n\nDetail: "
+from connector.sync_status import DETAIL_MARK
+
 UNREACHABLE = "Entra ID could not be reached"
 
 

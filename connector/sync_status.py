@@ -43,6 +43,11 @@ def quarantined_until(session: Session, tenant_id: str) -> dt.datetime | None:
         SyncState.tenant_id == tenant_id))
 
 
+# A round's stored error (sync_runs.error): the plain words for every admin, then this
+# mark and the raw technical detail, which only partner admins are shown (azure_sync.errors).
+DETAIL_MARK = "\n\nDetail: "
+
+
 @dataclass(frozen=True)
 class SyncHealth:
     """What the notifications need to know of a tenant's sync (connector/notify.py)."""
@@ -50,7 +55,7 @@ class SyncHealth:
     held_run_id: int | None  # a round awaiting an admin's approval
     failures: int  # rounds failed in a row
     quarantined_until: dt.datetime | None
-    last_error: str | None  # the newest finished round's error, if it had one
+    last_error: str | None  # the newest failed round's error in plain words, if any
 
 
 def health(session: Session, tenant_id: str) -> SyncHealth:
@@ -63,7 +68,8 @@ def health(session: Session, tenant_id: str) -> SyncHealth:
     error = session.scalar(select(SyncRun.error).where(
         SyncRun.tenant_id == tenant_id, SyncRun.status == "failed")
         .order_by(SyncRun.id.desc()).limit(1))
-    return SyncHealth(held, state[0] if state else 0, state[1] if state else None, error)
+    plain = error.partition(DETAIL_MARK)[0] if error is not None else None
+    return SyncHealth(held, state[0] if state else 0, state[1] if state else None, plain)
 
 
 def tenants_with_sync(session: Session) -> list[str]:
