@@ -29,6 +29,7 @@ from connector.models.directory import (
     UserModule,
     UserValue,
 )
+from connector.models.provlog import ProvisioningEntry
 from connector.models.sync import (
     AppThrottle,
     EntraRegistration,
@@ -60,6 +61,7 @@ __all__ = [
     "InstanceKey",
     "Membership",
     "Module",
+    "ProvisioningEntry",
     "NAMING",
     "ReportingKey",
     "ScimToken",
