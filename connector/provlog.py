@@ -207,6 +207,9 @@ def from_events(session: Session, ctx: WriteContext, rows: Iterable[dict[str, An
                          reason=_REASONS[operation], user_id=subject_id,
                          object_id=external_id, name=name, changes=changes,
                          object_type=subject["type"], source=source))
+    if memberships:  # the members' names: one read for those the session lacks
+        _look_up_users(session, ctx.tenant_id, {row["object_id"] for row in memberships},
+                       objects)
     for row in memberships:
         added = row["kind"] == events.MEMBER_ADDED
         member = row["object_id"]
@@ -223,6 +226,18 @@ def from_events(session: Session, ctx: WriteContext, rows: Iterable[dict[str, An
                                   else [row["subject_id"], None]},
                          object_type="member", source=source))
     return out
+
+
+def _look_up_users(session: Session, tenant_id: str, ids: set[str],
+                   objects: dict[str, tuple[str | None, str | None]]) -> None:
+    wanted = [i for i in ids if i not in objects and session.identity_map.get(
+        session.identity_key(User, (tenant_id, i))) is None]
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start:start + 1000]
+        for user_id, external_id, user_name in session.execute(
+                select(User.id, User.external_id, User.user_name).where(
+                    User.tenant_id == tenant_id, User.id.in_(chunk))):
+            objects[user_id] = (external_id, user_name)
 
 
 def _add_changes(changes: dict[str, Any], kind: str, old: Any, new: Any) -> None:
