@@ -729,6 +729,7 @@ class Directory:
         self.session.add_all(
             GroupModule(tenant_id=self.tenant.id, group_id=group.id, module=m) for m in modules)
         self._add_members(group, members)
+        self._note(group)
         return group
 
     @_emits_events
@@ -762,6 +763,7 @@ class Directory:
         self.ensure_writable()
         user_extras.forget_all(self.session)
         self._check_version(group.version, expected_version)
+        self._note(group)
         self._remove_members(group, self._member_ids(group))
         self._event(group.id, events.GROUP_REMOVED, {"displayName": group.display_name}, None,
                     subject_type="group")
@@ -889,6 +891,14 @@ class Directory:
     def _touch(self, row: User | Group) -> None:
         row.version += 1
         row.modified_at = self.ctx.now
+        self._note(row)
+
+    def _note(self, row: User | Group) -> None:
+        """Keep the changed object's externalId and name for its provisioning log entry
+        (the session may no longer hold it when the batch's entries are written)."""
+        if self.ctx.source in IDP_SOURCES:
+            name = row.user_name if isinstance(row, User) else row.display_name
+            self._objects[row.id] = (row.external_id, name)
 
     def _event(self, subject_id: str, kind: str, old: Any, new: Any,
                subject_type: str = "user", object_id: str | None = None) -> None:
