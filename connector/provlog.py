@@ -19,15 +19,18 @@ have the audit log. `changes` is {attribute: [old, new]} and never carries a sec
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from connector import clock, db, events
 from connector.config import ProvisioningLogSettings
+from connector.errors import InvalidSetting, NotFound
 from connector.events import WriteContext
 from connector.models import Group, ProvisioningEntry, User
 from connector.status import Source
@@ -376,3 +379,118 @@ def add_prune_job(scheduler: Any, sessionmaker: Any, settings: ProvisioningLogSe
                       args=(sessionmaker, settings), id="provlog:prune", max_instances=1,
                       coalesce=True, replace_existing=True,
                       next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))
+
+
+# -- the admin page's and API's query ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """The filters of the log's page and API (all optional, combined with AND)."""
+
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    source: str | None = None
+    result: str | None = None
+    operation: str | None = None
+    user: str | None = None  # a connector id, an object id / externalId or a userName
+    run: int | None = None  # an Entra sync run: its entries
+
+    def query_args(self) -> dict[str, str]:
+        """The filters as query-string arguments (links, paging)."""
+        out = {"since": self.since.isoformat() if self.since else "",
+               "until": self.until.isoformat() if self.until else "",
+               "source": self.source or "", "result": self.result or "",
+               "operation": self.operation or "", "user": self.user or "",
+               "run": str(self.run) if self.run is not None else ""}
+        return {k: v for k, v in out.items() if v}
+
+
+def parse_filter(args: Mapping[str, str]) -> LogFilter:
+    """Filters from query-string arguments; a bad value raises InvalidSetting naming it."""
+    def choice(name: str, allowed: Sequence[str]) -> str | None:
+        value = (args.get(name) or "").strip()
+        if value and value not in allowed:
+            raise InvalidSetting(f"{name} must be one of {', '.join(allowed)}; got {value!r}.")
+        return value or None
+
+    def instant(name: str) -> dt.datetime | None:
+        value = (args.get(name) or "").strip()
+        if not value:
+            return None
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidSetting(f"{name} must be a date or an ISO 8601 time, e.g. "
+                                 f"2026-12-01T08:00:00Z; got {value!r}.") from exc
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+    run = (args.get("run") or "").strip()
+    if run and not run.isdigit():
+        raise InvalidSetting(f"run must be a sync run's number; got {run!r}.")
+    user = (args.get("user") or "").strip()[:512] or None
+    return LogFilter(since=instant("since"), until=instant("until"),
+                     source=choice("source", SOURCES), result=choice("result", RESULTS),
+                     operation=choice("operation", OPERATIONS), user=user,
+                     run=int(run) if run else None)
+
+
+def _where(tenant_id: str, f: LogFilter) -> list[Any]:
+    e = ProvisioningEntry
+    where: list[Any] = [e.tenant_id == tenant_id]
+    if f.since:
+        where.append(e.at >= f.since)
+    if f.until:
+        where.append(e.at < f.until)
+    if f.source:
+        where.append(e.source == f.source)
+    if f.result:
+        where.append(e.result == f.result)
+    if f.operation:
+        where.append(e.operation == f.operation)
+    if f.run is not None:
+        where.append(e.source_ref == f"sync-run:{f.run}")
+    if f.user:
+        where.append(or_(e.user_id == f.user, e.object_id == f.user, e.name == f.user))
+    return where
+
+
+def search(session: Session, tenant_id: str, f: LogFilter, page: int = 1, per_page: int = 50
+           ) -> tuple[list[ProvisioningEntry], int]:
+    """One page of entries, newest first, and how many match."""
+    where = _where(tenant_id, f)
+    total = session.scalar(select(func.count()).select_from(ProvisioningEntry)
+                           .where(*where)) or 0
+    rows = list(session.scalars(select(ProvisioningEntry).where(*where)
+                                .order_by(ProvisioningEntry.id.desc())
+                                .offset((page - 1) * per_page).limit(per_page)))
+    return rows, total
+
+
+def get_entry(session: Session, tenant_id: str, entry_id: str) -> ProvisioningEntry:
+    row = session.get(ProvisioningEntry, int(entry_id)) if entry_id.isdigit() else None
+    if row is None or row.tenant_id != tenant_id:
+        raise NotFound(f"No provisioning log entry {entry_id!r} in this tenant.")
+    return row
+
+
+def export_rows(session: Session, tenant_id: str, f: LogFilter, batch: int = 2000
+                ) -> Iterator[tuple[Any, ...]]:
+    """The CSV export's rows (heading first), oldest first, read in batches by id."""
+    yield CSV_COLUMNS
+    after = 0
+    while True:
+        rows = list(session.scalars(select(ProvisioningEntry)
+                                    .where(*_where(tenant_id, f), ProvisioningEntry.id > after)
+                                    .order_by(ProvisioningEntry.id).limit(batch)))
+        for r in rows:
+            yield (r.at.isoformat(), r.source, r.source_ref, r.client, r.operation, r.result,
+                   r.code, r.reason, r.user_id, r.object_id, r.name,
+                   json.dumps(r.changes, sort_keys=True) if r.changes else None)
+        if len(rows) < batch:
+            return
+        after = rows[-1].id
+
+
+CSV_COLUMNS = ("time", "source", "source ref", "client", "operation", "result", "code",
+               "reason", "connector id", "object id", "name", "changes")
