@@ -60,3 +60,18 @@ def test_memberships_and_deletes_are_logged(sync: Sync) -> None:
     assert second.status == "succeeded", second.error
     ops = {(e.operation, e.object_id) for e in log_of(sync, second.run_id)}
     assert ("delete", ann) in ops
+
+
+def test_an_item_that_fails_is_logged_under_its_run(sync: Sync) -> None:
+    x = sync.entra.add_user("x@contoso.example")
+    assert sync.run().status == "succeeded"
+    with sync.entra.lock:  # a duplicate name, as a directory mid-change may show
+        twin = sync.entra.add_user("tmp@contoso.example")
+        sync.entra.update_user(twin, userPrincipalName="X@contoso.example")
+    result = sync.run()
+    assert result.counts.get("failed") == 1
+    with sync.session() as s:
+        [failed] = provlog.run_failures(s, sync.tenant_id, result.run_id)
+    assert (failed.object_id, failed.code, failed.name, failed.source) == (
+        twin, "name_taken", "X@contoso.example", "entra")
+    assert x in failed.reason
