@@ -59,7 +59,13 @@ def init_app(app: Flask, children: tuple[Blueprint, ...] = ()) -> None:
     """Register the web UI; `children` are other packages' blueprints (Entra sync…) nested
     in it, so they share its sign-in, CSRF, transaction and error pages. A child adds its
     tab to the tenant pages with `add_tenant_tab`."""
-    from connector.web import account, groups, tenants, users  # noqa: F401  (register views)
+    from connector.web import (  # noqa: F401  (register views)
+        account,
+        groups,
+        provlog,
+        tenants,
+        users,
+    )
 
     for child in children:
         if child.name not in _NESTED:  # once per process; every app then has it
