@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -204,3 +205,27 @@ def test_prune_removes_old_entries_in_batches(old_entries: int, engine: Engine,
     assert len(deletes) == 4  # 5 + 5 + 5 + 2
     with maker() as s:
         assert s.scalar(select(func.count()).select_from(ProvisioningEntry)) == 6
+
+
+def test_the_prune_command_and_the_scheduler_job(old_entries: int, engine: Engine,
+                                                 database_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from connector import cli
+
+    monkeypatch.setenv("CONNECTOR_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("CONNECTOR_DATABASE__URL", database_url)
+    monkeypatch.setenv("CONNECTOR_PROVISIONING_LOG__PRUNE_BATCH", "4")
+    assert cli.main(["provlog", "prune", "--days", "60"]) == 0
+    assert "Pruned 0 provisioning log entries older than 60 days." in capsys.readouterr().out
+    assert cli.main(["provlog", "prune"]) == 0
+    assert f"Pruned {old_entries} " in capsys.readouterr().out
+    provlog.configure(ProvisioningLogSettings())
+
+    scheduler = BackgroundScheduler(timezone=dt.UTC)
+    settings = ProvisioningLogSettings(prune_interval_minutes=15)
+    provlog.add_prune_job(scheduler, make_sessionmaker(engine, writes=True), settings)
+    job = scheduler.get_job("provlog:prune")
+    assert job is not None and job.trigger.interval == dt.timedelta(minutes=15)
