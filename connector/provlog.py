@@ -294,18 +294,27 @@ def record_failed_request(sessionmaker: Any, ctx: WriteContext, *, method: str, 
     was rolled back: nothing of it is applied)."""
     if logged_source(ctx) is None:
         return
+    row = failed_request_entry(ctx, method=method, path=path, status=status,
+                               scim_type=scim_type, detail=detail, operation=operation,
+                               user_id=user_id)
+    with sessionmaker() as session:
+        session.execute(_INSERT, [row])
+        session.commit()
+
+
+def failed_request_entry(ctx: WriteContext, *, method: str, path: str, status: int,
+                         scim_type: str | None, detail: str, operation: str = "request",
+                         user_id: str | None = None) -> dict[str, Any]:
+    """The entry of a failed SCIM request (or /Bulk operation)."""
     code = scim_type or {400: "bad_request", 401: "unauthorized", 403: "forbidden",
                          404: "not_found", 405: "method_not_allowed", 409: "conflict",
                          412: "precondition_failed", 413: "payload_too_large",
                          415: "unsupported_media_type", 503: "unavailable"}.get(
         status, "internal_error" if status >= 500 else f"http_{status}")
-    row = entry(ctx, operation=operation, result="failure", code=_snake(code),
-                reason=detail, user_id=user_id, object_type=None,
-                request={"method": method, "path": path[:512], "status": status,
-                         "scimType": scim_type, "detail": detail})
-    with sessionmaker() as session:
-        session.execute(_INSERT, [row])
-        session.commit()
+    return entry(ctx, operation=operation, result="failure", code=_snake(code),
+                 reason=detail, user_id=user_id, object_type=None,
+                 request={"method": method, "path": path[:512], "status": status,
+                          "scimType": scim_type, "detail": detail})
 
 
 def _snake(code: str) -> str:
