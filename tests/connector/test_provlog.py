@@ -229,3 +229,22 @@ def test_the_prune_command_and_the_scheduler_job(old_entries: int, engine: Engin
     provlog.add_prune_job(scheduler, make_sessionmaker(engine, writes=True), settings)
     job = scheduler.get_job("provlog:prune")
     assert job is not None and job.trigger.interval == dt.timedelta(minutes=15)
+
+
+def test_a_failed_bulk_operation_is_logged_and_the_others_apply(scim: ScimClient,
+                                                                engine: Engine) -> None:
+    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+            "Operations": [
+                {"method": "POST", "path": "/Users", "bulkId": "a",
+                 "data": user("gil@example.com")},
+                {"method": "POST", "path": "/Users", "bulkId": "b",
+                 "data": user("GIL@example.com")}]}
+    r = scim.post("/Bulk", body)
+    assert [op["status"] for op in r.json["Operations"]] == ["201", "409"]
+    log = entries(engine, scim.tenant_id)
+    assert [(e.operation, e.result) for e in log] == [("create", "success"),
+                                                      ("create", "failure")]
+    assert log[1].code == "uniqueness"
+    assert log[1].request == {"method": "Bulk POST", "path": "/Users", "status": 409,
+                              "scimType": "uniqueness", "detail": log[1].reason}
+    assert log[0].source_ref == log[1].source_ref  # one request
