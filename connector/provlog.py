@@ -19,6 +19,7 @@ have the audit log. `changes` is {attribute: [old, new]} and never carries a sec
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -66,7 +67,9 @@ def logged_source(ctx: WriteContext) -> str | None:
     return _LOGGED.get(ctx.source) if _settings.enabled else None
 
 
+@functools.lru_cache(maxsize=1024)
 def is_secret(attribute: str) -> bool:
+    """Whether an attribute's name says it holds a secret (cached: the names are few)."""
     name = attribute.casefold()
     return any(word in name for word in _SECRET_WORDS)
 
@@ -80,6 +83,8 @@ def clean_changes(changes: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _scrub(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int, float)):  # most values
+        return value
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items() if not is_secret(str(k))}
     if isinstance(value, list):
@@ -175,6 +180,9 @@ def from_events(session: Session, ctx: WriteContext, rows: Iterable[dict[str, An
     source = logged_source(ctx)
     if source is None:
         return []
+    ref, client = _ref_and_client(ctx)
+    base = {"tenant_id": ctx.tenant_id, "at": ctx.now, "source": source, "source_ref": ref,
+            "client": client, "result": "success", "request": None}
     subjects: dict[str, dict[str, Any]] = {}
     memberships: list[dict[str, Any]] = []
     for row in rows:
@@ -206,29 +214,34 @@ def from_events(session: Session, ctx: WriteContext, rows: Iterable[dict[str, An
                                     objects)
         if name is None:
             name = (changes.get("userName") or changes.get("displayName") or [None, None])[1]
-        out.append(entry(ctx, operation=operation, result="success", code=operation,
-                         reason=_REASONS[operation], user_id=subject_id,
-                         object_id=external_id, name=name, changes=changes,
-                         object_type=subject["type"], source=source))
+        out.append({**base, "operation": operation, "code": operation,
+                    "reason": _REASONS[operation], "object_type": subject["type"],
+                    "user_id": subject_id, "object_id": _cut(external_id), "name": _cut(name),
+                    "changes": clean_changes(changes)})
     if memberships:  # the members' names: one read for those the session lacks
         _look_up_users(session, ctx.tenant_id, {row["object_id"] for row in memberships},
                        objects)
+    labels: dict[str, str] = {}
     for row in memberships:
         added = row["kind"] == events.MEMBER_ADDED
-        member = row["object_id"]
-        group_ext, group_name = _object(session, ctx.tenant_id, "group", row["subject_id"],
-                                        objects)
+        member, group_id = row["object_id"], row["subject_id"]
+        label = labels.get(group_id)
+        if label is None:
+            label = labels[group_id] = (
+                _object(session, ctx.tenant_id, "group", group_id, objects)[1] or group_id)
         external_id, name = _object(session, ctx.tenant_id, "user", member, objects)
-        label = group_name or row["subject_id"]
         operation = "membership_add" if added else "membership_remove"
-        out.append(entry(ctx, operation=operation, result="success", code=operation,
-                         reason=f"{'Added to' if added else 'Removed from'} group {label}.",
-                         user_id=member, object_id=external_id, name=name,
-                         changes={"group": [None, label] if added else [label, None],
-                                  "groupId": [None, row["subject_id"]] if added
-                                  else [row["subject_id"], None]},
-                         object_type="member", source=source))
+        out.append({**base, "operation": operation, "code": operation,
+                    "reason": f"{'Added to' if added else 'Removed from'} group {label}.",
+                    "object_type": "member", "user_id": member,
+                    "object_id": _cut(external_id), "name": _cut(name),
+                    "changes": {"group": [None, label] if added else [label, None],
+                                "groupId": [None, group_id] if added else [group_id, None]}})
     return out
+
+
+def _cut(text: str | None) -> str | None:
+    return text[:512] if text else None
 
 
 def _look_up_users(session: Session, tenant_id: str, ids: set[str],
@@ -246,7 +259,8 @@ def _look_up_users(session: Session, tenant_id: str, ids: set[str],
 def _add_changes(changes: dict[str, Any], kind: str, old: Any, new: Any) -> None:
     if kind in (events.USER_CREATED, events.GROUP_CREATED, events.USER_RESTORED):
         for key, value in (new or {}).items():
-            changes[key] = [None, value]
+            if value or key == "active":  # a new user's flags that are off say nothing
+                changes[key] = [None, value]
     elif kind in (events.USER_PROFILE, events.USER_ADOPTED):
         for key in set(old or {}) | set(new or {}):
             changes[key] = [(old or {}).get(key), (new or {}).get(key)]
