@@ -217,7 +217,9 @@ def from_events(session: Session, ctx: WriteContext, rows: Iterable[dict[str, An
         out.append({**base, "operation": operation, "code": operation,
                     "reason": _REASONS[operation], "object_type": subject["type"],
                     "user_id": subject_id, "object_id": _cut(external_id), "name": _cut(name),
-                    "changes": clean_changes(changes)})
+                    # The events carry no secret; profile attributes were cleaned when
+                    # they were noted (`profile_changes`).
+                    "changes": changes or None})
     if memberships:  # the members' names: one read for those the session lacks
         _look_up_users(session, ctx.tenant_id, {row["object_id"] for row in memberships},
                        objects)
@@ -294,7 +296,7 @@ def profile_changes(old: dict[str, Any] | None, new: dict[str, Any] | None
     """The top-level profile attributes (SCIM `name`, `emails`, …) that differ, old ->
     new, secrets left out."""
     old, new = old or {}, new or {}
-    return {k: [old.get(k), new.get(k)] for k in set(old) | set(new)
+    return {k: [_scrub(old.get(k)), _scrub(new.get(k))] for k in set(old) | set(new)
             if old.get(k) != new.get(k) and not is_secret(k) and not k.startswith("_")}
 
 

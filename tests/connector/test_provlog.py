@@ -248,3 +248,17 @@ def test_a_failed_bulk_operation_is_logged_and_the_others_apply(scim: ScimClient
     assert log[1].request == {"method": "Bulk POST", "path": "/Users", "status": 409,
                               "scimType": "uniqueness", "detail": log[1].reason}
     assert log[0].source_ref == log[1].source_ref  # one request
+
+
+def test_a_secret_nested_in_a_profile_attribute_is_left_out(scim: ScimClient, engine: Engine
+                                                            ) -> None:
+    uid = scim.post("/Users", user("hal@example.com")).json["id"]
+    ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    r = scim.patch(f"/Users/{uid}", patch(
+        {"op": "replace", "path": f"{ext}:department", "value": "Ops"}))
+    assert r.status_code == 200
+    changes = entries(engine, scim.tenant_id)[-1].changes
+    assert changes[ext][1]["department"] == "Ops"
+    assert provlog.profile_changes({"x": {"apiToken": "a", "k": 1}},
+                                   {"x": {"apiToken": "b", "k": 2}}) == {
+        "x": [{"k": 1}, {"k": 2}]}
