@@ -182,7 +182,7 @@ def from_events(session: Session, ctx: WriteContext, rows: Iterable[dict[str, An
         return []
     ref, client = _ref_and_client(ctx)
     base = {"tenant_id": ctx.tenant_id, "at": ctx.now, "source": source, "source_ref": ref,
-            "client": client, "result": "success", "request": None}
+            "client": client, "result": "success"}  # no `request`: NULL, not JSON null
     subjects: dict[str, dict[str, Any]] = {}
     memberships: list[dict[str, Any]] = []
     for row in rows:
