@@ -177,10 +177,11 @@ def _run_round(settings: Settings, service: SyncService, args: argparse.Namespac
         quarantine_after=settings.azure_sync.quarantine_after_failures, after_page=progress)
     result = service.run(args.tenant, trigger, options)
     kept = _kept_items(service, args.tenant)
+    failed = _failed_items(service, args.tenant, result.run_id)
     if args.json:
         print(json.dumps({"run_id": result.run_id, "status": result.status,
                           "pages": result.pages, "counts": result.counts,
-                          "error": result.error, "kept": kept}))
+                          "error": result.error, "kept": kept, "failed": failed}))
     else:
         print()
         print(f"Round {result.run_id}: {result.status} after {result.pages} pages "
@@ -189,6 +190,14 @@ def _run_round(settings: Settings, service: SyncService, args: argparse.Namespac
             print("  " + ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())))
         if result.error:
             print(f"  {result.error}")
+        if failed:
+            print(f"{len(failed)} item(s) failed in this round (provisioning log):")
+            for entry in failed[:KEPT_PRINTED]:
+                name = f" {entry['name']}" if entry["name"] else ""
+                print(f"  {entry['operation']} {entry['objectId'] or entry['userId'] or '-'}"
+                      f"{name}: {entry['reason']} [{entry['code']}]")
+            if len(failed) > KEPT_PRINTED:
+                print(f"  … and {len(failed) - KEPT_PRINTED} more (--json lists them all).")
         if kept:
             print(f"{len(kept)} object(s) could not be applied and are kept; every round "
                   "tries them again (none is treated as deleted):")
@@ -205,6 +214,17 @@ def _run_round(settings: Settings, service: SyncService, args: argparse.Namespac
 
 
 KEPT_PRINTED = 20
+
+
+def _failed_items(service: SyncService, tenant_id: str, run_id: int | None
+                  ) -> list[dict[str, Any]]:
+    """The run's failed items, from the provisioning log (by the run's id)."""
+    from connector import provlog
+
+    if run_id is None:
+        return []
+    with service.maker() as s:
+        return [provlog.entry_json(e) for e in provlog.run_failures(s, tenant_id, run_id)]
 
 
 def _kept_items(service: SyncService, tenant_id: str) -> list[dict[str, Any]]:

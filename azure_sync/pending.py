@@ -23,7 +23,10 @@ from typing import Any
 from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from connector import provlog
+from connector.events import WriteContext
 from connector.models import SyncPending, SyncPendingMember
+from connector.status import Source
 
 USER = "user"
 GROUP = "group"
@@ -53,7 +56,21 @@ def remember(s: Session, tenant_id: str, kind: str, object_id: str, item: dict[s
         row.item, row.operation, row.code = item, failure.operation, failure.code
         row.reason, row.run_id, row.last_failed_at = failure.reason, run_id, now
         row.attempts += 1
+    if kind in (USER, GROUP) and run_id is not None:
+        _log_failure(s, tenant_id, kind, object_id, item, failure, run_id, now)
     return row
+
+
+def _log_failure(s: Session, tenant_id: str, kind: str, object_id: str, item: dict[str, Any],
+                 failure: Failure, run_id: int, now: dt.datetime) -> None:
+    """The attempt's entry in the provisioning log (one per round that failed it)."""
+    name = item.get("userPrincipalName") or item.get("displayName")
+    operation = failure.operation if failure.operation in provlog.OPERATIONS else "update"
+    provlog.record(s, WriteContext(tenant_id, Source.ENTRA_SYNC, "entra-sync",
+                                   f"sync-run:{run_id}", now),
+                   operation=operation, result="failure", code=failure.code,
+                   reason=failure.reason, object_id=object_id,
+                   name=name if isinstance(name, str) else None, object_type=kind)
 
 
 def forget(s: Session, tenant_id: str, kind: str, object_ids: Iterable[str]) -> None:

@@ -41,6 +41,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=5, help="timed passes per kind")
+    p.add_argument("--provisioning-log", choices=["on", "off"], default="on",
+                   help="write the provisioning log (default, as production); off: the A/B")
     args = p.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="inprocess-bench-"))
     url = f"sqlite:///{workdir}/bench.sqlite3"
@@ -48,7 +50,9 @@ def main() -> int:
                              overrides={"database": {"url": url},
                                         "logging": {"access_log": False},
                                         "azure_sync": {"scheduler_in_web": False},
-                                        "billing": {"scheduler_in_web": False}})
+                                        "billing": {"scheduler_in_web": False},
+                                        "provisioning_log": {
+                                            "enabled": args.provisioning_log == "on"}})
     engine = make_engine(DatabaseSettings(url=url))
     migrate.upgrade(engine)
     now = dt.datetime.now(dt.UTC)
@@ -69,7 +73,14 @@ def main() -> int:
         for i in range(args.users)]
     some = ids[:min(len(ids), 500)]
     base = f"/api/v1/tenants/{tenant_id}"
+    posted = iter(range(10**9))
     kinds: list[tuple[str, int, Callable[[], None]]] = [
+        ("SCIM POST /Users", 200, lambda: [
+            client.post("/scim/v2/Users", headers=scim, data=json.dumps({
+                "schemas": [USER], "userName": f"new{n}@example.com",
+                "name": {"givenName": "Bo", "familyName": f"Ek {n}"},
+                "emails": [{"value": f"new{n}@example.com", "primary": True}]}))
+            for n in (next(posted) for _ in range(200))]),
         ("SCIM GET /Users/{id}", len(some), lambda: [
             client.get(f"/scim/v2/Users/{i}", headers=scim) for i in some]),
         ('SCIM GET /Users?filter=userName eq "…"', len(some), lambda: [
@@ -90,7 +101,8 @@ def main() -> int:
                          data=json.dumps({"guest": bool(k % 2)}))
             for k, i in enumerate(some)]),
     ]
-    print(f"{args.users:,} users, SQLite, best and median of {args.rounds} passes")
+    print(f"{args.users:,} users, SQLite, best and median of {args.rounds} passes, "
+          f"provisioning log {args.provisioning_log}")
     print("| request | best µs | median µs |\n| --- | ---: | ---: |")
     for name, count, run in kinds:
         run()  # warm-up: caches and statements

@@ -326,8 +326,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     from azure_sync import secrets
     from azure_sync.service import register
-    from connector import migrate, tenants
-    from connector.config import AzureSyncSettings, DatabaseSettings
+    from connector import migrate, provlog, tenants
+    from connector.config import AzureSyncSettings, DatabaseSettings, ProvisioningLogSettings
     from connector.db import make_engine, make_sessionmaker
     from connector.events import WriteContext
     from connector.models import User
@@ -339,6 +339,9 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     log(f"== {label}: fresh {kind} database; {users:,} users in the fake Graph; code at "
         f"{code['commit']}{dirty}")
     url = fresh_database(kind, users, spec["pg_base"], spec["pg_name"])
+    provlog.configure(ProvisioningLogSettings(
+        enabled=spec.get("provisioning_log", "on") == "on"))
+    log(f"   provisioning log {spec.get('provisioning_log', 'on')}")
     engine = make_engine(DatabaseSettings(url=url))
     migrate.upgrade(engine)
     maker, write_maker = make_sessionmaker(engine), make_sessionmaker(engine, writes=True)
@@ -686,6 +689,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--round-limit-s", type=float, default=None,
                    help="stop an initial round after this many seconds and report what it "
                         "did by then (no incremental rounds follow)")
+    p.add_argument("--provisioning-log", choices=["on", "off"], default="on",
+                   help="write the provisioning log (the default, as production); off for "
+                        "the A/B of its cost")
     p.add_argument("--tag", default="", help="suffix for the result file names")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one run
     return p.parse_args(argv)
@@ -718,6 +724,7 @@ def main(argv: list[str] | None = None) -> None:
                     "tools_venv": str(args.tools_venv), "limit_s": args.round_limit_s,
                     "churn_rename_pct": args.churn_rename_pct,
                     "churn_reuse_pct": args.churn_reuse_pct, "churn_swaps": args.churn_swaps,
+                    "provisioning_log": args.provisioning_log,
                     "out": str(RESULTS / f"sync_bench{tag}-{label}.run.json")}
             spec_path = RESULTS / f"sync_bench{tag}-{label}.spec.json"
             spec_path.write_text(json.dumps(spec))

@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
 
-from connector import db, health, logs, serving
+from connector import db, health, logs, provlog, serving
 from connector.config import Settings, load_settings
 
 access_log = logging.getLogger("connector.access")
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     settings = settings or load_settings()
     app = Flask("connector")
     app.config["SETTINGS"] = settings
+    provlog.configure(settings.provisioning_log)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     setup_logging(app, settings)
     setup_storage(app, settings, engine)

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from connector import admins, clock, db, logs, migrate, serving, tenants, urls
+from connector import admins, clock, db, logs, migrate, provlog, serving, tenants, urls
 from connector.config import ConfigError, Settings, load_settings
 from connector.errors import DomainError
 from connector.models import AdminAccount
@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings(args.config)
+        provlog.configure(settings.provisioning_log)
         # What a command logs (a sync round's kept items, a month close) goes to stderr
         # as in `serve`, so it is seen and stdout stays the command's answer (--json);
         # unless the process set up logging itself (a test runner, an embedding app).
@@ -88,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the Entra sync and month-close scheduler "
                        "(no web server)")
     p.set_defaults(handler=cmd_worker)
+
+    p = sub.add_parser("provlog", help="the provisioning log")
+    provlog_sub = p.add_subparsers(metavar="ACTION", required=True)
+    q = provlog_sub.add_parser("prune", help="delete entries older than "
+                               "[provisioning_log] retention_days, in bounded batches")
+    q.add_argument("--days", type=int, help="keep this many days instead of the setting")
+    q.set_defaults(handler=cmd_provlog_prune)
 
     from azure_sync import cli as sync_cli  # the packages' commands are wired here
     from billing import cli as billing_cli
@@ -393,6 +401,7 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _start_billing(settings: Settings) -> Any:
+    """The month-close scheduler, which also prunes the provisioning log."""
     from billing import scheduler as billing_scheduler
     from connector import notify
 
@@ -400,7 +409,24 @@ def _start_billing(settings: Settings) -> Any:
     maker = db.make_sessionmaker(engine, writes=True)
     running = billing_scheduler.start(maker, settings.billing)
     notify.add_jobs(running, maker, settings)  # the notifications run beside the closes
+    provlog.add_prune_job(running, maker, settings.provisioning_log)
     return running
+
+
+def cmd_provlog_prune(settings: Settings, args: argparse.Namespace) -> int:
+    engine = db.make_engine(settings.database)
+    migrate.upgrade(engine)
+    days = settings.provisioning_log.retention_days if args.days is None else args.days
+    if days < 0:
+        print("error: --days must be 0 or more", file=sys.stderr)
+        return 2
+    try:
+        removed = provlog.prune(db.make_sessionmaker(engine, writes=True), clock.now(), days,
+                                settings.provisioning_log.prune_batch)
+    finally:
+        engine.dispose()
+    print(f"Pruned {removed} provisioning log entries older than {days} days.")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -340,6 +340,24 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class ProvisioningLogSettings:
+    enabled: bool = setting(
+        True,
+        "Log every object change SCIM pushes and Entra sync pulls attempt, and every "
+        "failed SCIM request (the admin UI's Provisioning log). Off: nothing is logged.",
+    )
+    retention_days: int = setting(
+        30, "Entries older than this many days are pruned by the scheduler."
+    )
+    prune_batch: int = setting(
+        5000, "Entries deleted per statement when pruning (bounded, short transactions)."
+    )
+    prune_interval_minutes: int = setting(
+        60, "How often the scheduler (web process and `connector worker`) prunes."
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -349,6 +367,8 @@ class Settings:
     azure_sync: AzureSyncSettings = field(default_factory=AzureSyncSettings)
     billing: BillingSettings = field(default_factory=BillingSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    provisioning_log: ProvisioningLogSettings = field(
+        default_factory=ProvisioningLogSettings)
 
 
 _SECTION_TYPES = {
@@ -360,6 +380,7 @@ _SECTION_TYPES = {
     "azure_sync": AzureSyncSettings,
     "billing": BillingSettings,
     "notify": NotifySettings,
+    "provisioning_log": ProvisioningLogSettings,
 }
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
-from connector import counters, db, events, user_extras
+from connector import counters, db, events, provlog, user_extras
 from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
 from connector.errors import (
     Conflict,
@@ -41,6 +41,7 @@ from connector.models import (
     Group,
     GroupModule,
     Membership,
+    ProvisioningEntry,
     Tenant,
     User,
     UserModule,
@@ -128,6 +129,10 @@ class Directory:
         self.retry_after = retry_after
         self._pending: list[dict[str, Any]] | None = None
         self._depth = 0  # public calls (and batched_events blocks) under way
+        # For the provisioning log, what the events do not say: (externalId, name) of
+        # the users created and not yet in the session, and profile attributes changed.
+        self._objects: dict[str, tuple[str | None, str | None]] = {}
+        self._profile: list[tuple[str, dict[str, Any]]] = []
 
     @contextlib.contextmanager
     def batched_events(self) -> Iterator[None]:
@@ -140,7 +145,7 @@ class Directory:
         try:
             yield
             if outer:
-                events.record_many(self.session, self._pending or [])
+                self._record(self._pending or [])
         finally:
             self._depth -= 1
             if outer:
@@ -151,13 +156,35 @@ class Directory:
         """A savepoint whose rollback also drops the events its calls queued in a
         `batched_events` block (they describe changes that never happened)."""
         mark = len(self._pending) if self._pending is not None else None
+        profile_mark = len(self._profile)
         try:
             with self.session.begin_nested():
                 yield
         except BaseException:
             if mark is not None and self._pending is not None:
                 del self._pending[mark:]
+            del self._profile[profile_mark:]
             raise
+
+    def _log_rows(self, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The provisioning log's entries for these events (none for admin writes),
+        taken off the buffers: they go out with the events."""
+        if provlog.logged_source(self.ctx) is None:
+            self._objects.clear()
+            self._profile.clear()
+            return []
+        extra: dict[str, dict[str, Any]] = {}
+        for subject_id, changes in self._profile:
+            extra.setdefault(subject_id, {}).update(changes)
+        rows = provlog.from_events(self.session, self.ctx, pending, self._objects, extra)
+        self._objects.clear()
+        self._profile.clear()
+        return rows
+
+    def _record(self, pending: list[dict[str, Any]]) -> None:
+        """Write events and their provisioning log entries (one statement each)."""
+        events.record_many(self.session, pending)
+        provlog.record_many(self.session, self._log_rows(pending))
 
     def _write_pending(self) -> None:
         """Write the outermost call's events; when the call changed one user and nothing
@@ -167,7 +194,7 @@ class Directory:
         pending = self._pending or []
         user = self._only_changed_user() if pending else None
         if user is None:
-            events.record_many(self.session, pending)
+            self._record(pending)
             return
         state = inspect(user)
         changes = {attr.key: history.added[0] for attr in state.mapper.column_attrs
@@ -184,8 +211,9 @@ class Directory:
                 .values({k: bindparam(f"u_{k}", type_=_USERS.c[k].type) for k in keys}))
         params = {f"u_{k}": v for k, v in changes.items()}
         params.update(u_key_tenant_id=user.tenant_id, u_key_id=user.id)
-        if db.insert_together(self.session, [(Event.__table__, pending)], statement,
-                              params) != 1:
+        inserts = [(Event.__table__, pending),
+                   (ProvisioningEntry.__table__, self._log_rows(pending))]
+        if db.insert_together(self.session, inserts, statement, params) != 1:
             raise StaleDataError(f"User {user.id} was removed while it was being changed.")
         # Written: the session holds the user as loaded, so the flush at commit skips it.
         self.session.expunge(user)
@@ -241,6 +269,7 @@ class Directory:
                                      "module": m} for m in modules])]
         if self._depth == 1:  # the outermost call: its event goes along
             inserts.append((Event.__table__, self._pending or []))
+            inserts.append((ProvisioningEntry.__table__, self._log_rows(self._pending or [])))
             self._pending = []
         # The partial unique indexes decide (no read first); their violation names the
         # attribute. The caller rolls back (a /Bulk operation, its savepoint).
@@ -262,6 +291,7 @@ class Directory:
     def _user_row(self, fields: UserFields, state: StatusState, user_id: str,
                   seen_in_run: int | None = None) -> dict[str, Any]:
         now = self.ctx.now
+        self._objects[user_id] = (fields.external_id, fields.user_name)
         return {
             "tenant_id": self.tenant.id, "id": user_id, "user_name": fields.user_name,
             "user_name_norm": fields.user_name.casefold(), "external_id": fields.external_id,
@@ -606,6 +636,9 @@ class Directory:
             diff_old = {k: v for k, v in before.items() if after[k] != v}
             self._event(user.id, events.USER_PROFILE, diff_old, {k: after[k] for k in diff_old})
         if user.data != fields.data:
+            if self._pending is not None and provlog.logged_source(self.ctx) is not None:
+                self._profile.append((user.id, provlog.profile_changes(user.data,
+                                                                       fields.data)))
             # The index rows derive from the profile's multi-valued (list) attributes:
             # when none of those changed (a new display name, a surname), they stand.
             if _lists(user.data) != _lists(fields.data):
@@ -696,6 +729,7 @@ class Directory:
         self.session.add_all(
             GroupModule(tenant_id=self.tenant.id, group_id=group.id, module=m) for m in modules)
         self._add_members(group, members)
+        self._note(group)
         return group
 
     @_emits_events
@@ -729,6 +763,7 @@ class Directory:
         self.ensure_writable()
         user_extras.forget_all(self.session)
         self._check_version(group.version, expected_version)
+        self._note(group)
         self._remove_members(group, self._member_ids(group))
         self._event(group.id, events.GROUP_REMOVED, {"displayName": group.display_name}, None,
                     subject_type="group")
@@ -856,12 +891,20 @@ class Directory:
     def _touch(self, row: User | Group) -> None:
         row.version += 1
         row.modified_at = self.ctx.now
+        self._note(row)
+
+    def _note(self, row: User | Group) -> None:
+        """Keep the changed object's externalId and name for its provisioning log entry
+        (the session may no longer hold it when the batch's entries are written)."""
+        if self.ctx.source in IDP_SOURCES:
+            name = row.user_name if isinstance(row, User) else row.display_name
+            self._objects[row.id] = (row.external_id, name)
 
     def _event(self, subject_id: str, kind: str, old: Any, new: Any,
                subject_type: str = "user", object_id: str | None = None) -> None:
         row = events.row(self.ctx, subject_type, subject_id, kind, old, new,
                          object_id=object_id)
         if self._pending is None:  # outside a public call: write at once
-            events.record_many(self.session, [row])
+            self._record([row])
         else:
             self._pending.append(row)

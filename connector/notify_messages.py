@@ -35,10 +35,12 @@ KINDS: dict[str, Kind] = {
         "Entra ID sync rounds failing", "tenants/{tenant}/entra/runs",
         "Open the run log to see why the rounds fail, fix the cause, then run a round."),
     "scim_errors": Kind(
-        "SCIM requests failing", "tenants/{tenant}/settings",
-        "Check the identity provider's provisioning logs and the SCIM token on the "
-        "tenant's provisioning settings; a revoked or mistyped token, a paused tenant or "
-        "rejected values are the usual causes."),
+        "SCIM requests failing",
+        "tenants/{tenant}/provisioning-log?source=scim&result=failure",
+        "The provisioning log lists each failed request with its reason. A paused tenant "
+        "or values the connector rejects are the usual causes; a revoked or mistyped SCIM "
+        "token shows in the identity provider's own provisioning logs (the connector cannot "
+        "tell whose request that was) and is replaced on the provisioning settings page."),
     "month_close_failed": Kind(
         "Billing month close failed", "tenants/{tenant}/billing",
         "Open the tenant's billing page to see the error; the close is tried again at every "

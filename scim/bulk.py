@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
+from connector import provlog
 from scim import casting, resources
 from scim.errors import InvalidSyntax, InvalidValue, MethodNotAllowed, PayloadTooLarge, ScimError
 from scim.failures import to_scim_error
@@ -83,7 +84,24 @@ def _run_one(session: Session, ctx: ScimContext, op: dict[str, Any], created: di
     except Exception as exc:  # each operation's failure is reported, never raised
         error = to_scim_error(exc)
         out.update(status=str(error.status), response=error.to_scim())
+        _log_failure(session, ctx, op, method, error)
     return out
+
+
+_OPERATIONS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+
+
+def _log_failure(session: Session, ctx: ScimContext, op: dict[str, Any], method: str,
+                 error: ScimError) -> None:
+    """The failed operation's provisioning log entry, in the request's transaction (its
+    savepoint was rolled back: nothing of it is applied)."""
+    if provlog.logged_source(ctx.write) is None:
+        return
+    path = str(op.get("path", ""))[:400]
+    provlog.record_many(session, [provlog.failed_request_entry(
+        ctx.write, method=f"Bulk {method}"[:16], path=path, status=error.status,
+        scim_type=error.scim_type, detail=error.detail,
+        operation=_OPERATIONS.get(method, "request"))])
 
 
 def _dispatch(session: Session, ctx: ScimContext, op: dict[str, Any], method: str,

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from connector import clock, counters, db, scim_health, tenants, urls
+from connector import clock, counters, db, provlog, scim_health, tenants, urls
 from connector.events import WriteContext
 from connector.models import Group, User
 from connector.request_body import body_bytes
@@ -205,11 +205,42 @@ def error_response(exc: ScimError) -> Response:
 def _scim_error(exc: Exception) -> Any:
     db.get_session().rollback()
     if isinstance(exc, HTTPException):
-        return _http_error(exc)
-    error = to_scim_error(exc)
-    if isinstance(error, InternalError):
-        log.exception("unexpected error in SCIM request")
-    return error_response(error)
+        response = _http_error(exc)
+    else:
+        error = to_scim_error(exc)
+        if isinstance(error, InternalError):
+            log.exception("unexpected error in SCIM request")
+        response = error_response(error)
+    _log_failed_request(response)
+    return response
+
+
+_OPERATIONS = {"POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+
+
+def _log_failed_request(response: Response) -> None:
+    """The provisioning log's entry for a failed request of an authenticated client, in
+    its own short transaction: the request's was rolled back, nothing of it applied."""
+    tenant = g.get("tenant")
+    if tenant is None or not provlog.enabled():
+        return
+    try:
+        body = json.loads(response.get_data()) if response.get_data() else {}
+        resource_id = (request.view_args or {}).get("user_id")
+        on_resource = isinstance(resource_id, str) and "/Users/" in request.path
+        operation = _OPERATIONS.get(request.method, "request")
+        if request.endpoint in SEARCHES or "/Bulk" in request.path:
+            operation = "request"
+        provlog.record_failed_request(
+            current_app.extensions["write_sessionmaker"],
+            WriteContext(tenant.id, Source.SCIM, _actor(), g.get("request_id") or "-",
+                         clock.now()),
+            method=request.method, path=request.full_path.rstrip("?"),
+            status=response.status_code, scim_type=body.get("scimType"),
+            detail=str(body.get("detail") or ""), operation=operation,
+            user_id=resource_id if on_resource else None)
+    except Exception:  # noqa: BLE001 - the client gets its answer whatever the log does
+        log.exception("could not log a failed SCIM request in the provisioning log")
 
 
 def _http_error(exc: HTTPException) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Response, current_app, request, stream_with_context
 
-from connector import admins, auth, browse, counters, csv_export, tenants
+from connector import admins, auth, browse, counters, csv_export, provlog, tenants
 from connector.actions import accounts, groups, notifications, users
 from connector.actions import tenants as tenant_actions
 from connector.api import OPENAPI_FILE, bp
@@ -325,6 +325,38 @@ def add_module(tenant_id: str) -> Response:
 def tenant_audit(tenant_id: str) -> Response:
     tenant_for(tenant_id)
     return json_response(page_json(browse.audit_entries(session(), tenant_id, *page_args())))
+
+
+@bp.get("/tenants/<tenant_id>/provisioning-log")
+def provisioning_log(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    log_filter = provlog.parse_filter(request.args)
+    page, per_page = page_args()
+    rows, total = provlog.search(session(), tenant_id, log_filter, page, per_page)
+    return json_response(page_json(browse.Page([provlog.entry_json(r) for r in rows], total,
+                                               page, per_page)))
+
+
+@bp.get("/tenants/<tenant_id>/provisioning-log/<entry_id>")
+def provisioning_log_entry(tenant_id: str, entry_id: str) -> Response:
+    tenant_for(tenant_id)
+    return json_response(provlog.entry_json(provlog.get_entry(session(), tenant_id, entry_id)))
+
+
+@bp.get("/tenants/<tenant_id>/exports/provisioning-log.csv")
+def export_provisioning_log(tenant_id: str) -> Response:
+    tenant = tenant_for(tenant_id)
+    log_filter = provlog.parse_filter(request.args)
+    maker = current_app.extensions["sessionmaker"]
+    filename = csv_export.file_name("provisioning-log", tenant.name, admin_call().now)
+
+    def generate() -> Iterator[str]:
+        with maker() as export_session:  # outlives the request's own session
+            yield from csv_export.csv_chunks(
+                provlog.export_rows(export_session, tenant_id, log_filter))
+
+    return Response(stream_with_context(generate()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
 
 
 @bp.get("/audit")

@@ -35,6 +35,7 @@ from connector.models.notify import (
     NotifyOutbox,
     ScimMinuteCount,
 )
+from connector.models.provlog import ProvisioningEntry
 from connector.models.sync import (
     AppThrottle,
     EntraRegistration,
@@ -66,6 +67,7 @@ __all__ = [
     "InstanceKey",
     "Membership",
     "Module",
+    "ProvisioningEntry",
     "NAMING",
     "NotifyCondition",
     "NotifyOptOut",

@@ -63,6 +63,7 @@ def init_app(app: Flask, children: tuple[Blueprint, ...] = ()) -> None:
         account,
         groups,
         notifications,
+        provlog,
         tenants,
         users,
     )

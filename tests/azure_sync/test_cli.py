@@ -51,10 +51,28 @@ def test_sync_run_prints_the_items_it_could_not_apply(
     assert (kept["objectId"], kept["code"], kept["userName"]) == (twin, "name_taken",
                                                                    "X@contoso.example")
     assert x in kept["reason"]
+    [failed] = answer["failed"]  # from the provisioning log, by the run's id
+    assert (failed["objectId"], failed["code"], failed["result"]) == (twin, "name_taken",
+                                                                      "failure")
+    assert failed["sourceRef"] == f"sync-run:{answer['run_id']}"
     code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id)
     assert code == 0
     assert "1 object(s) could not be applied and are kept" in out
     assert f"user {twin} X@contoso.example: " in out and "[name_taken]" in out
+
+
+@pytest.mark.usefixtures("environment")
+def test_sync_run_prints_the_rounds_failed_items_from_the_provisioning_log(
+        sync: Sync, capsys: pytest.CaptureFixture[str]) -> None:
+    sync.entra.add_user("x@contoso.example")
+    assert run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id)[0] == 0
+    with sync.entra.lock:
+        twin = sync.entra.add_user("tmp@contoso.example")
+        sync.entra.update_user(twin, userPrincipalName="X@contoso.example")
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id)
+    assert code == 0
+    assert "1 item(s) failed in this round (provisioning log):" in out
+    assert f" {twin} X@contoso.example: " in out and "[name_taken]" in out
 
 
 @pytest.mark.usefixtures("environment")
