@@ -29,6 +29,7 @@ from connector.models.directory import (
     UserModule,
     UserValue,
 )
+from connector.models.entra_mappings import EntraAttributeMap, EntraManagerWait
 from connector.models.sync import (
     AppThrottle,
     EntraRegistration,
@@ -52,6 +53,8 @@ __all__ = [
     "BillingLine",
     "BillingMailOutbox",
     "BillingProfile",
+    "EntraAttributeMap",
+    "EntraManagerWait",
     "EntraRegistration",
     "Event",
     "EventId",
