@@ -185,6 +185,10 @@ class Rules:
     resolve_manager: ManagerResolver | None = None
     steps: tuple[tuple[str, str, str | None, str, str, str | None, str | None], ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.table and not self.steps:  # built from a table alone: compile it
+            object.__setattr__(self, "steps", Rules.of(dict(self.table)).steps)
+
     @classmethod
     def of(cls, table: Mapping[str, str], resolve_manager: ManagerResolver | None = None
            ) -> Rules:

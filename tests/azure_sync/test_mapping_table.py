@@ -160,3 +160,9 @@ def test_select_always_has_what_the_sync_needs() -> None:
     assert mapping.select_for({}) == mapping.ALWAYS_SELECTED
     assert mapping.select_for({}, ("mail",)) == (*mapping.ALWAYS_SELECTED, "mail")
     assert "manager" not in mapping.FULL_SELECT
+
+
+def test_rules_built_from_a_table_alone_are_compiled() -> None:
+    rules = Rules((("jobTitle", "title"),))
+    assert fields({"userPrincipalName": "a@x", "jobTitle": "Boss"}, rules=rules).data == {
+        "title": "Boss"}
