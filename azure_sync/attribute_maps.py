@@ -114,8 +114,9 @@ def settle_managers(s: Session, directory: Directory, tenant_id: str,
     if not isinstance(links, ManagerLinks) or links.tenant_id != tenant_id:
         return 0
     touched = sorted(links.decided | set(links.waiting))
-    if not touched and not applied:
-        return 0
+    if not touched and (not applied or not s.scalar(select(EntraManagerWait.tenant_id).where(
+            EntraManagerWait.tenant_id == tenant_id).limit(1))):
+        return 0  # no reference on this page, and nobody waits for a manager
     for start in range(0, len(touched), 1000):
         s.execute(delete(EntraManagerWait).where(
             EntraManagerWait.tenant_id == tenant_id,

@@ -400,7 +400,15 @@ def _set_typed(data: dict[str, Any], attr: str, kind: str, sub: str, value: str 
                ) -> None:
     """Set or clear `sub` of the `attr` element of type `kind` (Entra's
     `phoneNumbers[type eq "mobile"].value`); an element left with nothing goes."""
-    items = [dict(e) for e in data.get(attr) or () if isinstance(e, dict)]
+    existing = data.get(attr)
+    if not existing:  # the common case of a new user: nothing to merge with
+        if value is not None:
+            data[attr] = ([{sub: value, "type": kind, "primary": True}]
+                          if attr == "emails" and kind == "work" else [{sub: value, "type": kind}])
+        else:
+            data.pop(attr, None)
+        return
+    items = [dict(e) for e in existing if isinstance(e, dict)]
     at = next((i for i, e in enumerate(items) if e.get("type") == kind), None)
     if value is not None:
         if at is None:
