@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from azure_sync import mapping, pending, staging
+from azure_sync import attribute_maps, mapping, pending, staging
 from azure_sync import scope as scoping
 from azure_sync.writer import log_event, stored_profile, write_context
 from connector.commands import GroupFields, MemberChange, UserFields
@@ -149,6 +149,9 @@ class PageApplier:
         self.scope = scope
         self.matching = (self.registration.matching_attribute if self.registration
                          else "userPrincipalName")
+        # The tenant's attribute mapping table, which `mapping.user_fields` follows.
+        mapping.use_rules(attribute_maps.rules_for(s, tenant.id))
+        mapping.use_rules(attribute_maps.rules_for(s, tenant.id))  # the tenant's table
         # Items kept from earlier rounds (object id → item), the objects applied and
         # the ones that failed on this page, and users whose groups are still to read.
         self.kept: dict[str, dict[str, Any]] = {}
@@ -177,8 +180,10 @@ class PageApplier:
 
     def settle(self, phase: str) -> None:
         """Keep what failed, forget the kept items that applied now."""
+        attribute_maps.settle_managers(self.s, self.directory, self.tenant.id, self.applied)
         if self.mode != "round":
             return
+        attribute_maps.settle_managers(self.s, self.directory, self.tenant.id, self.applied)
         kind = pending.USER if phase == "users" else pending.GROUP
         done = [oid for oid in self.applied if oid in self.kept]
         if done:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from azure_sync import mapping
+from sqlalchemy.orm import object_session
+
+from azure_sync import attribute_maps, mapping
 from azure_sync.errors import UnsafeLink
 from azure_sync.graph import GraphClient
 from connector.models import SyncState
@@ -23,9 +25,10 @@ class Page:
     delta_link: str | None
 
 
-def users_delta_url(client: GraphClient) -> str:
-    """Where a round without a users deltaLink starts: every user."""
-    return client.url("users/delta", {"$select": ",".join(mapping.USER_SELECT)})
+def users_delta_url(client: GraphClient, select: tuple[str, ...] = mapping.USER_SELECT) -> str:
+    """Where a round without a users deltaLink starts: every user, with the properties
+    the tenant's mapping table reads (`attribute_maps.users_select`)."""
+    return client.url("users/delta", {"$select": ",".join(select)})
 
 
 def groups_delta_url(client: GraphClient) -> str:
@@ -39,7 +42,11 @@ def start(state: SyncState, client: GraphClient, full: bool) -> None:
     state.phase = "users"
     state.full_round = full
     state.pending_users_delta_link = None
-    state.next_link = (None if full else state.users_delta_link) or users_delta_url(client)
+    session = object_session(state)
+    select = (attribute_maps.users_select(session, state.tenant_id) if session is not None
+              else mapping.USER_SELECT)
+    state.next_link = ((None if full else state.users_delta_link)
+                       or users_delta_url(client, select))
 
 
 def check_link(link: str, followed: set[str], pages: int, max_pages: int) -> None:

@@ -171,7 +171,8 @@ def preview_round(maker: sessionmaker[Session], tenant_id: str, client: GraphCli
 
     scope = scoping.read_scope(client, settings, entering)
     pages = 0
-    for phase, link in (("users", users_link or cursor.users_delta_url(client)),
+    users_start = cursor.users_delta_url(client, mapping.FULL_SELECT)
+    for phase, link in (("users", users_link or users_start),
                         ("groups", groups_link or cursor.groups_delta_url(client))):
         pages = _preview_phase(maker, tenant_id, client, phase, link, full, scope, now,
                                counts, pages, max_pages)
@@ -224,7 +225,7 @@ def sync_one_user(maker: sessionmaker[Session], tenant_id: str, client: GraphCli
     scope = scoping.read_scope(client, settings)  # is the user in a chosen group?
     quoted = urllib.parse.quote(key, safe="@")
     item = client.get(client.url(f"users/{quoted}",
-                                 {"$select": ",".join(("id", *mapping.USER_SELECT))}))
+                                 {"$select": ",".join(("id", *mapping.FULL_SELECT))}))
     with maker() as s:
         tenant = s.get(Tenant, tenant_id)
         if tenant is None:

@@ -9,16 +9,214 @@ reason `changed` is a soft delete (restorable for 30 days), `deleted` a hard del
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from connector.commands import IndexedValue, UserFields
 
-USER_SELECT = ("accountEnabled", "userPrincipalName", "mail", "givenName", "surname",
-               "displayName", "userType", "employeeId")
 GROUP_SELECT = ("displayName", "members")
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+# -- the attribute mapping table ---------------------------------------------------------
+#
+# Which Graph user property lands in which connector (SCIM) attribute, per tenant. The
+# default follows the default user mapping Entra ID gives a non-gallery SCIM app
+# ("Tutorial: Develop and plan provisioning for a SCIM endpoint", table 1), in Graph's
+# names. Not in the table, because the sync itself needs them whatever the table says:
+# id (→ externalId), userPrincipalName (→ userName), accountEnabled (→ active) and
+# userType (→ userType and the guest flag).
+
+ALWAYS_SELECTED = ("accountEnabled", "userPrincipalName", "userType")
+EXTENSION_ATTRIBUTES = "onPremisesExtensionAttributes"
+MANAGER = "manager"
+MANAGER_TARGET = f"{ENTERPRISE}:manager"
+
+# Graph user properties the table may map (v1.0 names); all string-valued except
+# businessPhones (a list: its first number is the one mapped, as Entra maps
+# telephoneNumber) and manager (a reference to another user).
+SOURCES: tuple[str, ...] = (
+    "displayName", "givenName", "surname", "mail", "employeeId", "department", "jobTitle",
+    "mobilePhone", "businessPhones", "faxNumber", "officeLocation", "companyName",
+    "streetAddress", "city", "state", "postalCode", "country", "preferredLanguage",
+    "employeeType", "mailNickname", MANAGER,
+    *(f"{EXTENSION_ATTRIBUTES}.extensionAttribute{n}" for n in range(1, 16)))
+
+
+def _typed(attr: str, kind: str, sub: str = "value") -> str:
+    return f'{attr}[type eq "{kind}"].{sub}'
+
+
+# Connector attributes a Graph property may land in: SCIM paths of the core User schema
+# and the enterprise extension, as Entra's attribute mapping names them.
+TARGETS: tuple[str, ...] = (
+    "displayName", "name.givenName", "name.familyName", "name.middleName", "name.formatted",
+    "nickName", "title", "preferredLanguage", "locale", "timezone",
+    _typed("emails", "work"), _typed("emails", "other"),
+    _typed("phoneNumbers", "work"), _typed("phoneNumbers", "mobile"),
+    _typed("phoneNumbers", "fax"), _typed("phoneNumbers", "other"),
+    _typed("addresses", "work", "formatted"), _typed("addresses", "work", "streetAddress"),
+    _typed("addresses", "work", "locality"), _typed("addresses", "work", "region"),
+    _typed("addresses", "work", "postalCode"), _typed("addresses", "work", "country"),
+    _typed("addresses", "other", "formatted"),
+    *(f"{ENTERPRISE}:{name}" for name in ("employeeNumber", "costCenter", "organization",
+                                          "division", "department")),
+    MANAGER_TARGET,
+)
+
+DEFAULT_TABLE: dict[str, str] = {
+    "displayName": "displayName",
+    "givenName": "name.givenName",
+    "surname": "name.familyName",
+    "mail": _typed("emails", "work"),
+    "jobTitle": "title",
+    "department": f"{ENTERPRISE}:department",
+    "employeeId": f"{ENTERPRISE}:employeeNumber",
+    MANAGER: MANAGER_TARGET,
+    "mobilePhone": _typed("phoneNumbers", "mobile"),
+    "businessPhones": _typed("phoneNumbers", "work"),
+    "faxNumber": _typed("phoneNumbers", "fax"),
+    "officeLocation": _typed("addresses", "other", "formatted"),
+    "streetAddress": _typed("addresses", "work", "streetAddress"),
+    "postalCode": _typed("addresses", "work", "postalCode"),
+}
+# Offered, not mapped by default (Entra's default table maps neither): companyName →
+# the enterprise organization, extensionAttribute1..15 → whatever the admin chooses.
+SUGGESTED: dict[str, str] = {"companyName": f"{ENTERPRISE}:organization"}
+
+
+class InvalidMapping(ValueError):
+    """A mapping table that cannot be applied; `field` names the offending entry."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def validate_table(table: object) -> dict[str, str]:
+    """The table as {Graph property: target}, or InvalidMapping saying what is wrong."""
+    if not isinstance(table, dict):
+        raise InvalidMapping("The mapping table must be an object of Graph property → "
+                             "target attribute.")
+    sources = set(SOURCES)
+    targets = set(TARGETS)
+    used: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for source, target in table.items():
+        if source not in sources:
+            raise InvalidMapping(f"Unknown Graph user property {source!r}; mappable ones: "
+                                 f"{', '.join(SOURCES[:20])}, {EXTENSION_ATTRIBUTES}."
+                                 "extensionAttribute1..15.", source)
+        if not isinstance(target, str) or target not in targets:
+            raise InvalidMapping(f"Unknown target attribute {target!r} for {source!r}.",
+                                 source)
+        if (source == MANAGER) != (target == MANAGER_TARGET):
+            raise InvalidMapping("manager maps only to the enterprise manager, and only "
+                                 "manager maps there (it is a reference to a user).", source)
+        if target in used:
+            raise InvalidMapping(f"{source!r} and {used[target]!r} both map to {target!r}; "
+                                 "a target takes one property.", source)
+        used[target] = source
+        out[source] = target
+    return out
+
+
+def select_for(table: Mapping[str, str], also: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The $select of a users request under this table: what the sync always needs, the
+    mapped properties (an extension attribute selects their container), and `also`."""
+    wanted = list(ALWAYS_SELECTED)
+    for name in (*table, *also):
+        graph_name = name.split(".", 1)[0]
+        if graph_name not in wanted:
+            wanted.append(graph_name)
+    return tuple(wanted)
+
+
+USER_SELECT = select_for(DEFAULT_TABLE)
+# Every mappable property but the manager: for reads outside a delta round (a user
+# entering the scope, "sync this user now"), where the table may map anything. The
+# manager is a navigation property that only /users/delta returns through $select;
+# absent from those reads, it stays as it is.
+FULL_SELECT = select_for({name: "" for name in SOURCES if name != MANAGER})
+_KNOWN = frozenset((*ALWAYS_SELECTED, *(s.split(".", 1)[0] for s in SOURCES
+                                         if s != MANAGER)))
+
+
+# -- a table, ready to apply ---------------------------------------------------------------
+
+# (the user's object id, its manager's object id or None: removed) → the manager's
+# connector id, or None: no manager to show (yet).
+ManagerResolver = Callable[[str, "str | None"], "str | None"]
+
+
+def _source_step(source: str) -> tuple[str, str, str | None]:
+    if source.startswith(EXTENSION_ATTRIBUTES + "."):
+        return "extension", EXTENSION_ATTRIBUTES, source.split(".", 1)[1]
+    if source == "businessPhones":
+        return "first", source, None
+    return "plain", source, None
+
+
+_TYPED = re.compile(r'(\w+)\[type eq "(\w+)"\]\.(\w+)')
+
+
+def _target_step(target: str) -> tuple[str, str, str | None, str | None]:
+    if target == "displayName":
+        return "display", target, None, None
+    if target.startswith(ENTERPRISE + ":"):
+        return "enterprise", target[len(ENTERPRISE) + 1:], None, None
+    typed = _TYPED.fullmatch(target)
+    if typed:
+        return "typed", typed.group(1), typed.group(2), typed.group(3)
+    if target.startswith("name."):
+        return "name", target[5:], None, None
+    return "core", target, None, None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """A validated table, compiled: what `user_fields` follows. `resolve_manager` turns a
+    manager's object id into its connector id (None: not a connector user yet)."""
+
+    table: tuple[tuple[str, str], ...]
+    resolve_manager: ManagerResolver | None = None
+    steps: tuple[tuple[str, str, str | None, str, str, str | None, str | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.table and not self.steps:  # built from a table alone: compile it
+            object.__setattr__(self, "steps", Rules.of(dict(self.table)).steps)
+
+    @classmethod
+    def of(cls, table: Mapping[str, str], resolve_manager: ManagerResolver | None = None
+           ) -> Rules:
+        checked = validate_table(dict(table))
+        steps = tuple((*_source_step(s), *_target_step(t)) for s, t in checked.items())
+        return cls(tuple(checked.items()), resolve_manager, steps)
+
+    @property
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.table)
+
+    def select(self, also: tuple[str, ...] = ()) -> tuple[str, ...]:
+        return select_for(self.as_dict, also)
+
+
+DEFAULT_RULES = Rules.of(DEFAULT_TABLE)
+# The rules of the tenant whose page is being applied (set by the page applier, per
+# thread/task); the default when none was set.
+_CURRENT: ContextVar[Rules] = ContextVar("entra_mapping_rules", default=DEFAULT_RULES)
+
+
+def use_rules(rules: Rules) -> None:
+    """Make `rules` the ones `user_fields` follows in this thread (a page's tenant)."""
+    _CURRENT.set(rules)
+
+
+def current_rules() -> Rules:
+    return _CURRENT.get()
 
 
 # `@removed`'s reason: "changed" is a soft delete (restorable), "deleted" a hard one.
@@ -71,8 +269,22 @@ def parse_user(raw: object) -> UserDelta:
     item = _json_object(raw)
     object_id = _object_id(item)
     removed = _removed(item)
-    changes = {k: item[k] for k in USER_SELECT if k in item}
+    changes = {k: v for k, v in item.items() if k in _KNOWN}
+    if "manager@delta" in item:  # Graph's delta form of the manager reference
+        changes[MANAGER] = _manager_of(item["manager@delta"])
+    elif isinstance(item.get(MANAGER), dict):  # a GET with $expand=manager
+        changes[MANAGER] = _manager_of([item[MANAGER]])
     return UserDelta(object_id, removed, changes)
+
+
+def _manager_of(entries: object) -> str | None:
+    """The manager's object id in a `manager@delta` list; None: it was removed."""
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, dict) and "@removed" not in entry:
+            object_id = entry.get("id")
+            if isinstance(object_id, str) and object_id:
+                return object_id
+    return None
 
 
 def parse_group(raw: object) -> GroupDelta:
@@ -106,10 +318,12 @@ class StoredProfile:
     external_company_guest: bool = False
 
 
-def user_fields(object_id: str, stored: StoredProfile | None, changes: Mapping[str, object]
-                ) -> UserFields | None:
+def user_fields(object_id: str, stored: StoredProfile | None, changes: Mapping[str, object],
+                rules: Rules | None = None) -> UserFields | None:
     """The user's full fields after applying `changes` (absent keys keep their stored
-    value). None when there is not enough to create the user (no userPrincipalName)."""
+    value, a null clears) through `rules` (the current tenant's when not given). None
+    when there is not enough to create the user (no userPrincipalName)."""
+    rules = rules or _CURRENT.get()
     data = copy.deepcopy(stored.data) if stored else {}
     user_name = stored.user_name if stored else None
     display = stored.display_name if stored else None
@@ -119,38 +333,38 @@ def user_fields(object_id: str, stored: StoredProfile | None, changes: Mapping[s
         user_name = principal_name
     if user_name is None:
         return None
-    if "displayName" in changes:
-        shown = changes["displayName"]
-        display = shown if isinstance(shown, str) else None
-    name = dict(data.get("name") or {})
-    for graph_key, scim_key in (("givenName", "givenName"), ("surname", "familyName")):
-        if graph_key in changes:
-            value = changes[graph_key]
-            if isinstance(value, str) and value:
-                name[scim_key] = value
+    for kind, key, sub, target, t1, t2, t3 in rules.steps:
+        if key not in changes:
+            continue
+        raw = changes[key]
+        if kind == "extension":
+            if isinstance(raw, dict):
+                if sub not in raw:
+                    continue  # the container came without it: unchanged
+                raw = raw[sub]
+            elif raw is not None:
+                continue
+        elif kind == "first":
+            raw = raw[0] if isinstance(raw, list) and raw else None
+        value = raw if isinstance(raw, str) and raw else None
+        if target == "display":
+            display = value
+        elif target == "typed":
+            _set_typed(data, t1, t2 or "", t3 or "value", value)
+        elif target == "enterprise":
+            if t1 == "manager":
+                manager = (rules.resolve_manager(object_id, value)
+                           if rules.resolve_manager is not None else None)
+                _set_in(data, ENTERPRISE, t1, {"value": manager} if manager else None)
             else:
-                name.pop(scim_key, None)
-    if name:
-        data["name"] = name
-    else:
-        data.pop("name", None)
-    if "mail" in changes:
-        mail = changes["mail"]
-        if isinstance(mail, str) and mail:
-            data["emails"] = [{"value": mail, "type": "work", "primary": True}]
+                _set_in(data, ENTERPRISE, t1, value)
+        elif target == "name":
+            _set_in(data, "name", t1, value)
         else:
-            data.pop("emails", None)
-    if "employeeId" in changes:
-        enterprise = dict(data.get(ENTERPRISE) or {})
-        employee_id = changes["employeeId"]
-        if isinstance(employee_id, str) and employee_id:
-            enterprise["employeeNumber"] = employee_id
-        else:
-            enterprise.pop("employeeNumber", None)
-        if enterprise:
-            data[ENTERPRISE] = enterprise
-        else:
-            data.pop(ENTERPRISE, None)
+            if value is None:
+                data.pop(t1, None)
+            else:
+                data[t1] = value
     if "userType" in changes:
         user_type = changes["userType"]
         guest = isinstance(user_type, str) and user_type.lower() == "guest"
@@ -161,13 +375,72 @@ def user_fields(object_id: str, stored: StoredProfile | None, changes: Mapping[s
     enabled = changes.get("accountEnabled")
     return UserFields(
         user_name=user_name, external_id=object_id, display_name=display, data=data,
-        values=tuple(_email_values(data)),
+        values=tuple(_indexed_values(data)),
         active=enabled if isinstance(enabled, bool) else None, guest=guest,
         admin=stored.admin if stored else False,
         external_company_guest=stored.external_company_guest if stored else False,
         modules=None)
 
 
-def _email_values(data: dict[str, Any]) -> list[IndexedValue]:
-    return [IndexedValue("emails", i, e.get("value"), e.get("type"), bool(e.get("primary")))
-            for i, e in enumerate(data.get("emails") or ()) if isinstance(e, dict)]
+def _set_in(data: dict[str, Any], section: str, key: str, value: object) -> None:
+    """Set or clear `data[section][key]`; an emptied section goes."""
+    part = data.get(section)
+    part = dict(part) if isinstance(part, dict) else {}
+    if value is None:
+        part.pop(key, None)
+    else:
+        part[key] = value
+    if part:
+        data[section] = part
+    else:
+        data.pop(section, None)
+
+
+def _set_typed(data: dict[str, Any], attr: str, kind: str, sub: str, value: str | None
+               ) -> None:
+    """Set or clear `sub` of the `attr` element of type `kind` (Entra's
+    `phoneNumbers[type eq "mobile"].value`); an element left with nothing goes."""
+    existing = data.get(attr)
+    if not existing:  # the common case of a new user: nothing to merge with
+        if value is not None:
+            data[attr] = ([{sub: value, "type": kind, "primary": True}]
+                          if attr == "emails" and kind == "work" else [{sub: value, "type": kind}])
+        else:
+            data.pop(attr, None)
+        return
+    items = [dict(e) for e in existing if isinstance(e, dict)]
+    at = next((i for i, e in enumerate(items) if e.get("type") == kind), None)
+    if value is not None:
+        if at is None:
+            items.append({sub: value, "type": kind})
+            at = len(items) - 1
+        else:
+            items[at][sub] = value
+        if attr == "emails" and kind == "work":
+            items[at]["primary"] = True
+    elif at is not None:
+        items[at].pop(sub, None)
+        if not set(items[at]) - {"type", "primary"}:
+            del items[at]
+    if items:
+        data[attr] = items
+    else:
+        data.pop(attr, None)
+
+
+_INDEXED = ("emails", "phoneNumbers", "addresses")
+_NOT_DATA = frozenset({"value", "type", "primary", "display"})
+
+
+def _indexed_values(data: dict[str, Any]) -> list[IndexedValue]:
+    """The multi-valued elements, as the filter index holds them (as scim.casting)."""
+    out = []
+    for attr in _INDEXED:
+        for i, e in enumerate(data.get(attr) or ()):
+            if isinstance(e, dict):
+                value = e.get("value")
+                out.append(IndexedValue(
+                    attr, i, None if value is None else str(value), e.get("type"),
+                    bool(e.get("primary")), e.get("display"),
+                    {k: v for k, v in e.items() if k not in _NOT_DATA}))
+    return out

@@ -18,13 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import session as flask_session
 from flask.blueprints import BlueprintSetupState
 from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from azure_sync import actions, clouds, decisions, pending, staging
+from azure_sync import actions, attribute_maps, clouds, decisions, mapping, pending, staging
 from azure_sync.errors import (
     GraphError,
     PermissionDenied,
@@ -279,7 +280,8 @@ def status(tenant_id: str) -> str:
         "admin/entra/status.html", registration=registration, state=state, recent=recent,
         last=recent[0] if recent else None, quarantine=quarantined(state),
         running=_running(state), scim_users=scim_users, tenant=tenant,
-        kept=kept_rows, kept_total=pending.kept_count(s, tenant_id) if kept_rows else 0)
+        kept=kept_rows, kept_total=pending.kept_count(s, tenant_id) if kept_rows else 0,
+        mappings=attribute_maps.view(s, tenant_id))
 
 
 def _running(state: SyncState | None) -> bool:
@@ -529,3 +531,61 @@ def sync_user(tenant_id: str) -> Response:
         raise
     return done(f"{key.strip()} synced from Entra ID: {summary(counts)}.",
                 _status_url(tenant_id))
+
+
+# -- attribute mappings ----------------------------------------------------------------------
+
+_MAPPING_FORM = "entra_mapping_form"  # a refused form's values and error, for the next GET
+
+
+def _mappings_url(tenant_id: str) -> str:
+    return url_for("web.entra.mappings", tenant_id=tenant_id)
+
+
+@bp.get("/mappings")
+def mappings(tenant_id: str) -> str:
+    tenant = tenant_page(tenant_id)
+    table = attribute_maps.view(session(), tenant_id)
+    refused = flask_session.pop(_MAPPING_FORM, None)
+    if not isinstance(refused, dict) or refused.get("tenant") != tenant_id:
+        refused = None
+    values = refused["values"] if refused else table.mappings
+    rows = [{"source": source, "target": values.get(source, ""),
+             "default": mapping.DEFAULT_TABLE.get(source),
+             "suggested": mapping.SUGGESTED.get(source),
+             "error": refused["text"] if refused and refused.get("field") == source else None}
+            for source in mapping.SOURCES]
+    return render_template("admin/entra/mappings.html", tenant=tenant, table=table,
+                           rows=rows, targets=mapping.TARGETS,
+                           form_error=refused["text"] if refused and not refused.get("field")
+                           else None)
+
+
+@bp.post("/mappings")
+def save_mappings(tenant_id: str) -> Response:
+    tenant_page(tenant_id)
+    url = _mappings_url(tenant_id)
+    come_back_to(url)
+    if request.form.get("reset"):
+        table: dict[str, str] = dict(mapping.DEFAULT_TABLE)
+    else:
+        table = {source: request.form[f"map-{source}"] for source in mapping.SOURCES
+                 if request.form.get(f"map-{source}")}
+        unknown = [k[4:] for k in request.form if k.startswith("map-")
+                   and k[4:] not in mapping.SOURCES and request.form[k]]
+        table.update({k: request.form[f"map-{k}"] for k in unknown})  # refused, named
+    before = attribute_maps.users_select(session(), tenant_id)
+    try:
+        saved = attribute_maps.save_table(admin_call(), tenant_id, table)
+    except attribute_maps.InvalidTable as exc:
+        session().rollback()
+        flask_session[_MAPPING_FORM] = {"tenant": tenant_id, "field": exc.field,
+                                        "text": exc.message, "values": table}
+        flash(exc.message, "error")
+        return redirect(url, 303)
+    said = ("Attribute mappings reset to Entra’s default." if request.form.get("reset")
+            else "Attribute mappings saved.")
+    if set(saved.select) != set(before):
+        said += (" Graph is now asked for other properties: the next round is a full round, "
+                 "which reads every user again.")
+    return done(said, url)

@@ -100,7 +100,7 @@ def member_pages(client: GraphClient, group_id: str, mode: str
     listing = "transitiveMembers" if mode == "transitive" else "members"
     link: str | None = client.url(
         f"groups/{urllib.parse.quote(group_id, safe='')}/{listing}",
-        {"$select": ",".join(("id", *mapping.USER_SELECT)), "$top": MEMBERS_PER_PAGE})
+        {"$select": ",".join(("id", *mapping.FULL_SELECT)), "$top": MEMBERS_PER_PAGE})
     seen: set[str] = set()
     while link is not None:
         if link in seen:

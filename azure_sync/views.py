@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy import func, select
 
-from azure_sync import actions, decisions, pending, staging
+from azure_sync import actions, attribute_maps, decisions, mapping, pending, staging
 from azure_sync.errors import SyncError, for_tenant_admin, split_detail
 from azure_sync.service import SyncService
 from connector.admins import PARTNER
@@ -232,3 +232,33 @@ def sync_user(tenant_id: str) -> Response:
             raise NotFound(f"Entra ID has no user {key.strip()!r}.") from exc
         raise graph_problem(exc) from exc
     return done(200, {"counts": counts})
+
+
+# -- attribute mappings ------------------------------------------------------------------
+
+
+def mappings_json(table: attribute_maps.TableView) -> dict[str, Any]:
+    return {"mappings": table.mappings, "isDefault": table.is_default,
+            "select": list(table.select), "default": dict(mapping.DEFAULT_TABLE),
+            "suggested": dict(mapping.SUGGESTED), "sources": list(mapping.SOURCES),
+            "targets": list(mapping.TARGETS)}
+
+
+@bp.get("/mappings")
+def get_mappings(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    return json_response(mappings_json(attribute_maps.view(session(), tenant_id)))
+
+
+@bp.put("/mappings")
+def put_mappings(tenant_id: str) -> Response:
+    """Replace the tenant's table (Graph property → connector attribute)."""
+    tenant_for(tenant_id)
+    body = request_body()
+    try:
+        table = attribute_maps.save_table(admin_call(), tenant_id, body["mappings"])
+    except attribute_maps.InvalidTable as exc:
+        where = f"mappings.{exc.field}" if exc.field else "mappings"
+        raise Problem(400, "Invalid mapping", exc.message, "invalid-request",
+                      errors=[{"member": where, "detail": exc.message}]) from None
+    return done(200, mappings_json(table))

@@ -412,7 +412,43 @@ def user_detail(session: Session, tenant_id: str, user_id: str) -> dict[str, Any
                                Membership.group_id == Group.id))
         .where(Membership.tenant_id == tenant_id, Membership.member_id == user_id)
         .order_by(Group.display_name_norm))]
-    return {**summary.as_json(), "ownModules": own, "groups": groups}
+    return {**summary.as_json(), "ownModules": own, "groups": groups,
+            "profile": user_profile(session, tenant_id, user_id)}
+
+
+ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+_ENTERPRISE_FIELDS = ("employeeNumber", "department", "organization", "division",
+                      "costCenter")
+
+
+def user_profile(session: Session, tenant_id: str, user_id: str) -> dict[str, Any]:
+    """The profile attributes beyond the name and e-mail, as SCIM pushes or the Entra
+    sync's mapping table left them: job title, the enterprise extension's attributes,
+    the manager (as a user of this tenant), phone numbers and addresses."""
+    data = session.scalar(select(User.data).where(User.tenant_id == tenant_id,
+                                                  User.id == user_id)) or {}
+    enterprise = data.get(ENTERPRISE_USER)
+    enterprise = enterprise if isinstance(enterprise, dict) else {}
+    manager_ref = enterprise.get("manager")
+    manager = None
+    if isinstance(manager_ref, dict) and isinstance(manager_ref.get("value"), str):
+        found = session.execute(select(User.user_name, User.display_name).where(
+            User.tenant_id == tenant_id, User.id == manager_ref["value"])).first()
+        manager = {"id": manager_ref["value"], "userName": found[0] if found else None,
+                   "displayName": found[1] if found else None}
+    return {
+        "title": _text(data.get("title")),
+        **{name: _text(enterprise.get(name)) for name in _ENTERPRISE_FIELDS},
+        "manager": manager,
+        "phoneNumbers": [{"type": _text(p.get("type")), "value": _text(p.get("value"))}
+                         for p in data.get("phoneNumbers") or () if isinstance(p, dict)],
+        "addresses": [{k: v for k, v in a.items() if isinstance(v, str)}
+                      for a in data.get("addresses") or () if isinstance(a, dict)],
+    }
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def user_history(session: Session, tenant_id: str, user_id: str, limit: int = 500

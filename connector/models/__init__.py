@@ -29,6 +29,7 @@ from connector.models.directory import (
     UserModule,
     UserValue,
 )
+from connector.models.entra_mappings import EntraAttributeMap, EntraManagerWait
 from connector.models.notify import (
     NotifyCondition,
     NotifyOptOut,
@@ -59,6 +60,8 @@ __all__ = [
     "BillingLine",
     "BillingMailOutbox",
     "BillingProfile",
+    "EntraAttributeMap",
+    "EntraManagerWait",
     "EntraRegistration",
     "Event",
     "EventId",

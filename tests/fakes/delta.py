@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.fakes.changes import ALL_FIELDS, GroupChange, MemberChange, UserChange
-from tests.fakes.directory import ACTIVE, SOFT_DELETED, Directory, GroupRecord, UserRecord
+from tests.fakes.directory import (
+    ACTIVE,
+    FORMER_MANAGER,
+    SOFT_DELETED,
+    USER_TYPE,
+    Directory,
+    GroupRecord,
+    UserRecord,
+)
 
 USERS, GROUPS = "users", "groups"
 # The properties Graph returns when a delta request has no $select.
@@ -129,6 +137,14 @@ def render_user(user_id: str, record: UserRecord, select: tuple[str, ...],
     if record.state != ACTIVE:
         return removed(user_id, record.state)
     item = _properties(record.props, select, changed, minimal)
+    if "manager" in item:  # a reference: Graph's delta names it, or its removal
+        manager = item.pop("manager")
+        if manager is not None:
+            item["manager@delta"] = [{"@odata.type": USER_TYPE, "id": manager}]
+        else:
+            former = record.props.get(FORMER_MANAGER)
+            item["manager@delta"] = [{"@odata.type": USER_TYPE, "id": former,
+                                      "@removed": {"reason": "deleted"}}] if former else []
     item["id"] = user_id
     return item
 

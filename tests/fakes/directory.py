@@ -41,11 +41,17 @@ USER_TYPE, GROUP_TYPE = "#microsoft.graph.user", "#microsoft.graph.group"
 
 USER_PROPERTIES = frozenset({
     "accountEnabled", "businessPhones", "city", "companyName", "country", "createdDateTime",
-    "department", "displayName", "employeeId", "employeeType", "givenName", "jobTitle",
-    "mail", "mailNickname", "mobilePhone", "officeLocation", "onPremisesImmutableId",
-    "onPremisesSamAccountName", "onPremisesSyncEnabled", "preferredLanguage", "surname",
-    "usageLocation", "userPrincipalName", "userType",
+    "department", "displayName", "employeeId", "employeeType", "faxNumber", "givenName",
+    "jobTitle", "mail", "mailNickname", "mobilePhone", "officeLocation",
+    "onPremisesExtensionAttributes", "onPremisesImmutableId", "onPremisesSamAccountName",
+    "onPremisesSyncEnabled", "postalCode", "preferredLanguage", "state", "streetAddress",
+    "surname", "usageLocation", "userPrincipalName", "userType",
+    # A navigation property: set it to the manager's object id (None: no manager). Only
+    # /users/delta returns it through $select, as `manager@delta` (see delta.render_user).
+    "manager",
 })
+# The manager a user had before its manager was removed: the `@removed` entry names it.
+FORMER_MANAGER = "@formerManager"
 GROUP_PROPERTIES = frozenset({
     "classification", "createdDateTime", "description", "displayName", "groupTypes", "mail",
     "mailEnabled", "mailNickname", "securityEnabled", "visibility",
@@ -137,6 +143,8 @@ class Directory:
             if not changed:
                 return
             old = dict(record.props)
+            if "manager" in changed and properties["manager"] is None:
+                record.props[FORMER_MANAGER] = old.get("manager")
             record.props.update(properties)
             self._index_upn(user_id, old, record.props)
             self._log.append(UserChange(user_id, changed))

@@ -36,7 +36,10 @@ class SeedBlock:
         return {"userPrincipalName": upn, "mail": upn, "givenName": f"Given{n}",
                 "surname": f"Surname{n}", "displayName": f"Given{n} Surname{n}",
                 "accountEnabled": self.account_enabled, "userType": self.user_type,
-                "employeeId": f"E{n:08d}", "mailNickname": f"{self.prefix}{n}"}
+                "employeeId": f"E{n:08d}", "mailNickname": f"{self.prefix}{n}",
+                "department": f"Dept{n % 50}", "jobTitle": f"Title{n % 200}",
+                "mobilePhone": f"+1 555 {n:07d}", "businessPhones": [f"+1 444 {n:07d}"],
+                "officeLocation": f"Building {n % 20}", "companyName": "Contoso"}
 
     def index_of_upn(self, upn: str) -> int | None:
         found = re.fullmatch(rf"{re.escape(self.prefix)}(\d+)@{re.escape(self.domain)}", upn,
