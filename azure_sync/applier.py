@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from azure_sync import attribute_maps, mapping, pending, staging
 from azure_sync import scope as scoping
 from azure_sync.writer import log_event, stored_profile, write_context
+from connector import db
 from connector.commands import GroupFields, MemberChange, UserFields
 from connector.directory import Directory
 from connector.errors import Conflict, DomainError
@@ -348,7 +349,7 @@ class PageApplier:
         for start in range(0, len(wanted), 1000):
             held.update(self.s.scalars(select(User.user_name_norm).where(
                 User.tenant_id == self.tenant.id, User.removed_at.is_(None),
-                User.user_name_norm.in_(wanted[start:start + 1000]))))
+                db.one_of(self.s, User.user_name_norm, wanted[start:start + 1000]))))
         return held
 
     def _match_candidates(self, deltas: list[mapping.UserDelta]) -> set[str]:
@@ -412,7 +413,7 @@ class PageApplier:
         if not object_ids:
             return {}
         rows = self.s.scalars(select(User).where(
-            User.tenant_id == self.tenant.id, User.external_id.in_(object_ids),
+            User.tenant_id == self.tenant.id, db.one_of(self.s, User.external_id, object_ids),
             User.purged_at.is_(None)).order_by(User.removed_at.is_not(None))
             .with_for_update()).all()
         found: dict[str, User] = {}
@@ -598,7 +599,8 @@ class PageApplier:
             self.s.flush()
             self.s.execute(update(Membership).where(
                 Membership.tenant_id == self.tenant.id, Membership.group_id == group.id,
-                Membership.member_id.in_(added)).values(seen_in_run=self.round_key))
+                db.one_of(self.s, Membership.member_id, added)).values(
+                    seen_in_run=self.round_key))
 
     def _create_group(self, name: str, object_id: str) -> Group:
         try:
@@ -634,14 +636,14 @@ class PageApplier:
             chunk = object_ids[start:start + 1000]
             found.update((oid or "", uid) for oid, uid in self.s.execute(
                 select(User.external_id, User.id).where(
-                    User.tenant_id == self.tenant.id, User.external_id.in_(chunk),
+                    User.tenant_id == self.tenant.id, db.one_of(self.s, User.external_id, chunk),
                     User.removed_at.is_(None))))
         rest = [o for o in object_ids if o not in found]
         for start in range(0, len(rest), 1000):
             found.update((oid or "", gid) for oid, gid in self.s.execute(
                 select(Group.external_id, Group.id).where(
                     Group.tenant_id == self.tenant.id,
-                    Group.external_id.in_(rest[start:start + 1000]))))
+                    db.one_of(self.s, Group.external_id, rest[start:start + 1000]))))
         return found
 
     def resolve_waiting_members(self) -> None:

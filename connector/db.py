@@ -9,13 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from flask import Flask, current_app, g
 from sqlalchemy import (
+    ARRAY,
     JSON,
     Engine,
     Table,
     Update,
+    any_,
     bindparam,
     create_engine,
     event,
@@ -244,6 +247,26 @@ def _together_statement(shape: Any) -> Any:
     return select(func.count()).select_from(changed).add_cte(*writes)
 
 
+def one_of(session: Session, column: Any, values: Sequence[Any]) -> Any:
+    """`column IN (values)`; on PostgreSQL `column = ANY(:array)`: one bound array
+    instead of one bind per value, so a page's lookup of 200 ids is compiled once and
+    cached (an IN list is rendered again for every execution: bind by bind, by
+    SQLAlchemy and then by psycopg)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
+def _json_text(value: Any) -> str:
+    """A JSON column's value as COPY writes it: orjson's encoding (a sync page's events
+    and log entries: a tenth of the standard encoder's time), or the standard one's for
+    what orjson refuses (an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
     """Insert many rows in the session's transaction: COPY on PostgreSQL (an INSERT per
     row, even pipelined, cost many times more there; docs/benchmarks.md), executemany on
@@ -263,7 +286,7 @@ def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
                 # JSON as SQLAlchemy's JSON type binds it (None becomes JSON null).
-                copy.write_row([json.dumps(row[c.key]) if c.key in json_columns
+                copy.write_row([_json_text(row[c.key]) if c.key in json_columns
                                 else row[c.key] for c in columns])
     except psycopg.Error as error:
         # The COPY goes around SQLAlchemy, so its errors arrive as psycopg's own: turn
