@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -261,15 +262,37 @@ def apply_staged(s: Session, tenant: Tenant, run_id: int, now: dt.datetime,
 
 def _apply_staged(s: Session, directory: Directory, tenant: Tenant, run_id: int,
                   soft_delete: str) -> dict[str, int]:
-    counts: Counter[str] = Counter()
     staged = s.execute(select(SyncStaged.action, SyncStaged.user_id, SyncStaged.object_id)
                        .where(SyncStaged.run_id == run_id, SyncStaged.tenant_id == tenant.id)
                        .order_by(SyncStaged.seq)).all()
     users = _users_by_id(s, tenant.id, [row.user_id for row in staged if row.user_id])
+    # All together first (one savepoint: a round's 200 disables, not 200 savepoints);
+    # if one is refused, again one by one, so that it alone is left out.
+    try:
+        with directory.savepoint():
+            counts = _apply_rows(directory, users, staged, soft_delete, None)
+    except (DomainError, IntegrityError):
+        for user in users.values():
+            s.expire(user)
+        counts = _apply_rows(directory, users, staged, soft_delete, (tenant.id, run_id))
+    s.execute(delete(SyncStaged).where(SyncStaged.run_id == run_id,
+                                       SyncStaged.tenant_id == tenant.id))
+    s.flush()
+    return dict(counts)
+
+
+def _apply_rows(directory: Directory, users: dict[str, User], staged: Any,
+                soft_delete: str, careful: tuple[str, int] | None) -> Counter[str]:
+    """Apply the staged rows; `careful` (tenant id, run id): each in its own savepoint,
+    a refused one counted and logged instead of raised."""
+    counts: Counter[str] = Counter()
     for row in staged:
         user = users.get(row.user_id) if row.user_id else None
         if user is None or user.removed_at is not None:
             counts["unchanged"] += 1
+            continue
+        if careful is None:
+            counts[remove_or_disable(directory, user, row.action, soft_delete)] += 1
             continue
         try:
             with directory.savepoint():
@@ -278,13 +301,10 @@ def _apply_staged(s: Session, directory: Directory, tenant: Tenant, run_id: int,
             # Never a reason to stop the round: counted, logged, and Graph's next word
             # on the user (or the next full round) applies it.
             counts["failed"] += 1
-            writer.log_event(tenant.id, run_id, "staged change failed",
+            writer.log_event(careful[0], careful[1], "staged change failed",
                              f"{row.action} {row.object_id}: "
                              f"{getattr(exc, 'message', type(exc).__name__)}")
-    s.execute(delete(SyncStaged).where(SyncStaged.run_id == run_id,
-                                       SyncStaged.tenant_id == tenant.id))
-    s.flush()
-    return dict(counts)
+    return counts
 
 
 def _users_by_id(s: Session, tenant_id: str, ids: list[str]) -> dict[str, User]:
