@@ -17,6 +17,8 @@ from sqlalchemy import Engine
 from billing.calendar import Month
 from billing.close import close_month
 from connector.config import BillingSettings
+from connector.db import make_sessionmaker
+from connector.models import Tenant
 from tests.billing.history import History, at
 from tests.support.app import LiveServer
 from tests.support.clients import PASSWORD
@@ -26,12 +28,23 @@ from tests.web.test_browser import browser, page, screenshot  # noqa: F401
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
+def set_created(engine: Engine, tenant_id: str, when: str) -> None:
+    with make_sessionmaker(engine)() as s:
+        tenant = s.get(Tenant, tenant_id)
+        assert tenant is not None
+        tenant.created_at = at(when)
+        s.commit()
+
+
 def test_a_partner_reads_an_invoice_and_reissues_the_month(
         page: Page, engine: Engine, live_server: LiveServer,  # noqa: F811
         database_url: str) -> None:
     rename_tenant(engine, live_server.tenant_id, "Fabrikam")
     make_web_admin(engine, "maria.jansen@partner.example")
     h = History(engine, tenant_id=live_server.tenant_id)
+    # The history below starts in September: the live server's tenant, made today, is
+    # dated back so that its months exist (a month before the tenant is never closed).
+    set_created(engine, live_server.tenant_id, "2026-09-01T00:00:00")
     people = ["amira", "bram", "chloe", "dmitri", "elif", "femke"]
     ids = [h.create("2026-09-02T10:00:00", f"{p}@fabrikam.example", modules=("Hybrid",))
            for p in people]

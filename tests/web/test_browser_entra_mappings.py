@@ -44,6 +44,7 @@ def settings(database_url: str, fake_tls: Any, tmp_path: Path) -> Settings:  # n
         overrides={"database": {"url": database_url}, "logging": {"access_log": False},
                    "azure_sync": {"encryption_key": secrets.new_key(),
                                   "ca_bundle": str(fake_tls.ca_path),
+                                  "allow_private_hosts": True,  # the fakes' loopback
                                   "graph_scope": "https://graph.microsoft.com/.default"}})
 
 
