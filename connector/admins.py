@@ -143,8 +143,11 @@ def create_admin(session: Session, email: str, role: str, tenant_id: str | None,
     return account, one_time
 
 
-def reset_password(session: Session, email: str) -> tuple[AdminAccount, str]:
-    """Give an account a new one-time password and sign out its sessions."""
+def reset_password(session: Session, email: str, now: dt.datetime
+                   ) -> tuple[AdminAccount, str]:
+    """Give an account a new one-time password and sign it out everywhere: its sessions
+    and its personal API tokens (a reset follows a lost or leaked credential, and a
+    token kept working would be a way back in)."""
     account = find_admin(session, email)
     if account is None:
         raise NotFound(f"No admin account for {email}.")
@@ -152,6 +155,9 @@ def reset_password(session: Session, email: str) -> tuple[AdminAccount, str]:
     account.password_hash = generate_password_hash(one_time)
     account.must_change_password = True
     account.session_epoch += 1
+    session.execute(update(AdminToken).where(AdminToken.admin_id == account.id,
+                                             AdminToken.revoked_at.is_(None))
+                    .values(revoked_at=now))
     return account, one_time
 
 

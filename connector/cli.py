@@ -335,7 +335,7 @@ def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_admin_reset(settings: Settings, args: argparse.Namespace) -> int:
     with _session(settings) as session:
-        account, one_time = admins.reset_password(session, args.email)
+        account, one_time = admins.reset_password(session, args.email, clock.now())
         admins.audit(session, at=clock.now(), actor="cli", action="admin.password_reset",
                      tenant_id=account.tenant_id, target=account.email, correlation_id="cli")
         session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -90,12 +91,19 @@ def test_admin_create_prints_a_one_time_password_that_signs_in(
     assert nowhere.returncode == 1 and "connector tenant list" in nowhere.stderr
     neither = connector(database_url, "admin", "create", "x@y.io", cwd=tmp_path)
     assert neither.returncode == 2 and "--partner" in neither.stderr
+    with make_sessionmaker(engine)() as s:  # a personal API token, made before the reset
+        _, clear = admins.create_token(s, out["id"], "laptop", dt.datetime.now(dt.UTC))
+        s.commit()
+        assert admins.authenticate_token(s, clear, dt.datetime.now(dt.UTC))
     reset = connector(database_url, "admin", "reset-password", "OPS@acme.io", "--json",
                       cwd=tmp_path)
     new_password = json.loads(reset.stdout)["one_time_password"]
     assert new_password != out["one_time_password"]
     with make_sessionmaker(engine)() as s:
         admins.verify_login(s, "ops@acme.io", new_password)
+        # "Signs the account out everywhere": its API tokens too (issue 17, item 21).
+        with pytest.raises(admins.BadCredentials):
+            admins.authenticate_token(s, clear, dt.datetime.now(dt.UTC))
     listed = connector(database_url, "admin", "list", cwd=tmp_path)
     assert "ops@acme.io  tenant" in listed.stdout.lower()
 
