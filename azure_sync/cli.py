@@ -230,22 +230,9 @@ def _failed_items(service: SyncService, tenant_id: str, run_id: int | None
 def _kept_items(service: SyncService, tenant_id: str) -> list[dict[str, Any]]:
     """What the tenant's rounds could not apply, oldest first, as the API lists them."""
     from azure_sync import pending
-    from connector.models import SyncPending
 
     with service.maker() as s:
-        rows = s.scalars(select(SyncPending).where(
-            SyncPending.tenant_id == tenant_id,
-            SyncPending.kind.in_((pending.USER, pending.GROUP)))
-            .order_by(SyncPending.first_failed_at, SyncPending.object_id))
-        found = []
-        for row in rows:
-            item = row.item or {}
-            name = item.get("userPrincipalName") or item.get("displayName")
-            found.append({"objectId": row.object_id, "kind": row.kind,
-                          "userName": name if isinstance(name, str) else None,
-                          "code": row.code, "reason": row.reason, "attempts": row.attempts,
-                          "runId": row.run_id})
-        return found
+        return [pending.kept_json(row) for row in pending.kept(s, tenant_id)]
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:

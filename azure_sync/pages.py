@@ -41,7 +41,6 @@ from connector.errors import InvalidSetting, NotFound, StateConflict
 from connector.http import admin_call
 from connector.models import (
     EntraRegistration,
-    SyncPending,
     SyncRun,
     SyncStaged,
     SyncState,
@@ -273,9 +272,7 @@ def status(tenant_id: str) -> str:
     recent = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == tenant_id)
                             .order_by(SyncRun.id.desc()).limit(RECENT_RUNS)))
     scim_users = registration is None and _has_scim_users(tenant_id)
-    kept_rows = list(s.scalars(select(SyncPending).where(
-        SyncPending.tenant_id == tenant_id, SyncPending.kind.in_((pending.USER, pending.GROUP)))
-        .order_by(SyncPending.first_failed_at, SyncPending.object_id).limit(KEPT_SHOWN)))
+    kept_rows = pending.kept(s, tenant_id, limit=KEPT_SHOWN)
     return render_template(
         "admin/entra/status.html", registration=registration, state=state, recent=recent,
         last=recent[0] if recent else None, quarantine=quarantined(state),

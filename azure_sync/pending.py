@@ -112,6 +112,30 @@ def kept_count(s: Session, tenant_id: str) -> int:
         SyncPending.tenant_id == tenant_id, SyncPending.kind.in_((USER, GROUP)))) or 0
 
 
+def kept(s: Session, tenant_id: str, offset: int = 0, limit: int | None = None
+         ) -> list[SyncPending]:
+    """The user and group items the tenant keeps, oldest first (the API, the status
+    page and `connector sync run` list them)."""
+    query = (select(SyncPending).where(SyncPending.tenant_id == tenant_id,
+                                       SyncPending.kind.in_((USER, GROUP)))
+             .order_by(SyncPending.first_failed_at, SyncPending.object_id).offset(offset))
+    if limit is not None:
+        query = query.limit(limit)
+    return list(s.scalars(query))
+
+
+def kept_json(row: SyncPending) -> dict[str, Any]:
+    """A kept item as the admin API and `connector sync run --json` show it."""
+    item = row.item or {}
+    name = item.get("userPrincipalName") if row.kind == USER else item.get("displayName")
+    return {"objectId": row.object_id, "kind": row.kind,
+            "userName": name if isinstance(name, str) else None,
+            "operation": row.operation, "code": row.code, "reason": row.reason,
+            "attempts": row.attempts, "runId": row.run_id,
+            "firstFailed": row.first_failed_at.isoformat(),
+            "lastFailed": row.last_failed_at.isoformat()}
+
+
 def waiting_object_ids(tenant_id: str) -> Any:
     """A subquery of the object ids of users kept pending: sweeps leave them alone."""
     return select(SyncPending.object_id).where(SyncPending.tenant_id == tenant_id,

@@ -31,7 +31,7 @@ from connector.http import (
     session,
     tenant_for,
 )
-from connector.models import EntraRegistration, SyncPending, SyncRun, SyncState
+from connector.models import EntraRegistration, SyncRun, SyncState
 
 bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra")
 
@@ -98,17 +98,6 @@ def graph_problem(exc: SyncError) -> Problem:
     extra: dict[str, Any] = {"cause": shown["detail"]} if shown["detail"] else {}
     return Problem(502, "Entra ID or Graph error", shown["error"] or exc.plain,
                    "graph-error", None, **extra)
-
-
-def kept_json(row: SyncPending) -> dict[str, Any]:
-    item = row.item or {}
-    name = item.get("userPrincipalName") if row.kind == "user" else item.get("displayName")
-    return {"objectId": row.object_id, "kind": row.kind,
-            "userName": name if isinstance(name, str) else None,
-            "operation": row.operation, "code": row.code, "reason": row.reason,
-            "attempts": row.attempts, "runId": row.run_id,
-            "firstFailed": row.first_failed_at.isoformat(),
-            "lastFailed": row.last_failed_at.isoformat()}
 
 
 @bp.get("")
@@ -189,13 +178,10 @@ def restart(tenant_id: str) -> Response:
 def list_kept(tenant_id: str) -> Response:
     tenant_for(tenant_id)
     page, per_page = page_args()
-    where = (SyncPending.tenant_id == tenant_id,
-             SyncPending.kind.in_((pending.USER, pending.GROUP)))
-    total = session().scalar(select(func.count()).select_from(SyncPending).where(*where)) or 0
-    rows = session().scalars(select(SyncPending).where(*where)
-                             .order_by(SyncPending.first_failed_at, SyncPending.object_id)
-                             .offset((page - 1) * per_page).limit(per_page))
-    return json_response(page_json(Page([kept_json(r) for r in rows], total, page, per_page)))
+    total = pending.kept_count(session(), tenant_id)
+    rows = pending.kept(session(), tenant_id, (page - 1) * per_page, per_page)
+    return json_response(page_json(Page([pending.kept_json(r) for r in rows], total, page,
+                                        per_page)))
 
 
 @bp.post("/runs/<int:run_id>/approve")

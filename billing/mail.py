@@ -30,14 +30,14 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import IO
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing import exports
 from connector import logs
 from connector import mail as smtp_mail
 from connector.config import BillingSettings
-from connector.mail import CLAIM_LEASE, MailSettingsError
+from connector.mail import MailSettingsError
 from connector.models import BillingClose, BillingMailOutbox, Tenant
 
 log = logging.getLogger("connector.billing.mail")
@@ -98,22 +98,12 @@ def send_due(maker: sessionmaker[Session], settings: BillingSettings, now: dt.da
                                    BillingMailOutbox.next_attempt_at <= now)
                             .order_by(BillingMailOutbox.next_attempt_at, BillingMailOutbox.id)
                             .limit(BATCH)).all()
-        claimed = [row_id for row_id, attempts in due if _claim(maker, row_id, attempts, now)]
+        claimed = [row_id for row_id, attempts in due
+                   if smtp_mail.claim(maker, BillingMailOutbox, row_id, attempts, now)]
         for row_id in claimed:
             _send_one(maker, settings, row_id, now, result)
         if len(due) < BATCH:
             return result
-
-
-def _claim(maker: sessionmaker[Session], row_id: int, attempts: int, now: dt.datetime) -> bool:
-    with maker() as s:
-        claimed = s.execute(
-            update(BillingMailOutbox)
-            .where(BillingMailOutbox.id == row_id, BillingMailOutbox.state == "pending",
-                   BillingMailOutbox.attempts == attempts)
-            .values(attempts=attempts + 1, next_attempt_at=now + CLAIM_LEASE))
-        s.commit()
-        return claimed.rowcount == 1  # type: ignore[attr-defined]
 
 
 def _send_one(maker: sessionmaker[Session], settings: BillingSettings, row_id: int,

@@ -13,6 +13,10 @@ import datetime as dt
 import smtplib
 import ssl
 from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
 
 from connector.config import BillingSettings
 
@@ -20,6 +24,20 @@ SECURITY = ("none", "starttls", "tls")
 # A sender's claim on a message: long enough for the slowest send (a few timeouts).
 CLAIM_LEASE = dt.timedelta(minutes=15)
 MAX_BACKOFF = dt.timedelta(days=1)
+
+
+def claim(maker: sessionmaker[Session], outbox: Any, row_id: int, attempts: int,
+          now: dt.datetime) -> bool:
+    """Take a pending message of an outbox table (`id`, `state`, `attempts`,
+    `next_attempt_at`) for this sender: one UPDATE that only the process that read
+    `attempts` wins, which also holds it for CLAIM_LEASE should the sender die."""
+    with maker() as s:
+        claimed = s.execute(
+            update(outbox)
+            .where(outbox.id == row_id, outbox.state == "pending", outbox.attempts == attempts)
+            .values(attempts=attempts + 1, next_attempt_at=now + CLAIM_LEASE))
+        s.commit()
+        return claimed.rowcount == 1  # type: ignore[attr-defined]
 
 
 class MailSettingsError(Exception):

@@ -347,7 +347,7 @@ def send_due(maker: sessionmaker[Session], settings: Settings, now: dt.datetime)
                             .order_by(NotifyOutbox.next_attempt_at, NotifyOutbox.id)
                             .limit(BATCH)).all()
         for row_id, attempts in due:
-            if _claim(maker, row_id, attempts, now):
+            if mail.claim(maker, NotifyOutbox, row_id, attempts, now):
                 _send_one(maker, settings, row_id, now, result)
         if len(due) < BATCH:
             return result
@@ -362,17 +362,6 @@ def _drop_pending(maker: sessionmaker[Session], now: dt.datetime, result: SendRe
                 "off", next_attempt_at=now))
             s.commit()
         result.dropped.extend(ids)
-
-
-def _claim(maker: sessionmaker[Session], row_id: int, attempts: int, now: dt.datetime) -> bool:
-    with maker() as s:
-        claimed = s.execute(
-            update(NotifyOutbox)
-            .where(NotifyOutbox.id == row_id, NotifyOutbox.state == "pending",
-                   NotifyOutbox.attempts == attempts)
-            .values(attempts=attempts + 1, next_attempt_at=now + mail.CLAIM_LEASE))
-        s.commit()
-        return claimed.rowcount == 1  # type: ignore[attr-defined]
 
 
 def _send_one(maker: sessionmaker[Session], settings: Settings, row_id: int,
