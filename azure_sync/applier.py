@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from azure_sync import attribute_maps, mapping, pending, staging
+from azure_sync import ahead, attribute_maps, mapping, pending, staging
 from azure_sync import scope as scoping
 from azure_sync.writer import log_event, stored_profile, write_context
 from connector import db
@@ -83,13 +83,18 @@ class MissingName(DomainError):
 
 def apply_page(s: Session, tenant: Tenant, run_id: int, full_round: bool, phase: str,
                items: list[Any], scope: scoping.Scope, now: dt.datetime,
-               round_key: int | None = None) -> PageApplier:
+               round_key: int | None = None, prepared: ahead.PreparedUsers | None = None
+               ) -> PageApplier:
     """Apply a round's page in the caller's transaction, as written at `now`: the fast
     way first; if some item fails, again one item at a time. Items kept from earlier
-    rounds are merged in; what fails is kept, what applies is no longer."""
+    rounds are merged in; what fails is kept, what applies is no longer. `prepared`:
+    the page's users parsed and mapped while the previous page applied."""
     applier = PageApplier(s, tenant, run_id, full_round, now, scope=scope,
                           round_key=round_key)
+    page_items = items
     items = applier.with_kept(phase, items)
+    if items is page_items:  # nothing laid over a kept item: what was prepared holds
+        applier.prepared = prepared
     try:
         with applier.directory.savepoint():
             applier.apply(phase, items, careful=False)
@@ -151,14 +156,15 @@ class PageApplier:
         self.matching = (self.registration.matching_attribute if self.registration
                          else "userPrincipalName")
         # The tenant's attribute mapping table, which `mapping.user_fields` follows.
-        mapping.use_rules(attribute_maps.rules_for(s, tenant.id))
-        mapping.use_rules(attribute_maps.rules_for(s, tenant.id))  # the tenant's table
+        self.rules = attribute_maps.rules_for(s, tenant.id)
+        mapping.use_rules(self.rules)
         # Items kept from earlier rounds (object id → item), the objects applied and
         # the ones that failed on this page, and users whose groups are still to read.
         self.kept: dict[str, dict[str, Any]] = {}
         self.applied: list[str] = []
         self.failed: dict[str, tuple[dict[str, Any], pending.Failure]] = {}
         self.joined: list[str] = []
+        self.prepared: ahead.PreparedUsers | None = None
 
     # -- kept items ---------------------------------------------------------------------
 
@@ -184,7 +190,6 @@ class PageApplier:
         attribute_maps.settle_managers(self.s, self.directory, self.tenant.id, self.applied)
         if self.mode != "round":
             return
-        attribute_maps.settle_managers(self.s, self.directory, self.tenant.id, self.applied)
         kind = pending.USER if phase == "users" else pending.GROUP
         done = [oid for oid in self.applied if oid in self.kept]
         if done:
@@ -262,8 +267,18 @@ class PageApplier:
     def _users_batched(self, items: list[Any]) -> None:
         """The page's users with one lookup for all, and its new users created with one
         INSERT per table: an initial round is nearly all creations."""
+        prepared = self.prepared
+        if prepared is not None and len(prepared.deltas) != len(items):
+            prepared = None
         deltas = []
-        for item in items:
+        for i, item in enumerate(items):
+            if prepared is not None:
+                parsed = prepared.deltas[i]
+                if parsed is None:
+                    self.counts["skipped"] += 1
+                else:
+                    deltas.append(parsed)
+                continue
             try:
                 deltas.append(mapping.parse_user(item))
             except mapping.MalformedItem:
@@ -296,7 +311,10 @@ class PageApplier:
                     self._user(delta, known)
                     self.applied.append(delta.object_id)
                 continue
-            fields = mapping.user_fields(delta.object_id, None, delta.changes)
+            fields = (prepared.fields_for(delta, self.rules) if prepared is not None
+                      else False)
+            if fields is False:
+                fields = mapping.user_fields(delta.object_id, None, delta.changes)
             if fields is None:
                 raise MissingName("A new user arrived without a userPrincipalName.")
             if not self.scope.admits(delta.object_id, fields.user_name):

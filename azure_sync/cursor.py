@@ -7,7 +7,7 @@ twice in a round, nor to another host (`GraphClient.check_link`), nor without en
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import object_session
@@ -23,6 +23,8 @@ class Page:
     items: list[Any]
     next_link: str | None
     delta_link: str | None
+    # Its users parsed and mapped ahead (`azure_sync.ahead`), when it was read ahead.
+    prepared: Any = field(default=None, compare=False)
 
 
 def users_delta_url(client: GraphClient, select: tuple[str, ...] = mapping.USER_SELECT) -> str:

@@ -25,7 +25,18 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from azure_sync import cursor, lease, memberships, pending, reapply, staging, writer
+from azure_sync import (
+    ahead,
+    attribute_maps,
+    cursor,
+    lease,
+    mapping,
+    memberships,
+    pending,
+    reapply,
+    staging,
+    writer,
+)
 from azure_sync import scope as scoping
 from azure_sync.applier import apply_page, entered_counts, not_synced
 from azure_sync.errors import ResyncRequired, SyncError, UnsafeLink
@@ -56,6 +67,8 @@ class RoundOptions:
     # Test seam: called after each committed page (index, phase); a crash test kills
     # the process here to prove a round resumes.
     after_page: Callable[[int, str], None] | None = None
+    # Read the next users or groups page while this one applies (`azure_sync.ahead`).
+    read_ahead: bool = True
 
 
 def add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -228,27 +241,37 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
     scope = _round_scope(maker, tenant_id, run_id, client, options)
     seen_links: set[str] = set()
     pages = 0
-    while True:
-        with maker() as s:
-            state = lease.held_state(s, tenant_id, run_id, options.owner)
-            phase, link, full = state.phase, state.next_link, state.full_round
-        if phase == "done":
-            _join_groups(maker, tenant_id, run_id, client, options)
-            result = _complete(maker, tenant_id, run_id, options, scope)
-            if result.status == "succeeded":
-                result.counts = _join_late(maker, tenant_id, run_id, client, options,
-                                           result.counts)
-            return result
-        assert link is not None and phase in ("users", "groups")
-        cursor.check_link(link, seen_links, pages, options.max_pages)
-        seen_links.add(link)
-        page = cursor.read_page(client, link)
-        _commit_page(maker, tenant_id, run_id, client, options, scope, phase, page)
-        pages += 1
-        if full and phase == "users" and pages in REFRESH_STATISTICS_AT:
-            _refresh_statistics(maker)
-        if options.after_page is not None:
-            options.after_page(pages, phase)
+    reader = ahead.PageAhead(client, cursor.read_page)
+    rules: mapping.Rules | None = None  # the tenant's mapping, to prepare users ahead
+    try:
+        while True:
+            with maker() as s:
+                state = lease.held_state(s, tenant_id, run_id, options.owner)
+                phase, link, full = state.phase, state.next_link, state.full_round
+                if options.read_ahead and phase == "users" and rules is None:
+                    rules = attribute_maps.rules_for(s, tenant_id)
+            if phase == "done":
+                reader.close()
+                _join_groups(maker, tenant_id, run_id, client, options)
+                result = _complete(maker, tenant_id, run_id, options, scope)
+                if result.status == "succeeded":
+                    result.counts = _join_late(maker, tenant_id, run_id, client, options,
+                                               result.counts)
+                return result
+            assert link is not None and phase in ("users", "groups")
+            cursor.check_link(link, seen_links, pages, options.max_pages)
+            seen_links.add(link)
+            page = reader.take(link) or cursor.read_page(client, link)
+            if options.read_ahead and page.next_link and page.next_link not in seen_links:
+                reader.start(page.next_link, rules if phase == "users" else None)
+            _commit_page(maker, tenant_id, run_id, client, options, scope, phase, page)
+            pages += 1
+            if full and phase == "users" and pages in REFRESH_STATISTICS_AT:
+                _refresh_statistics(maker)
+            if options.after_page is not None:
+                options.after_page(pages, phase)
+    finally:
+        reader.close()
 
 
 def _commit_page(maker: sessionmaker[Session], tenant_id: str, run_id: int,
@@ -262,7 +285,8 @@ def _commit_page(maker: sessionmaker[Session], tenant_id: str, run_id: int,
         run = s.get(SyncRun, run_id)
         assert tenant is not None and run is not None
         applier = apply_page(s, tenant, run_id, state.full_round, phase, page.items, scope,
-                             options.clock(), round_key=run.round_key)
+                             options.clock(), round_key=run.round_key,
+                             prepared=page.prepared)
         cursor.advance(state, client, phase, page)
         run.pages += 1
         run.counts = add_counts(run.counts, applier.counts)

@@ -48,6 +48,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -92,11 +93,14 @@ GRAPH = GraphTimes()
 
 def timed_service_class() -> type:
     """SyncService whose Graph client times its calls (built lazily: imports the app)."""
+    from azure_sync import ahead
     from azure_sync.graph import GraphClient
     from azure_sync.service import SyncService
 
     class TimedGraphClient(GraphClient):
         def get(self, url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+            if threading.current_thread() is not threading.main_thread():
+                return super().get(url, headers)  # a page read ahead: see timed_take
             GRAPH._depth += 1
             started = time.perf_counter()
             try:
@@ -113,6 +117,19 @@ def timed_service_class() -> type:
                 return super()._send(url, headers)
             finally:
                 GRAPH.send += time.perf_counter() - started
+
+    # The round reads the next page in another thread while it applies this one: what
+    # the round waits for is what is left of that read when it takes the page.
+    untimed_take = ahead.PageAhead.take
+
+    def timed_take(reader: Any, link: str) -> Any:
+        started = time.perf_counter()
+        try:
+            return untimed_take(reader, link)
+        finally:
+            GRAPH.get += time.perf_counter() - started
+
+    ahead.PageAhead.take = timed_take  # type: ignore[method-assign]
 
     class TimedSyncService(SyncService):
         def client_for(self, registration: Any, **overrides: Any) -> GraphClient:
@@ -134,6 +151,27 @@ def proc_status(*keys: str) -> dict[str, float]:
 
 def rss_mb() -> float:
     return proc_status("VmRSS")["VmRSS"]
+
+
+def backend_cpu_s(database: str | None) -> float:
+    """CPU seconds used so far by the PostgreSQL backends serving `database` (read from
+    /proc: the server runs on this machine). With the bench process's own CPU time it
+    tells what a round costs even when other work shares the machine and stretches the
+    wall time."""
+    if not database:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if not cmdline.startswith(b"postgres: ") or f" {database} ".encode() not in cmdline:
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the backend ended between listdir and read
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 # -- the fake Graph process ------------------------------------------------------------
@@ -219,7 +257,7 @@ class Progress:
 def measured_round(service: Any, tenant_id: str, settings: Any, label: str, users: int,
                    profile: str | None = None, tools_venv: Path | None = None,
                    profile_name: str = "", limit_s: float | None = None,
-                   page_size: int = 200) -> dict[str, Any]:
+                   page_size: int = 200, database: str | None = None) -> dict[str, Any]:
     from azure_sync import rounds
 
     progress = Progress(label, users, limit_s, page_size)
@@ -243,6 +281,7 @@ def measured_round(service: Any, tenant_id: str, settings: Any, label: str, user
              "--idle", "-f", "raw", "-o", str(raw)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), raw)
         time.sleep(1.0)  # let py-spy attach
+    cpu_before, db_cpu_before = time.process_time(), backend_cpu_s(database)
     progress.started = progress.last_log = time.perf_counter()
     if profile == "cprofile":
         profiler.enable()
@@ -252,6 +291,7 @@ def measured_round(service: Any, tenant_id: str, settings: Any, label: str, user
     except RoundTimeLimit as stopped:
         status_, error, pages, counts = "stopped", str(stopped), progress.pages, {}
     wall = time.perf_counter() - progress.started
+    cpu, db_cpu = time.process_time() - cpu_before, backend_cpu_s(database) - db_cpu_before
     if profile == "cprofile":
         profiler.disable()
     status = proc_status("VmRSS", "VmHWM")
@@ -260,6 +300,7 @@ def measured_round(service: Any, tenant_id: str, settings: Any, label: str, user
         "counts": counts, "wall_s": round(wall, 3),
         "graph_wait_s": round(GRAPH.get, 3), "graph_http_s": round(GRAPH.send, 3),
         "graph_calls": GRAPH.calls, "apply_s": round(wall - GRAPH.get, 3),
+        "cpu_s": round(cpu, 3), "db_cpu_s": round(db_cpu, 3),
         "rss_before_mb": rss_before, "rss_end_mb": status["VmRSS"],
         "rss_max_sampled_mb": max([r for _, r in progress.rss] or [rss_before]),
         "peak_rss_mb": status["VmHWM"],
@@ -283,6 +324,15 @@ def measured_round(service: Any, tenant_id: str, settings: Any, label: str, user
         out["profile"] = (summarize_pyspy(raw) if raw.exists() and raw.stat().st_size
                           else {"error": f"py-spy wrote nothing: {err.decode()[-500:]}"})
     return out
+
+
+def cpu_cell(r: dict[str, Any]) -> str:
+    """The round's CPU seconds: the bench process (the connector's code, and decoding
+    Graph's JSON) + the PostgreSQL backends (0 on SQLite, which runs in the process).
+    Older result files have none."""
+    if "cpu_s" not in r:
+        return "–"
+    return f"{r['cpu_s']:.2f} + {r['db_cpu_s']:.2f}"
 
 
 def rate_by_tenth(marks: list[tuple[int, float, float]], page_size: int
@@ -339,11 +389,16 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     log(f"== {label}: fresh {kind} database; {users:,} users in the fake Graph; code at "
         f"{code['commit']}{dirty}")
     url = fresh_database(kind, users, spec["pg_base"], spec["pg_name"])
+    dbname = spec["pg_name"] if kind == "postgresql" else None
     provlog.configure(ProvisioningLogSettings(
         enabled=spec.get("provisioning_log", "on") == "on"))
     log(f"   provisioning log {spec.get('provisioning_log', 'on')}")
     engine = make_engine(DatabaseSettings(url=url))
     migrate.upgrade(engine)
+    if os.environ.get("XP_SQL"):  # TEMP experiment
+        with engine.begin() as c:
+            for stmt in os.environ["XP_SQL"].split(";"):
+                c.exec_driver_sql(stmt)
     maker, write_maker = make_sessionmaker(engine), make_sessionmaker(engine, writes=True)
     now = dt.datetime.now(dt.UTC)
     with write_maker() as s:
@@ -376,7 +431,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         profile, tools = spec.get("profile"), Path(spec["tools_venv"])
         initial = measured_round(service, tenant_id, settings, f"{label} initial", users,
                                  profile, tools, f"{label}-initial", spec.get("limit_s"),
-                                 spec["page_size"])
+                                 spec["page_size"], database=dbname)
         applied = users if initial["status"] == "succeeded" else min(
             users, initial.get("users_phase", {}).get("pages", 0) * spec["page_size"])
         initial["users_applied"] = applied
@@ -387,7 +442,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         log(f"{label}: initial round {initial['status']} in {initial['wall_s']:.1f} s, "
             f"{initial['pages']} pages, Graph wait {initial['graph_wait_s']:.1f} s, applied at "
             f"{initial['rate']:,} users/s; RSS {initial['rss_before_mb']} → peak "
-            f"{initial['peak_rss_mb']} MB; rate by tenth of the pages "
+            f"{initial['peak_rss_mb']} MB; CPU {initial['cpu_s']:.1f} s here + "
+            f"{initial['db_cpu_s']:.1f} s in PostgreSQL; rate by tenth of the pages "
             f"{[r for _, r in initial.get('rate_by_tenth', [])]}; counts {initial['counts']}")
         if initial["status"] != "succeeded":
             log(f"{label}: initial round {initial['status']}: {initial['error']}; "
@@ -398,11 +454,13 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
                 f"{changed['disabled']}, enabled {changed['enabled']}; incremental round {i + 1}")
             rnd = measured_round(service, tenant_id, settings, f"{label} incr {i + 1}", users,
                                  profile if i == 0 else None, tools,
-                                 f"{label}-incremental", page_size=spec["page_size"])
+                                 f"{label}-incremental", page_size=spec["page_size"],
+                                 database=dbname)
             rnd["changes"] = {k: changed[k] for k in ("updated", "disabled", "enabled")}
             rnd["disabled_in_fake"] = changed["disabled_now"]
             log(f"{label}: incremental round {i + 1} {rnd['status']} in {rnd['wall_s']:.3f} s, "
                 f"Graph wait {rnd['graph_wait_s']:.3f} s, applied in {rnd['apply_s']:.3f} s; "
+                f"CPU {rnd['cpu_s']:.3f} s here + {rnd['db_cpu_s']:.3f} s in PostgreSQL; "
                 f"counts {rnd['counts']}")
             incremental.append(rnd)
         if initial["status"] == "succeeded":
@@ -454,7 +512,8 @@ def churn_round(service: Any, fake: Any, spec: dict[str, Any], tenant_id: str, s
         f"swapped {spec['churn_swaps']} pair(s) in {asked['seconds']} s; churn round")
     rnd = measured_round(service, tenant_id, settings, f"{label} churn", users,
                          spec.get("profile"), Path(spec["tools_venv"]), f"{label}-churn",
-                         page_size=spec["page_size"])
+                         page_size=spec["page_size"],
+                         database=spec["pg_name"] if spec["db"] == "postgresql" else None)
     rnd["rate"] = round(changes / rnd["apply_s"]) if rnd["apply_s"] else None
     expected = dict(asked["expected"])
     with maker() as s:
@@ -539,16 +598,18 @@ def render(info: dict[str, Any], runs: list[dict[str, Any]], args: argparse.Name
            f"SQLite {info['sqlite']}, PostgreSQL {info['postgresql']}. Fake Graph in its own "
            f"process, {args.page_size} users per page, latency {args.latency_ms} ms; "
            f"{args.disabled:,} users seeded disabled, {args.groups} groups of "
-           f"{args.group_members:,} members. apply = wall − Graph wait (time inside "
-           "GraphClient.get)." + (f" Initial rounds stopped after {args.round_limit_s:.0f} s."
+           f"{args.group_members:,} members. apply = wall − Graph wait (the time the round waited "
+           "for Graph: in GraphClient.get, or for the rest of a page read ahead while the "
+           "previous one applied)." + (f" Initial rounds stopped after {args.round_limit_s:.0f} s."
                                   if args.round_limit_s else "")
 , "",
            "## Initial round", "",
            "| database | users | pages | wall s | Graph wait s (HTTP) | apply s | "
            "**apply rate users/s** | users phase: apply s, users/s | users/s by tenth of the "
            "pages | after the last users page s | RSS MB before → max sampled (peak) | "
-           "target ≥ 5,000/s |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |"]
+           "CPU s: bench + PostgreSQL | target ≥ 5,000/s |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- | "
+           "--- |"]
     for run in runs:
         r = run["initial"]
         up = r.get("users_phase") or {}
@@ -563,15 +624,15 @@ def render(info: dict[str, Any], runs: list[dict[str, Any]], args: argparse.Name
                    f"{r['wall_s']:.1f} | {r['graph_wait_s']:.1f} ({r['graph_http_s']:.1f}) | "
                    f"{r['apply_s']:.1f} | **{r['rate'] or 0:,}** | {up.get('apply_s', 0):.1f}, "
                    f"{up.get('rate') or 0:,} | {tenths} | {rest:.1f} | {r['rss_before_mb']} → "
-                   f"{r['rss_max_sampled_mb']} ({r['peak_rss_mb']}) | {ok} |")
+                   f"{r['rss_max_sampled_mb']} ({r['peak_rss_mb']}) | {cpu_cell(r)} | {ok} |")
     if any(run["incremental"] for run in runs):
         c = next(run["changes"] for run in runs if run["incremental"])
         out += ["", f"## Incremental rounds ({args.changes:,} changes each: "
                 f"{c['updates']} attribute updates, {c['disables']} disables, "
                 f"{c['enables']} enables)", "",
                 "| database | users | round | pages | wall s | Graph wait s | **apply s** | "
-                "counts | target apply ≤ 1 s |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+                "CPU s: bench + PostgreSQL | counts | target apply ≤ 1 s |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     for run in runs:
         for i, r in enumerate(run["incremental"], 1):
             counts = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
@@ -579,10 +640,10 @@ def render(info: dict[str, Any], runs: list[dict[str, Any]], args: argparse.Name
                 else "not met"
             out.append(f"| {run['db']} | {run['users']:,} | {i} | {r['pages']} | "
                        f"{r['wall_s']:.3f} | {r['graph_wait_s']:.3f} | **{r['apply_s']:.3f}** "
-                       f"| {counts} | {ok} |")
+                       f"| {cpu_cell(r)} | {counts} | {ok} |")
         if run["incremental"]:
             med = statistics.median(r["apply_s"] for r in run["incremental"])
-            out.append(f"| {run['db']} | {run['users']:,} | median | | | | {med:.3f} | | |")
+            out.append(f"| {run['db']} | {run['users']:,} | median | | | | {med:.3f} | | | |")
     if any(run.get("churn") for run in runs):
         out += ["", "## Churn round (renames, re-hires under the old name, swaps, in one "
                 "round)", "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import threading
 import weakref
 from collections.abc import Sequence
@@ -278,16 +279,20 @@ def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
         return
     columns = [c for c in table.columns if c.key in rows[0]]
     names = ", ".join(f'"{c.name}"' for c in columns)
-    json_columns = {c.key for c in columns if isinstance(c.type, JSON)}
+    # JSON as SQLAlchemy's JSON type binds it (None becomes JSON null).
+    json_at = [i for i, c in enumerate(columns) if isinstance(c.type, JSON)]
+    values_of = operator.itemgetter(*(c.key for c in columns))
+    one_column = len(columns) == 1
     raw = session.connection().connection.driver_connection
     assert raw is not None  # None only once the connection is closed; ours is in use
     statement = f"COPY {table.name} ({names}) FROM STDIN"
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                # JSON as SQLAlchemy's JSON type binds it (None becomes JSON null).
-                copy.write_row([_json_text(row[c.key]) if c.key in json_columns
-                                else row[c.key] for c in columns])
+                values = [values_of(row)] if one_column else list(values_of(row))
+                for i in json_at:
+                    values[i] = _json_text(values[i])
+                copy.write_row(values)
     except psycopg.Error as error:
         # The COPY goes around SQLAlchemy, so its errors arrive as psycopg's own: turn
         # them into the IntegrityError (…) the ORM path raises for the same rows, so a

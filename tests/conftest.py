@@ -13,6 +13,14 @@ tests/azure_sync).
 """
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests check what holds, not how fast examples are drawn: on a machine busy
+# with other work, drawing them can pass hypothesis' time limits and fail a test that
+# found nothing wrong.
+settings.register_profile("connector", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("connector")
 
 # Before the imports below: pytest rewrites the asserts of the support modules (plugins and
 # helpers alike) only if it sees them first.

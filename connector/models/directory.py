@@ -28,7 +28,12 @@ class User(Base):
 
     __tablename__ = "users"
 
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    # No foreign key to tenants (nor from user_values to users, nor from the two logs to
+    # tenants): each is checked row by row, a quarter of PostgreSQL's work in a sync
+    # round that creates users in bulk (docs/benchmarks.md, "Foreign keys…"). Every row
+    # of these tables is written by the directory service, for a tenant and user it holds;
+    # nothing deletes a user or a tenant row, so the cascade they carried never ran.
+    tenant_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_name: Mapped[str] = mapped_column(String(512))
     user_name_norm: Mapped[str] = mapped_column(String(512))
@@ -151,9 +156,7 @@ class UserValue(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
-        ),
+        # No foreign key to users: see User.tenant_id.
         Index("ix_user_values_lookup", "tenant_id", "attr", "value_norm"),
     )
 
@@ -251,7 +254,7 @@ class Event(Base):
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    tenant_id: Mapped[str] = mapped_column(String(36))  # no foreign key: User.tenant_id
     subject_type: Mapped[str] = mapped_column(String(8))  # user | group | tenant
     subject_id: Mapped[str] = mapped_column(String(36))
     kind: Mapped[str] = mapped_column(String(32))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from connector.models.base import Base, EventId, UTCDateTime
@@ -22,7 +22,8 @@ class ProvisioningEntry(Base):
     __tablename__ = "provisioning_log"
 
     id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    # No foreign key to tenants, as the event log (connector.models.directory.User).
+    tenant_id: Mapped[str] = mapped_column(String(36))
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     source: Mapped[str] = mapped_column(String(8))  # scim | entra
     # The SCIM request id, or "sync-run:<id>" (the Entra run), and the client: the SCIM

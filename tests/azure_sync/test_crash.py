@@ -667,20 +667,20 @@ def _stall_checks(harness: Harness, tenant_id: str, outcome: Any,
 
 def test_a_round_stalled_past_its_lease_in_a_page_leaves_the_finished_round_alone(
         harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    from azure_sync.graph import GraphClient
-
     populate(harness.entra)
     harness.graph.knobs.page_size = 5
     tenant_id = harness.tenant("Stalled")
-    get, calls, other = GraphClient.get, [0], []
+    commit, calls, other = rounds._commit_page, [0], []
 
-    def stall_at_third_page(self: GraphClient, url: str, headers: Any = None) -> Any:
+    def stall_at_third_page(*args: Any) -> None:
         calls[0] += 1
-        if calls[0] == 3:  # the stalled round has read its cursor for page 3
+        if calls[0] == 3:  # the stalled round has read its cursor and page 3
             other.append(_take_over(harness, tenant_id))
-        return get(self, url, headers)
+        commit(*args)
 
-    monkeypatch.setattr(GraphClient, "get", stall_at_third_page)
+    # Patched where the round calls it (Graph's page itself may be read ahead, in
+    # another thread, while page 2 applies).
+    monkeypatch.setattr(rounds, "_commit_page", stall_at_third_page)
     outcome: Any
     try:
         outcome = harness.run(tenant_id)
