@@ -105,7 +105,8 @@ class SyncService:
         options = options or rounds.RoundOptions(
             lease_seconds=self.settings.lease_seconds,
             max_pages=self.settings.max_pages_per_round,
-            quarantine_after=self.settings.quarantine_after_failures)
+            quarantine_after=self.settings.quarantine_after_failures,
+            read_ahead=self.settings.read_ahead)
         result = rounds.run_round(self.write_maker, tenant_id, client, options, trigger)
         notify.sync_round_ended(self.write_maker, tenant_id, self.settings.notify_after_failures)
         return result

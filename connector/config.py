@@ -209,6 +209,11 @@ class AzureSyncSettings:
     max_pages_per_round: int = setting(
         100_000, "Pages after which a round stops as runaway (a nextLink loop guard)."
     )
+    read_ahead: bool = setting(
+        True,
+        "Read a round's next Graph page while the current one is applied (the same "
+        "requests, earlier). false: one page at a time.",
+    )
     ca_bundle: str = setting(
         "",
         "A PEM file of extra CA certificates trusted for Entra and Graph, on top of the "
