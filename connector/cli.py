@@ -244,8 +244,9 @@ def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
             print(f"Admin UI: {urls.admin_url(settings)} (sign in with your admin account; "
                   "`connector admin reset-password EMAIL` issues a new password).")
             return 0
-        account, one_time = admins.create_admin(session, BOOTSTRAP_ADMIN, admins.PARTNER, None,
-                                                clock.now())
+        account, one_time = admins.create_admin(
+            session, BOOTSTRAP_ADMIN, admins.PARTNER, None, clock.now(),
+            one_time_hours=settings.admin.one_time_password_hours)
         admins.audit(session, at=clock.now(), actor="cli:bootstrap", action="admin.created",
                      target=account.email, detail={"role": "partner"},
                      correlation_id="bootstrap")
@@ -253,7 +254,8 @@ def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
     print("Created the first partner admin.")
     print(f"  Admin UI      : {urls.admin_url(settings)}")
     print(f"  e-mail        : {account.email}")
-    print(f"  password      : {one_time}   (one-time: you choose your own at first sign-in)")
+    print(f"  password      : {one_time}   (one-time: it works for one sign-in within "
+          f"{settings.admin.one_time_password_hours} h, which asks you to choose your own)")
     return 0
 
 
@@ -324,7 +326,9 @@ def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
     role = admins.PARTNER if args.partner else admins.TENANT
     with _session(settings) as session:
-        account, one_time = admins.create_admin(session, args.email, role, args.tenant, clock.now())
+        account, one_time = admins.create_admin(
+            session, args.email, role, args.tenant, clock.now(),
+            one_time_hours=settings.admin.one_time_password_hours)
         admins.audit(session, at=clock.now(), actor="cli", action="admin.created",
                      tenant_id=account.tenant_id, target=account.email,
                      detail={"role": role}, correlation_id="cli")
@@ -335,7 +339,9 @@ def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_admin_reset(settings: Settings, args: argparse.Namespace) -> int:
     with _session(settings) as session:
-        account, one_time = admins.reset_password(session, args.email, clock.now())
+        account, one_time = admins.reset_password(
+            session, args.email, clock.now(),
+            one_time_hours=settings.admin.one_time_password_hours)
         admins.audit(session, at=clock.now(), actor="cli", action="admin.password_reset",
                      tenant_id=account.tenant_id, target=account.email, correlation_id="cli")
         session.commit()
@@ -353,7 +359,8 @@ def _print_password(settings: Settings, account: AdminAccount, one_time: str | N
     scope = "every tenant" if account.role == admins.PARTNER else f"tenant {account.tenant_id}"
     print(f"{verb} {account.role} admin {account.email} ({scope}).")
     print(f"Sign in at {urls.admin_url(settings)} with the one-time password: {one_time}")
-    print("It works once: the first sign-in asks for a new password.")
+    print(f"It works for one sign-in within {settings.admin.one_time_password_hours} hours, "
+          "which asks for a new password; after that, reset it again.")
 
 
 def cmd_admin_list(settings: Settings, args: argparse.Namespace) -> int:
