@@ -104,9 +104,10 @@ def _authenticate() -> Response | None:
         target = request.full_path.rstrip("?") if request.method == "GET" else None
         return redirect(url_for("web.sign_in", next=target) if target else
                         url_for("web.sign_in"))
-    if principal.must_change_password and request.endpoint not in BEFORE_PASSWORD_CHANGE:
-        return redirect(url_for("web.password"))
-    if principal.must_enrol_two_factor and request.endpoint not in BEFORE_TWO_FACTOR:
+    if principal.must_change_password:  # first the password, then the second factor
+        if request.endpoint not in BEFORE_PASSWORD_CHANGE:
+            return redirect(url_for("web.password"))
+    elif principal.must_enrol_two_factor and request.endpoint not in BEFORE_TWO_FACTOR:
         return redirect(url_for("web.two_factor"))
     return None
 

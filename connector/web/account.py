@@ -182,7 +182,7 @@ def shown_once() -> Response | str:
     if not shown:
         flash("That secret was shown once and is not kept, so it cannot be shown again. "
               "For a new one, reset the password (or two-factor sign-in) again.", "error")
-        return redirect(url_for("web.index"))
+        return redirect(url_for("web.account"))
     return render_template("admin/secret.html", **shown)
 
 
