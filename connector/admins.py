@@ -310,7 +310,7 @@ def _matching_step(secret: str, code: str, now: dt.datetime) -> int | None:
     """The time step the code belongs to (this one or the next/previous, for clocks a
     little apart), or None."""
     totp = pyotp.TOTP(secret)
-    step = totp.timecode(now)
+    step = int(now.timestamp()) // totp.interval  # pyotp's timecode reads local time
     for candidate in (step, step - 1, step + 1):
         if hmac.compare_digest(totp.generate_otp(candidate), code):
             return candidate

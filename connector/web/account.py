@@ -187,13 +187,12 @@ def shown_once() -> Response | str:
 
 
 @bp.post("/account/tokens")
-def create_token() -> str:
+def create_token() -> Response:
     come_back_to(url_for("web.account"))
     token, clear = accounts.create_token(admin_call(), request.form.get("name", ""))
-    db.get_session().commit()
-    return render_template(
-        "admin/secret.html", title=f"API token “{token.name}”", secret=clear,
-        label="Personal API token",
+    return show_once(
+        title=f"API token “{token.name}”", secret=clear, label="Personal API token",
+        reload_note=True,
         explain="Scripts send it as “Authorization: Bearer …” to /api/v1. It acts as you; "
                 "revoke it on your account page when it is no longer needed.",
         back=url_for("web.account"), back_label="Back to your account")

@@ -26,11 +26,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 NEW = "plum orbit canvas 42 lantern"
 
 
-def sign_in(page: Page, email: str, password: str) -> None:
-    page.goto("/admin/sign-in")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+def sign_in(tab: Page, email: str, password: str) -> None:
+    tab.goto("/admin/sign-in")
+    tab.get_by_label("E-mail").fill(email)
+    tab.get_by_label("Password").fill(password)
+    tab.get_by_role("button", name="Sign in").click()
 
 
 def test_invite_first_sign_in_two_factor_and_reset(

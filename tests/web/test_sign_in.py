@@ -144,7 +144,7 @@ def test_two_factor_sign_in_with_codes_and_recovery_codes(
     assert "not right" in text(other.page(response.location))
     code = totp.at(later)
     response = other.post("/admin/sign-in/code", {"code": code})
-    assert response.location == "/admin/"
+    assert response.location == "/admin/", text(other.page(response.location))
     assert "Tenants" in other.page("/admin/tenants")
     # The same code does not sign in a second time.
     third = browser(app)
