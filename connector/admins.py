@@ -146,9 +146,11 @@ def check_password_rules(password: str, email: str | None = None) -> None:
         raise InvalidSetting("A password may have at most 1024 characters.")
     folded = password.casefold()
     local = (email or "").strip().casefold().partition("@")[0]
-    if email and (email.strip().casefold() in folded or (len(local) >= 4 and local in folded)):
-        raise InvalidSetting("A password may not contain your e-mail address or its name "
-                             "part: it is the first thing a guesser tries. Choose another.")
+    # The e-mail address, or its name part with little else, is what a guesser tries first.
+    if email and (email.strip().casefold() in folded or (
+            len(local) >= 3 and len(folded.replace(local, "").strip()) < 8)):
+        raise InvalidSetting("A password may not be (or contain) your e-mail address, nor "
+                             "be little more than its name part. Choose another.")
     from zxcvbn import zxcvbn  # noqa: PLC0415 - its lists load on first use (~0.3 s)
 
     context = [part for part in (email or "").replace("@", ".").split(".") if part]
