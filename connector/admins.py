@@ -154,8 +154,9 @@ def check_password_rules(password: str, email: str | None = None) -> None:
     from zxcvbn import zxcvbn  # noqa: PLC0415 - its lists load on first use (~0.3 s)
 
     context = [part for part in (email or "").replace("@", ".").split(".") if part]
-    # zxcvbn's cost grows with the length; past 100 characters nothing is common.
-    result = zxcvbn(password[:100], user_inputs=["connector", *context])
+    # zxcvbn refuses more than 72 characters (its cost grows with the length); a password
+    # whose first 72 are not guessable is not either.
+    result = zxcvbn(password[:72], user_inputs=["connector", *context])
     if result["score"] < 2:
         why = result["feedback"].get("warning") or "It is on the lists of common passwords."
         raise InvalidSetting(f"This password is too easy to guess: {why.rstrip('.')}. "
