@@ -20,7 +20,7 @@ from connector import clock
 from tests.support.app import LiveServer
 from tests.support.clients import PASSWORD
 from tests.web.conftest import make_web_admin, rename_tenant
-from tests.web.test_browser import browser, page  # noqa: F401
+from tests.web.test_browser import browser, page, screenshot  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 NEW = "plum orbit canvas 42 lantern"
@@ -35,7 +35,7 @@ def sign_in(tab: Page, email: str, password: str) -> None:
 
 def test_invite_first_sign_in_two_factor_and_reset(
         page: Page, browser: Browser, app: Flask, engine: Engine,  # noqa: F811
-        live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        live_server: LiveServer, monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
     rename_tenant(engine, live_server.tenant_id, "Northwind Traders")
     make_web_admin(engine, "maria.jansen@partner.example")
     sign_in(page, "maria.jansen@partner.example", PASSWORD)
@@ -54,6 +54,7 @@ def test_invite_first_sign_in_two_factor_and_reset(
     rows = page.locator("#admin-accounts tbody tr")
     expect(rows).to_have_count(2)
     expect(rows.filter(has_text="kees.visser")).to_contain_text("invited")
+    screenshot(page, "admin-accounts", database_url)
 
     other = browser.new_context(base_url=live_server.url)
     kees = other.new_page()
@@ -77,6 +78,7 @@ def test_invite_first_sign_in_two_factor_and_reset(
     kees.get_by_role("button", name="Set up two-factor sign-in").click()
     expect(kees.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
     kees.reload()
+    screenshot(kees, "two-factor", database_url)
     secret = kees.get_by_label("Key").input_value()
     totp = pyotp.TOTP(secret)
     kees.get_by_label("Code the app shows now").fill(totp.now())
