@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from connector import admins, clock, db, logs, migrate, provlog, serving, tenants, urls
 from connector.config import ConfigError, Settings, load_settings
-from connector.errors import DomainError
+from connector.errors import DomainError, NotFound
 from connector.models import AdminAccount
 
 
@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("email")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_admin_reset)
+    p = asub.add_parser("reset-two-factor",
+                        help="turn off an account's two-factor sign-in (a lost phone) and "
+                             "sign it out")
+    p.add_argument("email")
+    p.set_defaults(handler=cmd_admin_reset_two_factor)
     p = asub.add_parser("list", help="list admin accounts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_admin_list)
@@ -346,6 +351,24 @@ def cmd_admin_reset(settings: Settings, args: argparse.Namespace) -> int:
                      tenant_id=account.tenant_id, target=account.email, correlation_id="cli")
         session.commit()
     _print_password(settings, account, one_time, args.json, "Reset the password of")
+    return 0
+
+
+def cmd_admin_reset_two_factor(settings: Settings, args: argparse.Namespace) -> int:
+    with _session(settings) as session:
+        account = admins.find_admin(session, args.email)
+        if account is None:
+            raise NotFound(f"No admin account for {args.email}; `connector admin list` shows "
+                           "them.")
+        had = account.totp_secret is not None or account.totp_pending_secret is not None
+        admins.reset_two_factor(session, account, clock.now())
+        admins.audit(session, at=clock.now(), actor="cli", action="admin.two_factor_reset",
+                     tenant_id=account.tenant_id, target=account.email, correlation_id="cli")
+        session.commit()
+    print(f"Two-factor sign-in of {account.email} is "
+          f"{'off now' if had else 'off (it was not set up)'}; it is signed out everywhere "
+          "and signs in with its password (and sets two-factor sign-in up again when "
+          "[admin] require_two_factor_for_partner_admins asks for it).")
     return 0
 
 
