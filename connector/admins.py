@@ -252,9 +252,11 @@ def change_password(session: Session, account: AdminAccount, current: str, new: 
                         .values(ended_at=now))
 
 
-def find_admin(session: Session, email: str) -> AdminAccount | None:
-    return session.scalar(select(AdminAccount).where(
-        AdminAccount.email_norm == email.strip().casefold()))
+def find_admin(session: Session, email: str, lock: bool = False) -> AdminAccount | None:
+    """The account with this e-mail; `lock` takes its row FOR UPDATE (a sign-in that may
+    use up a one-time password or a code: two at once must not both succeed)."""
+    query = select(AdminAccount).where(AdminAccount.email_norm == email.strip().casefold())
+    return session.scalar(query.with_for_update() if lock else query)
 
 
 def list_admins(session: Session) -> list[AdminAccount]:
@@ -262,12 +264,12 @@ def list_admins(session: Session) -> list[AdminAccount]:
 
 
 def verify_login(session: Session, email: str, password: str,
-                 now: dt.datetime | None = None) -> AdminAccount:
+                 now: dt.datetime | None = None, lock: bool = False) -> AdminAccount:
     """The account for these credentials, or BadCredentials (same message either way).
 
     A one-time password that expired or was used already is refused with a message
-    that says so: only someone who knows it learns that."""
-    account = find_admin(session, email)
+    that says so: only someone who knows it learns that. `lock`: see `find_admin`."""
+    account = find_admin(session, email, lock)
     ok = check_password_hash(account.password_hash if account else _DUMMY_HASH, password)
     if account is None or not ok or account.disabled_at is not None:
         raise BadCredentials("E-mail or password is not right.")

@@ -115,7 +115,7 @@ def sign_in(email: str, password: str) -> tuple[AdminAccount, bool]:
     now = clock.now()
     admins.check_throttle(s, email, request.remote_addr, now, throttle_limits())
     try:
-        account = admins.verify_login(s, email, password, now)
+        account = admins.verify_login(s, email, password, now, lock=True)
     except BadCredentials:
         _failed(email)
         raise
@@ -134,7 +134,9 @@ def pending_account() -> AdminAccount | None:
     pending = session.get("pending")
     if not pending or time.time() - pending.get("at", 0) > PENDING_SECONDS:
         return None
-    account = db.get_session().get(AdminAccount, pending["admin_id"])
+    # Locked: two requests with the same code (or recovery code) must not both sign in.
+    account = db.get_session().get(AdminAccount, pending["admin_id"],
+                                   with_for_update=request.method == "POST" or None)
     if (account is None or account.disabled_at is not None or account.totp_secret is None
             or account.session_epoch != pending.get("epoch")):
         return None

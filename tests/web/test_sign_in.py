@@ -14,7 +14,7 @@ from html import unescape
 import pyotp
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from connector import admins, clock
 from connector.db import make_sessionmaker
@@ -323,7 +323,7 @@ def test_partner_admins_invite_and_manage_accounts(app: Flask, engine: Engine) -
     ta = signed_in(app, engine, "ta2@example.com", "tenant", tenant_id)
     assert ta.get("/admin/admins").status_code == 403
     ta.get("/admin/account")
-    assert ta.post(f"/admin/admins/{own}/disable").status_code in (303, 403)
+    assert ta.post(f"/admin/admins/{own}/disable").status_code == 403
     assert account(engine, "p@example.com").disabled_at is None
 
 
@@ -340,8 +340,5 @@ def test_a_partner_resets_a_lost_second_factor(app: Flask, engine: Engine) -> No
     response = web.post(f"/admin/admins/{other_id}/reset-password")
     shown = web.page(response.location)
     assert "One-time password" in shown
-    with make_sessionmaker(engine)() as s:
-        s.execute(update(AdminAccount).values(totp_last_step=None))
-        s.commit()
     assert "admin.two_factor_reset" in audit_actions(engine)
     assert "admin.password_reset" in audit_actions(engine)
