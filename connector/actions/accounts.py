@@ -146,6 +146,3 @@ def revoke_token(call: AdminCall, token_id: str) -> AdminToken:
     token = admins.revoke_token(call.session, call.principal.admin_id, token_id, call.now)
     call.audit("token.revoked", call.principal.tenant_id, token.name, {"token_id": token.id})
     return token
-
-
-

@@ -262,6 +262,31 @@ def test_the_account_ceiling_holds_a_spread_out_guess(app: Flask, engine: Engine
     assert "from many addresses" in text(response.get_data(as_text=True))
 
 
+def test_a_good_sign_in_starts_the_count_again(app: Flask, engine: Engine) -> None:
+    make_web_admin(engine, "p@example.com")
+    owner = browser(app, "203.0.113.7")
+    for _ in range(4):
+        owner.sign_in("p@example.com", "typo typo typo")
+    assert owner.sign_in("p@example.com").location == "/admin/"
+    other = browser(app, "203.0.113.7")
+    for _ in range(4):
+        assert other.sign_in("p@example.com", "typo typo typo").status_code == 422
+    assert other.sign_in("p@example.com").location == "/admin/"
+
+
+def test_the_address_ceiling_holds_spraying(app: Flask, engine: Engine) -> None:
+    settings = app.config["SETTINGS"]
+    app.config["SETTINGS"] = dataclasses.replace(settings, admin=dataclasses.replace(
+        settings.admin, login_address_ceiling=3))
+    for n in range(3):
+        make_web_admin(engine, f"a{n}@example.com")
+        browser(app, "203.0.113.9").sign_in(f"a{n}@example.com", "Winter2026!!")
+    response = browser(app, "203.0.113.9").sign_in("a0@example.com")
+    assert response.status_code == 429
+    assert "from your address" in text(response.get_data(as_text=True))
+    assert browser(app, "198.51.100.4").sign_in("a0@example.com").location == "/admin/"
+
+
 def test_wrong_current_passwords_are_throttled_then_the_session_ends(
         app: Flask, engine: Engine) -> None:
     web = signed_in(app, engine, "p@example.com")
