@@ -5,8 +5,16 @@ salted per hash. API tokens, like SCIM tokens, are 256 random bits kept as a SHA
 digest: nobody can guess a pre-image of a random secret, so the lookup stays one index
 read. Every admin action is one `AuditEntry` in the same transaction as what it did.
 
+One-time passwords (made for a new account or by a reset) expire after
+`one_time_password_hours` and work for one sign-in, which must choose a new password
+before anything else. New passwords are checked against NIST SP 800-63B's "commonly
+used or expected" passwords with zxcvbn (its ranked list of 30,000 common passwords,
+plus keyboard walks, sequences, repeats and dates). Admins may add a TOTP second factor
+(RFC 6238, pyotp) with single-use recovery codes.
+
     AuthError (connector.errors.DomainError)
-     ├── BadCredentials        wrong e-mail/password, unknown/revoked token, disabled account
+     ├── BadCredentials        wrong e-mail/password/code, unknown/revoked token, disabled
+     │                         account, a one-time password expired or already used
      ├── TooManyFailedLogins   throttled (retry_after seconds)
      └── Forbidden             signed in, but the role does not reach that tenant/action
 """
@@ -14,24 +22,36 @@ read. Every admin action is one `AuditEntry` in the same transaction as what it 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+import pyotp
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from connector.errors import Conflict, DomainError, InvalidSetting, NotFound
-from connector.models import AdminAccount, AdminToken, AuditEntry, InstanceKey, Tenant
+from connector.models import (
+    AdminAccount,
+    AdminSession,
+    AdminToken,
+    AuditEntry,
+    InstanceKey,
+    Tenant,
+)
 from connector.tenants import hash_token
 
 PARTNER, TENANT = "partner", "tenant"
 TOKEN_PREFIX = "cadm_"
 MIN_PASSWORD_LENGTH = 12
+ONE_TIME_HOURS = 24  # the default of [admin] one_time_password_hours
+RECOVERY_CODES = 10
+TOTP_ISSUER = "Connector"
 # A hash to check against when the e-mail is unknown, so that a wrong e-mail and a wrong
 # password take the same time and the answer does not tell which accounts exist.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
@@ -46,9 +66,9 @@ class BadCredentials(AuthError):
 
 
 class TooManyFailedLogins(AuthError):
-    def __init__(self, retry_after: int):
-        super().__init__("Too many failed sign-ins for this account or address. "
-                         f"Wait {_wait_words(retry_after)}, then try again.")
+    def __init__(self, retry_after: int, message: str | None = None):
+        super().__init__((message or "Too many failed sign-ins for this account from your "
+                          "address.") + f" Wait {_wait_words(retry_after)}, then try again.")
         self.retry_after = retry_after
 
 
@@ -65,6 +85,10 @@ class Forbidden(AuthError):
     pass
 
 
+class WrongPassword(InvalidSetting):
+    """The current password given for a change is not right."""
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is acting: an admin account, and how it proved it (session or token)."""
@@ -75,6 +99,8 @@ class Principal:
     tenant_id: str | None
     via: str  # session | token
     must_change_password: bool = False
+    # Two-factor sign-in is required of this account and it has not set it up yet.
+    must_enrol_two_factor: bool = False
 
     @property
     def actor(self) -> str:
@@ -94,26 +120,64 @@ class Principal:
             raise Forbidden("Only a partner admin may do this.")
 
 
-def principal_of(account: AdminAccount, via: str) -> Principal:
+def principal_of(account: AdminAccount, via: str, require_two_factor: bool = False
+                 ) -> Principal:
     return Principal(account.id, account.email, account.role, account.tenant_id, via,
-                     account.must_change_password)
+                     account.must_change_password,
+                     two_factor_required(account, require_two_factor)
+                     and account.totp_secret is None)
+
+
+def two_factor_required(account: AdminAccount, for_partners: bool) -> bool:
+    """Whether the settings require a second factor of this account."""
+    return for_partners and account.role == PARTNER
 
 
 # -- accounts ---------------------------------------------------------------------------
 
 
-def check_password_rules(password: str) -> None:
+def check_password_rules(password: str, email: str | None = None) -> None:
+    """NIST SP 800-63B: at least 12 characters, and not a commonly used, expected or
+    compromised one (zxcvbn's common-password list and its patterns; the account's own
+    e-mail counts as expected)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidSetting(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.")
     if len(password) > 1024:
         raise InvalidSetting("A password may have at most 1024 characters.")
+    folded = password.casefold()
+    local = (email or "").strip().casefold().partition("@")[0]
+    # The e-mail address, or its name part with little else, is what a guesser tries first.
+    if email and (email.strip().casefold() in folded or (
+            len(local) >= 3 and len(folded.replace(local, "").strip()) < 8)):
+        raise InvalidSetting("A password may not be (or contain) your e-mail address, nor "
+                             "be little more than its name part. Choose another.")
+    from zxcvbn import zxcvbn  # noqa: PLC0415 - its lists load on first use (~0.3 s)
+
+    context = [part for part in (email or "").replace("@", ".").split(".") if part]
+    # zxcvbn refuses more than 72 characters (its cost grows with the length); a password
+    # whose first 72 are not guessable is not either.
+    result = zxcvbn(password[:72], user_inputs=["connector", *context])
+    if result["score"] < 2:
+        why = result["feedback"].get("warning") or "It is on the lists of common passwords."
+        raise InvalidSetting(f"This password is too easy to guess: {why.rstrip('.')}. "
+                             "Choose another, e.g. a few unrelated words.")
+
+
+def _new_one_time(account: AdminAccount, now: dt.datetime, hours: int) -> str:
+    one_time = secrets.token_urlsafe(12)
+    account.password_hash = generate_password_hash(one_time)
+    account.must_change_password = True
+    account.one_time_expires_at = now + dt.timedelta(hours=hours)
+    account.one_time_used_at = None
+    return one_time
 
 
 def create_admin(session: Session, email: str, role: str, tenant_id: str | None,
-                 now: dt.datetime, password: str | None = None
-                 ) -> tuple[AdminAccount, str | None]:
+                 now: dt.datetime, password: str | None = None,
+                 one_time_hours: int = ONE_TIME_HOURS) -> tuple[AdminAccount, str | None]:
     """Create an account. Without `password`, a one-time password is generated and
-    returned (the account must choose its own at first sign-in)."""
+    returned (it expires after `one_time_hours` and works for one sign-in, which must
+    choose the account's own password)."""
     email = email.strip()
     if "@" not in email or len(email) > 320 or any(c.isspace() for c in email):
         raise InvalidSetting(f"{email!r} is not an e-mail address.")
@@ -128,94 +192,295 @@ def create_admin(session: Session, email: str, role: str, tenant_id: str | None,
         tenant_id = None
     if session.scalar(select(AdminAccount.id).where(AdminAccount.email_norm == email.casefold())):
         raise Conflict(f"An admin account for {email} already exists.", "email")
+    if password is not None:
+        check_password_rules(password, email)
+    account = AdminAccount(id=str(uuid.uuid4()), email=email, email_norm=email.casefold(),
+                           role=role, tenant_id=tenant_id, password_hash="",
+                           must_change_password=False, session_epoch=0, created_at=now)
     one_time = None
     if password is None:
-        one_time = password = secrets.token_urlsafe(12)
+        one_time = _new_one_time(account, now, one_time_hours)
     else:
-        check_password_rules(password)
-    account = AdminAccount(id=str(uuid.uuid4()), email=email, email_norm=email.casefold(),
-                           role=role, tenant_id=tenant_id,
-                           password_hash=generate_password_hash(password),
-                           must_change_password=one_time is not None, session_epoch=0,
-                           created_at=now)
+        account.password_hash = generate_password_hash(password)
     session.add(account)
     session.flush()
     return account, one_time
 
 
-def reset_password(session: Session, email: str, now: dt.datetime
-                   ) -> tuple[AdminAccount, str]:
+def sign_out_everywhere(session: Session, account: AdminAccount, now: dt.datetime) -> None:
+    """End every browser session of the account (API tokens are the caller's choice)."""
+    account.session_epoch += 1
+    session.execute(update(AdminSession).where(AdminSession.admin_id == account.id,
+                                               AdminSession.ended_at.is_(None))
+                    .values(ended_at=now))
+
+
+def reset_password(session: Session, email: str, now: dt.datetime,
+                   one_time_hours: int = ONE_TIME_HOURS) -> tuple[AdminAccount, str]:
     """Give an account a new one-time password and sign it out everywhere: its sessions
     and its personal API tokens (a reset follows a lost or leaked credential, and a
     token kept working would be a way back in)."""
     account = find_admin(session, email)
     if account is None:
         raise NotFound(f"No admin account for {email}.")
-    one_time = secrets.token_urlsafe(12)
-    account.password_hash = generate_password_hash(one_time)
-    account.must_change_password = True
-    account.session_epoch += 1
+    one_time = _new_one_time(account, now, one_time_hours)
+    sign_out_everywhere(session, account, now)
     session.execute(update(AdminToken).where(AdminToken.admin_id == account.id,
                                              AdminToken.revoked_at.is_(None))
                     .values(revoked_at=now))
     return account, one_time
 
 
-def change_password(session: Session, account: AdminAccount, current: str, new: str) -> None:
-    if not check_password_hash(account.password_hash, current):
+def change_password(session: Session, account: AdminAccount, current: str, new: str,
+                    now: dt.datetime | None = None) -> None:
+    """Set the account's own password. The current one must be given, except right after
+    signing in with a one-time password (that sign-in used it up)."""
+    proven = account.must_change_password and account.one_time_used_at is not None
+    if not proven and not check_password_hash(account.password_hash, current):
         # Not BadCredentials: the caller is signed in; the form's value is wrong.
-        raise InvalidSetting("The current password is not right.")
-    check_password_rules(new)
-    if hmac.compare_digest(current.encode(), new.encode()):
+        raise WrongPassword("The current password is not right.")
+    check_password_rules(new, account.email)
+    if check_password_hash(account.password_hash, new):
         raise InvalidSetting("Choose a password different from the current one.")
     account.password_hash = generate_password_hash(new)
     account.must_change_password = False
+    account.one_time_expires_at = account.one_time_used_at = None
     account.session_epoch += 1  # other browsers signed in as this account are signed out
+    if now is not None:
+        session.execute(update(AdminSession).where(AdminSession.admin_id == account.id,
+                                                   AdminSession.ended_at.is_(None))
+                        .values(ended_at=now))
 
 
-def find_admin(session: Session, email: str) -> AdminAccount | None:
-    return session.scalar(select(AdminAccount).where(
-        AdminAccount.email_norm == email.strip().casefold()))
+def find_admin(session: Session, email: str, lock: bool = False) -> AdminAccount | None:
+    """The account with this e-mail; `lock` takes its row FOR UPDATE (a sign-in that may
+    use up a one-time password or a code: two at once must not both succeed)."""
+    query = select(AdminAccount).where(AdminAccount.email_norm == email.strip().casefold())
+    return session.scalar(query.with_for_update() if lock else query)
 
 
 def list_admins(session: Session) -> list[AdminAccount]:
     return list(session.scalars(select(AdminAccount).order_by(AdminAccount.email_norm)))
 
 
-def verify_login(session: Session, email: str, password: str) -> AdminAccount:
-    """The account for these credentials, or BadCredentials (same message either way)."""
-    account = find_admin(session, email)
+def verify_login(session: Session, email: str, password: str,
+                 now: dt.datetime | None = None, lock: bool = False) -> AdminAccount:
+    """The account for these credentials, or BadCredentials (same message either way).
+
+    A one-time password that expired or was used already is refused with a message
+    that says so: only someone who knows it learns that. `lock`: see `find_admin`."""
+    account = find_admin(session, email, lock)
     ok = check_password_hash(account.password_hash if account else _DUMMY_HASH, password)
     if account is None or not ok or account.disabled_at is not None:
         raise BadCredentials("E-mail or password is not right.")
+    if account.must_change_password and now is not None:
+        if account.one_time_used_at is not None:
+            raise BadCredentials("This one-time password was used already: it works for one "
+                                 "sign-in. Ask a partner admin to reset your password.")
+        if account.one_time_expires_at is not None and now >= account.one_time_expires_at:
+            raise BadCredentials("This one-time password has expired. Ask a partner admin "
+                                 "to reset your password for a new one.")
     return account
+
+
+def use_one_time_password(account: AdminAccount, now: dt.datetime) -> None:
+    """A sign-in with the one-time password: it works no more."""
+    if account.must_change_password and account.one_time_used_at is None:
+        account.one_time_used_at = now
+
+
+# -- two-factor sign-in (TOTP) ----------------------------------------------------------------
+
+
+def _digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def _clean_code(code: str) -> str:
+    return "".join(c for c in code if c.isalnum()).lower()
+
+
+def start_two_factor(account: AdminAccount) -> str:
+    """A new secret to set up (kept pending until a code from it confirms it)."""
+    if account.totp_pending_secret is None:
+        account.totp_pending_secret = pyotp.random_base32()
+    return account.totp_pending_secret
+
+
+def provisioning_uri(account: AdminAccount, secret: str) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=account.email, issuer_name=TOTP_ISSUER)
+
+
+def _matching_step(secret: str, code: str, now: dt.datetime) -> int | None:
+    """The time step the code belongs to (this one or the next/previous, for clocks a
+    little apart), or None."""
+    totp = pyotp.TOTP(secret)
+    step = int(now.timestamp()) // totp.interval  # pyotp's timecode reads local time
+    for candidate in (step, step - 1, step + 1):
+        if hmac.compare_digest(totp.generate_otp(candidate), code):
+            return candidate
+    return None
+
+
+def confirm_two_factor(account: AdminAccount, code: str, now: dt.datetime) -> list[str]:
+    """Turn two-factor sign-in on with the pending secret, if the code is from it;
+    returns the recovery codes (shown once, kept as digests)."""
+    secret = account.totp_pending_secret
+    if secret is None:
+        raise InvalidSetting("Start setting up two-factor sign-in first.")
+    step = _matching_step(secret, _clean_code(code), now)
+    if step is None:
+        raise InvalidSetting("That code is not right. Check that your phone's clock is "
+                             "right, and type the 6 digits the app shows now.")
+    account.totp_secret, account.totp_pending_secret = secret, None
+    account.totp_enabled_at, account.totp_last_step = now, step
+    codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODES)]
+    account.recovery_codes = [_digest(c) for c in codes]
+    return [f"{c[:5]}-{c[5:]}" for c in codes]
+
+
+def check_second_factor(account: AdminAccount, code: str, now: dt.datetime) -> str:
+    """Accept a TOTP code (once: a code seen before is refused) or an unused recovery
+    code (then used up); returns "totp" or "recovery", or raises BadCredentials."""
+    clean = _clean_code(code)
+    if account.totp_secret is not None and clean.isdigit():
+        step = _matching_step(account.totp_secret, clean, now)
+        if step is not None and step > (account.totp_last_step or -1):
+            account.totp_last_step = step
+            return "totp"
+    elif account.recovery_codes and len(clean) == 10:
+        digest = _digest(clean)
+        if digest in account.recovery_codes:
+            account.recovery_codes = [d for d in account.recovery_codes if d != digest]
+            return "recovery"
+    raise BadCredentials("The code is not right (or was used already). Type the 6 digits "
+                         "your authenticator app shows now, or one of your recovery codes.")
+
+
+def reset_two_factor(session: Session, account: AdminAccount, now: dt.datetime) -> None:
+    """Turn two-factor sign-in off (a lost phone) and sign the account out everywhere."""
+    account.totp_secret = account.totp_pending_secret = None
+    account.totp_enabled_at = account.totp_last_step = None
+    account.recovery_codes = None
+    sign_out_everywhere(session, account, now)
+
+
+# -- disabling ---------------------------------------------------------------------------------
+
+
+def set_disabled(session: Session, account: AdminAccount, disabled: bool,
+                 now: dt.datetime) -> bool:
+    """Disable (signs out everywhere; tokens are refused while disabled) or enable an
+    account; returns whether anything changed."""
+    if disabled == (account.disabled_at is not None):
+        return False
+    if disabled:
+        account.disabled_at = now
+        sign_out_everywhere(session, account, now)
+    else:
+        account.disabled_at = None
+    return True
+
+
+# -- browser sessions ---------------------------------------------------------------------------
+
+
+def start_session(session: Session, account: AdminAccount, now: dt.datetime,
+                  max_age: dt.timedelta) -> str:
+    """A new server-side session for the account; returns the id for the cookie. Its
+    sessions that ended or aged out are removed on the way."""
+    session.execute(delete(AdminSession).where(
+        AdminSession.admin_id == account.id,
+        (AdminSession.ended_at.is_not(None)) | (AdminSession.created_at < now - max_age)))
+    sid = secrets.token_urlsafe(32)
+    session.add(AdminSession(id=hash_token(sid), admin_id=account.id, created_at=now))
+    return sid
+
+
+def session_account(session: Session, sid: str) -> tuple[AdminSession, AdminAccount] | None:
+    """The live session the cookie names and its account (one query), or None."""
+    row = session.execute(
+        select(AdminSession, AdminAccount)
+        .join(AdminAccount, AdminAccount.id == AdminSession.admin_id)
+        .where(AdminSession.id == hash_token(sid), AdminSession.ended_at.is_(None))
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def end_session(session: Session, sid: str, now: dt.datetime) -> None:
+    session.execute(update(AdminSession).where(AdminSession.id == hash_token(sid),
+                                               AdminSession.ended_at.is_(None))
+                    .values(ended_at=now, shown_secret=None))
 
 
 # -- throttling ---------------------------------------------------------------------------
 
 LOGIN_FAILED = "login.failed"
+PASSWORD_FAILED = "password.failed"
+MAX_LOCK = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Throttle:
+    max_failures: int = 5  # per account and client address, before a wait
+    window_seconds: int = 900
+    account_ceiling: int = 50  # per account, all addresses
+    address_ceiling: int = 100  # per address, all accounts
 
 
 def check_throttle(session: Session, email: str, remote_addr: str | None, now: dt.datetime,
-                   max_failures: int, window_seconds: int) -> None:
-    """Refuse a sign-in when the account, or the address, failed too often lately.
+                   limits: Throttle) -> None:
+    """Refuse a sign-in from an address that failed too often for this account lately,
+    or when the account or the address passed its ceiling.
 
-    Counted from the audit log (shared by every process), per account and per address, so
-    neither guessing one account's password nor spraying many accounts gets far.
+    Counted from the audit log (shared by every process). The guesser is throttled, not
+    the owner: failures count per (account, address), from the account's last good
+    sign-in, and each beyond `max_failures` doubles the wait after the last one; the
+    owner signing in from another address is held back only by the account's ceiling,
+    far above what one address may try.
     """
-    since = now - dt.timedelta(seconds=window_seconds)
-    for column, value, limit in ((AuditEntry.target, email.strip().casefold(), max_failures),
-                                 (AuditEntry.remote_addr, remote_addr, max_failures * 4)):
+    target = email.strip().casefold()
+    window = dt.timedelta(seconds=limits.window_seconds)
+    if remote_addr is not None:
+        last_ok = session.scalar(select(func.max(AuditEntry.at)).where(
+            AuditEntry.action == "login", AuditEntry.target == target))
+        since = max(now - MAX_LOCK, last_ok) if last_ok else now - MAX_LOCK
+        count, last = session.execute(
+            select(func.count(), func.max(AuditEntry.at))
+            .where(AuditEntry.action == LOGIN_FAILED, AuditEntry.target == target,
+                   AuditEntry.remote_addr == remote_addr, AuditEntry.at > since)).one()
+        if count >= limits.max_failures and last is not None:
+            wait = min(window * 2 ** (count - limits.max_failures), MAX_LOCK)
+            retry = int((last + wait - now).total_seconds())
+            if retry > 0:
+                raise TooManyFailedLogins(retry)
+    since = now - window
+    for column, value, limit, why in (
+            (AuditEntry.target, target, limits.account_ceiling,
+             "Too many failed sign-ins for this account from many addresses."),
+            (AuditEntry.remote_addr, remote_addr, limits.address_ceiling,
+             "Too many failed sign-ins from your address.")):
         if value is None:
             continue
-        rows = session.execute(
+        count, oldest = session.execute(
             select(func.count(), func.min(AuditEntry.at))
             .where(AuditEntry.action == LOGIN_FAILED, column == value, AuditEntry.at > since)
         ).one()
-        if rows[0] >= limit:
-            oldest = rows[1]
-            retry = window_seconds - int((now - oldest).total_seconds()) if oldest else 60
-            raise TooManyFailedLogins(max(retry, 1))
+        if count >= limit:
+            retry = limits.window_seconds - int((now - oldest).total_seconds()) if oldest else 60
+            raise TooManyFailedLogins(max(retry, 1), why)
+
+
+def password_failures(session: Session, account: AdminAccount, now: dt.datetime,
+                      window_seconds: int) -> tuple[int, int]:
+    """Wrong current passwords given for the account within the window, and the seconds
+    until the oldest of them leaves it."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(AuditEntry.at))
+        .where(AuditEntry.action == PASSWORD_FAILED, AuditEntry.target == account.email_norm,
+               AuditEntry.at > now - dt.timedelta(seconds=window_seconds))).one()
+    retry = window_seconds - int((now - oldest).total_seconds()) if oldest else window_seconds
+    return count, max(retry, 1)
 
 
 # -- API tokens ---------------------------------------------------------------------------
@@ -250,7 +515,8 @@ def revoke_token(session: Session, account_id: str, token_id: str, now: dt.datet
     return token
 
 
-def authenticate_token(session: Session, clear: str, now: dt.datetime) -> Principal:
+def authenticate_token(session: Session, clear: str, now: dt.datetime,
+                       require_two_factor: bool = False) -> Principal:
     digest = hash_token(clear)
     row = session.execute(
         select(AdminToken, AdminAccount)
@@ -262,6 +528,10 @@ def authenticate_token(session: Session, clear: str, now: dt.datetime) -> Princi
     token, account = row
     if account.disabled_at is not None:
         raise BadCredentials("The API token's account is disabled.")
+    if two_factor_required(account, require_two_factor) and account.totp_secret is None:
+        raise BadCredentials("Two-factor sign-in is required of this account and it has "
+                             "not set it up: sign in to the admin UI to set it up, then "
+                             "the token works again.")
     # Once a minute at most: a script's every call should not be a write.
     if token.last_used_at is None or now - token.last_used_at > dt.timedelta(minutes=1):
         session.execute(update(AdminToken).where(AdminToken.id == token.id)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from connector import admins, clock, db, logs, migrate, provlog, serving, tenants, urls
 from connector.config import ConfigError, Settings, load_settings
-from connector.errors import DomainError
+from connector.errors import DomainError, NotFound
 from connector.models import AdminAccount
 
 
@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("email")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_admin_reset)
+    p = asub.add_parser("reset-two-factor",
+                        help="turn off an account's two-factor sign-in (a lost phone) and "
+                             "sign it out")
+    p.add_argument("email")
+    p.set_defaults(handler=cmd_admin_reset_two_factor)
     p = asub.add_parser("list", help="list admin accounts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_admin_list)
@@ -244,8 +249,9 @@ def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
             print(f"Admin UI: {urls.admin_url(settings)} (sign in with your admin account; "
                   "`connector admin reset-password EMAIL` issues a new password).")
             return 0
-        account, one_time = admins.create_admin(session, BOOTSTRAP_ADMIN, admins.PARTNER, None,
-                                                clock.now())
+        account, one_time = admins.create_admin(
+            session, BOOTSTRAP_ADMIN, admins.PARTNER, None, clock.now(),
+            one_time_hours=settings.admin.one_time_password_hours)
         admins.audit(session, at=clock.now(), actor="cli:bootstrap", action="admin.created",
                      target=account.email, detail={"role": "partner"},
                      correlation_id="bootstrap")
@@ -253,7 +259,8 @@ def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
     print("Created the first partner admin.")
     print(f"  Admin UI      : {urls.admin_url(settings)}")
     print(f"  e-mail        : {account.email}")
-    print(f"  password      : {one_time}   (one-time: you choose your own at first sign-in)")
+    print(f"  password      : {one_time}   (one-time: it works for one sign-in within "
+          f"{settings.admin.one_time_password_hours} h, which asks you to choose your own)")
     return 0
 
 
@@ -324,7 +331,9 @@ def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
     role = admins.PARTNER if args.partner else admins.TENANT
     with _session(settings) as session:
-        account, one_time = admins.create_admin(session, args.email, role, args.tenant, clock.now())
+        account, one_time = admins.create_admin(
+            session, args.email, role, args.tenant, clock.now(),
+            one_time_hours=settings.admin.one_time_password_hours)
         admins.audit(session, at=clock.now(), actor="cli", action="admin.created",
                      tenant_id=account.tenant_id, target=account.email,
                      detail={"role": role}, correlation_id="cli")
@@ -335,11 +344,31 @@ def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_admin_reset(settings: Settings, args: argparse.Namespace) -> int:
     with _session(settings) as session:
-        account, one_time = admins.reset_password(session, args.email, clock.now())
+        account, one_time = admins.reset_password(
+            session, args.email, clock.now(),
+            one_time_hours=settings.admin.one_time_password_hours)
         admins.audit(session, at=clock.now(), actor="cli", action="admin.password_reset",
                      tenant_id=account.tenant_id, target=account.email, correlation_id="cli")
         session.commit()
     _print_password(settings, account, one_time, args.json, "Reset the password of")
+    return 0
+
+
+def cmd_admin_reset_two_factor(settings: Settings, args: argparse.Namespace) -> int:
+    with _session(settings) as session:
+        account = admins.find_admin(session, args.email)
+        if account is None:
+            raise NotFound(f"No admin account for {args.email}; `connector admin list` shows "
+                           "them.")
+        had = account.totp_secret is not None or account.totp_pending_secret is not None
+        admins.reset_two_factor(session, account, clock.now())
+        admins.audit(session, at=clock.now(), actor="cli", action="admin.two_factor_reset",
+                     tenant_id=account.tenant_id, target=account.email, correlation_id="cli")
+        session.commit()
+    print(f"Two-factor sign-in of {account.email} is "
+          f"{'off now' if had else 'off (it was not set up)'}; it is signed out everywhere "
+          "and signs in with its password (and sets two-factor sign-in up again when "
+          "[admin] require_two_factor_for_partner_admins asks for it).")
     return 0
 
 
@@ -353,7 +382,8 @@ def _print_password(settings: Settings, account: AdminAccount, one_time: str | N
     scope = "every tenant" if account.role == admins.PARTNER else f"tenant {account.tenant_id}"
     print(f"{verb} {account.role} admin {account.email} ({scope}).")
     print(f"Sign in at {urls.admin_url(settings)} with the one-time password: {one_time}")
-    print("It works once: the first sign-in asks for a new password.")
+    print(f"It works for one sign-in within {settings.admin.one_time_password_hours} hours, "
+          "which asks for a new password; after that, reset it again.")
 
 
 def cmd_admin_list(settings: Settings, args: argparse.Namespace) -> int:

@@ -154,10 +154,36 @@ class AdminSettings:
     )
     login_max_failures: int = setting(
         5,
-        "Failed sign-ins for one account within login_window_seconds before further "
-        "attempts get 429 (four times as many per client address).",
+        "Failed sign-ins (a wrong password or code) for one account from one client "
+        "address before that address must wait login_window_seconds; each further "
+        "failure doubles the wait (up to a day). A sign-in that succeeds starts the count "
+        "again. Wrong current passwords on a password change count the same way, per "
+        "account: at this many the session that sent them is signed out.",
     )
     login_window_seconds: int = setting(900, "The window failed sign-ins are counted in.")
+    login_account_ceiling: int = setting(
+        50,
+        "Failed sign-ins for one account from all addresses together within "
+        "login_window_seconds before every address must wait: high enough that guessers "
+        "elsewhere do not lock the owner out, low enough to stop a spread-out guess.",
+    )
+    login_address_ceiling: int = setting(
+        100,
+        "Failed sign-ins from one client address for all accounts together within "
+        "login_window_seconds before that address must wait (stops spraying many "
+        "accounts; high, since an office behind one address shares it).",
+    )
+    one_time_password_hours: int = setting(
+        24,
+        "Hours a one-time password (`connector admin create`/`reset-password`, an "
+        "invitation or reset in the admin UI or API, bootstrap) works before it expires. "
+        "It works for one sign-in in any case.",
+    )
+    require_two_factor_for_partner_admins: bool = setting(
+        False,
+        "Partner admins must sign in with a TOTP code: one who has not set it up is led "
+        "to set it up at sign-in, and its API tokens are refused until then.",
+    )
 
 
 @dataclass(frozen=True)

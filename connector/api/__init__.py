@@ -100,6 +100,10 @@ def _authenticate() -> None:
         raise Problem(403, "Password change required",
                       "This account has a one-time password: choose your own first "
                       "(POST /api/v1/me/password).", "password-change-required")
+    if principal.must_enrol_two_factor and request.endpoint not in BEFORE_PASSWORD_CHANGE:
+        raise Problem(403, "Two-factor sign-in required",
+                      "Partner admins must sign in with two factors here: set it up in the "
+                      "admin UI (Account → Two-factor sign-in) first.", "two-factor-required")
     _refuse_unstorable_url()
 
 

@@ -18,6 +18,7 @@ from connector.actions import accounts, groups, notifications, users
 from connector.actions import tenants as tenant_actions
 from connector.api import OPENAPI_FILE, bp
 from connector.api.contract import request_body
+from connector.errors import NotFound
 from connector.http import (
     admin_call,
     done,
@@ -50,7 +51,10 @@ def account_json(account: AdminAccount) -> dict[str, Any]:
     return {"id": account.id, "email": account.email, "role": account.role,
             "tenantId": account.tenant_id, "mustChangePassword": account.must_change_password,
             "created": account.created_at.isoformat(),
-            "disabled": account.disabled_at.isoformat() if account.disabled_at else None}
+            "disabled": account.disabled_at.isoformat() if account.disabled_at else None,
+            "twoFactor": account.totp_secret is not None,
+            "oneTimePasswordExpires": account.one_time_expires_at.isoformat()
+            if account.must_change_password and account.one_time_expires_at else None}
 
 
 @bp.get("/me")
@@ -65,10 +69,10 @@ def me() -> Response:
 def change_password() -> Response:
     body = request_body()
     account = accounts.change_password(admin_call(), body["currentPassword"],
-                                       body["newPassword"])
-    session().commit()
+                                       body["newPassword"], limits=auth.throttle_limits())
     if principal().via == "session":  # this browser stays signed in under the new epoch
         auth.keep_session(account)
+    session().commit()
     return Response(status=204)
 
 
@@ -136,8 +140,42 @@ def create_admin() -> Response:
     principal().require_partner()
     body = request_body()
     account, one_time = accounts.create_admin(admin_call(), body["email"], body["role"],
-                                              body.get("tenantId"))
+                                              body.get("tenantId"), _one_time_hours())
     return done(201, {**account_json(account), "oneTimePassword": one_time})
+
+
+def _one_time_hours() -> int:
+    return int(current_app.config["SETTINGS"].admin.one_time_password_hours)
+
+
+@bp.get("/admins/<admin_id>")
+def get_admin(admin_id: str) -> Response:
+    principal().require_partner()
+    account = session().get(AdminAccount, admin_id)
+    if account is None:
+        raise NotFound(f"Admin account {admin_id} not found.")
+    return json_response(account_json(account))
+
+
+@bp.post("/admins/<admin_id>/disable")
+def disable_admin(admin_id: str) -> Response:
+    return done(200, account_json(accounts.set_disabled(admin_call(), admin_id, True)))
+
+
+@bp.post("/admins/<admin_id>/enable")
+def enable_admin(admin_id: str) -> Response:
+    return done(200, account_json(accounts.set_disabled(admin_call(), admin_id, False)))
+
+
+@bp.post("/admins/<admin_id>/reset-password")
+def reset_admin_password(admin_id: str) -> Response:
+    account, one_time = accounts.reset_password(admin_call(), admin_id, _one_time_hours())
+    return done(200, {**account_json(account), "oneTimePassword": one_time})
+
+
+@bp.post("/admins/<admin_id>/reset-two-factor")
+def reset_admin_two_factor(admin_id: str) -> Response:
+    return done(200, account_json(accounts.reset_two_factor(admin_call(), admin_id)))
 
 
 # -- tenants -----------------------------------------------------------------------------------

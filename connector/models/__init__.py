@@ -9,7 +9,13 @@ One module per owner, all on one declarative base (`base`); import the classes f
 here. Which code writes each table is said in its module.
 """
 
-from connector.models.admins import AdminAccount, AdminToken, AuditEntry, InstanceKey
+from connector.models.admins import (
+    AdminAccount,
+    AdminSession,
+    AdminToken,
+    AuditEntry,
+    InstanceKey,
+)
 from connector.models.base import NAMING, Base, EventId, UTCDateTime
 from connector.models.billing import (
     Activity,
@@ -51,6 +57,7 @@ from connector.models.tenants import Module, ScimToken, Tenant, TenantCounter
 __all__ = [
     "Activity",
     "AdminAccount",
+    "AdminSession",
     "AdminToken",
     "AppThrottle",
     "AuditEntry",

@@ -42,6 +42,39 @@ class AdminAccount(Base):
     session_epoch: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # A one-time password works until it expires, and for one sign-in: the sign-in that
+    # uses it stamps `one_time_used_at`, and a second one is refused.
+    one_time_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(),
+                                                                    nullable=True)
+    one_time_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # TOTP two-factor sign-in (RFC 6238): the base32 secret once enrolment is confirmed
+    # (`totp_pending_secret` while it is being set up), the last time step a code was
+    # accepted for (a code works once), and the SHA-256 digests of the unused recovery
+    # codes.
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    totp_enabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    recovery_codes: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class AdminSession(Base):
+    """One browser's sign-in, kept server-side so that signing out ends it for good: the
+    session cookie names the row (by the SHA-256 of a random id), and every request
+    checks that the row is there and not ended.
+
+    `shown_secret` holds a secret the browser is about to be shown once (a one-time
+    password a partner admin issued, recovery codes): the POST that made it stores it
+    here and redirects, and the page that shows it clears it, so a reload shows it no
+    more and makes nothing again."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    admin_id: Mapped[str] = mapped_column(ForeignKey("admin_accounts.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    shown_secret: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
 class AdminToken(Base):

@@ -44,9 +44,12 @@ log = logging.getLogger("connector.web")
 bp = Blueprint("web", __name__, url_prefix=PREFIX, template_folder="templates",
                static_folder="static")
 _NESTED: set[str] = set()
-PUBLIC = {"web.sign_in", "web.static"}
+PUBLIC = {"web.sign_in", "web.sign_in_code", "web.static"}
 # What an account with a one-time password may open before it has chosen its own.
 BEFORE_PASSWORD_CHANGE = {"web.password", "web.sign_out", "web.static"}
+# What an account that must set up two-factor sign-in may open before it has.
+BEFORE_TWO_FACTOR = {"web.two_factor", "web.start_two_factor", "web.confirm_two_factor",
+                     "web.shown_once", "web.sign_out", "web.static"}
 # No inline script or style anywhere: what the pages run comes from /admin/static.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -61,6 +64,7 @@ def init_app(app: Flask, children: tuple[Blueprint, ...] = ()) -> None:
     tab to the tenant pages with `add_tenant_tab`."""
     from connector.web import (  # noqa: F401  (register views)
         account,
+        admin_accounts,
         groups,
         notifications,
         provlog,
@@ -100,8 +104,11 @@ def _authenticate() -> Response | None:
         target = request.full_path.rstrip("?") if request.method == "GET" else None
         return redirect(url_for("web.sign_in", next=target) if target else
                         url_for("web.sign_in"))
-    if principal.must_change_password and request.endpoint not in BEFORE_PASSWORD_CHANGE:
-        return redirect(url_for("web.password"))
+    if principal.must_change_password:  # first the password, then the second factor
+        if request.endpoint not in BEFORE_PASSWORD_CHANGE:
+            return redirect(url_for("web.password"))
+    elif principal.must_enrol_two_factor and request.endpoint not in BEFORE_TWO_FACTOR:
+        return redirect(url_for("web.two_factor"))
     return None
 
 

@@ -1,15 +1,26 @@
-"""Signing in and out, the start page, and the signed-in admin's own account: password
-and personal API tokens."""
+"""Signing in (password, then a TOTP or recovery code when the account has one) and
+out, the start page, and the signed-in admin's own account: password, two-factor
+sign-in and personal API tokens.
+
+A secret shown once after a form (recovery codes, a one-time password a partner admin
+issued) is kept in the browser's server-side session row by the POST, which redirects
+to `/admin/account/shown`; that page shows it and clears it, so a reload neither shows
+it again nor makes a new one."""
 
 from __future__ import annotations
 
-from flask import redirect, render_template, request, url_for
+from typing import Any
+
+import segno
+from flask import current_app, flash, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from connector import admins, auth, db
 from connector.actions import accounts, notifications
 from connector.admins import BadCredentials, TooManyFailedLogins
 from connector.http import admin_call
+from connector.models import AdminSession
+from connector.tenants import hash_token
 from connector.web import bp
 from connector.web.pages import come_back_to, done, me, safe_next
 
@@ -30,15 +41,45 @@ def sign_in() -> Response | str:
         return render_template("admin/sign_in.html", next=target, email="")
     email = request.form.get("email", "")
     try:
-        account = auth.sign_in(email, request.form.get("password", ""))
+        account, needs_code = auth.sign_in(email, request.form.get("password", ""))
     except TooManyFailedLogins as exc:
         return _sign_in_again(email, target, exc.message, 429,
                               {"Retry-After": str(exc.retry_after)})
     except BadCredentials as exc:
         return _sign_in_again(email, target, exc.message, 422)
+    if needs_code:
+        session["pending"] = {**session["pending"], "next": target}
+        return redirect(url_for("web.sign_in_code"), 303)
+    return _after_sign_in(account, target)
+
+
+def _after_sign_in(account: Any, target: str | None) -> Response:
     if account.must_change_password:
         return redirect(url_for("web.password"), 303)
     return redirect(target or url_for("web.index"), 303)
+
+
+@bp.route("/sign-in/code", methods=["GET", "POST"])
+def sign_in_code() -> Response | str:
+    """The second step of signing in: the code from the authenticator app, or a recovery
+    code."""
+    if request.method == "GET":
+        if auth.pending_account() is None:
+            flash("Sign in with your e-mail and password first (a sign-in waits 5 minutes "
+                  "for its code).", "error")
+            return redirect(url_for("web.sign_in"))
+        return render_template("admin/sign_in_code.html")
+    target = safe_next((session.get("pending") or {}).get("next"))
+    try:
+        account = auth.sign_in_code(request.form.get("code", ""))
+    except TooManyFailedLogins as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("web.sign_in_code"), 303)
+    except BadCredentials as exc:
+        flash(exc.message, "error")
+        pending = auth.pending_account() is not None
+        return redirect(url_for("web.sign_in_code" if pending else "web.sign_in"), 303)
+    return _after_sign_in(account, target)
 
 
 def _sign_in_again(email: str, target: str | None, message: str, status: int,
@@ -66,25 +107,92 @@ def account() -> str:
 
 @bp.route("/account/password", methods=["GET", "POST"])
 def password() -> Response | str:
+    account = accounts.own_account(admin_call())
+    used_one_time = account.must_change_password and account.one_time_used_at is not None
     if request.method == "GET":
-        return render_template("admin/password.html", forced=me().must_change_password)
+        return render_template("admin/password.html", forced=me().must_change_password,
+                               ask_current=not used_one_time)
     come_back_to(url_for("web.password"))
     account = accounts.change_password(admin_call(), request.form.get("current_password", ""),
                                        request.form.get("new_password", ""),
-                                       request.form.get("new_password_again", ""))
+                                       request.form.get("new_password_again", ""),
+                                       auth.throttle_limits())
     auth.keep_session(account)  # this browser stays signed in
     return done("Your password is changed. Other browsers signed in as you are signed out.",
                 url_for("web.index"))
 
 
+# -- two-factor sign-in -------------------------------------------------------------------------
+
+
+@bp.get("/account/two-factor")
+def two_factor() -> str:
+    account = accounts.own_account(admin_call())
+    qr = uri = None
+    if account.totp_pending_secret and not account.totp_secret:
+        uri = admins.provisioning_uri(account, account.totp_pending_secret)
+        qr = segno.make(uri, error="m").svg_data_uri(scale=5, border=2)
+    return render_template("admin/two_factor.html", account=account, uri=uri, qr=qr,
+                           required=me().must_enrol_two_factor)
+
+
+@bp.post("/account/two-factor/start")
+def start_two_factor() -> Response:
+    come_back_to(url_for("web.two_factor"))
+    accounts.start_two_factor(admin_call())
+    return done("Scan the QR code with your authenticator app (or type the key), then "
+                "type the code it shows to turn two-factor sign-in on.",
+                url_for("web.two_factor"))
+
+
+@bp.post("/account/two-factor/confirm")
+def confirm_two_factor() -> Response:
+    come_back_to(url_for("web.two_factor"))
+    codes = accounts.confirm_two_factor(admin_call(), request.form.get("code", ""))
+    return show_once(
+        title="Two-factor sign-in is on", label="Recovery codes", codes=codes,
+        explain="Each code signs you in once instead of the app's code, if you lose your "
+                "phone. Keep them somewhere safe, apart from your password. A partner "
+                "admin can also reset your two-factor sign-in.",
+        back=url_for("web.index"), back_label="Continue")
+
+
+def show_once(**shown: Any) -> Response:
+    """Commit the request, keep `shown` (a secret) for this browser's next page only, and
+    redirect to that page."""
+    sid = auth.this_session()
+    row = db.get_session().get(AdminSession, hash_token(sid)) if sid else None
+    if row is None:  # a token cannot be here: the web UI only takes cookies
+        raise BadCredentials("Sign in again.")
+    row.shown_secret = shown
+    db.get_session().commit()
+    return redirect(url_for("web.shown_once"), 303)
+
+
+@bp.get("/account/shown")
+def shown_once() -> Response | str:
+    """A secret a form just made, shown this once: the page clears it as it shows it."""
+    sid = auth.this_session()
+    with current_app.extensions["write_sessionmaker"]() as s:
+        row = s.get(AdminSession, hash_token(sid or ""))
+        shown = row.shown_secret if row is not None else None
+        if row is not None and shown:
+            row.shown_secret = None
+            s.commit()
+    if not shown:
+        flash("That secret was shown once and is not kept, so it cannot be shown again. "
+              "For a new one, reset the password (or two-factor sign-in) again.", "error")
+        return redirect(url_for("web.account"))
+    return render_template("admin/secret.html", **shown)
+
+
 @bp.post("/account/tokens")
-def create_token() -> str:
+def create_token() -> Response:
     come_back_to(url_for("web.account"))
     token, clear = accounts.create_token(admin_call(), request.form.get("name", ""))
-    db.get_session().commit()
-    return render_template(
-        "admin/secret.html", title=f"API token “{token.name}”", secret=clear,
-        label="Personal API token",
+    return show_once(
+        title=f"API token “{token.name}”", secret=clear, label="Personal API token",
+        reload_note=True,
         explain="Scripts send it as “Authorization: Bearer …” to /api/v1. It acts as you; "
                 "revoke it on your account page when it is no longer needed.",
         back=url_for("web.account"), back_label="Back to your account")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import time
 from typing import Any
@@ -108,9 +109,11 @@ def _session_cookie(app: Flask, engine: Engine, email: str) -> Any:
         account = admins.find_admin(s, email)
         assert account is not None
         admin_id, epoch = account.id, account.session_epoch
+        sid = admins.start_session(s, account, dt.datetime.now(dt.UTC), dt.timedelta(hours=1))
+        s.commit()
     client = app.test_client()
     with client.session_transaction() as sess:
-        sess.update(admin_id=admin_id, epoch=epoch, csrf="the-csrf-token",
+        sess.update(admin_id=admin_id, epoch=epoch, sid=sid, csrf="the-csrf-token",
                     issued=int(time.time()))
     return client
 

@@ -106,6 +106,21 @@ def test_admin_create_prints_a_one_time_password_that_signs_in(
             admins.authenticate_token(s, clear, dt.datetime.now(dt.UTC))
     listed = connector(database_url, "admin", "list", cwd=tmp_path)
     assert "ops@acme.io  tenant" in listed.stdout.lower()
+    # A lost phone: the CLI turns two-factor sign-in off (the last partner admin's way in).
+    with make_sessionmaker(engine)() as s:
+        account = admins.find_admin(s, "ops@acme.io")
+        assert account is not None
+        account.totp_secret, epoch = "JBSWY3DPEHPK3PXP", account.session_epoch
+        s.commit()
+    off = connector(database_url, "admin", "reset-two-factor", "ops@acme.io", cwd=tmp_path)
+    assert off.returncode == 0, off.stderr
+    assert "is off now" in off.stdout
+    with make_sessionmaker(engine)() as s:
+        account = admins.find_admin(s, "ops@acme.io")
+        assert account is not None and account.totp_secret is None
+        assert account.session_epoch == epoch + 1
+    unknown = connector(database_url, "admin", "reset-two-factor", "no@acme.io", cwd=tmp_path)
+    assert unknown.returncode == 1 and "connector admin list" in unknown.stderr
 
 
 def test_migrate_is_idempotent(database_url: str, engine: object, tmp_path: Path) -> None:

@@ -1,0 +1,369 @@
+"""Admin sign-in on the web UI (issue 17): one-time passwords that work once and expire,
+the common-password check, TOTP two-factor sign-in with recovery codes, sessions ended
+server-side, throttling the guesser rather than the owner, and partner admins managing
+admin accounts. Every form POST is answered with a redirect, and reloading the page it
+leads to repeats nothing (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from html import unescape
+
+import pyotp
+import pytest
+from flask import Flask
+from sqlalchemy import Engine, select
+
+from connector import admins, clock
+from connector.db import make_sessionmaker
+from connector.models import AdminAccount, AdminSession, AuditEntry
+from tests.support.clients import PASSWORD, make_tenant
+from tests.web.conftest import WebSession, audit_actions, make_web_admin, signed_in
+
+NEW = "plum orbit canvas 42 lantern"
+
+
+def text(html: str) -> str:
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+def account(engine: Engine, email: str) -> AdminAccount:
+    with make_sessionmaker(engine)() as s:
+        found = admins.find_admin(s, email)
+        assert found is not None
+        return found
+
+
+def browser(app: Flask, addr: str = "127.0.0.1") -> WebSession:
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = addr
+    return WebSession(client)
+
+
+def require_two_factor(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    app.config["SETTINGS"] = dataclasses.replace(settings, admin=dataclasses.replace(
+        settings.admin, require_two_factor_for_partner_admins=True))
+
+
+def invite(engine: Engine, email: str, role: str = "partner") -> str:
+    with make_sessionmaker(engine)() as s:
+        _, one_time = admins.create_admin(s, email, role, None, dt.datetime.now(dt.UTC))
+        s.commit()
+    assert one_time
+    return one_time
+
+
+# -- item 9: one-time passwords ---------------------------------------------------------------
+
+
+def test_a_one_time_password_works_once_and_then_asks_for_a_new_password(
+        app: Flask, engine: Engine) -> None:
+    one_time = invite(engine, "new@example.com")
+    web = browser(app)
+    assert web.sign_in("new@example.com", one_time).location == "/admin/account/password"
+    page = web.page("/admin/account/password")
+    assert "works no more" in text(page) and 'name="current_password"' not in page
+    assert web.get("/admin/tenants").location == "/admin/account/password"
+    # A second sign-in with it, even from another browser, is refused with the reason.
+    other = browser(app)
+    response = other.sign_in("new@example.com", one_time)
+    assert response.status_code == 422
+    assert "was used already" in text(response.get_data(as_text=True))
+    # Common passwords are refused, with why.
+    response = web.post("/admin/account/password", {
+        "new_password": "password1234", "new_password_again": "password1234"})
+    assert "too easy to guess" in text(web.follow(response))
+    response = web.post("/admin/account/password", {
+        "new_password": "new@example.com!!", "new_password_again": "new@example.com!!"})
+    assert "may not be (or contain) your e-mail address" in text(web.follow(response))
+    response = web.post("/admin/account/password", {"new_password": NEW,
+                                                     "new_password_again": NEW})
+    assert response.location == "/admin/"
+    assert "Tenants" in web.page("/admin/tenants")
+    assert browser(app).sign_in("new@example.com", NEW).location == "/admin/"
+    assert account(engine, "new@example.com").one_time_used_at is None
+
+
+def test_a_one_time_password_expires(app: Flask, engine: Engine,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    one_time = invite(engine, "late@example.com")
+    expires = account(engine, "late@example.com").one_time_expires_at
+    assert expires is not None
+    assert dt.timedelta(hours=23) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=24)
+    monkeypatch.setattr(clock, "now", lambda: expires + dt.timedelta(seconds=1))
+    response = browser(app).sign_in("late@example.com", one_time)
+    assert response.status_code == 422
+    assert "has expired" in text(response.get_data(as_text=True))
+
+
+# -- item 9: two-factor sign-in ------------------------------------------------------------------
+
+
+def enrol(web: WebSession, engine: Engine, email: str) -> tuple[pyotp.TOTP, list[str]]:
+    """Set up two-factor sign-in on the account page; returns the app and recovery codes."""
+    response = web.post("/admin/account/two-factor/start")
+    page = web.follow(response)
+    assert "data:image/svg+xml" in page and "otpauth://totp/" in unescape(page)
+    secret = account(engine, email).totp_pending_secret
+    assert secret and secret in page
+    totp = pyotp.TOTP(secret)
+    wrong = web.post("/admin/account/two-factor/confirm", {"code": "000000"
+                                                            if totp.now() != "000000"
+                                                            else "111111"})
+    assert "not right" in text(web.follow(wrong))
+    response = web.post("/admin/account/two-factor/confirm", {"code": totp.now()})
+    assert response.status_code == 303 and response.location == "/admin/account/shown"
+    shown = web.page("/admin/account/shown")
+    codes = re.findall(r"<li><code>([0-9a-f]{5}-[0-9a-f]{5})</code></li>", shown)
+    assert len(codes) == 10
+    # Reloading shows them no more.
+    again = web.get("/admin/account/shown")
+    assert again.status_code == 302
+    assert "shown once" in text(web.page(again.location))
+    return totp, codes
+
+
+def test_two_factor_sign_in_with_codes_and_recovery_codes(
+        app: Flask, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    web = signed_in(app, engine, "p@example.com")
+    totp, codes = enrol(web, engine, "p@example.com")
+    assert "two_factor.enabled" in audit_actions(engine)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    other = browser(app)
+    response = other.sign_in("p@example.com")
+    assert response.location == "/admin/sign-in/code"
+    # The password alone opens nothing.
+    assert other.get("/admin/tenants").location.startswith("/admin/sign-in")
+    assert "authenticator app" in text(other.page("/admin/sign-in/code"))
+    response = other.post("/admin/sign-in/code", {"code": "12345"})
+    assert response.location == "/admin/sign-in/code"
+    assert "not right" in text(other.page(response.location))
+    code = totp.at(later)
+    response = other.post("/admin/sign-in/code", {"code": code})
+    assert response.location == "/admin/", text(other.page(response.location))
+    assert "Tenants" in other.page("/admin/tenants")
+    # The same code does not sign in a second time.
+    third = browser(app)
+    third.sign_in("p@example.com")
+    response = third.post("/admin/sign-in/code", {"code": code})
+    assert response.location == "/admin/sign-in/code"
+    # A recovery code works once.
+    response = third.post("/admin/sign-in/code", {"code": codes[0].upper()})
+    assert response.location == "/admin/"
+    fourth = browser(app)
+    fourth.sign_in("p@example.com")
+    assert fourth.post("/admin/sign-in/code",
+                       {"code": codes[0]}).location == "/admin/sign-in/code"
+    assert len(account(engine, "p@example.com").recovery_codes) == 9
+    with make_sessionmaker(engine)() as s:
+        details = list(s.scalars(select(AuditEntry.detail).where(
+            AuditEntry.action == "login.failed")))
+    assert details.count({"step": "code"}) == 3
+
+
+def test_partner_admins_are_led_to_enrol_when_it_is_required(app: Flask,
+                                                             engine: Engine) -> None:
+    require_two_factor(app)
+    one_time = invite(engine, "boss@example.com")
+    web = browser(app)
+    assert web.sign_in("boss@example.com", one_time).location == "/admin/account/password"
+    response = web.post("/admin/account/password", {"new_password": NEW,
+                                                    "new_password_again": NEW})
+    assert web.get("/admin/tenants").location == "/admin/account/two-factor"
+    page = web.page("/admin/account/two-factor")
+    assert "must sign in with two factors" in text(page)
+    assert 'aria-label="Main"' not in page  # nothing else to go to yet
+    totp, _ = enrol(web, engine, "boss@example.com")
+    assert response.status_code == 303
+    assert "Tenants" in web.page("/admin/tenants")
+    # A tenant admin is not required to.
+    make_web_admin(engine, "ta@example.com", "tenant", make_tenant(engine, "T")[0])
+    tenant_web = browser(app)
+    assert tenant_web.sign_in("ta@example.com").location == "/admin/"
+
+
+# -- item 19: signing out ends the session server-side -------------------------------------------
+
+
+def test_a_copied_cookie_is_worthless_after_sign_out(app: Flask, engine: Engine) -> None:
+    web = signed_in(app, engine, "p@example.com")
+    cookie = web.client.get_cookie("connector_session")
+    assert cookie is not None
+    thief = app.test_client()
+    thief.set_cookie("connector_session", cookie.value)
+    assert thief.get("/api/v1/me").status_code == 200
+    assert thief.get("/admin/tenants").status_code == 200
+    assert web.post("/admin/sign-out").location == "/admin/sign-in"
+    assert thief.get("/api/v1/me").status_code == 401
+    assert thief.get("/admin/tenants").location.startswith("/admin/sign-in")
+    with make_sessionmaker(engine)() as s:
+        assert s.scalar(select(AdminSession.ended_at)) is not None
+
+
+def test_disabling_and_resetting_end_sessions(app: Flask, engine: Engine) -> None:
+    partner = signed_in(app, engine, "p@example.com")
+    other = signed_in(app, engine, "o@example.com")
+    other_id = account(engine, "o@example.com").id
+    assert other.get("/admin/tenants").status_code == 200
+    assert partner.post(f"/admin/admins/{other_id}/disable").status_code == 303
+    assert other.get("/admin/tenants").location.startswith("/admin/sign-in")
+    assert browser(app).sign_in("o@example.com").status_code == 422
+    partner.post(f"/admin/admins/{other_id}/enable")
+    other = browser(app)
+    assert other.sign_in("o@example.com").location == "/admin/"
+    partner.get("/admin/admins")
+    assert partner.post(f"/admin/admins/{other_id}/reset-password").status_code == 303
+    assert other.get("/admin/tenants").location.startswith("/admin/sign-in")
+
+
+# -- item 20: the guesser is throttled, not the owner ----------------------------------------------
+
+
+def test_a_guesser_does_not_lock_the_owner_out(app: Flask, engine: Engine) -> None:
+    make_web_admin(engine, "p@example.com")
+    guesser = browser(app, "203.0.113.7")
+    for _ in range(5):
+        assert guesser.sign_in("p@example.com", "not the password").status_code == 422
+    response = guesser.sign_in("p@example.com", PASSWORD)
+    assert response.status_code == 429
+    assert re.search(r"Wait 1[45] minutes, then try again",
+                     text(response.get_data(as_text=True)))
+    # The owner, elsewhere, with the right password, gets in.
+    assert browser(app, "198.51.100.4").sign_in("p@example.com").location == "/admin/"
+
+
+def test_each_further_failure_doubles_the_wait(app: Flask, engine: Engine,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    make_web_admin(engine, "p@example.com")
+    guesser = browser(app, "203.0.113.7")
+    for _ in range(5):
+        guesser.sign_in("p@example.com", "wrong wrong wrong")
+    start = dt.datetime.now(dt.UTC)
+    monkeypatch.setattr(clock, "now", lambda: start + dt.timedelta(minutes=16))
+    assert guesser.sign_in("p@example.com", "wrong again wrong").status_code == 422
+    response = guesser.sign_in("p@example.com", PASSWORD)
+    assert response.status_code == 429
+    assert 29 * 60 <= int(response.headers["Retry-After"]) <= 30 * 60
+
+
+def test_the_account_ceiling_holds_a_spread_out_guess(app: Flask, engine: Engine) -> None:
+    settings = app.config["SETTINGS"]
+    app.config["SETTINGS"] = dataclasses.replace(settings, admin=dataclasses.replace(
+        settings.admin, login_account_ceiling=6))
+    make_web_admin(engine, "p@example.com")
+    for n in range(6):
+        browser(app, f"203.0.113.{n}").sign_in("p@example.com", "wrong wrong wrong")
+    response = browser(app, "198.51.100.4").sign_in("p@example.com")
+    assert response.status_code == 429
+    assert "from many addresses" in text(response.get_data(as_text=True))
+
+
+def test_a_good_sign_in_starts_the_count_again(app: Flask, engine: Engine) -> None:
+    make_web_admin(engine, "p@example.com")
+    owner = browser(app, "203.0.113.7")
+    for _ in range(4):
+        owner.sign_in("p@example.com", "typo typo typo")
+    assert owner.sign_in("p@example.com").location == "/admin/"
+    other = browser(app, "203.0.113.7")
+    for _ in range(4):
+        assert other.sign_in("p@example.com", "typo typo typo").status_code == 422
+    assert other.sign_in("p@example.com").location == "/admin/"
+
+
+def test_the_address_ceiling_holds_spraying(app: Flask, engine: Engine) -> None:
+    settings = app.config["SETTINGS"]
+    app.config["SETTINGS"] = dataclasses.replace(settings, admin=dataclasses.replace(
+        settings.admin, login_address_ceiling=3))
+    for n in range(3):
+        make_web_admin(engine, f"a{n}@example.com")
+        browser(app, "203.0.113.9").sign_in(f"a{n}@example.com", "Winter2026!!")
+    response = browser(app, "203.0.113.9").sign_in("a0@example.com")
+    assert response.status_code == 429
+    assert "from your address" in text(response.get_data(as_text=True))
+    assert browser(app, "198.51.100.4").sign_in("a0@example.com").location == "/admin/"
+
+
+def test_wrong_current_passwords_are_throttled_then_the_session_ends(
+        app: Flask, engine: Engine) -> None:
+    web = signed_in(app, engine, "p@example.com")
+    for _ in range(4):
+        response = web.post("/admin/account/password", {
+            "current_password": "not it at all", "new_password": NEW,
+            "new_password_again": NEW})
+        assert "current password is not right" in text(web.follow(response))
+    response = web.post("/admin/account/password", {
+        "current_password": "not it at all", "new_password": NEW, "new_password_again": NEW})
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+    assert "signed out" in text(response.get_data(as_text=True))
+    assert web.get("/admin/tenants").location.startswith("/admin/sign-in")
+    assert audit_actions(engine).count("password.failed") == 5
+
+
+# -- item 9: partner admins manage admin accounts ---------------------------------------------
+
+
+def test_partner_admins_invite_and_manage_accounts(app: Flask, engine: Engine) -> None:
+    tenant_id, _ = make_tenant(engine, "Northwind")
+    web = signed_in(app, engine, "p@example.com")
+    page = web.page("/admin/admins")
+    assert "p@example.com (you)" in text(page)
+    response = web.post("/admin/admins", {"email": "ta@example.com", "role": "tenant",
+                                          "tenant_id": tenant_id})
+    assert response.location == "/admin/account/shown"
+    shown = web.page(response.location)
+    one_time = re.search(r'id="secret" type="text" value="([^"]+)"', shown)
+    assert one_time and "ta@example.com" in shown
+    # Reloading makes no second account and shows the password no more.
+    assert web.get("/admin/account/shown").status_code == 302
+    with make_sessionmaker(engine)() as s:
+        assert len(admins.list_admins(s)) == 2
+    listed = text(web.page("/admin/admins"))
+    assert "tenant Northwind" in listed and "invited" in listed
+    again = web.post("/admin/admins", {"email": "ta@example.com", "role": "tenant",
+                                       "tenant_id": tenant_id})
+    assert "already exists" in text(web.follow(again))
+    bad = web.post("/admin/admins", {"email": "x@example.com", "role": "tenant"})
+    assert "needs the id of its tenant" in text(web.follow(bad))
+    invited = browser(app)
+    assert invited.sign_in("ta@example.com", one_time.group(1)).location == \
+        "/admin/account/password"
+    ta_id = account(engine, "ta@example.com").id
+    own = account(engine, "p@example.com").id
+    refused = web.post(f"/admin/admins/{own}/disable")
+    assert "cannot disable your own" in text(web.follow(refused))
+    response = web.post(f"/admin/admins/{ta_id}/disable")
+    assert "is disabled" in text(web.follow(response))
+    response = web.post(f"/admin/admins/{ta_id}/enable")
+    assert "is enabled" in text(web.follow(response))
+    nothing = web.post(f"/admin/admins/{ta_id}/reset-two-factor")
+    assert "no two-factor sign-in to reset" in text(web.follow(nothing))
+    actions = audit_actions(engine)
+    assert actions.index("admin.created") < actions.index("admin.disabled") < \
+        actions.index("admin.enabled")
+    # A tenant admin may not.
+    ta = signed_in(app, engine, "ta2@example.com", "tenant", tenant_id)
+    assert ta.get("/admin/admins").status_code == 403
+    ta.get("/admin/account")
+    assert ta.post(f"/admin/admins/{own}/disable").status_code == 403
+    assert account(engine, "p@example.com").disabled_at is None
+
+
+def test_a_partner_resets_a_lost_second_factor(app: Flask, engine: Engine) -> None:
+    web = signed_in(app, engine, "p@example.com")
+    other = signed_in(app, engine, "o@example.com")
+    enrol(other, engine, "o@example.com")
+    other_id = account(engine, "o@example.com").id
+    web.get("/admin/admins")
+    response = web.post(f"/admin/admins/{other_id}/reset-two-factor")
+    assert "is off" in text(web.follow(response))
+    assert other.get("/admin/tenants").location.startswith("/admin/sign-in")
+    assert browser(app).sign_in("o@example.com").location == "/admin/"
+    response = web.post(f"/admin/admins/{other_id}/reset-password")
+    shown = web.page(response.location)
+    assert "One-time password" in shown
+    assert "admin.two_factor_reset" in audit_actions(engine)
+    assert "admin.password_reset" in audit_actions(engine)
