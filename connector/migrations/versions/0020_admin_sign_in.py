@@ -1,7 +1,7 @@
 """admin sign-in: expiring single-use one-time passwords, TOTP, server-side sessions
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-06 18:10:00
 
 - admin_accounts: when a one-time password expires and when it was used; the TOTP
@@ -15,8 +15,8 @@ from alembic import op
 
 from connector.models import UTCDateTime
 
-revision = "0019"
-down_revision = "0018"
+revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
