@@ -11,16 +11,21 @@ STAMP  := $(VENV)/.installed-stamp
 # bytecode in __pycache__ (ignored by git).
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
 
+# pip's output goes to a log, shown only if the install fails: `make run` ends with
+# what it created and where to go, not with a page of installer notes.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $(STAMP)
+	@echo "Installing the connector and its tools into $(VENV) (a minute or two on a fresh machine; log: $(VENV)/install.log)..."
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -e '.[dev]'; } \
+		> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; \
+		echo "Installing failed; the log is above and in $(VENV)/install.log."; exit 1; }
+	@touch $(STAMP)
 
-## run: install, migrate the embedded SQLite database, bootstrap a first tenant, serve on :8080
+## run: install, migrate the embedded SQLite database, bootstrap a first tenant and admin,
+## serve on 127.0.0.1:8080 (HOST=… PORT=… to change; so do CONNECTOR_SERVER__HOST/PORT)
 run: $(STAMP)
-	$(BIN)/connector bootstrap
-	$(BIN)/connector serve --host 127.0.0.1 --port 8080
+	$(if $(HOST),CONNECTOR_SERVER__HOST=$(HOST)) $(if $(PORT),CONNECTOR_SERVER__PORT=$(PORT)) \
+	$(BIN)/connector serve --bootstrap
 
 ## test: install and run the whole suite on SQLite and PostgreSQL
 test: $(STAMP)

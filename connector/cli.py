@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int,
                    help="gthread: threads per process (default: server.threads, 4); "
                    "1 = sync worker")
+    p.add_argument("--bootstrap", action="store_true",
+                   help="create a first tenant and partner admin where there are none "
+                   "(as `connector bootstrap`), and show them once the server listens")
     p.add_argument("--worker-connections", type=int,
                    help="gevent: connections per process (default: "
                    "server.worker_connections, 100)")
@@ -174,9 +177,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.server.host
     port = args.port or settings.server.port
+    serving_line = (f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2) "
+                    f"with {args.workers} {worker_class} worker(s). Ctrl-C stops.")
     if worker_class == "gevent":
-        return _serve_gevent(settings, args, host, port)
+        return _serve_gevent(settings, args, host, port, serving_line)
     migrate.upgrade(db.make_engine(settings.database))
+    # With --bootstrap (`make run`), what it created is shown once the server listens:
+    # the last lines on the terminal, not lost above the server's own.
+    welcome = boxed([*bootstrap(settings), "", serving_line]) if args.bootstrap else None
 
     from gunicorn.app.base import BaseApplication
 
@@ -188,6 +196,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             self.cfg.set("workers", args.workers)
             self.cfg.set("worker_class", worker_class)
             self.cfg.set("threads", threads)
+            if welcome is not None:  # once, by the first worker, when it is up
+                self.cfg.set("post_worker_init", lambda worker: print(
+                    welcome, flush=True) if worker.age == 1 else None)
 
         def load(self):
             app = create_app(settings)
@@ -201,13 +212,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             settle_memory()
             return app
 
-    print(f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2) with "
-          f"{args.workers} {worker_class} worker(s). Ctrl-C stops.", flush=True)
+    if welcome is None:
+        print(serving_line, flush=True)
     _Server().run()
     return 0
 
 
-def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port: int) -> int:
+def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port: int,
+                  serving_line: str) -> int:
     """Become `gunicorn -k gevent 'connector.app:server_app()'` (no scheduler to start).
 
     This process never opens a database connection: psycopg chooses how to wait for the
@@ -217,15 +229,19 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port:
     """
     config = ["--config", args.config] if args.config else []
     # Our own interpreter and module, arguments from our own parser: no shell, no input.
-    migrate_cmd = [sys.executable, "-m", "connector.cli", *config, "migrate"]
-    if subprocess.run(migrate_cmd).returncode:  # noqa: S603
+    migrate_cmd = [sys.executable, "-m", "connector.cli", *config,
+                   "bootstrap" if args.bootstrap else "migrate"]
+    done = subprocess.run(migrate_cmd, capture_output=True, text=True)  # noqa: S603
+    if done.returncode:
+        print(done.stdout + done.stderr, file=sys.stderr, end="")
         return 1
+    if args.bootstrap:
+        print(done.stdout.rstrip("\n"))
     env = dict(os.environ)
     if args.config:
         env["CONNECTOR_CONFIG"] = args.config
     connections = args.worker_connections or settings.server.worker_connections
-    print(f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2) with "
-          f"{args.workers} gevent worker(s). Ctrl-C stops.", flush=True)
+    print(serving_line, flush=True)
     os.execve(sys.executable, [  # noqa: S606 - the same interpreter, fixed arguments
         sys.executable, "-m", "gunicorn", "--worker-class", "gevent",
         "--worker-connections", str(connections), "--workers", str(args.workers),
@@ -237,18 +253,26 @@ BOOTSTRAP_ADMIN = "admin@localhost"
 
 
 def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
+    print(boxed(bootstrap(settings)))
+    return 0
+
+
+def bootstrap(settings: Settings) -> list[str]:
+    """Migrate; create the first tenant, the Entra key and the first partner admin where
+    there are none. Returns what to tell the person who ran it (secrets included: they
+    are shown once)."""
     from azure_sync import secrets as sync_secrets
 
-    _bootstrap_tenant(settings)
+    lines = _bootstrap_tenant(settings)
     made = sync_secrets.ensure_key_file(settings.azure_sync)
     if made is not None:
-        print(f"Created {made} (the key that encrypts Entra credentials; keep it, and keep "
-              "it out of database backups).")
+        lines += ["", f"Created {made}: the key that encrypts Entra credentials. Keep it,",
+                  "and keep it out of database backups."]
     with _session(settings) as session:
         if admins.list_admins(session):
-            print(f"Admin UI: {urls.admin_url(settings)} (sign in with your admin account; "
-                  "`connector admin reset-password EMAIL` issues a new password).")
-            return 0
+            return [*lines, "", f"Admin UI: {urls.admin_url(settings)}",
+                    "Sign in with your admin account (`connector admin reset-password EMAIL`",
+                    "issues a new password)."]
         account, one_time = admins.create_admin(
             session, BOOTSTRAP_ADMIN, admins.PARTNER, None, clock.now(),
             one_time_hours=settings.admin.one_time_password_hours)
@@ -256,33 +280,41 @@ def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
                      target=account.email, detail={"role": "partner"},
                      correlation_id="bootstrap")
         session.commit()
-    print("Created the first partner admin.")
-    print(f"  Admin UI      : {urls.admin_url(settings)}")
-    print(f"  e-mail        : {account.email}")
-    print(f"  password      : {one_time}   (one-time: it works for one sign-in within "
-          f"{settings.admin.one_time_password_hours} h, which asks you to choose your own)")
-    return 0
+    return [*lines, "", "Created the first partner admin.",
+            f"  Admin UI      : {urls.admin_url(settings)}",
+            f"  e-mail        : {account.email}",
+            f"  password      : {one_time}",
+            f"  (one-time: it works for one sign-in within "
+            f"{settings.admin.one_time_password_hours} h,",
+            "  which asks you to choose your own)"]
 
 
-def _bootstrap_tenant(settings: Settings) -> None:
+def _bootstrap_tenant(settings: Settings) -> list[str]:
     with _session(settings) as session:
         existing = tenants.list_tenants(session)
         if existing:
-            print(f"{len(existing)} tenant(s) exist; first: {existing[0].name} ({existing[0].id}).")
-            print(f"SCIM base URL: {urls.scim_base_url(settings)}")
-            print("Its SCIM token was shown when it was created. For a new one run:")
-            print(f"  .venv/bin/connector tenant rotate-token {existing[0].id}")
-            return
+            return [f"{len(existing)} tenant(s) exist; first: {existing[0].name} "
+                    f"({existing[0].id}).",
+                    f"SCIM base URL: {urls.scim_base_url(settings)}",
+                    "Its SCIM token was shown when it was created. For a new one run:",
+                    f"  .venv/bin/connector tenant rotate-token {existing[0].id}"]
         tenant, issued = tenants.create_tenant(session, "Default workspace", clock.now(),
                                                "bootstrap")
         session.commit()
-    print("Created the first tenant, 'Default workspace'.")
-    print(f"  tenant id     : {tenant.id}")
-    print(f"  SCIM base URL : {urls.scim_base_url(settings)}")
-    print(f"  SCIM token    : {issued.token}")
-    print("Keep the token: it is shown only now. Try:")
-    print(f"  curl -H 'Authorization: Bearer {issued.token}' "
-          f"{urls.scim_base_url(settings)}/Users")
+    return ["Created the first tenant, 'Default workspace'.",
+            f"  tenant id     : {tenant.id}",
+            f"  SCIM base URL : {urls.scim_base_url(settings)}",
+            f"  SCIM token    : {issued.token}",
+            "Keep the token: it is shown only now. Try:",
+            f"  curl -H 'Authorization: Bearer {issued.token}' \\",
+            f"       {urls.scim_base_url(settings)}/Users"]
+
+
+def boxed(lines: list[str]) -> str:
+    """The lines in a frame, so they stand out among a server's log lines."""
+    width = max((len(line) for line in lines), default=0)
+    rule = "+" + "-" * (width + 2) + "+"
+    return "\n".join([rule, *(f"| {line.ljust(width)} |" for line in lines), rule])
 
 
 def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:

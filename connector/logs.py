@@ -56,7 +56,11 @@ def setup(settings: LoggingSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # Libraries' routine INFO (Alembic's "Context impl…" on every start, APScheduler's
+    # "Running job…" every minute) says nothing an operator acts on: their warnings and
+    # errors still show; the connector logs its own jobs' outcomes.
+    for name in ("werkzeug", "alembic", "apscheduler"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def log(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:

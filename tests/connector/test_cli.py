@@ -65,6 +65,52 @@ def test_bootstrap_creates_one_tenant_once(database_url: str, engine: object,
     assert "password" not in second.stdout.split("Admin UI")[-1].split("reset-password")[0]
 
 
+def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
+        database_url: str, engine: object, tmp_path: Path) -> None:
+    """`make run`: `connector serve --bootstrap` with the port from the environment (as
+    `make run PORT=…` sets it) serves there, and its last lines, once it listens, are
+    the credentials and addresses in a frame, naming that port."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "CONNECTOR_DATABASE__URL": database_url,
+           "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_SERVER__PORT": str(port),
+           "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY_FILE": str(tmp_path / "entra.key")}
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
+                                   "--bootstrap"], env=env, cwd=tmp_path, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "Ctrl-C stops." not in log.read_text():  # the frame's last line
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(2)  # the worker's start: its schedulers, its database check
+        text = log.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as ok:
+            assert ok.status == 200
+        before, frame = text[:text.index("+-")], text[text.index("+-"):]
+        assert "Listening at" in before and "Booting worker" in before
+        after = frame[frame.rindex("-+") + 2:].strip().splitlines()
+        # Nothing but (at most) gunicorn's control-socket line follows the frame.
+        assert all("gunicorn" in line or "Control socket" in line for line in after), after
+        assert "SCIM token    : scim_" in frame and "admin@localhost" in frame
+        assert "password      : " in frame
+        assert f"http://127.0.0.1:{port}/scim/v2" in frame
+        assert f"http://127.0.0.1:{port}/admin/" in frame
+        assert f"Serving on http://127.0.0.1:{port}" in frame
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
 def test_admin_create_prints_a_one_time_password_that_signs_in(
         database_url: str, engine: object, tmp_path: Path) -> None:
     from sqlalchemy import Engine
