@@ -412,7 +412,11 @@ def user_detail(session: Session, tenant_id: str, user_id: str) -> dict[str, Any
                                Membership.group_id == Group.id))
         .where(Membership.tenant_id == tenant_id, Membership.member_id == user_id)
         .order_by(Group.display_name_norm))]
-    return {**summary.as_json(), "ownModules": own, "groups": groups,
+    external_guest, frontline = session.execute(
+        select(User.external_company_guest, User.frontline)
+        .where(User.tenant_id == tenant_id, User.id == user_id)).one()
+    return {**summary.as_json(), "externalCompanyGuest": external_guest,
+            "frontline": frontline or None, "ownModules": own, "groups": groups,
             "profile": user_profile(session, tenant_id, user_id)}
 
 

@@ -33,9 +33,12 @@ class UserFields:
     data: dict[str, Any] = field(default_factory=dict)
     values: tuple[IndexedValue, ...] = ()
     active: bool | None = None  # None: the writer did not say
-    guest: bool = False
-    external_company_guest: bool = False
-    admin: bool = False
+    # The flags below and `modules`/`frontline`: None means the writer did not mention
+    # them, which leaves an update's stored value alone (a new user gets False / none).
+    # An attribute an identity provider does not send is not one it set to nothing.
+    guest: bool | None = False
+    external_company_guest: bool | None = False
+    admin: bool | None = False
     modules: tuple[str, ...] | None = None  # None: leave as they are
     # The frontline plan's attributes (desklessPercent, paidHourly, hasEmail,
     # frontlineRole); None: leave as they are.

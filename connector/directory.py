@@ -261,8 +261,9 @@ class Directory:
         self._event(row["id"], events.USER_CREATED, None, {
             "userName": row["user_name"], "active": state.active,
             "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
-            "guest": fields.guest, "external_company_guest": fields.external_company_guest,
-            "admin": fields.admin, "modules": list(modules), **_frontline_value(fields),
+            "guest": bool(fields.guest),
+            "external_company_guest": bool(fields.external_company_guest),
+            "admin": bool(fields.admin), "modules": list(modules), **_frontline_value(fields),
         })
         inserts = [(_USERS, [row]), (_VALUES, self._value_rows(row["id"], fields.values)),
                    (_USER_MODULES, [{"tenant_id": self.tenant.id, "user_id": row["id"],
@@ -299,8 +300,9 @@ class Directory:
             "display_name_norm": fields.display_name.casefold() if fields.display_name
             else None,
             "active": state.active, "idp_active": state.idp_active,
-            "in_deleted_list": state.in_deleted_list, "guest": fields.guest,
-            "external_company_guest": fields.external_company_guest, "admin": fields.admin,
+            "in_deleted_list": state.in_deleted_list, "guest": bool(fields.guest),
+            "external_company_guest": bool(fields.external_company_guest),
+            "admin": bool(fields.admin),
             "frontline": fields.frontline or None, "invited_at": None, "claimed_at": None,
             "origin": str(self.ctx.source), "removed_at": None, "purged_at": None,
             "seen_in_run": seen_in_run, "created_at": now, "modified_at": now, "version": 1,
@@ -335,8 +337,9 @@ class Directory:
             self._event(user_id, events.USER_CREATED, None, {
                 "userName": fields.user_name, "active": state.active,
                 "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
-                "guest": fields.guest, "external_company_guest": fields.external_company_guest,
-                "admin": fields.admin, "modules": [], **_frontline_value(fields)})
+                "guest": bool(fields.guest),
+                "external_company_guest": bool(fields.external_company_guest),
+                "admin": bool(fields.admin), "modules": [], **_frontline_value(fields)})
         db.insert_many(self.session, User.__table__, users)
         db.insert_many(self.session, UserValue.__table__, values)
         counters.add_live_users(self.session, self.tenant.id, len(users))
@@ -516,13 +519,16 @@ class Directory:
         self._event(user.id, events.USER_PURGED, None, {"userName": user.user_name})
 
     @_emits_events
-    def set_user_flags(self, user: User, guest: bool | None = None, admin: bool | None = None
-                       ) -> bool:
-        """An admin marks a user guest or admin (or not). Returns whether anything changed."""
+    def set_user_flags(self, user: User, guest: bool | None = None, admin: bool | None = None,
+                       external_company_guest: bool | None = None) -> bool:
+        """An admin marks a user guest, external-company guest or admin (or not); None
+        leaves a flag as it is. Returns whether anything changed."""
         if user.removed_at is not None:
             raise NotFound(f"User {user.id} was deleted.")
         changed = False
         for attr, kind, value in (("guest", events.USER_GUEST, guest),
+                                  ("external_company_guest", events.USER_EXTERNAL_GUEST,
+                                   external_company_guest),
                                   ("admin", events.USER_ADMIN, admin)):
             if value is not None and getattr(user, attr) != value:
                 self._event(user.id, kind, getattr(user, attr), value)
@@ -652,7 +658,7 @@ class Directory:
                            ("external_company_guest", events.USER_EXTERNAL_GUEST),
                            ("admin", events.USER_ADMIN)):
             old, new = getattr(user, attr), getattr(fields, attr)
-            if old != new:
+            if new is not None and old != new:
                 setattr(user, attr, new)
                 self._event(user.id, kind, old, new)
                 changed = True

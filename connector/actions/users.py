@@ -25,6 +25,7 @@ class NewUser:
     email: str | None = None
     active: bool | None = None  # None: the tenant's rules decide
     guest: bool = False
+    external_company_guest: bool = False
     admin: bool = False
     modules: Sequence[str] | None = None
 
@@ -52,6 +53,13 @@ def module_names(modules: Any) -> list[str]:
     return list(modules)
 
 
+def flag(name: str, value: Any) -> bool | None:
+    """A yes/no setting as given (None: not given), or a refusal naming it."""
+    if value is not None and not isinstance(value, bool):
+        raise InvalidSetting(f"{name} must be true or false; got {value!r:.40}.")
+    return value
+
+
 def create_user(call: AdminCall, tenant_id: str, new: NewUser) -> User:
     """Create a user by hand (not through an identity provider)."""
     tenant = call.tenant(tenant_id)
@@ -75,7 +83,11 @@ def create_user(call: AdminCall, tenant_id: str, new: NewUser) -> User:
         raise InvalidSetting("displayName may have at most 512 characters.")
     modules = module_names(new.modules) if new.modules is not None else None
     fields = UserFields(user_name=user_name, display_name=display or None, data=data,
-                        values=values, active=new.active, guest=new.guest, admin=new.admin,
+                        values=values, active=new.active,
+                        guest=flag("guest", new.guest) or False,
+                        external_company_guest=flag("externalCompanyGuest",
+                                                    new.external_company_guest) or False,
+                        admin=flag("admin", new.admin) or False,
                         modules=tuple(modules) if modules is not None else None)
     user = call.directory(tenant).create_user(fields)
     call.audit("user.created", tenant_id, user.id, {"userName": user_name})
@@ -84,19 +96,23 @@ def create_user(call: AdminCall, tenant_id: str, new: NewUser) -> User:
 
 
 def change_user(call: AdminCall, tenant_id: str, user_id: str, *, guest: bool | None = None,
-                admin: bool | None = None, modules: Sequence[str] | None = None
-                ) -> tuple[User, bool]:
-    """Set a user's guest and admin flags and its own modules (None: leave as is).
-    Returns the user and whether anything changed."""
+                admin: bool | None = None, modules: Sequence[str] | None = None,
+                external_company_guest: bool | None = None) -> tuple[User, bool]:
+    """Set a user's guest, external-company guest and admin flags and its own modules
+    (None: leave as is). Returns the user and whether anything changed."""
     tenant = call.tenant(tenant_id)
     names = module_names(modules) if modules is not None else None
+    guest, admin = flag("guest", guest), flag("admin", admin)
+    external_company_guest = flag("externalCompanyGuest", external_company_guest)
     user = live_user(call, tenant_id, user_id)
     directory = call.directory(tenant)
-    changed = directory.set_user_flags(user, guest=guest, admin=admin)
+    changed = directory.set_user_flags(user, guest=guest, admin=admin,
+                                       external_company_guest=external_company_guest)
     if names is not None:
         changed = directory.set_user_modules(user, names) or changed
     if changed:
-        asked = {"guest": guest, "admin": admin, "modules": names}
+        asked = {"guest": guest, "externalCompanyGuest": external_company_guest,
+                 "admin": admin, "modules": names}
         call.audit("user.changed", tenant_id, user_id,
                    {k: v for k, v in asked.items() if v is not None})
     call.session.flush()

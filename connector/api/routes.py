@@ -217,6 +217,7 @@ def create_user(tenant_id: str) -> Response:
         user_name=body["userName"], display_name=body.get("displayName"),
         given_name=body.get("givenName"), family_name=body.get("familyName"),
         email=body.get("email"), active=body.get("active"), guest=body.get("guest", False),
+        external_company_guest=body.get("externalCompanyGuest", False),
         admin=body.get("admin", False), modules=body.get("modules"))
     user = users.create_user(admin_call(), tenant_id, new)
     return done(201, browse.user_detail(session(), tenant_id, user.id))
@@ -233,7 +234,8 @@ def patch_user(tenant_id: str, user_id: str) -> Response:
     tenant_for(tenant_id)
     body = request_body()
     users.change_user(admin_call(), tenant_id, user_id, guest=body.get("guest"),
-                      admin=body.get("admin"), modules=body.get("modules"))
+                      admin=body.get("admin"), modules=body.get("modules"),
+                      external_company_guest=body.get("externalCompanyGuest"))
     return done(200, browse.user_detail(session(), tenant_id, user_id))
 
 
