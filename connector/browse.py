@@ -455,13 +455,17 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def user_history(session: Session, tenant_id: str, user_id: str, limit: int = 500
-                 ) -> list[dict[str, Any]]:
-    """The user's events, newest first: its status timeline and every other change.
-    (Group memberships are events of the group; the detail shows the current ones.)"""
-    rows = session.scalars(select(Event).where(Event.tenant_id == tenant_id,
-                                               Event.subject_id == user_id)
-                           .order_by(Event.id.desc()).limit(limit))
+def user_history(session: Session, tenant_id: str, user_id: str, limit: int = 500,
+                 correlation_id: str | None = None) -> list[dict[str, Any]]:
+    """The user's events, newest first: its status timeline and every other change
+    (`correlation_id`: only those one request recorded). Group memberships are events
+    of the group; the detail shows the current ones. A back-dated correction shows
+    where it took effect, with its reason."""
+    query = select(Event).where(Event.tenant_id == tenant_id, Event.subject_id == user_id)
+    if correlation_id is not None:
+        query = query.where(Event.correlation_id == correlation_id)
+    rows = session.scalars(query.order_by(Event.effective_at.desc(), Event.id.desc())
+                           .limit(limit))
     return [event_json(e) for e in rows]
 
 
@@ -469,7 +473,8 @@ def event_json(e: Event) -> dict[str, Any]:
     return {"id": e.id, "kind": e.kind, "subjectType": e.subject_type,
             "subjectId": e.subject_id, "old": e.old_value, "new": e.new_value,
             "effectiveAt": e.effective_at.isoformat(), "recordedAt": e.recorded_at.isoformat(),
-            "source": e.source, "actor": e.actor, "correlationId": e.correlation_id}
+            "source": e.source, "actor": e.actor, "correlationId": e.correlation_id,
+            "reason": e.reason}
 
 
 def deleted_users(session: Session, tenant_id: str, page: int = 1, per_page: int = 50

@@ -246,6 +246,23 @@ def set_status(tenant_id: str, user_id: str) -> Response:
     return done(200, browse.user_detail(session(), tenant_id, user_id))
 
 
+@bp.post("/tenants/<tenant_id>/users/<user_id>/corrections")
+def correct_user(tenant_id: str, user_id: str) -> Response:
+    tenant_for(tenant_id)
+    body = request_body()
+    correction = users.correction_of(body.get("kind"), body.get("value"),
+                                     body.get("effectiveAt"), body.get("reason"))
+    call = admin_call()
+    _user, changed = users.correct_user(call, tenant_id, user_id, correction)
+    return done(201, {
+        "kind": body["kind"], "value": body.get("value"),
+        "effectiveAt": correction.effective_at.isoformat(), "reason": correction.reason,
+        "currentStateChanged": changed,
+        "events": browse.user_history(session(), tenant_id, user_id,
+                                      correlation_id=call.correlation_id),
+        "user": browse.user_detail(session(), tenant_id, user_id)})
+
+
 @bp.get("/tenants/<tenant_id>/users/<user_id>/history")
 def user_history(tenant_id: str, user_id: str) -> Response:
     tenant_for(tenant_id)
