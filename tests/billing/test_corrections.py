@@ -7,6 +7,8 @@ closed month within the look-back; older months are listed in its report.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from connector.errors import InvalidSetting, StateConflict, StatusChangeRefused
 from connector.models import AuditEntry, BillingAdjustment, BillingClose, User
 from connector.status import Source
 from tests.billing.history import History, at
+from tests.billing.test_catch_up import connector
 from tests.billing.test_close import DEC, NOV, close, lines
 
 CLERK = Principal("clerk-id", "clerk@partner.example", "partner", None, "session")
@@ -193,3 +196,27 @@ def test_a_correction_that_changes_an_idp_users_state_follows_the_status_rules(
         user = s.get(User, (h.tenant_id, a))
         assert user is not None and user.active and user.removed_at is None
         assert s.scalars(select(AuditEntry)).all() == []
+
+
+@pytest.mark.slow  # the command in a new interpreter
+def test_the_correct_command(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    h = History(engine)
+    a = h.create("2026-10-05T10:00:00", "a@x.io", modules=("Hybrid",))
+    args = ["billing", "correct", "--tenant", h.tenant_id, "--user", a, "--effective",
+            "2026-11-28T00:00:00Z", "--reason", REASON, "--by", "clerk@partner.example"]
+    done = connector(database_url, *args, "--kind", "modules", "--value", "Hybrid, Engage",
+                     cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "modules of a@x.io corrected from 2026-11-28T00:00:00+00:00" in done.stdout
+    assert "changed too" in done.stdout
+    done = connector(database_url, *args, "--kind", "frontline", "--value",
+                     '{"paidHourly": true}', "--json", cwd=tmp_path)
+    assert json.loads(done.stdout)["events"][0]["new"] == {"paidHourly": True}
+    refused = connector(database_url, *args, "--kind", "guest", "--value", "maybe",
+                        cwd=tmp_path)
+    assert refused.returncode == 1 and "true or false" in refused.stderr
+    with h.maker() as s:
+        audit = s.scalars(select(AuditEntry).where(AuditEntry.action == "user.corrected")
+                          .order_by(AuditEntry.id)).all()
+        assert [e.actor for e in audit] == ["admin:clerk@partner.example"] * 2
+        assert browse.user_detail(s, h.tenant_id, a)["ownModules"] == ["Engage", "Hybrid"]
