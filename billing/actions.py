@@ -25,7 +25,8 @@ from connector.config import BillingSettings
 from connector.errors import InvalidSetting, NotFound
 from connector.models import BillingProfile, ReportingKey, User
 
-PARTNER_FIELDS = frozenset({"policy", "prices", "trial_ends_on", "non_profit", "time_zone"})
+PARTNER_FIELDS = frozenset({"policy", "prices", "trial_ends_on", "trial_starts_on",
+                            "non_profit", "time_zone"})
 REASON_LENGTH = 500
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from billing import actions as billing_actions
 from billing import catch_up
 from billing import close as closing
 from billing.calendar import InvalidMonth, Month
@@ -73,6 +74,17 @@ def add_commands(sub: Any) -> None:
                    help="who records it, for the audit log (default: cli)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_correct)
+    p = bsub.add_parser("trial", help="give a tenant a trial (30 days), by its start or "
+                        "its last free day, or end it")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--starts-on", metavar="YYYY-MM-DD",
+                      help="the trial's first day: it ends 29 days later")
+    when.add_argument("--ends-on", metavar="YYYY-MM-DD", help="the trial's last free day")
+    when.add_argument("--none", action="store_true", help="no trial")
+    p.add_argument("--by", default="cli", metavar="NAME",
+                   help="who changes it, for the audit log (default: cli)")
+    p.set_defaults(handler=cmd_trial)
     reporting = sub.add_parser("reporting", help="provisioning keys of the reporting API")
     rsub = reporting.add_subparsers(metavar="ACTION")
     p = rsub.add_parser("create-key", help="make a provisioning key (shown once)")
@@ -359,4 +371,23 @@ def cmd_correct(settings: Settings, args: argparse.Namespace) -> int:
           f"{'changed too' if changed else 'stays (something later has the last word)'}.")
     print("  The next close bills it back; see it with connector billing show --tenant "
           f"{args.tenant} --month YYYY-MM once that month is closed.")
+    return 0
+
+
+def cmd_trial(settings: Settings, args: argparse.Namespace) -> int:
+    _, writer = _makers(settings)
+    changes = ({"trial_starts_on": args.starts_on} if args.starts_on else
+               {"trial_ends_on": "" if args.none else args.ends_on})
+    with writer() as s:
+        call = AdminCall(s, Principal("", args.by, PARTNER, None, "cli"), clock.now(),
+                         f"cli-{uuid.uuid4()}")
+        profile = billing_actions.update_billing(call, args.tenant, changes)
+        ends_on = profile.trial_ends_on
+        s.commit()
+    if ends_on is None:
+        print(f"Tenant {args.tenant} has no trial: every month is billed as its policy says.")
+    else:
+        print(f"Tenant {args.tenant}'s trial ends on {ends_on.isoformat()} (its last free "
+              "day); billing starts on the 1st of the month after. Closed months keep what "
+              "they were closed with.")
     return 0

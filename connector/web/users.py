@@ -90,8 +90,9 @@ def set_status(tenant_id: str, user_id: str) -> Response:
 def set_flags(tenant_id: str, user_id: str) -> Response:
     tenant_page(tenant_id)
     come_back_to(_user_url(tenant_id, user_id))
-    _user, changed = actions.change_user(admin_call(), tenant_id, user_id,
-                                         guest=checked("guest"), admin=checked("admin"))
+    _user, changed = actions.change_user(
+        admin_call(), tenant_id, user_id, guest=checked("guest"), admin=checked("admin"),
+        external_company_guest=checked("externalCompanyGuest"))
     return done("Guest and admin flags saved." if changed else "Nothing changed.",
                 _user_url(tenant_id, user_id))
 

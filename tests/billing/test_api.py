@@ -276,3 +276,22 @@ def test_external_company_guest_over_the_admin_api(tenant_admin: ApiClient,
     assert off.status_code == 200 and off.json["externalCompanyGuest"] is False
     assert tenant_admin.get(f"{base}/history").json["items"][0]["kind"] == "user.external_guest"
     assert tenant_admin.patch(base, {"externalCompanyGuest": "yes"}).status_code == 400
+
+
+def test_a_trial_given_by_its_start(partner: ApiClient, tenant_admin: ApiClient,
+                                    scim: ScimClient) -> None:
+    """Issue 17, item 13: a trial is 30 days, so its start gives its last free day."""
+    partner = Checked(partner)  # type: ignore[assignment]
+    path = f"/tenants/{scim.tenant_id}/billing"
+    assert tenant_admin.put(path, {"trialStartsOn": "2026-10-03"}).status_code == 403
+    done = partner.put(path, {"trialStartsOn": "2026-10-03"})
+    assert done.status_code == 200 and done.json["trialEndsOn"] == "2026-11-01"
+    agree = partner.put(path, {"trialStartsOn": "2026-02-01", "trialEndsOn": "2026-03-02"})
+    assert agree.status_code == 200 and agree.json["trialEndsOn"] == "2026-03-02"
+    clash = partner.put(path, {"trialStartsOn": "2026-02-01", "trialEndsOn": "2026-03-31",
+                               "companyName": "Kept out"})
+    assert clash.status_code == 400 and "ends on 2026-03-02" in clash.json["detail"]
+    bad = partner.put(path, {"trialStartsOn": "soon"})
+    assert bad.status_code == 400
+    after = partner.get(path).json
+    assert (after["trialEndsOn"], after["companyName"]) == ("2026-03-02", "")

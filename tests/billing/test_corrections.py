@@ -220,3 +220,30 @@ def test_the_correct_command(engine: Engine, database_url: str, tmp_path: Path) 
                           .order_by(AuditEntry.id)).all()
         assert [e.actor for e in audit] == ["admin:clerk@partner.example"] * 2
         assert browse.user_detail(s, h.tenant_id, a)["ownModules"] == ["Engage", "Hybrid"]
+
+
+def test_a_trial_started_on_the_3rd_of_october_is_free_through_november(
+        engine: Engine) -> None:
+    """Issue 17, item 13: 30 days from 3 October end on 1 November (the last free day),
+    so November is free and billing starts in December."""
+    h = History(engine)
+    h.billing(trial_starts_on="2026-10-03",
+              prices=[{"unit": "Hybrid", "plan": "standard", "price": "5.00"}])
+    h.create("2026-10-03T10:00:00", "a@x.io", modules=("Hybrid",))
+    assert lines(h, close(h, NOV).close.id)["a@x.io"].reason == "trial"
+    assert lines(h, close(h, DEC).close.id)["a@x.io"].billable is True
+
+
+@pytest.mark.slow  # the command in a new interpreter
+def test_the_trial_command(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    h = History(engine)
+    given = connector(database_url, "billing", "trial", "--tenant", h.tenant_id,
+                      "--starts-on", "2026-10-03", cwd=tmp_path)
+    assert given.returncode == 0, given.stderr
+    assert "trial ends on 2026-11-01" in given.stdout
+    ended = connector(database_url, "billing", "trial", "--tenant", h.tenant_id, "--none",
+                      cwd=tmp_path)
+    assert ended.returncode == 0 and "has no trial" in ended.stdout
+    bad = connector(database_url, "billing", "trial", "--tenant", h.tenant_id,
+                    "--starts-on", "3 Oct", cwd=tmp_path)
+    assert bad.returncode == 1 and "trial_starts_on must be a date" in bad.stderr

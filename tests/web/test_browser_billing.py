@@ -153,3 +153,41 @@ def test_a_clerk_records_a_back_dated_correction_on_the_users_page(
         assert s.scalar(select(func.count()).select_from(Event).where(
             Event.reason.is_not(None))) == 1
     screenshot(page, "user-correction", database_url)
+
+
+def test_a_partner_gives_a_trial_by_its_start_and_marks_an_external_guest(
+        page: Page, engine: Engine, live_server: LiveServer,  # noqa: F811
+        database_url: str) -> None:
+    """Issue 17, item 13, in the browser; each POST answers with a redirect, so
+    reloading repeats nothing."""
+    from sqlalchemy import func, select
+
+    from connector.models import Event
+
+    rename_tenant(engine, live_server.tenant_id, "Fabrikam")
+    make_web_admin(engine, "maria.jansen@partner.example")
+    h = History(engine, tenant_id=live_server.tenant_id)
+    user_id = h.create("2026-09-02T10:00:00", "guest@contoso.example", guest=True)
+
+    page.goto("/admin/sign-in")
+    page.get_by_label("E-mail").fill("maria.jansen@partner.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"/admin/tenants/{live_server.tenant_id}/billing")
+    page.get_by_label("Or: trial starts on").fill("2026-10-03")
+    page.get_by_role("button", name="Save billing info").click()
+    expect(page.get_by_role("status").filter(has_text="Billing info saved")).to_be_visible()
+    expect(page.get_by_label("Trial ends on (last free day)")).to_have_value("2026-11-01")
+    expect(page.get_by_label("Or: trial starts on")).to_have_value("")
+    page.reload()
+    expect(page.get_by_label("Trial ends on (last free day)")).to_have_value("2026-11-01")
+
+    page.goto(f"/admin/tenants/{live_server.tenant_id}/users/{user_id}")
+    page.get_by_label("Guest from another company (multi-company group)").check()
+    page.get_by_role("button", name="Save flags").click()
+    expect(page.get_by_role("status").filter(has_text="flags saved")).to_be_visible()
+    expect(page.get_by_label("Guest from another company (multi-company group)")).to_be_checked()
+    page.reload()
+    with make_sessionmaker(engine)() as s:
+        assert s.scalar(select(func.count()).select_from(Event).where(
+            Event.kind == "user.external_guest")) == 1
