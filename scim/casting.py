@@ -300,13 +300,13 @@ def _flag(ext: Mapping[str, Any], name: str, absent_is_false: bool) -> bool | No
 
 def _guest(doc: Mapping[str, Any], ext: Mapping[str, Any], absent_is_false: bool
            ) -> bool | None:
-    """A guest is marked by either the extension flag or Entra's userType "Guest"; either
-    of them given says whether the user is one."""
-    user_type = doc.get("userType")
+    """A guest is marked by either the extension flag or Entra's userType "Guest". Only
+    the flag unmarks one: a userType such as "Member" (which IdPs send with every PUT)
+    does not undo an admin's guest flag."""
     said = ext.get("guest")
-    if said is True or str(user_type or "").strip().lower() == "guest":
+    if said is True or str(doc.get("userType") or "").strip().lower() == "guest":
         return True
-    if said is not None or user_type is not None:
+    if said is not None:
         return False
     return False if absent_is_false else None
 

@@ -80,7 +80,7 @@ def test_a_delta_that_does_not_mention_them_keeps_what_an_admin_set(engine: Engi
     from connector.status import Source
 
     tenant_id, _ = make_tenant(engine)
-    apply(engine, tenant_id, 1, [item("ann")], careful=False)
+    apply(engine, tenant_id, 1, [{**item("ann"), "userType": "Member"}], careful=False)
     frontline = {"paidHourly": True, "frontlineRole": "medical"}
     with make_sessionmaker(engine)() as s:
         tenant = s.get(Tenant, tenant_id)
@@ -91,7 +91,7 @@ def test_a_delta_that_does_not_mention_them_keeps_what_an_admin_set(engine: Engi
         directory.set_user_frontline(user, frontline)
         directory.set_user_flags(user, guest=True, admin=True, external_company_guest=True)
         s.commit()
-    changed = {**item("ann"), "displayName": "Ann A"}
+    changed = {**item("ann"), "displayName": "Ann A", "userType": "Member"}
     apply(engine, tenant_id, 2, [changed], careful=True)
     apply(engine, tenant_id, 3, [{"id": "oid-ann", "jobTitle": "Nurse"}], careful=False)
     with make_sessionmaker(engine)() as s:
@@ -99,3 +99,9 @@ def test_a_delta_that_does_not_mention_them_keeps_what_an_admin_set(engine: Engi
         assert user.display_name == "Ann A" and user.data.get("title") == "Nurse"
         assert user.frontline == frontline
         assert (user.guest, user.admin, user.external_company_guest) == (True, True, True)
+    # a userType that does change still decides
+    apply(engine, tenant_id, 4, [{"id": "oid-ann", "userType": "Guest"}], careful=False)
+    apply(engine, tenant_id, 5, [{"id": "oid-ann", "userType": "Member"}], careful=False)
+    with make_sessionmaker(engine)() as s:
+        user = s.scalars(select(User).where(User.external_id == "oid-ann")).one()
+        assert user.guest is False and user.external_company_guest is True

@@ -65,7 +65,7 @@ def test_put_without_the_extension_keeps_what_the_admin_set(
     user_id, _ = _set_up(scim, tenant_admin)
     r = scim.put(f"/Users/{user_id}", {"schemas": [CORE], "userName": "ann@x.io",
                                         "externalId": "ann", "displayName": "Ann",
-                                        "active": True})
+                                        "userType": "Member", "active": True})
     assert r.status_code == 200, r.json
     user = _stored(engine, user_id)
     assert (user.frontline, user.guest, user.external_company_guest) == (FRONTLINE, True, True)
