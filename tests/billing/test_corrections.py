@@ -247,3 +247,21 @@ def test_the_trial_command(engine: Engine, database_url: str, tmp_path: Path) ->
     bad = connector(database_url, "billing", "trial", "--tenant", h.tenant_id,
                     "--starts-on", "3 Oct", cwd=tmp_path)
     assert bad.returncode == 1 and "trial_starts_on must be a date" in bad.stderr
+
+
+def test_the_month_page_lists_what_was_not_billed_back(engine: Engine, app: Any,
+                                                        client: Any) -> None:
+    from tests.web.conftest import WebSession, make_web_admin
+
+    h = History(engine)
+    a = admin_made(h, "2026-08-05T10:00:00", "a@x.io", modules=("Hybrid",))
+    for month in (Month(2026, 9), Month(2026, 10), NOV):
+        close(h, month)
+    correct(h, "2026-12-10T00:00:00", a, "deletion", None, "2026-09-20T00:00:00Z")
+    close(h, DEC)
+    make_web_admin(engine, "clerk@partner.example")
+    web = WebSession(client)
+    web.sign_in("clerk@partner.example")
+    html = web.get(f"/admin/tenants/{h.tenant_id}/billing/months/2026-12").get_data(
+        as_text=True)
+    assert 'id="late-unadjusted"' in html and "2026-09" in html and REASON in html
