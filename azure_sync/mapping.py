@@ -369,7 +369,12 @@ def user_fields(object_id: str, stored: StoredProfile | None, changes: Mapping[s
                 data[t1] = value
     if "userType" in changes:
         user_type = changes["userType"]
-        guest = isinstance(user_type, str) and user_type.lower() == "guest"
+        said = isinstance(user_type, str) and user_type.lower() == "guest"
+        # A full round repeats every property: only a userType that changed (or a new
+        # user's) decides the guest flag, so an admin's flag survives the repetition.
+        before = data.get("userType") if stored else None
+        if stored is None or str(before or "").lower() != str(user_type or "").lower():
+            guest = said
         if isinstance(user_type, str) and user_type:
             data["userType"] = user_type
         else:

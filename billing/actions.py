@@ -20,14 +20,14 @@ from billing import reporting
 from billing.calendar import Month
 from billing.profiles import update_profile
 from connector.actions import AdminCall
-from connector.actions.users import live_user
+from connector.actions.users import frontline_attributes, live_user
 from connector.config import BillingSettings
 from connector.errors import InvalidSetting, NotFound
 from connector.models import BillingProfile, ReportingKey, User
 
-PARTNER_FIELDS = frozenset({"policy", "prices", "trial_ends_on", "non_profit", "time_zone"})
+PARTNER_FIELDS = frozenset({"policy", "prices", "trial_ends_on", "trial_starts_on",
+                            "non_profit", "time_zone"})
 REASON_LENGTH = 500
-FRONTLINE_ROLES = ("customerFacing", "backstage", "publicService", "medical", "other")
 
 
 def update_billing(call: AdminCall, tenant_id: str, changes: Mapping[str, Any]
@@ -91,11 +91,7 @@ def set_frontline(call: AdminCall, tenant_id: str, user_id: str, attributes: dic
     """Set the frontline plan's attributes of a user (desklessPercent, paidHourly,
     hasEmail, frontlineRole)."""
     tenant = call.tenant(tenant_id)
-    if not 0 <= attributes.get("desklessPercent", 0) <= 100:
-        raise InvalidSetting("desklessPercent must be from 0 to 100.")
-    if attributes.get("frontlineRole", "other") not in FRONTLINE_ROLES:
-        raise InvalidSetting("frontlineRole must be customerFacing, backstage, publicService, "
-                             "medical or other.")
+    attributes = frontline_attributes(attributes)
     user = live_user(call, tenant_id, user_id)
     if call.directory(tenant).set_user_frontline(user, attributes):
         call.audit("user.frontline", tenant_id, user_id, attributes)

@@ -62,23 +62,38 @@ def late_adjustments(s: Session, inputs: CloseInputs, settings: BillingSettings,
         late = _late_users(s, past, inputs.cutoff, since, learned)
         if not late:
             continue
+        why = _correction_reasons(past, learned)
         if index >= settings.adjustment_months:
-            _report_unadjusted(report, past, late)
+            _report_unadjusted(report, past, late, why)
             continue
-        month_rows, month_lines = _correct_month(s, past, late, inputs.cutoff, close_id, now)
+        month_rows, month_lines = _correct_month(s, past, late, inputs.cutoff, close_id, now,
+                                                 why)
         rows += month_rows
         lines += month_lines
     return rows, lines, report
 
 
 def _report_unadjusted(report: dict[str, Any], past: BillingClose,
-                       late: Mapping[str, set[str]]) -> None:
+                       late: Mapping[str, set[str]], why: Mapping[str, set[str]]) -> None:
     # Counted in full, listed up to REPORTED_USERS over all months.
     report["lateUnadjustedUsers"] += len(late)
     room = REPORTED_USERS - len(report["lateUnadjusted"])
     for uid, kinds in sorted(late.items())[:max(room, 0)]:
-        report["lateUnadjusted"].append({"month": past.month, "userId": uid,
-                                         "kinds": sorted(kinds)})
+        entry = {"month": past.month, "userId": uid, "kinds": sorted(kinds)}
+        if why.get(uid):
+            entry["reasons"] = sorted(why[uid])
+        report["lateUnadjusted"].append(entry)
+
+
+def _correction_reasons(past: BillingClose, learned: list[reader.LateEvent]
+                        ) -> dict[str, set[str]]:
+    """The reasons partner admins gave for the corrections of `past`, per user."""
+    why: dict[str, set[str]] = {}
+    for event in learned:
+        if (event.reason and event.user_id is not None and event.recorded_at > past.cutoff
+                and event.effective_at < past.window_end):
+            why.setdefault(event.user_id, set()).add(event.reason)
+    return why
 
 
 def _late_users(s: Session, past: BillingClose, cutoff: dt.datetime,
@@ -112,7 +127,8 @@ def _late_users(s: Session, past: BillingClose, cutoff: dt.datetime,
 
 
 def _correct_month(s: Session, past: BillingClose, late: Mapping[str, set[str]],
-                   cutoff: dt.datetime, close_id: int, now: dt.datetime
+                   cutoff: dt.datetime, close_id: int, now: dt.datetime,
+                   why: Mapping[str, set[str]]
                    ) -> tuple[list[dict[str, Any]], list[inv.Line]]:
     """Refold `past` for the late users with what is known now; where that bills
     differently from what was billed so far, a reversal and the corrected line, and
@@ -131,7 +147,8 @@ def _correct_month(s: Session, past: BillingClose, late: Mapping[str, set[str]],
         month = fold_month(uid, facts.get(uid, []), window, groups)
         corrected = decide_user(inputs.policy, month, first_day, inputs.trial_ends_on)
         before, name = billed.get(uid, (None, month.end.user_name))
-        reason = (f"late: {', '.join(sorted(late[uid]))} recorded after {past.month} closed")
+        reason = (f"late: {', '.join(sorted(late[uid]))} recorded after {past.month} closed"
+                  + "".join(f"; correction: {text}" for text in sorted(why.get(uid, ()))))
         for adj in inv.adjustments_for(past.month, before, corrected, reason):
             amount = Decimal("0.00")
             for unit in adj.units:

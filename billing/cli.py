@@ -11,18 +11,23 @@ import argparse
 import json
 import sys
 import time
+import uuid
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from billing import actions as billing_actions
 from billing import catch_up
 from billing import close as closing
 from billing.calendar import InvalidMonth, Month
 from billing.overview import adjustment_json, close_json
 from billing.planning import NotDue
 from billing.preview import preview
-from connector import clock, db, migrate
+from connector import browse, clock, db, migrate
+from connector.actions import AdminCall
+from connector.actions import users as user_actions
+from connector.admins import PARTNER, Principal
 from connector.config import ConfigError, Settings
 from connector.models import BillingAdjustment, BillingClose, Tenant
 
@@ -49,6 +54,37 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--tenant", required=True, metavar="TENANT_ID")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_preview)
+    p = bsub.add_parser(
+        "correct", help="record a back-dated correction of a user (billed back at the "
+        "next close)",
+        description="Record what held for a user from a past instant on, with a reason. "
+        "Closed months stay as they are: the next close reverses and corrects them within "
+        "billing.adjustment_months, and lists older ones in its report.")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    p.add_argument("--user", required=True, metavar="USER_ID")
+    p.add_argument("--kind", required=True, choices=list(user_actions.CORRECTION_KINDS))
+    p.add_argument("--value", help="status: active|inactive; guest, externalCompanyGuest: "
+                   "true|false; modules: comma-separated names ('' for none); frontline: a "
+                   "JSON object; deletion: none")
+    p.add_argument("--effective", required=True, metavar="INSTANT",
+                   help="when it took effect, ISO 8601 with a zone (2026-10-28T00:00:00Z)")
+    p.add_argument("--reason", required=True, help="why: kept with the events and the "
+                   "audit line, quoted on the adjustment lines")
+    p.add_argument("--by", default="cli", metavar="NAME",
+                   help="who records it, for the audit log (default: cli)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_correct)
+    p = bsub.add_parser("trial", help="give a tenant a trial (30 days), by its start or "
+                        "its last free day, or end it")
+    p.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--starts-on", metavar="YYYY-MM-DD",
+                      help="the trial's first day: it ends 29 days later")
+    when.add_argument("--ends-on", metavar="YYYY-MM-DD", help="the trial's last free day")
+    when.add_argument("--none", action="store_true", help="no trial")
+    p.add_argument("--by", default="cli", metavar="NAME",
+                   help="who changes it, for the audit log (default: cli)")
+    p.set_defaults(handler=cmd_trial)
     reporting = sub.add_parser("reporting", help="provisioning keys of the reporting API")
     rsub = reporting.add_subparsers(metavar="ACTION")
     p = rsub.add_parser("create-key", help="make a provisioning key (shown once)")
@@ -294,4 +330,64 @@ def cmd_revoke_key(settings: Settings, args: argparse.Namespace) -> int:
                               "list-keys.")
         s.commit()
     print(f"Provisioning key {args.key_id} is revoked: requests with it now get 401.")
+    return 0
+
+
+def _cli_value(kind: str, text: str | None) -> Any:
+    """`--value` as the correction's kind reads it."""
+    if kind in ("guest", "externalCompanyGuest"):
+        return {"true": True, "false": False}.get((text or "").strip().lower(), text)
+    if kind == "modules":
+        return [m.strip() for m in (text or "").split(",") if m.strip()]
+    if kind == "frontline":
+        try:
+            return json.loads(text or "{}")
+        except ValueError:
+            raise ConfigError("--value for frontline must be a JSON object, e.g. "
+                              "'{\"paidHourly\": true, \"frontlineRole\": \"medical\"}'."
+                              ) from None
+    return text
+
+
+def cmd_correct(settings: Settings, args: argparse.Namespace) -> int:
+    _, writer = _makers(settings)
+    correction = user_actions.correction_of(args.kind, _cli_value(args.kind, args.value),
+                                            args.effective, args.reason)
+    principal = Principal("", args.by, PARTNER, None, "cli")
+    with writer() as s:
+        call = AdminCall(s, principal, clock.now(), f"cli-{uuid.uuid4()}")
+        user, changed = user_actions.correct_user(call, args.tenant, args.user, correction)
+        recorded = browse.user_history(s, args.tenant, args.user,
+                                       correlation_id=call.correlation_id)
+        name = user.user_name
+        s.commit()
+    if args.json:
+        print(json.dumps({"userId": args.user, "currentStateChanged": changed,
+                          "events": recorded}))
+        return 0
+    when = correction.effective_at.isoformat()
+    print(f"Recorded: {args.kind} of {name} corrected from {when} "
+          f"({len(recorded)} event(s)); its current state "
+          f"{'changed too' if changed else 'stays (something later has the last word)'}.")
+    print("  The next close bills it back; see it with connector billing show --tenant "
+          f"{args.tenant} --month YYYY-MM once that month is closed.")
+    return 0
+
+
+def cmd_trial(settings: Settings, args: argparse.Namespace) -> int:
+    _, writer = _makers(settings)
+    changes = ({"trial_starts_on": args.starts_on} if args.starts_on else
+               {"trial_ends_on": "" if args.none else args.ends_on})
+    with writer() as s:
+        call = AdminCall(s, Principal("", args.by, PARTNER, None, "cli"), clock.now(),
+                         f"cli-{uuid.uuid4()}")
+        profile = billing_actions.update_billing(call, args.tenant, changes)
+        ends_on = profile.trial_ends_on
+        s.commit()
+    if ends_on is None:
+        print(f"Tenant {args.tenant} has no trial: every month is billed as its policy says.")
+    else:
+        print(f"Tenant {args.tenant}'s trial ends on {ends_on.isoformat()} (its last free "
+              "day); billing starts on the 1st of the month after. Closed months keep what "
+              "they were closed with.")
     return 0

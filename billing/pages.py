@@ -111,14 +111,27 @@ def save(tenant_id: str) -> Response:
     come_back_to(_index_url(tenant_id))
     changes: dict[str, Any] = {k: request.form.get(k, "") for k in TENANT_FORM}
     if me().role == "partner":
+        changes.update(_trial_from_form(tenant_id))
         changes.update(policy=request.form.get("policy", ""),
-                       trial_ends_on=request.form.get("trial_ends_on", ""),
                        non_profit=request.form.get("non_profit") == "on",
                        time_zone=request.form.get("time_zone", "").strip(),
                        prices=_prices_from_form())
     actions.update_billing(admin_call(), tenant_id, changes)
     return done("Billing info saved. Closed months keep what they were closed with; the "
                 "change applies from the next close.", _index_url(tenant_id))
+
+
+def _trial_from_form(tenant_id: str) -> dict[str, str]:
+    """The trial as the form gives it: a start date (if filled in) wins over the end date
+    field left as it was; an end date changed too must agree with it (else refused)."""
+    starts_on = request.form.get("trial_starts_on", "").strip()
+    ends_on = request.form.get("trial_ends_on", "")
+    if not starts_on:
+        return {"trial_ends_on": ends_on}
+    stored = load_profile(db.get_session(), tenant_id).trial_ends_on
+    if ends_on == (stored.isoformat() if stored else ""):
+        return {"trial_starts_on": starts_on}
+    return {"trial_starts_on": starts_on, "trial_ends_on": ends_on}
 
 
 def _prices_from_form() -> list[dict[str, str]]:

@@ -22,6 +22,8 @@ from connector.models import BillingProfile, Tenant
 TEXT_FIELDS = {"company_name": 200, "reference_number": 100, "customer_type": 100,
                "industry": 100, "po_number": 100}
 DEFAULT_POLICY = "active_with_module"
+# A trial is 30 days (seeds 000-003): from its first day, its last free day is 29 later.
+TRIAL_DAYS = 30
 
 
 def load_profile(session: Session, tenant_id: str) -> BillingProfile:
@@ -62,8 +64,14 @@ def update_profile(session: Session, ctx: WriteContext, tenant: Tenant,
     return profile
 
 
+def trial_end(starts_on: dt.date) -> dt.date:
+    """The last free day of a trial that starts on `starts_on` (day 1 of 30)."""
+    return starts_on + dt.timedelta(days=TRIAL_DAYS - 1)
+
+
 def _check(changes: Mapping[str, Any]) -> dict[str, Any]:
     checked: dict[str, Any] = {}
+    changes = _trial_from_start(changes)
     for key, value in changes.items():
         if key in TEXT_FIELDS:
             if not isinstance(value, str) or len(value) > TEXT_FIELDS[key]:
@@ -94,7 +102,28 @@ def _check(changes: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def _date(value: Any) -> dt.date | None:
+def _trial_from_start(changes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`trial_starts_on` given: the trial's end is 29 days later (30 days in all). With
+    `trial_ends_on` too, the two must agree."""
+    if "trial_starts_on" not in changes:
+        return changes
+    rest = {k: v for k, v in changes.items() if k != "trial_starts_on"}
+    starts_on = _date(changes["trial_starts_on"], "trial_starts_on")
+    if starts_on is None:
+        raise InvalidSetting("trial_starts_on must be a date (YYYY-MM-DD); to remove the "
+                             "trial, set trial_ends_on to empty.", "trial_starts_on")
+    ends_on = trial_end(starts_on)
+    given = _date(rest.get("trial_ends_on"), "trial_ends_on")
+    if given is not None and given != ends_on:
+        raise InvalidSetting(
+            f"A trial starting on {starts_on.isoformat()} ends on {ends_on.isoformat()} "
+            f"({TRIAL_DAYS} days), not {given.isoformat()}: give the start or the end, "
+            "not both.", "trial_starts_on")
+    rest["trial_ends_on"] = ends_on
+    return rest
+
+
+def _date(value: Any, name: str = "trial_ends_on") -> dt.date | None:
     if value is None or value == "":
         return None
     if isinstance(value, dt.date):
@@ -102,7 +131,7 @@ def _date(value: Any) -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError as exc:
-        raise InvalidSetting("trial_ends_on must be a date (YYYY-MM-DD) or empty.") from exc
+        raise InvalidSetting(f"{name} must be a date (YYYY-MM-DD) or empty.", name) from exc
 
 
 def profile_json(profile: BillingProfile, tenant: Tenant) -> dict[str, Any]:

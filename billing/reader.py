@@ -529,6 +529,7 @@ class LateEvent:
     kind: str
     effective_at: dt.datetime
     recorded_at: dt.datetime
+    reason: str | None = None  # a back-dated correction's, as the partner admin gave it
 
 
 def late_events(session: Session, tenant_id: str, since: dt.datetime, cutoff: dt.datetime,
@@ -539,7 +540,7 @@ def late_events(session: Session, tenant_id: str, since: dt.datetime, cutoff: dt
     which are back-dated corrections and few, so they are held."""
     rows = session.execute(
         select(Event.subject_type, Event.subject_id, Event.object_id, Event.kind,
-               Event.effective_at, Event.recorded_at)
+               Event.effective_at, Event.recorded_at, Event.reason)
         .where(Event.tenant_id == tenant_id, Event.recorded_at > since,
                Event.recorded_at <= cutoff, Event.effective_at < before,
                or_(and_(Event.subject_type == "user", Event.kind.in_(USER_KINDS)),
@@ -547,14 +548,14 @@ def late_events(session: Session, tenant_id: str, since: dt.datetime, cutoff: dt
                    and_(Event.subject_type == "group", Event.kind.in_(GROUP_KINDS))))
         .order_by(Event.recorded_at, Event.id))
     found = []
-    for subject_type, subject_id, object_id, kind, effective_at, recorded_at in rows:
+    for subject_type, subject_id, object_id, kind, effective_at, recorded_at, reason in rows:
         if kind in MEMBER_KINDS:
             user = object_id
         elif subject_type == "group":
             user = None
         else:
             user = subject_id
-        found.append(LateEvent(user, kind, effective_at, recorded_at))
+        found.append(LateEvent(user, kind, effective_at, recorded_at, reason))
     return found
 
 

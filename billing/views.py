@@ -54,7 +54,8 @@ TENANT_FIELDS = {"companyName": "company_name", "referenceNumber": "reference_nu
                  "customerType": "customer_type", "industry": "industry",
                  "poNumber": "po_number"}
 PARTNER_FIELDS = {"policy": "policy", "prices": "prices", "trialEndsOn": "trial_ends_on",
-                  "nonProfit": "non_profit", "timeZone": "time_zone"}
+                  "trialStartsOn": "trial_starts_on", "nonProfit": "non_profit",
+                  "timeZone": "time_zone"}
 
 
 def _month(text: str) -> Month:

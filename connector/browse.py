@@ -412,7 +412,11 @@ def user_detail(session: Session, tenant_id: str, user_id: str) -> dict[str, Any
                                Membership.group_id == Group.id))
         .where(Membership.tenant_id == tenant_id, Membership.member_id == user_id)
         .order_by(Group.display_name_norm))]
-    return {**summary.as_json(), "ownModules": own, "groups": groups,
+    external_guest, frontline = session.execute(
+        select(User.external_company_guest, User.frontline)
+        .where(User.tenant_id == tenant_id, User.id == user_id)).one()
+    return {**summary.as_json(), "externalCompanyGuest": external_guest,
+            "frontline": frontline or None, "ownModules": own, "groups": groups,
             "profile": user_profile(session, tenant_id, user_id)}
 
 
@@ -451,13 +455,17 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def user_history(session: Session, tenant_id: str, user_id: str, limit: int = 500
-                 ) -> list[dict[str, Any]]:
-    """The user's events, newest first: its status timeline and every other change.
-    (Group memberships are events of the group; the detail shows the current ones.)"""
-    rows = session.scalars(select(Event).where(Event.tenant_id == tenant_id,
-                                               Event.subject_id == user_id)
-                           .order_by(Event.id.desc()).limit(limit))
+def user_history(session: Session, tenant_id: str, user_id: str, limit: int = 500,
+                 correlation_id: str | None = None) -> list[dict[str, Any]]:
+    """The user's events, newest first: its status timeline and every other change
+    (`correlation_id`: only those one request recorded). Group memberships are events
+    of the group; the detail shows the current ones. A back-dated correction shows
+    where it took effect, with its reason."""
+    query = select(Event).where(Event.tenant_id == tenant_id, Event.subject_id == user_id)
+    if correlation_id is not None:
+        query = query.where(Event.correlation_id == correlation_id)
+    rows = session.scalars(query.order_by(Event.effective_at.desc(), Event.id.desc())
+                           .limit(limit))
     return [event_json(e) for e in rows]
 
 
@@ -465,7 +473,8 @@ def event_json(e: Event) -> dict[str, Any]:
     return {"id": e.id, "kind": e.kind, "subjectType": e.subject_type,
             "subjectId": e.subject_id, "old": e.old_value, "new": e.new_value,
             "effectiveAt": e.effective_at.isoformat(), "recordedAt": e.recorded_at.isoformat(),
-            "source": e.source, "actor": e.actor, "correlationId": e.correlation_id}
+            "source": e.source, "actor": e.actor, "correlationId": e.correlation_id,
+            "reason": e.reason}
 
 
 def deleted_users(session: Session, tenant_id: str, page: int = 1, per_page: int = 50

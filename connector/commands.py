@@ -6,6 +6,7 @@ directory service (`connector.directory`) is the only thing that applies them.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +34,12 @@ class UserFields:
     data: dict[str, Any] = field(default_factory=dict)
     values: tuple[IndexedValue, ...] = ()
     active: bool | None = None  # None: the writer did not say
-    guest: bool = False
-    external_company_guest: bool = False
-    admin: bool = False
+    # The flags below and `modules`/`frontline`: None means the writer did not mention
+    # them, which leaves an update's stored value alone (a new user gets False / none).
+    # An attribute an identity provider does not send is not one it set to nothing.
+    guest: bool | None = False
+    external_company_guest: bool | None = False
+    admin: bool | None = False
     modules: tuple[str, ...] | None = None  # None: leave as they are
     # The frontline plan's attributes (desklessPercent, paidHourly, hasEmail,
     # frontlineRole); None: leave as they are.
@@ -54,3 +58,23 @@ class GroupFields:
 class MemberChange:
     action: str  # add | remove | replace
     member_ids: tuple[str, ...]
+
+
+# What a back-dated correction may set (connector.directory.Directory.correct_user).
+CORRECTION_KINDS = ("status", "deletion", "modules", "guest", "external_company_guest",
+                    "frontline")
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What held for a user from `effective_at` (in the past) on, and why: a billing
+    clerk's correction of what the identity provider failed to say in time.
+
+    `value` by `kind`: status: True (active) / False; deletion: None (the user was
+    deleted then); modules: module names; guest, external_company_guest: bool;
+    frontline: the plan's attributes (empty: none)."""
+
+    kind: str
+    value: Any
+    effective_at: dt.datetime
+    reason: str

@@ -9,6 +9,7 @@ writes these tables, so the event log always replays to the current state.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,7 +22,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from connector import counters, db, events, provlog, user_extras
-from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
+from connector.commands import (
+    Correction,
+    GroupFields,
+    IndexedValue,
+    MemberChange,
+    UserFields,
+)
 from connector.errors import (
     Conflict,
     InvalidReference,
@@ -133,6 +140,8 @@ class Directory:
         # the users created and not yet in the session, and profile attributes changed.
         self._objects: dict[str, tuple[str | None, str | None]] = {}
         self._profile: list[tuple[str, dict[str, Any]]] = []
+        # While a back-dated correction applies: its instant and reason, for its events.
+        self._correcting: tuple[dt.datetime, str] | None = None
 
     @contextlib.contextmanager
     def batched_events(self) -> Iterator[None]:
@@ -261,8 +270,9 @@ class Directory:
         self._event(row["id"], events.USER_CREATED, None, {
             "userName": row["user_name"], "active": state.active,
             "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
-            "guest": fields.guest, "external_company_guest": fields.external_company_guest,
-            "admin": fields.admin, "modules": list(modules), **_frontline_value(fields),
+            "guest": bool(fields.guest),
+            "external_company_guest": bool(fields.external_company_guest),
+            "admin": bool(fields.admin), "modules": list(modules), **_frontline_value(fields),
         })
         inserts = [(_USERS, [row]), (_VALUES, self._value_rows(row["id"], fields.values)),
                    (_USER_MODULES, [{"tenant_id": self.tenant.id, "user_id": row["id"],
@@ -299,8 +309,9 @@ class Directory:
             "display_name_norm": fields.display_name.casefold() if fields.display_name
             else None,
             "active": state.active, "idp_active": state.idp_active,
-            "in_deleted_list": state.in_deleted_list, "guest": fields.guest,
-            "external_company_guest": fields.external_company_guest, "admin": fields.admin,
+            "in_deleted_list": state.in_deleted_list, "guest": bool(fields.guest),
+            "external_company_guest": bool(fields.external_company_guest),
+            "admin": bool(fields.admin),
             "frontline": fields.frontline or None, "invited_at": None, "claimed_at": None,
             "origin": str(self.ctx.source), "removed_at": None, "purged_at": None,
             "seen_in_run": seen_in_run, "created_at": now, "modified_at": now, "version": 1,
@@ -335,8 +346,9 @@ class Directory:
             self._event(user_id, events.USER_CREATED, None, {
                 "userName": fields.user_name, "active": state.active,
                 "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
-                "guest": fields.guest, "external_company_guest": fields.external_company_guest,
-                "admin": fields.admin, "modules": [], **_frontline_value(fields)})
+                "guest": bool(fields.guest),
+                "external_company_guest": bool(fields.external_company_guest),
+                "admin": bool(fields.admin), "modules": [], **_frontline_value(fields)})
         db.insert_many(self.session, User.__table__, users)
         db.insert_many(self.session, UserValue.__table__, values)
         counters.add_live_users(self.session, self.tenant.id, len(users))
@@ -491,7 +503,7 @@ class Directory:
             select(Event.new_value).where(Event.tenant_id == self.tenant.id,
                                           Event.subject_id == user.id,
                                           Event.kind == events.USER_REMOVED)
-            .order_by(Event.id.desc()).limit(1))
+            .order_by(Event.effective_at.desc(), Event.id.desc()).limit(1))
         wanted = removal.get("modules", []) if isinstance(removal, dict) else []
         catalogue = module_catalogue(self.session, self.tenant.id)
         return tuple(sorted({catalogue[m.casefold()] for m in wanted
@@ -516,13 +528,16 @@ class Directory:
         self._event(user.id, events.USER_PURGED, None, {"userName": user.user_name})
 
     @_emits_events
-    def set_user_flags(self, user: User, guest: bool | None = None, admin: bool | None = None
-                       ) -> bool:
-        """An admin marks a user guest or admin (or not). Returns whether anything changed."""
+    def set_user_flags(self, user: User, guest: bool | None = None, admin: bool | None = None,
+                       external_company_guest: bool | None = None) -> bool:
+        """An admin marks a user guest, external-company guest or admin (or not); None
+        leaves a flag as it is. Returns whether anything changed."""
         if user.removed_at is not None:
             raise NotFound(f"User {user.id} was deleted.")
         changed = False
         for attr, kind, value in (("guest", events.USER_GUEST, guest),
+                                  ("external_company_guest", events.USER_EXTERNAL_GUEST,
+                                   external_company_guest),
                                   ("admin", events.USER_ADMIN, admin)):
             if value is not None and getattr(user, attr) != value:
                 self._event(user.id, kind, getattr(user, attr), value)
@@ -568,6 +583,84 @@ class Directory:
         self._event(user.id, events.USER_FRONTLINE, user.frontline or {}, attributes)
         user.frontline = attributes or None
         self._touch(user)
+        return True
+
+    @_emits_events
+    def correct_user(self, user: User, correction: Correction) -> bool:
+        """Record what held for the user from `correction.effective_at` (in the past) on,
+        with its reason: events that took effect then, recorded now. Billing folds them
+        in their place; a closed month never changes (the next close adjusts it).
+
+        When nothing later in the history has the last word on the same thing, the
+        current state follows too (a status change then under the status rules, like an
+        admin's). Returns whether it did; StateConflict when the history already says
+        so at that instant."""
+        if user.purged_at is not None:
+            raise NotFound(f"User {user.id} was removed permanently; its history is "
+                           "closed to corrections.")
+        at = correction.effective_at
+        wanted = self._corrected_value(correction)
+        history = self.session.execute(
+            select(Event.kind, Event.new_value, Event.effective_at)
+            .where(Event.tenant_id == self.tenant.id, Event.subject_type == "user",
+                   Event.subject_id == user.id,
+                   Event.kind.in_(_CORRECTED_BY[correction.kind]))
+            .order_by(Event.effective_at, Event.id)).all()
+        before = [(kind, new) for kind, new, when in history if when <= at]
+        if not before:
+            raise InvalidSetting(f"The user did not exist yet at {at.isoformat()}; a "
+                                 "correction takes effect after its creation.", "effectiveAt")
+        then = _held_after(correction.kind, *before[-1])
+        if then == wanted:
+            raise StateConflict(f"Nothing to correct: at {at.isoformat()} the history "
+                                f"already says {_said(correction.kind, then)}.")
+        latest = not any(when > at for _, _, when in history)
+        self._correcting = (at, correction.reason)
+        try:
+            if latest and self._apply_correction(user, correction.kind, wanted):
+                self._touch(user)
+                return True
+            if correction.kind == "deletion":  # as a removal's event says it
+                self._event(user.id, events.USER_REMOVED, None,
+                            {"userName": user.user_name, "modules": []})
+            else:
+                self._event(user.id, _CORRECTION_EVENT[correction.kind], then, wanted)
+            return False
+        finally:
+            self._correcting = None
+
+    def _corrected_value(self, correction: Correction) -> Any:
+        """The correction's value as the events store it."""
+        if correction.kind == "modules":
+            return list(self._known_modules(correction.value))
+        if correction.kind == "deletion":
+            return False  # the aspect is "exists"
+        if correction.kind == "frontline":
+            return dict(correction.value or {})
+        return bool(correction.value)
+
+    def _apply_correction(self, user: User, kind: str, wanted: Any) -> bool:
+        """Make the current state say `wanted` (the correction is the last word), its
+        events stamped with the correction. False: only the history takes it (a
+        deleted user's modules live in its removal event)."""
+        if kind == "status":
+            if user.removed_at is None:
+                self._refuse_unless_admin_may_set(user, None)
+            before = StatusState(user.active, user.idp_active, user.in_deleted_list)
+            return self._set_state(user, before, admin_sets(before, wanted))
+        if kind == "deletion":
+            self._refuse_unless_admin_may_set(user, None)  # as a status change
+            self.remove_user(user)
+            user.removed_at = self._correcting[0] if self._correcting else self.ctx.now
+            return True
+        if kind == "modules":
+            return user.removed_at is None and self._replace_user_modules(user, wanted)
+        if kind == "frontline":
+            self._event(user.id, events.USER_FRONTLINE, user.frontline or {}, wanted)
+            user.frontline = wanted or None
+            return True
+        self._event(user.id, _CORRECTION_EVENT[kind], getattr(user, kind), wanted)
+        setattr(user, kind, wanted)
         return True
 
     @_emits_events
@@ -652,7 +745,7 @@ class Directory:
                            ("external_company_guest", events.USER_EXTERNAL_GUEST),
                            ("admin", events.USER_ADMIN)):
             old, new = getattr(user, attr), getattr(fields, attr)
-            if old != new:
+            if new is not None and old != new:
                 setattr(user, attr, new)
                 self._event(user.id, kind, old, new)
                 changed = True
@@ -902,9 +995,66 @@ class Directory:
 
     def _event(self, subject_id: str, kind: str, old: Any, new: Any,
                subject_type: str = "user", object_id: str | None = None) -> None:
+        at, reason = self._correcting or (None, None)
         row = events.row(self.ctx, subject_type, subject_id, kind, old, new,
-                         object_id=object_id)
+                         effective_at=at, object_id=object_id, reason=reason)
         if self._pending is None:  # outside a public call: write at once
             self._record([row])
         else:
             self._pending.append(row)
+
+
+# For each thing a correction sets: the events that say what held from their instant on,
+# the event a correction writes, and what an event says of it (`_held_after`).
+_CORRECTED_BY = {
+    "status": (events.USER_CREATED, events.USER_STATUS),
+    "deletion": (events.USER_CREATED, events.USER_REMOVED, events.USER_RESTORED),
+    "modules": (events.USER_CREATED, events.USER_MODULES, events.USER_REMOVED,
+                events.USER_RESTORED),
+    "guest": (events.USER_CREATED, events.USER_GUEST),
+    "external_company_guest": (events.USER_CREATED, events.USER_EXTERNAL_GUEST),
+    "frontline": (events.USER_CREATED, events.USER_FRONTLINE),
+}
+_CORRECTION_EVENT = {
+    "status": events.USER_STATUS, "deletion": events.USER_REMOVED,
+    "modules": events.USER_MODULES, "guest": events.USER_GUEST,
+    "external_company_guest": events.USER_EXTERNAL_GUEST, "frontline": events.USER_FRONTLINE,
+}
+_CREATED_KEYS = {"status": "active", "guest": "guest",
+                 "external_company_guest": "external_company_guest"}
+
+
+def _held_after(aspect: str, kind: str, new: Any) -> Any:
+    """What an event of `kind` with value `new` says of `aspect` from its instant on."""
+    if kind == events.USER_CREATED:
+        new = new if isinstance(new, dict) else {}
+        if aspect == "deletion":
+            return True
+        if aspect == "modules":
+            return sorted(new.get("modules") or [])
+        if aspect == "frontline":
+            return dict(new.get("frontline") or {})
+        return bool(new.get(_CREATED_KEYS[aspect], aspect == "status"))
+    if kind == events.USER_REMOVED:
+        return False if aspect == "deletion" else []
+    if kind == events.USER_RESTORED:
+        new = new if isinstance(new, dict) else {}
+        return True if aspect == "deletion" else sorted(new.get("modules") or [])
+    if aspect == "modules":
+        return sorted(new or [])
+    if aspect == "frontline":
+        return dict(new or {})
+    return bool(new)
+
+
+def _said(aspect: str, value: Any) -> str:
+    if aspect == "status":
+        return "active" if value else "inactive"
+    if aspect == "deletion":
+        return "deleted" if not value else "present"
+    if aspect == "modules":
+        return "modules " + (", ".join(value) or "none")
+    if aspect == "frontline":
+        return "frontline " + (", ".join(f"{k}={v}" for k, v in sorted(value.items())) or
+                               "none")
+    return f"{aspect.replace('_', ' ')} {'yes' if value else 'no'}"

@@ -53,7 +53,11 @@ class ProvisioningPaused(DomainError):
 
 
 class InvalidSetting(DomainError):
-    pass
+    """`field`, when given, names the input at fault (a form shows the message there)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class StateConflict(DomainError):

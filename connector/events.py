@@ -77,9 +77,10 @@ def record(
 
 def row(ctx: WriteContext, subject_type: str, subject_id: str, kind: str, old: Any = None,
         new: Any = None, effective_at: dt.datetime | None = None,
-        object_id: str | None = None) -> dict[str, Any]:
+        object_id: str | None = None, reason: str | None = None) -> dict[str, Any]:
     """One event's column values, for `record_many`. `object_id` is the other party of
-    a relation (the member of a membership event).
+    a relation (the member of a membership event); `reason` says why a back-dated
+    correction was recorded.
 
     An event may take effect before it is recorded (a back-dated correction), never
     after: nothing here schedules changes, and billing relies on it (a month's events
@@ -100,6 +101,7 @@ def row(ctx: WriteContext, subject_type: str, subject_id: str, kind: str, old: A
         "actor": ctx.actor,
         "correlation_id": ctx.correlation_id,
         "object_id": object_id,
+        "reason": reason,
     }
 
 

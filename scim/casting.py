@@ -19,6 +19,7 @@ from scim.errors import InvalidSyntax, InvalidValue
 from scim.schemas import (
     CONNECTOR_GROUP,
     CONNECTOR_USER,
+    CONNECTOR_USER_SCHEMA,
     GROUP,
     GROUP_TYPE,
     INDEXED_MULTI_VALUED,
@@ -243,13 +244,19 @@ _COMMON_ATTRS = {"externalid": Attribute("externalId", case_exact=True),
 # -- resource -> directory fields ------------------------------------------------
 
 
-def user_fields(doc: Mapping[str, Any], complete: bool = False) -> UserFields:
+def user_fields(doc: Mapping[str, Any], complete: bool = False,
+                cleared: frozenset[str] = frozenset(),
+                stored_frontline: Mapping[str, Any] | None = None) -> UserFields:
     """Split a validated User into what the directory stores where.
 
     `complete` says the document is the whole resource (the result of a PATCH applied to
-    the stored user): an attribute missing from it was removed. A PUT body is not
-    complete for `modules`: IdPs that PUT (Okta) omit attributes they do not map, and
-    that must not wipe modules an admin assigned. Only an explicit `modules` clears them.
+    the stored user, rendered with every flag and frontline attribute in effect): an
+    attribute missing from it was removed. A POST or PUT body is not complete: IdPs that
+    PUT (Okta) omit attributes they do not map, and an attribute the IdP does not send
+    is not one it set to nothing. So a PUT leaves the connector's own attributes (guest,
+    externalCompanyGuest, admin, modules, the frontline plan's) as they are unless it
+    gives a value, or gives null (`cleared`, from `cleared_attributes`). A PUT's
+    frontline attributes are merged into `stored_frontline` one by one.
     """
     user_name = doc.get("userName")
     if not isinstance(user_name, str) or not user_name.strip():
@@ -260,11 +267,13 @@ def user_fields(doc: Mapping[str, Any], complete: bool = False) -> UserFields:
     kept_ext = {k: v for k, v in ext.items() if k.lower() not in CONNECTOR_USER_TABLES}
     if kept_ext:
         data[CONNECTOR_USER] = kept_ext
-    # A guest is marked by either the extension flag or Entra's userType "Guest".
-    guest = ext.get("guest") is True or str(doc.get("userType", "")).strip().lower() == "guest"
     modules = ext.get("modules")
-    if modules is None and complete:
+    if modules is None and (complete or "modules" in cleared):
         modules = []
+    if complete:
+        frontline: dict[str, Any] | None = frontline_attributes(ext, data)
+    else:
+        frontline = _merged_frontline(stored_frontline, ext, data, cleared)
     return UserFields(
         user_name=user_name,
         external_id=doc.get("externalId") or None,
@@ -272,12 +281,67 @@ def user_fields(doc: Mapping[str, Any], complete: bool = False) -> UserFields:
         data=data,
         values=tuple(indexed_values(data)),
         active=doc.get("active"),
-        guest=bool(guest),
-        external_company_guest=bool(ext.get("externalCompanyGuest", False)),
-        admin=bool(ext.get("admin", False)),
+        guest=_guest(doc, ext, complete or "guest" in cleared),
+        external_company_guest=_flag(ext, "externalCompanyGuest",
+                                     complete or "externalCompanyGuest" in cleared),
+        admin=_flag(ext, "admin", complete or "admin" in cleared),
         modules=tuple(modules) if modules is not None else None,
-        frontline=frontline_attributes(ext, data),
+        frontline=frontline,
     )
+
+
+def _flag(ext: Mapping[str, Any], name: str, absent_is_false: bool) -> bool | None:
+    """An extension flag as given; absent: False or None (leave it)."""
+    value = ext.get(name)
+    if value is None:
+        return False if absent_is_false else None
+    return bool(value)
+
+
+def _guest(doc: Mapping[str, Any], ext: Mapping[str, Any], absent_is_false: bool
+           ) -> bool | None:
+    """A guest is marked by either the extension flag or Entra's userType "Guest". Only
+    the flag unmarks one: a userType such as "Member" (which IdPs send with every PUT)
+    does not undo an admin's guest flag."""
+    said = ext.get("guest")
+    if said is True or str(doc.get("userType") or "").strip().lower() == "guest":
+        return True
+    if said is not None:
+        return False
+    return False if absent_is_false else None
+
+
+def cleared_attributes(body: Any) -> frozenset[str]:
+    """The workplace extension's attributes a POST/PUT body gives as null (RFC 7643
+    §2.5: unassigned): those, unlike the ones it leaves out, it asks to clear. A null
+    extension object clears all of them."""
+    if not isinstance(body, dict):
+        return frozenset()
+    names = {a.name.lower(): a.name for a in CONNECTOR_USER_SCHEMA.attributes}
+    for key, value in body.items():
+        if key.lower() != CONNECTOR_USER.lower():
+            continue
+        if value is None:
+            return frozenset(names.values())
+        if isinstance(value, dict):
+            return frozenset(names[k.lower()] for k, v in value.items()
+                             if v is None and k.lower() in names)
+    return frozenset()
+
+
+def _merged_frontline(stored: Mapping[str, Any] | None, ext: Mapping[str, Any],
+                      data: Mapping[str, Any], cleared: frozenset[str]
+                      ) -> dict[str, Any] | None:
+    """A POST/PUT's frontline attributes over the stored ones, attribute by attribute;
+    None when it mentions none of them (nothing to change)."""
+    given = {k: ext[k] for k in FRONTLINE_KEYS if ext.get(k) is not None}
+    if not given and not cleared.intersection(FRONTLINE_KEYS):
+        return None
+    merged = {k: v for k, v in (stored or {}).items() if k not in cleared}
+    merged.update(given)
+    if given and "hasEmail" not in merged:
+        merged["hasEmail"] = bool(data.get("emails"))
+    return merged
 
 
 FRONTLINE_KEYS = ("desklessPercent", "paidHourly", "hasEmail", "frontlineRole")
@@ -364,6 +428,11 @@ def render_user(meta: Meta, columns: Mapping[str, Any], data: Mapping[str, Any],
     for name, column in CONNECTOR_USER_FLAGS:
         if name in ext or columns[column]:
             ext[name] = columns[column]
+    # The frontline plan's attributes in effect are the column's (an admin may have set
+    # them); what the document says of them may be out of date.
+    for key in FRONTLINE_KEYS:
+        ext.pop(key, None)
+    ext.update(columns.get("frontline") or {})
     if modules:
         ext["modules"] = modules
     if ext:
@@ -404,5 +473,6 @@ def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-__all__ = ["GROUP_TYPE", "USER_TYPE", "Meta", "etag", "group_fields", "parse_etag",
+__all__ = ["GROUP_TYPE", "USER_TYPE", "Meta", "cleared_attributes", "etag", "group_fields",
+           "parse_etag",
            "render_group", "render_user", "user_fields", "validate"]

@@ -85,7 +85,8 @@ def _meta(ctx: ScimContext, row: Any, kind: str, endpoint: str) -> casting.Meta:
 def _user_columns(user: Any) -> dict[str, Any]:
     return {"user_name": user.user_name, "external_id": user.external_id,
             "display_name": user.display_name, "active": user.active, "guest": user.guest,
-            "external_company_guest": user.external_company_guest, "admin": user.admin}
+            "external_company_guest": user.external_company_guest, "admin": user.admin,
+            "frontline": user.frontline}
 
 
 def _group_columns(group: Group) -> dict[str, Any]:
@@ -112,7 +113,9 @@ def replace_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
                  version: int | None) -> User:
     user = load_user(session, ctx, user_id)
     doc = casting.validate(body, USER_TYPE)
-    return ctx.directory(session).update_user(user, casting.user_fields(doc), version)
+    fields = casting.user_fields(doc, cleared=casting.cleared_attributes(body),
+                                 stored_frontline=user.frontline)
+    return ctx.directory(session).update_user(user, fields, version)
 
 
 def patch_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
@@ -134,7 +137,16 @@ def patch_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
     fields = casting.user_fields(doc, complete=True)
     if _modules_of(outcome.resource) == _modules_of(current):
         fields = dataclasses.replace(fields, modules=None)  # untouched: no module query
+    if _frontline_of(outcome.resource) == _frontline_of(current):
+        fields = dataclasses.replace(fields, frontline=None)  # untouched: left as it is
     return ctx.directory(session).update_user(user, fields, version)
+
+
+def _frontline_of(resource: dict[str, Any]) -> dict[str, Any]:
+    for key, section in resource.items():
+        if key.lower() == CONNECTOR_USER.lower() and isinstance(section, dict):
+            return {k: v for k, v in section.items() if k in casting.FRONTLINE_KEYS}
+    return {}
 
 
 def _modules_of(resource: dict[str, Any]) -> list[str]:

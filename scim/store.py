@@ -44,7 +44,8 @@ SEP = known_extras.MODULE_SEP
 
 USER_COLUMNS = (_U.c.tenant_id, _U.c.id, _U.c.user_name, _U.c.external_id, _U.c.display_name,
                 _U.c.active, _U.c.idp_active, _U.c.guest, _U.c.external_company_guest,
-                _U.c.admin, _U.c.created_at, _U.c.modified_at, _U.c.version, _U.c.data)
+                _U.c.admin, _U.c.frontline, _U.c.created_at, _U.c.modified_at, _U.c.version,
+                _U.c.data)
 
 
 def _user_extras(dialect: str, with_groups: bool) -> tuple[ColumnElement[Any], ...]:

@@ -64,6 +64,7 @@ class AdminCall:
               detail: Any = None) -> None:
         """The call's audit line, in its transaction (committed with the change)."""
         admins.audit(self.session, at=self.now, actor=self.principal.actor,
-                     admin_id=self.principal.admin_id, action=action, tenant_id=tenant_id,
+                     admin_id=self.principal.admin_id or None, action=action,
+                     tenant_id=tenant_id,
                      target=target, detail=detail, remote_addr=self.remote_addr,
                      correlation_id=self.correlation_id)

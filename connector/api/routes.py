@@ -255,6 +255,7 @@ def create_user(tenant_id: str) -> Response:
         user_name=body["userName"], display_name=body.get("displayName"),
         given_name=body.get("givenName"), family_name=body.get("familyName"),
         email=body.get("email"), active=body.get("active"), guest=body.get("guest", False),
+        external_company_guest=body.get("externalCompanyGuest", False),
         admin=body.get("admin", False), modules=body.get("modules"))
     user = users.create_user(admin_call(), tenant_id, new)
     return done(201, browse.user_detail(session(), tenant_id, user.id))
@@ -271,7 +272,8 @@ def patch_user(tenant_id: str, user_id: str) -> Response:
     tenant_for(tenant_id)
     body = request_body()
     users.change_user(admin_call(), tenant_id, user_id, guest=body.get("guest"),
-                      admin=body.get("admin"), modules=body.get("modules"))
+                      admin=body.get("admin"), modules=body.get("modules"),
+                      external_company_guest=body.get("externalCompanyGuest"))
     return done(200, browse.user_detail(session(), tenant_id, user_id))
 
 
@@ -280,6 +282,23 @@ def set_status(tenant_id: str, user_id: str) -> Response:
     tenant_for(tenant_id)
     users.set_status(admin_call(), tenant_id, user_id, request_body()["status"])
     return done(200, browse.user_detail(session(), tenant_id, user_id))
+
+
+@bp.post("/tenants/<tenant_id>/users/<user_id>/corrections")
+def correct_user(tenant_id: str, user_id: str) -> Response:
+    tenant_for(tenant_id)
+    body = request_body()
+    correction = users.correction_of(body.get("kind"), body.get("value"),
+                                     body.get("effectiveAt"), body.get("reason"))
+    call = admin_call()
+    _user, changed = users.correct_user(call, tenant_id, user_id, correction)
+    return done(201, {
+        "kind": body["kind"], "value": body.get("value"),
+        "effectiveAt": correction.effective_at.isoformat(), "reason": correction.reason,
+        "currentStateChanged": changed,
+        "events": browse.user_history(session(), tenant_id, user_id,
+                                      correlation_id=call.correlation_id),
+        "user": browse.user_detail(session(), tenant_id, user_id)})
 
 
 @bp.get("/tenants/<tenant_id>/users/<user_id>/history")

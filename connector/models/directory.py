@@ -268,6 +268,8 @@ class Event(Base):
     # The other party of a relation event: the member of a group.member_added/removed
     # event. Indexed, so a month close reads a user's memberships by the user.
     object_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # Why a partner admin recorded a back-dated correction; None for every other event.
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
     __table_args__ = (
         Index("ix_events_subject", "tenant_id", "subject_id", "effective_at"),

@@ -35,7 +35,7 @@ def test_a_body_breaking_the_contract_names_every_member(partner: ApiClient,
     errors = {e["member"]: e["detail"] for e in answer.json["errors"]}
     assert errors == {
         "": "Unknown member(s): nickName; allowed: active, admin, displayName, email, "
-            "familyName, givenName, guest, modules, userName.",
+            "externalCompanyGuest, familyName, givenName, guest, modules, userName.",
         "guest": "guest must be true or false.",
         "modules[1]": "modules[1] must be text.",
         "userName": "userName needs at least 1 character(s).",

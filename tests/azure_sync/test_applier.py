@@ -70,3 +70,38 @@ def test_a_full_round_marks_users_in_the_write_that_creates_or_changes_them(
     assert seen_in_run(engine, tenant_id) == {"oid-ann": 42, "oid-bob": 41, "oid-cat": 42}
     # ann's mark goes out with the flush of the page; cat's with its INSERT (or COPY).
     assert len([s for s in batched if s.startswith("UPDATE USERS")]) == 1
+
+
+def test_a_delta_that_does_not_mention_them_keeps_what_an_admin_set(engine: Engine) -> None:
+    """Issue 17, item 11: Graph knows nothing of the frontline plan, the external-company
+    guest or admin flags and modules; a later page changing another attribute keeps them."""
+    from connector.directory import Directory
+    from connector.events import WriteContext
+    from connector.status import Source
+
+    tenant_id, _ = make_tenant(engine)
+    apply(engine, tenant_id, 1, [{**item("ann"), "userType": "Member"}], careful=False)
+    frontline = {"paidHourly": True, "frontlineRole": "medical"}
+    with make_sessionmaker(engine)() as s:
+        tenant = s.get(Tenant, tenant_id)
+        assert tenant is not None
+        user = s.scalars(select(User).where(User.external_id == "oid-ann")).one()
+        directory = Directory(s, tenant, WriteContext(tenant_id, Source.ADMIN, "clerk",
+                                                      "c1", NOW))
+        directory.set_user_frontline(user, frontline)
+        directory.set_user_flags(user, guest=True, admin=True, external_company_guest=True)
+        s.commit()
+    changed = {**item("ann"), "displayName": "Ann A", "userType": "Member"}
+    apply(engine, tenant_id, 2, [changed], careful=True)
+    apply(engine, tenant_id, 3, [{"id": "oid-ann", "jobTitle": "Nurse"}], careful=False)
+    with make_sessionmaker(engine)() as s:
+        user = s.scalars(select(User).where(User.external_id == "oid-ann")).one()
+        assert user.display_name == "Ann A" and user.data.get("title") == "Nurse"
+        assert user.frontline == frontline
+        assert (user.guest, user.admin, user.external_company_guest) == (True, True, True)
+    # a userType that does change still decides
+    apply(engine, tenant_id, 4, [{"id": "oid-ann", "userType": "Guest"}], careful=False)
+    apply(engine, tenant_id, 5, [{"id": "oid-ann", "userType": "Member"}], careful=False)
+    with make_sessionmaker(engine)() as s:
+        user = s.scalars(select(User).where(User.external_id == "oid-ann")).one()
+        assert user.guest is False and user.external_company_guest is True

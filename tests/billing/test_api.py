@@ -235,3 +235,63 @@ def test_the_time_zone_is_tenant_policy_recorded_apart_from_the_billing_info(
         (events.BILLING_PROFILE, {"companyName": "", "version": 0},
          {"companyName": "Nord AS", "version": 1})]
     assert [kind for kind, _old, _new in rows[2:]] == [events.BILLING_PROFILE]  # version
+
+
+def test_a_back_dated_correction_over_the_api(partner: ApiClient, tenant_admin: ApiClient,
+                                              scim: ScimClient) -> None:
+    partner = Checked(partner)  # type: ignore[assignment]
+    tenant_admin = Checked(tenant_admin)  # type: ignore[assignment]
+    made = partner.post(f"/tenants/{scim.tenant_id}/users", {"userName": "cleo@x.io"}).json
+    base = f"/tenants/{scim.tenant_id}/users/{made['id']}"
+    body = {"kind": "status", "value": "inactive", "effectiveAt": made["created"],
+            "reason": "left on the 28th; the IdP sync was down"}
+    assert tenant_admin.post(f"{base}/corrections", body).status_code == 403
+    r = partner.post(f"{base}/corrections", body)
+    assert r.status_code == 201, r.json
+    assert r.json["currentStateChanged"] is True and r.json["user"]["status"] == "inactive"
+    assert [(e["kind"], e["new"], e["reason"]) for e in r.json["events"]] == [
+        ("user.status", False, body["reason"])]
+    history = partner.get(f"{base}/history").json["items"]
+    assert history[0]["reason"] == body["reason"]
+    again = partner.post(f"{base}/corrections", body)
+    assert again.status_code == 409 and "already says inactive" in again.json["detail"]
+    future = partner.post(f"{base}/corrections", {**body, "effectiveAt": "2999-01-01T00:00:00Z"})
+    assert future.status_code == 400 and "not in the past" in future.json["detail"]
+    early = partner.post(f"{base}/corrections", {**body, "effectiveAt": "2000-01-01T00:00:00Z"})
+    assert early.status_code == 400 and "before the" in early.json["detail"]
+    no_reason = partner.post(f"{base}/corrections", {**body, "reason": ""})
+    assert no_reason.status_code == 400
+    assert partner.post(f"/tenants/{scim.tenant_id}/users/nobody/corrections",
+                        body).status_code == 404
+
+
+def test_external_company_guest_over_the_admin_api(tenant_admin: ApiClient,
+                                                   scim: ScimClient) -> None:
+    tenant_admin = Checked(tenant_admin)  # type: ignore[assignment]
+    made = tenant_admin.post(f"/tenants/{scim.tenant_id}/users",
+                             {"userName": "dan@x.io", "externalCompanyGuest": True})
+    assert made.status_code == 201 and made.json["externalCompanyGuest"] is True
+    base = f"/tenants/{scim.tenant_id}/users/{made.json['id']}"
+    off = tenant_admin.patch(base, {"externalCompanyGuest": False})
+    assert off.status_code == 200 and off.json["externalCompanyGuest"] is False
+    assert tenant_admin.get(f"{base}/history").json["items"][0]["kind"] == "user.external_guest"
+    assert tenant_admin.patch(base, {"externalCompanyGuest": "yes"}).status_code == 400
+
+
+def test_a_trial_given_by_its_start(partner: ApiClient, tenant_admin: ApiClient,
+                                    scim: ScimClient) -> None:
+    """Issue 17, item 13: a trial is 30 days, so its start gives its last free day."""
+    partner = Checked(partner)  # type: ignore[assignment]
+    path = f"/tenants/{scim.tenant_id}/billing"
+    assert tenant_admin.put(path, {"trialStartsOn": "2026-10-03"}).status_code == 403
+    done = partner.put(path, {"trialStartsOn": "2026-10-03"})
+    assert done.status_code == 200 and done.json["trialEndsOn"] == "2026-11-01"
+    agree = partner.put(path, {"trialStartsOn": "2026-02-01", "trialEndsOn": "2026-03-02"})
+    assert agree.status_code == 200 and agree.json["trialEndsOn"] == "2026-03-02"
+    clash = partner.put(path, {"trialStartsOn": "2026-02-01", "trialEndsOn": "2026-03-31",
+                               "companyName": "Kept out"})
+    assert clash.status_code == 400 and "ends on 2026-03-02" in clash.json["detail"]
+    bad = partner.put(path, {"trialStartsOn": "soon"})
+    assert bad.status_code == 400
+    after = partner.get(path).json
+    assert (after["trialEndsOn"], after["companyName"]) == ("2026-03-02", "")

@@ -97,3 +97,97 @@ def test_a_partner_reads_an_invoice_and_reissues_the_month(
     expect(page.get_by_role("status").filter(has_text="reissued as version 2")).to_be_visible()
     expect(page.locator("#versions").get_by_role("row").filter(has_text="superseded")
            ).to_be_visible()
+
+
+def test_a_clerk_records_a_back_dated_correction_on_the_users_page(
+        page: Page, engine: Engine, live_server: LiveServer,  # noqa: F811
+        database_url: str) -> None:
+    """Issue 17, item 12: the form on the user's page; refusals stay next to their field
+    with what was typed; post/redirect/get, so reloading repeats nothing."""
+    from sqlalchemy import func, select
+
+    from connector.commands import UserFields
+    from connector.models import Event
+    from connector.status import Source
+
+    rename_tenant(engine, live_server.tenant_id, "Fabrikam")
+    make_web_admin(engine, "clerk@partner.example")
+    set_created(engine, live_server.tenant_id, "2026-09-01T00:00:00")
+    h = History(engine, tenant_id=live_server.tenant_id)
+    with h.directory("2026-09-02T10:00:00", Source.ADMIN) as d:
+        user_id = d.create_user(UserFields(user_name="bram@fabrikam.example",
+                                           modules=("Hybrid",))).id
+
+    page.goto("/admin/sign-in")
+    page.get_by_label("E-mail").fill("clerk@partner.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"/admin/tenants/{live_server.tenant_id}/users/{user_id}")
+    form = page.locator("#correction")
+    form.get_by_label("What").select_option("status")
+    form.get_by_label("Status", exact=True).select_option("inactive")
+    form.get_by_label("Effective from (UTC)").fill("2999-10-28T00:00:00")
+    form.get_by_label("Reason").fill("left on the 28th; the IdP sync was down")
+    form.get_by_role("button", name="Record the correction").click()
+    expect(page.locator("#correction-effectiveAt-error")).to_contain_text("not in the past")
+    expect(form.get_by_label("Reason")).to_have_value("left on the 28th; the IdP sync was down")
+    page.reload()  # a GET: the refusal was shown once, nothing was recorded
+    expect(page.locator("#correction-effectiveAt-error")).to_have_count(0)
+
+    form.get_by_label("Effective from (UTC)").fill("2026-10-28T00:00:00")
+    form.get_by_role("button", name="Record the correction").click()
+    expect(page.locator("#correction-reason-error")).to_contain_text("needs its reason")
+    expect(form.get_by_label("Effective from (UTC)")).to_have_value("2026-10-28T00:00")
+
+    form.get_by_label("Reason").fill("left on the 28th; the IdP sync was down")
+    form.get_by_role("button", name="Record the correction").click()
+    expect(page.get_by_role("status").filter(has_text="Correction recorded")).to_be_visible()
+    expect(page.locator("h1 .badge")).to_have_text("inactive")
+    row = page.locator("table.history tbody tr").filter(has_text="the IdP sync was down")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("2026-10-28 00:00 UTC")
+    page.reload()
+    expect(page.locator("table.history tbody tr").filter(
+        has_text="the IdP sync was down")).to_have_count(1)
+    with make_sessionmaker(engine)() as s:
+        assert s.scalar(select(func.count()).select_from(Event).where(
+            Event.reason.is_not(None))) == 1
+    screenshot(page, "user-correction", database_url)
+
+
+def test_a_partner_gives_a_trial_by_its_start_and_marks_an_external_guest(
+        page: Page, engine: Engine, live_server: LiveServer,  # noqa: F811
+        database_url: str) -> None:
+    """Issue 17, item 13, in the browser; each POST answers with a redirect, so
+    reloading repeats nothing."""
+    from sqlalchemy import func, select
+
+    from connector.models import Event
+
+    rename_tenant(engine, live_server.tenant_id, "Fabrikam")
+    make_web_admin(engine, "maria.jansen@partner.example")
+    h = History(engine, tenant_id=live_server.tenant_id)
+    user_id = h.create("2026-09-02T10:00:00", "guest@contoso.example", guest=True)
+
+    page.goto("/admin/sign-in")
+    page.get_by_label("E-mail").fill("maria.jansen@partner.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"/admin/tenants/{live_server.tenant_id}/billing")
+    page.get_by_label("Or: trial starts on").fill("2026-10-03")
+    page.get_by_role("button", name="Save billing info").click()
+    expect(page.get_by_role("status").filter(has_text="Billing info saved")).to_be_visible()
+    expect(page.get_by_label("Trial ends on (last free day)")).to_have_value("2026-11-01")
+    expect(page.get_by_label("Or: trial starts on")).to_have_value("")
+    page.reload()
+    expect(page.get_by_label("Trial ends on (last free day)")).to_have_value("2026-11-01")
+
+    page.goto(f"/admin/tenants/{live_server.tenant_id}/users/{user_id}")
+    page.get_by_label("Guest from another company (multi-company group)").check()
+    page.get_by_role("button", name="Save flags").click()
+    expect(page.get_by_role("status").filter(has_text="flags saved")).to_be_visible()
+    expect(page.get_by_label("Guest from another company (multi-company group)")).to_be_checked()
+    page.reload()
+    with make_sessionmaker(engine)() as s:
+        assert s.scalar(select(func.count()).select_from(Event).where(
+            Event.kind == "user.external_guest")) == 1
