@@ -1,7 +1,7 @@
 """Events carry the reason of a back-dated correction
 
-Revision ID: 0020
-Revises: 0018
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-06 18:05:00
 
 events.reason: why a partner admin (a billing clerk) recorded a correction that took
@@ -12,8 +12,8 @@ event. Shown on the user's timeline; the adjustment lines of the next close name
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0020"
-down_revision = "0018"
+revision = "0021"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
