@@ -499,17 +499,35 @@ def restart(tenant_id: str) -> Response:
     return redirect(url_for("web.entra.runs", tenant_id=tenant_id), 303)
 
 
+_PREVIEW = "entra_preview"  # a dry run's result, for the one GET that shows it
+
+
 @bp.post("/preview")
-def preview(tenant_id: str) -> str:
-    """A dry run: what the next round would change, nothing applied. Shown in this
-    response (nothing of it is stored)."""
+def preview(tenant_id: str) -> Response:
+    """A dry run: what the next round would change, nothing applied. Its result is kept
+    in the session for the page that shows it, so a reload neither runs (and audits) it
+    again nor shows a result that has gone stale."""
     tenant_page(tenant_id)
     come_back_to(_status_url(tenant_id))
-    found, result = actions.preview(admin_call(), service(), tenant_id)
+    _found, result = actions.preview(admin_call(), service(), tenant_id)
     counts = dict(result.counts)
     full = bool(counts.pop("full_round", 0))
-    return render_template("admin/entra/preview.html", counts=counts, full=full,
-                           pages=result.pages, registration=found)
+    flask_session[_PREVIEW] = {"tenant": tenant_id, "counts": counts, "full": full,
+                               "pages": result.pages}
+    return redirect(url_for("web.entra.preview_result", tenant_id=tenant_id), 303)
+
+
+@bp.get("/preview")
+def preview_result(tenant_id: str) -> Response | str:
+    tenant_page(tenant_id)
+    shown = flask_session.pop(_PREVIEW, None)
+    found = session().get(EntraRegistration, tenant_id)
+    if not isinstance(shown, dict) or shown.get("tenant") != tenant_id or found is None:
+        flash("A preview is shown once, when it is made: it would be out of date by now. "
+              "Use “Preview” again to see what the next round would change.", "error")
+        return redirect(_status_url(tenant_id), 303)
+    return render_template("admin/entra/preview.html", counts=shown["counts"],
+                           full=shown["full"], pages=shown["pages"], registration=found)
 
 
 @bp.post("/sync-user")

@@ -3,9 +3,11 @@ admins' management of accounts."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from connector import admins
 from connector.actions import AdminCall
-from connector.errors import InvalidSetting
+from connector.errors import InvalidSetting, NotFound
 from connector.models import AdminAccount, AdminToken
 
 
@@ -32,6 +34,16 @@ def create_token(call: AdminCall, name: str) -> tuple[AdminToken, str]:
     token, clear = admins.create_token(call.session, call.principal.admin_id, name, call.now)
     call.audit("token.created", call.principal.tenant_id, token.name, {"token_id": token.id})
     return token, clear
+
+
+def own_token(call: AdminCall, token_id: str) -> AdminToken:
+    """One of the signed-in admin's API tokens (NotFound for anyone else's)."""
+    token = call.session.scalar(select(AdminToken).where(
+        AdminToken.id == token_id, AdminToken.admin_id == call.principal.admin_id))
+    if token is None:
+        raise NotFound(f"You have no API token with id {token_id}; your account page lists "
+                       "your tokens.")
+    return token
 
 
 def revoke_token(call: AdminCall, token_id: str) -> AdminToken:

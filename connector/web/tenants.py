@@ -13,7 +13,7 @@ from connector.actions import tenants as actions
 from connector.errors import InvalidSetting
 from connector.http import admin_call, scim_base_url
 from connector.tenant_settings import CHOICES
-from connector.web import bp
+from connector.web import bp, shown_once
 from connector.web.pages import come_back_to, done, me, page_number, safe_next, tenant_page
 
 AUDIT_PER_PAGE = 50
@@ -30,17 +30,29 @@ def tenants_page() -> Response | str:
 
 
 @bp.post("/tenants")
-def create_tenant() -> str:
+def create_tenant() -> Response:
     me().require_partner()
     come_back_to(url_for("web.tenants"))
     tenant, issued = actions.create_tenant(admin_call(), request.form.get("name", ""))
     db.get_session().commit()
+    return redirect(url_for("web.tenant_created", tenant_id=tenant.id,
+                            shown=shown_once.stash(issued.token)), 303)
+
+
+@bp.get("/tenants/<tenant_id>/created")
+def tenant_created(tenant_id: str) -> str:
+    """The new tenant's first SCIM token, once; a reload says where to get a new one."""
+    tenant = tenant_page(tenant_id)
     return render_template(
-        "admin/secret.html", title=f"Tenant “{tenant.name}” created", secret=issued.token,
+        "admin/secret.html", title=f"Tenant “{tenant.name}” created",
+        secret=shown_once.take(request.args.get("shown")),
         label="SCIM bearer token", scim_base_url=scim_base_url(),
         explain="Give the identity provider (Entra ID, Okta, OneLogin, JumpCloud) the SCIM "
                 "base URL and this token. The token is shown only now; rotating it on the "
                 "tenant's settings page issues a new one.",
+        again="Rotate the SCIM token to get a new one (the first one then stops working).",
+        again_url=url_for("web.rotate_scim_token", tenant_id=tenant.id),
+        again_label="Rotate the SCIM token…",
         back=url_for("web.settings", tenant_id=tenant.id),
         back_label=f"Go to {tenant.name}’s provisioning settings")
 
@@ -98,18 +110,32 @@ def change(tenant_id: str) -> Response:
     return done(said or "Nothing changed: the settings already had these values.", back)
 
 
-@bp.post("/tenants/<tenant_id>/scim-token")
+@bp.get("/tenants/<tenant_id>/scim-token")
 def rotate_scim_token(tenant_id: str) -> str:
+    """Ask before rotating; after a rotation, the new token (once)."""
     tenant = tenant_page(tenant_id)
-    come_back_to(url_for("web.settings", tenant_id=tenant_id))
+    ticket = request.args.get("shown")
+    secret = shown_once.take(ticket)
+    if secret is not None:
+        return render_template(
+            "admin/secret.html", title="New SCIM token", secret=secret,
+            label="SCIM bearer token", scim_base_url=scim_base_url(),
+            explain="Every earlier token of this tenant stopped working just now: paste this "
+                    "one into the identity provider's provisioning settings. It is shown "
+                    "only now.",
+            back=url_for("web.settings", tenant_id=tenant.id),
+            back_label="Back to the settings")
+    return render_template("admin/confirm_rotate.html", shown_before=bool(ticket))
+
+
+@bp.post("/tenants/<tenant_id>/scim-token")
+def rotate_scim_token_now(tenant_id: str) -> Response:
+    tenant_page(tenant_id)
+    come_back_to(url_for("web.rotate_scim_token", tenant_id=tenant_id))
     issued = actions.rotate_scim_token(admin_call(), tenant_id)
     db.get_session().commit()
-    return render_template(
-        "admin/secret.html", title="New SCIM token", secret=issued.token,
-        label="SCIM bearer token", scim_base_url=scim_base_url(),
-        explain="Every earlier token of this tenant stopped working just now: paste this one "
-                "into the identity provider's provisioning settings. It is shown only now.",
-        back=url_for("web.settings", tenant_id=tenant.id), back_label="Back to the settings")
+    return redirect(url_for("web.rotate_scim_token", tenant_id=tenant_id,
+                            shown=shown_once.stash(issued.token)), 303)
 
 
 # -- modules --------------------------------------------------------------------------------

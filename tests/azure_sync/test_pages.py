@@ -267,12 +267,14 @@ def test_preview_changes_nothing_and_one_user_is_synced_at_once(
     directory.seed_users(5)
     register(web, tenant_id, fake_app)
     response = web.post(entra(tenant_id, "/preview"))
-    assert response.status_code == 200
-    html = response.get_data(as_text=True)
+    html = web.follow(response)
     well_formed(html)
     assert "Nothing was applied." in text(html) and "a full round" in text(html)
     assert "Users created 6" in text(html)
     assert user_count(engine, tenant_id) == 0 and latest_run(engine, tenant_id) is None
+    again = web.follow(web.get(response.location))  # a reload runs nothing again
+    assert "Use “Preview” again" in flash_of(again) and "Users created 6" not in text(again)
+    assert audit_actions(engine).count("entra.preview") == 1
 
     html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": "ann@contoso.example"}))
     assert "ann@contoso.example synced from Entra ID: 1 created." in flash_of(html)
