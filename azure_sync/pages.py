@@ -37,7 +37,7 @@ from azure_sync.errors import (
 from azure_sync.views import error_json, service
 from connector import clock, db
 from connector.browse import Page
-from connector.errors import InvalidSetting, NotFound, StateConflict
+from connector.errors import FieldChecks, InvalidSetting, NotFound, StateConflict
 from connector.http import admin_call
 from connector.models import (
     EntraRegistration,
@@ -48,6 +48,7 @@ from connector.models import (
     User,
 )
 from connector.status import Source
+from connector.web.forms import typed
 from connector.web.pages import (
     TenantTab,
     add_tenant_tab,
@@ -302,7 +303,9 @@ def registration(tenant_id: str) -> str:
         "admin/entra/registration.html", registration=found, clouds=CLOUDS,
         percent_from=staging.PERCENT_RULE_FROM,
         scim_users=found is None and _has_scim_users(tenant_id),
-        values={"directory_id": found.directory_id if found else "",
+        # As saved, or as typed when the form was refused (every error next to its field).
+        values={name: typed(name, saved) for name, saved in {
+                "directory_id": found.directory_id if found else "",
                 "client_id": found.client_id if found else "",
                 "authority_host": found.authority_host if found else defaults.authority_host,
                 "graph_base_url": found.graph_base_url if found else defaults.graph_base_url,
@@ -316,7 +319,7 @@ def registration(tenant_id: str) -> str:
                 "scope_group_mode": found.scope_group_mode if found else "direct",
                 "soft_delete": found.soft_delete if found else "disable",
                 "matching_attribute": found.matching_attribute if found
-                else "userPrincipalName"})
+                else "userPrincipalName"}.items()})
 
 
 def _settings() -> Any:
@@ -355,17 +358,26 @@ def save_registration(tenant_id: str) -> Response:
     typed = request.form.get("client_secret", "")
     secret = typed if typed.strip() else None
     pem = request.form.get("certificate_pem", "").replace("\r\n", "\n").strip() or None
+    fields = FieldChecks()  # every wrong field said at once, next to it
+    numbers: dict[str, int | None] = {}
+    for name, label in (("interval_minutes", "Minutes between rounds"),
+                        ("threshold_count", "The deletion threshold in users"),
+                        ("threshold_percent", "The deletion threshold in percent")):
+        numbers[name] = None
+        with fields.field(name):
+            numbers[name] = _number(name, label)
     given = actions.Registration(
         directory_id=_text("directory_id") or "", client_id=_text("client_id") or "",
         secret=secret, certificate_pem=pem, authority_host=_text("authority_host"),
-        graph_base_url=_text("graph_base_url"),
-        interval_minutes=_number("interval_minutes", "Minutes between rounds"),
-        threshold_count=_number("threshold_count", "The deletion threshold's count"),
-        threshold_percent=_number("threshold_percent", "The deletion threshold's percentage"),
+        graph_base_url=_text("graph_base_url"), interval_minutes=numbers["interval_minutes"],
+        threshold_count=numbers["threshold_count"],
+        threshold_percent=numbers["threshold_percent"],
         scope_domains=_list("scope_domains"), scope_groups=_list("scope_groups"),
         scope_group_mode=_text("scope_group_mode"), soft_delete=_text("soft_delete"),
         matching_attribute=_text("matching_attribute"))
-    found, new = actions.save_registration(admin_call(), _settings(), tenant_id, given)
+    with fields.field("form"):
+        found, new = actions.save_registration(admin_call(), _settings(), tenant_id, given)
+    fields.raise_any()
     if new:
         said = (f"Entra ID sync is set up: a round runs every {found.interval_minutes} "
                 "minutes. Start the first one now with “Run now”, or see what it would do "

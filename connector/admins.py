@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from connector.errors import Conflict, DomainError, InvalidSetting, NotFound
+from connector.errors import Conflict, DomainError, InvalidFields, InvalidSetting, NotFound
 from connector.models import AdminAccount, AdminToken, AuditEntry, InstanceKey, Tenant
 from connector.tenants import hash_token
 
@@ -164,10 +164,14 @@ def reset_password(session: Session, email: str, now: dt.datetime
 def change_password(session: Session, account: AdminAccount, current: str, new: str) -> None:
     if not check_password_hash(account.password_hash, current):
         # Not BadCredentials: the caller is signed in; the form's value is wrong.
-        raise InvalidSetting("The current password is not right.")
-    check_password_rules(new)
+        raise InvalidFields({"current_password": "The current password is not right."})
+    try:
+        check_password_rules(new)
+    except InvalidSetting as exc:
+        raise InvalidFields({"new_password": exc.message}) from None
     if hmac.compare_digest(current.encode(), new.encode()):
-        raise InvalidSetting("Choose a password different from the current one.")
+        raise InvalidFields({"new_password": "Choose a password different from the current "
+                                             "one."})
     account.password_hash = generate_password_hash(new)
     account.must_change_password = False
     account.session_epoch += 1  # other browsers signed in as this account are signed out
@@ -225,7 +229,8 @@ def create_token(session: Session, account_id: str, name: str, now: dt.datetime
                  ) -> tuple[AdminToken, str]:
     name = name.strip()
     if not name or len(name) > 100:
-        raise InvalidSetting("A token needs a name of 1 to 100 characters (what it is for).")
+        raise InvalidFields({"name": "A token needs a name of 1 to 100 characters (what it "
+                                     "is for)."})
     clear = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = AdminToken(id=str(uuid.uuid4()), admin_id=account_id, name=name,
                        token_hash=hash_token(clear), hint=clear[:10], created_at=now)

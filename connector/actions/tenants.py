@@ -7,7 +7,7 @@ from typing import Any
 
 from connector import tenant_settings, tenants
 from connector.actions import AdminCall
-from connector.errors import InvalidSetting
+from connector.errors import InvalidFields
 from connector.models import Tenant
 from connector.tenants import IssuedToken
 
@@ -19,7 +19,7 @@ def create_tenant(call: AdminCall, name: str) -> tuple[Tenant, IssuedToken]:
     call.principal.require_partner()
     name = name.strip()
     if not 1 <= len(name) <= NAME_LENGTH:
-        raise InvalidSetting(f"A tenant name needs 1 to {NAME_LENGTH} characters.")
+        raise InvalidFields({"name": f"A tenant name needs 1 to {NAME_LENGTH} characters."})
     tenant, issued = tenants.create_tenant(call.session, name, call.now, call.principal.actor)
     call.audit("tenant.created", tenant.id, name)
     call.session.flush()
