@@ -158,6 +158,11 @@ class AdminSettings:
         "attempts get 429 (four times as many per client address).",
     )
     login_window_seconds: int = setting(900, "The window failed sign-ins are counted in.")
+    closed_tenant_retention_days: int = setting(
+        90,
+        "Days a closed tenant is kept (its closed months and invoices readable, reopening "
+        "possible) before the scheduler or `connector tenant purge` deletes its data.",
+    )
 
 
 @dataclass(frozen=True)

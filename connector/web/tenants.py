@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import redirect, render_template, request, url_for
+from flask import current_app, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from connector import admins, browse, counters, db, tenants
@@ -26,7 +26,9 @@ def tenants_page() -> Response | str:
     s = db.get_session()
     rows = tenants.list_tenants(s)
     users = counters.live_users_of(s, [t.id for t in rows])
-    return render_template("admin/tenants.html", tenants=rows, users=users)
+    return render_template("admin/tenants.html", tenants=rows, users=users,
+                           purge_dates={t.id: tenants.purge_due(t, _retention_days())
+                                        for t in rows})
 
 
 @bp.post("/tenants")
@@ -55,6 +57,61 @@ def tenant_created(tenant_id: str) -> str:
         again_label="Rotate the SCIM token…",
         back=url_for("web.settings", tenant_id=tenant.id),
         back_label=f"Go to {tenant.name}’s provisioning settings")
+
+
+def _retention_days() -> int:
+    return int(current_app.config["SETTINGS"].admin.closed_tenant_retention_days)
+
+
+@bp.get("/tenants/<tenant_id>/rename")
+def rename_tenant_form(tenant_id: str) -> str:
+    me().require_partner()
+    tenant_page(tenant_id)
+    return render_template("admin/tenant_rename.html")
+
+
+@bp.post("/tenants/<tenant_id>/rename")
+def rename_tenant(tenant_id: str) -> Response:
+    me().require_partner()
+    tenant_page(tenant_id)
+    come_back_to(url_for("web.rename_tenant_form", tenant_id=tenant_id))
+    old, new = actions.rename_tenant(admin_call(), tenant_id, request.form.get("name", ""))
+    said = (f"“{old}” is now called “{new}”." if old != new else
+            f"Nothing changed: the tenant is already called “{new}”.")
+    return done(said, url_for("web.tenants"))
+
+
+@bp.get("/tenants/<tenant_id>/close")
+def close_tenant_form(tenant_id: str) -> str:
+    me().require_partner()
+    tenant = tenant_page(tenant_id)
+    users = counters.live_users_of(db.get_session(), [tenant.id])[tenant.id]
+    return render_template("admin/tenant_close.html", users=users,
+                           retention_days=_retention_days())
+
+
+@bp.post("/tenants/<tenant_id>/close")
+def close_tenant(tenant_id: str) -> Response:
+    me().require_partner()
+    tenant_page(tenant_id)
+    come_back_to(url_for("web.tenants"))
+    tenant = actions.close_tenant(admin_call(), tenant_id)
+    due = tenants.purge_due(tenant, _retention_days())
+    assert due is not None
+    return done(f"{tenant.name} is closed: SCIM requests with its token are refused and Entra "
+                "ID sync stopped; its closed months and invoices stay readable. Its data is "
+                f"deleted on {due:%Y-%m-%d} unless you reopen it before then.",
+                url_for("web.tenants"))
+
+
+@bp.post("/tenants/<tenant_id>/reopen")
+def reopen_tenant(tenant_id: str) -> Response:
+    me().require_partner()
+    tenant_page(tenant_id)
+    come_back_to(url_for("web.tenants"))
+    tenant = actions.reopen_tenant(admin_call(), tenant_id)
+    return done(f"{tenant.name} is open again: SCIM and Entra ID sync work as before.",
+                url_for("web.tenants"))
 
 
 @bp.get("/tenants/<tenant_id>/")
@@ -154,6 +211,45 @@ def add_module(tenant_id: str) -> Response:
     come_back_to(url_for("web.modules", tenant_id=tenant_id))
     module = actions.add_module(admin_call(), tenant_id, request.form.get("name", ""))
     return done(f"Module “{module}” added to the catalogue.",
+                url_for("web.modules", tenant_id=tenant_id))
+
+
+@bp.get("/tenants/<tenant_id>/modules/<path:module>/rename")
+def rename_module_form(tenant_id: str, module: str) -> str:
+    tenant_page(tenant_id)
+    name, users, groups = actions.module_holders(admin_call(), tenant_id, module)
+    return render_template("admin/module_rename.html", module=name, users=users,
+                           groups=groups)
+
+
+@bp.post("/tenants/<tenant_id>/modules/<path:module>/rename")
+def rename_module(tenant_id: str, module: str) -> Response:
+    tenant_page(tenant_id)
+    come_back_to(url_for("web.rename_module_form", tenant_id=tenant_id, module=module))
+    new = actions.rename_module(admin_call(), tenant_id, module, request.form.get("name", ""))
+    said = (f"Module “{module}” is now called “{new}”; the users and groups that held it "
+            "hold the new name. If the billing info's prices name it, change them too."
+            if new != module else "Nothing changed: the module already has this name.")
+    return done(said, url_for("web.modules", tenant_id=tenant_id))
+
+
+@bp.get("/tenants/<tenant_id>/modules/<path:module>/remove")
+def remove_module_form(tenant_id: str, module: str) -> str:
+    tenant_page(tenant_id)
+    name, users, groups = actions.module_holders(admin_call(), tenant_id, module)
+    return render_template("admin/module_remove.html", module=name, users=users,
+                           groups=groups)
+
+
+@bp.post("/tenants/<tenant_id>/modules/<path:module>/remove")
+def remove_module(tenant_id: str, module: str) -> Response:
+    tenant_page(tenant_id)
+    come_back_to(url_for("web.remove_module_form", tenant_id=tenant_id, module=module))
+    name, users, groups = actions.remove_module(admin_call(), tenant_id, module,
+                                                confirmed=request.form.get("confirm") == "yes")
+    held = (f" {users} user(s) and {groups} group(s) no longer hold it; their history keeps "
+            "the name." if users or groups else "")
+    return done(f"Module “{name}” removed from the catalogue.{held}",
                 url_for("web.modules", tenant_id=tenant_id))
 
 

@@ -89,7 +89,8 @@ def test_a_tenant_admin_may_choose_only_microsofts_clouds(
     api = client(loopback_app, engine, "tenant", tenant_id)
     refused = put(api, tenant_id, fake_app, authorityHost=host)
     assert refused.status_code == 400
-    assert "The sign-in (authority) host must be one of Microsoft's clouds" in refused.json["detail"]
+    assert ("The sign-in (authority) host must be one of Microsoft's clouds"
+            in refused.json["detail"])
     assert put(api, tenant_id, fake_app, **{**DOD, "graphBaseUrl": host}).status_code == 400
     chosen = put(api, tenant_id, fake_app, **DOD)
     assert chosen.status_code == 200, chosen.json
