@@ -48,7 +48,6 @@ from connector.models import (
     User,
 )
 from connector.status import Source
-from connector.web.forms import typed
 from connector.web.pages import (
     TenantTab,
     add_tenant_tab,
@@ -56,6 +55,7 @@ from connector.web.pages import (
     done,
     page_number,
     tenant_page,
+    typed,
 )
 
 bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra",

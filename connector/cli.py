@@ -391,7 +391,7 @@ def cmd_tenant_purge(settings: Settings, args: argparse.Namespace) -> int:
             with maker() as s:
                 due = [(t.id, t.name) for t in tenants.tenants_to_purge(s, clock.now(), days)]
         else:
-            due = tenants.purge_closed(maker, clock.now(), days, actor="cli")
+            due = tenants.purge_closed(maker, clock.now(), days, _audit_purge("cli"))
     finally:
         engine.dispose()
     verb = "Would purge" if args.dry_run else "Purged"
@@ -399,6 +399,15 @@ def cmd_tenant_purge(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{verb} {name!r} ({tenant_id}).")
     print(f"{verb} {len(due)} tenant(s) closed more than {days} days ago.")
     return 0
+
+
+def _audit_purge(actor: str) -> tenants.PurgeAudit:
+    def audit(session: Session, tenant: Tenant, now: Any) -> None:
+        admins.audit(session, at=now, actor=actor, action="tenant.purged", tenant_id=tenant.id,
+                     target=tenant.name, correlation_id=f"purge-{tenant.id}",
+                     detail={"closed_at": tenant.closed_at.isoformat()
+                             if tenant.closed_at else None})
+    return audit
 
 
 def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -490,7 +499,8 @@ def _start_billing(settings: Settings) -> Any:
     running = billing_scheduler.start(maker, settings.billing)
     notify.add_jobs(running, maker, settings)  # the notifications run beside the closes
     provlog.add_prune_job(running, maker, settings.provisioning_log)
-    tenants.add_purge_job(running, maker, settings.admin.closed_tenant_retention_days)
+    tenants.add_purge_job(running, maker, settings.admin.closed_tenant_retention_days,
+                          _audit_purge("system:purge"))
     return running
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from connector import clock, events
 from connector.errors import Conflict, InvalidFields, NotFound, StateConflict
 from connector.events import WriteContext
-from connector.models import AuditEntry, Module, ScimToken, Tenant, TenantCounter
+from connector.models import Module, ScimToken, Tenant, TenantCounter
 from connector.status import Source, TenantPolicy
 
 log = logging.getLogger("connector.tenants")
@@ -275,8 +275,13 @@ def tenants_to_purge(session: Session, now: dt.datetime, retention_days: int) ->
         Tenant.closed_at.is_not(None), Tenant.closed_at <= cutoff).order_by(Tenant.closed_at)))
 
 
+# How a purge is audited: (session, tenant, now), in the purge's transaction. The
+# operator's side (`connector.cli`) writes the line; this module writes no audit log.
+PurgeAudit = Callable[[Session, Tenant, dt.datetime], None]
+
+
 def purge_closed(maker: Callable[[], Session], now: dt.datetime, retention_days: int,
-                 actor: str = "system:purge") -> list[tuple[str, str]]:
+                 audit: PurgeAudit) -> list[tuple[str, str]]:
     """Purge every closed tenant whose retention period is over, one transaction each
     (with its audit line); returns their (id, name)."""
     with maker() as s:
@@ -288,26 +293,26 @@ def purge_closed(maker: Callable[[], Session], now: dt.datetime, retention_days:
             if tenant is None or tenant.closed_at is None or tenant.closed_at > now - \
                     dt.timedelta(days=max(0, retention_days)):
                 continue  # reopened or purged meanwhile
+            audit(s, tenant, now)
             purge_tenant(s, tenant_id)
-            s.add(AuditEntry(at=now, actor=actor, action="tenant.purged", tenant_id=tenant_id,
-                             target=name, detail={"closed_at": tenant.closed_at.isoformat()},
-                             correlation_id=f"purge-{tenant_id}"))
             s.commit()
         purged.append((tenant_id, name))
     return purged
 
 
-def purge_job(maker: Callable[[], Session], retention_days: int) -> None:
+def purge_job(maker: Callable[[], Session], retention_days: int, audit: PurgeAudit) -> None:
     """The scheduler's daily pass: never raises (the job must run again)."""
     try:
-        for tenant_id, name in purge_closed(maker, clock.now(), retention_days):
+        for tenant_id, name in purge_closed(maker, clock.now(), retention_days, audit):
             log.info("purged closed tenant %s (%s)", name, tenant_id)
     except Exception:  # noqa: BLE001 - logged; the next pass tries again
         log.exception("purging closed tenants failed")
 
 
-def add_purge_job(scheduler: Any, maker: Callable[[], Session], retention_days: int) -> None:
-    scheduler.add_job(purge_job, "interval", hours=24, args=(maker, retention_days),
+def add_purge_job(scheduler: Any, maker: Callable[[], Session], retention_days: int,
+                  audit: PurgeAudit) -> None:
+    """Purge due tenants once a day from this process's scheduler (`connector worker`)."""
+    scheduler.add_job(purge_job, "interval", hours=24, args=(maker, retention_days, audit),
                       id="tenants:purge", max_instances=1, coalesce=True,
                       replace_existing=True,
                       next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60))

@@ -25,6 +25,9 @@ from connector.http import tenant_for
 from connector.models import Tenant
 from connector.tenants import module_catalogue
 from connector.web import PREFIX
+from connector.web.forms import typed
+
+__all__ = ["typed"]  # part of the page kit: a refused form's value (connector.web.forms)
 
 
 def me() -> Principal:

@@ -10,6 +10,7 @@ import re
 from html import unescape
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from billing.catch_up import due_months
 from connector import tenants
@@ -24,6 +25,11 @@ from tests.web.test_pages import text, user_state
 def tenant_row(engine: Engine, tenant_id: str) -> Tenant | None:
     with make_sessionmaker(engine)() as s:
         return s.get(Tenant, tenant_id)
+
+
+def audit_purge(session: Session, tenant: Tenant, now: dt.datetime) -> None:
+    session.add(AuditEntry(at=now, actor="test", action="tenant.purged", tenant_id=tenant.id,
+                           target=tenant.name, correlation_id="test"))
 
 
 def test_a_partner_renames_closes_and_reopens_a_tenant(
@@ -96,9 +102,9 @@ def test_a_closed_tenant_closes_no_later_month_and_is_purged_after_retention(
         assert [str(m) for m in months] == ["2026-01", "2026-02", "2026-03"]
 
     now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)  # 78 days after closing
-    assert tenants.purge_closed(maker, now, 90) == []
+    assert tenants.purge_closed(maker, now, 90, audit_purge) == []
     assert tenant_row(engine, scim.tenant_id) is not None
-    purged = tenants.purge_closed(maker, now, 30)
+    purged = tenants.purge_closed(maker, now, 30, audit_purge)
     assert purged == [(scim.tenant_id, "Acme")]
     with maker() as s:
         assert s.get(Tenant, scim.tenant_id) is None
