@@ -113,7 +113,8 @@ def test_a_partner_renames_closes_and_reopens_a_tenant_and_edits_modules(
     seed_directory(ScimClient(app.test_client(), live_server.token, live_server.tenant_id),
                    users=4)
     sign_in(page, engine)
-    page.get_by_role("link", name="Rename… Live").click()
+    page.goto(f"/admin/tenants/{live_server.tenant_id}/settings")
+    page.get_by_role("link", name="Rename the tenant…").click()
     page.get_by_label("New name").fill("Northwind Traders")
     page.get_by_role("button", name="Rename").click()
     expect(page.get_by_role("status").filter(has_text="is now called “Northwind Traders”")
@@ -121,7 +122,8 @@ def test_a_partner_renames_closes_and_reopens_a_tenant_and_edits_modules(
     page.reload()
     assert audit_actions(engine).count("tenant.renamed") == 1
 
-    page.get_by_role("link", name="Close… Northwind Traders").click()
+    page.goto(f"/admin/tenants/{live_server.tenant_id}/settings")
+    page.get_by_role("link", name="Close the tenant…").click()
     expect(page.get_by_role("heading", name="Close Northwind Traders?")).to_be_visible()
     page.get_by_role("button", name="Close Northwind Traders").click()
     expect(page.get_by_role("status").filter(has_text="Northwind Traders is closed")

@@ -35,8 +35,8 @@ def audit_purge(session: Session, tenant: Tenant, now: dt.datetime) -> None:
 def test_a_partner_renames_closes_and_reopens_a_tenant(
         partner_web: WebSession, scim: ScimClient, engine: Engine) -> None:
     base = f"/admin/tenants/{scim.tenant_id}"
-    listing = partner_web.page("/admin/tenants")
-    assert f"{base}/rename" in listing and f"{base}/close" in listing
+    settings = partner_web.page(f"{base}/settings")
+    assert f"{base}/rename" in settings and f"{base}/close" in settings
 
     refused = partner_web.post(f"{base}/rename", {"name": "Bad\tname"})
     html = unescape(partner_web.follow(refused))
