@@ -25,7 +25,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from connector.errors import Conflict, DomainError, InvalidFields, InvalidSetting, NotFound
+from connector.errors import (
+    Conflict,
+    DomainError,
+    FieldChecks,
+    InvalidFields,
+    InvalidSetting,
+    NotFound,
+)
 from connector.models import AdminAccount, AdminToken, AuditEntry, InstanceKey, Tenant
 from connector.tenants import hash_token
 
@@ -161,17 +168,22 @@ def reset_password(session: Session, email: str, now: dt.datetime
     return account, one_time
 
 
-def change_password(session: Session, account: AdminAccount, current: str, new: str) -> None:
+def change_password(session: Session, account: AdminAccount, current: str, new: str,
+                    repeated: str | None = None) -> None:
+    """Every wrong field is said at once (`repeated`: the new password typed again, where
+    a form asks for it)."""
+    fields = FieldChecks()
     if not check_password_hash(account.password_hash, current):
         # Not BadCredentials: the caller is signed in; the form's value is wrong.
-        raise InvalidFields({"current_password": "The current password is not right."})
-    try:
+        fields.add("current_password", "The current password is not right.")
+    with fields.field("new_password"):
         check_password_rules(new)
-    except InvalidSetting as exc:
-        raise InvalidFields({"new_password": exc.message}) from None
     if hmac.compare_digest(current.encode(), new.encode()):
-        raise InvalidFields({"new_password": "Choose a password different from the current "
-                                             "one."})
+        fields.add("new_password", "Choose a password different from the current one.")
+    if repeated is not None and new != repeated:
+        fields.add("new_password_again", "The two new passwords are not the same; type them "
+                                         "again.")
+    fields.raise_any()
     account.password_hash = generate_password_hash(new)
     account.must_change_password = False
     account.session_epoch += 1  # other browsers signed in as this account are signed out

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from connector import admins
 from connector.actions import AdminCall
-from connector.errors import InvalidFields, NotFound
+from connector.errors import NotFound
 from connector.models import AdminAccount, AdminToken
 
 
@@ -21,11 +21,8 @@ def change_password(call: AdminCall, current: str, new: str, repeated: str | Non
                     ) -> AdminAccount:
     """Change the signed-in admin's password; every other session of it ends. `repeated`
     is the new password typed a second time, where a form asks for it."""
-    if repeated is not None and new != repeated:
-        raise InvalidFields({"new_password_again": "The two new passwords are not the same; "
-                                                   "type them again."})
     account = own_account(call)
-    admins.change_password(call.session, account, current, new)
+    admins.change_password(call.session, account, current, new, repeated)
     call.audit("password.changed", account.tenant_id, account.email)
     return account
 
