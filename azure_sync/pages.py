@@ -580,7 +580,7 @@ def mappings(tenant_id: str) -> str:
     rows = [{"source": source, "target": values.get(source, ""),
              "default": mapping.DEFAULT_TABLE.get(source),
              "suggested": mapping.SUGGESTED.get(source),
-             "error": refused["text"] if refused and refused.get("field") == source else None}
+             "error": (refused.get("errors") or {}).get(source) if refused else None}
             for source in mapping.SOURCES]
     return render_template("admin/entra/mappings.html", tenant=tenant, table=table,
                            rows=rows, targets=mapping.TARGETS,
@@ -607,7 +607,8 @@ def save_mappings(tenant_id: str) -> Response:
     except attribute_maps.InvalidTable as exc:
         session().rollback()
         flask_session[_MAPPING_FORM] = {"tenant": tenant_id, "field": exc.field,
-                                        "text": exc.message, "values": table}
+                                        "errors": exc.errors, "text": exc.message,
+                                        "values": table}
         flash(exc.message, "error")
         return redirect(url, 303)
     said = ("Attribute mappings reset to Entra’s default." if request.form.get("reset")
