@@ -53,6 +53,7 @@ from connector.web.pages import (
     add_tenant_tab,
     come_back_to,
     done,
+    keep,
     page_number,
     tenant_page,
     typed,
@@ -209,6 +210,7 @@ def settings_card(tenant: Tenant) -> Markup:
 def problem(title: str, text: str, hint: str | None = None) -> Response:
     """Nothing was done: say why on the page the form is on."""
     session().rollback()
+    keep(g.get("back") or url_for("web.index"))  # the form comes back as typed
     # flash keeps any value the session cookie can serialise, though Flask types it as text
     flash({"title": title, "text": text, "hint": hint}, "problem")  # type: ignore[arg-type]
     return redirect(g.get("back") or url_for("web.index"), 303)

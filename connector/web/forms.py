@@ -26,8 +26,8 @@ NEVER_KEPT = ("csrf_token", "password", "secret", "certificate", "next")
 MAX_KEPT_CHARS = 2500
 
 
-def keep(back: str, exc: errors.DomainError) -> None:
-    """Remember the refused form for the page at `back`."""
+def keep(back: str, exc: errors.DomainError | None = None) -> None:
+    """Remember the refused form for the page at `back` (its errors from `exc`)."""
     field_errors: dict[str, str] = {}
     if isinstance(exc, errors.InvalidFields):
         field_errors = dict(exc.errors)

@@ -310,6 +310,7 @@ def test_preview_changes_nothing_and_one_user_is_synced_at_once(
     assert user_count(engine, tenant_id, active=False) == 1
     html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": "nobody@x.example"}))
     assert "Entra ID has no user 'nobody@x.example'" in flash_of(html)
+    assert 'value="nobody@x.example"' in html  # kept as typed, to correct it
     html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": " "}))
     assert "userPrincipalName" in flash_of(html)
     assert audit_actions(engine)[-3:] == ["entra.preview", "entra.user_synced",
