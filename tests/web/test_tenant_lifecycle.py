@@ -12,6 +12,7 @@ from html import unescape
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from azure_sync.decisions import start_refusal
 from billing.catch_up import due_months
 from connector import tenants
 from connector.config import BillingSettings
@@ -65,6 +66,11 @@ def test_a_partner_renames_closes_and_reopens_a_tenant(
     assert scim.get("/Users").status_code == 403
     again = text(partner_web.follow(partner_web.post(f"{base}/close")))
     assert "is closed already" in again
+    # Billing stays readable; Entra ID sync would not start.
+    assert "Billing info" in partner_web.page(f"{base}/billing")
+    with make_sessionmaker(engine)() as s:
+        refusal = start_refusal(s, scim.tenant_id, dt.datetime.now(dt.UTC))
+    assert refusal is not None and "is closed" in refusal.reason
 
     reopened = partner_web.post(f"{base}/reopen")
     assert "open again" in text(partner_web.follow(reopened))
