@@ -13,13 +13,31 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from azure_sync.decisions import start_refusal
+from billing.calendar import Month
 from billing.catch_up import due_months
-from connector import tenants
+from billing.close import close_month
+from connector import admins, tenants
 from connector.config import BillingSettings
 from connector.db import make_sessionmaker
-from connector.models import AuditEntry, Event, Tenant, User, UserModule
+from connector.models import (
+    AdminToken,
+    AuditEntry,
+    Base,
+    BillingClose,
+    BillingLine,
+    Event,
+    Tenant,
+    User,
+    UserModule,
+)
 from tests.support.clients import ApiClient, ScimClient, make_tenant
-from tests.web.conftest import USER, WebSession, audit_actions, seed_directory
+from tests.web.conftest import (
+    USER,
+    WebSession,
+    audit_actions,
+    make_web_admin,
+    seed_directory,
+)
 from tests.web.test_pages import text, user_state
 
 
@@ -107,6 +125,16 @@ def test_a_closed_tenant_closes_no_later_month_and_is_purged_after_retention(
         months = due_months(s, tenant, BillingSettings(), dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
         assert [str(m) for m in months] == ["2026-01", "2026-02", "2026-03"]
 
+    # What else a tenant holds: a closed month with its lines, a tenant admin and its token.
+    close_month(maker, scim.tenant_id, Month(2026, 2), BillingSettings(),
+                dt.datetime(2026, 3, 2, tzinfo=dt.UTC))
+    admin_id = make_web_admin(engine, "ta@acme.example", "tenant", scim.tenant_id)
+    with maker() as s:
+        admins.create_token(s, admin_id, "script", dt.datetime.now(dt.UTC))
+        s.commit()
+        # Rows that hang off the tenant's rows without a tenant_id of their own.
+        assert s.scalar(select(func.count()).select_from(AdminToken)) == 1
+        assert s.scalar(select(func.count()).select_from(BillingClose)) == 1
     now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)  # 78 days after closing
     assert tenants.purge_closed(maker, now, 90, audit_purge) == []
     assert tenant_row(engine, scim.tenant_id) is not None
@@ -121,6 +149,12 @@ def test_a_closed_tenant_closes_no_later_month_and_is_purged_after_retention(
             User.tenant_id == other_id)) == 0 and s.get(Tenant, other_id) is not None
         assert s.scalar(select(AuditEntry.action).where(
             AuditEntry.tenant_id == scim.tenant_id)) == "tenant.purged"
+        for table in Base.metadata.sorted_tables:  # nothing of it is left anywhere
+            if "tenant_id" in table.c and table.name != "audit_log":
+                assert s.scalar(select(func.count()).select_from(table).where(
+                    table.c.tenant_id == scim.tenant_id)) == 0, table.name
+        assert s.scalar(select(func.count()).select_from(BillingLine)) == 0
+        assert s.scalar(select(func.count()).select_from(AdminToken)) == 0
 
 
 def test_modules_are_renamed_and_removed_with_their_holders(
