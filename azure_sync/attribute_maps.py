@@ -30,9 +30,11 @@ class InvalidTable(InvalidSetting):
     """A table an admin gave that cannot be applied; `field` is the Graph property at
     fault (None: the table as a whole), so the form shows the error next to it."""
 
-    def __init__(self, message: str, field: str | None) -> None:
+    def __init__(self, message: str, field: str | None,
+                 errors: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.field = field
+        self.errors = errors or ({field: message} if field else {})
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ def save_table(call: AdminCall, tenant_id: str, table: object) -> TableView:
     try:
         checked = mapping.validate_table(table)
     except mapping.InvalidMapping as exc:
-        raise InvalidTable(exc.message, exc.field) from None
+        raise InvalidTable(exc.message, exc.field, exc.errors) from None
     s = call.session
     before = users_select(s, tenant_id)
     row = s.get(EntraAttributeMap, tenant_id)

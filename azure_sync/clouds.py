@@ -38,7 +38,9 @@ CLOUDS = {
 }
 MICROSOFT_AUTHORITIES = frozenset(h for c in CLOUDS.values() for h in c.authority_hosts)
 MICROSOFT_GRAPHS = frozenset(c.graph_base_url for c in CLOUDS.values())
-LABELS = {"authority_host": "authorityHost", "graph_base_url": "graphBaseUrl"}
+# As the registration form labels them (people read these in the UI and the API alike).
+LABELS = {"authority_host": "The sign-in (authority) host",
+          "graph_base_url": "The Microsoft Graph base URL"}
 
 
 def normalized(url: str) -> str:

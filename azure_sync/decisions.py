@@ -41,6 +41,9 @@ def start_refusal(s: Session, tenant_id: str, now: dt.datetime) -> StartRefusal 
     """Why a round asked for now would not run (None: it would). The round itself
     checks the same again under its lease; this is for answering the admin at once."""
     tenant = s.get(Tenant, tenant_id)
+    if tenant is not None and tenant.closed_at is not None:
+        return StartRefusal(f"{tenant.name} is closed, so Entra ID sync does not run.",
+                            "Reopen the tenant (Tenants page) to sync it again.")
     if tenant is not None and tenant.provisioning_paused:
         return StartRefusal("Provisioning is paused, so Entra ID sync does not run.",
                             "Resume provisioning, then run a round.")

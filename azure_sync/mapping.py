@@ -90,12 +90,15 @@ SUGGESTED: dict[str, str] = {"companyName": f"{ENTERPRISE}:organization"}
 
 
 class InvalidMapping(ValueError):
-    """A mapping table that cannot be applied; `field` names the offending entry."""
+    """A mapping table that cannot be applied; `field` names the offending entry (the
+    first one), `errors` every offending entry's message ({property: message})."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(self, message: str, field: str | None = None,
+                 errors: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.errors = errors or ({field: message} if field else {})
 
 
 def validate_table(table: object) -> dict[str, str]:
@@ -107,22 +110,26 @@ def validate_table(table: object) -> dict[str, str]:
     targets = set(TARGETS)
     used: dict[str, str] = {}
     out: dict[str, str] = {}
+    errors: dict[str, str] = {}  # every wrong entry, not only the first
     for source, target in table.items():
         if source not in sources:
-            raise InvalidMapping(f"Unknown Graph user property {source!r}; mappable ones: "
-                                 f"{', '.join(SOURCES[:20])}, {EXTENSION_ATTRIBUTES}."
-                                 "extensionAttribute1..15.", source)
-        if not isinstance(target, str) or target not in targets:
-            raise InvalidMapping(f"Unknown target attribute {target!r} for {source!r}.",
-                                 source)
-        if (source == MANAGER) != (target == MANAGER_TARGET):
-            raise InvalidMapping("manager maps only to the enterprise manager, and only "
-                                 "manager maps there (it is a reference to a user).", source)
-        if target in used:
-            raise InvalidMapping(f"{source!r} and {used[target]!r} both map to {target!r}; "
-                                 "a target takes one property.", source)
-        used[target] = source
-        out[source] = target
+            errors[source] = (f"Unknown Graph user property {source!r}; mappable ones: "
+                              f"{', '.join(SOURCES[:20])}, {EXTENSION_ATTRIBUTES}."
+                              "extensionAttribute1..15.")
+        elif not isinstance(target, str) or target not in targets:
+            errors[source] = f"Unknown target attribute {target!r} for {source!r}."
+        elif (source == MANAGER) != (target == MANAGER_TARGET):
+            errors[source] = ("manager maps only to the enterprise manager, and only "
+                              "manager maps there (it is a reference to a user).")
+        elif target in used:
+            errors[source] = (f"{source!r} and {used[target]!r} both map to {target!r}; "
+                              "a target takes one property.")
+        else:
+            used[target] = source
+            out[source] = target
+    if errors:
+        first = next(iter(errors))
+        raise InvalidMapping(" ".join(errors.values()), first, errors)
     return out
 
 

@@ -37,7 +37,7 @@ from azure_sync.errors import (
 from azure_sync.views import error_json, service
 from connector import clock, db
 from connector.browse import Page
-from connector.errors import InvalidSetting, NotFound, StateConflict
+from connector.errors import FieldChecks, InvalidSetting, NotFound, StateConflict
 from connector.http import admin_call
 from connector.models import (
     EntraRegistration,
@@ -53,8 +53,10 @@ from connector.web.pages import (
     add_tenant_tab,
     come_back_to,
     done,
+    keep,
     page_number,
     tenant_page,
+    typed,
 )
 
 bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra",
@@ -208,6 +210,7 @@ def settings_card(tenant: Tenant) -> Markup:
 def problem(title: str, text: str, hint: str | None = None) -> Response:
     """Nothing was done: say why on the page the form is on."""
     session().rollback()
+    keep(g.get("back") or url_for("web.index"))  # the form comes back as typed
     # flash keeps any value the session cookie can serialise, though Flask types it as text
     flash({"title": title, "text": text, "hint": hint}, "problem")  # type: ignore[arg-type]
     return redirect(g.get("back") or url_for("web.index"), 303)
@@ -302,7 +305,9 @@ def registration(tenant_id: str) -> str:
         "admin/entra/registration.html", registration=found, clouds=CLOUDS,
         percent_from=staging.PERCENT_RULE_FROM,
         scim_users=found is None and _has_scim_users(tenant_id),
-        values={"directory_id": found.directory_id if found else "",
+        # As saved, or as typed when the form was refused (every error next to its field).
+        values={name: typed(name, saved) for name, saved in {
+                "directory_id": found.directory_id if found else "",
                 "client_id": found.client_id if found else "",
                 "authority_host": found.authority_host if found else defaults.authority_host,
                 "graph_base_url": found.graph_base_url if found else defaults.graph_base_url,
@@ -316,7 +321,7 @@ def registration(tenant_id: str) -> str:
                 "scope_group_mode": found.scope_group_mode if found else "direct",
                 "soft_delete": found.soft_delete if found else "disable",
                 "matching_attribute": found.matching_attribute if found
-                else "userPrincipalName"})
+                else "userPrincipalName"}.items()})
 
 
 def _settings() -> Any:
@@ -355,17 +360,26 @@ def save_registration(tenant_id: str) -> Response:
     typed = request.form.get("client_secret", "")
     secret = typed if typed.strip() else None
     pem = request.form.get("certificate_pem", "").replace("\r\n", "\n").strip() or None
+    fields = FieldChecks()  # every wrong field said at once, next to it
+    numbers: dict[str, int | None] = {}
+    for name, label in (("interval_minutes", "Minutes between rounds"),
+                        ("threshold_count", "The deletion threshold in users"),
+                        ("threshold_percent", "The deletion threshold in percent")):
+        numbers[name] = None
+        with fields.field(name):
+            numbers[name] = _number(name, label)
     given = actions.Registration(
         directory_id=_text("directory_id") or "", client_id=_text("client_id") or "",
         secret=secret, certificate_pem=pem, authority_host=_text("authority_host"),
-        graph_base_url=_text("graph_base_url"),
-        interval_minutes=_number("interval_minutes", "Minutes between rounds"),
-        threshold_count=_number("threshold_count", "The deletion threshold's count"),
-        threshold_percent=_number("threshold_percent", "The deletion threshold's percentage"),
+        graph_base_url=_text("graph_base_url"), interval_minutes=numbers["interval_minutes"],
+        threshold_count=numbers["threshold_count"],
+        threshold_percent=numbers["threshold_percent"],
         scope_domains=_list("scope_domains"), scope_groups=_list("scope_groups"),
         scope_group_mode=_text("scope_group_mode"), soft_delete=_text("soft_delete"),
         matching_attribute=_text("matching_attribute"))
-    found, new = actions.save_registration(admin_call(), _settings(), tenant_id, given)
+    with fields.field("form"):
+        found, new = actions.save_registration(admin_call(), _settings(), tenant_id, given)
+    fields.raise_any()
     if new:
         said = (f"Entra ID sync is set up: a round runs every {found.interval_minutes} "
                 "minutes. Start the first one now with “Run now”, or see what it would do "
@@ -499,17 +513,35 @@ def restart(tenant_id: str) -> Response:
     return redirect(url_for("web.entra.runs", tenant_id=tenant_id), 303)
 
 
+_PREVIEW = "entra_preview"  # a dry run's result, for the one GET that shows it
+
+
 @bp.post("/preview")
-def preview(tenant_id: str) -> str:
-    """A dry run: what the next round would change, nothing applied. Shown in this
-    response (nothing of it is stored)."""
+def preview(tenant_id: str) -> Response:
+    """A dry run: what the next round would change, nothing applied. Its result is kept
+    in the session for the page that shows it, so a reload neither runs (and audits) it
+    again nor shows a result that has gone stale."""
     tenant_page(tenant_id)
     come_back_to(_status_url(tenant_id))
-    found, result = actions.preview(admin_call(), service(), tenant_id)
+    _found, result = actions.preview(admin_call(), service(), tenant_id)
     counts = dict(result.counts)
     full = bool(counts.pop("full_round", 0))
-    return render_template("admin/entra/preview.html", counts=counts, full=full,
-                           pages=result.pages, registration=found)
+    flask_session[_PREVIEW] = {"tenant": tenant_id, "counts": counts, "full": full,
+                               "pages": result.pages}
+    return redirect(url_for("web.entra.preview_result", tenant_id=tenant_id), 303)
+
+
+@bp.get("/preview")
+def preview_result(tenant_id: str) -> Response | str:
+    tenant_page(tenant_id)
+    shown = flask_session.pop(_PREVIEW, None)
+    found = session().get(EntraRegistration, tenant_id)
+    if not isinstance(shown, dict) or shown.get("tenant") != tenant_id or found is None:
+        flash("A preview is shown once, when it is made: it would be out of date by now. "
+              "Use “Preview” again to see what the next round would change.", "error")
+        return redirect(_status_url(tenant_id), 303)
+    return render_template("admin/entra/preview.html", counts=shown["counts"],
+                           full=shown["full"], pages=shown["pages"], registration=found)
 
 
 @bp.post("/sync-user")
@@ -550,7 +582,7 @@ def mappings(tenant_id: str) -> str:
     rows = [{"source": source, "target": values.get(source, ""),
              "default": mapping.DEFAULT_TABLE.get(source),
              "suggested": mapping.SUGGESTED.get(source),
-             "error": refused["text"] if refused and refused.get("field") == source else None}
+             "error": (refused.get("errors") or {}).get(source) if refused else None}
             for source in mapping.SOURCES]
     return render_template("admin/entra/mappings.html", tenant=tenant, table=table,
                            rows=rows, targets=mapping.TARGETS,
@@ -577,7 +609,8 @@ def save_mappings(tenant_id: str) -> Response:
     except attribute_maps.InvalidTable as exc:
         session().rollback()
         flask_session[_MAPPING_FORM] = {"tenant": tenant_id, "field": exc.field,
-                                        "text": exc.message, "values": table}
+                                        "errors": exc.errors, "text": exc.message,
+                                        "values": table}
         flash(exc.message, "error")
         return redirect(url, 303)
     said = ("Attribute mappings reset to Entra’s default." if request.form.get("reset")

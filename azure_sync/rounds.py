@@ -114,6 +114,8 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
         assert tenant is not None and state is not None
         if tenant.provisioning_paused:
             return RoundResult(None, "skipped", error="Provisioning is paused.")
+        if tenant.closed_at is not None:
+            return RoundResult(None, "skipped", error="The tenant is closed.")
         held = staging.held_run_id(s, tenant_id)
         if held is not None:
             return RoundResult(held, "skipped", error=f"Round {held} awaits an admin's "

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from azure_sync.service import SyncService
 from connector import clock, logs
-from connector.models import EntraRegistration, SyncState
+from connector.models import EntraRegistration, SyncState, Tenant
 
 log = logging.getLogger("connector.sync")
 REFRESH_SECONDS = 60
@@ -58,7 +58,9 @@ def sync_jobs(scheduler: BaseScheduler, service: SyncService) -> None:
     """Add, change or drop tenant jobs to match the registrations in the database."""
     with service.maker() as s:
         wanted = {r.tenant_id: r.interval_minutes for r in s.scalars(
-            select(EntraRegistration).where(EntraRegistration.enabled.is_(True)))}
+            select(EntraRegistration)
+            .join(Tenant, Tenant.id == EntraRegistration.tenant_id)
+            .where(EntraRegistration.enabled.is_(True), Tenant.closed_at.is_(None)))}
     for job in scheduler.get_jobs():
         if job.id.startswith("sync:") and job.id[5:] not in wanted:
             job.remove()

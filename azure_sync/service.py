@@ -25,7 +25,13 @@ from azure_sync.tokens import Credential, TokenProvider
 from azure_sync.transport import ReachSession
 from connector import events, notify, tenant_settings
 from connector.config import AzureSyncSettings
-from connector.errors import InvalidSetting, NotFound, StateConflict
+from connector.errors import (
+    FieldChecks,
+    InvalidFields,
+    InvalidSetting,
+    NotFound,
+    StateConflict,
+)
 from connector.events import WriteContext
 from connector.models import AppThrottle, EntraRegistration, Tenant, User
 from connector.status import Source
@@ -136,6 +142,7 @@ def certificate_thumbprint(pem: str) -> str:
 # How a new Entra object finds the existing connector account it is (Entra's "matching
 # attribute"; userPrincipalName is Entra's default for SCIM apps).
 MATCHING_ATTRIBUTES = ("userPrincipalName", "mail", "employeeId")
+ID_LABELS = {"directory_id": "Directory (tenant) ID", "client_id": "Application (client) ID"}
 
 
 def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
@@ -155,17 +162,19 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
     so the next round is then a full round."""
     if s.get(Tenant, ctx.tenant_id) is None:
         raise NotFound(f"Tenant {ctx.tenant_id} not found.")
+    fields = FieldChecks()  # every wrong field said at once, in the form's words
     for name, value in (("directory_id", directory_id), ("client_id", client_id)):
         if not value or len(value) > 64 or any(c.isspace() for c in value):
-            raise InvalidSetting(f"{name} must be the value Entra shows (no spaces, at most "
-                                 "64 characters).")
+            fields.add(name, f"The {ID_LABELS[name]} must be the value Entra shows (no "
+                             "spaces, at most 64 characters).")
     if secret is not None and certificate_pem is not None:
-        raise InvalidSetting("Give a client secret or a certificate, not both.")
+        fields.add("client_secret", "Give a client secret or a certificate, not both.")
     registration = s.get(EntraRegistration, ctx.tenant_id)
     new = registration is None
     if registration is None:
         if secret is None and certificate_pem is None:
-            raise InvalidSetting("A new registration needs a client secret or a certificate.")
+            fields.add("client_secret",
+                       "A new registration needs a client secret or a certificate.")
         scim_users = s.scalar(select(func.count()).select_from(User).where(
             User.tenant_id == ctx.tenant_id, User.removed_at.is_(None),
             User.origin == Source.SCIM)) or 0
@@ -187,26 +196,32 @@ def register(s: Session, settings: AzureSyncSettings, ctx: WriteContext, *,
     registration.directory_id, registration.client_id = directory_id, client_id
     for name, url in (("authority_host", authority_host), ("graph_base_url", graph_base_url)):
         if url is not None:
-            setattr(registration, name,
-                    clouds.check_url(name, url, settings.allow_private_hosts))
+            with fields.field(name):
+                setattr(registration, name,
+                        clouds.check_url(name, url, settings.allow_private_hosts))
     if interval_minutes is not None:
         if not 1 <= interval_minutes <= 1440:
-            raise InvalidSetting("interval_minutes must be between 1 and 1440.")
-        registration.interval_minutes = interval_minutes
-    _set_scope(registration, scope_domains, scope_groups, scope_group_mode)
+            fields.add("interval_minutes",
+                       "Minutes between rounds must be between 1 and 1440.")
+        else:
+            registration.interval_minutes = interval_minutes
+    with fields.field("scope_domains"):
+        _set_scope(registration, scope_domains, scope_groups, scope_group_mode)
     if registration.full_round_due and new:
         registration.full_round_due = False  # the first round is a full one anyway
     if soft_delete is not None:
         if soft_delete not in staging.SOFT_DELETE:
-            raise InvalidSetting("soft_delete must be \"disable\" (a user deleted in Entra "
-                                 "ID turns inactive until it is restored or deleted for "
-                                 "good) or \"remove\" (it is removed at once).")
-        registration.soft_delete = soft_delete
+            fields.add("soft_delete", "A user deleted in Entra ID must be either turned "
+                       "inactive (disable) or removed at once (remove).")
+        else:
+            registration.soft_delete = soft_delete
     if matching_attribute is not None:
         if matching_attribute not in MATCHING_ATTRIBUTES:
-            raise InvalidSetting("matching_attribute must be one of "
-                                 f"{', '.join(MATCHING_ATTRIBUTES)}.")
-        registration.matching_attribute = matching_attribute
+            fields.add("matching_attribute", "“Match existing accounts by” must be one of "
+                       f"{', '.join(MATCHING_ATTRIBUTES)}.")
+        else:
+            registration.matching_attribute = matching_attribute
+    fields.raise_any()
     if threshold_count is not None:
         registration.threshold_count = max(0, threshold_count)
     if threshold_percent is not None:
@@ -234,15 +249,19 @@ def _set_scope(registration: EntraRegistration, domains: list[str] | None,
     if domains is not None:
         cleaned = sorted({d.strip().lstrip("@").casefold() for d in domains if d.strip()})
         if any(" " in d or "." not in d or len(d) > 255 for d in cleaned):
-            raise InvalidSetting("scope domains must be domain names such as contoso.com.")
+            raise InvalidFields({"scope_domains": "“Only users of these domains” takes "
+                                 "domain names such as contoso.com."})
         registration.scope_domains = cleaned
     if groups is not None:
-        registration.scope_groups = _group_ids(groups)
+        try:
+            registration.scope_groups = _group_ids(groups)
+        except InvalidSetting as exc:
+            raise InvalidFields({"scope_groups": exc.message}) from None
     if mode is not None:
         if mode not in scope.MODES:
-            raise InvalidSetting("The group scope's mode must be direct (members of the "
-                                 "chosen groups) or transitive (also members of nested "
-                                 "groups).")
+            raise InvalidFields({"scope_group_mode": "The group scope's mode must be direct "
+                                 "(members of the chosen groups) or transitive (also "
+                                 "members of nested groups)."})
         registration.scope_group_mode = mode
     widened = (registration.scope_domains != old_domains
                or (old_groups and not registration.scope_groups))

@@ -244,7 +244,9 @@ def put_mappings(tenant_id: str) -> Response:
     try:
         table = attribute_maps.save_table(admin_call(), tenant_id, body["mappings"])
     except attribute_maps.InvalidTable as exc:
-        where = f"mappings.{exc.field}" if exc.field else "mappings"
+        errors = [{"member": f"mappings.{field}", "detail": message}
+                  for field, message in exc.errors.items()] or [
+            {"member": "mappings", "detail": exc.message}]
         raise Problem(400, "Invalid mapping", exc.message, "invalid-request",
-                      errors=[{"member": where, "detail": exc.message}]) from None
+                      errors=errors) from None
     return done(200, mappings_json(table))

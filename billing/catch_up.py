@@ -38,6 +38,8 @@ def due_months(session: Session, tenant: Tenant, settings: BillingSettings,
     grace = dt.timedelta(minutes=settings.grace_minutes)
     months, month = [], first_month(tenant)
     while month.end(tenant.time_zone) + grace <= now:
+        if tenant.closed_at is not None and month.start(tenant.time_zone) > tenant.closed_at:
+            break  # closed: the month it was closed in is its last
         if str(month) not in closed:
             months.append(month)
         month = month.next()

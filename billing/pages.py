@@ -34,7 +34,7 @@ from billing.policies import POLICIES
 from billing.preview import preview
 from billing.profiles import load_profile
 from connector import db
-from connector.errors import InvalidSetting, NotFound
+from connector.errors import FieldChecks, InvalidSetting, NotFound
 from connector.http import admin_call
 from connector.text import storable_text
 from connector.web.pages import (
@@ -110,13 +110,18 @@ def save(tenant_id: str) -> Response:
     tenant_page(tenant_id)
     come_back_to(_index_url(tenant_id))
     changes: dict[str, Any] = {k: request.form.get(k, "") for k in TENANT_FORM}
+    fields = FieldChecks()
     if me().role == "partner":
         changes.update(_trial_from_form(tenant_id))
         changes.update(policy=request.form.get("policy", ""),
                        non_profit=request.form.get("non_profit") == "on",
-                       time_zone=request.form.get("time_zone", "").strip(),
-                       prices=_prices_from_form())
-    actions.update_billing(admin_call(), tenant_id, changes)
+                       time_zone=request.form.get("time_zone", "").strip())
+        with fields.field("prices"):
+            changes["prices"] = _prices_from_form()
+    with fields.field("form"):
+        # The rest checked too, so one answer names every wrong field.
+        actions.update_billing(admin_call(), tenant_id, changes)
+    fields.raise_any()
     return done("Billing info saved. Closed months keep what they were closed with; the "
                 "change applies from the next close.", _index_url(tenant_id))
 
@@ -136,15 +141,20 @@ def _trial_from_form(tenant_id: str) -> dict[str, str]:
 
 def _prices_from_form() -> list[dict[str, str]]:
     """One text line per price: `unit, plan, price` (e.g. `Hybrid, standard, 4.50`)."""
-    prices = []
+    prices, wrong = [], []
     for number, line in enumerate(request.form.get("prices", "").splitlines(), 1):
         if not line.strip():
             continue
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 3:
-            raise InvalidSetting(f"Price line {number} must read unit, plan, price "
-                                 "(e.g. Hybrid, standard, 4.50).")
+            wrong.append(str(number))
+            continue
         prices.append({"unit": parts[0], "plan": parts[1], "price": parts[2]})
+    if wrong:
+        which = (f"Price line {wrong[0]} does" if len(wrong) == 1 else
+                 f"Price lines {', '.join(wrong[:-1])} and {wrong[-1]} do")
+        raise InvalidSetting(f"{which} not read unit, plan, price (e.g. Hybrid, standard, "
+                             "4.50).")
     return prices
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from billing.invoice import InvalidPrice, parse_prices, prices_as_json
 from billing.policies import POLICIES
 from connector import events, tenant_settings
-from connector.errors import InvalidSetting
+from connector.errors import FieldChecks, InvalidSetting
 from connector.events import WriteContext
 from connector.models import BillingProfile, Tenant
 
@@ -69,37 +69,57 @@ def trial_end(starts_on: dt.date) -> dt.date:
     return starts_on + dt.timedelta(days=TRIAL_DAYS - 1)
 
 
+LABELS = {"company_name": "Company name", "reference_number": "Reference number",
+          "customer_type": "Customer type", "industry": "Industry",
+          "po_number": "Purchase order (PO) number"}
+
+
 def _check(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Every change checked; every wrong one said at once (`InvalidFields`), each in the
+    words of the billing info form's labels."""
     checked: dict[str, Any] = {}
-    changes = _trial_from_start(changes)
+    fields = FieldChecks()
+    if "trial_starts_on" in changes:
+        with fields.field("trial_starts_on"):
+            changes = _trial_from_start(changes)
+        changes = {k: v for k, v in changes.items() if k != "trial_starts_on"}
     for key, value in changes.items():
-        if key in TEXT_FIELDS:
-            if not isinstance(value, str) or len(value) > TEXT_FIELDS[key]:
-                raise InvalidSetting(f"{key} must be text of at most {TEXT_FIELDS[key]} "
-                                     "characters.")
-            checked[key] = value.strip()
-        elif key == "policy":
-            if not isinstance(value, str) or value not in POLICIES:
-                raise InvalidSetting(f"policy must be one of {', '.join(sorted(POLICIES))}.")
-            checked[key] = value
-        elif key == "trial_ends_on":
-            checked[key] = _date(value)
-        elif key == "non_profit":
-            if not isinstance(value, bool):
-                raise InvalidSetting("non_profit must be true or false.")
-            checked[key] = value
-        elif key == "prices":
-            if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
-                raise InvalidSetting("prices must be a list of {unit, plan, price}.")
-            try:
-                checked[key] = prices_as_json(parse_prices(value))
-            except InvalidPrice as exc:
-                raise InvalidSetting(str(exc)) from exc
-        elif key == "time_zone":
-            checked[key] = tenant_settings.check_time_zone(value)
-        else:
-            raise InvalidSetting(f"{key} is not a billing setting.")
+        with fields.field(key):
+            checked[key] = _check_one(key, value)
+    fields.raise_any()
     return checked
+
+
+def _check_one(key: str, value: Any) -> Any:
+    if key in TEXT_FIELDS:
+        if not isinstance(value, str) or len(value) > TEXT_FIELDS[key]:
+            raise InvalidSetting(f"{LABELS[key]} must be text of at most {TEXT_FIELDS[key]} "
+                                 "characters.")
+        return value.strip()
+    if key == "policy":
+        if not isinstance(value, str) or value not in POLICIES:
+            raise InvalidSetting(f"The policy must be one of {', '.join(sorted(POLICIES))}.")
+        return value
+    if key == "trial_ends_on":
+        return _date(value, "The trial's end")
+    if key == "non_profit":
+        if not isinstance(value, bool):
+            raise InvalidSetting("Verified non-profit must be true or false.")
+        return value
+    if key == "prices":
+        if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+            raise InvalidSetting("The prices must be a list of {unit, plan, price}.")
+        try:
+            return prices_as_json(parse_prices(value))
+        except InvalidPrice as exc:
+            raise InvalidSetting(str(exc)) from exc
+    if key == "time_zone":
+        try:
+            return tenant_settings.check_time_zone(value)
+        except InvalidSetting:
+            raise InvalidSetting(f"The time zone must be an IANA time zone such as "
+                                 f"Europe/Amsterdam or UTC; {value!r} is not one.") from None
+    raise InvalidSetting(f"{key} is not a billing setting.")
 
 
 def _trial_from_start(changes: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -108,12 +128,12 @@ def _trial_from_start(changes: Mapping[str, Any]) -> Mapping[str, Any]:
     if "trial_starts_on" not in changes:
         return changes
     rest = {k: v for k, v in changes.items() if k != "trial_starts_on"}
-    starts_on = _date(changes["trial_starts_on"], "trial_starts_on")
+    starts_on = _date(changes["trial_starts_on"], "The trial's start")
     if starts_on is None:
-        raise InvalidSetting("trial_starts_on must be a date (YYYY-MM-DD); to remove the "
-                             "trial, set trial_ends_on to empty.", "trial_starts_on")
+        raise InvalidSetting("The trial's start must be a date (YYYY-MM-DD); to remove the "
+                             "trial, leave its end empty.", "trial_starts_on")
     ends_on = trial_end(starts_on)
-    given = _date(rest.get("trial_ends_on"), "trial_ends_on")
+    given = _date(rest.get("trial_ends_on"), "The trial's end")
     if given is not None and given != ends_on:
         raise InvalidSetting(
             f"A trial starting on {starts_on.isoformat()} ends on {ends_on.isoformat()} "
@@ -123,7 +143,7 @@ def _trial_from_start(changes: Mapping[str, Any]) -> Mapping[str, Any]:
     return rest
 
 
-def _date(value: Any, name: str = "trial_ends_on") -> dt.date | None:
+def _date(value: Any, label: str = "The trial's end") -> dt.date | None:
     if value is None or value == "":
         return None
     if isinstance(value, dt.date):
@@ -131,7 +151,7 @@ def _date(value: Any, name: str = "trial_ends_on") -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError as exc:
-        raise InvalidSetting(f"{name} must be a date (YYYY-MM-DD) or empty.", name) from exc
+        raise InvalidSetting(f"{label} must be a date (YYYY-MM-DD) or empty.") from exc
 
 
 def profile_json(profile: BillingProfile, tenant: Tenant) -> dict[str, Any]:

@@ -35,7 +35,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from connector.errors import Conflict, DomainError, InvalidSetting, NotFound
+from connector.errors import (
+    Conflict,
+    DomainError,
+    FieldChecks,
+    InvalidFields,
+    InvalidSetting,
+    NotFound,
+)
 from connector.models import (
     AdminAccount,
     AdminSession,
@@ -232,16 +239,24 @@ def reset_password(session: Session, email: str, now: dt.datetime,
 
 
 def change_password(session: Session, account: AdminAccount, current: str, new: str,
-                    now: dt.datetime | None = None) -> None:
+                    now: dt.datetime | None = None, repeated: str | None = None) -> None:
     """Set the account's own password. The current one must be given, except right after
-    signing in with a one-time password (that sign-in used it up)."""
+    signing in with a one-time password (that sign-in used it up). A wrong current
+    password is `WrongPassword` (throttled by the caller); otherwise every wrong field is
+    said at once (`repeated`: the new password typed again, where a form asks for it)."""
     proven = account.must_change_password and account.one_time_used_at is not None
     if not proven and not check_password_hash(account.password_hash, current):
         # Not BadCredentials: the caller is signed in; the form's value is wrong.
-        raise WrongPassword("The current password is not right.")
-    check_password_rules(new, account.email)
+        raise WrongPassword("The current password is not right.", "current_password")
+    fields = FieldChecks()
+    with fields.field("new_password"):
+        check_password_rules(new, account.email)
     if check_password_hash(account.password_hash, new):
-        raise InvalidSetting("Choose a password different from the current one.")
+        fields.add("new_password", "Choose a password different from the current one.")
+    if repeated is not None and new != repeated:
+        fields.add("new_password_again", "The two new passwords are not the same; type them "
+                                         "again.")
+    fields.raise_any()
     account.password_hash = generate_password_hash(new)
     account.must_change_password = False
     account.one_time_expires_at = account.one_time_used_at = None
@@ -490,7 +505,8 @@ def create_token(session: Session, account_id: str, name: str, now: dt.datetime
                  ) -> tuple[AdminToken, str]:
     name = name.strip()
     if not name or len(name) > 100:
-        raise InvalidSetting("A token needs a name of 1 to 100 characters (what it is for).")
+        raise InvalidFields({"name": "A token needs a name of 1 to 100 characters (what it "
+                                     "is for)."})
     clear = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = AdminToken(id=str(uuid.uuid4()), admin_id=account_id, name=name,
                        token_hash=hash_token(clear), hint=clear[:10], created_at=now)

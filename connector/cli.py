@@ -8,7 +8,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 from connector import admins, clock, db, logs, migrate, provlog, serving, tenants, urls
 from connector.config import ConfigError, Settings, load_settings
 from connector.errors import DomainError, NotFound
-from connector.models import AdminAccount
+from connector.events import WriteContext
+from connector.models import AdminAccount, Tenant
+from connector.status import Source
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bootstrap", help="migrate and create a first tenant if there is none")
     p.set_defaults(handler=cmd_bootstrap)
 
-    tenant = sub.add_parser("tenant", help="create, list tenants; rotate SCIM tokens")
+    tenant = sub.add_parser("tenant", help="create, list, rename, close, reopen and purge "
+                            "tenants; rotate SCIM tokens")
     tsub = tenant.add_subparsers(metavar="ACTION")
     p = tsub.add_parser("create", help="create a tenant and print its SCIM token (shown once)")
     p.add_argument("name")
@@ -85,6 +88,21 @@ def _parser() -> argparse.ArgumentParser:
     p = tsub.add_parser("list", help="list tenants")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_tenant_list)
+    p = tsub.add_parser("rename", help="give a tenant a new name")
+    p.add_argument("tenant_id")
+    p.add_argument("name")
+    p.set_defaults(handler=cmd_tenant_rename)
+    p = tsub.add_parser("close", help="close a tenant: SCIM refused, Entra sync stopped, "
+                        "billing history readable until it is purged")
+    p.add_argument("tenant_id")
+    p.set_defaults(handler=cmd_tenant_close)
+    p = tsub.add_parser("reopen", help="reopen a closed tenant (before it is purged)")
+    p.add_argument("tenant_id")
+    p.set_defaults(handler=cmd_tenant_reopen)
+    p = tsub.add_parser("purge", help="delete the data of tenants closed longer than "
+                        "[admin] closed_tenant_retention_days")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be purged")
+    p.set_defaults(handler=cmd_tenant_purge)
 
     p = sub.add_parser("keygen", help="print a new key for azure_sync.encryption_key")
     p.set_defaults(handler=cmd_keygen)
@@ -351,13 +369,84 @@ def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"id": t.id, "name": t.name, "created_at": t.created_at.isoformat(),
                            "status_source": t.status_source,
-                           "provisioning_paused": t.provisioning_paused} for t in rows]))
+                           "provisioning_paused": t.provisioning_paused,
+                           "closed_at": t.closed_at.isoformat() if t.closed_at else None}
+                          for t in rows]))
     elif not rows:
         print("No tenants yet. Create one with: connector tenant create NAME")
     else:
         for t in rows:
-            print(f"{t.id}  {t.name}  (created {t.created_at:%Y-%m-%d})")
+            closed = f", closed {t.closed_at:%Y-%m-%d}" if t.closed_at else ""
+            print(f"{t.id}  {t.name}  (created {t.created_at:%Y-%m-%d}{closed})")
     return 0
+
+
+def _tenant_change(settings: Settings, tenant_id: str, action: str,
+                   change: Callable[[Session, WriteContext, Tenant], Any]) -> Tenant:
+    """Apply a change to one tenant from the command line, with its audit line."""
+    with _session(settings) as session:
+        tenant = session.get(Tenant, tenant_id, with_for_update=True)
+        if tenant is None:
+            raise NotFound(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
+        now = clock.now()
+        change(session, WriteContext(tenant.id, Source.SYSTEM, "cli", f"cli-{action}", now),
+               tenant)
+        admins.audit(session, at=now, actor="cli", action=action, tenant_id=tenant.id,
+                     target=tenant.name, correlation_id=f"cli-{action}")
+        after = Tenant(id=tenant.id, name=tenant.name, closed_at=tenant.closed_at)
+        session.commit()
+        return after  # as it is now, readable after the session ends
+
+
+def cmd_tenant_rename(settings: Settings, args: argparse.Namespace) -> int:
+    tenant = _tenant_change(settings, args.tenant_id, "tenant.renamed",
+                            lambda s, ctx, t: tenants.rename_tenant(s, ctx, t, args.name))
+    print(f"Renamed tenant {tenant.id} to {tenant.name!r}.")
+    return 0
+
+
+def cmd_tenant_close(settings: Settings, args: argparse.Namespace) -> int:
+    tenant = _tenant_change(settings, args.tenant_id, "tenant.closed", tenants.close_tenant)
+    due = tenants.purge_due(tenant, settings.admin.closed_tenant_retention_days)
+    print(f"Closed tenant {tenant.name!r}: SCIM is refused and Entra ID sync stopped; its "
+          f"closed months stay readable. It is purged on {due:%Y-%m-%d} unless reopened "
+          f"(connector tenant reopen {tenant.id}).")
+    return 0
+
+
+def cmd_tenant_reopen(settings: Settings, args: argparse.Namespace) -> int:
+    tenant = _tenant_change(settings, args.tenant_id, "tenant.reopened", tenants.reopen_tenant)
+    print(f"Reopened tenant {tenant.name!r}: SCIM and Entra ID sync work again.")
+    return 0
+
+
+def cmd_tenant_purge(settings: Settings, args: argparse.Namespace) -> int:
+    days = settings.admin.closed_tenant_retention_days
+    engine = db.make_engine(settings.database)
+    migrate.upgrade(engine)
+    maker = db.make_sessionmaker(engine, writes=True)
+    try:
+        if args.dry_run:
+            with maker() as s:
+                due = [(t.id, t.name) for t in tenants.tenants_to_purge(s, clock.now(), days)]
+        else:
+            due = tenants.purge_closed(maker, clock.now(), days, _audit_purge("cli"))
+    finally:
+        engine.dispose()
+    verb = "Would purge" if args.dry_run else "Purged"
+    for tenant_id, name in due:
+        print(f"{verb} {name!r} ({tenant_id}).")
+    print(f"{verb} {len(due)} tenant(s) closed more than {days} days ago.")
+    return 0
+
+
+def _audit_purge(actor: str) -> tenants.PurgeAudit:
+    def audit(session: Session, tenant: Tenant, now: Any) -> None:
+        admins.audit(session, at=now, actor=actor, action="tenant.purged", tenant_id=tenant.id,
+                     target=tenant.name, correlation_id=f"purge-{tenant.id}",
+                     detail={"closed_at": tenant.closed_at.isoformat()
+                             if tenant.closed_at else None})
+    return audit
 
 
 def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -472,6 +561,8 @@ def _start_billing(settings: Settings) -> Any:
     running = billing_scheduler.start(maker, settings.billing)
     notify.add_jobs(running, maker, settings)  # the notifications run beside the closes
     provlog.add_prune_job(running, maker, settings.provisioning_log)
+    tenants.add_purge_job(running, maker, settings.admin.closed_tenant_retention_days,
+                          _audit_purge("system:purge"))
     return running
 
 

@@ -184,6 +184,11 @@ class AdminSettings:
         "Partner admins must sign in with a TOTP code: one who has not set it up is led "
         "to set it up at sign-in, and its API tokens are refused until then.",
     )
+    closed_tenant_retention_days: int = setting(
+        90,
+        "Days a closed tenant is kept (its closed months and invoices readable, reopening "
+        "possible) before the scheduler or `connector tenant purge` deletes its data.",
+    )
 
 
 @dataclass(frozen=True)

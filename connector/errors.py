@@ -8,12 +8,16 @@
      ├── VersionMismatch       If-Match / expected version differs
      ├── ProvisioningPaused    provisioning is paused (retry_after seconds)
      ├── InvalidSetting        a tenant setting name or value that does not exist
+     │    └── InvalidFields    several fields wrong at once ({field: message})
      ├── StateConflict         not possible in the resource's current state
      ├── WrongProvisioningPath SCIM write to a tenant fed by Entra sync
      └── StatusChangeRefused   the status rules forbid the change (reason says what to change)
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class DomainError(Exception):
@@ -73,3 +77,42 @@ class StatusChangeRefused(DomainError):
         super().__init__(reason)
         self.reason = reason
         self.setting = setting
+
+
+class InvalidFields(InvalidSetting):
+    """Several fields refused at once, {field: message}; each message names its field
+    as a person reads it (its label), so a form can show every one next to its field."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__(" ".join(errors.values()))
+        self.errors = errors
+
+
+class FieldChecks:
+    """Collects refusals field by field, so a form hears about every wrong field at once:
+
+        checks = FieldChecks()
+        with checks.field("time_zone"):
+            check_time_zone(value)
+        checks.raise_any()
+    """
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    @contextmanager
+    def field(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except InvalidFields as exc:
+            for key, message in exc.errors.items():
+                self.errors.setdefault(key, message)
+        except InvalidSetting as exc:
+            self.errors.setdefault(name, exc.message)
+
+    def add(self, name: str, message: str) -> None:
+        self.errors.setdefault(name, message)
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise InvalidFields(dict(self.errors))

@@ -10,22 +10,26 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from connector import events
-from connector.errors import Conflict, InvalidSetting, NotFound
+from connector import clock, events
+from connector.errors import Conflict, InvalidFields, NotFound, StateConflict
 from connector.events import WriteContext
 from connector.models import Module, ScimToken, Tenant, TenantCounter
 from connector.status import Source, TenantPolicy
 
+log = logging.getLogger("connector.tenants")
 DEFAULT_MODULES = ("Hybrid", "Engage", "Unify")
 TOKEN_PREFIX = "scim_"
 
@@ -156,11 +160,41 @@ def module_catalogue(session: Session, tenant_id: str) -> dict[str, str]:
     return {n.casefold(): n for n in names}
 
 
+MODULE_NAME_LENGTH = 40
+TENANT_NAME_LENGTH = 200
+
+
+def check_module_name(name: str) -> str:
+    """A module name as stored: plain text (no markup, no control characters), 1 to
+    MODULE_NAME_LENGTH characters, surrounding spaces dropped; else a refusal for the
+    form's `name` field saying what to change."""
+    name = name.strip()
+    if not name:
+        raise InvalidFields({"name": "A module needs a name."})
+    if len(name) > MODULE_NAME_LENGTH:
+        raise InvalidFields({"name": f"A module name may have at most {MODULE_NAME_LENGTH} "
+                                     f"characters; this one has {len(name)}."})
+    if any(c in "<>" for c in name):
+        raise InvalidFields({"name": "A module name is plain text: it may not contain < "
+                                     "or >."})
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise InvalidFields({"name": "A module name may not contain control characters "
+                                     "(line breaks, tabs, invisible formatting)."})
+    return name
+
+
+def check_tenant_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= TENANT_NAME_LENGTH or any(
+            unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        raise InvalidFields({"name": f"A tenant name needs 1 to {TENANT_NAME_LENGTH} "
+                                     "characters, without line breaks or tabs."})
+    return name
+
+
 def add_module(session: Session, ctx: WriteContext, name: str) -> str:
     """Add a module (a legacy plan, a new product) to the tenant's catalogue."""
-    name = name.strip()
-    if not 1 <= len(name) <= 64 or any(ord(c) < 32 for c in name):
-        raise InvalidSetting("A module name needs 1 to 64 printable characters.")
+    name = check_module_name(name)
     existing = module_catalogue(session, ctx.tenant_id)
     if name.casefold() in existing:
         raise Conflict(f"Module {existing[name.casefold()]!r} is already in the catalogue.",
@@ -168,3 +202,117 @@ def add_module(session: Session, ctx: WriteContext, name: str) -> str:
     session.add(Module(tenant_id=ctx.tenant_id, name=name, created_at=ctx.now))
     events.record(session, ctx, "tenant", ctx.tenant_id, events.MODULE_ADDED, None, name)
     return name
+
+
+# -- renaming, closing, reopening and purging a tenant ---------------------------------------
+
+
+def rename_tenant(session: Session, ctx: WriteContext, tenant: Tenant, name: str
+                  ) -> tuple[str, str]:
+    """Give the tenant a new name; returns (old, new). Closed months keep theirs."""
+    name = check_tenant_name(name)
+    old = tenant.name
+    if name != old:
+        tenant.name = name
+        events.record(session, ctx, "tenant", tenant.id, events.TENANT_RENAMED, old, name)
+    return old, name
+
+
+def close_tenant(session: Session, ctx: WriteContext, tenant: Tenant) -> None:
+    """Close the tenant: SCIM is refused, Entra sync stops, no month after this one
+    closes; closed months and invoices stay readable until the tenant is purged."""
+    if tenant.closed_at is not None:
+        raise StateConflict(f"{tenant.name} is closed already (since "
+                            f"{tenant.closed_at:%Y-%m-%d}).")
+    tenant.closed_at = ctx.now
+    events.record(session, ctx, "tenant", tenant.id, events.TENANT_CLOSED)
+
+
+def reopen_tenant(session: Session, ctx: WriteContext, tenant: Tenant) -> None:
+    """Open a closed tenant again (before it is purged): SCIM and Entra sync resume."""
+    if tenant.closed_at is None:
+        raise StateConflict(f"{tenant.name} is open: there is nothing to reopen.")
+    tenant.closed_at = None
+    events.record(session, ctx, "tenant", tenant.id, events.TENANT_REOPENED)
+
+
+def purge_due(tenant: Tenant, retention_days: int) -> dt.datetime | None:
+    """When a closed tenant is purged (None: it is open)."""
+    if tenant.closed_at is None:
+        return None
+    return tenant.closed_at + dt.timedelta(days=max(0, retention_days))
+
+
+# Kept when a tenant is purged: the partners' audit log says who did what, and when.
+_KEPT_ON_PURGE = frozenset({"audit_log", "tenants"})
+
+
+def purge_tenant(session: Session, tenant_id: str) -> None:
+    """Delete everything of a tenant, children first, then the tenant itself: its users,
+    groups, events, tokens, billing history, sync state and tenant admins. The audit
+    log keeps its lines (they name the tenant's id)."""
+    from connector.models import Base  # every table, packages' too
+
+    tables = {t.name: t for t in Base.metadata.sorted_tables}
+    for table in reversed(Base.metadata.sorted_tables):
+        if table.name in _KEPT_ON_PURGE:
+            continue
+        if "tenant_id" in table.c:
+            session.execute(table.delete().where(table.c.tenant_id == tenant_id))
+            continue
+        for fk in table.foreign_keys:  # rows that hang off a tenant's row (billing lines…)
+            parent = tables[fk.column.table.name]
+            if "tenant_id" in parent.c:
+                session.execute(table.delete().where(fk.parent.in_(
+                    select(fk.column).where(parent.c.tenant_id == tenant_id))))
+    session.execute(delete(Tenant).where(Tenant.id == tenant_id))
+
+
+def tenants_to_purge(session: Session, now: dt.datetime, retention_days: int) -> list[Tenant]:
+    """Closed tenants whose retention period is over, oldest closed first."""
+    cutoff = now - dt.timedelta(days=max(0, retention_days))
+    return list(session.scalars(select(Tenant).where(
+        Tenant.closed_at.is_not(None), Tenant.closed_at <= cutoff).order_by(Tenant.closed_at)))
+
+
+# How a purge is audited: (session, tenant, now), in the purge's transaction. The
+# operator's side (`connector.cli`) writes the line; this module writes no audit log.
+PurgeAudit = Callable[[Session, Tenant, dt.datetime], None]
+
+
+def purge_closed(maker: Callable[[], Session], now: dt.datetime, retention_days: int,
+                 audit: PurgeAudit) -> list[tuple[str, str]]:
+    """Purge every closed tenant whose retention period is over, one transaction each
+    (with its audit line); returns their (id, name)."""
+    with maker() as s:
+        due = [(t.id, t.name) for t in tenants_to_purge(s, now, retention_days)]
+    purged = []
+    for tenant_id, name in due:
+        with maker() as s:
+            tenant = s.get(Tenant, tenant_id, with_for_update=True)
+            if tenant is None or tenant.closed_at is None or tenant.closed_at > now - \
+                    dt.timedelta(days=max(0, retention_days)):
+                continue  # reopened or purged meanwhile
+            audit(s, tenant, now)
+            purge_tenant(s, tenant_id)
+            s.commit()
+        purged.append((tenant_id, name))
+    return purged
+
+
+def purge_job(maker: Callable[[], Session], retention_days: int, audit: PurgeAudit) -> None:
+    """The scheduler's daily pass: never raises (the job must run again)."""
+    try:
+        for tenant_id, name in purge_closed(maker, clock.now(), retention_days, audit):
+            log.info("purged closed tenant %s (%s)", name, tenant_id)
+    except Exception:  # noqa: BLE001 - logged; the next pass tries again
+        log.exception("purging closed tenants failed")
+
+
+def add_purge_job(scheduler: Any, maker: Callable[[], Session], retention_days: int,
+                  audit: PurgeAudit) -> None:
+    """Purge due tenants once a day from this process's scheduler (`connector worker`)."""
+    scheduler.add_job(purge_job, "interval", hours=24, args=(maker, retention_days, audit),
+                      id="tenants:purge", max_instances=1, coalesce=True,
+                      replace_existing=True,
+                      next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60))

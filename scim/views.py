@@ -24,6 +24,7 @@ from scim import bulk, casting, discovery, resources, store
 from scim.anchors import PageAnchors
 from scim.errors import (
     BadRequest,
+    Forbidden,
     InternalError,
     InvalidFilter,
     InvalidSyntax,
@@ -91,6 +92,10 @@ def _authenticate() -> None:
         raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped).",
                            headers={"WWW-Authenticate": 'Bearer realm="SCIM", '
                                     'error="invalid_token"'})
+    if tenant.closed_at is not None:
+        raise Forbidden(f"This tenant was closed on {tenant.closed_at:%Y-%m-%d}: SCIM "
+                        "provisioning to it is refused. Turn provisioning off in the identity "
+                        "provider, or ask the hosting partner to reopen the tenant.")
     g.tenant = tenant
     g.tenant_id = tenant.id
 

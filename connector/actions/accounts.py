@@ -4,10 +4,12 @@ password, reset two-factor sign-in)."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from connector import admins
 from connector.actions import AdminCall
 from connector.admins import Throttle, TooManyFailedLogins
-from connector.errors import InvalidSetting, NotFound, StateConflict
+from connector.errors import NotFound, StateConflict
 from connector.models import AdminAccount, AdminToken
 
 
@@ -27,15 +29,13 @@ def change_password(call: AdminCall, current: str, new: str, repeated: str | Non
     the change answers 429 and every browser session of the account ends (a stolen
     session cannot go on guessing)."""
     limits = limits or Throttle()
-    if repeated is not None and new != repeated:
-        raise InvalidSetting("The two new passwords are not the same; type them again.")
     account = own_account(call)
     failures, retry = admins.password_failures(call.session, account, call.now,
                                                limits.window_seconds)
     if failures >= limits.max_failures:
         raise TooManyFailedLogins(retry, "Too many wrong current passwords for this account.")
     try:
-        admins.change_password(call.session, account, current, new, call.now)
+        admins.change_password(call.session, account, current, new, call.now, repeated)
     except admins.WrongPassword:
         call.session.rollback()
         account = own_account(call)
@@ -140,6 +140,16 @@ def create_token(call: AdminCall, name: str) -> tuple[AdminToken, str]:
     token, clear = admins.create_token(call.session, call.principal.admin_id, name, call.now)
     call.audit("token.created", call.principal.tenant_id, token.name, {"token_id": token.id})
     return token, clear
+
+
+def own_token(call: AdminCall, token_id: str) -> AdminToken:
+    """One of the signed-in admin's API tokens (NotFound for anyone else's)."""
+    token = call.session.scalar(select(AdminToken).where(
+        AdminToken.id == token_id, AdminToken.admin_id == call.principal.admin_id))
+    if token is None:
+        raise NotFound(f"You have no API token with id {token_id}; your account page lists "
+                       "your tokens.")
+    return token
 
 
 def revoke_token(call: AdminCall, token_id: str) -> AdminToken:

@@ -9,7 +9,13 @@ from typing import Any
 
 from connector.actions import AdminCall
 from connector.commands import Correction, IndexedValue, UserFields
-from connector.errors import InvalidSetting, NotFound
+from connector.errors import (
+    Conflict,
+    InvalidSetting,
+    NotFound,
+    StateConflict,
+    StatusChangeRefused,
+)
 from connector.models import User
 from connector.text import storable_text
 
@@ -146,7 +152,15 @@ def restore_user(call: AdminCall, tenant_id: str, user_id: str) -> User:
     """Bring a user back from the deleted-users list, active, with its history."""
     tenant = call.tenant(tenant_id)
     user = listed_user(call, tenant_id, user_id)
-    call.directory(tenant).restore_user(user)
+    try:
+        call.directory(tenant).restore_user(user)
+    except StatusChangeRefused as exc:
+        raise StatusChangeRefused(f"{user.user_name} was not restored. {exc.reason}",
+                                  exc.setting) from exc
+    except Conflict as exc:
+        raise Conflict(f"{user.user_name} was not restored: {exc.message}", exc.field) from exc
+    except StateConflict as exc:
+        raise StateConflict(f"{user.user_name} was not restored: {exc.message}") from exc
     call.audit("user.restored", tenant_id, user_id)
     call.session.flush()
     return user
@@ -156,7 +170,13 @@ def purge_user(call: AdminCall, tenant_id: str, user_id: str) -> User:
     """Remove a user on the deleted-users list for good (its history stays for billing)."""
     tenant = call.tenant(tenant_id)
     user = listed_user(call, tenant_id, user_id)
-    call.directory(tenant).purge_user(user)
+    try:
+        call.directory(tenant).purge_user(user)
+    except StatusChangeRefused as exc:
+        raise StatusChangeRefused(f"{user.user_name} was not removed. {exc.reason}",
+                                  exc.setting) from exc
+    except StateConflict as exc:
+        raise StateConflict(f"{user.user_name} was not removed: {exc.message}") from exc
     call.audit("user.purged", tenant_id, user_id)
     return user
 

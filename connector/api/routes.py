@@ -22,6 +22,7 @@ from connector.errors import NotFound
 from connector.http import (
     admin_call,
     done,
+    invalid,
     json_response,
     page_args,
     page_json,
@@ -188,7 +189,15 @@ def tenant_json(tenant: Tenant, users: int | None = None) -> dict[str, Any]:
             "timeZone": tenant.time_zone, "scimBaseUrl": scim_base_url(),
             "users": users if users is not None else counters.live_users(session(),
                                                                          tenant.id),
-            "settings": settings_json(tenant)}
+            "settings": settings_json(tenant),
+            "closed": tenant.closed_at.isoformat() if tenant.closed_at else None,
+            "purgeAfter": _purge_after(tenant)}
+
+
+def _purge_after(tenant: Tenant) -> str | None:
+    due = tenants.purge_due(tenant, current_app.config["SETTINGS"].admin
+                            .closed_tenant_retention_days)
+    return due.isoformat() if due else None
 
 
 def settings_json(tenant: Tenant) -> dict[str, Any]:
@@ -213,6 +222,27 @@ def create_tenant() -> Response:
 @bp.get("/tenants/<tenant_id>")
 def get_tenant(tenant_id: str) -> Response:
     return json_response(tenant_json(tenant_for(tenant_id)))
+
+
+@bp.patch("/tenants/<tenant_id>")
+def rename_tenant(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    tenant_actions.rename_tenant(admin_call(), tenant_id, request_body()["name"])
+    return done(200, tenant_json(tenant_for(tenant_id)))
+
+
+@bp.post("/tenants/<tenant_id>/close")
+def close_tenant(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    tenant = tenant_actions.close_tenant(admin_call(), tenant_id)
+    return done(200, tenant_json(tenant))
+
+
+@bp.post("/tenants/<tenant_id>/reopen")
+def reopen_tenant(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    tenant = tenant_actions.reopen_tenant(admin_call(), tenant_id)
+    return done(200, tenant_json(tenant))
 
 
 @bp.get("/tenants/<tenant_id>/settings")
@@ -373,6 +403,25 @@ def add_module(tenant_id: str) -> Response:
     tenant_for(tenant_id)
     module = tenant_actions.add_module(admin_call(), tenant_id, request_body()["name"])
     return done(201, {"name": module, "users": 0, "groups": 0})
+
+
+@bp.patch("/tenants/<tenant_id>/modules/<module>")
+def rename_module(tenant_id: str, module: str) -> Response:
+    tenant_for(tenant_id)
+    new = tenant_actions.rename_module(admin_call(), tenant_id, module,
+                                       request_body()["name"])
+    usage = {m["name"]: m for m in browse.module_usage(session(), tenant_id)}
+    return done(200, usage[new])
+
+
+@bp.delete("/tenants/<tenant_id>/modules/<module>")
+def remove_module(tenant_id: str, module: str) -> Response:
+    tenant_for(tenant_id)
+    confirm = request.args.get("confirm", "false")
+    if confirm not in ("true", "false"):
+        raise invalid(f"confirm must be true or false; got {confirm!r}.")
+    tenant_actions.remove_module(admin_call(), tenant_id, module, confirmed=confirm == "true")
+    return done(204)
 
 
 # -- audit and export -------------------------------------------------------------------------

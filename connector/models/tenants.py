@@ -34,6 +34,9 @@ class Tenant(Base):
     # and the other one's writes are refused.
     entra_sync: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # Closed by a partner admin (None: open): SCIM is refused, Entra sync stops, no month
+    # after this one closes; purged `admin.closed_tenant_retention_days` later.
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class TenantCounter(Base):

@@ -10,8 +10,10 @@ package's own; one transaction: the change, its events, one audit line), and a r
 from the rules is shown with the setting that would allow the change.
 
 Forms post to an action URL and are answered with a redirect (303) to the page they came
-from, carrying a flash message. The exception are secrets shown once (a new SCIM or API
-token), which are rendered in the POST's own response and never stored in the cookie.
+from, carrying a flash message; a refused form comes back as typed, every error next to
+its field (`forms`). Secrets shown once (a new SCIM or API token) too: the POST stashes
+the secret, encrypted, in the session and redirects to the page that shows it, which
+takes it out (`shown_once`), so a reload shows nothing and re-issues nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from werkzeug.wrappers import Response
 
 from connector import auth, db, errors
 from connector.http import to_problem
+from connector.web import forms
 
 PREFIX = "/admin"
 log = logging.getLogger("connector.web")
@@ -100,6 +103,8 @@ def _authenticate() -> Response | None:
     auth.check_csrf()
     if request.endpoint in PUBLIC:
         return None
+    if request.method == "GET":
+        forms.load()
     if principal is None:
         target = request.full_path.rstrip("?") if request.method == "GET" else None
         return redirect(url_for("web.sign_in", next=target) if target else
@@ -137,7 +142,7 @@ def _security_headers(response: Response) -> Response:
 def _template_globals() -> dict[str, Any]:
     from connector.web.pages import url_with
 
-    return {"me": g.get("principal"), "tenant": g.get("tenant"),
+    return {**forms.template_globals(), "me": g.get("principal"), "tenant": g.get("tenant"),
             "csrf_token": auth.csrf_token, "url_with": url_with,
             "tenant_tabs": current_app.extensions.get("web_tenant_tabs", ())}
 
@@ -152,13 +157,20 @@ def _domain_error(exc: errors.DomainError) -> Any:
         session.rollback()
     problem = to_problem(exc)
     if request.method == "POST" and problem.status in FORM_ERRORS:
-        if isinstance(exc, errors.StatusChangeRefused):
+        back = g.get("back") or url_for("web.index")
+        forms.keep(back, exc)
+        if isinstance(exc, errors.InvalidFields):
+            count = len(exc.errors)
+            flash("Nothing was saved: " + ("one field needs" if count == 1 else
+                                           f"{count} fields need")
+                  + " a change; each says what, next to it below.", "error")
+        elif isinstance(exc, errors.StatusChangeRefused):
             # A message with a link to the setting: flash keeps any value the session
             # cookie can serialise, though Flask types it as text.
             flash({"text": exc.reason, "setting": exc.setting}, "refusal")  # type: ignore[arg-type]
         else:
             flash(exc.message, "error")
-        return redirect(g.get("back") or url_for("web.index"), 303)
+        return redirect(back, 303)
     return error_page(problem.status, problem.title, problem.detail, problem.headers)
 
 

@@ -22,6 +22,7 @@ from connector.http import admin_call
 from connector.models import AdminSession
 from connector.tenants import hash_token
 from connector.web import bp
+from connector.web import shown_once as once
 from connector.web.pages import come_back_to, done, me, safe_next
 
 
@@ -190,11 +191,21 @@ def shown_once() -> Response | str:
 def create_token() -> Response:
     come_back_to(url_for("web.account"))
     token, clear = accounts.create_token(admin_call(), request.form.get("name", ""))
-    return show_once(
-        title=f"API token “{token.name}”", secret=clear, label="Personal API token",
-        reload_note=True,
+    db.get_session().commit()
+    return redirect(url_for("web.token_created", token_id=token.id,
+                            shown=once.stash(clear)), 303)
+
+
+@bp.get("/account/tokens/<token_id>/created")
+def token_created(token_id: str) -> str:
+    """A new API token, once; a reload says where to get a new one."""
+    token = accounts.own_token(admin_call(), token_id)
+    return render_template(
+        "admin/secret.html", title=f"API token “{token.name}”",
+        secret=once.take(request.args.get("shown")), label="Personal API token",
         explain="Scripts send it as “Authorization: Bearer …” to /api/v1. It acts as you; "
                 "revoke it on your account page when it is no longer needed.",
+        again="Revoke this token on your account page and create a new one.",
         back=url_for("web.account"), back_label="Back to your account")
 
 

@@ -19,6 +19,8 @@ from connector.errors import (
     UnknownModule,
 )
 from connector.http import admin_call
+from connector.status import admin_may_set_status
+from connector.tenants import policy_of
 from connector.web import bp
 from connector.web.pages import (
     catalogue,
@@ -182,9 +184,17 @@ def _deleted_url(tenant_id: str) -> str:
 
 @bp.get("/tenants/<tenant_id>/deleted-users")
 def deleted_users(tenant_id: str) -> str:
-    tenant_page(tenant_id)
+    tenant = tenant_page(tenant_id)
     page = browse.deleted_users(db.get_session(), tenant_id, page_number(), DELETED_PER_PAGE)
-    return render_template("admin/deleted_users.html", page=page)
+    # What the status rules would refuse, said before the click: restoring (and removing
+    # one the identity provider still holds) is a status change.
+    policy = policy_of(tenant)
+    refusals = {u.id: admin_may_set_status(policy, u.origin,
+                                           bool(tenant.entra_sync) or u.origin == "entra_sync")
+                for u in page.items}
+    blocked = {r.setting for r in refusals.values() if r is not None}
+    return render_template("admin/deleted_users.html", page=page, refusals=refusals,
+                           blocked=blocked)
 
 
 @bp.post("/tenants/<tenant_id>/deleted-users/<user_id>/restore")
@@ -197,11 +207,14 @@ def restore(tenant_id: str, user_id: str) -> Response:
 
 @bp.get("/tenants/<tenant_id>/deleted-users/<user_id>/remove")
 def confirm_purge(tenant_id: str, user_id: str) -> str:
-    tenant_page(tenant_id)
+    tenant = tenant_page(tenant_id)
     summary = browse.get_user(db.get_session(), tenant_id, user_id, include_removed=True)
     if summary.purged_at is not None:
         raise NotFound(f"User {user_id} is not on this tenant's deleted-users list.")
-    return render_template("admin/confirm_purge.html", user=summary)
+    refusal = None if summary.removed_at else admin_may_set_status(
+        policy_of(tenant), summary.origin,
+        bool(tenant.entra_sync) or summary.origin == "entra_sync")
+    return render_template("admin/confirm_purge.html", user=summary, refusal=refusal)
 
 
 @bp.post("/tenants/<tenant_id>/deleted-users/<user_id>/remove")

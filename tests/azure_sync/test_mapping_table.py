@@ -166,3 +166,11 @@ def test_rules_built_from_a_table_alone_are_compiled() -> None:
     rules = Rules((("jobTitle", "title"),))
     assert fields({"userPrincipalName": "a@x", "jobTitle": "Boss"}, rules=rules).data == {
         "title": "Boss"}
+
+
+def test_every_wrong_entry_is_named_at_once() -> None:
+    with pytest.raises(mapping.InvalidMapping) as caught:
+        mapping.validate_table({"nope": "title", "jobTitle": "rank", "department": "title"})
+    assert set(caught.value.errors) == {"nope", "jobTitle"}
+    assert "Unknown Graph user property" in caught.value.errors["nope"]
+    assert "Unknown target attribute 'rank'" in caught.value.errors["jobTitle"]

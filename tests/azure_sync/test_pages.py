@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,7 @@ def test_the_registration_keeps_its_secret_is_validated_and_can_be_removed(
            "client_secret": ("", "needs a client secret or a certificate")}
     for field, (value, said) in bad.items():
         html = web.follow(register(web, tenant_id, fake_app, **{field: value}))
-        assert said in flash_of(html) and 'role="alert"' in html, field
+        assert said in text(html) and 'role="alert"' in html, field
     assert registration_of(engine, tenant_id) is None
 
     register(web, tenant_id, fake_app)
@@ -189,6 +190,31 @@ def test_the_registration_keeps_its_secret_is_validated_and_can_be_removed(
         assert s.get(Tenant, tenant_id).entra_sync is False  # type: ignore[union-attr]
     assert web.get(entra(tenant_id, "/remove")).status_code == 404
     assert audit_actions(engine)[-1] == "entra.registration_removed"
+
+
+def test_a_refused_registration_keeps_what_was_typed_and_says_every_error(
+        web: WebSession, engine: Engine, fake_app: FakeApp) -> None:
+    tenant_id, _ = make_tenant(engine, "Typos")
+    response = register(web, tenant_id, fake_app, directory_id="contoso tenant",
+                        client_id="", interval_minutes="0", threshold_count="many",
+                        authority_host="http://insecure.example", scope_domains="contoso.com")
+    assert response.status_code == 303
+    html = unescape(web.page(response.location))
+    assert "Nothing was saved: 5 fields need a change" in flash_of(html)
+    for field, said in {
+            "directory_id": "The Directory (tenant) ID must be the value Entra shows",
+            "client_id": "The Application (client) ID must be the value Entra shows",
+            "interval_minutes": "Minutes between rounds must be between 1 and 1440",
+            "threshold_count": "The deletion threshold in users must be a whole number",
+            "authority_host": "The sign-in (authority) host must be an https:// URL"}.items():
+        assert re.search(rf'id="{field}-error"[^>]*>{re.escape(said)}', html), field
+    assert "client_id must" not in html and "directory_id must" not in html
+    assert 'value="contoso tenant"' in html and 'value="many"' in html
+    assert 'value="http://insecure.example"' in html and ">contoso.com</textarea>" in html
+    assert fake_app.client_secret not in html  # a secret is never kept
+    assert registration_of(engine, tenant_id) is None
+    reload = web.page(response.location)  # said once; the reload shows the saved form
+    assert "field-error" not in reload and 'value="contoso tenant"' not in reload
 
 
 def test_a_tenant_fed_by_scim_is_refused_clearly(web: WebSession, engine: Engine,
@@ -267,12 +293,14 @@ def test_preview_changes_nothing_and_one_user_is_synced_at_once(
     directory.seed_users(5)
     register(web, tenant_id, fake_app)
     response = web.post(entra(tenant_id, "/preview"))
-    assert response.status_code == 200
-    html = response.get_data(as_text=True)
+    html = web.follow(response)
     well_formed(html)
     assert "Nothing was applied." in text(html) and "a full round" in text(html)
     assert "Users created 6" in text(html)
     assert user_count(engine, tenant_id) == 0 and latest_run(engine, tenant_id) is None
+    again = web.follow(web.get(response.location))  # a reload runs nothing again
+    assert "Use “Preview” again" in flash_of(again) and "Users created 6" not in text(again)
+    assert audit_actions(engine).count("entra.preview") == 1
 
     html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": "ann@contoso.example"}))
     assert "ann@contoso.example synced from Entra ID: 1 created." in flash_of(html)
@@ -282,6 +310,7 @@ def test_preview_changes_nothing_and_one_user_is_synced_at_once(
     assert user_count(engine, tenant_id, active=False) == 1
     html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": "nobody@x.example"}))
     assert "Entra ID has no user 'nobody@x.example'" in flash_of(html)
+    assert 'value="nobody@x.example"' in html  # kept as typed, to correct it
     html = web.follow(web.post(entra(tenant_id, "/sync-user"), {"user": " "}))
     assert "userPrincipalName" in flash_of(html)
     assert audit_actions(engine)[-3:] == ["entra.preview", "entra.user_synced",
@@ -383,7 +412,7 @@ def test_the_registration_form_sets_the_scope(
                                scope_domains="contoso.com"))
     assert "the next round is a full round" in flash_of(html)
     refused = web.follow(register(web, tenant_id, fake_app, scope_groups="Sales"))
-    assert "object ids" in flash_of(refused)
+    assert "object ids" in text(refused)
 
 
 def page_text(response: Any) -> str:

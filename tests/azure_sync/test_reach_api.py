@@ -89,7 +89,8 @@ def test_a_tenant_admin_may_choose_only_microsofts_clouds(
     api = client(loopback_app, engine, "tenant", tenant_id)
     refused = put(api, tenant_id, fake_app, authorityHost=host)
     assert refused.status_code == 400
-    assert "authorityHost must be one of Microsoft's clouds" in refused.json["detail"]
+    assert ("The sign-in (authority) host must be one of Microsoft's clouds"
+            in refused.json["detail"])
     assert put(api, tenant_id, fake_app, **{**DOD, "graphBaseUrl": host}).status_code == 400
     chosen = put(api, tenant_id, fake_app, **DOD)
     assert chosen.status_code == 200, chosen.json
@@ -223,6 +224,6 @@ def test_the_registration_form_says_which_hosts_a_tenant_admin_may_choose(
         "interval_minutes": "10", "threshold_count": "500", "threshold_percent": "20"})
     assert answer.status_code == 303
     shown = web.follow(answer)
-    assert "authorityHost must be one of Microsoft&#39;s clouds" in shown
+    assert "The sign-in (authority) host must be one of Microsoft&#39;s clouds" in shown
     with make_sessionmaker(engine)() as s:
         assert s.get(EntraRegistration, tenant_id) is None  # nothing half-saved

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from html import unescape
+
 import pytest
 from flask import Flask
 from sqlalchemy import Engine
@@ -34,11 +37,21 @@ def test_prices_typed_wrong_are_refused_and_nothing_changes(
     url = f"/admin/tenants/{h.tenant_id}/billing"
     partner_web.page(url)
     refused = partner_web.post(url, {"company_name": "Acme", "policy": "active_with_module",
-                                     "time_zone": "UTC", "prices": "Hybrid standard 4.50"})
+                                     "time_zone": "Mars/Olympus",
+                                     "prices": "Hybrid standard 4.50\nEngage, standard, 2"})
     assert refused.status_code == 303
-    shown = partner_web.page(url)
-    assert "Price line 1 must read unit, plan, price" in shown
-    assert 'value="Acme"' not in shown
+    shown = unescape(partner_web.page(url))
+    # Every error next to its field, in the label's words; what was typed stays.
+    assert "2 fields need a change" in shown
+    assert re.search(r'id="prices-error"[^>]*>Price line 1 does not read unit, plan, price',
+                     shown)
+    assert re.search(r"id=\"time_zone-error\"[^>]*>The time zone must be an IANA time zone"
+                     r"[^<]*'Mars/Olympus' is not one", shown)
+    assert "time_zone must" not in shown
+    assert 'value="Acme"' in shown and 'value="Mars/Olympus"' in shown
+    assert "Hybrid standard 4.50\nEngage, standard, 2" in shown
+    reload = partner_web.page(url)  # nothing was saved, and the refusal is said once
+    assert 'value="Acme"' not in reload and "field-error" not in reload
     saved = partner_web.post(url, {"company_name": "Acme", "policy": "active_with_module",
                                    "time_zone": "Europe/Amsterdam",
                                    "prices": "Hybrid, standard, 4.50"})

@@ -234,3 +234,33 @@ def test_tenant_list_on_an_older_schema_says_to_migrate(unmigrated_url: str,
     assert listed.returncode == 1, listed.stdout
     assert f"revision {head.down_revision}" in listed.stderr
     assert "run `connector migrate`" in listed.stderr
+
+
+def test_tenant_rename_close_reopen_and_purge(database_url: str, engine: object,
+                                              tmp_path: Path) -> None:
+    made = json.loads(connector(database_url, "tenant", "create", "Acme", "--json",
+                                cwd=tmp_path).stdout)
+    renamed = connector(database_url, "tenant", "rename", made["id"], "Acme Holding",
+                        cwd=tmp_path)
+    assert renamed.returncode == 0 and "'Acme Holding'" in renamed.stdout, renamed.stderr
+    closed = connector(database_url, "tenant", "close", made["id"], cwd=tmp_path)
+    assert closed.returncode == 0, closed.stderr
+    assert "SCIM is refused" in closed.stdout and "connector tenant reopen" in closed.stdout
+    again = connector(database_url, "tenant", "close", made["id"], cwd=tmp_path)
+    assert again.returncode == 1 and "closed already" in again.stderr
+    listed = json.loads(connector(database_url, "tenant", "list", "--json",
+                                  cwd=tmp_path).stdout)
+    assert listed[0]["name"] == "Acme Holding" and listed[0]["closed_at"]
+    # Within the retention period (90 days by default) nothing is purged.
+    kept = connector(database_url, "tenant", "purge", cwd=tmp_path)
+    assert kept.returncode == 0 and "Purged 0 tenant(s)" in kept.stdout
+    reopened = connector(database_url, "tenant", "reopen", made["id"], cwd=tmp_path)
+    assert reopened.returncode == 0 and "Reopened" in reopened.stdout
+    connector(database_url, "tenant", "close", made["id"], cwd=tmp_path)
+    (tmp_path / "none.toml").write_text("[admin]\nclosed_tenant_retention_days = 0\n")
+    dry = connector(database_url, "tenant", "purge", "--dry-run", cwd=tmp_path)
+    assert "Would purge 'Acme Holding'" in dry.stdout, dry.stderr
+    purged = connector(database_url, "tenant", "purge", cwd=tmp_path)
+    assert purged.returncode == 0 and "Purged 'Acme Holding'" in purged.stdout, purged.stderr
+    assert json.loads(connector(database_url, "tenant", "list", "--json",
+                                cwd=tmp_path).stdout) == []

@@ -153,6 +153,15 @@ def test_a_one_time_password_must_be_replaced_first(app: Flask, engine: Engine) 
     response = web.post("/admin/account/password", {
         "current_password": one_time, "new_password": "short", "new_password_again": "short"})
     assert "at least 12 characters" in text(web.follow(response))
+    # Every wrong field at once, each next to its field; no password is kept in the form.
+    response = web.post("/admin/account/password", {
+        "current_password": "wrong", "new_password": "short", "new_password_again": "shorter"})
+    html = web.follow(response)
+    for field, said in (("current_password", "The current password is not right."),
+                        ("new_password", "A password needs at least 12 characters."),
+                        ("new_password_again", "The two new passwords are not the same")):
+        assert re.search(rf'id="{field}-error"[^>]*>{re.escape(said)}', html), field
+    assert "shorter" not in html and 'value="short"' not in html
     response = web.post("/admin/account/password", {
         "current_password": one_time, "new_password": new, "new_password_again": new})
     assert response.location == "/admin/"
@@ -326,10 +335,20 @@ def test_restore_and_permanent_removal_from_the_deleted_users_list(
     assert "2 deleted users" in html
     assert "Disabled in the identity provider" in html
     assert "Deleted in the identity provider" in html
-    refused = partner_web.follow(partner_web.post(f"{base}/{seed.disabled}/restore"))
-    assert "pause provisioning first" in text(refused)
-    partner_web.post(f"/admin/tenants/{scim.tenant_id}/settings",
-                     {"provisioning_paused": "true"})
+    # Provisioning runs: said up front, with one click that pauses and comes back here.
+    assert "Pause provisioning to edit" in html and "Pause provisioning to restore" in html
+    assert f"/{seed.disabled}/restore" not in partner_web.page(base)
+    name = user_state(engine, scim.tenant_id, seed.disabled).user_name
+    refused = text(partner_web.follow(partner_web.post(f"{base}/{seed.disabled}/restore")))
+    assert f"{name} was not restored" in refused and "pause provisioning first" in refused
+    refused = text(partner_web.follow(partner_web.post(f"{base}/{seed.disabled}/remove")))
+    assert f"{name} was not removed" in refused
+    paused = partner_web.post(f"/admin/tenants/{scim.tenant_id}/settings",
+                              {"provisioning_paused": "true", "next": base})
+    assert paused.location == base
+    html = text(partner_web.follow(paused))
+    assert "Provisioning is paused" in html and "Pause provisioning to edit" not in html
+    assert f"/{seed.disabled}/restore" in partner_web.page(base)
     html = text(partner_web.follow(partner_web.post(f"{base}/{seed.disabled}/restore")))
     assert "is restored and active" in html and "1 deleted user" in html
     assert user_state(engine, scim.tenant_id, seed.disabled).active is True
@@ -405,41 +424,59 @@ def test_settings_change_and_the_paused_banner(partner_web: WebSession, scim: Sc
     assert "tenant.settings" in audit and "partner@example.com" in audit
 
 
-def test_scim_token_rotation_shows_the_new_token_once(partner_web: WebSession,
-                                                      scim: ScimClient,
-                                                      engine: Engine) -> None:
+def test_scim_token_rotation_asks_first_and_shows_the_new_token_once(
+        partner_web: WebSession, scim: ScimClient, engine: Engine) -> None:
     base = f"/admin/tenants/{scim.tenant_id}"
-    assert "http://localhost/scim/v2" in partner_web.page(f"{base}/settings")
+    settings = partner_web.page(f"{base}/settings")
+    assert "http://localhost/scim/v2" in settings
+    assert f'href="{base}/scim-token"' in settings  # a link to the question, not a POST
+    confirm = text(partner_web.page(f"{base}/scim-token"))
+    assert "Rotate the SCIM token of" in confirm and "shown once" not in confirm
+    assert audit_actions(engine).count("tenant.scim_token_rotated") == 0
     response = partner_web.post(f"{base}/scim-token")
-    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
-    html = response.get_data(as_text=True)
+    assert response.status_code == 303 and "scim_" not in response.location
+    shown = partner_web.get(response.location)
+    assert shown.status_code == 200 and shown.headers["Cache-Control"] == "no-store"
+    html = shown.get_data(as_text=True)
     token = re.search(r'value="(scim_[^"]+)"', html).group(1)  # type: ignore[union-attr]
     assert "shown only this once" in text(html)
+    assert token not in partner_web.client.get_cookie("connector_session").value  # type: ignore[union-attr]
     body = {"schemas": [USER], "userName": "new@example.com"}
     assert scim.post("/Users", body).status_code == 401
-    assert ScimClient(scim.client, token, scim.tenant_id).post("/Users", body).status_code == 201
+    fresh = ScimClient(scim.client, token, scim.tenant_id)
+    assert fresh.post("/Users", body).status_code == 201
+    reload = text(partner_web.page(response.location))  # the reload: no new token
+    assert "This token was shown once and cannot be shown again" in reload
+    assert token not in reload and "scim_" not in reload
+    assert fresh.get("/Users").status_code == 200  # still the live token
     assert token not in partner_web.page(f"{base}/settings")
-    assert audit_actions(engine)[-1] == "tenant.scim_token_rotated"
+    assert audit_actions(engine).count("tenant.scim_token_rotated") == 1
 
 
 def test_a_partner_creates_a_tenant_and_sees_its_first_token_once(
         partner_web: WebSession, engine: Engine) -> None:
-    response = partner_web.post("/admin/tenants", {"name": "Contoso <Health>"})
-    html = response.get_data(as_text=True)
-    assert response.status_code == 200 and "Contoso &lt;Health&gt;" in html
+    response = partner_web.post("/admin/tenants", {"name": "Contoso Health"})
+    assert response.status_code == 303
+    html = partner_web.page(response.location)
+    assert "Contoso Health" in html
     assert re.search(r'value="scim_[^"]+"', html)
-    assert "Contoso &lt;Health&gt;" in partner_web.page("/admin/tenants")
-    assert audit_actions(engine)[-1] == "tenant.created"
-    refused = partner_web.follow(partner_web.post("/admin/tenants", {"name": " "}))
-    assert "1 to 200 characters" in text(refused)
+    reload = text(partner_web.page(response.location))
+    assert "was shown once and cannot be shown again" in reload and "scim_" not in reload
+    assert "Rotate the SCIM token" in reload
+    assert partner_web.page("/admin/tenants").count(">Contoso Health</a>") == 1  # one tenant
+    assert audit_actions(engine).count("tenant.created") == 1
+    refused = partner_web.follow(partner_web.post("/admin/tenants", {"name": "x" * 201}))
+    assert re.search(r'id="name-error"[^>]*>A tenant name needs 1 to 200 characters', refused)
+    assert f'value="{"x" * 201}"' in refused
 
 
 def test_personal_api_tokens(partner_web: WebSession, engine: Engine) -> None:
     response = partner_web.post("/admin/account/tokens", {"name": "nightly report"})
-    assert response.location == "/admin/account/shown"  # a reload makes no second token
-    html = partner_web.page(response.location)
-    assert partner_web.get(response.location).location == "/admin/account"  # shown once
+    html = partner_web.follow(response)
     token = re.search(r'value="(cadm_[^"]+)"', html).group(1)  # type: ignore[union-attr]
+    reload = text(partner_web.page(response.location))
+    assert "was shown once" in reload and "cadm_" not in reload
+    assert audit_actions(engine).count("token.created") == 1
     api = partner_web.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
     assert api.status_code == 200
     account = partner_web.page("/admin/account")
