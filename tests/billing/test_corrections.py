@@ -246,7 +246,7 @@ def test_the_trial_command(engine: Engine, database_url: str, tmp_path: Path) ->
     assert ended.returncode == 0 and "has no trial" in ended.stdout
     bad = connector(database_url, "billing", "trial", "--tenant", h.tenant_id,
                     "--starts-on", "3 Oct", cwd=tmp_path)
-    assert bad.returncode == 1 and "trial_starts_on must be a date" in bad.stderr
+    assert bad.returncode == 1 and "The trial's start must be a date" in bad.stderr
 
 
 def test_the_month_page_lists_what_was_not_billed_back(engine: Engine, app: Any,

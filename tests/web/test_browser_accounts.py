@@ -64,7 +64,8 @@ def test_invite_first_sign_in_two_factor_and_reset(
     kees.get_by_label("New password", exact=True).fill("password1234")
     kees.get_by_label("New password again").fill("password1234")
     kees.get_by_role("button", name="Change password").click()
-    expect(kees.get_by_role("alert")).to_contain_text("too easy to guess")
+    # Said next to the field (and announced), above it what to do.
+    expect(kees.locator("#new_password-error")).to_contain_text("too easy to guess")
     kees.reload()
     kees.get_by_label("New password", exact=True).fill(NEW)
     kees.get_by_label("New password again").fill(NEW)
