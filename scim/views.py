@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from connector import clock, counters, db, provlog, scim_health, tenants, urls
+from connector import clock, counters, db, limits, provlog, scim_health, tenants, urls
 from connector.events import WriteContext
 from connector.models import Group, User
 from connector.request_body import body_bytes
@@ -71,6 +71,12 @@ def init_app(app: Flask) -> None:
 def _authenticate() -> None:
     if not all_storable((request.view_args or {}).values()):
         raise NotFound(f"No resource at {request.path!r}.")
+    for name in ("user_id", "group_id"):
+        value = (request.view_args or {}).get(name)
+        if isinstance(value, str) and limits.too_long(value, limits.ID):
+            raise InvalidValue(f"The id in the path is {len(value):,} characters long; ids "
+                               f"have at most {limits.ID}. Use the 'id' of a resource as "
+                               "this service returned it.")
     if not all_storable(request.args.values()):
         raise InvalidValue("Query parameters may not contain NUL characters.")
     header = request.headers.get("Authorization", "")
