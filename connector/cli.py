@@ -183,6 +183,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             self.cfg.set("workers", args.workers)
             self.cfg.set("worker_class", worker_class)
             self.cfg.set("threads", threads)
+            # URLs up to 8 KB reach the app, which answers those over 4 KB in JSON.
+            self.cfg.set("limit_request_line", serving.GUNICORN_LIMIT_REQUEST_LINE)
 
         def load(self):
             app = create_app(settings)
@@ -224,6 +226,7 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port:
     os.execve(sys.executable, [  # noqa: S606 - the same interpreter, fixed arguments
         sys.executable, "-m", "gunicorn", "--worker-class", "gevent",
         "--worker-connections", str(connections), "--workers", str(args.workers),
+        "--limit-request-line", str(serving.GUNICORN_LIMIT_REQUEST_LINE),
         "--bind", f"{host}:{port}", "connector.app:server_app()"], env)
     return 1  # not reached: execve replaces this process
 

@@ -34,6 +34,7 @@ from scim.errors import (
     ScimError,
     Unauthorized,
     UnsupportedMediaType,
+    UriTooLong,
 )
 from scim.failures import to_scim_error
 from scim.filters import Compare, Node, compile_sort, parse_filter, simple_user_lookup
@@ -250,12 +251,13 @@ def _log_failed_request(response: Response) -> None:
 
 
 def _http_error(exc: HTTPException) -> Any:
-    """Werkzeug's 404/405/413 under /scim/v2 become SCIM errors (blueprint handlers miss
+    """Werkzeug's 404/405/413/414 under /scim/v2 become SCIM errors (blueprint handlers miss
     them: routing fails before the blueprint is known)."""
     mapping: dict[int, Callable[[], ScimError]] = {
         404: lambda: NotFound(f"No SCIM endpoint at {request.path}."),
         405: lambda: MethodNotAllowed(f"{request.method} is not supported on {request.path}."),
         413: lambda: PayloadTooLarge("The request body is larger than the server accepts."),
+        414: lambda: UriTooLong(exc.description),
     }
     factory = mapping.get(exc.code or 0)
     error = factory() if factory else BadRequest(exc.description)

@@ -151,3 +151,15 @@ def test_folded_names_that_grow_stay_within_the_columns(scim: ScimClient) -> Non
     too_long(scim.post("/Users", user("ﬃ" * limits.NAME, emails=[])), "userName")
     made = scim.post("/Users", user("ß" * limits.NAME, emails=[]))  # folds to 512: fits
     assert made.status_code == 201, made.get_data(as_text=True)
+
+
+def test_a_url_over_4_kb_is_a_scim_414_that_points_to_search(scim: ScimClient) -> None:
+    from connector import serving
+
+    fits = 'userName eq "' + "f" * (serving.MAX_URL_BYTES - 200) + '"'
+    assert scim.get("/Users", query_string={"filter": fits}).status_code == 200
+    r = scim.get("/Users", query_string={"filter": fits + " or " + fits})
+    assert_error(r, 414)
+    assert "POST /Users/.search" in r.json["detail"]
+    assert_error(scim.get("/Users/" + "u" * serving.MAX_URL_BYTES), 414)
+    assert_error(scim.request("GET", "/NoSuchEndpoint/" + "u" * serving.MAX_URL_BYTES), 414)
