@@ -34,7 +34,8 @@ WORKER_CLASSES: tuple[WorkerClass, ...] = get_args(WorkerClass)
 # /scim/v2, a problem under /api/v1). gunicorn refuses request lines beyond its own
 # limit before the application sees them, with an HTML page a SCIM client cannot read:
 # its limit is raised to the largest it keeps bounded (8,190 bytes; 0 would read a line
-# of any length into memory), so that every URL from 4 KB to 8 KB gets our answer.
+# of any length into memory), so that every URL from 4 KB to 8 KB gets our answer, and
+# its worker classes answer a longer line in JSON too (connector/workers.py).
 MAX_URL_BYTES = 4096
 GUNICORN_LIMIT_REQUEST_LINE = 8190
 

@@ -28,6 +28,7 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 pytestmark = pytest.mark.slow  # gunicorn servers in subprocesses
+CLASS_NAMES = {"gthread": "ThreadWorker", "sync": "SyncWorker", "gevent": "GeventWorker"}
 
 
 def _free_port() -> int:
@@ -107,6 +108,9 @@ def test_hostile_requests_get_answers_and_the_worker_keeps_serving(
         problem = client.get(base + "/api/v1/tenants/" + "t" * 6000)
         assert problem.status_code == 414
         assert problem.headers["Content-Type"] == "application/problem+json"
+        # Over gunicorn's own limit (8,190 bytes): refused before the app, in JSON too.
+        beyond = requests.get(scim + "/Users?filter=" + "x" * 20_000, timeout=10)
+        assert "POST /Users/.search" in scim_error(beyond, 414)["detail"]
         searched = client.post(scim + "/Users/.search", json={
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
             "filter": long_filter})
@@ -123,3 +127,4 @@ def test_hostile_requests_get_answers_and_the_worker_keeps_serving(
     log = (tmp_path / f"serve-{worker_class}.log").read_text()
     assert "Traceback" not in log and "WORKER TIMEOUT" not in log
     assert log.count("Booting worker") == 1  # no worker died and was replaced
+    assert f"Using worker: connector.workers.{CLASS_NAMES[worker_class]}" in log
