@@ -53,8 +53,9 @@ def answered(response: Any, method: str, path: str) -> Any:
     return response
 
 
-def send(scim: ScimClient, method: str, path: str, body: Any = None, **kw: Any) -> Any:
-    headers = {"Content-Type": "application/scim+json"}
+def send(scim: ScimClient, method: str, path: str, body: Any = None,
+         extra: dict[str, str] | None = None, **kw: Any) -> Any:
+    headers = {"Content-Type": "application/scim+json", **(extra or {})}
     data = None if body is None else json.dumps(body)
     return answered(scim.request(method, path, data=data, headers=headers, **kw), method, path)
 
@@ -190,15 +191,23 @@ PATCHES = st.one_of(
     st.builds(lambda ops: {"schemas": [PATCH_OP], "Operations": ops}, PATCH_OPS), JSON)
 
 
+IF_MATCH = st.one_of(st.none(), st.just("*"), st.just('W/"1"'), st.just('W/"99999999999999999999"'),
+                    TEXT.filter(lambda t: t.isprintable() and t.isascii()))
+
+
 @FUZZ
-@given(body=USERS, patch=PATCHES)
-def test_user_bodies_never_answer_a_server_error(scim: ScimClient, seeded: dict[str, str],
-                                                 body: Any, patch: Any) -> None:
+@given(body=USERS, patch=PATCHES, if_match=IF_MATCH, projection=PAGING)
+def test_user_bodies_never_answer_a_server_error(
+        scim: ScimClient, seeded: dict[str, str], body: Any, patch: Any,
+        if_match: str | None, projection: dict[str, Any]) -> None:
     uid = seeded["user"]
-    send(scim, "POST", "/Users", body)
-    send(scim, "PUT", f"/Users/{uid}", body)
-    send(scim, "PATCH", f"/Users/{uid}", patch)
-    assert scim.get(f"/Users/{uid}").status_code in (200, 404)
+    headers = {} if if_match is None else {"If-Match": if_match}
+    query = {k: str(v) for k, v in projection.items()}
+    send(scim, "POST", "/Users", body, query_string=query)
+    send(scim, "PUT", f"/Users/{uid}", body, query_string=query, extra=headers)
+    send(scim, "PATCH", f"/Users/{uid}", patch, query_string=query, extra=headers)
+    got = answered(scim.get(f"/Users/{uid}", query_string=query), "GET", "/Users/{id}")
+    assert got.status_code in (200, 400, 404)
 
 
 @FUZZ
