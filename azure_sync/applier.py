@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from azure_sync import ahead, attribute_maps, mapping, pending, staging
 from azure_sync import scope as scoping
 from azure_sync.writer import log_event, stored_profile, write_context
-from connector import db
+from connector import db, limits
 from connector.commands import GroupFields, MemberChange, UserFields
 from connector.directory import Directory
 from connector.errors import Conflict, DomainError
@@ -73,6 +73,9 @@ def failure_of(exc: Exception, operation: str) -> pending.Failure:
                                f"({type(exc.orig).__name__}); kept and retried.", operation)
     if isinstance(exc, MissingName):
         return pending.Failure("missing_user_name", exc.message, "create")
+    if isinstance(exc, limits.ValueTooLong):
+        return pending.Failure("value_too_long", f"{exc.message} (in Entra ID); kept and "
+                               "retried when it changes.", operation)
     message = getattr(exc, "message", None) or type(exc).__name__
     return pending.Failure("rejected", str(message), operation)
 

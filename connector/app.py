@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestURITooLarge
 
 from connector import db, health, logs, provlog, serving
 from connector.config import Settings, load_settings
@@ -76,6 +76,13 @@ def setup_request_ids(app: Flask, settings: Settings) -> None:
     def _start() -> None:
         g.request_id = uuid.uuid4().hex
         g.started = time.perf_counter()
+        size = serving.url_bytes(request.environ)
+        if size > serving.MAX_URL_BYTES:
+            raise RequestURITooLarge(
+                f"The URL is {size:,} bytes long; this service takes at most "
+                f"{serving.MAX_URL_BYTES:,}. Send a long filter in the body of a search "
+                "(SCIM: POST /Users/.search, /Groups/.search or /.search) instead of the "
+                "query string, and use ids as this service returned them.")
 
     @app.after_request
     def _finish(response: ResponseReturnValue) -> ResponseReturnValue:

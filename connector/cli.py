@@ -189,6 +189,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     threads = args.threads or settings.server.threads
     if worker_class == "gthread" and threads <= 1:
         worker_class = "sync"
+    if worker_class == "sync":
+        # gunicorn quietly runs its threaded worker for "sync" with threads > 1 (and
+        # server.threads is 4 by default): sync is one request at a time, or it is not.
+        threads = 1
     problem = serving.worker_class_problem(settings, worker_class)
     if problem:
         print(problem, file=sys.stderr)
@@ -206,14 +210,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from gunicorn.app.base import BaseApplication
 
+    from connector import workers
     from connector.app import create_app, settle_memory
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", args.workers)
-            self.cfg.set("worker_class", worker_class)
+            # gunicorn's own classes, answering too long a request line in JSON.
+            self.cfg.set("worker_class", workers.CLASSES[worker_class])
             self.cfg.set("threads", threads)
+            # URLs up to 8 KB reach the app, which answers those over 4 KB in JSON.
+            self.cfg.set("limit_request_line", serving.GUNICORN_LIMIT_REQUEST_LINE)
             if welcome is not None:  # once, by the first worker, when it is up
                 self.cfg.set("post_worker_init", lambda worker: print(
                     welcome, flush=True) if worker.age == 1 else None)
@@ -245,6 +253,8 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port:
     already patched the process (the worker). So the migration runs in a child process,
     and gunicorn replaces this one.
     """
+    from connector import workers
+
     config = ["--config", args.config] if args.config else []
     # Our own interpreter and module, arguments from our own parser: no shell, no input.
     migrate_cmd = [sys.executable, "-m", "connector.cli", *config,
@@ -261,8 +271,9 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port:
     connections = args.worker_connections or settings.server.worker_connections
     print(serving_line, flush=True)
     os.execve(sys.executable, [  # noqa: S606 - the same interpreter, fixed arguments
-        sys.executable, "-m", "gunicorn", "--worker-class", "gevent",
+        sys.executable, "-m", "gunicorn", "--worker-class", workers.CLASSES["gevent"],
         "--worker-connections", str(connections), "--workers", str(args.workers),
+        "--limit-request-line", str(serving.GUNICORN_LIMIT_REQUEST_LINE),
         "--bind", f"{host}:{port}", "connector.app:server_app()"], env)
     return 1  # not reached: execve replaces this process
 

@@ -37,6 +37,17 @@ from connector import serving
 from connector.config import DatabaseSettings
 
 
+def refused_value(error: BaseException) -> bool:
+    """Whether the database refused a statement for a value it cannot take (SQLSTATE
+    class 22, data exception: a text over a column's size; class 54, program limit: an
+    index row over 2,704 bytes) rather than for being busy or unreachable. The request's
+    values are the client's to correct: a 400, not a 500 or a 503 to retry."""
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    state = str(getattr(error.orig, "sqlstate", "") or "")
+    return state[:2] in ("22", "54")
+
+
 def make_engine(settings: DatabaseSettings) -> Engine:
     """Create the engine for `settings.url`, with SQLite made safe for concurrent use."""
     url = make_url(settings.url)

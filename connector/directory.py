@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
-from connector import counters, db, events, provlog, user_extras
+from connector import counters, db, events, limits, provlog, user_extras
 from connector.commands import (
     Correction,
     GroupFields,
@@ -264,6 +264,7 @@ class Directory:
         event are written together (on PostgreSQL as one statement, one round trip).
         `seen_in_run`: the full sync round that read the user (its sweep spares it)."""
         self.ensure_writable()
+        limits.check_user(fields)
         state = initial_state(self.policy, self.ctx.source, fields.active)
         modules = self._known_modules(fields.modules or ())
         row = self._user_row(fields, state, new_id(), seen_in_run)
@@ -338,6 +339,7 @@ class Directory:
             return []
         users, values, ids = [], [], []
         for fields in many:
+            limits.check_user(fields)
             state = initial_state(self.policy, self.ctx.source, fields.active)
             user_id = new_id()  # time-ordered: see connector/ids.py
             ids.append(user_id)
@@ -359,6 +361,7 @@ class Directory:
                     ) -> User:
         """Replace the user's profile with `fields`; status through the rules."""
         self.ensure_writable()
+        limits.check_user(fields)
         self._check_version(user.version, expected_version)
         if (fields.user_name.casefold(), fields.external_id) != (user.user_name_norm,
                                                                  user.external_id):
@@ -667,6 +670,8 @@ class Directory:
     def set_user_modules(self, user: User, modules: Sequence[str]) -> bool:
         if user.removed_at is not None:
             raise NotFound(f"User {user.id} was deleted.")
+        for module in modules:
+            limits.check("modules", module, limits.MODULE)
         changed = self._replace_user_modules(user, modules)
         if changed:
             self._touch(user)
@@ -807,6 +812,7 @@ class Directory:
     @_emits_events
     def create_group(self, fields: GroupFields, members: Sequence[str] = ()) -> Group:
         self.ensure_writable()
+        limits.check_group(fields)
         user_extras.forget_all(self.session)
         self._check_group_unique(fields, None)
         modules = self._known_modules(fields.modules or ())
@@ -830,6 +836,7 @@ class Directory:
                      members: Sequence[MemberChange] = (), expected_version: int | None = None
                      ) -> Group:
         self.ensure_writable()
+        limits.check_group(fields)
         user_extras.forget_all(self.session)
         self._check_version(group.version, expected_version)
         if (fields.display_name.casefold(), fields.external_id) != (group.display_name_norm,

@@ -18,7 +18,7 @@ from typing import Any
 from flask import Response, current_app, g, request
 from sqlalchemy.orm import Session
 
-from connector import admins, auth, browse, clock, db, errors, urls
+from connector import admins, auth, browse, clock, db, errors, limits, urls
 from connector.actions import AdminCall
 from connector.admins import Principal
 from connector.models import Tenant
@@ -119,6 +119,8 @@ def to_problem(exc: Exception) -> Problem:
         return Problem(404, "Not found", exc.message, "not-found")
     if isinstance(exc, errors.VersionMismatch):
         return Problem(412, "Changed meanwhile", exc.message, "version-mismatch")
+    if isinstance(exc, limits.ValueTooLong):
+        return Problem(400, "Value too long", exc.message, "invalid-value", field=exc.attribute)
     if isinstance(exc, errors.DomainError):  # InvalidSetting, UnknownModule, InvalidReference
         return Problem(400, "Invalid request", exc.message, "invalid-request")
     raise exc

@@ -29,6 +29,25 @@ from connector.config import Settings, WorkerClass
 
 WORKER_CLASSES: tuple[WorkerClass, ...] = get_args(WorkerClass)
 
+# How long a URL (path and query string) may be. The application answers a longer one
+# with a 414 in the error format of the surface it names (SCIM error JSON under
+# /scim/v2, a problem under /api/v1). gunicorn refuses request lines beyond its own
+# limit before the application sees them, with an HTML page a SCIM client cannot read:
+# its limit is raised to the largest it keeps bounded (8,190 bytes; 0 would read a line
+# of any length into memory), so that every URL from 4 KB to 8 KB gets our answer, and
+# its worker classes answer a longer line in JSON too (connector/workers.py).
+MAX_URL_BYTES = 4096
+GUNICORN_LIMIT_REQUEST_LINE = 8190
+
+
+def url_bytes(environ: WSGIEnvironment) -> int:
+    """The length of the request's URL as the client sent it (path and query string;
+    gunicorn's RAW_URI has both, other servers' may have the path alone)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    query = environ.get("QUERY_STRING", "")
+    parts = len(environ.get("PATH_INFO", "")) + (len(query) + 1 if query else 0)
+    return max(len(raw), parts)
+
 
 def worker_class_problem(settings: Settings, worker_class: str) -> str | None:
     """Why `connector serve` cannot run with this worker class, or None."""

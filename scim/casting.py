@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from connector import limits
 from connector.commands import GroupFields, IndexedValue, UserFields
 from scim.errors import InvalidSyntax, InvalidValue
 from scim.schemas import (
@@ -153,9 +154,34 @@ def _cast_single(attr: Attribute, value: Any, path: str) -> Any:
         return _cast_complex(attr, value, path)
     caster = _CASTERS[attr.type]
     try:
-        return caster(value)
+        cast = caster(value)
     except (TypeError, ValueError) as exc:
         raise InvalidValue(f"'{path}' must be of type {attr.type}; got {value!r:.80}.") from exc
+    if isinstance(cast, str):
+        indexed = path.split(".")[0] in INDEXED_MULTI_VALUED and attr.name == "value"
+        refused = limits.refusal(path, cast, max_length(attr, path), indexed)
+        if refused is not None:
+            raise InvalidValue(refused.message)
+    return cast
+
+
+def max_length(attr: Attribute, path: str) -> int:
+    """The most characters a text attribute may have (docs/scim.md, "Maximum lengths")."""
+    lowered = path.lower()
+    if attr.type in ("reference", "binary"):
+        return limits.URL
+    if lowered.endswith("members.value"):
+        return limits.ID
+    if attr.name == "type":
+        return limits.TYPE
+    if attr.name == "externalId" or lowered.endswith("manager.value"):
+        return limits.EXTERNAL_ID
+    if attr.name == "modules":
+        return limits.MODULE
+    if attr.name == "password" or (lowered.startswith("addresses.")
+                                   and attr.name in ("formatted", "streetAddress")):
+        return limits.TEXT
+    return limits.NAME
 
 
 def _cast_complex(attr: Attribute, value: Any, path: str) -> dict[str, Any] | None:
@@ -397,7 +423,11 @@ def group_fields(doc: Mapping[str, Any], complete: bool = False
 def member_id(member: Any) -> str:
     if not isinstance(member, dict) or not isinstance(member.get("value"), str):
         raise InvalidValue("Each member must be an object with a string 'value' (an id).")
-    return str(member["value"])
+    value = str(member["value"])
+    refused = limits.refusal("members.value", value, limits.ID)
+    if refused is not None:
+        raise InvalidValue(refused.message)
+    return value
 
 
 # -- rows -> resources -------------------------------------------------------------

@@ -17,6 +17,7 @@
      ├── Uniqueness 409   uniqueness
      ├── PreconditionFailed 412
      ├── PayloadTooLarge 413
+     ├── UriTooLong 414
      ├── UnsupportedMediaType 415
      ├── ServiceUnavailable 503 (Retry-After)
      └── InternalError 500 (never carries internals)
@@ -133,6 +134,12 @@ class PreconditionFailed(ScimError):
 class PayloadTooLarge(ScimError):
     status = 413
     default_detail = "The request body is too large."
+
+
+class UriTooLong(ScimError):
+    status = 414
+    default_detail = ("The URL is too long; send a long filter in the body of POST "
+                      "/Users/.search, /Groups/.search or /.search.")
 
 
 class UnsupportedMediaType(ScimError):

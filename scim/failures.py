@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError, OperationalError, PendingRollbackError
 
+from connector import db, limits
 from connector import errors as domain
 from scim.errors import (
     BadRequest,
@@ -36,6 +37,11 @@ def to_scim_error(exc: Exception) -> ScimError:
         return BadRequest(exc.message)
     if isinstance(exc, domain.WrongProvisioningPath):
         return Forbidden(exc.message)
+    if isinstance(exc, limits.ValueTooLong):
+        return InvalidValue(exc.message)
+    if db.refused_value(exc):
+        return InvalidValue("A value is too large or not valid for the database to store; "
+                            "shorten the longest values (docs/scim.md, \"Maximum lengths\").")
     if isinstance(exc, IntegrityError):
         return Uniqueness("A unique value is already in use (concurrent write).")
     if isinstance(exc, (OperationalError, PendingRollbackError)):

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from connector import clock, counters, db, provlog, scim_health, tenants, urls
+from connector import clock, counters, db, limits, provlog, scim_health, tenants, urls
 from connector.events import WriteContext
 from connector.models import Group, User
 from connector.request_body import body_bytes
@@ -35,6 +35,7 @@ from scim.errors import (
     ScimError,
     Unauthorized,
     UnsupportedMediaType,
+    UriTooLong,
 )
 from scim.failures import to_scim_error
 from scim.filters import Compare, Node, compile_sort, parse_filter, simple_user_lookup
@@ -72,6 +73,12 @@ def init_app(app: Flask) -> None:
 def _authenticate() -> None:
     if not all_storable((request.view_args or {}).values()):
         raise NotFound(f"No resource at {request.path!r}.")
+    for name in ("user_id", "group_id"):
+        value = (request.view_args or {}).get(name)
+        if isinstance(value, str) and limits.too_long(value, limits.ID):
+            raise InvalidValue(f"The id in the path is {len(value):,} characters long; ids "
+                               f"have at most {limits.ID}. Use the 'id' of a resource as "
+                               "this service returned it.")
     if not all_storable(request.args.values()):
         raise InvalidValue("Query parameters may not contain NUL characters.")
     header = request.headers.get("Authorization", "")
@@ -249,12 +256,13 @@ def _log_failed_request(response: Response) -> None:
 
 
 def _http_error(exc: HTTPException) -> Any:
-    """Werkzeug's 404/405/413 under /scim/v2 become SCIM errors (blueprint handlers miss
+    """Werkzeug's 404/405/413/414 under /scim/v2 become SCIM errors (blueprint handlers miss
     them: routing fails before the blueprint is known)."""
     mapping: dict[int, Callable[[], ScimError]] = {
         404: lambda: NotFound(f"No SCIM endpoint at {request.path}."),
         405: lambda: MethodNotAllowed(f"{request.method} is not supported on {request.path}."),
         413: lambda: PayloadTooLarge("The request body is larger than the server accepts."),
+        414: lambda: UriTooLong(exc.description),
     }
     factory = mapping.get(exc.code or 0)
     error = factory() if factory else BadRequest(exc.description)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from connector import limits
 from connector.actions import AdminCall
 from connector.commands import Correction, IndexedValue, UserFields
 from connector.errors import (
@@ -78,23 +79,26 @@ def create_user(call: AdminCall, tenant_id: str, new: NewUser) -> User:
     """Create a user by hand (not through an identity provider)."""
     tenant = call.tenant(tenant_id)
     user_name = new.user_name.strip()
-    if not 1 <= len(user_name) <= 512:
-        raise InvalidSetting("userName needs 1 to 512 characters.")
+    if not user_name:
+        raise InvalidSetting("userName is required: give the user's sign-in name.")
+    limits.check("userName", user_name, limits.NAME)
     data: dict[str, Any] = {}
     names = {key: value.strip() for key, value in (("givenName", new.given_name),
                                                    ("familyName", new.family_name)) if value}
+    for key, value in names.items():
+        limits.check(key, value, limits.NAME)
     if names:
         data["name"] = names
     values: tuple[IndexedValue, ...] = ()
     if new.email:
-        if "@" not in new.email or len(new.email) > 320:
-            raise InvalidSetting(f"{new.email!r} is not an e-mail address.")
         email = new.email.strip()
+        limits.check("email", email, limits.NAME)
+        if "@" not in email:
+            raise InvalidSetting(f"{email!r} is not an e-mail address.")
         data["emails"] = [{"value": email, "type": "work", "primary": True}]
         values = (IndexedValue("emails", 0, email, "work", True),)
     display = (new.display_name or "").strip()
-    if len(display) > 512:  # the column's size (PostgreSQL refuses longer text)
-        raise InvalidSetting("displayName may have at most 512 characters.")
+    limits.check("displayName", display, limits.NAME)
     modules = module_names(new.modules) if new.modules is not None else None
     fields = UserFields(user_name=user_name, display_name=display or None, data=data,
                         values=values, active=new.active,

@@ -53,7 +53,7 @@ def _api_headers(response: Response) -> Response:
 
 
 _HTTP_SLUGS = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",
-               413: "payload-too-large", 415: "unsupported-media-type"}
+               413: "payload-too-large", 414: "uri-too-long", 415: "unsupported-media-type"}
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -7,6 +7,9 @@ No request may answer 500, and every response must be one the spec declares: sta
 content type, headers and body. Bounded (few examples, fixed seed, deterministic
 generation) so that it takes seconds on each database.
 
+Known values are also offered for the provisioning log's entries, the reporting keys and
+billing months, so those operations are fuzzed past their lookups too.
+
 Harmless by construction: the caller's own API token is never revoked (a spare one is
 offered instead, and the run checks at the end that it is still signed in), and
 POST /me/password cannot succeed because the fuzzer never guesses the password;
@@ -23,11 +26,13 @@ import pytest
 import requests
 import schemathesis
 from flask.testing import FlaskClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from billing import reporting
 from connector import admins
 from connector.api import PREFIX
 from connector.db import make_sessionmaker
+from connector.models import ProvisioningEntry
 from tests.api.contract import seed_directory
 from tests.support.app import LiveServer
 from tests.support.clients import ScimClient, make_admin
@@ -36,7 +41,8 @@ from tests.support.clients import ScimClient, make_admin
 # A live server and hundreds of generated requests.
 pytestmark = pytest.mark.slow
 
-IDS = {"user_id": 0.7, "group_id": 0.7, "token_id": 0.5}
+IDS = {"user_id": 0.7, "group_id": 0.7, "token_id": 0.5, "entry_id": 0.7, "key_id": 0.5,
+       "month": 0.7}
 CHECKS = {
     # What the contract promises: no server error, and only declared responses.
     "not_a_server_error", "status_code_conformance", "content_type_conformance",
@@ -76,14 +82,22 @@ def seed(live: LiveServer, engine: Engine, client: FlaskClient) -> dict[str, Any
     """Seed the live server's tenant and a partner admin; return what the fuzzer is given."""
     seeded = seed_directory(ScimClient(client, live.token, live.tenant_id))
     admin_id, token = make_admin(engine, "fuzz@example.com")
+    now = dt.datetime.now(dt.UTC)
     with make_sessionmaker(engine)() as s:
         own = admins.list_tokens(s, admin_id)[0].id
-        spare, _ = admins.create_token(s, admin_id, "spare", dt.datetime.now(dt.UTC))
+        spare, _ = admins.create_token(s, admin_id, "spare", now)
+        key, _ = reporting.create_key(s, "fuzzed", "test", now)
+        entries = [str(n) for n in s.scalars(select(ProvisioningEntry.id).where(
+            ProvisioningEntry.tenant_id == live.tenant_id))]
         s.commit()
-        spare_id = spare.id
+        spare_id, key_id = spare.id, key.id
+    # Months with the seeded activity, one before it and one far out: path parameters
+    # the fuzzer would otherwise only ever make up (and get 400 or 404 for).
+    months = [f"{now:%Y-%m}", f"{now.replace(day=1) - dt.timedelta(days=1):%Y-%m}", "9999-12"]
     return {"token": token, "own_token": own, "tenant_id": live.tenant_id,
             "user_id": [*seeded["users"], seeded["disabled"], seeded["deleted"]],
-            "group_id": [seeded["group"]], "token_id": [spare_id]}
+            "group_id": [seeded["group"]], "token_id": [spare_id], "entry_id": entries,
+            "key_id": [key_id], "month": months}
 
 
 @pytest.fixture

@@ -180,7 +180,7 @@ def test_gevent_server_answers_concurrent_scim_traffic(database_url: str, engine
         server.wait(timeout=30)
     log = (tmp_path / "serve.log").read_text()
     assert "with 1 gevent worker(s)" in log
-    assert "Using worker: gevent" in log
+    assert "Using worker: connector.workers.GeventWorker" in log
     if database_url.startswith("postgresql"):
         assert "database waits are cooperative" in log
     assert "Traceback" not in log

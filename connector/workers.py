@@ -1,0 +1,73 @@
+"""gunicorn's worker classes as `connector serve` runs them: the same, except that a
+request line over gunicorn's own limit is answered in JSON.
+
+The application answers a URL over 4 KB itself, in the format of the surface it names
+(connector/serving.py, MAX_URL_BYTES), and `connector serve` raises gunicorn's limit to
+8,190 bytes, the largest it keeps bounded, so that such URLs reach it. A longer request
+line never reaches the application: gunicorn refuses it while parsing, where its default
+answer is an HTML page a SCIM client cannot read. Here it is a SCIM Error (414), since the
+line was not read far enough to know which surface it was for; nothing else changes.
+
+`GeventWorker` is imported on first use only (PEP 562): importing gevent's worker in a
+process that is not going to be patched would be wasted, and the gthread and sync
+workers never need it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gunicorn import util
+from gunicorn.http.errors import LimitRequestLine
+from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
+from gunicorn.workers.sync import SyncWorker as _SyncWorker
+
+SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+CLASSES = {"gthread": "connector.workers.ThreadWorker", "sync": "connector.workers.SyncWorker",
+           "gevent": "connector.workers.GeventWorker"}
+
+
+def too_long_answer() -> bytes:
+    body = json.dumps({
+        "schemas": [SCIM_ERROR], "status": "414",
+        "detail": "The URL is longer than this server reads (8,190 bytes). Send a long "
+                  "filter in the body of a search (SCIM: POST /Users/.search, "
+                  "/Groups/.search or /.search) instead of the query string."}).encode()
+    head = (f"HTTP/1.1 414 URI Too Long\r\nConnection: close\r\n"
+            f"Content-Type: application/scim+json\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+class JsonRefusals:
+    """A request line too long for gunicorn gets a SCIM Error, not gunicorn's HTML."""
+
+    log: Any
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if not isinstance(exc, LimitRequestLine):
+            super().handle_error(req, client, addr, exc)  # type: ignore[misc]
+            return
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        try:
+            util.write_nonblock(client, too_long_answer())
+        except Exception:  # noqa: BLE001 - the client may be gone: nothing to answer
+            self.log.debug("Failed to send error message.")
+
+
+class ThreadWorker(JsonRefusals, _ThreadWorker):
+    pass
+
+
+class SyncWorker(JsonRefusals, _SyncWorker):
+    pass
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GeventWorker":
+        from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
+
+        worker = type("GeventWorker", (JsonRefusals, _GeventWorker), {"__module__": __name__})
+        globals()[name] = worker
+        return worker
+    raise AttributeError(name)

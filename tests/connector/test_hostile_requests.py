@@ -1,0 +1,130 @@
+"""Hostile requests against a live `connector serve` (issue 17, items 17 and 18), for
+every worker class, on SQLite and PostgreSQL: a 20-digit startIndex, a 100,000-character
+userName, a value too large for an index row and URLs over 4 KB each get an answer in the
+surface's error format, and the worker goes on answering on the same keep-alive
+connection and on new ones, with nothing but warnings in its log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import Engine
+
+from connector import limits, serving
+from tests.support.clients import make_tenant
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+pytestmark = pytest.mark.slow  # gunicorn servers in subprocesses
+CLASS_NAMES = {"gthread": "ThreadWorker", "sync": "SyncWorker", "gevent": "GeventWorker"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(database_url: str, worker_class: str, tmp_path: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_DATABASE__URL": database_url, "CONNECTOR_LOGGING__ACCESS_LOG": "false",
+           "CONNECTOR_AZURE_SYNC__SCHEDULER_IN_WEB": "false",
+           "CONNECTOR_BILLING__SCHEDULER_IN_WEB": "false"}
+    log = tmp_path / f"serve-{worker_class}.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
+                                   "--worker-class", worker_class, "--port", str(port)],
+                                  env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or still starting
+                pass
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def scim_error(response: requests.Response, status: int, scim_type: str | None = None
+               ) -> dict[str, Any]:
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["Content-Type"].startswith("application/scim+json")
+    body = response.json()
+    assert body["schemas"] == [ERROR] and body["status"] == str(status)
+    if scim_type:
+        assert body.get("scimType") == scim_type
+    return dict(body)
+
+
+@pytest.mark.parametrize("worker_class", serving.WORKER_CLASSES)
+def test_hostile_requests_get_answers_and_the_worker_keeps_serving(
+        database_url: str, engine: Engine, tmp_path: Path, worker_class: str) -> None:
+    _tenant_id, token = make_tenant(engine, f"Hostile {worker_class}")
+    with served(database_url, worker_class, tmp_path) as base:
+        scim = base + "/scim/v2"
+        client = requests.Session()  # one keep-alive connection where the class keeps one
+        client.headers.update({"Authorization": f"Bearer {token}",
+                               "Content-Type": "application/scim+json"})
+
+        far = client.get(scim + "/Users", params={"startIndex": "9" * 20})
+        assert far.status_code == 200 and far.json()["Resources"] == []
+        huge = client.post(scim + "/Users", json={"schemas": [USER], "userName": "a" * 100_000})
+        assert "'userName'" in scim_error(huge, 400, "invalidValue")["detail"]
+        # 2,048 characters of 3 bytes each: over an index row's size on PostgreSQL.
+        wide = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(limits.URL))
+        mail = client.post(scim + "/Users", json={"schemas": [USER], "userName": "w@x.io",
+                                                  "emails": [{"value": wide}]})
+        assert "'emails.value'" in scim_error(mail, 400, "invalidValue")["detail"]
+
+        # URLs over 4 KB: the SCIM error JSON, pointing long filters to POST /.search.
+        # (1,000 'é' are 6,000 bytes in a URL, and a filter the search takes.)
+        long_filter = f'userName eq "{"é" * 1000}"'
+        too_long = client.get(scim + "/Users", params={"filter": long_filter})
+        assert ".search" in scim_error(too_long, 414)["detail"]
+        scim_error(client.get(scim + "/Groups/" + "g" * 8000), 414)
+        problem = client.get(base + "/api/v1/tenants/" + "t" * 6000)
+        assert problem.status_code == 414
+        assert problem.headers["Content-Type"] == "application/problem+json"
+        # Over gunicorn's own limit (8,190 bytes): refused before the app, in JSON too.
+        beyond = requests.get(scim + "/Users?filter=" + "x" * 20_000, timeout=10)
+        assert "POST /Users/.search" in scim_error(beyond, 414)["detail"]
+        searched = client.post(scim + "/Users/.search", json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "filter": long_filter})
+        assert searched.status_code == 200 and searched.json()["totalResults"] == 0
+
+        # The issue's last request, on the same connection and on a new one.
+        for answer in (client.get(scim + "/Users", params={"count": "-1"}),
+                       requests.get(scim + "/Users?count=-1", timeout=10,
+                                    headers={"Authorization": f"Bearer {token}"})):
+            assert answer.status_code == 200, answer.text[:500]
+            assert answer.json()["itemsPerPage"] == 0
+        made = client.post(scim + "/Users", json={"schemas": [USER], "userName": "ok@x.io"})
+        assert made.status_code == 201, made.text[:500]
+    log = (tmp_path / f"serve-{worker_class}.log").read_text()
+    assert "Traceback" not in log and "WORKER TIMEOUT" not in log
+    assert log.count("Booting worker") == 1  # no worker died and was replaced
+    assert f"Using worker: connector.workers.{CLASS_NAMES[worker_class]}" in log
