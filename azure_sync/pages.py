@@ -48,6 +48,7 @@ from connector.models import (
     User,
 )
 from connector.status import Source
+from connector.web import forms
 from connector.web.pages import (
     TenantTab,
     add_tenant_tab,
@@ -608,10 +609,14 @@ def save_mappings(tenant_id: str) -> Response:
         saved = attribute_maps.save_table(admin_call(), tenant_id, table)
     except attribute_maps.InvalidTable as exc:
         session().rollback()
-        flask_session[_MAPPING_FORM] = {"tenant": tenant_id, "field": exc.field,
-                                        "errors": exc.errors, "text": exc.message,
-                                        "values": table}
-        flash(exc.message, "error")
+        # What was typed may be huge: the session cookie keeps what fits.
+        flask_session[_MAPPING_FORM] = {
+            "tenant": tenant_id, "field": exc.field,
+            "errors": forms.fitted({k: forms.shortened(v) for k, v in exc.errors.items()},
+                                   forms.MAX_KEPT_CHARS // 2),
+            "text": forms.shortened(exc.message),
+            "values": forms.fitted(table, forms.MAX_KEPT_CHARS // 2)}
+        flash(forms.shortened(exc.message), "error")
         return redirect(url, 303)
     said = ("Attribute mappings reset to Entra’s default." if request.form.get("reset")
             else "Attribute mappings saved.")

@@ -167,9 +167,9 @@ def _domain_error(exc: errors.DomainError) -> Any:
         elif isinstance(exc, errors.StatusChangeRefused):
             # A message with a link to the setting: flash keeps any value the session
             # cookie can serialise, though Flask types it as text.
-            flash({"text": exc.reason, "setting": exc.setting}, "refusal")  # type: ignore[arg-type]
+            flash({"text": forms.shortened(exc.reason), "setting": exc.setting}, "refusal")  # type: ignore[arg-type]
         else:
-            flash(exc.message, "error")
+            flash(forms.shortened(exc.message), "error")
         return redirect(back, 303)
     return error_page(problem.status, problem.title, problem.detail, problem.headers)
 

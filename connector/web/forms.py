@@ -24,6 +24,7 @@ NEVER_KEPT = ("csrf_token", "password", "secret", "certificate", "next")
 # A session cookie over ~4 KB is dropped by browsers (and signs the admin out): long
 # values are not kept (the field shows its saved value), errors always are.
 MAX_KEPT_CHARS = 2500
+MAX_ERROR_CHARS = 300
 
 
 def keep(back: str, exc: errors.DomainError | None = None) -> None:
@@ -33,17 +34,46 @@ def keep(back: str, exc: errors.DomainError | None = None) -> None:
         field_errors = dict(exc.errors)
     elif isinstance(exc, errors.Conflict) and exc.field in request.form:
         field_errors = {exc.field: exc.message}
-    values: dict[str, list[str]] = {}
+    # Errors may quote what was typed: each is cut, and only as many as fit are kept (the
+    # page's summary at the top says the rest).
+    kept_errors: dict[str, str] = {}
     size = 0
+    for name, message in field_errors.items():
+        message = shortened(message)
+        size += len(name) + len(message)
+        if size > MAX_KEPT_CHARS:
+            break
+        kept_errors[name] = message
+    values: dict[str, list[str]] = {}
     for name, vs in sorted(request.form.lists(), key=lambda item: len(json.dumps(item))):
         if any(word in name for word in NEVER_KEPT):
             continue
-        size += len(json.dumps(vs))
+        size += len(json.dumps([name, vs]))
         if size > MAX_KEPT_CHARS:
             break
         values[name] = vs
     session[KEPT] = {"path": urlsplit(back).path, "action": request.path, "values": values,
-                     "errors": field_errors}
+                     "errors": kept_errors}
+
+
+def shortened(message: str) -> str:
+    """A message for the session (a flash, a field's error) that may quote what was typed:
+    cut to MAX_ERROR_CHARS, so a huge value cannot push the cookie past what browsers
+    keep."""
+    return message if len(message) <= MAX_ERROR_CHARS else message[:MAX_ERROR_CHARS - 1] + "…"
+
+
+def fitted(values: dict[str, str], budget: int = MAX_KEPT_CHARS) -> dict[str, str]:
+    """As many of `values` as fit in `budget` characters, the shortest first (what a page
+    keeps of a refused form of its own making); the rest show their saved value."""
+    kept: dict[str, str] = {}
+    size = 0
+    for name, value in sorted(values.items(), key=lambda item: len(item[0]) + len(item[1])):
+        size += len(name) + len(value)
+        if size > budget:
+            break
+        kept[name] = value
+    return kept
 
 
 def load() -> None:
