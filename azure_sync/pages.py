@@ -48,14 +48,16 @@ from connector.models import (
     User,
 )
 from connector.status import Source
-from connector.web import forms
 from connector.web.pages import (
+    MAX_KEPT_CHARS,
     TenantTab,
     add_tenant_tab,
     come_back_to,
     done,
+    fitted,
     keep,
     page_number,
+    shortened,
     tenant_page,
     typed,
 )
@@ -612,11 +614,11 @@ def save_mappings(tenant_id: str) -> Response:
         # What was typed may be huge: the session cookie keeps what fits.
         flask_session[_MAPPING_FORM] = {
             "tenant": tenant_id, "field": exc.field,
-            "errors": forms.fitted({k: forms.shortened(v) for k, v in exc.errors.items()},
-                                   forms.MAX_KEPT_CHARS // 2),
-            "text": forms.shortened(exc.message),
-            "values": forms.fitted(table, forms.MAX_KEPT_CHARS // 2)}
-        flash(forms.shortened(exc.message), "error")
+            "errors": fitted({k: shortened(v) for k, v in exc.errors.items()},
+                             MAX_KEPT_CHARS // 2),
+            "text": shortened(exc.message),
+            "values": fitted(table, MAX_KEPT_CHARS // 2)}
+        flash(shortened(exc.message), "error")
         return redirect(url, 303)
     said = ("Attribute mappings reset to Entra’s default." if request.form.get("reset")
             else "Attribute mappings saved.")

@@ -25,11 +25,11 @@ from connector.http import tenant_for
 from connector.models import Tenant
 from connector.tenants import module_catalogue
 from connector.web import PREFIX
-from connector.web.forms import keep, typed
+from connector.web.forms import MAX_KEPT_CHARS, fitted, keep, shortened, typed
 
 # Part of the page kit (connector.web.forms): a refused form's value, and keeping a form
 # a page refuses itself (not through a domain error).
-__all__ = ["keep", "typed"]
+__all__ = ["MAX_KEPT_CHARS", "fitted", "keep", "shortened", "typed"]
 
 
 def me() -> Principal:
