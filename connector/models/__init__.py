@@ -27,6 +27,7 @@ from connector.models.directory import (
     Membership,
     User,
     UserModule,
+    UserSearchWord,
     UserValue,
 )
 from connector.models.entra_mappings import EntraAttributeMap, EntraManagerWait
@@ -88,5 +89,6 @@ __all__ = [
     "UTCDateTime",
     "User",
     "UserModule",
+    "UserSearchWord",
     "UserValue",
 ]

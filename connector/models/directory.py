@@ -158,6 +158,28 @@ class UserValue(Base):
     )
 
 
+class UserSearchWord(Base):
+    """One word a user is found by on the admin users page: folded (case and accents
+    gone) from its names and e-mail addresses by `connector.search_words`, rewritten
+    with them by the directory service. A search reads each of its words as one range
+    of the primary key (a prefix match); removed users keep their words (the search
+    reads live users only)."""
+
+    __tablename__ = "user_search_words"
+
+    tenant_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    word: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "user_id"], ["users.tenant_id", "users.id"], ondelete="CASCADE"
+        ),
+        # A user's words (rewritten on a rename; a search's further words tested per user).
+        Index("ix_user_search_words_user", "tenant_id", "user_id", "word"),
+    )
+
+
 class Group(Base):
     __tablename__ = "groups"
 
