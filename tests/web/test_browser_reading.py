@@ -8,15 +8,20 @@ from collections.abc import Iterator
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine
 
+from billing.calendar import Month
+from billing.close import close_month
 from connector import admins
+from connector.config import BillingSettings
 from connector.db import make_sessionmaker
+from tests.billing.history import History, at
 from tests.support.app import LiveServer
 from tests.support.clients import PASSWORD, ScimClient
 from tests.web.conftest import make_web_admin, scim_user
 from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.web.test_browser_billing import set_created
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -86,4 +91,48 @@ def test_long_values_keep_the_pages_within_the_window(
     detail = page.locator("table.audit pre").first
     assert '"modules"' in detail.inner_text()
     assert detail.bounding_box()["width"] >= min(240, width * 0.5)  # type: ignore[index]
+    page.context.close()
+
+
+def test_billing_says_no_prices_are_set_and_the_chart_has_axes_and_months(
+        browser: Browser, engine: Engine, live_server: LiveServer) -> None:
+    h = History(engine, tenant_id=live_server.tenant_id)
+    set_created(engine, live_server.tenant_id, "2026-09-01T00:00:00")
+    ids = [h.create("2026-09-02T10:00:00", f"p{n}@fabrikam.example", modules=("Hybrid",))
+           for n in range(5)]
+    h.set_active("2026-10-20T10:00:00", ids[0], False)
+    # deleted this month: still counted for it, no longer on the users list
+    h.remove((dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S"),
+             ids[1])
+    page = signed_in_page(browser, live_server, engine, 1280)
+    url = f"/admin/tenants/{live_server.tenant_id}/billing"
+    page.goto(url)
+    estimate = page.locator("#preview-estimate")
+    expect(estimate).to_contain_text("No prices set")
+    expect(estimate).not_to_contain_text("USD 0.00")
+    page.get_by_text("How these numbers relate to the users list").click()
+    explained = page.locator("#counts-explained")
+    expect(explained).to_contain_text("Users counted (5) is every account")
+    expect(explained).to_contain_text("shows the 4 that exist now")
+    expect(explained).to_contain_text("Billable (3)")
+    estimate.get_by_role("link", name="Set the prices in the billing info below").click()
+    page.get_by_label("Prices in USD, excl. tax").fill("Hybrid, standard, 6.50")
+    page.get_by_role("button", name="Save billing info").click()
+    expect(page.get_by_role("status").filter(has_text="Billing info saved")).to_be_visible()
+    page.reload()  # post/redirect/get: a reload repeats nothing
+    expect(page.locator("#preview-estimate")).to_contain_text("USD 19.50")
+    expect(page.locator("#preview-estimate")).not_to_contain_text("No prices set")
+
+    for month, closed_at in ((Month(2026, 10), "2026-11-01T01:05:00"),
+                             (Month(2026, 11), "2026-12-01T01:05:00")):
+        close_month(h.maker, live_server.tenant_id, month, BillingSettings(), at(closed_at))
+    page.reload()
+    chart = page.locator("#history-chart")
+    months = chart.locator("text.month").all_text_contents()
+    assert months == ["Oct 2026", "Nov 2026"]
+    assert chart.locator("text.value").all_text_contents() == ["4", "4"]
+    users_axis = chart.locator(".grid text.axis:not(.amount)").all_text_contents()
+    usd_axis = chart.locator(".grid text.amount").all_text_contents()
+    assert (users_axis, usd_axis) == (["0", "1", "2", "3", "4"], ["0", "10", "20", "30", "40"])
+    assert document_width(page) <= 1280
     page.context.close()
