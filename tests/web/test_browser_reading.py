@@ -136,3 +136,25 @@ def test_billing_says_no_prices_are_set_and_the_chart_has_axes_and_months(
     assert (users_axis, usd_axis) == (["0", "1", "2", "3", "4"], ["0", "10", "20", "30", "40"])
     assert document_width(page) <= 1280
     page.context.close()
+
+
+def test_the_users_page_finds_family_names_domains_and_accent_free_spellings(
+        browser: Browser, app: Flask, engine: Engine, live_server: LiveServer) -> None:
+    scim = ScimClient(app.test_client(), live_server.token, live_server.tenant_id)
+    scim_user(scim, "Jiří", "Dvořák")
+    scim_user(scim, "Søren", "Nørgaard")
+    scim_user(scim, "Anna", "Berg")
+    page = signed_in_page(browser, live_server, engine, 1280)
+    page.goto(f"/admin/tenants/{live_server.tenant_id}/users")
+    rows = page.locator("table.users tbody tr")
+    for q, found in (("Dvořák", ["Jiří Dvořák"]), ("jiri", ["Jiří Dvořák"]),
+                     ("soren norgaard", ["Søren Nørgaard"]),
+                     ("northwind.example", ["Anna Berg", "Jiří Dvořák", "Søren Nørgaard"])):
+        page.get_by_role("searchbox", name="Search").fill(q)
+        page.get_by_role("button", name="Search").click()
+        expect(rows).to_have_count(len(found))
+        assert sorted(rows.locator("td:nth-child(2)").all_inner_texts()) == found, q
+    page.get_by_role("searchbox", name="Search").fill("nobody-here")
+    page.get_by_role("button", name="Search").click()
+    expect(rows).to_have_text(["No users match the search."])
+    page.context.close()
