@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, inspect, select, update
+from sqlalchemy import bindparam, delete, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -663,11 +663,14 @@ class Directory:
         new = search_words.profile_words(fields.user_name, fields.display_name, fields.data)
         if old == new:
             return
-        self.session.execute(delete(UserSearchWord).where(
-            UserSearchWord.tenant_id == self.tenant.id, UserSearchWord.user_id == user.id,
-            UserSearchWord.word.in_(sorted(old - new))))
-        self.session.add_all(UserSearchWord(tenant_id=self.tenant.id, user_id=user.id, word=w)
-                             for w in sorted(new - old))
+        # All of them, not the difference: rows written by an older folding go too. Core
+        # statements, run at once: a second rename in the same transaction sees the first.
+        self.session.execute(delete(_WORDS).where(_WORDS.c.tenant_id == self.tenant.id,
+                                                  _WORDS.c.user_id == user.id))
+        if new:
+            self.session.execute(insert(_WORDS), [
+                {"tenant_id": self.tenant.id, "user_id": user.id, "word": w}
+                for w in sorted(new)])
 
     def _update_flags(self, user: User, fields: UserFields) -> bool:
         changed = False

@@ -139,7 +139,13 @@ def test_search_finds_any_word_of_a_name_or_email_without_case_or_accents(
         data={"name": {"givenName": "Jiří", "familyName": "Nováček"},
               "emails": [{"value": "jiri@novacek.cz", "primary": True}]},
         values=(IndexedValue("emails", 0, "jiri@novacek.cz", None, True),)))
+    d.update_user(user, UserFields(  # twice in one transaction, as a /Bulk request may
+        user_name="jd01", display_name="Jiří Nováček Jr",
+        data={"name": {"givenName": "Jiří", "familyName": "Nováček"},
+              "emails": [{"value": "jiri@novacek.cz", "primary": True}]},
+        values=(IndexedValue("emails", 0, "jiri@novacek.cz", None, True),)))
     session.commit()
+    assert found("jr") == ["jd01"]
     assert found("dvorak") == [] and found("example.com") == []
     assert found("novacek") == found("novacek.cz") == ["jd01"]
     with pytest.raises(InvalidSetting, match="at most 8 words"):
