@@ -177,6 +177,8 @@ class UserSearchWord(Base):
         ),
         # A user's words (rewritten on a rename; a search's further words tested per user).
         Index("ix_user_search_words_user", "tenant_id", "user_id", "word"),
+        # On SQLite the primary key is the table: no third copy of every row.
+        {"sqlite_with_rowid": False},
     )
 
 
