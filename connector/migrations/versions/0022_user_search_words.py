@@ -39,8 +39,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "word", "user_id", name="pk_user_search_words"),
         sqlite_with_rowid=False,
     )
-    op.create_index("ix_user_search_words_user", "user_search_words",
-                    ["tenant_id", "user_id", "word"])
+    op.create_index("ix_user_search_words_user", "user_search_words", ["tenant_id", "user_id"])
     _backfill(words)
 
 
