@@ -215,9 +215,10 @@ def _search_candidates(session: Session, tenant_id: str, q: str) -> tuple[list[s
     SEARCH_CAP. Returns (ids, capped): capped when more users match.
 
     The longest word is read as one range of the words' primary key, in index order; each
-    further word is one probe of the user's own words. A user matches a word through
-    several of its own (`jiri`, `jiri.dvorak`, `jiri.dvorak@…`), so rows are read in
-    keyset batches until SEARCH_CAP + 1 users are found or the range ends.
+    further word is one probe of the user's own words. A user may match a word through
+    several of its own (`example` starts `example.com` and `example.cz`), so rows are
+    read in keyset batches until SEARCH_CAP + 1 users are found or the range ends.
+    Removed users keep their words; the page's read of the users leaves them out.
     """
     found: dict[str, None] = {}
     words = search_words.query_words(q)
