@@ -71,8 +71,8 @@ def user_words(user_name: str, display_name: str | None, given_name: str | None,
         found |= _email_words(address)
     ordered = sorted({w[:WORD_LENGTH] for w in found if w})
     # Sorted, the words a word starts follow it at once.
-    return {w for w, after in zip(ordered, [*ordered[1:], ""], strict=True)
-            if not after.startswith(w)}
+    return {w for i, w in enumerate(ordered)
+            if i + 1 == len(ordered) or not ordered[i + 1].startswith(w)}
 
 
 def query_words(q: str) -> list[str]:
