@@ -22,9 +22,7 @@ them apart again for the surfaces (a <details> on the run page, `detail` in the 
 
 from __future__ import annotations
 
-from connector.sync_status import DETAIL_MARK
-
-UNREACHABLE = "Entra ID could not be reached"
+from connector.sync_status import DETAIL_MARK, UNREACHABLE, plain_error
 
 
 class SyncError(Exception):
@@ -41,11 +39,9 @@ def stored_text(message: str, detail: str | None) -> str:
 
 
 def split_detail(text: str | None) -> tuple[str | None, str | None]:
-    """The plain message and the raw detail of a stored error text."""
-    if text is None:
-        return None, None
-    plain, mark, detail = text.partition(DETAIL_MARK)
-    return plain, (detail if mark else None)
+    """The plain message and the raw detail of a stored error text (an old one stored
+    raw is put in plain words: `connector.sync_status.plain_error`)."""
+    return plain_error(text)
 
 
 def for_tenant_admin(plain: str | None) -> str | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 from flask import session as flask_session
 from flask.blueprints import BlueprintSetupState
 from markupsafe import Markup
@@ -283,6 +283,7 @@ def status(tenant_id: str) -> str:
         "admin/entra/status.html", registration=registration, state=state, recent=recent,
         last=recent[0] if recent else None, quarantine=quarantined(state),
         running=_running(state), scim_users=scim_users, tenant=tenant,
+        progress=progress(tenant_id),
         kept=kept_rows, kept_total=pending.kept_count(s, tenant_id) if kept_rows else 0,
         mappings=attribute_maps.view(s, tenant_id))
 
@@ -290,6 +291,28 @@ def status(tenant_id: str) -> str:
 def _running(state: SyncState | None) -> bool:
     return bool(state and state.lease_owner and state.lease_until
                 and state.lease_until > clock.now())
+
+
+def progress(tenant_id: str) -> dict[str, Any]:
+    """Whether a round runs now, and a key that changes whenever the run log would show
+    something new (a round started, read a page, changed status): what the pages poll to
+    refresh themselves while a round runs."""
+    s = session()
+    state = s.get(SyncState, tenant_id)
+    last = latest_run(tenant_id)
+    running = _running(state) or bool(last and last.status == "running")
+    key = f"{running}:{last.id}:{last.status}:{last.pages}" if last else f"{running}:none"
+    return {"running": running, "key": key,
+            "latestRun": {"id": last.id, "status": last.status} if last else None}
+
+
+@bp.get("/progress")
+def progress_json(tenant_id: str) -> Response:
+    """The run log's progress as JSON (for admin.js; the web session's cookie signs in)."""
+    tenant_page(tenant_id)
+    response = jsonify(progress(tenant_id))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 # -- the registration ------------------------------------------------------------------------
@@ -429,7 +452,8 @@ def runs(tenant_id: str) -> str:
     items = list(s.scalars(select(SyncRun).where(*where).order_by(SyncRun.id.desc())
                            .offset((page - 1) * RUNS_PER_PAGE).limit(RUNS_PER_PAGE)))
     return render_template("admin/entra/runs.html",
-                           page=Page(items, total, page, RUNS_PER_PAGE))
+                           page=Page(items, total, page, RUNS_PER_PAGE),
+                           progress=progress(tenant_id))
 
 
 def _run_of(tenant_id: str, run_id: int) -> SyncRun:
@@ -491,9 +515,9 @@ def run_now(tenant_id: str) -> Response:
     refused = actions.start_round(admin_call(), service(), tenant_id)
     if refused is not None:
         return problem("No round started.", refused.reason, refused.what_to_do)
-    flash("A round started in the background: refresh the run log to see how it went.",
-          "success")
-    return redirect(url_for("web.entra.runs", tenant_id=tenant_id), 303)
+    flash("A round started in the background. The run log below updates by itself until it "
+          "ends.", "success")
+    return redirect(url_for("web.entra.runs", tenant_id=tenant_id, started=1), 303)
 
 
 @bp.get("/restart")
@@ -512,8 +536,9 @@ def restart(tenant_id: str) -> Response:
     come_back_to(_status_url(tenant_id))
     actions.restart_provisioning(admin_call(), service(), tenant_id)
     flash("Provisioning restarted: a full round started in the background. It reads every "
-          "user and group again; refresh the run log to see how it went.", "success")
-    return redirect(url_for("web.entra.runs", tenant_id=tenant_id), 303)
+          "user and group again. The run log below updates by itself until it ends.",
+          "success")
+    return redirect(url_for("web.entra.runs", tenant_id=tenant_id, started=1), 303)
 
 
 _PREVIEW = "entra_preview"  # a dry run's result, for the one GET that shows it

@@ -171,7 +171,8 @@ def seed_connector(url: str, users: int, group_size: int, batch: int) -> dict[st
     from connector.config import DatabaseSettings
     from connector.db import make_engine, make_sessionmaker
     from connector.migrate import upgrade
-    from connector.models import Group, Membership, User, UserValue
+    from connector.models import Group, Membership, User, UserSearchWord, UserValue
+    from connector.search_words import profile_words
     from connector.tenants import create_tenant
 
     started = time.monotonic()
@@ -185,7 +186,7 @@ def seed_connector(url: str, users: int, group_size: int, batch: int) -> dict[st
     ids = [str(uuid.uuid4()) for _ in range(users)]
     names = [user_name(i) for i in range(users)]
     for start in range(0, users, batch):
-        rows, values = [], []
+        rows, values, words = [], [], []
         for i in range(start, min(start + batch, users)):
             name, uid = names[i], ids[i]
             display = f"Bench User {i:07d}"
@@ -205,9 +206,12 @@ def seed_connector(url: str, users: int, group_size: int, batch: int) -> dict[st
                 "value": name, "value_norm": name.casefold(), "type": "work", "primary": True,
                 "display": None, "data": {},
             })
+            words += [{"tenant_id": tenant_id, "user_id": uid, "word": w}
+                      for w in profile_words(name, display, rows[-1]["data"])]
         with engine.begin() as conn:
             conn.execute(insert(User.__table__), rows)
             conn.execute(insert(UserValue.__table__), values)
+            conn.execute(insert(UserSearchWord.__table__), words)
         done = min(start + batch, users)
         log(f"seeded {done}/{users} users ({time.monotonic() - started:.0f} s)")
     group_id = str(uuid.uuid4())

@@ -12,7 +12,6 @@ audit line.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from flask import (
@@ -29,11 +28,12 @@ from werkzeug.wrappers import Response
 
 from billing import actions, overview
 from billing.calendar import InvalidMonth, Month
+from billing.chart import chart
 from billing.planning import NotDue
 from billing.policies import POLICIES
 from billing.preview import preview
 from billing.profiles import load_profile
-from connector import db
+from connector import counters, db
 from connector.errors import FieldChecks, InvalidSetting, NotFound
 from connector.http import admin_call
 from connector.text import storable_text
@@ -99,6 +99,7 @@ def index(tenant_id: str) -> str:
         live=live,
         preview=preview(session, tenant, admin_call().now) if show_preview else None,
         closes=closes, series=overview.history_series(closes[:24]),
+        listed=counters.live_users(session, tenant_id),
         partner=me().role == "partner")
 
 
@@ -203,24 +204,3 @@ def reissue(tenant_id: str, month: str) -> Response:
         return redirect(url, 303)
     return done(f"{target} reissued as version {outcome.close.version}; version "
                 f"{outcome.close.version - 1} stays readable below.", url)
-
-
-def chart(series: list[dict[str, Any]], width: int = 640, height: int = 180) -> dict[str, Any]:
-    """Bars for billable users and a line for the amount, as numbers for an inline SVG
-    (server-rendered: no script, no library)."""
-    if not series:
-        return {"bars": [], "points": "", "width": width, "height": height}
-    top_users = max(1, max(s["billable"] for s in series))
-    top_amount = max(Decimal("1"), max(Decimal(s["total"] or "0") for s in series))
-    slot = min(width / len(series), 64.0)  # one month is a bar, not the whole width
-    bars, points = [], []
-    for i, s in enumerate(series):
-        h = (height - 30) * s["billable"] / top_users
-        x = i * slot + slot * 0.15
-        bars.append({"x": round(x, 1), "y": round(height - 20 - h, 1), "w": round(slot * 0.7, 1),
-                     "h": round(h, 1), "label": s["month"], "users": s["billable"],
-                     "total": s["total"]})
-        amount = Decimal(s["total"] or "0")
-        y = height - 20 - float((height - 30) * amount / top_amount)
-        points.append(f"{round(i * slot + slot / 2, 1)},{round(y, 1)}")
-    return {"bars": bars, "points": " ".join(points), "width": width, "height": height}

@@ -15,13 +15,13 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, inspect, select, update
+from sqlalchemy import bindparam, delete, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
-from connector import counters, db, events, limits, provlog, user_extras
+from connector import counters, db, events, limits, provlog, search_words, user_extras
 from connector.commands import (
     Correction,
     GroupFields,
@@ -52,6 +52,7 @@ from connector.models import (
     Tenant,
     User,
     UserModule,
+    UserSearchWord,
     UserValue,
 )
 from connector.status import (
@@ -76,6 +77,7 @@ def _live_user_with(column: Any) -> Any:
 
 
 _USERS, _VALUES, _USER_MODULES = User.__table__, UserValue.__table__, UserModule.__table__
+_WORDS = UserSearchWord.__table__
 _USER_UPDATES: dict[tuple[str, ...], Any] = {}  # UPDATE users by changed columns
 _USER_NAME_TAKEN = _live_user_with(User.user_name_norm)
 _EXTERNAL_ID_TAKEN = _live_user_with(User.external_id)
@@ -276,6 +278,7 @@ class Directory:
             "admin": bool(fields.admin), "modules": list(modules), **_frontline_value(fields),
         })
         inserts = [(_USERS, [row]), (_VALUES, self._value_rows(row["id"], fields.values)),
+                   (_WORDS, self._word_rows(row["id"], fields)),
                    (_USER_MODULES, [{"tenant_id": self.tenant.id, "user_id": row["id"],
                                      "module": m} for m in modules])]
         if self._depth == 1:  # the outermost call: its event goes along
@@ -326,6 +329,11 @@ class Directory:
                  "type": v.type, "primary": v.primary, "display": v.display, "data": v.data}
                 for v in values]
 
+    def _word_rows(self, user_id: str, fields: UserFields) -> list[dict[str, Any]]:
+        return [{"tenant_id": self.tenant.id, "user_id": user_id, "word": w}
+                for w in sorted(search_words.profile_words(
+                    fields.user_name, fields.display_name, fields.data))]
+
     @_emits_events
     def create_users(self, many: Sequence[UserFields], seen_in_run: int | None = None
                      ) -> list[str]:
@@ -337,7 +345,7 @@ class Directory:
         self.ensure_writable()
         if not many:
             return []
-        users, values, ids = [], [], []
+        users, values, words, ids = [], [], [], []
         for fields in many:
             limits.check_user(fields)
             state = initial_state(self.policy, self.ctx.source, fields.active)
@@ -345,6 +353,7 @@ class Directory:
             ids.append(user_id)
             users.append(self._user_row(fields, state, user_id, seen_in_run))
             values += self._value_rows(user_id, fields.values)
+            words += self._word_rows(user_id, fields)
             self._event(user_id, events.USER_CREATED, None, {
                 "userName": fields.user_name, "active": state.active,
                 "idp_active": state.idp_active, "in_deleted_list": state.in_deleted_list,
@@ -353,6 +362,7 @@ class Directory:
                 "admin": bool(fields.admin), "modules": [], **_frontline_value(fields)})
         db.insert_many(self.session, User.__table__, users)
         db.insert_many(self.session, UserValue.__table__, values)
+        db.insert_many(self.session, _WORDS, words)
         counters.add_live_users(self.session, self.tenant.id, len(users))
         return ids
 
@@ -724,6 +734,7 @@ class Directory:
         after = {"userName": fields.user_name, "externalId": fields.external_id,
                  "displayName": fields.display_name}
         old_values = (user.data, before)
+        self._rewrite_words(user, fields)
         user.user_name = fields.user_name
         user.user_name_norm = fields.user_name.casefold()
         user.external_id = fields.external_id
@@ -743,6 +754,21 @@ class Directory:
                 self._write_values(user, fields.values, replace=True)
             user.data = fields.data
         return changed
+
+    def _rewrite_words(self, user: User, fields: UserFields) -> None:
+        """Replace the user's search words when its names or e-mail addresses changed."""
+        old = search_words.profile_words(user.user_name, user.display_name, user.data or {})
+        new = search_words.profile_words(fields.user_name, fields.display_name, fields.data)
+        if old == new:
+            return
+        # All of them, not the difference: rows written by an older folding go too. Core
+        # statements, run at once: a second rename in the same transaction sees the first.
+        self.session.execute(delete(_WORDS).where(_WORDS.c.tenant_id == self.tenant.id,
+                                                  _WORDS.c.user_id == user.id))
+        if new:
+            self.session.execute(insert(_WORDS), [
+                {"tenant_id": self.tenant.id, "user_id": user.id, "word": w}
+                for w in sorted(new)])
 
     def _update_flags(self, user: User, fields: UserFields) -> bool:
         changed = False

@@ -33,6 +33,7 @@ from connector.models.directory import (
     Membership,
     User,
     UserModule,
+    UserSearchWord,
     UserValue,
 )
 from connector.models.entra_mappings import EntraAttributeMap, EntraManagerWait
@@ -95,5 +96,6 @@ __all__ = [
     "UTCDateTime",
     "User",
     "UserModule",
+    "UserSearchWord",
     "UserValue",
 ]

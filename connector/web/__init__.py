@@ -84,7 +84,7 @@ def init_app(app: Flask, children: tuple[Blueprint, ...] = ()) -> None:
     app.after_request(_security_headers)
     app.extensions.setdefault("error_surfaces", []).append((PREFIX, _http_error, _unexpected))
     app.jinja_env.filters.update(when=show_time, value=show_value, number=show_number,
-                                  compact=compact_json)
+                                  compact=compact_json, pretty=pretty_json)
 
 
 # -- every request --------------------------------------------------------------------------
@@ -226,6 +226,11 @@ def show_value(value: Any) -> str:
 
 def show_number(value: int) -> str:
     return f"{value:,}"
+
+
+def pretty_json(value: Any) -> str:
+    """JSON as people read it: one member per line, non-ASCII letters as they are."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def compact_json(value: Any) -> str:

@@ -304,12 +304,15 @@ def test_users_list_searches_filters_sorts_and_pages(partner: ApiClient,
     assert [u["userName"] for u in page["items"]] == [f"user{i}@example.com" for i in (3, 4, 5)]
     assert partner.get(f"{url}?q=ZED").json["total"] == 1  # prefix of userName, any case
     assert partner.get(f"{url}?q=person%203").json["total"] == 1  # prefix of displayName
+    assert partner.get(f"{url}?q=example.com").json["total"] == 7  # the e-mail's domain
+    assert partner.get(f"{url}?q=other").json["total"] == 1  # a part of the domain
+    assert partner.get(f"{url}?q=3%20PERSON").json["total"] == 1  # any order, any case
     assert partner.get(f"{url}?status=inactive").json["total"] == 3
     assert partner.get(f"{url}?source=admin").json["total"] == 0
     by_display = partner.get(f"{url}?sort=-displayName&per_page=2").json["items"]
     assert [u["displayName"] for u in by_display] == ["Person 6", "Person 5"]
     for bad in ("status=gone", "sort=password", "page=0", "per_page=1000", "guest=maybe",
-                "source=ldap"):
+                "source=ldap", "q=a%20b%20c%20d%20e%20f%20g%20h%20i"):
         problem(partner.get(f"{url}?{bad}"), 400, "invalid-request")
 
 

@@ -69,7 +69,7 @@ def run_now(web: WebSession, engine: Engine, tenant_id: str, seconds: float = 20
     """Press "Run now" and wait until the round has finished and let go of its lease."""
     before = latest_run(engine, tenant_id)
     response = web.post(entra(tenant_id, "/run"))
-    assert response.location == entra(tenant_id, "/runs"), text(web.follow(response))
+    assert response.location == entra(tenant_id, "/runs?started=1"), text(web.follow(response))
     assert "started in the background" in text(web.follow(response))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -220,8 +220,10 @@ def test_a_refused_registration_keeps_what_was_typed_and_says_every_error(
 def test_a_tenant_fed_by_scim_is_refused_clearly(web: WebSession, engine: Engine,
                                                  scim: ScimClient, fake_app: FakeApp) -> None:
     scim_user(scim, "Ruth", "Novak")
-    assert "This tenant is fed by SCIM." in text(web.page(entra(scim.tenant_id)))
-    assert "refused" in text(web.page(entra(scim.tenant_id, "/registration")))
+    status = text(web.page(entra(scim.tenant_id)))
+    assert "This tenant is fed by SCIM, so Entra ID sync cannot be set up here." in status
+    form = web.page(entra(scim.tenant_id, "/registration"))
+    assert "refused" in text(form) and "<fieldset disabled" in form
     html = web.follow(register(web, scim.tenant_id, fake_app))
     said = flash_of(html)
     assert "1 users provisioned over SCIM" in said and "not both" in said
@@ -437,7 +439,7 @@ def test_restart_provisioning_asks_first_then_runs_a_full_round(
     confirm = web.get(entra(tenant_id, "/restart"))
     assert confirm.status_code == 200 and "full round" in page_text(confirm)
     response = web.post(entra(tenant_id, "/restart"))
-    assert response.status_code == 303 and response.location == entra(tenant_id, "/runs")
+    assert response.status_code == 303 and response.location == entra(tenant_id, "/runs?started=1")
     assert "Provisioning restarted" in text(web.follow(response))
     deadline = time.monotonic() + 20
     run = latest_run(engine, tenant_id)

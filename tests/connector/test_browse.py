@@ -5,13 +5,17 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from connector import browse, tenants
+from connector import browse, migrate, tenants
 from connector.commands import GroupFields, IndexedValue, MemberChange, UserFields
 from connector.directory import Directory
+from connector.errors import InvalidSetting
 from connector.events import WriteContext
-from connector.models import Tenant, User
+from connector.models import Tenant, User, UserSearchWord
 from connector.status import Source
 
 
@@ -84,7 +88,7 @@ def test_search_matches_username_displayname_email_prefix_and_id(
     for q, expected in (("user03", ["user03@example.com"]),
                         ("person 00", ["user11@example.com"]),
                         ("MAIL07", ["user07@example.com"]), (ids[4], ["user04@example.com"]),
-                        ("example.com", [])):
+                        ("nobody", [])):
         page = browse.list_users(session, tenant.id, browse.user_query({"q": q}))
         assert names(page) == expected, q
 
@@ -94,9 +98,58 @@ def test_a_broad_search_says_it_was_capped(session: Session, seeded: tuple[Tenan
     monkeypatch.setattr(browse, "SEARCH_CAP", 4)
     tenant, _ = seeded
     page = browse.list_users(session, tenant.id, browse.user_query({"q": "user"}))
-    assert page.capped and page.total <= 3 * 4
+    assert page.capped and page.total == 4
     narrow = browse.list_users(session, tenant.id, browse.user_query({"q": "user1"}))
     assert not narrow.capped and narrow.total == 2
+
+
+def test_search_finds_any_word_of_a_name_or_email_without_case_or_accents(
+        session: Session) -> None:
+    tenant, _ = tenants.create_tenant(session, "Words", dt.datetime.now(dt.UTC))
+    session.flush()
+    d = Directory(session, tenant, ctx(tenant.id))
+
+    def person(user_name: str, display: str, given: str, family: str, email: str) -> str:
+        return d.create_user(UserFields(
+            user_name=user_name, display_name=display,
+            data={"name": {"givenName": given, "familyName": family},
+                  "emails": [{"value": email, "primary": True}]},
+            values=(IndexedValue("emails", 0, email, None, True),))).id
+
+    jiri = person("jd01", "Jiří Dvořák", "Jiří", "Dvořák", "jiri.dvorak@example.com")
+    person("sn02", "Søren Nørgaard", "Søren", "Nørgaard", "soren@firma.dk")
+    person("ab03", "Anna Berg", "Anna", "Berg", "anna@mail.example.org")
+    session.commit()
+
+    def found(q: str) -> list[str]:
+        return names(browse.list_users(session, tenant.id, browse.user_query({"q": q})))
+
+    assert found("Dvořák") == found("dvorak") == found("DVOR") == ["jd01"]
+    assert found("Jiri") == found("jiří dvořák") == found("dvorak jiri") == ["jd01"]
+    assert found("example.com") == found("@example.com") == ["jd01"]
+    assert found("example") == ["ab03", "jd01"]  # example.com and mail.example.org
+    assert found("example.org") == found("mail.example") == ["ab03"]
+    assert found("norgaard") == found("Søren") == found("firma.dk") == ["sn02"]
+    assert found("jiri berg") == [] and found("@") == []
+    # a rename moves the user's words: the old name finds it no more
+    user = session.get(User, (tenant.id, jiri))
+    assert user is not None
+    d.update_user(user, UserFields(
+        user_name="jd01", display_name="Jiří Nováček",
+        data={"name": {"givenName": "Jiří", "familyName": "Nováček"},
+              "emails": [{"value": "jiri@novacek.cz", "primary": True}]},
+        values=(IndexedValue("emails", 0, "jiri@novacek.cz", None, True),)))
+    d.update_user(user, UserFields(  # twice in one transaction, as a /Bulk request may
+        user_name="jd01", display_name="Jiří Nováček Jr",
+        data={"name": {"givenName": "Jiří", "familyName": "Nováček"},
+              "emails": [{"value": "jiri@novacek.cz", "primary": True}]},
+        values=(IndexedValue("emails", 0, "jiri@novacek.cz", None, True),)))
+    session.commit()
+    assert found("jr") == ["jd01"]
+    assert found("dvorak") == [] and found("example.com") == []
+    assert found("novacek") == found("novacek.cz") == ["jd01"]
+    with pytest.raises(InvalidSetting, match="at most 8 words"):
+        browse.user_query({"q": "a b c d e f g h i"})
 
 
 def test_restore_brings_back_the_modules_a_removal_took(
@@ -128,3 +181,19 @@ def test_export_has_effective_modules_and_the_primary_email(
     assert rows[1].modules == ["Engage", "Hybrid", "Unify"]
     assert rows[1].email == "mail01@corp.example"
     assert rows[11].modules == ["Hybrid"] and rows[0].modules == ["Unify"]
+
+
+def test_the_migration_backfills_the_words_of_existing_users(
+        engine: Engine, session: Session, seeded: tuple[Tenant, list[str]]) -> None:
+    """Users written before the search words existed are found by them after it."""
+    tenant, _ = seeded
+    cfg = migrate.alembic_config()
+    before = ScriptDirectory.from_config(cfg).get_revision("0022").down_revision
+    session.close()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, str(before))
+    migrate.upgrade(engine)
+    assert session.scalar(select(func.count()).select_from(UserSearchWord)) > 12 * 5
+    page = browse.list_users(session, tenant.id, browse.user_query({"q": "corp.example"}))
+    assert page.total == 12

@@ -73,3 +73,47 @@ def test_quarantine_is_read_as_stored(session: Session, tenant_ids: tuple[str, s
     until = sync_status.quarantined_until(session, tenant_id)
     assert until == minutes(60 * 24) and until.tzinfo is not None
     assert sync_status.quarantined_until(session, other) is None
+
+
+RAW_REFUSED = ("HTTPSConnectionPool(host='login.microsoftonline.com', port=443): Max retries "
+               "exceeded with url: /t/oauth2/v2.0/token (Caused by NewConnectionError('<urllib3"
+               ".connection.HTTPSConnection object at 0x7f3a2c1d05d0>: Failed to establish a "
+               "new connection: [Errno 111] Connection refused'))")
+RAW_DNS = ("HTTPSConnectionPool(host='graph.microsoft.com', port=443): Max retries exceeded "
+           "with url: /v1.0/users/delta (Caused by NameResolutionError(\"<urllib3.connection."
+           "HTTPSConnection object at 0x7f>: Failed to resolve 'graph.microsoft.com' ([Errno -2]"
+           " Name or service not known)\"))")
+
+
+@pytest.mark.parametrize(("stored", "plain"), [
+    (RAW_REFUSED, "Entra ID could not be reached: connection refused by "
+                  "login.microsoftonline.com."),
+    (RAW_DNS, "Entra ID could not be reached: the name graph.microsoft.com does not resolve."),
+    ("ReadTimeout(ReadTimeoutError(\"HTTPSConnectionPool(host='graph.microsoft.com', "
+     "port=443): Read timed out. (read timeout=30)\"))",
+     "Entra ID could not be reached: graph.microsoft.com did not answer in time."),
+    ("KeyError('value')", "The round stopped on an unexpected error. Run it again; if it "
+                          "fails again, ask your partner admin to look at the detail on the "
+                          "round's page."),
+])
+def test_old_raw_errors_are_put_in_plain_words_with_the_raw_text_as_detail(
+        stored: str, plain: str) -> None:
+    assert sync_status.plain_error(stored) == (plain, stored)
+
+
+def test_plain_errors_and_marked_details_stay_as_they_are() -> None:
+    words = "Graph refused the request (403): the app lacks User.Read.All."
+    assert sync_status.plain_error(words) == (words, None)
+    assert sync_status.plain_error(words + sync_status.DETAIL_MARK + "raw") == (words, "raw")
+    assert sync_status.plain_error(None) == (None, None)
+
+
+def test_health_gives_an_old_raw_error_in_plain_words(
+        session: Session, tenant_ids: tuple[str, str]) -> None:
+    one, _ = tenant_ids
+    session.add(SyncRun(tenant_id=one, kind="incremental", status="failed", trigger="schedule",
+                        started_at=minutes(1), finished_at=minutes(2), pages=0, counts={},
+                        error=RAW_REFUSED))
+    session.commit()
+    assert sync_status.health(session, one).last_error == (
+        "Entra ID could not be reached: connection refused by login.microsoftonline.com.")

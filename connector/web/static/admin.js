@@ -22,7 +22,35 @@ function copyField(button) {
   }
 }
 
+// A page showing a sync round's progress (data-progress-url) polls it while the round
+// runs, or for a minute after one was started, and reloads when there is news.
+var POLL_MS = 2000;
+var STARTED_WATCH_MS = 60000;
+
+function watchProgress(box) {
+  var watchUntil = box.dataset.progressWatch === "running" ? Infinity
+    : Date.now() + STARTED_WATCH_MS;
+  var reload = function () {
+    var url = new URL(window.location.href);
+    url.searchParams.delete("started");  // a reload shows what is, not what was asked
+    window.location.replace(url.toString());
+  };
+  var poll = function () {
+    if (Date.now() > watchUntil) { return; }
+    fetch(box.dataset.progressUrl, {credentials: "same-origin",
+                                    headers: {"Accept": "application/json"}})
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (now) {
+        if (now && now.key !== box.dataset.progressKey) { reload(); return; }
+        window.setTimeout(poll, POLL_MS);
+      }, function () { window.setTimeout(poll, POLL_MS * 2); });
+  };
+  window.setTimeout(poll, POLL_MS);
+}
+
 document.addEventListener("DOMContentLoaded", function () {
+  var progress = document.querySelector("[data-progress-url]");
+  if (progress) { watchProgress(progress); }
   document.querySelectorAll("button[data-copy]").forEach(function (button) {
     button.hidden = false;
     button.addEventListener("click", function () { copyField(button); });
