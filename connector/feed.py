@@ -94,6 +94,8 @@ PUBLIC_TYPES: dict[str, str] = {
 }
 KINDS_OF_TYPE = {public: kind for kind, public in PUBLIC_TYPES.items()}
 MEMBER_KINDS = (events.MEMBER_ADDED, events.MEMBER_REMOVED)
+# Facts rather than changes: their data is the fact itself (no old value).
+FACT_KINDS = (events.SYNC_ROUND_HELD, events.SYNC_ROUND_COMPLETED, events.MONTH_CLOSED)
 
 
 class InvalidFeedQuery(DomainError):
@@ -250,6 +252,8 @@ def public(event: Event) -> dict[str, Any]:
     """One event in the feed's public shape (version 1)."""
     if event.kind in MEMBER_KINDS:
         data: dict[str, Any] = {"groupId": event.subject_id, "userId": event.object_id}
+    elif event.kind in FACT_KINDS:
+        data = dict(event.new_value or {})
     else:
         data = {"old": _public_value(event.old_value), "new": _public_value(event.new_value)}
     return {"id": f"{ID_PREFIX}{event.id}", "type": PUBLIC_TYPES[event.kind],
