@@ -182,7 +182,18 @@ class FeedPage:
                 "hasMore": self.has_more}
 
 
-_XMIN = "(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
+# The horizon: the snapshot's xmin (its oldest in-progress transaction, or xmax when none
+# is), leaving out transactions that pg_stat_activity shows running in another database
+# of the server: they cannot write this database's events, and one long transaction
+# elsewhere would otherwise hold the feed back. A transaction whose database it cannot
+# tell (ended since the snapshot, prepared, stats hidden) counts as this database's:
+# the horizon can only come out lower than it might, never higher.
+_XMIN = """(SELECT LEAST((pg_snapshot_xmax(s)::text)::bigint,
+                (SELECT min((x::text)::bigint) FROM pg_snapshot_xip(s) AS x
+                 WHERE x::xid NOT IN (SELECT backend_xid FROM pg_stat_activity
+                                      WHERE datname <> current_database()
+                                        AND backend_xid IS NOT NULL)))
+ FROM (SELECT pg_current_snapshot() AS s) AS snapshot)"""
 
 
 def _horizon(session: Session) -> ColumnElement[int] | None:
