@@ -15,6 +15,7 @@ its time from the round's clock (`RoundOptions.clock`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter
@@ -454,8 +455,10 @@ def _record_round(s: Session, run: SyncRun, kind: str, now: dt.datetime,
                              "counts": dict(run.counts or {})}
     if held is not None:
         value["reason"] = held
-    events.record(s, writer.write_context(run.tenant_id, run.id, now), "tenant",
-                  run.tenant_id, kind, None, value)
+    # Its own correlation id: "sync-run:N" names the directory changes the round made.
+    ctx = writer.write_context(run.tenant_id, run.id, now)
+    events.record(s, dataclasses.replace(ctx, correlation_id=f"sync-run-end:{run.id}"),
+                  "tenant", run.tenant_id, kind, None, value)
 
 
 def _with_kept(s: Session, tenant_id: str, counts: dict[str, int]) -> dict[str, int]:
