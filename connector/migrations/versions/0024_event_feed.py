@@ -1,4 +1,4 @@
-"""The event feed: each event's writing transaction, and the feed's two indexes
+"""The event feed: each event's writing transaction, and the feed's index
 
 Revision ID: 0024
 Revises: 0020
@@ -7,7 +7,9 @@ Create Date: 2026-12-06 18:45:00
 `events.txid` holds the id of the transaction that wrote the event (PostgreSQL:
 pg_current_xact_id(), through the server default, so COPY and every INSERT fill it;
 SQLite: 0). Events already stored get 0: they were all committed before this
-migration, so they come first in the feed, in id order (connector.feed). The column is
+migration, so they come first in the feed, in id order (connector.feed). One index,
+(tenant_id, txid, id), serves a tenant's feed and, merged over the tenants, every
+tenant's: each index on events costs every write of a sync round. The column is
 added with the constant default (no table rewrite on PostgreSQL) and only then given
 the transaction's id as its default.
 """
@@ -29,11 +31,9 @@ def upgrade() -> None:
         op.execute("ALTER TABLE events ALTER COLUMN txid "
                    "SET DEFAULT (pg_current_xact_id()::text)::bigint")
     op.create_index("ix_events_feed_tenant", "events", ["tenant_id", "txid", "id"])
-    op.create_index("ix_events_feed", "events", ["txid", "id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_events_feed", table_name="events")
     op.drop_index("ix_events_feed_tenant", table_name="events")
     with op.batch_alter_table("events") as batch:
         batch.drop_column("txid")
