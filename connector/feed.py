@@ -40,6 +40,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    func,
     literal,
     literal_column,
     or_,
@@ -215,6 +216,8 @@ def read(session: Session, tenant_id: str | None, query: FeedQuery) -> FeedPage:
     horizon = _horizon(session)
     if horizon is not None:
         conditions.append(Event.txid < horizon)
+    else:  # SQLite: txid is always 0, so this follows; it lets the primary key serve
+        conditions.append(Event.id > query.after.id)
     if query.kinds:
         conditions.append(Event.kind.in_(query.kinds))
     else:
@@ -256,10 +259,12 @@ def latest(session: Session, tenant_id: str | None) -> Position:
     if session.get_bind().dialect.name == "postgresql":
         horizon = session.scalar(text(f"SELECT {_XMIN}"))
         return Position(int(horizon or 0), 0)
-    newest = session.execute(
-        select(Event.txid, Event.id).where(*([Event.tenant_id == tenant_id] if tenant_id else []))
-        .order_by(Event.txid.desc(), Event.id.desc()).limit(1)).first()
-    return Position(newest[0], newest[1]) if newest else START
+    if tenant_id is None:
+        newest = session.scalar(select(func.max(Event.id)))
+    else:
+        newest = session.scalar(select(Event.id).where(Event.tenant_id == tenant_id)
+                                .order_by(Event.txid.desc(), Event.id.desc()).limit(1))
+    return Position(0, newest) if newest else START
 
 
 # -- the public shape --------------------------------------------------------------------
