@@ -20,12 +20,13 @@ below the xmin of the reading statement's snapshot (its oldest transaction in
 progress; `_XMIN` leaves out those running in other databases of the server): every
 transaction that could still commit has a txid at or above it, and new transactions get
 larger ones, so the set of events below it is final. Horizon and page are one
-statement, one snapshot (a GET's session may run each statement on its own). Served in (txid, id) order, the cursor is the last served
-(txid, id) and the next page is `(txid, id) > cursor`: nothing that could still appear
-sorts before a position already served. The price: an event appears only once every
-transaction of this database older than its own has ended (a long transaction, on any
-table, holds the feed back while it runs). On SQLite one writer at a time commits, in id order; txid is
-0 and the order is the id's.
+statement, one snapshot (a GET's session may run each statement on its own). Served in
+(txid, id) order, the cursor is the last served (txid, id) and the next page is
+`(txid, id) > cursor`: nothing that could still appear sorts before a position already
+served. The price: an event appears only once every transaction of this database older
+than its own has ended (a long transaction, on any table, holds the feed back while it
+runs). On SQLite one writer at a time commits, in id order; txid is 0 and the order is
+the id's.
 """
 
 from __future__ import annotations
