@@ -45,6 +45,7 @@ from azure_sync.graph import GraphClient
 from azure_sync.lease import LeaseLost
 from connector import events
 from connector.clock import now as wall_clock
+from connector.events import WriteContext
 from connector.models import EntraRegistration, SyncRun, SyncState, Tenant
 
 
@@ -449,16 +450,23 @@ def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
 
 def _record_round(s: Session, run: SyncRun, kind: str, now: dt.datetime,
                   held: str | None = None) -> None:
-    """The round's end as an event (the event feed's sync.round_held/completed), in the
-    transaction that ends it."""
-    value: dict[str, Any] = {"runId": run.id, "roundKind": run.kind, "trigger": run.trigger,
-                             "counts": dict(run.counts or {})}
-    if held is not None:
-        value["reason"] = held
+    """The round's end as an event, in the transaction that ends it."""
     # Its own correlation id: "sync-run:N" names the directory changes the round made.
     ctx = writer.write_context(run.tenant_id, run.id, now)
-    events.record(s, dataclasses.replace(ctx, correlation_id=f"sync-run-end:{run.id}"),
-                  "tenant", run.tenant_id, kind, None, value)
+    record_round_end(s, dataclasses.replace(ctx, correlation_id=f"sync-run-end:{run.id}"),
+                     run, kind, "held" if held is not None else "applied", held)
+
+
+def record_round_end(s: Session, ctx: WriteContext, run: SyncRun, kind: str, outcome: str,
+                     held: str | None = None) -> None:
+    """The event feed's sync.round_held / sync.round_completed for `run`. `outcome`:
+    held, applied (in one go), approved or rejected (an admin's decision on a held
+    round's disables and deletions)."""
+    value: dict[str, Any] = {"runId": run.id, "roundKind": run.kind, "trigger": run.trigger,
+                             "outcome": outcome, "counts": dict(run.counts or {})}
+    if held is not None:
+        value["reason"] = held
+    events.record(s, ctx, "tenant", run.tenant_id, kind, None, value)
 
 
 def _with_kept(s: Session, tenant_id: str, counts: dict[str, int]) -> dict[str, int]:

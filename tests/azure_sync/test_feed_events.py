@@ -29,7 +29,8 @@ def test_rounds_completed_and_held_are_events(sync: Sync) -> None:
     assert done["occurredAt"] == "2030-05-06T08:00:00Z"
     assert done["data"]["runId"] == first.run_id
     assert done["data"]["counts"]["created"] == 1
-    assert set(done["data"]) == {"runId", "roundKind", "trigger", "counts"}
+    assert set(done["data"]) == {"runId", "roundKind", "trigger", "outcome", "counts"}
+    assert done["data"]["outcome"] == "applied"
     sync.register(threshold_count=0)  # any disable is held
     sync.entra.disable_user(ann)
     held = sync.run(clock=lambda: T1 + dt.timedelta(hours=1))
@@ -38,3 +39,4 @@ def test_rounds_completed_and_held_are_events(sync: Sync) -> None:
                                                        "sync.round_held"]
     held_event = round_events(sync)[1]["data"]
     assert held_event["runId"] == held.run_id and "threshold" in held_event["reason"]
+    assert held_event["outcome"] == "held"
