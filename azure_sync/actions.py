@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from azure_sync import clouds, decisions
+from azure_sync import clouds, decisions, rounds
 from azure_sync.rounds import RoundResult
 from azure_sync.service import SyncService, register, unregister
+from connector import events
 from connector.actions import AdminCall
 from connector.admins import PARTNER
 from connector.config import AzureSyncSettings
 from connector.errors import InvalidSetting, NotFound, StateConflict
-from connector.models import EntraRegistration
+from connector.models import EntraRegistration, SyncRun
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ def approve_round(call: AdminCall, tenant_id: str, run_id: int) -> dict[str, int
     """Apply a round held over the deletion threshold; returns what it applied."""
     tenant = call.tenant(tenant_id, lock=True)
     applied = decisions.approve_held(call.session, tenant, run_id, call.now)
+    _round_decided(call, tenant_id, run_id, "approved")
     call.audit("entra.round_approved", tenant_id, str(run_id), applied)
     call.session.flush()
     return applied
@@ -137,9 +139,18 @@ def reject_round(call: AdminCall, tenant_id: str, run_id: int) -> int:
     """Drop a held round's staged disables and deletions; returns how many."""
     call.tenant(tenant_id, lock=True)
     dropped = decisions.reject_held(call.session, tenant_id, run_id, call.now)
+    _round_decided(call, tenant_id, run_id, "rejected")
     call.audit("entra.round_rejected", tenant_id, str(run_id), {"dropped": dropped})
     call.session.flush()
     return dropped
+
+
+def _round_decided(call: AdminCall, tenant_id: str, run_id: int, outcome: str) -> None:
+    """A held round ends with the admin's decision: sync.round_completed in the feed."""
+    run = call.session.get(SyncRun, run_id)
+    assert run is not None  # the decision just read it
+    rounds.record_round_end(call.session, call.context(tenant_id), run,
+                            events.SYNC_ROUND_COMPLETED, outcome)
 
 
 def preview(call: AdminCall, service: SyncService, tenant_id: str

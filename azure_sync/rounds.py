@@ -15,6 +15,7 @@ its time from the round's clock (`RoundOptions.clock`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter
@@ -42,7 +43,9 @@ from azure_sync.applier import apply_page, entered_counts, not_synced
 from azure_sync.errors import ResyncRequired, SyncError, UnsafeLink
 from azure_sync.graph import GraphClient
 from azure_sync.lease import LeaseLost
+from connector import events
 from connector.clock import now as wall_clock
+from connector.events import WriteContext
 from connector.models import EntraRegistration, SyncRun, SyncState, Tenant
 
 
@@ -428,6 +431,7 @@ def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
             counts = _with_kept(s, tenant_id, counts)
             run.counts, run.status, run.error = counts, "awaiting_approval", held
             run.finished_at = now
+            _record_round(s, run, events.SYNC_ROUND_HELD, now, held)
             s.commit()
             writer.log_event(tenant_id, run_id, "held", held)
             return RoundResult(run_id, "awaiting_approval", counts, run.pages, held)
@@ -440,9 +444,31 @@ def _complete(maker: sessionmaker[Session], tenant_id: str, run_id: int,
         run.counts, run.status, run.finished_at = counts, "succeeded", now
         state.quarantined_until = None
         state.last_success_at = now
+        _record_round(s, run, events.SYNC_ROUND_COMPLETED, now)
         s.commit()
         writer.log_event(tenant_id, run_id, "succeeded", str(counts))
         return RoundResult(run_id, "succeeded", counts, run.pages)
+
+
+def _record_round(s: Session, run: SyncRun, kind: str, now: dt.datetime,
+                  held: str | None = None) -> None:
+    """The round's end as an event, in the transaction that ends it."""
+    # Its own correlation id: "sync-run:N" names the directory changes the round made.
+    ctx = writer.write_context(run.tenant_id, run.id, now)
+    record_round_end(s, dataclasses.replace(ctx, correlation_id=f"sync-run-end:{run.id}"),
+                     run, kind, "held" if held is not None else "applied", held)
+
+
+def record_round_end(s: Session, ctx: WriteContext, run: SyncRun, kind: str, outcome: str,
+                     held: str | None = None) -> None:
+    """The event feed's sync.round_held / sync.round_completed for `run`. `outcome`:
+    held, applied (in one go), approved or rejected (an admin's decision on a held
+    round's disables and deletions)."""
+    value: dict[str, Any] = {"runId": run.id, "roundKind": run.kind, "trigger": run.trigger,
+                             "outcome": outcome, "counts": dict(run.counts or {})}
+    if held is not None:
+        value["reason"] = held
+    events.record(s, ctx, "tenant", run.tenant_id, kind, None, value)
 
 
 def _with_kept(s: Session, tenant_id: str, counts: dict[str, int]) -> dict[str, int]:

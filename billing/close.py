@@ -34,8 +34,11 @@ from billing.planning import CloseInputs, NotDue, latest_close, plan_close
 from billing.snapshot import LineTally, digest_of, snapshot_digest, tally, totals_as_json
 from billing.tenant_fold import Progress, fold_partition, partitions_for, plan_fold, user_count
 from billing.workers import fold_in_processes, worker_count
+from connector import events
 from connector.config import BillingSettings
+from connector.events import WriteContext
 from connector.models import Activity, BillingAdjustment, BillingClose, Event, Tenant
+from connector.status import Source
 
 STALE_ATTEMPT = dt.timedelta(hours=6)
 Learned = tuple[dt.datetime, list[reader.LateEvent]]  # late events since a cut-off
@@ -182,6 +185,7 @@ def _flip(s: Session, inputs: CloseInputs, settings: BillingSettings, attempt_id
         # The monthly e-mail report (billing/mail.py), queued with the flip: sent
         # later by the scheduler, so SMTP never holds up or fails a close.
         enqueue_for(s, settings, attempt_id, now)
+        _record_close(s, inputs, attempt_id, now, replaced, closed)
         s.commit()
     except IntegrityError:
         s.rollback()
@@ -195,3 +199,17 @@ def _flip(s: Session, inputs: CloseInputs, settings: BillingSettings, attempt_id
     assert stored is not None
     return Outcome(stored, True, len(adjustments),
                    {"users": closed["users_counted"], "billable": closed["users_billable"]})
+
+
+def _record_close(s: Session, inputs: CloseInputs, attempt_id: int, now: dt.datetime,
+                  replaced: BillingClose | None, closed: dict[str, Any]) -> None:
+    """The close as an event (the event feed's billing.month_closed), committed with the
+    flip: a rival's close that wins instead rolls it back with the flip."""
+    by = s.scalar(select(BillingClose.closed_by).where(BillingClose.id == attempt_id))
+    ctx = WriteContext(inputs.tenant_id, Source.SYSTEM if by in (None, "system") else Source.ADMIN,
+                       by or "system", f"billing-close:{attempt_id}", now)
+    events.record(s, ctx, "tenant", inputs.tenant_id, events.MONTH_CLOSED, None,
+                  {"month": str(inputs.month), "closeId": attempt_id,
+                   "version": replaced.version + 1 if replaced is not None else 1,
+                   "reissued": replaced is not None, "usersCounted": closed["users_counted"],
+                   "usersBillable": closed["users_billable"]})

@@ -48,6 +48,9 @@ TENANT_REOPENED = "tenant.reopened"
 ENTRA_REGISTRATION = "tenant.entra_registration"  # an Entra app registered or changed
 ENTRA_REGISTRATION_REMOVED = "tenant.entra_unregistered"  # kind: 32 characters at most
 BILLING_PROFILE = "tenant.billing_profile"  # billing info: changed fields, old -> new
+SYNC_ROUND_HELD = "sync.round_held"  # an Entra round held its deletions for approval
+SYNC_ROUND_COMPLETED = "sync.round_completed"  # an Entra round applied everything
+MONTH_CLOSED = "billing.month_closed"  # a billing month closed (or reissued)
 
 
 @dataclass(frozen=True)

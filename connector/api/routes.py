@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Response, current_app, request, stream_with_context
 
-from connector import admins, auth, browse, counters, csv_export, provlog, tenants
+from connector import admins, auth, browse, counters, csv_export, feed, provlog, tenants
 from connector.actions import accounts, groups, notifications, users
 from connector.actions import tenants as tenant_actions
 from connector.api import OPENAPI_FILE, bp
@@ -422,6 +422,34 @@ def remove_module(tenant_id: str, module: str) -> Response:
         raise invalid(f"confirm must be true or false; got {confirm!r}.")
     tenant_actions.remove_module(admin_call(), tenant_id, module, confirmed=confirm == "true")
     return done(204)
+
+
+# -- the event feed (docs/events.md) ---------------------------------------------------------
+
+
+@bp.get("/events")
+def events_feed() -> Response:
+    principal().require_partner()
+    return json_response(feed.read(session(), None, feed.parse_query(request.args)).as_json())
+
+
+@bp.get("/events/cursor")
+def events_cursor() -> Response:
+    principal().require_partner()
+    return json_response({"cursor": feed.latest(session(), None).encode()})
+
+
+@bp.get("/tenants/<tenant_id>/events")
+def tenant_events_feed(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    return json_response(feed.read(session(), tenant_id,
+                                   feed.parse_query(request.args)).as_json())
+
+
+@bp.get("/tenants/<tenant_id>/events/cursor")
+def tenant_events_cursor(tenant_id: str) -> Response:
+    tenant_for(tenant_id)
+    return json_response({"cursor": feed.latest(session(), tenant_id).encode()})
 
 
 # -- audit and export -------------------------------------------------------------------------

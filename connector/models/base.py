@@ -13,7 +13,9 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.expression import ColumnElement
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -52,6 +54,26 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 # Event ids: BIGINT on PostgreSQL, INTEGER PRIMARY KEY (the rowid) on SQLite.
 EventId = BigInteger().with_variant(Integer(), "sqlite")
+# A writing transaction's id (connector.feed): BIGINT on PostgreSQL, INTEGER on SQLite.
+TxId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class CurrentTxid(ColumnElement[int]):
+    """The server default of `events.txid`: the writing transaction's 64-bit id on
+    PostgreSQL (xid8 has no cast to bigint but through text), 0 on SQLite."""
+
+    inherit_cache = True
+    type = TxId
+
+
+@compiles(CurrentTxid)
+def _current_txid_default(element: CurrentTxid, compiler: Any, **kw: Any) -> str:
+    return "0"
+
+
+@compiles(CurrentTxid, "postgresql")
+def _current_txid_postgresql(element: CurrentTxid, compiler: Any, **kw: Any) -> str:
+    return "(pg_current_xact_id()::text)::bigint"
 
 
 class Base(DeclarativeBase):

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from connector.models.base import Base, EventId, UTCDateTime
+from connector.models.base import Base, CurrentTxid, EventId, TxId, UTCDateTime
 
 
 class User(Base):
@@ -294,8 +294,16 @@ class Event(Base):
     object_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     # Why a partner admin recorded a back-dated correction; None for every other event.
     reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The writing transaction's id (PostgreSQL: pg_current_xact_id(), filled by the
+    # server default, so COPY, INSERT and the bulk WITH all get it; SQLite: 0, its single
+    # writer commits in id order). The event feed orders by (txid, id) and serves only
+    # what no running transaction can still add to (connector.feed).
+    txid: Mapped[int] = mapped_column(TxId, server_default=CurrentTxid())
 
     __table_args__ = (
+        # The event feed (connector.feed): a tenant's in feed order; every tenant's feed
+        # merges the tenants' ranges of it (no second index: each costs every write).
+        Index("ix_events_feed_tenant", "tenant_id", "txid", "id"),
         Index("ix_events_subject", "tenant_id", "subject_id", "effective_at"),
         # effective_at too: a month close finds what was learned late (recorded since
         # the last close, effective before its month) from the index alone.

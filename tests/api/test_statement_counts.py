@@ -118,3 +118,21 @@ def test_audit(partner: ApiClient, scim: ScimClient, engine: Engine) -> None:
         add_audit_lines(engine, None, partner.admin_id, k // 2)
 
     assert_flat(engine, add, lambda n: items(partner, f"/audit{ALL}", n))
+
+
+def test_event_feeds(partner: ApiClient, scim: ScimClient, engine: Engine) -> None:
+    """A page of the feed is one read, whatever the events on it or the tenants behind
+    every tenant's feed."""
+    def add(k: int) -> None:
+        for _ in range(k):
+            created(scim.post("/Users", user()))
+            make_tenant(engine, f"Tenant {next(_names)}")
+
+    def read(n: int) -> None:
+        for path, expected in ((f"/tenants/{scim.tenant_id}/events", 1 + n),
+                               ("/events", 1 + 2 * n)):  # + each new tenant.created
+            response = partner.get(path, query_string={"limit": 1000})
+            assert response.status_code == 200, response.json
+            assert len(response.json["data"]) == expected, (path, n)
+
+    assert_flat(engine, add, read)

@@ -106,6 +106,15 @@ def test_held_round_is_approved_or_rejected(api: ApiClient, engine: Engine,
     rejected = api.post(f"/tenants/{tenant_id}/entra/runs/{second['id']}/reject")
     assert rejected.status_code == 200 and rejected.json["dropped"] == 4
     assert api.get(f"/tenants/{tenant_id}/users?status=inactive").json["total"] == 4
+    # The event feed tells the host product each round's end, and each decision.
+    feed = api.get(f"/tenants/{tenant_id}/events",
+                   query_string={"type": "sync.round_held,sync.round_completed"}).json
+    assert [(e["type"], e["data"]["runId"], e["data"]["outcome"], e["source"])
+            for e in feed["data"]][1:] == [
+        ("sync.round_held", held["id"], "held", "entra_sync"),
+        ("sync.round_completed", held["id"], "approved", "admin"),
+        ("sync.round_held", second["id"], "held", "entra_sync"),
+        ("sync.round_completed", second["id"], "rejected", "admin")]
 
 
 def test_preview_changes_nothing_and_sync_user_applies_one(
