@@ -757,8 +757,13 @@ class Directory:
 
     def _rewrite_words(self, user: User, fields: UserFields) -> None:
         """Replace the user's search words when its names or e-mail addresses changed."""
-        old = search_words.profile_words(user.user_name, user.display_name, user.data or {})
-        new = search_words.profile_words(fields.user_name, fields.display_name, fields.data)
+        before = search_words.profile_sources(user.user_name, user.display_name,
+                                              user.data or {})
+        after = search_words.profile_sources(fields.user_name, fields.display_name,
+                                             fields.data)
+        if before == after:  # the common update: a status, a title, a phone
+            return
+        old, new = search_words.user_words(*before), search_words.user_words(*after)
         if old == new:
             return
         # All of them, not the difference: rows written by an older folding go too. Core
