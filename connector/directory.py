@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, inspect, select, update
+from sqlalchemy import bindparam, delete, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -142,6 +142,9 @@ class Directory:
         # the users created and not yet in the session, and profile attributes changed.
         self._objects: dict[str, tuple[str | None, str | None]] = {}
         self._profile: list[tuple[str, dict[str, Any]]] = []
+        # Inside batched_events (a sync page): users' new search words, written together
+        # when the block ends (user id, words; the last one of a user wins).
+        self._words: list[tuple[str, list[str]]] | None = None
         # While a back-dated correction applies: its instant and reason, for its events.
         self._correcting: tuple[dt.datetime, str] | None = None
 
@@ -152,15 +155,18 @@ class Directory:
         outer = self._pending is None
         if outer:
             self._pending = []
+            self._words = []
         self._depth += 1
         try:
             yield
             if outer:
+                self._write_words(self._words or [])
                 self._record(self._pending or [])
         finally:
             self._depth -= 1
             if outer:
                 self._pending = None
+                self._words = None
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -168,12 +174,15 @@ class Directory:
         `batched_events` block (they describe changes that never happened)."""
         mark = len(self._pending) if self._pending is not None else None
         profile_mark = len(self._profile)
+        words_mark = len(self._words) if self._words is not None else None
         try:
             with self.session.begin_nested():
                 yield
         except BaseException:
             if mark is not None and self._pending is not None:
                 del self._pending[mark:]
+            if words_mark is not None and self._words is not None:
+                del self._words[words_mark:]
             del self._profile[profile_mark:]
             raise
 
@@ -766,14 +775,26 @@ class Directory:
         old, new = search_words.user_words(*before), search_words.user_words(*after)
         if old == new:
             return
-        # All of them, not the difference: rows written by an older folding go too. Core
-        # statements, run at once: a second rename in the same transaction sees the first.
-        self.session.execute(delete(_WORDS).where(_WORDS.c.tenant_id == self.tenant.id,
-                                                  _WORDS.c.user_id == user.id))
-        if new:
-            self.session.execute(insert(_WORDS), [
-                {"tenant_id": self.tenant.id, "user_id": user.id, "word": w}
-                for w in sorted(new)])
+        if self._words is not None:  # a sync page: with the page's others, at its end
+            self._words.append((user.id, sorted(new)))
+        else:
+            self._write_words([(user.id, sorted(new))])
+
+    def _write_words(self, rewritten: list[tuple[str, list[str]]]) -> None:
+        """Replace these users' search words: all of them, not the difference (rows
+        written by an older folding go too), with one DELETE and one INSERT for all.
+        Core statements, run at once: a second rename in the transaction sees the first."""
+        latest = dict(rewritten)  # a user renamed twice on a page: its last words
+        if not latest:
+            return
+        ids = sorted(latest)
+        for start in range(0, len(ids), 1000):
+            self.session.execute(delete(_WORDS).where(
+                _WORDS.c.tenant_id == self.tenant.id,
+                db.one_of(self.session, _WORDS.c.user_id, ids[start:start + 1000])))
+        db.insert_many(self.session, _WORDS, [
+            {"tenant_id": self.tenant.id, "user_id": user_id, "word": w}
+            for user_id in ids for w in latest[user_id]])
 
     def _update_flags(self, user: User, fields: UserFields) -> bool:
         changed = False

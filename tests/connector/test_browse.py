@@ -152,6 +152,39 @@ def test_search_finds_any_word_of_a_name_or_email_without_case_or_accents(
         browse.user_query({"q": "a b c d e f g h i"})
 
 
+def test_a_pages_renames_move_their_words_together_and_a_rolled_back_one_not(
+        session: Session) -> None:
+    """Inside batched_events (a sync page) renamed users' words are written at the
+    block's end, one DELETE and one INSERT for all: the last rename of a user wins, and
+    a rename in a savepoint that rolls back leaves the user's words as they were."""
+    tenant, _ = tenants.create_tenant(session, "Page", dt.datetime.now(dt.UTC))
+    session.flush()
+    d = Directory(session, tenant, ctx(tenant.id))
+
+    def fields(name: str, family: str) -> UserFields:
+        return UserFields(user_name=name, display_name=f"Ann {family}",
+                          data={"name": {"givenName": "Ann", "familyName": family}})
+
+    ids = [d.create_user(fields(f"u{i}", f"Old{i}")).id for i in range(3)]
+    session.commit()
+    users = [session.get(User, (tenant.id, i)) for i in ids]
+    with d.batched_events():
+        d.update_user(users[0], fields("u0", "Lindqvist"))  # type: ignore[arg-type]
+        d.update_user(users[1], fields("u1", "First"))  # type: ignore[arg-type]
+        d.update_user(users[1], fields("u1", "Second"))  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError), d.savepoint():
+            d.update_user(users[2], fields("u2", "Never"))  # type: ignore[arg-type]
+            raise RuntimeError("this rename fails")
+    session.commit()
+
+    def found(q: str) -> list[str]:
+        return names(browse.list_users(session, tenant.id, browse.user_query({"q": q})))
+
+    assert found("lindqvist") == ["u0"] and found("old0") == []
+    assert found("second") == ["u1"] and found("first") == [] and found("old1") == []
+    assert found("old2") == ["u2"] and found("never") == []
+
+
 def test_restore_brings_back_the_modules_a_removal_took(
         session: Session, seeded: tuple[Tenant, list[str]]) -> None:
     tenant, ids = seeded
@@ -188,7 +221,7 @@ def test_the_migration_backfills_the_words_of_existing_users(
     """Users written before the search words existed are found by them after it."""
     tenant, _ = seeded
     cfg = migrate.alembic_config()
-    before = ScriptDirectory.from_config(cfg).get_revision("0022").down_revision
+    before = ScriptDirectory.from_config(cfg).get_revision("0023").down_revision
     session.close()
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
