@@ -358,12 +358,13 @@ def check_second_factor(account: AdminAccount, code: str, now: dt.datetime) -> s
     """Accept a TOTP code (once: a code seen before is refused) or an unused recovery
     code (then used up); returns "totp" or "recovery", or raises BadCredentials."""
     clean = _clean_code(code)
-    if account.totp_secret is not None and clean.isdigit():
+    if account.totp_secret is not None and clean.isdigit() and len(clean) < 10:
         step = _matching_step(account.totp_secret, clean, now)
         if step is not None and step > (account.totp_last_step or -1):
             account.totp_last_step = step
             return "totp"
-    elif account.recovery_codes and len(clean) == 10:
+    # Not `elif`: a recovery code is ten hex digits, and one in a hundred is all decimal.
+    if account.recovery_codes and len(clean) == 10:
         digest = _digest(clean)
         if digest in account.recovery_codes:
             account.recovery_codes = [d for d in account.recovery_codes if d != digest]

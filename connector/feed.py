@@ -91,6 +91,11 @@ PUBLIC_TYPES: dict[str, str] = {
     events.TENANT_SETTINGS: "tenant.settings_changed",
     events.TOKEN_ROTATED: "tenant.scim_token_rotated",
     events.MODULE_ADDED: "tenant.module_added",
+    events.MODULE_RENAMED: "tenant.module_renamed",
+    events.MODULE_REMOVED: "tenant.module_removed",
+    events.TENANT_RENAMED: "tenant.renamed",
+    events.TENANT_CLOSED: "tenant.closed",
+    events.TENANT_REOPENED: "tenant.reopened",
     events.ENTRA_REGISTRATION: "tenant.entra_registration_changed",
     events.ENTRA_REGISTRATION_REMOVED: "tenant.entra_registration_removed",
     events.BILLING_PROFILE: "tenant.billing_profile_changed",
@@ -297,9 +302,12 @@ def public(event: Event) -> dict[str, Any]:
         data = dict(event.new_value or {})
     else:
         data = {"old": _public_value(event.old_value), "new": _public_value(event.new_value)}
-    return {"id": f"{ID_PREFIX}{event.id}", "type": PUBLIC_TYPES[event.kind],
-            "version": VERSION, "occurredAt": _instant(event.effective_at),
-            "recordedAt": _instant(event.recorded_at), "tenantId": event.tenant_id,
-            "source": event.source,
-            "subject": {"type": event.subject_type, "id": event.subject_id}, "data": data}
+    out = {"id": f"{ID_PREFIX}{event.id}", "type": PUBLIC_TYPES[event.kind],
+           "version": VERSION, "occurredAt": _instant(event.effective_at),
+           "recordedAt": _instant(event.recorded_at), "tenantId": event.tenant_id,
+           "source": event.source,
+           "subject": {"type": event.subject_type, "id": event.subject_id}, "data": data}
+    if event.reason:  # a back-dated correction: why the billing clerk recorded it
+        out["reason"] = event.reason
+    return out
 

@@ -183,3 +183,26 @@ def test_every_kind_has_a_documented_public_type() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "events.md").read_text()
     for public_type in feed.PUBLIC_TYPES.values():
         assert f"`{public_type}`" in doc, f"{public_type} missing from docs/events.md"
+
+
+def test_a_back_dated_correction_and_a_closed_tenant_reach_the_feed(
+        partner: ApiClient, scim: ScimClient) -> None:
+    """A correction arrives as an event that happened in the past, recorded now, with its
+    reason; closing and reopening the tenant are events of the tenant."""
+    path = f"/tenants/{scim.tenant_id}/events"
+    _, stored = read_all(partner, path)
+    made = partner.post(f"/tenants/{scim.tenant_id}/users", {"userName": "cleo@x.io"}).json
+    reason = "left on the 28th; the IdP sync was down"
+    fixed = partner.post(f"/tenants/{scim.tenant_id}/users/{made['id']}/corrections",
+                         {"kind": "status", "value": "inactive",
+                          "effectiveAt": made["created"], "reason": reason})
+    assert fixed.status_code == 201, fixed.json
+    assert partner.post(f"/tenants/{scim.tenant_id}/close").status_code == 200
+    assert partner.post(f"/tenants/{scim.tenant_id}/reopen").status_code == 200
+    later, _ = read_all(partner, path, after=stored)
+    status = next(e for e in later if e["type"] == "user.status_changed")
+    assert status["reason"] == reason and status["data"] == {"old": True, "new": False}
+    assert status["occurredAt"] < status["recordedAt"]
+    assert "reason" not in next(e for e in later if e["type"] == "user.created")
+    assert [e["type"] for e in later if e["subject"]["type"] == "tenant"] == [
+        "tenant.closed", "tenant.reopened"]

@@ -367,3 +367,17 @@ def test_a_partner_resets_a_lost_second_factor(app: Flask, engine: Engine) -> No
     assert "One-time password" in shown
     assert "admin.two_factor_reset" in audit_actions(engine)
     assert "admin.password_reset" in audit_actions(engine)
+
+
+def test_a_recovery_code_of_decimal_digits_only_still_signs_in() -> None:
+    """Recovery codes are ten hex digits: about one in a hundred has no letter, and was
+    taken for a (wrong) authenticator code."""
+    now = dt.datetime.now(dt.UTC)
+    account = AdminAccount(totp_secret=pyotp.random_base32(), totp_last_step=None,
+                           recovery_codes=[admins._digest("1234567890")])
+    with pytest.raises(admins.BadCredentials):
+        admins.check_second_factor(account, "12345-67891", now)
+    assert admins.check_second_factor(account, "12345-67890", now) == "recovery"
+    assert account.recovery_codes == []
+    with pytest.raises(admins.BadCredentials):  # used up
+        admins.check_second_factor(account, "1234567890", now)
