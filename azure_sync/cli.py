@@ -9,15 +9,17 @@ slow to import for a command that never talks to Entra.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from connector import clock, db, migrate
+from connector import clock, db, migrate, sync_status
 from connector.config import ConfigError, Settings
 from connector.models import EntraRegistration, SyncRun, SyncState
 
@@ -78,10 +80,16 @@ def make_service(settings: Settings) -> SyncService:
                        db.make_sessionmaker(engine, writes=True))
 
 
-def _session(settings: Settings) -> Session:
+@contextlib.contextmanager
+def _session(settings: Settings) -> Iterator[Session]:
+    """A session on a migrated database; its engine's connections close with it."""
     engine = db.make_engine(settings.database)
-    migrate.upgrade(engine)
-    return db.make_sessionmaker(engine)()
+    try:
+        migrate.upgrade(engine)
+        with db.make_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
@@ -249,6 +257,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
               + (f"  last round {last['id']} {last['status']}" if last else "  never ran")
               + (f"  QUARANTINED until {row['quarantined_until']}"
                  if row["quarantined_until"] else ""))
+        if last and last["error"]:
+            print(f"  {last['error']}")
     return 0
 
 
@@ -265,7 +275,9 @@ def _status_rows(session: Session) -> list[dict[str, Any]]:
             "last_run": None if last is None else {
                 "id": last.id, "status": last.status, "kind": last.kind,
                 "started": last.started_at.isoformat(), "counts": last.counts,
-                "error": last.error},
+                # In plain words (an older round's raw exception too); the raw text apart.
+                "error": sync_status.plain_error(last.error)[0],
+                "error_detail": sync_status.plain_error(last.error)[1]},
             "quarantined_until": state.quarantined_until.isoformat()
             if state and state.quarantined_until else None})
     return rows

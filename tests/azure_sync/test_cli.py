@@ -89,3 +89,26 @@ def test_sync_restart_runs_a_full_round_with_progress(
             SyncRun.id).all()
         assert [(r.kind, r.trigger) for r in runs][-1] == ("full", "restart")
         assert runs[-1].counts.get("seen") == 5
+
+
+@pytest.mark.usefixtures("environment")
+def test_sync_status_says_a_failed_rounds_error_in_plain_words(
+        sync: Sync, capsys: pytest.CaptureFixture[str]) -> None:
+    """A round stored with a raw Python error (as rounds were before the plain words):
+    `connector sync status` says what could not be reached; --json keeps the raw text
+    apart, for whoever must dig."""
+    assert sync.run().status == "succeeded"
+    raw = ("HTTPSConnectionPool(host='login.microsoftonline.com', port=443): Max retries "
+           "exceeded (Caused by NewConnectionError('Failed to establish a new connection: "
+           "[Errno 111] Connection refused'))")
+    with sync.session() as s:
+        run = s.query(SyncRun).filter_by(tenant_id=sync.tenant_id).one()
+        run.status, run.error = "failed", raw
+        s.commit()
+    code, out = run_cli(capsys, "sync", "status")
+    assert code == 0 and "last round" in out and "failed" in out
+    assert "login.microsoftonline.com" in out and "HTTPSConnectionPool" not in out
+    code, out = run_cli(capsys, "sync", "status", "--json")
+    [row] = json.loads(out)
+    assert "HTTPSConnectionPool" not in row["last_run"]["error"]
+    assert row["last_run"]["error_detail"] == raw
