@@ -395,10 +395,6 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     log(f"   provisioning log {spec.get('provisioning_log', 'on')}")
     engine = make_engine(DatabaseSettings(url=url))
     migrate.upgrade(engine)
-    if os.environ.get("XP_SQL"):  # TEMP experiment
-        with engine.begin() as c:
-            for stmt in os.environ["XP_SQL"].split(";"):
-                c.exec_driver_sql(stmt)
     maker, write_maker = make_sessionmaker(engine), make_sessionmaker(engine, writes=True)
     now = dt.datetime.now(dt.UTC)
     with write_maker() as s:

@@ -426,7 +426,7 @@ def session_account(session: Session, sid: str) -> tuple[AdminSession, AdminAcco
 def end_session(session: Session, sid: str, now: dt.datetime) -> None:
     session.execute(update(AdminSession).where(AdminSession.id == hash_token(sid),
                                                AdminSession.ended_at.is_(None))
-                    .values(ended_at=now, shown_secret=None))
+                    .values(ended_at=now))
 
 
 # -- throttling ---------------------------------------------------------------------------

@@ -61,12 +61,7 @@ class AdminAccount(Base):
 class AdminSession(Base):
     """One browser's sign-in, kept server-side so that signing out ends it for good: the
     session cookie names the row (by the SHA-256 of a random id), and every request
-    checks that the row is there and not ended.
-
-    `shown_secret` holds a secret the browser is about to be shown once (a one-time
-    password a partner admin issued, recovery codes): the POST that made it stores it
-    here and redirects, and the page that shows it clears it, so a reload shows it no
-    more and makes nothing again."""
+    checks that the row is there and not ended."""
 
     __tablename__ = "admin_sessions"
 
@@ -74,7 +69,6 @@ class AdminSession(Base):
     admin_id: Mapped[str] = mapped_column(ForeignKey("admin_accounts.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    shown_secret: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
 class AdminToken(Base):

@@ -9,18 +9,17 @@ it again nor makes a new one."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import segno
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from connector import admins, auth, db
 from connector.actions import accounts, notifications
 from connector.admins import BadCredentials, TooManyFailedLogins
 from connector.http import admin_call
-from connector.models import AdminSession
-from connector.tenants import hash_token
 from connector.web import bp
 from connector.web import shown_once as once
 from connector.web.pages import come_back_to, done, me, safe_next
@@ -158,33 +157,26 @@ def confirm_two_factor() -> Response:
         back=url_for("web.index"), back_label="Continue")
 
 
+_SHOWN_PAGE = "account-shown"  # the ticket of /account/shown's secret
+
+
 def show_once(**shown: Any) -> Response:
-    """Commit the request, keep `shown` (a secret) for this browser's next page only, and
-    redirect to that page."""
-    sid = auth.this_session()
-    row = db.get_session().get(AdminSession, hash_token(sid)) if sid else None
-    if row is None:  # a token cannot be here: the web UI only takes cookies
-        raise BadCredentials("Sign in again.")
-    row.shown_secret = shown
+    """Commit the request, keep `shown` (a secret and the words around it) for this
+    browser's next page only (`connector.web.shown_once`), and redirect to that page."""
     db.get_session().commit()
+    once.stash(json.dumps(shown), _SHOWN_PAGE)
     return redirect(url_for("web.shown_once"), 303)
 
 
 @bp.get("/account/shown")
 def shown_once() -> Response | str:
-    """A secret a form just made, shown this once: the page clears it as it shows it."""
-    sid = auth.this_session()
-    with current_app.extensions["write_sessionmaker"]() as s:
-        row = s.get(AdminSession, hash_token(sid or ""))
-        shown = row.shown_secret if row is not None else None
-        if row is not None and shown:
-            row.shown_secret = None
-            s.commit()
-    if not shown:
+    """A secret a form just made, shown this once: the page takes it as it shows it."""
+    kept = once.take(_SHOWN_PAGE)
+    if not kept:
         flash("That secret was shown once and is not kept, so it cannot be shown again. "
               "For a new one, reset the password (or two-factor sign-in) again.", "error")
         return redirect(url_for("web.account"))
-    return render_template("admin/secret.html", **shown)
+    return render_template("admin/secret.html", **json.loads(kept))
 
 
 @bp.post("/account/tokens")

@@ -27,9 +27,10 @@ def _fernet() -> Fernet:
     return Fernet(base64.urlsafe_b64encode(digest))
 
 
-def stash(secret: str) -> str:
-    """Keep `secret` for one display; returns the id the display page is given."""
-    ticket = secrets.token_urlsafe(12)
+def stash(secret: str, ticket: str | None = None) -> str:
+    """Keep `secret` for one display; returns the id the display page is given (a new
+    one, or `ticket`: a page that always shows the latest secret of its kind)."""
+    ticket = ticket or secrets.token_urlsafe(12)
     held = dict(session.get(STASH) or {})
     held[ticket] = _fernet().encrypt(f"{ticket}\x00{secret}".encode()).decode()
     session[STASH] = dict(list(held.items())[-KEEP:])

@@ -36,7 +36,6 @@ def upgrade() -> None:
         sa.Column("admin_id", sa.String(36), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("ended_at", UTCDateTime(), nullable=True),
-        sa.Column("shown_secret", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(["admin_id"], ["admin_accounts.id"],
                                 name="fk_admin_sessions_admin_id_admin_accounts"),
         sa.PrimaryKeyConstraint("id", name="pk_admin_sessions"),
