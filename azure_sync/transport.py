@@ -9,7 +9,8 @@ One `ReachSession` carries both Graph's requests and msal's token requests:
   it, the environment's HTTPS_PROXY / NO_PROXY. Nothing else is taken from the
   environment (a REQUESTS_CA_BUNDLE or a .netrc must not change whom we trust or what
   we send), so the session keeps `trust_env` off and picks proxies itself.
-- **Addresses**: unless `azure_sync.allow_private_hosts`, a connection whose peer is
+- **Addresses** (connector/outbound.py, shared with webhooks): unless
+  `azure_sync.allow_private_hosts`, a connection whose peer is
   not a global address (private, loopback, link-local, shared, reserved…) is closed
   before a byte is sent. The check is on the connected socket's peer, at every new
   connection, so a DNS answer that changes after a check (rebinding) cannot get around
@@ -21,7 +22,6 @@ Transport failures become `Unreachable` with a cause in plain words (`describe_f
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import ssl
 import urllib.parse
@@ -29,149 +29,27 @@ from collections.abc import Iterator
 from typing import Any
 
 import requests
-import truststore
-from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies, should_bypass_proxies
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NameResolutionError, NewConnectionError
-from urllib3.poolmanager import PoolManager
+from urllib3.exceptions import NameResolutionError
 
 from azure_sync.errors import Unreachable
 from connector.config import ConfigError
+from connector.outbound import (  # noqa: F401 - is_public: this module's API too
+    BlockedAddress,
+    GuardedAdapter,
+    is_private_literal,
+    is_public,
+    trust_context,
+)
 
 PRIVATE_HINT = "azure_sync.allow_private_hosts"
 
 
-class BlockedAddress(NewConnectionError):
-    """A connection to an address the connector must not reach (not retried)."""
-
-
-def is_public(address: str) -> bool:
-    """Whether an IP address is globally routable (not private, loopback, link-local,
-    shared, reserved, multicast or unspecified)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
-def is_private_literal(host: str) -> bool:
-    """Whether a host is written as a non-public IP address, or is `localhost`."""
-    name = host.strip("[]").rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return not is_public(name)
-    except ValueError:
-        return False
-
-
-def trust_context(ca_bundle: str = "") -> ssl.SSLContext:
-    """A TLS client context trusting the OS store, plus `ca_bundle` when given."""
-    context = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if ca_bundle:
-        context.load_verify_locations(cafile=ca_bundle)
-    return context
-
-
-# -- the address guard, inside urllib3's connections ------------------------------------
-
-
-class _Guard:
-    """Checks the peer of every new connection; see the module docstring."""
-
-    host: str
-    port: int
-    proxy: Any
-    _tunnel_host: str | None
-    _tunnel_port: int | None
-
-    def _new_conn(self) -> socket.socket:
-        if self.proxy is not None:  # connected to the operator's proxy: check the target
-            _check_name(self, self._tunnel_host or self.host, self._tunnel_port or self.port)
-            return super()._new_conn()  # type: ignore[misc]
-        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
-        peer = str(sock.getpeername()[0])
-        if not is_public(peer):
-            sock.close()
-            raise BlockedAddress(self, f"{self.host} is at {peer}, a private, loopback or "  # type: ignore[arg-type]
-                                 f"link-local address ({PRIVATE_HINT} is off)")
-        return sock
-
-
-def _check_name(conn: Any, host: str, port: int) -> None:
-    if is_private_literal(host):
-        raise BlockedAddress(conn, f"{host} is a private, loopback or link-local address "
-                             f"({PRIVATE_HINT} is off)")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
-        return  # not resolvable here: only the proxy can (and it is the operator's)
-    for info in infos:
-        address = str(info[4][0])
-        if not is_public(address):
-            raise BlockedAddress(conn, f"{host} resolves to {address}, a private, loopback "
-                                 f"or link-local address ({PRIVATE_HINT} is off)")
-
-
-class GuardedHTTPConnection(_Guard, HTTPConnection):
-    pass
-
-
-class GuardedHTTPSConnection(_Guard, HTTPSConnection):
-    pass
-
-
-class GuardedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = GuardedHTTPConnection
-
-
-class GuardedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = GuardedHTTPSConnection
-
-
-GUARDED_POOLS = {"http": GuardedHTTPConnectionPool, "https": GuardedHTTPSConnectionPool}
-
-
-class ReachAdapter(HTTPAdapter):
-    """A transport adapter verifying with `context` (never certifi) whose connections,
-    direct or through a proxy, pass the address guard unless private hosts are allowed."""
+class ReachAdapter(GuardedAdapter):
+    """The guarded adapter of Graph and the token endpoint."""
 
     def __init__(self, context: ssl.SSLContext, allow_private_hosts: bool) -> None:
-        self.context = context
-        self.allow_private_hosts = allow_private_hosts
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self._guard(self.poolmanager)
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        fresh = proxy not in self.proxy_manager
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        if fresh:
-            self._guard(manager)
-        return manager
-
-    def _guard(self, manager: PoolManager) -> None:
-        if not self.allow_private_hosts:
-            manager.pool_classes_by_scheme = GUARDED_POOLS
-
-    def build_connection_pool_key_attributes(
-            self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> Any:
-        host, given = super().build_connection_pool_key_attributes(request, True, cert)
-        pool: dict[str, Any] = dict(given)
-        pool.pop("ca_certs", None)
-        pool.pop("ca_cert_dir", None)
-        pool["ssl_context"] = self.context
-        pool["cert_reqs"] = "CERT_REQUIRED"
-        return host, pool
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        super().cert_verify(conn, url, False, cert)  # no CA file on the connection…
-        conn.cert_reqs = "CERT_REQUIRED"  # …the context's trust, always verified
+        super().__init__(context, allow_private_hosts, PRIVATE_HINT)
 
 
 def check_proxy(proxy: str) -> str:

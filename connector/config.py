@@ -394,6 +394,67 @@ class ProvisioningLogSettings:
 
 
 @dataclass(frozen=True)
+class WebhooksSettings:
+    enabled: bool = setting(
+        True,
+        "Deliver webhooks from this process: `connector worker`, and `connector serve` "
+        "where the month-close scheduler runs in it ([billing] scheduler_in_web). Any "
+        "number of processes share the endpoints (each is leased by one at a time). Off: "
+        "no delivery from here; events still wait in the feed, nothing is lost.",
+    )
+    poll_interval_ms: int = setting(
+        200,
+        "How often an idle dispatcher looks for new events, in milliseconds: the bulk of "
+        "the commit-to-delivery latency when the receivers keep up. A pass that delivered "
+        "something looks again at once.",
+    )
+    max_batch: int = setting(
+        100,
+        "Most events in one message when an endpoint is behind (one event: a single-event "
+        "message; several: a batch, docs/webhooks.md).",
+    )
+    workers: int = setting(
+        4, "Endpoints one process delivers to at the same time (threads).")
+    connect_timeout_seconds: float = setting(
+        5.0, "Timeout for connecting to a receiver (TCP and TLS).")
+    read_timeout_seconds: float = setting(
+        10.0,
+        "Timeout for the receiver's answer, and for the whole request: a receiver that "
+        "trickles its answer is cut off after this long.",
+    )
+    lease_seconds: int = setting(
+        60,
+        "How long a process holds an endpoint without renewing it (each delivery renews "
+        "it); after that another process takes the endpoint over. Must exceed the two "
+        "timeouts together.",
+    )
+    max_retry_after_seconds: int = setting(
+        3600,
+        "Longest wait a receiver's Retry-After header is honoured for; a longer one is cut "
+        "to this.",
+    )
+    disable_after_hours: int = setting(
+        72,
+        "Hours an endpoint may fail without a single success before it is disabled and "
+        "its admins are told (notification \"Webhook endpoint disabled\").",
+    )
+    allow_private_targets: bool = setting(
+        False,
+        "Let endpoints be on private, loopback or link-local addresses (checked on the "
+        "address actually connected to, at every connection), and plain http:// on "
+        "loopback. Off: https:// only, public addresses only, so an endpoint cannot point "
+        "the connector into its own network. Tests and on-premises receivers only.",
+    )
+    secret_grace_hours: int = setting(
+        24,
+        "Hours after a secret rotation during which messages are signed with the old "
+        "secret too (two signatures), so receivers can switch without losing a message.",
+    )
+    attempt_retention_days: int = setting(
+        30, "Delivery-log entries older than this many days are pruned.")
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -405,6 +466,7 @@ class Settings:
     notify: NotifySettings = field(default_factory=NotifySettings)
     provisioning_log: ProvisioningLogSettings = field(
         default_factory=ProvisioningLogSettings)
+    webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
 
 
 _SECTION_TYPES = {
@@ -417,6 +479,7 @@ _SECTION_TYPES = {
     "billing": BillingSettings,
     "notify": NotifySettings,
     "provisioning_log": ProvisioningLogSettings,
+    "webhooks": WebhooksSettings,
 }
 
 

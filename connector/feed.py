@@ -152,6 +152,7 @@ class FeedQuery:
     limit: int = DEFAULT_LIMIT
     kinds: tuple[str, ...] = ()  # internal kinds; empty: all
     user_id: str | None = None
+    until: Position | None = None  # up to and including this position (a redelivery)
 
 
 def parse_query(args: Any) -> FeedQuery:
@@ -230,6 +231,9 @@ def read(session: Session, tenant_id: str | None, query: FeedQuery) -> FeedPage:
         conditions.append(Event.kind.in_(query.kinds))
     else:
         conditions.append(Event.kind.in_(PUBLIC_TYPES))
+    if query.until is not None:
+        conditions.append(tuple_(Event.txid, Event.id)
+                          <= tuple_(literal(query.until.txid), literal(query.until.id)))
     if query.user_id is not None:
         conditions.append(or_(
             and_(Event.subject_type == "user", Event.subject_id == query.user_id),

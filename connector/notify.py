@@ -32,7 +32,7 @@ from connector import logs, mail, scim_health, sync_status
 from connector.clock import now as wall_clock
 from connector.config import Settings
 from connector.models import AdminAccount, NotifyCondition, NotifyOptOut, NotifyOutbox, Tenant
-from connector.notify_messages import KINDS, compose
+from connector.notify_messages import KINDS, compose, partner_wide
 
 log = logging.getLogger("connector.notify")
 BATCH = 50
@@ -118,7 +118,7 @@ def standing(session: Session, tenant_ids: Iterable[str] | None, since: dt.datet
 
 def recipients(session: Session, tenant_id: str, kind: str) -> list[AdminAccount]:
     """The tenant's admins and the partner admins, enabled, less those who opted out of
-    this kind or of all."""
+    this kind or of all. Tenant "" (a partner-wide condition): the partner admins."""
     opted_out = select(NotifyOptOut.admin_id).where(NotifyOptOut.kind.in_((kind, ALL)))
     return list(session.scalars(select(AdminAccount).where(
         AdminAccount.disabled_at.is_(None),
@@ -370,7 +370,8 @@ def _send_one(maker: sessionmaker[Session], settings: Settings, row_id: int,
         row = s.get(NotifyOutbox, row_id)
         assert row is not None
         condition = s.get(NotifyCondition, row.condition_id)
-        tenant = s.get(Tenant, condition.tenant_id) if condition else None
+        tenant = (None if condition is None else partner_wide() if condition.tenant_id == ""
+                  else s.get(Tenant, condition.tenant_id))
         if condition is None or tenant is None or (
                 condition.cleared_at is not None and condition.cleared_at >= row.created_at):
             row.state, row.last_error = "dropped", "the condition cleared before it was sent"

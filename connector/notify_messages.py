@@ -45,7 +45,21 @@ KINDS: dict[str, Kind] = {
         "Billing month close failed", "tenants/{tenant}/billing",
         "Open the tenant's billing page to see the error; the close is tried again at every "
         "pass and this clears when the month closes."),
+    # Raised for a tenant's endpoint, or (tenant "", partner admins only) a partner-wide one.
+    "webhook_disabled": Kind(
+        "Webhook endpoint disabled", "webhooks/{key}",
+        "The receiver failed every delivery for days. Check the endpoint's delivery log for "
+        "the answers it gave, fix the receiver or the URL, then enable the endpoint: the "
+        "events that waited are delivered from where it stopped."),
 }
+
+
+PARTNER_WIDE_NAME = "all tenants (partner-wide)"
+
+
+def partner_wide() -> Tenant:
+    """What a condition of no single tenant (tenant_id "") names as its tenant."""
+    return Tenant(id="", name=PARTNER_WIDE_NAME)
 
 
 def link(settings: Settings, condition: NotifyCondition) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from connector import admins, notify
 from connector.actions import AdminCall
 from connector.models import NotifyCondition, Tenant
-from connector.notify_messages import KINDS
+from connector.notify_messages import KINDS, PARTNER_WIDE_NAME
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ def notices(call: AdminCall, recent_days: int, tenant_id: str | None = None) -> 
     rows = notify.standing(call.session, scope, call.now - dt.timedelta(days=recent_days))
     names = {t.id: t.name for t in call.session.query(Tenant).filter(
         Tenant.id.in_({r.tenant_id for r in rows}))} if rows else {}
+    names[""] = PARTNER_WIDE_NAME
     return [Notice(r, names.get(r.tenant_id, r.tenant_id), KINDS[r.kind].title,
                    KINDS[r.kind].next_step,
                    KINDS[r.kind].page.format(tenant=r.tenant_id, key=r.key)) for r in rows]

@@ -54,6 +54,7 @@ from connector.models.sync import (
     SyncState,
 )
 from connector.models.tenants import Module, ScimToken, Tenant, TenantCounter
+from connector.models.webhooks import WebhookAttempt, WebhookEndpoint
 
 __all__ = [
     "Activity",
@@ -98,4 +99,6 @@ __all__ = [
     "UserModule",
     "UserSearchWord",
     "UserValue",
+    "WebhookAttempt",
+    "WebhookEndpoint",
 ]

@@ -1,0 +1,159 @@
+"""Outbound HTTP to addresses others choose: whom it trusts, which addresses it may reach.
+
+Shared by Entra ID sync (azure_sync/transport.py: Graph and the token endpoint, at a
+registration's URLs) and webhooks (connector/webhooks: at an endpoint's URL). Both let
+an admin name the host the connector connects to, so both must not be turned into a
+way into the hosting network:
+
+- **Trust**: the operating system's trust store (through `truststore`), plus a CA
+  bundle when given. certifi is not used.
+- **Addresses**: unless private hosts are allowed, a connection whose peer is not a
+  global address (private, loopback, link-local, shared, reserved…) is closed before a
+  byte is sent. The check is on the connected socket's peer, at every new connection,
+  so a DNS answer that changes after a check (rebinding) cannot get around it. Through
+  a proxy the peer is the proxy (the operator's choice); the target is then checked on
+  the addresses its name resolves to here, and an IP literal always.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+from typing import Any
+
+import requests
+import truststore
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
+from urllib3.poolmanager import PoolManager
+
+
+class BlockedAddress(NewConnectionError):
+    """A connection to an address the connector must not reach (not retried)."""
+
+
+def is_public(address: str) -> bool:
+    """Whether an IP address is globally routable (not private, loopback, link-local,
+    shared, reserved, multicast or unspecified)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def is_private_literal(host: str) -> bool:
+    """Whether a host is written as a non-public IP address, or is `localhost`."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return not is_public(name)
+    except ValueError:
+        return False
+
+
+def trust_context(ca_bundle: str = "") -> ssl.SSLContext:
+    """A TLS client context trusting the OS store, plus `ca_bundle` when given."""
+    context = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
+# -- the address guard, inside urllib3's connections ------------------------------------
+
+
+class _Guard:
+    """Checks the peer of every new connection; see the module docstring. `hint` names
+    the setting that would allow the address."""
+
+    hint: str = "allow_private_hosts"
+    host: str
+    port: int
+    proxy: Any
+    _tunnel_host: str | None
+    _tunnel_port: int | None
+
+    def _new_conn(self) -> socket.socket:
+        if self.proxy is not None:  # connected to the operator's proxy: check the target
+            _check_name(self, self._tunnel_host or self.host, self._tunnel_port or self.port)
+            return super()._new_conn()  # type: ignore[misc]
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        peer = str(sock.getpeername()[0])
+        if not is_public(peer):
+            sock.close()
+            raise BlockedAddress(self, f"{self.host} is at {peer}, a private, loopback or "  # type: ignore[arg-type]
+                                 f"link-local address ({self.hint} is off)")
+        return sock
+
+
+def _check_name(conn: Any, host: str, port: int) -> None:
+    hint = conn.hint
+    if is_private_literal(host):
+        raise BlockedAddress(conn, f"{host} is a private, loopback or link-local address "
+                             f"({hint} is off)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # not resolvable here: only the proxy can (and it is the operator's)
+    for info in infos:
+        address = str(info[4][0])
+        if not is_public(address):
+            raise BlockedAddress(conn, f"{host} resolves to {address}, a private, loopback "
+                                 f"or link-local address ({hint} is off)")
+
+
+def guarded_pools(hint: str) -> dict[str, type]:
+    """urllib3 pool classes whose connections pass the guard; refusals name `hint`."""
+    http_conn = type("GuardedHTTPConnection", (_Guard, HTTPConnection), {"hint": hint})
+    https_conn = type("GuardedHTTPSConnection", (_Guard, HTTPSConnection), {"hint": hint})
+    return {"http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,),
+                         {"ConnectionCls": http_conn}),
+            "https": type("GuardedHTTPSConnectionPool", (HTTPSConnectionPool,),
+                          {"ConnectionCls": https_conn})}
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A transport adapter verifying with `context` (never certifi) whose connections,
+    direct or through a proxy, pass the address guard unless private hosts are allowed;
+    a refusal names the setting `hint`."""
+
+    def __init__(self, context: ssl.SSLContext, allow_private_hosts: bool,
+                 hint: str = "allow_private_hosts") -> None:
+        self.context = context
+        self.allow_private_hosts = allow_private_hosts
+        self.pools = guarded_pools(hint)
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self._guard(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        fresh = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if fresh:
+            self._guard(manager)
+        return manager
+
+    def _guard(self, manager: PoolManager) -> None:
+        if not self.allow_private_hosts:
+            manager.pool_classes_by_scheme = self.pools
+
+    def build_connection_pool_key_attributes(
+            self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> Any:
+        host, given = super().build_connection_pool_key_attributes(request, True, cert)
+        pool: dict[str, Any] = dict(given)
+        pool.pop("ca_certs", None)
+        pool.pop("ca_cert_dir", None)
+        pool["ssl_context"] = self.context
+        pool["cert_reqs"] = "CERT_REQUIRED"
+        return host, pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, False, cert)  # no CA file on the connection…
+        conn.cert_reqs = "CERT_REQUIRED"  # …the context's trust, always verified

@@ -1,0 +1,50 @@
+"""When to try a failing endpoint again: exponential backoff with jitter over about
+three days (Stripe's retries are the reference), or what the receiver's Retry-After
+asks for. Pure: no clock, no randomness of its own (both are passed in)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import random
+
+# The wait after the n-th failure in a row (n = 1, 2, …); past the end, the last one.
+# 5 s, 30 s, 2 min, 5 min, 15 min, 30 min, 1 h, 2 h, 4 h, 8 h, then every 12 h: about
+# 16 hours for the first ten attempts, then twice a day until the endpoint is disabled
+# (webhooks.disable_after_hours, 72 by default: about 14 attempts in all).
+SCHEDULE = tuple(dt.timedelta(seconds=s) for s in (
+    5, 30, 120, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200))
+JITTER = 0.2  # each wait is drawn from ±20 % of the schedule's
+
+
+def backoff(failures: int, rng: random.Random) -> dt.timedelta:
+    """The wait after `failures` failures in a row (1 or more), with jitter."""
+    base = SCHEDULE[min(max(failures, 1), len(SCHEDULE)) - 1]
+    return base * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+def parse_retry_after(value: str | None, now: dt.datetime) -> dt.timedelta | None:
+    """Retry-After as delay-seconds or an HTTP date (RFC 9110 §10.2.3); None for a
+    value that is neither (ignored, not trusted)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return dt.timedelta(seconds=int(text))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(when - now, dt.timedelta(0))
+
+
+def next_attempt(now: dt.datetime, failures: int, retry_after: str | None,
+                 cap: dt.timedelta, rng: random.Random) -> dt.datetime:
+    """When to try again after the `failures`-th failure in a row: at the receiver's
+    Retry-After (capped at `cap`) when it gave one, else after the backoff."""
+    asked = parse_retry_after(retry_after, now)
+    if asked is not None:
+        return now + min(asked, cap)
+    return now + backoff(failures, rng)
