@@ -1,0 +1,121 @@
+"""A webhook receiver on loopback: a real HTTP server in a thread that records every
+message it is sent and answers as the test tells it (2xx by default; 500s, Retry-After,
+slow answers, redirects, a verification by standardwebhooks' own `Webhook.verify`)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+from standardwebhooks import Webhook
+
+
+@dataclass(frozen=True)
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.time() when it arrived
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The feed events the message carried (none for a ping)."""
+        payload = self.payload
+        if payload["type"] == "batch":
+            return list(payload["data"]["events"])
+        if payload["type"] == "webhook.ping":
+            return []
+        return [payload["data"]]
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b"ok"
+    delay: float = 0.0  # seconds before answering
+
+
+class Receiver:
+    """Records what arrives (only messages it answered 2xx in `accepted`)."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.accepted: list[Received] = []
+        self.answer: Callable[[Received], Answer] = lambda _r: Answer()
+        self.lock = threading.RLock()
+        self.arrived = threading.Condition(self.lock)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length", "0"))
+                got = Received({k.lower(): v for k, v in self.headers.items()},
+                               self.rfile.read(length), time.time())
+                answer = receiver.answer(got)
+                if answer.delay:
+                    time.sleep(answer.delay)
+                try:
+                    self.send_response(answer.status)
+                    for name, value in answer.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(answer.body)))
+                    self.end_headers()
+                    self.wfile.write(answer.body)
+                except OSError:
+                    return  # the sender gave up (timeout): it did not get the answer
+                with receiver.arrived:
+                    receiver.received.append(got)
+                    if 200 <= answer.status < 300:
+                        receiver.accepted.append(got)
+                    receiver.arrived.notify_all()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every event accepted, in arrival order (repeats included)."""
+        with self.lock:
+            return [e for r in self.accepted for e in r.events]
+
+    def wait_for(self, test: Callable[[Receiver], bool], timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while not test(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.arrived.wait(left)
+        return True
+
+
+def verify(received: Received, secret: str) -> Any:
+    """The payload, verified by the standardwebhooks package itself."""
+    return Webhook(secret).verify(received.body, received.headers)
