@@ -107,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="print a new key for azure_sync.encryption_key")
     p.set_defaults(handler=cmd_keygen)
 
-    p = sub.add_parser("worker", help="run the Entra sync and month-close scheduler "
-                       "(no web server)")
+    p = sub.add_parser("worker", help="run the Entra sync and month-close scheduler and "
+                       "the webhook dispatcher (no web server)")
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("provlog", help="the provisioning log")
@@ -120,9 +120,11 @@ def _parser() -> argparse.ArgumentParser:
 
     from azure_sync import cli as sync_cli  # the packages' commands are wired here
     from billing import cli as billing_cli
+    from connector.webhooks import cli as webhooks_cli
 
     sync_cli.add_commands(sub)
     billing_cli.add_commands(sub)
+    webhooks_cli.add_commands(sub)
 
     admin = sub.add_parser("admin", help="create admin accounts, reset passwords")
     asub = admin.add_subparsers(metavar="ACTION")
@@ -235,6 +237,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 scheduler.start(sync_cli.make_service(settings))
             if settings.billing.scheduler_in_web:
                 _start_billing(settings)
+                _start_webhooks(settings)  # beside the schedulers, where they run
             settle_memory()
             return app
 
@@ -550,14 +553,18 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
 
     running = scheduler.start(sync_cli.make_service(settings))
     closing = _start_billing(settings)
+    delivering = _start_webhooks(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     print("Worker running: one Entra sync round per registered tenant every interval, "
-          "and month closes when they are due. Ctrl-C stops.", flush=True)
+          "month closes when they are due, webhooks as events come. Ctrl-C stops.",
+          flush=True)
     stop.wait()
     running.shutdown(wait=True)
     closing.shutdown(wait=True)
+    if delivering is not None:
+        delivering.stop()
     print("Sync worker stopped.")
     return 0
 
@@ -575,6 +582,16 @@ def _start_billing(settings: Settings) -> Any:
     tenants.add_purge_job(running, maker, settings.admin.closed_tenant_retention_days,
                           _audit_purge("system:purge"))
     return running
+
+
+def _start_webhooks(settings: Settings) -> Any:
+    """The webhook dispatcher's loop (unless webhooks.enabled is off). Its sessions do
+    not announce writes: most of what it does is reading the feed, and on SQLite a
+    session that announces writes takes the write lock at BEGIN."""
+    from connector.webhooks import runner
+
+    engine = db.make_engine(settings.database)
+    return runner.start(db.make_sessionmaker(engine), settings)
 
 
 def cmd_provlog_prune(settings: Settings, args: argparse.Namespace) -> int:

@@ -8,13 +8,14 @@ answer 404, exactly as for a tenant that does not exist.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from flask import Response, current_app, request, stream_with_context
 
 from connector import admins, auth, browse, counters, csv_export, feed, provlog, tenants
-from connector.actions import accounts, groups, notifications, users
+from connector.actions import accounts, groups, notifications, users, webhooks
 from connector.actions import tenants as tenant_actions
 from connector.api import OPENAPI_FILE, bp
 from connector.api.contract import request_body
@@ -32,6 +33,7 @@ from connector.http import (
     tenant_for,
 )
 from connector.models import AdminAccount, Tenant
+from connector.webhooks.service import attempt_json, endpoint_json
 
 SETTING_NAMES = {"statusSource": "status_source", "scimDefaultStatus": "scim_default_status",
                  "provisioningPaused": "provisioning_paused"}
@@ -450,6 +452,116 @@ def tenant_events_feed(tenant_id: str) -> Response:
 def tenant_events_cursor(tenant_id: str) -> Response:
     tenant_for(tenant_id)
     return json_response({"cursor": feed.latest(session(), tenant_id).encode()})
+
+
+# -- webhooks (docs/webhooks.md) ---------------------------------------------------------------
+# Each operation twice: under /webhooks for the partner-wide endpoints (partner admins) and
+# under /tenants/<tenant_id>/webhooks for a tenant's (its admins and the partner admins).
+
+
+def _webhook_route(rule: str, methods: list[str]) -> Callable[[Callable[..., Response]],
+                                                               Callable[..., Response]]:
+    def register(view: Callable[..., Response]) -> Callable[..., Response]:
+        name = view.__name__
+        bp.add_url_rule("/webhooks" + rule, f"partner_{name}", partial(view, None),
+                        methods=methods)
+        bp.add_url_rule("/tenants/<tenant_id>/webhooks" + rule, f"tenant_{name}", view,
+                        methods=methods)
+        return view
+    return register
+
+
+def _hook_settings() -> Any:
+    return current_app.config["SETTINGS"]
+
+
+@_webhook_route("", ["GET"])
+def webhooks_list(tenant_id: str | None) -> Response:
+    return json_response({"items": [endpoint_json(e) for e in
+                                    webhooks.list_endpoints(admin_call(), tenant_id)]})
+
+
+@_webhook_route("", ["POST"])
+def webhooks_create(tenant_id: str | None) -> Response:
+    body = request_body()
+    endpoint, secret = webhooks.create_endpoint(
+        admin_call(), _hook_settings(), tenant_id, body["url"], body.get("description", ""),
+        body.get("eventTypes"))
+    return done(201, {**endpoint_json(endpoint), "secret": secret})
+
+
+@_webhook_route("/<endpoint_id>", ["GET"])
+def webhooks_get(tenant_id: str | None, endpoint_id: str) -> Response:
+    return json_response(endpoint_json(webhooks.get_endpoint(admin_call(), tenant_id,
+                                                             endpoint_id)))
+
+
+@_webhook_route("/<endpoint_id>", ["PATCH"])
+def webhooks_update(tenant_id: str | None, endpoint_id: str) -> Response:
+    body = request_body()
+    endpoint = webhooks.update_endpoint(admin_call(), _hook_settings(), tenant_id, endpoint_id,
+                                        body.get("url"), body.get("description"),
+                                        body.get("eventTypes"))
+    return done(200, endpoint_json(endpoint))
+
+
+@_webhook_route("/<endpoint_id>", ["DELETE"])
+def webhooks_delete(tenant_id: str | None, endpoint_id: str) -> Response:
+    webhooks.delete_endpoint(admin_call(), tenant_id, endpoint_id)
+    return done()
+
+
+@_webhook_route("/<endpoint_id>/rotate-secret", ["POST"])
+def webhooks_rotate_secret(tenant_id: str | None, endpoint_id: str) -> Response:
+    endpoint, secret = webhooks.rotate_secret(admin_call(), _hook_settings(), tenant_id,
+                                              endpoint_id)
+    return done(200, {**endpoint_json(endpoint), "secret": secret})
+
+
+@_webhook_route("/<endpoint_id>/enable", ["POST"])
+def webhooks_enable(tenant_id: str | None, endpoint_id: str) -> Response:
+    return done(200, endpoint_json(webhooks.set_enabled(admin_call(), tenant_id, endpoint_id,
+                                                        True)))
+
+
+@_webhook_route("/<endpoint_id>/disable", ["POST"])
+def webhooks_disable(tenant_id: str | None, endpoint_id: str) -> Response:
+    return done(200, endpoint_json(webhooks.set_enabled(admin_call(), tenant_id, endpoint_id,
+                                                        False)))
+
+
+@_webhook_route("/<endpoint_id>/ping", ["POST"])
+def webhooks_ping(tenant_id: str | None, endpoint_id: str) -> Response:
+    return done(200, attempt_json(webhooks.ping(admin_call(), _hook_settings(), tenant_id,
+                                                endpoint_id)))
+
+
+@_webhook_route("/<endpoint_id>/replay", ["POST"])
+def webhooks_replay(tenant_id: str | None, endpoint_id: str) -> Response:
+    endpoint = webhooks.replay(admin_call(), tenant_id, endpoint_id,
+                               request_body().get("after", ""))
+    return done(200, endpoint_json(endpoint))
+
+
+@_webhook_route("/<endpoint_id>/attempts", ["GET"])
+def webhooks_attempts(tenant_id: str | None, endpoint_id: str) -> Response:
+    limit = _whole(request.args.get("limit", "50"), "limit", 1, 500)
+    before = request.args.get("before")
+    rows = webhooks.list_attempts(admin_call(), tenant_id, endpoint_id, limit,
+                                  _whole(before, "before", 1, 2**62) if before else None)
+    return json_response({"items": [attempt_json(a) for a in rows]})
+
+
+@_webhook_route("/<endpoint_id>/attempts/<int:attempt_id>/redeliver", ["POST"])
+def webhooks_redeliver(tenant_id: str | None, endpoint_id: str, attempt_id: int) -> Response:
+    return done(200, attempt_json(webhooks.redeliver(admin_call(), _hook_settings(), tenant_id,
+                                                     endpoint_id, attempt_id)))
+
+
+def _whole(raw: str, name: str, low: int, high: int) -> int:
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise invalid(f"{name} must be a whole number from {low} to {high}; got {raw!r}.")
+    return int(raw)
 
 
 # -- audit and export -------------------------------------------------------------------------
