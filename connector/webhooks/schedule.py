@@ -11,7 +11,8 @@ import random
 # The wait after the n-th failure in a row (n = 1, 2, …); past the end, the last one.
 # 5 s, 30 s, 2 min, 5 min, 15 min, 30 min, 1 h, 2 h, 4 h, 8 h, then every 12 h: about
 # 16 hours for the first ten attempts, then twice a day until the endpoint is disabled
-# (webhooks.disable_after_hours, 72 by default: about 14 attempts in all).
+# (webhooks.disable_after_hours, 72 by default: about 16 attempts in all, the last
+# at the 72-hour mark).
 SCHEDULE = tuple(dt.timedelta(seconds=s) for s in (
     5, 30, 120, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200))
 JITTER = 0.2  # each wait is drawn from ±20 % of the schedule's
