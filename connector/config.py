@@ -405,8 +405,8 @@ class WebhooksSettings:
     poll_interval_ms: int = setting(
         200,
         "How often an idle dispatcher looks for new events, in milliseconds: the bulk of "
-        "the commit-to-delivery latency when the receivers keep up. A pass that delivered "
-        "something looks again at once.",
+        "the commit-to-delivery latency when the receivers keep up. An endpoint that is "
+        "behind is delivered to until it has caught up, without waiting.",
     )
     max_batch: int = setting(
         100,

@@ -1,6 +1,6 @@
 """The dispatcher: push each endpoint's part of the feed to it, in order, at least once.
 
-    pass (every webhooks.poll_interval_ms, at once again after a delivery)
+    pass (every webhooks.poll_interval_ms; a delivery goes on until caught up)
       └─ due endpoints: enabled, next_attempt_at reached, lease free  (one read)
            └─ anything after its cursor?                               (one read each)
                 └─ claim: UPDATE … SET lease WHERE lease expired; COMMIT
@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,8 @@ from connector.webhooks.sender import Outcome, Sender
 
 log = logging.getLogger("connector.webhooks")
 SKIP_AHEAD_SECONDS = 10.0  # how often an idle filtered endpoint's cursor is moved on
+PAGE_REUSE_SECONDS = 0.5  # how long a short page read for one endpoint serves others
+PAGES_KEPT = 256
 
 
 def owner_name() -> str:
@@ -65,18 +68,21 @@ class Dispatcher:
         self.lease = dt.timedelta(seconds=self.cfg.lease_seconds)
         self._skipped: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._pages: OrderedDict[tuple[Any, ...], tuple[float, feed.FeedPage]] = OrderedDict()
 
     # -- finding work -----------------------------------------------------------------
 
-    def due(self) -> list[str]:
-        """Endpoints that have events waiting and no other process on them."""
+    def due(self, busy: frozenset[str] = frozenset()) -> list[str]:
+        """Endpoints that have events waiting and no other process on them (`busy`:
+        those this process is delivering to already, not looked at)."""
         now = self.clock()
         with self.maker() as s:
             candidates = list(s.scalars(select(WebhookEndpoint).where(
                 WebhookEndpoint.enabled.is_(True), WebhookEndpoint.next_attempt_at <= now,
                 or_(WebhookEndpoint.lease_until.is_(None), WebhookEndpoint.lease_until < now,
                     WebhookEndpoint.lease_owner == self.owner))))
-            waiting = [e.id for e in candidates if self._has_events(s, e)]
+            waiting = [e.id for e in candidates
+                       if e.id not in busy and self._has_events(s, e)]
             s.rollback()
         return waiting
 
@@ -115,11 +121,12 @@ class Dispatcher:
                 .values(cursor_txid=mark.txid, cursor_id=mark.id))
             s.commit()
 
-    def run_pass(self, submit: Callable[[str], Any] | None = None) -> int:
+    def run_pass(self, submit: Callable[[str], Any] | None = None,
+                 busy: frozenset[str] = frozenset()) -> int:
         """Deliver to every endpoint with work (through `submit`, or here one after
-        another); how many endpoints had work. Never raises."""
+        another), but those `busy` already; how many endpoints had work. Never raises."""
         try:
-            waiting = self.due()
+            waiting = self.due(busy)
         except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
             log.exception("webhook pass: finding due endpoints failed")
             return 0
@@ -185,9 +192,7 @@ class Dispatcher:
             if endpoint is None or not endpoint.enabled or endpoint.lease_owner != self.owner:
                 return None
             start = service.position(endpoint)
-            page = feed.read(s, endpoint.tenant_id, feed.FeedQuery(
-                after=start, limit=max(1, min(self.cfg.max_batch, feed.MAX_LIMIT)),
-                kinds=service.kinds_of(endpoint)))
+            page = self._page(s, endpoint, start)
             if not page.data:
                 return None
             url, tenant_id = endpoint.url, endpoint.tenant_id
@@ -216,6 +221,32 @@ class Dispatcher:
         logs.log(log, logging.WARNING, "webhook delivery failed", error=outcome.error,
                  **log_fields)
         return False
+
+    def _page(self, s: Session, endpoint: WebhookEndpoint, start: feed.Position
+              ) -> feed.FeedPage:
+        """The events after `start` for this endpoint, as one feed read or, when another
+        endpoint of the same tenant and filter read from the same place a moment ago, as
+        that read (several endpoints of one stream then cost one read, and stay in step).
+        Reusing it is safe: a page the feed served is final, no event can later appear
+        inside it; a full page is kept as long as there is room, a short one briefly."""
+        limit = max(1, min(self.cfg.max_batch, feed.MAX_LIMIT))
+        kinds = service.kinds_of(endpoint)
+        key = (endpoint.tenant_id, kinds, start, limit)
+        now = time.monotonic()
+        with self._lock:
+            found = self._pages.get(key)
+        if found is not None and (len(found[1].data) == limit
+                                  or now - found[0] < PAGE_REUSE_SECONDS):
+            return found[1]
+        page = feed.read(s, endpoint.tenant_id, feed.FeedQuery(after=start, limit=limit,
+                                                                kinds=kinds))
+        if page.data:
+            with self._lock:
+                self._pages[key] = (now, page)
+                self._pages.move_to_end(key)
+                while len(self._pages) > PAGES_KEPT:
+                    self._pages.popitem(last=False)
+        return page
 
     def _succeeded(self, s: Session, endpoint_id: str, span: service.Span,
                    now: dt.datetime) -> bool:

@@ -1,5 +1,5 @@
 """The dispatcher's loop in a process: a thread that looks for work every
-`webhooks.poll_interval_ms` (at once again when a pass found some), a pool of
+`webhooks.poll_interval_ms`, a pool of
 `webhooks.workers` threads delivering to different endpoints side by side, and the
 delivery log's pruning once an hour. Started by `connector worker`, and by `connector
 serve` where the schedulers run in the web process."""
@@ -52,14 +52,15 @@ class Running:
         self.in_flight[endpoint_id] = self.pool.submit(self.dispatcher.deliver, endpoint_id)
 
     def _loop(self) -> None:
+        """A pass, then a pause. A delivery goes on until its endpoint has caught up
+        (Dispatcher.deliver), so a pass need not come round again sooner."""
         while not self.stopping.is_set():
             for endpoint_id, future in list(self.in_flight.items()):
                 if future.done():
                     del self.in_flight[endpoint_id]
-            found = self.dispatcher.run_pass(self._submit)
+            self.dispatcher.run_pass(self._submit, frozenset(self.in_flight))
             self._prune_now_and_then()
-            if not found or len(self.in_flight) >= self.dispatcher.cfg.workers:
-                self.stopping.wait(self.interval)
+            self.stopping.wait(self.interval)
 
     def _prune_now_and_then(self) -> None:
         if time.monotonic() - self._pruned < PRUNE_SECONDS:
