@@ -73,6 +73,7 @@ def init_app(app: Flask, children: tuple[Blueprint, ...] = ()) -> None:
         provlog,
         tenants,
         users,
+        webhooks,
     )
 
     for child in children:
