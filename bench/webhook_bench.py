@@ -109,6 +109,23 @@ class Receiver:
         return int(self.server.server_port)
 
 
+def serve_receiver(pipe: Any) -> None:
+    """The receiver in a process of its own (its JSON parsing must not take the
+    writers' CPU in this one): answers "port", "counts" and "results" on the pipe."""
+    receiver = Receiver()
+    while True:
+        ask = pipe.recv()
+        with receiver.lock:
+            if ask == "port":
+                pipe.send(receiver.port)
+            elif ask == "counts":
+                pipe.send({k: len(v) for k, v in receiver.seen.items()})
+            else:
+                pipe.send({"latencies": receiver.latencies, "messages": receiver.messages,
+                           "span": max(receiver.last - receiver.first, 1e-9)})
+                return
+
+
 def fresh_database(pg_base: str) -> tuple[str, str]:
     import psycopg
 
@@ -281,10 +298,17 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
     key = sealed.new_key()
     url, name = fresh_database(args.pg_base)
-    receiver = Receiver()
+    import multiprocessing
+
+    ours, theirs = multiprocessing.Pipe()
+    receiving = multiprocessing.get_context("fork").Process(target=serve_receiver,
+                                                            args=(theirs,), daemon=True)
+    receiving.start()
+    ours.send("port")
+    receiver_port = ours.recv()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        info = seed(url, args.users, args.endpoints, receiver.port, key, workdir)
+        info = seed(url, args.users, args.endpoints, receiver_port, key, workdir)
         port = free_port()
         env = env_for(url, key, workdir, {})
         procs.append(subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
@@ -311,19 +335,19 @@ def main() -> int:
                         args.seconds, took_on)
         expected = on[0] * 2
         deadline = time.monotonic() + 60
+        counts: dict[str, int] = {}
         while time.monotonic() < deadline:
-            with receiver.lock:
-                got = [len(s) for s in receiver.seen.values()]
-            if len(got) == args.endpoints and min(got) >= expected:
+            ours.send("counts")
+            counts = ours.recv()
+            if len(counts) == args.endpoints and min(counts.values()) >= expected:
                 break
             time.sleep(0.2)
-        with receiver.lock:
-            lat = list(receiver.latencies)
-            delivered = sum(len(s) for s in receiver.seen.values())
-            span = max(receiver.last - receiver.first, 1e-9)
-            messages = receiver.messages
-            complete = all(len(s) >= expected for s in receiver.seen.values()) and \
-                len(receiver.seen) == args.endpoints
+        ours.send("results")
+        results = ours.recv()
+        lat = results["latencies"]
+        delivered = sum(counts.values())
+        span, messages = results["span"], results["messages"]
+        complete = len(counts) == args.endpoints and min(counts.values()) >= expected
         result = {
             "endpoints": args.endpoints, "target_events_per_s": args.rate,
             "seconds": args.seconds, "writers": args.writers,
@@ -354,7 +378,7 @@ def main() -> int:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        receiver.server.shutdown()
+        receiving.kill()
         if args.keep_db:
             log(f"kept {url}")
         else:

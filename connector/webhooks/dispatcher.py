@@ -29,6 +29,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -45,6 +46,14 @@ log = logging.getLogger("connector.webhooks")
 SKIP_AHEAD_SECONDS = 10.0  # how often an idle filtered endpoint's cursor is moved on
 PAGE_REUSE_SECONDS = 0.5  # how long a short page read for one endpoint serves others
 PAGES_KEPT = 256
+
+
+@dataclass(frozen=True)
+class Page:
+    """A feed page and its events' JSON, as endpoints of one stream share it."""
+
+    feed: feed.FeedPage
+    encoded: tuple[bytes, ...]
 
 
 def owner_name() -> str:
@@ -68,7 +77,7 @@ class Dispatcher:
         self.lease = dt.timedelta(seconds=self.cfg.lease_seconds)
         self._skipped: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._pages: OrderedDict[tuple[Any, ...], tuple[float, feed.FeedPage]] = OrderedDict()
+        self._pages: OrderedDict[tuple[Any, ...], tuple[float, Page]] = OrderedDict()
 
     # -- finding work -----------------------------------------------------------------
 
@@ -192,14 +201,15 @@ class Dispatcher:
             if endpoint is None or not endpoint.enabled or endpoint.lease_owner != self.owner:
                 return None
             start = service.position(endpoint)
-            page = self._page(s, endpoint, start)
+            shared = self._page(s, endpoint, start)
+            page = shared.feed
             if not page.data:
                 return None
             url, tenant_id = endpoint.url, endpoint.tenant_id
             attempt = endpoint.consecutive_failures + 1
             secrets = service.signing_secrets(self.settings, endpoint, now)
             s.rollback()  # the transaction ends before the HTTP call
-        message = messages.for_events(page.data, now)
+        message = messages.for_events(page.data, now, shared.encoded)
         outcome = self.sender.post(url, message.body, messages.headers(message, secrets, now))
         span = service.Span(start, page.next_cursor)
         done = self.clock()
@@ -222,8 +232,7 @@ class Dispatcher:
                  **log_fields)
         return False
 
-    def _page(self, s: Session, endpoint: WebhookEndpoint, start: feed.Position
-              ) -> feed.FeedPage:
+    def _page(self, s: Session, endpoint: WebhookEndpoint, start: feed.Position) -> Page:
         """The events after `start` for this endpoint, as one feed read or, when another
         endpoint of the same tenant and filter read from the same place a moment ago, as
         that read (several endpoints of one stream then cost one read, and stay in step).
@@ -235,12 +244,13 @@ class Dispatcher:
         now = time.monotonic()
         with self._lock:
             found = self._pages.get(key)
-        if found is not None and (len(found[1].data) == limit
+        if found is not None and (len(found[1].feed.data) == limit
                                   or now - found[0] < PAGE_REUSE_SECONDS):
             return found[1]
-        page = feed.read(s, endpoint.tenant_id, feed.FeedQuery(after=start, limit=limit,
+        read = feed.read(s, endpoint.tenant_id, feed.FeedQuery(after=start, limit=limit,
                                                                 kinds=kinds))
-        if page.data:
+        page = Page(read, messages.encode_events(read.data))
+        if read.data:
             with self._lock:
                 self._pages[key] = (now, page)
                 self._pages.move_to_end(key)

@@ -47,7 +47,7 @@ def _instant(now: dt.datetime) -> str:
     return now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _encode(payload: dict[str, Any]) -> bytes:
+def _encode(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -55,17 +55,27 @@ def event_number(event: dict[str, Any]) -> int:
     return int(str(event["id"]).removeprefix("evt_"))
 
 
-def for_events(events: Sequence[dict[str, Any]], now: dt.datetime) -> Message:
-    """The message carrying these feed events (one: single; several: a batch)."""
+def encode_events(events: Sequence[dict[str, Any]]) -> tuple[bytes, ...]:
+    """Each event's JSON, once: endpoints that send the same events share it."""
+    return tuple(_encode(e) for e in events)
+
+
+def for_events(events: Sequence[dict[str, Any]], now: dt.datetime,
+               encoded: Sequence[bytes] | None = None) -> Message:
+    """The message carrying these feed events (one: single; several: a batch);
+    `encoded`: their JSON from `encode_events`, when already made."""
     assert events
+    parts = encoded if encoded is not None else encode_events(events)
     ids = tuple(event_number(e) for e in events)
+    stamp = _encode(_instant(now))
     if len(events) == 1:
-        return Message(str(events[0]["id"]), str(events[0]["type"]), _encode(
-            {"type": events[0]["type"], "timestamp": _instant(now), "data": events[0]}), ids)
+        kind = str(events[0]["type"])
+        return Message(str(events[0]["id"]), kind, b'{"type":' + _encode(kind)
+                       + b',"timestamp":' + stamp + b',"data":' + parts[0] + b"}", ids)
     digest = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:32]
-    return Message(f"batch_{digest}", BATCH_TYPE, _encode(
-        {"type": BATCH_TYPE, "timestamp": _instant(now), "data": {"events": list(events)}}),
-        ids)
+    body = (b'{"type":"' + BATCH_TYPE.encode() + b'","timestamp":' + stamp
+            + b',"data":{"events":[' + b",".join(parts) + b"]}}")
+    return Message(f"batch_{digest}", BATCH_TYPE, body, ids)
 
 
 def ping(endpoint_id: str, now: dt.datetime) -> Message:

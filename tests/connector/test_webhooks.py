@@ -403,3 +403,43 @@ def test_type_filtered_endpoints_move_past_what_they_do_not_take(
     write(maker, tenant_id, "t", 1, events.MONTH_CLOSED)
     Dispatcher(maker, settings).run_pass()
     assert [e["type"] for e in receiver.events()] == ["billing.month_closed"]
+
+
+def test_the_delivery_log_is_pruned_after_its_retention(
+        engine: Engine, maker: sessionmaker[Session], settings: Settings,
+        receiver: Receiver) -> None:
+    tenant_id, _ = make_tenant(engine)
+    endpoint_id, _ = endpoint(maker, settings, tenant_id, receiver.url)
+    clock = Clock()
+    write(maker, tenant_id, "u1")
+    Dispatcher(maker, settings, clock=clock).run_pass()
+    clock.advance(days=31)
+    write(maker, tenant_id, "u1")
+    Dispatcher(maker, settings, clock=clock).run_pass()
+    with maker() as s:
+        assert service.prune_attempts(s, clock(), 30) == 1
+        s.commit()
+    assert [a.attempted_at for a in attempts(maker, endpoint_id)] == [clock()]
+
+
+def test_a_partner_wide_notice_goes_to_partner_admins_only(
+        engine: Engine, maker: sessionmaker[Session], settings: Settings) -> None:
+    from connector import notify
+    from connector.notify_messages import compose, partner_wide
+    from tests.support.clients import make_admin
+
+    tenant_id, _ = make_tenant(engine)
+    make_admin(engine, "partner@example.com")
+    make_admin(engine, "tenant@example.com", "tenant", tenant_id)
+    now = dt.datetime.now(dt.UTC)
+    with maker() as s:
+        assert notify.raise_condition(s, "", "webhook_disabled", "It failed for days.", now,
+                                      "e1")
+        s.commit()
+        assert [a.email for a in notify.recipients(s, "", "webhook_disabled")] == [
+            "partner@example.com"]
+        condition = s.scalars(select(NotifyCondition)).one()
+        message = compose(settings, condition, partner_wide(), "partner@example.com",
+                          "raised", now)
+    assert message["Subject"] == "Webhook endpoint disabled for all tenants (partner-wide)"
+    assert "/admin/webhooks/e1" in message.get_body(("plain",)).get_content()
