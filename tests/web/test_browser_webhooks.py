@@ -30,7 +30,8 @@ from tests.web.test_browser_reading import document_width, overflowing
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-LONG_PATH = "/hooks/" + "a-rather-long-path-segment/" * 8 + "in"
+# A long URL, partly without a place to break it: cut in lists, wrapped where it is whole.
+LONG_PATH = "/hooks/" + "a-rather-long-path-segment/" * 4 + "in?key=" + "k" * 120
 
 
 @pytest.fixture
