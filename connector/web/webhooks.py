@@ -113,7 +113,7 @@ def _settings() -> Any:
 
 
 def _page(template: str, tenant_id: str | None, **context: Any) -> str:
-    return render_template(template, scope_id=tenant_id, partner_wide=tenant_id is None,
+    return render_template(template, partner_wide=tenant_id is None,
                            hook_url=partial(hook_url, tenant_id),
                            disable_after=dt.timedelta(
                                hours=_settings().webhooks.disable_after_hours),

@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import Engine, select
 
-from connector import sealed
+from connector import notify, sealed
 from connector.config import Settings, load_settings
 from connector.db import make_sessionmaker
 from connector.models import WebhookAttempt, WebhookEndpoint
@@ -55,7 +55,10 @@ def web(app: Flask, engine: Engine) -> WebSession:
 
 
 def text(html: str) -> str:
-    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+    """The page's visible text, roughly: tags dropped, whitespace folded, and no space
+    before a full stop or comma that follows a tag (`<time>…</time>.`)."""
+    words = " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+    return re.sub(r" ([.,])", r"\1", words)
 
 
 def endpoints(engine: Engine) -> list[WebhookEndpoint]:
@@ -342,6 +345,25 @@ def test_a_tenant_admin_manages_its_own_tenants_endpoints_only(
     assert len(endpoints(engine)) == 2
 
 
+def test_a_failing_endpoint_says_since_when_and_when_it_is_tried_next(
+        web: WebSession, scim: ScimClient, engine: Engine, receiver: Receiver) -> None:
+    base = f"/admin/tenants/{scim.tenant_id}/webhooks"
+    page, _secret = create(web, base, receiver.url)
+    since = dt.datetime(2026, 12, 5, 8, 0, tzinfo=dt.UTC)
+    with make_sessionmaker(engine)() as s:  # as the dispatcher leaves it after 4 failures
+        found = s.get(WebhookEndpoint, page.rsplit("/", 1)[1])
+        assert found is not None
+        found.failing_since, found.consecutive_failures = since, 4
+        found.next_attempt_at = since + dt.timedelta(minutes=9)
+        s.commit()
+    shown = text(web.page(page))
+    assert ("Failing since 2026-12-05 08:00 UTC (4 attempts in a row), next try at "
+            "2026-12-05 08:09 UTC. Unless one succeeds, it is disabled at 2026-12-08 08:00 "
+            "UTC.") in shown
+    listed = text(web.page(base))
+    assert "Failing — 2026-12-05 08:00 UTC" in listed  # state, no success, failing since
+
+
 def test_the_notification_link_leads_to_the_endpoint(
         app: Flask, web: WebSession, scim: ScimClient, engine: Engine,
         receiver: Receiver) -> None:
@@ -354,8 +376,12 @@ def test_the_notification_link_leads_to_the_endpoint(
         found.failing_since = now - dt.timedelta(hours=72)
         service.set_enabled(s, found, False, now, "No delivery succeeded for 72 hours (14 "
                             "attempts); the last one: connection refused.")
+        notify.raise_condition(s, scim.tenant_id, service.NOTIFY_KIND, "Disabled.", now,
+                               endpoint_id)
         s.commit()
     for who in (web, signed_in(app, engine, "ta@example.com", "tenant", scim.tenant_id)):
+        banner = who.page(f"/admin/tenants/{scim.tenant_id}/users")
+        assert f'href="/admin/webhooks/{endpoint_id}">Open</a>' in banner
         response = who.get(f"/admin/webhooks/{endpoint_id}")
         assert response.status_code == 303 and response.location == page
         shown = text(who.page(page))
@@ -363,6 +389,9 @@ def test_the_notification_link_leads_to_the_endpoint(
         assert "the last one: connection refused" in shown
     assert "Disabled" in text(web.page(f"/admin/tenants/{scim.tenant_id}/webhooks"))
     assert web.get("/admin/webhooks/no-such-endpoint").status_code == 404
+    web.follow(web.post(f"{page}/enable"))  # enabling clears the notice
+    banner = web.page(f"/admin/tenants/{scim.tenant_id}/users")
+    assert f'href="/admin/webhooks/{endpoint_id}">Open</a>' not in banner
 
 
 def test_every_webhook_form_takes_huge_values_without_a_server_error(
