@@ -56,8 +56,9 @@ def endpoint_count(engine: Engine) -> int:
         return s.scalar(select(func.count()).select_from(WebhookEndpoint)) or 0
 
 
-def within(page: Page, width: int) -> None:
-    assert document_width(page) <= width, (page.url, document_width(page), overflowing(page))
+def within(shown: Page, width: int) -> None:
+    assert document_width(shown) <= width, (shown.url, document_width(shown),
+                                            overflowing(shown))
 
 
 def test_an_admin_adds_pings_redelivers_and_disables_an_endpoint(
