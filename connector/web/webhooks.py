@@ -2,9 +2,9 @@
 the partner admins) and the partner-wide endpoints at /admin/webhooks (partner admins).
 
 Each page exists twice, as the API's routes do: under /tenants/<id>/webhooks for a
-tenant's endpoints (endpoint names `web.webhooks`, `web.webhook`…) and under /webhooks
-for the partner-wide ones (`web.partner_webhooks`…); a view gets `tenant_id` None for
-the latter. Every action is `connector.actions.webhooks` (its checks, its audit line).
+tenant's endpoints (endpoint names all begin `web.webhook`: the tab is current on each)
+and under /webhooks for the partner-wide ones (`web.partner_webhook…`, for the partner
+navigation); a view gets `tenant_id` None for the latter. Every action is `connector.actions.webhooks` (its checks, its audit line).
 A new or rotated signing secret travels to the page that shows it through
 `shown_once`, so a reload shows it no more and re-issues nothing; disabling, rotating
 and deleting ask first. A test ping and a redelivery answer the browser once the
@@ -164,15 +164,15 @@ def webhooks(tenant_id: str | None) -> str:
 
 
 @_route("/new")
-def new_webhook(tenant_id: str | None) -> str:
+def webhook_new(tenant_id: str | None) -> str:
     _scope(tenant_id)
     return _page("admin/webhook_new.html", tenant_id, type_groups=type_groups())
 
 
 @_route("", ("POST",))
-def create_webhook(tenant_id: str | None) -> Response:
+def webhook_create(tenant_id: str | None) -> Response:
     _scope(tenant_id)
-    come_back_to(hook_url(tenant_id, "new_webhook"))
+    come_back_to(hook_url(tenant_id, "webhook_new"))
     with _fields():
         endpoint, secret = actions.create_endpoint(
             admin_call(), _settings(), tenant_id, request.form.get("url", ""),
@@ -206,7 +206,7 @@ def webhook_secret(tenant_id: str | None, endpoint_id: str) -> str:
         secret=secret, label="Signing secret", explain=explain,
         kept="The connector keeps it encrypted to sign messages with",
         again="Rotate the signing secret to get a new one.",
-        again_url=hook_url(tenant_id, "rotate_webhook_secret_form", endpoint_id=endpoint.id),
+        again_url=hook_url(tenant_id, "webhook_rotate_form", endpoint_id=endpoint.id),
         again_label="Rotate the signing secret…",
         back=hook_url(tenant_id, "webhook", endpoint_id=endpoint.id),
         back_label="Go to the endpoint")
@@ -265,7 +265,7 @@ def _owner(endpoint_id: str) -> str | None:
 
 
 @_route("/<endpoint_id>/settings", ("POST",))
-def update_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
+def webhook_update(tenant_id: str | None, endpoint_id: str) -> Response:
     endpoint = _endpoint(tenant_id, endpoint_id)
     come_back_to(_endpoint_url(tenant_id, endpoint_id, "#settings"))
     before = (endpoint.url, endpoint.description, list(endpoint.event_types))
@@ -282,7 +282,7 @@ def update_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
 
 
 @_route("/<endpoint_id>/rotate")
-def rotate_webhook_secret_form(tenant_id: str | None, endpoint_id: str) -> str:
+def webhook_rotate_form(tenant_id: str | None, endpoint_id: str) -> str:
     endpoint = _endpoint(tenant_id, endpoint_id)
     return _page("admin/webhook_confirm.html", tenant_id, endpoint=endpoint,
                  action="rotate", question="Rotate the signing secret?",
@@ -290,7 +290,7 @@ def rotate_webhook_secret_form(tenant_id: str | None, endpoint_id: str) -> str:
 
 
 @_route("/<endpoint_id>/rotate", ("POST",))
-def rotate_webhook_secret(tenant_id: str | None, endpoint_id: str) -> Response:
+def webhook_rotate(tenant_id: str | None, endpoint_id: str) -> Response:
     _endpoint(tenant_id, endpoint_id)
     come_back_to(_endpoint_url(tenant_id, endpoint_id))
     endpoint, secret = actions.rotate_secret(admin_call(), _settings(), tenant_id,
@@ -301,14 +301,14 @@ def rotate_webhook_secret(tenant_id: str | None, endpoint_id: str) -> Response:
 
 
 @_route("/<endpoint_id>/disable")
-def disable_webhook_form(tenant_id: str | None, endpoint_id: str) -> str:
+def webhook_disable_form(tenant_id: str | None, endpoint_id: str) -> str:
     endpoint = _endpoint(tenant_id, endpoint_id)
     return _page("admin/webhook_confirm.html", tenant_id, endpoint=endpoint,
                  action="disable", question="Disable this endpoint?")
 
 
 @_route("/<endpoint_id>/disable", ("POST",))
-def disable_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
+def webhook_disable(tenant_id: str | None, endpoint_id: str) -> Response:
     _endpoint(tenant_id, endpoint_id)
     come_back_to(_endpoint_url(tenant_id, endpoint_id))
     actions.set_enabled(admin_call(), tenant_id, endpoint_id, False)
@@ -318,7 +318,7 @@ def disable_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
 
 
 @_route("/<endpoint_id>/enable", ("POST",))
-def enable_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
+def webhook_enable(tenant_id: str | None, endpoint_id: str) -> Response:
     endpoint = _endpoint(tenant_id, endpoint_id)
     come_back_to(_endpoint_url(tenant_id, endpoint_id))
     was = endpoint.enabled
@@ -330,7 +330,7 @@ def enable_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
 
 
 @_route("/<endpoint_id>/ping", ("POST",))
-def ping_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
+def webhook_ping(tenant_id: str | None, endpoint_id: str) -> Response:
     _endpoint(tenant_id, endpoint_id)
     come_back_to(_endpoint_url(tenant_id, endpoint_id))
     attempt = actions.ping(admin_call(), _settings(), tenant_id, endpoint_id)
@@ -338,7 +338,7 @@ def ping_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
 
 
 @_route("/<endpoint_id>/replay", ("POST",))
-def replay_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
+def webhook_replay(tenant_id: str | None, endpoint_id: str) -> Response:
     _endpoint(tenant_id, endpoint_id)
     come_back_to(_endpoint_url(tenant_id, endpoint_id, "#replay"))
     cursor = request.form.get("cursor", "").strip()
@@ -353,14 +353,14 @@ def replay_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
 
 
 @_route("/<endpoint_id>/delete")
-def delete_webhook_form(tenant_id: str | None, endpoint_id: str) -> str:
+def webhook_delete_form(tenant_id: str | None, endpoint_id: str) -> str:
     endpoint = _endpoint(tenant_id, endpoint_id)
     return _page("admin/webhook_confirm.html", tenant_id, endpoint=endpoint,
                  action="delete", question="Delete this endpoint?")
 
 
 @_route("/<endpoint_id>/delete", ("POST",))
-def delete_webhook(tenant_id: str | None, endpoint_id: str) -> Response:
+def webhook_delete(tenant_id: str | None, endpoint_id: str) -> Response:
     endpoint = _endpoint(tenant_id, endpoint_id)
     come_back_to(_endpoint_url(tenant_id, endpoint_id))
     url = endpoint.url
@@ -389,7 +389,7 @@ def webhook_attempt(tenant_id: str | None, endpoint_id: str, attempt_id: int) ->
 
 
 @_route("/<endpoint_id>/attempts/<int:attempt_id>/redeliver", ("POST",))
-def redeliver_webhook(tenant_id: str | None, endpoint_id: str, attempt_id: int) -> Response:
+def webhook_redeliver(tenant_id: str | None, endpoint_id: str, attempt_id: int) -> Response:
     _endpoint(tenant_id, endpoint_id)
     come_back_to(hook_url(tenant_id, "webhook_attempt", endpoint_id=endpoint_id,
                           attempt_id=attempt_id))

@@ -334,7 +334,11 @@ def test_a_tenant_admin_manages_its_own_tenants_endpoints_only(
     html = tenant_web.page(base)
     assert 'aria-current="page">Webhooks</a>' in html  # the tab
     page, _secret = create(tenant_web, base, receiver.url)
-    assert "Test ping delivered" in text(tenant_web.follow(tenant_web.post(f"{page}/ping")))
+    pinged = tenant_web.follow(tenant_web.post(f"{page}/ping"))
+    assert "Test ping delivered" in text(pinged)
+    for html in (pinged, tenant_web.page(f"{base}/new"), tenant_web.page(page),
+                 tenant_web.page(f"{page}/delete")):
+        assert 'aria-current="page">Webhooks</a>' in html  # the tab on every page of it
 
     other_id_of_endpoint = other_page.rsplit("/", 1)[1]
     for path in (other_page, f"{base}/{other_id_of_endpoint}",
