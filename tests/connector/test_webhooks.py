@@ -136,8 +136,8 @@ def test_a_message_verifies_with_standardwebhooks_and_carries_the_feed_event(
     assert dispatcher.run_pass() == 1
     [message] = receiver.accepted
     payload = verify(message, secret)  # standardwebhooks.Webhook.verify
-    [event] = feed.read(maker(), tenant_id, feed.FeedQuery(
-        kinds=(events.USER_STATUS,))).data
+    with maker() as s:
+        [event] = feed.read(s, tenant_id, feed.FeedQuery(kinds=(events.USER_STATUS,))).data
     assert payload == {"type": "user.status_changed", "timestamp": payload["timestamp"],
                        "data": event}
     assert message.headers["webhook-id"] == event["id"]
