@@ -400,6 +400,7 @@ class PageApplier:
                                                       User.user_name_norm.in_(values)))
             return [(u.user_name_norm, u) for u in users]
         if self.matching == "mail":
+            self.directory.flush_values()  # the page's changed addresses count too
             rows = self.s.execute(select(UserValue.value_norm, User).join(
                 User, (User.tenant_id == UserValue.tenant_id) & (User.id == UserValue.user_id))
                 .where(*unlinked, UserValue.tenant_id == self.tenant.id,
