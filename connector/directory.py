@@ -389,14 +389,17 @@ class Directory:
         return ids
 
     @_emits_events
-    def update_user(self, user: User, fields: UserFields, expected_version: int | None = None
-                    ) -> User:
-        """Replace the user's profile with `fields`; status through the rules."""
+    def update_user(self, user: User, fields: UserFields, expected_version: int | None = None,
+                    *, names_checked: bool = False) -> User:
+        """Replace the user's profile with `fields`; status through the rules.
+        `names_checked`: the caller looked up the new userName already (a sync page does
+        it for all its renames with one query) and rolls back on the unique indexes'
+        IntegrityError, so a rename here does not read again who holds it."""
         self.ensure_writable()
         limits.check_user(fields)
         self._check_version(user.version, expected_version)
-        if (fields.user_name.casefold(), fields.external_id) != (user.user_name_norm,
-                                                                 user.external_id):
+        if not names_checked and (fields.user_name.casefold(), fields.external_id) != (
+                user.user_name_norm, user.external_id):
             self._check_user_unique(fields, user.id)
         changed = self._update_profile(user, fields)
         changed |= self._update_flags(user, fields)
