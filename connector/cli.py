@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -58,8 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--worker-class", choices=serving.WORKER_CLASSES,
-                   help="gunicorn worker class (default: server.worker_class, gthread); "
-                   "gevent needs the schedulers in `connector worker`")
+                   help="gunicorn worker class (default: server.worker_class, gthread)")
     p.add_argument("--threads", type=int,
                    help="gthread: threads per process (default: server.threads, 4); "
                    "1 = sync worker")
@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run the Entra sync and month-close scheduler "
                        "(no web server)")
+    p.add_argument("--supervised", action="store_true",
+                   help="started by `connector serve` (server.schedulers = \"worker\"): "
+                   "no banner, the server's serving line says it")
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("provlog", help="the provisioning log")
@@ -185,6 +188,11 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.server.schedulers != "web":  # in `connector worker`, or elsewhere
+        settings = dataclasses.replace(
+            settings,
+            azure_sync=dataclasses.replace(settings.azure_sync, scheduler_in_web=False),
+            billing=dataclasses.replace(settings.billing, scheduler_in_web=False))
     worker_class = args.worker_class or settings.server.worker_class
     threads = args.threads or settings.server.threads
     if worker_class == "gthread" and threads <= 1:
@@ -199,18 +207,23 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.server.host
     port = args.port or settings.server.port
+    where = {"worker": "; Entra sync and month closes in `connector worker`, started "
+             "with it", "web": "; Entra sync and month closes in the web process",
+             "external": "; Entra sync and month closes: run `connector worker`"}
     serving_line = (f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2) "
-                    f"with {args.workers} {worker_class} worker(s). Ctrl-C stops.")
+                    f"with {args.workers} {worker_class} worker(s)"
+                    f"{where[settings.server.schedulers]}. Ctrl-C stops.")
     if worker_class == "gevent":
         return _serve_gevent(settings, args, host, port, serving_line)
     migrate.upgrade(db.make_engine(settings.database))
     # With --bootstrap (`make run`), what it created is shown once the server listens:
     # the last lines on the terminal, not lost above the server's own.
     welcome = boxed([*bootstrap(settings), "", serving_line]) if args.bootstrap else None
+    _start_scheduler_process(settings, args)
 
     from gunicorn.app.base import BaseApplication
 
-    from connector import workers
+    from connector import gunicorn_hooks, workers
     from connector.app import create_app, settle_memory
 
     class _Server(BaseApplication):
@@ -225,6 +238,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             if welcome is not None:  # once, by the first worker, when it is up
                 self.cfg.set("post_worker_init", lambda worker: print(
                     welcome, flush=True) if worker.age == 1 else None)
+            self.cfg.set("on_exit", gunicorn_hooks.on_exit)
 
         def load(self):
             app = create_app(settings)
@@ -265,6 +279,7 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port:
         return 1
     if args.bootstrap:
         print(done.stdout.rstrip("\n"))
+    _start_scheduler_process(settings, args)
     env = dict(os.environ)
     if args.config:
         env["CONNECTOR_CONFIG"] = args.config
@@ -274,8 +289,20 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port:
         sys.executable, "-m", "gunicorn", "--worker-class", workers.CLASSES["gevent"],
         "--worker-connections", str(connections), "--workers", str(args.workers),
         "--limit-request-line", str(serving.GUNICORN_LIMIT_REQUEST_LINE),
+        "--config", "python:connector.gunicorn_hooks",
         "--bind", f"{host}:{port}", "connector.app:server_app()"], env)
     return 1  # not reached: execve replaces this process
+
+
+def _start_scheduler_process(settings: Settings, args: argparse.Namespace) -> None:
+    """With server.schedulers = "worker": `connector worker` in a supervised child
+    process (connector/supervise.py), stopped by gunicorn's on_exit hook."""
+    if settings.server.schedulers != "worker":
+        return
+    from connector import supervise
+
+    os.environ[supervise.ENV_STOP] = str(settings.server.worker_stop_seconds)
+    supervise.start(args.config, settings.server.worker_stop_seconds)
 
 
 BOOTSTRAP_ADMIN = "admin@localhost"
@@ -541,7 +568,7 @@ def cmd_keygen(_settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import signal
     import threading
 
@@ -553,8 +580,9 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print("Worker running: one Entra sync round per registered tenant every interval, "
-          "and month closes when they are due. Ctrl-C stops.", flush=True)
+    if not args.supervised:
+        print("Worker running: one Entra sync round per registered tenant every interval, "
+              "and month closes when they are due. Ctrl-C stops.", flush=True)
     stop.wait()
     running.shutdown(wait=True)
     closing.shutdown(wait=True)

@@ -32,6 +32,7 @@ class ConfigError(Exception):
 
 # The settings that take one of a closed set of values.
 WorkerClass = Literal["gthread", "gevent", "sync"]  # connector/serving.py
+Schedulers = Literal["worker", "web", "external"]  # connector/supervise.py
 SecureCookies = Literal["auto", "always", "never"]
 MailSecurity = Literal["none", "starttls", "tls"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -66,13 +67,24 @@ class ServerSettings:
     )
     worker_class: WorkerClass = setting(
         "gthread",
-        "How `connector serve` runs gunicorn: \"gthread\" (threads with keep-alive; the "
-        "only one that also runs the schedulers in the web process), \"gevent\" (an event "
-        "loop with keep-alive; overlaps database waits, fastest on PostgreSQL; needs "
-        "scheduler_in_web = false in [azure_sync] and [billing] and `connector worker` "
-        "running) or \"sync\" (one request at a time, no keep-alive). "
-        "See connector/serving.py.",
+        "How `connector serve` runs gunicorn: \"gthread\" (threads with keep-alive), "
+        "\"gevent\" (an event loop with keep-alive; overlaps database waits, fastest on "
+        "PostgreSQL; cannot run the schedulers in the web process, see `schedulers`) or "
+        "\"sync\" (one request at a time, no keep-alive). See connector/serving.py.",
     )
+    schedulers: Schedulers = setting(
+        "worker",
+        "Where Entra sync rounds, month closes, notifications and pruning run. "
+        "\"worker\": `connector serve` starts `connector worker` as a child process, "
+        "starts it again if it dies and stops it with the server (any worker_class). "
+        "\"web\": inside the web process, as scheduler_in_web in [azure_sync] and "
+        "[billing] say (gthread or sync only). \"external\": not from `connector serve`; "
+        "run `connector worker` yourself (several servers on one database).",
+    )
+    worker_stop_seconds: int = setting(
+        30, "How long the server's `connector worker` may take to finish what it runs "
+        "when the server stops, before it is killed (a sync round resumes from its last "
+        "committed page).")
     threads: int = setting(4, "gthread: threads per process.")
     worker_connections: int = setting(
         100, "gevent: connections one process serves at once (the rest wait in the "
@@ -271,9 +283,9 @@ class AzureSyncSettings:
     )
     scheduler_in_web: bool = setting(
         True,
-        "Run the sync scheduler inside `connector serve` (the embedded default). With "
-        "several web processes, set false and run `connector worker` instead (running it "
-        "in many processes is safe, each tenant's round runs in one, but wasteful).",
+        "With [server] schedulers = \"web\": run the sync scheduler inside `connector "
+        "serve`. (The default, schedulers = \"worker\", runs it in the server's own "
+        "`connector worker` process instead, and this setting is not read.)",
     )
 
 
@@ -293,8 +305,9 @@ class BillingSettings:
     )
     scheduler_in_web: bool = setting(
         True,
-        "Close due months from `connector serve` (the embedded default). Turn off when "
-        "`connector worker` processes run the scheduler instead.",
+        "With [server] schedulers = \"web\": close due months from `connector serve`. "
+        "(The default, schedulers = \"worker\", closes them in the server's own "
+        "`connector worker` process, and this setting is not read.)",
     )
     close_check_minutes: int = setting(
         15, "How often the scheduler looks for months that are due to close."
