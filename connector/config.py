@@ -59,6 +59,15 @@ class ServerSettings:
     max_body_bytes: int = setting(
         1_048_576, "Largest request body accepted, in bytes; larger bodies get 413."
     )
+    body_timeout_seconds: float = setting(
+        30.0, "How long a request's body may take to arrive, in seconds: a slower one is "
+        "answered 408 and its connection closed. The body is read in full before the "
+        "request touches the database (connector/slow_clients.py).")
+    header_timeout_seconds: float = setting(
+        10.0, "How long a request's headers may take to arrive (gthread and sync "
+        "workers; under gevent, gunicorn's keep-alive timeout), before the connection "
+        "is closed: a client sending one header line every few seconds (slowloris) "
+        "holds a thread no longer.")
     proxy_hops: int = setting(
         0,
         "Reverse proxies in front of the connector whose X-Forwarded-For/-Proto/-Host "
