@@ -15,6 +15,7 @@ from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from connector import admins, clock, db, logs, migrate, provlog, serving, tenants, urls
@@ -42,6 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(settings, args) or 0)
     except (ConfigError, DomainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:
+        if "unsupported startup parameter" not in str(exc):
+            raise
+        print(f"error: the database refused the connection's startup options ({exc.orig}). "
+              "Is the URL a PgBouncer? Set pgbouncer = true in [database] "
+              "(CONNECTOR_DATABASE__PGBOUNCER=true).", file=sys.stderr)
         return 1
 
 

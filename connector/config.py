@@ -126,6 +126,13 @@ class DatabaseSettings:
         1800, "Replace pooled connections older than this many seconds (PostgreSQL)."
     )
     echo: bool = setting(False, "Log every SQL statement (debugging only).")
+    pgbouncer: bool = setting(
+        False,
+        "The URL is a PgBouncer in transaction pooling mode (PostgreSQL): no server-side "
+        "prepared statements (each transaction may get another server connection) and no "
+        "startup options (PgBouncer refuses them; set jit = off on the database instead: "
+        "ALTER DATABASE name SET jit = off). See docs/operations.md.",
+    )
 
 
 @dataclass(frozen=True)
