@@ -6,7 +6,10 @@ the restored directory holds has its creation event, every event its user)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from billing.calendar import Month
 from billing.close import close_month
@@ -109,6 +112,25 @@ def test_a_dump_of_a_live_database_restores_to_the_same_close_hashes(
             # Each October user is created, then disabled in a second transaction: the
             # dump may hold the last one without its second write, never the reverse.
             assert len(user_ids) - 20 - 1 <= statuses <= len(user_ids) - 20
+        # `connector billing verify` says so too, on the restored database.
+        checked = subprocess.run(
+            [sys.executable, "-m", "connector.cli", "billing", "verify", "--json"],
+            env={**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+                 "CONNECTOR_DATABASE__URL": _url(restored)},
+            capture_output=True, text=True, timeout=120, check=False)
+        assert checked.returncode == 0, checked.stderr
+        assert json.loads(checked.stdout) == {"verified": 1, "mismatches": []}
+        with copy.begin() as conn:  # an event of September lost: the close no longer folds
+            conn.execute(delete(Event).where(Event.tenant_id == history.tenant_id,
+                                             Event.kind == "user.status",
+                                             Event.subject_id == users[0]))
+        broken = subprocess.run(
+            [sys.executable, "-m", "connector.cli", "billing", "verify"],
+            env={**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+                 "CONNECTOR_DATABASE__URL": _url(restored)},
+            capture_output=True, text=True, timeout=120, check=False)
+        assert broken.returncode == 4 and "MISMATCH 2026-09 v1" in broken.stdout
+        assert "0 of 1 closed months verify" in broken.stdout
         # The restored database migrates (nothing to do) and closes October.
         migrate.upgrade(copy)
         october = close_month(make_sessionmaker(copy, writes=True), history.tenant_id,
