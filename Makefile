@@ -76,7 +76,8 @@ image-base:
 	debootstrap --variant=minbase bookworm $(DEBIAN_ROOT) $(DEBIAN_MIRROR)
 	printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \
 		$(DEBIAN_MIRROR) $(DEBIAN_MIRROR) $(DEBIAN_SECURITY) > $(DEBIAN_ROOT)/etc/apt/sources.list
-	rm -rf $(DEBIAN_ROOT)/var/lib/apt/lists/* $(DEBIAN_ROOT)/var/cache/apt/*.bin
+	rm -rf $(DEBIAN_ROOT)/var/lib/apt/lists/* $(DEBIAN_ROOT)/var/cache/apt/*.bin \
+		$(DEBIAN_ROOT)/var/cache/apt/archives/*.deb
 	tar -C $(DEBIAN_ROOT) -c . | $(CONTAINER) import - $(DEBIAN_BASE)
 	rm -rf $(DEBIAN_ROOT)
 
