@@ -99,6 +99,18 @@ step "/readyz 200"
 uid=$("$CONTAINER" exec "$NAME" id -u 2>>"$LOG")
 [ "$uid" = 10001 ] || fail "serving as uid '$uid', not 10001"
 step "serving as uid $uid"
+# serve runs the schedulers in its own supervised `connector worker` (server.schedulers).
+worker=""
+for _ in $(seq 1 30); do
+  worker=$("$CONTAINER" exec "$NAME" sh -c \
+    'grep -l "worker" /proc/[0-9]*/cmdline 2>/dev/null | while read f; do
+       tr "\0" " " < "$f" | grep -q "connector.cli worker --supervised" && echo "$f"; done' \
+    2>>"$LOG" | head -1)
+  [ -n "$worker" ] && break
+  sleep 1
+done
+[ -n "$worker" ] || fail "no supervised connector worker in the container"
+step "connector worker running beside serve (${worker%/cmdline})"
 
 if [ "$CONTAINER" = podman ]; then  # Docker runs HEALTHCHECK on its own schedule only
   "$CONTAINER" healthcheck run "$NAME" >>"$LOG" 2>&1 || fail "HEALTHCHECK"
