@@ -218,3 +218,94 @@ def test_several_processes_add_up_in_one_scrape(database_url: str, engine: objec
     metrics.prepare_directory(str(directory))
     assert list(directory.iterdir()) == []
     assert os.environ[metrics.ENV] == str(directory.resolve())
+
+
+# -- `connector serve` as an operator runs it ------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_get(port: int, path: str, token: str | None = None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={
+        "Authorization": f"Bearer {token}", "Connection": "close"} if token else {
+        "Connection": "close"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
+def test_serve_with_two_workers_reports_both_on_the_metrics_listener(
+        database_url: str, engine: object, tmp_path: Path, worker_class: str) -> None:
+    """Every scrape, whichever worker answers it, sees the requests of both; a worker
+    that dies leaves its counts and takes its live gauges away (child_exit)."""
+    import signal
+    import time
+
+    port, metrics_port = free_port(), free_port()
+    directory = tmp_path / "metrics"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CONNECTOR_DATABASE__URL": database_url,
+           "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_LOGGING__ACCESS_LOG": "false",
+           "CONNECTOR_AZURE_SYNC__SCHEDULER_IN_WEB": "false",
+           "CONNECTOR_BILLING__SCHEDULER_IN_WEB": "false",
+           "CONNECTOR_METRICS__TOKEN": TOKEN,
+           "CONNECTOR_METRICS__BIND": f"127.0.0.1:{metrics_port}",
+           "CONNECTOR_METRICS__MULTIPROCESS_DIR": str(directory)}
+    env.pop(metrics.ENV, None)
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "connector.cli", "serve", "--port", str(port),
+             "--workers", "2", "--worker-class", worker_class], env=env, cwd=tmp_path,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+
+        def workers() -> set[int]:
+            """The pids of the workers that have built their app (their files)."""
+            return {pid for f in directory.glob("gauge_livesum_*.db")
+                    if (pid := metrics._pid_of(f)) is not None and pid != server.pid}
+
+        while len(workers()) < 2 or http_get(port, "/healthz")[0] != 200:
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        for _ in range(20):  # a new connection each: both workers take some
+            assert http_get(port, "/scim/v2/Users")[0] == 401
+        assert http_get(port, "/metrics", TOKEN)[0] == 404  # not on the main address
+        assert http_get(metrics_port, "/metrics")[0] == 401
+        assert http_get(metrics_port, "/scim/v2/Users", TOKEN)[0] == 404
+        for _ in range(6):  # whichever worker answers, it reports both
+            status, text = http_get(metrics_port, "/metrics", TOKEN)
+            assert status == 200
+            seen = parse(text)
+            assert value(seen, "connector_http_requests_total", surface="scim",
+                         status="401") == 20
+            assert value(seen, "connector_db_pool_size", process="web", pool="app") > 0
+        victim = min(workers())
+        counted = (directory / f"counter_{victim}.db").exists()
+        os.kill(victim, signal.SIGKILL)
+        while (directory / f"gauge_livesum_{victim}.db").exists():
+            assert time.monotonic() < deadline + 60, log.read_text()
+            time.sleep(0.2)
+        assert (directory / f"counter_{victim}.db").exists() == counted
+        status, text = http_get(metrics_port, "/metrics", TOKEN)
+        assert status == 200
+        assert value(parse(text), "connector_http_requests_total", surface="scim",
+                     status="401") == 20
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
