@@ -174,8 +174,8 @@ def scim_error(status: int, scim_type: str | None) -> None:
 
 
 def sync_round(result: str, seconds: float) -> None:
-    """A round ended: succeeded, failed, awaiting_approval, skipped, busy, preview or
-    crashed (it raised)."""
+    """A round ended: succeeded, failed, awaiting_approval, skipped, busy or crashed (it
+    raised)."""
     m = instruments()
     m.child(m.sync_rounds, result).inc()
     m.child(m.sync_round_seconds, result).observe(seconds)
