@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,7 @@ class Instruments:
 
 _instruments: Instruments | None = None
 _lock = threading.Lock()
+_watched: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
 def instruments() -> Instruments:
@@ -206,6 +208,11 @@ def watch_pool(engine: Any, name: str) -> None:
 
     m = instruments()
     pool = engine.pool
+    with _lock:  # one pair of listeners per pool and name, however many apps share it
+        watched = _watched.setdefault(pool, set())
+        if name in watched:
+            return
+        watched.add(name)
     size = pool.size() if hasattr(pool, "size") else 1
     m.child(m.pool_size, _process, name).set(size)
     m.child(m.pool_max, _process, name).set(size + max(getattr(pool, "_max_overflow", 0), 0))
