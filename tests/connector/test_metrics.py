@@ -306,6 +306,14 @@ def test_serve_with_two_workers_reports_both_on_the_metrics_listener(
         assert status == 200
         assert value(parse(text), "connector_http_requests_total", surface="scim",
                      status="401") == 20
+        while len(workers()) < 2:  # its replacement is up (stopping a booting one is slow)
+            assert time.monotonic() < deadline + 120, log.read_text()
+            time.sleep(0.2)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+            raise AssertionError("serve did not stop on SIGTERM:\n" + log.read_text()) from None
