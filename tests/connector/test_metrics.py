@@ -245,12 +245,21 @@ def http_get(port: int, path: str, token: str | None = None) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
+def parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
 def test_serve_with_two_workers_reports_both_on_the_metrics_listener(
         database_url: str, engine: object, tmp_path: Path, worker_class: str) -> None:
-    """Every scrape, whichever worker answers it, sees the requests of both; a worker
-    that dies leaves its counts and takes its live gauges away (child_exit)."""
+    """Every scrape, whichever worker answers it, sees the requests of both and the
+    pools of `connector worker`; a process that stops or dies leaves its counts and takes
+    its live gauges away (child_exit for gunicorn's workers)."""
     import signal
     import time
 
@@ -275,13 +284,23 @@ def test_serve_with_two_workers_reports_both_on_the_metrics_listener(
         deadline = time.monotonic() + 60
 
         def workers() -> set[int]:
-            """The pids of the workers that have built their app (their files)."""
+            """The pids of gunicorn's workers that have built their app (their files)."""
             return {pid for f in directory.glob("gauge_livesum_*.db")
-                    if (pid := metrics._pid_of(f)) is not None and pid != server.pid}
+                    if (pid := metrics._pid_of(f)) is not None and parent(pid) == server.pid}
 
         while len(workers()) < 2 or http_get(port, "/healthz")[0] != 200:
             assert server.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        # `connector worker` beside it, counting into the same directory.
+        worker_log = tmp_path / "worker.log"
+        with worker_log.open("w") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "connector.cli", "worker"],
+                                      env=env, cwd=tmp_path, stdout=out,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        while "Worker running" not in worker_log.read_text():
+            assert worker.poll() is None, worker_log.read_text()
+            assert time.monotonic() < deadline, worker_log.read_text()
             time.sleep(0.2)
         for _ in range(20):  # a new connection each: both workers take some
             assert http_get(port, "/scim/v2/Users")[0] == 401
@@ -295,6 +314,12 @@ def test_serve_with_two_workers_reports_both_on_the_metrics_listener(
             assert value(seen, "connector_http_requests_total", surface="scim",
                          status="401") == 20
             assert value(seen, "connector_db_pool_size", process="web", pool="app") > 0
+            for pool in ("sync", "billing"):
+                assert value(seen, "connector_db_pool_size", process="worker", pool=pool) > 0
+        worker.send_signal(signal.SIGTERM)  # its live gauges leave with it
+        assert worker.wait(timeout=60) == 0, worker_log.read_text()
+        status, text = http_get(metrics_port, "/metrics", TOKEN)
+        assert value(parse(text), "connector_db_pool_size", process="worker") == 0
         victim = min(workers())
         counted = (directory / f"counter_{victim}.db").exists()
         os.kill(victim, signal.SIGKILL)
