@@ -212,9 +212,16 @@ def test_several_processes_add_up_in_one_scrape(database_url: str, engine: objec
     assert value(after, "connector_month_closes_total", result="closed") == 1
     assert value(after, requests, surface="scim", status="401") == 6
 
-    # A start removes the files of processes that are gone, and keeps its own.
+    # `connector worker` starting (or restarted) removes only the live gauges of the
+    # processes that are gone; `connector serve` starting removes everything they left.
     monkeypatch.setenv(metrics.ENV, "")  # restored after the test
-    assert {p.name for p in directory.iterdir()}
+    left = {p.name for p in directory.iterdir()}
+    assert any(name.startswith("gauge_livesum_") for name in left)
+    metrics.prepare_directory(str(directory), keep_counts=True)
+    assert {p.name for p in directory.iterdir()} == {
+        name for name in left if not name.startswith("gauge_livesum_")}
+    assert value(scrape_in_child(database_url, directory), requests, surface="scim",
+                 status="401") == 6
     metrics.prepare_directory(str(directory))
     assert list(directory.iterdir()) == []
     assert os.environ[metrics.ENV] == str(directory.resolve())
@@ -268,8 +275,8 @@ def test_serve_with_two_workers_reports_both_on_the_metrics_listener(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CONNECTOR_DATABASE__URL": database_url,
            "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
            "CONNECTOR_LOGGING__ACCESS_LOG": "false",
-           "CONNECTOR_AZURE_SYNC__SCHEDULER_IN_WEB": "false",
-           "CONNECTOR_BILLING__SCHEDULER_IN_WEB": "false",
+           # The scheduler process started by hand, to see it stop.
+           "CONNECTOR_SERVER__SCHEDULERS": "external",
            "CONNECTOR_METRICS__TOKEN": TOKEN,
            "CONNECTOR_METRICS__BIND": f"127.0.0.1:{metrics_port}",
            "CONNECTOR_METRICS__MULTIPROCESS_DIR": str(directory)}
