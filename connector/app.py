@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     setup_scim(app)
     setup_admin(app, settings)
     setup_reporting(app)
+    setup_metrics(app)
     # Outermost: no request reaches the app (nor the database) before its body is in.
     app.wsgi_app = slow_clients.BodyFirst(  # type: ignore[method-assign]
         app.wsgi_app, settings.server.max_body_bytes, settings.server.body_timeout_seconds)
@@ -159,6 +160,15 @@ def setup_admin(app: Flask, settings: Settings) -> None:
     sync_views.init_app(app)
     api.init_app(app, children=(sync_views.bp, billing_views.bp, billing_views.keys_bp))
     web.init_app(app, children=(sync_pages.bp, billing_pages.bp))
+
+
+def setup_metrics(app: Flask) -> None:
+    """Prometheus metrics: every request counted, /metrics as [metrics] says
+    (connector/metrics.py, docs/operations.md)."""
+    from connector import metrics, metrics_export
+
+    metrics_export.init_app(app)
+    metrics.watch_pool(app.extensions["engine"], "app")
 
 
 def setup_reporting(app: Flask) -> None:

@@ -18,7 +18,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from connector import admins, clock, db, logs, migrate, provlog, serving, tenants, urls
+from connector import (
+    admins,
+    clock,
+    db,
+    logs,
+    metrics,
+    migrate,
+    provlog,
+    serving,
+    tenants,
+    urls,
+)
 from connector.config import ConfigError, Settings, load_settings
 from connector.errors import DomainError, NotFound
 from connector.events import WriteContext
@@ -215,6 +226,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.server.host
     port = args.port or settings.server.port
+    binds = [f"{host}:{port}"]
+    if metrics.enabled(settings.metrics):
+        # Before anything counts: gunicorn's workers and the scheduler process inherit
+        # the directory.
+        metrics.prepare_directory(settings.metrics.multiprocess_dir)
+        if settings.metrics.bind:
+            binds.append(settings.metrics.bind)
     where = {"worker": "; Entra sync and month closes in `connector worker`, started "
              "with it", "web": "; Entra sync and month closes in the web process",
              "external": "; Entra sync and month closes: run `connector worker`"}
@@ -222,7 +240,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                     f"with {args.workers} {worker_class} worker(s)"
                     f"{where[settings.server.schedulers]}. Ctrl-C stops.")
     if worker_class == "gevent":
-        return _serve_gevent(settings, args, host, port, serving_line)
+        return _serve_gevent(settings, args, binds, serving_line)
     migrate.upgrade(db.make_engine(settings.database))
     # With --bootstrap (`make run`), what it created is shown once the server listens:
     # the last lines on the terminal, not lost above the server's own.
@@ -236,7 +254,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("bind", binds)
+            # A worker that exits takes its live gauges (pool use) out of /metrics.
+            self.cfg.set("child_exit", gunicorn_hooks.child_exit)
             self.cfg.set("workers", args.workers)
             # gunicorn's own classes, answering too long a request line in JSON.
             self.cfg.set("worker_class", workers.CLASSES[worker_class])
@@ -254,7 +274,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 from azure_sync import cli as sync_cli
                 from azure_sync import scheduler
 
-                scheduler.start(sync_cli.make_service(settings))
+                service = sync_cli.make_service(settings)
+                metrics.watch_pool(service.write_maker.kw["bind"], "sync")
+                scheduler.start(service)
             if settings.billing.scheduler_in_web:
                 _start_billing(settings)
             settle_memory()
@@ -266,7 +288,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port: int,
+def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str],
                   serving_line: str) -> int:
     """Become `gunicorn -k gevent 'connector.app:server_app()'` (no scheduler to start).
 
@@ -298,7 +320,8 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port:
         "--worker-connections", str(connections), "--workers", str(args.workers),
         "--limit-request-line", str(serving.GUNICORN_LIMIT_REQUEST_LINE),
         "--config", "python:connector.gunicorn_hooks",
-        "--bind", f"{host}:{port}", "connector.app:server_app()"], env)
+        *(arg for bind in binds for arg in ("--bind", bind)), "connector.app:server_app()"],
+        env)
     return 1  # not reached: execve replaces this process
 
 
@@ -583,7 +606,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from azure_sync import cli as sync_cli
     from azure_sync import scheduler
 
-    running = scheduler.start(sync_cli.make_service(settings))
+    metrics.set_process("worker")
+    if metrics.enabled(settings.metrics):  # counted where `connector serve` reports
+        metrics.prepare_directory(settings.metrics.multiprocess_dir, keep_counts=True)
+    service = sync_cli.make_service(settings)
+    metrics.watch_pool(service.write_maker.kw["bind"], "sync")
+    running = scheduler.start(service)
     closing = _start_billing(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -594,6 +622,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     stop.wait()
     running.shutdown(wait=True)
     closing.shutdown(wait=True)
+    metrics.mark_process_dead(os.getpid())  # its pool gauges leave /metrics with it
     print("Sync worker stopped.")
     return 0
 
@@ -605,6 +634,7 @@ def _start_billing(settings: Settings) -> Any:
 
     engine = db.make_engine(settings.database)
     maker = db.make_sessionmaker(engine, writes=True)
+    metrics.watch_pool(engine, "billing")
     running = billing_scheduler.start(maker, settings.billing)
     notify.add_jobs(running, maker, settings)  # the notifications run beside the closes
     provlog.add_prune_job(running, maker, settings.provisioning_log)

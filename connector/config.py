@@ -423,6 +423,44 @@ class ProvisioningLogSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    # Off by default: the figures name no tenant but tell how many tenants are failing,
+    # quarantined or lagging, and how busy the service is, which is not for everyone who
+    # can reach the SCIM port; and a token made up here would have to be shown somewhere.
+    # Setting either `token` or `bind` turns /metrics on (docs/operations.md, "Metrics").
+    token: str = field(default="", repr=False, metadata={"doc": (
+        "Bearer token Prometheus sends to read /metrics (`Authorization: Bearer …`; "
+        "`openssl rand -hex 32` makes a good one). Empty, with bind empty too: "
+        "/metrics is off (404). Prefer the environment (CONNECTOR_METRICS__TOKEN) to the "
+        "file. Required on the bind address too when set.")})
+    bind: str = setting(
+        "",
+        "host:port of a second listener of `connector serve` that answers /metrics and "
+        "nothing else, e.g. 127.0.0.1:9464, for a network only Prometheus reaches; the "
+        "main address then answers /metrics with 404. Empty: /metrics is on the main "
+        "address, with the token.",
+    )
+    multiprocess_dir: str = setting(
+        "var/metrics",
+        "Directory where the processes of one host (`connector serve`'s workers and "
+        "`connector worker`) keep their counts for any of them to report "
+        "(PROMETHEUS_MULTIPROC_DIR). Created at start; files of processes that are gone "
+        "are removed then. Give every host its own.",
+    )
+    cache_seconds: int = setting(
+        5,
+        "Seconds the figures read from the database at scrape time (sync lag, held and "
+        "quarantined tenants, outbox backlogs) are reused before being read again.",
+    )
+    sync_lag_minutes: int = setting(
+        60,
+        "A tenant registered for Entra sync whose last successful round (or its "
+        "registration, before its first) is older than this counts in "
+        "connector_sync_lagging_tenants.",
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -434,6 +472,7 @@ class Settings:
     notify: NotifySettings = field(default_factory=NotifySettings)
     provisioning_log: ProvisioningLogSettings = field(
         default_factory=ProvisioningLogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 _SECTION_TYPES = {
@@ -446,6 +485,7 @@ _SECTION_TYPES = {
     "billing": BillingSettings,
     "notify": NotifySettings,
     "provisioning_log": ProvisioningLogSettings,
+    "metrics": MetricsSettings,
 }
 
 
