@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast lint bench image image-base image-smoke clean
 
 # Python compiles the suite's modules (and pytest rewrites its asserts) on every run when
 # PYTHONDONTWRITEBYTECODE is set, as on these machines: ~6 s a run. Tests keep their
@@ -46,6 +46,45 @@ lint: $(STAMP)
 ## bench: SCIM throughput at 100,000 users (see docs/benchmarks.md)
 bench: $(STAMP)
 	$(BIN)/python bench/scim_bench.py --users 100000 --worker-class gevent
+
+## image: build the container image $(IMAGE) from the checkout (Containerfile; docs/container.md).
+## BASE=… picks the base image (any Debian bookworm image; default Python's slim one from
+## Docker Hub); CONTAINER=docker builds with Docker instead of podman; CA_BUNDLE=FILE is
+## trusted by pip during the build (a TLS-inspecting proxy's CA); IMAGE_BUILD_ARGS=… are
+## passed to the build as they are.
+comma     := ,
+CONTAINER ?= podman
+IMAGE     ?= localhost/connector:latest
+BASE      ?= docker.io/library/python:3.11-slim-bookworm
+# podman writes OCI images by default, which have no HEALTHCHECK: ask for Docker's format.
+IMAGE_FORMAT := $(if $(filter podman,$(notdir $(CONTAINER))),--format docker)
+image:
+	$(CONTAINER) build $(IMAGE_FORMAT) --build-arg BASE=$(BASE) -f Containerfile -t $(IMAGE) \
+		$(if $(CA_BUNDLE),--secret id=ca$(comma)src=$(CA_BUNDLE)) $(IMAGE_BUILD_ARGS) .
+
+## image-base: where no registry is reachable, a Debian bookworm base image built with
+## debootstrap from the Debian mirror (root, debootstrap and podman needed), imported as
+## $(DEBIAN_BASE); then `make image BASE=$(DEBIAN_BASE)`
+# debootstrap lists bookworm alone: sources.list adds its updates and security fixes, as
+# Debian's own images do, so the python3 the image installs is the patched one.
+DEBIAN_BASE     ?= localhost/debian-base:bookworm
+DEBIAN_MIRROR   ?= http://deb.debian.org/debian
+DEBIAN_SECURITY ?= http://deb.debian.org/debian-security
+DEBIAN_ROOT     ?= /var/tmp/connector-debian-base
+image-base:
+	rm -rf $(DEBIAN_ROOT)
+	debootstrap --variant=minbase bookworm $(DEBIAN_ROOT) $(DEBIAN_MIRROR)
+	printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \
+		$(DEBIAN_MIRROR) $(DEBIAN_MIRROR) $(DEBIAN_SECURITY) > $(DEBIAN_ROOT)/etc/apt/sources.list
+	rm -rf $(DEBIAN_ROOT)/var/lib/apt/lists/* $(DEBIAN_ROOT)/var/cache/apt/*.bin \
+		$(DEBIAN_ROOT)/var/cache/apt/archives/*.deb
+	tar -C $(DEBIAN_ROOT) -c . | $(CONTAINER) import - $(DEBIAN_BASE)
+	rm -rf $(DEBIAN_ROOT)
+
+## image-smoke: build the image, run it against the local PostgreSQL, one SCIM call
+## (tests/container/smoke.sh; not part of `make test`)
+image-smoke:
+	IMAGE=$(IMAGE) BASE=$(BASE) CONTAINER=$(CONTAINER) tests/container/smoke.sh
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3 .pytest_cache

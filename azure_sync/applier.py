@@ -311,7 +311,10 @@ class PageApplier:
                     # savepoint, kept if it fails, the rest of the page the fast way.
                     self._one(by_id[delta.object_id], delta, known)
                 else:
-                    self._user(delta, known)
+                    # Its new name (if any) is not held: `held` says so, and a clash
+                    # with another of the page's renames fails the page's savepoint
+                    # on the unique index, and the page goes again one by one.
+                    self._user(delta, known, names_checked=True)
                     self.applied.append(delta.object_id)
                 continue
             fields = (prepared.fields_for(delta, self.rules) if prepared is not None
@@ -400,6 +403,7 @@ class PageApplier:
                                                       User.user_name_norm.in_(values)))
             return [(u.user_name_norm, u) for u in users]
         if self.matching == "mail":
+            self.directory.flush_values()  # the page's changed addresses count too
             rows = self.s.execute(select(UserValue.value_norm, User).join(
                 User, (User.tenant_id == UserValue.tenant_id) & (User.id == UserValue.user_id))
                 .where(*unlinked, UserValue.tenant_id == self.tenant.id,
@@ -448,7 +452,8 @@ class PageApplier:
                                User.purged_at.is_(None))
             .order_by(User.removed_at.is_not(None)).limit(1).with_for_update())
 
-    def _user(self, delta: mapping.UserDelta, known: User | None = None) -> None:
+    def _user(self, delta: mapping.UserDelta, known: User | None = None,
+              names_checked: bool = False) -> None:
         user = known if known is not None else self._find_user(delta.object_id)
         if delta.removed is not None:
             self._removed(delta, user)
@@ -487,7 +492,7 @@ class PageApplier:
             changes.pop("accountEnabled")  # staged: applied when the round completes
             fields = mapping.user_fields(delta.object_id, stored_profile(user), changes)
             assert fields is not None
-        user = self._write(user, fields)
+        user = self._write(user, fields, names_checked and not adopted)
         if adopted:
             self._joined(delta.object_id)
         if disable:
@@ -514,7 +519,8 @@ class PageApplier:
         action = "hard_delete" if delta.removed == "deleted" else "soft_delete"
         self._remove_or_stage(delta.object_id, action, user)
 
-    def _write(self, user: User | None, fields: UserFields) -> User:
+    def _write(self, user: User | None, fields: UserFields, names_checked: bool = False
+               ) -> User:
         """Create the user or change it to `fields`, marked seen by a full round in the
         same write (the INSERT, or the user's UPDATE at the flush)."""
         if user is None:
@@ -523,7 +529,7 @@ class PageApplier:
             self._joined(fields.external_id)
             return user
         before = (user.version, user.active)
-        self.directory.update_user(user, fields)
+        self.directory.update_user(user, fields, names_checked=names_checked)
         if user.active != before[1]:
             self.counts["enabled" if user.active else "disabled"] += 1
         elif user.version != before[0]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from azure_sync.applier import apply_page, entered_counts, not_synced
 from azure_sync.errors import ResyncRequired, SyncError, UnsafeLink
 from azure_sync.graph import GraphClient
 from azure_sync.lease import LeaseLost
-from connector import events
+from connector import events, metrics
 from connector.clock import now as wall_clock
 from connector.events import WriteContext
 from connector.models import EntraRegistration, SyncRun, SyncState, Tenant
@@ -87,6 +88,18 @@ def run_round(maker: sessionmaker[Session], tenant_id: str, client: GraphClient,
               options: RoundOptions, trigger: str = "schedule") -> RoundResult:
     """Run (or resume) one round for the tenant. Never raises for Graph trouble: the
     result and the run log say what happened."""
+    started = time.perf_counter()
+    result = "crashed"
+    try:
+        outcome = _run_round(maker, tenant_id, client, options, trigger)
+        result = outcome.status
+        return outcome
+    finally:
+        metrics.sync_round(result, time.perf_counter() - started)
+
+
+def _run_round(maker: sessionmaker[Session], tenant_id: str, client: GraphClient,
+               options: RoundOptions, trigger: str) -> RoundResult:
     lease.ensure_state(maker, tenant_id)
     with maker() as s:
         now = options.clock()

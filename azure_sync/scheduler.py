@@ -6,6 +6,14 @@ not once per missed interval) with jitter (tenants do not all start on the minut
 process actually runs a tenant's round is decided by the database lease in
 `azure_sync.lease`, so any number of processes may run this scheduler. A quarantined
 tenant runs once a day until a round succeeds; a paused tenant's round does nothing.
+
+Every process running the scheduler has a job for every tenant, each firing once per
+interval: with several `connector worker` processes, each would sync every tenant once
+per interval, one after the other (the lease only keeps them from running at once). So a
+scheduled round starts only if the tenant's last round started at least
+`DUE_SHARE` of its interval ago, or one is open (interrupted: its process died, and this
+one resumes it). The jitter is at most a tenth of the interval, so one process's own
+rounds are never skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from connector.models import EntraRegistration, SyncState, Tenant
 
 log = logging.getLogger("connector.sync")
 REFRESH_SECONDS = 60
+DUE_SHARE = 0.8
 
 
 def job_id(tenant_id: str) -> str:
@@ -33,7 +42,7 @@ def job_id(tenant_id: str) -> str:
 def run_tenant(service: SyncService, tenant_id: str) -> None:
     """One scheduled round; never raises (a job that raises is only logged by APScheduler)."""
     try:
-        if _quarantined(service, tenant_id):
+        if _quarantined(service, tenant_id) or not _due(service, tenant_id):
             return
         result = service.run(tenant_id, "schedule")
         logs.log(log, logging.INFO, "scheduled sync round", tenant=tenant_id,
@@ -52,6 +61,20 @@ def _quarantined(service: SyncService, tenant_id: str) -> bool:
         last = state.last_started_at
         return state.quarantined_until > now and last is not None and (
             now - last < dt.timedelta(days=1))
+
+
+def _due(service: SyncService, tenant_id: str) -> bool:
+    """Whether a scheduled round should start now: none started in the last
+    DUE_SHARE of the tenant's interval (another process ran it), or one is open."""
+    with service.maker() as s:
+        state = s.get(SyncState, tenant_id)
+        registration = s.get(EntraRegistration, tenant_id)
+        if state is None or registration is None or state.last_started_at is None:
+            return True
+        if state.run_id is not None:  # open: running elsewhere (busy), or to resume
+            return True
+        interval = dt.timedelta(minutes=registration.interval_minutes) * DUE_SHARE
+        return clock.now() - state.last_started_at >= interval
 
 
 def sync_jobs(scheduler: BaseScheduler, service: SyncService) -> None:

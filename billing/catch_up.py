@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from billing.calendar import Month
 from billing.close import Outcome, close_month
 from billing.planning import NotDue
+from connector import metrics
 from connector.config import BillingSettings
 from connector.models import BillingClose, Tenant
 
@@ -92,4 +93,5 @@ def _plan(maker: sessionmaker[Session], settings: BillingSettings, now: dt.datet
                 plan.append((tenant.id, due_months(s, tenant, settings, now)))
             except Exception as exc:  # noqa: BLE001 - e.g. a zone the system lacks
                 result.failed.append((tenant.id, "", f"{type(exc).__name__}: {exc}"))
+                metrics.month_close("failed", None)
     return plan

@@ -17,6 +17,7 @@ same hash. A closed month never changes: a partner's reissue is a new version.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ from billing.planning import CloseInputs, NotDue, latest_close, plan_close
 from billing.snapshot import LineTally, digest_of, snapshot_digest, tally, totals_as_json
 from billing.tenant_fold import Progress, fold_partition, partitions_for, plan_fold, user_count
 from billing.workers import fold_in_processes, worker_count
-from connector import events
+from connector import events, metrics
 from connector.config import BillingSettings
 from connector.events import WriteContext
 from connector.models import Activity, BillingAdjustment, BillingClose, Event, Tenant
@@ -57,6 +58,25 @@ def close_month(maker: sessionmaker[Session], tenant_id: str, month: Month,
                 reissue_reason: str | None = None, progress: Progress | None = None,
                 cutoff: dt.datetime | None = None) -> Outcome:
     """Close `month` for the tenant (idempotent), or reissue it with a reason."""
+    started = time.perf_counter()
+    result = "failed"
+    try:
+        outcome = _close_month(maker, tenant_id, month, settings, now, actor, reissue_reason,
+                               progress, cutoff)
+        result = ("already_closed" if not outcome.created
+                  else "reissued" if reissue_reason is not None else "closed")
+        return outcome
+    except NotDue:
+        result = "not_due"
+        raise
+    finally:
+        metrics.month_close(result, time.perf_counter() - started)
+
+
+def _close_month(maker: sessionmaker[Session], tenant_id: str, month: Month,
+                 settings: BillingSettings, now: dt.datetime, actor: str,
+                 reissue_reason: str | None, progress: Progress | None,
+                 cutoff: dt.datetime | None) -> Outcome:
     with maker() as s:
         tenant = s.get(Tenant, tenant_id)
         if tenant is None:

@@ -11,9 +11,9 @@ from typing import Any
 from flask import Flask, Response, g, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine
-from werkzeug.exceptions import HTTPException, RequestURITooLarge
+from werkzeug.exceptions import HTTPException, RequestTimeout, RequestURITooLarge
 
-from connector import db, health, logs, provlog, serving
+from connector import db, health, logs, provlog, serving, slow_clients
 from connector.config import Settings, load_settings
 
 access_log = logging.getLogger("connector.access")
@@ -34,6 +34,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     setup_scim(app)
     setup_admin(app, settings)
     setup_reporting(app)
+    setup_metrics(app)
+    # Outermost: no request reaches the app (nor the database) before its body is in.
+    app.wsgi_app = slow_clients.BodyFirst(  # type: ignore[method-assign]
+        app.wsgi_app, settings.server.max_body_bytes, settings.server.body_timeout_seconds)
     if serving.gevent_patched():
         app.wsgi_app = serving.cooperative(app.wsgi_app)  # type: ignore[method-assign]
         logging.getLogger("connector").info(
@@ -83,6 +87,11 @@ def setup_request_ids(app: Flask, settings: Settings) -> None:
                 f"{serving.MAX_URL_BYTES:,}. Send a long filter in the body of a search "
                 "(SCIM: POST /Users/.search, /Groups/.search or /.search) instead of the "
                 "query string, and use ids as this service returned them.")
+        if request.environ.get(slow_clients.TIMED_OUT):
+            raise RequestTimeout(
+                f"The request body did not arrive within "
+                f"{settings.server.body_timeout_seconds:g} seconds; nothing was changed. "
+                "Send it again.")
 
     @app.after_request
     def _finish(response: ResponseReturnValue) -> ResponseReturnValue:
@@ -151,6 +160,15 @@ def setup_admin(app: Flask, settings: Settings) -> None:
     sync_views.init_app(app)
     api.init_app(app, children=(sync_views.bp, billing_views.bp, billing_views.keys_bp))
     web.init_app(app, children=(sync_pages.bp, billing_pages.bp))
+
+
+def setup_metrics(app: Flask) -> None:
+    """Prometheus metrics: every request counted, /metrics as [metrics] says
+    (connector/metrics.py, docs/operations.md)."""
+    from connector import metrics, metrics_export
+
+    metrics_export.init_app(app)
+    metrics.watch_pool(app.extensions["engine"], "app")
 
 
 def setup_reporting(app: Flask) -> None:

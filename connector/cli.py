@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -14,9 +15,21 @@ from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from connector import admins, clock, db, logs, migrate, provlog, serving, tenants, urls
+from connector import (
+    admins,
+    clock,
+    db,
+    logs,
+    metrics,
+    migrate,
+    provlog,
+    serving,
+    tenants,
+    urls,
+)
 from connector.config import ConfigError, Settings, load_settings
 from connector.errors import DomainError, NotFound
 from connector.events import WriteContext
@@ -42,6 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DomainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OperationalError as exc:
+        if "unsupported startup parameter" not in str(exc):
+            raise
+        print(f"error: the database refused the connection's startup options ({exc.orig}). "
+              "Is the URL a PgBouncer? Set pgbouncer = true in [database] "
+              "(CONNECTOR_DATABASE__PGBOUNCER=true).", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,8 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--worker-class", choices=serving.WORKER_CLASSES,
-                   help="gunicorn worker class (default: server.worker_class, gthread); "
-                   "gevent needs the schedulers in `connector worker`")
+                   help="gunicorn worker class (default: server.worker_class, gthread)")
     p.add_argument("--threads", type=int,
                    help="gthread: threads per process (default: server.threads, 4); "
                    "1 = sync worker")
@@ -109,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run the Entra sync and month-close scheduler and "
                        "the webhook dispatcher (no web server)")
+    p.add_argument("--supervised", action="store_true",
+                   help="started by `connector serve` (server.schedulers = \"worker\"): "
+                   "no banner, the server's serving line says it")
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("provlog", help="the provisioning log")
@@ -187,6 +209,11 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.server.schedulers != "web":  # in `connector worker`, or elsewhere
+        settings = dataclasses.replace(
+            settings,
+            azure_sync=dataclasses.replace(settings.azure_sync, scheduler_in_web=False),
+            billing=dataclasses.replace(settings.billing, scheduler_in_web=False))
     worker_class = args.worker_class or settings.server.worker_class
     threads = args.threads or settings.server.threads
     if worker_class == "gthread" and threads <= 1:
@@ -201,23 +228,37 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.server.host
     port = args.port or settings.server.port
+    binds = [f"{host}:{port}"]
+    if metrics.enabled(settings.metrics):
+        # Before anything counts: gunicorn's workers and the scheduler process inherit
+        # the directory.
+        metrics.prepare_directory(settings.metrics.multiprocess_dir)
+        if settings.metrics.bind:
+            binds.append(settings.metrics.bind)
+    where = {"worker": "; Entra sync and month closes in `connector worker`, started "
+             "with it", "web": "; Entra sync and month closes in the web process",
+             "external": "; Entra sync and month closes: run `connector worker`"}
     serving_line = (f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2) "
-                    f"with {args.workers} {worker_class} worker(s). Ctrl-C stops.")
+                    f"with {args.workers} {worker_class} worker(s)"
+                    f"{where[settings.server.schedulers]}. Ctrl-C stops.")
     if worker_class == "gevent":
-        return _serve_gevent(settings, args, host, port, serving_line)
+        return _serve_gevent(settings, args, binds, serving_line)
     migrate.upgrade(db.make_engine(settings.database))
     # With --bootstrap (`make run`), what it created is shown once the server listens:
     # the last lines on the terminal, not lost above the server's own.
     welcome = boxed([*bootstrap(settings), "", serving_line]) if args.bootstrap else None
+    _start_scheduler_process(settings, args)
 
     from gunicorn.app.base import BaseApplication
 
-    from connector import workers
+    from connector import gunicorn_hooks, workers
     from connector.app import create_app, settle_memory
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("bind", binds)
+            # A worker that exits takes its live gauges (pool use) out of /metrics.
+            self.cfg.set("child_exit", gunicorn_hooks.child_exit)
             self.cfg.set("workers", args.workers)
             # gunicorn's own classes, answering too long a request line in JSON.
             self.cfg.set("worker_class", workers.CLASSES[worker_class])
@@ -227,6 +268,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             if welcome is not None:  # once, by the first worker, when it is up
                 self.cfg.set("post_worker_init", lambda worker: print(
                     welcome, flush=True) if worker.age == 1 else None)
+            self.cfg.set("on_exit", gunicorn_hooks.on_exit)
 
         def load(self):
             app = create_app(settings)
@@ -234,7 +276,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 from azure_sync import cli as sync_cli
                 from azure_sync import scheduler
 
-                scheduler.start(sync_cli.make_service(settings))
+                service = sync_cli.make_service(settings)
+                metrics.watch_pool(service.write_maker.kw["bind"], "sync")
+                scheduler.start(service)
             if settings.billing.scheduler_in_web:
                 _start_billing(settings)
                 _start_webhooks(settings)  # beside the schedulers, where they run
@@ -247,7 +291,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port: int,
+def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str],
                   serving_line: str) -> int:
     """Become `gunicorn -k gevent 'connector.app:server_app()'` (no scheduler to start).
 
@@ -268,6 +312,7 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port:
         return 1
     if args.bootstrap:
         print(done.stdout.rstrip("\n"))
+    _start_scheduler_process(settings, args)
     env = dict(os.environ)
     if args.config:
         env["CONNECTOR_CONFIG"] = args.config
@@ -277,8 +322,21 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, host: str, port:
         sys.executable, "-m", "gunicorn", "--worker-class", workers.CLASSES["gevent"],
         "--worker-connections", str(connections), "--workers", str(args.workers),
         "--limit-request-line", str(serving.GUNICORN_LIMIT_REQUEST_LINE),
-        "--bind", f"{host}:{port}", "connector.app:server_app()"], env)
+        "--config", "python:connector.gunicorn_hooks",
+        *(arg for bind in binds for arg in ("--bind", bind)), "connector.app:server_app()"],
+        env)
     return 1  # not reached: execve replaces this process
+
+
+def _start_scheduler_process(settings: Settings, args: argparse.Namespace) -> None:
+    """With server.schedulers = "worker": `connector worker` in a supervised child
+    process (connector/supervise.py), stopped by gunicorn's on_exit hook."""
+    if settings.server.schedulers != "worker":
+        return
+    from connector import supervise
+
+    os.environ[supervise.ENV_STOP] = str(settings.server.worker_stop_seconds)
+    supervise.start(args.config, settings.server.worker_stop_seconds)
 
 
 BOOTSTRAP_ADMIN = "admin@localhost"
@@ -544,27 +602,34 @@ def cmd_keygen(_settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import signal
     import threading
 
     from azure_sync import cli as sync_cli
     from azure_sync import scheduler
 
-    running = scheduler.start(sync_cli.make_service(settings))
+    metrics.set_process("worker")
+    if metrics.enabled(settings.metrics):  # counted where `connector serve` reports
+        metrics.prepare_directory(settings.metrics.multiprocess_dir, keep_counts=True)
+    service = sync_cli.make_service(settings)
+    metrics.watch_pool(service.write_maker.kw["bind"], "sync")
+    running = scheduler.start(service)
     closing = _start_billing(settings)
     delivering = _start_webhooks(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print("Worker running: one Entra sync round per registered tenant every interval, "
-          "month closes when they are due, webhooks as events come. Ctrl-C stops.",
-          flush=True)
+    if not args.supervised:
+        print("Worker running: one Entra sync round per registered tenant every interval, "
+              "month closes when they are due, webhooks as events come. Ctrl-C stops.",
+              flush=True)
     stop.wait()
     running.shutdown(wait=True)
     closing.shutdown(wait=True)
     if delivering is not None:
         delivering.stop()
+    metrics.mark_process_dead(os.getpid())  # its pool gauges leave /metrics with it
     print("Sync worker stopped.")
     return 0
 
@@ -576,6 +641,7 @@ def _start_billing(settings: Settings) -> Any:
 
     engine = db.make_engine(settings.database)
     maker = db.make_sessionmaker(engine, writes=True)
+    metrics.watch_pool(engine, "billing")
     running = billing_scheduler.start(maker, settings.billing)
     notify.add_jobs(running, maker, settings)  # the notifications run beside the closes
     provlog.add_prune_job(running, maker, settings.provisioning_log)

@@ -32,6 +32,7 @@ class ConfigError(Exception):
 
 # The settings that take one of a closed set of values.
 WorkerClass = Literal["gthread", "gevent", "sync"]  # connector/serving.py
+Schedulers = Literal["worker", "web", "external"]  # connector/supervise.py
 SecureCookies = Literal["auto", "always", "never"]
 MailSecurity = Literal["none", "starttls", "tls"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -58,6 +59,15 @@ class ServerSettings:
     max_body_bytes: int = setting(
         1_048_576, "Largest request body accepted, in bytes; larger bodies get 413."
     )
+    body_timeout_seconds: float = setting(
+        30.0, "How long a request's body may take to arrive, in seconds: a slower one is "
+        "answered 408 and its connection closed. The body is read in full before the "
+        "request touches the database (connector/slow_clients.py).")
+    header_timeout_seconds: float = setting(
+        10.0, "How long a request's headers may take to arrive (gthread and sync "
+        "workers; under gevent, gunicorn's keep-alive timeout), before the connection "
+        "is closed: a client sending one header line every few seconds (slowloris) "
+        "holds a thread no longer.")
     proxy_hops: int = setting(
         0,
         "Reverse proxies in front of the connector whose X-Forwarded-For/-Proto/-Host "
@@ -66,13 +76,24 @@ class ServerSettings:
     )
     worker_class: WorkerClass = setting(
         "gthread",
-        "How `connector serve` runs gunicorn: \"gthread\" (threads with keep-alive; the "
-        "only one that also runs the schedulers in the web process), \"gevent\" (an event "
-        "loop with keep-alive; overlaps database waits, fastest on PostgreSQL; needs "
-        "scheduler_in_web = false in [azure_sync] and [billing] and `connector worker` "
-        "running) or \"sync\" (one request at a time, no keep-alive). "
-        "See connector/serving.py.",
+        "How `connector serve` runs gunicorn: \"gthread\" (threads with keep-alive), "
+        "\"gevent\" (an event loop with keep-alive; overlaps database waits, fastest on "
+        "PostgreSQL; cannot run the schedulers in the web process, see `schedulers`) or "
+        "\"sync\" (one request at a time, no keep-alive). See connector/serving.py.",
     )
+    schedulers: Schedulers = setting(
+        "worker",
+        "Where Entra sync rounds, month closes, notifications and pruning run. "
+        "\"worker\": `connector serve` starts `connector worker` as a child process, "
+        "starts it again if it dies and stops it with the server (any worker_class). "
+        "\"web\": inside the web process, as scheduler_in_web in [azure_sync] and "
+        "[billing] say (gthread or sync only). \"external\": not from `connector serve`; "
+        "run `connector worker` yourself (several servers on one database).",
+    )
+    worker_stop_seconds: int = setting(
+        30, "How long the server's `connector worker` may take to finish what it runs "
+        "when the server stops, before it is killed (a sync round resumes from its last "
+        "committed page).")
     threads: int = setting(4, "gthread: threads per process.")
     worker_connections: int = setting(
         100, "gevent: connections one process serves at once (the rest wait in the "
@@ -105,6 +126,13 @@ class DatabaseSettings:
         1800, "Replace pooled connections older than this many seconds (PostgreSQL)."
     )
     echo: bool = setting(False, "Log every SQL statement (debugging only).")
+    pgbouncer: bool = setting(
+        False,
+        "The URL is a PgBouncer in transaction pooling mode (PostgreSQL): no server-side "
+        "prepared statements (each transaction may get another server connection) and no "
+        "startup options (PgBouncer refuses them; set jit = off on the database instead: "
+        "ALTER DATABASE name SET jit = off). See docs/operations.md.",
+    )
 
 
 @dataclass(frozen=True)
@@ -271,9 +299,9 @@ class AzureSyncSettings:
     )
     scheduler_in_web: bool = setting(
         True,
-        "Run the sync scheduler inside `connector serve` (the embedded default). With "
-        "several web processes, set false and run `connector worker` instead (running it "
-        "in many processes is safe, each tenant's round runs in one, but wasteful).",
+        "With [server] schedulers = \"web\": run the sync scheduler inside `connector "
+        "serve`. (The default, schedulers = \"worker\", runs it in the server's own "
+        "`connector worker` process instead, and this setting is not read.)",
     )
 
 
@@ -293,8 +321,9 @@ class BillingSettings:
     )
     scheduler_in_web: bool = setting(
         True,
-        "Close due months from `connector serve` (the embedded default). Turn off when "
-        "`connector worker` processes run the scheduler instead.",
+        "With [server] schedulers = \"web\": close due months from `connector serve`. "
+        "(The default, schedulers = \"worker\", closes them in the server's own "
+        "`connector worker` process, and this setting is not read.)",
     )
     close_check_minutes: int = setting(
         15, "How often the scheduler looks for months that are due to close."
@@ -397,10 +426,11 @@ class ProvisioningLogSettings:
 class WebhooksSettings:
     enabled: bool = setting(
         True,
-        "Deliver webhooks from this process: `connector worker`, and `connector serve` "
-        "where the month-close scheduler runs in it ([billing] scheduler_in_web). Any "
-        "number of processes share the endpoints (each is leased by one at a time). Off: "
-        "no delivery from here; events still wait in the feed, nothing is lost.",
+        "Deliver webhooks where the schedulers run: `connector worker` (the one "
+        "`connector serve` starts with server.schedulers = \"worker\", or your own), or "
+        "the web process with server.schedulers = \"web\" and [billing] "
+        "scheduler_in_web. Any number of processes share the endpoints (each is leased by "
+        "one at a time). Off: no delivery from here; events wait in the feed, none lost.",
     )
     poll_interval_ms: int = setting(
         200,
@@ -455,6 +485,44 @@ class WebhooksSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    # Off by default: the figures name no tenant but tell how many tenants are failing,
+    # quarantined or lagging, and how busy the service is, which is not for everyone who
+    # can reach the SCIM port; and a token made up here would have to be shown somewhere.
+    # Setting either `token` or `bind` turns /metrics on (docs/operations.md, "Metrics").
+    token: str = field(default="", repr=False, metadata={"doc": (
+        "Bearer token Prometheus sends to read /metrics (`Authorization: Bearer …`; "
+        "`openssl rand -hex 32` makes a good one). Empty, with bind empty too: "
+        "/metrics is off (404). Prefer the environment (CONNECTOR_METRICS__TOKEN) to the "
+        "file. Required on the bind address too when set.")})
+    bind: str = setting(
+        "",
+        "host:port of a second listener of `connector serve` that answers /metrics and "
+        "nothing else, e.g. 127.0.0.1:9464, for a network only Prometheus reaches; the "
+        "main address then answers /metrics with 404. Empty: /metrics is on the main "
+        "address, with the token.",
+    )
+    multiprocess_dir: str = setting(
+        "var/metrics",
+        "Directory where the processes of one host (`connector serve`'s workers and "
+        "`connector worker`) keep their counts for any of them to report "
+        "(PROMETHEUS_MULTIPROC_DIR). Created at start; files of processes that are gone "
+        "are removed then. Give every host its own.",
+    )
+    cache_seconds: int = setting(
+        5,
+        "Seconds the figures read from the database at scrape time (sync lag, held and "
+        "quarantined tenants, outbox backlogs) are reused before being read again.",
+    )
+    sync_lag_minutes: int = setting(
+        60,
+        "A tenant registered for Entra sync whose last successful round (or its "
+        "registration, before its first) is older than this counts in "
+        "connector_sync_lagging_tenants.",
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -467,6 +535,7 @@ class Settings:
     provisioning_log: ProvisioningLogSettings = field(
         default_factory=ProvisioningLogSettings)
     webhooks: WebhooksSettings = field(default_factory=WebhooksSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 _SECTION_TYPES = {
@@ -480,6 +549,7 @@ _SECTION_TYPES = {
     "notify": NotifySettings,
     "provisioning_log": ProvisioningLogSettings,
     "webhooks": WebhooksSettings,
+    "metrics": MetricsSettings,
 }
 
 

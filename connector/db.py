@@ -59,8 +59,11 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     else:
         # Short OLTP statements: JIT compilation cost more than the query it sped up once
         # a page query's estimated cost crossed jit_above_cost (docs/benchmarks.md,
-        # "Measurements behind the code").
-        kwargs["connect_args"] = {"options": "-c jit=off"}
+        # "Measurements behind the code"). Through PgBouncer (transaction pooling) a
+        # prepared statement may be gone at the next transaction, which may run on
+        # another server connection, and startup options are refused.
+        kwargs["connect_args"] = ({"prepare_threshold": None} if settings.pgbouncer
+                                  else {"options": "-c jit=off"})
         kwargs["pool_size"], kwargs["max_overflow"] = pool_shape(settings)
         kwargs["pool_pre_ping"] = settings.pool_pre_ping
         kwargs["pool_recycle"] = settings.pool_recycle

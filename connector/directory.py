@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, inspect, select, update
+from sqlalchemy import bindparam, delete, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -99,6 +99,16 @@ def _user_conflict(exc: IntegrityError, fields: UserFields) -> Exception:
     return exc  # not a uniqueness question: let it surface as it is
 
 
+def value_rows(tenant_id: str, user_id: str, values: Iterable[IndexedValue]
+               ) -> list[dict[str, Any]]:
+    """A user's rows in user_values (its multi-valued attributes, indexed for filters)."""
+    return [{"tenant_id": tenant_id, "user_id": user_id, "attr": v.attr,
+             "position": v.position, "value": v.value,
+             "value_norm": v.value.casefold() if v.value is not None else None,
+             "type": v.type, "primary": v.primary, "display": v.display, "data": v.data}
+            for v in values]
+
+
 def _frontline_value(fields: UserFields) -> dict[str, Any]:
     # Only users with frontline attributes carry them in their creation event.
     return {"frontline": fields.frontline} if fields.frontline else {}
@@ -145,6 +155,10 @@ class Directory:
         # Inside batched_events (a sync page): users' new search words, written together
         # when the block ends (user id, words; the last one of a user wins).
         self._words: list[tuple[str, list[str]]] | None = None
+        # Likewise their indexed values, rewritten when a list attribute changed (user id,
+        # rows): one DELETE and one INSERT for the page instead of a DELETE a user. Read
+        # back in the block only by `flush_values`' callers (the sync's matching by mail).
+        self._values: list[tuple[str, list[dict[str, Any]]]] | None = None
         # While a back-dated correction applies: its instant and reason, for its events.
         self._correcting: tuple[dt.datetime, str] | None = None
 
@@ -156,10 +170,12 @@ class Directory:
         if outer:
             self._pending = []
             self._words = []
+            self._values = []
         self._depth += 1
         try:
             yield
             if outer:
+                self.flush_values()
                 self._write_words(self._words or [])
                 self._record(self._pending or [])
         finally:
@@ -167,6 +183,7 @@ class Directory:
             if outer:
                 self._pending = None
                 self._words = None
+                self._values = None
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -175,6 +192,7 @@ class Directory:
         mark = len(self._pending) if self._pending is not None else None
         profile_mark = len(self._profile)
         words_mark = len(self._words) if self._words is not None else None
+        values_mark = len(self._values) if self._values is not None else None
         try:
             with self.session.begin_nested():
                 yield
@@ -183,6 +201,8 @@ class Directory:
                 del self._pending[mark:]
             if words_mark is not None and self._words is not None:
                 del self._words[words_mark:]
+            if values_mark is not None and self._values is not None:
+                del self._values[values_mark:]
             del self._profile[profile_mark:]
             raise
 
@@ -286,7 +306,8 @@ class Directory:
             "external_company_guest": bool(fields.external_company_guest),
             "admin": bool(fields.admin), "modules": list(modules), **_frontline_value(fields),
         })
-        inserts = [(_USERS, [row]), (_VALUES, self._value_rows(row["id"], fields.values)),
+        inserts = [(_USERS, [row]), (_VALUES, value_rows(self.tenant.id, row["id"],
+                                                         fields.values)),
                    (_WORDS, self._word_rows(row["id"], fields)),
                    (_USER_MODULES, [{"tenant_id": self.tenant.id, "user_id": row["id"],
                                      "module": m} for m in modules])]
@@ -330,14 +351,6 @@ class Directory:
             "seen_in_run": seen_in_run, "created_at": now, "modified_at": now, "version": 1,
             "data": fields.data}
 
-    def _value_rows(self, user_id: str, values: Iterable[IndexedValue]
-                    ) -> list[dict[str, Any]]:
-        return [{"tenant_id": self.tenant.id, "user_id": user_id, "attr": v.attr,
-                 "position": v.position, "value": v.value,
-                 "value_norm": v.value.casefold() if v.value is not None else None,
-                 "type": v.type, "primary": v.primary, "display": v.display, "data": v.data}
-                for v in values]
-
     def _word_rows(self, user_id: str, fields: UserFields) -> list[dict[str, Any]]:
         return [{"tenant_id": self.tenant.id, "user_id": user_id, "word": w}
                 for w in sorted(search_words.profile_words(
@@ -361,7 +374,7 @@ class Directory:
             user_id = new_id()  # time-ordered: see connector/ids.py
             ids.append(user_id)
             users.append(self._user_row(fields, state, user_id, seen_in_run))
-            values += self._value_rows(user_id, fields.values)
+            values += value_rows(self.tenant.id, user_id, fields.values)
             words += self._word_rows(user_id, fields)
             self._event(user_id, events.USER_CREATED, None, {
                 "userName": fields.user_name, "active": state.active,
@@ -376,14 +389,17 @@ class Directory:
         return ids
 
     @_emits_events
-    def update_user(self, user: User, fields: UserFields, expected_version: int | None = None
-                    ) -> User:
-        """Replace the user's profile with `fields`; status through the rules."""
+    def update_user(self, user: User, fields: UserFields, expected_version: int | None = None,
+                    *, names_checked: bool = False) -> User:
+        """Replace the user's profile with `fields`; status through the rules.
+        `names_checked`: the caller looked up the new userName already (a sync page does
+        it for all its renames with one query) and rolls back on the unique indexes'
+        IntegrityError, so a rename here does not read again who holds it."""
         self.ensure_writable()
         limits.check_user(fields)
         self._check_version(user.version, expected_version)
-        if (fields.user_name.casefold(), fields.external_id) != (user.user_name_norm,
-                                                                 user.external_id):
+        if not names_checked and (fields.user_name.casefold(), fields.external_id) != (
+                user.user_name_norm, user.external_id):
             self._check_user_unique(fields, user.id)
         changed = self._update_profile(user, fields)
         changed |= self._update_flags(user, fields)
@@ -760,7 +776,7 @@ class Directory:
             # The index rows derive from the profile's multi-valued (list) attributes:
             # when none of those changed (a new display name, a surname), they stand.
             if _lists(user.data) != _lists(fields.data):
-                self._write_values(user, fields.values, replace=True)
+                self._write_values(user, fields.values)
             user.data = fields.data
         return changed
 
@@ -836,17 +852,32 @@ class Directory:
         user_extras.modules_changed(self.session, user.id, modules)
         return True
 
-    def _write_values(self, user: User, values: Iterable[IndexedValue], replace: bool = False
-                      ) -> None:
-        if replace:
-            self.session.execute(delete(UserValue).where(UserValue.tenant_id == self.tenant.id,
-                                                         UserValue.user_id == user.id))
-        self.session.add_all(
-            UserValue(tenant_id=self.tenant.id, user_id=user.id, attr=v.attr,
-                      position=v.position, value=v.value,
-                      value_norm=v.value.casefold() if v.value is not None else None,
-                      type=v.type, primary=v.primary, display=v.display, data=v.data)
-            for v in values)
+    def _write_values(self, user: User, values: Iterable[IndexedValue]) -> None:
+        """Replace the user's indexed values: at once, or with the sync page's others at
+        the end of its `batched_events` block."""
+        rows = value_rows(self.tenant.id, user.id, values)
+        if self._values is not None:
+            self._values.append((user.id, rows))
+            return
+        self.session.execute(delete(UserValue).where(UserValue.tenant_id == self.tenant.id,
+                                                     UserValue.user_id == user.id))
+        if rows:
+            self.session.execute(insert(_VALUES), rows)
+
+    def flush_values(self) -> None:
+        """Write the indexed values queued in a `batched_events` block so far (the last
+        ones queued for a user), with one DELETE and one INSERT, before a lookup that
+        reads them."""
+        if not self._values:
+            return
+        latest = dict(self._values)
+        self._values.clear()
+        ids = sorted(latest)
+        for start in range(0, len(ids), 1000):
+            self.session.execute(delete(_VALUES).where(
+                _VALUES.c.tenant_id == self.tenant.id,
+                db.one_of(self.session, _VALUES.c.user_id, ids[start:start + 1000])))
+        db.insert_many(self.session, _VALUES, [row for user_id in ids for row in latest[user_id]])
 
     def _check_user_unique(self, fields: UserFields, own_id: str | None) -> None:
         """409 with the attribute's name; the partial unique indexes back this up against

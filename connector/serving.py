@@ -3,17 +3,20 @@
 Three gunicorn worker classes are supported:
 
 - ``gthread`` (the default): OS threads in each process, keep-alive. The only one that
-  also runs the schedulers inside the web process (the embedded default), because a
-  scheduler job (an Entra round, a month close) is long and CPU-bound, and threads
+  can also run the schedulers inside the web process (``schedulers = "web"``), because
+  a scheduler job (an Entra round, a month close) is long and CPU-bound, and threads
   share the CPU with requests preemptively.
 - ``gevent``: one event loop per process, a greenlet per connection, keep-alive.
   While one request waits for PostgreSQL another runs its Python, without the thread
   hand-offs gthread pays; on the 2-core bench machine it is the fastest of the three on
   both databases (docs/benchmarks.md). A greenlet is never preempted, so a CPU-bound
   scheduler job would stall every request: with gevent the schedulers must run in
-  ``connector worker`` (``scheduler_in_web = false`` in ``[azure_sync]`` and
-  ``[billing]``), as they must with several web processes anyway.
+  ``connector worker``, as they must with several web processes anyway.
 - ``sync``: one request at a time per process, ``Connection: close``.
+
+Where the schedulers run is `server.schedulers`: by default (``"worker"``) `connector
+serve` starts ``connector worker`` as a supervised child process (connector/supervise.py)
+whatever the worker class, so the web processes serve requests only.
 
 `gunicorn -k gevent wsgi:app` works too: `wsgi.py` never starts a scheduler.
 """
@@ -54,7 +57,7 @@ def worker_class_problem(settings: Settings, worker_class: str) -> str | None:
     if worker_class not in WORKER_CLASSES:
         return (f"server.worker_class: {worker_class!r} is not one of "
                 f"{', '.join(WORKER_CLASSES)}.")
-    if worker_class != "gevent":
+    if worker_class != "gevent" or settings.server.schedulers != "web":
         return None
     in_web = [section for section, on in (("azure_sync", settings.azure_sync.scheduler_in_web),
                                           ("billing", settings.billing.scheduler_in_web)) if on]
@@ -64,7 +67,8 @@ def worker_class_problem(settings: Settings, worker_class: str) -> str | None:
                 f"false in [{'] and ['.join(in_web)}] (or CONNECTOR_"
                 f"{'__SCHEDULER_IN_WEB=false, CONNECTOR_'.join(s.upper() for s in in_web)}"
                 "__SCHEDULER_IN_WEB=false) and run `connector worker` beside `connector "
-                "serve`, or serve with --worker-class gthread.")
+                "serve`, or set schedulers = \"worker\" in [server] (the default: serve "
+                "runs `connector worker` itself), or serve with --worker-class gthread.")
     return None
 
 

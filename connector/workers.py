@@ -8,6 +8,10 @@ line never reaches the application: gunicorn refuses it while parsing, where its
 answer is an HTML page a SCIM client cannot read. Here it is a SCIM Error (414), since the
 line was not read far enough to know which surface it was for; nothing else changes.
 
+The gthread and sync workers also bound the time a client may take to send its request
+headers (`server.header_timeout_seconds`, connector/slow_clients.py): a slowloris
+client is cut off instead of holding a thread for as long as it trickles.
+
 `GeventWorker` is imported on first use only (PEP 562): importing gevent's worker in a
 process that is not going to be patched would be wasted, and the gthread and sync
 workers never need it.
@@ -22,6 +26,8 @@ from gunicorn import util
 from gunicorn.http.errors import LimitRequestLine
 from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
 from gunicorn.workers.sync import SyncWorker as _SyncWorker
+
+from connector import slow_clients
 
 SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 CLASSES = {"gthread": "connector.workers.ThreadWorker", "sync": "connector.workers.SyncWorker",
@@ -55,12 +61,36 @@ class JsonRefusals:
             self.log.debug("Failed to send error message.")
 
 
+def _header_timeout(worker: Any) -> float:
+    settings = getattr(worker.wsgi, "config", {}).get("SETTINGS")
+    return float(settings.server.header_timeout_seconds) if settings is not None else 0.0
+
+
 class ThreadWorker(JsonRefusals, _ThreadWorker):
-    pass
+    def handle(self, conn: Any) -> Any:
+        # Until handle_request starts, the thread is reading the request's headers.
+        conn.connector_headers_due = slow_clients.Watchdog(conn.sock, _header_timeout(self))
+        try:
+            return super().handle(conn)
+        finally:
+            conn.connector_headers_due.cancel()
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        conn.connector_headers_due.cancel()
+        return super().handle_request(req, conn)
 
 
 class SyncWorker(JsonRefusals, _SyncWorker):
-    pass
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        self.connector_headers_due = slow_clients.Watchdog(client, _header_timeout(self))
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.connector_headers_due.cancel()
+
+    def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> Any:
+        self.connector_headers_due.cancel()
+        return super().handle_request(listener, req, client, addr)
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,17 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from connector import clock, counters, db, limits, provlog, scim_health, tenants, urls
+from connector import (
+    clock,
+    counters,
+    db,
+    limits,
+    metrics,
+    provlog,
+    scim_health,
+    tenants,
+    urls,
+)
 from connector.events import WriteContext
 from connector.models import Group, User
 from connector.request_body import body_bytes
@@ -210,6 +220,7 @@ def rendered_then_committed(resource_type: ResourceType, row: Any) -> dict[str, 
 
 
 def error_response(exc: ScimError) -> Response:
+    metrics.scim_error(exc.status, exc.scim_type)
     return scim_response(exc.to_scim(), exc.status, exc.headers)
 
 

@@ -2,8 +2,9 @@
 
 PostgreSQL on 127.0.0.1:5432 is started with the machine's cluster tools when it is
 down (the same command .ci/run uses), so `make test` works on a fresh session too.
-Debian's chromium, which the admin UI's browser tests drive through Playwright, is
-installed with apt-get when /usr/bin/chromium is missing (this runs as root in CI).
+Debian's chromium, which the admin UI's browser tests drive through Playwright, and
+Debian's pgbouncer, which the PgBouncer tests start on a port of their own, are
+installed with apt-get when missing (this runs as root in CI).
 """
 
 from __future__ import annotations
@@ -41,27 +42,30 @@ def ensure_postgres() -> None:
 
 
 CHROMIUM = "/usr/bin/chromium"
+PGBOUNCER = "/usr/sbin/pgbouncer"
 
 
-def ensure_chromium() -> None:
-    """Install Debian's chromium package when it is missing: Playwright drives it rather
-    than a browser of its own download, so the browser comes from the distribution."""
-    if os.path.exists(CHROMIUM):
+def ensure_package(path: str, package: str) -> None:
+    """Install Debian's `package` when `path` is missing: Playwright drives the
+    distribution's chromium rather than a browser of its own download, and the PgBouncer
+    tests run the distribution's pgbouncer (only the binary: no service is started)."""
+    if os.path.exists(path):
         return
     if not shutil.which("apt-get"):
-        sys.exit(f"{CHROMIUM} is missing and apt-get is not available to install it.")
+        sys.exit(f"{path} is missing and apt-get is not available to install it.")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "chromium"]
-    print(f"{CHROMIUM} is missing: running {' '.join(install)}", flush=True)
+    install = ["apt-get", "install", "-y", package]
+    print(f"{path} is missing: running {' '.join(install)}", flush=True)
     if subprocess.run(install, env=env, check=False).returncode != 0:
         # A fresh machine may have no package lists yet (or stale ones): fetch, retry.
         print("apt-get install failed: running apt-get update, then retrying", flush=True)
         subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
         subprocess.run(install, env=env, check=False)
-    if not os.path.exists(CHROMIUM):
-        sys.exit(f"Could not install chromium; {CHROMIUM} is still missing.")
+    if not os.path.exists(path):
+        sys.exit(f"Could not install {package}; {path} is still missing.")
 
 
 if __name__ == "__main__":
     ensure_postgres()
-    ensure_chromium()
+    ensure_package(CHROMIUM, "chromium")
+    ensure_package(PGBOUNCER, "pgbouncer")

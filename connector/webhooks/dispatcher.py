@@ -46,6 +46,7 @@ log = logging.getLogger("connector.webhooks")
 SKIP_AHEAD_SECONDS = 10.0  # how often an idle filtered endpoint's cursor is moved on
 PAGE_REUSE_SECONDS = 0.5  # how long a short page read for one endpoint serves others
 PAGES_KEPT = 256
+TURN_SECONDS = 2.0  # longest one endpoint keeps a delivery thread while others wait
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,9 @@ class Dispatcher:
             s.commit()
 
     def deliver(self, endpoint_id: str) -> int:
-        """Claim the endpoint and deliver until it has caught up, fails, or has had
-        half a lease of time (others' turn); messages delivered. Never raises."""
+        """Claim the endpoint and deliver while it is behind, for one turn (at most
+        TURN_SECONDS, so that endpoints waiting for a thread get theirs); messages
+        delivered. Never raises."""
         try:
             if not self.claim(endpoint_id):
                 return 0
@@ -177,13 +179,13 @@ class Dispatcher:
             log.exception("webhook endpoint %s: claim failed", endpoint_id)
             return 0
         delivered = 0
-        started = time.monotonic()
+        turn_ends = time.monotonic() + min(TURN_SECONDS, self.cfg.lease_seconds / 2)
         try:
-            while time.monotonic() - started < self.cfg.lease_seconds / 2:
-                step = self._deliver_one(endpoint_id)
-                if step is not True:
+            while time.monotonic() < turn_ends:
+                sent, behind = self._deliver_one(endpoint_id)
+                delivered += sent
+                if not (sent and behind):
                     break
-                delivered += 1
         except Exception:  # noqa: BLE001 - the lease runs out; another pass tries again
             log.exception("webhook endpoint %s: delivery failed", endpoint_id)
         finally:
@@ -193,18 +195,18 @@ class Dispatcher:
                 log.exception("webhook endpoint %s: lease not released", endpoint_id)
         return delivered
 
-    def _deliver_one(self, endpoint_id: str) -> bool | None:
-        """One message: True delivered, False failed, None nothing to send or lost."""
+    def _deliver_one(self, endpoint_id: str) -> tuple[bool, bool]:
+        """One message: (delivered, a full page: more may be waiting)."""
         now = self.clock()
         with self.maker() as s:
             endpoint = s.get(WebhookEndpoint, endpoint_id)
             if endpoint is None or not endpoint.enabled or endpoint.lease_owner != self.owner:
-                return None
+                return False, False
             start = service.position(endpoint)
-            shared = self._page(s, endpoint, start)
+            shared, fresh = self._page(s, endpoint, start)
             page = shared.feed
             if not page.data:
-                return None
+                return False, False
             url, tenant_id = endpoint.url, endpoint.tenant_id
             attempt = endpoint.consecutive_failures + 1
             secrets = service.signing_secrets(self.settings, endpoint, now)
@@ -227,17 +229,21 @@ class Dispatcher:
                       "ms": outcome.duration_ms}
         if outcome.succeeded:
             logs.log(log, logging.DEBUG, "webhook delivered", **log_fields)
-            return True if moved else None
+            # A page read now and not full: caught up. One that another endpoint read a
+            # moment ago may have left newer events out: look again.
+            return True, moved and (page.has_more or not fresh)
         logs.log(log, logging.WARNING, "webhook delivery failed", error=outcome.error,
                  **log_fields)
-        return False
+        return False, False
 
-    def _page(self, s: Session, endpoint: WebhookEndpoint, start: feed.Position) -> Page:
+    def _page(self, s: Session, endpoint: WebhookEndpoint, start: feed.Position
+              ) -> tuple[Page, bool]:
         """The events after `start` for this endpoint, as one feed read or, when another
         endpoint of the same tenant and filter read from the same place a moment ago, as
         that read (several endpoints of one stream then cost one read, and stay in step).
         Reusing it is safe: a page the feed served is final, no event can later appear
-        inside it; a full page is kept as long as there is room, a short one briefly."""
+        inside it; a full page is kept as long as there is room, a short one briefly.
+        (The page, and whether it was read now.)"""
         limit = max(1, min(self.cfg.max_batch, feed.MAX_LIMIT))
         kinds = service.kinds_of(endpoint)
         key = (endpoint.tenant_id, kinds, start, limit)
@@ -246,7 +252,7 @@ class Dispatcher:
             found = self._pages.get(key)
         if found is not None and (len(found[1].feed.data) == limit
                                   or now - found[0] < PAGE_REUSE_SECONDS):
-            return found[1]
+            return found[1], False
         read = feed.read(s, endpoint.tenant_id, feed.FeedQuery(after=start, limit=limit,
                                                                 kinds=kinds))
         page = Page(read, messages.encode_events(read.data))
@@ -256,7 +262,7 @@ class Dispatcher:
                 self._pages.move_to_end(key)
                 while len(self._pages) > PAGES_KEPT:
                     self._pages.popitem(last=False)
-        return page
+        return page, True
 
     def _succeeded(self, s: Session, endpoint_id: str, span: service.Span,
                    now: dt.datetime) -> bool:

@@ -182,6 +182,27 @@ def test_a_ring_of_three_and_an_open_chain_land(sync: Sync) -> None:
     assert not any("moving:" in str(value) for value in profiles)
 
 
+def test_two_renames_to_one_free_name_on_a_page_keep_one_and_apply_the_rest(
+        sync: Sync) -> None:
+    """A page's renames to names nobody holds are written without a lookup each: when
+    two of them take the same name (a page read while Entra moved it), the unique index
+    refuses the second, the page goes again one item at a time, and only that item is
+    kept; the page's other changes land."""
+    a = sync.entra.add_user(f"a@{CONTOSO}")
+    b = sync.entra.add_user(f"b@{CONTOSO}")
+    c = sync.entra.add_user(f"c@{CONTOSO}")
+    sync.run()
+    sync.entra.update_user(a, userPrincipalName=f"x@{CONTOSO}")
+    sync.entra.update_user(b, userPrincipalName=f"x@{CONTOSO}")
+    sync.entra.update_user(c, displayName="Cee")
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert result.counts.get("failed") == 1, result.counts
+    assert names(sync)[a] == f"x@{CONTOSO}" and names(sync)[b] == f"b@{CONTOSO}"
+    assert sync.users()[c].display_name == "Cee"
+    assert set(kept(sync)) == {b} and kept(sync)[b].code == "name_taken"
+
+
 def test_a_rename_that_only_changes_case_applies(sync: Sync) -> None:
     a = sync.entra.add_user(f"ann@{CONTOSO}")
     sync.run()

@@ -26,7 +26,15 @@ from azure_sync import scheduler as jobs
 from azure_sync.service import SyncService
 from connector.config import DatabaseSettings
 from connector.db import make_engine, make_sessionmaker
-from connector.models import Event, Group, Membership, SyncRun, SyncState, User
+from connector.models import (
+    EntraRegistration,
+    Event,
+    Group,
+    Membership,
+    SyncRun,
+    SyncState,
+    User,
+)
 from tests.azure_sync.harness import Sync
 
 # Two schedulers' rounds against a Graph that answers with latency.
@@ -109,6 +117,17 @@ def state_of(sync: Sync, tenant_id: str) -> dict[str, Any]:
             "events": events}
 
 
+def an_interval_later(sync: Sync, tenant_id: str) -> None:
+    """As if the tenant's interval had passed since its last round started (a scheduled
+    round is skipped within DUE_SHARE of it: another process ran it)."""
+    with sync.session() as s:
+        state = s.get(SyncState, tenant_id)
+        registration = s.get(EntraRegistration, tenant_id)
+        assert state is not None and registration is not None and state.last_started_at
+        state.last_started_at -= dt.timedelta(minutes=registration.interval_minutes)
+        s.commit()
+
+
 def rounds_of(runs: list[SyncRun]) -> list[tuple[str, str]]:
     """(kind, final status) per round. On a loaded machine a page may outlast the
     lease: the other process then takes the round over in a new run row (the first
@@ -147,6 +166,7 @@ def test_two_schedulers_run_each_round_exactly_once(sync: Sync, workers: list[Wo
     entra.remove_members(team, seeded[:3])
     sync.graph.knobs.latency = PAGE_LATENCY
     users_pages = sync.graph.counters["pages:users"]
+    an_interval_later(sync, sync.tenant_id)
     fire_together(workers, sync.tenant_id)
     assert sync.graph.counters["pages:users"] == users_pages + 1
     with sync.session() as s:
@@ -160,3 +180,46 @@ def test_two_schedulers_run_each_round_exactly_once(sync: Sync, workers: list[Wo
     assert got["events"]["user.created"] == 1801 and got["events"]["user.status"] == 1
     assert sync.users()[seeded[5]].active is False
     assert len(got["members"]) == 27
+
+
+def test_each_tenant_syncs_once_per_interval_whatever_the_processes(
+        sync: Sync, workers: list[Worker]) -> None:
+    """Every worker process has a job per tenant firing once per interval: the second
+    process to fire in an interval (the first one's round over) starts no round; in the
+    next interval one of them does. A round left open (its process died) is resumed
+    whenever a job fires."""
+    sync.entra.seed_users(300)
+    first, second = workers
+    fire_together([first], sync.tenant_id)
+    fire_together([second], sync.tenant_id)  # the same interval: nothing to do
+    with sync.session() as s:
+        runs = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == sync.tenant_id)))
+    assert rounds_of(runs) == [("full", "succeeded")]
+
+    an_interval_later(sync, sync.tenant_id)
+    fire_together([second], sync.tenant_id)
+    fire_together([first], sync.tenant_id)
+    with sync.session() as s:
+        runs = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == sync.tenant_id)))
+    assert rounds_of(runs) == [("full", "succeeded"), ("incremental", "succeeded")]
+
+    # A round whose process died (open, its lease expired) is resumed at once.
+    with sync.session() as s:
+        state = s.get(SyncState, sync.tenant_id)
+        assert state is not None
+        dead = SyncRun(tenant_id=sync.tenant_id, kind="incremental", status="running",
+                       trigger="schedule", started_at=dt.datetime.now(dt.UTC), pages=0,
+                       counts={})
+        s.add(dead)
+        s.flush()
+        state.run_id, state.phase = dead.id, "users"
+        state.next_link = state.users_delta_link
+        state.last_started_at = dt.datetime.now(dt.UTC)
+        state.lease_owner, state.lease_until = "dead-process", dt.datetime.now(dt.UTC)
+        s.commit()
+    fire_together([first], sync.tenant_id)
+    with sync.session() as s:
+        runs = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == sync.tenant_id)
+                              .order_by(SyncRun.id)))
+    assert runs[-2].status == "failed" and "stopped before it finished" in (runs[-2].error or "")
+    assert runs[-1].status == "succeeded"

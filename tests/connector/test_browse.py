@@ -15,7 +15,7 @@ from connector.commands import GroupFields, IndexedValue, MemberChange, UserFiel
 from connector.directory import Directory
 from connector.errors import InvalidSetting
 from connector.events import WriteContext
-from connector.models import Tenant, User, UserSearchWord
+from connector.models import Tenant, User, UserSearchWord, UserValue
 from connector.status import Source
 
 
@@ -183,6 +183,54 @@ def test_a_pages_renames_move_their_words_together_and_a_rolled_back_one_not(
     assert found("lindqvist") == ["u0"] and found("old0") == []
     assert found("second") == ["u1"] and found("first") == [] and found("old1") == []
     assert found("old2") == ["u2"] and found("never") == []
+
+
+def test_a_pages_address_changes_move_their_values_together_and_a_rolled_back_one_not(
+        session: Session) -> None:
+    """Inside batched_events (a sync page) a user's indexed values (its e-mail
+    addresses, which SCIM filters and the admin list read) are rewritten at the block's
+    end with the page's others: the last change of a user wins, `flush_values` writes
+    them early for a lookup, and a change in a savepoint that rolls back leaves the
+    user's values as they were."""
+    tenant, _ = tenants.create_tenant(session, "Values", dt.datetime.now(dt.UTC))
+    session.flush()
+    d = Directory(session, tenant, ctx(tenant.id))
+
+    def fields(name: str, *emails: str) -> UserFields:
+        return UserFields(user_name=name, data={"emails": [{"value": e} for e in emails]},
+                          values=tuple(IndexedValue("emails", i, e, None, i == 0)
+                                       for i, e in enumerate(emails)))
+
+    ids = [d.create_user(fields(f"v{i}", f"old{i}@corp.example")).id for i in range(4)]
+    session.commit()
+    users = [session.get(User, (tenant.id, i)) for i in ids]
+
+    def stored(user_id: str) -> list[str]:
+        return list(session.scalars(select(UserValue.value).where(
+            UserValue.tenant_id == tenant.id, UserValue.user_id == user_id)
+            .order_by(UserValue.position)))
+
+    with d.batched_events():
+        d.update_user(users[0], fields("v0", "a@corp.example", "b@corp.example"))  # type: ignore[arg-type]
+        d.update_user(users[1], fields("v1", "first@corp.example"))  # type: ignore[arg-type]
+        d.update_user(users[1], fields("v1", "second@corp.example"))  # type: ignore[arg-type]
+        assert stored(ids[0]) == ["old0@corp.example"]  # not yet: at the block's end
+        d.update_user(users[3], fields("v3"))  # type: ignore[arg-type]
+        d.flush_values()
+        assert stored(ids[0]) == ["a@corp.example", "b@corp.example"] and stored(ids[3]) == []
+        with pytest.raises(RuntimeError), d.savepoint():
+            d.update_user(users[2], fields("v2", "never@corp.example"))  # type: ignore[arg-type]
+            raise RuntimeError("this change fails")
+    session.commit()
+    assert stored(ids[0]) == ["a@corp.example", "b@corp.example"]
+    assert stored(ids[1]) == ["second@corp.example"]
+    assert stored(ids[2]) == ["old2@corp.example"]
+    assert stored(ids[3]) == []
+    assert found_by_mail(session, tenant.id, "second@corp.example") == ["v1"]
+
+
+def found_by_mail(session: Session, tenant_id: str, address: str) -> list[str]:
+    return names(browse.list_users(session, tenant_id, browse.user_query({"q": address})))
 
 
 def test_restore_brings_back_the_modules_a_removal_took(

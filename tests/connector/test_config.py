@@ -69,6 +69,7 @@ def test_broken_toml_is_reported(tmp_path: Path) -> None:
 # Every setting that takes one of a closed set of values, with a typo of one of them.
 CLOSED_SETTINGS = [
     ("server", "worker_class", "gevnet"),
+    ("server", "schedulers", "workers"),
     ("admin", "secure_cookies", "allways"),
     ("billing", "mail_security", "ssl"),
     ("logging", "level", "verbose"),

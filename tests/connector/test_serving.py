@@ -3,6 +3,7 @@ real gevent server answering concurrent SCIM traffic on both databases."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,18 +33,22 @@ def settings(**env: str) -> Any:
 
 
 def test_gevent_refuses_schedulers_in_the_web_process() -> None:
-    problem = serving.worker_class_problem(settings(), "gevent")
+    # By default the schedulers run in the server's own `connector worker`: nothing to
+    # refuse. Asked to run them in the web process, gevent says what to do instead.
+    assert serving.worker_class_problem(settings(), "gevent") is None
+    web = {"CONNECTOR_SERVER__SCHEDULERS": "web"}
+    problem = serving.worker_class_problem(settings(**web), "gevent")
     assert problem is not None
     assert "[azure_sync] and [billing]" in problem
     assert "CONNECTOR_AZURE_SYNC__SCHEDULER_IN_WEB=false" in problem
     assert "CONNECTOR_BILLING__SCHEDULER_IN_WEB=false" in problem
     assert "connector worker" in problem
 
-    one_left = settings(CONNECTOR_AZURE_SYNC__SCHEDULER_IN_WEB="false")
+    one_left = settings(**web, CONNECTOR_AZURE_SYNC__SCHEDULER_IN_WEB="false")
     problem = serving.worker_class_problem(one_left, "gevent")
     assert problem is not None and "[billing]" in problem and "azure_sync" not in problem
 
-    both_off = settings(CONNECTOR_AZURE_SYNC__SCHEDULER_IN_WEB="false",
+    both_off = settings(**web, CONNECTOR_AZURE_SYNC__SCHEDULER_IN_WEB="false",
                         CONNECTOR_BILLING__SCHEDULER_IN_WEB="false")
     assert serving.worker_class_problem(both_off, "gevent") is None
 
@@ -58,7 +63,8 @@ def test_threads_and_sync_run_the_schedulers_and_unknown_classes_are_named() -> 
 @pytest.mark.slow  # the command in a new interpreter
 def test_serve_says_what_to_do_instead_of_starting(tmp_path: Path) -> None:
     env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
-           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}"}
+           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
+           "CONNECTOR_SERVER__SCHEDULERS": "web"}
     done = subprocess.run([sys.executable, "-m", "connector.cli", "serve", "--worker-class",
                            "gevent", "--port", "1"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, check=False)
@@ -205,3 +211,136 @@ def test_a_production_install_brings_what_the_gevent_worker_imports() -> None:
     needed = runtime("connector", {""})
     assert {"gunicorn", "gevent", "packaging"} <= needed
     assert "jsonschema" in needed  # the admin API checks bodies against its contract
+
+
+# -- the scheduler process ------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the live processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def _wait_for(what: str, probe: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """The process has set its SIGTERM handler (`connector worker`, once started)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt"))
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.slow  # a gunicorn server and its scheduler process
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
+def test_serve_runs_the_schedulers_in_a_worker_it_restarts_and_stops(
+        tmp_path: Path, worker_class: str) -> None:
+    """`connector serve` (schedulers = "worker", the default) starts `connector worker`
+    under a supervisor: a worker killed with SIGKILL is started again, and a SIGTERM to
+    the server alone (as a container runtime sends PID 1) stops all of them."""
+    port = _free_port()
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
+           "CONNECTOR_LOGGING__ACCESS_LOG": "false", "CONNECTOR_SERVER__WORKER_STOP_SECONDS": "10"}
+    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
+                                   "--worker-class", worker_class, "--port", str(port)],
+                                  env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        def supervisor() -> int | None:
+            assert server.poll() is None, log_path.read_text()
+            return next((pid for pid, cmd in _children(server.pid)
+                         if "connector.supervise" in cmd), None)
+
+        def worker_of(sup: int) -> Any:
+            return lambda: next((pid for pid, cmd in _children(sup)
+                                 if cmd.rstrip().endswith(" worker --supervised")), None)
+
+        sup = _wait_for("the supervisor", supervisor)
+        first = _wait_for("the worker", worker_of(sup))
+        _wait_for("the worker to start", lambda: _handles_sigterm(first))
+        os.kill(first, signal.SIGKILL)
+        second = _wait_for("a new worker",
+                           lambda: (w := worker_of(sup)()) is not None and w != first and w)
+        assert _alive(sup)
+        _wait_for("the new worker to start", lambda: _handles_sigterm(second))
+        os.kill(server.pid, signal.SIGTERM)  # the server alone, not its process group
+        assert server.wait(timeout=40) == 0
+        _wait_for("the scheduler process to stop",
+                  lambda: not _alive(sup) and not _alive(second), timeout=20)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    log = log_path.read_text()
+    assert "stopped unexpectedly (killed by SIGKILL)" in log
+    assert "starting it again in 1 s" in log
+    assert "Entra sync and month closes in `connector worker`, started with it" in log
+    assert log.count("`connector worker` started again") == 1
+    assert "Sync worker stopped." in log  # the second one finished as asked
+    assert "Traceback" not in log
+
+
+@pytest.mark.slow  # a gunicorn server and its scheduler process
+def test_a_killed_server_leaves_no_scheduler_process_behind(tmp_path: Path) -> None:
+    """SIGKILL of the server (no on_exit hook runs): the supervisor sees its parent gone
+    and stops `connector worker` itself."""
+    port = _free_port()
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
+           "CONNECTOR_LOGGING__ACCESS_LOG": "false"}
+    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
+                                   "--port", str(port)], env=env, cwd=tmp_path, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        sup = _wait_for("the supervisor", lambda: next(
+            (pid for pid, cmd in _children(server.pid) if "connector.supervise" in cmd), None))
+        worker = _wait_for("the worker", lambda: next(
+            (pid for pid, cmd in _children(sup) if "worker --supervised" in cmd), None))
+        _wait_for("the worker to start", lambda: _handles_sigterm(worker))
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+        _wait_for("the scheduler process to stop",
+                  lambda: not _alive(sup) and not _alive(worker), timeout=40)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+    log = log_path.read_text()
+    assert "the server stopped: stopping `connector worker`." in log
+    assert "Sync worker stopped." in log

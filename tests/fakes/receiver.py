@@ -45,7 +45,9 @@ class Answer:
 
 
 class Receiver:
-    """Records what arrives (only messages it answered 2xx in `accepted`)."""
+    """Records what arrives (only messages it answered 2xx in `accepted`). A message
+    answered at once is recorded before the answer is sent; a slow answer after it is
+    written (the sender may have given up by then: it is sent again)."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -68,6 +70,8 @@ class Receiver:
                 answer = receiver.answer(got)
                 if answer.delay:
                     time.sleep(answer.delay)
+                else:  # recorded before the answer leaves: a sender that has the answer
+                    receiver.record(got, answer)  # finds the message recorded
                 try:
                     self.send_response(answer.status)
                     for name, value in answer.headers.items():
@@ -77,11 +81,8 @@ class Receiver:
                     self.wfile.write(answer.body)
                 except OSError:
                     return  # the sender gave up (timeout): it did not get the answer
-                with receiver.arrived:
-                    receiver.received.append(got)
-                    if 200 <= answer.status < 300:
-                        receiver.accepted.append(got)
-                    receiver.arrived.notify_all()
+                if answer.delay:
+                    receiver.record(got, answer)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -89,6 +90,13 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def record(self, got: Received, answer: Answer) -> None:
+        with self.arrived:
+            self.received.append(got)
+            if 200 <= answer.status < 300:
+                self.accepted.append(got)
+            self.arrived.notify_all()
 
     @property
     def url(self) -> str:
