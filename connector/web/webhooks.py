@@ -4,11 +4,11 @@ the partner admins) and the partner-wide endpoints at /admin/webhooks (partner a
 Each page exists twice, as the API's routes do: under /tenants/<id>/webhooks for a
 tenant's endpoints (endpoint names all begin `web.webhook`: the tab is current on each)
 and under /webhooks for the partner-wide ones (`web.partner_webhook…`, for the partner
-navigation); a view gets `tenant_id` None for the latter. Every action is `connector.actions.webhooks` (its checks, its audit line).
-A new or rotated signing secret travels to the page that shows it through
-`shown_once`, so a reload shows it no more and re-issues nothing; disabling, rotating
-and deleting ask first. A test ping and a redelivery answer the browser once the
-receiver has answered, with what it said.
+navigation); a view gets `tenant_id` None for the latter. Every action is
+`connector.actions.webhooks` (its checks, its audit line). A new or rotated signing
+secret travels to the page that shows it through `shown_once`, so a reload shows it no
+more and re-issues nothing; disabling, rotating and deleting ask first. A test ping and
+a redelivery answer the browser once the receiver has answered, with what it said.
 
 /admin/webhooks/<endpoint_id> is also the "Webhook endpoint disabled" notification's
 link: for a tenant's endpoint it leads to that tenant's page of it.
