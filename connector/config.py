@@ -327,6 +327,13 @@ class BillingSettings:
         "or more; smaller ones fold in the closing process). 0: one per CPU, at most 4; "
         "1: always in the closing process.",
     )
+    close_parallel_tenants: int = setting(
+        0,
+        "Tenants a close pass (the scheduler's and `connector billing close-due`) closes "
+        "side by side on PostgreSQL, in threads, each tenant's months still in order. 0: "
+        "two per CPU, at most 8; always at most the database pool's size + overflow - 1. "
+        "SQLite closes one tenant at a time whatever this says (one writer).",
+    )
     mail_host: str = setting(
         "",
         "SMTP server of the monthly e-mail report (sent after each close, with the billed "
