@@ -180,3 +180,39 @@ def test_two_passes_at_once_close_each_month_once(engine: Engine) -> None:
     created = [(t, m) for r in results for t, m, o in r.closed if o.created]
     assert sorted(created) == sorted((t, m) for t, m, _ in rows)
     assert all(r.failed == [] for r in results)
+
+
+class Jobs:
+    """Records what is scheduled, as APScheduler's add_job takes it."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[object, dict[str, object]]] = []
+
+    def add_job(self, func: object, trigger: str, **kwargs: object) -> None:
+        assert trigger == "date"
+        self.added.append((func, kwargs))
+
+
+def test_a_pass_runs_when_the_next_collection_window_ends(engine: Engine) -> None:
+    utc = History(engine, "2026-10-01T00:00:00", "UTC")
+    History(engine, "2026-10-01T00:00:00", "Kolkata", time_zone="Asia/Kolkata")
+    utc.create("2026-10-02T10:00:00", "a@x.io", modules=("Hybrid",))
+    settings = BillingSettings()  # a window of 60 minutes
+    # Kolkata's November begins at 18:30 UTC on 31 October: its window ends at 19:30.
+    assert scheduler.next_window_end(utc.maker, settings, at("2026-10-31T12:00:00")) == \
+        at("2026-10-31T19:30:00")
+    # Between Kolkata's window end and UTC's midnight: UTC's window, at 01:00.
+    assert scheduler.next_window_end(utc.maker, settings, at("2026-10-31T20:00:00")) == \
+        at("2026-11-01T01:00:00")
+    jobs = Jobs()
+    clock = [at("2026-10-31T20:00:00")]
+    run_at = scheduler.plan_window_pass(jobs, utc.maker, settings, lambda: clock[0])
+    assert run_at == at("2026-10-31T21:00:00")  # replanned within the hour at the latest
+    clock[0] = at("2026-11-01T00:30:00")
+    scheduler.run_at_window_end(jobs, utc.maker, settings, lambda: clock[0])
+    assert hashes(engine) == {}  # no window ended: nothing closed, the next one planned
+    assert jobs.added[-1][1]["run_date"] == at("2026-11-01T01:00:05")
+    clock[0] = at("2026-11-01T01:00:05")
+    scheduler.run_at_window_end(jobs, utc.maker, settings, lambda: clock[0])
+    assert sorted(m for _, m in hashes(engine)) == ["2026-10", "2026-10"]
+    assert jobs.added[-1][1]["id"] == scheduler.WINDOW_JOB
