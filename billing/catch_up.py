@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, func, select, tuple_
+from sqlalchemy import Engine, Select, func, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from billing.calendar import Month
 from billing.close import Outcome, close_month
@@ -91,8 +92,8 @@ def parallel_tenants(settings: BillingSettings, maker: sessionmaker[Session]) ->
         return 1
     wanted = settings.close_parallel_tenants or min(2 * (os.cpu_count() or 1),
                                                     MAX_AUTO_PARALLEL)
-    engine = bind if isinstance(bind, Engine) else bind.engine
-    size = engine.pool.size() + max(getattr(engine.pool, "_max_overflow", 0), 0)  # type: ignore[attr-defined]
+    pool = (bind if isinstance(bind, Engine) else bind.engine).pool
+    size = pool.size() + max(pool._max_overflow, 0) if isinstance(pool, QueuePool) else 2
     return max(1, min(wanted, size - 1))  # one connection left for the planning reads
 
 
@@ -180,7 +181,7 @@ def _close_tenant(maker: sessionmaker[Session], tenant_id: str, months: list[Mon
     return out
 
 
-def _tenants(tenant_ids: list[str] | None):  # type: ignore[no-untyped-def]
+def _tenants(tenant_ids: list[str] | None) -> Select[Tenant]:
     query = select(Tenant)
     return query if tenant_ids is None else query.where(Tenant.id.in_(tenant_ids))
 
