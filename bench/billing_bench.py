@@ -705,22 +705,25 @@ def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
         seed_fleet(url, n, users, args.fleet_events)
         analyze(url)
         seeded_s = time.monotonic() - started
-    else:
+    else:  # keep October's closes: time November again
         seeded_s = 0.0
-        _drop_closes(url)
+        _drop_closes(url, "2026-11")
     ids = _fleet_ids(url)
     log(f"fleet {kind}: {n:,} tenants × {users:,} users × {args.fleet_events} events "
         f"(seeded in {seeded_s:.0f} s)")
     out: dict[str, Any] = {"db": kind, "tenants": n, "users_per_tenant": users,
                            "events_per_user": args.fleet_events, "seed_s": seeded_s,
                            "passes": {}}
-    october = fleet_pass(url, FLEET_OCTOBER_NOW, args.fleet_parallel)
-    _show("2026-10, cold (scheduler)", october)
-    out["passes"]["october_cold_scheduler"] = october
-    analyze(url)
+    if not args.reuse:
+        october = fleet_pass(url, FLEET_OCTOBER_NOW, args.fleet_parallel)
+        _show("2026-10, cold (scheduler)", october)
+        out["passes"]["october_cold_scheduler"] = october
+        analyze(url)
     runs: list[tuple[str, int, int]] = [("scheduler", args.fleet_parallel, 1)]
     if args.fleet_compare and kind == "postgresql":
-        runs += [("serial", 1, 1), ("processes", 1, args.fleet_compare)]
+        # One tenant at a time, and K shards closing their share one tenant at a time
+        # side by side (what the pass's own processes do, by hand).
+        runs += [("serial", 1, 1), (f"shards-{args.fleet_compare}", 1, args.fleet_compare)]
     reference: dict[str, str] | None = None
     for name, parallel, shards in runs:
         _drop_closes(url, "2026-11")
@@ -802,7 +805,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --reuse: keep October's close, close November again, nothing "
                         "else (a quick check of the monthly close)")
     p.add_argument("--reuse", action="store_true",
-                   help="keep a database seeded by an earlier run (drops its closes)")
+                   help="keep a database seeded by an earlier run (drops its closes; in "
+                        "fleet mode only November's, and October is not closed again)")
     p.add_argument("--pg-base", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     p.add_argument("--pg-name", default="connector_billing_bench")
     p.add_argument("--tag", default="")
@@ -818,7 +822,7 @@ def main(argv: list[str] | None = None) -> None:
                        help="billing.close_parallel_tenants of the passes (0: its default)")
     fleet.add_argument("--fleet-compare", type=int, default=0, metavar="K",
                        help="also time November serially and in K processes each closing "
-                            "a K-th of the tenants serially (threads against processes)")
+                            "a K-th of the tenants serially")
     fleet.add_argument("--fleet-no-cli", action="store_true",
                        help="skip the `connector billing close-due` pass")
     args = p.parse_args(argv)

@@ -1,7 +1,8 @@
 """Catch up: close every month that is due, for every tenant, oldest first.
 
     _plans ──> tenants in keyset batches, each with its due months (one query a batch)
-    close_due ──> serial, or a bounded pool (billing.close_parallel_tenants): tenants
+    close_due ──> serial, or a bounded pool of spawned processes
+                  (billing.close_parallel_tenants, each with its own engine): tenants
                   side by side, each tenant's months in order by one worker; a tenant
                   stops at its first NotDue or failure, the others go on (DueResult:
                   closed, waiting, failed, in tenant order whatever finished first)
@@ -15,24 +16,27 @@ at once, in one process or several.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine, Select, func, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import QueuePool
 
 from billing.calendar import Month
 from billing.close import Outcome, close_month
 from billing.planning import NotDue
-from connector.config import BillingSettings
+from connector import db
+from connector.config import BillingSettings, DatabaseSettings
 from connector.models import BillingClose, Tenant
 
 PLAN_BATCH = 500  # tenants planned per query: the pass never holds every tenant's rows
 MAX_AUTO_PARALLEL = 8
+_PROCESS: dict[str, Any] = {}  # a close process's session maker
 
 
 def first_month(tenant: Tenant) -> Month:
@@ -86,15 +90,16 @@ TenantProgress = Callable[[int, int], None]  # tenants done, of
 def parallel_tenants(settings: BillingSettings, maker: sessionmaker[Session]) -> int:
     """How many tenants a pass closes side by side: 1 on SQLite (one writer: see
     docs/billing.md, "Fleet closes"); on PostgreSQL the setting, or by default two per
-    CPU (at most 8), never more than the engine's pool can hand out at once."""
-    bind = maker.kw["bind"]
-    if bind.dialect.name != "postgresql":
+    CPU (at most 8), each in a process of its own."""
+    if _engine(maker).dialect.name != "postgresql":
         return 1
-    wanted = settings.close_parallel_tenants or min(2 * (os.cpu_count() or 1),
-                                                    MAX_AUTO_PARALLEL)
-    pool = (bind if isinstance(bind, Engine) else bind.engine).pool
-    size = pool.size() + max(pool._max_overflow, 0) if isinstance(pool, QueuePool) else 2
-    return max(1, min(wanted, size - 1))  # one connection left for the planning reads
+    return max(1, settings.close_parallel_tenants or min(2 * (os.cpu_count() or 1),
+                                                         MAX_AUTO_PARALLEL))
+
+
+def _engine(maker: sessionmaker[Session]) -> Engine:
+    bind = maker.kw["bind"]
+    return bind if isinstance(bind, Engine) else bind.engine
 
 
 def close_due(maker: sessionmaker[Session], settings: BillingSettings, now: dt.datetime,
@@ -127,14 +132,23 @@ def close_due(maker: sessionmaker[Session], settings: BillingSettings, now: dt.d
         return result
     # Results are merged in plan order: the same lists, in the same order, as serially.
     parts: dict[int, DueResult] = {}
-    with ThreadPoolExecutor(workers, thread_name_prefix="billing-close") as pool:
-        pending: dict[Future[DueResult], int] = {}
+    url = _engine(maker).url.render_as_string(hide_password=False)
+    context = multiprocessing.get_context("spawn")  # nothing of this process inherited
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_process_start,
+                             initargs=(url,)) as pool:
+        pending: dict[Future[DueResult], tuple[int, str, str]] = {}
 
         def settle(block: bool) -> None:
             ready, _ = wait(pending, return_when=FIRST_COMPLETED) if block else (
                 [f for f in pending if f.done()], None)
             for future in ready:
-                parts[pending.pop(future)] = part = future.result()
+                index, tenant_id, month = pending.pop(future)
+                try:
+                    part = future.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. a close process killed
+                    part = DueResult(failed=[(tenant_id, month,
+                                              f"{type(exc).__name__}: {exc}")])
+                parts[index] = part
                 finished(part)
 
         for index, (tenant_id, months) in enumerate(plans):
@@ -144,8 +158,8 @@ def close_due(maker: sessionmaker[Session], settings: BillingSettings, now: dt.d
                 continue
             while len(pending) >= 2 * workers:  # a bounded queue: bounded memory
                 settle(block=True)
-            pending[pool.submit(_close_tenant, maker, tenant_id, months, settings, now,
-                                actor, None)] = index
+            pending[pool.submit(_close_in_process, tenant_id, months, settings, now,
+                                actor)] = (index, tenant_id, str(months[0]))
             settle(block=False)
         while pending:
             settle(block=True)
@@ -153,6 +167,16 @@ def close_due(maker: sessionmaker[Session], settings: BillingSettings, now: dt.d
         result.add(parts[index])
     result.failed[:0] = planned.failed
     return result
+
+
+def _process_start(url: str) -> None:
+    engine = db.make_engine(DatabaseSettings(url=url, pool_size=2))
+    _PROCESS["maker"] = db.make_sessionmaker(engine, writes=True)
+
+
+def _close_in_process(tenant_id: str, months: list[Month], settings: BillingSettings,
+                      now: dt.datetime, actor: str) -> DueResult:
+    return _close_tenant(_PROCESS["maker"], tenant_id, months, settings, now, actor, None)
 
 
 def _close_tenant(maker: sessionmaker[Session], tenant_id: str, months: list[Month],

@@ -330,9 +330,10 @@ class BillingSettings:
     close_parallel_tenants: int = setting(
         0,
         "Tenants a close pass (the scheduler's and `connector billing close-due`) closes "
-        "side by side on PostgreSQL, in threads, each tenant's months still in order. 0: "
-        "two per CPU, at most 8; always at most the database pool's size + overflow - 1. "
-        "SQLite closes one tenant at a time whatever this says (one writer).",
+        "side by side on PostgreSQL, each in a process of its own (spawned when needed, "
+        "with one database connection or two), each tenant's months still in order. 0: "
+        "two per CPU, at most 8. SQLite closes one tenant at a time whatever this says "
+        "(one writer).",
     )
     mail_host: str = setting(
         "",
