@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -135,7 +136,7 @@ def close_due(maker: sessionmaker[Session], settings: BillingSettings, now: dt.d
     url = _engine(maker).url.render_as_string(hide_password=False)
     context = multiprocessing.get_context("spawn")  # nothing of this process inherited
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_process_start,
-                             initargs=(url,)) as pool:
+                             initargs=(url, os.getpid())) as pool:
         pending: dict[Future[DueResult], tuple[int, str, str]] = {}
 
         def settle(block: bool) -> None:
@@ -169,9 +170,19 @@ def close_due(maker: sessionmaker[Session], settings: BillingSettings, now: dt.d
     return result
 
 
-def _process_start(url: str) -> None:
+def _process_start(url: str, parent: int) -> None:
     engine = db.make_engine(DatabaseSettings(url=url, pool_size=2))
     _PROCESS["maker"] = db.make_sessionmaker(engine, writes=True)
+    # A pass killed (kill -9, the OOM killer) cannot shut its pool down, and the pool's
+    # queue never reports the end to its processes: they follow their parent instead
+    # (`parent` from the parent itself: it may be gone before this runs).
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _close_in_process(tenant_id: str, months: list[Month], settings: BillingSettings,
