@@ -26,6 +26,19 @@ For each database:
    fresh process (`recompute_hash`) and checks it equals the carried close's;
 5. closes October and November for the small tenant and times them.
 
+Fleet mode (issue 19, point 4): many small tenants at one month boundary, PostgreSQL:
+
+    .venv/bin/python bench/billing_bench.py --fleet-tenants 10000 --fleet-total-users 1000000 \
+        --fleet-events 5
+    .venv/bin/python bench/billing_bench.py --fleet-tenants 1000 --fleet-users 100 \
+        --fleet-compare 2
+
+seeds the tenants by COPY, then times October's pass (cold), November's through the
+scheduler's run_due, a pass with nothing due and November through `connector billing
+close-due`: tenants/s, per-tenant p50/p99/max and the slowest tenant, peak RSS, CPU of
+the bench and of its PostgreSQL backends. Results: bench/results/billing_fleet[-TAG].*;
+docs/benchmarks.md ("Billing: a fleet at the month boundary").
+
 Targets (issue 6): the big close ≤ 30 s on SQLite and on PostgreSQL (about 330,000
 events/s), memory bounded; a tenant of 10,000 users closes in ≤ 1 s; re-running a close
 gives the same hash. events/s is the tenant's whole log over the close's time.
