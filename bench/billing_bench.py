@@ -26,6 +26,19 @@ For each database:
    fresh process (`recompute_hash`) and checks it equals the carried close's;
 5. closes October and November for the small tenant and times them.
 
+Fleet mode (issue 19, point 4): many small tenants at one month boundary, PostgreSQL:
+
+    .venv/bin/python bench/billing_bench.py --fleet-tenants 10000 --fleet-total-users 1000000 \
+        --fleet-events 5
+    .venv/bin/python bench/billing_bench.py --fleet-tenants 1000 --fleet-users 100 \
+        --fleet-compare 2
+
+seeds the tenants by COPY, then times October's pass (cold), November's through the
+scheduler's run_due, a pass with nothing due and November through `connector billing
+close-due`: tenants/s, per-tenant p50/p99/max and the slowest tenant, peak RSS, CPU of
+the bench and of its PostgreSQL backends. Results: bench/results/billing_fleet[-TAG].*;
+docs/benchmarks.md ("Billing: a fleet at the month boundary").
+
 Targets (issue 6): the big close ≤ 30 s on SQLite and on PostgreSQL (about 330,000
 events/s), memory bounded; a tenant of 10,000 users closes in ≤ 1 s; re-running a close
 gives the same hash. events/s is the tenant's whole log over the close's time.
@@ -38,9 +51,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -77,10 +92,13 @@ def _random_instant(rng: random.Random, start: dt.datetime, end: dt.datetime) ->
     return start + dt.timedelta(microseconds=rng.randrange(span))
 
 
-def user_history(rng: random.Random, uid: str, name: str, events: int,
-                 groups: list[str]) -> list[tuple[dt.datetime, str, str, Any, Any, str | None]]:
-    """(instant, subject type, kind, old, new, object id) of one user, in time order."""
-    created = _random_instant(rng, HISTORY_START, CREATED_BY)
+def user_history(rng: random.Random, uid: str, name: str, events: int, groups: list[str],
+                 span: tuple[dt.datetime, dt.datetime, dt.datetime] | None = None
+                 ) -> list[tuple[dt.datetime, str, str, Any, Any, str | None]]:
+    """(instant, subject type, kind, old, new, object id) of one user, in time order;
+    `span`: (first creation, last creation, last event), by default the big tenant's."""
+    start, created_by, end = span or (HISTORY_START, CREATED_BY, HISTORY_END)
+    created = _random_instant(rng, start, created_by)
     modules = sorted(rng.sample(MODULES, rng.randrange(0, 3)))
     out: list[tuple[dt.datetime, str, str, Any, Any, str | None]] = [
         (created, "user", "user.created", None,
@@ -88,7 +106,7 @@ def user_history(rng: random.Random, uid: str, name: str, events: int,
           "guest": rng.random() < 0.1, "external_company_guest": False, "admin": False,
           "modules": modules}, None)]
     active, member_of = True, set()
-    for at in sorted(_random_instant(rng, created, HISTORY_END) for _ in range(events - 1)):
+    for at in sorted(_random_instant(rng, created, end) for _ in range(events - 1)):
         roll = rng.random()
         if roll < 0.3:
             out.append((at, "user", "user.status", active, not active, None))
@@ -405,6 +423,388 @@ def render(info: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- fleet: many small tenants at one month boundary (issue 19, point 4) ------------------
+
+FLEET_CREATED = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)  # first month: October, cold
+FLEET_SPAN = (FLEET_CREATED, dt.datetime(2026, 11, 15, tzinfo=dt.UTC), HISTORY_END)
+FLEET_GROUPS = 10
+FLEET_BATCH_USERS = 50_000
+FLEET_OCTOBER_NOW = dt.datetime(2026, 11, 1, 1, 0, 1, tzinfo=dt.UTC)  # window + 1 s
+FLEET_NOVEMBER_NOW = dt.datetime(2026, 12, 1, 1, 0, 1, tzinfo=dt.UTC)
+TARGET_FLEET_S = 120.0
+
+
+def seed_fleet(url: str, tenants: int, users: int, events: int) -> list[str]:
+    """`tenants` tenants made as `connector tenant create` makes them (billing info and
+    prices set), each with `users` users of about `events` events, created in October
+    2026 and changed up to the end of November; the events of FLEET_BATCH_USERS users
+    of consecutive tenants at a time are written by COPY in time order, interleaved
+    across tenants as production writes them."""
+    from billing.profiles import update_profile
+    from connector import db
+    from connector import tenants as tenant_admin
+    from connector.config import DatabaseSettings
+    from connector.events import WriteContext
+    from connector.status import Source
+
+    engine = db.make_engine(DatabaseSettings(url=url))
+    migrate_upgrade(engine)
+    maker = db.make_sessionmaker(engine, writes=True)
+    ids: list[str] = []
+    started = time.monotonic()
+    made = FLEET_CREATED  # billing starts with the month a tenant was made in: October
+    for first in range(0, tenants, 500):
+        with maker() as s:
+            for i in range(first, min(tenants, first + 500)):
+                tenant, _ = tenant_admin.create_tenant(s, f"fleet {i}", made)
+                ctx = WriteContext(tenant.id, Source.ADMIN, "bench", "bench", made)
+                update_profile(s, ctx, tenant, {"prices": PRICES, "company_name": f"fleet {i}"})
+                ids.append(tenant.id)
+            s.commit()
+    engine.dispose()
+    log(f"fleet: made {tenants:,} tenants in {time.monotonic() - started:.0f} s")
+    rng = random.Random(19)
+    w = Writer(url)
+    stamp = _stamp(w.kind, FLEET_CREATED)
+    per_batch = max(1, FLEET_BATCH_USERS // max(users, 1))
+    written = 0
+    for first in range(0, tenants, per_batch):
+        group_rows, user_rows, rows = [], [], []
+        for tenant_id in ids[first:first + per_batch]:
+            groups = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(FLEET_GROUPS)]
+            for i, g in enumerate(groups):
+                group_rows.append((tenant_id, g, f"group {i}", f"group {i}", "scim", stamp,
+                                   stamp, 1, "{}"))
+                rows.append((FLEET_CREATED, tenant_id, "group", g, "group.created", None,
+                             {"displayName": f"group {i}", "modules": [MODULES[i % 3]]},
+                             None))
+            for i in range(users):
+                uid = str(uuid.UUID(int=rng.getrandbits(128)))
+                name = f"user{i}@fleet.example"
+                rows += [(at, tenant_id, "user" if subj == "user" else "group",
+                          uid if subj == "user" else subj, kind, old, new, obj)
+                         for at, subj, kind, old, new, obj in user_history(
+                             rng, uid, name, events, groups, FLEET_SPAN)]
+                user_rows.append((tenant_id, uid, name, name, True, False, False, False,
+                                  False, "scim", stamp, stamp, 1, "{}"))
+        rows.sort(key=lambda r: r[0])
+        w.rows("groups", ["tenant_id", "id", "display_name", "display_name_norm", "origin",
+                          "created_at", "modified_at", "version", "data"], group_rows)
+        w.rows("users", USER_COLUMNS, user_rows)
+        w.rows("events", EVENT_COLUMNS, [
+            (tenant_id, subject_type, subject, kind, json.dumps(old), json.dumps(new),
+             _stamp(w.kind, at), _stamp(w.kind, at), "scim", "bench", "seed", obj)
+            for at, tenant_id, subject_type, subject, kind, old, new, obj in rows])
+        w.commit()
+        written += len(rows)
+        done = min(tenants, first + per_batch)
+        log(f"fleet: seeded {done:,} of {tenants:,} tenants ({done * users:,} users), "
+            f"{written:,} events ({written / (time.monotonic() - started):,.0f} events/s)")
+    w.close()
+    return ids
+
+
+def migrate_upgrade(engine: Any) -> None:
+    from connector import migrate
+
+    migrate.upgrade(engine)
+
+
+def analyze(url: str) -> None:
+    from sqlalchemy import text
+
+    from connector import db
+    from connector.config import DatabaseSettings
+
+    engine = db.make_engine(DatabaseSettings(url=url))
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    engine.dispose()
+
+
+FLEET_CHILD = r"""
+import datetime as dt, json, sys, time
+sys.path.insert(0, {root!r})
+from billing import catch_up, scheduler
+from connector import db
+from connector.config import BillingSettings, DatabaseSettings
+settings = BillingSettings(close_parallel_tenants={parallel!r})
+engine = db.make_engine(DatabaseSettings(url={url!r}, pool_size={pool!r}))
+maker = db.make_sessionmaker(engine, writes=True)
+now = dt.datetime.fromisoformat({now!r})
+ids = json.load(open({shard!r})) if {shard!r} else None
+seen = []
+real = scheduler.close_due
+def spy(*args, **kwargs):  # the pass's result, which run_due only logs
+    seen.append(real(*args, **kwargs))
+    return seen[-1]
+scheduler.close_due = spy
+started = time.perf_counter()
+if ids is None:
+    scheduler.run_due(maker, settings, clock=lambda: now)
+else:
+    seen.append(catch_up.close_due(maker, settings, now, tenant_ids=ids))
+seconds = time.perf_counter() - started
+r = seen[0]
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+print(json.dumps({{"seconds": seconds, "closed": len(r.closed),
+                   "created": sum(o.created for _, _, o in r.closed),
+                   "waiting": len(r.waiting), "failed": r.failed[:5],
+                   "tenants": r.seconds, "workers": catch_up.parallel_tenants(settings, maker),
+                   "rss_peak_mb": hwm()}}))
+"""
+
+
+class PgCpu:
+    """CPU time of the PostgreSQL backends connected to one database while a pass runs:
+    /proc sampled every 0.1 s, each backend's last reading kept (a backend that lives
+    less than that is missed; other databases' backends, other users' on a shared
+    machine, are not counted)."""
+
+    def __init__(self, database: str):
+        self.tag = f" {database} ".encode()
+        self.seen: dict[int, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PgCpu:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self.stop.wait(0.1):
+                self._sample()
+                return
+
+    def _sample(self) -> None:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if not (proc / "cmdline").read_bytes().startswith(b"postgres:"):
+                    continue
+                if self.tag not in (proc / "cmdline").read_bytes():
+                    continue
+                text = (proc / "stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2:].split()
+            self.seen[int(proc.name)] = int(fields[11]) + int(fields[12])  # utime stime
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seen.values()) / os.sysconf("SC_CLK_TCK")
+
+
+def fleet_pass(url: str, now: dt.datetime, parallel: int, shards: int = 1,
+               ids: list[str] | None = None) -> dict[str, Any]:
+    """One close pass in fresh processes: the scheduler's `run_due` (shards=1), or
+    `shards` processes each closing its share of the tenants serially (the processes
+    alternative to threads). Wall time, CPU of the bench processes and of PostgreSQL."""
+    files: list[str] = []
+    if shards > 1:
+        assert ids is not None
+        for k in range(shards):
+            path = RESULTS / f"fleet-shard-{k}.json"
+            path.write_text(json.dumps(ids[k::shards]))
+            files.append(str(path))
+    codes = [FLEET_CHILD.format(root=str(ROOT), url=url, parallel=parallel, now=now.isoformat(),
+                                pool=max(5, parallel + 1), shard=f) for f in (files or [""])]
+    cpu_self = os.times()
+    started = time.perf_counter()
+    with PgCpu(url.rsplit("/", 1)[1]) as pg:
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for code in codes]
+        outs = [p.communicate() for p in procs]
+        wall = time.perf_counter() - started
+    after = os.times()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        if p.returncode != 0:
+            raise SystemExit(f"close pass failed:\n{err[-3000:]}")
+    parts = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    tenants = sorted((t for part in parts for t in part["tenants"]), key=lambda t: t[1])
+    times = [t[1] for t in tenants]
+
+    def pct(q: float) -> float:
+        return times[min(len(times) - 1, int(q * len(times)))] if times else 0.0
+
+    return {"seconds": wall, "closed": sum(p["closed"] for p in parts),
+            "created": sum(p["created"] for p in parts),
+            "waiting": sum(p["waiting"] for p in parts),
+            "failed": [f for p in parts for f in p["failed"]],
+            "tenants_per_s": len(tenants) / wall if wall else 0.0,
+            "p50_s": pct(0.5), "p99_s": pct(0.99), "max_s": times[-1] if times else 0.0,
+            "slowest": tenants[-1][0] if tenants else "",
+            "rss_peak_mb": max(p["rss_peak_mb"] for p in parts),
+            "workers": parts[0]["workers"], "processes": len(parts),
+            "cpu_bench_s": (after.children_user + after.children_system
+                            - cpu_self.children_user - cpu_self.children_system),
+            "cpu_postgres_s": pg.seconds}
+
+
+def cli_pass(url: str, tmp: Path) -> dict[str, Any]:
+    """`connector billing close-due --json` in a new interpreter (the wall clock decides
+    what is due: today, November 2026 and any later month)."""
+    env = {**os.environ, "CONNECTOR_DATABASE__URL": url,
+           "CONNECTOR_CONFIG": str(tmp / "none.toml")}
+    before = os.times()
+    started = time.perf_counter()
+    with PgCpu(url.rsplit("/", 1)[1]) as pg:
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m",
+                               "connector.cli", "billing", "close-due", "--json"], env=env,
+                              cwd=ROOT, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+    after = os.times()
+    if done.returncode != 0:
+        raise SystemExit(f"close-due failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    out = json.loads(done.stdout)
+    tenants = len({c["tenantId"] for c in out["closed"]})
+    return {"seconds": wall, "closed": len(out["closed"]),
+            "created": sum(c["created"] for c in out["closed"]),
+            "waiting": len(out["waiting"]), "failed": out["failed"][:5],
+            "tenants_per_s": tenants / wall if wall else 0.0,
+            "cpu_bench_s": (after.children_user + after.children_system
+                            - before.children_user - before.children_system),
+            "cpu_postgres_s": pg.seconds,
+            "rss_peak_mb": int(done.stderr.strip().splitlines()[-1]) / 1024}
+
+
+def month_hashes(url: str, month: str) -> dict[str, str]:
+    from sqlalchemy import select
+
+    from connector import db
+    from connector.config import DatabaseSettings
+    from connector.models import BillingClose
+
+    engine = db.make_engine(DatabaseSettings(url=url))
+    with db.make_sessionmaker(engine)() as s:
+        got = {t: h for t, h in s.execute(select(BillingClose.tenant_id,
+                                                 BillingClose.content_hash).where(
+            BillingClose.month == month, BillingClose.state == "closed"))}
+    engine.dispose()
+    return got
+
+
+def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
+    n = args.fleet_tenants
+    users = args.fleet_users or max(1, args.fleet_total_users // n)
+    kind = args.db if args.db != "both" else "postgresql"
+    if kind == "sqlite":
+        path = RESULTS / f"fleet-{n}.sqlite3"
+        url = f"sqlite:///{path}"
+    else:
+        url = f"{args.pg_base}/{args.pg_name}_fleet"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.reuse:
+        if kind == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+        else:
+            fresh_database(kind, 0, args.pg_base, f"{args.pg_name}_fleet")
+        started = time.monotonic()
+        seed_fleet(url, n, users, args.fleet_events)
+        analyze(url)
+        seeded_s = time.monotonic() - started
+    else:  # keep October's closes: time November again
+        seeded_s = 0.0
+        _drop_closes(url, "2026-11")
+    ids = _fleet_ids(url)
+    log(f"fleet {kind}: {n:,} tenants × {users:,} users × {args.fleet_events} events "
+        f"(seeded in {seeded_s:.0f} s)")
+    out: dict[str, Any] = {"db": kind, "tenants": n, "users_per_tenant": users,
+                           "events_per_user": args.fleet_events, "seed_s": seeded_s,
+                           "passes": {}}
+    if not args.reuse:
+        october = fleet_pass(url, FLEET_OCTOBER_NOW, args.fleet_parallel)
+        _show("2026-10, cold (scheduler)", october)
+        out["passes"]["october_cold_scheduler"] = october
+        analyze(url)
+    runs: list[tuple[str, int, int]] = [("scheduler", args.fleet_parallel, 1)]
+    if args.fleet_compare and kind == "postgresql":
+        # One tenant at a time, and K shards closing their share one tenant at a time
+        # side by side (what the pass's own processes do, by hand).
+        runs += [("serial", 1, 1), (f"shards-{args.fleet_compare}", 1, args.fleet_compare)]
+    reference: dict[str, str] | None = None
+    for name, parallel, shards in runs:
+        _drop_closes(url, "2026-11")
+        got = fleet_pass(url, FLEET_NOVEMBER_NOW, parallel, shards, ids)
+        _show(f"2026-11 ({name}, {shards} process(es))", got)
+        hashes = month_hashes(url, "2026-11")
+        got["same_hashes"] = reference is None or hashes == reference
+        reference = reference or hashes
+        out["passes"][f"november_{name}"] = got
+    idle = fleet_pass(url, FLEET_NOVEMBER_NOW, args.fleet_parallel)
+    _show("nothing due (scheduler)", idle)
+    out["passes"]["nothing_due_scheduler"] = idle
+    if not args.fleet_no_cli:
+        _drop_closes(url, "2026-11")
+        got = cli_pass(url, RESULTS)
+        hashes = month_hashes(url, "2026-11")
+        got["same_hashes"] = hashes == reference
+        _show("2026-11 (close-due CLI)", got)
+        out["passes"]["november_cli"] = got
+    return out
+
+
+def _fleet_ids(url: str) -> list[str]:
+    from sqlalchemy import select
+
+    from connector import db
+    from connector.config import DatabaseSettings
+    from connector.models import Tenant
+
+    engine = db.make_engine(DatabaseSettings(url=url))
+    with db.make_sessionmaker(engine)() as s:
+        ids = list(s.scalars(select(Tenant.id).order_by(Tenant.created_at, Tenant.id)))
+    engine.dispose()
+    return ids
+
+
+def _show(what: str, r: dict[str, Any]) -> None:
+    extra = (f", p50 {r['p50_s'] * 1000:.0f} ms, p99 {r['p99_s'] * 1000:.0f} ms, max "
+             f"{r['max_s'] * 1000:.0f} ms (tenant {r['slowest']}), {r['workers']} in "
+             f"parallel × {r['processes']} process(es)" if "p50_s" in r else "")
+    log(f"fleet {what}: {r['closed']:,} months closed ({r['created']:,} created, "
+        f"{r['waiting']} waiting, {len(r['failed'])} failed) in {r['seconds']:.1f} s, "
+        f"{r['tenants_per_s']:,.1f} tenants/s{extra}; peak RSS {r['rss_peak_mb']:.0f} MB; "
+        f"CPU bench {r['cpu_bench_s']:.1f} s, its PostgreSQL backends {r['cpu_postgres_s']:.1f} s"
+        + (f"; same hashes: {r['same_hashes']}" if "same_hashes" in r else ""))
+
+
+def render_fleet(info: dict[str, Any], r: dict[str, Any]) -> str:
+    lines = [f"Fleet close bench, {info['date']}, commit {info['commit']}, "
+             f"{info['machine']['nproc']} cores ({info['machine']['cpu']}), "
+             f"{r['db']} {info['machine'].get(r['db'])}: {r['tenants']:,} tenants × "
+             f"{r['users_per_tenant']:,} users × {r['events_per_user']} events per user",
+             "", "| pass | months closed | s | tenants/s | p50 (ms) | p99 (ms) | max (ms) | "
+             "slowest tenant | peak RSS (MB) | CPU bench (s) | CPU its PostgreSQL backends (s) | "
+             "same hashes |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+    for name, p in r["passes"].items():
+        ms = (f"{p['p50_s'] * 1000:.0f} | {p['p99_s'] * 1000:.0f} | {p['max_s'] * 1000:.0f} | "
+              f"{p['slowest'][:8]}" if "p50_s" in p else "- | - | - | -")
+        lines.append(f"| {name} | {p['closed']:,} | {p['seconds']:.1f} | "
+                     f"{p['tenants_per_s']:,.1f} | {ms} | {p['rss_peak_mb']:.0f} | "
+                     f"{p['cpu_bench_s']:.1f} | {p['cpu_postgres_s']:.1f} | "
+                     f"{p.get('same_hashes', '-')} |")
+    lines += ["", f"Target: every tenant's month closed ≤ {TARGET_FLEET_S:.0f} s after the "
+              "collection window (the November passes)."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--users", type=int, default=1_000_000)
@@ -418,16 +818,41 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --reuse: keep October's close, close November again, nothing "
                         "else (a quick check of the monthly close)")
     p.add_argument("--reuse", action="store_true",
-                   help="keep a database seeded by an earlier run (drops its closes)")
+                   help="keep a database seeded by an earlier run (drops its closes; in "
+                        "fleet mode only November's, and October is not closed again)")
     p.add_argument("--pg-base", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     p.add_argument("--pg-name", default="connector_billing_bench")
     p.add_argument("--tag", default="")
+    fleet = p.add_argument_group("fleet mode: many tenants at one month boundary")
+    fleet.add_argument("--fleet-tenants", type=int, default=0,
+                       help="seed this many tenants and time the close passes (PostgreSQL "
+                            "unless --db sqlite)")
+    fleet.add_argument("--fleet-users", type=int, default=0, help="users per tenant")
+    fleet.add_argument("--fleet-total-users", type=int, default=1_000_000,
+                       help="users of all tenants together (without --fleet-users)")
+    fleet.add_argument("--fleet-events", type=int, default=10, help="events per user")
+    fleet.add_argument("--fleet-parallel", type=int, default=0,
+                       help="billing.close_parallel_tenants of the passes (0: its default)")
+    fleet.add_argument("--fleet-compare", type=int, default=0, metavar="K",
+                       help="also time November serially and in K processes each closing "
+                            "a K-th of the tenants serially")
+    fleet.add_argument("--fleet-no-cli", action="store_true",
+                       help="skip the `connector billing close-due` pass")
     args = p.parse_args(argv)
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True, check=False).stdout.strip()
     info = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
             "machine": machine()}
+    if args.fleet_tenants:
+        result = run_fleet(args)
+        text = render_fleet(info, result)
+        name = "billing_fleet" + (f"-{args.tag}" if args.tag else "")
+        (RESULTS / f"{name}.md").write_text(text)
+        (RESULTS / f"{name}.json").write_text(json.dumps({"info": info, "run": result},
+                                                          indent=1, default=str))
+        print(text)
+        return
     runs = [run(kind, args) for kind in kinds]
     if args.seed_only or args.steady_only:
         return

@@ -197,20 +197,44 @@ def _report(close: BillingClose, created: bool, adjustments: int, as_json: bool)
     return 0
 
 
+class _PassProgress:
+    """A close pass on one terminal line: tenants done of all, tenants/s, and the users
+    of the tenant being folded when they close one at a time (nothing when output is
+    JSON or not a terminal)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.tenants = self.users = ""
+        self.shown, self.last = False, 0.0
+
+    def tenant_done(self, done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - self.started, 1e-6)
+        self.tenants, self.users = f"{done:,} of {total:,} tenants ({rate:,.1f}/s)", ""
+        self._show(done == total)
+
+    def user_done(self, tenant_id: str, month: str, done: int, total: int) -> None:
+        self.users = f"; {tenant_id} {month}: {done:,} of {total:,} users"
+        self._show(False)
+
+    def _show(self, last: bool) -> None:
+        if not self.quiet and (last or time.monotonic() - self.last >= 0.2):
+            self.last = time.monotonic()
+            print(f"\r\033[K  {self.tenants}{self.users}", end="", file=sys.stderr,
+                  flush=True)
+            self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+
+
 def cmd_close_due(settings: Settings, args: argparse.Namespace) -> int:
     _, writer = _makers(settings)
-    last = [""]
-
-    def progress(tenant_id: str, month: str, done: int, total: int) -> None:
-        if not args.json and sys.stderr.isatty():
-            print(f"\r  {tenant_id} {month}: {done:,} of {total:,} users", end="",
-                  file=sys.stderr, flush=True)
-            last[0] = tenant_id
-
+    shown = _PassProgress(args.json)
     result = catch_up.close_due(writer, settings.billing, clock.now(), actor="cli",
-                                progress=progress)
-    if last[0]:
-        print(file=sys.stderr)
+                                progress=shown.user_done, tenants_progress=shown.tenant_done)
+    shown.end()
     if args.json:
         print(json.dumps({
             "closed": [{"tenantId": t, "month": m, "created": o.created,

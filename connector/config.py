@@ -334,6 +334,14 @@ class BillingSettings:
         "or more; smaller ones fold in the closing process). 0: one per CPU, at most 4; "
         "1: always in the closing process.",
     )
+    close_parallel_tenants: int = setting(
+        0,
+        "Tenants a close pass (the scheduler's and `connector billing close-due`) closes "
+        "side by side on PostgreSQL, each in a process of its own (spawned when needed, "
+        "with one database connection or two), each tenant's months still in order. 0: "
+        "two per CPU, at most 8. SQLite closes one tenant at a time whatever this says "
+        "(one writer).",
+    )
     mail_host: str = setting(
         "",
         "SMTP server of the monthly e-mail report (sent after each close, with the billed "

@@ -68,6 +68,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         kwargs["pool_pre_ping"] = settings.pool_pre_ping
         kwargs["pool_recycle"] = settings.pool_recycle
     engine = create_engine(url, **kwargs)
+    _SETTINGS[engine] = settings
     if url.get_backend_name() == "sqlite":
         _WRITE_LOCKS[engine.pool] = threading.Lock()
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -119,6 +120,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 WRITE_LOCK_WAIT_SECONDS = 30
 # One lock per SQLite pool (engines made with execution_options share their pool).
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_SETTINGS: weakref.WeakKeyDictionary[Engine, DatabaseSettings] = weakref.WeakKeyDictionary()
+
+
+def settings_of(engine: Engine) -> DatabaseSettings:
+    """The settings an engine was made with (`make_engine`), for a process that must
+    connect the same way (a month-close process: through PgBouncer too); an engine
+    made otherwise gets the defaults for its URL."""
+    made = _SETTINGS.get(engine)
+    return made if made is not None else DatabaseSettings(
+        url=engine.url.render_as_string(hide_password=False))
 
 
 def write_lock(engine: Engine) -> threading.Lock:

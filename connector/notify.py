@@ -227,9 +227,17 @@ def month_closes_ended(maker: sessionmaker[Session], closed: Iterable[tuple[str,
                 what = f"Closing {month}" if month else "Closing the due months"
                 raise_condition(s, tenant_id, "month_close_failed",
                                 f"{what} failed: {error}", now, month)
+            s.flush()
+            # Only those raised are cleared: one read, not two writes per closed month
+            # (10,000 tenants closing at a month boundary made 20,000 UPDATEs).
+            raised = {(t, k) for t, k in s.execute(
+                select(NotifyCondition.tenant_id, NotifyCondition.key).where(
+                    NotifyCondition.kind == "month_close_failed",
+                    NotifyCondition.cleared_at.is_(None)))}
             for tenant_id, month in closed:  # "": a failure before any month was known
                 for key in {month, ""}:
-                    clear_condition(s, tenant_id, "month_close_failed", now, key)
+                    if (tenant_id, key) in raised:
+                        clear_condition(s, tenant_id, "month_close_failed", now, key)
             s.commit()
     except Exception:  # noqa: BLE001 - a notification never fails the job that raised it
         log.exception("month close notifications not recorded")
