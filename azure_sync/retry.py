@@ -6,34 +6,19 @@ Pure: the clock and the random source are passed in.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from connector import outbound
 
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 3600.0  # a server asking for more than an hour is treated as an hour
 
 
 def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (RFC 9110 §10.2.3): a number of seconds
-    (Graph sometimes sends fractions) or an HTTP date. None when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        seconds = (when - now).total_seconds()
-    if math.isnan(seconds) or math.isinf(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    """Seconds to wait from Graph's Retry-After header, at most MAX_RETRY_AFTER (the
+    parsing is shared with webhooks: connector.outbound)."""
+    return outbound.retry_after_seconds(value, now, MAX_RETRY_AFTER)
 
 
 def backoff_seconds(attempt: int, base: float, cap: float,

@@ -17,7 +17,10 @@ way into the hosting network:
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import ipaddress
+import math
 import socket
 import ssl
 from typing import Any
@@ -157,3 +160,25 @@ class GuardedAdapter(HTTPAdapter):
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         super().cert_verify(conn, url, False, cert)  # no CA file on the connection…
         conn.cert_reqs = "CERT_REQUIRED"  # …the context's trust, always verified
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime, cap: float) -> float | None:
+    """Seconds to wait from a Retry-After header (RFC 9110 §10.2.3): a number of seconds
+    (Graph sometimes sends fractions) or an HTTP date, at most `cap`. None when absent
+    or unreadable (ignored, not trusted)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - now).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return min(max(seconds, 0.0), cap)

@@ -5,8 +5,9 @@ asks for. Pure: no clock, no randomness of its own (both are passed in)."""
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import random
+
+from connector import outbound
 
 # The wait after the n-th failure in a row (n = 1, 2, …); past the end, the last one.
 # 5 s, 30 s, 2 min, 5 min, 15 min, 30 min, 1 h, 2 h, 4 h, 8 h, then every 12 h: about
@@ -24,28 +25,11 @@ def backoff(failures: int, rng: random.Random) -> dt.timedelta:
     return base * rng.uniform(1 - JITTER, 1 + JITTER)
 
 
-def parse_retry_after(value: str | None, now: dt.datetime) -> dt.timedelta | None:
-    """Retry-After as delay-seconds or an HTTP date (RFC 9110 §10.2.3); None for a
-    value that is neither (ignored, not trusted)."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return dt.timedelta(seconds=int(text))
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(when - now, dt.timedelta(0))
-
-
 def next_attempt(now: dt.datetime, failures: int, retry_after: str | None,
                  cap: dt.timedelta, rng: random.Random) -> dt.datetime:
     """When to try again after the `failures`-th failure in a row: at the receiver's
     Retry-After (capped at `cap`) when it gave one, else after the backoff."""
-    asked = parse_retry_after(retry_after, now)
+    asked = outbound.retry_after_seconds(retry_after, now, cap.total_seconds())
     if asked is not None:
-        return now + min(asked, cap)
+        return now + dt.timedelta(seconds=asked)
     return now + backoff(failures, rng)
