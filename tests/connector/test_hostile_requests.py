@@ -6,14 +6,6 @@ connection and on new ones, with nothing but warnings in its log."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,49 +15,13 @@ from sqlalchemy import Engine
 
 from connector import limits, serving
 from tests.support.clients import make_tenant
+from tests.support.served import served
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
 pytestmark = pytest.mark.slow  # gunicorn servers in subprocesses
 CLASS_NAMES = {"gthread": "ThreadWorker", "sync": "SyncWorker", "gevent": "GeventWorker"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def served(database_url: str, worker_class: str, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
-           "CONNECTOR_DATABASE__URL": database_url, "CONNECTOR_LOGGING__ACCESS_LOG": "false",
-           "CONNECTOR_AZURE_SYNC__SCHEDULER_IN_WEB": "false",
-           "CONNECTOR_BILLING__SCHEDULER_IN_WEB": "false"}
-    log = tmp_path / f"serve-{worker_class}.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
-                                   "--worker-class", worker_class, "--port", str(port)],
-                                  env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or still starting
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.2)
-        yield base
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def scim_error(response: requests.Response, status: int, scim_type: str | None = None
@@ -83,7 +39,8 @@ def scim_error(response: requests.Response, status: int, scim_type: str | None =
 def test_hostile_requests_get_answers_and_the_worker_keeps_serving(
         database_url: str, engine: Engine, tmp_path: Path, worker_class: str) -> None:
     _tenant_id, token = make_tenant(engine, f"Hostile {worker_class}")
-    with served(database_url, worker_class, tmp_path) as base:
+    with served(database_url, tmp_path, "--worker-class", worker_class,
+                log_name=f"serve-{worker_class}.log") as base:
         scim = base + "/scim/v2"
         client = requests.Session()  # one keep-alive connection where the class keeps one
         client.headers.update({"Authorization": f"Bearer {token}",

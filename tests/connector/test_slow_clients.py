@@ -8,15 +8,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,45 +20,10 @@ from sqlalchemy import Engine, create_engine
 from connector.app import create_app
 from connector.config import load_settings
 from tests.support.clients import make_tenant
+from tests.support.served import served
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def served(database_url: str, tmp_path: Path, *args: str, **env_extra: str) -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
-           "CONNECTOR_DATABASE__URL": database_url, "CONNECTOR_LOGGING__ACCESS_LOG": "false",
-           "CONNECTOR_SERVER__SCHEDULERS": "external", **env_extra}
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
-                                   "--port", str(port), *args], env=env, cwd=tmp_path,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.2)
-        yield base
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-    assert "Traceback" not in log.read_text()
 
 
 class Trickle(threading.Thread):
