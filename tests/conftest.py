@@ -46,4 +46,5 @@ pytest_plugins = [
     "tests.support.app",
     "tests.support.clients",
     "tests.support.compiled",
+    "tests.support.webhooks",
 ]

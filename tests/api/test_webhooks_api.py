@@ -6,7 +6,6 @@ answer checked against openapi.json."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,14 @@ from tests.api.contract import check_response
 from tests.fakes.receiver import Answer, Receiver, verify
 from tests.scim.factories import created, patch, user
 from tests.support.clients import ApiClient, ScimClient, make_admin, make_tenant
+from tests.support.webhooks import receiving_settings
 
 DEACTIVATE = patch({"op": "replace", "path": "active", "value": False})
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return load_settings(environ={"CONNECTOR_CONFIG": str(tmp_path / "none.toml")},
-                         overrides={"database": {"url": database_url},
-                                    "logging": {"access_log": False},
-                                    "azure_sync": {"encryption_key": sealed.new_key()},
-                                    "webhooks": {"allow_private_targets": True,
-                                                 "read_timeout_seconds": 2.0}})
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
+    return receiving_settings(database_url, tmp_path)
 
 
 def call(api: ApiClient, method: str, path: str, body: Any = None, **kw: Any) -> Any:

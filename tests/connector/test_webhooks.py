@@ -11,7 +11,6 @@ import random
 import socket
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +66,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def maker(engine: Engine) -> sessionmaker[Session]:
     return make_sessionmaker(engine)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
 
 
 def endpoint(maker: sessionmaker[Session], settings: Settings, tenant_id: str | None,

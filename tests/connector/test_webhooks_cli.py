@@ -4,7 +4,6 @@ a real receiver on loopback (in-process: the same entry point a user runs)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,6 @@ from connector.db import make_sessionmaker
 from connector.models import AuditEntry
 from tests.fakes.receiver import Receiver, verify
 from tests.support.clients import make_tenant
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
 
 
 @pytest.fixture

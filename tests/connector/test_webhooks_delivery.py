@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +50,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
                                     "webhooks": {"allow_private_targets": True,
                                                  "poll_interval_ms": 20, "max_batch": 20,
                                                  "read_timeout_seconds": 10.0}})
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
 
 
 def new_endpoint(maker: sessionmaker[Session], settings: Settings, tenant_id: str | None,

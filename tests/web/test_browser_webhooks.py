@@ -7,7 +7,6 @@ Playwright; SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,7 @@ from flask import Flask
 from playwright.sync_api import Page, expect
 from sqlalchemy import Engine, func, select
 
-from connector import sealed
-from connector.config import Settings, load_settings
+from connector.config import Settings
 from connector.db import make_sessionmaker
 from connector.models import WebhookEndpoint
 from connector.webhooks.dispatcher import Dispatcher
@@ -24,6 +22,7 @@ from tests.fakes.receiver import Receiver, verify
 from tests.scim.factories import user
 from tests.support.app import LiveServer
 from tests.support.clients import PASSWORD, ScimClient
+from tests.support.webhooks import receiving_settings
 from tests.web.conftest import make_web_admin, rename_tenant
 from tests.web.test_browser import browser, page  # noqa: F401
 from tests.web.test_browser_reading import document_width, overflowing
@@ -37,18 +36,7 @@ LONG_PATH = "/hooks/" + "a-rather-long-path-segment/" * 4 + "in?key=" + "k" * 12
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     """A receiver on loopback is only reachable with private targets allowed."""
-    return load_settings(environ={"CONNECTOR_CONFIG": str(tmp_path / "none.toml")},
-                         overrides={"database": {"url": database_url},
-                                    "logging": {"access_log": False},
-                                    "azure_sync": {"encryption_key": sealed.new_key()},
-                                    "webhooks": {"allow_private_targets": True,
-                                                 "read_timeout_seconds": 2.0}})
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
+    return receiving_settings(database_url, tmp_path)
 
 
 def endpoint_count(engine: Engine) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import Engine, select
 
-from connector import notify, sealed
-from connector.config import Settings, load_settings
+from connector import notify
+from connector.config import Settings
 from connector.db import make_sessionmaker
 from connector.models import WebhookAttempt, WebhookEndpoint
 from connector.webhooks import service
@@ -26,6 +25,7 @@ from connector.webhooks.dispatcher import Dispatcher
 from tests.fakes.receiver import Answer, Receiver, verify
 from tests.scim.factories import created, patch, user
 from tests.support.clients import ScimClient, make_tenant
+from tests.support.webhooks import receiving_settings
 from tests.web.conftest import WebSession, audit_actions, signed_in
 from tests.web.test_hostile_forms import Forms, hostile
 
@@ -35,18 +35,7 @@ DEACTIVATE = patch({"op": "replace", "path": "active", "value": False})
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return load_settings(environ={"CONNECTOR_CONFIG": str(tmp_path / "none.toml")},
-                         overrides={"database": {"url": database_url},
-                                    "logging": {"access_log": False},
-                                    "azure_sync": {"encryption_key": sealed.new_key()},
-                                    "webhooks": {"allow_private_targets": True,
-                                                 "read_timeout_seconds": 2.0}})
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as r:
-        yield r
+    return receiving_settings(database_url, tmp_path)
 
 
 @pytest.fixture
