@@ -27,10 +27,14 @@ run: $(STAMP)
 	$(if $(HOST),CONNECTOR_SERVER__HOST=$(HOST)) $(if $(PORT),CONNECTOR_SERVER__PORT=$(PORT)) \
 	$(BIN)/connector serve --bootstrap
 
-## test: install and run the whole suite on SQLite and PostgreSQL
+## test: install and run the whole suite on SQLite and PostgreSQL, one pytest-xdist worker
+## per core up to 4 (TEST_WORKERS=… to change; 0 runs it in one process)
+# Each worker has its own databases (tests/support/databases.py) and ports, so they never
+# share state; more than 4 buys little, as the live-server tests run servers of their own.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: $(STAMP)
 	$(BIN)/python tests/ensure_services.py
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ## test-fast: the quick loop, under a minute: SQLite only, without the tests marked slow
 ## (live servers, subprocesses, kill -9, browsers, long generated runs), one worker per core
