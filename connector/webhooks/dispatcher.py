@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connector import feed, logs, notify
 from connector.clock import now as wall_clock
-from connector.config import Settings
+from connector.config import ConfigError, Settings
 from connector.models import WebhookEndpoint
 from connector.webhooks import messages, schedule, service
 from connector.webhooks.sender import Outcome, Sender
@@ -312,7 +312,10 @@ class Dispatcher:
 def send_now(settings: Settings, url: str, message: messages.Message,
              signing_secrets: list[str], now: dt.datetime) -> Outcome:
     """Send one message at once (a ping, a manual redelivery), outside the dispatcher."""
-    one = Sender(settings.webhooks)
+    try:
+        one = Sender(settings.webhooks)
+    except ConfigError as exc:  # a [webhooks] proxy or ca_bundle this process cannot use
+        return Outcome(None, None, str(exc), 0)
     try:
         return one.post(url, message.body, messages.headers(message, signing_secrets, now))
     finally:
