@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,6 +220,15 @@ def _horizon(session: Session) -> ColumnElement[int] | None:
 
 def read(session: Session, tenant_id: str | None, query: FeedQuery) -> FeedPage:
     """One page of the feed, of one tenant or (None) of all."""
+    rows = rows_of(session, tenant_id, dataclasses.replace(query, limit=query.limit + 1))
+    more = len(rows) > query.limit
+    rows = rows[:query.limit]
+    last = Position(rows[-1].txid, rows[-1].id) if rows else query.after
+    return FeedPage([public(e) for e in rows], last, more)
+
+
+def rows_of(session: Session, tenant_id: str | None, query: FeedQuery) -> Sequence[Event]:
+    """The events of a page as stored (up to `query.limit`, no look-ahead)."""
     conditions: list[ColumnElement[bool]] = [
         tuple_(Event.txid, Event.id) > tuple_(literal(query.after.txid), literal(query.after.id))]
     if tenant_id is not None:
@@ -238,12 +249,8 @@ def read(session: Session, tenant_id: str | None, query: FeedQuery) -> FeedPage:
         conditions.append(or_(
             and_(Event.subject_type == "user", Event.subject_id == query.user_id),
             and_(Event.kind.in_(MEMBER_KINDS), Event.object_id == query.user_id)))
-    rows = session.execute(_statement(session, tenant_id, conditions, query.limit + 1)
+    return session.execute(_statement(session, tenant_id, conditions, query.limit)
                            ).scalars().all()
-    more = len(rows) > query.limit
-    rows = rows[:query.limit]
-    last = Position(rows[-1].txid, rows[-1].id) if rows else query.after
-    return FeedPage([public(e) for e in rows], last, more)
 
 
 def _statement(session: Session, tenant_id: str | None,
