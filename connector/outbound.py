@@ -28,12 +28,13 @@ import math
 import socket
 import ssl
 import urllib.parse
+import urllib.request
 from typing import Any
 
 import requests
 import truststore
 from requests.adapters import HTTPAdapter
-from requests.utils import get_environ_proxies, should_bypass_proxies
+from requests.utils import should_bypass_proxies
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
@@ -200,6 +201,11 @@ class OutboundSession(requests.Session):
         self.trust_env = False  # proxies are picked in request(); trust is the adapter's
         self.proxy = check_proxy(proxy, f"{section}.proxy")
         self.no_proxy = no_proxy
+        # The environment's proxies, read once (scanning os.environ at each request cost
+        # more than a webhook's signing): a process's environment does not change.
+        self.env_proxies = {k: v for k, v in urllib.request.getproxies_environment().items()
+                            if k != "no"}
+        self.env_no_proxy = urllib.request.getproxies_environment().get("no")
         try:
             context = trust_context(ca_bundle)
         except (OSError, ssl.SSLError) as exc:
@@ -215,7 +221,9 @@ class OutboundSession(requests.Session):
             if self.no_proxy and should_bypass_proxies(url, no_proxy=self.no_proxy):
                 return {}
             return {"http": self.proxy, "https": self.proxy}
-        return dict(get_environ_proxies(url))  # HTTPS_PROXY, NO_PROXY
+        if not self.env_proxies or should_bypass_proxies(url, no_proxy=self.env_no_proxy):
+            return {}
+        return dict(self.env_proxies)  # HTTPS_PROXY, NO_PROXY
 
     def request(self, method: str | bytes, url: str | bytes,
                 *args: Any, **kwargs: Any) -> requests.Response:
