@@ -89,9 +89,11 @@ class Page:
 
 @dataclass(frozen=True)
 class Known:
-    """What a delivery turn knows of its endpoint after a success (so the next message
-    needs no read of it): the cursor moved there only if the row was unchanged since
-    (`updated_at`: every admin change sets it), so nothing here can be stale."""
+    """What a delivery turn knows of its endpoint after a success, so that the next
+    message needs no read of it. It goes on only while the cursor's UPDATE finds the
+    row as read (`updated_at`: every admin change sets it; enabled): an admin's change
+    (URL, secret, disabling) is seen after at most one more message, as one already
+    under way when the change commits is sent anyway."""
 
     url: str
     tenant_id: str | None
