@@ -9,7 +9,7 @@ One `ReachSession` carries both Graph's requests and msal's token requests:
   it, the environment's HTTPS_PROXY / NO_PROXY. Nothing else is taken from the
   environment (a REQUESTS_CA_BUNDLE or a .netrc must not change whom we trust or what
   we send), so the session keeps `trust_env` off and picks proxies itself.
-- **Addresses** (connector/outbound.py, shared with webhooks): unless
+- **Addresses**: unless
   `azure_sync.allow_private_hosts`, a connection whose peer is
   not a global address (private, loopback, link-local, shared, reserved…) is closed
   before a byte is sent. The check is on the connected socket's peer, at every new
@@ -17,7 +17,9 @@ One `ReachSession` carries both Graph's requests and msal's token requests:
   it. Through a proxy the peer is the proxy (the operator's choice); the target is
   then checked on the addresses its name resolves to here, and an IP literal always.
 
-Transport failures become `Unreachable` with a cause in plain words (`describe_failure`).
+All three are connector/outbound.py's `OutboundSession`, shared with webhooks; this
+module gives it the azure_sync settings. Transport failures become `Unreachable` with a
+cause in plain words (`describe_failure`).
 """
 
 from __future__ import annotations
@@ -29,75 +31,27 @@ from collections.abc import Iterator
 from typing import Any
 
 import requests
-from requests.utils import get_environ_proxies, should_bypass_proxies
 from urllib3.exceptions import NameResolutionError
 
 from azure_sync.errors import Unreachable
-from connector.config import ConfigError
-from connector.outbound import (  # noqa: F401 - is_public: this module's API too
+from connector.outbound import (  # noqa: F401 - is_public, is_private_literal: API too
     BlockedAddress,
-    GuardedAdapter,
+    OutboundSession,
     is_private_literal,
     is_public,
-    trust_context,
 )
 
 PRIVATE_HINT = "azure_sync.allow_private_hosts"
 
 
-class ReachAdapter(GuardedAdapter):
-    """The guarded adapter of Graph and the token endpoint."""
-
-    def __init__(self, context: ssl.SSLContext, allow_private_hosts: bool) -> None:
-        super().__init__(context, allow_private_hosts, PRIVATE_HINT)
-
-
-def check_proxy(proxy: str) -> str:
-    """The proxy setting, or a ConfigError at start (not a failed round at 3 a.m.)."""
-    if not proxy:
-        return proxy
-    try:
-        parts = urllib.parse.urlsplit(proxy)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        host = None
-    if parts.scheme not in ("http", "https") or not host:
-        raise ConfigError(f"azure_sync.proxy must be an http:// URL of the proxy, such as "
-                          f"http://proxy.example:3128; got {proxy!r}")
-    return proxy
-
-
-class ReachSession(requests.Session):
-    """The session of Graph and the token endpoint: a timeout on every request (requests
-    has none by default, and msal ignores its own once handed a session), the trust,
-    proxy and address rules above."""
+class ReachSession(OutboundSession):
+    """The session of Graph and the token endpoint (msal ignores its own timeout once
+    handed a session): connector.outbound's rules with the azure_sync settings."""
 
     def __init__(self, timeout: float, ca_bundle: str = "", proxy: str = "",
                  no_proxy: str = "", allow_private_hosts: bool = False) -> None:
-        super().__init__()
-        self.timeout = timeout
-        self.trust_env = False  # proxies are picked in request(); trust is the adapter's
-        self.proxy = check_proxy(proxy)
-        self.no_proxy = no_proxy
-        adapter = ReachAdapter(trust_context(ca_bundle), allow_private_hosts)
-        self.mount("https://", adapter)
-        self.mount("http://", adapter)
-
-    def proxies_for(self, url: str) -> dict[str, str]:
-        """The proxy a request to `url` goes through ({} for a direct connection)."""
-        if self.proxy:
-            if self.no_proxy and should_bypass_proxies(url, no_proxy=self.no_proxy):
-                return {}
-            return {"http": self.proxy, "https": self.proxy}
-        return dict(get_environ_proxies(url))  # HTTPS_PROXY, NO_PROXY
-
-    def request(self, method: str | bytes, url: str | bytes,
-                *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout)
-        text = url.decode() if isinstance(url, bytes) else url
-        kwargs["proxies"] = self.proxies_for(text)
-        return super().request(method, url, *args, **kwargs)
+        super().__init__(timeout, ca_bundle, proxy, no_proxy, allow_private_hosts,
+                         PRIVATE_HINT, "azure_sync")
 
 
 # -- failures in plain words --------------------------------------------------------------

@@ -483,6 +483,23 @@ class WebhooksSettings:
         "loopback. Off: https:// only, public addresses only, so an endpoint cannot point "
         "the connector into its own network. Tests and on-premises receivers only.",
     )
+    ca_bundle: str = setting(
+        "",
+        "A PEM file of extra CA certificates trusted for webhook receivers, on top of the "
+        "operating system's trust store (which is always used, through truststore). "
+        "Empty: the system's store only.",
+    )
+    proxy: str = setting(
+        "",
+        "Outbound proxy webhooks are delivered through, e.g. http://proxy.example:3128 "
+        "(HTTPS goes through it with CONNECT). Empty: the environment's HTTPS_PROXY / "
+        "NO_PROXY when set, else a direct connection (as [azure_sync] proxy).",
+    )
+    no_proxy: str = setting(
+        "",
+        "Comma-separated hosts (or .domain suffixes) reached directly although `proxy` is "
+        "set. Used only with `proxy`; otherwise the environment's NO_PROXY applies.",
+    )
     secret_grace_hours: int = setting(
         24,
         "Hours after a secret rotation during which messages are signed with the old "

@@ -33,18 +33,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
+import functools
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Integer,
     Select,
     and_,
+    bindparam,
     func,
-    literal,
     literal_column,
     or_,
     select,
@@ -52,7 +57,7 @@ from sqlalchemy import (
     true,
     tuple_,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from connector import events
 from connector.errors import DomainError
@@ -208,62 +213,82 @@ _XMIN = """(SELECT LEAST((pg_snapshot_xmax(s)::text)::bigint,
  FROM (SELECT pg_current_snapshot() AS s) AS snapshot)"""
 
 
-def _horizon(session: Session) -> ColumnElement[int] | None:
-    """What no running transaction can still add below (PostgreSQL), as SQL evaluated
-    in the reading statement's own snapshot; None on SQLite (no horizon needed)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return None
-    return literal_column(_XMIN, BigInteger())
-
-
 def read(session: Session, tenant_id: str | None, query: FeedQuery) -> FeedPage:
     """One page of the feed, of one tenant or (None) of all."""
-    conditions: list[ColumnElement[bool]] = [
-        tuple_(Event.txid, Event.id) > tuple_(literal(query.after.txid), literal(query.after.id))]
-    if tenant_id is not None:
-        conditions.append(Event.tenant_id == tenant_id)
-    horizon = _horizon(session)
-    if horizon is not None:
-        conditions.append(Event.txid < horizon)
-    else:  # SQLite: txid is always 0, so this follows; it lets the primary key serve
-        conditions.append(Event.id > query.after.id)
-    if query.kinds:
-        conditions.append(Event.kind.in_(query.kinds))
-    else:
-        conditions.append(Event.kind.in_(PUBLIC_TYPES))
-    if query.until is not None:
-        conditions.append(tuple_(Event.txid, Event.id)
-                          <= tuple_(literal(query.until.txid), literal(query.until.id)))
-    if query.user_id is not None:
-        conditions.append(or_(
-            and_(Event.subject_type == "user", Event.subject_id == query.user_id),
-            and_(Event.kind.in_(MEMBER_KINDS), Event.object_id == query.user_id)))
-    rows = session.execute(_statement(session, tenant_id, conditions, query.limit + 1)
-                           ).scalars().all()
+    rows = rows_of(session, tenant_id, dataclasses.replace(query, limit=query.limit + 1))
     more = len(rows) > query.limit
     rows = rows[:query.limit]
     last = Position(rows[-1].txid, rows[-1].id) if rows else query.after
     return FeedPage([public(e) for e in rows], last, more)
 
 
-def _statement(session: Session, tenant_id: str | None,
-               conditions: list[ColumnElement[bool]], limit: int) -> Select[Event]:
-    """The page's SELECT. A tenant's feed is one range of the index (tenant_id, txid,
-    id). Every tenant's feed on PostgreSQL reads that same index once per tenant (a
-    LATERAL join from tenants, each taking its first `limit`) and merges: one index on
-    the events instead of two (every index on events costs each write, and a sync
-    round's initial load writes millions). SQLite: txid is 0, the order the id's,
-    served by the primary key."""
-    if tenant_id is not None:
-        return select(Event).where(Event.tenant_id == tenant_id, *conditions).order_by(
-            Event.txid, Event.id).limit(limit)
-    if session.get_bind().dialect.name != "postgresql":
-        return select(Event).where(*conditions).order_by(Event.id).limit(limit)
-    per_tenant = (select(Event).where(Event.tenant_id == Tenant.id, *conditions)
+def rows_of(session: Session, tenant_id: str | None, query: FeedQuery) -> Sequence[Any]:
+    """The events of a page as stored rows (attributes named as Event's; up to
+    `query.limit`, no look-ahead)."""
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    statement = _statement(postgresql, tenant_id is not None, query.kinds,
+                           query.until is not None, query.user_id is not None)
+    params: dict[str, Any] = {"after_txid": query.after.txid, "after_id": query.after.id,
+                              "tenant_id": tenant_id, "user_id": query.user_id,
+                              "limit": query.limit}
+    if query.until is not None:
+        params.update(until_txid=query.until.txid, until_id=query.until.id)
+    return session.execute(statement, params).all()
+
+
+def _kinds_in(kinds: tuple[str, ...]) -> ColumnElement[bool]:
+    """kind IN (…) written into the statement (the kinds are this module's constants,
+    checked here): one cached statement per filter, nothing expanded per execution."""
+    for kind in kinds:
+        if not _KIND.fullmatch(kind):
+            raise ValueError(f"not an event kind: {kind!r}")
+    listed = ", ".join(f"'{k}'" for k in kinds)
+    return text(f"events.kind IN ({listed})")  # type: ignore[return-value]
+
+
+_KIND = re.compile(r"[a-z][a-z_.]{0,31}")
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(postgresql: bool, one_tenant: bool, kinds: tuple[str, ...], until: bool,
+               user: bool) -> Select[Any]:
+    """The page's SELECT, built once per shape (values are bound parameters). A
+    tenant's feed is one range of the index (tenant_id, txid, id). Every tenant's feed
+    on PostgreSQL reads that same index once per tenant (a LATERAL join from tenants,
+    each taking its first `limit`) and merges: one index on the events instead of two
+    (every index on events costs each write, and a sync round's initial load writes
+    millions). SQLite: txid is 0, the order the id's, served by the primary key.
+    PostgreSQL serves only what is below the horizon (`_XMIN`)."""
+    events_table = Event.__table__
+    after = tuple_(Event.txid, Event.id) > tuple_(bindparam("after_txid", type_=BigInteger()),
+                                                  bindparam("after_id", type_=BigInteger()))
+    conditions: list[ColumnElement[bool]] = [after]
+    if one_tenant:
+        conditions.append(Event.tenant_id == bindparam("tenant_id"))
+    if postgresql:
+        conditions.append(Event.txid < literal_column(_XMIN, BigInteger()))
+    else:  # SQLite: txid is always 0, so this follows; it lets the primary key serve
+        conditions.append(Event.id > bindparam("after_id", type_=BigInteger()))
+    conditions.append(_kinds_in(kinds or tuple(PUBLIC_TYPES)))
+    if until:
+        conditions.append(tuple_(Event.txid, Event.id) <= tuple_(
+            bindparam("until_txid", type_=BigInteger()),
+            bindparam("until_id", type_=BigInteger())))
+    if user:
+        user_id: Any = bindparam("user_id")
+        conditions.append(or_(
+            and_(Event.subject_type == "user", Event.subject_id == user_id),
+            and_(Event.kind.in_(MEMBER_KINDS), Event.object_id == user_id)))
+    limit = bindparam("limit", type_=Integer())
+    if one_tenant:
+        return (select(events_table).where(*conditions).order_by(Event.txid, Event.id)
+                .limit(limit))
+    if not postgresql:
+        return select(events_table).where(*conditions).order_by(Event.id).limit(limit)
+    per_tenant = (select(events_table).where(Event.tenant_id == Tenant.id, *conditions)
                   .order_by(Event.txid, Event.id).limit(limit).lateral("per_tenant"))
-    merged = aliased(Event, per_tenant)
-    return (select(merged).select_from(Tenant).join(per_tenant, true())
-            .order_by(merged.txid, merged.id).limit(limit))
+    return (select(per_tenant).select_from(Tenant).join(per_tenant, true())
+            .order_by(per_tenant.c.txid, per_tenant.c.id).limit(limit))
 
 
 def latest(session: Session, tenant_id: str | None) -> Position:
@@ -298,8 +323,8 @@ def _instant(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def public(event: Event) -> dict[str, Any]:
-    """One event in the feed's public shape (version 1)."""
+def public(event: Event | Any) -> dict[str, Any]:
+    """One event in the feed's public shape (version 1): an Event or a row of one."""
     if event.kind in MEMBER_KINDS:
         data: dict[str, Any] = {"groupId": event.subject_id, "userId": event.object_id}
     elif event.kind in FACT_KINDS:

@@ -6,11 +6,12 @@ serve` listens on that address too, and there /metrics is all that answers, whil
 main address answers /metrics with 404: the request's listener is told apart by the
 port gunicorn accepted it on (SERVER_PORT), read before any proxy header is applied.
 
-The database figures (sync lag, held and quarantined tenants, outbox backlogs) are
-gauges computed when Prometheus asks, from a few indexed queries, and kept for
-`cache_seconds` so that several Prometheus servers or a dashboard's refreshes do not
-multiply them. A database that does not answer gives connector_metrics_database_up 0
-and the rest of the scrape, never a failed scrape.
+The database figures (sync lag, held and quarantined tenants, outbox and webhook
+backlogs) are gauges computed when Prometheus asks, from a few indexed queries (the
+webhook backlog: one feed probe per endpoint stream), and kept for `cache_seconds` so
+that several Prometheus servers or a dashboard's refreshes do not multiply them. A
+database that does not answer gives connector_metrics_database_up 0 and the rest of the
+scrape, never a failed scrape.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from connector.models import (
 )
 from connector.models.base import UTCDateTime
 from connector.serving import WsgiApp
+from connector.webhooks import service as webhooks_service
 
 log = logging.getLogger("connector.metrics")
 bp = Blueprint("metrics", __name__)
@@ -235,6 +237,9 @@ def read_figures(s: Session, now: dt.datetime, lag_minutes: int) -> dict[str, An
             .where(table.state == "pending")).one()
         pending[name] = count
         oldest_pending[name] = max((now - first).total_seconds(), 0.0) if first else 0.0
+    hooks = webhooks_service.backlog(s, now)
+    pending["webhook"] = hooks.behind
+    oldest_pending["webhook"] = max(hooks.oldest_seconds, 0.0)
     return {
         "connector_sync_registered_tenants": (
             "Open tenants with an enabled Entra ID sync registration.", registered),
@@ -260,7 +265,12 @@ def read_figures(s: Session, now: dt.datetime, lag_minutes: int) -> dict[str, An
             "registered tenant that waited longest.", max_lag),
         "connector_outbox_pending": (
             "Messages waiting to be sent, per outbox (notify: admin notifications; "
-            "billing_mail: monthly reports).", pending),
+            "billing_mail: monthly reports); webhook: enabled endpoints with events not "
+            "delivered yet.", pending),
         "connector_outbox_oldest_pending_seconds": (
-            "Age of the oldest message waiting in each outbox.", oldest_pending),
+            "Age of the oldest message waiting in each outbox (webhook: of the oldest "
+            "event not yet delivered to an enabled endpoint).", oldest_pending),
+        "connector_webhook_endpoints_disabled": (
+            "Webhook endpoints disabled (by an admin, or after failing "
+            "webhooks.disable_after_hours); their events wait in the feed.", hooks.disabled),
     }

@@ -1,12 +1,16 @@
 """Outbound HTTP to addresses others choose: whom it trusts, which addresses it may reach.
 
 Shared by Entra ID sync (azure_sync/transport.py: Graph and the token endpoint, at a
-registration's URLs) and webhooks (connector/webhooks: at an endpoint's URL). Both let
-an admin name the host the connector connects to, so both must not be turned into a
-way into the hosting network:
+registration's URLs) and webhooks (connector/webhooks: at an endpoint's URL), both
+through one `OutboundSession`. Both let an admin name the host the connector connects
+to, so both must not be turned into a way into the hosting network:
 
 - **Trust**: the operating system's trust store (through `truststore`), plus a CA
-  bundle when given. certifi is not used.
+  bundle when given (`azure_sync.ca_bundle`, `webhooks.ca_bundle`). certifi is not used.
+- **Proxy**: the `proxy` setting (minus the hosts of `no_proxy`); without it, the
+  environment's HTTPS_PROXY / NO_PROXY. Nothing else is taken from the environment (a
+  REQUESTS_CA_BUNDLE or a .netrc must not change whom we trust or what we send), so
+  the session keeps `trust_env` off and picks proxies itself.
 - **Addresses**: unless private hosts are allowed, a connection whose peer is not a
   global address (private, loopback, link-local, shared, reserved…) is closed before a
   byte is sent. The check is on the connected socket's peer, at every new connection,
@@ -23,15 +27,20 @@ import ipaddress
 import math
 import socket
 import ssl
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import requests
 import truststore
 from requests.adapters import HTTPAdapter
+from requests.utils import should_bypass_proxies
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 from urllib3.poolmanager import PoolManager
+
+from connector.config import ConfigError
 
 
 class BlockedAddress(NewConnectionError):
@@ -160,6 +169,68 @@ class GuardedAdapter(HTTPAdapter):
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         super().cert_verify(conn, url, False, cert)  # no CA file on the connection…
         conn.cert_reqs = "CERT_REQUIRED"  # …the context's trust, always verified
+
+
+def check_proxy(proxy: str, name: str) -> str:
+    """The proxy setting `name`, or a ConfigError at start (not a failure at 3 a.m.)."""
+    if not proxy:
+        return proxy
+    try:
+        parts = urllib.parse.urlsplit(proxy)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        host = None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"{name} must be an http:// URL of the proxy, such as "
+                          f"http://proxy.example:3128; got {proxy!r}")
+    return proxy
+
+
+class OutboundSession(requests.Session):
+    """A session with the trust, proxy and address rules above, and a timeout on every
+    request (requests has none by default). `section` names the settings (its
+    ca_bundle and proxy) and `hint` the one allowing private addresses, in errors: a
+    proxy that is not a URL or a CA bundle that cannot be read is a ConfigError."""
+
+    def __init__(self, timeout: float | tuple[float, float], ca_bundle: str = "",
+                 proxy: str = "", no_proxy: str = "", allow_private_hosts: bool = False,
+                 hint: str = "allow_private_hosts", section: str = "outbound") -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.trust_env = False  # proxies are picked in request(); trust is the adapter's
+        self.proxy = check_proxy(proxy, f"{section}.proxy")
+        self.no_proxy = no_proxy
+        # The environment's proxies, read once (scanning os.environ at each request cost
+        # more than a webhook's signing): a process's environment does not change.
+        self.env_proxies = {k: v for k, v in urllib.request.getproxies_environment().items()
+                            if k != "no"}
+        self.env_no_proxy = urllib.request.getproxies_environment().get("no")
+        try:
+            context = trust_context(ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"{section}.ca_bundle: {ca_bundle!r} is not a readable PEM "
+                              f"file of CA certificates ({exc})") from exc
+        adapter = GuardedAdapter(context, allow_private_hosts, hint)
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+
+    def proxies_for(self, url: str) -> dict[str, str]:
+        """The proxy a request to `url` goes through ({} for a direct connection)."""
+        if self.proxy:
+            if self.no_proxy and should_bypass_proxies(url, no_proxy=self.no_proxy):
+                return {}
+            return {"http": self.proxy, "https": self.proxy}
+        if not self.env_proxies or should_bypass_proxies(url, no_proxy=self.env_no_proxy):
+            return {}
+        return dict(self.env_proxies)  # HTTPS_PROXY, NO_PROXY
+
+    def request(self, method: str | bytes, url: str | bytes,
+                *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        text = url.decode() if isinstance(url, bytes) else url
+        kwargs["proxies"] = self.proxies_for(text)
+        return super().request(method, url, *args, **kwargs)
 
 
 def retry_after_seconds(value: str | None, now: dt.datetime, cap: float) -> float | None:

@@ -2,12 +2,17 @@
 
     pass (every webhooks.poll_interval_ms; a delivery goes on until caught up)
       └─ due endpoints: enabled, next_attempt_at reached, lease free  (one read)
-           └─ anything after its cursor?                               (one read each)
+           └─ anything after their cursors?     (one probe per stream when caught up)
                 └─ claim: UPDATE … SET lease WHERE lease expired; COMMIT
                    loop: read ≤ max_batch events after the cursor;     (transaction ends)
                          sign and POST them                            (no transaction open)
                          2xx   → attempt row + cursor moved, lease renewed; COMMIT
                          other → attempt row + backoff (or disable); lease dropped; COMMIT
+
+Cost per event, not per endpoint: endpoints of one stream (tenant and filter) share
+the pages read lately (any part of one: a page the feed served is final), so ten
+endpoints read and encode each event about once; an endpoint's row is read once per
+turn, not per message (the cursor's UPDATE says whether it is still as read).
 
 No database transaction is open during an HTTP call: an open transaction would hold back
 the feed's horizon (connector.feed) for every consumer. The cursor moves only in the
@@ -19,6 +24,7 @@ never lost, never out of order.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -37,24 +43,64 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connector import feed, logs, notify
 from connector.clock import now as wall_clock
-from connector.config import Settings
+from connector.config import ConfigError, Settings
 from connector.models import WebhookEndpoint
 from connector.webhooks import messages, schedule, service
 from connector.webhooks.sender import Outcome, Sender
 
 log = logging.getLogger("connector.webhooks")
 SKIP_AHEAD_SECONDS = 10.0  # how often an idle filtered endpoint's cursor is moved on
-PAGE_REUSE_SECONDS = 0.5  # how long a short page read for one endpoint serves others
-PAGES_KEPT = 256
+PAGES_KEPT_PER_STREAM = 16  # pages read lately that other endpoints of the stream may use
+STREAMS_KEPT = 64
 TURN_SECONDS = 2.0  # longest one endpoint keeps a delivery thread while others wait
 
 
 @dataclass(frozen=True)
 class Page:
-    """A feed page and its events' JSON, as endpoints of one stream share it."""
+    """A feed page and its events' JSON, as endpoints of one stream share it: the
+    events after `start`, in feed order, at `positions`; `has_more` when it was full."""
 
-    feed: feed.FeedPage
+    start: feed.Position
+    positions: tuple[tuple[int, int], ...]
+    data: tuple[dict[str, Any], ...]
     encoded: tuple[bytes, ...]
+    has_more: bool
+
+    @property
+    def end(self) -> feed.Position:
+        """The position after its last event (its start when empty)."""
+        return feed.Position(*self.positions[-1]) if self.positions else self.start
+
+    def covers(self, start: feed.Position) -> bool:
+        return (self.start.txid, self.start.id) <= (start.txid, start.id) \
+            < (self.end.txid, self.end.id)
+
+    def after(self, start: feed.Position) -> Page:
+        """Its events after `start` (inside it): what the feed would serve from there
+        up to its end. A page the feed served is final (no event can appear inside it
+        later), so any part of it is too."""
+        if start == self.start:
+            return self
+        at = (start.txid, start.id)
+        cut = next(i for i, p in enumerate(self.positions) if p > at)
+        return Page(start, self.positions[cut:], self.data[cut:], self.encoded[cut:],
+                    self.has_more)
+
+
+@dataclass(frozen=True)
+class Known:
+    """What a delivery turn knows of its endpoint after a success, so that the next
+    message needs no read of it. It goes on only while the cursor's UPDATE finds the
+    row as read (`updated_at`: every admin change sets it; enabled): an admin's change
+    (URL, secret, disabling) is seen after at most one more message, as one already
+    under way when the change commits is sent anyway."""
+
+    url: str
+    tenant_id: str | None
+    kinds: tuple[str, ...]
+    start: feed.Position
+    secrets: list[str]
+    updated_at: dt.datetime
 
 
 def owner_name() -> str:
@@ -78,7 +124,8 @@ class Dispatcher:
         self.lease = dt.timedelta(seconds=self.cfg.lease_seconds)
         self._skipped: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._pages: OrderedDict[tuple[Any, ...], tuple[float, Page]] = OrderedDict()
+        # Pages read lately, per stream (tenant, kinds, limit), newest last.
+        self._pages: dict[tuple[Any, ...], OrderedDict[feed.Position, Page]] = {}
 
     # -- finding work -----------------------------------------------------------------
 
@@ -91,13 +138,54 @@ class Dispatcher:
                 WebhookEndpoint.enabled.is_(True), WebhookEndpoint.next_attempt_at <= now,
                 or_(WebhookEndpoint.lease_until.is_(None), WebhookEndpoint.lease_until < now,
                     WebhookEndpoint.lease_owner == self.owner))))
-            waiting = [e.id for e in candidates
-                       if e.id not in busy and self._has_events(s, e)]
+            streams: dict[tuple[Any, ...], list[WebhookEndpoint]] = {}
+            waiting = []
+            for e in candidates:
+                if e.id in busy:
+                    continue
+                kinds = service.kinds_of(e)
+                if kinds:  # filtered: probed alone (and moved past what it does not take)
+                    if self._has_events(s, e):
+                        waiting.append(e.id)
+                else:
+                    streams.setdefault((e.tenant_id, kinds, self._limit()), []).append(e)
+            for stream, endpoints in streams.items():
+                waiting += self._behind(s, stream, endpoints)
             s.rollback()
         return waiting
 
+    def _behind(self, s: Session, stream: tuple[Any, ...],
+                endpoints: list[WebhookEndpoint]) -> list[str]:
+        """Those of a stream's endpoints with events after their cursor, in few probes:
+        the first event after the lowest cursor is after every cursor below it; the
+        next probe starts at the first cursor not below it. All caught up: one probe."""
+        ordered = sorted(endpoints, key=lambda e: (e.cursor_txid, e.cursor_id))
+        behind: list[str] = []
+        i = 0
+        while i < len(ordered):
+            first = self._first_after(s, stream, service.position(ordered[i]))
+            if first is None:
+                break
+            while i < len(ordered) and (ordered[i].cursor_txid, ordered[i].cursor_id) < first:
+                behind.append(ordered[i].id)
+                i += 1
+        return behind
+
+    def _first_after(self, s: Session, stream: tuple[Any, ...], start: feed.Position
+                     ) -> tuple[int, int] | None:
+        """The position of the stream's first event after `start` (None: none yet)."""
+        cached = self._cached(stream, start)
+        if cached is not None:
+            return cached.after(start).positions[0]
+        tenant_id, kinds, _ = stream
+        rows = feed.rows_of(s, tenant_id, feed.FeedQuery(after=start, limit=1, kinds=kinds))
+        return (rows[0].txid, rows[0].id) if rows else None
+
     def _has_events(self, s: Session, endpoint: WebhookEndpoint) -> bool:
         kinds = service.kinds_of(endpoint)
+        if self._cached((endpoint.tenant_id, kinds, self._limit()),
+                        service.position(endpoint)) is not None:
+            return True  # events another endpoint's read found: no query
         mark = None
         if kinds and self._may_skip(endpoint.id):
             mark = feed.latest(s, endpoint.tenant_id)  # before the read: see feed.latest
@@ -180,9 +268,10 @@ class Dispatcher:
             return 0
         delivered = 0
         turn_ends = time.monotonic() + min(TURN_SECONDS, self.cfg.lease_seconds / 2)
+        known: Known | None = None
         try:
             while time.monotonic() < turn_ends:
-                sent, behind = self._deliver_one(endpoint_id)
+                sent, behind, known = self._deliver_one(endpoint_id, known)
                 delivered += sent
                 if not (sent and behind):
                     break
@@ -195,87 +284,118 @@ class Dispatcher:
                 log.exception("webhook endpoint %s: lease not released", endpoint_id)
         return delivered
 
-    def _deliver_one(self, endpoint_id: str) -> tuple[bool, bool]:
-        """One message: (delivered, a full page: more may be waiting)."""
+    def _deliver_one(self, endpoint_id: str, known: Known | None = None
+                     ) -> tuple[bool, bool, Known | None]:
+        """One message: (delivered, more may be waiting, what the next message of this
+        turn may go on from). `known`: the endpoint as the previous success left it
+        (None: read it)."""
         now = self.clock()
         with self.maker() as s:
-            endpoint = s.get(WebhookEndpoint, endpoint_id)
-            if endpoint is None or not endpoint.enabled or endpoint.lease_owner != self.owner:
-                return False, False
-            start = service.position(endpoint)
-            shared, fresh = self._page(s, endpoint, start)
-            page = shared.feed
-            if not page.data:
-                return False, False
-            url, tenant_id = endpoint.url, endpoint.tenant_id
-            attempt = endpoint.consecutive_failures + 1
-            secrets = service.signing_secrets(self.settings, endpoint, now)
+            if known is None:
+                endpoint = s.get(WebhookEndpoint, endpoint_id)
+                if (endpoint is None or not endpoint.enabled
+                        or endpoint.lease_owner != self.owner):
+                    return False, False, None
+                known = Known(endpoint.url, endpoint.tenant_id, service.kinds_of(endpoint),
+                              service.position(endpoint),
+                              service.signing_secrets(self.settings, endpoint, now),
+                              endpoint.updated_at)
+                attempt = endpoint.consecutive_failures + 1
+            else:
+                attempt = 1  # the previous message succeeded
+            page, fresh = self._page(s, known.tenant_id, known.kinds, known.start)
             s.rollback()  # the transaction ends before the HTTP call
-        message = messages.for_events(page.data, now, shared.encoded)
-        outcome = self.sender.post(url, message.body, messages.headers(message, secrets, now))
-        span = service.Span(start, page.next_cursor)
+        if not page.data:
+            return False, False, None
+        message = messages.for_events(page.data, now, page.encoded)
+        outcome = self.sender.post(known.url, message.body,
+                                   messages.headers(message, known.secrets, now))
+        span = service.Span(known.start, page.end)
         done = self.clock()
         with self.maker() as s:
             service.record_attempt(s, endpoint_id, message, outcome, done, attempt, False,
                                    span)
             if outcome.succeeded:
-                moved = self._succeeded(s, endpoint_id, span, done)
+                moved = self._succeeded(s, endpoint_id, span, done, known.updated_at)
             else:
                 moved = False
-                self._failed(s, endpoint_id, tenant_id, outcome, done)
+                self._failed(s, endpoint_id, known.tenant_id, outcome, done)
             s.commit()
-        log_fields = {"endpoint": endpoint_id, "webhook_id": message.webhook_id,
-                      "events": len(message.event_ids), "status": outcome.status,
-                      "ms": outcome.duration_ms}
         if outcome.succeeded:
-            logs.log(log, logging.DEBUG, "webhook delivered", **log_fields)
-            # A page read now and not full: caught up. One that another endpoint read a
-            # moment ago may have left newer events out: look again.
-            return True, moved and (page.has_more or not fresh)
+            if log.isEnabledFor(logging.DEBUG):
+                logs.log(log, logging.DEBUG, "webhook delivered", endpoint=endpoint_id,
+                         webhook_id=message.webhook_id, events=len(message.event_ids),
+                         status=outcome.status, ms=outcome.duration_ms)
+            # A page read now and not full: caught up. One read earlier (by another
+            # endpoint, or a part of one) may have left newer events out: look again.
+            if not moved:  # replayed, changed or disabled meanwhile: read it again
+                return True, True, None
+            return True, page.has_more or not fresh, dataclasses.replace(known,
+                                                                         start=span.end)
         logs.log(log, logging.WARNING, "webhook delivery failed", error=outcome.error,
-                 **log_fields)
-        return False, False
+                 endpoint=endpoint_id, webhook_id=message.webhook_id,
+                 events=len(message.event_ids), status=outcome.status,
+                 ms=outcome.duration_ms)
+        return False, False, None
 
-    def _page(self, s: Session, endpoint: WebhookEndpoint, start: feed.Position
-              ) -> tuple[Page, bool]:
-        """The events after `start` for this endpoint, as one feed read or, when another
-        endpoint of the same tenant and filter read from the same place a moment ago, as
-        that read (several endpoints of one stream then cost one read, and stay in step).
-        Reusing it is safe: a page the feed served is final, no event can later appear
-        inside it; a full page is kept as long as there is room, a short one briefly.
-        (The page, and whether it was read now.)"""
-        limit = max(1, min(self.cfg.max_batch, feed.MAX_LIMIT))
-        kinds = service.kinds_of(endpoint)
-        key = (endpoint.tenant_id, kinds, start, limit)
-        now = time.monotonic()
-        with self._lock:
-            found = self._pages.get(key)
-        if found is not None and (len(found[1].feed.data) == limit
-                                  or now - found[0] < PAGE_REUSE_SECONDS):
-            return found[1], False
-        read = feed.read(s, endpoint.tenant_id, feed.FeedQuery(after=start, limit=limit,
-                                                                kinds=kinds))
-        page = Page(read, messages.encode_events(read.data))
-        if read.data:
+    def _page(self, s: Session, tenant_id: str | None, kinds: tuple[str, ...],
+              start: feed.Position) -> tuple[Page, bool]:
+        """The events after `start` of one stream (a tenant, or all, and a filter), as
+        one feed read or, when a page read a moment ago for any endpoint of the stream
+        covers `start`, as its part after `start`: endpoints of one stream then cost
+        about one read and one encoding per event however many they are, in step or
+        not. Safe: a page the feed served is final, no event can later appear inside
+        it. (The page, and whether it was read now.)"""
+        limit = self._limit()
+        stream = (tenant_id, kinds, limit)
+        found = self._cached(stream, start)
+        if found is not None:
+            return found.after(start), False
+        rows = feed.rows_of(s, tenant_id, feed.FeedQuery(after=start, limit=limit + 1,
+                                                         kinds=kinds))
+        events = tuple(feed.public(r) for r in rows[:limit])
+        page = Page(start, tuple((r.txid, r.id) for r in rows[:limit]), events,
+                    messages.encode_events(events), len(rows) > limit)
+        if events:
             with self._lock:
-                self._pages[key] = (now, page)
-                self._pages.move_to_end(key)
-                while len(self._pages) > PAGES_KEPT:
-                    self._pages.popitem(last=False)
+                pages = self._pages.pop(stream, None) or OrderedDict()
+                self._pages[stream] = pages  # the most recently read stream last
+                pages[start] = page
+                while len(pages) > PAGES_KEPT_PER_STREAM:
+                    pages.popitem(last=False)
+                while len(self._pages) > STREAMS_KEPT:
+                    del self._pages[next(iter(self._pages))]
         return page, True
 
+    def _limit(self) -> int:
+        return max(1, min(self.cfg.max_batch, feed.MAX_LIMIT))
+
+    def _cached(self, stream: tuple[Any, ...], start: feed.Position) -> Page | None:
+        """A page read of `stream` (tenant, kinds, limit) that covers `start`."""
+        with self._lock:
+            pages = self._pages.get(stream)
+            if not pages:
+                return None
+            found = pages.get(start)
+            if found is None:
+                found = next((p for p in reversed(pages.values()) if p.covers(start)), None)
+        return found
+
     def _succeeded(self, s: Session, endpoint_id: str, span: service.Span,
-                   now: dt.datetime) -> bool:
+                   now: dt.datetime, updated_at: dt.datetime) -> bool:
         """Move the cursor past what was delivered, if this process still holds the
-        endpoint and nothing moved the cursor meanwhile (a replay)."""
-        moved = s.execute(update(WebhookEndpoint).where(
+        endpoint and nothing moved the cursor meanwhile (a replay). True when it moved
+        and the endpoint is as the turn knows it (enabled, unchanged since `updated_at`):
+        the turn may go on without reading it again."""
+        row = s.execute(update(WebhookEndpoint).where(
             WebhookEndpoint.id == endpoint_id, WebhookEndpoint.lease_owner == self.owner,
             WebhookEndpoint.cursor_txid == span.start.txid,
             WebhookEndpoint.cursor_id == span.start.id).values(
                 cursor_txid=span.end.txid, cursor_id=span.end.id, consecutive_failures=0,
                 failing_since=None, last_success_at=now, next_attempt_at=now,
-                lease_until=now + self.lease)).rowcount  # type: ignore[attr-defined]
-        return bool(moved)
+                lease_until=now + self.lease)
+            .returning(WebhookEndpoint.enabled, WebhookEndpoint.updated_at)).first()
+        return row is not None and row.enabled and row.updated_at == updated_at
 
     def _failed(self, s: Session, endpoint_id: str, tenant_id: str | None,
                 outcome: Outcome, now: dt.datetime) -> None:
@@ -312,7 +432,10 @@ class Dispatcher:
 def send_now(settings: Settings, url: str, message: messages.Message,
              signing_secrets: list[str], now: dt.datetime) -> Outcome:
     """Send one message at once (a ping, a manual redelivery), outside the dispatcher."""
-    one = Sender(settings.webhooks)
+    try:
+        one = Sender(settings.webhooks)
+    except ConfigError as exc:  # a [webhooks] proxy or ca_bundle this process cannot use
+        return Outcome(None, None, str(exc), 0)
     try:
         return one.post(url, message.body, messages.headers(message, signing_secrets, now))
     finally:

@@ -4,7 +4,11 @@ outcome in plain words.
 - https:// only; plain http:// only to a loopback host, and only while
   `webhooks.allow_private_targets` is on (tests, a receiver on the same machine).
 - No credentials in the URL, no redirects followed (a 3xx is a failure that says where
-  it pointed), no proxy or .netrc from the environment, a connect and a total timeout.
+  it pointed), a connect and a total timeout.
+- Reached as Entra ID sync reaches Graph (connector.outbound's `OutboundSession`, one
+  code path): trusting the OS store plus `webhooks.ca_bundle`, through `webhooks.proxy`
+  (or the environment's HTTPS_PROXY / NO_PROXY; nothing else from the environment, no
+  .netrc, no REQUESTS_CA_BUNDLE).
 - The address actually connected to is checked at every connection (connector.outbound):
   private, loopback and link-local addresses are refused unless
   `webhooks.allow_private_targets`; so is a name that resolves there.
@@ -23,7 +27,7 @@ from urllib3.exceptions import NameResolutionError
 
 from connector.config import WebhooksSettings
 from connector.errors import InvalidSetting
-from connector.outbound import BlockedAddress, GuardedAdapter, is_private_literal, trust_context
+from connector.outbound import BlockedAddress, OutboundSession, is_private_literal
 
 HINT = "webhooks.allow_private_targets"
 EXCERPT_BYTES = 1024
@@ -81,11 +85,10 @@ class Sender:
 
     def __init__(self, settings: WebhooksSettings) -> None:
         self.settings = settings
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxy, CA bundle or .netrc from the environment
-        adapter = GuardedAdapter(trust_context(), settings.allow_private_targets, HINT)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        self.session = OutboundSession(
+            (settings.connect_timeout_seconds, settings.read_timeout_seconds),
+            settings.ca_bundle, settings.proxy, settings.no_proxy,
+            settings.allow_private_targets, HINT, "webhooks")
 
     def close(self) -> None:
         self.session.close()
@@ -154,8 +157,11 @@ def describe(exc: BaseException, url: str) -> str:
     blocked = has(BlockedAddress)
     if blocked is not None:
         return f"the connector does not connect there: {str(blocked).split(': ', 1)[-1]}"
+    if has(requests.exceptions.ProxyError) is not None:
+        return f"the outbound proxy did not connect to {host}"
     if has(ssl.SSLCertVerificationError) is not None:
-        return f"the TLS certificate of {host} is not trusted"
+        return (f"the TLS certificate of {host} is not trusted (add its CA to the system's "
+                "trust store or webhooks.ca_bundle)")
     if has(requests.exceptions.SSLError, ssl.SSLError) is not None:
         return f"the TLS handshake with {host} failed"
     if has(socket.gaierror, NameResolutionError) is not None:

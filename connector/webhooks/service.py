@@ -287,6 +287,37 @@ def prune_attempts(session: Session, now: dt.datetime, days: int, batch: int = 5
     return len(ids)
 
 
+# -- the backlog (metrics) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backlog:
+    behind: int  # enabled endpoints with at least one event not delivered yet
+    oldest_seconds: float  # age of the oldest such event (0 when none)
+    disabled: int  # endpoints disabled (by an admin, or after failing too long)
+
+
+def backlog(session: Session, now: dt.datetime) -> Backlog:
+    """How far the enabled endpoints are behind: one feed probe per stream (endpoints of
+    one tenant and filter at one position share it), the index range the dispatcher's
+    own probe reads."""
+    endpoints = list(session.scalars(select(WebhookEndpoint)))
+    disabled = sum(1 for e in endpoints if not e.enabled)
+    probes: dict[tuple[Any, ...], int] = {}
+    for e in endpoints:
+        if e.enabled:
+            key = (e.tenant_id, kinds_of(e), position(e))
+            probes[key] = probes.get(key, 0) + 1
+    behind, oldest = 0, 0.0
+    for (tenant_id, kinds, after), count in probes.items():
+        first = feed.rows_of(session, tenant_id, feed.FeedQuery(after=after, limit=1,
+                                                                kinds=kinds))
+        if first:
+            behind += count
+            oldest = max(oldest, (now - first[0].recorded_at).total_seconds())
+    return Backlog(behind, oldest, disabled)
+
+
 # -- the public shape -----------------------------------------------------------------------
 
 

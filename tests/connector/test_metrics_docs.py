@@ -72,7 +72,7 @@ def test_the_dashboard_and_the_alerts_query_only_what_exists(app: Flask) -> None
     documented = {r["alert"] for g in rules["groups"] for r in g["rules"]}
     table = set(re.findall(r"^\| `(Connector[A-Za-z]+)` \|", (DOCS / "operations.md")
                            .read_text(), re.M))
-    assert documented == table - {"ConnectorWebhookBacklog"}
+    assert documented == table
 
 
 PROMTOOL = shutil.which("promtool")

@@ -1,6 +1,7 @@
 """A webhook receiver on loopback: a real HTTP server in a thread that records every
 message it is sent and answers as the test tells it (2xx by default; 500s, Retry-After,
-slow answers, redirects, a verification by standardwebhooks' own `Webhook.verify`)."""
+slow answers, redirects, a verification by standardwebhooks' own `Webhook.verify`);
+over HTTPS when given a `LoopbackTLS` (tests/fakes/tls.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 from standardwebhooks import Webhook
+
+from tests.fakes.tls import LoopbackTLS
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,9 @@ class Receiver:
     answered at once is recorded before the answer is sent; a slow answer after it is
     written (the sender may have given up by then: it is sent again)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: LoopbackTLS | None = None) -> None:
+        """`tls`: serve HTTPS with its certificate (for 127.0.0.1), else plain HTTP."""
+        self.tls = tls
         self.received: list[Received] = []
         self.accepted: list[Received] = []
         self.answer: Callable[[Received], Answer] = lambda _r: Answer()
@@ -89,6 +94,9 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:  # the handshake happens at accept; a failed one is dropped
+            self.server.socket = tls.server_context().wrap_socket(self.server.socket,
+                                                                  server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def record(self, got: Received, answer: Answer) -> None:
@@ -100,7 +108,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/hook"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_port}/hook"
 
     def __enter__(self) -> Self:
         self.thread.start()
