@@ -190,7 +190,7 @@ def test_killing_the_delivering_process_loses_and_reorders_nothing(
     process = dispatcher_process(database_url, tmp_path)
     try:
         assert receiver.wait_for(lambda r: expected <= {e["id"] for e in r.events()},
-                                 timeout=20), "an event was never delivered"
+                                 timeout=60), "an event was never delivered"
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=20)
