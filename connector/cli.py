@@ -625,7 +625,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
               "month closes when they are due, webhooks as events come. Ctrl-C stops.",
               flush=True)
     stop.wait()
-    running.shutdown(wait=True)
+    scheduler.stop(running)  # takes no more "Run now" requests, then ends its rounds
     closing.shutdown(wait=True)
     if delivering is not None:
         delivering.stop()
