@@ -266,3 +266,49 @@ def test_the_refresh_job_outlives_its_own_pass(engine: Engine, fake_tls: Any,
         assert {j.id for j in jobs.get_jobs()} == {"sync:refresh", "sync:requests"}
     finally:
         jobs.shutdown(wait=False)
+
+
+def test_the_default_server_hands_run_now_to_its_own_worker(
+        database_url: str, engine: Engine, fake_tls: Any, tmp_path: Path,
+        fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    """`connector serve` as it comes (gevent, schedulers in its supervised `connector
+    worker`): "Run now" over HTTP is answered at once, and its worker runs the round."""
+    import requests
+
+    from tests.support.served import served
+
+    settings = sync_settings(database_url, fake_tls, tmp_path)
+    fake_graph.directory(fake_app.tenant_id).seed_users(3)
+    tenant_id, _ = make_tenant(engine, "Served")
+    _admin, token = make_admin(engine, "partner@example.com")
+    env = {"CONNECTOR_SERVER__SCHEDULERS": "worker",
+           "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY": settings.azure_sync.encryption_key,
+           "CONNECTOR_AZURE_SYNC__CA_BUNDLE": str(fake_tls.ca_path),
+           "CONNECTOR_AZURE_SYNC__ALLOW_PRIVATE_HOSTS": "true",
+           "CONNECTOR_AZURE_SYNC__GRAPH_SCOPE": "https://graph.microsoft.com/.default",
+           "CONNECTOR_WEBHOOKS__ENABLED": "false"}
+    with served(database_url, tmp_path, **env) as base:
+        api = requests.Session()
+        api.headers["Authorization"] = f"Bearer {token}"
+        entra = f"{base}/api/v1/tenants/{tenant_id}/entra"
+        made = api.put(entra, json={
+            "directoryId": fake_app.tenant_id, "clientId": fake_app.client_id,
+            "clientSecret": fake_app.client_secret, "authorityHost": fake_app.authority_host,
+            "graphBaseUrl": fake_app.graph_base_url}, timeout=30)
+        assert made.status_code == 200, made.text
+        deadline = time.monotonic() + 60
+        while not _workers_alive(engine):  # the server's worker is starting
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        asked = api.post(f"{entra}/runs", timeout=30)
+        assert asked.status_code == 202 and asked.json()["status"] == "requested", asked.text
+        while True:
+            runs = api.get(f"{entra}/runs", timeout=30).json()["items"]
+            if runs and runs[0]["status"] != "running":
+                break
+            assert time.monotonic() < deadline + 60, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+    assert [(r["trigger"], r["status"], r["counts"]["created"]) for r in runs] == [
+        ("manual", "succeeded", 3)]
+    log = (tmp_path / "serve.log").read_text()
+    assert "1 gevent worker(s)" in log, log
