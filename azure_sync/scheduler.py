@@ -35,6 +35,7 @@ from sqlalchemy import select
 from azure_sync import on_demand
 from azure_sync.service import SyncService
 from connector import clock, heartbeat, logs
+from connector.errors import NotFound
 from connector.models import EntraRegistration, SyncState, Tenant
 
 log = logging.getLogger("connector.sync")
@@ -138,6 +139,9 @@ def run_requested(service: SyncService, tenant_id: str, trigger: str) -> None:
         logs.log(log, logging.INFO, "requested sync round", tenant=tenant_id,
                  trigger=trigger, run=result.run_id, status=result.status,
                  counts=result.counts, error=result.error)
+    except NotFound as gone:  # the registration was removed since the request
+        logs.log(log, logging.WARNING, "requested sync round not run", tenant=tenant_id,
+                 trigger=trigger, error=gone.message)
     except Exception:  # noqa: BLE001 - the run log shows a failed round
         log.exception("requested sync round crashed for tenant %s", tenant_id)
 
