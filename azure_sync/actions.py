@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from azure_sync import clouds, decisions, rounds
+from azure_sync import clouds, decisions, on_demand, rounds
 from azure_sync.rounds import RoundResult
 from azure_sync.service import SyncService, register, unregister
-from connector import events
+from connector import events, heartbeat
 from connector.actions import AdminCall
 from connector.admins import PARTNER
 from connector.config import AzureSyncSettings
@@ -96,33 +96,57 @@ def remove_registration(call: AdminCall, tenant_id: str) -> EntraRegistration:
 
 def start_round(call: AdminCall, service: SyncService, tenant_id: str
                 ) -> decisions.StartRefusal | None:
-    """Start a round in the background now (it may take minutes; the run log shows it),
-    unless the rules refuse, whose reason is returned. Commits the request's transaction
-    first: on SQLite, the round's writes wait for it to end."""
+    """Start a round now (it may take minutes; the run log shows it), unless the rules
+    refuse, whose reason is returned. Where the schedulers run in `connector worker`
+    (`service.rounds_in_worker`), the round is a request a worker takes within a few
+    seconds, refused when no worker is alive; otherwise it runs on a thread of this
+    process. Commits the request's transaction first: on SQLite, the round's writes
+    wait for it to end."""
     call.tenant(tenant_id)
     registration_of(call, tenant_id)
     refused = decisions.start_refusal(call.session, tenant_id, call.now)
+    if refused is None and service.rounds_in_worker:
+        refused = _no_worker(call)
     if refused is not None:
         return refused
     call.audit("entra.run_requested", tenant_id)
-    call.session.commit()
-    service.run_in_background(tenant_id)
+    _hand_over(call, service, tenant_id, "manual")
     return None
 
 
 def restart_provisioning(call: AdminCall, service: SyncService, tenant_id: str) -> None:
     """Restart provisioning (as Entra's button): drop the cursors and start a full round
-    now, in the background. Commits first, as `start_round`."""
+    now, as `start_round` does."""
     call.tenant(tenant_id, lock=True)
     registration_of(call, tenant_id)
     tenant = call.tenant(tenant_id)
     if tenant.provisioning_paused:
         raise StateConflict("Provisioning is paused, so Entra ID sync does not run: resume "
                             "provisioning, then restart.")
+    if service.rounds_in_worker:
+        nobody = _no_worker(call)
+        if nobody is not None:  # before the cursors go: nothing would read them again
+            raise StateConflict(f"{nobody.reason} {nobody.what_to_do}")
     decisions.restart(call.session, tenant_id, call.now)
     call.audit("entra.restarted", tenant_id)
-    call.session.commit()
-    service.run_in_background(tenant_id, "restart")
+    _hand_over(call, service, tenant_id, "restart")
+
+
+def _no_worker(call: AdminCall) -> decisions.StartRefusal | None:
+    if heartbeat.alive(call.session, call.now):
+        return None
+    return decisions.StartRefusal(heartbeat.NO_WORKER, heartbeat.START_ONE)
+
+
+def _hand_over(call: AdminCall, service: SyncService, tenant_id: str, trigger: str) -> None:
+    """Commit the admin's request, with the round request for a worker, or start the
+    round on a thread of this process."""
+    if service.rounds_in_worker:
+        on_demand.ask(call.session, tenant_id, trigger, call.now)
+        call.session.commit()
+    else:
+        call.session.commit()
+        service.run_in_background(tenant_id, trigger)
 
 
 def approve_round(call: AdminCall, tenant_id: str, run_id: int) -> dict[str, int]:

@@ -515,8 +515,12 @@ def run_now(tenant_id: str) -> Response:
     refused = actions.start_round(admin_call(), service(), tenant_id)
     if refused is not None:
         return problem("No round started.", refused.reason, refused.what_to_do)
-    flash("A round started in the background. The run log below updates by itself until it "
-          "ends.", "success")
+    if service().rounds_in_worker:
+        flash("A round was requested: the worker starts it in the background within a few "
+              "seconds. The run log below updates by itself until it ends.", "success")
+    else:
+        flash("A round started in the background. The run log below updates by itself "
+              "until it ends.", "success")
     return redirect(url_for("web.entra.runs", tenant_id=tenant_id, started=1), 303)
 
 
@@ -535,9 +539,10 @@ def restart(tenant_id: str) -> Response:
     tenant_page(tenant_id)
     come_back_to(_status_url(tenant_id))
     actions.restart_provisioning(admin_call(), service(), tenant_id)
-    flash("Provisioning restarted: a full round started in the background. It reads every "
-          "user and group again. The run log below updates by itself until it ends.",
-          "success")
+    started = ("the worker starts a full round in the background within a few seconds"
+               if service().rounds_in_worker else "a full round started in the background")
+    flash(f"Provisioning restarted: {started}. It reads every user and group again. The "
+          "run log below updates by itself until it ends.", "success")
     return redirect(url_for("web.entra.runs", tenant_id=tenant_id, started=1), 303)
 
 

@@ -76,6 +76,9 @@ class SyncService:
                                  settings.allow_private_hosts)
         self.tokens = TokenProvider(self.http)
         self.gate = DatabaseGate(self.write_maker)
+        # Where an admin's "Run now" runs: handed to `connector worker` (True, with
+        # server.schedulers "worker" or "external"), or on a thread of this process.
+        self.rounds_in_worker = False
 
     def client_for(self, registration: EntraRegistration, **overrides: Any) -> GraphClient:
         credential = credential_of(self.settings, registration)

@@ -39,9 +39,13 @@ bp = Blueprint("entra", __name__, url_prefix="/tenants/<tenant_id>/entra")
 def init_app(app: Flask) -> None:
     """Called by the app factory; the service holds the process's msal apps."""
     engine = app.extensions["engine"]
-    app.extensions["sync_service"] = SyncService(
-        app.config["SETTINGS"].azure_sync, make_sessionmaker(engine),
-        make_sessionmaker(engine, writes=True))
+    settings = app.config["SETTINGS"]
+    service = SyncService(settings.azure_sync, make_sessionmaker(engine),
+                          make_sessionmaker(engine, writes=True))
+    # A web process runs no round itself unless it runs the schedulers (under gevent a
+    # round would stall its requests): "Run now" goes to `connector worker`.
+    service.rounds_in_worker = settings.server.schedulers != "web"
+    app.extensions["sync_service"] = service
 
 
 def service() -> SyncService:
@@ -158,19 +162,26 @@ def _run_of(tenant_id: str, run_id: int) -> SyncRun:
 
 @bp.post("/runs")
 def run_now(tenant_id: str) -> Response:
-    """Start a round in the background (it may take minutes); the run log shows it."""
+    """Start a round in the background (it may take minutes; `connector worker` starts
+    it within a few seconds when the schedulers run there); the run log shows it."""
     refused = actions.start_round(admin_call(), service(), tenant_id)
     if refused is not None:
         raise Problem(409, "No round started", f"{refused.reason} {refused.what_to_do}",
                       "state-conflict")
-    return json_response({"status": "started", "runs": f"{request.path}"}, 202)
+    return json_response({"status": _started(), "runs": f"{request.path}"}, 202)
+
+
+def _started() -> str:
+    """"requested": a worker starts the round within a few seconds; "started": this
+    process did (server.schedulers = "web")."""
+    return "requested" if service().rounds_in_worker else "started"
 
 
 @bp.post("/restart")
 def restart(tenant_id: str) -> Response:
     """Restart provisioning: drop the cursors and start a full round in the background."""
     actions.restart_provisioning(admin_call(), service(), tenant_id)
-    return json_response({"status": "started",
+    return json_response({"status": _started(),
                           "runs": request.path.rsplit("/", 1)[0] + "/runs"}, 202)
 
 

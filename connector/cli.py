@@ -78,10 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--worker-class", choices=serving.WORKER_CLASSES,
-                   help="gunicorn worker class (default: server.worker_class, gthread)")
+                   help="gunicorn worker class (default: server.worker_class, gevent)")
     p.add_argument("--threads", type=int,
                    help="gthread: threads per process (default: server.threads, 4); "
-                   "1 = sync worker")
+                   "1 = sync worker. Without --worker-class, --threads means gthread")
     p.add_argument("--bootstrap", action="store_true",
                    help="create a first tenant and partner admin where there are none "
                    "(as `connector bootstrap`), and show them once the server listens")
@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("bootstrap", help="migrate and create a first tenant if there is none")
+    # `connector serve --bootstrap` under gevent: the lines alone, framed by the server.
+    p.add_argument("--unframed", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_bootstrap)
 
     tenant = sub.add_parser("tenant", help="create, list, rename, close, reopen and purge "
@@ -215,6 +217,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             azure_sync=dataclasses.replace(settings.azure_sync, scheduler_in_web=False),
             billing=dataclasses.replace(settings.billing, scheduler_in_web=False))
     worker_class = args.worker_class or settings.server.worker_class
+    if args.worker_class is None and args.threads is not None:
+        worker_class = "gthread"  # threads are gthread's (and --threads 1 is sync)
     threads = args.threads or settings.server.threads
     if worker_class == "gthread" and threads <= 1:
         worker_class = "sync"
@@ -300,24 +304,34 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str]
     already patched the process (the worker). So the migration runs in a child process,
     and gunicorn replaces this one.
     """
-    from connector import workers
+    import tempfile
+
+    from connector import gunicorn_hooks, workers
 
     config = ["--config", args.config] if args.config else []
     # Our own interpreter and module, arguments from our own parser: no shell, no input.
     migrate_cmd = [sys.executable, "-m", "connector.cli", *config,
-                   "bootstrap" if args.bootstrap else "migrate"]
+                   *(["bootstrap", "--unframed"] if args.bootstrap else ["migrate"])]
     done = subprocess.run(migrate_cmd, capture_output=True, text=True)  # noqa: S603
     if done.returncode:
         print(done.stdout + done.stderr, file=sys.stderr, end="")
         return 1
-    if args.bootstrap:
-        print(done.stdout.rstrip("\n"))
     _start_scheduler_process(settings, args)
     env = dict(os.environ)
     if args.config:
         env["CONNECTOR_CONFIG"] = args.config
+    if args.bootstrap:
+        # Shown by the first worker once it listens (gunicorn_hooks.post_worker_init),
+        # as on the other paths: the last lines on the terminal. Through a file only this
+        # user reads, removed once shown: it holds a one-time password.
+        welcome = boxed([*done.stdout.rstrip("\n").splitlines(), "", serving_line])
+        fd, path = tempfile.mkstemp(prefix="connector-welcome-", text=True)
+        with os.fdopen(fd, "w") as out:
+            out.write(welcome + "\n")
+        env[gunicorn_hooks.ENV_WELCOME] = path
+    else:
+        print(serving_line, flush=True)
     connections = args.worker_connections or settings.server.worker_connections
-    print(serving_line, flush=True)
     os.execve(sys.executable, [  # noqa: S606 - the same interpreter, fixed arguments
         sys.executable, "-m", "gunicorn", "--worker-class", workers.CLASSES["gevent"],
         "--worker-connections", str(connections), "--workers", str(args.workers),
@@ -343,7 +357,8 @@ BOOTSTRAP_ADMIN = "admin@localhost"
 
 
 def cmd_bootstrap(settings: Settings, args: argparse.Namespace) -> int:
-    print(boxed(bootstrap(settings)))
+    lines = bootstrap(settings)
+    print("\n".join(lines) if getattr(args, "unframed", False) else boxed(lines))
     return 0
 
 
@@ -625,7 +640,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
               "month closes when they are due, webhooks as events come. Ctrl-C stops.",
               flush=True)
     stop.wait()
-    running.shutdown(wait=True)
+    scheduler.stop(running)  # takes no more "Run now" requests, then ends its rounds
     closing.shutdown(wait=True)
     if delivering is not None:
         delivering.stop()

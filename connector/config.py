@@ -75,11 +75,12 @@ class ServerSettings:
         "cookies, client addresses for sign-in throttling and links come out right.",
     )
     worker_class: WorkerClass = setting(
-        "gthread",
-        "How `connector serve` runs gunicorn: \"gthread\" (threads with keep-alive), "
-        "\"gevent\" (an event loop with keep-alive; overlaps database waits, fastest on "
-        "PostgreSQL; cannot run the schedulers in the web process, see `schedulers`) or "
-        "\"sync\" (one request at a time, no keep-alive). See connector/serving.py.",
+        "gevent",
+        "How `connector serve` runs gunicorn: \"gevent\" (the default: an event loop "
+        "with keep-alive; overlaps database waits, fastest on both databases; cannot run "
+        "the schedulers in the web process, see `schedulers`), \"gthread\" (threads "
+        "with keep-alive) or \"sync\" (one request at a time, no keep-alive). See "
+        "connector/serving.py.",
     )
     schedulers: Schedulers = setting(
         "worker",

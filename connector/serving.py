@@ -2,16 +2,18 @@
 
 Three gunicorn worker classes are supported:
 
-- ``gthread`` (the default): OS threads in each process, keep-alive. The only one that
-  can also run the schedulers inside the web process (``schedulers = "web"``), because
-  a scheduler job (an Entra round, a month close) is long and CPU-bound, and threads
-  share the CPU with requests preemptively.
-- ``gevent``: one event loop per process, a greenlet per connection, keep-alive.
-  While one request waits for PostgreSQL another runs its Python, without the thread
-  hand-offs gthread pays; on the 2-core bench machine it is the fastest of the three on
-  both databases (docs/benchmarks.md). A greenlet is never preempted, so a CPU-bound
-  scheduler job would stall every request: with gevent the schedulers must run in
-  ``connector worker``, as they must with several web processes anyway.
+- ``gevent`` (the default): one event loop per process, a greenlet per connection,
+  keep-alive. While one request waits for PostgreSQL another runs its Python, without
+  the thread hand-offs gthread pays; on the 2-core bench machine it is the fastest of
+  the three on both databases (docs/benchmarks.md), and a slow client costs the others
+  nothing. A greenlet is never preempted, so a CPU-bound scheduler job would stall every
+  request: with gevent the schedulers must run in ``connector worker``, as they must with
+  several web processes anyway, and so must the rounds an admin starts ("Run now" is a
+  request that a worker takes, azure_sync/on_demand.py).
+- ``gthread``: OS threads in each process, keep-alive. The only one that can also run
+  the schedulers inside the web process (``schedulers = "web"``), because a scheduler
+  job (an Entra round, a month close) is long and CPU-bound, and threads share the CPU
+  with requests preemptively.
 - ``sync``: one request at a time per process, ``Connection: close``.
 
 Where the schedulers run is `server.schedulers`: by default (``"worker"``) `connector
@@ -62,8 +64,9 @@ def worker_class_problem(settings: Settings, worker_class: str) -> str | None:
     in_web = [section for section, on in (("azure_sync", settings.azure_sync.scheduler_in_web),
                                           ("billing", settings.billing.scheduler_in_web)) if on]
     if in_web:
-        return ("The gevent worker cannot run the schedulers: a long Entra round or month "
-                "close would stall every request of the process. Set scheduler_in_web = "
+        return ("The gevent worker (server.worker_class, the default) cannot run the "
+                "schedulers: a long Entra round or month close would stall every request "
+                "of the process. Set scheduler_in_web = "
                 f"false in [{'] and ['.join(in_web)}] (or CONNECTOR_"
                 f"{'__SCHEDULER_IN_WEB=false, CONNECTOR_'.join(s.upper() for s in in_web)}"
                 "__SCHEDULER_IN_WEB=false) and run `connector worker` beside `connector "

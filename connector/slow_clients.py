@@ -12,9 +12,9 @@ must not wait for it:
   the app runs, so no request touches the database until its body is in memory.
 - **Time without end.** The body must arrive within `server.body_timeout_seconds`;
   otherwise the request is answered 408 in its surface's format and the connection is
-  closed. The deadline is enforced by a timer that shuts the socket's reading side down
-  (a blocked read then returns at once), under threads and under gevent alike (gevent's
-  patched `threading.Timer` is a greenlet).
+  closed. The deadline is enforced by a watchdog that shuts the socket's reading side
+  down (a blocked read then returns at once): one deadline thread per process under
+  threads, a timer of the event loop under gevent (`Deadlines`, `GeventDeadlines`).
 
 Request headers get the same treatment in the worker classes (connector/workers.py):
 `server.header_timeout_seconds` to send them, or the connection is closed. Under gevent
@@ -28,9 +28,13 @@ default). The gevent worker waits for them in greenlets, which cost nothing to o
 from __future__ import annotations
 
 import contextlib
+import heapq
 import io
+import itertools
+import os
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -41,24 +45,135 @@ _CHUNK = 65_536
 
 
 class Watchdog:
-    """Shut `sock`'s reading side down after `seconds`, unless cancelled first."""
+    """Shut `sock`'s reading side down after `seconds`, unless cancelled first.
+
+    Armed on every request (its headers on the gthread and sync workers, its body on
+    every worker), so it must cost next to nothing: it is one entry in the process's
+    `Deadlines` (a heap, one thread), not a thread of its own (`threading.Timer` cost
+    ~160 µs per request here; bench/watchdog_bench.py).
+    """
+
+    __slots__ = ("_sock", "cancelled", "fired", "timer")
 
     def __init__(self, sock: socket.socket | None, seconds: float) -> None:
         self.fired = False
+        self.cancelled = False
         self._sock = sock
-        self._timer: threading.Timer | None = None
+        self.timer: Any = None  # under gevent, its event loop's timer
         if sock is not None and seconds > 0:
-            self._timer = threading.Timer(seconds, self._fire)
-            self._timer.daemon = True
-            self._timer.start()
+            (_deadlines or deadlines()).arm(self, seconds)
+        else:
+            self.cancelled = True
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
+        if self.cancelled:
+            return
         self.fired = True
+        if self.timer is not None:
+            self.timer.close()
         _stop_reading(self._sock)
 
     def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self.cancelled = True  # the deadline thread skips it (and drops it in time)
+        if self.timer is not None:
+            self.timer.close()
+
+
+class Deadlines:
+    """Every watchdog of a process, in a heap ordered by deadline, and one daemon thread
+    that fires the due ones. Arming costs a lock and a push (a few microseconds); the
+    thread is woken only when the new deadline is the earliest. Cancelled watchdogs stay
+    in the heap until their deadline passes, or until they are more than half of it
+    (then it is rebuilt without them), so the heap holds about requests-per-second ×
+    timeout entries at most.
+
+    Created on first use in each process (see `deadlines`): after a fork, and after
+    gevent's monkey patching in its worker, where the lock, the condition and the
+    thread must be gevent's (a real lock held across the loop stalls every greenlet).
+    """
+
+    COMPACT_AT = 1024
+
+    def __init__(self) -> None:
+        # (deadline, sequence, watchdog): compared in C, the sequence breaks ties.
+        self._heap: list[tuple[float, int, Watchdog]] = []
+        self._sequence = itertools.count()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread = threading.Thread(target=self._run, name="connector-deadlines",
+                                        daemon=True)
+        self._thread.start()
+
+    def arm(self, watchdog: Watchdog, seconds: float) -> None:
+        entry = (time.monotonic() + seconds, next(self._sequence), watchdog)
+        heap = self._heap
+        with self._cond:
+            if len(heap) >= self.COMPACT_AT and len(heap) & (self.COMPACT_AT - 1) == 0:
+                self._compact()
+            heapq.heappush(heap, entry)
+            if heap[0] is entry:  # earlier than what the thread waits for
+                self._cond.notify()
+
+    def _compact(self) -> None:
+        live = [entry for entry in self._heap if not entry[2].cancelled]
+        if len(live) * 2 < len(self._heap):
+            heapq.heapify(live)
+            self._heap[:] = live
+
+    def _run(self) -> None:
+        heap = self._heap
+        while True:
+            due: list[Watchdog] = []
+            with self._cond:
+                while not heap:
+                    self._cond.wait()
+                now = time.monotonic()
+                while heap and (heap[0][2].cancelled or heap[0][0] <= now):
+                    watchdog = heapq.heappop(heap)[2]
+                    if not watchdog.cancelled:
+                        due.append(watchdog)
+                if not due and heap:
+                    self._cond.wait(heap[0][0] - now)
+            for watchdog in due:
+                watchdog.fire()
+
+
+class GeventDeadlines:
+    """Under gevent, a timer of the event loop per watchdog (a few microseconds to
+    start and stop, no thread; the header read is bounded by gunicorn's own timeout)."""
+
+    def __init__(self) -> None:
+        from gevent import get_hub
+
+        self._loop = get_hub().loop
+
+    def arm(self, watchdog: Watchdog, seconds: float) -> None:
+        watchdog.timer = timer = self._loop.timer(seconds)
+        timer.start(watchdog.fire)
+
+
+_deadlines: Deadlines | GeventDeadlines | None = None
+_deadlines_lock = threading.Lock()
+
+
+def deadlines() -> Deadlines | GeventDeadlines:
+    """This process's deadlines, made on first use in it: a forked child makes its own
+    (its parent's thread is not in it), and a gevent worker, patched by then, uses its
+    event loop."""
+    global _deadlines
+    with _deadlines_lock:
+        if _deadlines is None:
+            from connector.serving import gevent_patched
+
+            _deadlines = GeventDeadlines() if gevent_patched() else Deadlines()
+        return _deadlines
+
+
+def _forget_deadlines() -> None:
+    global _deadlines, _deadlines_lock
+    _deadlines, _deadlines_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_deadlines)
 
 
 class BodyFirst:

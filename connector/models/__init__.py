@@ -49,12 +49,14 @@ from connector.models.sync import (
     EntraRegistration,
     SyncPending,
     SyncPendingMember,
+    SyncRequest,
     SyncRun,
     SyncStaged,
     SyncState,
 )
 from connector.models.tenants import Module, ScimToken, Tenant, TenantCounter
 from connector.models.webhooks import WebhookAttempt, WebhookEndpoint
+from connector.models.workers import WorkerBeat
 
 __all__ = [
     "Activity",
@@ -89,6 +91,7 @@ __all__ = [
     "ScimToken",
     "SyncPending",
     "SyncPendingMember",
+    "SyncRequest",
     "SyncRun",
     "SyncStaged",
     "SyncState",
@@ -101,4 +104,5 @@ __all__ = [
     "UserValue",
     "WebhookAttempt",
     "WebhookEndpoint",
+    "WorkerBeat",
 ]

@@ -88,6 +88,20 @@ class SyncState(Base):
     last_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class SyncRequest(Base):
+    """A round an admin asked for ("Run now", "Restart provisioning") while the sync
+    scheduler runs in `connector worker` (server.schedulers "worker" or "external"): a
+    worker's scheduler takes it within a few seconds (deleting the row, so exactly one
+    process runs it). One per tenant: asking again before it is taken asks for the same
+    round, and a restart outranks a plain run (azure_sync/on_demand.py)."""
+
+    __tablename__ = "sync_requests"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # manual | restart
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
 class AppThrottle(Base):
     """Graph asked this app registration to slow down: every tenant using the same
     client id waits until `paused_until`, so parallel tenants don't storm."""

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from azure_sync import rounds, secrets
 from azure_sync.service import SyncService, register
-from connector.config import AzureSyncSettings
+from connector.config import AzureSyncSettings, Settings
 from connector.db import make_sessionmaker
 from connector.events import WriteContext
 from connector.models import EntraRegistration, Tenant, User
@@ -110,3 +112,31 @@ def sync(engine: Engine, fake_graph: FakeGraph, fake_app: FakeApp, fake_tls: Any
     service = SyncService(settings, maker, make_sessionmaker(engine, writes=True),
                           verify=str(fake_tls.ca_path))
     return Sync(engine, tenant_id, service, fake_graph, fake_app, [])
+
+
+@contextmanager
+def request_taker(settings: Settings, engine: Engine, paused: bool = False) -> Iterator[Any]:
+    """The part of a `connector worker` that takes "Run now" requests, in this process
+    (the scheduler's own job, without the tenants' scheduled rounds, so a test sees only
+    the rounds it asks for); a process of its own would sync the same way. `paused`:
+    it takes nothing (and does not beat) until `resume()`d."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from azure_sync import scheduler
+
+    service = SyncService(settings.azure_sync, make_sessionmaker(engine),
+                          make_sessionmaker(engine, writes=True))
+    jobs = BackgroundScheduler(timezone=dt.UTC)
+    scheduler.add_request_job(jobs, service)
+    jobs.start(paused=paused)
+    try:
+        yield jobs
+    finally:
+        scheduler.stop(jobs)
+
+
+@pytest.fixture
+def entra_worker(settings: Settings, engine: Engine) -> Iterator[Any]:
+    """A worker taking the "Run now" requests of an app built from `settings`."""
+    with request_taker(settings, engine) as jobs:
+        yield jobs

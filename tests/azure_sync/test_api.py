@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +18,32 @@ from connector.app import create_app
 from connector.config import Settings, load_settings
 from connector.db import make_sessionmaker
 from connector.models import Event, Tenant
+from tests.azure_sync.harness import request_taker
 from tests.conftest import ApiClient, make_admin, make_tenant
 from tests.fakes.fixtures import FakeApp
 from tests.fakes.graph import FakeGraph
 
 
 @pytest.fixture
-def sync_app(database_url: str, engine: Engine, fake_tls: Any, tmp_path: Path) -> Flask:
-    settings: Settings = load_settings(
+def sync_app(database_url: str, engine: Engine, fake_tls: Any, tmp_path: Path
+             ) -> Iterator[Flask]:
+    """The app, and a worker taking its "Run now" requests (server.schedulers is
+    "worker", the default)."""
+    settings = sync_settings(database_url, fake_tls, tmp_path)
+    with request_taker(settings, engine):
+        yield create_app(settings, engine=engine)
+
+
+def sync_settings(database_url: str, fake_tls: Any, tmp_path: Path, **server: Any
+                  ) -> Settings:
+    return load_settings(
         environ={"CONNECTOR_CONFIG": str(tmp_path / "none.toml")},
         overrides={"database": {"url": database_url}, "logging": {"access_log": False},
                    "azure_sync": {"encryption_key": secrets.new_key(),
                                   "ca_bundle": str(fake_tls.ca_path),
                                   "allow_private_hosts": True,  # the fakes' loopback
-                                  "graph_scope": "https://graph.microsoft.com/.default"}})
-    return create_app(settings, engine=engine)
+                                  "graph_scope": "https://graph.microsoft.com/.default"},
+                   "server": server})
 
 
 @pytest.fixture

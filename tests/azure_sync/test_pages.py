@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from azure_sync import secrets
 from connector.config import Settings, load_settings
 from connector.db import make_sessionmaker
 from connector.models import EntraRegistration, SyncRun, SyncState, Tenant, User
+from tests.azure_sync.harness import request_taker
 from tests.conftest import ScimClient, make_tenant
 from tests.fakes.entra_token import generate_app_certificate
 from tests.fakes.fixtures import FakeApp
@@ -41,8 +43,11 @@ def settings(database_url: str, fake_tls: Any, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def web(app: Flask, engine: Engine) -> WebSession:
-    return signed_in(app, engine, "partner@example.com")
+def web(app: Flask, engine: Engine, settings: Settings) -> Iterator[WebSession]:
+    """Signed in, with a worker taking the app's "Run now" requests (server.schedulers
+    is "worker", the default)."""
+    with request_taker(settings, engine):
+        yield signed_in(app, engine, "partner@example.com")
 
 
 def entra(tenant_id: str, path: str = "") -> str:
@@ -70,7 +75,8 @@ def run_now(web: WebSession, engine: Engine, tenant_id: str, seconds: float = 20
     before = latest_run(engine, tenant_id)
     response = web.post(entra(tenant_id, "/run"))
     assert response.location == entra(tenant_id, "/runs?started=1"), text(web.follow(response))
-    assert "started in the background" in text(web.follow(response))
+    assert "the worker starts it in the background within a few seconds" in \
+        text(web.follow(response))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         run = latest_run(engine, tenant_id)

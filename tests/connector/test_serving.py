@@ -53,6 +53,10 @@ def test_gevent_refuses_schedulers_in_the_web_process() -> None:
     assert serving.worker_class_problem(both_off, "gevent") is None
 
 
+def test_gevent_is_the_default_worker_class() -> None:
+    assert settings().server.worker_class == "gevent"
+
+
 def test_threads_and_sync_run_the_schedulers_and_unknown_classes_are_named() -> None:
     assert serving.worker_class_problem(settings(), "gthread") is None
     assert serving.worker_class_problem(settings(), "sync") is None
@@ -61,15 +65,20 @@ def test_threads_and_sync_run_the_schedulers_and_unknown_classes_are_named() -> 
 
 
 @pytest.mark.slow  # the command in a new interpreter
-def test_serve_says_what_to_do_instead_of_starting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chosen", [[], ["--worker-class", "gevent"]], ids=["default", "named"])
+def test_serve_says_what_to_do_instead_of_starting(tmp_path: Path, chosen: list[str]) -> None:
+    """gevent is the default worker class: schedulers = "web" with it (named or not) is
+    refused before anything starts, saying what to change."""
     env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
            "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
            "CONNECTOR_SERVER__SCHEDULERS": "web"}
-    done = subprocess.run([sys.executable, "-m", "connector.cli", "serve", "--worker-class",
-                           "gevent", "--port", "1"], env=env, cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "connector.cli", "serve", *chosen,
+                           "--port", "1"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
+    assert "The gevent worker (server.worker_class, the default)" in done.stderr
     assert "scheduler_in_web = false" in done.stderr
+    assert "--worker-class gthread" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "c.sqlite3").exists()  # refused before touching the database
 

@@ -165,3 +165,89 @@ def test_readyz_says_unavailable_when_every_pooled_connection_is_taken(
             held[1].close()
     finally:
         engine.dispose()
+
+
+WATCHDOGS = r"""
+import os, socket, sys
+# Imported before gevent's patching, as gunicorn's master imports the worker classes.
+from connector.slow_clients import Watchdog, deadlines
+if sys.argv[1] == "gevent":
+    from gevent import monkey
+    monkey.patch_all()
+
+def check(where):
+    quiet, quiet_peer = socket.socketpair()
+    silent, silent_peer = socket.socketpair()
+    silent.settimeout(60)  # a hang fails the test rather than stalling it
+    spared = Watchdog(quiet, 0.05)
+    spared.cancel()
+    cut = Watchdog(silent, 0.2)
+    try:  # the read returns once the watchdog fires (gevent: it raises, as for BodyFirst)
+        got = silent.recv(1)
+    except OSError:
+        got = b""
+    assert got == b"", where
+    assert cut.fired and not spared.fired, where
+    quiet_peer.send(b"x")
+    assert quiet.recv(1) == b"x", where  # the cancelled one left its socket alone
+    print(where, type(deadlines()).__name__)
+
+if sys.argv[1] == "gevent":
+    import gevent
+    ticks = []
+    ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.01)) for _ in range(5)])
+    check("gevent")
+    ticker.join(timeout=60)
+    assert len(ticks) == 5  # the loop kept running while the read waited
+else:
+    check("parent")
+    child = os.fork()
+    if child == 0:
+        try:
+            check("child")
+        finally:
+            os._exit(0)
+    assert os.waitpid(child, 0)[1] == 0
+"""
+
+
+@pytest.mark.parametrize("where", ["threads", "gevent"])
+def test_watchdogs_cut_silent_reads_and_spare_cancelled_ones(tmp_path: Path,
+                                                             where: str) -> None:
+    """One deadline thread per process (a forked child gets its own), or the event loop's
+    timers once gevent has patched the process: a watchdog shuts a silent socket's
+    reading side down, a cancelled one does nothing, and under gevent the loop goes on
+    meanwhile (a lock made before the patching would stall it)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "watchdogs.py"
+    script.write_text(WATCHDOGS)
+    done = subprocess.run([sys.executable, str(script), where], capture_output=True,
+                          text=True, timeout=120, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stdout + done.stderr
+    if where == "gevent":
+        assert done.stdout.split() == ["gevent", "GeventDeadlines"]
+    else:
+        assert done.stdout.split() == ["parent", "Deadlines", "child", "Deadlines"]
+
+
+def test_cancelled_watchdogs_do_not_pile_up() -> None:
+    """A busy process cancels almost every watchdog long before its deadline: the heap is
+    rebuilt without them, instead of holding every request of the last timeout."""
+    import socket as sockets
+
+    from connector.slow_clients import Deadlines, Watchdog
+
+    left, right = sockets.socketpair()
+    try:
+        deadlines = Deadlines()
+        for _ in range(10 * Deadlines.COMPACT_AT):
+            watchdog = Watchdog(None, 0)  # unarmed: armed here, on this Deadlines
+            deadlines.arm(watchdog, 600)
+            watchdog.cancel()
+        assert len(deadlines._heap) <= Deadlines.COMPACT_AT + 1
+    finally:
+        left.close()
+        right.close()

@@ -20,6 +20,7 @@ from azure_sync import secrets
 from connector.config import Settings, load_settings
 from connector.db import make_sessionmaker
 from connector.models import SyncState
+from tests.azure_sync.harness import entra_worker  # noqa: F401
 from tests.fakes.fixtures import (  # noqa: F401  (pytest finds fixtures by name)
     FakeApp,
     fake_app,
@@ -33,7 +34,8 @@ from tests.support.clients import PASSWORD
 from tests.web.conftest import make_web_admin, rename_tenant
 from tests.web.test_browser import browser, page, screenshot  # noqa: F401
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser,
+              pytest.mark.usefixtures("entra_worker")]  # takes "Run now"
 
 PEOPLE = [("Amira", "de Vries"), ("Bram", "Novak"), ("Chloé", "Jansen"), ("Dmitri", "Horvat"),
           ("Elif", "Bakker"), ("Femke", "Kovač"), ("Goran", "Visser"), ("Hana", "Dvořák"),
@@ -102,7 +104,7 @@ def test_an_admin_sets_up_entra_sync_and_approves_a_held_round(
 
     page.get_by_role("button", name="Run now").click()
     expect(page.get_by_role("heading", name="Run log", level=1)).to_be_visible()
-    expect(page.get_by_role("status").filter(has_text="started in the background")
+    expect(page.get_by_role("status").filter(has_text="the worker starts it in the background")
            ).to_be_visible()
     wait_for_round(page, engine, tenant_id, "succeeded")
     expect(page.get_by_role("row").filter(has_text="12 created")).to_be_visible()
@@ -117,7 +119,7 @@ def test_an_admin_sets_up_entra_sync_and_approves_a_held_round(
     page.get_by_role("button", name="Run now").click()
     # The click posts a form; reloading before its answer has loaded detaches the page.
     expect(page.get_by_role("heading", name="Run log", level=1)).to_be_visible()
-    expect(page.get_by_role("status").filter(has_text="started in the background")
+    expect(page.get_by_role("status").filter(has_text="the worker starts it in the background")
            ).to_be_visible()
     wait_for_round(page, engine, tenant_id, "awaiting approval")
     banner = page.get_by_role("region", name="An Entra ID sync round awaits approval")

@@ -19,6 +19,7 @@ from connector.config import Settings, load_settings
 from connector.db import make_sessionmaker
 from connector.events import WriteContext
 from connector.status import Source
+from tests.azure_sync.harness import entra_worker  # noqa: F401
 from tests.fakes.fixtures import (  # noqa: F401  (pytest finds fixtures by name)
     FakeApp,
     fake_app,
@@ -33,7 +34,8 @@ from tests.web.conftest import make_web_admin, rename_tenant
 from tests.web.test_browser import browser, page  # noqa: F401
 from tests.web.test_browser_entra import wait_for_round
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser,
+              pytest.mark.usefixtures("entra_worker")]  # takes "Run now"
 ORGANIZATION = f"{mapping.ENTERPRISE}:organization"
 
 

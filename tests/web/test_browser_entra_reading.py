@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from connector.db import make_sessionmaker
 from connector.models import SyncRun
+from tests.azure_sync.harness import entra_worker  # noqa: F401
 from tests.fakes.fixtures import (  # noqa: F401  (pytest finds fixtures by name)
     FakeApp,
     fake_app,
@@ -28,7 +29,8 @@ from tests.web.conftest import make_web_admin, scim_user
 from tests.web.test_browser import browser, page  # noqa: F401
 from tests.web.test_browser_entra import settings  # noqa: F401  (trusts the fakes)
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser,
+              pytest.mark.usefixtures("entra_worker")]  # takes "Run now"
 
 RAW = ("HTTPSConnectionPool(host='login.microsoftonline.com', port=443): Max retries "
        "exceeded with url: /contoso/oauth2/v2.0/token (Caused by NewConnectionError("

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import Engine
 
+from tests.azure_sync.harness import entra_worker  # noqa: F401
 from tests.fakes.fixtures import (  # noqa: F401  (pytest finds fixtures by name)
     FakeApp,
     fake_app,
@@ -24,7 +25,8 @@ from tests.web.conftest import make_web_admin, rename_tenant
 from tests.web.test_browser import browser, page  # noqa: F401
 from tests.web.test_browser_entra import settings, wait_for_round  # noqa: F401
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser,
+              pytest.mark.usefixtures("entra_worker")]  # takes "Run now"
 
 
 def test_an_unreachable_entra_is_said_plainly_with_the_detail_one_click_away(
