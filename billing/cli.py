@@ -12,13 +12,14 @@ import json
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing import actions as billing_actions
-from billing import catch_up
+from billing import archive, catch_up
 from billing import close as closing
 from billing.calendar import InvalidMonth, Month
 from billing.overview import adjustment_json, close_json
@@ -108,6 +109,27 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--month", metavar="YYYY-MM", help="one month (default: all closed)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_verify)
+    # The event log's archival lives here: billing is what decides which events the
+    # log must keep (billing.archive).
+    events = sub.add_parser("events", help="the event log: archive old events to a file")
+    esub = events.add_subparsers(metavar="ACTION", required=True)
+    p = esub.add_parser(
+        "archive", help="move events before a month that nothing still needs into a "
+        "compressed JSON-lines file, then delete them (resumable)",
+        description="Archive the events recorded and effective before --before (UTC) that "
+        "no month close reads (sync rounds, IdP reports, settings, closes, admin flags) and "
+        "every event of users purged before it. Refused while a webhook endpoint has not "
+        "delivered them, or while a month a close may still fold starts before it. Run it "
+        "again to resume a run that stopped (docs/operations.md, 'Growth and archival').")
+    p.add_argument("--before", required=True, metavar="YYYY-MM",
+                   help="archive events before this month's start (UTC)")
+    p.add_argument("--out", default="var/archive", metavar="DIR",
+                   help="where the file goes (default: var/archive)")
+    p.add_argument("--batch", type=int, default=5000,
+                   help="events read and deleted per transaction (default: 5000)")
+    p.add_argument("--by", default="cli", metavar="NAME", help="who runs it (default: cli)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_events_archive)
 
 
 def _makers(settings: Settings) -> tuple[sessionmaker[Session], sessionmaker[Session]]:
@@ -438,12 +460,17 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             query = query.where(BillingClose.month == str(month))
         ids = list(s.scalars(query.order_by(BillingClose.tenant_id, BillingClose.month,
                                             BillingClose.version)))
-    results = []
+    results, archived = [], []
     started = time.monotonic()
     for done, close_id in enumerate(ids, 1):
         with reader() as s:
             close = s.get(BillingClose, close_id)
             assert close is not None
+            through = archive.archived_before(s, close.tenant_id)
+            if through is not None and close.window_start < through:
+                archived.append({"tenant": close.tenant_id, "month": close.month,
+                                 "version": close.version})
+                continue
             again = recompute_hash(s, close)
             results.append({"tenant": close.tenant_id, "month": close.month,
                             "version": close.version, "hash": close.content_hash,
@@ -453,8 +480,14 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             started = time.monotonic()
     bad = [r for r in results if not r["ok"]]
     if args.json:
-        print(json.dumps({"verified": len(results), "mismatches": bad}))
-    elif not results:
+        print(json.dumps({"verified": len(results), "mismatches": bad,
+                          "archived": archived}))
+        return 4 if bad else 0
+    if archived:
+        print(f"{len(archived):,} closed months began before their tenant's events were "
+              "archived (`connector events archive`): not verified from the log; the "
+              "archive file, or a backup taken before it, holds what they were folded from.")
+    if not results:
         print("No closed month to verify.")
     else:
         for r in bad:
@@ -464,3 +497,36 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{len(results) - len(bad):,} of {len(results):,} closed months verify "
               "(the same hash folded again from the event log).")
     return 4 if bad else 0
+
+
+def cmd_events_archive(settings: Settings, args: argparse.Namespace) -> int:
+    """Archive (or resume archiving) the events before a month: exit 0 when done, 1
+    when refused (the reasons on stderr)."""
+    if args.batch < 1:
+        raise ConfigError("--batch must be 1 or more.")
+    before = archive.boundary(str(_month(args.before)))
+    reader, writer = _makers(settings)
+    shown = {"at": 0.0}
+
+    def progress(phase: str, count: int) -> None:
+        if not args.json and time.monotonic() - shown["at"] > 2:
+            print(f"  {count:,} events {phase}", file=sys.stderr)
+            shown["at"] = time.monotonic()
+
+    result = archive.run(reader, writer, before, Path(args.out), settings.billing,
+                         clock.now(), args.by, args.batch, progress)
+    if args.json:
+        print(json.dumps({"archive": result.archive_id, "file": result.path,
+                          "events": result.events, "sha256": result.sha256,
+                          "deleted": result.deleted, "tenantsWithPurgedUsers": result.tenants}))
+        return 0
+    print(f"Archived {result.events:,} events from before {before:%Y-%m} to {result.path}\n"
+          f"  sha256 {result.sha256}\n"
+          f"  deleted from the log: {result.deleted:,}")
+    if result.deleted != result.events:
+        print(f"  note: {result.events - result.deleted:,} of the file's events were no longer "
+              "in the log when deleted (a tenant purged meanwhile?).")
+    if result.tenants:
+        print(f"  {result.tenants:,} tenants' purged users went: their months before "
+              f"{before:%Y-%m} are no longer verified or reissued from the log.")
+    return 0

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from billing import invoice as inv
 from billing import reader
 from billing.adjustments import closed_before, late_adjustments
+from billing.archive import archived_before
 from billing.calendar import Month
 from billing.lines import insert_lines, line_row
 from billing.mail import enqueue_for
@@ -86,6 +87,11 @@ def _close_month(maker: sessionmaker[Session], tenant_id: str, month: Month,
             return Outcome(current, created=False)
         if current is None and reissue_reason is not None:
             raise NotDue(f"{month} is not closed yet: close it before reissuing it.")
+        through = archived_before(s, tenant_id) if reissue_reason is not None else None
+        if through is not None and current is not None and current.window_start < through:
+            raise NotDue(f"{month} began before the tenant's purged users' events were "
+                         f"archived (events before {through:%Y-%m}, `connector events "
+                         "archive`): it can no longer be folded again from the log.")
         # A reissue recomputes from everything known now, under today's billing info.
         inputs = plan_close(s, tenant, month, settings, now,
                             cutoff=now if reissue_reason is not None else cutoff)

@@ -24,6 +24,7 @@ from connector.models.billing import (
     BillingLine,
     BillingMailOutbox,
     BillingProfile,
+    EventArchive,
     ReportingKey,
 )
 from connector.models.directory import (
@@ -75,6 +76,7 @@ __all__ = [
     "EntraManagerWait",
     "EntraRegistration",
     "Event",
+    "EventArchive",
     "EventId",
     "Group",
     "GroupModule",

@@ -205,3 +205,28 @@ class BillingMailOutbox(Base):
 
     __table_args__ = (Index("ix_billing_mail_outbox_due", "state", "next_attempt_at"),)
 
+
+
+class EventArchive(Base):
+    """One run of `connector events archive` (billing.archive): the events it moved out
+    of the log, before `before`, into a compressed JSON-lines file. `state` goes
+    writing → deleting → done; a run stopped on the way is resumed by running the
+    command again. `tenants`: the tenants whose purged users' events went, whose months
+    before `before` can no longer be folded again from the log (billing verify and
+    reissue say so)."""
+
+    __tablename__ = "event_archives"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    before: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    path: Mapped[str] = mapped_column(String(1024))
+    state: Mapped[str] = mapped_column(String(12))  # writing | deleting | done
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    started_by: Mapped[str] = mapped_column(String(200))
+    # Set when the file is complete: its lines, its SHA-256 and the largest event id.
+    events: Mapped[int | None] = mapped_column(EventId, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    max_event_id: Mapped[int | None] = mapped_column(EventId, nullable=True)
+    deleted: Mapped[int] = mapped_column(EventId, default=0)
+    tenants: Mapped[list[str]] = mapped_column(JSON, default=list)
