@@ -1,7 +1,7 @@
 """round requests and worker beats: "Run now" handed to `connector worker`
 
 Revision ID: 0027
-Revises: 0025
+Revises: 0026
 Create Date: 2026-12-06 23:50:00
 
 `sync_requests`: a round an admin asked for while the sync scheduler runs in `connector
@@ -15,7 +15,7 @@ from alembic import op
 import connector.models
 
 revision = "0027"
-down_revision = "0025"
+down_revision = "0026"
 branch_labels = None
 depends_on = None
 
