@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ from sqlalchemy import Engine
 
 from azure_sync import pages, secrets
 from connector.app import create_app
-from connector.config import load_settings
+from connector.config import Settings, load_settings
 from connector.db import make_sessionmaker
 from connector.models import EntraRegistration
 from tests.api.contract import check_response
+from tests.azure_sync.harness import request_taker
 from tests.azure_sync.test_api import run_and_wait
 from tests.conftest import ApiClient, make_admin, make_tenant
 from tests.fakes.fixtures import FakeApp
@@ -32,28 +34,30 @@ DOD = {"authorityHost": "https://login.microsoftonline.us",
        "graphBaseUrl": "https://dod-graph.microsoft.us/"}
 
 
-def make_app(database_url: str, engine: Engine, tmp_path: Path, fake_tls: Any,
-             allow_private_hosts: bool) -> Flask:
-    settings = load_settings(
+def make_settings(database_url: str, tmp_path: Path, fake_tls: Any,
+                  allow_private_hosts: bool) -> Settings:
+    return load_settings(
         environ={"CONNECTOR_CONFIG": str(tmp_path / "none.toml")},
         overrides={"database": {"url": database_url}, "logging": {"access_log": False},
                    "azure_sync": {"encryption_key": secrets.new_key(),
                                   "ca_bundle": str(fake_tls.ca_path),
                                   "allow_private_hosts": allow_private_hosts,
                                   "graph_scope": "https://graph.microsoft.com/.default"}})
-    return create_app(settings, engine=engine)
 
 
 @pytest.fixture
-def loopback_app(database_url: str, engine: Engine, tmp_path: Path, fake_tls: Any) -> Flask:
-    """The tests' setting: the fakes live on loopback."""
-    return make_app(database_url, engine, tmp_path, fake_tls, True)
+def loopback_app(database_url: str, engine: Engine, tmp_path: Path, fake_tls: Any
+                 ) -> Iterator[Flask]:
+    """The tests' setting: the fakes live on loopback. A worker takes its "Run now"."""
+    settings = make_settings(database_url, tmp_path, fake_tls, True)
+    with request_taker(settings, engine):
+        yield create_app(settings, engine=engine)
 
 
 @pytest.fixture
 def strict_app(database_url: str, engine: Engine, tmp_path: Path, fake_tls: Any) -> Flask:
     """The default: no private, loopback or link-local hosts."""
-    return make_app(database_url, engine, tmp_path, fake_tls, False)
+    return create_app(make_settings(database_url, tmp_path, fake_tls, False), engine=engine)
 
 
 def client(app: Flask, engine: Engine, role: str = "partner",

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import Engine
 
-from azure_sync import secrets
+from azure_sync import on_demand, secrets
 from connector.config import Settings, load_settings
 from connector.db import make_sessionmaker
 from connector.models import SyncState
@@ -56,14 +56,16 @@ def settings(database_url: str, fake_tls: Any, tmp_path: Path) -> Settings:  # n
 
 def wait_for_round(view: Page, engine: Engine, tenant_id: str, status: str) -> None:
     """Refresh the run log, as an admin would, until the newest round has `status` and
-    has let go of the tenant's lease."""
+    has let go of the tenant's lease, and no "Run now" waits for the worker (until it
+    takes it, the newest round is the one before)."""
     deadline = time.monotonic() + 20
     newest = view.locator("table.runs tbody tr").first.locator(".badge")
     while time.monotonic() < deadline:
         view.reload()
         with make_sessionmaker(engine)() as s:
             state = s.get(SyncState, tenant_id)
-            free = state is not None and state.lease_owner is None
+            free = (state is not None and state.lease_owner is None
+                    and on_demand.pending(s, tenant_id) is None)
         if free and newest.count() and newest.inner_text() == status:
             return
         time.sleep(0.05)
