@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +63,9 @@ class RoundOptions:
     lease_seconds: int = 300
     max_pages: int = 100_000
     quarantine_after: int = 5
-    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Who holds the lease: host and process id (an operator sees which process runs a
+    # round), and a token of this round's own.
+    owner: str = field(default_factory=lambda: lease.owner_name())
     # Where the round takes its time from: the lease, the run log and every event it
     # writes (tests pass a fixed clock, or one past a lease).
     clock: Callable[[], dt.datetime] = wall_clock
@@ -73,6 +74,11 @@ class RoundOptions:
     after_page: Callable[[int, str], None] | None = None
     # Read the next users or groups page while this one applies (`azure_sync.ahead`).
     read_ahead: bool = True
+    # Start a new round only if the tenant's last one started before this instant
+    # (checked under the lease; an open round is resumed whatever it says). The
+    # scheduler's once-per-interval rule: another process may have run the round
+    # between its first look and the lease.
+    started_before: dt.datetime | None = None
 
 
 def add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -117,7 +123,9 @@ def _run_round(maker: sessionmaker[Session], tenant_id: str, client: GraphClient
 def _busy(s: Session, tenant_id: str) -> str:
     state = s.get(SyncState, tenant_id)
     until = state.lease_until if state is not None else None
-    return ("Another process holds this tenant's round" + (
+    holder = state.lease_owner.rsplit(":", 1)[0] if state and state.lease_owner else ""
+    return (f"Another process{f' ({holder})' if holder else ''} holds this tenant's "
+            "round" + (
         f" until {until:%H:%M:%S} UTC (renewed with every page; if that process stopped, "
         "the round resumes after then)." if until else "."))
 
@@ -137,6 +145,10 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
             return RoundResult(held, "skipped", error=f"Round {held} awaits an admin's "
                                "approval of its deletions; no new round runs until then.")
         run = s.get(SyncRun, state.run_id) if state.run_id is not None else None
+        if run is None and _started_since(state, options.started_before):
+            return RoundResult(None, "skipped", error=(
+                f"Not due: a round started at {state.last_started_at:%H:%M:%S} UTC "
+                "(another process ran this interval's round)."))
         if run is None:
             _start(s, state, client, options.clock(), trigger)
         else:  # a round a crash or a failure interrupted: carry on from its cursor
@@ -150,6 +162,11 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
         writer.log_event(tenant_id, run_id, "resync", exc.message)
         run_id = _restart_full(maker, tenant_id, run_id, client, options, exc.message)
         return _guarded_pages(maker, tenant_id, run_id, client, options, may_resync=False)
+
+
+def _started_since(state: SyncState, cutoff: dt.datetime | None) -> bool:
+    return (cutoff is not None and state.last_started_at is not None
+            and state.last_started_at > cutoff)
 
 
 def _resume(s: Session, state: SyncState, run: SyncRun, options: RoundOptions,
