@@ -174,7 +174,8 @@ def _resume(s: Session, state: SyncState, run: SyncRun, options: RoundOptions,
     """Go on with an interrupted round in a new run row of the same round, so the run
     log keeps both: the one that failed (or whose process died) and this one."""
     now = options.clock()
-    if run.status == "running":
+    died = run.status == "running"
+    if died:
         # We hold the lease, so the process that ran it let its lease expire: it died
         # (killed, out of memory, the machine stopped). A failure like any other.
         run.status, run.finished_at = "failed", now
@@ -188,7 +189,13 @@ def _resume(s: Session, state: SyncState, run: SyncRun, options: RoundOptions,
     s.flush()
     run.error = f"{run.error or 'Interrupted.'} The round went on in run {resumed.id}."
     state.run_id = resumed.id
-    state.last_started_at = now
+    # Taken over from a dead process, the round is still the one of the interval it
+    # started in: the next one is due an interval after that start, not after the
+    # takeover (which would skip an interval). Unless this death quarantined the tenant:
+    # its once-a-day retries count from now.
+    quarantined = state.quarantined_until is not None and state.quarantined_until > now
+    if not died or quarantined or state.last_started_at is None:
+        state.last_started_at = now
 
 
 def _count_failure(state: SyncState, now: dt.datetime, options: RoundOptions) -> None:

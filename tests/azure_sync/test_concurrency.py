@@ -312,7 +312,8 @@ def test_a_round_whose_process_died_is_taken_over_when_its_lease_ends(
         sync: Sync, workers: list[Worker]) -> None:
     """A process finds the round busy (a process that has since died holds its lease):
     it looks again right after the lease ends and resumes the round then, not an
-    interval later."""
+    interval later; the tenant's next round stays due an interval after the round
+    began (the takeover does not push it back by an interval)."""
     sync.entra.seed_users(400)  # two pages: the process dies after the first
 
     class Killed(BaseException):
@@ -327,6 +328,7 @@ def test_a_round_whose_process_died_is_taken_over_when_its_lease_ends(
     with sync.session() as s:
         state = s.get(SyncState, sync.tenant_id)
         assert state is not None and state.run_id is not None
+        started = state.last_started_at
         state.lease_owner = "gone-host:4242:0123456789abcdef"
         state.lease_until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
         s.commit()
@@ -340,3 +342,6 @@ def test_a_round_whose_process_died_is_taken_over_when_its_lease_ends(
     assert "stopped before it finished" in (runs[0].error or "")
     assert runs[1].round_id == runs[0].id and runs[1].trigger == "schedule"
     assert len(sync.users()) == 400
+    with sync.session() as s:  # the next round is due an interval after the round began
+        state = s.get(SyncState, sync.tenant_id)
+        assert state is not None and state.last_started_at == started

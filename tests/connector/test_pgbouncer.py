@@ -12,19 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import Engine
 from werkzeug.datastructures import MultiDict
@@ -37,79 +30,20 @@ from connector.config import load_settings
 from connector.db import make_engine, make_sessionmaker
 from tests.billing.history import History
 from tests.support.clients import make_tenant
-from tests.support.databases import PG_ADMIN_DSN
+from tests.support.pgbouncer import bounced_database
 
-PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def bounced() -> Iterator[str]:
-    """A fresh database, and the URL that reaches it through a pgbouncer of the test's own
-    (transaction pooling, 3 server connections)."""
-    if not os.path.exists(PGBOUNCER):
-        pytest.skip("pgbouncer is not installed (make test installs it)")
-    name = f"connector_bouncer_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        admin.execute(f'ALTER DATABASE "{name}" SET jit = off')
-    # pgbouncer refuses to run as root; as `postgres` it must read and write here.
-    home = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
-    home.chmod(0o777)
-    port = _free_port()
-    (home / "users.txt").write_text('"postgres" ""\n')
-    (home / "pgbouncer.ini").write_text(f"""[databases]
-* = host=127.0.0.1 port=5432
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = trust
-auth_file = {home}/users.txt
-pool_mode = transaction
-default_pool_size = 3
-max_client_conn = 200
-logfile = {home}/pgbouncer.log
-pidfile = {home}/pgbouncer.pid
-""")
-    for path in home.iterdir():
-        path.chmod(0o666)
-    user = ["-u", "postgres"] if os.geteuid() == 0 else []
-    bouncer = subprocess.Popen([PGBOUNCER, *user, str(home / "pgbouncer.ini")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert bouncer.poll() is None, bouncer.stderr.read().decode()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "pgbouncer did not start"
-                time.sleep(0.1)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
-    finally:
-        bouncer.send_signal(signal.SIGINT)
-        try:
-            bouncer.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            bouncer.kill()
-            bouncer.wait()
-        assert bouncer.stderr is not None
-        bouncer.stderr.close()
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        shutil.rmtree(home, ignore_errors=True)
+    """A fresh database through a pgbouncer of the test's own (transaction pooling,
+    3 server connections)."""
+    with bounced_database(pool_size=3) as url:
+        yield url
 
 
 def test_scim_the_feed_and_a_close_work_through_pgbouncer(bounced: str, tmp_path: Path
