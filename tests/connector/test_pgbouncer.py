@@ -5,11 +5,13 @@ test's own, in front of the machine's PostgreSQL, with fewer server connections 
 the app uses so transactions hop between them: migrations, concurrent SCIM writes and
 reads (the same statements again and again, which psycopg would prepare after five
 runs: prepared statements do not survive a hop), the event feed (its snapshot horizon),
-and a month close all work with `database.pgbouncer = true`. Without the setting the
+a month close and a close pass in processes of its own all work with
+`database.pgbouncer = true`. Without the setting the
 CLI says what to set instead of failing on PgBouncer's refusal of startup options."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -23,6 +25,7 @@ from sqlalchemy import Engine
 from werkzeug.datastructures import MultiDict
 
 from billing.calendar import Month
+from billing.catch_up import close_due
 from billing.close import close_month
 from connector import feed, migrate
 from connector.app import create_app
@@ -88,6 +91,29 @@ def test_scim_the_feed_and_a_close_work_through_pgbouncer(bounced: str, tmp_path
                               Month(2026, 9), settings.billing,
                               dt.datetime(2026, 10, 2, tzinfo=dt.UTC))
         assert outcome.created and outcome.close.content_hash
+    finally:
+        engine.dispose()
+
+
+def test_the_close_pass_processes_connect_through_pgbouncer(bounced: str, tmp_path: Path
+                                                            ) -> None:
+    """The scheduler's close pass (its sessionmaker marks writes, so its bind is another
+    Engine object) closes tenants side by side in spawned processes: they connect as
+    configured, through PgBouncer without startup options, and close every month."""
+    settings = load_settings(environ={"CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+                                      "CONNECTOR_DATABASE__URL": bounced,
+                                      "CONNECTOR_DATABASE__PGBOUNCER": "true"})
+    engine = make_engine(settings.database)
+    try:
+        migrate.upgrade(engine)
+        for n in range(3):
+            history = History(engine, "2026-09-01T09:00:00", name=f"Side {n}")
+            history.create("2026-09-02T10:00:00", f"s{n}@x.io", modules=("Hybrid",))
+        result = close_due(make_sessionmaker(engine, writes=True),
+                           dataclasses.replace(settings.billing, close_parallel_tenants=2),
+                           dt.datetime(2026, 10, 2, tzinfo=dt.UTC))
+        assert result.failed == []
+        assert sorted(month for _, month, _ in result.closed) == ["2026-09"] * 3
     finally:
         engine.dispose()
 

@@ -35,6 +35,18 @@ def bounced_database(pool_size: int = 3) -> Iterator[str]:
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         admin.execute(f'ALTER DATABASE "{name}" SET jit = off')
+    try:
+        with pgbouncer_process(pool_size) as port:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def pgbouncer_process(pool_size: int) -> Iterator[int]:
+    """A pgbouncer in transaction pooling mode in front of 127.0.0.1:5432 (every
+    database, `pool_size` server connections each), on a free port: yields the port."""
     # pgbouncer refuses to run as root; as `postgres` it must read and write here.
     home = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
     home.chmod(0o777)
@@ -51,15 +63,19 @@ auth_type = trust
 auth_file = {home}/users.txt
 pool_mode = transaction
 default_pool_size = {pool_size}
-max_client_conn = 400
+max_client_conn = 1000
 logfile = {home}/pgbouncer.log
 pidfile = {home}/pgbouncer.pid
 """)
     for path in home.iterdir():
         path.chmod(0o666)
     user = ["-u", "postgres"] if os.geteuid() == 0 else []
-    bouncer = subprocess.Popen([PGBOUNCER, *user, str(home / "pgbouncer.ini")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its stderr to a file, never a pipe nobody reads: pgbouncer logs there too, and
+    # blocks (every client with it) once a pipe's buffer is full.
+    errors = home / "stderr.log"
+    with errors.open("wb") as err:
+        bouncer = subprocess.Popen([PGBOUNCER, *user, str(home / "pgbouncer.ini")],
+                                   stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -67,10 +83,10 @@ pidfile = {home}/pgbouncer.pid
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
             except OSError:
-                assert bouncer.poll() is None, bouncer.stderr.read().decode()  # type: ignore[union-attr]
+                assert bouncer.poll() is None, errors.read_text()
                 assert time.monotonic() < deadline, "pgbouncer did not start"
                 time.sleep(0.1)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
+        yield port
     finally:
         bouncer.send_signal(signal.SIGINT)
         try:
@@ -78,8 +94,4 @@ pidfile = {home}/pgbouncer.pid
         except subprocess.TimeoutExpired:
             bouncer.kill()
             bouncer.wait()
-        assert bouncer.stderr is not None
-        bouncer.stderr.close()
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         shutil.rmtree(home, ignore_errors=True)
