@@ -28,8 +28,9 @@ What it does:
    would), then checks that another process took those rounds over;
 7. reports, from the database: rounds per tenant per interval (min / max), consecutive
    rounds closer than DUE_SHARE of the interval (a tenant synced twice: must be 0),
-   runs of one tenant that overlapped (must be 0), starved tenants (fewer rounds than
-   intervals watched, or a gap over 1.5 intervals: must be 0), the sync lag (now −
+   runs of one tenant that overlapped (must be 0), starved tenants (a gap over 1.5
+   intervals between rounds, or fewer rounds than intervals watched less one: must be
+   0), the sync lag (now −
    last successful round, sampled at each interval's end) p50 / p99 / max, the gap
    between consecutive rounds p50 / p99 / max, round durations, month closes (every
    due month closed exactly once, one billing.month_closed event each) and the kill's
@@ -354,7 +355,11 @@ def closes(maker: Any, now: dt.datetime) -> dict[str, Any]:
 
 def analyse(runs: list[SyncRun], synced: set[str], start: dt.datetime, interval: dt.timedelta,
             watched: int) -> dict[str, Any]:
-    """Rounds per tenant in each interval window from `start`, doubles, overlaps, gaps."""
+    """Rounds per tenant in each interval window from `start` (a tenant's rounds drift
+    by up to the jitter, so a window may hold 0 or 2 of them at its edges: the gaps
+    between consecutive rounds are the measure), rounds closer than DUE_SHARE of the
+    interval (synced twice), overlapping runs, starved tenants (a gap over 1.5
+    intervals, or fewer rounds than windows less one)."""
     by_tenant = rounds_by_tenant(runs)
     per_window: list[Counter[int]] = []
     for k in range(watched):
@@ -366,14 +371,16 @@ def analyse(runs: list[SyncRun], synced: set[str], start: dt.datetime, interval:
     gaps, doubles, overlaps, durations, starved = [], 0, 0, [], set()
     for t in synced:
         rounds = by_tenant.get(t, [])
-        starts = [r[0].started_at for r in rounds if r[0].started_at >= start - interval]
+        starts = [r[0].started_at for r in rounds]
         for a, b in zip(starts, starts[1:], strict=False):
+            if b < start:  # catching up, before the watch
+                continue
             gap = (b - a).total_seconds()
             gaps.append(gap)
             doubles += gap < DUE_SHARE * interval.total_seconds()
             if gap > 1.5 * interval.total_seconds():
                 starved.add(t)
-        if sum(1 for s in starts if s >= start) < watched:
+        if sum(1 for s in starts if s >= start) < watched - 1:
             starved.add(t)
         flat = sorted((r for rs in rounds for r in rs), key=lambda r: r.started_at)
         for a, b in zip(flat, flat[1:], strict=False):
@@ -514,7 +521,10 @@ def watch(maker: Any, procs: Processes, synced: set[str], interval: dt.timedelta
             say("not every tenant got its first round; watching anyway")
             break
         time.sleep(10)
-    start = min(r.started_at for r in runs) + interval  # the second interval's firing
+    # The watch starts once every tenant has had its first (full) round: before that the
+    # workers catch up, as after any long stop, and a tenant's first round may come late.
+    start = dt.datetime.now(dt.UTC)
+    catch_up = (start - first_start).total_seconds()
     end = start + args.rounds_to_watch * interval
     kill_at = start + interval / 2
     kill: dict[str, Any] = {}
@@ -539,6 +549,7 @@ def watch(maker: Any, procs: Processes, synced: set[str], interval: dt.timedelta
         time.sleep(min(10.0, seconds / 6))
     runs = runs_of(maker, synced)
     result = analyse(runs, synced, start, interval, args.rounds_to_watch)
+    result["first_rounds_done_after_s"] = round(catch_up, 1)
     result["sync_lag_s"] = {"p50": round(pct(samples, 0.5), 1),
                             "p99": round(pct(samples, 0.99), 1),
                             "max": round(max(samples, default=float("nan")), 1)}
@@ -556,7 +567,7 @@ def summary(report: dict[str, Any]) -> None:
           f"{report['load_end']}")
     for k, w in enumerate(report.get("windows", [])):
         print(f"  interval {k + 1}: tenants by rounds started in it {w['rounds_per_tenant']}")
-    for key in ("rounds_per_tenant_min", "rounds_per_tenant_max",
+    for key in ("first_rounds_done_after_s", "rounds_per_tenant_min", "rounds_per_tenant_max",
                 "synced_twice_within_due_share", "overlapping_runs", "starved_tenants",
                 "gap_s", "sync_lag_s", "round_s", "run_statuses", "closes", "kill", "scim",
                 "tracebacks_in_logs"):

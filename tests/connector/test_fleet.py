@@ -62,7 +62,7 @@ pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 SYNCED, SCIM_FED = 16, 3
 USERS = 30  # per Entra directory: 3 pages of 10
 INTERVAL = dt.timedelta(minutes=1)
-LEASE_SECONDS = 4
+LEASE_SECONDS = 8  # takeover after a kill; well above a page's time under load
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
