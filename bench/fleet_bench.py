@@ -285,9 +285,10 @@ def lags(maker: Any, synced: set[str], now: dt.datetime) -> list[float]:
     return [seen.get(t, float("inf")) for t in synced]
 
 
-def kill_one(maker: Any, procs: Processes) -> dict[str, Any]:
-    """SIGKILL a worker that holds a round open; start another in its place."""
-    deadline = time.monotonic() + 120
+def kill_one(maker: Any, procs: Processes, seconds: float) -> dict[str, Any]:
+    """SIGKILL a worker seen holding a round open within `seconds`; start another in
+    its place."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with maker() as s:
             held = s.execute(select(SyncState.tenant_id, SyncState.run_id,
@@ -526,13 +527,13 @@ def watch(maker: Any, procs: Processes, synced: set[str], interval: dt.timedelta
     start = dt.datetime.now(dt.UTC)
     catch_up = (start - first_start).total_seconds()
     end = start + args.rounds_to_watch * interval
-    kill_at = start + interval / 2
+    kill_at = start + interval / 3  # then waits up to an interval for a round in flight
     kill: dict[str, Any] = {}
     samples: list[float] = []
     next_sample = start
     while (now := dt.datetime.now(dt.UTC)) < end + interval * 0.2:
         if args.kill and not kill and now >= kill_at:
-            kill = kill_one(maker, procs)
+            kill = kill_one(maker, procs, seconds)
         if now >= next_sample:
             samples += [x for x in lags(maker, synced, now) if x != float("inf")]
             next_sample += interval
