@@ -10,6 +10,9 @@ the round over, and steps aside (`LeaseLost`).
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
+import uuid
 
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +24,12 @@ from connector.models import SyncState
 
 class LeaseLost(SyncError):
     """Another process took the tenant's round over while this one stalled."""
+
+
+def owner_name() -> str:
+    """A lease holder's name: this host and process, and a token of its own (each round
+    holds its lease under a name of its own, so two rounds of one process differ)."""
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
 
 
 def ensure_state(maker: sessionmaker[Session], tenant_id: str) -> None:

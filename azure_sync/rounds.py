@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +63,9 @@ class RoundOptions:
     lease_seconds: int = 300
     max_pages: int = 100_000
     quarantine_after: int = 5
-    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Who holds the lease: host and process id (an operator sees which process runs a
+    # round), and a token of this round's own.
+    owner: str = field(default_factory=lambda: lease.owner_name())
     # Where the round takes its time from: the lease, the run log and every event it
     # writes (tests pass a fixed clock, or one past a lease).
     clock: Callable[[], dt.datetime] = wall_clock
@@ -73,6 +74,11 @@ class RoundOptions:
     after_page: Callable[[int, str], None] | None = None
     # Read the next users or groups page while this one applies (`azure_sync.ahead`).
     read_ahead: bool = True
+    # Start a new round only if the tenant's last one started before this instant
+    # (checked under the lease; an open round is resumed whatever it says). The
+    # scheduler's once-per-interval rule: another process may have run the round
+    # between its first look and the lease.
+    started_before: dt.datetime | None = None
 
 
 def add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -117,7 +123,9 @@ def _run_round(maker: sessionmaker[Session], tenant_id: str, client: GraphClient
 def _busy(s: Session, tenant_id: str) -> str:
     state = s.get(SyncState, tenant_id)
     until = state.lease_until if state is not None else None
-    return ("Another process holds this tenant's round" + (
+    holder = state.lease_owner.rsplit(":", 1)[0] if state and state.lease_owner else ""
+    return (f"Another process{f' ({holder})' if holder else ''} holds this tenant's "
+            "round" + (
         f" until {until:%H:%M:%S} UTC (renewed with every page; if that process stopped, "
         "the round resumes after then)." if until else "."))
 
@@ -137,6 +145,10 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
             return RoundResult(held, "skipped", error=f"Round {held} awaits an admin's "
                                "approval of its deletions; no new round runs until then.")
         run = s.get(SyncRun, state.run_id) if state.run_id is not None else None
+        if run is None and _started_since(state, options.started_before):
+            return RoundResult(None, "skipped", error=(
+                f"Not due: a round started at {state.last_started_at:%H:%M:%S} UTC "
+                "(another process ran this interval's round)."))
         if run is None:
             _start(s, state, client, options.clock(), trigger)
         else:  # a round a crash or a failure interrupted: carry on from its cursor
@@ -152,12 +164,18 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
         return _guarded_pages(maker, tenant_id, run_id, client, options, may_resync=False)
 
 
+def _started_since(state: SyncState, cutoff: dt.datetime | None) -> bool:
+    return (cutoff is not None and state.last_started_at is not None
+            and state.last_started_at > cutoff)
+
+
 def _resume(s: Session, state: SyncState, run: SyncRun, options: RoundOptions,
             trigger: str) -> None:
     """Go on with an interrupted round in a new run row of the same round, so the run
     log keeps both: the one that failed (or whose process died) and this one."""
     now = options.clock()
-    if run.status == "running":
+    died = run.status == "running"
+    if died:
         # We hold the lease, so the process that ran it let its lease expire: it died
         # (killed, out of memory, the machine stopped). A failure like any other.
         run.status, run.finished_at = "failed", now
@@ -171,7 +189,13 @@ def _resume(s: Session, state: SyncState, run: SyncRun, options: RoundOptions,
     s.flush()
     run.error = f"{run.error or 'Interrupted.'} The round went on in run {resumed.id}."
     state.run_id = resumed.id
-    state.last_started_at = now
+    # Taken over from a dead process, the round is still the one of the interval it
+    # started in: the next one is due an interval after that start, not after the
+    # takeover (which would skip an interval). Unless this death quarantined the tenant:
+    # its once-a-day retries count from now.
+    quarantined = state.quarantined_until is not None and state.quarantined_until > now
+    if not died or quarantined or state.last_started_at is None:
+        state.last_started_at = now
 
 
 def _count_failure(state: SyncState, now: dt.datetime, options: RoundOptions) -> None:

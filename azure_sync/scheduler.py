@@ -13,7 +13,15 @@ per interval, one after the other (the lease only keeps them from running at onc
 scheduled round starts only if the tenant's last round started at least
 `DUE_SHARE` of its interval ago, or one is open (interrupted: its process died, and this
 one resumes it). The jitter is at most a tenth of the interval, so one process's own
-rounds are never skipped.
+rounds are never skipped. That check is made again once the lease is taken
+(`RoundOptions.started_before`): between a first look and the lease, another process
+may have run the whole round.
+
+A job that runs late still runs (no misfire grace): with many tenants a process's
+threads are busy for a while, and a round skipped for being late would wait a whole
+interval. When a round is busy (another process holds its lease), the job looks again
+right after that lease ends: if the holder died, this process takes the round over
+then, not an interval later.
 
 The scheduler also runs the rounds admins ask for ("Run now", "Restart provisioning")
 when the web process hands them over (azure_sync/on_demand.py): every
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -40,6 +49,7 @@ from connector.models import EntraRegistration, SyncState, Tenant
 
 log = logging.getLogger("connector.sync")
 REFRESH_SECONDS = 60
+REFRESH_JOB = "sync:refresh"
 DUE_SHARE = 0.8
 REQUEST_POLL_SECONDS = 1.0
 OWN_JOBS = ("sync:refresh", "sync:requests")  # the scheduler's own, not a tenant's
@@ -49,17 +59,43 @@ def job_id(tenant_id: str) -> str:
     return f"sync:{tenant_id}"
 
 
-def run_tenant(service: SyncService, tenant_id: str) -> None:
-    """One scheduled round; never raises (a job that raises is only logged by APScheduler)."""
+def takeover_job_id(tenant_id: str) -> str:
+    return f"sync-takeover:{tenant_id}"
+
+
+def run_tenant(service: SyncService, tenant_id: str,
+               scheduler: BaseScheduler | None = None) -> None:
+    """One scheduled round; never raises (a job that raises is only logged by APScheduler).
+    With `scheduler`, a busy round is looked at again when its lease ends."""
     try:
-        if _quarantined(service, tenant_id) or not _due(service, tenant_id):
+        if _quarantined(service, tenant_id):
             return
-        result = service.run(tenant_id, "schedule")
+        started_before = _due(service, tenant_id)
+        if started_before is None:
+            return
+        result = service.run(tenant_id, "schedule", started_before=started_before)
         logs.log(log, logging.INFO, "scheduled sync round", tenant=tenant_id,
                  run=result.run_id, status=result.status, counts=result.counts,
                  error=result.error)
+        if result.status == "busy" and scheduler is not None:
+            _look_again_at_lease_end(scheduler, service, tenant_id)
     except Exception:  # noqa: BLE001 - a job must survive to run again
         log.exception("sync round crashed for tenant %s", tenant_id)
+
+
+def _look_again_at_lease_end(scheduler: BaseScheduler, service: SyncService,
+                             tenant_id: str) -> None:
+    """Run the tenant's job once more just after the lease another process holds ends:
+    if that process died, its round is resumed here then; if it is alive, it renewed the
+    lease (and this looks again later) or finished (and the round is not due)."""
+    with service.maker() as s:
+        state = s.get(SyncState, tenant_id)
+        until = state.lease_until if state is not None else None
+    if until is None:
+        return
+    scheduler.add_job(run_tenant, "date", run_date=until + dt.timedelta(seconds=1),
+                      args=(service, tenant_id, scheduler), id=takeover_job_id(tenant_id),
+                      replace_existing=True, misfire_grace_time=None)
 
 
 def _quarantined(service: SyncService, tenant_id: str) -> bool:
@@ -73,18 +109,20 @@ def _quarantined(service: SyncService, tenant_id: str) -> bool:
             now - last < dt.timedelta(days=1))
 
 
-def _due(service: SyncService, tenant_id: str) -> bool:
-    """Whether a scheduled round should start now: none started in the last
-    DUE_SHARE of the tenant's interval (another process ran it), or one is open."""
+def _due(service: SyncService, tenant_id: str) -> dt.datetime | None:
+    """Whether a scheduled round should start now: None if not (no registration, or
+    another process started one within DUE_SHARE of the interval); else the instant
+    the tenant's last round must have started before, for the round to check again
+    under the lease. A round left open (running elsewhere, or to resume) is due."""
     with service.maker() as s:
         state = s.get(SyncState, tenant_id)
         registration = s.get(EntraRegistration, tenant_id)
-        if state is None or registration is None or state.last_started_at is None:
-            return True
-        if state.run_id is not None:  # open: running elsewhere (busy), or to resume
-            return True
-        interval = dt.timedelta(minutes=registration.interval_minutes) * DUE_SHARE
-        return clock.now() - state.last_started_at >= interval
+        if registration is None:
+            return None
+        cutoff = clock.now() - dt.timedelta(minutes=registration.interval_minutes) * DUE_SHARE
+        if state is None or state.last_started_at is None or state.run_id is not None:
+            return cutoff
+        return cutoff if state.last_started_at <= cutoff else None
 
 
 def sync_jobs(scheduler: BaseScheduler, service: SyncService) -> None:
@@ -95,6 +133,8 @@ def sync_jobs(scheduler: BaseScheduler, service: SyncService) -> None:
             .join(Tenant, Tenant.id == EntraRegistration.tenant_id)
             .where(EntraRegistration.enabled.is_(True), Tenant.closed_at.is_(None)))}
     for job in scheduler.get_jobs():
+        # Not the scheduler's own jobs ("sync:refresh" is no tenant): removed, the refresh
+        # would have run once, and tenants registered later would never get a job here.
         if job.id.startswith("sync:") and job.id not in OWN_JOBS and job.id[5:] not in wanted:
             job.remove()
     for tenant_id, minutes in wanted.items():
@@ -103,10 +143,16 @@ def sync_jobs(scheduler: BaseScheduler, service: SyncService) -> None:
         if existing is not None and getattr(existing.trigger, "interval", None) == \
                 dt.timedelta(seconds=seconds):
             continue
-        scheduler.add_job(run_tenant, "interval", seconds=seconds, args=(service, tenant_id),
-                          id=job_id(tenant_id), replace_existing=True, max_instances=1,
-                          coalesce=True, jitter=min(60, seconds // 10),
-                          next_run_time=clock.now() + dt.timedelta(seconds=5))
+        jitter = min(60, seconds // 10)
+        # A late run still runs (misfire_grace_time=None): a process with many tenants
+        # has its threads busy for a while. The first run is spread over the jitter too,
+        # so that a process's tenants do not all start in the same second.
+        scheduler.add_job(run_tenant, "interval", seconds=seconds,
+                          args=(service, tenant_id, scheduler), id=job_id(tenant_id),
+                          replace_existing=True, max_instances=1, coalesce=True,
+                          jitter=jitter, misfire_grace_time=None,
+                          next_run_time=clock.now() + dt.timedelta(
+                              seconds=5 + random.uniform(0, jitter)))  # noqa: S311
 
 
 def take_requests(scheduler: BaseScheduler, service: SyncService,
@@ -151,7 +197,7 @@ def start(service: SyncService, **scheduler_options: Any) -> BackgroundScheduler
     to say at once that it takes no more requests)."""
     scheduler = BackgroundScheduler(timezone=dt.UTC, **scheduler_options)
     scheduler.add_job(sync_jobs, "interval", seconds=REFRESH_SECONDS,
-                      args=(scheduler, service), id="sync:refresh", max_instances=1,
+                      args=(scheduler, service), id=REFRESH_JOB, max_instances=1,
                       coalesce=True, next_run_time=clock.now())
     add_request_job(scheduler, service)
     scheduler.start()

@@ -7,6 +7,7 @@ database-backed throttle gate shared by every tenant of the same app registratio
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -102,8 +103,12 @@ class SyncService:
         threading.Thread(target=run, daemon=True, name=f"sync-{tenant_id[:8]}").start()
 
     def run(self, tenant_id: str, trigger: str = "schedule",
-            options: rounds.RoundOptions | None = None, **client_overrides: Any
+            options: rounds.RoundOptions | None = None, *,
+            started_before: dt.datetime | None = None, **client_overrides: Any
             ) -> rounds.RoundResult:
+        """Run (or resume) the tenant's round. started_before: start a new round only if
+        the last one started before then (checked under the lease: the scheduler's
+        once-per-interval rule, see azure_sync.scheduler)."""
         with self.maker() as s:
             registration = s.get(EntraRegistration, tenant_id)
             if registration is None:
@@ -116,6 +121,8 @@ class SyncService:
             max_pages=self.settings.max_pages_per_round,
             quarantine_after=self.settings.quarantine_after_failures,
             read_ahead=self.settings.read_ahead)
+        if started_before is not None:
+            options = dataclasses.replace(options, started_before=started_before)
         result = rounds.run_round(self.write_maker, tenant_id, client, options, trigger)
         notify.sync_round_ended(self.write_maker, tenant_id, self.settings.notify_after_failures)
         return result

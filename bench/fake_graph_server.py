@@ -32,6 +32,11 @@ one line of JSON on stdout:
     {"cmd": "stats"}                 request/page counters and this process's RSS;
     {"cmd": "stop"}                  (or end of stdin) stop the servers and exit.
 
+With --tenants N (bench/fleet_bench.py), it holds N Entra tenants instead, each with an
+app of its own and --users users (--disabled of them disabled), and the ready line also
+lists them: "tenants": [[tenant_id, client_id, client_secret], ...]; the control
+requests then act on the first one.
+
 Progress and errors go to stderr. Page size: --page-size users per page (default 200, also
 the largest a client may ask for with Prefer: odata.maxpagesize).
 """
@@ -200,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-ms", type=float, default=0.0,
                    help="the fake Graph sleeps this long before each answer")
     p.add_argument("--seed", type=int, default=20261130, help="random seed for changes")
+    p.add_argument("--tenants", type=int, default=1,
+                   help="Entra tenants, each with its own app and --users users")
     args = p.parse_args(argv)
     if not 0 <= args.disabled <= args.users:
         p.error("--disabled must be between 0 and --users")
@@ -211,15 +218,22 @@ def main(argv: list[str] | None = None) -> None:
     try:
         graph.knobs.page_size = graph.knobs.max_page_size = args.page_size
         graph.knobs.latency = args.latency_ms / 1000
-        tenant, client, secret = str(uuid.uuid4()), str(uuid.uuid4()), uuid.uuid4().hex
-        entra.add_app(tenant, client, secret=secret)
-        directory = graph.directory(tenant)
-        enabled = directory.seed_users(args.users - args.disabled)
-        disabled = (directory.seed_users(args.disabled, account_enabled=False)
-                    if args.disabled else None)
-        people = Population(enabled, disabled)
-        say(f"seeded {args.users:,} users ({args.disabled:,} disabled) in "
-            f"{time.monotonic() - T0:.2f} s")
+        apps = []
+        for _ in range(max(1, args.tenants)):
+            tenant, client, secret = str(uuid.uuid4()), str(uuid.uuid4()), uuid.uuid4().hex
+            entra.add_app(tenant, client, secret=secret)
+            apps.append([tenant, client, secret])
+            directory = graph.directory(tenant)
+            enabled = directory.seed_users(args.users - args.disabled)
+            disabled = (directory.seed_users(args.disabled, account_enabled=False)
+                        if args.disabled else None)
+            if len(apps) == 1:  # the control requests act on the first tenant
+                people = Population(enabled, disabled)
+                first_directory, first_enabled = directory, enabled
+        tenant, client, secret = apps[0]
+        directory, enabled = first_directory, first_enabled
+        say(f"seeded {len(apps):,} tenant(s) of {args.users:,} users ({args.disabled:,} "
+            f"disabled) in {time.monotonic() - T0:.2f} s")
         members_per = min(args.group_members, len(enabled))
         for g in range(args.groups):
             start = (g * members_per) % max(1, len(enabled) - members_per + 1)
@@ -232,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
             "ca_path": str(tls.ca_path), "tenant_id": tenant, "client_id": client,
             "client_secret": secret, "users": args.users, "disabled": args.disabled,
             "groups": args.groups, "group_members": members_per if args.groups else 0,
-            "page_size": args.page_size, "latency_ms": args.latency_ms, "pid": os.getpid()}),
+            "page_size": args.page_size, "latency_ms": args.latency_ms, "pid": os.getpid(),
+            **({"tenants": apps} if args.tenants > 1 else {})}),
             flush=True)
         rng = random.Random(args.seed)
         serial = 0

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import Pool
 
 from connector import serving
 from connector.config import DatabaseSettings
@@ -68,7 +69,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         kwargs["pool_pre_ping"] = settings.pool_pre_ping
         kwargs["pool_recycle"] = settings.pool_recycle
     engine = create_engine(url, **kwargs)
-    _SETTINGS[engine] = settings
+    _SETTINGS[engine.pool] = settings
     if url.get_backend_name() == "sqlite":
         _WRITE_LOCKS[engine.pool] = threading.Lock()
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -120,14 +121,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 WRITE_LOCK_WAIT_SECONDS = 30
 # One lock per SQLite pool (engines made with execution_options share their pool).
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
-_SETTINGS: weakref.WeakKeyDictionary[Engine, DatabaseSettings] = weakref.WeakKeyDictionary()
+# By pool: an engine with execution options (a `writes=True` sessionmaker's bind) is
+# another Engine object sharing the pool of the one `make_engine` made.
+_SETTINGS: weakref.WeakKeyDictionary[Pool, DatabaseSettings] = weakref.WeakKeyDictionary()
 
 
 def settings_of(engine: Engine) -> DatabaseSettings:
     """The settings an engine was made with (`make_engine`), for a process that must
     connect the same way (a month-close process: through PgBouncer too); an engine
     made otherwise gets the defaults for its URL."""
-    made = _SETTINGS.get(engine)
+    made = _SETTINGS.get(engine.pool)
     return made if made is not None else DatabaseSettings(
         url=engine.url.render_as_string(hide_password=False))
 

@@ -287,7 +287,10 @@ def test_restart_provisioning_runs_a_full_round_and_sweeps_under_the_threshold(
     # Restart forgets the cursors and the failures. (The incremental round's process
     # lets go of the lease just after its run row says succeeded: wait for that.)
     wait_until_free(engine, tenant_id)
-    with make_sessionmaker(engine)() as s:
+    # A writing session: on SQLite it queues on the process's write lock behind the
+    # round's last writes (its notifications), instead of failing "database is locked"
+    # when a read transaction upgrades under a concurrent writer.
+    with make_sessionmaker(engine, writes=True)() as s:
         from connector.models import SyncState
 
         state = s.get(SyncState, tenant_id)

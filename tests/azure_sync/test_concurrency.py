@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, func, select
 
@@ -66,7 +71,8 @@ def workers(sync: Sync, database_url: str) -> Iterator[list[Worker]]:
         executed = threading.Event()
 
         def done(event: JobExecutionEvent, executed: threading.Event = executed) -> None:
-            if event.job_id.startswith("sync:") and event.job_id != "sync:refresh":
+            if event.job_id.startswith(("sync:", "sync-takeover:")) and \
+                    event.job_id != jobs.REFRESH_JOB:
                 executed.set()
 
         scheduler.add_listener(done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
@@ -223,3 +229,119 @@ def test_each_tenant_syncs_once_per_interval_whatever_the_processes(
                               .order_by(SyncRun.id)))
     assert runs[-2].status == "failed" and "stopped before it finished" in (runs[-2].error or "")
     assert runs[-1].status == "succeeded"
+
+
+def test_a_round_run_elsewhere_between_the_look_and_the_lease_is_not_run_again(
+        sync: Sync, workers: list[Worker]) -> None:
+    """The due check reads the tenant's last round, then the round takes the lease: a
+    rival process may run the whole round in between (a small directory takes less
+    time than this process needs to build its Graph client under load). The check is
+    made again under the lease, so the tenant is still synced once."""
+    sync.entra.seed_users(50)
+    first, second = workers
+
+    class Slower(SyncService):
+        def client_for(self, registration: EntraRegistration, **overrides: Any) -> Any:
+            assert first.service.run(sync.tenant_id, "schedule").status == "succeeded"
+            return super().client_for(registration, **overrides)
+
+    late = Slower(second.service.settings, second.service.maker,
+                  second.service.write_maker, verify=second.service.ca_bundle)
+    try:
+        jobs.run_tenant(late, sync.tenant_id)
+    finally:
+        late.http.close()
+    with sync.session() as s:
+        runs = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == sync.tenant_id)))
+    assert rounds_of(runs) == [("full", "succeeded")]
+
+
+def test_rounds_that_start_late_still_run(sync: Sync) -> None:
+    """A process with many tenants has its threads busy: a round that starts seconds
+    after its time (APScheduler's default grace is one second) still runs, rather than
+    being dropped until the next interval."""
+    sync.entra.seed_users(400)  # two pages
+    others = [sync.clone_tenant(f"Late {n}") for n in range(2)]
+    sync.graph.knobs.latency = 0.4  # each round takes more than a second
+    scheduler = BackgroundScheduler(timezone=dt.UTC,
+                                    executors={"default": {"type": "threadpool",
+                                                           "max_workers": 1}})
+    ended: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def count(event: JobExecutionEvent) -> None:
+        if event.job_id.startswith("sync:") and event.job_id != jobs.REFRESH_JOB:
+            ended.append((event.job_id, event.code))
+            if len(ended) == 3:
+                done.set()
+
+    scheduler.add_listener(count, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+    scheduler.start()
+    try:
+        jobs.sync_jobs(scheduler, sync.service)
+        at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.3)
+        for job in scheduler.get_jobs():
+            assert job.misfire_grace_time is None
+            job.modify(next_run_time=at)
+        assert done.wait(60), ended
+    finally:
+        scheduler.shutdown(wait=True)
+    assert sorted(code for _, code in ended) == [EVENT_JOB_EXECUTED] * 3
+    with sync.session() as s:
+        statuses = Counter(s.scalars(select(SyncRun.status).where(SyncRun.tenant_id.in_(
+            [sync.tenant_id, *(o.tenant_id for o in others)]))))
+    assert statuses == {"succeeded": 3}
+
+
+def test_the_scheduler_keeps_refreshing_its_tenant_jobs(sync: Sync) -> None:
+    """The job that adds the jobs of tenants registered later is itself named sync:…;
+    it must not remove itself as a tenant without a registration."""
+    scheduler = jobs.start(sync.service)
+    try:
+        for _ in range(100):
+            if scheduler.get_job(jobs.job_id(sync.tenant_id)) is not None:
+                break
+            threading.Event().wait(0.1)
+        assert scheduler.get_job(jobs.job_id(sync.tenant_id)) is not None
+        assert scheduler.get_job(jobs.REFRESH_JOB) is not None
+    finally:
+        scheduler.shutdown(wait=True)
+
+
+def test_a_round_whose_process_died_is_taken_over_when_its_lease_ends(
+        sync: Sync, workers: list[Worker]) -> None:
+    """A process finds the round busy (a process that has since died holds its lease):
+    it looks again right after the lease ends and resumes the round then, not an
+    interval later; the tenant's next round stays due an interval after the round
+    began (the takeover does not push it back by an interval)."""
+    sync.entra.seed_users(400)  # two pages: the process dies after the first
+
+    class Killed(BaseException):
+        pass
+
+    def die(index: int, phase: str) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        sync.run(after_page=die)
+    first, _ = workers
+    with sync.session() as s:
+        state = s.get(SyncState, sync.tenant_id)
+        assert state is not None and state.run_id is not None
+        started = state.last_started_at
+        state.lease_owner = "gone-host:4242:0123456789abcdef"
+        state.lease_until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+        s.commit()
+    jobs.run_tenant(first.service, sync.tenant_id, first.scheduler)
+    assert first.scheduler.get_job(jobs.takeover_job_id(sync.tenant_id)) is not None
+    assert first.executed.wait(30), "the takeover never ran"
+    with sync.session() as s:
+        runs = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == sync.tenant_id)
+                              .order_by(SyncRun.id)))
+    assert [r.status for r in runs] == ["failed", "succeeded"]
+    assert "stopped before it finished" in (runs[0].error or "")
+    assert runs[1].round_id == runs[0].id and runs[1].trigger == "schedule"
+    assert len(sync.users()) == 400
+    with sync.session() as s:  # the next round is due an interval after the round began
+        state = s.get(SyncState, sync.tenant_id)
+        assert state is not None and state.last_started_at == started
