@@ -272,21 +272,29 @@ def _close_part(s: Session, part: list[_Tenant], settings: BillingSettings,
     if cold:
         facts.update(reader.tenants_facts(conn, cold, scope))
     users: dict[str, list[str]] = defaultdict(list)
-    for tenant_id, user_id in s.execute(select(User.tenant_id, User.id)
-                                        .where(one_of(s, User.tenant_id, ids))):
+    made_at: dict[tuple[str, str], dt.datetime] = {}
+    for tenant_id, user_id, created_at in s.execute(
+            select(User.tenant_id, User.id, User.created_at)
+            .where(one_of(s, User.tenant_id, ids))):
         users[tenant_id].append(user_id)
+        made_at[(tenant_id, user_id)] = created_at
     kept = _kept_states(s, [t for t in part if t.previous is not None])
-    # Users with facts this month but no kept state fold from their whole history.
+    # Users with facts this month but no kept state fold from their whole history
+    # (billing.tenant_fold), but those created since the last close: every event about
+    # a user is recorded from its row's creation on (connector.directory), and none of
+    # this tenant's took effect before the month (it would be a late event), so the
+    # month's facts are its whole history.
     scratch = [(t.tenant.id, uid) for t in part if t.previous is not None
                for uid in users[t.tenant.id]
-               if (t.tenant.id, uid) in facts and (t.previous, uid) not in kept]
-    whole = _whole_histories(conn, scratch, scope)
+               if (t.tenant.id, uid) in facts and (t.previous, uid) not in kept
+               and not (t.since is not None and made_at[(t.tenant.id, uid)] > t.since)]
+    whole, from_scratch = _whole_histories(conn, scratch, scope), set(scratch)
     window = reader.comparable(dialect, first.window)
     first_day = first.month.first_day()
     rows, lines, outbox, made = [], [], [], []
     for t in part:
-        tally_, chunk = _fold(t, sorted(users[t.tenant.id]), facts, kept, whole, window,
-                              groups.get(t.tenant.id, {}), first_day)
+        tally_, chunk = _fold(t, sorted(users[t.tenant.id]), facts, kept, whole,
+                              from_scratch, window, groups.get(t.tenant.id, {}), first_day)
         row = _close_row(t, tally_, now, actor)
         rows.append(row)
         made.append((t, chunk, row))
@@ -368,16 +376,17 @@ def _whole_histories(conn: Any, scratch: list[tuple[str, str]], scope: reader.Sc
 
 def _fold(t: _Tenant, users: list[str], facts: dict[tuple[str, str], list[Any]],
           kept: dict[tuple[int, str], str | None], whole: dict[tuple[str, str], list[Any]],
-          window: Any, groups: dict[str, frozenset[str]], first_day: dt.date
-          ) -> tuple[LineTally, list[Any]]:
+          scratch: set[tuple[str, str]], window: Any, groups: dict[str, frozenset[str]],
+          first_day: dt.date) -> tuple[LineTally, list[Any]]:
     """One tenant's lines and their tally, as billing.tenant_fold._fold_users folds them
-    (no user is late: tenants with late events close on their own)."""
+    (no user is late: tenants with late events close on their own); the users of
+    `scratch` from their whole history."""
     inputs, tenant_id, previous = t.inputs, t.tenant.id, t.previous
     lines = []
     for uid in users:
         found = facts.get((tenant_id, uid))
         state_text = kept.get((previous, uid)) if previous is not None else None
-        if previous is not None and found is not None and state_text is None:
+        if (tenant_id, uid) in scratch:
             found = whole.get((tenant_id, uid))
         state = carry_codec.decode(state_text) if state_text is not None else None
         if state is None and found is None:
