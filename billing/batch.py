@@ -272,13 +272,15 @@ def _close_part(s: Session, part: list[_Tenant], settings: BillingSettings,
     if cold:
         facts.update(reader.tenants_facts(conn, cold, scope))
     users: dict[str, list[str]] = defaultdict(list)
-    made_at: dict[tuple[str, str], dt.datetime] = {}
-    for tenant_id, user_id, created_at in s.execute(
-            select(User.tenant_id, User.id, User.created_at)
-            .where(one_of(s, User.tenant_id, ids))):
+    made_at: dict[tuple[str, str], Any] = {}  # instants as billing.reader.instant gives them
+    for tenant_id, user_id, created_at in reader.fetched(conn, select(
+            User.tenant_id, User.id, reader.instant(dialect, User.created_at))
+            .where(reader.one_of(dialect, User.tenant_id, ids))):
         users[tenant_id].append(user_id)
         made_at[(tenant_id, user_id)] = created_at
-    kept = _kept_states(s, [t for t in part if t.previous is not None])
+    kept = _kept_states(conn, [t for t in part if t.previous is not None])
+    since = {t.tenant.id: reader.comparable_instant(dialect, t.since)
+             for t in part if t.since is not None}
     # Users with facts this month but no kept state fold from their whole history
     # (billing.tenant_fold), but those created since the last close: every event about
     # a user is recorded from its row's creation on (connector.directory), and none of
@@ -287,7 +289,7 @@ def _close_part(s: Session, part: list[_Tenant], settings: BillingSettings,
     scratch = [(t.tenant.id, uid) for t in part if t.previous is not None
                for uid in users[t.tenant.id]
                if (t.tenant.id, uid) in facts and (t.previous, uid) not in kept
-               and not (t.since is not None and made_at[(t.tenant.id, uid)] > t.since)]
+               and not (t.since is not None and made_at[(t.tenant.id, uid)] > since[t.tenant.id])]
     whole, from_scratch = _whole_histories(conn, scratch, scope), set(scratch)
     window = reader.comparable(dialect, first.window)
     first_day = first.month.first_day()
@@ -351,13 +353,13 @@ def _groups_modules(s: Session, ids: list[str], inputs: CloseInputs
     return found
 
 
-def _kept_states(s: Session, carried: list[_Tenant]) -> dict[tuple[int, str], str | None]:
+def _kept_states(conn: Any, carried: list[_Tenant]) -> dict[tuple[int, str], str | None]:
     """(close id, user id) -> the state the previous close kept for the user."""
     if not carried:
         return {}
-    return {(close_id, uid): state for close_id, uid, state in s.execute(
-        select(BillingLine.close_id, BillingLine.user_id, BillingLine.state)
-        .where(one_of(s, BillingLine.close_id, [t.previous for t in carried])))}
+    return {(close_id, uid): state for close_id, uid, state in reader.fetched(conn, select(
+        BillingLine.close_id, BillingLine.user_id, BillingLine.state)
+        .where(BillingLine.close_id.in_([t.previous for t in carried])))}
 
 
 def _whole_histories(conn: Any, scratch: list[tuple[str, str]], scope: reader.Scope

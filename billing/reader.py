@@ -278,7 +278,7 @@ def _driver_value(dialect: str, value: Any) -> Any:
         return value.strftime(SQLITE_INSTANT) if dialect == "sqlite" else value
     if dialect == "postgresql" and isinstance(value, list) and all(
             isinstance(v, str) for v in value):
-        return value  # an array of text (`_one_of`)
+        return value  # an array of text (`one_of`)
     if value is not None and not isinstance(value, str | int):
         raise TypeError(f"cannot bind {type(value).__name__} in a billing stream")
     return value
@@ -365,25 +365,25 @@ def tenants_facts(conn: Connection, tenant_ids: Sequence[str], scope: Scope,
     own = [Event.subject_type == "user", Event.kind.in_(USER_KINDS)]
     member = [Event.kind.in_(MEMBER_KINDS)]
     if users is not None:
-        own.append(_one_of(dialect, Event.subject_id, users))
-        member.append(_one_of(dialect, Event.object_id, users))
+        own.append(one_of(dialect, Event.subject_id, users))
+        member.append(one_of(dialect, Event.object_id, users))
     recorded = [Event.recorded_at <= scope.cutoff]
     if scope.from_start:  # as in partition_facts: the month's events lie from its start
         recorded.append(Event.recorded_at >= scope.start)
     stmt = (select(Event.tenant_id, uid, _facts_json(dialect))
-            .where(_one_of(dialect, Event.tenant_id, tenant_ids),
+            .where(one_of(dialect, Event.tenant_id, tenant_ids),
                    or_(and_(*own), and_(*member)), *_effective(scope), *recorded)
             .group_by(Event.tenant_id, uid))
     parse = json_parser()
     found = {}
-    for tenant_id, user_id, text in _fetched(conn, stmt):
+    for tenant_id, user_id, text in fetched(conn, stmt):
         facts = parse(text)
         facts.sort()
         found[(tenant_id, user_id)] = facts
     return found
 
 
-def _one_of(dialect: str, column: Any, values: Sequence[str]) -> Any:
+def one_of(dialect: str, column: Any, values: Sequence[str]) -> Any:
     """`column IN values`; on PostgreSQL `= ANY` of one bound array (connector.db.one_of:
     a statement of the same text whatever the number of values, parsed once)."""
     if dialect == "postgresql":
@@ -391,7 +391,7 @@ def _one_of(dialect: str, column: Any, values: Sequence[str]) -> Any:
     return column.in_(values)
 
 
-def _fetched(conn: Connection, stmt: Any) -> list[tuple[Any, ...]]:
+def fetched(conn: Connection, stmt: Any) -> list[tuple[Any, ...]]:
     """The statement's rows as plain tuples, from the driver's own cursor (as `_streamed`
     reads them, all at once: a batch's rows are few)."""
     dialect = conn.dialect.name
@@ -641,18 +641,19 @@ def instant(dialect: str, column: Any) -> Any:
     return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
 
 
+def comparable_instant(dialect: str, value: dt.datetime) -> Any:
+    """`value` in the form `instant` gives rows."""
+    if dialect == "sqlite":
+        return value.astimezone(dt.UTC).strftime(SQLITE_INSTANT)
+    return (value - EPOCH) // MICROSECOND
+
+
 def comparable(dialect: str, window: Window) -> Window:
     """`window` with its instants in the form `instant` gives rows."""
 
-    def text(value: dt.datetime) -> Any:
-        return value.astimezone(dt.UTC).strftime(SQLITE_INSTANT)
-
-    def micros(value: dt.datetime) -> Any:
-        return (value - EPOCH) // MICROSECOND
-
-    form = text if dialect == "sqlite" else micros
-    return replace(window, start=form(window.start), end=form(window.end),
-                   first_day_end=form(window.first_day_end))
+    return replace(window, start=comparable_instant(dialect, window.start),
+                   end=comparable_instant(dialect, window.end),
+                   first_day_end=comparable_instant(dialect, window.first_day_end))
 
 
 def json_parser() -> Callable[[str], Any]:
