@@ -481,12 +481,14 @@ def seed_fleet(url: str, tenants: int, users: int, events: int) -> list[str]:
             for i in range(users):
                 uid = str(uuid.UUID(int=rng.getrandbits(128)))
                 name = f"user{i}@fleet.example"
+                history = user_history(rng, uid, name, events, groups, FLEET_SPAN)
                 rows += [(at, tenant_id, "user" if subj == "user" else "group",
                           uid if subj == "user" else subj, kind, old, new, obj)
-                         for at, subj, kind, old, new, obj in user_history(
-                             rng, uid, name, events, groups, FLEET_SPAN)]
+                         for at, subj, kind, old, new, obj in history]
+                # Made when it was created, as the directory service makes users.
+                made_at = _stamp(w.kind, min(at for at, *_ in history))
                 user_rows.append((tenant_id, uid, name, name, True, False, False, False,
-                                  False, "scim", stamp, stamp, 1, "{}"))
+                                  False, "scim", made_at, made_at, 1, "{}"))
         rows.sort(key=lambda r: r[0])
         w.rows("groups", ["tenant_id", "id", "display_name", "display_name_norm", "origin",
                           "created_at", "modified_at", "version", "data"], group_rows)

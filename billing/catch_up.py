@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import multiprocessing
 import os
 import threading
@@ -29,6 +30,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, func, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
+from billing.batch import BATCH_TENANTS, close_batch
 from billing.calendar import Month
 from billing.close import Outcome, close_month
 from billing.planning import NotDue
@@ -36,6 +38,7 @@ from connector import db, metrics
 from connector.config import BillingSettings, DatabaseSettings
 from connector.models import BillingClose, Tenant
 
+log = logging.getLogger("connector.billing")
 PLAN_BATCH = 500  # tenants planned per query: the pass never holds every tenant's rows
 MAX_AUTO_PARALLEL = 8
 _PROCESS: dict[str, Any] = {}  # a close process's session maker
@@ -113,7 +116,7 @@ def close_due(maker: sessionmaker[Session], settings: BillingSettings, now: dt.d
     in order and adjustments land where an on-time close would have put them. Tenants
     close side by side (`parallel_tenants`); the result lists them in the order they
     were created, as a serial pass would."""
-    planned, result = DueResult(), DueResult()  # planning failures are listed first
+    planned = DueResult()  # tenants whose months could not be listed
     total = _count(maker, tenant_ids)
     workers = parallel_tenants(settings, maker)
     done = 0
@@ -125,50 +128,75 @@ def close_due(maker: sessionmaker[Session], settings: BillingSettings, now: dt.d
             tenants_progress(done, total)
 
     plans = _plans(maker, settings, now, tenant_ids, planned)
-    if workers == 1:
-        for tenant_id, months in plans:
-            part = _close_tenant(maker, tenant_id, months, settings, now, actor, progress)
-            result.add(part)
-            finished(part)
-        result.failed[:0] = planned.failed
-        return result
     # Results are merged in plan order: the same lists, in the same order, as serially.
     parts: dict[int, DueResult] = {}
+    if workers == 1:
+        for jobs in _jobs(plans):
+            for (index, _, _), part in zip(jobs, _close_jobs(
+                    maker, jobs, settings, now, actor, progress), strict=True):
+                parts[index] = part
+                finished(part)
+        return _merged(parts, planned)
     # The close processes connect as this one does (PgBouncer included), with a small pool.
     database = dataclasses.replace(db.settings_of(_engine(maker)), pool_size=2)
     context = multiprocessing.get_context("spawn")  # nothing of this process inherited
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_process_start,
                              initargs=(database, os.getpid())) as pool:
-        pending: dict[Future[DueResult], tuple[int, str, str]] = {}
+        pending: dict[Future[list[DueResult]], list[Job]] = {}
 
         def settle(block: bool) -> None:
             ready, _ = wait(pending, return_when=FIRST_COMPLETED) if block else (
                 [f for f in pending if f.done()], None)
             for future in ready:
-                index, tenant_id, month = pending.pop(future)
+                jobs = pending.pop(future)
                 try:
-                    part = future.result()
+                    done = future.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. a close process killed
-                    part = DueResult(failed=[(tenant_id, month,
-                                              f"{type(exc).__name__}: {exc}")])
-                parts[index] = part
-                finished(part)
+                    done = [DueResult(failed=[(tenant_id, str(months[0]),
+                                               f"{type(exc).__name__}: {exc}")])
+                            for _, tenant_id, months in jobs]
+                for (index, _, _), part in zip(jobs, done, strict=True):
+                    parts[index] = part
+                    finished(part)
 
-        for index, (tenant_id, months) in enumerate(plans):
-            if not months:
-                parts[index] = DueResult()
-                finished(parts[index])
+        for jobs in _jobs(plans):
+            if not jobs[0][2]:  # nothing due
+                parts[jobs[0][0]] = DueResult()
+                finished(parts[jobs[0][0]])
                 continue
             while len(pending) >= 2 * workers:  # a bounded queue: bounded memory
                 settle(block=True)
-            pending[pool.submit(_close_in_process, tenant_id, months, settings, now,
-                                actor)] = (index, tenant_id, str(months[0]))
+            pending[pool.submit(_close_jobs_in_process, jobs, settings, now, actor)] = jobs
             settle(block=False)
         while pending:
             settle(block=True)
+    return _merged(parts, planned)
+
+
+Job = tuple[int, str, list[Month]]  # (index in plan order, tenant, its due months)
+
+
+def _jobs(plans: Iterator[tuple[str, list[Month]]]) -> Iterator[list[Job]]:
+    """The plan's tenants as units of work: a tenant with one month due goes in a batch
+    of up to `BATCH_TENANTS` with that month due (billing.batch closes them together);
+    any other (several months due, or none) alone."""
+    batches: dict[str, list[Job]] = {}
+    for index, (tenant_id, months) in enumerate(plans):
+        if len(months) != 1:
+            yield [(index, tenant_id, months)]
+            continue
+        batch = batches.setdefault(str(months[0]), [])
+        batch.append((index, tenant_id, months))
+        if len(batch) >= BATCH_TENANTS:
+            yield batches.pop(str(months[0]))
+    yield from batches.values()
+
+
+def _merged(parts: dict[int, DueResult], planned: DueResult) -> DueResult:
+    result = DueResult()
     for index in sorted(parts):
         result.add(parts[index])
-    result.failed[:0] = planned.failed
+    result.failed[:0] = planned.failed  # planning failures are listed first
     return result
 
 
@@ -187,9 +215,44 @@ def _exit_with(parent: int) -> None:
     os._exit(1)
 
 
-def _close_in_process(tenant_id: str, months: list[Month], settings: BillingSettings,
-                      now: dt.datetime, actor: str) -> DueResult:
-    return _close_tenant(_PROCESS["maker"], tenant_id, months, settings, now, actor, None)
+def _close_jobs_in_process(jobs: list[Job], settings: BillingSettings, now: dt.datetime,
+                           actor: str) -> list[DueResult]:
+    return _close_jobs(_PROCESS["maker"], jobs, settings, now, actor, None)
+
+
+def _close_jobs(maker: sessionmaker[Session], jobs: list[Job], settings: BillingSettings,
+                now: dt.datetime, actor: str, progress: UserProgress | None
+                ) -> list[DueResult]:
+    """Close a unit of work (`_jobs`): a batch together (billing.batch), then whichever
+    of its tenants the batch handed back, and a lone tenant, one by one. One result
+    per tenant, in the jobs' order; never raises."""
+    if len(jobs) == 1:
+        _, tenant_id, months = jobs[0]
+        return [_close_tenant(maker, tenant_id, months, settings, now, actor, progress)]
+    month = jobs[0][2][0]
+    started = time.perf_counter()
+    try:
+        closed = close_batch(maker, [t for _, t, _ in jobs], month, settings, now,
+                             actor).closed
+    except Exception:  # noqa: BLE001 - the batch's reads failed: each tenant alone says why
+        log.exception("billing: a batch of closes failed; its tenants close one by one")
+        closed = {}
+    seconds = time.perf_counter() - started
+    results = []
+    for _, tenant_id, months in jobs:
+        close = closed.get(tenant_id)
+        if close is None:
+            results.append(_close_tenant(maker, tenant_id, months, settings, now, actor,
+                                         progress))
+            continue
+        metrics.month_close("closed", seconds)
+        if progress:
+            progress(tenant_id, str(month), close.users_counted, close.users_counted)
+        outcome = Outcome(close, True, 0, {"users": close.users_counted,
+                                           "billable": close.users_billable})
+        results.append(DueResult(closed=[(tenant_id, str(month), outcome)],
+                                 seconds=[(tenant_id, seconds)]))
+    return results
 
 
 def _close_tenant(maker: sessionmaker[Session], tenant_id: str, months: list[Month],

@@ -26,7 +26,7 @@ from billing.profiles import load_profile
 from billing.snapshot import ENGINE_VERSION
 from connector import sync_status
 from connector.config import BillingSettings
-from connector.models import BillingClose, Tenant
+from connector.models import BillingClose, BillingProfile, Tenant
 
 
 class NotDue(Exception):
@@ -76,8 +76,11 @@ class CloseInputs:
 
 
 def plan_close(session: Session, tenant: Tenant, month: Month, settings: BillingSettings,
-               now: dt.datetime, cutoff: dt.datetime | None = None) -> CloseInputs:
-    """Return the inputs of closing `month` now, or raise NotDue saying why not yet."""
+               now: dt.datetime, cutoff: dt.datetime | None = None,
+               profile: BillingProfile | None = None) -> CloseInputs:
+    """Return the inputs of closing `month` now, or raise NotDue saying why not yet.
+    `profile`: the tenant's billing info, when the caller has read it (a batch of
+    tenants' at once, billing.batch)."""
     window = month.window(tenant.time_zone)
     if window.end <= tenant.created_at:
         first = Month.containing(tenant.created_at, tenant.time_zone)
@@ -94,7 +97,7 @@ def plan_close(session: Session, tenant: Tenant, month: Month, settings: Billing
         if tenant.entra_sync:
             cutoff, note = _after_sync_round(session, tenant.id, window.end, cutoff, now)
             notes += [note] if note else []
-    profile = load_profile(session, tenant.id)
+    profile = profile if profile is not None else load_profile(session, tenant.id)
     return CloseInputs(
         tenant.id, month, window, cutoff, POLICIES[profile.policy],
         inv.parse_prices(profile.prices), profile.trial_ends_on, profile.non_profit,

@@ -29,8 +29,11 @@ TRIAL_DAYS = 30
 def load_profile(session: Session, tenant_id: str) -> BillingProfile:
     """The tenant's billing info; an unsaved default one if none was ever set."""
     profile = session.get(BillingProfile, tenant_id)
-    if profile is not None:
-        return profile
+    return profile if profile is not None else default_profile(tenant_id)
+
+
+def default_profile(tenant_id: str) -> BillingProfile:
+    """The billing info of a tenant that never set any (unsaved)."""
     return BillingProfile(tenant_id=tenant_id, company_name="", reference_number="",
                           customer_type="", industry="", po_number="", policy=DEFAULT_POLICY,
                           trial_ends_on=None, non_profit=False, prices=[], version=0)

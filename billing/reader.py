@@ -32,11 +32,14 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     ColumnElement,
     String,
     Text,
     and_,
+    any_,
+    bindparam,
     case,
     cast,
     collate,
@@ -273,6 +276,9 @@ def _driver_value(dialect: str, value: Any) -> Any:
         # As connector.models.UTCDateTime stores them: UTC, and on SQLite its text.
         value = value.astimezone(dt.UTC)
         return value.strftime(SQLITE_INSTANT) if dialect == "sqlite" else value
+    if dialect == "postgresql" and isinstance(value, list) and all(
+            isinstance(v, str) for v in value):
+        return value  # an array of text (`one_of`)
     if value is not None and not isinstance(value, str | int):
         raise TypeError(f"cannot bind {type(value).__name__} in a billing stream")
     return value
@@ -344,6 +350,64 @@ def partition_facts(conn: Connection, scope: Scope, low: str | None, high: str |
             .order_by(bytewise(conn, Activity.user_id), Activity.occurred_at,
                       Activity.id)))
     yield from _merged(events, used)
+
+
+def tenants_facts(conn: Connection, tenant_ids: Sequence[str], scope: Scope,
+                  users: Sequence[str] | None = None) -> dict[tuple[str, str], list[Any]]:
+    """(tenant id, user id) -> facts in fold order, for the users with facts in the scope
+    of several tenants at once (a batch of small tenants' closes, billing.batch): the
+    same facts `partition_facts` gives one tenant's users, from one statement for all.
+    `scope` gives the instants (its tenant is not read); `users`: only these user ids
+    (with their whole history, when the scope is), else every user. No activity: the
+    batch closes no policy that counts it."""
+    dialect = conn.dialect.name
+    uid = sorted_by_codepoint(conn, func.coalesce(Event.object_id, Event.subject_id))
+    own = [Event.subject_type == "user", Event.kind.in_(USER_KINDS)]
+    member = [Event.kind.in_(MEMBER_KINDS)]
+    if users is not None:
+        own.append(one_of(dialect, Event.subject_id, users))
+        member.append(one_of(dialect, Event.object_id, users))
+    recorded = [Event.recorded_at <= scope.cutoff]
+    if scope.from_start:  # as in partition_facts: the month's events lie from its start
+        recorded.append(Event.recorded_at >= scope.start)
+    stmt = (select(Event.tenant_id, uid, _facts_json(dialect))
+            .where(one_of(dialect, Event.tenant_id, tenant_ids),
+                   or_(and_(*own), and_(*member)), *_effective(scope), *recorded)
+            .group_by(Event.tenant_id, uid))
+    parse = json_parser()
+    found = {}
+    for tenant_id, user_id, text in fetched(conn, stmt):
+        facts = parse(text)
+        facts.sort()
+        found[(tenant_id, user_id)] = facts
+    return found
+
+
+def one_of(dialect: str, column: Any, values: Sequence[str]) -> Any:
+    """`column IN values`; on PostgreSQL `= ANY` of one bound array (connector.db.one_of:
+    a statement of the same text whatever the number of values, parsed once)."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String())))
+    return column.in_(values)
+
+
+def fetched(conn: Connection, stmt: Any) -> list[tuple[Any, ...]]:
+    """The statement's rows as plain tuples, from the driver's own cursor (as `_streamed`
+    reads them, all at once: a batch's rows are few)."""
+    dialect = conn.dialect.name
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = {name: _driver_value(dialect, value) for name, value in compiled.params.items()}
+    raw = conn.connection.driver_connection
+    assert raw is not None  # a live connection, checked out for this read
+    cursor = raw.cursor()
+    try:
+        if dialect == "postgresql":
+            cursor.execute(compiled.string, params, binary=True)
+        else:
+            cursor.execute(compiled.string, [params[name] for name in compiled.positiontup])
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _sql_text(value: str) -> Any:
@@ -577,18 +641,19 @@ def instant(dialect: str, column: Any) -> Any:
     return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
 
 
+def comparable_instant(dialect: str, value: dt.datetime) -> Any:
+    """`value` in the form `instant` gives rows."""
+    if dialect == "sqlite":
+        return value.astimezone(dt.UTC).strftime(SQLITE_INSTANT)
+    return (value - EPOCH) // MICROSECOND
+
+
 def comparable(dialect: str, window: Window) -> Window:
     """`window` with its instants in the form `instant` gives rows."""
 
-    def text(value: dt.datetime) -> Any:
-        return value.astimezone(dt.UTC).strftime(SQLITE_INSTANT)
-
-    def micros(value: dt.datetime) -> Any:
-        return (value - EPOCH) // MICROSECOND
-
-    form = text if dialect == "sqlite" else micros
-    return replace(window, start=form(window.start), end=form(window.end),
-                   first_day_end=form(window.first_day_end))
+    return replace(window, start=comparable_instant(dialect, window.start),
+                   end=comparable_instant(dialect, window.end),
+                   first_day_end=comparable_instant(dialect, window.first_day_end))
 
 
 def json_parser() -> Callable[[str], Any]:
