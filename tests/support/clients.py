@@ -69,8 +69,10 @@ class ScimClient(HttpVerbs):
 
 
 def make_tenant(engine: Engine, name: str = "Acme") -> tuple[str, str]:
-    """A tenant and its SCIM token: (id, token)."""
-    with make_sessionmaker(engine)() as s:
+    """A tenant and its SCIM token: (id, token). Written as the product writes (a
+    writing session: on SQLite, BEGIN IMMEDIATE), so a worker thread of the test writing
+    at the same moment makes it wait, not fail with "database is locked"."""
+    with make_sessionmaker(engine, writes=True)() as s:
         tenant, issued = tenants.create_tenant(s, name, dt.datetime.now(dt.UTC))
         s.commit()
         return tenant.id, issued.token
@@ -124,7 +126,7 @@ def make_admin(engine: Engine, email: str, role: str = "partner",
     reset) are hashed with scrypt as in production.
     """
     now = dt.datetime.now(dt.UTC)
-    with (make_sessionmaker(engine)() as s,
+    with (make_sessionmaker(engine, writes=True)() as s,  # as make_tenant
           mock.patch.object(admins, "generate_password_hash", quick_hash)):
         account, _ = admins.create_admin(s, email, role, tenant_id, now, password=password)
         _, clear = admins.create_token(s, account.id, "tests", now)
