@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -129,6 +130,10 @@ def request_taker(settings: Settings, engine: Engine, paused: bool = False) -> I
     jobs = BackgroundScheduler(timezone=dt.UTC)
     scheduler.add_request_job(jobs, service)
     jobs.start(paused=paused)
+    if not paused:  # started once it has said it is alive, as a worker the web process sees
+        deadline = time.monotonic() + 30
+        while jobs.connector_heart.last is None and time.monotonic() < deadline:
+            time.sleep(0.01)
     try:
         yield jobs
     finally:
