@@ -225,30 +225,26 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def create_users(port: int, token: str, users: int) -> list[str]:
+def create(port: int, token: str, path: str, bodies: list[dict[str, Any]]) -> list[str]:
+    """POST each body to the SCIM `path` over one connection: the ids created."""
     conn = http.client.HTTPConnection("127.0.0.1", port)
     ids = []
-    for i in range(users):
-        body = json.dumps({"schemas": [USER], "userName": f"u{i}@example.com"})
-        conn.request("POST", "/scim/v2/Users", body, {"Authorization": f"Bearer {token}",
-                                                     "Content-Type": SCIM_JSON})
-        answer = conn.getresponse()
-        ids.append(json.loads(answer.read())["id"])
+    for body in bodies:
+        conn.request("POST", f"/scim/v2/{path}", json.dumps(body),
+                     {"Authorization": f"Bearer {token}", "Content-Type": SCIM_JSON})
+        ids.append(json.loads(conn.getresponse().read())["id"])
     conn.close()
     return ids
+
+
+def create_users(port: int, token: str, users: int) -> list[str]:
+    return create(port, token, "Users",
+                  [{"schemas": [USER], "userName": f"u{i}@example.com"} for i in range(users)])
 
 
 def create_groups(port: int, token: str, writers: int) -> list[str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port)
-    ids = []
-    for i in range(writers):
-        body = json.dumps({"schemas": [GROUP], "displayName": f"bench group {i}"})
-        conn.request("POST", "/scim/v2/Groups", body, {"Authorization": f"Bearer {token}",
-                                                      "Content-Type": SCIM_JSON})
-        answer = conn.getresponse()
-        ids.append(json.loads(answer.read())["id"])
-    conn.close()
-    return ids
+    return create(port, token, "Groups", [{"schemas": [GROUP], "displayName": f"bench group {i}"}
+                                          for i in range(writers)])
 
 
 def user_write(uid: str, active: dict[str, bool]) -> tuple[str, str]:

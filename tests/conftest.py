@@ -48,3 +48,13 @@ pytest_plugins = [
     "tests.support.compiled",
     "tests.support.webhooks",
 ]
+
+
+@pytest.fixture
+def no_env_proxy(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No proxy from the environment: outbound sessions (Entra sync, webhooks) honour
+    HTTPS_PROXY / NO_PROXY, which a test of the proxy settings must control."""
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch

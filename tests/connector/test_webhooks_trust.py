@@ -53,13 +53,6 @@ def https_receiver(tls: LoopbackTLS) -> Iterator[Receiver]:
         yield r
 
 
-@pytest.fixture
-def no_env_proxy(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                 "all_proxy", "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    return monkeypatch
-
 
 def endpoint(maker: sessionmaker[Session], settings: Any, tenant_id: str,
              url: str) -> tuple[str, str]:
