@@ -17,6 +17,11 @@ table and writes it with the raw numbers (JSON) to bench/results/.
 scim2-server (installed in its own virtualenv, /tmp/scim2server-venv by default, never in
 .venv), seeded over its own HTTP API, and adds ours/scim2-server ratio columns.
 
+--against-scimgateway (or --scimgateway) does the same with scimgateway (Node; its
+plugin-loki, an in-memory LokiJS store, persistence off), installed with npm into
+/tmp/scimgateway-bench by default (never in git), run with the machine's Node through tsx,
+seeded over its own HTTP API; ours/scimgateway ratio columns are added too.
+
 docs/benchmarks.md explains the method and holds the last published results.
 """
 
@@ -51,6 +56,11 @@ PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 T0 = time.monotonic()
+# scimgateway: the npm package the bench installs (pinned), and the plugin it serves.
+SCIMGATEWAY_VERSION = "6.1.18"
+SCIMGATEWAY_PLUGIN = "plugin-loki"
+# The peers measured beside the connector: key in the results JSON, name in the tables.
+PEERS = {"scim2_server": "scim2-server", "scimgateway": "scimgateway"}
 
 # name, wrk mode, what is requested, target (kind, threshold)
 SCENARIOS: list[tuple[str, str, str]] = [
@@ -135,6 +145,54 @@ def ensure_tools_venv(venv: Path, need_scim2: bool, need_pyspy: bool, need_geven
     if wanted:
         log(f"installing {', '.join(wanted)} into {venv}")
         subprocess.run([str(pip), "install", "-q", *wanted], check=True)
+
+
+def ensure_scimgateway(cache: Path, package: str) -> dict[str, str]:
+    """npm-install scimgateway into `cache` (outside git), once per package spec.
+
+    `package` is what `npm install` takes: by default scimgateway@SCIMGATEWAY_VERSION from
+    the registry; a tarball or folder of scimgateway works too. Scripts are not run: its
+    postinstall needs bun and copies its example plugins into the parent folder; the bench
+    copies the one plugin it serves (plugin-loki) itself. Peer dependencies (typescript)
+    are not installed: tsx, one of its dependencies, runs its TypeScript on Node.
+    """
+    node = shutil.which("node")
+    npm = shutil.which("npm")
+    if not node or not npm:
+        sys.exit("scimgateway needs Node.js (>= 20.6) and npm: apt-get install nodejs npm")
+    node_version = subprocess.run([node, "--version"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+    major, minor = (int(x) for x in node_version.lstrip("v").split(".")[:2])
+    if (major, minor) < (20, 6):
+        sys.exit(f"scimgateway is run with `node --import tsx`, which needs Node >= 20.6, "
+                 f"not {node_version}")
+    cache.mkdir(parents=True, exist_ok=True)
+    marker = cache / ".bench-installed"
+    installed = cache / "node_modules" / "scimgateway" / "package.json"
+    if not (installed.exists() and marker.exists() and marker.read_text() == package):
+        (cache / "package.json").write_text(json.dumps(
+            {"name": "scimgateway-bench", "private": True, "type": "module"}) + "\n")
+        log(f"installing {package} with npm into {cache} (its dependencies: ≈ 120 MB)")
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--omit=dev",
+             "--legacy-peer-deps", "--loglevel=error", package],
+            cwd=cache, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.exit(f"npm could not install {package} into {cache}:\n"
+                     f"{(done.stdout + done.stderr)[-2000:]}\n"
+                     "If the npm registry this machine reaches does not serve scimgateway, "
+                     "pass --scimgateway-package with a tarball (npm pack) or folder of "
+                     f"scimgateway {SCIMGATEWAY_VERSION}.")
+        marker.write_text(package)
+    modules = cache / "node_modules"
+    versions = {name: json.loads((modules / name / "package.json").read_text())["version"]
+                for name in ("scimgateway", "lokijs", "tsx")}
+    versions["node"] = node_version
+    if versions["scimgateway"] != SCIMGATEWAY_VERSION:
+        log(f"note: scimgateway {versions['scimgateway']} installed, the bench pins "
+            f"{SCIMGATEWAY_VERSION}")
+    log("scimgateway " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return versions
 
 
 def _base_python() -> str:
@@ -245,15 +303,22 @@ def seed_connector(url: str, users: int, group_size: int, batch: int) -> dict[st
             "group_size": len(members), "seed_seconds": round(time.monotonic() - started, 1)}
 
 
-def seed_scim2_server(port: int, token: str, users: int, group_size: int,
-                      threads: int) -> dict[str, Any]:
-    """Seed scim2-server through its own HTTP API: POST /Users, then POST /Groups."""
+def seed_over_http(label: str, server: Server, prefix: str, users: int, group_size: int,
+                   threads: int, group_extra: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """Seed a peer (scim2-server, scimgateway) through its own HTTP API: POST /Users from
+    `threads` client threads, then one POST /Groups with the first `group_size` users.
+    Progress lines give the current rate and the server's CPU time per user (which the
+    machine's other load does not inflate)."""
+    port, token = server.port, server.token
     started = time.monotonic()
     names = [user_name(i) for i in range(users)]
     ids: list[str] = [""] * users
     errors: Counter[int] = Counter()
-    progress = {"done": 0}
+    samples: dict[int, str] = {}
+    progress = {"done": 0, "mark": started, "mark_done": 0, "cpu": server.cpu_seconds() or 0.0}
     lock = threading.Lock()
+    every = max(1000, min(5000, users // 20))
 
     def create(i: int) -> None:
         body = {"schemas": [USER_SCHEMA], "userName": names[i], "externalId": f"ext-{i:07d}",
@@ -261,32 +326,39 @@ def seed_scim2_server(port: int, token: str, users: int, group_size: int,
                 "name": {"givenName": "Bench", "familyName": f"User{i:07d}",
                          "formatted": f"Bench User {i:07d}"},
                 "emails": [{"value": names[i], "type": "work", "primary": True}]}
-        status, data = call(port, "POST", "/v2/Users", token, body)
+        status, data = call(port, "POST", f"{prefix}/Users", token, body)
         with lock:
             progress["done"] += 1
             if status == 201:
                 ids[i] = json.loads(data)["id"]
             else:
                 errors[status] += 1
+                samples.setdefault(status, data[:300].decode(errors="replace"))
             done = progress["done"]
-        if done % 5000 == 0 or done == users:
-            log(f"scim2-server: seeded {done}/{users} users over HTTP "
-                f"({time.monotonic() - started:.0f} s)")
+            if done % every == 0 or done == users:
+                now, cpu = time.monotonic(), server.cpu_seconds() or 0.0
+                batch = done - progress["mark_done"]
+                rate = batch / max(now - progress["mark"], 1e-9)
+                cpu_ms = 1000 * (cpu - progress["cpu"]) / max(batch, 1)
+                progress.update(mark=now, mark_done=done, cpu=cpu)
+                log(f"{label}: seeded {done:,}/{users:,} users over HTTP "
+                    f"({now - started:.0f} s, now {rate:,.0f}/s, server CPU {cpu_ms:.2f} ms "
+                    f"a user{f'; errors {dict(errors)}' if errors else ''})")
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(create, range(users)))
     if errors:
-        log(f"scim2-server: user seeding errors {dict(errors)}")
+        log(f"{label}: user seeding errors {dict(errors)}, e.g. {samples}")
     members = [uid for uid in ids[:group_size] if uid]
-    t = time.monotonic()
-    status, data = call(port, "POST", "/v2/Groups", token, {
-        "schemas": [GROUP_SCHEMA], "displayName": "Bench Group 10k",
-        "members": [{"value": m} for m in members]}, timeout=600)
+    t, cpu0 = time.monotonic(), server.cpu_seconds() or 0.0
+    status, data = call(port, "POST", f"{prefix}/Groups", token, {
+        "schemas": [GROUP_SCHEMA], "displayName": "Bench Group 10k", **(group_extra or {}),
+        "members": [{"value": m} for m in members]}, timeout=3600)
     if status != 201:
-        sys.exit(f"scim2-server: creating the group failed: {status} {data[:300]!r}")
+        sys.exit(f"{label}: creating the group failed: {status} {data[:300]!r}")
     group_id = json.loads(data)["id"]
-    log(f"scim2-server: group with {len(members)} members created in "
-        f"{time.monotonic() - t:.1f} s")
+    log(f"{label}: group {group_id!r} with {len(members):,} members created in "
+        f"{time.monotonic() - t:.1f} s (server CPU {(server.cpu_seconds() or 0.0) - cpu0:.1f} s)")
     return {"token": token, "ids": ids, "names": names, "group_id": group_id,
             "group_size": len(members), "seed_seconds": round(time.monotonic() - started, 1),
             "seed_errors": dict(errors)}
@@ -312,7 +384,8 @@ class Server:
             if self.proc.poll() is not None:
                 break
             try:
-                status, _ = call(self.port, "GET", self.ready_path, timeout=5)
+                status, _ = call(self.port, "GET", self.ready_path, self.token or None,
+                                 timeout=5)
                 if status == 200:
                     log(f"{self.label} ready on port {self.port} (worker pid {self.worker_pid()})")
                     return
@@ -327,7 +400,7 @@ class Server:
         """Wait until the worker has answered the requests wrk left queued when it stopped,
         so that they do not count against the next run."""
         with contextlib.suppress(OSError):
-            call(self.port, "GET", self.ready_path, timeout=900)
+            call(self.port, "GET", self.ready_path, self.token or None, timeout=900)
 
     def worker_pid(self) -> int | None:
         """The gunicorn worker: the master's only child."""
@@ -347,6 +420,18 @@ class Server:
                 return round(int(line.split()[1]) / 1024, 1)
         return None
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the worker so far: unlike wall time, it does not count
+        what other processes on a shared machine take."""
+        pid = self.worker_pid()
+        if pid is None:
+            return None
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()  # gunicorn master: graceful stop of its worker
@@ -356,6 +441,13 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.log_file.close()
+
+
+class NodeServer(Server):
+    """A server that is one Node process (scimgateway): it is its own worker."""
+
+    def worker_pid(self) -> int | None:
+        return self.proc.pid if self.proc.poll() is None else None
 
 
 def worker_args(worker_class: str, threads: int) -> list[str]:
@@ -397,6 +489,35 @@ def start_scim2_server(venv: Path, token: str, label: str, threads: int = 4,
            f"127.0.0.1:{port}",
            "--timeout", "600", "--pythonpath", str(ROOT / "bench"), "scim2_server_wsgi:app"]
     server = Server(label, cmd, env, ROOT, port, "/v2/ServiceProviderConfig")
+    server.token = token
+    server.wait_ready()
+    return server
+
+
+def start_scimgateway(cache: Path, token: str, label: str) -> Server:
+    """scimgateway's plugin-loki on loopback: in-memory LokiJS store (persistence off, so no
+    file is loaded or saved), bearer-token auth, logging off but for errors on the console
+    (a clean run logs nothing), run with the machine's Node through tsx."""
+    port = free_port()
+    lib, config = cache / "lib", cache / "config"
+    lib.mkdir(exist_ok=True)
+    config.mkdir(exist_ok=True)
+    # The plugin file as scimgateway's postinstall would copy it next to the config.
+    shutil.copyfile(cache / "node_modules" / "scimgateway" / "lib" / f"{SCIMGATEWAY_PLUGIN}.ts",
+                    lib / f"{SCIMGATEWAY_PLUGIN}.ts")
+    (config / f"{SCIMGATEWAY_PLUGIN}.json").write_text(json.dumps({
+        "scimgateway": {
+            "port": port,
+            "localhostonly": True,
+            "scim": {"version": "2.0"},
+            "log": {"loglevel": {"file": "off", "console": "error"}},
+            "auth": {"basic": [], "bearerToken": [
+                {"token": token, "readOnly": False, "baseEntities": []}]},
+        },
+        "endpoint": {"entity": {"undefined": {"dbname": "loki.db", "persistence": False}}},
+    }, indent=2) + "\n")
+    cmd = [shutil.which("node") or "node", "--import", "tsx", f"lib/{SCIMGATEWAY_PLUGIN}.ts"]
+    server = NodeServer(label, cmd, dict(os.environ), cache, port, "/ServiceProviderConfig")
     server.token = token
     server.wait_ready()
     return server
@@ -581,14 +702,36 @@ def preflight(port: int, prefix: str, token: str, mode: str, seed: dict[str, Any
         st, body = call(port, "POST", f"{prefix}/Users", token, {
             "schemas": [USER_SCHEMA], "userName": name, "active": True,
             "emails": [{"value": name, "type": "work", "primary": True}]})
+        if st == 201:
+            # The user is there afterwards, under the id the answer gave.
+            created = json.loads(body).get("id", "")
+            got, data = call(port, "GET", f"{prefix}/Users/{urllib.parse.quote(created)}",
+                             token)
+            if got != 200 or json.loads(data).get("userName") != name:
+                return 599, f"POST answered 201, but GET of {created!r} answered {got}"
     elif mode == "patch_active":
-        patch = {"schemas": [PATCH_OP],
-                 "Operations": [{"op": "replace", "path": "active", "value": True}]}
-        st, body = call(port, "PATCH", f"{prefix}/Users/{ids[-1]}", token, patch)
+        # Each PATCH must really change `active` (false, then true again): read it back.
+        for value in (False, True):
+            patch = {"schemas": [PATCH_OP],
+                     "Operations": [{"op": "replace", "path": "active", "value": value}]}
+            st, body = call(port, "PATCH", f"{prefix}/Users/{ids[-1]}", token, patch)
+            if not 200 <= st < 300:
+                break
+            got, data = call(port, "GET", f"{prefix}/Users/{ids[-1]}", token)
+            if got != 200 or json.loads(data).get("active") is not value:
+                return 599, f"PATCH active {value} answered {st}, then GET read " \
+                            f"active={json.loads(data).get('active') if got == 200 else got}"
     else:
+        member = ids[-1]
         patch = {"schemas": [PATCH_OP], "Operations": [
-            {"op": "add", "path": "members", "value": [{"value": ids[-1]}]}]}
-        st, body = call(port, "PATCH", f"{prefix}/Groups/{seed['group_id']}", token, patch)
+            {"op": "add", "path": "members", "value": [{"value": member}]}]}
+        gid = seed["group_id"]
+        st, body = call(port, "PATCH", f"{prefix}/Groups/{gid}", token, patch)
+        if 200 <= st < 300:
+            got, data = call(port, "GET", f"{prefix}/Groups/{gid}", token)
+            members = json.loads(data).get("members") if got == 200 else None
+            if members is not None and member not in {m.get("value") for m in members}:
+                return 599, f"member add answered {st}, but {member!r} is not in the group"
     return st, body[:400].decode(errors="replace")
 
 
@@ -728,12 +871,14 @@ def verdict(name: str, entry: dict[str, Any]) -> str:
     return "met" if ok else "not met"
 
 
-def table(run: dict[str, Any], ref: dict[str, Any] | None) -> str:
+def table(run: dict[str, Any], refs: dict[str, dict[str, Any]] | None = None) -> str:
+    """One run's rows; with `refs` (peer name → its run), ours ÷ each peer's columns."""
+    refs = refs or {}
     head = ("| scenario | req/s (c={c}) | p50 / p99 ms (c={c}) | p50 / p99 ms (c=1) "
             "| non-2xx | target | verdict |").format(c=run.get("connections", "?"))
     sep = "| --- | ---: | ---: | ---: | ---: | --- | --- |"
-    if ref:
-        head += " scim2-server req/s | ratio req/s | scim2-server p99 (c=1) | ratio p99 |"
+    for peer in refs:
+        head += f" {peer} req/s | ratio req/s | {peer} p99 (c=1) | ratio p99 |"
         sep += " ---: | ---: | ---: | ---: |"
     lines = [head, sep]
     for name, what, _ in SCENARIOS:
@@ -751,11 +896,12 @@ def table(run: dict[str, Any], ref: dict[str, Any] | None) -> str:
             row = (f"| {what} | {load['ok_rps']:,.0f} | {load['p50_ms']} / {load['p99_ms']} "
                    f"| {single['p50_ms']} / {single['p99_ms']} | {errs} "
                    f"| {TARGETS[name][0]} | {verdict(name, entry)} |")
-        if ref:
+        for ref in refs.values():
             other = ref["scenarios"].get(name)
             if other and not other.get("skipped") and not entry.get("skipped"):
                 o_load, o_single = other["load"], other["single"]
-                o_bad = o_load["non2xx"] + o_single["non2xx"]
+                o_bad = (o_load["non2xx"] + o_single["non2xx"] + o_load["socket_errors"]
+                         + o_single["socket_errors"])
                 rps_ratio = (entry["load"]["ok_rps"] / o_load["ok_rps"]
                              if o_load["ok_rps"] else float("inf"))
                 p99_ratio = (entry["single"]["p99_ms"] / o_single["p99_ms"]
@@ -769,9 +915,10 @@ def table(run: dict[str, Any], ref: dict[str, Any] | None) -> str:
     lines.append("")
     lines.append(f"Worker RSS: {rss.get('start')} MB at start, {rss.get('before')} MB after "
                  f"warm-up, {rss.get('after')} MB after all scenarios"
-                 + (f" (scim2-server: {ref['rss_mb'].get('before')} → "
-                    f"{ref['rss_mb'].get('after')} MB with {ref['users']:,} users)"
-                    if ref else "") + ".")
+                 + (" (" + "; ".join(f"{peer}: {ref['rss_mb'].get('before')} → "
+                                     f"{ref['rss_mb'].get('after')} MB with {ref['users']:,} "
+                                     "users" for peer, ref in refs.items()) + ")"
+                    if refs else "") + ".")
     return "\n".join(lines)
 
 
@@ -846,6 +993,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="shorter duration for scim2-server member adds if they are slow")
     p.add_argument("--tools-venv", type=Path, default=Path("/tmp/scim2server-venv"),
                    help="separate virtualenv for scim2-server, its gunicorn and py-spy")
+    p.add_argument("--against-scimgateway", "--scimgateway", action="store_true",
+                   help="run the same scenarios against scimgateway (plugin-loki, in memory) "
+                        "and add ratio columns")
+    p.add_argument("--scimgateway-only", action="store_true",
+                   help="only measure scimgateway (use --tag to keep the file apart)")
+    p.add_argument("--scimgateway-results", type=Path, default=None,
+                   help="take scimgateway's numbers from this earlier JSON instead of "
+                        "measuring it again")
+    p.add_argument("--scimgateway-users", type=int, default=None,
+                   help="users seeded into scimgateway over HTTP (default: --users' largest)")
+    p.add_argument("--scimgateway-seed-threads", type=int, default=8,
+                   help="client threads seeding scimgateway (one Node process: they only "
+                        "keep it busy)")
+    p.add_argument("--scimgateway-package", default=f"scimgateway@{SCIMGATEWAY_VERSION}",
+                   help="what `npm install` installs (default: the pinned registry "
+                        "version; a tarball or folder of scimgateway works too)")
+    p.add_argument("--scimgateway-cache", type=Path, default=Path("/tmp/scimgateway-bench"),
+                   help="folder scimgateway is npm-installed into and run from (not in git)")
     p.add_argument("--wsgi-app", default="wsgi:app",
                    help="gunicorn app spec for the connector (production: wsgi:app)")
     p.add_argument("--tag", default="", help="suffix for the result file names")
@@ -857,17 +1022,22 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(ROOT))
     wrk = ensure_wrk()
-    if args.against_scim2_server or args.scim2_only or args.profile:
-        ensure_tools_venv(args.tools_venv, args.against_scim2_server or args.scim2_only,
-                          bool(args.profile), args.worker_class == "gevent")
+    want_scim2 = (args.against_scim2_server or args.scim2_only) and not args.scim2_results
+    want_gateway = ((args.against_scimgateway or args.scimgateway_only)
+                    and not args.scimgateway_results)
+    if want_scim2 or args.profile:
+        ensure_tools_venv(args.tools_venv, want_scim2, bool(args.profile),
+                          args.worker_class == "gevent")
+    gateway_versions = (ensure_scimgateway(args.scimgateway_cache, args.scimgateway_package)
+                        if want_gateway else None)
     info = machine()
     info["server"] = server_kind(args.worker_class, args.threads)
     info["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     dbs = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     tag = f"-{args.tag}" if args.tag else ""
     runs: list[dict[str, Any]] = []
-    ref: dict[str, Any] | None = None
-    if not args.scim2_only:
+    refs: dict[str, dict[str, Any]] = {}
+    if not (args.scim2_only or args.scimgateway_only):
         for users in args.users:
             for kind in dbs:
                 label = f"{kind}-{users}"
@@ -885,34 +1055,62 @@ def main(argv: list[str] | None = None) -> None:
                             "duration": args.duration, "tool": "wrk 1 thread"})
                 runs.append(run)
     if args.scim2_results:
-        ref = json.loads(args.scim2_results.read_text())["scim2_server"]
-        log(f"scim2-server results taken from {args.scim2_results} ({ref['date']})")
-    elif args.against_scim2_server or args.scim2_only:
+        refs["scim2-server"] = json.loads(args.scim2_results.read_text())["scim2_server"]
+        log(f"scim2-server results taken from {args.scim2_results} "
+            f"({refs['scim2-server']['date']})")
+    elif want_scim2:
         users = args.scim2_users or max(args.users)
         label = f"scim2-server-{users}"
         log(f"== {label}: seeding {users:,} users over HTTP")
         server = start_scim2_server(args.tools_venv, "scim2-bench-" + uuid.uuid4().hex, label,
                                     args.threads, args.worker_class)
-        try:
-            rss_empty = server.rss_mb()
-            seed = seed_scim2_server(server.port, server.token, users,
-                                     args.group_members, args.scim2_seed_threads)
-            ref = run_scenarios(label, server, "/v2", seed, args, wrk, args.tools_venv)
-            ref["rss_mb"]["empty"] = rss_empty
-        finally:
-            server.stop()
-        ref.update({"db": "memory", "connections": args.connections,
-                    "duration": args.duration, "tool": "wrk 1 thread", "date": info["date"]})
-    report = render(info, runs, ref)
+        refs["scim2-server"] = run_peer(server, label, "/v2", users, args.scim2_seed_threads,
+                                        None, args, wrk, info)
+    if args.scimgateway_results:
+        refs["scimgateway"] = json.loads(args.scimgateway_results.read_text())["scimgateway"]
+        log(f"scimgateway results taken from {args.scimgateway_results} "
+            f"({refs['scimgateway']['date']})")
+    elif want_gateway:
+        users = args.scimgateway_users or max(args.users)
+        label = f"scimgateway-{users}"
+        log(f"== {label}: seeding {users:,} users over HTTP")
+        server = start_scimgateway(args.scimgateway_cache, "gateway-bench-" + uuid.uuid4().hex,
+                                   label)
+        # plugin-loki makes a group's id its externalId (else its displayName, which has
+        # spaces): an id that needs no escaping in the load generator's URLs.
+        refs["scimgateway"] = run_peer(server, label, "", users,
+                                       args.scimgateway_seed_threads,
+                                       {"externalId": "bench-group-10k"}, args, wrk, info)
+        refs["scimgateway"]["versions"] = gateway_versions
+    report = render(info, runs, refs)
     print("\n" + report)
     (RESULTS / f"scim_bench{tag}.md").write_text(report + "\n")
-    (RESULTS / f"scim_bench{tag}.json").write_text(
-        json.dumps({"machine": info, "runs": runs, "scim2_server": ref}, indent=2) + "\n")
+    (RESULTS / f"scim_bench{tag}.json").write_text(json.dumps(
+        {"machine": info, "runs": runs,
+         **{key: refs.get(name) for key, name in PEERS.items()}}, indent=2) + "\n")
     log(f"wrote bench/results/scim_bench{tag}.md and .json")
 
 
-def render(info: dict[str, Any], runs: list[dict[str, Any]], ref: dict[str, Any] | None
-           ) -> str:
+def run_peer(server: Server, label: str, prefix: str, users: int, seed_threads: int,
+             group_extra: dict[str, Any] | None, args: argparse.Namespace, wrk: str,
+             info: dict[str, Any]) -> dict[str, Any]:
+    """Seed a started peer over its HTTP API, run the scenarios, stop it."""
+    try:
+        rss_empty = server.rss_mb()
+        seed = seed_over_http(label, server, prefix, users, args.group_members,
+                              seed_threads, group_extra)
+        ref = run_scenarios(label, server, prefix, seed, args, wrk, args.tools_venv)
+        ref["rss_mb"]["empty"] = rss_empty
+        ref["seed_errors"] = seed["seed_errors"]
+    finally:
+        server.stop()
+    ref.update({"db": "memory", "connections": args.connections,
+                "duration": args.duration, "tool": "wrk 1 thread", "date": info["date"]})
+    return ref
+
+
+def render(info: dict[str, Any], runs: list[dict[str, Any]],
+           refs: dict[str, dict[str, Any]]) -> str:
     out = [f"# SCIM bench, {info['date']} (commit {info['git']})", "",
            f"{info['nproc']} × {info['cpu']}, {info['mem']} RAM, Python {info['python']}, "
            f"SQLite {info['sqlite']}, PostgreSQL {info['postgresql']}. "
@@ -922,15 +1120,22 @@ def render(info: dict[str, Any], runs: list[dict[str, Any]], ref: dict[str, Any]
         out.append(f"## {run['db']}, {run['users']:,} users "
                    f"(seeded in {run['seed_seconds']} s; group of {run['group_size']:,})")
         out.append("")
-        out.append(table(run, ref))
+        out.append(table(run, refs))
         out.append("")
-    if ref:
-        out.append(f"## scim2-server (in memory), {ref['users']:,} users "
-                   f"(seeded over HTTP in {ref['seed_seconds']} s)")
+    for peer, ref in refs.items():
+        what = "in memory"
+        if ref.get("versions"):
+            v = ref["versions"]
+            what = (f"{v.get('scimgateway')}, {SCIMGATEWAY_PLUGIN} in memory, LokiJS "
+                    f"{v.get('lokijs')}, Node {v.get('node')}")
+        errors = ref.get("seed_errors")
+        out.append(f"## {peer} ({what}), {ref['users']:,} users "
+                   f"(seeded over HTTP in {ref['seed_seconds']} s"
+                   f"{f'; seeding errors {errors} ⚠' if errors else ''})")
         out.append("")
-        out.append(table(ref, None).replace("| target | verdict |", "| (target) | (verdict) |"))
+        out.append(table(ref).replace("| target | verdict |", "| (target) | (verdict) |"))
         out.append("")
-    profiles = [(r["label"], n, e["profile"]) for r in runs + ([ref] if ref else [])
+    profiles = [(r["label"], n, e["profile"]) for r in [*runs, *refs.values()]
                 for n, e in r["scenarios"].items() if e.get("profile")]
     for label, name, prof in profiles:
         out.append(f"### py-spy, {label} {name} ({prof.get('samples')} samples, "
