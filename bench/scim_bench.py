@@ -59,6 +59,8 @@ T0 = time.monotonic()
 # scimgateway: the npm package the bench installs (pinned), and the plugin it serves.
 SCIMGATEWAY_VERSION = "6.1.18"
 SCIMGATEWAY_PLUGIN = "plugin-loki"
+# --scimgateway-runtime bun: the runtime scimgateway prefers, from its npm package (pinned).
+BUN_VERSION = "1.4.4"
 # The peers measured beside the connector: key in the results JSON, name in the tables.
 PEERS = {"scim2_server": "scim2-server", "scimgateway": "scimgateway"}
 
@@ -147,7 +149,7 @@ def ensure_tools_venv(venv: Path, need_scim2: bool, need_pyspy: bool, need_geven
         subprocess.run([str(pip), "install", "-q", *wanted], check=True)
 
 
-def ensure_scimgateway(cache: Path, package: str) -> dict[str, str]:
+def ensure_scimgateway(cache: Path, package: str, runtime: str = "node") -> dict[str, str]:
     """npm-install scimgateway into `cache` (outside git), once per package spec.
 
     `package` is what `npm install` takes: by default scimgateway@SCIMGATEWAY_VERSION from
@@ -188,11 +190,42 @@ def ensure_scimgateway(cache: Path, package: str) -> dict[str, str]:
     versions = {name: json.loads((modules / name / "package.json").read_text())["version"]
                 for name in ("scimgateway", "lokijs", "tsx")}
     versions["node"] = node_version
+    if runtime == "bun":
+        bun = ensure_bun(cache, npm)
+        versions["bun"] = subprocess.run([str(bun), "--version"], capture_output=True,
+                                         text=True, check=True).stdout.strip()
+        versions["runtime"] = f"Bun {versions['bun']}"
+    else:
+        versions["runtime"] = f"Node {node_version}"
     if versions["scimgateway"] != SCIMGATEWAY_VERSION:
         log(f"note: scimgateway {versions['scimgateway']} installed, the bench pins "
             f"{SCIMGATEWAY_VERSION}")
     log("scimgateway " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return versions
+
+
+def bun_binary(cache: Path) -> Path | None:
+    """Bun's binary from its npm package (its optionalDependencies carry one per platform;
+    the baseline build where the processor lacks AVX2)."""
+    avx2 = "avx2" in Path("/proc/cpuinfo").read_text()
+    found = sorted((cache / "node_modules" / "@oven").glob("bun-linux-*/bin/bun"),
+                   key=lambda b: ("baseline" in str(b)) == avx2)
+    return found[0] if found else None
+
+
+def ensure_bun(cache: Path, npm: str) -> Path:
+    bun = bun_binary(cache)
+    if bun is None:
+        log(f"installing bun@{BUN_VERSION} with npm into {cache}")
+        done = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--no-save",
+             "--loglevel=error", f"bun@{BUN_VERSION}"],
+            cwd=cache, capture_output=True, text=True, check=False)
+        bun = bun_binary(cache)
+        if done.returncode != 0 or bun is None:
+            sys.exit(f"npm could not install bun@{BUN_VERSION} into {cache}:\n"
+                     f"{(done.stdout + done.stderr)[-2000:]}")
+    return bun
 
 
 def _base_python() -> str:
@@ -494,10 +527,14 @@ def start_scim2_server(venv: Path, token: str, label: str, threads: int = 4,
     return server
 
 
-def start_scimgateway(cache: Path, token: str, label: str) -> Server:
+def start_scimgateway(cache: Path, token: str, label: str, runtime: str = "node") -> Server:
     """scimgateway's plugin-loki on loopback: in-memory LokiJS store (persistence off, so no
     file is loaded or saved), bearer-token auth, logging off but for errors on the console
-    (a clean run logs nothing), run with the machine's Node through tsx."""
+    (a clean run logs nothing), run with the machine's Node through tsx (node:http), or
+    with Bun (Bun.serve), the runtime scimgateway prefers.
+
+    scimgateway encrypts the token in its config file when it starts: the file is written
+    anew for every run."""
     port = free_port()
     lib, config = cache / "lib", cache / "config"
     lib.mkdir(exist_ok=True)
@@ -516,7 +553,11 @@ def start_scimgateway(cache: Path, token: str, label: str) -> Server:
         },
         "endpoint": {"entity": {"undefined": {"dbname": "loki.db", "persistence": False}}},
     }, indent=2) + "\n")
-    cmd = [shutil.which("node") or "node", "--import", "tsx", f"lib/{SCIMGATEWAY_PLUGIN}.ts"]
+    if runtime == "bun":
+        cmd = [str(bun_binary(cache)), f"lib/{SCIMGATEWAY_PLUGIN}.ts"]
+    else:
+        cmd = [shutil.which("node") or "node", "--import", "tsx",
+               f"lib/{SCIMGATEWAY_PLUGIN}.ts"]
     server = NodeServer(label, cmd, dict(os.environ), cache, port, "/ServiceProviderConfig")
     server.token = token
     server.wait_ready()
@@ -911,6 +952,8 @@ def table(run: dict[str, Any], refs: dict[str, dict[str, Any]] | None = None) ->
             else:
                 row += " — | — | — | — |"
         lines.append(row)
+    if refs:
+        lines += ["", peer_ratio_summary(run, refs)]
     rss = run["rss_mb"]
     lines.append("")
     lines.append(f"Worker RSS: {rss.get('start')} MB at start, {rss.get('before')} MB after "
@@ -920,6 +963,40 @@ def table(run: dict[str, Any], refs: dict[str, dict[str, Any]] | None = None) ->
                                      "users" for peer, ref in refs.items()) + ")"
                     if refs else "") + ".")
     return "\n".join(lines)
+
+
+def peer_ratio_summary(run: dict[str, Any], refs: dict[str, dict[str, Any]],
+                       wanted: float = 1.2) -> str:
+    """Issue 19's test for each row: ours ≥ 1.2 × every peer's req/s, with no errors on
+    either side (a row a peer could not answer cleanly is not counted as won)."""
+    won, lost = [], []
+    for name, _, _ in SCENARIOS:
+        entry = run["scenarios"].get(name)
+        if entry is None:
+            continue
+        short = []
+        for peer, ref in refs.items():
+            other = ref["scenarios"].get(name)
+            if not other or other.get("skipped") or entry.get("skipped"):
+                short.append(f"{peer}: not measured")
+                continue
+            if _errors(entry) or _errors(other):
+                short.append(f"{peer}: errors")
+                continue
+            ratio = (entry["load"]["ok_rps"] / other["load"]["ok_rps"]
+                     if other["load"]["ok_rps"] else float("inf"))
+            if ratio < wanted:
+                short.append(f"{peer} {ratio:.2f}×")
+        (lost if short else won).append(f"{name}" + (f" ({', '.join(short)})" if short else ""))
+    return (f"Rows at ≥ {wanted}× every peer's req/s ({', '.join(refs)}): "
+            f"{len(won)} of {len(won) + len(lost)}"
+            + (f"; below: {'; '.join(lost)}" if lost else "") + ".")
+
+
+def _errors(entry: dict[str, Any]) -> int:
+    load, single = entry["load"], entry["single"]
+    return int(load["non2xx"] + single["non2xx"] + load["socket_errors"]
+               + single["socket_errors"])
 
 
 def _statuses(*results: dict[str, Any]) -> str:
@@ -1009,6 +1086,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scimgateway-package", default=f"scimgateway@{SCIMGATEWAY_VERSION}",
                    help="what `npm install` installs (default: the pinned registry "
                         "version; a tarball or folder of scimgateway works too)")
+    p.add_argument("--scimgateway-runtime", choices=["node", "bun"], default="node",
+                   help="run scimgateway with the machine's Node through tsx (default), or "
+                        f"with Bun {BUN_VERSION} from npm (its preferred runtime, Bun.serve)")
     p.add_argument("--scimgateway-cache", type=Path, default=Path("/tmp/scimgateway-bench"),
                    help="folder scimgateway is npm-installed into and run from (not in git)")
     p.add_argument("--wsgi-app", default="wsgi:app",
@@ -1028,7 +1108,8 @@ def main(argv: list[str] | None = None) -> None:
     if want_scim2 or args.profile:
         ensure_tools_venv(args.tools_venv, want_scim2, bool(args.profile),
                           args.worker_class == "gevent")
-    gateway_versions = (ensure_scimgateway(args.scimgateway_cache, args.scimgateway_package)
+    gateway_versions = (ensure_scimgateway(args.scimgateway_cache, args.scimgateway_package,
+                                           args.scimgateway_runtime)
                         if want_gateway else None)
     info = machine()
     info["server"] = server_kind(args.worker_class, args.threads)
@@ -1075,7 +1156,7 @@ def main(argv: list[str] | None = None) -> None:
         label = f"scimgateway-{users}"
         log(f"== {label}: seeding {users:,} users over HTTP")
         server = start_scimgateway(args.scimgateway_cache, "gateway-bench-" + uuid.uuid4().hex,
-                                   label)
+                                   label, args.scimgateway_runtime)
         # plugin-loki makes a group's id its externalId (else its displayName, which has
         # spaces): an id that needs no escaping in the load generator's URLs.
         refs["scimgateway"] = run_peer(server, label, "", users,
@@ -1127,7 +1208,7 @@ def render(info: dict[str, Any], runs: list[dict[str, Any]],
         if ref.get("versions"):
             v = ref["versions"]
             what = (f"{v.get('scimgateway')}, {SCIMGATEWAY_PLUGIN} in memory, LokiJS "
-                    f"{v.get('lokijs')}, Node {v.get('node')}")
+                    f"{v.get('lokijs')}, {v.get('runtime') or 'Node ' + str(v.get('node'))}")
         errors = ref.get("seed_errors")
         out.append(f"## {peer} ({what}), {ref['users']:,} users "
                    f"(seeded over HTTP in {ref['seed_seconds']} s"
