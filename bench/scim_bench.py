@@ -20,7 +20,8 @@ scim2-server (installed in its own virtualenv, /tmp/scim2server-venv by default,
 --against-scimgateway (or --scimgateway) does the same with scimgateway (Node; its
 plugin-loki, an in-memory LokiJS store, persistence off), installed with npm into
 /tmp/scimgateway-bench by default (never in git), run with the machine's Node through tsx,
-seeded over its own HTTP API; ours/scimgateway ratio columns are added too.
+seeded over its own HTTP API (--scimgateway-runtime bun: on Bun, its preferred runtime);
+ours/scimgateway ratio columns are added too.
 
 docs/benchmarks.md explains the method and holds the last published results.
 """
