@@ -79,6 +79,10 @@ class RoundOptions:
     # scheduler's once-per-interval rule: another process may have run the round
     # between its first look and the lease.
     started_before: dt.datetime | None = None
+    # When the scheduler's job for this round was due (it may start later, waiting for
+    # a thread): a new round counts from then (`last_started_at`), so a round that ran
+    # late does not push the tenant's next one back (azure_sync.scheduler).
+    due_at: dt.datetime | None = None
 
 
 def add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -150,7 +154,7 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
                 f"Not due: a round started at {state.last_started_at:%H:%M:%S} UTC "
                 "(another process ran this interval's round)."))
         if run is None:
-            _start(s, state, client, options.clock(), trigger)
+            _start(s, state, client, options.clock(), trigger, options.due_at)
         else:  # a round a crash or a failure interrupted: carry on from its cursor
             _resume(s, state, run, options, trigger)
         run_id = state.run_id
@@ -257,7 +261,7 @@ def _lost(tenant_id: str, run_id: int, exc: LeaseLost) -> RoundResult:
 
 
 def _start(s: Session, state: SyncState, client: GraphClient, now: dt.datetime,
-           trigger: str) -> None:
+           trigger: str, due_at: dt.datetime | None = None) -> None:
     """Open a new round in the run log and put the cursor at its start: a full round
     when there is no users deltaLink yet, or the registration's scope widened."""
     registration = s.get(EntraRegistration, state.tenant_id)
@@ -270,7 +274,7 @@ def _start(s: Session, state: SyncState, client: GraphClient, now: dt.datetime,
     s.add(run)
     s.flush()
     state.run_id = run.id
-    state.last_started_at = now
+    state.last_started_at = min(now, due_at) if due_at is not None else now
     cursor.start(state, client, full)
 
 
