@@ -154,7 +154,10 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
                 f"Not due: a round started at {state.last_started_at:%H:%M:%S} UTC "
                 "(another process ran this interval's round)."))
         if run is None:
-            _start(s, state, client, options.clock(), trigger, options.due_at)
+            _start(s, state, client, options.clock(), trigger)
+            if options.due_at is not None and state.last_started_at is not None:
+                # A late round counts from when it was due (azure_sync.scheduler).
+                state.last_started_at = min(state.last_started_at, options.due_at)
         else:  # a round a crash or a failure interrupted: carry on from its cursor
             _resume(s, state, run, options, trigger)
         run_id = state.run_id
@@ -261,7 +264,7 @@ def _lost(tenant_id: str, run_id: int, exc: LeaseLost) -> RoundResult:
 
 
 def _start(s: Session, state: SyncState, client: GraphClient, now: dt.datetime,
-           trigger: str, due_at: dt.datetime | None = None) -> None:
+           trigger: str) -> None:
     """Open a new round in the run log and put the cursor at its start: a full round
     when there is no users deltaLink yet, or the registration's scope widened."""
     registration = s.get(EntraRegistration, state.tenant_id)
@@ -274,7 +277,7 @@ def _start(s: Session, state: SyncState, client: GraphClient, now: dt.datetime,
     s.add(run)
     s.flush()
     state.run_id = run.id
-    state.last_started_at = min(now, due_at) if due_at is not None else now
+    state.last_started_at = now
     cursor.start(state, client, full)
 
 
