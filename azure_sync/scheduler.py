@@ -115,7 +115,7 @@ def run_tenant(service: SyncService, tenant_id: str,
                              due_at=due)
         logs.log(log, logging.INFO, "scheduled sync round", tenant=tenant_id,
                  run=result.run_id, status=result.status, counts=result.counts,
-                 error=result.error)
+                 error=result.error, due=due.isoformat())
         if result.status == "busy" and scheduler is not None:
             _look_again_at_lease_end(scheduler, service, tenant_id)
     except Exception:  # noqa: BLE001 - a job must survive to run again
