@@ -27,7 +27,9 @@ What it does:
    interval and starts another one in its place (as `connector serve`'s supervisor
    would), then checks that another process took those rounds over;
 7. reports, from the database: rounds per tenant per interval (min / max), consecutive
-   rounds closer than DUE_SHARE of the interval (a tenant synced twice: must be 0),
+   rounds closer than DUE_SHARE of the interval (since a late round counts from when
+   its job was due, only right after a round that started late: a catch-up, not a
+   tenant synced twice in an interval),
    runs of one tenant that overlapped (must be 0), starved tenants (a gap over 1.5
    intervals between rounds, or fewer rounds than intervals watched less one: must be
    0), the sync lag (now −
@@ -359,7 +361,8 @@ def analyse(runs: list[SyncRun], synced: set[str], start: dt.datetime, interval:
     """Rounds per tenant in each interval window from `start` (a tenant's rounds drift
     by up to the jitter, so a window may hold 0 or 2 of them at its edges: the gaps
     between consecutive rounds are the measure), rounds closer than DUE_SHARE of the
-    interval (synced twice), overlapping runs, starved tenants (a gap over 1.5
+    interval (only after a late round: its tenant's next one is not pushed back),
+    overlapping runs, starved tenants (a gap over 1.5
     intervals, or fewer rounds than windows less one)."""
     by_tenant = rounds_by_tenant(runs)
     per_window: list[Counter[int]] = []
