@@ -79,6 +79,10 @@ class RoundOptions:
     # scheduler's once-per-interval rule: another process may have run the round
     # between its first look and the lease.
     started_before: dt.datetime | None = None
+    # When the scheduler's job for this round was due (it may start later, waiting for
+    # a thread): a new round counts from then (`last_started_at`), so a round that ran
+    # late does not push the tenant's next one back (azure_sync.scheduler).
+    due_at: dt.datetime | None = None
 
 
 def add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -151,6 +155,9 @@ def _run_leased(maker: sessionmaker[Session], tenant_id: str, client: GraphClien
                 "(another process ran this interval's round)."))
         if run is None:
             _start(s, state, client, options.clock(), trigger)
+            if options.due_at is not None and state.last_started_at is not None:
+                # A late round counts from when it was due (azure_sync.scheduler).
+                state.last_started_at = min(state.last_started_at, options.due_at)
         else:  # a round a crash or a failure interrupted: carry on from its cursor
             _resume(s, state, run, options, trigger)
         run_id = state.run_id

@@ -10,12 +10,21 @@ tenant runs once a day until a round succeeds; a paused tenant's round does noth
 Every process running the scheduler has a job for every tenant, each firing once per
 interval: with several `connector worker` processes, each would sync every tenant once
 per interval, one after the other (the lease only keeps them from running at once). So a
-scheduled round starts only if the tenant's last round started at least
-`DUE_SHARE` of its interval ago, or one is open (interrupted: its process died, and this
-one resumes it). The jitter is at most a tenth of the interval, so one process's own
-rounds are never skipped. That check is made again once the lease is taken
+scheduled round starts only if the tenant's last round was due at least `DUE_SHARE` of
+its interval before this job was, or one is open (interrupted: its process died, and
+this one resumes it). The jitter is at most a tenth of the interval, so one process's
+own rounds are never skipped. That check is made again once the lease is taken
 (`RoundOptions.started_before`): between a first look and the lease, another process
 may have run the whole round.
+
+Both sides of that check are the times the jobs were due (APScheduler's scheduled run
+time, which `DueTimeExecutor` hands to the job), not the times the rounds began: a
+round that waited for a free thread counts from when it was due
+(`RoundOptions.due_at` sets the tenant's `last_started_at` to it), so its tenant's next
+firing, one interval after the late one's, still runs. Comparing with the late round's
+start instead skipped that firing, and the tenant waited up to two intervals (the
+start-up catch-up's tail at 1,000 tenants). Two rounds of one tenant are still never
+due less than `DUE_SHARE` of an interval apart, whatever process's job fires.
 
 A job that runs late still runs (no misfire grace): with many tenants a process's
 threads are busy for a while, and a round skipped for being late would wait a whole
@@ -37,6 +46,7 @@ import random
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import select
@@ -52,6 +62,7 @@ REFRESH_SECONDS = 60
 REFRESH_JOB = "sync:refresh"
 DUE_SHARE = 0.8
 REQUEST_POLL_SECONDS = 1.0
+THREADS = 10  # APScheduler's default pool: rounds one process runs at once
 OWN_JOBS = ("sync:refresh", "sync:requests")  # the scheduler's own, not a tenant's
 
 
@@ -63,20 +74,48 @@ def takeover_job_id(tenant_id: str) -> str:
     return f"sync-takeover:{tenant_id}"
 
 
+class DueTimeExecutor(ThreadPoolExecutor):
+    """APScheduler's thread pool, telling a tenant's job (`run_tenant`) the time it was
+    due: a job that waited for a free thread starts later than that."""
+
+    def _do_submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:
+        if job.func is run_tenant and run_times:
+            job = _DueJob(job, run_times[-1])
+        super()._do_submit_job(job, run_times)
+
+
+class _DueJob:
+    """A job as one firing runs it: the job, with the time it was due as `due_at`."""
+
+    def __init__(self, job: Job, due_at: dt.datetime) -> None:
+        self._job = job
+        self.kwargs = {**job.kwargs, "due_at": due_at}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._job, name)
+
+    def __str__(self) -> str:
+        return str(self._job)
+
+
 def run_tenant(service: SyncService, tenant_id: str,
-               scheduler: BaseScheduler | None = None) -> None:
+               scheduler: BaseScheduler | None = None,
+               due_at: dt.datetime | None = None) -> None:
     """One scheduled round; never raises (a job that raises is only logged by APScheduler).
-    With `scheduler`, a busy round is looked at again when its lease ends."""
+    With `scheduler`, a busy round is looked at again when its lease ends. `due_at`: when
+    the job was due (`DueTimeExecutor`; now if not told)."""
     try:
         if _quarantined(service, tenant_id):
             return
-        started_before = _due(service, tenant_id)
+        due = min(due_at, clock.now()) if due_at is not None else clock.now()
+        started_before = _due(service, tenant_id, due)
         if started_before is None:
             return
-        result = service.run(tenant_id, "schedule", started_before=started_before)
+        result = service.run(tenant_id, "schedule", started_before=started_before,
+                             due_at=due)
         logs.log(log, logging.INFO, "scheduled sync round", tenant=tenant_id,
                  run=result.run_id, status=result.status, counts=result.counts,
-                 error=result.error)
+                 error=result.error, due=due.isoformat())
         if result.status == "busy" and scheduler is not None:
             _look_again_at_lease_end(scheduler, service, tenant_id)
     except Exception:  # noqa: BLE001 - a job must survive to run again
@@ -109,17 +148,18 @@ def _quarantined(service: SyncService, tenant_id: str) -> bool:
             now - last < dt.timedelta(days=1))
 
 
-def _due(service: SyncService, tenant_id: str) -> dt.datetime | None:
-    """Whether a scheduled round should start now: None if not (no registration, or
-    another process started one within DUE_SHARE of the interval); else the instant
-    the tenant's last round must have started before, for the round to check again
-    under the lease. A round left open (running elsewhere, or to resume) is due."""
+def _due(service: SyncService, tenant_id: str, due: dt.datetime) -> dt.datetime | None:
+    """Whether a scheduled round due at `due` should start: None if not (no
+    registration, or another process started one due within DUE_SHARE of the interval
+    before); else the instant the tenant's last round must count from before
+    (`last_started_at`), for the round to check again under the lease. A round left
+    open (running elsewhere, or to resume) is due."""
     with service.maker() as s:
         state = s.get(SyncState, tenant_id)
         registration = s.get(EntraRegistration, tenant_id)
         if registration is None:
             return None
-        cutoff = clock.now() - dt.timedelta(minutes=registration.interval_minutes) * DUE_SHARE
+        cutoff = due - dt.timedelta(minutes=registration.interval_minutes) * DUE_SHARE
         if state is None or state.last_started_at is None or state.run_id is not None:
             return cutoff
         return cutoff if state.last_started_at <= cutoff else None
@@ -195,6 +235,7 @@ def run_requested(service: SyncService, tenant_id: str, trigger: str) -> None:
 def start(service: SyncService, **scheduler_options: Any) -> BackgroundScheduler:
     """Start a background scheduler for this process (the caller stops it, with `stop`
     to say at once that it takes no more requests)."""
+    scheduler_options.setdefault("executors", {"default": DueTimeExecutor(THREADS)})
     scheduler = BackgroundScheduler(timezone=dt.UTC, **scheduler_options)
     scheduler.add_job(sync_jobs, "interval", seconds=REFRESH_SECONDS,
                       args=(scheduler, service), id=REFRESH_JOB, max_instances=1,

@@ -104,11 +104,12 @@ class SyncService:
 
     def run(self, tenant_id: str, trigger: str = "schedule",
             options: rounds.RoundOptions | None = None, *,
-            started_before: dt.datetime | None = None, **client_overrides: Any
-            ) -> rounds.RoundResult:
+            started_before: dt.datetime | None = None, due_at: dt.datetime | None = None,
+            **client_overrides: Any) -> rounds.RoundResult:
         """Run (or resume) the tenant's round. started_before: start a new round only if
         the last one started before then (checked under the lease: the scheduler's
-        once-per-interval rule, see azure_sync.scheduler)."""
+        once-per-interval rule, see azure_sync.scheduler); due_at: when the scheduler's
+        job was due (a new round counts as started then)."""
         with self.maker() as s:
             registration = s.get(EntraRegistration, tenant_id)
             if registration is None:
@@ -123,6 +124,8 @@ class SyncService:
             read_ahead=self.settings.read_ahead)
         if started_before is not None:
             options = dataclasses.replace(options, started_before=started_before)
+        if due_at is not None:
+            options = dataclasses.replace(options, due_at=due_at)
         result = rounds.run_round(self.write_maker, tenant_id, client, options, trigger)
         notify.sync_round_ended(self.write_maker, tenant_id, self.settings.notify_after_failures)
         return result

@@ -27,7 +27,9 @@ What it does:
    interval and starts another one in its place (as `connector serve`'s supervisor
    would), then checks that another process took those rounds over;
 7. reports, from the database: rounds per tenant per interval (min / max), consecutive
-   rounds closer than DUE_SHARE of the interval (a tenant synced twice: must be 0),
+   rounds closer than DUE_SHARE of the interval (since a late round counts from when
+   its job was due, only right after a round that started late: a catch-up, not a
+   tenant synced twice in an interval),
    runs of one tenant that overlapped (must be 0), starved tenants (a gap over 1.5
    intervals between rounds, or fewer rounds than intervals watched less one: must be
    0), the sync lag (now −
@@ -359,7 +361,8 @@ def analyse(runs: list[SyncRun], synced: set[str], start: dt.datetime, interval:
     """Rounds per tenant in each interval window from `start` (a tenant's rounds drift
     by up to the jitter, so a window may hold 0 or 2 of them at its edges: the gaps
     between consecutive rounds are the measure), rounds closer than DUE_SHARE of the
-    interval (synced twice), overlapping runs, starved tenants (a gap over 1.5
+    interval (only after a late round: its tenant's next one is not pushed back),
+    overlapping runs, starved tenants (a gap over 1.5
     intervals, or fewer rounds than windows less one)."""
     by_tenant = rounds_by_tenant(runs)
     per_window: list[Counter[int]] = []
@@ -495,6 +498,7 @@ def main(argv: list[str] | None = None) -> None:
         report["scim"] = {"requests": dict(scim.counts),
                           "pair_latency_ms_p50": round(pct(scim.latencies, 0.5) * 1000, 1),
                           "pair_latency_ms_p99": round(pct(scim.latencies, 0.99) * 1000, 1)}
+    report["rounds_due_within_due_share"] = due_doubles(workdir, interval)
     tracebacks = sum(p.read_text(errors="replace").count("Traceback")
                      for p in workdir.glob("*.log"))
     report["tracebacks_in_logs"] = tracebacks
@@ -503,6 +507,27 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps(report, indent=2, default=str))
     summary(report)
     say(f"written {out}; process logs in {workdir}")
+
+
+def due_doubles(workdir: Path, interval: dt.timedelta) -> int:
+    """Consecutive scheduled rounds of a tenant whose jobs were due less than DUE_SHARE
+    of the interval apart (a tenant synced twice in an interval: must be 0), from the
+    due times the workers log with each round they started."""
+    due: dict[str, set[dt.datetime]] = {}
+    for path in workdir.glob("worker-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"scheduled sync round"' not in line:
+                continue
+            entry = json.loads(line)
+            if entry.get("run") is not None and entry.get("status") != "skipped":
+                due.setdefault(entry["tenant"], set()).add(
+                    dt.datetime.fromisoformat(entry["due"]))
+    doubles = 0
+    for times in due.values():
+        ordered = sorted(times)
+        doubles += sum(1 for a, b in zip(ordered, ordered[1:], strict=False)
+                       if b - a < interval * DUE_SHARE)
+    return doubles
 
 
 def watch(maker: Any, procs: Processes, synced: set[str], interval: dt.timedelta,
@@ -569,7 +594,8 @@ def summary(report: dict[str, Any]) -> None:
     for k, w in enumerate(report.get("windows", [])):
         print(f"  interval {k + 1}: tenants by rounds started in it {w['rounds_per_tenant']}")
     for key in ("first_rounds_done_after_s", "rounds_per_tenant_min", "rounds_per_tenant_max",
-                "synced_twice_within_due_share", "overlapping_runs", "starved_tenants",
+                "synced_twice_within_due_share", "rounds_due_within_due_share",
+                "overlapping_runs", "starved_tenants",
                 "gap_s", "sync_lag_s", "round_s", "run_statuses", "closes", "kill", "scim",
                 "tracebacks_in_logs"):
         if key in report:

@@ -38,6 +38,7 @@ from billing import carry as carry_codec
 from billing import invoice as inv
 from billing import mail, reader
 from billing.calendar import Month
+from billing.close import dead_attempts
 from billing.fold import USER_KINDS, Fact, fold_group_modules, fold_month
 from billing.lines import insert_lines, line_row
 from billing.planning import CloseInputs, plan_close
@@ -71,7 +72,6 @@ log = logging.getLogger("connector.billing")
 BATCH_TENANTS = 50  # tenants a close pass hands out at a time
 BATCH_MAX_USERS = 2_000  # a larger tenant closes on its own
 BATCH_USERS = 20_000  # users folded (and held) at a time: bounded memory
-STALE_ATTEMPT = dt.timedelta(hours=6)  # as billing.close's
 
 
 @dataclass
@@ -152,7 +152,7 @@ def _plan(s: Session, ids: list[str], month: Month, settings: BillingSettings,
             rest.add(tenant_id)
         else:
             planned.append(planned_one)
-    _drop_stale_attempts(s, [t.inputs.tenant_id for t in planned], month, now)
+    _drop_stale_attempts(s, [t.inputs.tenant_id for t in planned], month, now, settings)
     for group in _groups(planned):
         _read_marks(s, group)
         late = _with_late_events(s, group)
@@ -183,12 +183,13 @@ def _with_closes(tenant: Tenant, inputs: CloseInputs, closes: list[Any]) -> _Ten
     return planned
 
 
-def _drop_stale_attempts(s: Session, ids: list[str], month: Month, now: dt.datetime) -> None:
+def _drop_stale_attempts(s: Session, ids: list[str], month: Month, now: dt.datetime,
+                         settings: BillingSettings) -> None:
     # As billing.close: attempts of a process that died mid-close.
     if ids:
         s.execute(delete(BillingClose).where(
             one_of(s, BillingClose.tenant_id, ids), BillingClose.month == str(month),
-            BillingClose.state == "building", BillingClose.started_at < now - STALE_ATTEMPT))
+            dead_attempts(now, settings)))
 
 
 def _groups(planned: list[_Tenant]) -> list[list[_Tenant]]:

@@ -32,9 +32,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from billing.batch import BATCH_TENANTS, close_batch
 from billing.calendar import Month
-from billing.close import Outcome, close_month
+from billing.close import Outcome, close_month, sweep_dead_attempts
 from billing.planning import NotDue
-from connector import db, metrics
+from connector import db, logs, metrics
 from connector.config import BillingSettings, DatabaseSettings
 from connector.models import BillingClose, Tenant
 
@@ -117,6 +117,10 @@ def close_due(maker: sessionmaker[Session], settings: BillingSettings, now: dt.d
     close side by side (`parallel_tenants`); the result lists them in the order they
     were created, as a serial pass would."""
     planned = DueResult()  # tenants whose months could not be listed
+    swept = sweep_dead_attempts(maker, settings, now)
+    if swept:  # what a process killed mid-close left: its months close again below
+        logs.log(log, logging.WARNING, "billing: deleted the attempts of closes whose "
+                 "process died mid-way", attempts=swept)
     total = _count(maker, tenant_ids)
     workers = parallel_tenants(settings, maker)
     done = 0

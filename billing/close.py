@@ -12,6 +12,13 @@ checked by a unique index, so two processes closing the same month both compute,
 wins, the other deletes its attempt and returns the winner's close. A crash leaves only
 an attempt nobody reads; the next close starts over and, from the same inputs, gets the
 same hash. A closed month never changes: a partner's reissue is a new version.
+
+A process killed mid-close (SIGKILL, the OOM killer) leaves its `building` attempt and
+the lines it committed. The attempt says it is alive (`alive_at`) with every chunk of
+lines; one silent for [billing] close_lease_seconds is a dead process's, and every close
+pass deletes those first (`sweep_dead_attempts`), whether or not the month has been
+closed since. An attempt that was only slow, swept all the same, finds out at its next
+chunk or at its flip (AttemptLost) and fails; the next pass closes the month.
 """
 
 from __future__ import annotations
@@ -30,19 +37,19 @@ from billing import reader
 from billing.adjustments import closed_before, late_adjustments
 from billing.archive import archived_before
 from billing.calendar import Month
-from billing.lines import insert_lines, line_row
+from billing.lines import AttemptLost, insert_lines, line_row, mark_alive
 from billing.mail import enqueue_for
 from billing.planning import CloseInputs, NotDue, latest_close, plan_close
 from billing.snapshot import LineTally, digest_of, snapshot_digest, tally, totals_as_json
 from billing.tenant_fold import Progress, fold_partition, partitions_for, plan_fold, user_count
 from billing.workers import fold_in_processes, worker_count
-from connector import events, metrics
+from connector import clock, events, metrics
 from connector.config import BillingSettings
 from connector.events import WriteContext
 from connector.models import Activity, BillingAdjustment, BillingClose, Event, Tenant
 from connector.status import Source
 
-STALE_ATTEMPT = dt.timedelta(hours=6)
+STALE_ATTEMPT = dt.timedelta(hours=6)  # an attempt written before alive_at existed
 Learned = tuple[dt.datetime, list[reader.LateEvent]]  # late events since a cut-off
 
 
@@ -96,10 +103,10 @@ def _close_month(maker: sessionmaker[Session], tenant_id: str, month: Month,
         inputs = plan_close(s, tenant, month, settings, now,
                             cutoff=now if reissue_reason is not None else cutoff)
         version = current.version + 1 if current is not None else 1
-        _drop_stale_attempts(s, tenant_id, month, now)
+        _drop_stale_attempts(s, tenant_id, month, now, settings)
         attempt = BillingClose(
             tenant_id=tenant_id, month=str(month), version=version, state="building",
-            started_at=now, closed_by=actor, reason=reissue_reason,
+            started_at=now, alive_at=clock.now(), closed_by=actor, reason=reissue_reason,
             window_start=inputs.window.start, window_end=inputs.window.end,
             cutoff=inputs.cutoff, event_high_water=_event_high_water(s, inputs),
             activity_high_water=_activity_high_water(s, inputs), inputs=inputs.as_json(),
@@ -117,11 +124,32 @@ def _close_month(maker: sessionmaker[Session], tenant_id: str, month: Month,
         raise
 
 
-def _drop_stale_attempts(s: Session, tenant_id: str, month: Month, now: dt.datetime) -> None:
+def _drop_stale_attempts(s: Session, tenant_id: str, month: Month, now: dt.datetime,
+                         settings: BillingSettings) -> None:
     # Attempts of a process that died mid-close (a live rival's attempt is recent).
     s.execute(delete(BillingClose).where(
         BillingClose.tenant_id == tenant_id, BillingClose.month == str(month),
-        BillingClose.state == "building", BillingClose.started_at < now - STALE_ATTEMPT))
+        dead_attempts(now, settings)))
+
+
+def dead_attempts(now: dt.datetime, settings: BillingSettings) -> Any:
+    """Building attempts of processes that died mid-close: silent for the lease (by the
+    wall clock: `now` may be a pass's frozen instant), or, written before attempts said
+    they were alive, started STALE_ATTEMPT before."""
+    silent = clock.now() - dt.timedelta(seconds=settings.close_lease_seconds)
+    return (BillingClose.state == "building") & (
+        (BillingClose.alive_at < silent)
+        | (BillingClose.alive_at.is_(None) & (BillingClose.started_at < now - STALE_ATTEMPT)))
+
+
+def sweep_dead_attempts(maker: sessionmaker[Session], settings: BillingSettings,
+                        now: dt.datetime) -> int:
+    """Delete every close attempt of a process that died mid-close, with its lines (the
+    foreign key cascades): the month closes again, from scratch. Return how many."""
+    with maker() as s:
+        gone = s.execute(delete(BillingClose).where(dead_attempts(now, settings)))
+        s.commit()
+    return int(gone.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def _event_high_water(s: Session, inputs: CloseInputs) -> int:
@@ -148,6 +176,8 @@ def _build(maker: sessionmaker[Session], attempt_id: int, inputs: CloseInputs,
         earlier = closed_before(s, inputs)
         learned = _learned_since_last_close(s, inputs, earlier)
         lines = _fold_lines(s, inputs, settings, attempt_id, learned, progress)
+        mark_alive(s, attempt_id)
+        s.commit()
         adjustments, adjustment_lines, report = late_adjustments(
             s, inputs, settings, attempt_id, now, earlier, learned[1] if learned else [])
         month_invoice = inv.make_invoice(lines.totals, inputs.prices, inputs.non_profit,
@@ -187,6 +217,7 @@ def _fold_lines(s: Session, inputs: CloseInputs, settings: BillingSettings,
     for low, high in parts:
         for chunk, users in fold_partition(s, plan, low, high, own=True):
             insert_lines(s, [line_row(attempt_id, *line) for line in chunk])
+            mark_alive(s, attempt_id)
             s.commit()
             lines.add(tally(chunk))
             if progress:
@@ -205,7 +236,18 @@ def _flip(s: Session, inputs: CloseInputs, settings: BillingSettings, attempt_id
         if replaced is not None:  # a reissue: the old version stays readable
             s.execute(update(BillingClose).where(BillingClose.id == replaced.id)
                       .values(state="superseded"))
-        s.execute(update(BillingClose).where(BillingClose.id == attempt_id).values(**closed))
+        flipped = s.execute(update(BillingClose).where(
+            BillingClose.id == attempt_id, BillingClose.state == "building").values(**closed))
+        if flipped.rowcount != 1:  # type: ignore[attr-defined]
+            # Swept as a dead process's (this one stalled past the lease): nothing of
+            # this close is written; the winner's close, if any, stands.
+            s.rollback()
+            winner = latest_close(s, inputs.tenant_id, inputs.month)
+            if winner is None or replaced is not None:
+                raise AttemptLost("This close stalled past [billing] close_lease_seconds "
+                                  "and was taken for a dead process's; the next pass "
+                                  "closes the month.")
+            return Outcome(winner, created=False)
         if adjustments:
             s.execute(BillingAdjustment.__table__.insert(), adjustments)
         # The monthly e-mail report (billing/mail.py), queued with the flip: sent

@@ -27,6 +27,27 @@ _COPY_LINES = ("COPY billing_lines (close_id, user_id, user_name, billable, reas
                "audience, modules, units, state) FROM STDIN")
 
 
+class AttemptLost(RuntimeError):
+    """A close attempt was deleted under its process: it was silent for
+    [billing] close_lease_seconds (a stall) and a pass took it for a dead process's."""
+
+
+def mark_alive(s: Session, close_id: int) -> None:
+    """Say that the close attempt `close_id` is being built (its heartbeat, written with
+    the caller's commit); raise AttemptLost if it was swept as a dead process's."""
+    from sqlalchemy import update
+
+    from connector.clock import now
+    from connector.models import BillingClose
+
+    done = s.execute(update(BillingClose).where(
+        BillingClose.id == close_id, BillingClose.state == "building").values(alive_at=now()))
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise AttemptLost(
+            "This close stalled past [billing] close_lease_seconds and another pass took "
+            "it for a dead process's and deleted it; the next pass closes the month.")
+
+
 def line_row(close_id: int, d: Decision, user_name: str, state: str) -> tuple[Any, ...]:
     """A line's column values in the order `_INSERT_LINE` names them (tuples: a million
     of them pass from the workers to the closing process)."""

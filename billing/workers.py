@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from billing.lines import insert_lines, line_row
+from billing.lines import insert_lines, line_row, mark_alive
 from billing.snapshot import LineTally, tally
 from billing.tenant_fold import FoldPlan, Progress, fold_partition
 from connector import db
@@ -88,16 +88,17 @@ def fold_in_processes(s: Session, plan: FoldPlan, close_id: int,
         futures = [pool.submit(_worker_partition, plan, close_id, i, low, high)
                    for i, (low, high) in enumerate(parts)]
         try:
-            _collect(s, out, futures, lines, total, progress)
+            _collect(s, close_id, out, futures, lines, total, progress)
         except BaseException:
             _stop(out, stop, futures)
             raise
 
 
-def _collect(s: Session, out: Any, futures: list[Future[None]], lines: LineTally,
-             total: int, progress: Progress | None) -> None:
+def _collect(s: Session, close_id: int, out: Any, futures: list[Future[None]],
+             lines: LineTally, total: int, progress: Progress | None) -> None:
     """Write and add up what the workers send until every partition has finished; a
-    failed partition (or a worker that died) fails the close."""
+    failed partition (or a worker that died) fails the close. Each chunk says the
+    attempt is alive (billing.lines.mark_alive)."""
     finished = 0
     while finished < len(futures):
         try:
@@ -114,7 +115,8 @@ def _collect(s: Session, out: Any, futures: list[Future[None]], lines: LineTally
         rows, part, users = message
         if rows:
             insert_lines(s, rows)
-            s.commit()
+        mark_alive(s, close_id)
+        s.commit()
         lines.add(part)
         if progress:
             progress(lines.folded(users), total)

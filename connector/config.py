@@ -329,6 +329,13 @@ class BillingSettings:
     close_check_minutes: int = setting(
         15, "How often the scheduler looks for months that are due to close."
     )
+    close_lease_seconds: int = setting(
+        300,
+        "A month close in progress says it is alive with every chunk of users it folds "
+        "(a few seconds apart); one silent for this long is taken for a process that "
+        "died mid-close (killed, out of memory): the next close pass deletes what it "
+        "wrote and closes the month again.",
+    )
     close_workers: int = setting(
         0,
         "Processes that fold a large tenant's month side by side (tenants of 50,000 users "

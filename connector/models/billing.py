@@ -64,6 +64,10 @@ class BillingClose(Base):
     state: Mapped[str] = mapped_column(String(12))  # building | closed | superseded
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # A building attempt's heartbeat (wall clock), written with each chunk of lines: one
+    # silent for [billing] close_lease_seconds is a dead process's, swept by the next
+    # close pass (billing.close.sweep_dead_attempts).
+    alive_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     closed_by: Mapped[str] = mapped_column(String(320))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # a reissue's reason
     window_start: Mapped[dt.datetime] = mapped_column(UTCDateTime())

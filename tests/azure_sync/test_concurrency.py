@@ -67,7 +67,8 @@ def workers(sync: Sync, database_url: str) -> Iterator[list[Worker]]:
         service = SyncService(sync.service.settings, make_sessionmaker(engine),
                               make_sessionmaker(engine, writes=True),
                               verify=sync.service.ca_bundle)
-        scheduler = BackgroundScheduler(timezone=dt.UTC)
+        scheduler = BackgroundScheduler(
+            timezone=dt.UTC, executors={"default": jobs.DueTimeExecutor(jobs.THREADS)})
         executed = threading.Event()
 
         def done(event: JobExecutionEvent, executed: threading.Event = executed) -> None:
@@ -291,6 +292,61 @@ def test_rounds_that_start_late_still_run(sync: Sync) -> None:
         statuses = Counter(s.scalars(select(SyncRun.status).where(SyncRun.tenant_id.in_(
             [sync.tenant_id, *(o.tenant_id for o in others)]))))
     assert statuses == {"succeeded": 3}
+
+
+def test_a_round_that_ran_late_does_not_push_the_next_one_back(
+        sync: Sync, workers: list[Worker]) -> None:
+    """A worker whose threads are all busy runs a tenant's round late (at start-up, with
+    many tenants, nearly an interval late). The tenant's next firing, one interval after
+    the late one was due, still starts a round: the once-per-interval check compares
+    the times the jobs were due, not the late round's start (which is seconds before
+    that next firing, and made it skip: the tenant then waited up to two intervals).
+    Another process's job due in that same interval still starts none."""
+    sync.entra.seed_users(50)
+    with sync.session() as s:
+        registration = s.get(EntraRegistration, sync.tenant_id)
+        assert registration is not None
+        interval = dt.timedelta(minutes=registration.interval_minutes)
+    busy = BackgroundScheduler(timezone=dt.UTC,
+                               executors={"default": jobs.DueTimeExecutor(1)})
+    ran = threading.Event()
+    busy.add_listener(lambda e: ran.set() if e.job_id == jobs.job_id(sync.tenant_id)
+                      else None, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+    busy.start()
+    try:
+        jobs.sync_jobs(busy, sync.service)
+        for job in busy.get_jobs():
+            if job.id != jobs.job_id(sync.tenant_id):
+                job.remove()
+        # The pool's one thread is busy (another tenant's long round) while the job is
+        # due, and it was due nearly an interval ago: its round runs late.
+        now = dt.datetime.now(dt.UTC)
+        busy.add_job(threading.Event().wait, args=(1.5,), next_run_time=now)
+        due = now - interval + dt.timedelta(seconds=4)
+        busy.get_job(jobs.job_id(sync.tenant_id)).modify(next_run_time=due)
+        assert ran.wait(30), "the late round never ran"
+    finally:
+        busy.shutdown(wait=True)
+    with sync.session() as s:
+        runs = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == sync.tenant_id)))
+        state = s.get(SyncState, sync.tenant_id)
+        assert state is not None and state.last_started_at == due  # counts from when due
+    assert rounds_of(runs) == [("full", "succeeded")]
+    assert runs[0].started_at - due > interval * 0.9  # it did run late
+
+    # One interval after the late job was due (a few seconds after the late round
+    # began), the tenant's job fires again: its round runs.
+    first, second = workers
+    fire_together([first], sync.tenant_id)
+    with sync.session() as s:
+        runs = list(s.scalars(select(SyncRun).where(SyncRun.tenant_id == sync.tenant_id)))
+    assert runs[1].started_at - runs[0].started_at < interval * (1 - jobs.DUE_SHARE)
+    assert rounds_of(runs) == [("full", "succeeded"), ("incremental", "succeeded")]
+    # Another process's job due in the same interval: nothing to do.
+    fire_together([second], sync.tenant_id)
+    with sync.session() as s:
+        assert s.scalar(select(func.count()).select_from(SyncRun).where(
+            SyncRun.tenant_id == sync.tenant_id)) == 2
 
 
 def test_the_scheduler_keeps_refreshing_its_tenant_jobs(sync: Sync) -> None:
