@@ -1,6 +1,6 @@
 """a close attempt's heartbeat: a close killed mid-way is swept, not kept for hours
 
-Revision ID: 0029
+Revision ID: 0028
 Revises: 0027
 Create Date: 2026-12-07 03:20:00
 
@@ -14,7 +14,7 @@ from alembic import op
 
 import connector.models
 
-revision = "0029"
+revision = "0028"
 down_revision = "0027"
 branch_labels = None
 depends_on = None
