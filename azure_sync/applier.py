@@ -134,9 +134,11 @@ def uniform_user_updates(s: Session) -> None:
         if type(obj) is not User:
             continue
         state = inspect(obj)
+        now = state.dict
+        # What the flush compares too (the column types compare with ==); an attribute
+        # set before it was loaded has no old value (NO_VALUE) and counts as changed.
         keys = {key for key, old in state.committed_state.items()
-                if key in _USER_COLUMNS
-                and state.manager[key].impl.is_equal(state.dict.get(key), old) is not True}
+                if key in _USER_COLUMNS and now.get(key) != old}
         if keys:
             changed.append((obj, keys))
             columns |= keys
