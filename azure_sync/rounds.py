@@ -380,7 +380,10 @@ def _round_scope(maker: sessionmaker[Session], tenant_id: str, run_id: int,
 # checks of user_values while users was nearly empty (a sequential scan) and kept that
 # plan, so each page's check read every user and pages grew slower as the round went
 # on. ANALYZE at these page counts refreshes the statistics, which also drops the
-# cached plans. Only in full rounds: an incremental round changes a few rows, and
+# cached plans. user_search_words too: never analysed, the next round's DELETE of the
+# changed users' words scanned the tenant's words (235 ms for 800 users at 50,000,
+# 14 ms once analysed; docs/benchmarks.md, "Incremental round: one UPDATE a page").
+# Only in full rounds: an incremental round changes a few rows, and
 # ANALYZE of a large table would cost it more than its changes (figures in
 # docs/benchmarks.md, "Measurements behind the code").
 REFRESH_STATISTICS_AT = frozenset({2, 10, 50, 250, 1250, 6250})
@@ -390,7 +393,7 @@ def _refresh_statistics(maker: sessionmaker[Session]) -> None:
     with maker() as s:
         if s.get_bind().dialect.name != "postgresql":
             return
-        for table in ("users", "user_values", "events"):
+        for table in ("users", "user_values", "user_search_words", "events"):
             s.execute(text(f"ANALYZE {table}"))
         s.commit()
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from azure_sync import decisions, secrets
 from azure_sync.service import SyncService, register
@@ -489,3 +489,21 @@ def test_a_held_round_is_applied_at_the_approval_time(sync: Sync) -> None:
     assert _stamps(sync, held.run_id) == {(t3, t3)}  # the page changed nobody else
     assert sync.users()[ann].active is False
 
+
+
+def test_a_full_round_refreshes_the_search_words_statistics(sync: Sync) -> None:
+    """Never analysed, user_search_words made the next round's DELETE of the changed
+    users' words scan the tenant's words (PostgreSQL planned it without statistics)."""
+    def analyses() -> int:
+        with sync.session() as s:
+            if s.get_bind().dialect.name != "postgresql":
+                pytest.skip("statistics are PostgreSQL's")
+            return int(s.scalar(text(
+                "SELECT analyze_count FROM pg_stat_user_tables "
+                "WHERE relname = 'user_search_words'")) or 0)
+
+    before = analyses()
+    sync.entra.seed_users(450)
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert result.pages >= 3 and analyses() > before
