@@ -274,7 +274,8 @@ def _cache_long_statements() -> None:
     `insert_together`: about 80 parameters in 6 KB of SQL). psycopg 3 converts a query
     (placeholders to $n) through an LRU cache, except queries over 4 KB or 50
     parameters, which ORMs make in shapes that rarely repeat; it converted the POST's
-    statement again on every request, a tenth of the request's CPU time. Ours repeat
+    statement again on every request, a tenth of the request's CPU time (docs/
+    benchmarks.md, "SCIM writes: CPU per request"). Ours repeat
     (`_TOGETHER` holds few shapes), and lists of values are bound as one array
     (`one_of`), so the cache stays useful. Only raised, never lowered; a psycopg
     without these settings is left as it is."""
