@@ -58,6 +58,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
+        _cache_long_statements()
         # Short OLTP statements: JIT compilation cost more than the query it sped up once
         # a page query's estimated cost crossed jit_above_cost (docs/benchmarks.md,
         # "Measurements behind the code"). Through PgBouncer (transaction pooling) a
@@ -241,10 +242,16 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
     Elsewhere (SQLite, no round trips) the inserts run one table after another.
     """
     inserts = [(table, rows) for table, rows in inserts if rows]
+    if session.autoflush:  # as `session.execute` would (request sessions do not autoflush)
+        session.flush()
     if session.get_bind().dialect.name != "postgresql":
+        conn = session.connection()  # Core statements: no ORM execute path (see below)
         for table, rows in inserts:
-            session.execute(insert(table), rows)
-        return int(session.execute(counted, counted_params).rowcount)  # type: ignore[attr-defined]
+            statement = _INSERTS.get(table)
+            if statement is None:
+                statement = _INSERTS[table] = insert(table)
+            conn.execute(statement, rows)
+        return int(conn.execute(counted, counted_params).rowcount)
     shape = (counted, tuple((table, tuple(rows[0]), len(rows)) for table, rows in inserts))
     statement = _TOGETHER.get(shape)
     if statement is None:
@@ -253,10 +260,37 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
     for n, (_table, rows) in enumerate(inserts):
         for i, row in enumerate(rows):
             params.update((f"w{n}_{i}_{key}", value) for key, value in row.items())
-    return int(session.execute(statement, params).scalar_one())
+    # Core on the session's connection: the ORM's execute path (events, compile state)
+    # does nothing for a Core statement but cost time.
+    return int(session.connection().execute(statement, params).scalar_one())
 
 
 _TOGETHER: dict[Any, Any] = {}
+_INSERTS: dict[Table, Any] = {}  # insert(table), built once per table
+
+
+def _cache_long_statements() -> None:
+    """Let psycopg keep its conversion of our long statements (a SCIM POST's
+    `insert_together`: about 80 parameters in 6 KB of SQL). psycopg 3 converts a query
+    (placeholders to $n) through an LRU cache, except queries over 4 KB or 50
+    parameters, which ORMs make in shapes that rarely repeat; it converted the POST's
+    statement again on every request, a tenth of the request's CPU time (docs/
+    benchmarks.md, "SCIM writes: CPU per request"). Ours repeat
+    (`_TOGETHER` holds few shapes), and lists of values are bound as one array
+    (`one_of`), so the cache stays useful. Only raised, never lowered; a psycopg
+    without these settings is left as it is."""
+    from psycopg import _queries
+
+    if isinstance(getattr(_queries, "MAX_CACHED_STATEMENT_LENGTH", None), int) and \
+            isinstance(getattr(_queries, "MAX_CACHED_STATEMENT_PARAMS", None), int):
+        _queries.MAX_CACHED_STATEMENT_LENGTH = max(_queries.MAX_CACHED_STATEMENT_LENGTH,
+                                                   CACHED_STATEMENT_LENGTH)
+        _queries.MAX_CACHED_STATEMENT_PARAMS = max(_queries.MAX_CACHED_STATEMENT_PARAMS,
+                                                   CACHED_STATEMENT_PARAMS)
+
+
+CACHED_STATEMENT_LENGTH = 16_384
+CACHED_STATEMENT_PARAMS = 200
 
 
 def _together_statement(shape: Any) -> Any:

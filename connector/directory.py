@@ -237,8 +237,11 @@ class Directory:
             self._record(pending)
             return
         state = inspect(user)
-        changes = {attr.key: history.added[0] for attr in state.mapper.column_attrs
-                   if (history := state.attrs[attr.key].history).added}
+        # Only attributes set since the load can have changed (`committed_state` holds
+        # their loaded values): their history, not every column's, says which did.
+        columns = state.mapper.columns
+        changes = {key: history.added[0] for key in list(state.committed_state)
+                   if key in columns and (history := state.attrs[key].history).added}
         keys = tuple(sorted(changes))
         statement = _USER_UPDATES.get(keys)
         if statement is None:

@@ -99,10 +99,26 @@ def authenticate(session: Session, token: str) -> Tenant | None:
     read its settings; changing a tenant goes through its own functions.
     """
     digest = hash_token(token)
-    row = session.execute(_BY_DIGEST, {"digest": digest}).first()
+    row = session.connection().execute(_BY_DIGEST, {"digest": digest}).first()
     if row is None or not hmac.compare_digest(row[0], digest):
         return None
-    return Tenant(**{column.key: row[index + 1] for index, column in enumerate(_TENANTS.c)})
+    values = tuple(row[1:])
+    known = _SNAPSHOTS.get(digest)
+    if known is not None and known[0] == values:
+        return known[1]  # the same row as last time: the same snapshot (no ORM object built)
+    tenant = Tenant(**{column.key: values[index] for index, column in enumerate(_TENANTS.c)})
+    if len(_SNAPSHOTS) >= _MAX_SNAPSHOTS:
+        _SNAPSHOTS.clear()
+    _SNAPSHOTS[digest] = (values, tenant)
+    return tenant
+
+
+# Token digest -> (the tenant's row as last read, its snapshot). Every write still reads
+# the row (see `TokenCache`); only building a new Tenant object for an unchanged row is
+# skipped, a few per cent of a SCIM write. Snapshots are read-only by contract, and
+# shared between requests already by the read cache.
+_SNAPSHOTS: dict[str, tuple[tuple[Any, ...], Tenant]] = {}
+_MAX_SNAPSHOTS = 10_000
 
 
 class TokenCache:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -270,6 +269,17 @@ _COMMON_ATTRS = {"externalid": Attribute("externalId", case_exact=True),
 # -- resource -> directory fields ------------------------------------------------
 
 
+def copy_json(value: Any) -> Any:
+    """A copy of a JSON document (dicts and lists copied all the way down; strings,
+    numbers, booleans and None shared, being immutable): what `copy.deepcopy` gives for
+    one, several times faster, on every write's body."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
 def user_fields(doc: Mapping[str, Any], complete: bool = False,
                 cleared: frozenset[str] = frozenset(),
                 stored_frontline: Mapping[str, Any] | None = None) -> UserFields:
@@ -288,7 +298,7 @@ def user_fields(doc: Mapping[str, Any], complete: bool = False,
     if not isinstance(user_name, str) or not user_name.strip():
         raise InvalidValue("'userName' is required and must be a non-empty string.")
     ext = dict(doc.get(CONNECTOR_USER, {}))
-    data = {k: copy.deepcopy(v) for k, v in doc.items()
+    data = {k: copy_json(v) for k, v in doc.items()
             if k.lower() not in USER_COLUMNS and k != CONNECTOR_USER}
     kept_ext = {k: v for k, v in ext.items() if k.lower() not in CONNECTOR_USER_TABLES}
     if kept_ext:
@@ -408,7 +418,7 @@ def group_fields(doc: Mapping[str, Any], complete: bool = False
     if not isinstance(name, str) or not name.strip():
         raise InvalidValue("'displayName' is required and must be a non-empty string.")
     ext = doc.get(CONNECTOR_GROUP, {})
-    data = {k: copy.deepcopy(v) for k, v in doc.items()
+    data = {k: copy_json(v) for k, v in doc.items()
             if k.lower() not in GROUP_COLUMNS and k != CONNECTOR_GROUP}
     members = doc.get("members")
     member_ids = None if members is None else [member_id(m) for m in members]

@@ -28,10 +28,10 @@ Pure: no Flask, no SQLAlchemy.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from scim.casting import copy_json
 from scim.errors import (
     InvalidFilter,
     InvalidPath,
@@ -144,7 +144,7 @@ class _Patcher:
     """The state of one PATCH: a private copy of the resource and the member changes."""
 
     def __init__(self, resource: dict[str, Any], resource_type: ResourceType) -> None:
-        self.resource: dict[str, Any] = copy.deepcopy(resource)
+        self.resource: dict[str, Any] = copy_json(resource)
         self.type = resource_type
         self.member_ops: list[MemberOp] = []
 

@@ -187,3 +187,23 @@ def test_a_chunked_body_over_the_limit_is_refused_not_cut(scim: ScimClient, app)
                  "Content-Type": "application/scim+json"},
         environ_overrides=CHUNKED)
     assert small.status_code == 201, small.json
+
+
+def test_bodies_the_fast_parser_refuses_are_read_as_the_standard_one_reads_them(
+        scim: ScimClient) -> None:
+    """orjson reads bodies first; what it refuses (JSON in UTF-16, a number beyond 64
+    bits) the standard parser decides, as before: read, then judged by the schema."""
+    headers = {"Authorization": f"Bearer {scim.token}", "Content-Type": "application/scim+json"}
+    body = json.dumps({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                       "userName": "utf16@x.io"})
+    created = scim.client.post("/scim/v2/Users", data=body.encode("utf-16"), headers=headers)
+    assert created.status_code == 201, created.json
+    assert created.json["userName"] == "utf16@x.io"
+    big = ('{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], '
+           '"userName": "big@x.io", "externalId": 123456789012345678901234567890}')
+    refused = scim.client.post("/scim/v2/Users", data=big, headers=headers)
+    assert refused.status_code == 400 and refused.json["scimType"] == "invalidValue"
+    assert "externalId" in refused.json["detail"]
+    broken = scim.client.post("/scim/v2/Users", data=b'{"userName": ', headers=headers)
+    assert broken.status_code == 400 and broken.json["scimType"] == "invalidSyntax"
+    assert "not valid JSON" in broken.json["detail"]

@@ -6,12 +6,13 @@ import dataclasses
 import datetime as dt
 
 from flask import Flask
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from connector import tenants
 from connector.app import create_app
 from connector.config import Settings
 from connector.db import make_sessionmaker
+from connector.models import Tenant
 from tests.scim.factories import user
 from tests.support.clients import ScimClient, make_tenant
 
@@ -79,3 +80,21 @@ def test_wrong_tokens_are_not_cached_and_the_cache_is_bounded(
         tenant_id, token = make_tenant(engine, name)
         assert ScimClient(client, token, tenant_id).get("/Users").status_code == 200
     assert 1 <= len(cache._entries) <= 2
+
+
+def test_writes_reuse_the_tenant_snapshot_only_while_its_row_is_unchanged(
+        engine: Engine) -> None:
+    tenant_id, token = make_tenant(engine)
+    with make_sessionmaker(engine, writes=True)() as s:
+        first = tenants.authenticate(s, token)
+    with make_sessionmaker(engine, writes=True)() as s:
+        again = tenants.authenticate(s, token)
+    assert first is not None and again is first  # the same row: the same snapshot
+    with make_sessionmaker(engine, writes=True)() as s:
+        s.execute(update(Tenant).where(Tenant.id == tenant_id)
+                  .values(provisioning_paused=True))
+        s.commit()
+    with make_sessionmaker(engine, writes=True)() as s:
+        changed = tenants.authenticate(s, token)
+    assert changed is not None and changed is not first
+    assert changed.provisioning_paused and not first.provisioning_paused
