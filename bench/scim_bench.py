@@ -503,14 +503,38 @@ def server_kind(worker_class: str, threads: int) -> str:
     return "sync, no keep-alive"
 
 
+class ServeServer(Server):
+    """`connector serve` itself: gunicorn's master with two children, the web worker and
+    the supervisor of the schedulers' process (`connector worker`)."""
+
+    def worker_pid(self) -> int | None:
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return None
+        for pid in (int(p) for p in children.split()):
+            with contextlib.suppress(OSError):
+                if b"connector.supervise" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+        return None
+
+
 def start_connector(url: str, label: str, wsgi_app: str = "wsgi:app", threads: int = 4,
                     worker_class: str = "gthread") -> Server:
+    """The connector as `connector serve` runs it by default for gevent (its own worker
+    class, gunicorn settings and hooks, the schedulers in a supervised child process), or
+    plain gunicorn on `wsgi_app` for the other worker classes."""
     port = free_port()
     env = dict(os.environ, CONNECTOR_DATABASE__URL=url, CONNECTOR_LOGGING__ACCESS_LOG="false",
                CONNECTOR_CONFIG="/nonexistent")
-    cmd = [str(VENV_BIN / "gunicorn"), *worker_args(worker_class, threads), "-b",
-           f"127.0.0.1:{port}", wsgi_app]
-    server = Server(label, cmd, env, ROOT, port, "/readyz")
+    if worker_class == "gevent" and wsgi_app == "wsgi:app":
+        cmd = [str(VENV_BIN / "connector"), "serve", "--worker-class", "gevent",
+               "--host", "127.0.0.1", "--port", str(port)]
+        server: Server = ServeServer(label, cmd, env, ROOT, port, "/readyz")
+    else:
+        cmd = [str(VENV_BIN / "gunicorn"), *worker_args(worker_class, threads), "-b",
+               f"127.0.0.1:{port}", wsgi_app]
+        server = Server(label, cmd, env, ROOT, port, "/readyz")
     server.wait_ready()
     return server
 
@@ -1042,9 +1066,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--group-members", type=int, default=10_000)
     p.add_argument("--duration", type=float, default=10, help="seconds per scenario and run")
     p.add_argument("--connections", type=int, default=8, help="wrk connections for req/s")
-    p.add_argument("--worker-class", choices=["gthread", "gevent", "sync"], default="gthread",
-                   help="gunicorn worker class of the one worker (default gthread, as "
-                        "`connector serve`)")
+    p.add_argument("--worker-class", choices=["gthread", "gevent", "sync"], default="gevent",
+                   help="worker class of the one worker (default gevent: the connector "
+                        "runs as `connector serve` runs it by default; gthread and sync "
+                        "run plain gunicorn on --wsgi-app)")
     p.add_argument("--threads", type=int, default=4,
                    help="gthread threads in the one gunicorn worker (as `connector serve`); "
                         "1 = sync worker, no keep-alive")
