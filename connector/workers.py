@@ -23,6 +23,7 @@ import json
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.http.errors import LimitRequestLine
 from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
 from gunicorn.workers.sync import SyncWorker as _SyncWorker
@@ -61,12 +62,73 @@ class JsonRefusals:
             self.log.debug("Failed to send error message.")
 
 
+class _HeadersWithBody:
+    """Stands in for the client's socket while a response's first body bytes are
+    written: gunicorn sends the headers, then the body; the headers are held until the
+    body comes and go out with it, in one send. Anything after that passes straight
+    through, and headers with no body are sent when the write ends."""
+
+    __slots__ = ("sock", "held", "joined")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock, self.held, self.joined = sock, b"", False
+
+    def sendall(self, data: bytes) -> None:
+        if self.joined:
+            self.sock.sendall(data)
+        elif not self.held:
+            self.held = bytes(data)
+        else:
+            self.joined = True
+            self.sock.sendall(self.held + data)
+            self.held = b""
+
+    def flush(self) -> None:
+        if self.held:
+            self.sock.sendall(self.held)
+            self.held = b""
+
+
+class OneSendResponse(wsgi.Response):
+    """gunicorn's response, with its headers and first body bytes in one send instead of
+    two: a SCIM or API answer is one body, and the second send (a system call, and under
+    gevent a pass through its socket wrapper) cost 5-14 % of a write's CPU in the
+    worker (docs/benchmarks.md, "SCIM writes: CPU per request")."""
+
+    sock: Any
+
+    def write(self, arg: bytes) -> None:
+        if self.headers_sent:
+            super().write(arg)
+            return
+        sock, held = self.sock, _HeadersWithBody(self.sock)
+        self.sock = held
+        try:
+            super().write(arg)
+        finally:
+            self.sock = sock
+            held.flush()
+
+
+def use_one_send_responses() -> None:
+    """Have gunicorn build OneSendResponse for every request of this process: its
+    workers build responses through `gunicorn.http.wsgi.create`, which takes the module's
+    `Response`. Called by each worker class when its process starts."""
+    wsgi.Response = OneSendResponse
+
+
+class OneSend:
+    def init_process(self) -> None:
+        use_one_send_responses()
+        super().init_process()  # type: ignore[misc]
+
+
 def _header_timeout(worker: Any) -> float:
     settings = getattr(worker.wsgi, "config", {}).get("SETTINGS")
     return float(settings.server.header_timeout_seconds) if settings is not None else 0.0
 
 
-class ThreadWorker(JsonRefusals, _ThreadWorker):
+class ThreadWorker(OneSend, JsonRefusals, _ThreadWorker):
     def handle(self, conn: Any) -> Any:
         # Until handle_request starts, the thread is reading the request's headers.
         conn.connector_headers_due = slow_clients.Watchdog(conn.sock, _header_timeout(self))
@@ -80,7 +142,7 @@ class ThreadWorker(JsonRefusals, _ThreadWorker):
         return super().handle_request(req, conn)
 
 
-class SyncWorker(JsonRefusals, _SyncWorker):
+class SyncWorker(OneSend, JsonRefusals, _SyncWorker):
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         self.connector_headers_due = slow_clients.Watchdog(client, _header_timeout(self))
         try:
@@ -97,7 +159,8 @@ def __getattr__(name: str) -> Any:
     if name == "GeventWorker":
         from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 
-        worker = type("GeventWorker", (JsonRefusals, _GeventWorker), {"__module__": __name__})
+        worker = type("GeventWorker", (OneSend, JsonRefusals, _GeventWorker),
+                      {"__module__": __name__})
         globals()[name] = worker
         return worker
     raise AttributeError(name)
