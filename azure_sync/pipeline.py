@@ -12,13 +12,13 @@ the round would have, while the round builds page N+1.
 
 What keeps it the same as page by page:
 
-- Only a full round's users pages of 50 items or more, and only a page of creations: one whose capture ran
-  no flush of ORM objects (the sync state, an existing user), no statement that needs a
-  result (RETURNING), and whose counts say only created / seen / skipped / out of scope
-  (nothing kept, adopted, staged, no manager reference). Any other page is applied the
-  ordinary way, after the page in flight committed; a page the capture refuses turns the
-  pipeline off for the rest of the round (a full round over a populated tenant is all
-  updates).
+- Only a full round's users pages of 50 items or more, and only pages of creations:
+  a page whose capture ran no flush of ORM objects (the sync state, an existing user),
+  no statement that needs a result (RETURNING), and whose counts say only created /
+  seen / skipped / out of scope (nothing kept, adopted, staged, no manager reference).
+  Any other page is applied the ordinary way, after the page in flight committed; a
+  page the capture refuses turns the pipeline off for the rest of the round (a full
+  round over a populated tenant is all updates).
 - Page N+1 is built while page N is not committed yet: its reads (the users with its
   object ids, the names its new users take) would not see page N. So when page N+1 names
   an object id or a userPrincipalName of page N, the round waits for page N's commit
