@@ -154,15 +154,15 @@ def rss_mb() -> float:
     return proc_status("VmRSS")["VmRSS"]
 
 
-def backend_cpu_s(database: str | None) -> float:
-    """CPU seconds used so far by the PostgreSQL backends serving `database` (read from
+def backend_cpu_by_pid(database: str | None) -> dict[str, float]:
+    """CPU seconds used so far by each PostgreSQL backend serving `database` (read from
     /proc: the server runs on this machine). With the bench process's own CPU time it
     tells what a round costs even when other work shares the machine and stretches the
     wall time."""
     if not database:
-        return 0.0
+        return {}
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    found: dict[str, float] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -171,8 +171,31 @@ def backend_cpu_s(database: str | None) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # the backend ended between listdir and read
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+        found[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return found
+
+
+class BackendCpu(threading.Thread):
+    """The CPU seconds of the backends serving `database` during a round, sampled every
+    quarter second: a backend that ends within the round (the page writer's connection,
+    closed when the users are written) is counted up to its last sample."""
+
+    def __init__(self, database: str | None) -> None:
+        super().__init__(daemon=True)
+        self.database = database
+        self.before = backend_cpu_by_pid(database)
+        self.last = dict(self.before)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.25):
+            self.last.update(backend_cpu_by_pid(self.database))
+
+    def stop(self) -> float:
+        self.stopping.set()
+        self.join()
+        self.last.update(backend_cpu_by_pid(self.database))
+        return sum(cpu - self.before.get(pid, 0.0) for pid, cpu in self.last.items())
 
 
 # -- the fake Graph process ------------------------------------------------------------
@@ -282,7 +305,9 @@ def measured_round(service: Any, tenant_id: str, settings: Any, label: str, user
              "--idle", "-f", "raw", "-o", str(raw)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), raw)
         time.sleep(1.0)  # let py-spy attach
-    cpu_before, db_cpu_before = time.process_time(), backend_cpu_s(database)
+    cpu_before, db_cpu = time.process_time(), BackendCpu(database)
+    if database:
+        db_cpu.start()
     # The page writer (azure_sync.pipeline) is a child process, waited for by the round's
     # end; the fake Graph, also a child, is waited for only after the last round.
     writer_before = children_cpu_s()
@@ -295,7 +320,8 @@ def measured_round(service: Any, tenant_id: str, settings: Any, label: str, user
     except RoundTimeLimit as stopped:
         status_, error, pages, counts = "stopped", str(stopped), progress.pages, {}
     wall = time.perf_counter() - progress.started
-    cpu, db_cpu = time.process_time() - cpu_before, backend_cpu_s(database) - db_cpu_before
+    cpu = time.process_time() - cpu_before
+    db_cpu_s = db_cpu.stop() if database else 0.0
     writer_cpu = children_cpu_s() - writer_before
     if profile == "cprofile":
         profiler.disable()
@@ -305,7 +331,7 @@ def measured_round(service: Any, tenant_id: str, settings: Any, label: str, user
         "counts": counts, "wall_s": round(wall, 3),
         "graph_wait_s": round(GRAPH.get, 3), "graph_http_s": round(GRAPH.send, 3),
         "graph_calls": GRAPH.calls, "apply_s": round(wall - GRAPH.get, 3),
-        "cpu_s": round(cpu, 3), "db_cpu_s": round(db_cpu, 3),
+        "cpu_s": round(cpu, 3), "db_cpu_s": round(db_cpu_s, 3),
         "writer_cpu_s": round(writer_cpu, 3),
         "rss_before_mb": rss_before, "rss_end_mb": status["VmRSS"],
         "rss_max_sampled_mb": max([r for _, r in progress.rss] or [rss_before]),
