@@ -141,6 +141,32 @@ def test_a_page_the_writer_cannot_commit_is_applied_by_the_round(
     assert _database(sync) == _database(plain)
 
 
+def test_a_writer_killed_with_a_page_in_flight_leaves_the_page_to_the_round(
+        sync: Sync, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer dies (SIGKILL) with page 2 sent: page 2 is committed whole or not at
+    all; the round finds no answer and applies it itself, and finishes as page by page."""
+    _seed(sync, 200)
+    send = pipeline.PageWriter.send
+    sent: list[int] = []
+
+    def killing_second(self: pipeline.PageWriter, captured: pipeline.Captured) -> None:
+        send(self, captured)
+        sent.append(1)
+        if len(sent) == 2:
+            assert self.process is not None
+            self.process.kill()
+
+    monkeypatch.setattr(pipeline.PageWriter, "send", killing_second)
+    piped = _run(sync, piped=True)
+    assert piped.status == "succeeded", piped.error
+    assert len(sent) == 2  # then the round wrote the rest itself
+    monkeypatch.undo()
+    plain = sync.clone_tenant("Page by page")
+    by_page = _run(plain, piped=False)
+    assert piped.counts == by_page.counts
+    assert _database(sync) == _database(plain)
+
+
 def test_a_lease_lost_while_a_page_is_in_flight_writes_nothing_of_it(sync: Sync) -> None:
     _seed(sync, 200)
 
