@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import pickle
 import subprocess
 import sys
@@ -55,6 +56,7 @@ from connector.models import SyncRun, SyncState
 # Smaller pages are written by the round itself (a small tenant's round, a last page):
 # not worth a process, and their few rows go as INSERTs, some with RETURNING.
 MIN_ITEMS = 50
+PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size
 # Counts of a page whose effects are only new, linked users (and what nobody reads back
 # before the round's end: events, the provisioning log, search words, counters).
 CLEAN_COUNTS = frozenset({"created", "seen", "skipped", "out_of_scope"})
@@ -214,6 +216,11 @@ class PageWriter:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "azure_sync.page_writer"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert self.process.stdin is not None
+            # A page's writes (a few hundred kB) fit in the pipe: sending one never waits
+            # for the writer to be scheduled and read it (Linux; elsewhere the default).
+            with contextlib.suppress(AttributeError, OSError):
+                fcntl.fcntl(self.process.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
             self._write(self.config)
         self._write(captured.ops)
         self.in_flight = captured
