@@ -10,22 +10,25 @@ process builds the next page. Two processes, so neither waits for the other's Py
 Run as `python -m azure_sync.page_writer`; it reads pickled messages on stdin and
 answers on stdout, one answer per page, and stops at the end of its input (its parent
 closed the pipe, or died: a page not committed yet is rolled back with the connection).
-It imports nothing of the connector: a page's statements are plain SQL.
+It connects as the round's process does (`connector.db.make_engine`, the same settings)
+and writes a page's many-row inserts with `connector.db.insert_many`, as the round would
+have: COPY on PostgreSQL, with the rows formatted here, and on SQLite an INSERT whose
+parameters SQLAlchemy processes here (a third of a SQLite round's Python, before).
 """
 
 from __future__ import annotations
 
 import pickle
-import sqlite3
 import sys
 from typing import Any, BinaryIO
 
-# A page's writes: (kind, statement, parameters, expect_one).
-#   execute: one statement; expect_one: it must change exactly one row (the lease's
-#            check: the sync state's UPDATE names the owner and the run), else the page
-#            is not written and the answer is "lease".
+# A page's writes: (kind, statement or table, parameters or rows, expect_one).
+#   execute: one statement, its parameters as the driver takes them; expect_one: it must
+#            change exactly one row (the lease's check: the sync state's UPDATE names
+#            the owner and the run), else the page is not written and the answer is
+#            "lease".
 #   executemany: one statement, many parameter sets.
-#   copy: PostgreSQL's COPY FROM STDIN, the rows as lists of column values.
+#   insert_many: `connector.db.insert_many` of the table's rows (dicts).
 Op = tuple[str, str, Any, bool]
 
 
@@ -33,71 +36,35 @@ class LeaseCheckFailed(Exception):
     pass
 
 
-def _postgresql(conninfo: str, connect_args: dict[str, Any]) -> Any:
-    import psycopg
+def run_page(maker: Any, tables: Any, ops: list[Op]) -> None:
+    from connector import db
 
-    return psycopg.connect(conninfo, **connect_args)
-
-
-def _sqlite(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                   "busy_timeout=30000", "cache_size=-32768", "wal_autocheckpoint=10000"):
-        conn.execute(f"PRAGMA {pragma}")
-    return conn
-
-
-def run_postgresql(conn: Any, ops: list[Op]) -> None:
-    try:
-        with conn.cursor() as cursor:
-            for kind, statement, params, expect_one in ops:
-                if kind == "copy":
-                    with cursor.copy(statement) as copy:
-                        for row in params:
-                            copy.write_row(row)
-                elif kind == "executemany":
-                    cursor.executemany(statement, params)
-                else:
-                    cursor.execute(statement, params)
-                    if expect_one and cursor.rowcount != 1:
-                        raise LeaseCheckFailed
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-
-
-def run_sqlite(conn: sqlite3.Connection, ops: list[Op]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for kind, statement, params, expect_one in ops:
-            if kind == "executemany":
-                conn.executemany(statement, params)
+    with maker() as s:
+        connection = s.connection()
+        for kind, target, params, expect_one in ops:
+            if kind == "insert_many":
+                db.insert_many(s, tables[target], params)
             else:
-                rowcount = conn.execute(statement, params).rowcount
-                if expect_one and rowcount != 1:
+                result = connection.exec_driver_sql(target, params)
+                if expect_one and result.rowcount != 1:
                     raise LeaseCheckFailed
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        s.commit()
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
-    config = pickle.load(stdin)  # noqa: S301 - our own parent, through a pipe
-    if config["dialect"] == "postgresql":
-        conn = _postgresql(config["conninfo"], config["connect_args"])
-        run = run_postgresql
-    else:
-        conn = _sqlite(config["path"])
-        run = run_sqlite
+    settings = pickle.load(stdin)  # noqa: S301 - our own parent, through a pipe
+    from connector.db import make_engine, make_sessionmaker
+    from connector.models import Base
+
+    engine = make_engine(settings)
+    maker = make_sessionmaker(engine, writes=True)
     while True:
         try:
             ops = pickle.load(stdin)  # noqa: S301 - our own parent, through a pipe
         except EOFError:
             break
         try:
-            run(conn, ops)
+            run_page(maker, Base.metadata.tables, ops)
             answer: tuple[str, str] = ("ok", "")
         except LeaseCheckFailed:
             answer = ("lease", "")
@@ -105,7 +72,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             answer = ("error", f"{type(exc).__name__}: {exc}"[:2000])
         pickle.dump(answer, stdout, protocol=pickle.HIGHEST_PROTOCOL)
         stdout.flush()
-    conn.close()
+    engine.dispose()
 
 
 if __name__ == "__main__":

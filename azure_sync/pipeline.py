@@ -37,6 +37,7 @@ What keeps it the same as page by page:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import pickle
@@ -51,6 +52,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from connector import db
+from connector.config import DatabaseSettings
 from connector.models import SyncRun, SyncState
 
 # Smaller pages are written by the round itself (a small tenant's round, a last page):
@@ -184,25 +186,19 @@ def run_update(run_id: int, pages: int, counts: dict[str, int]) -> Any:
     return update(SyncRun).where(SyncRun.id == run_id).values(pages=pages, counts=counts)
 
 
-def _writer_config(engine: Engine) -> dict[str, Any] | None:
+def _writer_settings(engine: Engine) -> DatabaseSettings | None:
+    """How the writer connects: as the round's engine does (PgBouncer and all)."""
     url = engine.url
-    if url.get_backend_name() == "postgresql":
-        settings = db.settings_of(engine)
-        return {"dialect": "postgresql",
-                "conninfo": url.set(drivername="postgresql").render_as_string(
-                    hide_password=False),
-                "connect_args": ({"prepare_threshold": None} if settings.pgbouncer
-                                 else {"options": "-c jit=off"})}
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return {"dialect": "sqlite", "path": url.database}
-    return None
+    if url.get_backend_name() == "sqlite" and (not url.database or url.database == ":memory:"):
+        return None  # another process cannot see it
+    return dataclasses.replace(db.settings_of(engine), echo=False)
 
 
 class PageWriter:
     """The writer process (started at the first page it gets) and the page in flight."""
 
     def __init__(self, engine: Engine) -> None:
-        self.config = _writer_config(engine)
+        self.config = _writer_settings(engine)
         self.process: subprocess.Popen[bytes] | None = None
         self.in_flight: Captured | None = None
 

@@ -308,6 +308,11 @@ def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
     SQLite."""
     if not rows:
         return
+    connection = session.connection()
+    captured = connection.info.get(CAPTURED_WRITES)
+    if captured is not None:  # a sync page's writes: its writer process inserts them
+        captured.append(("insert_many", table.name, rows, False))
+        return
     if session.get_bind().dialect.name != "postgresql":
         session.execute(insert(table), rows)
         return
@@ -317,18 +322,7 @@ def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
     json_at = [i for i, c in enumerate(columns) if isinstance(c.type, JSON)]
     values_of = operator.itemgetter(*(c.key for c in columns))
     one_column = len(columns) == 1
-    connection = session.connection()
     statement = f"COPY {table.name} ({names}) FROM STDIN"
-    captured = connection.info.get(CAPTURED_WRITES)
-    if captured is not None:  # a sync page's writes, run by its writer process
-        copied = []
-        for row in rows:
-            values = [values_of(row)] if one_column else list(values_of(row))
-            for i in json_at:
-                values[i] = _json_text(values[i])
-            copied.append(values)
-        captured.append(("copy", statement, copied, False))
-        return
     raw = connection.connection.driver_connection
     assert raw is not None  # None only once the connection is closed; ours is in use
     try:
