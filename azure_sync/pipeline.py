@@ -4,8 +4,8 @@ Per user an initial round spends about as much time in Python (mapping, the rows
 six tables, the provisioning log, the search words) as in the database writing them,
 one after the other. Here they overlap: the round applies page N as ever, through the
 page applier and the directory, but on a session that CAPTURES its writes instead of
-running them (every INSERT, UPDATE, DELETE and COPY, with its parameters as the driver
-would have received them; reads run). The captured page, with the UPDATE that moves the
+running them (every INSERT, UPDATE and DELETE, with its parameters as the driver would
+have received them, and the rows of `connector.db.insert_many`; reads run). The captured page, with the UPDATE that moves the
 cursor and renews the lease and the run log's row, goes to a writer process
 (`azure_sync.page_writer`) which runs it on its own connection in ONE transaction, as
 the round would have, while the round builds page N+1.
