@@ -5,10 +5,15 @@ six tables, the provisioning log, the search words) as in the database writing t
 one after the other. Here they overlap: the round applies page N as ever, through the
 page applier and the directory, but on a session that CAPTURES its writes instead of
 running them (every INSERT, UPDATE and DELETE, with its parameters as the driver would
-have received them, and the rows of `connector.db.insert_many`; reads run). The captured page, with the UPDATE that moves the
-cursor and renews the lease and the run log's row, goes to a writer process
-(`azure_sync.page_writer`) which runs it on its own connection in ONE transaction, as
-the round would have, while the round builds page N+1.
+have received them, and the rows of `connector.db.insert_many`; reads run). The captured
+page, with the UPDATE that moves the cursor and renews the lease and the run log's row,
+goes to a writer process (`azure_sync.page_writer`) which runs it on its own connection
+in ONE transaction, as the round would have, while the round builds page N+1.
+
+It costs more CPU in all (a second interpreter, pickling, the capture: 5-30 %) to take
+the database's part off the round's critical path: a gain only with a core to spare
+(docs/benchmarks.md, "Entra sync: the initial round's pages committed by a writer
+process").
 
 What keeps it the same as page by page:
 
