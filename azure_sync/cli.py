@@ -183,7 +183,8 @@ def _run_round(settings: Settings, service: SyncService, args: argparse.Namespac
         lease_seconds=settings.azure_sync.lease_seconds,
         max_pages=settings.azure_sync.max_pages_per_round,
         quarantine_after=settings.azure_sync.quarantine_after_failures, after_page=progress,
-        read_ahead=settings.azure_sync.read_ahead)
+        read_ahead=settings.azure_sync.read_ahead,
+        pipeline=settings.azure_sync.pipeline)
     result = service.run(args.tenant, trigger, options)
     kept = _kept_items(service, args.tenant)
     failed = _failed_items(service, args.tenant, result.run_id)

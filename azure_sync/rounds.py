@@ -34,6 +34,7 @@ from azure_sync import (
     mapping,
     memberships,
     pending,
+    pipeline,
     reapply,
     staging,
     writer,
@@ -74,6 +75,9 @@ class RoundOptions:
     after_page: Callable[[int, str], None] | None = None
     # Read the next users or groups page while this one applies (`azure_sync.ahead`).
     read_ahead: bool = True
+    # Commit a full round's pages of new users in a writer process while the next page
+    # is built (`azure_sync.pipeline`).
+    pipeline: bool = True
     # Start a new round only if the tenant's last one started before this instant
     # (checked under the lease; an open round is resumed whatever it says). The
     # scheduler's once-per-interval rule: another process may have run the round
@@ -292,13 +296,58 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
     pages = 0
     reader = ahead.PageAhead(client, cursor.read_page)
     rules: mapping.Rules | None = None  # the tenant's mapping, to prepare users ahead
+    writer_ = pipeline.PageWriter(maker.kw["bind"]) if options.pipeline else None
+    piped = writer_ is not None and writer_.possible  # off for good once refused
+
+    def committed(phase: str, full: bool) -> None:
+        nonlocal pages
+        pages += 1
+        if full and phase == "users" and pages in REFRESH_STATISTICS_AT:
+            _refresh_statistics(maker)
+        if options.after_page is not None:
+            options.after_page(pages, phase)
+
+    def settle() -> bool:
+        """Wait for the page in flight; a page the writer could not commit is applied
+        here, the ordinary way. Returns whether the writer's page stands."""
+        nonlocal piped
+        assert writer_ is not None
+        done = writer_.wait()
+        if done is None:
+            return True
+        captured, answer, detail = done
+        if answer == "lease":
+            raise LeaseLost("This process lost the tenant's lease (it stalled past it); "
+                            "the process that took it over carries on.")
+        if answer != "ok":
+            writer.log_event(tenant_id, run_id, "page applied again by the round",
+                             f"the page writer could not commit it: {detail}")
+            piped = False
+            writer_.close()
+            _commit_page(maker, tenant_id, run_id, client, options, scope, "users",
+                         captured.page)
+            committed("users", True)
+            return False
+        committed("users", True)
+        return True
+
     try:
         while True:
-            with maker() as s:
-                state = lease.held_state(s, tenant_id, run_id, options.owner)
-                phase, link, full = state.phase, state.next_link, state.full_round
-                if options.read_ahead and phase == "users" and rules is None:
-                    rules = attribute_maps.rules_for(s, tenant_id)
+            in_flight = writer_.in_flight if writer_ is not None else None
+            if in_flight is not None:  # the cursor as that page leaves it
+                phase, link, full = in_flight.cursor["phase"], in_flight.cursor["next_link"], True
+            else:
+                with maker() as s:
+                    state = lease.held_state(s, tenant_id, run_id, options.owner)
+                    phase, link, full = state.phase, state.next_link, state.full_round
+                    if options.read_ahead and phase == "users" and rules is None:
+                        rules = attribute_maps.rules_for(s, tenant_id)
+            if phase != "users" and writer_ is not None:
+                if in_flight is not None:
+                    settle()
+                    writer_.close()
+                    continue  # read the cursor as committed
+                writer_.close()  # the users are written: the writer is done
             if phase == "done":
                 reader.close()
                 _join_groups(maker, tenant_id, run_id, client, options)
@@ -313,14 +362,82 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
             page = reader.take(link) or cursor.read_page(client, link)
             if options.read_ahead and page.next_link and page.next_link not in seen_links:
                 reader.start(page.next_link, rules if phase == "users" else None)
+            if (piped and full and phase == "users" and len(page.items) >= pipeline.MIN_ITEMS
+                    and not pipeline.has_managers(page.items)):
+                assert writer_ is not None
+                keys = pipeline.page_keys(page.items)
+                if in_flight is not None and in_flight.keys & keys:
+                    settle()  # this page names one of that page's users: after its commit
+                    in_flight = None
+                try:
+                    captured = _capture_page(maker, tenant_id, run_id, client, options,
+                                             scope, page, keys, in_flight)
+                except pipeline.NotCapturable as exc:
+                    writer.log_event(tenant_id, run_id, "pipeline off",
+                                     f"a page the round writes itself: {exc}")
+                    piped = False
+                    captured = None
+                stands = settle()  # the page in flight, committed before this one
+                if captured is None or not stands:
+                    # Not capturable; or the page in flight had to be applied here, and
+                    # this one was built on what the writer's commit would have left.
+                    _commit_page(maker, tenant_id, run_id, client, options, scope, phase, page)
+                    committed(phase, full)
+                else:
+                    writer_.send(captured)
+                continue
+            if writer_ is not None and writer_.in_flight is not None:
+                settle()
             _commit_page(maker, tenant_id, run_id, client, options, scope, phase, page)
-            pages += 1
-            if full and phase == "users" and pages in REFRESH_STATISTICS_AT:
-                _refresh_statistics(maker)
-            if options.after_page is not None:
-                options.after_page(pages, phase)
+            committed(phase, full)
     finally:
         reader.close()
+        if writer_ is not None:
+            try:
+                if writer_.in_flight is not None:
+                    writer_.wait()  # committed whole with its cursor, or not at all
+            finally:
+                writer_.close()
+
+
+def _capture_page(maker: sessionmaker[Session], tenant_id: str, run_id: int,
+                  client: GraphClient, options: RoundOptions, scope: scoping.Scope,
+                  page: cursor.Page, keys: frozenset[str],
+                  in_flight: pipeline.Captured | None) -> pipeline.Captured:
+    """Apply a users page of a full round with its writes captured (the writer process
+    commits them); the cursor and the run's counts continue from the page in flight."""
+    with pipeline.capturing(maker) as (s, ops):
+        state = lease.held_state(s, tenant_id, run_id, options.owner)
+        tenant = s.get(Tenant, tenant_id)
+        run = s.get(SyncRun, run_id)
+        assert tenant is not None and run is not None
+        moved = SyncState(tenant_id=tenant_id, full_round=state.full_round, **(
+            in_flight.cursor if in_flight is not None
+            else {c: getattr(state, c) for c in pipeline.CURSOR_COLUMNS}))
+        pages, counts = ((in_flight.pages, in_flight.counts) if in_flight is not None
+                         else (run.pages, dict(run.counts or {})))
+        now = options.clock()
+        applier = apply_page(s, tenant, run_id, True, "users", page.items, scope, now,
+                             round_key=run.round_key, prepared=page.prepared)
+        if (set(applier.counts) - pipeline.CLEAN_COUNTS or applier.failed or applier.kept
+                or applier.joined):
+            raise pipeline.NotCapturable(f"not only new users ({dict(applier.counts)})")
+        cursor.advance(moved, client, "users", page)
+        after = {c: getattr(moved, c) for c in pipeline.CURSOR_COLUMNS}
+        counts = add_counts(counts, applier.counts)
+        if scope.missing_groups:
+            counts = {**counts, "scope_groups_missing": len(scope.missing_groups)}
+        page_ops = list(ops)
+        del ops[:]
+        # The lease's check first: its row lock is held until the writer commits.
+        s.execute(pipeline.state_update(tenant_id, run_id, options.owner, after,
+                                        now + dt.timedelta(seconds=options.lease_seconds)))
+        s.execute(pipeline.run_update(run_id, pages + 1, counts))
+        if len(ops) != 2:
+            raise pipeline.NotCapturable("the cursor's update was not captured")
+        lease_op = (*ops[0][:3], True)
+        return pipeline.Captured(page, [lease_op, *page_ops, ops[1]], keys, after,
+                                 pages + 1, counts)
 
 
 def _commit_page(maker: sessionmaker[Session], tenant_id: str, run_id: int,

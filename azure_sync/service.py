@@ -121,7 +121,8 @@ class SyncService:
             lease_seconds=self.settings.lease_seconds,
             max_pages=self.settings.max_pages_per_round,
             quarantine_after=self.settings.quarantine_after_failures,
-            read_ahead=self.settings.read_ahead)
+            read_ahead=self.settings.read_ahead,
+            pipeline=self.settings.pipeline)
         if started_before is not None:
             options = dataclasses.replace(options, started_before=started_before)
         if due_at is not None:

@@ -274,6 +274,12 @@ class AzureSyncSettings:
         "Read a round's next Graph page while the current one is applied (the same "
         "requests, earlier). false: one page at a time.",
     )
+    pipeline: bool = setting(
+        True,
+        "In a full round, commit each page of new users in a writer process of its own "
+        "while the round builds the next page (PostgreSQL, or SQLite in a file). false: "
+        "the round's process writes every page itself.",
+    )
     ca_bundle: str = setting(
         "",
         "A PEM file of extra CA certificates trusted for Entra and Graph, on top of the "

@@ -330,11 +330,22 @@ def _json_text(value: Any) -> str:
         return json.dumps(value)
 
 
+# A connection's info key: while it holds a list, the writes made on the connection are
+# appended to it instead of being run (azure_sync.pipeline: a sync page's writes, run by
+# another process).
+CAPTURED_WRITES = "captured_writes"
+
+
 def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
     """Insert many rows in the session's transaction: COPY on PostgreSQL (an INSERT per
     row, even pipelined, cost many times more there; docs/benchmarks.md), executemany on
     SQLite."""
     if not rows:
+        return
+    connection = session.connection()
+    captured = connection.info.get(CAPTURED_WRITES)
+    if captured is not None:  # a sync page's writes: its writer process inserts them
+        captured.append(("insert_many", table.name, rows, False))
         return
     if session.get_bind().dialect.name != "postgresql":
         session.execute(insert(table), rows)
@@ -345,9 +356,9 @@ def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
     json_at = [i for i, c in enumerate(columns) if isinstance(c.type, JSON)]
     values_of = operator.itemgetter(*(c.key for c in columns))
     one_column = len(columns) == 1
-    raw = session.connection().connection.driver_connection
-    assert raw is not None  # None only once the connection is closed; ours is in use
     statement = f"COPY {table.name} ({names}) FROM STDIN"
+    raw = connection.connection.driver_connection
+    assert raw is not None  # None only once the connection is closed; ours is in use
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:

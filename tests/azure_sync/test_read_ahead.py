@@ -46,8 +46,9 @@ def test_prepared_fields_are_the_appliers_own() -> None:
 
 
 def _run_all(sync: Sync, read_ahead: bool) -> rounds.RoundResult:
+    # Every page written by the round's process (test_pipeline.py: by a writer process).
     return sync.service.run(sync.tenant_id, "manual", rounds.RoundOptions(
-        read_ahead=read_ahead), sleep=sync.sleeps.append)
+        read_ahead=read_ahead, pipeline=False), sleep=sync.sleeps.append)
 
 
 def _profiles(sync: Sync) -> dict[str, tuple[Any, ...]]:
@@ -139,7 +140,7 @@ def test_the_round_resumes_at_a_page_read_ahead_and_never_applied(sync: Sync) ->
 
     try:
         stopped = sync.service.run(sync.tenant_id, "manual", rounds.RoundOptions(
-            after_page=stop_after_first), sleep=sync.sleeps.append)
+            after_page=stop_after_first, pipeline=False), sleep=sync.sleeps.append)
         assert stopped.status == "failed"
     except RuntimeError:
         pass
