@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from azure_sync import actions, attribute_maps, decisions, mapping, pending, staging
 from azure_sync.errors import SyncError, for_tenant_admin, split_detail
 from azure_sync.service import SyncService
+from connector import clock
 from connector.admins import PARTNER
 from connector.api.contract import request_body
 from connector.browse import Page
@@ -76,6 +77,8 @@ def registration_json(reg: EntraRegistration, state: SyncState | None) -> dict[s
         "failures": state.failures if state else 0,
         "softDelete": reg.soft_delete, "matchingAttribute": reg.matching_attribute,
         "keptItems": pending.kept_count(session(), reg.tenant_id),
+        "roundRunning": bool(state and state.lease_owner and state.lease_until
+                             and state.lease_until > clock.now()),
     }
 
 
