@@ -70,8 +70,14 @@ class Receiver:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 length = int(self.headers.get("Content-Length", "0"))
-                got = Received({k.lower(): v for k, v in self.headers.items()},
-                               self.rfile.read(length), time.time())
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender stopped mid-message (killed between its headers and its
+                    # body): as a real server, drop the connection; it never had an answer.
+                    self.close_connection = True
+                    return
+                got = Received({k.lower(): v for k, v in self.headers.items()}, body,
+                               time.time())
                 answer = receiver.answer(got)
                 if answer.delay:
                     time.sleep(answer.delay)
