@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from azure_sync import mapping
+from azure_sync import lease, mapping
 from azure_sync.writer import stored_profile
 from connector.actions import AdminCall
 from connector.directory import Directory
@@ -197,7 +197,7 @@ def save_table(call: AdminCall, tenant_id: str, table: object) -> TableView:
     if set(after) != set(before):
         state = s.get(SyncState, tenant_id, with_for_update=True)
         if state is not None:
-            if state.lease_owner and state.lease_until and state.lease_until > call.now:
+            if lease.is_held(state, call.now):
                 raise StateConflict("A round of this tenant is running; change the mapping "
                                     "when it has finished (the run log shows it).")
             state.users_delta_link = state.pending_users_delta_link = None

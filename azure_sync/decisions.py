@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from azure_sync import cursor, mapping, staging
+from azure_sync import cursor, lease, mapping, staging
 from azure_sync import scope as scoping
 from azure_sync.applier import PageApplier, entered_counts, not_synced
 from azure_sync.errors import UnsafeLink
@@ -53,8 +53,7 @@ def start_refusal(s: Session, tenant_id: str, now: dt.datetime) -> StartRefusal 
                             "no new round runs until it is decided.",
                             "Approve or reject it, then run a round.")
     state = s.get(SyncState, tenant_id)
-    if state is not None and state.lease_owner and state.lease_until and \
-            state.lease_until > now:
+    if state is not None and lease.is_held(state, now):
         return StartRefusal(
             "A round of this tenant is running already (its process renews its lease "
             f"with every page; if that process stopped, the lease runs out at "
@@ -78,7 +77,7 @@ def restart(s: Session, tenant_id: str, now: dt.datetime) -> None:
     state = s.get(SyncState, tenant_id, with_for_update=True)
     if state is None:
         return  # never ran: the first round is a full one anyway
-    if state.lease_owner and state.lease_until and state.lease_until > now:
+    if lease.is_held(state, now):
         raise StateConflict("A round of this tenant is running; restart when it has "
                             "finished (the run log shows it).")
     if state.run_id is not None:  # an interrupted round: ended here, its staging dropped

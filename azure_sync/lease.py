@@ -43,6 +43,13 @@ def ensure_state(maker: sessionmaker[Session], tenant_id: str) -> None:
                 s.rollback()
 
 
+def is_held(state: SyncState | None, now: dt.datetime) -> bool:
+    """Whether a process holds the tenant's round at `now` (a round is running, or
+    finishing its late memberships after its run log entry ended)."""
+    return bool(state is not None and state.lease_owner and state.lease_until
+                and state.lease_until > now)
+
+
 def take_lease(s: Session, tenant_id: str, owner: str, now: dt.datetime, seconds: int) -> bool:
     """Hold the tenant's round for `seconds` (a row update, so it is exclusive across
     processes): taken when free, expired, or already ours."""

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from azure_sync import actions, attribute_maps, clouds, decisions, mapping, pending, staging
+from azure_sync import actions, attribute_maps, clouds, decisions, lease, mapping, pending, staging
 from azure_sync.errors import (
     GraphError,
     PermissionDenied,
@@ -289,8 +289,7 @@ def status(tenant_id: str) -> str:
 
 
 def _running(state: SyncState | None) -> bool:
-    return bool(state and state.lease_owner and state.lease_until
-                and state.lease_until > clock.now())
+    return lease.is_held(state, clock.now())
 
 
 def progress(tenant_id: str) -> dict[str, Any]:

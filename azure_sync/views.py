@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy import func, select
 
-from azure_sync import actions, attribute_maps, decisions, mapping, pending, staging
+from azure_sync import actions, attribute_maps, decisions, lease, mapping, pending, staging
 from azure_sync.errors import SyncError, for_tenant_admin, split_detail
 from azure_sync.service import SyncService
 from connector import clock
@@ -77,8 +77,7 @@ def registration_json(reg: EntraRegistration, state: SyncState | None) -> dict[s
         "failures": state.failures if state else 0,
         "softDelete": reg.soft_delete, "matchingAttribute": reg.matching_attribute,
         "keptItems": pending.kept_count(session(), reg.tenant_id),
-        "roundRunning": bool(state and state.lease_owner and state.lease_until
-                             and state.lease_until > clock.now()),
+        "roundRunning": lease.is_held(state, clock.now()),
     }
 
 
