@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from connector import migrate
@@ -93,10 +93,33 @@ def _empty_tables(request: pytest.FixtureRequest) -> Iterator[None]:
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE"))
+            _empty_postgresql(conn, tables)
         else:
             for name in tables:
                 conn.execute(text(f"DELETE FROM {name}"))
+
+
+def _empty_postgresql(conn: Connection, tables: list[str]) -> None:
+    """Empty the tables a test wrote to, and restart their id sequences.
+
+    One TRUNCATE of all 43 tables took 0.7 s on these machines (it gives every table and
+    index new files), once per PostgreSQL test: minutes of the suite. A test writes to a
+    few tables; asking which hold rows and deleting from those takes milliseconds.
+    """
+    probe = " UNION ALL ".join(
+        f"SELECT '{name}' WHERE EXISTS (SELECT 1 FROM {name})" for name in tables)
+    used = {row[0] for row in conn.execute(text(probe))}
+    if not used:
+        return
+    for name in tables:  # children before parents, as the foreign keys need
+        if name in used:
+            conn.execute(text(f"DELETE FROM {name}"))
+    for (sequence,) in conn.execute(text(
+            "SELECT s.oid::regclass::text FROM pg_class s"
+            " JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')"
+            " JOIN pg_class t ON t.oid = d.refobjid"
+            " WHERE s.relkind = 'S' AND t.relname = ANY(:used)"), {"used": sorted(used)}):
+        conn.execute(text("SELECT setval(:sequence, 1, false)"), {"sequence": sequence})
 
 
 @pytest.fixture
