@@ -70,8 +70,11 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             answer = ("lease", "")
         except Exception as exc:  # the page is not written; the round applies it itself
             answer = ("error", f"{type(exc).__name__}: {exc}"[:2000])
-        pickle.dump(answer, stdout, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.flush()
+        try:
+            pickle.dump(answer, stdout, protocol=pickle.HIGHEST_PROTOCOL)
+            stdout.flush()
+        except BrokenPipeError:
+            break  # the round's process died; the page is committed or rolled back
     engine.dispose()
 
 

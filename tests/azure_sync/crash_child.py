@@ -18,6 +18,10 @@ Kill points (`kill`, with `page` where it applies):
   transaction, not committed (`staging.apply_staged` wrapped);
 - `after_complete`: the round's end committed, the lease not released yet
   (`writer.log_event(..., "succeeded", ...)` wrapped);
+- `piped` N: the Nth page handed to the page writer process (`azure_sync.pipeline`) is
+  in flight, not yet answered: the round dies, the writer (its child, left running)
+  commits the page whole or not at all. Before dying the fork writes `writer pid: P`
+  to stderr, so that the test can wait for the writer to end;
 - `in_resync`: Graph said the delta state is gone; the failed round is closed and the
   full round that replaces it started, in a transaction not committed (`rounds._start`
   wrapped).
@@ -38,12 +42,13 @@ import requests  # noqa: F401
 import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 import sqlalchemy.dialects.sqlite.pysqlite  # noqa: F401
 
-from azure_sync import applier, rounds, staging, writer
+from azure_sync import applier, pipeline, rounds, staging, writer
 from azure_sync.service import SyncService
 from connector.config import AzureSyncSettings, DatabaseSettings
 from connector.db import make_engine, make_sessionmaker
 
-KILL_POINTS = ("after_page", "in_page", "in_complete", "after_complete", "in_resync")
+KILL_POINTS = ("after_page", "in_page", "in_complete", "after_complete", "in_resync",
+               "piped")
 
 
 def die() -> None:
@@ -95,6 +100,17 @@ def arm(kill: str, page: int | None) -> Any:
             if trigger == "resync":
                 die()
         rounds._start = start_then_die
+    elif kill == "piped":
+        send = pipeline.PageWriter.send
+        sent = [0]
+
+        def send_then_die(self: Any, captured: Any) -> None:
+            send(self, captured)
+            sent[0] += 1
+            if sent[0] == page:
+                print(f"writer pid: {self.process.pid}", file=sys.stderr)
+                die()
+        pipeline.PageWriter.send = send_then_die  # type: ignore[method-assign]
     else:
         raise ValueError(f"unknown kill point {kill!r}; one of {KILL_POINTS}")
     return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import select as select_module
 import signal
 import subprocess
@@ -384,6 +385,8 @@ class Harness:
         assert ended["signal"] == signal.SIGKILL, (
             f"the child was to die at {point} but ended {ended}:\n{output}")
         kill, page = point
+        if kill == "piped":
+            _wait_for_orphan(output)
         with make_sessionmaker(self.engine)() as s:
             state = s.get(SyncState, tenant_id)
             assert state is not None and state.lease_owner is not None, _row(state)
@@ -391,7 +394,9 @@ class Harness:
                              .order_by(SyncRun.id.desc())).first()
             assert last is not None
             progress = (state.run_id == last.id, last.status, last.pages, state.phase)
-        committed = {"after_page": page, "in_page": (page or 0) - 1,
+        # A page in flight to the writer process is committed by the writer, which
+        # outlives the round.
+        committed = {"after_page": page, "in_page": (page or 0) - 1, "piped": page,
                      "in_resync": 0}.get(kill, pages)
         if kill == "after_complete":
             expected: tuple[Any, ...] = (False, "succeeded", pages, None)
@@ -435,6 +440,23 @@ class Harness:
             problems.append(f"the next round was not a no-op: {after}, "
                             f"{again.events[len(crashed.events):]}")
         return [f"{point}: {p}" for p in problems]
+
+
+def _wait_for_orphan(output: str) -> None:
+    """The page writer the killed round left (`writer pid: P` in the child's stderr) has
+    ended: it has committed the page in flight, or given it up."""
+    match = re.search(r"writer pid: (\d+)", output)
+    assert match, f"the child did not say which writer it left:\n{output}"
+    stat = Path(f"/proc/{match.group(1)}/stat")
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return  # ended; its new parent has not collected it yet
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the page writer {match.group(1)} still runs after {JOB_TIMEOUT} s")
 
 
 def _no_sleep(seconds: float) -> None:
@@ -630,6 +652,29 @@ def test_a_resync_round_killed_anywhere_sweeps_only_who_is_gone(harness: Harness
     assert not any(u["removed"] for key, u in reference.users.items() if key != seeded[2])
 
     problems = run_points(harness, tenants, reference, FULL_ROUND_PAGES)
+    assert not problems, "\n".join(problems)
+
+
+def test_an_initial_round_killed_with_a_page_in_flight_to_its_writer_resumes(
+        harness: Harness) -> None:
+    """The round's process dies while the writer process (azure_sync.pipeline) holds a
+    page: the writer commits that page with its cursor (or nothing of it), and the round
+    resumed past the lease ends as an uninterrupted one (pipelined too)."""
+    entra = harness.entra
+    people = entra.seed_users(150)  # pages of 60: two go through the writer, then 31
+    entra.add_user("off@contoso.example", accountEnabled=False)
+    entra.create_group("Many", members=list(people[0:150:3]))
+    harness.graph.knobs.page_size = 60
+    points: list[KillPoint] = [("piped", 1), ("piped", 2)]
+    reference_id = harness.tenant("Reference")
+    tenants = {point: harness.tenant(f"Killed {point}") for point in points}
+
+    result = harness.run(reference_id)
+    assert result.status == "succeeded", result
+    assert result.counts["created"] == 151 and result.counts["memberships"] == 50, result
+    reference = snapshot(harness.engine, reference_id)
+
+    problems = run_points(harness, tenants, reference, result.pages)
     assert not problems, "\n".join(problems)
 
 
