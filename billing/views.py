@@ -29,7 +29,7 @@ from billing.preview import preview
 from billing.profiles import load_profile, profile_json
 from connector.actions.users import note_export
 from connector.api.contract import request_body
-from connector.csv_export import CSV_MIMETYPE
+from connector.csv_export import CSV_MIMETYPE, attachment
 from connector.errors import NotFound
 from connector.http import (
     Problem,
@@ -254,9 +254,8 @@ def _download(report: exports.Report, fmt: str, streamed_session: Any = None) ->
             if streamed_session is not None:
                 streamed_session.close()
 
-    return Response(stream_with_context(generate()), mimetype=CSV_MIMETYPE,
-                    headers={"Content-Disposition":
-                             f'attachment; filename="{report.name}.csv"'})
+    return Response(stream_with_context(generate()), content_type=CSV_MIMETYPE,
+                    headers={"Content-Disposition": attachment(f"{report.name}.csv")})
 
 
 def _export(tenant_id: str, build: Any, fmt: str, action: str, target: str | None) -> Response:

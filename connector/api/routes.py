@@ -601,8 +601,8 @@ def export_provisioning_log(tenant_id: str) -> Response:
             yield from csv_export.csv_chunks(
                 provlog.export_rows(export_session, tenant_id, log_filter))
 
-    return Response(stream_with_context(generate()), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
+    return Response(stream_with_context(generate()), content_type=csv_export.CSV_MIMETYPE,
+                    headers={"Content-Disposition": csv_export.attachment(f"{filename}.csv")})
 
 
 @bp.get("/audit")
@@ -624,5 +624,5 @@ def export_users(tenant_id: str) -> Response:
             yield from csv_export.csv_chunks(
                 csv_export.user_rows(browse.export_users(export_session, tenant_id)))
 
-    return Response(stream_with_context(generate()), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(stream_with_context(generate()), content_type=csv_export.CSV_MIMETYPE,
+                    headers={"Content-Disposition": csv_export.attachment(f"{filename}.csv")})
