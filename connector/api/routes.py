@@ -33,6 +33,7 @@ from connector.http import (
     tenant_for,
 )
 from connector.models import AdminAccount, Tenant
+from connector.text import digits
 from connector.webhooks.service import attempt_json, endpoint_json
 
 SETTING_NAMES = {"statusSource": "status_source", "scimDefaultStatus": "scim_default_status",
@@ -559,7 +560,7 @@ def webhooks_redeliver(tenant_id: str | None, endpoint_id: str, attempt_id: int)
 
 
 def _whole(raw: str, name: str, low: int, high: int) -> int:
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not digits(raw) or not low <= int(raw) <= high:
         raise invalid(f"{name} must be a whole number from {low} to {high}; got {raw!r}.")
     return int(raw)
 
