@@ -94,11 +94,14 @@ def index(tenant_id: str) -> str:
     live = overview.live_overview(session, tenant_id)
     people = sum(live["activeUsers"].values())
     show_preview = people < PREVIEW_INLINE_USERS or request.args.get("preview") == "1"
+    now = admin_call().now
     return render_template(
         "admin/billing/index.html", tenant=tenant, profile=load_profile(session, tenant_id),
         live=live,
-        preview=preview(session, tenant, admin_call().now) if show_preview else None,
+        preview=preview(session, tenant, now) if show_preview else None,
         closes=closes, series=overview.history_series(closes[:24]),
+        awaiting=overview.months_awaiting_close(
+            session, tenant, current_app.config["SETTINGS"].billing, now, closes),
         listed=counters.live_users(session, tenant_id),
         partner=me().role == "partner")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from html import unescape
 
@@ -9,7 +10,11 @@ import pytest
 from flask import Flask
 from sqlalchemy import Engine
 
-from billing import pages
+from billing import overview, pages
+from billing.calendar import Month
+from billing.close import close_month
+from connector.config import BillingSettings
+from connector.models import Tenant
 from tests.billing.history import History
 from tests.web.conftest import WebSession, signed_in
 
@@ -58,3 +63,47 @@ def test_prices_typed_wrong_are_refused_and_nothing_changes(
     assert saved.status_code == 303
     shown = partner_web.page(url)
     assert 'value="Acme"' in shown and "Hybrid, standard, 4.50" in shown
+
+
+def test_a_month_that_ended_unclosed_is_said_to_be_not_closed_yet(
+        partner_web: WebSession, engine: Engine) -> None:
+    """A clerk looking at the page while last month waits for its close (the collection
+    window, an Entra round, the close job down) saw this month "so far" and the older
+    closed months, and nothing at all about last month."""
+    now = dt.datetime.now(dt.UTC)
+    this = Month.containing(now, "UTC")
+    last, before, first = this.previous(), this.previous().previous(), \
+        this.previous().previous().previous()
+    h = History(engine, created=f"{first}-01T00:00:00")
+    h.create(f"{first}-02T10:00:00", "a@x.io", modules=("Hybrid",))
+    close_month(h.maker, h.tenant_id, before, BillingSettings(),
+                before.end("UTC") + dt.timedelta(hours=2))
+    shown = partner_web.page(f"/admin/tenants/{h.tenant_id}/billing")
+    awaiting = re.search(r'<table id="awaiting">.*?</table>', shown, re.S)
+    assert awaiting, "no table of the months not closed yet"
+    rows = re.findall(r'<th scope="row">(\d{4}-\d\d)</th><td><span class="badge paused">'
+                      r"not closed yet</span></td><td>([^<]+)</td>", awaiting.group(0))
+    assert [month for month, _ in rows] == [str(last), str(first)]
+    assert all("closes it on its next pass" in why for _, why in rows)
+    history = re.search(r'<table id="history">.*?</table>', shown, re.S)
+    assert history and re.findall(r"/billing/months/(\d{4}-\d\d)", history.group(0)) == [
+        str(before)]
+
+
+def test_within_the_collection_window_last_month_says_when_it_closes(engine: Engine) -> None:
+    h = History(engine, created="2026-09-01T00:00:00", time_zone="Europe/Amsterdam")
+    settings = BillingSettings()
+    with h.maker() as s:
+        tenant = s.get(Tenant, h.tenant_id)
+        assert tenant is not None
+        boundary = Month(2026, 11).end("Europe/Amsterdam")  # 2026-11-30T23:00Z
+        waiting = overview.months_awaiting_close(
+            s, tenant, settings, boundary + dt.timedelta(minutes=10), [])
+        assert [m for m, _ in waiting] == ["2026-11", "2026-10", "2026-09"]
+        assert "after its collection window, at 2026-12-01T00:00:00+00:00" in waiting[0][1]
+        assert overview.months_awaiting_close(
+            s, tenant, settings, boundary - dt.timedelta(minutes=1), []
+        )[0][0] == "2026-10"  # November is still running
+        tenant.closed_at = Month(2026, 9).start("Europe/Amsterdam") + dt.timedelta(days=3)
+        assert [m for m, _ in overview.months_awaiting_close(
+            s, tenant, settings, boundary + dt.timedelta(hours=2), [])] == ["2026-09"]
