@@ -12,6 +12,7 @@ audit line.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import (
@@ -27,7 +28,7 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response
 
 from billing import actions, overview
-from billing.calendar import InvalidMonth, Month
+from billing.calendar import InvalidMonth, Month, zone
 from billing.chart import chart
 from billing.planning import NotDue
 from billing.policies import POLICIES
@@ -77,7 +78,14 @@ def _add_tab(state: BlueprintSetupState) -> None:
 
 @bp.context_processor
 def _helpers() -> dict[str, Any]:
-    return {"reasons": REASONS, "policies": POLICIES, "chart": chart}
+    return {"reasons": REASONS, "policies": POLICIES, "chart": chart,
+            "local_time": local_time}
+
+
+def local_time(instant: dt.datetime, tz: str) -> str:
+    """An instant as the tenant's clock read it: a month of a tenant in Amsterdam runs
+    from 2026-11-01 00:00 there, which UTC alone shows as 2026-10-31 23:00."""
+    return instant.astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M")
 
 
 def _index_url(tenant_id: str) -> str:

@@ -107,3 +107,24 @@ def test_within_the_collection_window_last_month_says_when_it_closes(engine: Eng
         tenant.closed_at = Month(2026, 9).start("Europe/Amsterdam") + dt.timedelta(days=3)
         assert [m for m, _ in overview.months_awaiting_close(
             s, tenant, settings, boundary + dt.timedelta(hours=2), [])] == ["2026-09"]
+
+
+def test_the_invoice_page_shows_the_billing_info_and_the_month_on_the_tenants_clock(
+        partner_web: WebSession, engine: Engine) -> None:
+    """PRODUCT.md: the invoice shows company name, reference number, customer type and
+    industry (the page left the last two out); and a month of a tenant in Amsterdam
+    read "2026-10-31 23:00 UTC to 2026-11-30 23:00 UTC", as if it began in October."""
+    h = History(engine, created="2026-10-01T00:00:00", time_zone="Europe/Amsterdam")
+    h.billing(company_name="Fabrikam B.V.", reference_number="R-7",
+              customer_type="enterprise", industry="logistics")
+    h.create("2026-10-02T10:00:00", "a@x.io", modules=("Hybrid",))
+    close_month(h.maker, h.tenant_id, Month(2026, 11), BillingSettings(),
+                Month(2026, 11).end("Europe/Amsterdam") + dt.timedelta(hours=2))
+    shown = partner_web.page(f"/admin/tenants/{h.tenant_id}/billing/months/2026-11")
+    assert re.search(r'id="invoice-customer-type">enterprise<', shown)
+    assert re.search(r'id="invoice-industry">logistics<', shown)
+    month = re.search(r'<dd id="invoice-month">(.*?)</dd>', shown, re.S)
+    assert month
+    words = " ".join(re.sub(r"<[^>]+>", " ", month.group(1)).split())
+    assert words.startswith("2026-11-01 00:00 to 2026-12-01 00:00 (Europe/Amsterdam time) "
+                            "2026-10-31 23:00 UTC to 2026-11-30 23:00 UTC"), words
