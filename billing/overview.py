@@ -24,6 +24,7 @@ from connector.models import (
     User,
     UserModule,
 )
+from connector.text import digits
 
 
 def live_overview(session: Session, tenant_id: str) -> dict[str, Any]:
@@ -97,6 +98,16 @@ def month_versions(session: Session, tenant_id: str, month: str) -> list[Billing
     return list(session.scalars(select(BillingClose).where(
         BillingClose.tenant_id == tenant_id, BillingClose.month == month,
         BillingClose.state != "building").order_by(BillingClose.version)))
+
+
+def pick_version(versions: Sequence[BillingClose], asked: str) -> BillingClose | None:
+    """The version of a month `asked` names ("": the standing one, the last), or None if
+    the month has no such version."""
+    if not asked:
+        return versions[-1] if versions else None
+    if not digits(asked):
+        return None
+    return next((v for v in versions if v.version == int(asked)), None)
 
 
 def lines_page(session: Session, close_id: int, page: int, per_page: int,

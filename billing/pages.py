@@ -185,7 +185,10 @@ def month(tenant_id: str, month: str) -> str:
     versions = overview.month_versions(session, tenant_id, str(target))
     if not versions:
         raise NotFound(f"{target} is not closed for this tenant yet.")
-    current = versions[-1]
+    current = overview.pick_version(versions, request.args.get("version", ""))
+    if current is None:  # an earlier version stays readable; one never made is not found
+        raise NotFound(f"{target} has no version {request.args['version']!r}; it has "
+                       f"{', '.join(str(v.version) for v in versions)}.")
     billable = request.args.get("billable", "")
     search = request.args.get("q", "")[:200]
     if not storable_text(search):
@@ -196,7 +199,8 @@ def month(tenant_id: str, month: str) -> str:
     return render_template(
         "admin/billing/month.html", tenant=tenant, close=current, versions=versions,
         lines=lines, adjustments=overview.adjustments_of(session, current.id),
-        billable=billable, q=request.args.get("q", ""), partner=me().role == "partner")
+        billable=billable, q=request.args.get("q", ""), partner=me().role == "partner",
+        standing_version=versions[-1])
 
 
 @bp.post("/months/<month>/reissue")

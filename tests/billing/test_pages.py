@@ -16,6 +16,7 @@ from billing.close import close_month
 from connector.config import BillingSettings
 from connector.models import Tenant
 from tests.billing.history import History
+from tests.support.clients import ApiClient
 from tests.web.conftest import WebSession, signed_in
 
 
@@ -128,3 +129,42 @@ def test_the_invoice_page_shows_the_billing_info_and_the_month_on_the_tenants_cl
     words = " ".join(re.sub(r"<[^>]+>", " ", month.group(1)).split())
     assert words.startswith("2026-11-01 00:00 to 2026-12-01 00:00 (Europe/Amsterdam time) "
                             "2026-10-31 23:00 UTC to 2026-11-30 23:00 UTC"), words
+
+
+def test_a_reissued_months_earlier_version_stays_readable(
+        app: Flask, partner: ApiClient, engine: Engine) -> None:
+    """Reissuing said "version 1 stays readable below", but the page, the API and the
+    downloads only ever showed the standing version: what was invoiced first could not
+    be read back. `?version=N` now reads any version."""
+    h = History(engine, created="2026-10-01T00:00:00")
+    h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "4.00"}])
+    h.create("2026-10-02T10:00:00", "a@x.io", modules=("Hybrid",))
+    settings, closed_at = BillingSettings(), Month(2026, 10).end("UTC") + dt.timedelta(hours=2)
+    close_month(h.maker, h.tenant_id, Month(2026, 10), settings, closed_at)
+    h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "5.00"}])
+    close_month(h.maker, h.tenant_id, Month(2026, 10), settings, closed_at,
+                reissue_reason="price was wrong")
+    url = f"/admin/tenants/{h.tenant_id}/billing/months/2026-10"
+    partner_web = signed_in(app, engine, "clerk@partner.example")
+
+    standing = partner_web.page(url)
+    assert re.search(r'id="invoice-total">5.00<', standing)
+    assert 'id="reissue"' in standing and 'id="superseded"' not in standing
+    assert f'href="{url}?version=1"' in standing
+    first = partner_web.page(f"{url}?version=1")
+    assert re.search(r'id="invoice-total">4.00<', first)
+    assert 'id="superseded"' in first and 'id="reissue"' not in first
+    assert '<input type="hidden" name="version" value="1">' in first  # the lines' filter
+    api = f"/tenants/{h.tenant_id}/billing/months/2026-10"
+    assert f'href="/api/v1{api}/invoice.csv?version=1"' in first
+    assert partner_web.get(f"{url}?version=3").status_code == 404
+    assert partner_web.get(f"{url}?version=x").status_code == 404
+
+    assert partner.get(f"{api}?version=1").json["invoice"]["total"] == "4.00"
+    assert partner.get(api).json["invoice"]["total"] == "5.00"
+    assert partner.get(f"{api}/lines?version=1").json["total"] == 1
+    invoice = partner.get(f"{api}/invoice.csv?version=1")
+    assert "\ntotal,4.00" in invoice.get_data(as_text=True)
+    assert "2026-10.csv" in invoice.headers["Content-Disposition"]  # v1: no suffix
+    missing = partner.get(f"{api}/invoice.csv?version=3")
+    assert missing.status_code == 404 and "has no version '3'" in missing.json["detail"]
