@@ -545,5 +545,13 @@ def test_a_page_past_the_end_says_so_and_links_the_last(partner_web: WebSession,
         scim.post("/Groups", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
                               "displayName": f"Group {n}"})
     page = text(partner_web.page(f"/admin/tenants/{scim.tenant_id}/groups?page=999"))
-    assert "There is no page 999: the groups fill 1 page. Go to the last page" in page
+    assert "There is no page 999: the last page of groups is 1. Go to the last page" in page
+    assert "Nothing on page 999" in page and "No groups" not in page
     assert "Page 999 of" not in page
+    # Every list: not "Nothing recorded yet" nor "No users" over a list that has some,
+    # nor "the the audit log fill 1 pages".
+    audit = text(partner_web.page(f"/admin/tenants/{scim.tenant_id}/audit?page=999"))
+    assert "There is no page 999: the last page of the audit log is 1." in audit
+    assert "Nothing recorded yet" not in audit and "Nothing on page 999" in audit
+    users = text(partner_web.page(f"/admin/tenants/{scim.tenant_id}/users?page=999"))
+    assert "No users" not in users and "Nothing on page 999" in users
