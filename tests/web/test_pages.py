@@ -11,10 +11,12 @@ import re
 from html import unescape
 from typing import Any
 
+import openpyxl
 import pytest
 from flask import Flask
 from sqlalchemy import Engine, select
 
+from billing.exports import XLSX_MIMETYPE
 from connector import admins, browse
 from connector.db import make_sessionmaker
 from connector.models import Tenant
@@ -501,6 +503,13 @@ def test_users_csv_export_link(partner_web: WebSession, scim: ScimClient,
     assert rows[0][:4] == ["first name", "last name", "e-mail", "username"]
     assert len(rows) == 1 + 4 and rows[1][:2] == ["Amira", "de Vries"]
     assert audit_actions(engine)[-1] == "users.exported"
+    # PRODUCT.md: the same report as an Excel download, from the same page.
+    xlsx = unescape(re.search(r'href="([^"]+users\.xlsx)"', html).group(1))  # type: ignore[union-attr]
+    book = partner_web.client.get(xlsx)
+    assert book.status_code == 200 and book.mimetype == XLSX_MIMETYPE
+    sheet = openpyxl.load_workbook(io.BytesIO(book.get_data())).active
+    assert [c.value for c in sheet[1]][:4] == rows[0][:4] and sheet.max_row == len(rows)
+    book.close()
 
 
 # -- who sees what ---------------------------------------------------------------------------------
