@@ -339,3 +339,22 @@ def test_downloads_of_a_tenant_named_outside_latin_1(
         assert unquote(utf8_name.group(1)).endswith("." + extension), disposition
         if extension == "csv":
             assert response.headers["Content-Type"] == "text/csv; charset=utf-8", path
+
+
+def test_reporting_counts_leave_an_unset_price_empty(
+        client: FlaskClient, partner: ApiClient, engine: Engine) -> None:
+    """A unit without a price was reported with unitPrice "0", which a BI tool sums as
+    free of charge; the invoice says "no price set". Now null (an empty CSV cell)."""
+    h = History(engine, "2026-09-01T09:00:00")
+    h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "5.00"}])
+    h.create("2026-09-02T10:00:00", "a@x.io", modules=("Hybrid", "Engage"))
+    assert partner.post(f"/tenants/{h.tenant_id}/billing/months/2026-10/close"
+                        ).status_code == 201
+    key = partner.post("/reporting-keys", {"name": "BI"}).json["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    rows = client.get("/reporting/v1/months/2026-10/counts", headers=auth).json["items"]
+    assert {r["unit"]: r["unitPrice"] for r in rows} == {"Engage": None, "Hybrid": "5.00"}
+    table = csv.DictReader(io.StringIO(client.get(
+        "/reporting/v1/months/2026-10/counts.csv", headers=auth).get_data(as_text=True)))
+    assert {r["unit"]: (r["unitPrice"], r["amount"]) for r in table} == {
+        "Engage": ("", "0.00"), "Hybrid": ("5.00", "5.00")}
