@@ -190,12 +190,13 @@ def month(tenant_id: str, month: str) -> str:
         raise NotFound(f"{target} has no version {request.args['version']!r}; it has "
                        f"{', '.join(str(v.version) for v in versions)}.")
     billable = request.args.get("billable", "")
+    if billable not in ("", "true", "false"):  # never "everyone" for a filter not understood
+        raise InvalidSetting(f"billable must be true, false or empty; got {billable!r}.")
     search = request.args.get("q", "")[:200]
     if not storable_text(search):
         raise InvalidSetting("The search text contains a character that cannot be searched.")
     lines = overview.lines_page(session, current.id, page_number(), LINES_PER_PAGE,
-                                None if billable not in ("true", "false") else
-                                billable == "true", search)
+                                None if not billable else billable == "true", search)
     return render_template(
         "admin/billing/month.html", tenant=tenant, close=current, versions=versions,
         lines=lines, adjustments=overview.adjustments_of(session, current.id),

@@ -158,6 +158,10 @@ def test_a_reissued_months_earlier_version_stays_readable(
     api = f"/tenants/{h.tenant_id}/billing/months/2026-10"
     assert f'href="/api/v1{api}/invoice.csv?version=1"' in first
     assert partner_web.get(f"{url}?version=3").status_code == 404
+    # A filter the page does not understand is refused, not read as "everyone".
+    refused = partner_web.get(f"{url}?billable=maybe")
+    assert refused.status_code == 400
+    assert "billable must be true, false or empty" in unescape(refused.get_data(as_text=True))
     assert partner_web.get(f"{url}?version=x").status_code == 404
 
     assert partner.get(f"{api}?version=1").json["invoice"]["total"] == "4.00"
