@@ -48,6 +48,7 @@ from connector.models import (
     User,
 )
 from connector.status import Source
+from connector.text import digits
 from connector.web.pages import (
     MAX_KEPT_CHARS,
     TenantTab,
@@ -372,7 +373,7 @@ def _number(name: str, what: str) -> int | None:
     raw = request.form.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 9:
+    if not digits(raw) or len(raw) > 9:
         raise InvalidSetting(f"{what} must be a whole number; got {raw!r}.")
     return int(raw)
 

@@ -106,6 +106,9 @@ def _billed_rows(session: Session, close: BillingClose) -> Iterator[Row]:
         after = rows[-1].user_id
 
 
+NO_PRICE = "no price set"
+
+
 def invoice_report(session: Session, close: BillingClose) -> Report:
     """A close's invoice as it was issued: the billing info frozen into the close, the
     month's lines, the adjustment lines, the totals (USD, tax excluded)."""
@@ -134,9 +137,13 @@ def invoice_rows(tenant_name: str, close: BillingClose) -> Iterator[Row]:
     yield INVOICE_LINE_COLUMNS
     for kind, key in (("line", "lines"), ("adjustment", "adjustments")):
         for line in invoice.get(key, []):
-            yield (kind, line["description"], line.get("month"), line["unit"],
-                   line["audience"], line["plan"], int(line["quantity"]),
-                   Decimal(line["unitPrice"]), Decimal(line["amount"]))
+            # A unit without a price is "no price set", as on the invoice page: never a
+            # price of 0 that reads as free (it may be priced and billed later).
+            priced = line.get("priced", True)
+            yield (kind, line["description"] + ("" if priced else f" ({NO_PRICE})"),
+                   line.get("month"), line["unit"], line["audience"], line["plan"],
+                   int(line["quantity"]), Decimal(line["unitPrice"]) if priced else None,
+                   Decimal(line["amount"]))
     yield ()
     yield from (
         ("subtotal", _amount(invoice.get("subtotal"))),

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, select, union
 from sqlalchemy.orm import Session
 
+from billing.calendar import Month
 from billing.lines import SEP
+from billing.planning import NotDue, plan_close
 from connector.browse import Page
+from connector.config import BillingSettings
 from connector.models import (
     BillingAdjustment,
     BillingClose,
     BillingLine,
     GroupModule,
     Membership,
+    Tenant,
     User,
     UserModule,
 )
+from connector.text import digits
 
 
 def live_overview(session: Session, tenant_id: str) -> dict[str, Any]:
@@ -62,10 +68,46 @@ def closed_months(session: Session, tenant_id: str) -> list[BillingClose]:
         .order_by(BillingClose.month.desc())))
 
 
+def months_awaiting_close(session: Session, tenant: Tenant, settings: BillingSettings,
+                          now: dt.datetime, closed: Sequence[BillingClose],
+                          limit: int = 12) -> list[tuple[str, str]]:
+    """The months that have ended but are not closed (yet), newest first, each with why
+    (its collection window, a pending Entra round, or due at the close job's next pass):
+    until then its numbers are not final, and the page must not let it pass for closed
+    nor leave it out unsaid. At most `limit` (the scheduler being down for years)."""
+    done = {c.month for c in closed}
+    month = Month.containing(now, tenant.time_zone).previous()
+    first = Month.containing(tenant.created_at, tenant.time_zone)
+    waiting: list[tuple[str, str]] = []
+    while len(waiting) < limit and month.first_day() >= first.first_day():
+        ended_before_closing = (tenant.closed_at is not None
+                                and month.start(tenant.time_zone) > tenant.closed_at)
+        if str(month) not in done and not ended_before_closing:
+            try:
+                plan_close(session, tenant, month, settings, now)
+                why = ("Due: the close job (every "
+                       f"{settings.close_check_minutes} minutes) closes it on its next pass.")
+            except NotDue as exc:
+                why = str(exc)
+            waiting.append((str(month), why))
+        month = month.previous()
+    return waiting
+
+
 def month_versions(session: Session, tenant_id: str, month: str) -> list[BillingClose]:
     return list(session.scalars(select(BillingClose).where(
         BillingClose.tenant_id == tenant_id, BillingClose.month == month,
         BillingClose.state != "building").order_by(BillingClose.version)))
+
+
+def pick_version(versions: Sequence[BillingClose], asked: str) -> BillingClose | None:
+    """The version of a month `asked` names ("": the standing one, the last), or None if
+    the month has no such version."""
+    if not asked:
+        return versions[-1] if versions else None
+    if not digits(asked):
+        return None
+    return next((v for v in versions if v.version == int(asked)), None)
 
 
 def lines_page(session: Session, close_id: int, page: int, per_page: int,

@@ -12,6 +12,7 @@ audit line.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from flask import (
@@ -27,7 +28,7 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.wrappers import Response
 
 from billing import actions, overview
-from billing.calendar import InvalidMonth, Month
+from billing.calendar import InvalidMonth, Month, zone
 from billing.chart import chart
 from billing.planning import NotDue
 from billing.policies import POLICIES
@@ -77,7 +78,14 @@ def _add_tab(state: BlueprintSetupState) -> None:
 
 @bp.context_processor
 def _helpers() -> dict[str, Any]:
-    return {"reasons": REASONS, "policies": POLICIES, "chart": chart}
+    return {"reasons": REASONS, "policies": POLICIES, "chart": chart,
+            "local_time": local_time}
+
+
+def local_time(instant: dt.datetime, tz: str) -> str:
+    """An instant as the tenant's clock read it: a month of a tenant in Amsterdam runs
+    from 2026-11-01 00:00 there, which UTC alone shows as 2026-10-31 23:00."""
+    return instant.astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M")
 
 
 def _index_url(tenant_id: str) -> str:
@@ -94,11 +102,14 @@ def index(tenant_id: str) -> str:
     live = overview.live_overview(session, tenant_id)
     people = sum(live["activeUsers"].values())
     show_preview = people < PREVIEW_INLINE_USERS or request.args.get("preview") == "1"
+    now = admin_call().now
     return render_template(
         "admin/billing/index.html", tenant=tenant, profile=load_profile(session, tenant_id),
         live=live,
-        preview=preview(session, tenant, admin_call().now) if show_preview else None,
+        preview=preview(session, tenant, now) if show_preview else None,
         closes=closes, series=overview.history_series(closes[:24]),
+        awaiting=overview.months_awaiting_close(
+            session, tenant, current_app.config["SETTINGS"].billing, now, closes),
         listed=counters.live_users(session, tenant_id),
         partner=me().role == "partner")
 
@@ -174,18 +185,23 @@ def month(tenant_id: str, month: str) -> str:
     versions = overview.month_versions(session, tenant_id, str(target))
     if not versions:
         raise NotFound(f"{target} is not closed for this tenant yet.")
-    current = versions[-1]
+    current = overview.pick_version(versions, request.args.get("version", ""))
+    if current is None:  # an earlier version stays readable; one never made is not found
+        raise NotFound(f"{target} has no version {request.args['version']!r}; it has "
+                       f"{', '.join(str(v.version) for v in versions)}.")
     billable = request.args.get("billable", "")
+    if billable not in ("", "true", "false"):  # never "everyone" for a filter not understood
+        raise InvalidSetting(f"billable must be true, false or empty; got {billable!r}.")
     search = request.args.get("q", "")[:200]
     if not storable_text(search):
         raise InvalidSetting("The search text contains a character that cannot be searched.")
     lines = overview.lines_page(session, current.id, page_number(), LINES_PER_PAGE,
-                                None if billable not in ("true", "false") else
-                                billable == "true", search)
+                                None if not billable else billable == "true", search)
     return render_template(
         "admin/billing/month.html", tenant=tenant, close=current, versions=versions,
         lines=lines, adjustments=overview.adjustments_of(session, current.id),
-        billable=billable, q=request.args.get("q", ""), partner=me().role == "partner")
+        billable=billable, q=request.args.get("q", ""), partner=me().role == "partner",
+        standing_version=versions[-1])
 
 
 @bp.post("/months/<month>/reissue")

@@ -275,7 +275,10 @@ def month_counts(month: str, fmt: str) -> Response:
             every.append({"month": close.month, "tenantId": tenant.id,
                           "tenantName": tenant.name, "unit": line["unit"],
                           "audience": line["audience"], "plan": line["plan"],
-                          "count": line["quantity"], "unitPrice": line["unitPrice"],
+                          "count": line["quantity"],
+                          # No price set is not a price of 0 (free): null, an empty cell.
+                          "unitPrice": line["unitPrice"] if line.get("priced", True)
+                          else None,
                           "amount": line["amount"], "currency": "USD"})
     rows = every[(page - 1) * per_page:page * per_page]
     return _answer(rows, COUNT_COLUMNS, fmt == "csv", len(every), page, per_page,

@@ -29,7 +29,7 @@ from billing.preview import preview
 from billing.profiles import load_profile, profile_json
 from connector.actions.users import note_export
 from connector.api.contract import request_body
-from connector.csv_export import CSV_MIMETYPE
+from connector.csv_export import CSV_MIMETYPE, attachment
 from connector.errors import NotFound
 from connector.http import (
     Problem,
@@ -121,11 +121,21 @@ def _current(tenant_id: str, month: str) -> Any:
     return versions
 
 
+def _chosen(versions: Any) -> Any:
+    """The version `?version=` asks for, else the standing one."""
+    asked = request.args.get("version", "")
+    chosen = overview.pick_version(versions, asked)
+    if chosen is None:
+        raise NotFound(f"{versions[-1].month} has no version {asked!r}; it has "
+                       f"{', '.join(str(v.version) for v in versions)}.")
+    return chosen
+
+
 @bp.get("/billing/months/<month>")
 def get_month(tenant_id: str, month: str) -> Response:
     tenant_for(tenant_id)
     versions = _current(tenant_id, month)
-    current = versions[-1]
+    current = _chosen(versions)
     body = {**overview.close_json(current),
             "versions": [{"version": v.version, "state": v.state, "hash": v.content_hash,
                           "closedAt": v.closed_at.isoformat() if v.closed_at else None,
@@ -138,7 +148,7 @@ def get_month(tenant_id: str, month: str) -> Response:
 @bp.get("/billing/months/<month>/lines")
 def get_lines(tenant_id: str, month: str) -> Response:
     tenant_for(tenant_id)
-    current = _current(tenant_id, month)[-1]
+    current = _chosen(_current(tenant_id, month))
     billable = request.args.get("billable", "")
     if billable not in ("", "true", "false"):
         raise invalid("billable must be true or false.")
@@ -254,9 +264,8 @@ def _download(report: exports.Report, fmt: str, streamed_session: Any = None) ->
             if streamed_session is not None:
                 streamed_session.close()
 
-    return Response(stream_with_context(generate()), mimetype=CSV_MIMETYPE,
-                    headers={"Content-Disposition":
-                             f'attachment; filename="{report.name}.csv"'})
+    return Response(stream_with_context(generate()), content_type=CSV_MIMETYPE,
+                    headers={"Content-Disposition": attachment(f"{report.name}.csv")})
 
 
 def _export(tenant_id: str, build: Any, fmt: str, action: str, target: str | None) -> Response:
@@ -280,7 +289,7 @@ def export_users_xlsx(tenant_id: str) -> Response:
 @bp.get("/billing/months/<month>/billed-users.xlsx", defaults={"fmt": "xlsx"})
 def export_billed(tenant_id: str, month: str, fmt: str) -> Response:
     tenant_for(tenant_id)
-    close_id = _current(tenant_id, month)[-1].id
+    close_id = _chosen(_current(tenant_id, month)).id
     return _export(tenant_id, lambda s: exports.billed_users_report(
         s, s.get(BillingClose, close_id)), fmt, "billing.exported", f"{month} billed users")
 
@@ -289,6 +298,6 @@ def export_billed(tenant_id: str, month: str, fmt: str) -> Response:
 @bp.get("/billing/months/<month>/invoice.xlsx", defaults={"fmt": "xlsx"})
 def export_invoice(tenant_id: str, month: str, fmt: str) -> Response:
     tenant_for(tenant_id)
-    close_id = _current(tenant_id, month)[-1].id
+    close_id = _chosen(_current(tenant_id, month)).id
     return _export(tenant_id, lambda s: exports.invoice_report(
         s, s.get(BillingClose, close_id)), fmt, "billing.exported", f"{month} invoice")

@@ -52,6 +52,7 @@ from connector.models import (
     Tenant,
 )
 from connector.tenants import hash_token
+from connector.text import digits
 
 PARTNER, TENANT = "partner", "tenant"
 TOKEN_PREFIX = "cadm_"
@@ -328,7 +329,10 @@ def provisioning_uri(account: AdminAccount, secret: str) -> str:
 
 def _matching_step(secret: str, code: str, now: dt.datetime) -> int | None:
     """The time step the code belongs to (this one or the next/previous, for clocks a
-    little apart), or None."""
+    little apart), or None. Only ASCII digits are compared (hmac.compare_digest refuses
+    other text: "²²²²²²" typed as a code was a 500)."""
+    if not digits(code):
+        return None
     totp = pyotp.TOTP(secret)
     step = int(now.timestamp()) // totp.interval  # pyotp's timecode reads local time
     for candidate in (step, step - 1, step + 1):
@@ -358,7 +362,7 @@ def check_second_factor(account: AdminAccount, code: str, now: dt.datetime) -> s
     """Accept a TOTP code (once: a code seen before is refused) or an unused recovery
     code (then used up); returns "totp" or "recovery", or raises BadCredentials."""
     clean = _clean_code(code)
-    if account.totp_secret is not None and clean.isdigit() and len(clean) < 10:
+    if account.totp_secret is not None and digits(clean) and len(clean) < 10:
         step = _matching_step(account.totp_secret, clean, now)
         if step is not None and step > (account.totp_last_step or -1):
             account.totp_last_step = step

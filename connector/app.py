@@ -12,9 +12,11 @@ from flask import Flask, Response, g, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException, RequestTimeout, RequestURITooLarge
+from werkzeug.routing import IntegerConverter, Map
 
 from connector import db, health, logs, provlog, serving, slow_clients
 from connector.config import Settings, load_settings
+from connector.text import MAX_ROW_ID
 
 access_log = logging.getLogger("connector.access")
 
@@ -26,6 +28,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.config["SETTINGS"] = settings
     provlog.configure(settings.provisioning_log)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    setup_routing(app)
     setup_logging(app, settings)
     setup_storage(app, settings, engine)
     setup_request_ids(app, settings)
@@ -63,6 +66,20 @@ def settle_memory() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+class RowNumber(IntegerConverter):
+    """`<int:…>` in every route: a row number the databases can hold. A larger one
+    (`/entra/runs/99999999999999999999999`) matches no route, so it is the surface's
+    404 rather than an integer overflow in the database (a 500)."""
+
+    def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url_map, *args, **{"max": MAX_ROW_ID, **kwargs})
+
+
+def setup_routing(app: Flask) -> None:
+    """Before any route is added: the converters its rules compile with."""
+    app.url_map.converters["int"] = RowNumber
 
 
 def setup_logging(app: Flask, settings: Settings) -> None:

@@ -232,6 +232,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.server.host
     port = args.port or settings.server.port
+    # What it prints (bootstrap's SCIM and admin UI addresses) and the links its worker
+    # e-mails are where it listens, as given by --host/--port too, not the settings'
+    # 127.0.0.1:8080: here, and in the processes it starts (which read the environment).
+    settings = dataclasses.replace(settings, server=dataclasses.replace(
+        settings.server, host=host, port=port))
+    os.environ.update(CONNECTOR_SERVER__HOST=host, CONNECTOR_SERVER__PORT=str(port))
     binds = [f"{host}:{port}"]
     if metrics.enabled(settings.metrics):
         # Before anything counts: gunicorn's workers and the scheduler process inherit

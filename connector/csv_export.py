@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
+from urllib.parse import quote
 
 from connector.browse import ExportRow
 
@@ -73,9 +75,22 @@ def neutralise(value: str) -> str:
 
 
 def file_name(kind: str, tenant_name: str, stamp: str | dt.datetime = "") -> str:
-    """`kind-tenant-name-stamp` (no extension), safe in a Content-Disposition header;
-    a datetime stamp is written to the minute."""
+    """`kind-tenant-name-stamp` (no extension; the tenant's name may keep letters outside
+    ASCII: send it with `attachment`); a datetime stamp is written to the minute."""
     if isinstance(stamp, dt.datetime):
         stamp = stamp.strftime("%Y%m%d-%H%M")
     slug = "".join(c if c.isalnum() else "-" for c in tenant_name.lower()).strip("-")[:40]
     return "-".join(part for part in (kind, slug or "tenant", stamp) if part)
+
+
+def attachment(download_name: str) -> str:
+    """The Content-Disposition value of a download named `download_name`, as
+    flask.send_file writes it (RFC 6266): the name itself when it is ASCII, else an ASCII
+    spelling (accents dropped) as `filename` and the UTF-8 one as `filename*`. A header
+    value outside Latin-1 is refused by the WSGI server, a 500 for a tenant named
+    "Dvořák" (gunicorn) or "東京" (every server)."""
+    if download_name.isascii():
+        return f'attachment; filename="{download_name}"'
+    simple = unicodedata.normalize("NFKD", download_name).encode("ascii", "ignore").decode()
+    return (f'attachment; filename="{simple}"; '
+            f"filename*=UTF-8''{quote(download_name, safe='!#$&+-.^_`|~')}")

@@ -35,6 +35,7 @@ from connector.errors import InvalidSetting, NotFound
 from connector.events import WriteContext
 from connector.models import Group, ProvisioningEntry, Tenant, User
 from connector.status import Source
+from connector.text import MAX_ROW_ID, digits
 
 # The values of the log's closed columns (the API's and the page's filters list them).
 SOURCES = ("scim", "entra")
@@ -458,7 +459,7 @@ def parse_filter(args: Mapping[str, str]) -> LogFilter:
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
     run = (args.get("run") or "").strip()
-    if run and not run.isdigit():
+    if run and not (digits(run) and int(run) <= MAX_ROW_ID):
         raise InvalidSetting(f"run must be a sync run's number; got {run!r}.")
     user = (args.get("user") or "").strip()[:512] or None
     return LogFilter(since=instant("since"), until=instant("until"),
@@ -500,7 +501,8 @@ def search(session: Session, tenant_id: str, f: LogFilter, page: int = 1, per_pa
 
 
 def get_entry(session: Session, tenant_id: str, entry_id: str) -> ProvisioningEntry:
-    row = session.get(ProvisioningEntry, int(entry_id)) if entry_id.isdigit() else None
+    row = (session.get(ProvisioningEntry, int(entry_id))
+           if digits(entry_id) and int(entry_id) <= MAX_ROW_ID else None)
     if row is None or row.tenant_id != tenant_id:
         raise NotFound(f"No provisioning log entry {entry_id!r} in this tenant.")
     return row

@@ -37,3 +37,14 @@ def storable(value: Any) -> bool:
 
 def all_storable(texts: Iterable[str]) -> bool:
     return all(storable_text(t) for t in texts)
+
+
+# The largest row id the databases hold (a signed 64-bit BIGINT): a larger number in a
+# URL names no row, and handed to the database it is an overflow error, not "none".
+MAX_ROW_ID = 2**63 - 1
+
+
+def digits(text: str) -> bool:
+    """Whether `text` is ASCII digits only. `str.isdigit()` also says yes to "²" and
+    other digits that `int()` refuses, which turned a "must be a number" 400 into a 500."""
+    return text.isascii() and text.isdigit()

@@ -15,6 +15,7 @@ from typing import Any
 
 from connector import limits
 from connector.commands import GroupFields, IndexedValue, UserFields
+from connector.text import digits
 from scim.errors import InvalidSyntax, InvalidValue
 from scim.schemas import (
     CONNECTOR_GROUP,
@@ -64,7 +65,7 @@ def parse_etag(value: str) -> int | None:
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
-    return int(value) if value.isdigit() else None
+    return int(value) if digits(value) else None
 
 
 # -- validation ----------------------------------------------------------------

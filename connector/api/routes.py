@@ -33,6 +33,7 @@ from connector.http import (
     tenant_for,
 )
 from connector.models import AdminAccount, Tenant
+from connector.text import digits
 from connector.webhooks.service import attempt_json, endpoint_json
 
 SETTING_NAMES = {"statusSource": "status_source", "scimDefaultStatus": "scim_default_status",
@@ -559,7 +560,7 @@ def webhooks_redeliver(tenant_id: str | None, endpoint_id: str, attempt_id: int)
 
 
 def _whole(raw: str, name: str, low: int, high: int) -> int:
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not digits(raw) or not low <= int(raw) <= high:
         raise invalid(f"{name} must be a whole number from {low} to {high}; got {raw!r}.")
     return int(raw)
 
@@ -601,8 +602,8 @@ def export_provisioning_log(tenant_id: str) -> Response:
             yield from csv_export.csv_chunks(
                 provlog.export_rows(export_session, tenant_id, log_filter))
 
-    return Response(stream_with_context(generate()), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'})
+    return Response(stream_with_context(generate()), content_type=csv_export.CSV_MIMETYPE,
+                    headers={"Content-Disposition": csv_export.attachment(f"{filename}.csv")})
 
 
 @bp.get("/audit")
@@ -624,5 +625,5 @@ def export_users(tenant_id: str) -> Response:
             yield from csv_export.csv_chunks(
                 csv_export.user_rows(browse.export_users(export_session, tenant_id)))
 
-    return Response(stream_with_context(generate()), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(stream_with_context(generate()), content_type=csv_export.CSV_MIMETYPE,
+                    headers={"Content-Disposition": csv_export.attachment(f"{filename}.csv")})

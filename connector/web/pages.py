@@ -24,6 +24,7 @@ from connector.admins import Principal
 from connector.http import tenant_for
 from connector.models import Tenant
 from connector.tenants import module_catalogue
+from connector.text import digits
 from connector.web import PREFIX
 from connector.web.forms import MAX_KEPT_CHARS, fitted, keep, shortened, typed
 
@@ -90,7 +91,7 @@ def page_number(name: str = "page") -> int:
     raw = request.args.get(name, "")
     if not raw:
         return 1
-    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
+    if not digits(raw) or not 1 <= int(raw) <= 1_000_000:
         raise errors.InvalidSetting(f"{name} must be a whole number from 1; got {raw!r}.")
     return int(raw)
 

@@ -21,6 +21,7 @@ from connector.errors import (
 from connector.http import admin_call
 from connector.status import admin_may_set_status
 from connector.tenants import policy_of
+from connector.text import digits
 from connector.web import bp
 from connector.web.pages import (
     catalogue,
@@ -156,7 +157,7 @@ def _correction_value(kind: str) -> Any:
                                  "hasEmail": checked("hasEmail")}
         percent = form.get("desklessPercent", "").strip()
         if percent:
-            if not percent.isdigit():
+            if not digits(percent):
                 raise InvalidSetting("desklessPercent must be a whole number from 0 to 100.",
                                      "desklessPercent")
             value["desklessPercent"] = int(percent)

@@ -33,6 +33,7 @@ from connector.actions import webhooks as actions
 from connector.errors import InvalidFields, InvalidSetting, NotFound
 from connector.http import admin_call
 from connector.models import WebhookAttempt, WebhookEndpoint
+from connector.text import digits
 from connector.web import bp, show_time, shown_once
 from connector.web.pages import (
     TenantTab,
@@ -228,7 +229,7 @@ def _before() -> int | None:
     raw = request.args.get("before", "")
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 2**62:
+    if not digits(raw) or not 1 <= int(raw) <= 2**62:
         raise InvalidSetting(f"before must be a delivery-log entry number; got {raw!r}.")
     return int(raw)
 

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from urllib.parse import unquote
 
 import openpyxl
+import requests
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 
 from connector import events
 from connector.db import make_sessionmaker
-from connector.models import Event
+from connector.models import Event, Tenant
 from tests.api.contract import check_response
 from tests.billing.history import History
 from tests.conftest import API, ApiClient, HttpVerbs, ScimClient
+from tests.support.app import LiveServer
+from tests.support.clients import make_admin
 
 
 class Checked(HttpVerbs):
@@ -295,3 +300,61 @@ def test_a_trial_given_by_its_start(partner: ApiClient, tenant_admin: ApiClient,
     assert bad.status_code == 400
     after = partner.get(path).json
     assert (after["trialEndsOn"], after["companyName"]) == ("2026-03-02", "")
+
+
+def test_downloads_of_a_tenant_named_outside_latin_1(
+        partner: ApiClient, engine: Engine, live_server: LiveServer) -> None:
+    """A tenant called "Dvořák s.r.o." (ř is not Latin-1): every CSV download used to put
+    the name as it is into Content-Disposition, which a WSGI server cannot send (a 500
+    under gunicorn, a dropped answer here); the users CSV's name also lacked ".csv", and
+    billing's CSVs said their charset twice. Real HTTP, so the server's encoding of the
+    headers is what is tested."""
+    h = closed_history(engine)
+    with make_sessionmaker(engine)() as s:
+        tenant = s.get(Tenant, h.tenant_id)
+        assert tenant is not None
+        tenant.name = "Dvořák s.r.o."
+        s.commit()
+    month = f"/tenants/{h.tenant_id}/billing/months/2026-10"
+    assert partner.post(f"{month}/close").status_code == 201
+    _, token = make_admin(engine, "clerk@partner.example")
+    auth = {"Authorization": f"Bearer {token}"}
+    downloads = {f"/tenants/{h.tenant_id}/exports/users.csv": "users-dvořák-s-r-o-",
+                 f"/tenants/{h.tenant_id}/exports/provisioning-log.csv":
+                     "provisioning-log-dvořák-s-r-o-",
+                 f"{month}/billed-users.csv": "billed-users-dvořák-s-r-o-2026-10.csv",
+                 f"{month}/invoice.csv": "invoice-dvořák-s-r-o-2026-10.csv",
+                 f"{month}/invoice.xlsx": "invoice-dvořák-s-r-o-2026-10.xlsx"}
+    for path, name in downloads.items():
+        response = requests.get(live_server.url + API + path, headers=auth, timeout=30)
+        assert response.status_code == 200, path
+        disposition = response.headers["Content-Disposition"]
+        assert disposition.isascii(), disposition
+        ascii_name = re.search(r'filename="?([^";]+)', disposition)
+        utf8_name = re.search(r"filename\*=UTF-8''(\S+)", disposition)
+        assert ascii_name and ascii_name.group(1).startswith(
+            name.replace("ř", "r").replace("á", "a")), disposition
+        assert utf8_name and unquote(utf8_name.group(1)).startswith(name), disposition
+        extension = name.rsplit(".", 1)[-1] if "." in name else "csv"
+        assert unquote(utf8_name.group(1)).endswith("." + extension), disposition
+        if extension == "csv":
+            assert response.headers["Content-Type"] == "text/csv; charset=utf-8", path
+
+
+def test_reporting_counts_leave_an_unset_price_empty(
+        client: FlaskClient, partner: ApiClient, engine: Engine) -> None:
+    """A unit without a price was reported with unitPrice "0", which a BI tool sums as
+    free of charge; the invoice says "no price set". Now null (an empty CSV cell)."""
+    h = History(engine, "2026-09-01T09:00:00")
+    h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "5.00"}])
+    h.create("2026-09-02T10:00:00", "a@x.io", modules=("Hybrid", "Engage"))
+    assert partner.post(f"/tenants/{h.tenant_id}/billing/months/2026-10/close"
+                        ).status_code == 201
+    key = partner.post("/reporting-keys", {"name": "BI"}).json["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    rows = client.get("/reporting/v1/months/2026-10/counts", headers=auth).json["items"]
+    assert {r["unit"]: r["unitPrice"] for r in rows} == {"Engage": None, "Hybrid": "5.00"}
+    table = csv.DictReader(io.StringIO(client.get(
+        "/reporting/v1/months/2026-10/counts.csv", headers=auth).get_data(as_text=True)))
+    assert {r["unit"]: (r["unitPrice"], r["amount"]) for r in table} == {
+        "Engage": ("", "0.00"), "Hybrid": ("5.00", "5.00")}

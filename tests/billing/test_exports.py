@@ -185,6 +185,26 @@ def test_invoice_csv_and_xlsx(engine: Engine) -> None:
     assert sheet["A1"].font.b and sheet["A15"].font.b  # the lines' heading too
 
 
+def test_an_unpriced_line_is_no_price_set_in_the_invoice_export(engine: Engine) -> None:
+    """The invoice page marks a line without a price "no price set"; the CSV and XLSX
+    said unit price 0, which reads as free of charge."""
+    h = History(engine, name="Acme Corp")
+    h.billing(prices=[{"unit": "Hybrid", "plan": "standard", "price": "4.00"}])
+    h.create("2026-10-05T10:00:00", "ann@x.io", modules=("Hybrid", "Engage"))
+    nov = close(h, NOV)
+    with h.maker() as s:
+        rows = parse_csv(exports.invoice_report(s, nov))
+        sheet = parse_xlsx(exports.invoice_report(s, nov))
+    lines = {r[3]: r for r in rows if r and r[0] == "line"}
+    assert lines["Engage"][1] == "Engage, regular, standard plan (no price set)"
+    assert lines["Engage"][7:] == ["", "0.00"]
+    assert lines["Hybrid"][1] == "Hybrid, regular, standard plan"
+    assert lines["Hybrid"][7:] == ["4.00", "4.00"]
+    engage = next(r for r in sheet.iter_rows() if r[0].value == "line" and r[3].value ==
+                  "Engage")
+    assert engage[7].value is None and engage[1].value.endswith("(no price set)")
+
+
 def ids_by_name(h: History) -> list[str]:
     with h.maker() as s:
         return list(s.scalars(select(User.id).where(User.tenant_id == h.tenant_id)

@@ -65,11 +65,13 @@ def test_bootstrap_creates_one_tenant_once(database_url: str, engine: object,
     assert "password" not in second.stdout.split("Admin UI")[-1].split("reset-password")[0]
 
 
+@pytest.mark.parametrize("given_by", ["environment", "flag"])
 def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
-        database_url: str, engine: object, tmp_path: Path) -> None:
+        database_url: str, engine: object, tmp_path: Path, given_by: str) -> None:
     """`make run`: `connector serve --bootstrap` with the port from the environment (as
     `make run PORT=…` sets it) serves there, and its last lines, once it listens, are
-    the credentials and addresses in a frame, naming that port."""
+    the credentials and addresses in a frame, naming that port. `--port N` likewise (its
+    SCIM and admin UI addresses named 8080, where nothing listened)."""
     import socket
     import time
     import urllib.request
@@ -79,12 +81,14 @@ def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
         port = probe.getsockname()[1]
     env = {**os.environ, "CONNECTOR_DATABASE__URL": database_url,
            "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
-           "CONNECTOR_SERVER__PORT": str(port),
            "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY_FILE": str(tmp_path / "entra.key")}
+    flags = ["--port", str(port)] if given_by == "flag" else []
+    if given_by == "environment":
+        env["CONNECTOR_SERVER__PORT"] = str(port)
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
-                                   "--bootstrap"], env=env, cwd=tmp_path, stdout=out,
+                                   "--bootstrap", *flags], env=env, cwd=tmp_path, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60

@@ -68,3 +68,36 @@ def test_an_admin_finds_why_a_scim_write_failed(page: Page, app: Flask,  # noqa:
     page.goto(f"/admin/tenants/{tenant_id}/provisioning-log?result=maybe")
     expect(page.get_by_role("alert")).to_contain_text("result must be one of")
     expect(page.get_by_text("4 entries")).to_be_visible()
+
+
+def test_the_time_filter_is_in_utc_as_the_entries_are(
+        page: Page, app: Flask, engine: Engine, live_server: LiveServer  # noqa: F811
+) -> None:
+    """The entries' times are UTC; the From and Until fields (datetime-local, no zone of
+    their own) were read as UTC too but said nothing, so an admin in Amsterdam typed
+    local time and filtered an hour off. The fields say so, and the export follows."""
+    tenant_id = live_server.tenant_id
+    rename_tenant(engine, tenant_id, "Northwind Traders")
+    scim = ScimClient(app.test_client(), live_server.token, tenant_id)
+    scim.post("/Users", user("ann@northwind.example"))
+    make_web_admin(engine, "maria.jansen@partner.example")
+    page.goto("/admin/sign-in")
+    page.get_by_label("E-mail").fill("maria.jansen@partner.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"/admin/tenants/{tenant_id}/provisioning-log")
+    when = page.locator("table.provlog tbody tr").first.locator("td").first
+    expect(when).to_contain_text("UTC")
+    stamp = re.search(r"(\d{4}-\d\d-\d\d) (\d\d:\d\d) UTC", when.inner_text())
+    assert stamp
+    page.get_by_label("From (UTC)").fill(f"{stamp.group(1)}T{stamp.group(2)}")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_text("1 entry")).to_be_visible()
+    export = page.get_by_role("link", name="Export as CSV")
+    expect(export).to_have_attribute("href", re.compile(r"since="))
+    minute_later = f"{stamp.group(1)}T{stamp.group(2)[:3]}{int(stamp.group(2)[3:]) + 1:02d}"
+    if stamp.group(2)[3:] != "59":
+        page.get_by_label("From (UTC)").fill(minute_later)
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_text("Nothing logged that matches these filters.")).to_be_visible()
+    expect(page.get_by_label("Until (UTC)")).to_be_visible()

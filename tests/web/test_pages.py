@@ -11,10 +11,12 @@ import re
 from html import unescape
 from typing import Any
 
+import openpyxl
 import pytest
 from flask import Flask
 from sqlalchemy import Engine, select
 
+from billing.exports import XLSX_MIMETYPE
 from connector import admins, browse
 from connector.db import make_sessionmaker
 from connector.models import Tenant
@@ -501,6 +503,13 @@ def test_users_csv_export_link(partner_web: WebSession, scim: ScimClient,
     assert rows[0][:4] == ["first name", "last name", "e-mail", "username"]
     assert len(rows) == 1 + 4 and rows[1][:2] == ["Amira", "de Vries"]
     assert audit_actions(engine)[-1] == "users.exported"
+    # PRODUCT.md: the same report as an Excel download, from the same page.
+    xlsx = unescape(re.search(r'href="([^"]+users\.xlsx)"', html).group(1))  # type: ignore[union-attr]
+    book = partner_web.client.get(xlsx)
+    assert book.status_code == 200 and book.mimetype == XLSX_MIMETYPE
+    sheet = openpyxl.load_workbook(io.BytesIO(book.get_data())).active
+    assert [c.value for c in sheet[1]][:4] == rows[0][:4] and sheet.max_row == len(rows)
+    book.close()
 
 
 # -- who sees what ---------------------------------------------------------------------------------
@@ -545,5 +554,13 @@ def test_a_page_past_the_end_says_so_and_links_the_last(partner_web: WebSession,
         scim.post("/Groups", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
                               "displayName": f"Group {n}"})
     page = text(partner_web.page(f"/admin/tenants/{scim.tenant_id}/groups?page=999"))
-    assert "There is no page 999: the groups fill 1 page. Go to the last page" in page
+    assert "There is no page 999: the last page of groups is 1. Go to the last page" in page
+    assert "Nothing on page 999" in page and "No groups" not in page
     assert "Page 999 of" not in page
+    # Every list: not "Nothing recorded yet" nor "No users" over a list that has some,
+    # nor "the the audit log fill 1 pages".
+    audit = text(partner_web.page(f"/admin/tenants/{scim.tenant_id}/audit?page=999"))
+    assert "There is no page 999: the last page of the audit log is 1." in audit
+    assert "Nothing recorded yet" not in audit and "Nothing on page 999" in audit
+    users = text(partner_web.page(f"/admin/tenants/{scim.tenant_id}/users?page=999"))
+    assert "No users" not in users and "Nothing on page 999" in users
