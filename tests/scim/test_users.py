@@ -205,6 +205,47 @@ def test_default_status_inactive_applies_to_new_users_only(scim: ScimClient, app
     assert scim.get(f"/Users/{before['id']}").json["active"] is True
 
 
+def test_patch_leaving_active_alone_does_not_say_it_for_the_idp(scim: ScimClient,
+                                                                 session: Session) -> None:
+    # A client that created the user without `active` has said nothing about it; a PATCH
+    # of another attribute says nothing either. It used to repeat the status the tenant's
+    # default gave as the IdP's word: with default "inactive", a rename put the user on
+    # the deleted-users list.
+    from connector.models import Tenant, User
+
+    tenant = session.get(Tenant, scim.tenant_id)
+    tenant.scim_default_status = "inactive"  # type: ignore[union-attr]
+    session.commit()
+    body = user()
+    del body["active"]
+    uid = scim.post("/Users", body).json["id"]
+    r = scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "displayName",
+                                           "value": "Renamed"}))
+    assert r.status_code == 200 and r.json["active"] is False
+    session.rollback()  # a new snapshot (SQLite keeps the old one while reading)
+    row = session.get(User, (scim.tenant_id, uid))
+    assert row is not None and row.in_deleted_list is False and row.idp_active is None
+    assert not [e for e in events_of(session, uid) if e[0] == "user.deleted_list"]
+    # What the IdP does say still counts.
+    r = scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "active", "value": False}))
+    assert r.status_code == 200, r.json
+    session.rollback()  # a new snapshot (SQLite keeps the old one while reading)
+    row = session.get(User, (scim.tenant_id, uid))
+    assert row is not None and row.in_deleted_list is True and row.idp_active is False
+
+
+def test_patch_adding_a_value_already_there_changes_nothing(scim: ScimClient) -> None:
+    # RFC 7644 §3.5.2.1: "this operation SHALL NOT change the modify timestamp"; also for
+    # a user created without `active`, whose status the PATCH used to record as said.
+    body = user()
+    del body["active"]
+    created = scim.post("/Users", body).json
+    r = scim.patch(f"/Users/{created['id']}", patch({
+        "op": "add", "path": "displayName", "value": created["displayName"]}))
+    assert r.status_code == 200
+    assert r.json["meta"] == created["meta"] and r.headers["ETag"] == 'W/"1"'
+
+
 def test_paused_provisioning_refuses_writes_with_retry_after(scim: ScimClient,
                                                              session: Session) -> None:
     from connector.models import Tenant
