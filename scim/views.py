@@ -51,7 +51,13 @@ from scim.errors import (
 from scim.failures import to_scim_error
 from scim.filters import Compare, Node, compile_sort, parse_filter, simple_user_lookup
 from scim.projection import parse_projection
-from scim.queries import group_clause, group_sort_column, user_clause, user_sort_column
+from scim.queries import (
+    group_clause,
+    group_sort_column,
+    sort_order,
+    user_clause,
+    user_sort_column,
+)
 from scim.schemas import GROUP_TYPE, LIST_RESPONSE, SEARCH_REQUEST, USER_TYPE, ResourceType
 
 PREFIX = urls.SCIM_PATH
@@ -384,7 +390,7 @@ class _Listing:
         if params["sort_by"]:
             ref = compile_sort(params["sort_by"], resource_type)
             column = user_sort_column(ref) if users else group_sort_column(ref)
-            self.order = [column.desc() if params["descending"] else column.asc(), model_id]
+            self.order = [sort_order(column, params["descending"]), model_id]
         self.projection = parse_projection(resource_type, params["attributes"],
                                            params["excluded"])
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from connector.models import Event
 from scim.schemas import CONNECTOR_USER, ENTERPRISE_USER
-from tests.scim.factories import patch, user
+from tests.scim.factories import group, patch, user
 from tests.support.clients import ScimClient
 
 
@@ -134,6 +134,29 @@ def test_sort_by_user_name_descending(scim: ScimClient) -> None:
         scim.post("/Users", user(name))
     page = scim.get("/Users?sortBy=userName&sortOrder=descending").json
     assert [r["userName"] for r in page["Resources"]] == ["c@x.io", "b@x.io", "a@x.io"]
+
+
+def test_sort_puts_resources_without_a_value_last_ascending_first_descending(
+        scim: ScimClient) -> None:
+    # RFC 7644 §3.4.2.3: "ordered last if ascending and first if descending", the same on
+    # SQLite (whose NULLs sort first) and PostgreSQL.
+    for name, title in (("b@x.io", "Beta"), ("none@x.io", None), ("a@x.io", "alpha"),
+                        ("none2@x.io", None)):
+        scim.post("/Users", user(name, **({"title": title} if title else {})))
+    for sort_by in ("title", "urn:ietf:params:scim:schemas:core:2.0:User:title"):
+        up = scim.get(f"/Users?sortBy={sort_by}&attributes=userName").json["Resources"]
+        down = scim.get(f"/Users?sortBy={sort_by}&sortOrder=descending&attributes=userName"
+                        ).json["Resources"]
+        assert [r["userName"] for r in up][:2] == ["a@x.io", "b@x.io"]
+        assert {r["userName"] for r in up[2:]} == {"none@x.io", "none2@x.io"}
+        assert {r["userName"] for r in down[:2]} == {"none@x.io", "none2@x.io"}
+        assert [r["userName"] for r in down][2:] == ["b@x.io", "a@x.io"]
+    # Groups too: externalId is often absent.
+    scim.post("/Groups", group("G1", externalId="x1"))
+    scim.post("/Groups", group("G2"))
+    names = [g["displayName"] for g in scim.get(
+        "/Groups?sortBy=externalId&attributes=displayName").json["Resources"]]
+    assert names == ["G1", "G2"]
 
 
 def test_attributes_and_excluded_attributes(scim: ScimClient) -> None:
