@@ -159,6 +159,29 @@ def test_sort_puts_resources_without_a_value_last_ascending_first_descending(
     assert names == ["G1", "G2"]
 
 
+def test_a_value_given_twice_is_stored_and_returned_once(scim: ScimClient) -> None:
+    # RFC 7643 §2.4: no (type, value) combination more than once; e-mail addresses are
+    # not caseExact, so a repeat in another case is the same one.
+    r = scim.post("/Users", user("twice@example.com", emails=[
+        {"value": "twice@example.com", "type": "work"},
+        {"value": "TWICE@example.com", "type": "Work", "primary": True},
+        {"value": "twice@example.com", "type": "home"}],
+        phoneNumbers=[{"value": "+47 1", "type": "mobile"}, {"value": "+47 1", "type": "mobile"}],
+        addresses=[{"type": "work", "locality": "Oslo"}, {"type": "work", "locality": "Oslo"}]))
+    assert r.status_code == 201, r.json
+    assert r.json["emails"] == [{"value": "twice@example.com", "type": "work", "primary": True},
+                                {"value": "twice@example.com", "type": "home"}]
+    assert r.json["phoneNumbers"] == [{"value": "+47 1", "type": "mobile"}]
+    assert r.json["addresses"] == [{"type": "work", "locality": "Oslo"}]
+    uid = r.json["id"]
+    r = scim.patch(f"/Users/{uid}", patch({"op": "add", "path": "phoneNumbers", "value": [
+        {"value": "+47 2", "type": "work"}, {"value": "+47 2", "type": "work"}]}))
+    assert r.json["phoneNumbers"] == [{"value": "+47 1", "type": "mobile"},
+                                      {"value": "+47 2", "type": "work"}]
+    found = scim.get('/Users?filter=phoneNumbers[value eq "%2B47 2"]&attributes=id').json
+    assert found["totalResults"] == 1
+
+
 def test_attributes_and_excluded_attributes(scim: ScimClient) -> None:
     uid = scim.post("/Users", user("eve@example.com")).json["id"]
     only = scim.get(f"/Users/{uid}?attributes=userName,name.familyName").json
