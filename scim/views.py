@@ -199,6 +199,8 @@ def scim_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     payload = b"" if body is None else _dumps(body)
     response = Response(payload, status=status, mimetype=SCIM_JSON if body is not None else None,
                         headers=headers)
+    if body is None:  # 204 and 304 have no body, so no type (Werkzeug's default is HTML)
+        del response.headers["Content-Type"]
     return response
 
 
@@ -221,12 +223,15 @@ def if_match() -> int | None:
 
 
 def resource_response(resource: dict[str, Any], row: Any, status: int = 200) -> Response:
-    """A single resource with its ETag (and Location on 201), taken from the stored row so
-    that they are present even when `attributes=` left `meta` out of the body."""
-    headers = {"ETag": casting.etag(row.version)}
+    """A single resource with its ETag, Content-Location (RFC 7643 §3.1: `meta.location`
+    "MUST be the same as the Content-Location HTTP response header") and, on 201,
+    Location, taken from the stored row so that they are present even when `attributes=`
+    left `meta` out of the body."""
+    kind = "Groups" if isinstance(row, Group) else "Users"  # a user may be a plain row
+    location = f"{scim_context().base_url}/{kind}/{row.id}"
+    headers = {"ETag": casting.etag(row.version), "Content-Location": location}
     if status == 201:
-        kind = "Users" if isinstance(row, User) else "Groups"
-        headers["Location"] = f"{scim_context().base_url}/{kind}/{row.id}"
+        headers["Location"] = location
     return scim_response(resource, status, headers)
 
 
@@ -584,9 +589,13 @@ def _conditional(resource_type: ResourceType, row: Any) -> Response:
 
 def _not_modified(row: Any) -> Response | None:
     """304 when If-None-Match names the current version (RFC 7644 §3.14), else None."""
-    tag = casting.etag(row.version)
-    if request.headers.get("If-None-Match") in (tag, tag.removeprefix("W/")):
-        return Response(status=304, headers={"ETag": tag})
+    header = request.headers.get("If-None-Match")
+    if header is None:
+        return None
+    # A list of tags, or "*" for any (RFC 7232 §3.2, weak comparison).
+    tags = {t.strip() for t in header.split(",")}
+    if "*" in tags or row.version in {casting.parse_etag(t) for t in tags}:
+        return scim_response(None, 304, {"ETag": casting.etag(row.version)})
     return None
 
 
@@ -641,7 +650,7 @@ def patch_group(group_id: str) -> Response:
     if _wants_body():
         return resource_response(rendered_then_committed(GROUP_TYPE, group), group)
     commit()
-    return Response(status=204, headers={"ETag": casting.etag(group.version)})
+    return scim_response(None, 204, {"ETag": casting.etag(group.version)})
 
 
 def _wants_body() -> bool:

@@ -89,6 +89,38 @@ def test_if_none_match_gives_304(scim: ScimClient) -> None:
     assert r.status_code == 304
 
 
+def test_if_none_match_takes_a_list_of_tags_or_a_star(scim: ScimClient) -> None:
+    # RFC 7232 §3.2: "*" or a list of entity-tags, compared weakly.
+    uid = scim.post("/Users", user()).json["id"]
+    for header, status in (('W/"7", W/"1"', 304), ('"7","1"', 304), ("*", 304),
+                           ('W/"7"', 200), ('W/"1x"', 200)):
+        assert scim.get(f"/Users/{uid}", headers={"If-None-Match": header}
+                        ).status_code == status, header
+
+
+def test_single_resources_carry_content_location_and_empty_answers_no_type(
+        scim: ScimClient) -> None:
+    # RFC 7643 §3.1: meta.location "MUST be the same as the Content-Location" header.
+    created = scim.post("/Users", user())
+    uid, location = created.json["id"], created.json["meta"]["location"]
+    assert created.headers["Content-Location"] == created.headers["Location"] == location
+    answers = [scim.get(f"/Users/{uid}"), scim.get(f"/Users/{uid}?attributes=userName"),
+               scim.put(f"/Users/{uid}", user(created.json["userName"])),
+               scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "title",
+                                                  "value": "Boss"}))]
+    assert [r.headers["Content-Location"] for r in answers] == [location] * 4
+    group_created = scim.post("/Groups", group("With a location"))
+    gid = group_created.json["id"]
+    assert group_created.headers["Content-Location"] == group_created.json["meta"]["location"]
+    # 204 and 304 carry no body, so no Content-Type (it used to say text/html).
+    empty = [scim.patch(f"/Groups/{gid}", patch({"op": "replace", "path": "displayName",
+                                                 "value": "Renamed"})),
+             scim.get(f"/Users/{uid}", headers={"If-None-Match": answers[-1].headers["ETag"]}),
+             scim.delete(f"/Groups/{gid}"), scim.delete(f"/Users/{uid}")]
+    assert [r.status_code for r in empty] == [204, 304, 204, 204]
+    assert [r.headers.get("Content-Type") for r in empty] == [None] * 4
+
+
 def test_disable_moves_to_deleted_list_and_enable_restores(scim: ScimClient,
                                                            session: Session) -> None:
     uid = scim.post("/Users", user()).json["id"]
