@@ -223,6 +223,21 @@ def test_attributes_and_excluded_attributes(scim: ScimClient) -> None:
     assert "emails" not in less and "meta" not in less and less["userName"] == "eve@example.com"
 
 
+def test_a_schema_urn_in_attributes_stands_for_its_attributes(scim: ScimClient) -> None:
+    uid = scim.post("/Users", user("urn@example.com")).json["id"]
+    ext = scim.get(f"/Users/{uid}?attributes=userName,{ENTERPRISE_USER}").json
+    assert set(ext) == {"schemas", "id", "userName", ENTERPRISE_USER}
+    assert ext[ENTERPRISE_USER]["department"] == "Sales"
+    assert ext["schemas"] == ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE_USER]
+    without = scim.get(f"/Users?filter=id eq \"{uid}\"&excludedAttributes={ENTERPRISE_USER}"
+                       ).json["Resources"][0]
+    assert ENTERPRISE_USER not in without and ENTERPRISE_USER not in without["schemas"]
+    assert without["userName"] == "urn@example.com" and "emails" in without
+    # A group has no enterprise extension: that is an unknown attribute for it.
+    r = scim.get(f"/Groups?attributes={ENTERPRISE_USER}")
+    assert r.status_code == 400 and r.json["scimType"] == "invalidValue"
+
+
 def test_filter_eq_on_user_name_finds_one(scim: ScimClient) -> None:
     scim.post("/Users", user("Fay@Example.com"))
     scim.post("/Users", user("gus@example.com"))
