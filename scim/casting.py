@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
