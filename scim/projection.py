@@ -110,7 +110,7 @@ def parse_projection(resource_type: ResourceType, attributes: str | None,
 def _refs(resource_type: ResourceType, text: str | None) -> tuple[AttrRef, ...]:
     if not text:
         return ()
-    refs = []
+    refs: list[AttrRef] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
