@@ -126,7 +126,10 @@ def _authenticate() -> None:
 
 @bp.after_request
 def _count(response: Response) -> Response:
-    """Count the answer for the SCIM error-share notification (connector/scim_health.py)."""
+    """Count the answer for the SCIM error-share notification (connector/scim_health.py);
+    an empty answer Flask made (OPTIONS) carries no HTML type."""
+    if response.mimetype == "text/html" and not response.is_streamed and not response.get_data():
+        del response.headers["Content-Type"]
     tenant_id = g.get("tenant_id")
     if tenant_id is not None:
         current_app.extensions["scim_counts"].record(tenant_id, response.status_code)
@@ -306,7 +309,10 @@ def _http_error(exc: HTTPException) -> Any:
     them: routing fails before the blueprint is known)."""
     mapping: dict[int, Callable[[], ScimError]] = {
         404: lambda: NotFound(f"No SCIM endpoint at {request.path}."),
-        405: lambda: MethodNotAllowed(f"{request.method} is not supported on {request.path}."),
+        405: lambda: MethodNotAllowed(
+            f"{request.method} is not supported on {request.path}.",
+            # RFC 9110 §15.5.6: a 405 lists the methods the resource does support.
+            headers={"Allow": ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))}),
         413: lambda: PayloadTooLarge("The request body is larger than the server accepts."),
         414: lambda: UriTooLong(exc.description),
     }
