@@ -80,10 +80,12 @@ def _processing_order(operations: list[dict[str, Any]]
     order = _stable_topological(needs)
     for index in sorted(set(needs) - set(order)):  # a circle: each waits for another
         refusals[index] = Conflict("The bulkId references of this operation go round in "
-                                   "a circle and cannot be resolved (RFC 7644 §3.7.1).")
+                                   "a circle (or wait for one) and cannot be resolved "
+                                   "(RFC 7644 §3.7.1).")
         order.append(index)
     for index, op in enumerate(operations):  # a group naming itself as its member
-        if op.get("bulkId") in _references(op) and index not in refusals:
+        bulk_id = op.get("bulkId")
+        if isinstance(bulk_id, str) and bulk_id in _references(op) and index not in refusals:
             refusals[index] = Conflict("An operation cannot reference its own bulkId.")
     return order, refusals
 
