@@ -7,6 +7,7 @@ what succeeded, so a crash mid-way leaves whole operations, never half of one.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,14 @@ from sqlalchemy.orm import Session
 
 from connector import provlog
 from scim import casting, resources
-from scim.errors import InvalidSyntax, InvalidValue, MethodNotAllowed, PayloadTooLarge, ScimError
+from scim.errors import (
+    Conflict,
+    InvalidSyntax,
+    InvalidValue,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ScimError,
+)
 from scim.failures import to_scim_error
 from scim.resources import ScimContext
 from scim.schemas import BULK_REQUEST, BULK_RESPONSE
@@ -29,18 +37,104 @@ Renderer = Callable[[str, Any], dict[str, Any]]
 
 def run(session: Session, ctx: ScimContext, body: Any, max_operations: int,
         single_renderer: Renderer) -> dict[str, Any]:
+    """Run the operations, each after the POSTs whose bulkId it references (RFC 7644
+    §3.7: a service provider may reorder as long as the result is the client's intent),
+    otherwise in request order; the response lists them in request order."""
     operations, fail_on_errors = _read_request(body, max_operations)
+    order, refusals = _processing_order(operations)
     created: dict[str, str] = {}
-    results: list[dict[str, Any]] = []
+    results: dict[int, dict[str, Any]] = {}
     errors = 0
-    for op in operations:
+    for index in order:
         if fail_on_errors is not None and errors >= fail_on_errors:
             break
-        result = _run_one(session, ctx, op, created, single_renderer)
+        result = _run_one(session, ctx, operations[index], created, single_renderer,
+                          refusals.get(index))
         errors += int(result["status"]) >= 400
-        results.append(result)
+        results[index] = result
     session.commit()
-    return {"schemas": [BULK_RESPONSE], "Operations": results}
+    return {"schemas": [BULK_RESPONSE], "Operations": [results[i] for i in sorted(results)]}
+
+
+def _processing_order(operations: list[dict[str, Any]]
+                      ) -> tuple[list[int], dict[int, ScimError]]:
+    """The order to run operations in, and the ones refused before they run.
+
+    An operation that references a bulkId runs after the POST that defines it (stable:
+    otherwise request order). A POST repeating an earlier POST's bulkId is refused, and
+    so are operations whose references go round in a circle (RFC 7644 §3.7.1: 409).
+    """
+    defined: dict[str, int] = {}
+    refusals: dict[int, ScimError] = {}
+    for index, op in enumerate(operations):
+        bulk_id = op.get("bulkId")
+        if str(op.get("method", "")).upper() != "POST" or not isinstance(bulk_id, str):
+            continue
+        if bulk_id in defined:
+            refusals[index] = InvalidValue(f"bulkId {bulk_id!r} is already used by an "
+                                           "earlier operation; each POST needs its own.")
+        else:
+            defined[bulk_id] = index
+    needs = {index: {defined[ref] for ref in _references(op) if ref in defined} - {index}
+             for index, op in enumerate(operations)}
+    order = _stable_topological(needs)
+    for index in sorted(set(needs) - set(order)):  # a circle: each waits for another
+        refusals[index] = Conflict("The bulkId references of this operation go round in "
+                                   "a circle (or wait for one) and cannot be resolved "
+                                   "(RFC 7644 §3.7.1).")
+        order.append(index)
+    for index, op in enumerate(operations):  # a group naming itself as its member
+        bulk_id = op.get("bulkId")
+        if isinstance(bulk_id, str) and bulk_id in _references(op) and index not in refusals:
+            refusals[index] = Conflict("An operation cannot reference its own bulkId.")
+    return order, refusals
+
+
+def _stable_topological(needs: dict[int, set[int]]) -> list[int]:
+    """Each index after the ones it needs, the lowest ready index first (so request
+    order when nothing refers forward); indexes in a circle are left out."""
+    dependents: dict[int, list[int]] = {i: [] for i in needs}
+    pending = {i: len(wanted) for i, wanted in needs.items()}
+    for index, wanted in needs.items():
+        for other in wanted:
+            dependents[other].append(index)
+    ready = [i for i, count in pending.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for dependent in dependents[index]:
+            pending[dependent] -= 1
+            if pending[dependent] == 0:
+                heapq.heappush(ready, dependent)
+    return order
+
+
+def _references(op: dict[str, Any]) -> set[str]:
+    """The bulkIds an operation refers to, in its path and its data."""
+    found: set[str] = set()
+    path = op.get("path")
+    if isinstance(path, str):
+        tail = path.rpartition("/")[2]
+        match = _BULK_REF.match(tail)
+        if match:
+            found.add(match.group(1))
+    _collect(op.get("data"), found)
+    return found
+
+
+def _collect(value: Any, found: set[str]) -> None:
+    if isinstance(value, str):
+        match = _BULK_REF.match(value)
+        if match:
+            found.add(match.group(1))
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect(item, found)
 
 
 def _read_request(body: Any, max_operations: int) -> tuple[list[dict[str, Any]], int | None]:
@@ -61,13 +155,15 @@ def _read_request(body: Any, max_operations: int) -> tuple[list[dict[str, Any]],
 
 
 def _run_one(session: Session, ctx: ScimContext, op: dict[str, Any], created: dict[str, str],
-             render: Renderer) -> dict[str, Any]:
+             render: Renderer, refusal: ScimError | None = None) -> dict[str, Any]:
     method = str(op.get("method", "")).upper()
     bulk_id = op.get("bulkId")
     out: dict[str, Any] = {"method": method}
     if bulk_id is not None:
         out["bulkId"] = bulk_id
     try:
+        if refusal is not None:
+            raise refusal
         with session.begin_nested():
             status, row, kind = _dispatch(session, ctx, op, method, created)
         if row is not None:
@@ -145,7 +241,8 @@ def _resolve(value: Any, created: dict[str, str]) -> Any:
         if match is None:
             return value
         if match.group(1) not in created:
-            raise InvalidValue(f"bulkId {match.group(1)!r} does not name an earlier POST here.")
+            raise InvalidValue(f"bulkId {match.group(1)!r} names no POST of this request "
+                               "that succeeded.")
         return created[match.group(1)]
     if isinstance(value, list):
         return [_resolve(v, created) for v in value]

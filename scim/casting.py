@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +137,7 @@ def cast_value(attr: Attribute, value: Any, path: str) -> Any:
     if attr.multi_valued:
         items = value if isinstance(value, list) else [value]
         cast = [c for c in (_cast_single(attr, v, path) for v in items) if c not in (None, {})]
-        return _one_primary(cast) if cast else None
+        return _one_primary(_without_repeats(attr, cast)) if cast else None
     if isinstance(value, list):
         # Entra sends single-valued complex attributes (manager) as one-element arrays.
         if len(value) > 1:
@@ -205,6 +206,35 @@ def _cast_complex(attr: Attribute, value: Any, path: str) -> dict[str, Any] | No
         if cast is not None and cast != "":
             out[sub.name] = cast
     return out or None
+
+
+def _without_repeats(attr: Attribute, items: list[Any]) -> list[Any]:
+    """Drop values given twice: an element whose (type, value) came earlier, compared as
+    the schema says (caseExact), is merged into that one (RFC 7643 §2.4: a service
+    provider SHOULD NOT return the same (type, value) combination more than once)."""
+    value_attr = attr.sub("value")
+    kept: dict[Any, Any] = {}
+    for item in items:
+        key = _repeat_key(item, value_attr)
+        first = kept.setdefault(key, item)
+        if first is not item and isinstance(first, dict):
+            for name, value in item.items():
+                if name == "primary":
+                    first["primary"] = first.get("primary") is True or value is True
+                else:
+                    first.setdefault(name, value)
+    return list(kept.values()) if len(kept) < len(items) else items
+
+
+def _repeat_key(item: Any, value_attr: Attribute | None) -> Any:
+    if not isinstance(item, dict):
+        return ("simple", item)
+    if value_attr is None or "value" not in item:  # addresses: only a whole repeat
+        return ("element", json.dumps(item, sort_keys=True))
+    value, kind = item["value"], item.get("type")
+    if isinstance(value, str) and not value_attr.case_exact:
+        value = value.casefold()
+    return ("value", value, kind.casefold() if isinstance(kind, str) else kind)
 
 
 def _one_primary(items: list[Any]) -> list[Any]:

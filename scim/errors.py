@@ -14,7 +14,8 @@
      ├── Forbidden 403
      ├── NotFound 404
      ├── MethodNotAllowed 405
-     ├── Uniqueness 409   uniqueness
+     ├── Conflict 409
+     │    └── Uniqueness      uniqueness
      ├── PreconditionFailed 412
      ├── PayloadTooLarge 413
      ├── UriTooLong 414
@@ -120,8 +121,12 @@ class MethodNotAllowed(ScimError):
     default_detail = "The method is not supported on this endpoint."
 
 
-class Uniqueness(ScimError):
+class Conflict(ScimError):
     status = 409
+    default_detail = "The request conflicts with the state of the resources."
+
+
+class Uniqueness(Conflict):
     scim_type = "uniqueness"
     default_detail = "A unique attribute value is already in use."
 

@@ -408,7 +408,8 @@ class _Patcher:
 
     def _unset(self, ref: AttrRef) -> None:
         if ref.attribute.required:
-            raise InvalidValue(f"'{ref.attribute.name}' is required and cannot be removed.")
+            # RFC 7644 §3.5.2.2: a required attribute made unassigned is a "mutability" error.
+            raise Mutability(f"'{ref.attribute.name}' is required and cannot be removed.")
         container = self._container(ref)
         if container is None:
             return

@@ -101,7 +101,8 @@ def _fix_schemas(resource: dict[str, Any]) -> dict[str, Any]:
 
 def parse_projection(resource_type: ResourceType, attributes: str | None,
                      excluded: str | None) -> Projection:
-    """Resolve the comma-separated lists; an unknown attribute is a 400."""
+    """Resolve the comma-separated lists; an unknown attribute is a 400. A schema URN
+    alone (`urn:…:enterprise:2.0:User`) stands for all of that schema's attributes."""
     return Projection(resource_type, _refs(resource_type, attributes),
                       _refs(resource_type, excluded))
 
@@ -109,12 +110,21 @@ def parse_projection(resource_type: ResourceType, attributes: str | None,
 def _refs(resource_type: ResourceType, text: str | None) -> tuple[AttrRef, ...]:
     if not text:
         return ()
-    refs = []
+    refs: list[AttrRef] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        ref = resource_type.resolve(part)
-        if ref is None:
-            raise InvalidValue(f"Unknown attribute {part!r} in attributes/excludedAttributes.")
-        refs.append(ref)
+        schema = resource_type.schema_by_urn(part)
+        if schema is not None:  # a whole schema: every attribute it defines
+            refs.extend(_resolved(resource_type, f"{schema.id}:{a.name}")
+                        for a in schema.attributes)
+            continue
+        refs.append(_resolved(resource_type, part))
     return tuple(refs)
+
+
+def _resolved(resource_type: ResourceType, part: str) -> AttrRef:
+    ref = resource_type.resolve(part)
+    if ref is None:
+        raise InvalidValue(f"Unknown attribute {part!r} in attributes/excludedAttributes.")
+    return ref

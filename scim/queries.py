@@ -77,7 +77,7 @@ from scim.schemas import (
     AttrRef,
 )
 
-__all__ = ["group_clause", "group_sort_column", "user_clause", "user_sort_column"]
+__all__ = ["group_clause", "group_sort_column", "sort_order", "user_clause", "user_sort_column"]
 
 ESCAPE = "\\"
 STRING_TYPES = frozenset({"string", "reference", "binary"})
@@ -456,6 +456,13 @@ def group_sort_column(ref: AttrRef) -> SqlExpr:
     if column is None:
         raise InvalidValue(f"Sorting by '{ref}' is not supported.")
     return _sort_expr(column)
+
+
+def sort_order(expr: SqlExpr, descending: bool) -> ColumnElement[Any]:
+    """`expr` in the direction asked, resources without a value last when ascending and
+    first when descending (RFC 7644 §3.4.2.3), on every database: SQLite puts NULL first
+    and PostgreSQL last in both directions' default."""
+    return expr.desc().nulls_first() if descending else expr.asc().nulls_last()
 
 
 def _sort_expr(column: _Column) -> SqlExpr:

@@ -125,21 +125,33 @@ def patch_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
         raise NotFound(f"User {user_id} not found.")
     current = render_users(session, ctx, [user])[0]
     # The patch starts from what the IdP last said about `active`, so that a PATCH
-    # that does not touch `active` repeats the IdP's word instead of the status.
-    if user.idp_active is not None:
-        current["active"] = user.idp_active
+    # that does not touch `active` repeats the IdP's word instead of the status. An IdP
+    # that never said it (a user created without `active`) says nothing by a PATCH that
+    # leaves it alone: the status the tenant's default gave stays, and nothing changed.
+    current["active"] = _UNSAID if user.idp_active is None else user.idp_active
     outcome = apply_patch(current, body, USER_TYPE)
-    if outcome.resource.get("active") is None:
+    said = outcome.resource.get("active")
+    if said is None:
         raise InvalidValue("'active' cannot be removed: every user has a status. To disable "
                            "the user, send {\"op\": \"replace\", \"path\": \"active\", "
                            "\"value\": false}.")
-    doc = casting.validate(outcome.resource, USER_TYPE)
+    resource = outcome.resource if said is not _UNSAID else {**outcome.resource,
+                                                              "active": user.active}
+    doc = casting.validate(resource, USER_TYPE)
     fields = casting.user_fields(doc, complete=True)
+    if said is _UNSAID:
+        fields = dataclasses.replace(fields, active=None)  # not said: status left alone
     if _modules_of(outcome.resource) == _modules_of(current):
         fields = dataclasses.replace(fields, modules=None)  # untouched: no module query
     if _frontline_of(outcome.resource) == _frontline_of(current):
         fields = dataclasses.replace(fields, frontline=None)  # untouched: left as it is
     return ctx.directory(session).update_user(user, fields, version)
+
+
+# `active` in the document a PATCH starts from, for a user whose IdP never said it: still
+# there after the PATCH means the PATCH did not say it either. Not JSON, so no client can
+# send it.
+_UNSAID = object()
 
 
 def _frontline_of(resource: dict[str, Any]) -> dict[str, Any]:

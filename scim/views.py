@@ -51,7 +51,13 @@ from scim.errors import (
 from scim.failures import to_scim_error
 from scim.filters import Compare, Node, compile_sort, parse_filter, simple_user_lookup
 from scim.projection import parse_projection
-from scim.queries import group_clause, group_sort_column, user_clause, user_sort_column
+from scim.queries import (
+    group_clause,
+    group_sort_column,
+    sort_order,
+    user_clause,
+    user_sort_column,
+)
 from scim.schemas import GROUP_TYPE, LIST_RESPONSE, SEARCH_REQUEST, USER_TYPE, ResourceType
 
 PREFIX = urls.SCIM_PATH
@@ -120,7 +126,10 @@ def _authenticate() -> None:
 
 @bp.after_request
 def _count(response: Response) -> Response:
-    """Count the answer for the SCIM error-share notification (connector/scim_health.py)."""
+    """Count the answer for the SCIM error-share notification (connector/scim_health.py);
+    an empty answer Flask made (OPTIONS) carries no HTML type."""
+    if response.mimetype == "text/html" and not response.is_streamed and not response.get_data():
+        del response.headers["Content-Type"]
     tenant_id = g.get("tenant_id")
     if tenant_id is not None:
         current_app.extensions["scim_counts"].record(tenant_id, response.status_code)
@@ -193,6 +202,8 @@ def scim_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     payload = b"" if body is None else _dumps(body)
     response = Response(payload, status=status, mimetype=SCIM_JSON if body is not None else None,
                         headers=headers)
+    if body is None:  # 204 and 304 have no body, so no type (Werkzeug's default is HTML)
+        del response.headers["Content-Type"]
     return response
 
 
@@ -215,12 +226,15 @@ def if_match() -> int | None:
 
 
 def resource_response(resource: dict[str, Any], row: Any, status: int = 200) -> Response:
-    """A single resource with its ETag (and Location on 201), taken from the stored row so
-    that they are present even when `attributes=` left `meta` out of the body."""
-    headers = {"ETag": casting.etag(row.version)}
+    """A single resource with its ETag, Content-Location (RFC 7643 §3.1: `meta.location`
+    "MUST be the same as the Content-Location HTTP response header") and, on 201,
+    Location, taken from the stored row so that they are present even when `attributes=`
+    left `meta` out of the body."""
+    kind = "Groups" if isinstance(row, Group) else "Users"  # a user may be a plain row
+    location = f"{scim_context().base_url}/{kind}/{row.id}"
+    headers = {"ETag": casting.etag(row.version), "Content-Location": location}
     if status == 201:
-        kind = "Users" if isinstance(row, User) else "Groups"
-        headers["Location"] = f"{scim_context().base_url}/{kind}/{row.id}"
+        headers["Location"] = location
     return scim_response(resource, status, headers)
 
 
@@ -295,7 +309,10 @@ def _http_error(exc: HTTPException) -> Any:
     them: routing fails before the blueprint is known)."""
     mapping: dict[int, Callable[[], ScimError]] = {
         404: lambda: NotFound(f"No SCIM endpoint at {request.path}."),
-        405: lambda: MethodNotAllowed(f"{request.method} is not supported on {request.path}."),
+        405: lambda: MethodNotAllowed(
+            f"{request.method} is not supported on {request.path}.",
+            # RFC 9110 §15.5.6: a 405 lists the methods the resource does support.
+            headers={"Allow": ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))}),
         413: lambda: PayloadTooLarge("The request body is larger than the server accepts."),
         414: lambda: UriTooLong(exc.description),
     }
@@ -384,7 +401,7 @@ class _Listing:
         if params["sort_by"]:
             ref = compile_sort(params["sort_by"], resource_type)
             column = user_sort_column(ref) if users else group_sort_column(ref)
-            self.order = [column.desc() if params["descending"] else column.asc(), model_id]
+            self.order = [sort_order(column, params["descending"]), model_id]
         self.projection = parse_projection(resource_type, params["attributes"],
                                            params["excluded"])
 
@@ -578,9 +595,13 @@ def _conditional(resource_type: ResourceType, row: Any) -> Response:
 
 def _not_modified(row: Any) -> Response | None:
     """304 when If-None-Match names the current version (RFC 7644 §3.14), else None."""
-    tag = casting.etag(row.version)
-    if request.headers.get("If-None-Match") in (tag, tag.removeprefix("W/")):
-        return Response(status=304, headers={"ETag": tag})
+    header = request.headers.get("If-None-Match")
+    if header is None:
+        return None
+    # A list of tags, or "*" for any (RFC 7232 §3.2, weak comparison).
+    tags = {t.strip() for t in header.split(",")}
+    if "*" in tags or row.version in {casting.parse_etag(t) for t in tags}:
+        return scim_response(None, 304, {"ETag": casting.etag(row.version)})
     return None
 
 
@@ -635,7 +656,7 @@ def patch_group(group_id: str) -> Response:
     if _wants_body():
         return resource_response(rendered_then_committed(GROUP_TYPE, group), group)
     commit()
-    return Response(status=204, headers={"ETag": casting.etag(group.version)})
+    return scim_response(None, 204, {"ETag": casting.etag(group.version)})
 
 
 def _wants_body() -> bool:

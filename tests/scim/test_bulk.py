@@ -29,6 +29,46 @@ def test_bulk_with_bulk_id_reference(scim: ScimClient) -> None:
     assert [m["value"] for m in members] == [uid]
 
 
+def test_a_reference_to_a_later_post_waits_for_it(scim: ScimClient) -> None:
+    # RFC 7644 §3.7: operations may run in another order when the result is what the
+    # client meant; the group needs the user its member refers to, created after it.
+    r = scim.post("/Bulk", {"schemas": [BULK], "Operations": [
+        {"method": "POST", "path": "/Groups", "bulkId": "g", "data": group("Later",
+                                                                          ["bulkId:u"])},
+        {"method": "PATCH", "path": "/Users/bulkId:u", "data": {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "title", "value": "Patched"}]}},
+        {"method": "POST", "path": "/Users", "bulkId": "u", "data": user("later@x.io")},
+    ]})
+    ops = r.json["Operations"]
+    assert [(o["method"], o["status"]) for o in ops] == [("POST", "201"), ("PATCH", "200"),
+                                                         ("POST", "201")]
+    assert [o.get("bulkId") for o in ops] == ["g", None, "u"]  # listed in request order
+    uid = ops[2]["location"].rsplit("/", 1)[1]
+    members = scim.get(ops[0]["location"].split("/scim/v2")[1]).json["members"]
+    assert [m["value"] for m in members] == [uid]
+    assert scim.get(f"/Users/{uid}").json["title"] == "Patched"
+
+
+def test_circular_and_repeated_bulk_ids_are_refused_alone(scim: ScimClient) -> None:
+    r = scim.post("/Bulk", {"schemas": [BULK], "Operations": [
+        {"method": "POST", "path": "/Groups", "bulkId": "a", "data": group("A", ["bulkId:b"])},
+        {"method": "POST", "path": "/Groups", "bulkId": "b", "data": group("B", ["bulkId:a"])},
+        {"method": "POST", "path": "/Groups", "bulkId": "self",
+         "data": group("Self", ["bulkId:self"])},
+        {"method": "POST", "path": "/Users", "bulkId": "same", "data": user("one@x.io")},
+        {"method": "POST", "path": "/Users", "bulkId": "same", "data": user("two@x.io")},
+    ]})
+    assert r.status_code == 200
+    ops = r.json["Operations"]
+    assert [o["status"] for o in ops] == ["409", "409", "409", "201", "400"]
+    assert ops[0]["response"]["status"] == "409" and "scimType" not in ops[0]["response"]
+    assert ops[4]["response"]["scimType"] == "invalidValue"
+    assert "already used" in ops[4]["response"]["detail"]
+    assert scim.get('/Users?filter=userName eq "two@x.io"').json["totalResults"] == 0
+    assert scim.get('/Groups?filter=displayName sw "A"').json["totalResults"] == 0
+
+
 def test_bulk_errors_are_per_operation_and_fail_on_errors_stops(scim: ScimClient) -> None:
     r = scim.post("/Bulk", {"schemas": [BULK], "failOnErrors": 1, "Operations": [
         {"method": "POST", "path": "/Users", "bulkId": "a", "data": user("dup@x.io")},

@@ -99,7 +99,16 @@ def test_oversized_body(scim: ScimClient, app) -> None:  # type: ignore[no-untyp
 
 def test_unknown_endpoint_and_method(scim: ScimClient) -> None:
     assert_error(scim.get("/Nope"), 404)
-    assert_error(scim.request("PATCH", "/Users"), 405)
+    not_allowed = scim.request("PATCH", "/Users")
+    assert_error(not_allowed, 405)
+    # RFC 9110 §15.5.6: a 405 says which methods the resource supports.
+    assert not_allowed.headers["Allow"] == "GET, HEAD, OPTIONS, POST"
+    on_one = scim.request("POST", "/Users/some-id")
+    assert_error(on_one, 405)
+    assert on_one.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH, PUT"
+    # Flask's own answer to OPTIONS has no body, and no HTML type either.
+    options = scim.request("OPTIONS", "/Users")
+    assert options.status_code == 200 and "Content-Type" not in options.headers
 
 
 def test_bad_filter(scim: ScimClient) -> None:

@@ -282,9 +282,13 @@ def test_replace_with_an_empty_list_unsets() -> None:
 
 
 def test_a_required_attribute_cannot_be_removed() -> None:
-    with pytest.raises(InvalidValue, match="userName"):
+    # RFC 7644 §3.5.2.2: removing a required attribute fails with scimType "mutability".
+    with pytest.raises(Mutability, match="userName"):
         patched(a_user(), {"op": "replace", "path": "userName", "value": None})
-    with pytest.raises(InvalidValue, match="displayName"):
+    with pytest.raises(Mutability, match="userName") as raised:
+        patched(a_user(), {"op": "remove", "path": "userName"})
+    assert raised.value.scim_type == "mutability" and raised.value.status == 400
+    with pytest.raises(Mutability, match="displayName"):
         patched(a_group(), {"op": "remove", "path": "displayName"}, resource_type=GROUP_TYPE)
 
 

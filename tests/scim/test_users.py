@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from connector.models import Event
 from scim.schemas import CONNECTOR_USER, ENTERPRISE_USER
-from tests.scim.factories import patch, user
+from tests.scim.factories import group, patch, user
 from tests.support.clients import ScimClient
 
 
@@ -89,6 +89,38 @@ def test_if_none_match_gives_304(scim: ScimClient) -> None:
     assert r.status_code == 304
 
 
+def test_if_none_match_takes_a_list_of_tags_or_a_star(scim: ScimClient) -> None:
+    # RFC 7232 §3.2: "*" or a list of entity-tags, compared weakly.
+    uid = scim.post("/Users", user()).json["id"]
+    for header, status in (('W/"7", W/"1"', 304), ('"7","1"', 304), ("*", 304),
+                           ('W/"7"', 200), ('W/"1x"', 200)):
+        assert scim.get(f"/Users/{uid}", headers={"If-None-Match": header}
+                        ).status_code == status, header
+
+
+def test_single_resources_carry_content_location_and_empty_answers_no_type(
+        scim: ScimClient) -> None:
+    # RFC 7643 §3.1: meta.location "MUST be the same as the Content-Location" header.
+    created = scim.post("/Users", user())
+    uid, location = created.json["id"], created.json["meta"]["location"]
+    assert created.headers["Content-Location"] == created.headers["Location"] == location
+    answers = [scim.get(f"/Users/{uid}"), scim.get(f"/Users/{uid}?attributes=userName"),
+               scim.put(f"/Users/{uid}", user(created.json["userName"])),
+               scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "title",
+                                                  "value": "Boss"}))]
+    assert [r.headers["Content-Location"] for r in answers] == [location] * 4
+    group_created = scim.post("/Groups", group("With a location"))
+    gid = group_created.json["id"]
+    assert group_created.headers["Content-Location"] == group_created.json["meta"]["location"]
+    # 204 and 304 carry no body, so no Content-Type (it used to say text/html).
+    empty = [scim.patch(f"/Groups/{gid}", patch({"op": "replace", "path": "displayName",
+                                                 "value": "Renamed"})),
+             scim.get(f"/Users/{uid}", headers={"If-None-Match": answers[-1].headers["ETag"]}),
+             scim.delete(f"/Groups/{gid}"), scim.delete(f"/Users/{uid}")]
+    assert [r.status_code for r in empty] == [204, 304, 204, 204]
+    assert [r.headers.get("Content-Type") for r in empty] == [None] * 4
+
+
 def test_disable_moves_to_deleted_list_and_enable_restores(scim: ScimClient,
                                                            session: Session) -> None:
     uid = scim.post("/Users", user()).json["id"]
@@ -136,6 +168,52 @@ def test_sort_by_user_name_descending(scim: ScimClient) -> None:
     assert [r["userName"] for r in page["Resources"]] == ["c@x.io", "b@x.io", "a@x.io"]
 
 
+def test_sort_puts_resources_without_a_value_last_ascending_first_descending(
+        scim: ScimClient) -> None:
+    # RFC 7644 §3.4.2.3: "ordered last if ascending and first if descending", the same on
+    # SQLite (whose NULLs sort first) and PostgreSQL.
+    for name, title in (("b@x.io", "Beta"), ("none@x.io", None), ("a@x.io", "alpha"),
+                        ("none2@x.io", None)):
+        scim.post("/Users", user(name, **({"title": title} if title else {})))
+    for sort_by in ("title", "urn:ietf:params:scim:schemas:core:2.0:User:title"):
+        up = scim.get(f"/Users?sortBy={sort_by}&attributes=userName").json["Resources"]
+        down = scim.get(f"/Users?sortBy={sort_by}&sortOrder=descending&attributes=userName"
+                        ).json["Resources"]
+        assert [r["userName"] for r in up][:2] == ["a@x.io", "b@x.io"]
+        assert {r["userName"] for r in up[2:]} == {"none@x.io", "none2@x.io"}
+        assert {r["userName"] for r in down[:2]} == {"none@x.io", "none2@x.io"}
+        assert [r["userName"] for r in down][2:] == ["b@x.io", "a@x.io"]
+    # Groups too: externalId is often absent.
+    scim.post("/Groups", group("G1", externalId="x1"))
+    scim.post("/Groups", group("G2"))
+    names = [g["displayName"] for g in scim.get(
+        "/Groups?sortBy=externalId&attributes=displayName").json["Resources"]]
+    assert names == ["G1", "G2"]
+
+
+def test_a_value_given_twice_is_stored_and_returned_once(scim: ScimClient) -> None:
+    # RFC 7643 §2.4: no (type, value) combination more than once; e-mail addresses are
+    # not caseExact, so a repeat in another case is the same one.
+    r = scim.post("/Users", user("twice@example.com", emails=[
+        {"value": "twice@example.com", "type": "work"},
+        {"value": "TWICE@example.com", "type": "Work", "primary": True},
+        {"value": "twice@example.com", "type": "home"}],
+        phoneNumbers=[{"value": "+47 1", "type": "mobile"}, {"value": "+47 1", "type": "mobile"}],
+        addresses=[{"type": "work", "locality": "Oslo"}, {"type": "work", "locality": "Oslo"}]))
+    assert r.status_code == 201, r.json
+    assert r.json["emails"] == [{"value": "twice@example.com", "type": "work", "primary": True},
+                                {"value": "twice@example.com", "type": "home"}]
+    assert r.json["phoneNumbers"] == [{"value": "+47 1", "type": "mobile"}]
+    assert r.json["addresses"] == [{"type": "work", "locality": "Oslo"}]
+    uid = r.json["id"]
+    r = scim.patch(f"/Users/{uid}", patch({"op": "add", "path": "phoneNumbers", "value": [
+        {"value": "+47 2", "type": "work"}, {"value": "+47 2", "type": "work"}]}))
+    assert r.json["phoneNumbers"] == [{"value": "+47 1", "type": "mobile"},
+                                      {"value": "+47 2", "type": "work"}]
+    found = scim.get('/Users?filter=phoneNumbers[value eq "%2B47 2"]&attributes=id').json
+    assert found["totalResults"] == 1
+
+
 def test_attributes_and_excluded_attributes(scim: ScimClient) -> None:
     uid = scim.post("/Users", user("eve@example.com")).json["id"]
     only = scim.get(f"/Users/{uid}?attributes=userName,name.familyName").json
@@ -143,6 +221,21 @@ def test_attributes_and_excluded_attributes(scim: ScimClient) -> None:
     assert set(only["name"]) == {"familyName"}
     less = scim.get(f"/Users/{uid}?excludedAttributes=emails,meta").json
     assert "emails" not in less and "meta" not in less and less["userName"] == "eve@example.com"
+
+
+def test_a_schema_urn_in_attributes_stands_for_its_attributes(scim: ScimClient) -> None:
+    uid = scim.post("/Users", user("urn@example.com")).json["id"]
+    ext = scim.get(f"/Users/{uid}?attributes=userName,{ENTERPRISE_USER}").json
+    assert set(ext) == {"schemas", "id", "userName", ENTERPRISE_USER}
+    assert ext[ENTERPRISE_USER]["department"] == "Sales"
+    assert ext["schemas"] == ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE_USER]
+    without = scim.get(f"/Users?filter=id eq \"{uid}\"&excludedAttributes={ENTERPRISE_USER}"
+                       ).json["Resources"][0]
+    assert ENTERPRISE_USER not in without and ENTERPRISE_USER not in without["schemas"]
+    assert without["userName"] == "urn@example.com" and "emails" in without
+    # A group has no enterprise extension: that is an unknown attribute for it.
+    r = scim.get(f"/Groups?attributes={ENTERPRISE_USER}")
+    assert r.status_code == 400 and r.json["scimType"] == "invalidValue"
 
 
 def test_filter_eq_on_user_name_finds_one(scim: ScimClient) -> None:
@@ -203,6 +296,47 @@ def test_default_status_inactive_applies_to_new_users_only(scim: ScimClient, app
     after = scim.post("/Users", user()).json
     assert after["active"] is False
     assert scim.get(f"/Users/{before['id']}").json["active"] is True
+
+
+def test_patch_leaving_active_alone_does_not_say_it_for_the_idp(scim: ScimClient,
+                                                                 session: Session) -> None:
+    # A client that created the user without `active` has said nothing about it; a PATCH
+    # of another attribute says nothing either. It used to repeat the status the tenant's
+    # default gave as the IdP's word: with default "inactive", a rename put the user on
+    # the deleted-users list.
+    from connector.models import Tenant, User
+
+    tenant = session.get(Tenant, scim.tenant_id)
+    tenant.scim_default_status = "inactive"  # type: ignore[union-attr]
+    session.commit()
+    body = user()
+    del body["active"]
+    uid = scim.post("/Users", body).json["id"]
+    r = scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "displayName",
+                                           "value": "Renamed"}))
+    assert r.status_code == 200 and r.json["active"] is False
+    session.rollback()  # a new snapshot (SQLite keeps the old one while reading)
+    row = session.get(User, (scim.tenant_id, uid))
+    assert row is not None and row.in_deleted_list is False and row.idp_active is None
+    assert not [e for e in events_of(session, uid) if e[0] == "user.deleted_list"]
+    # What the IdP does say still counts.
+    r = scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "active", "value": False}))
+    assert r.status_code == 200, r.json
+    session.rollback()  # a new snapshot (SQLite keeps the old one while reading)
+    row = session.get(User, (scim.tenant_id, uid))
+    assert row is not None and row.in_deleted_list is True and row.idp_active is False
+
+
+def test_patch_adding_a_value_already_there_changes_nothing(scim: ScimClient) -> None:
+    # RFC 7644 §3.5.2.1: "this operation SHALL NOT change the modify timestamp"; also for
+    # a user created without `active`, whose status the PATCH used to record as said.
+    body = user()
+    del body["active"]
+    created = scim.post("/Users", body).json
+    r = scim.patch(f"/Users/{created['id']}", patch({
+        "op": "add", "path": "displayName", "value": created["displayName"]}))
+    assert r.status_code == 200
+    assert r.json["meta"] == created["meta"] and r.headers["ETag"] == 'W/"1"'
 
 
 def test_paused_provisioning_refuses_writes_with_retry_after(scim: ScimClient,
