@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +73,31 @@ PUBLIC = {"scim.spc", "scim.schemas", "scim.schema", "scim.resource_types",
           "scim.resource_type"}
 
 
+class TidySlashes:
+    """SCIM paths with doubled or trailing slashes reach the resource they name.
+
+    A client whose base URL ends in "/" (a common way to type the tenant URL into an
+    identity provider) asks for `/scim/v2//Users`; some ask for `/Users/`. Werkzeug
+    answers the first with a 308 redirect, which an identity provider does not follow
+    with its POST or PATCH, and the second with a 404. SCIM ids never contain "/", so
+    under the SCIM prefix slashes are collapsed and a trailing one dropped.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if "//" in path or (path.endswith("/") and len(path) > 1):
+            tidy = _SLASHES.sub("/", path).rstrip("/") or "/"
+            if tidy == PREFIX or tidy.startswith(PREFIX + "/"):
+                environ["PATH_INFO"] = tidy
+        return self.app(environ, start_response)
+
+
+_SLASHES = re.compile("/{2,}")
+
+
 def init_app(app: Flask) -> None:
     app.extensions["scim_token_cache"] = tenants.TokenCache(
         app.config["SETTINGS"].scim.token_cache_seconds)
@@ -79,6 +105,7 @@ def init_app(app: Flask) -> None:
     app.extensions["scim_counts"] = scim_health.ScimCounts(
         app.extensions["write_sessionmaker"])
     app.register_blueprint(bp)
+    app.wsgi_app = TidySlashes(app.wsgi_app)  # type: ignore[method-assign]
     app.extensions.setdefault("error_surfaces", []).append((PREFIX, _http_error,
                                                             _unexpected_error))
 
@@ -343,13 +370,23 @@ def list_params(raw: dict[str, Any]) -> dict[str, Any]:
     return {
         "filter": source.get("filter"),
         "sort_by": source.get("sortBy"),
-        "descending": str(source.get("sortOrder") or "ascending").lower() == "descending",
+        "descending": _descending(source.get("sortOrder")),
         "start": max(_int_param(source, "startIndex", 1), 1),
         "count": min(max(_int_param(source, "count", settings.default_count), 0),
                      settings.max_results),
         "attributes": _csv_param(source.get("attributes")),
         "excluded": _csv_param(source.get("excludedAttributes")),
     }
+
+
+def _descending(value: Any) -> bool:
+    """RFC 7644 §3.4.2.3: "ascending" (the default) or "descending", in any case."""
+    if value is None or value == "":
+        return False
+    order = str(value).lower()
+    if order not in ("ascending", "descending"):
+        raise InvalidValue(f"'sortOrder' must be 'ascending' or 'descending'; got {value!r:.40}.")
+    return order == "descending"
 
 
 def _int_param(source: dict[str, Any], name: str, default: int) -> int:

@@ -216,3 +216,26 @@ def test_bodies_the_fast_parser_refuses_are_read_as_the_standard_one_reads_them(
     broken = scim.client.post("/scim/v2/Users", data=b'{"userName": ', headers=headers)
     assert broken.status_code == 400 and broken.json["scimType"] == "invalidSyntax"
     assert "not valid JSON" in broken.json["detail"]
+
+
+def test_doubled_and_trailing_slashes_reach_the_resource(scim: ScimClient) -> None:
+    """A base URL typed with a trailing "/" gives `/scim/v2//Users`: no redirect (an
+    identity provider does not repeat its POST after a 308), the resource itself."""
+    created = scim.post("//Users", user())
+    assert created.status_code == 201, created.get_data(as_text=True)
+    uid = created.json["id"]
+    assert scim.get(f"//Users//{uid}").json["id"] == uid
+    assert scim.get(f"/Users/{uid}/").json["id"] == uid
+    listed = scim.get("/Users/", query_string={"filter": f'id eq "{uid}"'})
+    assert listed.status_code == 200 and listed.json["totalResults"] == 1
+    renamed = scim.patch(f"//Users/{uid}/", patch(
+        {"op": "replace", "path": "displayName", "value": "Slashed"}))
+    assert renamed.status_code == 200 and renamed.json["displayName"] == "Slashed"
+    assert scim.get("//ServiceProviderConfig").status_code == 200
+    assert_error(scim.get("//Nope"), 404)
+
+
+def test_an_unknown_sort_order_is_refused(scim: ScimClient) -> None:
+    assert_error(scim.get("/Users?sortBy=userName&sortOrder=sideways"), 400, "invalidValue")
+    assert scim.get("/Users?sortBy=userName&sortOrder=DESCENDING").status_code == 200
+    assert scim.get("/Users?sortBy=userName&sortOrder=").status_code == 200
