@@ -213,6 +213,9 @@ class PageApplier:
         self.applied: list[str] = []
         self.failed: dict[str, tuple[dict[str, Any], pending.Failure]] = {}
         self.joined: list[str] = []
+        # Applying after the round's group pages (its end's retries, azure_sync.reapply):
+        # a user that lands now missed them, full round or not.
+        self.after_groups = False
         self.prepared: ahead.PreparedUsers | None = None
 
     # -- kept items ---------------------------------------------------------------------
@@ -589,8 +592,11 @@ class PageApplier:
 
     def _joined(self, object_id: str | None) -> None:
         """A user new to the connector in an incremental round is in groups the round's
-        /groups/delta may not mention: read them at the round's end."""
-        if object_id and not self.full_round and self.mode == "round":
+        /groups/delta may not mention: read them at the round's end. So is one that
+        lands at any round's end (a re-hire whose name the staged deletions freed): a
+        full round's group pages came before it, and their memberships of it were
+        dropped as unknown."""
+        if object_id and (not self.full_round or self.after_groups) and self.mode == "round":
             self.joined.append(object_id)
 
     def _joined_many(self, object_ids: list[str]) -> None:
