@@ -53,8 +53,8 @@ def for_tenant_admin(plain: str | None) -> str | None:
 
 
 class TokenError(SyncError):
-    def __init__(self, message: str, code: str | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, code: str | None = None, detail: str | None = None):
+        super().__init__(message, detail)
         self.code = code
 
 

@@ -3,14 +3,18 @@ a terminal (or a script reading --json) learns of a round, kept items included."
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from azure_sync.service import register
 from connector import cli
+from connector.events import WriteContext
 from connector.models import SyncRun
+from connector.status import Source
 from tests.azure_sync.harness import Sync
 
 
@@ -112,3 +116,39 @@ def test_sync_status_says_a_failed_rounds_error_in_plain_words(
     [row] = json.loads(out)
     assert "HTTPSConnectionPool" not in row["last_run"]["error"]
     assert row["last_run"]["error_detail"] == raw
+
+
+@pytest.mark.usefixtures("environment")
+def test_sync_run_says_a_wrong_client_secret_in_plain_words(
+        sync: Sync, capsys: pytest.CaptureFixture[str]) -> None:
+    """Entra's AADSTS7000215 becomes what it means and what to do; its own text (with
+    its trace and correlation ids) is the detail, apart."""
+    sync.register(secret="not-the-secret")
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id, "--json")
+    answer = json.loads(out)
+    assert code == 1 and answer["status"] == "failed"
+    plain, _, detail = answer["error"].partition("\n\nDetail: ")
+    assert plain == (f"Entra ID refused to sign in app {sync.app.client_id} (AADSTS7000215): "
+                     "the client secret is wrong. Enter the secret's Value (not its Secret "
+                     "ID), or create a new client secret for the app (Certificates & "
+                     "secrets) and register it again.")
+    assert detail.startswith("AADSTS7000215: Invalid client secret provided.")
+    assert "Trace ID" in detail and "Trace ID" not in plain
+    code, out = run_cli(capsys, "sync", "status", "--json")
+    [row] = json.loads(out)
+    assert row["last_run"]["error"] == plain and row["last_run"]["error_detail"] == detail
+
+
+@pytest.mark.usefixtures("environment")
+def test_sync_run_says_an_unknown_client_id_in_plain_words(
+        sync: Sync, capsys: pytest.CaptureFixture[str]) -> None:
+    with sync.session() as s:
+        register(s, sync.service.settings, WriteContext(
+            sync.tenant_id, Source.ADMIN, "test", "test", dt.datetime.now(dt.UTC)),
+            directory_id=sync.app.tenant_id, client_id="00000000-0000-0000-0000-00000000dead",
+            secret=sync.app.client_secret)
+        s.commit()
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id)
+    assert code == 1
+    assert (f"(AADSTS700016): the directory {sync.app.tenant_id} has no application with "
+            "client id 00000000-0000-0000-0000-00000000dead.") in out
