@@ -147,9 +147,10 @@ class GraphClient:
                 self._retry_later(wait, attempt, f"HTTP {status} {code or ''}".strip())
                 attempt += 1
                 continue
+            said = _error_message(response)
             raise GraphError(f"Graph answered {status} {code or ''} for "
-                             f"{urllib.parse.urlsplit(url).path}.".replace("  ", " "),
-                             status, code)
+                             f"{urllib.parse.urlsplit(url).path}".replace("  ", " ")
+                             + (f": {said}" if said else "."), status, code)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -210,6 +211,20 @@ class GraphClient:
                                        f"{seconds:.0f} s more; the next round resumes here.")
         if seconds > 0:
             self.sleep(seconds)
+
+
+def _error_message(response: requests.Response) -> str | None:
+    """Graph's own words for a refusal (`error.message`), cut to one short line."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        return None
+    line = " ".join(message.split())
+    return line if len(line) <= 300 else line[:299] + "…"
 
 
 def _error_code(response: requests.Response) -> str | None:

@@ -298,6 +298,21 @@ def test_a_spent_retry_budget_fails_the_round_and_the_next_resumes(sync: Sync) -
         assert first.counts.get("created", 0) + resumed.counts.get("created", 0) == 450
 
 
+def test_a_refusal_from_graph_says_graphs_own_words(sync: Sync) -> None:
+    """A 400 that is neither throttling nor a resync fails the round with what Graph
+    said of it, not only its status and code."""
+    sync.entra.seed_users(3)
+    sync.graph.fail(400, path="/v1.0/users/delta", code="Request_UnsupportedQuery",
+                    message="Unsupported Query.\n The $select is too long.")
+    result = sync.run()
+    assert result.status == "failed"
+    assert result.error == ("Graph answered 400 Request_UnsupportedQuery for "
+                            "/v1.0/users/delta: Unsupported Query. The $select is too long.")
+    with sync.session() as s:
+        run = s.get(SyncRun, result.run_id)
+        assert run is not None and run.error == result.error
+
+
 def test_the_scheduler_keeps_one_job_per_registration(sync: Sync) -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
 
