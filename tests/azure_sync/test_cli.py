@@ -152,3 +152,30 @@ def test_sync_run_says_an_unknown_client_id_in_plain_words(
     assert code == 1
     assert (f"(AADSTS700016): the directory {sync.app.tenant_id} has no application with "
             "client id 00000000-0000-0000-0000-00000000dead.") in out
+
+
+@pytest.mark.usefixtures("environment")
+def test_sync_run_says_when_graph_made_the_round_start_over(
+        sync: Sync, capsys: pytest.CaptureFixture[str]) -> None:
+    """An expired deltaLink (410 syncStateNotFound) turns the round into a full one: the
+    terminal says so, and which run it replaced, rather than showing a full round's
+    counts under an incremental round's name."""
+    sync.entra.seed_users(3)
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id, "--json")
+    first = json.loads(out)
+    assert (code, first["kind"], first["trigger"]) == (0, "full", "manual")
+    assert "replaced" not in first
+    sync.graph.resync()  # every delta token issued so far answers 410
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id, "--json")
+    answer = json.loads(out)
+    assert (code, answer["status"], answer["kind"], answer["trigger"]) == (
+        0, "succeeded", "full", "resync")
+    assert answer["replaced"]["run_id"] == first["run_id"] + 1
+    assert "410 syncStateNotFound" in answer["replaced"]["reason"]
+    assert answer["counts"]["seen"] == 3 and not answer["counts"].get("created")
+    sync.graph.resync(400, "resyncRequired")
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id)
+    assert code == 0
+    assert "(full): succeeded" in out
+    assert "Graph no longer had the delta state, so run " in out
+    assert "400 resyncRequired" in out
