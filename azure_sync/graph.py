@@ -39,6 +39,8 @@ from azure_sync.tokens import Credential, TokenProvider
 from azure_sync.transport import describe_failure, is_lasting
 from connector.clock import now as wall_clock
 
+# The sign-in service failing for a moment (a 5xx): msal's own pause before asking again.
+TOKEN_RETRY_SECONDS = 5.0
 RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
 PERMISSION_HINT = ("grant the app registration the Microsoft Graph application permissions "
                    "User.Read.All and GroupMember.Read.All (with admin consent)")
@@ -117,7 +119,19 @@ class GraphClient:
         refreshed = False
         while True:
             self._wait_for_gate()
-            response = self._send(url, headers)
+            try:
+                response = self._send(url, headers)
+            except TokenError as exc:
+                if not exc.transient:
+                    raise
+                # msal replays a failure it saw for a few seconds: wait at least that
+                # long, then ask with a fresh app (and cache) rather than its replay.
+                self.tokens.forget(self.app.authority_host, self.app.directory_id,
+                                   self.app.client_id, self.app.credential)
+                self._retry_later(max(TOKEN_RETRY_SECONDS, self._backoff(attempt)), attempt,
+                                  "the sign-in service failed", exc)
+                attempt += 1
+                continue
             if isinstance(response, Unreachable):  # a timeout or a dropped connection
                 self._retry_later(None, attempt, response.cause, response)
                 attempt += 1
@@ -189,7 +203,7 @@ class GraphClient:
         return backoff_seconds(attempt, self.backoff_base, self.backoff_cap, self.random)
 
     def _retry_later(self, wait: float | None, attempt: int, what: str,
-                     failure: Unreachable | None = None) -> None:
+                     failure: Unreachable | TokenError | None = None) -> None:
         if not self.budget.spend():
             if failure is not None:
                 raise failure

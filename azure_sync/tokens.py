@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msal
+import msal.exceptions
 import requests
 
 from azure_sync.errors import TokenError
@@ -77,7 +78,12 @@ REFUSALS: dict[int, str] = {
             "base URL is the tenant's cloud",
     53003: "a Conditional Access policy blocks the app's sign-in. Exclude the app from "
            "it in Entra ID",
+    90033: "a temporary failure of Entra ID's sign-in service; tried again within the "
+           "round, then at the next round",
 }
+# Refusals that say "try again": retried within the round's budget as Graph's 503s are.
+TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+TRANSIENT_CODES = frozenset({90033})
 
 
 def refusal(result: dict[str, Any], client_id: str, directory_id: str) -> TokenError:
@@ -98,7 +104,16 @@ def refusal(result: dict[str, Any], client_id: str, directory_id: str) -> TokenE
     else:
         plain = (f"Entra ID refused to sign in app {client_id} ({said}): "
                  + meaning.format(app=client_id, directory=directory_id) + ".")
-    return TokenError(plain, code, description or None)
+    transient = code in TRANSIENT_ERRORS or number in TRANSIENT_CODES
+    return TokenError(plain, code, description or None, transient=transient)
+
+
+def unavailable(exc: msal.exceptions.MsalServiceError, host: str) -> TokenError:
+    """msal raises for a 5xx from the sign-in service (its discovery or its token
+    endpoint): Entra ID's temporary failure, not the connector's."""
+    return TokenError(f"Entra ID's sign-in service at {host} failed ({exc}); a temporary "
+                      "failure: tried again within the round, then at the next round.",
+                      transient=True)
 
 
 def _pem_block(pem: str, kind: str) -> str | None:
@@ -127,6 +142,8 @@ class TokenProvider:
             result = app.acquire_token_for_client(scopes=[scope])
         except requests.RequestException as exc:
             raise describe_failure(exc, authority_host) from exc
+        except msal.exceptions.MsalServiceError as exc:
+            raise unavailable(exc, authority_host) from exc
         except (ValueError, OSError, RuntimeError) as exc:
             raise TokenError(f"Could not reach the token endpoint at {authority_host}: "
                              f"{type(exc).__name__}.") from exc
@@ -164,6 +181,8 @@ class TokenProvider:
                     instance_discovery=None if is_microsoft else False)
             except requests.RequestException as exc:
                 raise describe_failure(exc, host) from exc
+            except msal.exceptions.MsalServiceError as exc:
+                raise unavailable(exc, host) from exc
             except (ValueError, OSError, RuntimeError) as exc:
                 raise TokenError(f"Could not set up sign-in at {host}/{directory_id}: "
                                  f"{type(exc).__name__}: {exc}") from exc

@@ -313,6 +313,33 @@ def test_a_refusal_from_graph_says_graphs_own_words(sync: Sync) -> None:
         assert run is not None and run.error == result.error
 
 
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_passing_failure_of_the_sign_in_service_is_retried_within_the_round(
+        sync: Sync, fake_entra: Any, status: int) -> None:
+    """Entra's token endpoint failing once (a 5xx, which msal raises; a 429 "transient
+    error", which it returns) is retried like Graph's 503, not a failed round."""
+    sync.entra.seed_users(3)
+    fake_entra.fail_next(status)
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert len(sync.users()) == 3 and len(sync.sleeps) == 1 and sync.sleeps[0] >= 5
+
+
+def test_a_sign_in_service_that_keeps_failing_fails_the_round_in_plain_words(
+        sync: Sync, fake_entra: Any) -> None:
+    sync.entra.seed_users(3)
+    fault = fake_entra.fail_next(503, count=100)
+    result = sync.run()
+    assert result.status == "failed"
+    assert (result.error or "").startswith(
+        f"Entra ID's sign-in service at {sync.app.authority_host} failed (HTTP Error: 503); "
+        "a temporary failure")
+    assert "internal error" not in (result.error or "")
+    assert len(sync.sleeps) == 20  # the round's retry budget (harness: 20)
+    fake_entra.faults.clear()
+    assert fault.count < 100 and sync.run().status == "succeeded"
+
+
 def test_the_scheduler_keeps_one_job_per_registration(sync: Sync) -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
 
