@@ -188,6 +188,9 @@ def _run_round(settings: Settings, service: SyncService, args: argparse.Namespac
     result = service.run(args.tenant, trigger, options)
     kept = _kept_items(service, args.tenant)
     failed = _failed_items(service, args.tenant, result.run_id)
+    still_kept = {item["objectId"] for item in kept}
+    for entry in failed:  # a page's failure the round's end then applied (a swap…)
+        entry["appliedLater"] = bool(entry["objectId"]) and entry["objectId"] not in still_kept
     run = _run_facts(service, args.tenant, result.run_id)
     if args.json:
         print(json.dumps({"run_id": result.run_id, "status": result.status,
@@ -207,11 +210,14 @@ def _run_round(settings: Settings, service: SyncService, args: argparse.Namespac
         if result.error:
             print(f"  {result.error}")
         if failed:
-            print(f"{len(failed)} item(s) failed in this round (provisioning log):")
+            later = sum(1 for entry in failed if entry["appliedLater"])
+            print(f"{len(failed)} item(s) failed in this round (provisioning log)"
+                  + (f"; {later} of them applied at the round's end" if later else "") + ":")
             for entry in failed[:KEPT_PRINTED]:
                 name = f" {entry['name']}" if entry["name"] else ""
                 print(f"  {entry['operation']} {entry['objectId'] or entry['userId'] or '-'}"
-                      f"{name}: {entry['reason']} [{entry['code']}]")
+                      f"{name}: {entry['reason']} [{entry['code']}]"
+                      + (" (applied at the round's end)" if entry["appliedLater"] else ""))
             if len(failed) > KEPT_PRINTED:
                 print(f"  … and {len(failed) - KEPT_PRINTED} more (--json lists them all).")
         if kept:

@@ -179,3 +179,31 @@ def test_sync_run_says_when_graph_made_the_round_start_over(
     assert "(full): succeeded" in out
     assert "Graph no longer had the delta state, so run " in out
     assert "400 resyncRequired" in out
+
+
+@pytest.mark.usefixtures("environment")
+def test_sync_run_says_which_failed_items_the_rounds_end_applied(
+        sync: Sync, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two users swapping names fail on their page and land together at the round's
+    end: the terminal says so, rather than listing two failures and nothing kept."""
+    a = sync.entra.add_user("a@contoso.example")
+    b = sync.entra.add_user("b@contoso.example")
+    assert run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id)[0] == 0
+    with sync.entra.lock:
+        sync.entra.update_user(a, userPrincipalName="tmp@contoso.example")
+        sync.entra.update_user(b, userPrincipalName="a@contoso.example")
+        sync.entra.update_user(a, userPrincipalName="b@contoso.example")
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id, "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["kept"] == [] and answer["counts"]["failed"] == 2
+    assert {(f["objectId"], f["appliedLater"]) for f in answer["failed"]} == {
+        (a, True), (b, True)}
+    with sync.entra.lock:
+        sync.entra.update_user(a, userPrincipalName="tmp@contoso.example")
+        sync.entra.update_user(b, userPrincipalName="b@contoso.example")
+        sync.entra.update_user(a, userPrincipalName="a@contoso.example")
+    code, out = run_cli(capsys, "sync", "run", "--tenant", sync.tenant_id)
+    assert code == 0
+    assert ("2 item(s) failed in this round (provisioning log); 2 of them applied at the "
+            "round's end:") in out
+    assert out.count("[name_taken] (applied at the round's end)") == 2
