@@ -97,6 +97,9 @@ class GraphClient:
     backoff_cap: float = 60.0
     max_wait: float = 600.0  # longest single wait; beyond it the round gives up for now
     requests_made: int = 0
+    # What this round's retries cost (throttling, 5xx, timeouts): its run counts them.
+    retries: int = 0
+    waited: float = 0.0
 
     def url(self, path: str, query: dict[str, str] | None = None) -> str:
         base = self.app.graph_base_url.rstrip("/")
@@ -213,6 +216,8 @@ class GraphClient:
         if seconds > self.max_wait:
             raise RetryBudgetExhausted(f"Graph asked to wait {seconds:.0f} s ({what}); the "
                                        "next round resumes here.")
+        self.retries += 1
+        self.waited += seconds
         self.sleep(seconds)
 
     def _wait_for_gate(self) -> None:
@@ -224,6 +229,7 @@ class GraphClient:
             raise RetryBudgetExhausted("This app registration is throttled by Graph for "
                                        f"{seconds:.0f} s more; the next round resumes here.")
         if seconds > 0:
+            self.waited += seconds
             self.sleep(seconds)
 
 

@@ -323,6 +323,26 @@ def test_a_passing_failure_of_the_sign_in_service_is_retried_within_the_round(
     result = sync.run()
     assert result.status == "succeeded", result.error
     assert len(sync.users()) == 3 and len(sync.sleeps) == 1 and sync.sleeps[0] >= 5
+    assert result.counts["retries"] == 1 and result.counts["retry_wait_seconds"] >= 5
+
+
+def test_a_round_that_waited_out_throttling_says_so_in_its_counts(sync: Sync) -> None:
+    """429 (Retry-After 3), 503 and 504 retried within the round: it succeeds, and its
+    run counts the retries and the seconds waited, which is why it took long. (The
+    harness's sleeps return at once, so the shared pause is waited out again.)"""
+    sync.entra.seed_users(3)
+    sync.graph.throttle(1, retry_after="3")
+    sync.graph.fail(503, 1)
+    sync.graph.fail(504, 1, path="/v1.0/groups")
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert result.counts["retries"] == 3
+    # Every wait: the retries' and the pause Retry-After set for the app registration.
+    assert result.counts["retry_wait_seconds"] == round(sum(sync.sleeps)) >= 3
+    with sync.session() as s:
+        run = s.get(SyncRun, result.run_id)
+        assert run is not None and run.counts["retries"] == 3
+    assert "retries" not in sync.run().counts  # a quiet round counts none
 
 
 def test_a_sign_in_service_that_keeps_failing_fails_the_round_in_plain_words(
