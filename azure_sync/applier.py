@@ -75,8 +75,10 @@ def failure_of(exc: Exception, operation: str) -> pending.Failure:
     if isinstance(exc, MissingName):
         return pending.Failure("missing_user_name", exc.message, "create")
     if isinstance(exc, limits.ValueTooLong):
-        return pending.Failure("value_too_long", f"{exc.message} (in Entra ID); kept and "
-                               "retried when it changes.", operation)
+        return pending.Failure("value_too_long", (
+            f"'{exc.attribute}' is {exc.length:,} {exc.unit} long; it may have at most "
+            f"{exc.limit:,}. Shorten it in Entra ID: the object is kept and retried when it "
+            "changes."), operation)
     message = getattr(exc, "message", None) or type(exc).__name__
     return pending.Failure("rejected", str(message), operation)
 
@@ -213,6 +215,9 @@ class PageApplier:
         self.applied: list[str] = []
         self.failed: dict[str, tuple[dict[str, Any], pending.Failure]] = {}
         self.joined: list[str] = []
+        # Applying after the round's group pages (its end's retries, azure_sync.reapply):
+        # a user that lands now missed them, full round or not.
+        self.after_groups = False
         self.prepared: ahead.PreparedUsers | None = None
 
     # -- kept items ---------------------------------------------------------------------
@@ -294,11 +299,19 @@ class PageApplier:
         if (phase == "users" and isinstance(exc, Conflict) and exc.field == "userName"
                 and not isinstance(exc, NameTaken)):
             exc = self._name_taken(item, exc)
-        failure = failure_of(exc, "update" if phase == "users" else "group")
+        failure = failure_of(exc, "group" if phase != "users" else
+                             "update" if self._synced(object_id) else "create")
         self.failed[object_id] = (item, failure)
         self.counts["failed"] += 1
         log_event(self.tenant.id, self.run_id, "item kept",
                   f"{phase[:-1]} {object_id}: {failure.code}: {failure.reason}")
+
+    def _synced(self, object_id: str) -> bool:
+        """Whether a live user is linked to this object (a failed item is an update of
+        it, else the creation of a new one, in the provisioning log)."""
+        return self.s.scalar(select(User.id).where(
+            User.tenant_id == self.tenant.id, User.external_id == object_id,
+            User.removed_at.is_(None)).limit(1)) is not None
 
     def _name_taken(self, item: dict[str, Any], exc: Conflict) -> Conflict:
         """The directory's userName conflict, with the holder named (a failure is rare:
@@ -589,8 +602,11 @@ class PageApplier:
 
     def _joined(self, object_id: str | None) -> None:
         """A user new to the connector in an incremental round is in groups the round's
-        /groups/delta may not mention: read them at the round's end."""
-        if object_id and not self.full_round and self.mode == "round":
+        /groups/delta may not mention: read them at the round's end. So is one that
+        lands at any round's end (a re-hire whose name the staged deletions freed): a
+        full round's group pages came before it, and their memberships of it were
+        dropped as unknown."""
+        if object_id and (not self.full_round or self.after_groups) and self.mode == "round":
             self.joined.append(object_id)
 
     def _joined_many(self, object_ids: list[str]) -> None:

@@ -188,24 +188,36 @@ def _run_round(settings: Settings, service: SyncService, args: argparse.Namespac
     result = service.run(args.tenant, trigger, options)
     kept = _kept_items(service, args.tenant)
     failed = _failed_items(service, args.tenant, result.run_id)
+    still_kept = {item["objectId"] for item in kept}
+    for entry in failed:  # a page's failure the round's end then applied (a swap…)
+        entry["appliedLater"] = bool(entry["objectId"]) and entry["objectId"] not in still_kept
+    run = _run_facts(service, args.tenant, result.run_id)
     if args.json:
         print(json.dumps({"run_id": result.run_id, "status": result.status,
                           "pages": result.pages, "counts": result.counts,
-                          "error": result.error, "kept": kept, "failed": failed}))
+                          "error": result.error, "kept": kept, "failed": failed, **run}))
     else:
         print()
-        print(f"Round {result.run_id}: {result.status} after {result.pages} pages "
+        kind = f" ({run['kind']})" if run.get("kind") else ""
+        print(f"Round {result.run_id}{kind}: {result.status} after {result.pages} pages "
               f"in {time.monotonic() - started:.1f} s.")
+        if replaced := run.get("replaced"):
+            print(f"  Graph no longer had the delta state, so run {replaced['run_id']} "
+                  "started over as this full round (every user and group read again): "
+                  f"{replaced['reason']}")
         if result.counts:
             print("  " + ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())))
         if result.error:
             print(f"  {result.error}")
         if failed:
-            print(f"{len(failed)} item(s) failed in this round (provisioning log):")
+            later = sum(1 for entry in failed if entry["appliedLater"])
+            print(f"{len(failed)} item(s) failed in this round (provisioning log)"
+                  + (f"; {later} of them applied at the round's end" if later else "") + ":")
             for entry in failed[:KEPT_PRINTED]:
                 name = f" {entry['name']}" if entry["name"] else ""
                 print(f"  {entry['operation']} {entry['objectId'] or entry['userId'] or '-'}"
-                      f"{name}: {entry['reason']} [{entry['code']}]")
+                      f"{name}: {entry['reason']} [{entry['code']}]"
+                      + (" (applied at the round's end)" if entry["appliedLater"] else ""))
             if len(failed) > KEPT_PRINTED:
                 print(f"  … and {len(failed) - KEPT_PRINTED} more (--json lists them all).")
         if kept:
@@ -224,6 +236,26 @@ def _run_round(settings: Settings, service: SyncService, args: argparse.Namespac
 
 
 KEPT_PRINTED = 20
+
+
+def _run_facts(service: SyncService, tenant_id: str, run_id: int | None) -> dict[str, Any]:
+    """The run's kind and trigger; for a round Graph's resync started over, the run it
+    replaced and why (`replaced`)."""
+    if run_id is None:
+        return {}
+    with service.maker() as s:
+        run = s.get(SyncRun, run_id)
+        if run is None:
+            return {}
+        facts: dict[str, Any] = {"kind": run.kind, "trigger": run.trigger}
+        if run.trigger == "resync":
+            before = s.scalar(select(SyncRun).where(
+                SyncRun.tenant_id == tenant_id, SyncRun.id < run_id)
+                .order_by(SyncRun.id.desc()).limit(1))
+            if before is not None and before.status == "failed":
+                facts["replaced"] = {"run_id": before.id,
+                                     "reason": sync_status.plain_error(before.error)[0]}
+        return facts
 
 
 def _failed_items(service: SyncService, tenant_id: str, run_id: int | None

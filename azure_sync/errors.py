@@ -53,9 +53,13 @@ def for_tenant_admin(plain: str | None) -> str | None:
 
 
 class TokenError(SyncError):
-    def __init__(self, message: str, code: str | None = None):
-        super().__init__(message)
+    """`transient`: Entra ID said to try again (a 5xx, temporarily_unavailable)."""
+
+    def __init__(self, message: str, code: str | None = None, detail: str | None = None,
+                 transient: bool = False):
+        super().__init__(message, detail)
         self.code = code
+        self.transient = transient
 
 
 class GraphError(SyncError):

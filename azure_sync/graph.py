@@ -39,6 +39,8 @@ from azure_sync.tokens import Credential, TokenProvider
 from azure_sync.transport import describe_failure, is_lasting
 from connector.clock import now as wall_clock
 
+# The sign-in service failing for a moment (a 5xx): msal's own pause before asking again.
+TOKEN_RETRY_SECONDS = 5.0
 RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
 PERMISSION_HINT = ("grant the app registration the Microsoft Graph application permissions "
                    "User.Read.All and GroupMember.Read.All (with admin consent)")
@@ -95,6 +97,9 @@ class GraphClient:
     backoff_cap: float = 60.0
     max_wait: float = 600.0  # longest single wait; beyond it the round gives up for now
     requests_made: int = 0
+    # What this round's retries cost (throttling, 5xx, timeouts): its run counts them.
+    retries: int = 0
+    waited: float = 0.0
 
     def url(self, path: str, query: dict[str, str] | None = None) -> str:
         base = self.app.graph_base_url.rstrip("/")
@@ -117,7 +122,19 @@ class GraphClient:
         refreshed = False
         while True:
             self._wait_for_gate()
-            response = self._send(url, headers)
+            try:
+                response = self._send(url, headers)
+            except TokenError as exc:
+                if not exc.transient:
+                    raise
+                # msal replays a failure it saw for a few seconds: wait at least that
+                # long, then ask with a fresh app (and cache) rather than its replay.
+                self.tokens.forget(self.app.authority_host, self.app.directory_id,
+                                   self.app.client_id, self.app.credential)
+                self._retry_later(max(TOKEN_RETRY_SECONDS, self._backoff(attempt)), attempt,
+                                  "the sign-in service failed", exc)
+                attempt += 1
+                continue
             if isinstance(response, Unreachable):  # a timeout or a dropped connection
                 self._retry_later(None, attempt, response.cause, response)
                 attempt += 1
@@ -147,9 +164,10 @@ class GraphClient:
                 self._retry_later(wait, attempt, f"HTTP {status} {code or ''}".strip())
                 attempt += 1
                 continue
+            said = _error_message(response)
             raise GraphError(f"Graph answered {status} {code or ''} for "
-                             f"{urllib.parse.urlsplit(url).path}.".replace("  ", " "),
-                             status, code)
+                             f"{urllib.parse.urlsplit(url).path}".replace("  ", " ")
+                             + (f": {said}" if said else "."), status, code)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -188,7 +206,7 @@ class GraphClient:
         return backoff_seconds(attempt, self.backoff_base, self.backoff_cap, self.random)
 
     def _retry_later(self, wait: float | None, attempt: int, what: str,
-                     failure: Unreachable | None = None) -> None:
+                     failure: Unreachable | TokenError | None = None) -> None:
         if not self.budget.spend():
             if failure is not None:
                 raise failure
@@ -198,6 +216,8 @@ class GraphClient:
         if seconds > self.max_wait:
             raise RetryBudgetExhausted(f"Graph asked to wait {seconds:.0f} s ({what}); the "
                                        "next round resumes here.")
+        self.retries += 1
+        self.waited += seconds
         self.sleep(seconds)
 
     def _wait_for_gate(self) -> None:
@@ -209,7 +229,22 @@ class GraphClient:
             raise RetryBudgetExhausted("This app registration is throttled by Graph for "
                                        f"{seconds:.0f} s more; the next round resumes here.")
         if seconds > 0:
+            self.waited += seconds
             self.sleep(seconds)
+
+
+def _error_message(response: requests.Response) -> str | None:
+    """Graph's own words for a refusal (`error.message`), cut to one short line."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        return None
+    line = " ".join(message.split())
+    return line if len(line) <= 300 else line[:299] + "…"
 
 
 def _error_code(response: requests.Response) -> str | None:

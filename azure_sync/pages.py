@@ -82,7 +82,8 @@ COUNT_LABELS = {
     "retried_created": "Kept users created at the round's end",
     "retried_updated": "Kept users updated at the round's end",
     "retried_adopted": "Kept users matched to existing accounts at the round's end",
-    "ring_renamed": "Users who swapped names, renamed together",
+    # reapply.settle reports what the round's end applied under retried_….
+    "retried_ring_renamed": "Users who swapped names, renamed together",
     "members_waiting": "Memberships waiting for a group not synced yet",
     "members_resolved": "Waiting memberships added",
     "memberships_read": "New users whose groups were read from Entra ID",
@@ -97,6 +98,9 @@ COUNT_LABELS = {
     "entered_scope": "Users who joined the scope groups (created or restored)",
     "left_scope_staged": "Users who left the scope groups (removals staged)",
     "scope_groups_missing": "Scope groups not found in Entra ID",
+    "retries": "Requests tried again (Graph or the sign-in service throttling or failing "
+               "for a moment)",
+    "retry_wait_seconds": "Seconds waited for them (Retry-After, backoff)",
 }
 SHORT_LABELS = {"created": "created", "updated": "updated", "enabled": "enabled",
                 "disabled": "disabled", "deleted": "deleted", "restored": "restored",

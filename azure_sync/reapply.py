@@ -95,6 +95,7 @@ def _applier(s: Session, tenant: Tenant, run_id: int, round_key: int, full_round
     applier = PageApplier(s, tenant, run_id, full_round, now, scope=scope,
                           round_key=round_key)
     applier.kept = {r.object_id: r.item for r in rows}
+    applier.after_groups = True  # what lands now missed the round's group pages
     return applier
 
 

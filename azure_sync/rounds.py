@@ -355,6 +355,7 @@ def _pages(maker: sessionmaker[Session], tenant_id: str, run_id: int, client: Gr
                 if result.status == "succeeded":
                     result.counts = _join_late(maker, tenant_id, run_id, client, options,
                                                result.counts)
+                result.counts = _note_retries(maker, run_id, client, result.counts)
                 return result
             assert link is not None and phase in ("users", "groups")
             cursor.check_link(link, seen_links, pages, options.max_pages)
@@ -540,6 +541,22 @@ def _join_groups(maker: sessionmaker[Session], tenant_id: str, run_id: int,
             run.counts = add_counts(run.counts, joined)
             s.commit()
     return joined
+
+
+def _note_retries(maker: sessionmaker[Session], run_id: int, client: GraphClient,
+                  counts: dict[str, int]) -> dict[str, int]:
+    """The run's counts with the requests it had to try again (Graph throttling, 5xx,
+    timeouts, the sign-in service) and the seconds it waited for them: why a round
+    that succeeded took long."""
+    if not client.retries:
+        return counts
+    spent = {"retries": client.retries, "retry_wait_seconds": round(client.waited)}
+    with maker() as s:
+        run = s.get(SyncRun, run_id)
+        if run is not None:
+            run.counts = add_counts(run.counts, spent)
+            s.commit()
+    return add_counts(counts, spent)
 
 
 def _join_late(maker: sessionmaker[Session], tenant_id: str, run_id: int,

@@ -51,6 +51,8 @@ class ValueTooLong(DomainError):
             "Shorten it and send it again.")
         self.attribute = attribute
         self.limit = limit
+        self.length = length
+        self.unit = unit
 
 
 def refusal(attribute: str, value: str, limit: int, indexed: bool = False

@@ -173,3 +173,34 @@ def test_private_targets_are_refused_by_default(client: Any, engine: Engine,
         answer = call(api, "POST", f"/tenants/{tenant_id}/webhooks", {"url": url})
         assert answer.status_code == 400, url
         assert "address" in answer.json["detail"] or "https://" in answer.json["detail"]
+
+
+def test_the_docs_receiver_example_handles_what_is_sent(
+        partner: ApiClient, scim: ScimClient, receiver: Receiver, engine: Engine,
+        settings: Settings) -> None:
+    """docs/webhooks.md's "Verifying a message" code, run as written on what the
+    connector really sends: a test ping, a batch and a single event."""
+    doc = (Path(__file__).parents[2] / "docs" / "webhooks.md").read_text()
+    code = doc.split("## Verifying a message", 1)[1].split("```python\n", 1)[1]
+    code = code.split("```", 1)[0]
+    made = call(partner, "POST", f"/tenants/{scim.tenant_id}/webhooks",
+                {"url": receiver.url}).json
+    handled: list[str] = []
+
+    class Forbidden(Exception):
+        pass
+
+    namespace: dict[str, Any] = {"Forbidden": Forbidden, "handle": lambda e: handled.append(
+        e["id"]), "already_handled": lambda event_id: event_id in handled}
+    exec(code.replace('"whsec_…"', repr(made["secret"])), namespace)  # noqa: S102
+    assert call(partner, "POST", f"/tenants/{scim.tenant_id}/webhooks/{made['id']}/ping"
+                ).json["succeeded"]
+    uid = created(scim.post("/Users", user()))["id"]
+    Dispatcher(make_sessionmaker(engine), settings).run_pass()  # a batch: several events
+    assert scim.patch(f"/Users/{uid}", DEACTIVATE).status_code == 200
+    Dispatcher(make_sessionmaker(engine), settings).run_pass()
+    kinds = [m.payload["type"] for m in receiver.accepted]
+    assert kinds[0] == "webhook.ping" and "batch" in kinds
+    for message in receiver.accepted:
+        namespace["receive"](message.body, message.headers)
+    assert handled == [e["id"] for e in receiver.events()] and handled

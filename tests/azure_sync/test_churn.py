@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from azure_sync import pending, staging
+from azure_sync import decisions, pending, staging
 from connector.commands import IndexedValue, UserFields
 from connector.directory import Directory
 from connector.events import WriteContext
@@ -113,6 +113,33 @@ def test_a_name_reused_a_round_later_lands(sync: Sync, deletion: str) -> None:
     assert names(sync)[new] == f"x@{CONTOSO}"
     if deletion == "soft":  # the old account waits, disabled, under its released name
         assert not sync.users()[old].active
+
+
+def test_a_rehire_landing_at_a_full_rounds_end_keeps_its_groups(sync: Sync) -> None:
+    """X deleted and re-hired under its name, then a full round (restart provisioning,
+    or Graph's resync): the new X lands only at the round's end, once the sweep freed
+    its name, after the group pages whose membership of it went unknown. Its groups
+    are read then; no later round would bring them (the group did not change)."""
+    old = sync.entra.add_user(f"x@{CONTOSO}")
+    ann = sync.entra.add_user(f"ann@{CONTOSO}")
+    sales = sync.entra.create_group("Sales", members=[old, ann])
+    assert sync.run().status == "succeeded"
+    sync.entra.hard_delete_user(old)
+    new = sync.entra.add_user(f"x@{CONTOSO}")
+    sync.entra.add_members(sales, [new])
+    with sync.session() as s:
+        decisions.restart(s, sync.tenant_id, dt.datetime.now(dt.UTC))
+        s.commit()
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert names(sync) == {new: f"x@{CONTOSO}", ann: f"ann@{CONTOSO}"}
+    assert result.counts.get("memberships_joined") == 1, result.counts
+    assert group_members(sync, sales) == {new, ann}
+    again = sync.run()
+    assert again.status == "succeeded" and group_members(sync, sales) == {new, ann}
+    with sync.session() as s:
+        assert not s.scalars(select(SyncPending).where(
+            SyncPending.tenant_id == sync.tenant_id)).all()
 
 
 def test_a_rehire_with_the_old_name_in_remove_mode_on_one_page(sync: Sync) -> None:

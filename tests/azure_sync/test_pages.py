@@ -473,3 +473,17 @@ def test_kept_items_are_listed_with_their_reason(
     page = page_text(web.get(entra(tenant_id)))
     assert "Kept for later (1)" in page and twin in page and "name_taken" in page
     assert "X@contoso.example" in page
+
+
+def test_the_run_page_names_every_count_a_round_reports() -> None:
+    """The counts a round really writes get their words on the run page (a swap's
+    renames come back from the round's end as retried_ring_renamed; retries and the
+    seconds waited for them), not their raw keys."""
+    from azure_sync.pages import COUNT_LABELS, count_rows
+
+    rows = dict(count_rows({"retried_ring_renamed": 2, "retries": 3,
+                            "retry_wait_seconds": 7}))
+    assert rows == {COUNT_LABELS["retried_ring_renamed"]: 2, COUNT_LABELS["retries"]: 3,
+                    COUNT_LABELS["retry_wait_seconds"]: 7}
+    assert rows[COUNT_LABELS["retried_ring_renamed"]] == 2
+    assert "swapped names" in COUNT_LABELS["retried_ring_renamed"]

@@ -75,3 +75,26 @@ def test_an_item_that_fails_is_logged_under_its_run(sync: Sync) -> None:
     assert (failed.object_id, failed.code, failed.name, failed.source) == (
         twin, "name_taken", "X@contoso.example", "entra")
     assert x in failed.reason
+
+
+def test_a_failed_item_is_a_create_or_an_update_as_it_was_and_says_what_to_do(
+        sync: Sync) -> None:
+    """A new object that could not land was a creation, not an update of a user the
+    connector does not have; an over-long value says to shorten it in Entra ID."""
+    ann = sync.entra.add_user("ann@contoso.example")
+    long = sync.entra.add_user("long@contoso.example", displayName="L" * 300)
+    first = sync.run()
+    assert first.status == "succeeded", first.error
+    sync.entra.update_user(ann, jobTitle="t" * 100_000)
+    second = sync.run()
+    assert second.status == "succeeded", second.error
+    with sync.session() as s:
+        [new] = provlog.run_failures(s, sync.tenant_id, first.run_id)
+        [changed] = provlog.run_failures(s, sync.tenant_id, second.run_id)
+    assert (new.object_id, new.operation, new.code) == (long, "create", "value_too_long")
+    assert new.reason == ("'displayName' is 300 characters long; it may have at most 256. "
+                          "Shorten it in Entra ID: the object is kept and retried when it "
+                          "changes.")
+    assert (changed.object_id, changed.operation, changed.code) == (ann, "update",
+                                                                    "value_too_long")
+    assert changed.reason.startswith("'title' is 100,000 characters long")

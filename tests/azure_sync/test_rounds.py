@@ -298,6 +298,68 @@ def test_a_spent_retry_budget_fails_the_round_and_the_next_resumes(sync: Sync) -
         assert first.counts.get("created", 0) + resumed.counts.get("created", 0) == 450
 
 
+def test_a_refusal_from_graph_says_graphs_own_words(sync: Sync) -> None:
+    """A 400 that is neither throttling nor a resync fails the round with what Graph
+    said of it, not only its status and code."""
+    sync.entra.seed_users(3)
+    sync.graph.fail(400, path="/v1.0/users/delta", code="Request_UnsupportedQuery",
+                    message="Unsupported Query.\n The $select is too long.")
+    result = sync.run()
+    assert result.status == "failed"
+    assert result.error == ("Graph answered 400 Request_UnsupportedQuery for "
+                            "/v1.0/users/delta: Unsupported Query. The $select is too long.")
+    with sync.session() as s:
+        run = s.get(SyncRun, result.run_id)
+        assert run is not None and run.error == result.error
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_passing_failure_of_the_sign_in_service_is_retried_within_the_round(
+        sync: Sync, fake_entra: Any, status: int) -> None:
+    """Entra's token endpoint failing once (a 5xx, which msal raises; a 429 "transient
+    error", which it returns) is retried like Graph's 503, not a failed round."""
+    sync.entra.seed_users(3)
+    fake_entra.fail_next(status)
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert len(sync.users()) == 3 and len(sync.sleeps) == 1 and sync.sleeps[0] >= 5
+    assert result.counts["retries"] == 1 and result.counts["retry_wait_seconds"] >= 5
+
+
+def test_a_round_that_waited_out_throttling_says_so_in_its_counts(sync: Sync) -> None:
+    """429 (Retry-After 3), 503 and 504 retried within the round: it succeeds, and its
+    run counts the retries and the seconds waited, which is why it took long. (The
+    harness's sleeps return at once, so the shared pause is waited out again.)"""
+    sync.entra.seed_users(3)
+    sync.graph.throttle(1, retry_after="3")
+    sync.graph.fail(503, 1)
+    sync.graph.fail(504, 1, path="/v1.0/groups")
+    result = sync.run()
+    assert result.status == "succeeded", result.error
+    assert result.counts["retries"] == 3
+    # Every wait: the retries' and the pause Retry-After set for the app registration.
+    assert result.counts["retry_wait_seconds"] == round(sum(sync.sleeps)) >= 3
+    with sync.session() as s:
+        run = s.get(SyncRun, result.run_id)
+        assert run is not None and run.counts["retries"] == 3
+    assert "retries" not in sync.run().counts  # a quiet round counts none
+
+
+def test_a_sign_in_service_that_keeps_failing_fails_the_round_in_plain_words(
+        sync: Sync, fake_entra: Any) -> None:
+    sync.entra.seed_users(3)
+    fault = fake_entra.fail_next(503, count=100)
+    result = sync.run()
+    assert result.status == "failed"
+    assert (result.error or "").startswith(
+        f"Entra ID's sign-in service at {sync.app.authority_host} failed (HTTP Error: 503); "
+        "a temporary failure")
+    assert "internal error" not in (result.error or "")
+    assert len(sync.sleeps) == 20  # the round's retry budget (harness: 20)
+    fake_entra.faults.clear()
+    assert fault.count < 100 and sync.run().status == "succeeded"
+
+
 def test_the_scheduler_keeps_one_job_per_registration(sync: Sync) -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
 

@@ -193,13 +193,15 @@ class FakeGraph(LoopbackService):
         return self.fail(429, count, retry_after=retry_after, after=after, path=path)
 
     def fail(self, status: int, count: int = 1, *, retry_after: str | None = None,
-             after: int = 0, path: str = "/v1.0/", code: str | None = None) -> Fault:
+             after: int = 0, path: str = "/v1.0/", code: str | None = None,
+             message: str | None = None) -> Fault:
         """Answer `count` requests under `path` with `status` and Graph's error body."""
         def answer(request: Request) -> Response:
             headers = {"Retry-After": retry_after} if retry_after is not None else {}
-            message = "Please retry again later." if status in (429, 503, 504) else "Failed."
+            said = message or ("Please retry again later." if status in (429, 503, 504)
+                               else "Failed.")
             return self._error(_Call(request), status, code or DEFAULT_CODES.get(status,
-                               "UnknownError"), message, headers)
+                               "UnknownError"), said, headers)
         return self.faults.add(Fault(answer, count, after, path))
 
     def hang(self, count: int = 1, *, seconds: float = 30.0, after: int = 0,
