@@ -99,8 +99,8 @@ def fire_together(workers: list[Worker], tenant_id: str) -> None:
             if job.id != jobs.job_id(tenant_id):
                 job.remove()
         worker.scheduler.get_job(jobs.job_id(tenant_id)).modify(next_run_time=at)
-    for worker in workers:
-        assert worker.executed.wait(15), f"{worker.name} never ran the job"
+    for worker in workers:  # a round of 9 slow pages took 15 s on a loaded machine
+        assert worker.executed.wait(60), f"{worker.name} never ran the job"
 
 
 def state_of(sync: Sync, tenant_id: str) -> dict[str, Any]:
