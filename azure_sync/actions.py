@@ -188,7 +188,7 @@ def preview(call: AdminCall, service: SyncService, tenant_id: str
     call.audit("entra.preview", tenant_id)
     call.session.commit()
     return registration, decisions.preview_round(service.write_maker, tenant_id,
-                                              service.client_for(registration))
+                                              service.interactive_client(registration))
 
 
 USER_KEY_LENGTH = 256
@@ -208,6 +208,6 @@ def sync_user(call: AdminCall, service: SyncService, tenant_id: str, key: str
     call.session.expunge(registration)
     call.session.rollback()  # the write below has its own transaction (see preview)
     counts = decisions.sync_one_user(service.write_maker, tenant_id,
-                                  service.client_for(registration), key)
+                                  service.interactive_client(registration), key)
     call.audit("entra.user_synced", tenant_id, key, counts)
     return counts

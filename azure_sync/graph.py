@@ -96,6 +96,9 @@ class GraphClient:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     max_wait: float = 600.0  # longest single wait; beyond it the round gives up for now
+    # What happens after giving up, for the message: a round resumes; an admin's preview
+    # or "sync this user now" is tried again by the admin.
+    then: str = "the next round resumes here"
     requests_made: int = 0
     # What this round's retries cost (throttling, 5xx, timeouts): its run counts them.
     retries: int = 0
@@ -211,11 +214,11 @@ class GraphClient:
             if failure is not None:
                 raise failure
             raise RetryBudgetExhausted(f"Gave up after repeated failures from Graph "
-                                       f"(last: {what}); the next round resumes here.")
+                                       f"(last: {what}); {self.then}.")
         seconds = wait if wait is not None else self._backoff(attempt)
         if seconds > self.max_wait:
-            raise RetryBudgetExhausted(f"Graph asked to wait {seconds:.0f} s ({what}); the "
-                                       "next round resumes here.")
+            raise RetryBudgetExhausted(f"Graph asked to wait {seconds:.0f} s ({what}); "
+                                       f"{self.then}.")
         self.retries += 1
         self.waited += seconds
         self.sleep(seconds)
@@ -227,7 +230,7 @@ class GraphClient:
         seconds = (until - self.clock()).total_seconds()
         if seconds > self.max_wait:
             raise RetryBudgetExhausted("This app registration is throttled by Graph for "
-                                       f"{seconds:.0f} s more; the next round resumes here.")
+                                       f"{seconds:.0f} s more; {self.then}.")
         if seconds > 0:
             self.waited += seconds
             self.sleep(seconds)

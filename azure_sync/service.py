@@ -62,6 +62,12 @@ class DatabaseGate:
             s.commit()
 
 
+# A call an admin waits on retries at most this often, waiting at most this long each
+# time: about 15 s in all at worst, besides the requests' own timeouts.
+INTERACTIVE_RETRIES = 3
+INTERACTIVE_MAX_WAIT = 5.0
+
+
 class SyncService:
     def __init__(self, settings: AzureSyncSettings, maker: sessionmaker[Session],
                  write_maker: sessionmaker[Session] | None = None,
@@ -90,6 +96,16 @@ class SyncService:
                                   **overrides}
         return GraphClient(self.http, self.tokens, app,
                            RetryBudget(self.settings.retry_budget), self.gate, **kwargs)
+
+    def interactive_client(self, registration: EntraRegistration) -> GraphClient:
+        """A client for a call an admin waits on (a preview, "sync this user now"): a
+        failing or throttling Graph answers within seconds, in words, instead of holding
+        the page for a round's whole retry budget (or a Retry-After of minutes)."""
+        client = self.client_for(registration, max_wait=INTERACTIVE_MAX_WAIT,
+                                 backoff_cap=INTERACTIVE_MAX_WAIT,
+                                 then="try again in a few minutes")
+        client.budget = RetryBudget(min(INTERACTIVE_RETRIES, self.settings.retry_budget))
+        return client
 
     def run_in_background(self, tenant_id: str, trigger: str = "manual") -> None:
         """Start a manual round on a thread of this process (it may take minutes; the

@@ -169,6 +169,26 @@ def test_preview_changes_nothing_and_sync_user_applies_one(
     assert missing.status_code == 404
 
 
+def test_a_preview_against_a_throttling_graph_answers_at_once_in_words(
+        api: ApiClient, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    """An admin waits on a preview and on "sync this user now": Graph's Retry-After of
+    five minutes is an answer at once that says so, not a request held for five minutes
+    (a round would wait it out)."""
+    tenant_id, _ = make_tenant(engine, "Throttled")
+    fake_graph.directory(fake_app.tenant_id).seed_users(3)
+    register(api, tenant_id, fake_app)
+    fake_graph.fail(429, count=10, retry_after="300")
+    # The first hears the Retry-After; the second finds the app's pause it left.
+    for path, body, said in (
+            ("preview", None, "Graph asked to wait 300 s"),
+            ("sync-user", {"user": "user0@contoso.example"}, "throttled by Graph for 30")):
+        answer = api.post(f"/tenants/{tenant_id}/entra/{path}", body)
+        assert answer.status_code == 502, answer.json
+        assert said in answer.json["detail"], answer.json
+        assert "try again in a few minutes" in answer.json["detail"], answer.json
+    assert fake_graph.counters["status:429"] == 1  # the second sent no request
+
+
 def test_registration_is_validated_and_can_be_removed(api: ApiClient, engine: Engine,
                                                       fake_app: FakeApp,
                                                       client: FlaskClient) -> None:
