@@ -207,9 +207,12 @@ def from_events(session: Session, ctx: WriteContext, rows: Iterable[dict[str, An
             changes.update(extra[subject_id])
         operation = next((_PRIORITY[k] for k in _ORDER if k in kinds), None)
         if operation is None:
+            # A change of status names the operation even with other changes beside it
+            # (a user soft-deleted in Entra ID is renamed and disabled in one change): an
+            # admin looking for who was disabled filters on "disable". The attributes
+            # changed are all listed.
             operation = "update"
-            if events.USER_STATUS in kinds and set(kinds) <= {
-                    events.USER_STATUS, events.USER_DELETED_LIST, events.USER_IDP_STATUS}:
+            if events.USER_STATUS in kinds:
                 operation = "enable" if changes.get("active", [None, None])[1] else "disable"
         external_id, name = _object(session, ctx.tenant_id, subject["type"], subject_id,
                                     objects)

@@ -98,3 +98,26 @@ def test_a_failed_item_is_a_create_or_an_update_as_it_was_and_says_what_to_do(
     assert (changed.object_id, changed.operation, changed.code) == (ann, "update",
                                                                     "value_too_long")
     assert changed.reason.startswith("'title' is 100,000 characters long")
+
+
+def test_a_soft_delete_is_logged_as_a_disable(
+        sync: Sync) -> None:
+    """An admin filtering the log on "disable" finds a user soft-deleted in Entra ID,
+    renamed and disabled in one change; the other attributes changed are listed with
+    it."""
+    ann = sync.entra.add_user("ann@contoso.example", displayName="Ann")
+    bob = sync.entra.add_user("bob@contoso.example", displayName="Bob")
+    sync.entra.seed_users(3)
+    assert sync.run().status == "succeeded"
+    sync.entra.soft_delete_user(ann)
+    sync.entra.update_user(bob, accountEnabled=False, displayName="Bob (left)")
+    second = sync.run()
+    assert second.status == "succeeded", second.error
+    entries = log_of(sync, second.run_id)
+    [soft] = [e for e in entries if e.object_id == ann]
+    assert (soft.operation, soft.reason) == ("disable", "Disabled."), soft.changes
+    assert soft.changes["active"] == [True, False] and "userName" in soft.changes
+    # Bob's rename lands with its page, the disable at the round's end (it is staged
+    # under the deletion threshold): two entries.
+    assert sorted((e.operation, sorted(e.changes)) for e in entries if e.object_id == bob) \
+        == [("disable", ["active", "inDeletedList"]), ("update", ["displayName"])]
