@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -40,8 +39,11 @@ from connector.status import Source
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "handler"):
-        parser.print_help()
+    if not hasattr(args, "handler"):  # `connector`, or a group without its action
+        if hasattr(args, "help_of"):
+            args.help_of.print_help(sys.stderr)
+        else:
+            parser.print_help()
         return 2
     try:
         settings = load_settings(args.config)
@@ -56,11 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OperationalError as exc:
-        if "unsupported startup parameter" not in str(exc):
-            raise
-        print(f"error: the database refused the connection's startup options ({exc.orig}). "
-              "Is the URL a PgBouncer? Set pgbouncer = true in [database] "
-              "(CONNECTOR_DATABASE__PGBOUNCER=true).", file=sys.stderr)
+        if "unsupported startup parameter" in str(exc):
+            print(f"error: the database refused the connection's startup options "
+                  f"({exc.orig}). Is the URL a PgBouncer? Set pgbouncer = true in [database] "
+                  "(CONNECTOR_DATABASE__PGBOUNCER=true).", file=sys.stderr)
+            return 1
+        # Unreachable, refused, no such database or user: the operator's to fix, in words.
+        shown = db.database_url(settings.database).render_as_string(hide_password=True)
+        print(f"error: cannot use the database {shown}: {str(exc.orig or exc).strip()}\n"
+              "Check [database] url (CONNECTOR_DATABASE__URL), and that the database "
+              "server runs and lets this user in.", file=sys.stderr)
         return 1
 
 
@@ -172,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     p = asub.add_parser("list", help="list admin accounts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_admin_list)
+    for command in sub.choices.values():  # `connector tenant` alone lists tenant's actions
+        command.set_defaults(help_of=command)
     return parser
 
 
@@ -184,7 +193,7 @@ def _session(settings: Settings) -> Session:
 def _read_session(settings: Settings) -> Session:
     """A session on the database as it is, for a command that only reads: it never
     migrates (a listing pointed at the wrong database would create a schema there)."""
-    url = make_url(settings.database.url)
+    url = db.database_url(settings.database)
     shown = url.render_as_string(hide_password=True)
     missing = f"The database {shown} has no connector schema yet; run `connector migrate` " \
         "to create it."
