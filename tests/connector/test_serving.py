@@ -353,3 +353,50 @@ def test_a_killed_server_leaves_no_scheduler_process_behind(tmp_path: Path) -> N
     log = log_path.read_text()
     assert "the server stopped: stopping `connector worker`." in log
     assert "Sync worker stopped." in log
+
+
+@pytest.mark.slow  # a gunicorn server and its scheduler process
+def test_ctrl_c_stops_the_gevent_server_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops the
+    server, its web worker and `connector worker`, and the terminal's last lines are the
+    shutdown's, not a traceback (gunicorn's gevent worker quit twice: the terminal's
+    SIGINT, then the master's SIGQUIT)."""
+    port = _free_port()
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
+           "CONNECTOR_LOGGING__ACCESS_LOG": "false"}
+    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
+                                   "--worker-class", "gevent", "--port", str(port)],
+                                  env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        sup = _wait_for("the supervisor", lambda: next(
+            (pid for pid, cmd in _children(server.pid) if "connector.supervise" in cmd), None),
+            timeout=60)
+        worker = _wait_for("the worker", lambda: next(
+            (pid for pid, cmd in _children(sup) if "worker --supervised" in cmd), None))
+        _wait_for("the worker to start", lambda: _handles_sigterm(worker))
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        _wait_for("the server to serve", ready, timeout=60)
+        os.killpg(server.pid, signal.SIGINT)
+        assert server.wait(timeout=40) == 0
+        _wait_for("the scheduler process to stop",
+                  lambda: not _alive(sup) and not _alive(worker), timeout=20)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    log = log_path.read_text()
+    assert "Handling signal: int" in log and "Shutting down: Master" in log
+    assert "Sync worker stopped." in log
+    assert "Traceback" not in log and "failed with SystemExit" not in log, log
