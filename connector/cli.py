@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -383,10 +384,14 @@ def bootstrap(settings: Settings) -> list[str]:
         lines += ["", f"Created {made}: the key that encrypts Entra credentials. Keep it,",
                   "and keep it out of database backups."]
     with _session(settings) as session:
-        if admins.list_admins(session):
+        existing = admins.list_admins(session)
+        if existing:
+            first = min(existing, key=lambda a: (a.role != admins.PARTNER,
+                                                 a.disabled_at is not None))
             return [*lines, "", f"Admin UI: {urls.admin_url(settings)}",
-                    "Sign in with your admin account (`connector admin reset-password EMAIL`",
-                    "issues a new password)."]
+                    f"Sign in as {first.email} ({first.role} admin). A new one-time "
+                    "password:",
+                    f"  {command_name()} admin reset-password {first.email}"]
         account, one_time = admins.create_admin(
             session, BOOTSTRAP_ADMIN, admins.PARTNER, None, clock.now(),
             one_time_hours=settings.admin.one_time_password_hours)
@@ -411,7 +416,7 @@ def _bootstrap_tenant(settings: Settings) -> list[str]:
                     f"({existing[0].id}).",
                     f"SCIM base URL: {urls.scim_base_url(settings)}",
                     "Its SCIM token was shown when it was created. For a new one run:",
-                    f"  .venv/bin/connector tenant rotate-token {existing[0].id}"]
+                    f"  {command_name()} tenant rotate-token {existing[0].id}"]
         tenant, issued = tenants.create_tenant(session, "Default workspace", clock.now(),
                                                "bootstrap")
         session.commit()
@@ -422,6 +427,22 @@ def _bootstrap_tenant(settings: Settings) -> list[str]:
             "Keep the token: it is shown only now. Try:",
             f"  curl -H 'Authorization: Bearer {issued.token}' \\",
             f"       {urls.scim_base_url(settings)}/Users"]
+
+
+def command_name() -> str:
+    """How to run `connector` again from here, for the commands it suggests: `connector`
+    when that is this installation's command on PATH, else its path (.venv/bin/connector
+    after `make run`, whose virtual environment is not activated)."""
+    script = Path(sys.executable).parent / "connector"
+    if not script.exists():
+        return f"{sys.executable} -m connector.cli"
+    on_path = shutil.which("connector")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "connector"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def boxed(lines: list[str]) -> str:

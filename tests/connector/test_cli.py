@@ -62,7 +62,21 @@ def test_bootstrap_creates_one_tenant_once(database_url: str, engine: object,
     assert "admin@localhost" in first.stdout and "/admin/" in first.stdout
     second = connector(database_url, "bootstrap", cwd=tmp_path)
     assert "rotate-token" in second.stdout and "scim_" not in second.stdout
-    assert "password" not in second.stdout.split("Admin UI")[-1].split("reset-password")[0]
+    assert "password      : " in first.stdout and "password      : " not in second.stdout
+    assert "Sign in as admin@localhost (partner admin)" in second.stdout
+    # The commands it suggests run as printed, from where bootstrap ran.
+    import shlex
+
+    env = {**os.environ, "CONNECTOR_DATABASE__URL": database_url,
+           "CONNECTOR_CONFIG": str(tmp_path / "none.toml")}
+    suggested = [line.strip("| ").strip() for line in second.stdout.splitlines()
+                 if "rotate-token" in line or "reset-password" in line]
+    assert len(suggested) == 2, second.stdout
+    for line in suggested:
+        ran = subprocess.run(shlex.split(line), env=env, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60, check=False)
+        assert ran.returncode == 0, (line, ran.stderr)
+    assert "admin@localhost" in line and "one-time password" in ran.stdout
 
 
 def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
