@@ -242,6 +242,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.server.host
     port = args.port or settings.server.port
+    connections = args.worker_connections or settings.server.worker_connections
+    problem = _serve_numbers_problem(port, args.workers, connections)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     binds = [f"{host}:{port}"]
     if metrics.enabled(settings.metrics):
         # Before anything counts: gunicorn's workers and the scheduler process inherit
@@ -305,6 +310,20 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_numbers_problem(port: int, workers: int, connections: int) -> str | None:
+    """What is wrong with the numbers serve was given, before it says it serves: gunicorn
+    fails on a port out of range with a traceback, and with no worker it listens and
+    never answers."""
+    if not 1 <= port <= 65535:
+        return f"the port must be 1-65535 (--port, [server] port); got {port}."
+    if workers < 1:
+        return f"--workers must be 1 or more; got {workers}."
+    if connections < 1:
+        return ("the worker connections must be 1 or more (--worker-connections, [server] "
+                f"worker_connections); got {connections}.")
+    return None
+
+
 def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str],
                   serving_line: str) -> int:
     """Become `gunicorn -k gevent 'connector.app:server_app()'` (no scheduler to start).
@@ -341,7 +360,7 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str]
         env[gunicorn_hooks.ENV_WELCOME] = path
     else:
         print(serving_line, flush=True)
-    connections = args.worker_connections or settings.server.worker_connections
+    connections = args.worker_connections or settings.server.worker_connections  # >= 1
     os.execve(sys.executable, [  # noqa: S606 - the same interpreter, fixed arguments
         sys.executable, "-m", "gunicorn", "--worker-class", workers.CLASSES["gevent"],
         "--worker-connections", str(connections), "--workers", str(args.workers),

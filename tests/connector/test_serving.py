@@ -83,6 +83,30 @@ def test_serve_says_what_to_do_instead_of_starting(tmp_path: Path, chosen: list[
     assert not (tmp_path / "c.sqlite3").exists()  # refused before touching the database
 
 
+@pytest.mark.slow  # the command in a new interpreter
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--port", "70000"], {}, "the port must be 1-65535 (--port, [server] port); got 70000."),
+    ([], {"CONNECTOR_SERVER__PORT": "-1"}, "the port must be 1-65535"),
+    (["--workers", "0"], {}, "--workers must be 1 or more; got 0."),
+    (["--worker-class", "gevent"], {"CONNECTOR_SERVER__WORKER_CONNECTIONS": "0"},
+     "the worker connections must be 1 or more"),
+], ids=["port", "port-setting", "workers", "connections"])
+def test_serve_refuses_numbers_it_cannot_serve_with(tmp_path: Path, args: list[str],
+                                                    env: dict[str, str], message: str) -> None:
+    """A port out of range ended in gunicorn's traceback after "Serving on …"; no worker
+    (or no connection per worker) listened and never answered. Refused before anything
+    starts, naming the option and the setting."""
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}", **env}
+    done = subprocess.run([sys.executable, "-m", "connector.cli", "serve", *args], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: {message}"), done.stderr
+    assert "Serving on" not in done.stdout
+    assert not (tmp_path / "c.sqlite3").exists()  # refused before touching the database
+
+
 def test_without_gevent_the_app_is_left_as_it_is() -> None:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         return [b""]
