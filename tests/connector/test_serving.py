@@ -380,6 +380,42 @@ def test_a_killed_server_leaves_no_scheduler_process_behind(tmp_path: Path) -> N
 
 
 @pytest.mark.slow  # a gunicorn server and its scheduler process
+def test_a_killed_server_whose_log_reader_is_gone_leaves_no_scheduler_behind(
+        tmp_path: Path) -> None:
+    """The server killed and its output's reader gone too (a pipe to a log shipper that
+    died): the supervisor's message fails to write, and it must still stop `connector
+    worker`, not die of the broken pipe and leave it running for good."""
+    port = _free_port()
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
+           "CONNECTOR_LOGGING__ACCESS_LOG": "false"}
+    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
+                               "--port", str(port)], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    worker = None
+    try:
+        sup = _wait_for("the supervisor", lambda: next(
+            (pid for pid, cmd in _children(server.pid) if "connector.supervise" in cmd), None),
+            timeout=60)
+        worker = _wait_for("the worker", lambda: next(
+            (pid for pid, cmd in _children(sup) if "worker --supervised" in cmd), None))
+        _wait_for("the worker to start", lambda: _handles_sigterm(worker))
+        assert server.stdout is not None
+        server.stdout.close()  # nobody reads the server's output any more
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+        _wait_for("the scheduler process to stop",
+                  lambda: not _alive(sup) and not _alive(worker), timeout=40)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        if worker is not None and _alive(worker):  # it left the group? never leave it
+            os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.slow  # a gunicorn server and its scheduler process
 def test_ctrl_c_stops_the_gevent_server_without_a_traceback(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops the
     server, its web worker and `connector worker`, and the terminal's last lines are the
