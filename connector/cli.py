@@ -247,6 +247,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    # --host/--port win over the settings everywhere this server's address is named: the
+    # URLs --bootstrap prints, and the processes it starts (the bootstrap child under
+    # gevent, gunicorn's workers, `connector worker`) read their settings again.
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, host=host, port=port))
+    os.environ["CONNECTOR_SERVER__HOST"], os.environ["CONNECTOR_SERVER__PORT"] = host, str(port)
     binds = [f"{host}:{port}"]
     if metrics.enabled(settings.metrics):
         # Before anything counts: gunicorn's workers and the scheduler process inherit

@@ -79,11 +79,12 @@ def test_bootstrap_creates_one_tenant_once(database_url: str, engine: object,
     assert "admin@localhost" in line and "one-time password" in ran.stdout
 
 
+@pytest.mark.parametrize("given", ["environment", "option"])
 def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
-        database_url: str, engine: object, tmp_path: Path) -> None:
+        database_url: str, engine: object, tmp_path: Path, given: str) -> None:
     """`make run`: `connector serve --bootstrap` with the port from the environment (as
-    `make run PORT=…` sets it) serves there, and its last lines, once it listens, are
-    the credentials and addresses in a frame, naming that port."""
+    `make run PORT=…` sets it), or from `--port`, serves there, and its last lines, once
+    it listens, are the credentials and addresses in a frame, naming that port."""
     import socket
     import time
     import urllib.request
@@ -93,12 +94,14 @@ def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
         port = probe.getsockname()[1]
     env = {**os.environ, "CONNECTOR_DATABASE__URL": database_url,
            "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
-           "CONNECTOR_SERVER__PORT": str(port),
            "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY_FILE": str(tmp_path / "entra.key")}
+    if given == "environment":
+        env["CONNECTOR_SERVER__PORT"] = str(port)
+    option = ["--port", str(port)] if given == "option" else []
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
-                                   "--bootstrap"], env=env, cwd=tmp_path, stdout=out,
+                                   "--bootstrap", *option], env=env, cwd=tmp_path, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
