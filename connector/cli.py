@@ -221,6 +221,13 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    named = os.environ.get("CONNECTOR_CONFIG")
+    if not args.config and named and not Path(named).exists():
+        # Skipped, as a missing config.toml is; but a file named on purpose and missing
+        # (a typo, a volume not mounted) would serve the defaults' SQLite database unseen.
+        print(f"Note: CONNECTOR_CONFIG names {named}, which does not exist: serving with "
+              "the built-in defaults and the CONNECTOR_<SECTION>__<KEY> variables.",
+              file=sys.stderr, flush=True)
     if settings.server.schedulers != "web":  # in `connector worker`, or elsewhere
         settings = dataclasses.replace(
             settings,
