@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -40,8 +40,11 @@ from connector.status import Source
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "handler"):
-        parser.print_help()
+    if not hasattr(args, "handler"):  # `connector`, or a group without its action
+        if hasattr(args, "help_of"):
+            args.help_of.print_help(sys.stderr)
+        else:
+            parser.print_help()
         return 2
     try:
         settings = load_settings(args.config)
@@ -56,11 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OperationalError as exc:
-        if "unsupported startup parameter" not in str(exc):
-            raise
-        print(f"error: the database refused the connection's startup options ({exc.orig}). "
-              "Is the URL a PgBouncer? Set pgbouncer = true in [database] "
-              "(CONNECTOR_DATABASE__PGBOUNCER=true).", file=sys.stderr)
+        if "unsupported startup parameter" in str(exc):
+            print(f"error: the database refused the connection's startup options "
+                  f"({exc.orig}). Is the URL a PgBouncer? Set pgbouncer = true in [database] "
+                  "(CONNECTOR_DATABASE__PGBOUNCER=true).", file=sys.stderr)
+            return 1
+        # Unreachable, refused, no such database or user: the operator's to fix, in words.
+        shown = db.database_url(settings.database).render_as_string(hide_password=True)
+        print(f"error: cannot use the database {shown}: {str(exc.orig or exc).strip()}\n"
+              "Check [database] url (CONNECTOR_DATABASE__URL), and that the database "
+              "server runs and lets this user in.", file=sys.stderr)
         return 1
 
 
@@ -172,6 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     p = asub.add_parser("list", help="list admin accounts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_admin_list)
+    for command in sub.choices.values():  # `connector tenant` alone lists tenant's actions
+        command.set_defaults(help_of=command)
     return parser
 
 
@@ -184,7 +194,7 @@ def _session(settings: Settings) -> Session:
 def _read_session(settings: Settings) -> Session:
     """A session on the database as it is, for a command that only reads: it never
     migrates (a listing pointed at the wrong database would create a schema there)."""
-    url = make_url(settings.database.url)
+    url = db.database_url(settings.database)
     shown = url.render_as_string(hide_password=True)
     missing = f"The database {shown} has no connector schema yet; run `connector migrate` " \
         "to create it."
@@ -211,6 +221,13 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    named = os.environ.get("CONNECTOR_CONFIG")
+    if not args.config and named and not Path(named).exists():
+        # Skipped, as a missing config.toml is; but a file named on purpose and missing
+        # (a typo, a volume not mounted) would serve the defaults' SQLite database unseen.
+        print(f"Note: CONNECTOR_CONFIG names {named}, which does not exist: serving with "
+              "the built-in defaults and the CONNECTOR_<SECTION>__<KEY> variables.",
+              file=sys.stderr, flush=True)
     if settings.server.schedulers != "web":  # in `connector worker`, or elsewhere
         settings = dataclasses.replace(
             settings,
@@ -232,12 +249,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     host = args.host or settings.server.host
     port = args.port or settings.server.port
-    # What it prints (bootstrap's SCIM and admin UI addresses) and the links its worker
-    # e-mails are where it listens, as given by --host/--port too, not the settings'
-    # 127.0.0.1:8080: here, and in the processes it starts (which read the environment).
-    settings = dataclasses.replace(settings, server=dataclasses.replace(
-        settings.server, host=host, port=port))
-    os.environ.update(CONNECTOR_SERVER__HOST=host, CONNECTOR_SERVER__PORT=str(port))
+    connections = args.worker_connections or settings.server.worker_connections
+    problem = _serve_numbers_problem(port, args.workers, connections)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    # --host/--port win over the settings everywhere this server's address is named: the
+    # URLs --bootstrap prints, and the processes it starts (the bootstrap child under
+    # gevent, gunicorn's workers, `connector worker`) read their settings again.
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, host=host, port=port))
+    os.environ["CONNECTOR_SERVER__HOST"], os.environ["CONNECTOR_SERVER__PORT"] = host, str(port)
     binds = [f"{host}:{port}"]
     if metrics.enabled(settings.metrics):
         # Before anything counts: gunicorn's workers and the scheduler process inherit
@@ -301,6 +323,20 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_numbers_problem(port: int, workers: int, connections: int) -> str | None:
+    """What is wrong with the numbers serve was given, before it says it serves: gunicorn
+    fails on a port out of range with a traceback, and with no worker it listens and
+    never answers."""
+    if not 1 <= port <= 65535:
+        return f"the port must be 1-65535 (--port, [server] port); got {port}."
+    if workers < 1:
+        return f"--workers must be 1 or more; got {workers}."
+    if connections < 1:
+        return ("the worker connections must be 1 or more (--worker-connections, [server] "
+                f"worker_connections); got {connections}.")
+    return None
+
+
 def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str],
                   serving_line: str) -> int:
     """Become `gunicorn -k gevent 'connector.app:server_app()'` (no scheduler to start).
@@ -337,7 +373,7 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str]
         env[gunicorn_hooks.ENV_WELCOME] = path
     else:
         print(serving_line, flush=True)
-    connections = args.worker_connections or settings.server.worker_connections
+    connections = args.worker_connections or settings.server.worker_connections  # >= 1
     os.execve(sys.executable, [  # noqa: S606 - the same interpreter, fixed arguments
         sys.executable, "-m", "gunicorn", "--worker-class", workers.CLASSES["gevent"],
         "--worker-connections", str(connections), "--workers", str(args.workers),
@@ -380,10 +416,14 @@ def bootstrap(settings: Settings) -> list[str]:
         lines += ["", f"Created {made}: the key that encrypts Entra credentials. Keep it,",
                   "and keep it out of database backups."]
     with _session(settings) as session:
-        if admins.list_admins(session):
+        existing = admins.list_admins(session)
+        if existing:
+            first = min(existing, key=lambda a: (a.role != admins.PARTNER,
+                                                 a.disabled_at is not None))
             return [*lines, "", f"Admin UI: {urls.admin_url(settings)}",
-                    "Sign in with your admin account (`connector admin reset-password EMAIL`",
-                    "issues a new password)."]
+                    f"Sign in as {first.email} ({first.role} admin). A new one-time "
+                    "password:",
+                    f"  {command_name()} admin reset-password {first.email}"]
         account, one_time = admins.create_admin(
             session, BOOTSTRAP_ADMIN, admins.PARTNER, None, clock.now(),
             one_time_hours=settings.admin.one_time_password_hours)
@@ -408,7 +448,7 @@ def _bootstrap_tenant(settings: Settings) -> list[str]:
                     f"({existing[0].id}).",
                     f"SCIM base URL: {urls.scim_base_url(settings)}",
                     "Its SCIM token was shown when it was created. For a new one run:",
-                    f"  .venv/bin/connector tenant rotate-token {existing[0].id}"]
+                    f"  {command_name()} tenant rotate-token {existing[0].id}"]
         tenant, issued = tenants.create_tenant(session, "Default workspace", clock.now(),
                                                "bootstrap")
         session.commit()
@@ -419,6 +459,22 @@ def _bootstrap_tenant(settings: Settings) -> list[str]:
             "Keep the token: it is shown only now. Try:",
             f"  curl -H 'Authorization: Bearer {issued.token}' \\",
             f"       {urls.scim_base_url(settings)}/Users"]
+
+
+def command_name() -> str:
+    """How to run `connector` again from here, for the commands it suggests: `connector`
+    when that is this installation's command on PATH, else its path (.venv/bin/connector
+    after `make run`, whose virtual environment is not activated)."""
+    script = Path(sys.executable).parent / "connector"
+    if not script.exists():
+        return f"{sys.executable} -m connector.cli"
+    on_path = shutil.which("connector")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "connector"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def boxed(lines: list[str]) -> str:

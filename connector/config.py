@@ -601,45 +601,75 @@ def load_settings(
     environ = os.environ if environ is None else environ
     data: dict[str, dict[str, Any]] = {}
     file = Path(path) if path else Path(environ.get(ENV_PREFIX + "CONFIG", "config.toml"))
-    if file.exists():
-        try:
+    try:
+        if file.exists():
             data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: {exc}") from exc
-    elif path:
-        raise ConfigError(f"{file}: no such settings file")
-    _merge_environment(data, environ)
+        elif path:
+            raise ConfigError(f"{file}: no such settings file")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not a TOML settings file (not UTF-8 text)") from exc
+    except OSError as exc:  # a directory, a file this user may not read
+        raise ConfigError(f"{file}: cannot read the settings file "
+                          f"({exc.strerror or exc})") from exc
+    from_env = _merge_environment(data, environ)
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
-    return _build(data, str(file))
+    return _build(data, _Origin(str(file), from_env))
 
 
-def _merge_environment(data: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> None:
+@dataclass(frozen=True)
+class _Origin:
+    """Where the settings came from, to name in an error: the file, or for a key set in
+    the environment, its variable (the file may not even exist)."""
+
+    file: str
+    variables: Mapping[tuple[str, str], str]
+
+    def of(self, section: str, keys: set[str] | None = None) -> str:
+        names = sorted(name for (s, k), name in self.variables.items()
+                       if s == section and (keys is None or k in keys))
+        return ", ".join(names) or self.file
+
+
+def _merge_environment(data: dict[str, dict[str, Any]],
+                       environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """Put the CONNECTOR_<SECTION>__<KEY> variables into `data`; returns which variable
+    set each (section, key)."""
+    names = {}
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         data.setdefault(section, {})[key] = raw
+        names[(section, key)] = name
+    return names
 
 
-def _build(data: Mapping[str, Any], origin: str) -> Settings:
+def _build(data: Mapping[str, Any], origin: _Origin) -> Settings:
     unknown = set(data) - set(_SECTION_TYPES)
     if unknown:
-        raise ConfigError(f"{origin}: unknown section(s) {sorted(unknown)}")
+        where = ", ".join(sorted({origin.of(name) for name in unknown}))
+        raise ConfigError(f"{where}: unknown section(s) {sorted(unknown)}. The sections are "
+                          f"{', '.join(_SECTION_TYPES)} (config.example.toml lists every "
+                          "setting).")
     sections = {}
     for name, cls in _SECTION_TYPES.items():
         values = data.get(name, {})
         if not isinstance(values, Mapping):
-            raise ConfigError(f"{origin}: [{name}] must be a table")
+            raise ConfigError(f"{origin.file}: [{name}] must be a table")
         sections[name] = _build_section(cls, name, values, origin)
     return Settings(**sections)
 
 
-def _build_section(cls: type, name: str, values: Mapping[str, Any], origin: str) -> Any:
+def _build_section(cls: type, name: str, values: Mapping[str, Any], origin: _Origin) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(values) - set(fields)
     if unknown:
-        raise ConfigError(f"{origin}: unknown setting(s) {sorted(unknown)} in [{name}]")
+        raise ConfigError(f"{origin.of(name, unknown)}: unknown setting(s) {sorted(unknown)} "
+                          f"in [{name}]. Its settings are {', '.join(fields)} "
+                          "(config.example.toml explains each).")
     kwargs = {}
     choices = _choices(cls)
     for key, raw in values.items():

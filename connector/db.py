@@ -30,12 +30,12 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool
 
 from connector import serving
-from connector.config import DatabaseSettings
+from connector.config import ConfigError, DatabaseSettings
 
 
 def refused_value(error: BaseException) -> bool:
@@ -49,9 +49,29 @@ def refused_value(error: BaseException) -> bool:
     return state[:2] in ("22", "54")
 
 
+URL_FORMS = ("sqlite:///path/to/file.sqlite3 or "
+             "postgresql+psycopg://user:password@host:5432/dbname")
+DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")  # what the connector installs
+
+
+def database_url(settings: DatabaseSettings) -> URL:
+    """`settings.url` parsed, or a ConfigError saying what to write instead (never the
+    URL itself: it may hold a password)."""
+    try:
+        url = make_url(settings.url)
+    except (exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ConfigError(f"[database] url (CONNECTOR_DATABASE__URL) is not a database URL; "
+                          f"write {URL_FORMS}.") from None
+    if url.drivername not in DRIVERS:
+        raise ConfigError(f"[database] url (CONNECTOR_DATABASE__URL) starts with "
+                          f"{url.drivername}://, a database or driver the connector does not "
+                          f"use; write {URL_FORMS}.")
+    return url
+
+
 def make_engine(settings: DatabaseSettings) -> Engine:
     """Create the engine for `settings.url`, with SQLite made safe for concurrent use."""
-    url = make_url(settings.url)
+    url = database_url(settings)
     kwargs: dict[str, Any] = {"echo": settings.echo}
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":

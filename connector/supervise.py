@@ -21,6 +21,7 @@ this small process owns its one child, whatever the server does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,7 +38,10 @@ ENV_STOP = "CONNECTOR_SUPERVISOR_STOP_SECONDS"  # and how long the worker may ta
 
 
 def say(text: str) -> None:
-    print(f"[scheduler] {text}", file=sys.stderr, flush=True)
+    # The terminal or the log reader may be gone (a closed pipe): the supervisor must
+    # still stop `connector worker`, rather than die here and leave it running.
+    with contextlib.suppress(OSError):
+        print(f"[scheduler] {text}", file=sys.stderr, flush=True)
 
 
 class Supervisor:

@@ -12,6 +12,9 @@ The gthread and sync workers also bound the time a client may take to send its r
 headers (`server.header_timeout_seconds`, connector/slow_clients.py): a slowloris
 client is cut off instead of holding a thread for as long as it trickles.
 
+The gevent worker quits once when Ctrl-C stops the server (`QuitOnce`), without a
+traceback.
+
 `GeventWorker` is imported on first use only (PEP 562): importing gevent's worker in a
 process that is not going to be patched would be wasted, and the gthread and sync
 workers never need it.
@@ -155,11 +158,27 @@ class SyncWorker(OneSend, JsonRefusals, _SyncWorker):
         return super().handle_request(listener, req, client, addr)
 
 
+class QuitOnce:
+    """The gevent worker quits on the first SIGINT or SIGQUIT and ignores the rest.
+
+    Ctrl-C reaches the whole process group: the worker gets SIGINT from the terminal and
+    then SIGQUIT from the master stopping it. gunicorn's gevent worker quits in a new
+    greenlet for each (sys.exit there); the second ran while the interpreter was already
+    shutting down, and gevent printed its SystemExit as a traceback under the server's
+    last lines."""
+
+    def handle_quit(self, sig: Any, frame: Any) -> None:
+        if getattr(self, "connector_quitting", False):
+            return
+        self.connector_quitting = True
+        super().handle_quit(sig, frame)  # type: ignore[misc]
+
+
 def __getattr__(name: str) -> Any:
     if name == "GeventWorker":
         from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 
-        worker = type("GeventWorker", (OneSend, JsonRefusals, _GeventWorker),
+        worker = type("GeventWorker", (QuitOnce, OneSend, JsonRefusals, _GeventWorker),
                       {"__module__": __name__})
         globals()[name] = worker
         return worker

@@ -62,16 +62,29 @@ def test_bootstrap_creates_one_tenant_once(database_url: str, engine: object,
     assert "admin@localhost" in first.stdout and "/admin/" in first.stdout
     second = connector(database_url, "bootstrap", cwd=tmp_path)
     assert "rotate-token" in second.stdout and "scim_" not in second.stdout
-    assert "password" not in second.stdout.split("Admin UI")[-1].split("reset-password")[0]
+    assert "password      : " in first.stdout and "password      : " not in second.stdout
+    assert "Sign in as admin@localhost (partner admin)" in second.stdout
+    # The commands it suggests run as printed, from where bootstrap ran.
+    import shlex
+
+    env = {**os.environ, "CONNECTOR_DATABASE__URL": database_url,
+           "CONNECTOR_CONFIG": str(tmp_path / "none.toml")}
+    suggested = [line.strip("| ").strip() for line in second.stdout.splitlines()
+                 if "rotate-token" in line or "reset-password" in line]
+    assert len(suggested) == 2, second.stdout
+    for line in suggested:
+        ran = subprocess.run(shlex.split(line), env=env, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60, check=False)
+        assert ran.returncode == 0, (line, ran.stderr)
+    assert "admin@localhost" in line and "one-time password" in ran.stdout
 
 
-@pytest.mark.parametrize("given_by", ["environment", "flag"])
+@pytest.mark.parametrize("given", ["environment", "option"])
 def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
-        database_url: str, engine: object, tmp_path: Path, given_by: str) -> None:
+        database_url: str, engine: object, tmp_path: Path, given: str) -> None:
     """`make run`: `connector serve --bootstrap` with the port from the environment (as
-    `make run PORT=…` sets it) serves there, and its last lines, once it listens, are
-    the credentials and addresses in a frame, naming that port. `--port N` likewise (its
-    SCIM and admin UI addresses named 8080, where nothing listened)."""
+    `make run PORT=…` sets it), or from `--port`, serves there, and its last lines, once
+    it listens, are the credentials and addresses in a frame, naming that port."""
     import socket
     import time
     import urllib.request
@@ -82,13 +95,13 @@ def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
     env = {**os.environ, "CONNECTOR_DATABASE__URL": database_url,
            "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
            "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY_FILE": str(tmp_path / "entra.key")}
-    flags = ["--port", str(port)] if given_by == "flag" else []
-    if given_by == "environment":
+    if given == "environment":
         env["CONNECTOR_SERVER__PORT"] = str(port)
+    option = ["--port", str(port)] if given == "option" else []
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
-                                   "--bootstrap", *flags], env=env, cwd=tmp_path, stdout=out,
+                                   "--bootstrap", *option], env=env, cwd=tmp_path, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -268,3 +281,78 @@ def test_tenant_rename_close_reopen_and_purge(database_url: str, engine: object,
     assert purged.returncode == 0 and "Purged 'Acme Holding'" in purged.stdout, purged.stderr
     assert json.loads(connector(database_url, "tenant", "list", "--json",
                                 cwd=tmp_path).stdout) == []
+
+
+# -- an operator's mistakes: a plain-words error and a non-zero exit, never a traceback ----
+
+
+@pytest.fixture
+def unreachable_url(database_url: str, tmp_path: Path) -> str:
+    """A database of `database_url`'s kind that cannot be opened: PostgreSQL on a port
+    nothing listens on (with a password, which must not be shown), SQLite at a path that
+    is a directory."""
+    if database_url.startswith("sqlite"):
+        (tmp_path / "a-directory").mkdir()
+        return f"sqlite:///{tmp_path / 'a-directory'}"
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"postgresql+psycopg://connector:s3cret@127.0.0.1:{port}/connector"
+
+
+# A command that migrates first, one that only reads, and serve (whose gevent path
+# migrates in a child process).
+@pytest.mark.parametrize("command", [["tenant", "create", "Acme"], ["tenant", "list"],
+                                     ["serve"]], ids=lambda command: "-".join(command))
+def test_an_unreachable_database_is_said_in_words(unreachable_url: str, tmp_path: Path,
+                                                  command: list[str]) -> None:
+    result = connector(unreachable_url, *command, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "error: cannot use the database " in result.stderr
+    assert "Check [database] url (CONNECTOR_DATABASE__URL)" in result.stderr
+    assert "s3cret" not in result.stderr
+    expected = ("Connection refused" if unreachable_url.startswith("postgresql")
+                else "unable to open database file")
+    assert expected in result.stderr
+
+
+@pytest.mark.parametrize(("url", "command", "message"), [
+    ("not a url", "migrate", "is not a database URL"),
+    ("postgresql+psycopg://connector:s3cret@db:port/connector", "tenant list",
+     "is not a database URL"),
+    ("mysql://connector:s3cret@db/connector", "migrate", "starts with mysql://"),
+    ("postgresql://connector:s3cret@db/connector", "tenant list",
+     "starts with postgresql://"),
+])
+def test_a_database_url_the_connector_cannot_use_says_what_to_write(
+        tmp_path: Path, url: str, command: str, message: str) -> None:
+    result = connector(url, *command.split(), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr
+    assert "postgresql+psycopg://user:password@host:5432/dbname" in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+def test_a_settings_file_that_is_a_directory_is_said_in_words(tmp_path: Path) -> None:
+    (tmp_path / "settings").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "connector.cli", "--config", str(tmp_path / "settings"),
+         "tenant", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        check=False)
+    assert result.returncode == 1
+    assert result.stderr == f"error: {tmp_path / 'settings'}: cannot read the settings " \
+        "file (Is a directory)\n"
+
+
+@pytest.mark.parametrize("group", ["tenant", "billing"])
+def test_a_command_group_without_its_action_lists_the_actions(tmp_path: Path,
+                                                              group: str) -> None:
+    result = connector("sqlite:///unused.sqlite3", group, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"usage: connector {group} "), result.stderr
+    listed = {"tenant": "rotate-token", "billing": "close-due"}[group]
+    assert listed in result.stderr and result.stdout == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import get_args
@@ -64,6 +65,45 @@ def test_broken_toml_is_reported(tmp_path: Path) -> None:
     path.write_text("[server\n")
     with pytest.raises(ConfigError, match="c.toml"):
         load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, r"c\.toml: cannot read the settings file \(Is a directory\)"),
+    (b"\xff\xfe[server]\n", r"c\.toml: not a TOML settings file \(not UTF-8 text\)"),
+])
+def test_an_unreadable_file_is_reported(tmp_path: Path, content: bytes | None,
+                                        message: str) -> None:
+    """A directory or a binary file where the settings file should be: a ConfigError (the
+    command says it in one line), not an OSError or UnicodeDecodeError (a traceback)."""
+    path = tmp_path / "c.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path, environ={})
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={"CONNECTOR_CONFIG": str(path)})
+
+
+def test_an_unknown_key_in_the_environment_names_the_variable(tmp_path: Path) -> None:
+    """Not the settings file (which may not exist): the operator fixes the variable."""
+    path = tmp_path / "c.toml"
+    path.write_text("[server]\nport = 9000\n")
+    env = {"CONNECTOR_CONFIG": str(path), "CONNECTOR_SERVER__PROT": "1"}
+    with pytest.raises(ConfigError, match=r"^CONNECTOR_SERVER__PROT: unknown setting\(s\) "
+                       r"\['prot'\] in \[server\]\. Its settings are host, port, "):
+        load_settings(environ=env)
+    env = {"CONNECTOR_CONFIG": str(path), "CONNECTOR_SERVERS__PORT": "1"}
+    with pytest.raises(ConfigError, match=r"^CONNECTOR_SERVERS__PORT: unknown section\(s\) "
+                       r"\['servers'\]\. The sections are server, database, "):
+        load_settings(environ=env)
+    path.write_text("[server]\nprot = 1\n[servers]\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: unknown section"):
+        load_settings(environ={"CONNECTOR_CONFIG": str(path)})
+    path.write_text("[server]\nprot = 1\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: unknown setting"):
+        load_settings(environ={"CONNECTOR_CONFIG": str(path)})
 
 
 # Every setting that takes one of a closed set of values, with a typo of one of them.

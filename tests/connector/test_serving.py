@@ -83,6 +83,33 @@ def test_serve_says_what_to_do_instead_of_starting(tmp_path: Path, chosen: list[
     assert not (tmp_path / "c.sqlite3").exists()  # refused before touching the database
 
 
+@pytest.mark.slow  # the command in a new interpreter
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--port", "70000"], {}, "the port must be 1-65535 (--port, [server] port); got 70000."),
+    ([], {"CONNECTOR_SERVER__PORT": "-1"}, "the port must be 1-65535"),
+    (["--workers", "0"], {}, "--workers must be 1 or more; got 0."),
+    (["--worker-class", "gevent"], {"CONNECTOR_SERVER__WORKER_CONNECTIONS": "0"},
+     "the worker connections must be 1 or more"),
+], ids=["port", "port-setting", "workers", "connections"])
+def test_serve_refuses_numbers_it_cannot_serve_with(tmp_path: Path, args: list[str],
+                                                    env: dict[str, str], message: str) -> None:
+    """A port out of range ended in gunicorn's traceback after "Serving on …"; no worker
+    (or no connection per worker) listened and never answered. Refused before anything
+    starts, naming the option and the setting."""
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}", **env}
+    done = subprocess.run([sys.executable, "-m", "connector.cli", "serve", *args], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"error: {message}"), done.stderr
+    # A settings file named and missing is said (it is skipped, as config.toml is).
+    assert done.stderr.startswith(f"Note: CONNECTOR_CONFIG names {tmp_path / 'none.toml'}, "
+                                  "which does not exist: serving with the built-in defaults")
+    assert "Serving on" not in done.stdout
+    assert not (tmp_path / "c.sqlite3").exists()  # refused before touching the database
+
+
 def test_without_gevent_the_app_is_left_as_it_is() -> None:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         return [b""]
@@ -353,3 +380,86 @@ def test_a_killed_server_leaves_no_scheduler_process_behind(tmp_path: Path) -> N
     log = log_path.read_text()
     assert "the server stopped: stopping `connector worker`." in log
     assert "Sync worker stopped." in log
+
+
+@pytest.mark.slow  # a gunicorn server and its scheduler process
+def test_a_killed_server_whose_log_reader_is_gone_leaves_no_scheduler_behind(
+        tmp_path: Path) -> None:
+    """The server killed and its output's reader gone too (a pipe to a log shipper that
+    died): the supervisor's message fails to write, and it must still stop `connector
+    worker`, not die of the broken pipe and leave it running for good."""
+    port = _free_port()
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
+           "CONNECTOR_LOGGING__ACCESS_LOG": "false"}
+    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
+                               "--port", str(port)], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    worker = None
+    try:
+        sup = _wait_for("the supervisor", lambda: next(
+            (pid for pid, cmd in _children(server.pid) if "connector.supervise" in cmd), None),
+            timeout=60)
+        worker = _wait_for("the worker", lambda: next(
+            (pid for pid, cmd in _children(sup) if "worker --supervised" in cmd), None))
+        _wait_for("the worker to start", lambda: _handles_sigterm(worker))
+        assert server.stdout is not None
+        server.stdout.close()  # nobody reads the server's output any more
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+        _wait_for("the scheduler process to stop",
+                  lambda: not _alive(sup) and not _alive(worker), timeout=40)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        if worker is not None and _alive(worker):  # it left the group? never leave it
+            os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.slow  # a gunicorn server and its scheduler process
+def test_ctrl_c_stops_the_gevent_server_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) stops the
+    server, its web worker and `connector worker`, and the terminal's last lines are the
+    shutdown's, not a traceback (gunicorn's gevent worker quit twice: the terminal's
+    SIGINT, then the master's SIGQUIT)."""
+    port = _free_port()
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
+           "CONNECTOR_LOGGING__ACCESS_LOG": "false"}
+    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
+                                   "--worker-class", "gevent", "--port", str(port)],
+                                  env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        sup = _wait_for("the supervisor", lambda: next(
+            (pid for pid, cmd in _children(server.pid) if "connector.supervise" in cmd), None),
+            timeout=60)
+        worker = _wait_for("the worker", lambda: next(
+            (pid for pid, cmd in _children(sup) if "worker --supervised" in cmd), None))
+        _wait_for("the worker to start", lambda: _handles_sigterm(worker))
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        _wait_for("the server to serve", ready, timeout=60)
+        os.killpg(server.pid, signal.SIGINT)
+        assert server.wait(timeout=40) == 0
+        _wait_for("the scheduler process to stop",
+                  lambda: not _alive(sup) and not _alive(worker), timeout=20)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    log = log_path.read_text()
+    assert "Handling signal: int" in log and "Shutting down: Master" in log
+    assert "Sync worker stopped." in log
+    assert "Traceback" not in log and "failed with SystemExit" not in log, log
