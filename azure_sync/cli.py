@@ -252,7 +252,7 @@ def _run_facts(service: SyncService, tenant_id: str, run_id: int | None) -> dict
             before = s.scalar(select(SyncRun).where(
                 SyncRun.tenant_id == tenant_id, SyncRun.id < run_id)
                 .order_by(SyncRun.id.desc()).limit(1))
-            if before is not None and before.status == "failed":
+            if before is not None and before.status == "replaced":
                 facts["replaced"] = {"run_id": before.id,
                                      "reason": sync_status.plain_error(before.error)[0]}
         return facts

@@ -145,7 +145,7 @@ class GraphClient:
             status = response.status_code
             if status == 200:
                 return self._json(response, url)
-            code = _error_code(response)
+            code, said = _graph_error(response)
             if status == 401 and not refreshed:
                 self.tokens.forget(self.app.authority_host, self.app.directory_id,
                                    self.app.client_id, self.app.credential)
@@ -167,7 +167,6 @@ class GraphClient:
                 self._retry_later(wait, attempt, f"HTTP {status} {code or ''}".strip())
                 attempt += 1
                 continue
-            said = _error_message(response)
             raise GraphError(f"Graph answered {status} {code or ''} for "
                              f"{urllib.parse.urlsplit(url).path}".replace("  ", " ")
                              + (f": {said}" if said else "."), status, code)
@@ -236,29 +235,22 @@ class GraphClient:
             self.sleep(seconds)
 
 
-def _error_message(response: requests.Response) -> str | None:
-    """Graph's own words for a refusal (`error.message`), cut to one short line."""
+def _graph_error(response: requests.Response) -> tuple[str | None, str | None]:
+    """Graph's `error.code` and its own words for a refusal (`error.message`, cut to one
+    short line), read from one parse of the body; None for what it did not say."""
     try:
         body = response.json()
     except ValueError:
-        return None
+        return None, None
     error = body.get("error") if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    code = error["code"] if isinstance(error.get("code"), str) else None
+    message = error.get("message")
     if not isinstance(message, str) or not message.strip():
-        return None
+        return code, None
     line = " ".join(message.split())
-    return line if len(line) <= 300 else line[:299] + "…"
-
-
-def _error_code(response: requests.Response) -> str | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("code"), str):
-        return error["code"]
-    return None
+    return code, line if len(line) <= 300 else line[:299] + "…"
 
 
 __all__ = ["AppIdentity", "GraphClient", "MemoryGate", "ThrottleGate", "TokenError"]

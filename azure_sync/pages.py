@@ -111,6 +111,8 @@ STATUS = {  # run status -> (words, badge class)
     "running": ("running", "inactive"), "succeeded": ("succeeded", "active"),
     "failed": ("failed", "deleted"), "awaiting_approval": ("awaiting approval", "paused"),
     "rejected": ("rejected", "inactive"),
+    # Graph's resync started the round over in a new run: normal, not a failure.
+    "replaced": ("replaced by a resync", "inactive"),
 }
 ACTIONS = {"disable": "Disable (disabled in Entra ID)",
            "soft_delete": "Delete (deleted in Entra ID, still restorable there)",

@@ -217,17 +217,22 @@ def _count_failure(state: SyncState, now: dt.datetime, options: RoundOptions) ->
 
 def _restart_full(maker: sessionmaker[Session], tenant_id: str, run_id: int,
                   client: GraphClient, options: RoundOptions, reason: str) -> int:
-    """Graph forgot the delta state: close the round as failed and start a full round
-    from scratch in its place; return its run id."""
+    """Graph forgot the delta state: close the run as `replaced` and start a full round
+    from scratch in its place; return its run id. Graph's resync is normal and handled,
+    not a failure: it counts toward neither quarantine nor the failure notifications,
+    and the run's note names the run that replaced it."""
     with maker() as s:
         state = s.get(SyncState, tenant_id)
         assert state is not None
         now = options.clock()
-        _finish(s, run_id, "failed", now, reason)
+        _finish(s, run_id, "replaced", now, reason)
         state.users_delta_link = state.groups_delta_link = None
         state.run_id = None
         _start(s, state, client, now, "resync")
         new_run_id = state.run_id
+        replaced = s.get(SyncRun, run_id)
+        if replaced is not None:
+            replaced.error = f"{reason} Run {new_run_id} replaced this one."
         s.commit()
     assert new_run_id is not None
     return new_run_id

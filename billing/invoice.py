@@ -27,14 +27,20 @@ class InvalidPrice(ValueError):
     """A price table entry that cannot be used; the message names it."""
 
 
-def parse_prices(entries: Iterable[Mapping[str, object]]) -> dict[tuple[str, str], Decimal]:
-    """A price table from `[{"unit": "Hybrid", "plan": "standard", "price": "4.50"}, …]`."""
+def parse_prices(entries: Iterable[Mapping[str, object]],
+                 units: Mapping[str, str] | None = None) -> dict[tuple[str, str], Decimal]:
+    """A price table from `[{"unit": "Hybrid", "plan": "standard", "price": "4.50"}, …]`.
+    `units`: the units that may be priced (casefolded name to spelling), for a table
+    being set; a unit outside them would never meet an invoice line, so it is refused,
+    and one given in another case is stored in the catalogue's spelling."""
     table: dict[tuple[str, str], Decimal] = {}
     for entry in entries:
         unit, plan = entry.get("unit"), entry.get("plan")
         if not isinstance(unit, str) or not unit or plan not in ("standard", "frontline"):
             raise InvalidPrice("Each price needs a unit (a module name, or \"user\") and a "
                                "plan (standard or frontline).")
+        if units is not None:
+            unit = _known_unit(unit, units)
         raw = entry.get("price")
         try:
             price = Decimal(raw if isinstance(raw, str) else str(raw))
@@ -49,6 +55,21 @@ def parse_prices(entries: Iterable[Mapping[str, object]]) -> dict[tuple[str, str
             raise InvalidPrice(f"{unit}/{plan} is priced twice.")
         table[(unit, plan)] = price
     return table
+
+
+_LISTED_UNITS = 30  # a catalogue may be long; the message names this many
+
+
+def _known_unit(unit: str, units: Mapping[str, str]) -> str:
+    known = units.get(unit.casefold())
+    if known is not None:
+        return known
+    names = sorted(units.values(), key=lambda n: (n != PER_USER, n.casefold()))
+    listed = ", ".join(names[:_LISTED_UNITS]) + (
+        f" and {len(names) - _LISTED_UNITS} more" if len(names) > _LISTED_UNITS else "")
+    raise InvalidPrice(f"{unit!r} is neither \"user\" nor a module of this tenant's "
+                       f"catalogue, so no invoice line would ever use its price. Price one "
+                       f"of: {listed}.")
 
 
 def prices_as_json(table: Mapping[tuple[str, str], Decimal]) -> list[dict[str, str]]:

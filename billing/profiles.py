@@ -13,11 +13,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from billing.invoice import InvalidPrice, parse_prices, prices_as_json
-from billing.policies import POLICIES
+from billing.policies import PER_USER, POLICIES
 from connector import events, tenant_settings
 from connector.errors import FieldChecks, InvalidSetting
 from connector.events import WriteContext
 from connector.models import BillingProfile, Tenant
+from connector.tenants import module_catalogue
 
 TEXT_FIELDS = {"company_name": 200, "reference_number": 100, "customer_type": 100,
                "industry": 100, "po_number": 100}
@@ -44,7 +45,8 @@ def update_profile(session: Session, ctx: WriteContext, tenant: Tenant,
     """Apply `changes` (snake_case keys; time_zone goes to the tenant's settings) after
     checking every one of them: nothing is applied if one is wrong. Recorded as an
     event."""
-    checked = _check(changes)
+    checked = _check(changes, _priceable_units(session, tenant.id) if "prices" in changes
+                     else {})
     profile = session.get(BillingProfile, tenant.id)
     if profile is None:
         profile = load_profile(session, tenant.id)
@@ -77,9 +79,15 @@ LABELS = {"company_name": "Company name", "reference_number": "Reference number"
           "po_number": "Purchase order (PO) number"}
 
 
-def _check(changes: Mapping[str, Any]) -> dict[str, Any]:
+def _priceable_units(session: Session, tenant_id: str) -> dict[str, str]:
+    """What a price may name (casefolded to spelling): `user`, which the policies that
+    bill users price, and each module of the tenant's catalogue."""
+    return {**module_catalogue(session, tenant_id), PER_USER: PER_USER}
+
+
+def _check(changes: Mapping[str, Any], units: Mapping[str, str]) -> dict[str, Any]:
     """Every change checked; every wrong one said at once (`InvalidFields`), each in the
-    words of the billing info form's labels."""
+    words of the billing info form's labels. `units`: what a price may name."""
     checked: dict[str, Any] = {}
     fields = FieldChecks()
     if "trial_starts_on" in changes:
@@ -88,12 +96,12 @@ def _check(changes: Mapping[str, Any]) -> dict[str, Any]:
         changes = {k: v for k, v in changes.items() if k != "trial_starts_on"}
     for key, value in changes.items():
         with fields.field(key):
-            checked[key] = _check_one(key, value)
+            checked[key] = _check_one(key, value, units)
     fields.raise_any()
     return checked
 
 
-def _check_one(key: str, value: Any) -> Any:
+def _check_one(key: str, value: Any, units: Mapping[str, str]) -> Any:
     if key in TEXT_FIELDS:
         if not isinstance(value, str) or len(value) > TEXT_FIELDS[key]:
             raise InvalidSetting(f"{LABELS[key]} must be text of at most {TEXT_FIELDS[key]} "
@@ -113,7 +121,7 @@ def _check_one(key: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
             raise InvalidSetting("The prices must be a list of {unit, plan, price}.")
         try:
-            return prices_as_json(parse_prices(value))
+            return prices_as_json(parse_prices(value, units))
         except InvalidPrice as exc:
             raise InvalidSetting(str(exc)) from exc
     if key == "time_zone":

@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.print_help()
         return 2
+    _note_missing_settings_file(args)
     try:
         settings = load_settings(args.config)
         provlog.configure(settings.provisioning_log)
@@ -70,6 +71,20 @@ def main(argv: Sequence[str] | None = None) -> int:
               "Check [database] url (CONNECTOR_DATABASE__URL), and that the database "
               "server runs and lets this user in.", file=sys.stderr)
         return 1
+
+
+def _note_missing_settings_file(args: argparse.Namespace) -> None:
+    """Say on stderr when CONNECTOR_CONFIG names a file that does not exist. It is
+    skipped, as a missing config.toml is; but a file named on purpose and missing (a
+    typo, a volume not mounted) would otherwise use the built-in defaults' SQLite
+    database unseen, in `migrate` and `tenant create` as much as in `serve`. A worker
+    `serve` supervises leaves it to the server, which said it."""
+    named = os.environ.get("CONNECTOR_CONFIG")
+    if args.config or not named or getattr(args, "supervised", False) or Path(named).exists():
+        return
+    print(f"Note: CONNECTOR_CONFIG names {named}, which does not exist: using the built-in "
+          "defaults and the CONNECTOR_<SECTION>__<KEY> variables.", file=sys.stderr,
+          flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -221,13 +236,6 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    named = os.environ.get("CONNECTOR_CONFIG")
-    if not args.config and named and not Path(named).exists():
-        # Skipped, as a missing config.toml is; but a file named on purpose and missing
-        # (a typo, a volume not mounted) would serve the defaults' SQLite database unseen.
-        print(f"Note: CONNECTOR_CONFIG names {named}, which does not exist: serving with "
-              "the built-in defaults and the CONNECTOR_<SECTION>__<KEY> variables.",
-              file=sys.stderr, flush=True)
     if settings.server.schedulers != "web":  # in `connector worker`, or elsewhere
         settings = dataclasses.replace(
             settings,

@@ -7,8 +7,13 @@ directory service (`connector.directory`) is the only thing that applies them.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Set
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
+
+# The version a writer expects a resource to be at: None (no condition), one version, or
+# a set of which any one will do (an If-Match list, RFC 7232 §3.1).
+ExpectedVersion: TypeAlias = int | Set[int] | None
 
 
 @dataclass(frozen=True)

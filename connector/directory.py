@@ -24,6 +24,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from connector import counters, db, events, limits, provlog, search_words, user_extras
 from connector.commands import (
     Correction,
+    ExpectedVersion,
     GroupFields,
     IndexedValue,
     MemberChange,
@@ -286,9 +287,16 @@ class Directory:
         if self.ctx.source in IDP_SOURCES and self.policy.provisioning_paused:
             raise ProvisioningPaused(self.retry_after)
 
-    def _check_version(self, current: int, expected: int | None) -> None:
-        if expected is not None and expected != current:
+    def _check_version(self, current: int, expected: ExpectedVersion) -> None:
+        """Refuse unless `expected` is None (no condition), `current`, or a set of
+        versions holding it (an If-Match list matches when any of its tags does)."""
+        if expected is None or current in ({expected} if isinstance(expected, int)
+                                           else expected):
+            return
+        if isinstance(expected, int):
             raise VersionMismatch(f"Version {expected} does not match current {current}.")
+        asked = ", ".join(str(v) for v in sorted(expected)) or "none of ours"
+        raise VersionMismatch(f"Versions asked for ({asked}) do not match current {current}.")
 
     # -- users ----------------------------------------------------------------
 
@@ -392,7 +400,8 @@ class Directory:
         return ids
 
     @_emits_events
-    def update_user(self, user: User, fields: UserFields, expected_version: int | None = None,
+    def update_user(self, user: User, fields: UserFields,
+                    expected_version: ExpectedVersion = None,
                     *, names_checked: bool = False) -> User:
         """Replace the user's profile with `fields`; status through the rules.
         `names_checked`: the caller looked up the new userName already (a sync page does
@@ -415,7 +424,7 @@ class Directory:
         return user
 
     @_emits_events
-    def remove_user(self, user: User, expected_version: int | None = None) -> None:
+    def remove_user(self, user: User, expected_version: ExpectedVersion = None) -> None:
         """Hide the user from directory views; its history stays for billing."""
         self.ensure_writable()
         user_extras.forget_all(self.session)
@@ -454,7 +463,7 @@ class Directory:
 
     @_emits_events
     def admin_set_status(self, user: User, active: bool, fed_by_entra_sync: bool | None = None,
-                         expected_version: int | None = None) -> bool:
+                         expected_version: ExpectedVersion = None) -> bool:
         """An admin sets a user's status, if the status rules allow it (else refused with
         the setting to change). Returns whether anything changed."""
         self._check_version(user.version, expected_version)
@@ -919,7 +928,7 @@ class Directory:
 
     @_emits_events
     def update_group(self, group: Group, fields: GroupFields,
-                     members: Sequence[MemberChange] = (), expected_version: int | None = None
+                     members: Sequence[MemberChange] = (), expected_version: ExpectedVersion = None
                      ) -> Group:
         self.ensure_writable()
         limits.check_group(fields)
@@ -945,7 +954,7 @@ class Directory:
         return group
 
     @_emits_events
-    def remove_group(self, group: Group, expected_version: int | None = None) -> None:
+    def remove_group(self, group: Group, expected_version: ExpectedVersion = None) -> None:
         self.ensure_writable()
         user_extras.forget_all(self.session)
         self._check_version(group.version, expected_version)

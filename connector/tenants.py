@@ -58,6 +58,7 @@ def create_tenant(session: Session, name: str, now: dt.datetime, actor: str = "c
     session.flush()
     session.add(TenantCounter(tenant_id=tenant.id, live_users=0, generation=0))
     session.add_all(Module(tenant_id=tenant.id, name=m, created_at=now) for m in DEFAULT_MODULES)
+    session.flush()  # the catalogue is read in this transaction too (prices, modules)
     ctx = WriteContext(tenant.id, Source.SYSTEM, actor, "tenant-create", now)
     events.record(session, ctx, "tenant", tenant.id, events.TENANT_CREATED, None, {"name": name})
     return tenant, _issue_token(session, tenant.id, now)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
 from connector import provlog
+from connector.commands import ExpectedVersion
 from scim import casting, resources
 from scim.errors import (
     Conflict,
@@ -209,7 +210,6 @@ def _dispatch(session: Session, ctx: ScimContext, op: dict[str, Any], method: st
                            "use /Users[/id] or /Groups[/id].")
     kind, resource_id = match.group(1), match.group(2)
     data = _resolve(op.get("data"), created)
-    version = casting.parse_etag(op["version"]) if isinstance(op.get("version"), str) else None
     users = kind == "Users"
     if method == "POST" and resource_id is None:
         if not isinstance(op.get("bulkId"), str):
@@ -218,17 +218,29 @@ def _dispatch(session: Session, ctx: ScimContext, op: dict[str, Any], method: st
         return 201, row, kind
     if resource_id is None:
         raise InvalidValue(f"{method} needs a resource id in its path.")
+    if method not in ("PUT", "PATCH", "DELETE"):
+        raise MethodNotAllowed(f"Bulk method {method or '(none)'} is not supported.")
+    version = _expected_version(op.get("version"))
     if method == "PUT":
         fn = resources.replace_user if users else resources.replace_group
         return 200, fn(session, ctx, resource_id, data, version), kind
     if method == "PATCH":
         fn = resources.patch_user if users else resources.patch_group
         return 200, fn(session, ctx, resource_id, data, version), kind
-    if method == "DELETE":
-        (resources.delete_user if users else resources.delete_group)(
-            session, ctx, resource_id, version)
-        return 204, None, kind
-    raise MethodNotAllowed(f"Bulk method {method or '(none)'} is not supported.")
+    (resources.delete_user if users else resources.delete_group)(
+        session, ctx, resource_id, version)
+    return 204, None, kind
+
+
+def _expected_version(value: Any) -> ExpectedVersion:
+    """An operation's `version` (RFC 7644 §3.7), read as an If-Match header is: a tag we
+    never issued matches nothing, rather than dropping the condition."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidValue(f"An operation's 'version' must be an entity tag such as "
+                           f'W/"3", not {value!r:.100}.')
+    return casting.parse_if_match(value)
 
 
 def _resolve(value: Any, created: dict[str, str]) -> Any:

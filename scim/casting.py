@@ -10,6 +10,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from connector import limits
 from connector.commands import GroupFields, IndexedValue, UserFields
 from connector.text import digits
-from scim.errors import InvalidSyntax, InvalidValue
+from scim.errors import BadRequest, InvalidSyntax, InvalidValue
 from scim.schemas import (
     CONNECTOR_GROUP,
     CONNECTOR_USER,
@@ -61,12 +62,32 @@ def etag(version: int) -> str:
 
 
 def parse_etag(value: str) -> int | None:
-    """Read a version back from an If-Match value; None for anything we never issued."""
+    """Read a version back from an entity tag; None for anything we never issued."""
     value = value.strip()
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
     return int(value) if digits(value) else None
+
+
+# RFC 7232 §2.3: an entity-tag is an optional weak prefix and a quoted opaque tag, which
+# may itself hold a comma; a list may have empty elements (RFC 7230 §7).
+_TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
+_TAG_LIST = re.compile(rf"[ \t,]*{_TAG}(?:[ \t]*,[ \t,]*{_TAG})*[ \t,]*")
+
+
+def parse_if_match(value: str) -> frozenset[int] | None:
+    """The versions an If-Match header accepts (RFC 7232 §3.1): None for `*` (any
+    existing version), else those of the listed tags, compared weakly as RFC 7644 §3.14's
+    weak ETags need. A tag we never issued matches nothing; a header that is neither `*`
+    nor a list of entity tags is refused, not read as a mismatch."""
+    if value.strip() == "*":
+        return None
+    if _TAG_LIST.fullmatch(value) is None:
+        raise BadRequest(f'If-Match must be * or a list of entity tags such as W/"3", W/"4"; '
+                         f"got {value[:100]!r}.")
+    versions = (parse_etag(tag) for tag in re.findall(_TAG, value))
+    return frozenset(v for v in versions if v is not None)
 
 
 # -- validation ----------------------------------------------------------------
@@ -545,5 +566,5 @@ def _iso(value: dt.datetime) -> str:
 
 
 __all__ = ["GROUP_TYPE", "USER_TYPE", "Meta", "cleared_attributes", "etag", "group_fields",
-           "parse_etag",
+           "parse_etag", "parse_if_match",
            "render_group", "render_user", "user_fields", "validate"]

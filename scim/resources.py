@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from connector.commands import MemberChange
+from connector.commands import ExpectedVersion, MemberChange
 from connector.directory import Directory
 from connector.events import WriteContext
 from connector.models import Group, Tenant, User
@@ -110,7 +110,7 @@ def create_user(session: Session, ctx: ScimContext, body: Any) -> User:
 
 
 def replace_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
-                 version: int | None) -> User:
+                 version: ExpectedVersion) -> User:
     user = load_user(session, ctx, user_id)
     doc = casting.validate(body, USER_TYPE)
     fields = casting.user_fields(doc, cleared=casting.cleared_attributes(body),
@@ -119,7 +119,7 @@ def replace_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
 
 
 def patch_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
-               version: int | None) -> User:
+               version: ExpectedVersion) -> User:
     user = store.get_user_for_patch(session, ctx.tenant.id, user_id)
     if user is None:
         raise NotFound(f"User {user_id} not found.")
@@ -169,7 +169,7 @@ def _modules_of(resource: dict[str, Any]) -> list[str]:
     return []
 
 
-def delete_user(session: Session, ctx: ScimContext, user_id: str, version: int | None) -> None:
+def delete_user(session: Session, ctx: ScimContext, user_id: str, version: ExpectedVersion) -> None:
     user = load_user(session, ctx, user_id)
     ctx.directory(session).remove_user(user, version)
 
@@ -192,7 +192,7 @@ def create_group(session: Session, ctx: ScimContext, body: Any) -> Group:
 
 
 def replace_group(session: Session, ctx: ScimContext, group_id: str, body: Any,
-                  version: int | None) -> Group:
+                  version: ExpectedVersion) -> Group:
     group = load_group(session, ctx, group_id, for_update=True)
     doc = casting.validate(body, GROUP_TYPE)
     fields, members = casting.group_fields(doc)
@@ -201,7 +201,7 @@ def replace_group(session: Session, ctx: ScimContext, group_id: str, body: Any,
 
 
 def patch_group(session: Session, ctx: ScimContext, group_id: str, body: Any,
-                version: int | None) -> Group:
+                version: ExpectedVersion) -> Group:
     group = load_group(session, ctx, group_id, for_update=True)
     current = render_groups(session, ctx, [group], _NO_MEMBERS)[0]
     outcome = apply_patch(current, body, GROUP_TYPE)
@@ -214,7 +214,7 @@ def patch_group(session: Session, ctx: ScimContext, group_id: str, body: Any,
     return ctx.directory(session).update_group(group, fields, changes, version)
 
 
-def delete_group(session: Session, ctx: ScimContext, group_id: str, version: int | None
+def delete_group(session: Session, ctx: ScimContext, group_id: str, version: ExpectedVersion
                  ) -> None:
     group = load_group(session, ctx, group_id, for_update=True)
     ctx.directory(session).remove_group(group, version)

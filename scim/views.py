@@ -243,13 +243,11 @@ def _dumps(body: Any) -> bytes:
         return json.dumps(body, separators=(",", ":")).encode()
 
 
-def if_match() -> int | None:
-    """The version an If-Match header asks for; -1 (never matches) for a foreign tag."""
+def if_match() -> frozenset[int] | None:
+    """The versions an If-Match header accepts (any one of a list matches); None when
+    there is no header or it is `*`."""
     value = request.headers.get("If-Match")
-    if value is None or value.strip() == "*":
-        return None
-    version = casting.parse_etag(value.split(",")[0])
-    return -1 if version is None else version
+    return None if value is None else casting.parse_if_match(value)
 
 
 def resource_response(resource: dict[str, Any], row: Any, status: int = 200) -> Response:

@@ -121,7 +121,7 @@ class SyncRun(Base):
     id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     kind: Mapped[str] = mapped_column(String(16))  # incremental | full | preview | single
-    status: Mapped[str] = mapped_column(String(24))  # running | succeeded | failed | …
+    status: Mapped[str] = mapped_column(String(24))  # running | succeeded | failed | replaced | …
     trigger: Mapped[str] = mapped_column(String(16))  # schedule | manual | resync
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -18,6 +18,7 @@ from connector.app import create_app
 from connector.config import Settings, load_settings
 from connector.db import make_sessionmaker
 from connector.models import Event, Tenant
+from tests.api.contract import check_response
 from tests.azure_sync.harness import request_taker
 from tests.conftest import ApiClient, make_admin, make_tenant
 from tests.fakes.fixtures import FakeApp
@@ -385,3 +386,27 @@ def test_churn_settings_and_kept_items_through_the_api(
         twin, "name_taken", "X@contoso.example")
     assert x in item["reason"]
     assert api.get(f"/tenants/{tenant_id}/entra").json["keptItems"] == 1
+
+
+def test_a_run_graphs_resync_replaced_is_not_shown_as_failed(
+        api: ApiClient, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    """Graph's resync (410) starts the round over as a full one: normal and handled. The
+    run it interrupted used to read `failed` in the run log, alarming an admin."""
+    tenant_id, _ = make_tenant(engine, "Entra-fed")
+    fake_graph.directory(fake_app.tenant_id).seed_users(3)
+    assert register(api, tenant_id, fake_app).status_code == 200
+    first = run_and_wait(api, tenant_id)
+    fake_graph.resync(410, "syncStateNotFound")
+    full = run_and_wait(api, tenant_id)
+    assert (full["status"], full["kind"], full["trigger"]) == ("succeeded", "full", "resync")
+    path = f"/tenants/{tenant_id}/entra/runs"
+    runs = api.get(path)
+    check_response("GET", path, runs)
+    replaced, = [r for r in runs.json["items"] if first["id"] < r["id"] < full["id"]]
+    assert replaced["status"] == "replaced", replaced
+    assert "410 syncStateNotFound" in replaced["error"]
+    assert f"Run {full['id']} replaced this one." in replaced["error"]
+    detail = api.get(f"{path}/{replaced['id']}")
+    check_response("GET", f"{path}/{replaced['id']}", detail)
+    assert detail.json["status"] == "replaced"
+    assert api.get(f"/tenants/{tenant_id}/entra").json["failures"] == 0

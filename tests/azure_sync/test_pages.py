@@ -487,3 +487,25 @@ def test_the_run_page_names_every_count_a_round_reports() -> None:
                     COUNT_LABELS["retry_wait_seconds"]: 7}
     assert rows[COUNT_LABELS["retried_ring_renamed"]] == 2
     assert "swapped names" in COUNT_LABELS["retried_ring_renamed"]
+
+
+def test_a_run_graphs_resync_replaced_is_shown_as_replaced_not_failed(
+        web: WebSession, engine: Engine, fake_app: FakeApp, fake_graph: FakeGraph) -> None:
+    tenant_id, _ = make_tenant(engine, "Entra-fed")
+    fake_graph.directory(fake_app.tenant_id).seed_users(3)
+    register(web, tenant_id, fake_app)
+    first = run_now(web, engine, tenant_id)
+    fake_graph.resync(410, "syncStateNotFound")
+    full = run_now(web, engine, tenant_id)
+    assert (full.status, full.trigger) == ("succeeded", "resync")
+    replaced = full.id - 1
+    assert replaced > first.id
+    log = web.page(entra(tenant_id, "/runs"))
+    well_formed(log)
+    row = re.search(rf"<tr>(?:(?!</tr>).)*/runs/{replaced}\".*?</tr>", log, re.S)
+    assert row and "replaced by a resync" in row.group(0) and "failed" not in row.group(0)
+    detail = text(web.page(entra(tenant_id, f"/runs/{replaced}")))
+    assert "replaced by a resync" in detail and "Error" not in detail
+    assert "Note Graph says the delta state is gone (410 syncStateNotFound)" in detail
+    assert f"Run {full.id} replaced this one." in detail
+    assert "Failures in a row 0" in text(web.page(entra(tenant_id)))

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select, text
 
 from azure_sync import decisions, secrets
 from azure_sync.service import SyncService, register
+from connector import sync_status
 from connector.config import AzureSyncSettings
 from connector.db import make_sessionmaker
 from connector.events import WriteContext
@@ -164,9 +165,14 @@ def test_resync_drops_the_cursor_and_sweeps_users_no_longer_there(sync: Sync) ->
     assert result.status == "succeeded", result.error
     assert set(sync.users()) == {keep}, result
     with sync.session() as s:
-        kinds = [r.kind for r in s.scalars(select(SyncRun).order_by(SyncRun.id))]
-        assert s.scalar(select(func.count()).select_from(SyncRun)) == (runs_before or 0) + 2
-    assert kinds[-1] == "full"
+        runs = list(s.scalars(select(SyncRun).order_by(SyncRun.id)))
+        assert len(runs) == (runs_before or 0) + 2
+        # The run Graph's resync interrupted is replaced, not failed: nothing toward
+        # quarantine, nothing for a failure notification to quote.
+        assert (runs[-2].status, runs[-1].kind) == ("replaced", "full")
+        assert f"Run {runs[-1].id} replaced this one." in (runs[-2].error or "")
+        assert sync_status.health(s, sync.tenant_id) == sync_status.SyncHealth(
+            None, 0, None, None)
 
 
 def test_mass_disable_is_held_for_approval(sync: Sync) -> None:

@@ -72,6 +72,28 @@ def test_billing_info_tenant_admins_fill_in_the_invoice_fields(
     assert partner.get(base).json["companyName"] == "Acme BV"
 
 
+def test_a_price_for_a_unit_that_does_not_exist_is_refused(
+        partner: ApiClient, scim: ScimClient) -> None:
+    """A typo ("Hybird") was stored silently, and the invoice line of the real module
+    then said "no price set"."""
+    partner = Checked(partner)  # type: ignore[assignment]
+    base = f"/tenants/{scim.tenant_id}/billing"
+    typo = partner.put(base, {"companyName": "Acme BV", "prices": [
+        {"unit": "Hybird", "plan": "standard", "price": "5.00"}]})
+    assert typo.status_code == 400 and typo.mimetype == "application/problem+json"
+    assert "'Hybird' is neither \"user\" nor a module of this tenant's catalogue" in \
+        typo.json["detail"]
+    assert "Price one of: user, Engage, Hybrid, Unify." in typo.json["detail"]
+    assert partner.get(base).json["prices"] == [] and partner.get(base).json[
+        "companyName"] == ""  # nothing of the request applied
+    # A module of the catalogue in another case is stored in the catalogue's spelling.
+    done = partner.put(base, {"prices": [{"unit": "hybrid", "plan": "standard", "price": "5"},
+                                         {"unit": "USER", "plan": "standard", "price": "2"}]})
+    assert done.status_code == 200
+    assert [(p["unit"], p["price"]) for p in done.json["prices"]] == [("Hybrid", "5"),
+                                                                       ("user", "2")]
+
+
 def test_months_close_show_lines_and_reissue(partner: ApiClient, engine: Engine) -> None:
     partner = Checked(partner)  # type: ignore[assignment]
     h = closed_history(engine)

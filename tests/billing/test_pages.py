@@ -66,6 +66,24 @@ def test_prices_typed_wrong_are_refused_and_nothing_changes(
     assert 'value="Acme"' in shown and "Hybrid, standard, 4.50" in shown
 
 
+def test_a_price_for_a_module_that_does_not_exist_is_refused_in_the_form(
+        partner_web: WebSession, engine: Engine) -> None:
+    h = History(engine)
+    url = f"/admin/tenants/{h.tenant_id}/billing"
+    partner_web.page(url)
+    typed = "Hybrid, standard, 4.50\nHybird, frontline, 2"
+    refused = partner_web.post(url, {"company_name": "Acme", "policy": "active_with_module",
+                                     "time_zone": "UTC", "prices": typed})
+    assert refused.status_code == 303
+    shown = unescape(partner_web.page(url))
+    assert re.search(r'id="prices-error"[^>]*>\'Hybird\' is neither "user" nor a module of '
+                     r"this tenant's catalogue[^<]*Price one of: user, Engage, Hybrid, Unify\.",
+                     shown), shown
+    assert typed in shown and 'value="Acme"' in shown  # what was typed stays
+    reload = partner_web.page(url)
+    assert 'value="Acme"' not in reload and "4.50" not in reload  # nothing was saved
+
+
 def test_a_month_that_ended_unclosed_is_said_to_be_not_closed_yet(
         partner_web: WebSession, engine: Engine) -> None:
     """A clerk looking at the page while last month waits for its close (the collection

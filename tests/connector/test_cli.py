@@ -348,6 +348,28 @@ def test_a_settings_file_that_is_a_directory_is_said_in_words(tmp_path: Path) ->
         "file (Is a directory)\n"
 
 
+def test_every_command_says_when_connector_config_names_a_missing_file(tmp_path: Path) -> None:
+    """Only `serve` said it: `connector migrate` or `tenant create` with a typo in
+    CONNECTOR_CONFIG used the built-in defaults (and their SQLite database) unseen."""
+    url = f"sqlite:///{tmp_path / 'c.sqlite3'}"
+    note = (f"Note: CONNECTOR_CONFIG names {tmp_path / 'none.toml'}, which does not exist: "
+            "using the built-in defaults and the CONNECTOR_<SECTION>__<KEY> variables.\n")
+    for args in (["migrate"], ["tenant", "create", "Acme", "--json"], ["tenant", "list"]):
+        done = connector(url, *args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.startswith(note) and done.stderr.count("Note:") == 1, done.stderr
+        assert "Note:" not in done.stdout
+    json.loads(connector(url, "tenant", "list", "--json", cwd=tmp_path).stdout)  # stdout: JSON
+    (tmp_path / "present.toml").write_text("")
+    for config in (["--config", str(tmp_path / "present.toml")], []):
+        env = {**os.environ, "CONNECTOR_DATABASE__URL": url,
+               "CONNECTOR_CONFIG": str(tmp_path / ("none.toml" if config else "present.toml"))}
+        done = subprocess.run([sys.executable, "-m", "connector.cli", *config, "tenant", "list"],
+                              env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0 and "Note:" not in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("group", ["tenant", "billing"])
 def test_a_command_group_without_its_action_lists_the_actions(tmp_path: Path,
                                                               group: str) -> None:

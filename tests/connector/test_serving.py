@@ -105,7 +105,7 @@ def test_serve_refuses_numbers_it_cannot_serve_with(tmp_path: Path, args: list[s
     assert done.stderr.splitlines()[-1].startswith(f"error: {message}"), done.stderr
     # A settings file named and missing is said (it is skipped, as config.toml is).
     assert done.stderr.startswith(f"Note: CONNECTOR_CONFIG names {tmp_path / 'none.toml'}, "
-                                  "which does not exist: serving with the built-in defaults")
+                                  "which does not exist: using the built-in defaults")
     assert "Serving on" not in done.stdout
     assert not (tmp_path / "c.sqlite3").exists()  # refused before touching the database
 

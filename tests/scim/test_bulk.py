@@ -82,6 +82,25 @@ def test_bulk_errors_are_per_operation_and_fail_on_errors_stops(scim: ScimClient
     assert scim.get('/Users?filter=userName eq "dup@x.io"').json["totalResults"] == 1
 
 
+def test_a_bulk_version_is_a_condition_even_when_it_is_not_ours(scim: ScimClient) -> None:
+    # RFC 7644 §3.7 `version`: a tag we never issued matches nothing (it used to drop the
+    # condition and write anyway); a list works as in If-Match; a non-string is refused.
+    uid = scim.post("/Users", user("versioned@x.io")).json["id"]
+    patch_op = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+    def rename(version: Any, to: str) -> dict[str, Any]:
+        return {"method": "PATCH", "path": f"/Users/{uid}", "version": version,
+                "data": {"schemas": [patch_op], "Operations": [
+                    {"op": "replace", "path": "displayName", "value": to}]}}
+
+    r = scim.post("/Bulk", {"schemas": [BULK], "Operations": [
+        rename('W/"abc"', "Foreign"), rename(1, "Number"), rename("W/1", "Bare"),
+        rename('W/"5", W/"1"', "Listed")]})
+    ops = r.json["Operations"]
+    assert [o["status"] for o in ops] == ["412", "400", "400", "200"], ops
+    assert scim.get(f"/Users/{uid}").json["displayName"] == "Listed"
+
+
 def test_bulk_limits(scim: ScimClient) -> None:
     too_many = {"schemas": [BULK], "Operations": [
         {"method": "DELETE", "path": "/Users/x"}] * 1001}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -96,6 +97,46 @@ def test_if_none_match_takes_a_list_of_tags_or_a_star(scim: ScimClient) -> None:
                            ('W/"7"', 200), ('W/"1x"', 200)):
         assert scim.get(f"/Users/{uid}", headers={"If-None-Match": header}
                         ).status_code == status, header
+
+
+def test_if_match_takes_a_list_of_tags_or_a_star(scim: ScimClient) -> None:
+    # RFC 7232 §3.1: "*" or a list of entity-tags; the list matches when any tag does.
+    uid = scim.post("/Users", user()).json["id"]  # at version 1
+    for n, (header, status) in enumerate((('W/"7", W/"8"', 412), ('W/"7", W/"1"', 200),
+                                          ('"a,b", W/"2"', 200), ("*", 200))):
+        rename = patch({"op": "replace", "path": "displayName", "value": f"X{n}"})
+        r = scim.patch(f"/Users/{uid}", rename, headers={"If-Match": header})
+        assert r.status_code == status, (header, r.json)
+    assert scim.get(f"/Users/{uid}").json["meta"]["version"] == 'W/"4"'
+    body = user(displayName="Y")
+    assert scim.put(f"/Users/{uid}", body, headers={"If-Match": 'W/"1", W/"4"'}
+                    ).status_code == 200
+    assert scim.delete(f"/Users/{uid}", headers={"If-Match": 'W/"2", W/"5"'}).status_code == 204
+    assert scim.delete(f"/Users/{uid}", headers={"If-Match": "*"}).status_code == 404
+
+
+def test_a_group_write_takes_an_if_match_list(scim: ScimClient) -> None:
+    gid = scim.post("/Groups", group("Listed")).json["id"]
+    rename = patch({"op": "replace", "path": "displayName", "value": "Relisted"})
+    assert scim.patch(f"/Groups/{gid}", rename, headers={"If-Match": 'W/"9", W/"1"'}
+                      ).status_code == 204
+    assert scim.delete(f"/Groups/{gid}", headers={"If-Match": 'W/"1", W/"3"'}
+                       ).status_code == 412
+    assert scim.delete(f"/Groups/{gid}", headers={"If-Match": 'W/"1", W/"2"'}
+                       ).status_code == 204
+
+
+@pytest.mark.parametrize("header", ["3", "W/3", '"3', "", 'W/"3" W/"4"', '*, W/"3"'])
+def test_a_malformed_if_match_is_a_400_that_says_what_it_expects(scim: ScimClient,
+                                                                header: str) -> None:
+    created = scim.post("/Users", user()).json
+    r = scim.patch(f"/Users/{created['id']}",
+                   patch({"op": "replace", "path": "displayName", "value": "X"}),
+                   headers={"If-Match": header})
+    assert r.status_code == 400 and r.mimetype == "application/scim+json"
+    assert r.json["status"] == "400" and "If-Match must be * or a list of entity tags" in \
+        r.json["detail"]
+    assert scim.get(f"/Users/{created['id']}").json["meta"]["version"] == 'W/"1"'
 
 
 def test_single_resources_carry_content_location_and_empty_answers_no_type(
