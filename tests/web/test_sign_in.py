@@ -381,3 +381,57 @@ def test_a_recovery_code_of_decimal_digits_only_still_signs_in() -> None:
     assert account.recovery_codes == []
     with pytest.raises(admins.BadCredentials):  # used up
         admins.check_second_factor(account, "1234567890", now)
+
+
+# -- the session cookie: its flags, and no fixation ---------------------------------------------
+
+
+def _cookie_flags(app: Flask, engine: Engine, email: str, scheme: str) -> set[str]:
+    """The session cookie's attributes as the sign-in's answer sets them."""
+    make_web_admin(engine, email)
+    web = browser(app)
+    web.get("/admin/sign-in", base_url=f"{scheme}://localhost")
+    response = web.post("/admin/sign-in", {"email": email, "password": PASSWORD},
+                        base_url=f"{scheme}://localhost")
+    assert response.status_code == 303
+    [cookie] = [c for c in response.headers.getlist("Set-Cookie")
+                if c.startswith("connector_session=")]
+    return {part.strip().split("=")[0].casefold() + ("=" + part.split("=")[1].strip()
+                                                     if part.strip().startswith("SameSite")
+                                                     else "")
+            for part in cookie.split(";")[1:]}
+
+
+@pytest.mark.parametrize(("mode", "base", "scheme", "secure"), [
+    ("auto", "http://connector.example", "http", False),
+    ("auto", "https://connector.example", "http", True),  # TLS ends at a proxy
+    ("auto", "http://connector.example", "https", True),
+    ("always", "http://connector.example", "http", True),
+    ("never", "https://connector.example", "https", False),
+])
+def test_the_session_cookie_is_httponly_lax_and_secure_as_set(
+        app: Flask, engine: Engine, mode: str, base: str, scheme: str, secure: bool) -> None:
+    settings = app.config["SETTINGS"]
+    app.config["SETTINGS"] = dataclasses.replace(
+        settings, admin=dataclasses.replace(settings.admin, secure_cookies=mode),
+        server=dataclasses.replace(settings.server, public_base_url=base))
+    flags = _cookie_flags(app, engine, "p@example.com", scheme)
+    assert {"httponly", "samesite=Lax"} <= flags
+    assert ("secure" in flags) is secure
+
+
+def test_a_cookie_from_before_sign_in_is_not_the_signed_in_session(
+        app: Flask, engine: Engine) -> None:
+    """Session fixation: a cookie planted in the victim's browser before it signs in (or
+    copied from the sign-in page) is worth nothing once it has signed in."""
+    make_web_admin(engine, "p@example.com")
+    victim = browser(app)
+    victim.get("/admin/sign-in")
+    planted = victim.client.get_cookie("connector_session")
+    assert planted is not None
+    assert victim.sign_in("p@example.com").location == "/admin/"
+    assert victim.client.get_cookie("connector_session").value != planted.value  # type: ignore[union-attr]
+    attacker = app.test_client()
+    attacker.set_cookie("connector_session", planted.value)
+    assert attacker.get("/api/v1/me").status_code == 401
+    assert attacker.get("/admin/tenants").location.startswith("/admin/sign-in")
