@@ -16,11 +16,12 @@ import threading
 import time
 import unicodedata
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, event, select, update
 from sqlalchemy.orm import Session
 
 from connector import clock, events
@@ -76,6 +77,7 @@ def rotate_token(session: Session, tenant_id: str, now: dt.datetime, actor: str 
     )
     ctx = WriteContext(tenant_id, Source.SYSTEM, actor, "token-rotate", now)
     events.record(session, ctx, "tenant", tenant_id, events.TOKEN_ROTATED)
+    forget_on_commit(session, tenant_id)
     return _issue_token(session, tenant_id, now)
 
 
@@ -127,6 +129,9 @@ class TokenCache:
 
     Only reads use it (see `ScimSettings.token_cache_seconds`): every write checks the
     database, so a revoked token or a paused tenant is seen at once where it matters.
+    A rotation or a close committed in this process empties the tenant's entries at
+    once (`forget_on_commit`): a leaked token stops reading here when it is rotated away;
+    other processes of the instance trust it until their entry expires.
     Keyed by the digest, never the token; bounded, so a flood of wrong tokens (which are
     never cached) or of many tenants cannot grow it without limit.
     """
@@ -138,6 +143,12 @@ class TokenCache:
         self.clock = clock
         self._entries: dict[str, tuple[float, Tenant]] = {}
         self._lock = threading.Lock()
+        _CACHES.add(self)
+
+    def forget(self, tenant_id: str) -> None:
+        """Drop the tenant's entries: its tokens are checked again on the next read."""
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if v[1].id != tenant_id}
 
     def authenticate(self, session: Session, token: str) -> Tenant | None:
         if self.ttl <= 0:
@@ -160,6 +171,29 @@ class TokenCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+# Every token cache of this process (one per app), for `forget_on_commit`.
+_CACHES: weakref.WeakSet[TokenCache] = weakref.WeakSet()
+_FORGET = "connector.tenants.forget"
+
+
+def forget_on_commit(session: Session, tenant_id: str) -> None:
+    """Once the session's transaction commits, drop the tenant from every token cache
+    of this process (its tokens were rotated away, or it was closed)."""
+    session.info.setdefault(_FORGET, set()).add(tenant_id)
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_committed(session: Session) -> None:
+    for tenant_id in session.info.pop(_FORGET, ()):
+        for cache in list(_CACHES):
+            cache.forget(tenant_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _keep_on_rollback(session: Session) -> None:
+    session.info.pop(_FORGET, None)  # nothing changed: nothing to forget
 
 
 def list_tenants(session: Session) -> list[Tenant]:
@@ -243,6 +277,7 @@ def close_tenant(session: Session, ctx: WriteContext, tenant: Tenant) -> None:
                             f"{tenant.closed_at:%Y-%m-%d}).")
     tenant.closed_at = ctx.now
     events.record(session, ctx, "tenant", tenant.id, events.TENANT_CLOSED)
+    forget_on_commit(session, tenant.id)
 
 
 def reopen_tenant(session: Session, ctx: WriteContext, tenant: Tenant) -> None:

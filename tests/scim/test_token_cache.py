@@ -14,7 +14,7 @@ from connector.config import Settings
 from connector.db import make_sessionmaker
 from connector.models import Tenant
 from tests.scim.factories import user
-from tests.support.clients import ScimClient, make_tenant
+from tests.support.clients import ScimClient, make_admin, make_tenant
 
 
 class Clock:
@@ -33,21 +33,26 @@ def app_with(settings: Settings, engine: Engine, seconds: int) -> tuple[Flask, C
     return app, clock
 
 
-def rotate(engine: Engine, tenant_id: str) -> str:
+def rotate(engine: Engine, tenant_id: str, elsewhere: bool = False) -> str:
+    """Rotate the tenant's SCIM token; `elsewhere`: as another process of the instance
+    does (the command line, another worker), whose commit reaches this process only
+    through the database."""
     with make_sessionmaker(engine)() as s:
         issued = tenants.rotate_token(s, tenant_id, dt.datetime.now(dt.UTC))
+        if elsewhere:
+            s.info.clear()  # the other process's caches forget, not this one's
         s.commit()
         return issued.token
 
 
-def test_revoked_token_stops_writes_at_once_and_reads_when_the_cache_expires(
+def test_a_token_revoked_elsewhere_stops_writes_at_once_and_reads_when_the_cache_expires(
         settings: Settings, engine: Engine) -> None:
     app, clock = app_with(settings, engine, seconds=10)
     tenant_id, token = make_tenant(engine)
     scim = ScimClient(app.test_client(), token, tenant_id)
     uid = scim.post("/Users", user()).json["id"]
     assert scim.get(f"/Users/{uid}").status_code == 200  # now cached
-    new_token = rotate(engine, tenant_id)
+    new_token = rotate(engine, tenant_id, elsewhere=True)
     assert scim.post("/Users", user()).status_code == 401
     assert scim.patch(f"/Users/{uid}", {}).status_code == 401
     assert scim.get(f"/Users/{uid}").status_code == 200  # within the 10 s
@@ -55,6 +60,42 @@ def test_revoked_token_stops_writes_at_once_and_reads_when_the_cache_expires(
     assert scim.get(f"/Users/{uid}").status_code == 401
     fresh = ScimClient(scim.client, new_token, tenant_id)
     assert fresh.get(f"/Users/{uid}").status_code == 200
+
+
+def test_a_token_rotated_or_closed_here_stops_reading_at_once(
+        settings: Settings, engine: Engine) -> None:
+    """A leaked token is rotated away: it read the directory for another 10 seconds in
+    the very process that rotated it (the cache still trusted it). Rotating or closing
+    the tenant now empties that tenant's cache entries as it commits."""
+    app, _ = app_with(settings, engine, seconds=10)
+    tenant_id, token = make_tenant(engine)
+    other_id, other_token = make_tenant(engine, "Other")
+    scim = ScimClient(app.test_client(), token, tenant_id)
+    other = ScimClient(app.test_client(), other_token, other_id)
+    assert scim.get("/Users").status_code == 200  # now cached
+    assert other.get("/Users").status_code == 200
+    partner = make_admin(engine, "p@example.com")[1]
+    api = app.test_client()
+    auth = {"Authorization": f"Bearer {partner}"}
+    rotated = api.post(f"/api/v1/tenants/{tenant_id}/scim-token", headers=auth)
+    assert rotated.status_code == 201
+    assert scim.get("/Users").status_code == 401
+    fresh = ScimClient(scim.client, rotated.json["scimToken"], tenant_id)
+    assert fresh.get("/Users").status_code == 200  # now cached
+    assert api.post(f"/api/v1/tenants/{tenant_id}/close", headers=auth).status_code == 200
+    assert fresh.get("/Users").status_code == 403
+    assert other.get("/Users").status_code == 200  # another tenant's entry stays
+
+
+def test_a_rolled_back_rotation_forgets_nothing(settings: Settings, engine: Engine) -> None:
+    app, _ = app_with(settings, engine, seconds=10)
+    tenant_id, token = make_tenant(engine)
+    assert ScimClient(app.test_client(), token, tenant_id).get("/Users").status_code == 200
+    with make_sessionmaker(engine)() as s:
+        tenants.rotate_token(s, tenant_id, dt.datetime.now(dt.UTC))
+        s.rollback()
+        assert s.info == {}
+    assert len(app.extensions["scim_token_cache"]._entries) == 1
 
 
 def test_zero_seconds_turns_the_cache_off(settings: Settings, engine: Engine) -> None:
