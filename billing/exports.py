@@ -38,6 +38,7 @@ from connector.csv_export import (
     Heading,
     Row,
     file_name,
+    looks_like_formula,
     user_rows,
 )
 from connector.csv_export import csv_chunks as write_csv
@@ -256,10 +257,11 @@ def _xlsx_cell(sheet: WriteOnlyWorksheet, value: Cell) -> Any:
     if not isinstance(value, str):
         return value
     value = ILLEGAL_CHARACTERS_RE.sub("", value)  # XML cannot carry them
-    if not value.startswith("="):
+    if not looks_like_formula(value):
         return value
-    # openpyxl takes a string starting with "=" for a formula: force text, and mark it
-    # quote-prefixed so that Excel keeps it text when the cell is edited.
+    # openpyxl takes a string starting with "=" for a formula: force text. Mark it (and
+    # one starting with + - @, which Excel also runs once the cell is edited)
+    # quote-prefixed, so that Excel keeps it text.
     cell = WriteOnlyCell(sheet, value)
     cell.data_type = "s"
     cell.quotePrefix = True

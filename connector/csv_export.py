@@ -66,12 +66,20 @@ def csv_cell(value: Cell) -> str:
     return neutralise(value)
 
 
+# What a spreadsheet may take for the start of a formula (OWASP, "CSV injection").
+FORMULA_STARTS = "=+-@\t\r"
+
+
+def looks_like_formula(value: str) -> bool:
+    return bool(value) and value[0] in FORMULA_STARTS
+
+
 def neutralise(value: str) -> str:
     """Neutralise spreadsheet formulas (CSV injection): a cell starting with = + - @ or
     a control character is prefixed with an apostrophe, as OWASP recommends."""
     if not value:
         return ""
-    return "'" + value if value[0] in "=+-@\t\r" else value
+    return "'" + value if looks_like_formula(value) else value
 
 
 def file_name(kind: str, tenant_name: str, stamp: str | dt.datetime = "") -> str:

@@ -93,9 +93,12 @@ def test_users_xlsx(engine: Engine) -> None:
     assert all(c.font.b for c in sheet[1]) and sheet.freeze_panes == "A2"
     assert rows[1] == ["Ann", "Lee", "ann@x.io", "ann@x.io", "active", "Engage;Hybrid",
                        False, False]
-    given = sheet["A3"]
-    # Text, never a formula (and quote-prefixed, so that Excel keeps it text on edit).
+    given, family = sheet["A3"], sheet["B3"]
+    # Text, never a formula (and quote-prefixed, so that Excel keeps it text on edit:
+    # "-1+2" too, which Excel runs once the cell is edited).
     assert (given.value, given.data_type, given.quotePrefix) == (FORMULA, "s", True)
+    assert (family.value, family.data_type, family.quotePrefix) == ("-1+2", "s", True)
+    assert sheet["C3"].quotePrefix is False  # an ordinary value is left as it is
     assert rows[2][6] is True and rows[3][7] is True
 
 
