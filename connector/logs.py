@@ -16,12 +16,22 @@ from typing import Any
 
 from connector.config import LoggingSettings
 
-_SECRET = re.compile(r"(Bearer\s+|scim_|token=|secret=|password=)[A-Za-z0-9._~+/=-]+",
-                     re.IGNORECASE)
+# The connector's own secrets by their prefixes (SCIM tokens, admin API tokens, reporting
+# keys, webhook signing secrets), and the usual ways of naming one.
+_SECRET = re.compile(r"(Bearer\s+|scim_|\bcadm_|\brk_|\bwhsec_|token=|secret=|password=)"
+                     r"[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# Line breaks and other control characters a client's text may carry (a path with %0A, a
+# userName): written as escapes, so one record stays one line and forges no other.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 
 
 def redact(text: str) -> str:
     return _SECRET.sub(lambda m: m.group(1) + "[redacted]", text)
+
+
+def one_line(text: str) -> str:
+    """The text with its control characters escaped (\\n, \\x1b…)."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,8 +52,10 @@ class JsonFormatter(logging.Formatter):
 
 class PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items())
-        text = f"{record.levelname:<7} {record.name}: {record.getMessage()} {fields}".rstrip()
+        fields = " ".join(f"{k}={one_line(str(v))}"
+                          for k, v in getattr(record, "fields", {}).items())
+        text = (f"{record.levelname:<7} {record.name}: {one_line(record.getMessage())} "
+                f"{fields}").rstrip()
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return redact(text)
