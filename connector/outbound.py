@@ -47,13 +47,28 @@ class BlockedAddress(NewConnectionError):
     """A connection to an address the connector must not reach (not retried)."""
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits, which a translator
+# on the way (NAT64: RFC 6052; the deprecated IPv4-compatible form) may deliver to:
+# `64:ff9b::10.0.0.8` reaches 10.0.0.8 wherever the hosting network runs NAT64.
+_CARRY_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+
+
 def is_public(address: str) -> bool:
     """Whether an IP address is globally routable (not private, loopback, link-local,
-    shared, reserved, multicast or unspecified)."""
+    shared, reserved, multicast or unspecified); an IPv6 address that carries an IPv4
+    one (mapped, NAT64, 6to4, IPv4-compatible) is judged by that IPv4 address."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = _carried_ipv4(ip) or ip
     return ip.is_global and not ip.is_multicast
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None or ip.sixtofour is not None:
+        return ip.ipv4_mapped or ip.sixtofour
+    if any(ip in prefix for prefix in _CARRY_IPV4):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return None
 
 
 def is_private_literal(host: str) -> bool:

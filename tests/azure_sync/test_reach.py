@@ -154,6 +154,11 @@ def test_through_a_proxy_the_target_is_checked_before_connect(
     ("192.168.1.1", False), ("169.254.169.254", False), ("100.64.0.1", False),
     ("0.0.0.0", False), ("::1", False), ("fe80::1%eth0", False), ("fd00::1", False),
     ("::ffff:127.0.0.1", False), ("224.0.0.1", False),
+    # IPv4 addresses carried in IPv6 ones that a translator delivers (NAT64, 6to4, the
+    # deprecated IPv4-compatible form): judged by the IPv4 address they carry.
+    ("64:ff9b::a9fe:a9fe", False), ("64:ff9b::10.0.0.8", False),
+    ("2002:a00:8::1", False), ("::192.168.1.1", False), ("::1", False),
+    ("64:ff9b::14be:9744", True), ("2002:14be:9744::1", True),
     ("20.190.151.68", True), ("2603:1037:1:c8::8", True)])
 def test_which_addresses_are_public(address: str, public: bool) -> None:
     assert is_public(address) is public

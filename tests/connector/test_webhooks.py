@@ -303,6 +303,7 @@ def test_private_addresses_are_refused_unless_allowed(
     with maker() as s:
         for url in (receiver.url, "https://127.0.0.1/hook", "https://10.1.2.3/x",
                     "https://[::1]/x", "https://169.254.169.254/latest", "https://localhost/",
+                    "https://[64:ff9b::a9fe:a9fe]/latest", "https://[2002:a01:203::]/x",
                     "http://hooks.example.com/x", "ftp://hooks.example.com/",
                     "https://user:pw@hooks.example.com/"):
             with pytest.raises(InvalidSetting):
