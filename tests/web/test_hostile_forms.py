@@ -1,6 +1,7 @@
 """Every form of the admin UI, submitted with 100,000-character values in every field
 (issue 17): each answers a redirect with a message or a 4xx page, never a 500, and a
-page it redirects to renders. On SQLite and PostgreSQL."""
+page it redirects to renders; and every state-changing address, without its CSRF token,
+changes nothing. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import Engine
 
+from connector.db import make_sessionmaker
+from connector.models import Base
 from tests.support.clients import ScimClient
+from tests.support.routes import path_of, rules
 from tests.web.conftest import WebSession, seed_directory, signed_in
 
 HUGE = "x" * 100_000
@@ -92,3 +96,47 @@ def test_every_form_takes_huge_values_without_a_server_error(
                 assert web.get(answer.location).status_code < 500, where
             web.get(page)  # a fresh CSRF token, as a browser would have
     assert len(submitted) >= 10, submitted  # the pages' forms were found and sent
+
+
+def test_no_change_without_the_csrf_token_on_any_address(
+        app: Flask, engine: Engine, scim: ScimClient) -> None:
+    """Every state-changing address of the admin UI and of the admin API, called with the
+    session cookie and no CSRF token, or a wrong one (a form another site posts): 403,
+    and not one row of the database changes."""
+    web = signed_in(app, engine, "csrf@example.com")
+    seed = seed_directory(scim, users=2)
+    web.page(f"/admin/tenants/{scim.tenant_id}/users")
+    values = {"tenant_id": scim.tenant_id, "user_id": next(iter(seed.users.values())),
+              "group_id": seed.groups["Sales"], "month": "2026-10", "module": "Hybrid",
+              "run_id": 1, "endpoint_id": "x", "attempt_id": 1, "token_id": "x",
+              "admin_id": "x", "key_id": "x", "entry_id": "1", "decision": "approve"}
+    form = {"status": "inactive", "modules": "Hybrid", "name": "Forged", "guest": "on",
+            "provisioning_paused": "true", "confirm": "yes", "url": "https://example.com/h"}
+    before = _everything(engine)
+    wrong = []
+    for rule in rules(app):
+        if not rule.rule.startswith(("/admin/", "/api/v1/")) or rule.endpoint in (
+                "web.sign_in", "web.sign_in_code"):
+            continue  # signing in has its own test (tests/web/test_pages.py)
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            if method not in (rule.methods or ()):
+                continue
+            path = path_of(rule, values)
+            for token in (None, "forged" + web.csrf[6:]):
+                data = dict(form, **({"csrf_token": token} if token else {}))
+                headers = {"X-CSRF-Token": token} if token else {}
+                answer = (web.client.open(path, method=method, json={"name": "Forged"},
+                                          headers=headers)
+                          if path.startswith("/api/") else
+                          web.client.open(path, method=method, data=data))
+                if answer.status_code != 403:
+                    wrong.append(f"{method} {path} ({token}) -> {answer.status_code}")
+    assert wrong == []
+    assert _everything(engine) == before
+    assert web.client.get("/api/v1/me").status_code == 200  # still signed in
+
+
+def _everything(engine: Engine) -> list[str]:
+    with make_sessionmaker(engine)() as s:
+        return sorted(repr((t.name, *r)) for t in Base.metadata.sorted_tables
+                      for r in s.execute(t.select()))

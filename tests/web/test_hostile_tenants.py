@@ -30,6 +30,7 @@ from connector.models import AuditEntry, Base, SyncRun, WebhookAttempt, WebhookE
 from tests.billing.test_api import closed_history
 from tests.fakes.receiver import Receiver
 from tests.support.clients import ApiClient, ScimClient, make_admin
+from tests.support.routes import path_of, rules
 from tests.support.webhooks import receiving_settings
 from tests.web.conftest import WebSession, scim_group, scim_user, signed_in
 
@@ -89,14 +90,6 @@ def _rows_of(engine: Engine, tenant_id: str) -> list[Any]:
     return sorted(map(repr, rows))
 
 
-def _rules(app: Flask) -> list[Rule]:
-    return sorted(app.url_map.iter_rules(), key=lambda r: r.rule)
-
-
-def _path(rule: Rule, values: dict[str, Any]) -> str:
-    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: str(values[m.group(1)]), rule.rule)
-
-
 # Bodies that pass each action's own checks, so that what answers is the check of whose
 # object it is (a body refused first would prove nothing).
 API_BODIES: dict[str, Any] = {
@@ -152,7 +145,7 @@ def test_a_tenant_admin_reaches_nothing_of_another_tenant(
     before = _rows_of(engine, theirs["tenant_id"])
     wrong: list[str] = []
     tried = 0
-    for rule in _rules(app):
+    for rule in rules(app):
         if "tenant_id" not in rule.arguments:
             continue
         objects = rule.arguments & set(OBJECT_IDS)
@@ -164,13 +157,13 @@ def test_a_tenant_admin_reaches_nothing_of_another_tenant(
                                             and k != "attempt_id" else 999999999
                                             for k in objects}}))
         for values, nowhere in cases:
-            path = _path(rule, values)
+            path = path_of(rule, values)
             for method in METHODS:
                 if method not in (rule.methods or ()):
                     continue
                 tried += 1
                 answer = attacker.call(rule, method, path)
-                baseline = attacker.call(rule, method, _path(rule, nowhere))
+                baseline = attacker.call(rule, method, path_of(rule, nowhere))
                 body = answer.get_data(as_text=True)
                 if (answer.status_code != baseline.status_code or answer.status_code < 300
                         or MARKS.search(body)):
@@ -190,13 +183,13 @@ def test_partner_only_addresses_refuse_a_tenant_admin(
               "admin_id": partner.admin_id, "key_id": "x"}
     before = _rows_of(engine, theirs["tenant_id"])
     wrong: list[str] = []
-    for rule in _rules(app):
+    for rule in rules(app):
         if "tenant_id" in rule.arguments or rule.rule.startswith(("/scim/", "/reporting/")):
             continue
         if rule.endpoint in ("health.healthz", "health.readyz", "metrics.scrape", "static",
                              "web.static", "web.sign_out", "web.sign_in"):
             continue
-        path = _path(rule, values)
+        path = path_of(rule, values)
         for method in METHODS:
             if method not in (rule.methods or ()):
                 continue
