@@ -179,8 +179,10 @@ def test_partner_only_addresses_refuse_a_tenant_admin(
         receiver: Receiver) -> None:
     theirs = _theirs(engine, partner, receiver)
     partner_hook = partner.post("/webhooks", {"url": receiver.url}).json["id"]
-    values = {**theirs, "endpoint_id": partner_hook,
-              "admin_id": partner.admin_id, "key_id": "x"}
+    key = partner.post("/reporting-keys", {"name": "BI"}).json["id"]
+    [token] = partner.get("/me/tokens").json["items"]
+    values = {**theirs, "endpoint_id": partner_hook, "admin_id": partner.admin_id,
+              "key_id": key, "token_id": token["id"]}  # the partner's own
     before = _rows_of(engine, theirs["tenant_id"])
     wrong: list[str] = []
     for rule in rules(app):
@@ -202,3 +204,26 @@ def test_partner_only_addresses_refuse_a_tenant_admin(
                 wrong.append(f"{method} {path} -> {answer.status_code}")
     assert wrong == [], "\n".join(wrong)
     assert _rows_of(engine, theirs["tenant_id"]) == before
+    # The partner's own token, key and endpoint, named in the addresses, are as they were.
+    assert partner.get("/me").status_code == 200
+    assert [k["revokedAt"] for k in partner.get("/reporting-keys").json["items"]] == [None]
+    assert partner.get(f"/webhooks/{partner_hook}").json["enabled"] is True
+
+
+def test_each_credential_opens_only_its_own_surface(
+        app: Flask, engine: Engine, scim: ScimClient, partner: ApiClient,
+        tenant_admin: ApiClient) -> None:
+    """A tenant's SCIM token is no admin API token, an admin API token (a partner's
+    included) no SCIM token and no provisioning key for the fleet-wide reporting API."""
+    client = app.test_client()
+    tried = {
+        "/api/v1/me": scim.token,
+        f"/api/v1/tenants/{scim.tenant_id}/users": scim.token,
+        "/scim/v2/Users": tenant_admin.token,
+        "/scim/v2/Groups": partner.token,
+        "/reporting/v1/months": partner.token,
+        "/reporting/v1/months/2026-10/tenants.csv": tenant_admin.token,
+    }
+    for path, token in tried.items():
+        answer = client.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 401, path
