@@ -56,6 +56,7 @@ BEFORE_TWO_FACTOR = {"web.two_factor", "web.start_two_factor", "web.confirm_two_
 # No inline script or style anywhere: what the pages run comes from /admin/static.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+HSTS = "max-age=31536000"  # a year
 # Refusals a form can fix (bad input, a rule, a name taken): shown on the page it came
 # from. Anything else (CSRF, 404, 403) gets an error page.
 FORM_ERRORS = frozenset({400, 401, 409, 412})
@@ -133,6 +134,11 @@ def _security_headers(response: Response) -> Response:
         headers.setdefault("X-Frame-Options", "DENY")
         headers.setdefault("Referrer-Policy", "same-origin")
         headers.setdefault("X-Content-Type-Options", "nosniff")
+        if current_app.session_interface.get_cookie_secure(current_app):
+            # Served over HTTPS (as the session cookie's Secure flag says): the browser
+            # comes back over HTTPS only, so a network attacker cannot offer the sign-in
+            # page over plain HTTP (RFC 6797).
+            headers.setdefault("Strict-Transport-Security", HSTS)
         if not request.path.startswith(PREFIX + "/static/"):
             # Pages show directory data and, now and then, a secret shown once.
             headers["Cache-Control"] = "no-store"

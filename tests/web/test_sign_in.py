@@ -409,7 +409,7 @@ def _cookie_flags(app: Flask, engine: Engine, email: str, scheme: str) -> set[st
     ("always", "http://connector.example", "http", True),
     ("never", "https://connector.example", "https", False),
 ])
-def test_the_session_cookie_is_httponly_lax_and_secure_as_set(
+def test_the_session_cookie_is_httponly_lax_and_secure_as_set_with_hsts(
         app: Flask, engine: Engine, mode: str, base: str, scheme: str, secure: bool) -> None:
     settings = app.config["SETTINGS"]
     app.config["SETTINGS"] = dataclasses.replace(
@@ -418,6 +418,11 @@ def test_the_session_cookie_is_httponly_lax_and_secure_as_set(
     flags = _cookie_flags(app, engine, "p@example.com", scheme)
     assert {"httponly", "samesite=Lax"} <= flags
     assert ("secure" in flags) is secure
+    # Where the cookie is Secure, the pages are HTTPS only (HSTS): a network attacker
+    # cannot serve the sign-in page over plain HTTP to a browser that has been here.
+    page = app.test_client().get("/admin/sign-in", base_url=f"{scheme}://localhost")
+    assert page.headers.get("Strict-Transport-Security") == (
+        "max-age=31536000" if secure else None)
 
 
 def test_a_cookie_from_before_sign_in_is_not_the_signed_in_session(
