@@ -174,6 +174,25 @@ def test_a_tenant_admin_reaches_nothing_of_another_tenant(
     assert _rows_of(engine, theirs["tenant_id"]) == before
 
 
+def test_the_other_tenants_ids_in_query_strings_find_nothing(
+        engine: Engine, scim: ScimClient, partner: ApiClient, attacker: Caller,
+        receiver: Receiver) -> None:
+    theirs = _theirs(engine, partner, receiver)
+    user, run = theirs["user_id"], theirs["run_id"]
+    mine = f"/tenants/{scim.tenant_id}"
+    for path in (f"{mine}/users?q={user}", f"{mine}/provisioning-log?user={user}",
+                 f"{mine}/provisioning-log?run={run}", f"{mine}/events?userId={user}",
+                 f"{mine}/exports/provisioning-log.csv?user={user}",
+                 f"{mine}/exports/users.csv", f"{mine}/entra/runs", f"{mine}/audit"):
+        answer = attacker.api.get(path)
+        body = answer.get_data(as_text=True)
+        assert answer.status_code in (200, 400), (path, answer.status_code)
+        assert user not in body and not MARKS.search(body), path
+    for path in ("users", "provisioning-log", "audit", "groups"):
+        page = attacker.web.client.get(f"/admin{mine}/{path}?q={user}&user={user}")
+        assert not MARKS.search(page.get_data(as_text=True)), path
+
+
 def test_partner_only_addresses_refuse_a_tenant_admin(
         app: Flask, engine: Engine, scim: ScimClient, partner: ApiClient, attacker: Caller,
         receiver: Receiver) -> None:
