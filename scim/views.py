@@ -21,6 +21,7 @@ from connector import (
     counters,
     db,
     limits,
+    logs,
     metrics,
     provlog,
     scim_health,
@@ -321,7 +322,9 @@ def _log_failed_request(response: Response) -> None:
             current_app.extensions["write_sessionmaker"],
             WriteContext(tenant.id, Source.SCIM, _actor(), g.get("request_id") or "-",
                          clock.now()),
-            method=request.method, path=request.full_path.rstrip("?"),
+            # A token a client put in the query string (…?access_token=) is no
+            # business of the log's readers: as in the service's log, redacted.
+            method=request.method, path=logs.redact(request.full_path.rstrip("?")),
             status=response.status_code, scim_type=body.get("scimType"),
             detail=str(body.get("detail") or ""), operation=operation,
             user_id=resource_id if on_resource else None)
