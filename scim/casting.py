@@ -178,7 +178,11 @@ def _cast_single(attr: Attribute, value: Any, path: str) -> Any:
     try:
         cast = caster(value)
     except (TypeError, ValueError) as exc:
-        raise InvalidValue(f"'{path}' must be of type {attr.type}; got {value!r:.80}.") from exc
+        # A value never returned (the password) is not repeated either: the message goes
+        # into the provisioning log, for every admin of the tenant to read.
+        got = (f"a {type(value).__name__}" if attr.returned == "never"
+               else f"{value!r:.80}")
+        raise InvalidValue(f"'{path}' must be of type {attr.type}; got {got}.") from exc
     if isinstance(cast, str):
         indexed = path.split(".")[0] in INDEXED_MULTI_VALUED and attr.name == "value"
         refused = limits.refusal(path, cast, max_length(attr, path), indexed)

@@ -93,6 +93,20 @@ def test_a_failed_requests_entry_keeps_no_token_from_its_query_string(
     assert scim.token.removeprefix("scim_") not in str(entry)
 
 
+def test_a_password_of_the_wrong_type_is_not_repeated_in_the_answer_or_the_log(
+        partner: ApiClient, scim: ScimClient) -> None:
+    """`"password": {"value": "…"}` was refused with the password in the error's detail,
+    which the provisioning log keeps as the failure's reason."""
+    secret = "Tr0ub4dor&3-horse"
+    refused = scim.post("/Users", {**user("pw@example.com"), "password": {"value": secret}})
+    assert refused.status_code == 400
+    assert refused.json["detail"] == "'password' must be of type string; got a dict."
+    [entry] = call(partner, "GET", f"/tenants/{scim.tenant_id}/provisioning-log").json["items"]
+    assert entry["result"] == "failure" and secret not in str(entry)
+    other = scim.post("/Users", {**user("pw@example.com"), "active": "maybe"})
+    assert "got 'maybe'" in other.json["detail"]  # other values are still quoted
+
+
 def test_csv_export_with_filters_and_formulas_defused(partner: ApiClient, scim: ScimClient
                                                       ) -> None:
     seed(scim)
