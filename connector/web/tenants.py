@@ -167,6 +167,14 @@ def change(tenant_id: str) -> Response:
     return done(said or "Nothing changed: the settings already had these values.", back)
 
 
+def _rotated_explanation() -> str:
+    cached = int(current_app.config["SETTINGS"].scim.token_cache_seconds)
+    lag = (f" Another process of this instance may still answer reads with an old token "
+           f"for up to {cached} seconds." if cached > 0 else "")
+    return ("Every earlier token of this tenant is refused from now on: paste this one into "
+            f"the identity provider's provisioning settings. It is shown only now.{lag}")
+
+
 @bp.get("/tenants/<tenant_id>/scim-token")
 def rotate_scim_token(tenant_id: str) -> str:
     """Ask before rotating; after a rotation, the new token (once)."""
@@ -177,9 +185,7 @@ def rotate_scim_token(tenant_id: str) -> str:
         return render_template(
             "admin/secret.html", title="New SCIM token", secret=secret,
             label="SCIM bearer token", scim_base_url=scim_base_url(),
-            explain="Every earlier token of this tenant stopped working just now: paste this "
-                    "one into the identity provider's provisioning settings. It is shown "
-                    "only now.",
+            explain=_rotated_explanation(),
             back=url_for("web.settings", tenant_id=tenant.id),
             back_label="Back to the settings")
     return render_template("admin/confirm_rotate.html", shown_before=bool(ticket))

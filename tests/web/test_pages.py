@@ -442,6 +442,8 @@ def test_scim_token_rotation_asks_first_and_shows_the_new_token_once(
     html = shown.get_data(as_text=True)
     token = re.search(r'value="(scim_[^"]+)"', html).group(1)  # type: ignore[union-attr]
     assert "shown only this once" in text(html)
+    # In words, what the token cache means: other processes may read on a few seconds.
+    assert "refused from now on" in text(html) and "for up to 10 seconds" in text(html)
     assert token not in partner_web.client.get_cookie("connector_session").value  # type: ignore[union-attr]
     body = {"schemas": [USER], "userName": "new@example.com"}
     assert scim.post("/Users", body).status_code == 401
