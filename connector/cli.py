@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="migrate, then serve the web app (gunicorn)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=int,
+                   help="web processes (default: server.workers, 1)")
     p.add_argument("--worker-class", choices=serving.WORKER_CLASSES,
                    help="gunicorn worker class (default: server.worker_class, gevent)")
     p.add_argument("--threads", type=int,
@@ -250,6 +251,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.server.host
     port = args.port or settings.server.port
     connections = args.worker_connections or settings.server.worker_connections
+    # --workers wins over [server] workers; the gevent path below reads it from args.
+    args.workers = args.workers if args.workers is not None else settings.server.workers
     problem = _serve_numbers_problem(port, args.workers, connections)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -330,7 +333,7 @@ def _serve_numbers_problem(port: int, workers: int, connections: int) -> str | N
     if not 1 <= port <= 65535:
         return f"the port must be 1-65535 (--port, [server] port); got {port}."
     if workers < 1:
-        return f"--workers must be 1 or more; got {workers}."
+        return f"the workers must be 1 or more (--workers, [server] workers); got {workers}."
     if connections < 1:
         return ("the worker connections must be 1 or more (--worker-connections, [server] "
                 f"worker_connections); got {connections}.")

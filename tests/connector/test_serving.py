@@ -87,10 +87,16 @@ def test_serve_says_what_to_do_instead_of_starting(tmp_path: Path, chosen: list[
 @pytest.mark.parametrize(("args", "env", "message"), [
     (["--port", "70000"], {}, "the port must be 1-65535 (--port, [server] port); got 70000."),
     ([], {"CONNECTOR_SERVER__PORT": "-1"}, "the port must be 1-65535"),
-    (["--workers", "0"], {}, "--workers must be 1 or more; got 0."),
+    (["--workers", "0"], {}, "the workers must be 1 or more (--workers, [server] workers); "
+     "got 0."),
+    # docs/operations.md sizes the web server by [server] workers: a setting, as threads
+    # and worker_connections are (an unknown one would fail naming the variable).
+    ([], {"CONNECTOR_SERVER__WORKERS": "0"}, "the workers must be 1 or more"),
+    (["--workers", "0"], {"CONNECTOR_SERVER__WORKERS": "2"}, "the workers must be 1"),
     (["--worker-class", "gevent"], {"CONNECTOR_SERVER__WORKER_CONNECTIONS": "0"},
      "the worker connections must be 1 or more"),
-], ids=["port", "port-setting", "workers", "connections"])
+], ids=["port", "port-setting", "workers", "workers-setting", "workers-option-wins",
+        "connections"])
 def test_serve_refuses_numbers_it_cannot_serve_with(tmp_path: Path, args: list[str],
                                                     env: dict[str, str], message: str) -> None:
     """A port out of range ended in gunicorn's traceback after "Serving on …"; no worker
