@@ -453,7 +453,7 @@ def _bootstrap_tenant(settings: Settings) -> list[str]:
                     "Its SCIM token was shown when it was created. For a new one run:",
                     f"  {command_name()} tenant rotate-token {existing[0].id}"]
         tenant, issued = tenants.create_tenant(session, "Default workspace", clock.now(),
-                                               "bootstrap")
+                                               "bootstrap", Source.SYSTEM)
         session.commit()
     return ["Created the first tenant, 'Default workspace'.",
             f"  tenant id     : {tenant.id}",
@@ -541,7 +541,8 @@ def _tenant_change(settings: Settings, tenant_id: str, action: str,
         if tenant is None:
             raise NotFound(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
         now = clock.now()
-        change(session, WriteContext(tenant.id, Source.SYSTEM, "cli", f"cli-{action}", now),
+        # The operator at the command line is an admin (docs/events.md, `source`).
+        change(session, WriteContext(tenant.id, Source.ADMIN, "cli", f"cli-{action}", now),
                tenant)
         admins.audit(session, at=now, actor="cli", action=action, tenant_id=tenant.id,
                      target=tenant.name, correlation_id=f"cli-{action}")

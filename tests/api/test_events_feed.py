@@ -223,3 +223,16 @@ def test_the_documented_settings_change_is_what_the_feed_serves(
     served, _ = read_all(partner, path, after=stored)
     assert [(e["type"], e["data"]) for e in served] == [
         ("tenant.settings_changed", {"old": old, "new": new})]
+
+
+def test_a_tenant_an_admin_creates_and_a_token_it_rotates_are_the_admins_doing(
+        partner: ApiClient) -> None:
+    """docs/events.md: `source` is `admin` for an admin in the UI, the API or the CLI, and
+    `system` for the connector itself; these two were always `system`."""
+    made = partner.post("/tenants", {"name": "Fabrikam"})
+    assert made.status_code == 201, made.json
+    tenant = made.json["id"]
+    assert partner.post(f"/tenants/{tenant}/scim-token").status_code == 201
+    served, _ = read_all(partner, f"/tenants/{tenant}/events")
+    assert [(e["type"], e["source"]) for e in served] == [
+        ("tenant.created", "admin"), ("tenant.scim_token_rotated", "admin")]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from tests.support.databases import PG_ADMIN_DSN, PG_URL_TEMPLATE
 
@@ -273,6 +273,15 @@ def test_tenant_rename_close_reopen_and_purge(database_url: str, engine: object,
     assert kept.returncode == 0 and "Purged 0 tenant(s)" in kept.stdout
     reopened = connector(database_url, "tenant", "reopen", made["id"], cwd=tmp_path)
     assert reopened.returncode == 0 and "Reopened" in reopened.stdout
+    connector(database_url, "tenant", "rotate-token", made["id"], cwd=tmp_path)
+    # The operator at the command line is an admin (docs/events.md, `source`): these
+    # were recorded as the connector's own doing ("system").
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        sources = conn.execute(text("SELECT kind, source FROM events WHERE tenant_id = :t "
+                                    "ORDER BY id"), {"t": made["id"]}).all()
+    assert [tuple(row) for row in sources] == [
+        ("tenant.created", "admin"), ("tenant.renamed", "admin"), ("tenant.closed", "admin"),
+        ("tenant.reopened", "admin"), ("tenant.scim_token_rotated", "admin")]
     connector(database_url, "tenant", "close", made["id"], cwd=tmp_path)
     (tmp_path / "none.toml").write_text("[admin]\nclosed_tenant_retention_days = 0\n")
     dry = connector(database_url, "tenant", "purge", "--dry-run", cwd=tmp_path)
