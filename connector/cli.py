@@ -58,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DomainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader left early (`connector sync status --json | head`): nothing is lost
+        # and nothing to say, where Python printed a traceback (and another one when it
+        # flushed stdout at exit).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OperationalError as exc:
         if "unsupported startup parameter" in str(exc):
             print(f"error: the database refused the connection's startup options "

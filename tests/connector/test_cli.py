@@ -365,3 +365,21 @@ def test_a_command_group_without_its_action_lists_the_actions(tmp_path: Path,
     assert result.stderr.startswith(f"usage: connector {group} "), result.stderr
     listed = {"tenant": "rotate-token", "billing": "close-due"}[group]
     assert listed in result.stderr and result.stdout == ""
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(database_url: str, engine: object,
+                                                      tmp_path: Path) -> None:
+    """`connector tenant list --json | head -c 100` printed a BrokenPipeError traceback."""
+    connector(database_url, "tenant", "create", "Acme", cwd=tmp_path)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes a byte
+    env = {**os.environ, "CONNECTOR_DATABASE__URL": database_url,
+           "CONNECTOR_CONFIG": str(tmp_path / "none.toml")}
+    try:
+        done = subprocess.run([sys.executable, "-m", "connector.cli", "tenant", "list",
+                               "--json"], env=env, cwd=tmp_path, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert done.stderr == ""
