@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from connector import events, tenant_settings, tenants
 from connector.actions import AdminCall
-from connector.errors import Conflict, ModuleHeld, NotFound, StateConflict
+from connector.errors import Conflict, ModuleHeld, NotFound
 from connector.models import Group, GroupModule, Module, Tenant, User, UserModule
 from connector.tenants import IssuedToken
 

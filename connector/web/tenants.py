@@ -248,8 +248,8 @@ def remove_module(tenant_id: str, module: str) -> Response:
     try:
         name, users, groups = actions.remove_module(
             admin_call(), tenant_id, module, confirmed=request.form.get("confirm") == "yes")
-    except ModuleHeld as held:
-        raise StateConflict(f"{held.message} Confirm on this page to remove it anyway."
+    except ModuleHeld as refused:
+        raise StateConflict(f"{refused.message} Confirm on this page to remove it anyway."
                             ) from None
     held = (f" {users} user(s) and {groups} group(s) no longer hold it; their history keeps "
             "the name." if users or groups else "")
