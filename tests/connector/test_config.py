@@ -197,7 +197,8 @@ def test_the_serve_command_offers_the_settings_worker_classes() -> None:
 # The pages an operator, an admin or a webhook consumer reads: every setting they name
 # must be one the connector reads (an unknown one fails at start, naming the variable),
 # and a default they state in parentheses after it must be the code's.
-DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+             ROOT / "config.example.toml"]
 BRACKETED = re.compile(r"`\[(\w+)\] (\w+)`(?: \(([^)]*)\))?")  # `[server] port` (8080)
 DOTTED = re.compile(r"`(\w+)\.(\w+)`(?: \(([^)]*)\))?")  # `admin.session_hours` (12)
 ENVIRONMENT = re.compile(r"\bCONNECTOR_([A-Z_]+?)__([A-Z_]+)\b")
