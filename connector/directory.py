@@ -288,7 +288,9 @@ class Directory:
 
     def _check_version(self, current: int, expected: int | None) -> None:
         if expected is not None and expected != current:
-            raise VersionMismatch(f"Version {expected} does not match current {current}.")
+            raise VersionMismatch(
+                f"The resource changed since version {expected}: it is at version {current} "
+                "now. Read it again and send the change against its current version.")
 
     # -- users ----------------------------------------------------------------
 
