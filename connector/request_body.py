@@ -18,5 +18,15 @@ def body_bytes() -> bytes:
         return request.get_data(cache=False)
     data: bytes = stream.read(limit + 1)
     if len(data) > limit:
-        raise RequestEntityTooLarge(f"The body is larger than {limit:,} bytes.")
+        raise RequestEntityTooLarge(too_large())
     return data
+
+
+def too_large() -> str:
+    """What a 413 says on every surface: how large the body is (when the client said),
+    the limit and the setting behind it, and what to do. (Werkzeug's own words were
+    "The data value transmitted exceeds the capacity limit.")"""
+    size = (f"is {request.content_length:,} bytes" if request.content_length
+            else "is larger than that")
+    return (f"This server takes request bodies of at most {request.max_content_length or 0:,} "
+            f"bytes ([server] max_body_bytes); this one {size}. Send it in smaller requests.")

@@ -143,6 +143,8 @@ def test_a_chunked_body_over_the_limit_is_refused_whole(tmp_path: Path, engine: 
             "Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
     assert answer.status_code == 413, answer.get_data(as_text=True)[:300]
     assert answer.get_json()["schemas"] == [ERROR]
+    assert answer.get_json()["detail"].startswith(
+        "This server takes request bodies of at most 1,000 bytes ([server] max_body_bytes); ")
 
 
 def test_readyz_says_unavailable_when_every_pooled_connection_is_taken(
