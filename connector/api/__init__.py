@@ -85,7 +85,15 @@ def _api_error(exc: Exception) -> Response:
         problem = to_problem(exc)
     except Exception:  # noqa: BLE001 - anything else is our bug: logged, never shown
         return _unexpected(exc)
+    if isinstance(exc, auth.CsrfError):  # a script with the session cookie, not a stale form
+        problem.detail = API_CSRF_DETAIL
     return problem_response(problem)
+
+
+API_CSRF_DETAIL = (
+    "This request carries the session cookie but not the session's CSRF token: send it in "
+    "the X-CSRF-Token header (GET /api/v1/me returns it as csrfToken), or authenticate "
+    "with a personal API token instead (Authorization: Bearer cadm_…), which needs none.")
 
 
 @bp.before_request
