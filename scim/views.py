@@ -25,6 +25,7 @@ from connector import (
     provlog,
     scim_health,
     tenants,
+    token_kinds,
     urls,
 )
 from connector.events import WriteContext
@@ -140,7 +141,8 @@ def _authenticate() -> None:
     else:  # writes see revocations and tenant settings as of now, in their own transaction
         tenant = tenants.authenticate(db.get_session(writes=True), token.strip())
     if tenant is None:
-        raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped).",
+        raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped)."
+                           + token_kinds.elsewhere(token.strip(), tenants.TOKEN_PREFIX),
                            headers={"WWW-Authenticate": 'Bearer realm="SCIM", '
                                     'error="invalid_token"'})
     if tenant.closed_at is not None:
