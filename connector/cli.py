@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -276,6 +278,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         metrics.prepare_directory(settings.metrics.multiprocess_dir)
         if settings.metrics.bind:
             binds.append(settings.metrics.bind)
+    problem = _address_problem(binds)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     where = {"worker": "; Entra sync and month closes in `connector worker`, started "
              "with it", "web": "; Entra sync and month closes in the web process",
              "external": "; Entra sync and month closes: run `connector worker`"}
@@ -330,6 +336,32 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         print(serving_line, flush=True)
     _Server().run()
     return 0
+
+
+def _address_problem(binds: list[str]) -> str | None:
+    """Whether serve can listen on its addresses, said before "Serving on …" is: gunicorn
+    retried a busy port for five seconds after that line, then ended with "Can't connect
+    to ('127.0.0.1', 8080)". The first address is --port's, the second [metrics] bind's."""
+    for bind, option in zip(binds, ("--host/--port, [server] host/port; make run PORT=…",
+                                    "[metrics] bind"),
+                            strict=False):
+        host, _, port = bind.rpartition(":")
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                flags=socket.AI_PASSIVE)[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn
+                probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"{bind} is in use: another process listens there (another "
+                        f"`connector serve`?). Stop it, or listen elsewhere ({option}).")
+            reason = exc.strerror or str(exc)
+            return f"cannot listen on {bind}: {reason}. Check {option}."
+        except ValueError:
+            return f"cannot listen on {bind}: the port is not a number. Check {option}."
+    return None
 
 
 def _serve_numbers_problem(port: int, workers: int, connections: int) -> str | None:
