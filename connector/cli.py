@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -293,7 +294,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     migrate.upgrade(db.make_engine(settings.database))
     # With --bootstrap (`make run`), what it created is shown once the server listens:
     # the last lines on the terminal, not lost above the server's own.
-    welcome = boxed([*bootstrap(settings), "", serving_line]) if args.bootstrap else None
+    welcome = (boxed([*bootstrap(settings), "", *serving_line.split("; ", 1)])
+               if args.bootstrap else None)
     _start_scheduler_process(settings, args)
 
     from gunicorn.app.base import BaseApplication
@@ -407,7 +409,8 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str]
         # Shown by the first worker once it listens (gunicorn_hooks.post_worker_init),
         # as on the other paths: the last lines on the terminal. Through a file only this
         # user reads, removed once shown: it holds a one-time password.
-        welcome = boxed([*done.stdout.rstrip("\n").splitlines(), "", serving_line])
+        welcome = boxed([*done.stdout.rstrip("\n").splitlines(), "",
+                         *serving_line.split("; ", 1)])
         fd, path = tempfile.mkstemp(prefix="connector-welcome-", text=True)
         with os.fdopen(fd, "w") as out:
             out.write(welcome + "\n")
@@ -518,8 +521,16 @@ def command_name() -> str:
         return str(script)
 
 
+BOX_WIDTH = 100  # a terminal's width or less: a wider frame breaks into pieces
+
+
 def boxed(lines: list[str]) -> str:
-    """The lines in a frame, so they stand out among a server's log lines."""
+    """The lines in a frame, so they stand out among a server's log lines. A line longer
+    than BOX_WIDTH goes on over several, cut between words (never inside a URL or a
+    token), as "Serving on …" made the frame 180 columns wide."""
+    lines = [part for line in lines for part in (
+        textwrap.wrap(line, BOX_WIDTH, subsequent_indent="  ", break_long_words=False,
+                      break_on_hyphens=False) if len(line) > BOX_WIDTH else [line])]
     width = max((len(line) for line in lines), default=0)
     rule = "+" + "-" * (width + 2) + "+"
     return "\n".join([rule, *(f"| {line.ljust(width)} |" for line in lines), rule])

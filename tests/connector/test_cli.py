@@ -123,6 +123,9 @@ def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
         assert f"http://127.0.0.1:{port}/scim/v2" in frame
         assert f"http://127.0.0.1:{port}/admin/" in frame
         assert f"Serving on http://127.0.0.1:{port}" in frame
+        # Narrow enough for a terminal (the serving line made it 180 columns wide).
+        framed = frame[:frame.rindex("-+") + 2].splitlines()
+        assert max(len(line) for line in framed) <= 104, framed
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
