@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from connector import clock, db, migrate, sync_status
 from connector.config import ConfigError, Settings
+from connector.errors import InvalidFields
 from connector.models import EntraRegistration, SyncRun, SyncState
 
 if TYPE_CHECKING:
@@ -103,18 +104,33 @@ def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
     pem = _read_certificate(args.certificate) if args.certificate else None
     with _session(settings) as session:
         ctx = WriteContext(args.tenant, Source.ADMIN, "cli", "cli", clock.now())
-        registration = sync_service.register(
-            session, settings.azure_sync, ctx, directory_id=args.directory_id,
-            client_id=args.client_id, secret=secret, certificate_pem=pem,
-            authority_host=args.authority_host, graph_base_url=args.graph_base_url,
-            interval_minutes=args.interval_minutes, scope_domains=args.scope_domain,
-            scope_groups=args.scope_group, scope_group_mode=args.scope_group_mode,
-            soft_delete=args.soft_delete, matching_attribute=args.matching_attribute)
+        try:
+            registration = sync_service.register(
+                session, settings.azure_sync, ctx, directory_id=args.directory_id,
+                client_id=args.client_id, secret=secret, certificate_pem=pem,
+                authority_host=args.authority_host, graph_base_url=args.graph_base_url,
+                interval_minutes=args.interval_minutes, scope_domains=args.scope_domain,
+                scope_groups=args.scope_group, scope_group_mode=args.scope_group_mode,
+                soft_delete=args.soft_delete, matching_attribute=args.matching_attribute)
+        except InvalidFields as refused:  # in the form's words: name the options too
+            raise ConfigError(" ".join(f"{REGISTER_OPTIONS.get(field, field)}: {message}"
+                                       for field, message in refused.errors.items())
+                              ) from None
         session.commit()
         print(f"Tenant {args.tenant} syncs from Entra tenant {registration.directory_id} "
               f"with app {registration.client_id} every {registration.interval_minutes} min.")
     print(f"Run a first round now with: connector sync run --tenant {args.tenant}")
     return 0
+
+
+# The registration's fields (as the service and the form name them) → this command's options.
+REGISTER_OPTIONS = {
+    "directory_id": "--directory-id", "client_id": "--client-id",
+    "client_secret": "--secret-stdin or --certificate", "authority_host": "--authority-host",
+    "graph_base_url": "--graph-base-url", "interval_minutes": "--interval-minutes",
+    "scope_domains": "--scope-domain", "scope_groups": "--scope-group",
+    "scope_group_mode": "--scope-group-mode", "soft_delete": "--soft-delete",
+    "matching_attribute": "--matching-attribute"}
 
 
 def _read_certificate(path: str) -> str:

@@ -286,14 +286,32 @@ def cmd_preview(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{result['month']} so far (as of {result['asOf']}, policy {result['policy']}): "
-          f"{result['usersCounted']:,} users, {result['usersBillable']:,} billable, "
-          f"USD {result['invoice']['total']} estimated. Not stored: the month closes after "
-          "its end.")
-    for line in result["invoice"]["lines"]:
-        print(f"  {line['description']}: {line['quantity']} × {line['unitPrice']} = "
-              f"{line['amount']}")
+    print("\n".join(preview_text(result)))
     return 0
+
+
+def preview_text(result: dict[str, Any]) -> list[str]:
+    """The running month as `connector billing preview` prints it. Units without a price
+    are said to have none, as the billing page says, never estimated at USD 0.00."""
+    lines = result["invoice"]["lines"]
+    unpriced = sum(line["quantity"] for line in lines if not line["priced"])
+    if unpriced and all(not line["priced"] for line in lines):
+        estimate = (f"no prices set: {unpriced:,} billable unit(s) have no price, so there "
+                    "is no amount to estimate (a partner admin sets the prices in the "
+                    "billing info)")
+    else:
+        estimate = f"USD {result['invoice']['total']} estimated" + (
+            f", not counting {unpriced:,} unit(s) without a price" if unpriced else "")
+    return [f"{result['month']} so far (as of {result['asOf']}, policy {result['policy']}): "
+            f"{result['usersCounted']:,} users, {result['usersBillable']:,} billable, "
+            f"{estimate}. Not stored: the month closes after its end.",
+            *(_line_text(line) for line in lines)]
+
+
+def _line_text(line: dict[str, Any]) -> str:
+    if not line.get("priced", True):
+        return f"  {line['description']}: {line['quantity']} × no price set"
+    return f"  {line['description']}: {line['quantity']} × {line['unitPrice']} = {line['amount']}"
 
 
 def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
@@ -324,8 +342,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  {current.users_counted:,} users, {current.users_billable:,} billable "
           f"(policy {current.inputs.get('policy')}, time zone {current.inputs.get('timeZone')})")
     for line in invoice.get("lines", []) + invoice.get("adjustments", []):
-        print(f"  {line['description']}: {line['quantity']} × {line['unitPrice']} = "
-              f"{line['amount']}")
+        print(_line_text(line))
     print(f"  total USD {invoice.get('total')} (excl. tax)"
           + ("; may be paid by invoice" if invoice.get("invoicePaymentEligible") else ""))
     return 0

@@ -29,10 +29,11 @@ from sqlalchemy.orm import Session
 
 from billing import exports
 from billing.calendar import InvalidMonth, Month
-from connector import db
+from connector import db, token_kinds
 from connector.models import BillingClose, ReportingKey, Tenant
 
 PREFIX = "/reporting/v1"
+KEY_PREFIX = "rk_"  # every provisioning key starts so
 bp = Blueprint("reporting", __name__, url_prefix=PREFIX)
 MAX_PER_PAGE = 1000
 
@@ -65,7 +66,7 @@ def create_key(session: Session, name: str, actor: str, now: dt.datetime
     name = name.strip()
     if not name or len(name) > 100:
         raise ValueError("A key needs a name of 1 to 100 characters (who or what uses it).")
-    key = "rk_" + secrets.token_urlsafe(32)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ReportingKey(id=str(uuid.uuid4()), name=name, key_hash=_digest(key), hint=key[-4:],
                        created_at=now, created_by=actor)
     session.add(row)
@@ -97,7 +98,7 @@ def _authenticate(session: Session) -> ReportingKey:
     if row is None or row.revoked_at is not None:
         raise ReportingError(401, "Unknown provisioning key",
                              "This provisioning key is unknown or revoked; ask a partner admin "
-                             "for a new one.",
+                             "for a new one." + token_kinds.elsewhere(key.strip(), KEY_PREFIX),
                              {"WWW-Authenticate": 'Bearer realm="connector reporting", '
                                                   'error="invalid_token"'})
     return row

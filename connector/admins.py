@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from connector import token_kinds
 from connector.errors import (
     Conflict,
     DomainError,
@@ -545,7 +546,8 @@ def authenticate_token(session: Session, clear: str, now: dt.datetime,
         .where(AdminToken.token_hash == digest, AdminToken.revoked_at.is_(None))
     ).first()
     if row is None or not hmac.compare_digest(row[0].token_hash, digest):
-        raise BadCredentials("The API token is not valid (revoked, or never issued).")
+        raise BadCredentials("The API token is not valid (revoked, or never issued)."
+                             + token_kinds.elsewhere(clear, TOKEN_PREFIX))
     token, account = row
     if account.disabled_at is not None:
         raise BadCredentials("The API token's account is disabled.")

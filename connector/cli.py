@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DomainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader left early (`connector sync status --json | head`): nothing is lost
+        # and nothing to say, where Python printed a traceback (and another one when it
+        # flushed stdout at exit).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OperationalError as exc:
         if "unsupported startup parameter" in str(exc):
             print(f"error: the database refused the connection's startup options "
@@ -99,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="migrate, then serve the web app (gunicorn)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=int,
+                   help="web processes (default: server.workers, 1)")
     p.add_argument("--worker-class", choices=serving.WORKER_CLASSES,
                    help="gunicorn worker class (default: server.worker_class, gevent)")
     p.add_argument("--threads", type=int,
@@ -258,6 +268,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.server.host
     port = args.port or settings.server.port
     connections = args.worker_connections or settings.server.worker_connections
+    # --workers wins over [server] workers; the gevent path below reads it from args.
+    args.workers = args.workers if args.workers is not None else settings.server.workers
     problem = _serve_numbers_problem(port, args.workers, connections)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -275,6 +287,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         metrics.prepare_directory(settings.metrics.multiprocess_dir)
         if settings.metrics.bind:
             binds.append(settings.metrics.bind)
+    problem = _address_problem(binds)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     where = {"worker": "; Entra sync and month closes in `connector worker`, started "
              "with it", "web": "; Entra sync and month closes in the web process",
              "external": "; Entra sync and month closes: run `connector worker`"}
@@ -286,7 +302,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     migrate.upgrade(db.make_engine(settings.database))
     # With --bootstrap (`make run`), what it created is shown once the server listens:
     # the last lines on the terminal, not lost above the server's own.
-    welcome = boxed([*bootstrap(settings), "", serving_line]) if args.bootstrap else None
+    welcome = (boxed([*bootstrap(settings), "", *serving_line.split("; ", 1)])
+               if args.bootstrap else None)
     _start_scheduler_process(settings, args)
 
     from gunicorn.app.base import BaseApplication
@@ -331,6 +348,32 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _address_problem(binds: list[str]) -> str | None:
+    """Whether serve can listen on its addresses, said before "Serving on …" is: gunicorn
+    retried a busy port for five seconds after that line, then ended with "Can't connect
+    to ('127.0.0.1', 8080)". The first address is --port's, the second [metrics] bind's."""
+    for bind, option in zip(binds, ("--host/--port, [server] host/port; make run PORT=…",
+                                    "[metrics] bind"),
+                            strict=False):
+        host, _, port = bind.rpartition(":")
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                flags=socket.AI_PASSIVE)[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn
+                probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"{bind} is in use: another process listens there (another "
+                        f"`connector serve`?). Stop it, or listen elsewhere ({option}).")
+            reason = exc.strerror or str(exc)
+            return f"cannot listen on {bind}: {reason}. Check {option}."
+        except ValueError:
+            return f"cannot listen on {bind}: the port is not a number. Check {option}."
+    return None
+
+
 def _serve_numbers_problem(port: int, workers: int, connections: int) -> str | None:
     """What is wrong with the numbers serve was given, before it says it serves: gunicorn
     fails on a port out of range with a traceback, and with no worker it listens and
@@ -338,7 +381,7 @@ def _serve_numbers_problem(port: int, workers: int, connections: int) -> str | N
     if not 1 <= port <= 65535:
         return f"the port must be 1-65535 (--port, [server] port); got {port}."
     if workers < 1:
-        return f"--workers must be 1 or more; got {workers}."
+        return f"the workers must be 1 or more (--workers, [server] workers); got {workers}."
     if connections < 1:
         return ("the worker connections must be 1 or more (--worker-connections, [server] "
                 f"worker_connections); got {connections}.")
@@ -374,7 +417,8 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str]
         # Shown by the first worker once it listens (gunicorn_hooks.post_worker_init),
         # as on the other paths: the last lines on the terminal. Through a file only this
         # user reads, removed once shown: it holds a one-time password.
-        welcome = boxed([*done.stdout.rstrip("\n").splitlines(), "", serving_line])
+        welcome = boxed([*done.stdout.rstrip("\n").splitlines(), "",
+                         *serving_line.split("; ", 1)])
         fd, path = tempfile.mkstemp(prefix="connector-welcome-", text=True)
         with os.fdopen(fd, "w") as out:
             out.write(welcome + "\n")
@@ -458,7 +502,7 @@ def _bootstrap_tenant(settings: Settings) -> list[str]:
                     "Its SCIM token was shown when it was created. For a new one run:",
                     f"  {command_name()} tenant rotate-token {existing[0].id}"]
         tenant, issued = tenants.create_tenant(session, "Default workspace", clock.now(),
-                                               "bootstrap")
+                                               "bootstrap", Source.SYSTEM)
         session.commit()
     return ["Created the first tenant, 'Default workspace'.",
             f"  tenant id     : {tenant.id}",
@@ -485,8 +529,16 @@ def command_name() -> str:
         return str(script)
 
 
+BOX_WIDTH = 100  # a terminal's width or less: a wider frame breaks into pieces
+
+
 def boxed(lines: list[str]) -> str:
-    """The lines in a frame, so they stand out among a server's log lines."""
+    """The lines in a frame, so they stand out among a server's log lines. A line longer
+    than BOX_WIDTH goes on over several, cut between words (never inside a URL or a
+    token), as "Serving on …" made the frame 180 columns wide."""
+    lines = [part for line in lines for part in (
+        textwrap.wrap(line, BOX_WIDTH, subsequent_indent="  ", break_long_words=False,
+                      break_on_hyphens=False) if len(line) > BOX_WIDTH else [line])]
     width = max((len(line) for line in lines), default=0)
     rule = "+" + "-" * (width + 2) + "+"
     return "\n".join([rule, *(f"| {line.ljust(width)} |" for line in lines), rule])
@@ -546,7 +598,8 @@ def _tenant_change(settings: Settings, tenant_id: str, action: str,
         if tenant is None:
             raise NotFound(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
         now = clock.now()
-        change(session, WriteContext(tenant.id, Source.SYSTEM, "cli", f"cli-{action}", now),
+        # The operator at the command line is an admin (docs/events.md, `source`).
+        change(session, WriteContext(tenant.id, Source.ADMIN, "cli", f"cli-{action}", now),
                tenant)
         admins.audit(session, at=now, actor="cli", action=action, tenant_id=tenant.id,
                      target=tenant.name, correlation_id=f"cli-{action}")

@@ -95,6 +95,9 @@ class ServerSettings:
         30, "How long the server's `connector worker` may take to finish what it runs "
         "when the server stops, before it is killed (a sync round resumes from its last "
         "committed page).")
+    workers: int = setting(
+        1, "Web processes `connector serve` starts (gunicorn workers; `--workers` wins). "
+        "Each keeps its own database pool: see [database] pool_size.")
     threads: int = setting(4, "gthread: threads per process.")
     worker_connections: int = setting(
         100, "gevent: connections one process serves at once (the rest wait in the "

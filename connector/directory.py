@@ -294,9 +294,15 @@ class Directory:
                                            else expected):
             return
         if isinstance(expected, int):
-            raise VersionMismatch(f"Version {expected} does not match current {current}.")
-        asked = ", ".join(str(v) for v in sorted(expected)) or "none of ours"
-        raise VersionMismatch(f"Versions asked for ({asked}) do not match current {current}.")
+            said = f"The resource changed since version {expected}"
+        elif expected:
+            said = ("The resource changed since versions "
+                    + ", ".join(str(v) for v in sorted(expected)))
+        else:
+            said = "None of the versions asked for is one this server issued"
+        raise VersionMismatch(
+            f"{said}: it is at version {current} now. Read it again and send the change "
+            "against its current version.")
 
     # -- users ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@
      ├── InvalidSetting        a tenant setting name or value that does not exist
      │    └── InvalidFields    several fields wrong at once ({field: message})
      ├── StateConflict         not possible in the resource's current state
+     │    └── ModuleHeld       removing a module users or groups hold, unconfirmed
      ├── WrongProvisioningPath SCIM write to a tenant fed by Entra sync
      └── StatusChangeRefused   the status rules forbid the change (reason says what to change)
 """
@@ -66,6 +67,11 @@ class InvalidSetting(DomainError):
 
 class StateConflict(DomainError):
     pass
+
+
+class ModuleHeld(StateConflict):
+    """A module still held, removed without confirming: each surface says how to
+    confirm (the API's ?confirm=true, the UI's page)."""
 
 
 class WrongProvisioningPath(DomainError):

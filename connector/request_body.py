@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from connector.slow_clients import CUT_AT_LIMIT
+
 
 def body_bytes() -> bytes:
     """The request body, refused with 413 past the body limit (`MAX_CONTENT_LENGTH`)
@@ -18,5 +20,15 @@ def body_bytes() -> bytes:
         return request.get_data(cache=False)
     data: bytes = stream.read(limit + 1)
     if len(data) > limit:
-        raise RequestEntityTooLarge(f"The body is larger than {limit:,} bytes.")
+        raise RequestEntityTooLarge(too_large())
     return data
+
+
+def too_large() -> str:
+    """What a 413 says on every surface: how large the body is (when the client said),
+    the limit and the setting behind it, and what to do. (Werkzeug's own words were
+    "The data value transmitted exceeds the capacity limit.")"""
+    known = request.content_length and not request.environ.get(CUT_AT_LIMIT)
+    size = f"is {request.content_length:,} bytes" if known else "is larger than that"
+    return (f"This server takes request bodies of at most {request.max_content_length or 0:,} "
+            f"bytes ([server] max_body_bytes); this one {size}. Send it in smaller requests.")

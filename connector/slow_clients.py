@@ -40,6 +40,8 @@ from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 TIMED_OUT = "connector.body_timed_out"  # set in the environ: the app answers 408
+# Set in the environ: a chunked body read up to the limit and no further, its size unknown.
+CUT_AT_LIMIT = "connector.body_cut_at_limit"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _CHUNK = 65_536
 
@@ -220,6 +222,7 @@ class BodyFirst:
             # Refused with 413 unread: the rest is not waited for nor drained (the
             # connection closes after the answer).
             _stop_reading(environ.get("gunicorn.socket"))
+            environ[CUT_AT_LIMIT] = length is None  # its size is not known
         body = b"".join(parts)
         environ["wsgi.input"] = io.BytesIO(body)
         # The app sees the body as it would a Content-Length one: werkzeug then refuses

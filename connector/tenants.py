@@ -49,9 +49,11 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def create_tenant(session: Session, name: str, now: dt.datetime, actor: str = "cli"
-                  ) -> tuple[Tenant, IssuedToken]:
-    """Create a tenant with the default module catalogue and a first SCIM token."""
+def create_tenant(session: Session, name: str, now: dt.datetime, actor: str = "cli",
+                  source: Source = Source.ADMIN) -> tuple[Tenant, IssuedToken]:
+    """Create a tenant with the default module catalogue and a first SCIM token. An
+    admin's doing (UI, API, CLI: docs/events.md's `source`) unless `source` says the
+    connector did it itself (bootstrap)."""
     tenant = Tenant(id=str(uuid.uuid4()), name=name, created_at=now,
                     status_source="identity_provider", scim_default_status="active",
                     provisioning_paused=False, time_zone="UTC")
@@ -60,14 +62,14 @@ def create_tenant(session: Session, name: str, now: dt.datetime, actor: str = "c
     session.add(TenantCounter(tenant_id=tenant.id, live_users=0, generation=0))
     session.add_all(Module(tenant_id=tenant.id, name=m, created_at=now) for m in DEFAULT_MODULES)
     session.flush()  # the catalogue is read in this transaction too (prices, modules)
-    ctx = WriteContext(tenant.id, Source.SYSTEM, actor, "tenant-create", now)
+    ctx = WriteContext(tenant.id, source, actor, "tenant-create", now)
     events.record(session, ctx, "tenant", tenant.id, events.TENANT_CREATED, None, {"name": name})
     return tenant, _issue_token(session, tenant.id, now)
 
 
 def rotate_token(session: Session, tenant_id: str, now: dt.datetime, actor: str = "cli"
                  ) -> IssuedToken:
-    """Revoke every live token of the tenant and issue a new one."""
+    """Revoke every live token of the tenant and issue a new one (an admin's doing)."""
     if session.get(Tenant, tenant_id) is None:
         raise NotFound(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
     session.execute(
@@ -75,7 +77,7 @@ def rotate_token(session: Session, tenant_id: str, now: dt.datetime, actor: str 
         .where(ScimToken.tenant_id == tenant_id, ScimToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    ctx = WriteContext(tenant_id, Source.SYSTEM, actor, "token-rotate", now)
+    ctx = WriteContext(tenant_id, Source.ADMIN, actor, "token-rotate", now)
     events.record(session, ctx, "tenant", tenant_id, events.TOKEN_ROTATED)
     forget_on_commit(session, tenant_id)
     return _issue_token(session, tenant_id, now)

@@ -148,7 +148,10 @@ def _read_request(body: Any, max_operations: int) -> tuple[list[dict[str, Any]],
     if not isinstance(operations, list) or not all(isinstance(o, dict) for o in operations):
         raise InvalidSyntax("'Operations' must be a list of objects.")
     if len(operations) > max_operations:
-        raise PayloadTooLarge(f"At most {max_operations} operations per bulk request.")
+        raise PayloadTooLarge(
+            f"Bulk requests may have at most {max_operations:,} operations (maxOperations "
+            f"in /ServiceProviderConfig); this one has {len(operations):,}. Send them in "
+            "several requests.")
     fail = body.get("failOnErrors")
     if fail is not None and (isinstance(fail, bool) or not isinstance(fail, int) or fail < 1):
         raise InvalidValue("'failOnErrors' must be a positive integer.")

@@ -26,11 +26,12 @@ from connector import (
     provlog,
     scim_health,
     tenants,
+    token_kinds,
     urls,
 )
 from connector.events import WriteContext
 from connector.models import Group, User
-from connector.request_body import body_bytes
+from connector.request_body import body_bytes, too_large
 from connector.status import Source
 from connector.text import all_storable, storable
 from scim import bulk, casting, discovery, resources, store
@@ -141,7 +142,8 @@ def _authenticate() -> None:
     else:  # writes see revocations and tenant settings as of now, in their own transaction
         tenant = tenants.authenticate(db.get_session(writes=True), token.strip())
     if tenant is None:
-        raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped).",
+        raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped)."
+                           + token_kinds.elsewhere(token.strip(), tenants.TOKEN_PREFIX),
                            headers={"WWW-Authenticate": 'Bearer realm="SCIM", '
                                     'error="invalid_token"'})
     if tenant.closed_at is not None:
@@ -341,7 +343,7 @@ def _http_error(exc: HTTPException) -> Any:
             f"{request.method} is not supported on {request.path}.",
             # RFC 9110 §15.5.6: a 405 lists the methods the resource does support.
             headers={"Allow": ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))}),
-        413: lambda: PayloadTooLarge("The request body is larger than the server accepts."),
+        413: lambda: PayloadTooLarge(too_large()),
         414: lambda: UriTooLong(exc.description),
     }
     factory = mapping.get(exc.code or 0)
@@ -714,7 +716,9 @@ def post_bulk() -> Response:
     settings = current_app.config["SETTINGS"].scim
     if (request.content_length or 0) > settings.bulk_max_payload_bytes:
         raise PayloadTooLarge(
-            f"Bulk requests are limited to {settings.bulk_max_payload_bytes} bytes.")
+            f"Bulk requests may have at most {settings.bulk_max_payload_bytes:,} bytes "
+            f"(maxPayloadSize in /ServiceProviderConfig); this one has "
+            f"{request.content_length:,}. Send its operations in several requests.")
     body = read_json()
     result = bulk.run(db.get_session(writes=True), scim_context(), body,
                       settings.bulk_max_operations, single_renderer=_bulk_render)

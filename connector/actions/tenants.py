@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from connector import events, tenant_settings, tenants
 from connector.actions import AdminCall
-from connector.errors import Conflict, NotFound, StateConflict
+from connector.errors import Conflict, ModuleHeld, NotFound
 from connector.models import Group, GroupModule, Module, Tenant, User, UserModule
 from connector.tenants import IssuedToken
 
@@ -97,9 +97,9 @@ def remove_module(call: AdminCall, tenant_id: str, name: str, confirmed: bool = 
     module = _module(call, tenant_id, name)
     users, groups = _holders(call, tenant_id, module.name)
     if (users or groups) and not confirmed:
-        raise StateConflict(
+        raise ModuleHeld(
             f"Module {module.name!r} is assigned to {len(users)} user(s) and {len(groups)} "
-            "group(s); removing it takes it away from them. Confirm to remove it anyway.")
+            "group(s); removing it takes it away from them.")
     _replace_module(call, tenant, module.name, None)
     call.session.delete(module)
     ctx = call.context(tenant_id)

@@ -15,7 +15,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from connector import admins, auth, db, errors
+from connector import admins, auth, db, errors, request_body
 from connector.http import Problem, invalid, problem_response, to_problem
 
 PREFIX = "/api/v1"
@@ -61,6 +61,8 @@ def _http_error(exc: HTTPException) -> Response:
     detail = {404: f"No API endpoint at {request.path}.",
               405: f"{request.method} is not allowed on {request.path}."}.get(
                   code, exc.description or exc.name)
+    if code == 413:
+        detail = request_body.too_large()
     headers = {k: v for k, v in exc.get_headers() if k == "Allow"}
     return problem_response(Problem(code, exc.name, detail, _HTTP_SLUGS.get(code, ""), headers))
 
@@ -83,7 +85,15 @@ def _api_error(exc: Exception) -> Response:
         problem = to_problem(exc)
     except Exception:  # noqa: BLE001 - anything else is our bug: logged, never shown
         return _unexpected(exc)
+    if isinstance(exc, auth.CsrfError):  # a script with the session cookie, not a stale form
+        problem.detail = API_CSRF_DETAIL
     return problem_response(problem)
+
+
+API_CSRF_DETAIL = (
+    "This request carries the session cookie but not the session's CSRF token: send it in "
+    "the X-CSRF-Token header (GET /api/v1/me returns it as csrfToken), or authenticate "
+    "with a personal API token instead (Authorization: Bearer cadm_…), which needs none.")
 
 
 @bp.before_request

@@ -19,7 +19,7 @@ from connector.actions import accounts, groups, notifications, users, webhooks
 from connector.actions import tenants as tenant_actions
 from connector.api import OPENAPI_FILE, bp
 from connector.api.contract import request_body
-from connector.errors import NotFound
+from connector.errors import ModuleHeld, NotFound, StateConflict
 from connector.http import (
     admin_call,
     done,
@@ -423,7 +423,12 @@ def remove_module(tenant_id: str, module: str) -> Response:
     confirm = request.args.get("confirm", "false")
     if confirm not in ("true", "false"):
         raise invalid(f"confirm must be true or false; got {confirm!r}.")
-    tenant_actions.remove_module(admin_call(), tenant_id, module, confirmed=confirm == "true")
+    try:
+        tenant_actions.remove_module(admin_call(), tenant_id, module,
+                                     confirmed=confirm == "true")
+    except ModuleHeld as held:
+        raise StateConflict(f"{held.message} To remove it anyway, send the DELETE again "
+                            "with ?confirm=true.") from None
     return done(204)
 
 

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response
 
 from connector import admins, browse, counters, db, tenants
 from connector.actions import tenants as actions
-from connector.errors import InvalidSetting
+from connector.errors import InvalidSetting, ModuleHeld, StateConflict
 from connector.http import admin_call, scim_base_url
 from connector.tenant_settings import CHOICES
 from connector.web import bp, shown_once
@@ -251,8 +251,12 @@ def remove_module_form(tenant_id: str, module: str) -> str:
 def remove_module(tenant_id: str, module: str) -> Response:
     tenant_page(tenant_id)
     come_back_to(url_for("web.remove_module_form", tenant_id=tenant_id, module=module))
-    name, users, groups = actions.remove_module(admin_call(), tenant_id, module,
-                                                confirmed=request.form.get("confirm") == "yes")
+    try:
+        name, users, groups = actions.remove_module(
+            admin_call(), tenant_id, module, confirmed=request.form.get("confirm") == "yes")
+    except ModuleHeld as refused:
+        raise StateConflict(f"{refused.message} Confirm on this page to remove it anyway."
+                            ) from None
     held = (f" {users} user(s) and {groups} group(s) no longer hold it; their history keeps "
             "the name." if users or groups else "")
     return done(f"Module “{name}” removed from the catalogue.{held}",

@@ -123,7 +123,11 @@ def test_cookie_sessions_need_the_csrf_token_to_change_anything(
     browser = _session_cookie(app, engine, partner.email)
     assert browser.get("/api/v1/tenants").status_code == 200
     url = f"/api/v1/tenants/{scim.tenant_id}/settings"
-    problem(browser.patch(url, json={"provisioningPaused": True}), 403, "csrf")
+    refused = browser.patch(url, json={"provisioningPaused": True})
+    problem(refused, 403, "csrf")
+    # Said to a script in the API's terms (it said "The form is out of date…").
+    assert "X-CSRF-Token header (GET /api/v1/me returns it as csrfToken)" in refused.json[
+        "detail"]
     problem(browser.patch(url, json={"provisioningPaused": True},
                           headers={"X-CSRF-Token": "forged"}), 403, "csrf")
     assert partner.get(url.removeprefix("/api/v1")).json["provisioningPaused"] is False

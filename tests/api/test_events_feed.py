@@ -206,3 +206,33 @@ def test_a_back_dated_correction_and_a_closed_tenant_reach_the_feed(
     assert "reason" not in next(e for e in later if e["type"] == "user.created")
     assert [e["type"] for e in later if e["subject"]["type"] == "tenant"] == [
         "tenant.closed", "tenant.reopened"]
+
+
+def test_the_documented_settings_change_is_what_the_feed_serves(
+        partner: ApiClient, scim: ScimClient) -> None:
+    """docs/events.md's example of `tenant.settings_changed` (it showed "idp", a value
+    the status source never takes) is the data a change of status source carries."""
+    doc = (Path(__file__).parents[2] / "docs" / "events.md").read_text()
+    row = re.search(r"^\| `tenant\.settings_changed` \|.*?`(\{.*?\})` → `(\{.*?\})`", doc,
+                    re.MULTILINE)
+    assert row is not None
+    old, new = json.loads(row[1]), json.loads(row[2])
+    path = f"/tenants/{scim.tenant_id}/events"
+    _, stored = read_all(partner, path)
+    assert partner.patch(f"/tenants/{scim.tenant_id}/settings", new).status_code == 200
+    served, _ = read_all(partner, path, after=stored)
+    assert [(e["type"], e["data"]) for e in served] == [
+        ("tenant.settings_changed", {"old": old, "new": new})]
+
+
+def test_a_tenant_an_admin_creates_and_a_token_it_rotates_are_the_admins_doing(
+        partner: ApiClient) -> None:
+    """docs/events.md: `source` is `admin` for an admin in the UI, the API or the CLI, and
+    `system` for the connector itself; these two were always `system`."""
+    made = partner.post("/tenants", {"name": "Fabrikam"})
+    assert made.status_code == 201, made.json
+    tenant = made.json["id"]
+    assert partner.post(f"/tenants/{tenant}/scim-token").status_code == 201
+    served, _ = read_all(partner, f"/tenants/{tenant}/events")
+    assert [(e["type"], e["source"]) for e in served] == [
+        ("tenant.created", "admin"), ("tenant.scim_token_rotated", "admin")]

@@ -211,3 +211,11 @@ def test_the_cli_sets_the_group_scope(database_url: str, engine: object, tmp_pat
                         "--directory-id", "d", "--client-id", "c", "--scope-group", "Sales",
                         cwd=tmp_path)
     assert refused.returncode != 0 and "object ids" in refused.stderr
+    assert "error: --scope-group: " in refused.stderr  # the option, not the form's field
+    # A first registration without its credential names the two options that give one.
+    bare_id, _ = make_tenant(engine, "Bare")  # type: ignore[arg-type]
+    bare = connector(database_url, "sync", "register", "--tenant", bare_id,
+                     "--directory-id", "d", "--client-id", "c", cwd=tmp_path)
+    assert bare.returncode == 1
+    assert bare.stderr.strip() == ("error: --secret-stdin or --certificate: A new "
+                                   "registration needs a client secret or a certificate.")

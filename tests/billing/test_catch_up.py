@@ -165,3 +165,29 @@ def test_the_billing_commands(database_url: str, engine: Engine, tmp_path: Path)
     missing = connector(database_url, "billing", "show", "--tenant", tenant, "--month",
                         "2026-08", cwd=tmp_path)
     assert missing.returncode == 3 and "billing close --tenant" in missing.stderr
+
+
+def test_the_preview_command_says_when_no_prices_are_set(engine: Engine) -> None:
+    """`connector billing preview` estimated "USD 0.00" for units nobody priced, where the
+    billing page (docs/billing.md) says "No prices set"; a unit with a price is estimated
+    as before, and one without is named as such."""
+    from billing.cli import preview_text
+    from billing.preview import preview
+
+    h = History(engine, "2026-09-10T09:00:00")
+    h.create("2026-09-11T10:00:00", "a@x.io", modules=("Hybrid",))
+    h.create("2026-09-11T10:00:00", "b@x.io", modules=("Engage",))
+    now = at("2026-12-07T09:00:00")
+    with h.maker() as s:
+        unpriced = preview_text(preview(s, s.get(Tenant, h.tenant_id), now))
+    assert "no prices set: 2 billable unit(s) have no price" in unpriced[0]
+    assert "USD" not in unpriced[0]
+    assert sorted(unpriced[1:]) == ["  Engage, regular, standard plan: 1 × no price set",
+                                    "  Hybrid, regular, standard plan: 1 × no price set"]
+
+    h.billing("2026-12-01T00:00:00",
+              prices=[{"unit": "Hybrid", "plan": "standard", "price": "7.50"}])
+    with h.maker() as s:
+        partly = preview_text(preview(s, s.get(Tenant, h.tenant_id), now))
+    assert "USD 7.50 estimated, not counting 1 unit(s) without a price." in partly[0]
+    assert "  Hybrid, regular, standard plan: 1 × 7.50 = 7.50" in partly

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from tests.support.databases import PG_ADMIN_DSN, PG_URL_TEMPLATE
 
@@ -123,6 +123,9 @@ def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
         assert f"http://127.0.0.1:{port}/scim/v2" in frame
         assert f"http://127.0.0.1:{port}/admin/" in frame
         assert f"Serving on http://127.0.0.1:{port}" in frame
+        # Narrow enough for a terminal (the serving line made it 180 columns wide).
+        framed = frame[:frame.rindex("-+") + 2].splitlines()
+        assert max(len(line) for line in framed) <= 104, framed
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
@@ -273,6 +276,15 @@ def test_tenant_rename_close_reopen_and_purge(database_url: str, engine: object,
     assert kept.returncode == 0 and "Purged 0 tenant(s)" in kept.stdout
     reopened = connector(database_url, "tenant", "reopen", made["id"], cwd=tmp_path)
     assert reopened.returncode == 0 and "Reopened" in reopened.stdout
+    connector(database_url, "tenant", "rotate-token", made["id"], cwd=tmp_path)
+    # The operator at the command line is an admin (docs/events.md, `source`): these
+    # were recorded as the connector's own doing ("system").
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        sources = conn.execute(text("SELECT kind, source FROM events WHERE tenant_id = :t "
+                                    "ORDER BY id"), {"t": made["id"]}).all()
+    assert [tuple(row) for row in sources] == [
+        ("tenant.created", "admin"), ("tenant.renamed", "admin"), ("tenant.closed", "admin"),
+        ("tenant.reopened", "admin"), ("tenant.scim_token_rotated", "admin")]
     connector(database_url, "tenant", "close", made["id"], cwd=tmp_path)
     (tmp_path / "none.toml").write_text("[admin]\nclosed_tenant_retention_days = 0\n")
     dry = connector(database_url, "tenant", "purge", "--dry-run", cwd=tmp_path)
@@ -378,3 +390,21 @@ def test_a_command_group_without_its_action_lists_the_actions(tmp_path: Path,
     assert result.stderr.startswith(f"usage: connector {group} "), result.stderr
     listed = {"tenant": "rotate-token", "billing": "close-due"}[group]
     assert listed in result.stderr and result.stdout == ""
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(database_url: str, engine: object,
+                                                      tmp_path: Path) -> None:
+    """`connector tenant list --json | head -c 100` printed a BrokenPipeError traceback."""
+    connector(database_url, "tenant", "create", "Acme", cwd=tmp_path)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes a byte
+    env = {**os.environ, "CONNECTOR_DATABASE__URL": database_url,
+           "CONNECTOR_CONFIG": str(tmp_path / "none.toml")}
+    try:
+        done = subprocess.run([sys.executable, "-m", "connector.cli", "tenant", "list",
+                               "--json"], env=env, cwd=tmp_path, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert done.stderr == ""

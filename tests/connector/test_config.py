@@ -1,7 +1,9 @@
-"""Settings: defaults, TOML, environment overrides, and config.example.toml in step."""
+"""Settings: defaults, TOML, environment overrides, and config.example.toml in step; the
+settings and commands the docs name kept true to the code."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import tomllib
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import get_args
 
 import pytest
 
-from connector import config, serving
+from connector import cli, config, serving
 from connector.config import ConfigError, Settings, describe_settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,3 +192,137 @@ def test_other_choices_are_exact(tmp_path: Path) -> None:
 
 def test_the_serve_command_offers_the_settings_worker_classes() -> None:
     assert get_args(config.WorkerClass) == serving.WORKER_CLASSES
+
+
+# The pages an operator, an admin or a webhook consumer reads: every setting they name
+# must be one the connector reads (an unknown one fails at start, naming the variable),
+# and a default they state in parentheses after it must be the code's.
+DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+             ROOT / "config.example.toml"]
+BRACKETED = re.compile(r"`\[(\w+)\] (\w+)`(?: \(([^)]*)\))?")  # `[server] port` (8080)
+DOTTED = re.compile(r"`(\w+)\.(\w+)`(?: \(([^)]*)\))?")  # `admin.session_hours` (12)
+ENVIRONMENT = re.compile(r"\bCONNECTOR_([A-Z_]+?)__([A-Z_]+)\b")
+# A stated default: "(30)", "(default 60)", "(15 minutes)", "(200 ms)", "(20 %)".
+STATED = re.compile(r"^(?:default )?(\d[\d,]*(?:\.\d+)?)(?: ?(ms|s|%|minutes?|hours?|days?))?"
+                    r"(?:$|[;,]| by default)")
+UNIT_SECONDS = {"ms": 0.001, "s": 1, "minute": 60, "minutes": 60, "hour": 3600,
+                "hours": 3600, "day": 86400, "days": 86400}
+
+
+def _doc_text(page: Path) -> str:
+    return re.sub(r"\s+", " ", page.read_text(encoding="utf-8"))  # names broken over lines
+
+
+def _other_dotted_names() -> set[str]:
+    """Dotted names in the docs that are not settings: event types and the audit log's
+    actions (string literals in the packages)."""
+    from connector import feed
+
+    literals: set[str] = set(feed.PUBLIC_TYPES.values())
+    for package in ("connector", "scim", "azure_sync", "billing"):
+        for source in (ROOT / package).rglob("*.py"):
+            literals.update(re.findall(r'"(\w+\.\w+)"', source.read_text(encoding="utf-8")))
+    return literals
+
+
+def _stated_default(stated: str, key: str) -> float | None:
+    found = STATED.match(stated.strip())
+    if found is None:
+        return None
+    value, unit = float(found[1].replace(",", "")), found[2]
+    if unit in UNIT_SECONDS:
+        base = next((u for u in ("ms", "seconds", "minutes", "hours", "days")
+                     if key.endswith("_" + u)), None)
+        if base is not None:
+            return value * UNIT_SECONDS[unit] / UNIT_SECONDS["s" if base == "seconds" else base]
+    return value
+
+
+def test_every_setting_the_docs_name_exists_with_the_default_they_state() -> None:
+    declared = {(s, k): d for s, k, d, _ in describe_settings()}
+    sections = {section for section, _ in declared}
+    others = _other_dotted_names()
+    wrong = []
+    for page in DOC_PAGES:
+        text, name = _doc_text(page), page.relative_to(ROOT)
+        named = [(m[1], m[2], m[3]) for m in BRACKETED.finditer(text)
+                 if (m[1], m[2]) != ("section", "key")]
+        named += [(m[1], m[2], m[3]) for m in DOTTED.finditer(text) if m[1] in sections
+                  and f"{m[1]}.{m[2]}" not in others and m[2] not in ("py", "md")]
+        named += [(m[1].lower(), m[2].lower(), None) for m in ENVIRONMENT.finditer(text)
+                  if m[1] != "SECTION"]
+        for section, key, stated in named:
+            if (section, key) not in declared:
+                wrong.append(f"{name}: {section}.{key} is no setting")
+                continue
+            default = declared[(section, key)]
+            said = _stated_default(stated or "", key)
+            if said is not None and isinstance(default, int | float) and said != default:
+                wrong.append(f"{name}: {section}.{key} ({stated}), but its default is "
+                             f"{default}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_webhooks_settings_table_states_the_defaults() -> None:
+    text = (ROOT / "docs" / "webhooks.md").read_text(encoding="utf-8")
+    table = text.split("## Settings (`[webhooks]`)", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", table, re.MULTILINE))
+    declared = {k: d for s, k, d, _ in describe_settings() if s == "webhooks"}
+    assert set(rows) == set(declared)
+    for key, stated in rows.items():
+        assert stated == (str(declared[key]).lower() if isinstance(declared[key], bool)
+                          else f'"{declared[key]}"' if isinstance(declared[key], str)
+                          else str(declared[key])), key
+
+
+def _commands() -> dict[str, set[str]]:
+    """Every command `connector` runs ("serve", "tenant create"…), with its options."""
+    def actions(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return dict(found[0].choices) if found else {}
+
+    commands = {}
+    for name, parser in actions(cli._parser()).items():
+        for path, leaf in (actions(parser) and {f"{name} {a}": p for a, p in
+                                                  actions(parser).items()} or {name: parser}
+                           ).items():
+            commands[path] = {o for a in leaf._actions for o in a.option_strings}
+    return commands
+
+
+def test_the_readme_lists_every_command_with_options_it_takes() -> None:
+    """README.md's Commands table: each `connector` command is in it, and each option it
+    shows is one the command takes (`connector sync restart` and `connector webhooks`
+    were missing from it)."""
+    commands = _commands()
+    text = (ROOT / "README.md").read_text(encoding="utf-8").split("## Commands", 1)[1]
+    listed: set[str] = set()
+    wrong = []
+    for row in re.findall(r"^\| (`connector .*?) \| ", text, re.MULTILINE):
+        row = row.replace("\\|", "|")  # a | inside a table cell
+        group = row.split()[1].strip("`")
+        for span in re.findall(r"`([^`]+)`", row):
+            words = span.removeprefix("connector ").split()
+            if words[0] == group and group not in commands:
+                words = words[1:]  # "tenant reopen ID" after "connector tenant close ID"
+            path = group if group in commands else f"{group} {words[0]}"
+            if path not in commands:
+                wrong.append(f"{span}: no command {path!r}")
+                continue
+            listed.add(path)
+            options = {w.split("=")[0].strip("[]()|…") for w in re.split(r"[\s|]", span)
+                       if w.lstrip("[(").startswith("--")}
+            wrong += [f"{span}: {path} has no {o}" for o in options - commands[path]]
+    assert not wrong, "\n".join(wrong)
+    assert set(commands) - listed == set()
+
+
+@pytest.mark.parametrize(("package", "page"), [("billing", "billing.md"),
+                                               ("azure_sync", "entra-sync.md")])
+def test_the_module_maps_name_every_module(package: str, page: str) -> None:
+    """README points at these pages for the packages' module maps; five modules of
+    billing/ and three of azure_sync/ were missing from them."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    missing = [module.name for module in sorted((ROOT / package).glob("*.py"))
+               if module.name != "__init__.py" and f"{module.name}`" not in text]
+    assert not missing, f"docs/{page} does not name {missing}"

@@ -87,10 +87,16 @@ def test_serve_says_what_to_do_instead_of_starting(tmp_path: Path, chosen: list[
 @pytest.mark.parametrize(("args", "env", "message"), [
     (["--port", "70000"], {}, "the port must be 1-65535 (--port, [server] port); got 70000."),
     ([], {"CONNECTOR_SERVER__PORT": "-1"}, "the port must be 1-65535"),
-    (["--workers", "0"], {}, "--workers must be 1 or more; got 0."),
+    (["--workers", "0"], {}, "the workers must be 1 or more (--workers, [server] workers); "
+     "got 0."),
+    # docs/operations.md sizes the web server by [server] workers: a setting, as threads
+    # and worker_connections are (an unknown one would fail naming the variable).
+    ([], {"CONNECTOR_SERVER__WORKERS": "0"}, "the workers must be 1 or more"),
+    (["--workers", "0"], {"CONNECTOR_SERVER__WORKERS": "2"}, "the workers must be 1"),
     (["--worker-class", "gevent"], {"CONNECTOR_SERVER__WORKER_CONNECTIONS": "0"},
      "the worker connections must be 1 or more"),
-], ids=["port", "port-setting", "workers", "connections"])
+], ids=["port", "port-setting", "workers", "workers-setting", "workers-option-wins",
+        "connections"])
 def test_serve_refuses_numbers_it_cannot_serve_with(tmp_path: Path, args: list[str],
                                                     env: dict[str, str], message: str) -> None:
     """A port out of range ended in gunicorn's traceback after "Serving on …"; no worker
@@ -463,3 +469,24 @@ def test_ctrl_c_stops_the_gevent_server_without_a_traceback(tmp_path: Path) -> N
     assert "Handling signal: int" in log and "Shutting down: Master" in log
     assert "Sync worker stopped." in log
     assert "Traceback" not in log and "failed with SystemExit" not in log, log
+
+
+@pytest.mark.slow  # the command in a new interpreter
+def test_serve_says_so_when_its_port_is_taken(tmp_path: Path) -> None:
+    """Another server on the port: serve said "Serving on …", gunicorn retried for five
+    seconds and ended with "Can't connect to ('127.0.0.1', P)". Now it says the address
+    is in use and what to do, before saying it serves or touching the database."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+               "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}"}
+        done = subprocess.run([sys.executable, "-m", "connector.cli", "serve", "--port",
+                               str(port)], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"error: 127.0.0.1:{port} is in use: another process listens there (another "
+        "`connector serve`?). Stop it, or listen elsewhere (--host/--port, [server] "
+        "host/port; make run PORT=…).")
+    assert "Serving on" not in done.stdout
+    assert not (tmp_path / "c.sqlite3").exists()

@@ -104,7 +104,11 @@ def test_a_bulk_version_is_a_condition_even_when_it_is_not_ours(scim: ScimClient
 def test_bulk_limits(scim: ScimClient) -> None:
     too_many = {"schemas": [BULK], "Operations": [
         {"method": "DELETE", "path": "/Users/x"}] * 1001}
-    assert scim.post("/Bulk", too_many).status_code == 413
+    refused = scim.post("/Bulk", too_many)
+    assert refused.status_code == 413
+    assert refused.json["detail"] == (
+        "Bulk requests may have at most 1,000 operations (maxOperations in "
+        "/ServiceProviderConfig); this one has 1,001. Send them in several requests.")
     assert scim.post("/Bulk", {"Operations": []}).json["scimType"] == "invalidSyntax"
 
 
@@ -161,3 +165,28 @@ def test_a_connection_lost_mid_bulk_answers_503_and_commits_nothing(
     monkeypatch.undo()
     assert scim.get('/Users?filter=userName sw "bulk"').json["totalResults"] == 0
     assert scim.post("/Users", user()).status_code == 201  # the pool recovered
+
+
+def test_a_bulk_request_over_max_payload_size_says_the_sizes(tmp_path: Any, engine: Any,
+                                                             database_url: str) -> None:
+    """It said only "Bulk requests are limited to N bytes."; now the request's size too,
+    where the limit is published, and what to do."""
+    from connector.app import create_app
+    from connector.config import load_settings
+    from tests.support.clients import make_tenant
+
+    _tenant, token = make_tenant(engine, "Bulky")
+    settings = load_settings(environ={"CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+                                      "CONNECTOR_DATABASE__URL": database_url,
+                                      "CONNECTOR_SCIM__BULK_MAX_PAYLOAD_BYTES": "500"})
+    body = {"schemas": [BULK], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": f"b{n}", "data": user(f"b{n}@x.io")}
+        for n in range(5)]}
+    with create_app(settings, engine=engine).test_client() as client:
+        refused = client.post("/scim/v2/Bulk", json=body, headers={
+            "Authorization": f"Bearer {token}"})
+    assert refused.status_code == 413
+    size = refused.request.content_length
+    assert refused.json["detail"] == (
+        "Bulk requests may have at most 500 bytes (maxPayloadSize in /ServiceProviderConfig); "
+        f"this one has {size:,}. Send its operations in several requests.")

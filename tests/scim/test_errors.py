@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from connector.models import Event, User
 from tests.scim.factories import patch, user
-from tests.support.clients import SCIM, ScimClient
+from tests.support.clients import SCIM, ApiClient, ScimClient
 
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 
@@ -92,9 +92,20 @@ def test_missing_user_name(scim: ScimClient) -> None:
     assert_error(scim.post("/Users", body), 400, "invalidValue")
 
 
-def test_oversized_body(scim: ScimClient, app) -> None:  # type: ignore[no-untyped-def]
-    big = user(displayName="x" * (app.config["MAX_CONTENT_LENGTH"] + 10))
-    assert_error(scim.post("/Users", big), 413)
+def test_oversized_body(scim: ScimClient, app, partner: ApiClient) -> None:  # type: ignore[no-untyped-def]
+    """The 413 says the size, the limit and its setting, on SCIM and the admin API alike
+    (the API said werkzeug's "The data value transmitted exceeds the capacity limit.")."""
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    big = user(displayName="x" * (limit + 10))
+    response = scim.post("/Users", big)
+    assert_error(response, 413)
+    said = (f"This server takes request bodies of at most {limit:,} bytes ([server] "
+            f"max_body_bytes); this one is {response.request.content_length:,} bytes. Send it "
+            "in smaller requests.")
+    assert response.json["detail"] == said
+    api = partner.post(f"/tenants/{scim.tenant_id}/users", {"userName": "x" * (limit + 10)})
+    assert api.status_code == 413 and api.json["detail"].startswith(
+        f"This server takes request bodies of at most {limit:,} bytes ([server] max_body_bytes)")
 
 
 def test_unknown_endpoint_and_method(scim: ScimClient) -> None:
@@ -190,6 +201,7 @@ def test_a_chunked_body_over_the_limit_is_refused_not_cut(scim: ScimClient, app)
                  "Content-Type": "application/scim+json"},
         environ_overrides=CHUNKED)
     assert_error(response, 413)
+    assert response.json["detail"].endswith("Send it in smaller requests.")
     small = scim.client.post(
         "/scim/v2/Users", input_stream=io.BytesIO(body),
         headers={"Authorization": f"Bearer {scim.token}", "Transfer-Encoding": "chunked",

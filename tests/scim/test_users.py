@@ -77,6 +77,10 @@ def test_if_match_mismatch_is_412_and_changes_nothing(scim: ScimClient) -> None:
                    patch({"op": "replace", "path": "displayName", "value": "X"}),
                    headers={"If-Match": 'W/"7"'})
     assert r.status_code == 412
+    # What happened and what to do (it said "Version 7 does not match current 1.").
+    assert r.json["detail"] == ("The resource changed since version 7: it is at version 1 "
+                                "now. Read it again and send the change against its "
+                                "current version.")
     assert scim.get(f"/Users/{created['id']}").json["displayName"] == created["displayName"]
     ok = scim.patch(f"/Users/{created['id']}",
                     patch({"op": "replace", "path": "displayName", "value": "X"}),

@@ -177,6 +177,7 @@ def test_modules_are_renamed_and_removed_with_their_holders(
     # Without the confirmation it is refused, saying how many hold it.
     unconfirmed = text(partner_web.follow(partner_web.post(f"{base}/Hybrid%20Work/remove")))
     assert "assigned to 2 user(s)" in unconfirmed
+    assert "Confirm on this page to remove it anyway." in unconfirmed
     removed = partner_web.post(f"{base}/Hybrid%20Work/remove", {"confirm": "yes"})
     said = text(partner_web.follow(removed))
     assert "Module “Hybrid Work” removed" in said and "2 user(s)" in said
@@ -225,6 +226,8 @@ def test_the_api_renames_closes_reopens_and_edits_modules(
     assert partner.patch(f"{url}/modules/Hybrid+", {"name": "<x>"}).status_code == 400
     held = partner.delete(f"{url}/modules/Hybrid+")
     assert held.status_code == 409 and "assigned to 1 user(s)" in held.json["detail"]
+    # How to confirm, in the API's own terms (it said "Confirm", with no way to).
+    assert held.json["detail"].endswith("send the DELETE again with ?confirm=true.")
     assert partner.delete(f"{url}/modules/Hybrid+?confirm=true").status_code == 204
     assert partner.delete(f"{url}/modules/Hybrid+").status_code == 404
     names = [m["name"] for m in partner.get(f"{url}/modules").json["items"]]
