@@ -293,11 +293,11 @@ class Directory:
         if expected is None or current in ({expected} if isinstance(expected, int)
                                            else expected):
             return
-        if isinstance(expected, int):
-            said = f"The resource changed since version {expected}"
-        elif expected:
-            said = ("The resource changed since versions "
-                    + ", ".join(str(v) for v in sorted(expected)))
+        asked = [expected] if isinstance(expected, int) else sorted(expected)
+        if len(asked) == 1:
+            said = f"The resource changed since version {asked[0]}"
+        elif asked:
+            said = "The resource changed since versions " + ", ".join(map(str, asked))
         else:
             said = "None of the versions asked for is one this server issued"
         raise VersionMismatch(
