@@ -93,6 +93,15 @@ def _session(settings: Settings) -> Iterator[Session]:
         engine.dispose()
 
 
+def _known_tenant(session: Session, tenant_id: str) -> None:
+    """Refuse a tenant id that names no tenant in words that say where the ids are, before
+    asking about its registration (an unknown id has none, which would mislead)."""
+    from connector.models import Tenant
+
+    if session.get(Tenant, tenant_id) is None:
+        raise ConfigError(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
+
+
 def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
     from azure_sync import service as sync_service
     from connector.events import WriteContext
@@ -103,6 +112,7 @@ def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError("No client secret on standard input.")
     pem = _read_certificate(args.certificate) if args.certificate else None
     with _session(settings) as session:
+        _known_tenant(session, args.tenant)
         ctx = WriteContext(args.tenant, Source.ADMIN, "cli", "cli", clock.now())
         try:
             registration = sync_service.register(
@@ -161,6 +171,7 @@ def _restart(service: SyncService, settings: Settings, args: argparse.Namespace)
     from connector.models import Tenant
 
     with service.maker() as s:
+        _known_tenant(s, args.tenant)
         if s.get(EntraRegistration, args.tenant) is None:
             raise ConfigError(f"Tenant {args.tenant} has no Entra app registration; register "
                               "one first (connector sync register).")
@@ -195,6 +206,8 @@ def _run_round(settings: Settings, service: SyncService, args: argparse.Namespac
             print(f"\r  {phase}: {pages} pages read ({time.monotonic() - started:.0f} s)",
                   end="", flush=True)
 
+    with service.maker() as s:
+        _known_tenant(s, args.tenant)
     options = rounds.RoundOptions(
         lease_seconds=settings.azure_sync.lease_seconds,
         max_pages=settings.azure_sync.max_pages_per_round,

@@ -72,6 +72,15 @@ def _call(settings: Settings, work: Callable[[AdminCall], Any]) -> Any:
         engine.dispose()
 
 
+def _known_tenant(session: Session, tenant_id: str | None) -> None:
+    """Refuse an unknown --tenant in words that say where the ids are."""
+    from connector.errors import NotFound
+    from connector.models import Tenant
+
+    if tenant_id and session.get(Tenant, tenant_id) is None:
+        raise NotFound(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
+
+
 def _tenant_of(session: Session, endpoint_id: str) -> str | None:
     return service.get_endpoint(session, endpoint_id, any_tenant=True).tenant_id
 
@@ -87,6 +96,7 @@ def _show(endpoint: Any) -> str:
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     def work(call: AdminCall) -> list[dict[str, Any]]:
         if args.tenant:
+            _known_tenant(call.session, args.tenant)
             rows = actions.list_endpoints(call, args.tenant)
         else:
             rows = service.list_endpoints(call.session, None, every=True)
@@ -107,6 +117,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
     def work(call: AdminCall) -> tuple[dict[str, Any], str]:
+        _known_tenant(call.session, args.tenant)
         endpoint, secret = actions.create_endpoint(call, settings, args.tenant, args.url,
                                                    args.description, args.type)
         return service.endpoint_json(endpoint), secret

@@ -4,6 +4,7 @@ a terminal (or a script reading --json) learns of a round, kept items included."
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,22 @@ def test_sync_run_says_which_failed_items_the_rounds_end_applied(
     assert ("2 item(s) failed in this round (provisioning log); 2 of them applied at the "
             "round's end:") in out
     assert out.count("[name_taken] (applied at the round's end)") == 2
+
+
+@pytest.mark.usefixtures("environment")
+@pytest.mark.parametrize("command", [
+    ["run"], ["restart"],
+    ["register", "--directory-id", "11111111-1111-1111-1111-111111111111",
+     "--client-id", "22222222-2222-2222-2222-222222222222", "--secret-stdin"]],
+    ids=lambda command: command[0])
+def test_an_unknown_tenant_is_not_said_to_lack_a_registration(
+        command: list[str], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown id has no registration either; saying so would send the operator to
+    register one for a tenant that does not exist."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-client-secret\n"))
+    code = cli.main(["sync", *command, "--tenant", "no-such-tenant"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "No tenant with id no-such-tenant; `connector tenant list` shows them." in err
+    assert "registration" not in err

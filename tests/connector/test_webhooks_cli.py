@@ -69,3 +69,11 @@ def test_errors_are_plain(run, engine: Engine) -> None:  # type: ignore[no-untyp
     assert code == 1 and "https://" in err
     code, _, err = run("webhooks", "ping", "no-such-endpoint")
     assert code == 1 and "not found" in err
+
+
+@pytest.mark.parametrize("command", [["create", "https://receiver.example/hook"], ["list"]],
+                         ids=lambda command: command[0])
+def test_an_unknown_tenant_says_where_the_ids_are(run, command: list[str]) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = run("webhooks", *command, "--tenant", "no-such-tenant")
+    assert code == 1 and out == ""
+    assert "No tenant with id no-such-tenant; `connector tenant list` shows them." in err
