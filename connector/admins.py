@@ -33,7 +33,6 @@ import pyotp
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from connector import token_kinds
 from connector.errors import (
@@ -62,8 +61,28 @@ ONE_TIME_HOURS = 24  # the default of [admin] one_time_password_hours
 RECOVERY_CODES = 10
 TOTP_ISSUER = "Connector"
 # A hash to check against when the e-mail is unknown, so that a wrong e-mail and a wrong
-# password take the same time and the answer does not tell which accounts exist.
-_DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
+# password take the same time and the answer does not tell which accounts exist. Written
+# out, not made at import: one scrypt hash is ~0.3 s of CPU, which every `connector`
+# command and every process importing this module paid. What it costs to check is in its
+# method and parameters (the same as _hash_password's; a test keeps them so), not in
+# which password it hashes: a random one, discarded.
+_DUMMY_HASH = ("scrypt:32768:8:1$MOMplTrw7tr5iARe$03a2a2eb0fc03cb192741e2440c4be15fe718f65af"
+               "108dfe4137ec2323e2066e467517cb2223514fd1e950f04ab0a11149f80b106fda69d2af91"
+               "251fe4537f48")
+
+
+# werkzeug's hashing, imported on first use: importing werkzeug loads its server and test
+# client too, which a `connector` command that never hashes a password need not pay.
+def _hash_password(password: str) -> str:
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash(password)
+
+
+def _password_matches(password_hash: str, password: str) -> bool:
+    from werkzeug.security import check_password_hash
+
+    return check_password_hash(password_hash, password)
 
 
 class AuthError(DomainError):
@@ -174,7 +193,7 @@ def check_password_rules(password: str, email: str | None = None) -> None:
 
 def _new_one_time(account: AdminAccount, now: dt.datetime, hours: int) -> str:
     one_time = secrets.token_urlsafe(12)
-    account.password_hash = generate_password_hash(one_time)
+    account.password_hash = _hash_password(one_time)
     account.must_change_password = True
     account.one_time_expires_at = now + dt.timedelta(hours=hours)
     account.one_time_used_at = None
@@ -210,7 +229,7 @@ def create_admin(session: Session, email: str, role: str, tenant_id: str | None,
     if password is None:
         one_time = _new_one_time(account, now, one_time_hours)
     else:
-        account.password_hash = generate_password_hash(password)
+        account.password_hash = _hash_password(password)
     session.add(account)
     session.flush()
     return account, one_time
@@ -247,19 +266,19 @@ def change_password(session: Session, account: AdminAccount, current: str, new: 
     password is `WrongPassword` (throttled by the caller); otherwise every wrong field is
     said at once (`repeated`: the new password typed again, where a form asks for it)."""
     proven = account.must_change_password and account.one_time_used_at is not None
-    if not proven and not check_password_hash(account.password_hash, current):
+    if not proven and not _password_matches(account.password_hash, current):
         # Not BadCredentials: the caller is signed in; the form's value is wrong.
         raise WrongPassword("The current password is not right.", "current_password")
     fields = FieldChecks()
     with fields.field("new_password"):
         check_password_rules(new, account.email)
-    if check_password_hash(account.password_hash, new):
+    if _password_matches(account.password_hash, new):
         fields.add("new_password", "Choose a password different from the current one.")
     if repeated is not None and new != repeated:
         fields.add("new_password_again", "The two new passwords are not the same; type them "
                                          "again.")
     fields.raise_any()
-    account.password_hash = generate_password_hash(new)
+    account.password_hash = _hash_password(new)
     account.must_change_password = False
     account.one_time_expires_at = account.one_time_used_at = None
     account.session_epoch += 1  # other browsers signed in as this account are signed out
@@ -287,7 +306,7 @@ def verify_login(session: Session, email: str, password: str,
     A one-time password that expired or was used already is refused with a message
     that says so: only someone who knows it learns that. `lock`: see `find_admin`."""
     account = find_admin(session, email, lock)
-    ok = check_password_hash(account.password_hash if account else _DUMMY_HASH, password)
+    ok = _password_matches(account.password_hash if account else _DUMMY_HASH, password)
     if account is None or not ok or account.disabled_at is not None:
         raise BadCredentials("E-mail or password is not right.")
     if account.must_change_password and now is not None:

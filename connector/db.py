@@ -8,11 +8,10 @@ import threading
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
-from flask import Flask, current_app, g
 from sqlalchemy import (
     ARRAY,
     JSON,
@@ -36,6 +35,9 @@ from sqlalchemy.pool import Pool
 
 from connector import serving
 from connector.config import ConfigError, DatabaseSettings
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def refused_value(error: BaseException) -> bool:
@@ -228,6 +230,10 @@ def init_app(app: Flask, engine: Engine) -> None:
 
 def get_session(writes: bool = False) -> Session:
     """The request's session, opened on first use and closed when the request ends."""
+    # Flask here, not at the top: every process reaches this module (each `connector`
+    # command, the scheduler), most of them never serve a request.
+    from flask import current_app, g
+
     if "db" not in g:
         key = "write_sessionmaker" if writes else "sessionmaker"
         g.db = current_app.extensions[key]()
@@ -235,6 +241,8 @@ def get_session(writes: bool = False) -> Session:
 
 
 def _close_session(_exc: BaseException | None) -> None:
+    from flask import g
+
     session = g.pop("db", None)
     if session is not None:
         session.rollback()

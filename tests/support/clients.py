@@ -127,7 +127,7 @@ def make_admin(engine: Engine, email: str, role: str = "partner",
     """
     now = dt.datetime.now(dt.UTC)
     with (make_sessionmaker(engine, writes=True)() as s,  # as make_tenant
-          mock.patch.object(admins, "generate_password_hash", quick_hash)):
+          mock.patch.object(admins, "_hash_password", quick_hash)):
         account, _ = admins.create_admin(s, email, role, tenant_id, now, password=password)
         _, clear = admins.create_token(s, account.id, "tests", now)
         s.commit()

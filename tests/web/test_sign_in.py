@@ -383,6 +383,18 @@ def test_a_recovery_code_of_decimal_digits_only_still_signs_in() -> None:
         admins.check_second_factor(account, "1234567890", now)
 
 
+def test_an_unknown_e_mail_is_checked_at_the_cost_of_a_password() -> None:
+    """A sign-in with an unknown e-mail checks the password against a written-out hash
+    (not one made at import): it must cost what a real account's check costs, so its
+    method and parameters are those new hashes get, and no password matches it."""
+    from werkzeug.security import generate_password_hash
+
+    method = generate_password_hash("a password").split("$")[0]
+    assert method.startswith("scrypt:")
+    assert admins._DUMMY_HASH.split("$")[0] == method
+    assert not admins._password_matches(admins._DUMMY_HASH, "a password")
+
+
 # -- the session cookie: its flags, and no fixation ---------------------------------------------
 
 
