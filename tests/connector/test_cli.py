@@ -429,6 +429,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback(database_url: str, engine:
                                                       tmp_path: Path) -> None:
     """`connector tenant list --json | head -c 100` printed a BrokenPipeError traceback."""
     connector(database_url, "tenant", "create", "Acme", cwd=tmp_path)
+    (tmp_path / "none.toml").write_text("")  # a settings file: no note on stderr either
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the command writes a byte
     env = {**os.environ, "CONNECTOR_DATABASE__URL": database_url,
