@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import logging
+from collections.abc import Iterator
 
+from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from connector.app import create_app
@@ -14,6 +17,30 @@ from connector.config import Settings
 from connector.logs import JsonFormatter, PlainFormatter, redact
 from tests.scim.factories import user
 from tests.support.clients import SCIM, ScimClient, make_tenant
+
+
+def _logging_client(settings: Settings, engine: Engine) -> FlaskClient:
+    """A test client of an app that writes its access log."""
+    loud = dataclasses.replace(settings, logging=dataclasses.replace(settings.logging,
+                                                                     access_log=True))
+    return create_app(loud, engine=engine).test_client()
+
+
+@contextlib.contextmanager
+def _captured(formatter: logging.Formatter, level: int) -> Iterator[io.StringIO]:
+    """What the root logger writes meanwhile, formatted by `formatter`."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    before = root.level
+    root.setLevel(level)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(before)
 
 
 def test_redact_hides_tokens_and_secrets() -> None:
@@ -37,22 +64,10 @@ def test_redact_knows_every_secret_the_connector_issues() -> None:
 def test_plain_logs_keep_one_record_on_one_line(settings: Settings, engine: Engine) -> None:
     """With `logging.json = false`, a path with an encoded line break (or a userName
     with one) wrote a second line that looked like the service's own."""
-    loud = dataclasses.replace(settings, logging=dataclasses.replace(settings.logging,
-                                                                     access_log=True))
-    client = create_app(loud, engine=engine).test_client()
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(PlainFormatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    level = root.level
-    root.setLevel(logging.INFO)
-    try:
+    client = _logging_client(settings, engine)
+    with _captured(PlainFormatter(), logging.INFO) as stream:
         client.get("/scim/v2/Users/x%0D%0AINFO    connector.access: request method=GET")
         logging.getLogger("connector.test").info("a\nWARNING fake: \x1b[2Jline")
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2, lines
     assert lines[0].startswith("INFO    connector.access: request method=GET path=/scim/v2/")
@@ -61,27 +76,15 @@ def test_plain_logs_keep_one_record_on_one_line(settings: Settings, engine: Engi
 
 
 def test_requests_leave_no_token_in_the_logs(settings: Settings, engine: Engine) -> None:
-    loud = dataclasses.replace(settings, logging=dataclasses.replace(settings.logging,
-                                                                     access_log=True))
-    client = create_app(loud, engine=engine).test_client()
+    client = _logging_client(settings, engine)
     scim = ScimClient(client, make_tenant(engine)[1], "")
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.addHandler(handler)
-    level = root.level
-    root.setLevel(logging.DEBUG)
     wrong = "scim_" + "w" * 43
-    try:
+    with _captured(JsonFormatter(), logging.DEBUG) as stream:
         scim.post("/Users", user("log@example.com"))
         scim.get(f"/Users?filter=userName eq \"{scim.token}\"")
         scim.get(f"/Users?token={scim.token}")
         client.get(f"{SCIM}/Users", headers={"Authorization": f"Bearer {wrong}"})
         client.get(f"{SCIM}/Users/{scim.token}", headers={"Authorization": f"Bearer {scim.token}"})
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
     lines = stream.getvalue().splitlines()
     assert lines, "the requests were not logged at all"
     for line in lines:

@@ -303,6 +303,37 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def _serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """`connector serve` on a SQLite file of `tmp_path`, no access log, its schedulers
+    where serve puts them by default (in `connector worker`)."""
+    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
+           "CONNECTOR_LOGGING__ACCESS_LOG": "false", **extra}
+    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    return env
+
+
+def _worker_of(sup: int) -> Any:
+    """A probe for the `connector worker` the supervisor `sup` runs (None until then)."""
+    return lambda: next((pid for pid, cmd in _children(sup)
+                         if cmd.rstrip().endswith(" worker --supervised")), None)
+
+
+def _started_scheduler(server: subprocess.Popen[Any], log_path: Path | None = None
+                       ) -> tuple[int, int]:
+    """Wait for serve's supervisor and its worker, started (handling SIGTERM): their
+    pids. A server that exits meanwhile fails at once, with its log when there is one."""
+    def supervisor() -> int | None:
+        assert server.poll() is None, log_path.read_text() if log_path else server.returncode
+        return next((pid for pid, cmd in _children(server.pid)
+                     if "connector.supervise" in cmd), None)
+
+    sup = _wait_for("the supervisor", supervisor, timeout=60)
+    worker = _wait_for("the worker", _worker_of(sup))
+    _wait_for("the worker to start", lambda: _handles_sigterm(worker))
+    return sup, worker
+
+
 @pytest.mark.slow  # a gunicorn server and its scheduler process
 @pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
 def test_serve_runs_the_schedulers_in_a_worker_it_restarts_and_stops(
@@ -311,10 +342,7 @@ def test_serve_runs_the_schedulers_in_a_worker_it_restarts_and_stops(
     under a supervisor: a worker killed with SIGKILL is started again, and a SIGTERM to
     the server alone (as a container runtime sends PID 1) stops all of them."""
     port = _free_port()
-    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
-           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
-           "CONNECTOR_LOGGING__ACCESS_LOG": "false", "CONNECTOR_SERVER__WORKER_STOP_SECONDS": "10"}
-    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    env = _serve_env(tmp_path, CONNECTOR_SERVER__WORKER_STOP_SECONDS="10")
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as out:
         server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
@@ -322,21 +350,10 @@ def test_serve_runs_the_schedulers_in_a_worker_it_restarts_and_stops(
                                   env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     try:
-        def supervisor() -> int | None:
-            assert server.poll() is None, log_path.read_text()
-            return next((pid for pid, cmd in _children(server.pid)
-                         if "connector.supervise" in cmd), None)
-
-        def worker_of(sup: int) -> Any:
-            return lambda: next((pid for pid, cmd in _children(sup)
-                                 if cmd.rstrip().endswith(" worker --supervised")), None)
-
-        sup = _wait_for("the supervisor", supervisor)
-        first = _wait_for("the worker", worker_of(sup))
-        _wait_for("the worker to start", lambda: _handles_sigterm(first))
+        sup, first = _started_scheduler(server, log_path)
         os.kill(first, signal.SIGKILL)
         second = _wait_for("a new worker",
-                           lambda: (w := worker_of(sup)()) is not None and w != first and w)
+                           lambda: (w := _worker_of(sup)()) is not None and w != first and w)
         assert _alive(sup)
         _wait_for("the new worker to start", lambda: _handles_sigterm(second))
         os.kill(server.pid, signal.SIGTERM)  # the server alone, not its process group
@@ -361,21 +378,14 @@ def test_a_killed_server_leaves_no_scheduler_process_behind(tmp_path: Path) -> N
     """SIGKILL of the server (no on_exit hook runs): the supervisor sees its parent gone
     and stops `connector worker` itself."""
     port = _free_port()
-    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
-           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
-           "CONNECTOR_LOGGING__ACCESS_LOG": "false"}
-    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    env = _serve_env(tmp_path)
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as out:
         server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
                                    "--port", str(port)], env=env, cwd=tmp_path, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        sup = _wait_for("the supervisor", lambda: next(
-            (pid for pid, cmd in _children(server.pid) if "connector.supervise" in cmd), None))
-        worker = _wait_for("the worker", lambda: next(
-            (pid for pid, cmd in _children(sup) if "worker --supervised" in cmd), None))
-        _wait_for("the worker to start", lambda: _handles_sigterm(worker))
+        sup, worker = _started_scheduler(server, log_path)
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
         _wait_for("the scheduler process to stop",
@@ -395,22 +405,14 @@ def test_a_killed_server_whose_log_reader_is_gone_leaves_no_scheduler_behind(
     died): the supervisor's message fails to write, and it must still stop `connector
     worker`, not die of the broken pipe and leave it running for good."""
     port = _free_port()
-    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
-           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
-           "CONNECTOR_LOGGING__ACCESS_LOG": "false"}
-    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    env = _serve_env(tmp_path)
     server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
                                "--port", str(port)], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
     worker = None
     try:
-        sup = _wait_for("the supervisor", lambda: next(
-            (pid for pid, cmd in _children(server.pid) if "connector.supervise" in cmd), None),
-            timeout=60)
-        worker = _wait_for("the worker", lambda: next(
-            (pid for pid, cmd in _children(sup) if "worker --supervised" in cmd), None))
-        _wait_for("the worker to start", lambda: _handles_sigterm(worker))
+        sup, worker = _started_scheduler(server)
         assert server.stdout is not None
         server.stdout.close()  # nobody reads the server's output any more
         os.kill(server.pid, signal.SIGKILL)
@@ -431,10 +433,7 @@ def test_ctrl_c_stops_the_gevent_server_without_a_traceback(tmp_path: Path) -> N
     shutdown's, not a traceback (gunicorn's gevent worker quit twice: the terminal's
     SIGINT, then the master's SIGQUIT)."""
     port = _free_port()
-    env = {**os.environ, "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
-           "CONNECTOR_DATABASE__URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
-           "CONNECTOR_LOGGING__ACCESS_LOG": "false"}
-    env.pop("CONNECTOR_SERVER__SCHEDULERS", None)
+    env = _serve_env(tmp_path)
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as out:
         server = subprocess.Popen([sys.executable, "-m", "connector.cli", "serve",
@@ -442,12 +441,7 @@ def test_ctrl_c_stops_the_gevent_server_without_a_traceback(tmp_path: Path) -> N
                                   env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     try:
-        sup = _wait_for("the supervisor", lambda: next(
-            (pid for pid, cmd in _children(server.pid) if "connector.supervise" in cmd), None),
-            timeout=60)
-        worker = _wait_for("the worker", lambda: next(
-            (pid for pid, cmd in _children(sup) if "worker --supervised" in cmd), None))
-        _wait_for("the worker to start", lambda: _handles_sigterm(worker))
+        sup, worker = _started_scheduler(server, log_path)
 
         def ready() -> bool:
             try:
