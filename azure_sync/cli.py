@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from connector import clock, db, migrate, sync_status
+from connector import clock, db, migrate, sync_status, tenants
 from connector.config import ConfigError, Settings
 from connector.errors import InvalidFields
 from connector.models import EntraRegistration, SyncRun, SyncState
@@ -93,15 +93,6 @@ def _session(settings: Settings) -> Iterator[Session]:
         engine.dispose()
 
 
-def _known_tenant(session: Session, tenant_id: str) -> None:
-    """Refuse a tenant id that names no tenant in words that say where the ids are, before
-    asking about its registration (an unknown id has none, which would mislead)."""
-    from connector.models import Tenant
-
-    if session.get(Tenant, tenant_id) is None:
-        raise ConfigError(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
-
-
 def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
     from azure_sync import service as sync_service
     from connector.events import WriteContext
@@ -112,7 +103,7 @@ def cmd_register(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError("No client secret on standard input.")
     pem = _read_certificate(args.certificate) if args.certificate else None
     with _session(settings) as session:
-        _known_tenant(session, args.tenant)
+        tenants.named_tenant(session, args.tenant)
         ctx = WriteContext(args.tenant, Source.ADMIN, "cli", "cli", clock.now())
         try:
             registration = sync_service.register(
@@ -168,15 +159,13 @@ def _dispose(service: SyncService) -> None:
 
 def _restart(service: SyncService, settings: Settings, args: argparse.Namespace) -> int:
     from azure_sync import decisions
-    from connector.models import Tenant
 
     with service.maker() as s:
-        _known_tenant(s, args.tenant)
+        tenant = tenants.named_tenant(s, args.tenant, lock=True)
         if s.get(EntraRegistration, args.tenant) is None:
             raise ConfigError(f"Tenant {args.tenant} has no Entra app registration; register "
                               "one first (connector sync register).")
-        tenant = s.get(Tenant, args.tenant, with_for_update=True)
-        if tenant is not None and tenant.provisioning_paused:
+        if tenant.provisioning_paused:
             raise ConfigError("Provisioning is paused, so Entra ID sync does not run: resume "
                               "provisioning, then restart.")
         decisions.restart(s, args.tenant, clock.now())
@@ -190,6 +179,8 @@ def _restart(service: SyncService, settings: Settings, args: argparse.Namespace)
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     service = make_service(settings)
     try:
+        with service.maker() as s:
+            tenants.named_tenant(s, args.tenant)
         return _run_round(settings, service, args, "manual")
     finally:
         _dispose(service)
@@ -206,8 +197,6 @@ def _run_round(settings: Settings, service: SyncService, args: argparse.Namespac
             print(f"\r  {phase}: {pages} pages read ({time.monotonic() - started:.0f} s)",
                   end="", flush=True)
 
-    with service.maker() as s:
-        _known_tenant(s, args.tenant)
     options = rounds.RoundOptions(
         lease_seconds=settings.azure_sync.lease_seconds,
         max_pages=settings.azure_sync.max_pages_per_round,

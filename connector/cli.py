@@ -594,9 +594,7 @@ def _tenant_change(settings: Settings, tenant_id: str, action: str,
                    change: Callable[[Session, WriteContext, Tenant], Any]) -> Tenant:
     """Apply a change to one tenant from the command line, with its audit line."""
     with _session(settings) as session:
-        tenant = session.get(Tenant, tenant_id, with_for_update=True)
-        if tenant is None:
-            raise NotFound(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
+        tenant = tenants.named_tenant(session, tenant_id, lock=True)
         now = clock.now()
         # The operator at the command line is an admin (docs/events.md, `source`).
         change(session, WriteContext(tenant.id, Source.ADMIN, "cli", f"cli-{action}", now),

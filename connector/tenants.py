@@ -202,6 +202,16 @@ def list_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.id)))
 
 
+def named_tenant(session: Session, tenant_id: str, *, lock: bool = False) -> Tenant:
+    """The tenant a command line names by id (locked for a change when `lock`), or
+    NotFound in words that say where the ids are: before any question about the tenant
+    itself, whose answer for an unknown id (no registration, nothing listed) misleads."""
+    tenant = session.get(Tenant, tenant_id, with_for_update=lock)
+    if tenant is None:
+        raise NotFound(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
+    return tenant
+
+
 def policy_of(tenant: Tenant) -> TenantPolicy:
     return TenantPolicy(tenant.status_source, tenant.scim_default_status,
                         tenant.provisioning_paused, bool(tenant.entra_sync))

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from connector import admins, clock, db, migrate
+from connector import admins, clock, db, migrate, tenants
 from connector.actions import AdminCall
 from connector.config import Settings
 
@@ -74,15 +74,6 @@ def _call(settings: Settings, work: Callable[[AdminCall], Any]) -> Any:
         engine.dispose()
 
 
-def _known_tenant(session: Session, tenant_id: str | None) -> None:
-    """Refuse an unknown --tenant in words that say where the ids are."""
-    from connector.errors import NotFound
-    from connector.models import Tenant
-
-    if tenant_id and session.get(Tenant, tenant_id) is None:
-        raise NotFound(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
-
-
 def _tenant_of(session: Session, endpoint_id: str) -> str | None:
     from connector.webhooks import service
 
@@ -105,7 +96,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
     def work(call: AdminCall) -> list[dict[str, Any]]:
         if args.tenant:
-            _known_tenant(call.session, args.tenant)
+            tenants.named_tenant(call.session, args.tenant)
             rows = actions.list_endpoints(call, args.tenant)
         else:
             rows = service.list_endpoints(call.session, None, every=True)
@@ -129,7 +120,8 @@ def cmd_create(settings: Settings, args: argparse.Namespace) -> int:
     from connector.webhooks import service
 
     def work(call: AdminCall) -> tuple[dict[str, Any], str]:
-        _known_tenant(call.session, args.tenant)
+        if args.tenant:
+            tenants.named_tenant(call.session, args.tenant)
         endpoint, secret = actions.create_endpoint(call, settings, args.tenant, args.url,
                                                    args.description, args.type)
         return service.endpoint_json(endpoint), secret
