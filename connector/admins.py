@@ -49,9 +49,8 @@ from connector.models import (
     AdminToken,
     AuditEntry,
     InstanceKey,
-    Tenant,
 )
-from connector.tenants import hash_token
+from connector.tenants import hash_token, named_tenant
 from connector.text import digits
 
 PARTNER, TENANT = "partner", "tenant"
@@ -214,8 +213,7 @@ def create_admin(session: Session, email: str, role: str, tenant_id: str | None,
     if role == TENANT:
         if not tenant_id:
             raise InvalidSetting("A tenant admin needs the id of its tenant.")
-        if session.get(Tenant, tenant_id) is None:
-            raise NotFound(f"Tenant {tenant_id} not found; `connector tenant list` shows them.")
+        named_tenant(session, tenant_id)
     else:
         tenant_id = None
     if session.scalar(select(AdminAccount.id).where(AdminAccount.email_norm == email.casefold())):

@@ -70,8 +70,7 @@ def create_tenant(session: Session, name: str, now: dt.datetime, actor: str = "c
 def rotate_token(session: Session, tenant_id: str, now: dt.datetime, actor: str = "cli"
                  ) -> IssuedToken:
     """Revoke every live token of the tenant and issue a new one (an admin's doing)."""
-    if session.get(Tenant, tenant_id) is None:
-        raise NotFound(f"No tenant with id {tenant_id}; `connector tenant list` shows them.")
+    named_tenant(session, tenant_id)
     session.execute(
         update(ScimToken)
         .where(ScimToken.tenant_id == tenant_id, ScimToken.revoked_at.is_(None))
