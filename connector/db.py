@@ -364,6 +364,39 @@ def _json_text(value: Any) -> str:
 CAPTURED_WRITES = "captured_writes"
 
 
+def _sqlite_insert_many(connection: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """The rows through the driver's executemany, each value converted by its column
+    type's own bind processor, as SQLAlchemy's executemany would: without its per-row
+    machinery (parameter dicts built and read per row), about a fifth of a sync page's
+    SQLite writes (docs/benchmarks.md, "Measurements behind the code"). A table whose
+    absent columns have a Python-side default (which only SQLAlchemy would fill) goes
+    SQLAlchemy's way."""
+    columns = [c for c in table.columns if c.key in rows[0]]
+    if any(c.default is not None for c in table.columns if c.key not in rows[0]):
+        connection.execute(insert(table), rows)
+        return
+    dialect = connection.dialect
+    processors = [(i, _json_text if isinstance(c.type, JSON) else p) for i, c in enumerate(columns)
+                  if (p := c.type._cached_bind_processor(dialect)) is not None]
+    values_of = operator.itemgetter(*(c.key for c in columns))
+    if len(columns) == 1:
+        params: list[Any] = [(values_of(row),) for row in rows]
+    else:
+        params = [values_of(row) for row in rows]
+    if processors:
+        converted = []
+        for values in params:
+            values = list(values)
+            for i, process in processors:
+                values[i] = process(values[i])
+            converted.append(tuple(values))
+        params = converted
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    marks = ", ".join("?" * len(columns))
+    statement = f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})'  # noqa: S608 - our tables' names
+    connection.exec_driver_sql(statement, params)
+
+
 def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
     """Insert many rows in the session's transaction: COPY on PostgreSQL (an INSERT per
     row, even pipelined, cost many times more there; docs/benchmarks.md), executemany on
@@ -376,7 +409,7 @@ def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
         captured.append(("insert_many", table.name, rows, False))
         return
     if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(table), rows)
+        _sqlite_insert_many(connection, table, rows)
         return
     columns = [c for c in table.columns if c.key in rows[0]]
     names = ", ".join(f'"{c.name}"' for c in columns)

@@ -12,6 +12,7 @@ Pure: no database, no Flask.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ _PLAIN = str.maketrans({"ø": "o", "Ø": "o", "ł": "l", "Ł": "l", "đ": "d", "
                         "þ": "th", "Þ": "th", "ð": "d", "Ð": "d"})
 _PARTS = re.compile(r"[\W_]+")
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
+_SPACE = re.compile(r"\s")
 
 
 def fold(text: str) -> str:
@@ -40,6 +42,9 @@ def _tokens(text: str) -> set[str]:
     """Each space-separated token whole (without edge punctuation) and its parts."""
     found: set[str] = set()
     for token in fold(text).split():
+        if token.isalnum():  # most words of a name: nothing to strip or split (as \w)
+            found.add(token)
+            continue
         token = _EDGES.sub("", token)
         if token:
             found.add(token)
@@ -50,12 +55,27 @@ def _tokens(text: str) -> set[str]:
 def _email_words(address: str) -> set[str]:
     folded = _EDGES.sub("", fold(address))
     local, _, domain = folded.rpartition("@")
+    if local and domain and not _SPACE.search(folded):
+        # One token (every real address): the address, its local part and the local
+        # part's parts, and the domain's words, made once per domain (every user of a
+        # tenant shares a few). The same words as below: '@' separates parts anyway.
+        found = {folded, local}
+        found.update(p for p in _PARTS.split(local) if p)
+        return found | _domain_words(domain)
     found = _tokens(folded)
     if local and domain:
         labels = domain.split(".")
         found.add(local)
         found.update(".".join(labels[i:]) for i in range(len(labels)) if labels[i:])
     return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _domain_words(domain: str) -> frozenset[str]:
+    """A folded domain's parts and each of its suffixes (`contoso.example`, `example`)."""
+    labels = domain.split(".")
+    return frozenset({p for p in _PARTS.split(domain) if p}
+                     | {".".join(labels[i:]) for i in range(len(labels))})
 
 
 def user_words(user_name: str, display_name: str | None, given_name: str | None,

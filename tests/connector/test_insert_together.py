@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import Engine, delete, inspect, select
+from sqlalchemy import Engine, delete, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -231,3 +231,38 @@ def test_a_long_statement_is_converted_once_on_postgresql(engine: Engine) -> Non
     after = _queries._query2pg.cache_info()
     assert after.hits > before.hits
     assert after.misses == before.misses
+
+
+def test_insert_many_stores_what_sqlalchemys_executemany_stores(engine: Engine) -> None:
+    """`insert_many` (COPY on PostgreSQL, the driver's executemany with each column's
+    bind processor on SQLite) reads back exactly what SQLAlchemy's own executemany
+    writes: aware instants, JSON (objects, non-ASCII, null), booleans and NULLs."""
+    tenant_id, _ = make_tenant(engine)
+    later = dt.datetime(2026, 12, 1, 9, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+
+    def rows(prefix: str) -> list[dict[str, object]]:
+        out = []
+        for n, name in enumerate(["ana@example.com", "Jiří.Dvořák@example.com"]):
+            row = user_row(tenant_id, f"{prefix}{n}", f"{prefix}{name}")
+            row.update({"external_id": f"{prefix}-ext-{n}" if n else None,
+                        "display_name": "Jiří" if n else None, "active": bool(n),
+                        "guest": not n, "modified_at": later, "frontline": None,
+                        "data": {"name": {"givenName": "Jiří"}, "n": [1, 2.5, None, True]}
+                        if n else {}})
+            out.append(row)
+        return out
+
+    with db.make_sessionmaker(engine, writes=True)() as s:
+        db.insert_many(s, USERS, rows("a"))
+        s.execute(insert(USERS), rows("b"))
+        s.commit()
+    columns = [c for c in USERS.columns if c.key not in ("tenant_id", "id", "user_name",
+                                                          "user_name_norm", "external_id")]
+    with db.make_sessionmaker(engine)() as s:
+        read = {r.id: r for r in s.execute(select(USERS).where(USERS.c.tenant_id == tenant_id))}
+    for n in (0, 1):
+        ours, theirs = read[f"a{n}"], read[f"b{n}"]
+        assert [getattr(ours, c.key) for c in columns] == [getattr(theirs, c.key) for c in columns]
+    assert read["a1"].modified_at == later and read["a1"].modified_at.tzinfo is not None
+    assert read["a1"].data == {"name": {"givenName": "Jiří"}, "n": [1, 2.5, None, True]}
+    assert read["a0"].frontline is None and read["a0"].external_id is None
