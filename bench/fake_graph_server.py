@@ -29,7 +29,7 @@ one line of JSON on stdout:
         round), and swap the names of that many pairs; answers the counts and a sample of
         (object id, expected userPrincipalName) to check against;
     {"cmd": "latency", "ms": 20}     the fake Graph's per-request latency from now on;
-    {"cmd": "stats"}                 request/page counters and this process's RSS;
+    {"cmd": "stats"}                 request/page counters, this process's RSS and CPU seconds;
     {"cmd": "stop"}                  (or end of stdin) stop the servers and exit.
 
 With --tenants N (bench/fleet_bench.py), it holds N Entra tenants instead, each with an
@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> None:
                     answer = {"ok": True, "counters": dict(graph.counters),
                               "token_requests": entra.counters.get("token_requests", 0),
                               "errors": [repr(e) for e in graph.errors + entra.errors],
-                              "rss_mb": rss_mb()}
+                              "rss_mb": rss_mb(),
+                              # user + system CPU of this process so far (its threads)
+                              "cpu_s": round(sum(os.times()[:2]), 3)}
                 else:
                     answer = {"ok": False, "error": f"unknown command {cmd!r}"}
             except (ValueError, KeyError, TypeError) as exc:
