@@ -10,7 +10,8 @@ One-time passwords (made for a new account or by a reset) expire after
 before anything else. New passwords are checked against NIST SP 800-63B's "commonly
 used or expected" passwords with zxcvbn (its ranked list of 30,000 common passwords,
 plus keyboard walks, sequences, repeats and dates). Admins may add a TOTP second factor
-(RFC 6238, pyotp) with single-use recovery codes.
+(RFC 6238, pyotp) with single-use recovery codes; its secret is kept sealed with the
+instance key (`connector.sealed`), since the code needs it back in clear.
 
     AuthError (connector.errors.DomainError)
      ├── BadCredentials        wrong e-mail/password/code, unknown/revoked token, disabled
@@ -24,6 +25,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector import token_kinds
+from connector.config import AzureSyncSettings
 from connector.errors import (
     Conflict,
     DomainError,
@@ -59,6 +63,7 @@ MIN_PASSWORD_LENGTH = 12
 ONE_TIME_HOURS = 24  # the default of [admin] one_time_password_hours
 RECOVERY_CODES = 10
 TOTP_ISSUER = "Connector"
+log = logging.getLogger(__name__)
 # A hash to check against when the e-mail is unknown, so that a wrong e-mail and a wrong
 # password take the same time and the answer does not tell which accounts exist. Written
 # out, not made at import: one scrypt hash is ~0.3 s of CPU, which every `connector`
@@ -334,11 +339,84 @@ def _clean_code(code: str) -> str:
     return "".join(c for c in code if c.isalnum()).lower()
 
 
-def start_two_factor(account: AdminAccount) -> str:
-    """A new secret to set up (kept pending until a code from it confirms it)."""
+# TOTP secrets are kept sealed (connector.sealed: Fernet, with the instance key that also
+# protects Entra and webhook secrets), so that a copy of the database alone does not give
+# anyone an admin's codes. A secret stored before that is base32 in clear (RFC 4648:
+# A-Z, 2-7), which a Fernet token (url-safe base64 beginning "gAAAAA") never is: such a
+# row keeps working, and is sealed at its next use or by `seal_clear_totp_secrets`.
+_BASE32 = re.compile(r"[A-Z2-7]+=*")
+_TOTP_REMEDY = ("Sign in with a recovery code, or ask a partner admin to reset your "
+                "two-factor sign-in (`connector admin reset-two-factor EMAIL`) and set "
+                "it up again.")
+
+
+def _stored_in_clear(stored: str) -> bool:
+    return _BASE32.fullmatch(stored) is not None
+
+
+def _seal_totp(keys: AzureSyncSettings, secret: str) -> str:
+    from connector import sealed  # cryptography: only for the commands that need it
+
+    return sealed.seal(keys, secret)
+
+
+def _open_totp(keys: AzureSyncSettings, stored: str) -> str:
+    if _stored_in_clear(stored):
+        return stored
+    from connector import sealed
+
+    return sealed.unseal(keys, stored, "two-factor sign-in secret", _TOTP_REMEDY)
+
+
+def _reseal(account: AdminAccount, keys: AzureSyncSettings) -> None:
+    """Seal the account's secrets still stored in clear. Without a key, a warning: they
+    keep working in clear until there is one."""
+    from connector.sealed import KeyMissing
+
+    try:
+        for column in ("totp_secret", "totp_pending_secret"):
+            stored = getattr(account, column)
+            if stored is not None and _stored_in_clear(stored):
+                setattr(account, column, _seal_totp(keys, stored))
+    except KeyMissing as exc:
+        log.warning("two-factor secret of %s left in clear: %s", account.email, exc.message)
+
+
+def seal_clear_totp_secrets(session: Session, keys: AzureSyncSettings) -> int:
+    """Seal every two-factor secret still stored in clear (rows from before secrets were
+    sealed); returns how many accounts changed. Raises KeyMissing when there are some
+    and no key is configured. The caller commits."""
+    rows = [a for a in session.scalars(select(AdminAccount).where(
+        (AdminAccount.totp_secret.is_not(None))
+        | (AdminAccount.totp_pending_secret.is_not(None))).with_for_update())
+        if any(v is not None and _stored_in_clear(v)
+               for v in (a.totp_secret, a.totp_pending_secret))]
+    if rows:
+        from connector.sealed import load_key
+
+        load_key(keys)  # KeyMissing, before anything is changed
+    for account in rows:
+        _reseal(account, keys)
+    return len(rows)
+
+
+def start_two_factor(account: AdminAccount, keys: AzureSyncSettings) -> str:
+    """A new secret to set up (kept pending, sealed, until a code from it confirms it);
+    returns it in clear, for the authenticator app."""
     if account.totp_pending_secret is None:
-        account.totp_pending_secret = pyotp.random_base32()
-    return account.totp_pending_secret
+        secret = pyotp.random_base32()
+        account.totp_pending_secret = _seal_totp(keys, secret)
+        return secret
+    secret = _open_totp(keys, account.totp_pending_secret)
+    if _stored_in_clear(account.totp_pending_secret):
+        account.totp_pending_secret = _seal_totp(keys, secret)
+    return secret
+
+
+def pending_two_factor(account: AdminAccount, keys: AzureSyncSettings) -> str | None:
+    """The secret being set up, in clear (for the QR code), or None."""
+    pending = account.totp_pending_secret
+    return _open_totp(keys, pending) if pending is not None else None
 
 
 def provisioning_uri(account: AdminAccount, secret: str) -> str:
@@ -359,31 +437,42 @@ def _matching_step(secret: str, code: str, now: dt.datetime) -> int | None:
     return None
 
 
-def confirm_two_factor(account: AdminAccount, code: str, now: dt.datetime) -> list[str]:
+def confirm_two_factor(account: AdminAccount, code: str, now: dt.datetime,
+                       keys: AzureSyncSettings) -> list[str]:
     """Turn two-factor sign-in on with the pending secret, if the code is from it;
     returns the recovery codes (shown once, kept as digests)."""
-    secret = account.totp_pending_secret
-    if secret is None:
+    pending = account.totp_pending_secret
+    if pending is None:
         raise InvalidSetting("Start setting up two-factor sign-in first.")
+    secret = _open_totp(keys, pending)
     step = _matching_step(secret, _clean_code(code), now)
     if step is None:
         raise InvalidSetting("That code is not right. Check that your phone's clock is "
                              "right, and type the 6 digits the app shows now.")
-    account.totp_secret, account.totp_pending_secret = secret, None
+    account.totp_secret = pending if not _stored_in_clear(pending) else _seal_totp(keys, secret)
+    account.totp_pending_secret = None
     account.totp_enabled_at, account.totp_last_step = now, step
     codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODES)]
     account.recovery_codes = [_digest(c) for c in codes]
     return [f"{c[:5]}-{c[5:]}" for c in codes]
 
 
-def check_second_factor(account: AdminAccount, code: str, now: dt.datetime) -> str:
+def check_second_factor(account: AdminAccount, code: str, now: dt.datetime,
+                        keys: AzureSyncSettings) -> str:
     """Accept a TOTP code (once: a code seen before is refused) or an unused recovery
-    code (then used up); returns "totp" or "recovery", or raises BadCredentials."""
+    code (then used up); returns "totp" or "recovery", or raises BadCredentials.
+
+    A secret stored in clear (before secrets were sealed) works, and is sealed on the
+    way when a key is configured. A recovery code needs no key: it still signs in when
+    the key is lost."""
     clean = _clean_code(code)
-    if account.totp_secret is not None and digits(clean) and len(clean) < 10:
-        step = _matching_step(account.totp_secret, clean, now)
+    stored = account.totp_secret
+    if stored is not None and digits(clean) and len(clean) < 10:
+        step = _matching_step(_open_totp(keys, stored), clean, now)
         if step is not None and step > (account.totp_last_step or -1):
             account.totp_last_step = step
+            if _stored_in_clear(stored):
+                _reseal(account, keys)
             return "totp"
     # Not `elif`: a recovery code is ten hex digits, and one in a hundred is all decimal.
     if account.recovery_codes and len(clean) == 10:

@@ -227,8 +227,9 @@ class AdminSettings:
 class AzureSyncSettings:
     encryption_key: str = setting(
         "",
-        "Key that encrypts app-registration secrets and certificates at rest (a Fernet "
-        "key: `connector keygen` prints one). Empty: read from encryption_key_file.",
+        "Key that encrypts secrets at rest: app-registration secrets and certificates, "
+        "webhook signing secrets, admins' two-factor (TOTP) secrets (a Fernet key: "
+        "`connector keygen` prints one). Empty: read from encryption_key_file.",
     )
     encryption_key_file: str = setting(
         "var/secrets.key",

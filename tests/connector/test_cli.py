@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -227,6 +228,36 @@ def test_migrate_is_idempotent(database_url: str, engine: object, tmp_path: Path
         result = connector(database_url, "migrate", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "up to date" in result.stdout
+
+
+def test_migrate_seals_two_factor_secrets_left_in_clear_once_there_is_a_key(
+        database_url: str, engine: Any, tmp_path: Path) -> None:
+    """Rows from before revision 0029 hold the base32 secret in clear; a migration has no
+    key to seal them, so `connector migrate` does it after migrating, and says so when
+    there is no key yet (the secrets keep working in clear meanwhile)."""
+    from connector import sealed
+    from connector.config import AzureSyncSettings
+
+    with engine.begin() as c:
+        c.execute(text(
+            "INSERT INTO admin_accounts (id, email, email_norm, role, password_hash,"
+            " must_change_password, session_epoch, created_at, totp_secret) VALUES ('a1',"
+            " 'a@example.com', 'a@example.com', 'partner', 'x', :no, 0, :at,"
+            " 'JBSWY3DPEHPK3PXP')"), {"no": False, "at": dt.datetime(2026, 1, 1)})
+    keyless = connector(database_url, "migrate", cwd=tmp_path)
+    assert keyless.returncode == 0, keyless.stderr
+    assert "two-factor secrets stay stored in clear" in keyless.stderr
+    assert "encryption_key" in keyless.stderr
+    (tmp_path / "var").mkdir()
+    key = sealed.new_key()
+    (tmp_path / "var" / "secrets.key").write_text(key + "\n")  # the default key file
+    keyed = connector(database_url, "migrate", cwd=tmp_path)
+    assert keyed.returncode == 0 and "warning" not in keyed.stderr, keyed.stderr
+    with engine.connect() as c:
+        stored = c.execute(text("SELECT totp_secret FROM admin_accounts")).scalar()
+    assert stored and "JBSWY3DPEHPK3PXP" not in stored
+    assert sealed.unseal(AzureSyncSettings(encryption_key=key), stored, "", "") \
+        == "JBSWY3DPEHPK3PXP"
 
 
 @pytest.fixture
