@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
@@ -549,10 +550,29 @@ MAX_LOCK = dt.timedelta(days=1)
 
 @dataclass(frozen=True)
 class Throttle:
-    max_failures: int = 5  # per account and client address, before a wait
+    max_failures: int = 5  # per account and client network, before a wait
     window_seconds: int = 900
     account_ceiling: int = 50  # per account, all addresses
-    address_ceiling: int = 100  # per address, all accounts
+    address_ceiling: int = 100  # per client network, all accounts
+
+
+def client_network(remote_addr: str | None) -> str | None:
+    """The client as sign-in throttling counts it: an IPv4 address as it is; an IPv6
+    address by its /64, since a subscriber or site is given a whole /64 (RFC 6177) and
+    may use any address in it, so counting per /128 would let a guesser take a new
+    address per try; an IPv4-mapped IPv6 address (::ffff:a.b.c.d, from a dual-stack
+    socket) as its IPv4 address. What is not an IP address is counted as it is."""
+    if remote_addr is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(remote_addr.split("%", 1)[0])  # without a zone (%eth0)
+    except ValueError:
+        return remote_addr[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def check_throttle(session: Session, email: str, remote_addr: str | None, now: dt.datetime,
@@ -564,18 +584,20 @@ def check_throttle(session: Session, email: str, remote_addr: str | None, now: d
     the owner: failures count per (account, address), from the account's last good
     sign-in, and each beyond `max_failures` doubles the wait after the last one; the
     owner signing in from another address is held back only by the account's ceiling,
-    far above what one address may try.
+    far above what one address may try. An address is an IPv4 address or an IPv6 /64
+    (`client_network`).
     """
     target = email.strip().casefold()
     window = dt.timedelta(seconds=limits.window_seconds)
-    if remote_addr is not None:
+    network = client_network(remote_addr)
+    if network is not None:
         last_ok = session.scalar(select(func.max(AuditEntry.at)).where(
             AuditEntry.action == "login", AuditEntry.target == target))
         since = max(now - MAX_LOCK, last_ok) if last_ok else now - MAX_LOCK
         count, last = session.execute(
             select(func.count(), func.max(AuditEntry.at))
             .where(AuditEntry.action == LOGIN_FAILED, AuditEntry.target == target,
-                   AuditEntry.remote_addr == remote_addr, AuditEntry.at > since)).one()
+                   AuditEntry.remote_net == network, AuditEntry.at > since)).one()
         if count >= limits.max_failures and last is not None:
             wait = min(window * 2 ** (count - limits.max_failures), MAX_LOCK)
             retry = int((last + wait - now).total_seconds())
@@ -585,7 +607,7 @@ def check_throttle(session: Session, email: str, remote_addr: str | None, now: d
     for column, value, limit, why in (
             (AuditEntry.target, target, limits.account_ceiling,
              "Too many failed sign-ins for this account from many addresses."),
-            (AuditEntry.remote_addr, remote_addr, limits.address_ceiling,
+            (AuditEntry.remote_net, network, limits.address_ceiling,
              "Too many failed sign-ins from your address.")):
         if value is None:
             continue
@@ -675,10 +697,12 @@ def audit(session: Session, *, at: dt.datetime, actor: str, action: str,
           correlation_id: str, admin_id: str | None = None, tenant_id: str | None = None,
           target: str | None = None, detail: Any = None, remote_addr: str | None = None
           ) -> None:
-    """Append one audit line in the caller's transaction."""
+    """Append one audit line in the caller's transaction (with the client's network, which
+    sign-in throttling counts by)."""
     session.add(AuditEntry(at=at, admin_id=admin_id, actor=actor, action=action,
                            tenant_id=tenant_id, target=target, detail=detail,
-                           remote_addr=remote_addr, correlation_id=correlation_id))
+                           remote_addr=remote_addr, remote_net=client_network(remote_addr),
+                           correlation_id=correlation_id))
 
 
 # -- instance keys ----------------------------------------------------------------------------

@@ -93,7 +93,7 @@ class AuditEntry(Base):
 
     Append-only, like the event log. Changes to a tenant's directory are also events;
     both carry the request id, so the audit line and its events are found together.
-    Failed sign-ins are also what login throttling counts.
+    Failed sign-ins are also what login throttling counts (by `remote_net`).
     """
 
     __tablename__ = "audit_log"
@@ -107,6 +107,9 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(320), nullable=True)
     detail: Mapped[Any] = mapped_column(JSON, nullable=True)
     remote_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The client as sign-in throttling counts it (`connector.admins.client_network`): the
+    # IPv4 address, or the /64 of an IPv6 one. None on rows from before revision 0029.
+    remote_net: Mapped[str | None] = mapped_column(String(64), nullable=True)
     correlation_id: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (

@@ -379,6 +379,63 @@ def test_the_address_ceiling_holds_spraying(app: Flask, engine: Engine) -> None:
     assert browser(app, "198.51.100.4").sign_in("a0@example.com").location == "/admin/"
 
 
+@pytest.mark.parametrize(("address", "network"), [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:a:b:c:d", "2001:db8:1:2::/64"),
+    ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("not an address", "not an address"),
+    (None, None),
+])
+def test_throttling_counts_ipv4_per_address_and_ipv6_per_64(address: str | None,
+                                                            network: str | None) -> None:
+    assert admins.client_network(address) == network
+
+
+def test_a_guesser_rotating_through_its_ipv6_64_is_throttled(app: Flask,
+                                                              engine: Engine) -> None:
+    """Counted per /128, a guesser with a /64 took a fresh address for every try and was
+    never held back. Its whole /64 now waits; the owner in another /64 does not."""
+    make_web_admin(engine, "p@example.com")
+    for n in range(5):
+        guesser = browser(app, f"2001:db8:1:2::{n + 1:x}")
+        assert guesser.sign_in("p@example.com", "not the password").status_code == 422
+    response = browser(app, "2001:db8:1:2:dead:beef:0:1").sign_in("p@example.com")
+    assert response.status_code == 429
+    assert "Wait" in text(response.get_data(as_text=True))
+    assert browser(app, "2001:db8:1:3::1").sign_in("p@example.com").location == "/admin/"
+    with make_sessionmaker(engine)() as s:  # the audit log keeps each full address
+        kept = set(s.scalars(select(AuditEntry.remote_addr).where(
+            AuditEntry.action == admins.LOGIN_FAILED)))
+    assert kept == {f"2001:db8:1:2::{n + 1:x}" for n in range(5)}
+
+
+def test_ipv4_stays_per_address_and_a_mapped_ipv6_address_is_its_ipv4_one(
+        app: Flask, engine: Engine) -> None:
+    make_web_admin(engine, "p@example.com")
+    for _ in range(5):
+        browser(app, "::ffff:203.0.113.7").sign_in("p@example.com", "not the password")
+    assert browser(app, "203.0.113.7").sign_in("p@example.com").status_code == 429
+    assert browser(app, "203.0.113.8").sign_in("p@example.com").location == "/admin/"
+
+
+def test_the_address_ceiling_holds_spraying_from_one_ipv6_64(app: Flask,
+                                                              engine: Engine) -> None:
+    settings = app.config["SETTINGS"]
+    app.config["SETTINGS"] = dataclasses.replace(settings, admin=dataclasses.replace(
+        settings.admin, login_address_ceiling=3))
+    for n in range(3):
+        make_web_admin(engine, f"a{n}@example.com")
+        browser(app, f"2001:db8:9:9::{n + 1}").sign_in(f"a{n}@example.com", "Winter2026!!")
+    response = browser(app, "2001:db8:9:9::99").sign_in("a0@example.com")
+    assert response.status_code == 429
+    assert "from your address" in text(response.get_data(as_text=True))
+    assert browser(app, "2001:db8:9:a::1").sign_in("a0@example.com").location == "/admin/"
+
+
 def test_wrong_current_passwords_are_throttled_then_the_session_ends(
         app: Flask, engine: Engine) -> None:
     web = signed_in(app, engine, "p@example.com")
