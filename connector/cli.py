@@ -296,7 +296,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = dataclasses.replace(
         settings, server=dataclasses.replace(settings.server, host=host, port=port))
     os.environ["CONNECTOR_SERVER__HOST"], os.environ["CONNECTOR_SERVER__PORT"] = host, str(port)
-    binds = [f"{host}:{port}"]
+    binds = [urls.host_port(host, port)]
     if metrics.enabled(settings.metrics):
         # Before anything counts: gunicorn's workers and the scheduler process inherit
         # the directory.
@@ -310,7 +310,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     where = {"worker": "; Entra sync and month closes in `connector worker`, started "
              "with it", "web": "; Entra sync and month closes in the web process",
              "external": "; Entra sync and month closes: run `connector worker`"}
-    serving_line = (f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2) "
+    serving_line = (f"Serving on http://{binds[0]} (SCIM: http://{binds[0]}{urls.SCIM_PATH}) "
                     f"with {args.workers} {worker_class} worker(s)"
                     f"{where[settings.server.schedulers]}. Ctrl-C stops.")
     if worker_class == "gevent":
