@@ -252,6 +252,7 @@ def _migrate(settings: Settings) -> Engine:
             print(f"warning: admins' two-factor secrets stay stored in clear until a key "
                   f"is configured. {exc.message}", file=sys.stderr)
         session.commit()
+    engine.dispose()  # before serve forks its workers: no connection shared with them
     return engine
 
 
