@@ -102,7 +102,7 @@ def graph_problem(exc: SyncError) -> Problem:
     """The 502 of a preview or a one-user sync that Entra ID or Graph refused."""
     shown = error_json(exc.message)
     extra: dict[str, Any] = {"cause": shown["detail"]} if shown["detail"] else {}
-    return Problem(502, "Entra ID or Graph error", shown["error"] or exc.plain,
+    return Problem(502, "Entra ID Or Graph Error", shown["error"] or exc.plain,
                    "graph-error", None, **extra)
 
 
@@ -168,7 +168,7 @@ def run_now(tenant_id: str) -> Response:
     it within a few seconds when the schedulers run there); the run log shows it."""
     refused = actions.start_round(admin_call(), service(), tenant_id)
     if refused is not None:
-        raise Problem(409, "No round started", f"{refused.reason} {refused.what_to_do}",
+        raise Problem(409, "Not Possible Now", f"{refused.reason} {refused.what_to_do}",
                       "state-conflict")
     return json_response({"status": _started(), "runs": f"{request.path}"}, 202)
 
@@ -260,6 +260,6 @@ def put_mappings(tenant_id: str) -> Response:
         errors = [{"member": f"mappings.{field}", "detail": message}
                   for field, message in exc.errors.items()] or [
             {"member": "mappings", "detail": exc.message}]
-        raise Problem(400, "Invalid mapping", exc.message, "invalid-request",
+        raise Problem(400, "Invalid Request", exc.message, "invalid-request",
                       errors=errors) from None
     return done(200, mappings_json(table))

@@ -62,7 +62,7 @@ def _month(text: str) -> Month:
     try:
         return Month.parse(text)
     except InvalidMonth as exc:
-        raise Problem(400, "Invalid month", str(exc), "invalid-month") from None
+        raise Problem(400, "Invalid Month", str(exc), "invalid-month") from None
 
 
 def _settings() -> Any:
@@ -169,7 +169,7 @@ def close_now(tenant_id: str, month: str) -> Response:
     try:
         outcome = actions.close_month(admin_call(), _maker(), _settings(), tenant_id, target)
     except NotDue as exc:
-        raise Problem(409, "Not due yet", str(exc), "not-due") from None
+        raise Problem(409, "Not Due Yet", str(exc), "not-due") from None
     return done(201 if outcome.created else 200,
                 {**overview.close_json(outcome.close), "created": outcome.created})
 
@@ -184,7 +184,7 @@ def reissue(tenant_id: str, month: str) -> Response:
         outcome = actions.close_month(admin_call(), _maker(), _settings(), tenant_id, target,
                                       reissue_reason=reason)
     except NotDue as exc:
-        raise Problem(409, "Not closed yet", str(exc), "not-due") from None
+        raise Problem(409, "Not Due Yet", str(exc), "not-due") from None
     return done(201, {**overview.close_json(outcome.close), "created": outcome.created})
 
 

@@ -10,7 +10,8 @@ One-time passwords (made for a new account or by a reset) expire after
 before anything else. New passwords are checked against NIST SP 800-63B's "commonly
 used or expected" passwords with zxcvbn (its ranked list of 30,000 common passwords,
 plus keyboard walks, sequences, repeats and dates). Admins may add a TOTP second factor
-(RFC 6238, pyotp) with single-use recovery codes.
+(RFC 6238, pyotp) with single-use recovery codes; its secret is kept sealed with the
+instance key (`connector.sealed`), since the code needs it back in clear.
 
     AuthError (connector.errors.DomainError)
      ├── BadCredentials        wrong e-mail/password/code, unknown/revoked token, disabled
@@ -24,6 +25,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
+import logging
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -35,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from connector import token_kinds
+from connector.config import AzureSyncSettings
 from connector.errors import (
     Conflict,
     DomainError,
@@ -59,6 +64,7 @@ MIN_PASSWORD_LENGTH = 12
 ONE_TIME_HOURS = 24  # the default of [admin] one_time_password_hours
 RECOVERY_CODES = 10
 TOTP_ISSUER = "Connector"
+log = logging.getLogger(__name__)
 # A hash to check against when the e-mail is unknown, so that a wrong e-mail and a wrong
 # password take the same time and the answer does not tell which accounts exist. Written
 # out, not made at import: one scrypt hash is ~0.3 s of CPU, which every `connector`
@@ -334,11 +340,84 @@ def _clean_code(code: str) -> str:
     return "".join(c for c in code if c.isalnum()).lower()
 
 
-def start_two_factor(account: AdminAccount) -> str:
-    """A new secret to set up (kept pending until a code from it confirms it)."""
+# TOTP secrets are kept sealed (connector.sealed: Fernet, with the instance key that also
+# protects Entra and webhook secrets), so that a copy of the database alone does not give
+# anyone an admin's codes. A secret stored before that is base32 in clear (RFC 4648:
+# A-Z, 2-7), which a Fernet token (url-safe base64 beginning "gAAAAA") never is: such a
+# row keeps working, and is sealed at its next use or by `seal_clear_totp_secrets`.
+_BASE32 = re.compile(r"[A-Z2-7]+=*")
+_TOTP_REMEDY = ("Sign in with a recovery code, or ask a partner admin to reset your "
+                "two-factor sign-in (`connector admin reset-two-factor EMAIL`) and set "
+                "it up again.")
+
+
+def _stored_in_clear(stored: str) -> bool:
+    return _BASE32.fullmatch(stored) is not None
+
+
+def _seal_totp(keys: AzureSyncSettings, secret: str) -> str:
+    from connector import sealed  # cryptography: only for the commands that need it
+
+    return sealed.seal(keys, secret)
+
+
+def _open_totp(keys: AzureSyncSettings, stored: str) -> str:
+    if _stored_in_clear(stored):
+        return stored
+    from connector import sealed
+
+    return sealed.unseal(keys, stored, "two-factor sign-in secret", _TOTP_REMEDY)
+
+
+def _reseal(account: AdminAccount, keys: AzureSyncSettings) -> None:
+    """Seal the account's secrets still stored in clear. Without a key, a warning: they
+    keep working in clear until there is one."""
+    from connector.sealed import KeyMissing
+
+    try:
+        for column in ("totp_secret", "totp_pending_secret"):
+            stored = getattr(account, column)
+            if stored is not None and _stored_in_clear(stored):
+                setattr(account, column, _seal_totp(keys, stored))
+    except KeyMissing as exc:
+        log.warning("two-factor secret of %s left in clear: %s", account.email, exc.message)
+
+
+def seal_clear_totp_secrets(session: Session, keys: AzureSyncSettings) -> int:
+    """Seal every two-factor secret still stored in clear (rows from before secrets were
+    sealed); returns how many accounts changed. Raises KeyMissing when there are some
+    and no key is configured. The caller commits."""
+    rows = [a for a in session.scalars(select(AdminAccount).where(
+        (AdminAccount.totp_secret.is_not(None))
+        | (AdminAccount.totp_pending_secret.is_not(None))).with_for_update())
+        if any(v is not None and _stored_in_clear(v)
+               for v in (a.totp_secret, a.totp_pending_secret))]
+    if rows:
+        from connector.sealed import load_key
+
+        load_key(keys)  # KeyMissing, before anything is changed
+    for account in rows:
+        _reseal(account, keys)
+    return len(rows)
+
+
+def start_two_factor(account: AdminAccount, keys: AzureSyncSettings) -> str:
+    """A new secret to set up (kept pending, sealed, until a code from it confirms it);
+    returns it in clear, for the authenticator app."""
     if account.totp_pending_secret is None:
-        account.totp_pending_secret = pyotp.random_base32()
-    return account.totp_pending_secret
+        secret = pyotp.random_base32()
+        account.totp_pending_secret = _seal_totp(keys, secret)
+        return secret
+    secret = _open_totp(keys, account.totp_pending_secret)
+    if _stored_in_clear(account.totp_pending_secret):
+        account.totp_pending_secret = _seal_totp(keys, secret)
+    return secret
+
+
+def pending_two_factor(account: AdminAccount, keys: AzureSyncSettings) -> str | None:
+    """The secret being set up, in clear (for the QR code), or None."""
+    pending = account.totp_pending_secret
+    return _open_totp(keys, pending) if pending is not None else None
 
 
 def provisioning_uri(account: AdminAccount, secret: str) -> str:
@@ -359,31 +438,42 @@ def _matching_step(secret: str, code: str, now: dt.datetime) -> int | None:
     return None
 
 
-def confirm_two_factor(account: AdminAccount, code: str, now: dt.datetime) -> list[str]:
+def confirm_two_factor(account: AdminAccount, code: str, now: dt.datetime,
+                       keys: AzureSyncSettings) -> list[str]:
     """Turn two-factor sign-in on with the pending secret, if the code is from it;
     returns the recovery codes (shown once, kept as digests)."""
-    secret = account.totp_pending_secret
-    if secret is None:
+    pending = account.totp_pending_secret
+    if pending is None:
         raise InvalidSetting("Start setting up two-factor sign-in first.")
+    secret = _open_totp(keys, pending)
     step = _matching_step(secret, _clean_code(code), now)
     if step is None:
         raise InvalidSetting("That code is not right. Check that your phone's clock is "
                              "right, and type the 6 digits the app shows now.")
-    account.totp_secret, account.totp_pending_secret = secret, None
+    account.totp_secret = pending if not _stored_in_clear(pending) else _seal_totp(keys, secret)
+    account.totp_pending_secret = None
     account.totp_enabled_at, account.totp_last_step = now, step
     codes = [secrets.token_hex(5) for _ in range(RECOVERY_CODES)]
     account.recovery_codes = [_digest(c) for c in codes]
     return [f"{c[:5]}-{c[5:]}" for c in codes]
 
 
-def check_second_factor(account: AdminAccount, code: str, now: dt.datetime) -> str:
+def check_second_factor(account: AdminAccount, code: str, now: dt.datetime,
+                        keys: AzureSyncSettings) -> str:
     """Accept a TOTP code (once: a code seen before is refused) or an unused recovery
-    code (then used up); returns "totp" or "recovery", or raises BadCredentials."""
+    code (then used up); returns "totp" or "recovery", or raises BadCredentials.
+
+    A secret stored in clear (before secrets were sealed) works, and is sealed on the
+    way when a key is configured. A recovery code needs no key: it still signs in when
+    the key is lost."""
     clean = _clean_code(code)
-    if account.totp_secret is not None and digits(clean) and len(clean) < 10:
-        step = _matching_step(account.totp_secret, clean, now)
+    stored = account.totp_secret
+    if stored is not None and digits(clean) and len(clean) < 10:
+        step = _matching_step(_open_totp(keys, stored), clean, now)
         if step is not None and step > (account.totp_last_step or -1):
             account.totp_last_step = step
+            if _stored_in_clear(stored):
+                _reseal(account, keys)
             return "totp"
     # Not `elif`: a recovery code is ten hex digits, and one in a hundred is all decimal.
     if account.recovery_codes and len(clean) == 10:
@@ -460,10 +550,29 @@ MAX_LOCK = dt.timedelta(days=1)
 
 @dataclass(frozen=True)
 class Throttle:
-    max_failures: int = 5  # per account and client address, before a wait
+    max_failures: int = 5  # per account and client network, before a wait
     window_seconds: int = 900
     account_ceiling: int = 50  # per account, all addresses
-    address_ceiling: int = 100  # per address, all accounts
+    address_ceiling: int = 100  # per client network, all accounts
+
+
+def client_network(remote_addr: str | None) -> str | None:
+    """The client as sign-in throttling counts it: an IPv4 address as it is; an IPv6
+    address by its /64, since a subscriber or site is given a whole /64 (RFC 6177) and
+    may use any address in it, so counting per /128 would let a guesser take a new
+    address per try; an IPv4-mapped IPv6 address (::ffff:a.b.c.d, from a dual-stack
+    socket) as its IPv4 address. What is not an IP address is counted as it is."""
+    if remote_addr is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(remote_addr.split("%", 1)[0])  # without a zone (%eth0)
+    except ValueError:
+        return remote_addr[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def check_throttle(session: Session, email: str, remote_addr: str | None, now: dt.datetime,
@@ -475,18 +584,20 @@ def check_throttle(session: Session, email: str, remote_addr: str | None, now: d
     the owner: failures count per (account, address), from the account's last good
     sign-in, and each beyond `max_failures` doubles the wait after the last one; the
     owner signing in from another address is held back only by the account's ceiling,
-    far above what one address may try.
+    far above what one address may try. An address is an IPv4 address or an IPv6 /64
+    (`client_network`).
     """
     target = email.strip().casefold()
     window = dt.timedelta(seconds=limits.window_seconds)
-    if remote_addr is not None:
+    network = client_network(remote_addr)
+    if network is not None:
         last_ok = session.scalar(select(func.max(AuditEntry.at)).where(
             AuditEntry.action == "login", AuditEntry.target == target))
         since = max(now - MAX_LOCK, last_ok) if last_ok else now - MAX_LOCK
         count, last = session.execute(
             select(func.count(), func.max(AuditEntry.at))
             .where(AuditEntry.action == LOGIN_FAILED, AuditEntry.target == target,
-                   AuditEntry.remote_addr == remote_addr, AuditEntry.at > since)).one()
+                   AuditEntry.remote_net == network, AuditEntry.at > since)).one()
         if count >= limits.max_failures and last is not None:
             wait = min(window * 2 ** (count - limits.max_failures), MAX_LOCK)
             retry = int((last + wait - now).total_seconds())
@@ -496,7 +607,7 @@ def check_throttle(session: Session, email: str, remote_addr: str | None, now: d
     for column, value, limit, why in (
             (AuditEntry.target, target, limits.account_ceiling,
              "Too many failed sign-ins for this account from many addresses."),
-            (AuditEntry.remote_addr, remote_addr, limits.address_ceiling,
+            (AuditEntry.remote_net, network, limits.address_ceiling,
              "Too many failed sign-ins from your address.")):
         if value is None:
             continue
@@ -586,10 +697,12 @@ def audit(session: Session, *, at: dt.datetime, actor: str, action: str,
           correlation_id: str, admin_id: str | None = None, tenant_id: str | None = None,
           target: str | None = None, detail: Any = None, remote_addr: str | None = None
           ) -> None:
-    """Append one audit line in the caller's transaction."""
+    """Append one audit line in the caller's transaction (with the client's network, which
+    sign-in throttling counts by)."""
     session.add(AuditEntry(at=at, admin_id=admin_id, actor=actor, action=action,
                            tenant_id=tenant_id, target=target, detail=detail,
-                           remote_addr=remote_addr, correlation_id=correlation_id))
+                           remote_addr=remote_addr, remote_net=client_network(remote_addr),
+                           correlation_id=correlation_id))
 
 
 # -- instance keys ----------------------------------------------------------------------------

@@ -155,7 +155,8 @@ def sign_in_code(code: str) -> AdminAccount:
     now = clock.now()
     admins.check_throttle(s, account.email, request.remote_addr, now, throttle_limits())
     try:
-        kind = admins.check_second_factor(account, code, now)
+        kind = admins.check_second_factor(account, code, now,
+                                          current_app.config["SETTINGS"].azure_sync)
     except BadCredentials:
         s.rollback()
         _failed(account.email, "code")

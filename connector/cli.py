@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -238,9 +239,25 @@ def _read_session(settings: Settings) -> Session:
     return db.make_sessionmaker(engine)()
 
 
-def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+def _migrate(settings: Settings) -> Engine:
+    """Bring the schema up to date, then seal the admins' two-factor secrets still stored
+    in clear (rows from before revision 0029: a migration has no key to seal them with).
+    Without a key they keep working in clear; a warning says how to fix it."""
     engine = db.make_engine(settings.database)
     migrate.upgrade(engine)
+    with db.make_sessionmaker(engine)() as session:
+        try:
+            admins.seal_clear_totp_secrets(session, settings.azure_sync)
+        except DomainError as exc:  # KeyMissing (not imported: it loads cryptography)
+            print(f"warning: admins' two-factor secrets stay stored in clear until a key "
+                  f"is configured. {exc.message}", file=sys.stderr)
+        session.commit()
+    engine.dispose()  # before serve forks its workers: no connection shared with them
+    return engine
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    engine = _migrate(settings)
     print(f"Database schema is up to date ({engine.url.render_as_string(hide_password=True)}).")
     return 0
 
@@ -280,7 +297,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = dataclasses.replace(
         settings, server=dataclasses.replace(settings.server, host=host, port=port))
     os.environ["CONNECTOR_SERVER__HOST"], os.environ["CONNECTOR_SERVER__PORT"] = host, str(port)
-    binds = [f"{host}:{port}"]
+    binds = [urls.host_port(host, port)]
     if metrics.enabled(settings.metrics):
         # Before anything counts: gunicorn's workers and the scheduler process inherit
         # the directory.
@@ -294,12 +311,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     where = {"worker": "; Entra sync and month closes in `connector worker`, started "
              "with it", "web": "; Entra sync and month closes in the web process",
              "external": "; Entra sync and month closes: run `connector worker`"}
-    serving_line = (f"Serving on http://{host}:{port} (SCIM: http://{host}:{port}/scim/v2) "
+    serving_line = (f"Serving on http://{binds[0]} (SCIM: http://{binds[0]}{urls.SCIM_PATH}) "
                     f"with {args.workers} {worker_class} worker(s)"
                     f"{where[settings.server.schedulers]}. Ctrl-C stops.")
     if worker_class == "gevent":
         return _serve_gevent(settings, args, binds, serving_line)
-    migrate.upgrade(db.make_engine(settings.database))
+    _migrate(settings)
     # With --bootstrap (`make run`), what it created is shown once the server listens:
     # the last lines on the terminal, not lost above the server's own.
     welcome = (boxed([*bootstrap(settings), "", *serving_line.split("; ", 1)])
@@ -465,8 +482,9 @@ def bootstrap(settings: Settings) -> list[str]:
     lines = _bootstrap_tenant(settings)
     made = sync_secrets.ensure_key_file(settings.azure_sync)
     if made is not None:
-        lines += ["", f"Created {made}: the key that encrypts Entra credentials. Keep it,",
-                  "and keep it out of database backups."]
+        lines += ["", f"Created {made}: the key that encrypts Entra credentials and",
+                  "admins' two-factor secrets. Keep it, and keep it out of database backups."]
+    _migrate(settings)  # with the key there now: seals two-factor secrets left in clear
     with _session(settings) as session:
         existing = admins.list_admins(session)
         if existing:

@@ -187,7 +187,8 @@ class AdminSettings:
     login_max_failures: int = setting(
         5,
         "Failed sign-ins (a wrong password or code) for one account from one client "
-        "address before that address must wait login_window_seconds; each further "
+        "address (an IPv6 client counts by its /64, which it may pick any address "
+        "from) before that address must wait login_window_seconds; each further "
         "failure doubles the wait (up to a day). A sign-in that succeeds starts the count "
         "again. Wrong current passwords on a password change count the same way, per "
         "account: at this many the session that sent them is signed out.",
@@ -201,9 +202,9 @@ class AdminSettings:
     )
     login_address_ceiling: int = setting(
         100,
-        "Failed sign-ins from one client address for all accounts together within "
-        "login_window_seconds before that address must wait (stops spraying many "
-        "accounts; high, since an office behind one address shares it).",
+        "Failed sign-ins from one client address (IPv6: its /64) for all accounts "
+        "together within login_window_seconds before that address must wait (stops "
+        "spraying many accounts; high, since an office behind one address shares it).",
     )
     one_time_password_hours: int = setting(
         24,
@@ -227,8 +228,9 @@ class AdminSettings:
 class AzureSyncSettings:
     encryption_key: str = setting(
         "",
-        "Key that encrypts app-registration secrets and certificates at rest (a Fernet "
-        "key: `connector keygen` prints one). Empty: read from encryption_key_file.",
+        "Key that encrypts secrets at rest: app-registration secrets and certificates, "
+        "webhook signing secrets, admins' two-factor (TOTP) secrets (a Fernet key: "
+        "`connector keygen` prints one). Empty: read from encryption_key_file.",
     )
     encryption_key_file: str = setting(
         "var/secrets.key",

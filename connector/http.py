@@ -91,7 +91,7 @@ class Problem(Exception):
 
 def invalid(detail: str) -> Problem:
     """A 400 for a request the caller must correct."""
-    return Problem(400, "Invalid request", detail, "invalid-request")
+    return Problem(400, "Invalid Request", detail, "invalid-request")
 
 
 def to_problem(exc: Exception) -> Problem:
@@ -99,30 +99,30 @@ def to_problem(exc: Exception) -> Problem:
     if isinstance(exc, Problem):
         return exc
     if isinstance(exc, admins.TooManyFailedLogins):
-        return Problem(429, "Too many failed sign-ins", exc.message, "too-many-failed-logins",
+        return Problem(429, "Too Many Failed Sign-Ins", exc.message, "too-many-failed-logins",
                        {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, auth.CsrfError):
-        return Problem(403, "CSRF check failed", exc.message, "csrf")
+        return Problem(403, "CSRF Check Failed", exc.message, "csrf")
     if isinstance(exc, admins.Forbidden):
         return Problem(403, "Forbidden", exc.message, "forbidden")
     if isinstance(exc, admins.BadCredentials):
-        return Problem(401, "Not signed in", exc.message, "unauthorized",
+        return Problem(401, "Not Signed In", exc.message, "unauthorized",
                        {"WWW-Authenticate": 'Bearer realm="connector admin API"'})
     if isinstance(exc, errors.StatusChangeRefused):
-        return Problem(409, "Status change refused", exc.reason, "status-change-refused",
+        return Problem(409, "Status Change Refused", exc.reason, "status-change-refused",
                        setting=exc.setting)
     if isinstance(exc, errors.Conflict):
-        return Problem(409, "Already in use", exc.message, "conflict", field=exc.field)
+        return Problem(409, "Already In Use", exc.message, "conflict", field=exc.field)
     if isinstance(exc, errors.StateConflict):
-        return Problem(409, "Not possible now", exc.message, "state-conflict")
+        return Problem(409, "Not Possible Now", exc.message, "state-conflict")
     if isinstance(exc, errors.NotFound):
-        return Problem(404, "Not found", exc.message, "not-found")
+        return Problem(404, "Not Found", exc.message, "not-found")
     if isinstance(exc, errors.VersionMismatch):
-        return Problem(412, "Changed meanwhile", exc.message, "version-mismatch")
+        return Problem(412, "Changed Meanwhile", exc.message, "version-mismatch")
     if isinstance(exc, limits.ValueTooLong):
-        return Problem(400, "Value too long", exc.message, "invalid-value", field=exc.attribute)
+        return Problem(400, "Value Too Long", exc.message, "invalid-value", field=exc.attribute)
     if isinstance(exc, errors.DomainError):  # InvalidSetting, UnknownModule, InvalidReference
-        return Problem(400, "Invalid request", exc.message, "invalid-request")
+        return Problem(400, "Invalid Request", exc.message, "invalid-request")
     raise exc
 
 
@@ -144,7 +144,7 @@ def read_json() -> Any:
     database can store. What it must contain is the caller's to check (the admin API
     checks it against its contract, `connector.api.contract`)."""
     if request.mimetype not in ("application/json", "application/merge-patch+json"):
-        raise Problem(415, "Unsupported media type",
+        raise Problem(415, "Unsupported Media Type",
                       "Send the body as JSON with Content-Type: application/json.",
                       "unsupported-media-type")
     try:

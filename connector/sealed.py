@@ -2,10 +2,11 @@
 instance key.
 
 One key protects every secret the connector must be able to read back (Entra client
-secrets and certificates, webhook signing secrets). It comes from the settings
-(`azure_sync.encryption_key`, or the file named by `encryption_key_file`), never from
-the database it protects. Losing the key means entering those secrets again (Entra) or
-rotating them (webhooks); nothing else is lost.
+secrets and certificates, webhook signing secrets, admins' TOTP secrets). It comes from
+the settings (`azure_sync.encryption_key`, or the file named by `encryption_key_file`),
+never from the database it protects. Losing the key means entering those secrets again
+(Entra), rotating them (webhooks) or setting two-factor sign-in up again (admins sign in
+with a recovery code, or a partner admin resets it); nothing else is lost.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ def load_key(settings: AzureSyncSettings) -> str:
     if path is not None and path.is_file():
         return path.read_text().strip()
     raise KeyMissing("No key to encrypt secrets with (Entra credentials, webhook signing "
-                     "secrets): set azure_sync.encryption_key (`connector keygen` prints one) "
-                     "or create the file named by azure_sync.encryption_key_file "
-                     "(`connector bootstrap` does).")
+                     "secrets, admins' two-factor secrets): set azure_sync.encryption_key "
+                     "(`connector keygen` prints one) or create the file named by "
+                     "azure_sync.encryption_key_file (`connector bootstrap` does).")
 
 
 def ensure_key_file(settings: AzureSyncSettings) -> Path | None:

@@ -13,6 +13,13 @@ SCIM_PATH = "/scim/v2"
 ADMIN_PATH = "/admin/"
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port` as a URL and gunicorn's bind write it: an IPv6 literal in brackets
+    (`[::1]:8080`; `::1:8080` is no URL, and gunicorn read it as no port at all)."""
+    bare = host.strip("[]")
+    return f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+
+
 def public_base(settings: Settings, request_root: str | None = None) -> str:
     """The scheme, host and port the connector is reached at, without a trailing slash."""
     configured = settings.server.public_base_url.rstrip("/")
@@ -20,7 +27,7 @@ def public_base(settings: Settings, request_root: str | None = None) -> str:
         return configured
     if request_root:
         return request_root.rstrip("/")
-    return f"http://{settings.server.host}:{settings.server.port}"
+    return f"http://{host_port(settings.server.host, settings.server.port)}"
 
 
 def scim_base_url(settings: Settings, request_root: str | None = None) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from connector import admins
 from connector.actions import AdminCall
 from connector.admins import Throttle, TooManyFailedLogins
+from connector.config import AzureSyncSettings
 from connector.errors import NotFound, StateConflict
 from connector.models import AdminAccount, AdminToken
 
@@ -58,19 +59,20 @@ def change_password(call: AdminCall, current: str, new: str, repeated: str | Non
 # -- two-factor sign-in -------------------------------------------------------------------------
 
 
-def start_two_factor(call: AdminCall) -> str:
-    """A secret for the signed-in admin's authenticator app (pending until confirmed)."""
+def start_two_factor(call: AdminCall, keys: AzureSyncSettings) -> str:
+    """A secret for the signed-in admin's authenticator app (pending until confirmed,
+    sealed with the instance key `keys` names)."""
     account = own_account(call)
     if account.totp_secret is not None:
         raise StateConflict("Two-factor sign-in is on already. To move it to another "
                             "phone, ask a partner admin to reset it, then set it up again.")
-    return admins.start_two_factor(account)
+    return admins.start_two_factor(account, keys)
 
 
-def confirm_two_factor(call: AdminCall, code: str) -> list[str]:
+def confirm_two_factor(call: AdminCall, code: str, keys: AzureSyncSettings) -> list[str]:
     """Turn two-factor sign-in on with a code from the app; returns the recovery codes."""
     account = own_account(call)
-    codes = admins.confirm_two_factor(account, code, call.now)
+    codes = admins.confirm_two_factor(account, code, call.now, keys)
     call.audit("two_factor.enabled", account.tenant_id, account.email)
     return codes
 

@@ -69,9 +69,10 @@ def _http_error(exc: HTTPException) -> Response:
 
 def _unexpected(exc: Exception) -> Response:
     log.exception("unexpected error in an admin API request")
-    return problem_response(Problem(500, "Internal error", "Something went wrong on our side; "
-                                    "the change was not applied. The request id helps the "
-                                    "operator find it in the log.", "internal"))
+    return problem_response(Problem(500, "Internal Server Error",
+                                    "Something went wrong on our side; the change was not "
+                                    "applied. The request id helps the operator find it in "
+                                    "the log.", "internal"))
 
 
 @bp.errorhandler(Exception)
@@ -107,11 +108,11 @@ def _authenticate() -> None:
                                     "(create one under Account → API tokens).")
     auth.check_csrf()
     if principal.must_change_password and request.endpoint not in BEFORE_PASSWORD_CHANGE:
-        raise Problem(403, "Password change required",
+        raise Problem(403, "Password Change Required",
                       "This account has a one-time password: choose your own first "
                       "(POST /api/v1/me/password).", "password-change-required")
     if principal.must_enrol_two_factor and request.endpoint not in BEFORE_PASSWORD_CHANGE:
-        raise Problem(403, "Two-factor sign-in required",
+        raise Problem(403, "Two-Factor Sign-In Required",
                       "Partner admins must sign in with two factors here: set it up in the "
                       "admin UI (Account → Two-factor sign-in) first.", "two-factor-required")
     _refuse_unstorable_url()

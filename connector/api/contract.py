@@ -77,7 +77,7 @@ def request_body() -> dict[str, Any]:
     errors = sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.path])
     if errors:
         explained = [explain(e) for e in errors]
-        raise Problem(400, "Invalid request", " ".join(d for _m, d in explained[:MAX_LISTED]),
+        raise Problem(400, "Invalid Request", " ".join(d for _m, d in explained[:MAX_LISTED]),
                       "invalid-request",
                       errors=[{"member": m, "detail": d} for m, d in explained])
     return body

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -47,12 +48,13 @@ class AdminAccount(Base):
     one_time_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(),
                                                                     nullable=True)
     one_time_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    # TOTP two-factor sign-in (RFC 6238): the base32 secret once enrolment is confirmed
-    # (`totp_pending_secret` while it is being set up), the last time step a code was
-    # accepted for (a code works once), and the SHA-256 digests of the unused recovery
-    # codes.
-    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    totp_pending_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # TOTP two-factor sign-in (RFC 6238): the secret once enrolment is confirmed
+    # (`totp_pending_secret` while it is being set up), sealed with the instance key
+    # (`connector.sealed`; rows from before revision 0029 may hold the base32 secret in
+    # clear until sealed, see `connector.admins`), the last time step a code was accepted
+    # for (a code works once), and the SHA-256 digests of the unused recovery codes.
+    totp_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    totp_pending_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
     totp_enabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     totp_last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     recovery_codes: Mapped[Any] = mapped_column(JSON, nullable=True)
@@ -91,7 +93,7 @@ class AuditEntry(Base):
 
     Append-only, like the event log. Changes to a tenant's directory are also events;
     both carry the request id, so the audit line and its events are found together.
-    Failed sign-ins are also what login throttling counts.
+    Failed sign-ins are also what login throttling counts (by `remote_net`).
     """
 
     __tablename__ = "audit_log"
@@ -105,6 +107,9 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(320), nullable=True)
     detail: Mapped[Any] = mapped_column(JSON, nullable=True)
     remote_addr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The client as sign-in throttling counts it (`connector.admins.client_network`): the
+    # IPv4 address, or the /64 of an IPv6 one. None on rows from before revision 0029.
+    remote_net: Mapped[str | None] = mapped_column(String(64), nullable=True)
     correlation_id: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (

@@ -13,12 +13,13 @@ import json
 from typing import Any
 
 import segno
-from flask import flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from connector import admins, auth, db
 from connector.actions import accounts, notifications
 from connector.admins import BadCredentials, TooManyFailedLogins
+from connector.config import AzureSyncSettings
 from connector.http import admin_call
 from connector.web import bp
 from connector.web import shown_once as once
@@ -125,21 +126,27 @@ def password() -> Response | str:
 # -- two-factor sign-in -------------------------------------------------------------------------
 
 
+def _keys() -> AzureSyncSettings:
+    """What seals two-factor secrets: the instance key (`connector.sealed`)."""
+    return current_app.config["SETTINGS"].azure_sync
+
+
 @bp.get("/account/two-factor")
 def two_factor() -> str:
     account = accounts.own_account(admin_call())
     qr = uri = None
-    if account.totp_pending_secret and not account.totp_secret:
-        uri = admins.provisioning_uri(account, account.totp_pending_secret)
+    pending = admins.pending_two_factor(account, _keys())
+    if pending and not account.totp_secret:
+        uri = admins.provisioning_uri(account, pending)
         qr = segno.make(uri, error="m").svg_data_uri(scale=5, border=2)
     return render_template("admin/two_factor.html", account=account, uri=uri, qr=qr,
-                           required=me().must_enrol_two_factor)
+                           key=pending, required=me().must_enrol_two_factor)
 
 
 @bp.post("/account/two-factor/start")
 def start_two_factor() -> Response:
     come_back_to(url_for("web.two_factor"))
-    accounts.start_two_factor(admin_call())
+    accounts.start_two_factor(admin_call(), _keys())
     return done("Scan the QR code with your authenticator app (or type the key), then "
                 "type the code it shows to turn two-factor sign-in on.",
                 url_for("web.two_factor"))
@@ -148,7 +155,7 @@ def start_two_factor() -> Response:
 @bp.post("/account/two-factor/confirm")
 def confirm_two_factor() -> Response:
     come_back_to(url_for("web.two_factor"))
-    codes = accounts.confirm_two_factor(admin_call(), request.form.get("code", ""))
+    codes = accounts.confirm_two_factor(admin_call(), request.form.get("code", ""), _keys())
     return show_once(
         title="Two-factor sign-in is on", label="Recovery codes", codes=codes,
         explain="Each code signs you in once instead of the app's code, if you lose your "

@@ -150,10 +150,11 @@ def test_required_two_factor_holds_back_tokens_until_set_up(app: Flask, engine: 
     with make_sessionmaker(engine)() as s:
         account = admins.find_admin(s, "p2@example.com")
         assert account is not None
-        admins.start_two_factor(account)
+        keys = app.config["SETTINGS"].azure_sync
+        secret = admins.start_two_factor(account, keys)
         import pyotp
-        admins.confirm_two_factor(account, pyotp.TOTP(account.totp_pending_secret or "").now(),
-                                  dt.datetime.now(dt.UTC))
+        admins.confirm_two_factor(account, pyotp.TOTP(secret).now(), dt.datetime.now(dt.UTC),
+                                  keys)
         s.commit()
     assert api.get("/me").json["twoFactor"] is True
     assert api.get("/tenants").status_code == 200

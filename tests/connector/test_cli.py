@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -131,6 +132,65 @@ def test_serve_bootstrap_shows_what_it_made_last_on_the_port_it_was_given(
         server.wait(timeout=30)
 
 
+@pytest.mark.parametrize("worker_class", ["sync", "gevent"])
+def test_serve_prints_the_host_and_port_of_its_options_even_ipv6(
+        database_url: str, engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], worker_class: str) -> None:
+    """`connector serve --host H --port P --bootstrap` prints the addresses it serves at,
+    not [server] host/port; an IPv6 host in brackets, in the URLs and in gunicorn's bind
+    (`::1:P` is no URL, and gunicorn read it as no port). Run in this process up to where
+    gunicorn would start (its `run`, or the gevent path's exec), so no server is left."""
+    import socket
+    from types import SimpleNamespace
+
+    import gunicorn.app.base
+
+    from connector import cli, db, gunicorn_hooks
+
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"CONNECTOR_DATABASE__URL": database_url,
+                        "CONNECTOR_CONFIG": str(tmp_path / "none.toml"),
+                        "CONNECTOR_SERVER__HOST": "127.0.0.1",
+                        "CONNECTOR_SERVER__PORT": "8080",
+                        "CONNECTOR_SERVER__SCHEDULERS": "external",  # no worker process
+                        "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY_FILE": str(tmp_path / "k")
+                        }.items():
+        monkeypatch.setenv(name, value)  # and serve's own changes undone after
+    started: dict[str, Any] = {}
+
+    def run(server: Any) -> None:  # gunicorn's arbiter: what its first worker prints
+        started["bind"] = server.cfg.bind
+        server.cfg.post_worker_init(SimpleNamespace(age=1))
+
+    def execve(_path: str, argv: list[str], env: dict[str, str]) -> None:  # the gevent path
+        started["bind"] = [argv[n + 1] for n, arg in enumerate(argv) if arg == "--bind"]
+        welcome = Path(env[gunicorn_hooks.ENV_WELCOME])
+        print(welcome.read_text())
+        welcome.unlink()
+
+    monkeypatch.setattr(gunicorn.app.base.BaseApplication, "run", run)
+    monkeypatch.setattr(os, "execve", execve)
+    engines: list[Any] = []  # a command's engines live as long as its process: not here
+    make_engine = db.make_engine
+    monkeypatch.setattr(db, "make_engine", lambda *a, **k: engines.append(
+        make_engine(*a, **k)) or engines[-1])
+    try:
+        cli.main(["serve", "--host", "::1", "--port", str(port), "--bootstrap",
+                  "--worker-class", worker_class])
+    finally:
+        for made in engines:
+            made.dispose()
+    out = capsys.readouterr().out
+    assert started["bind"] == [f"[::1]:{port}"]
+    assert f"SCIM base URL : http://[::1]:{port}/scim/v2" in out, out
+    assert f"Admin UI      : http://[::1]:{port}/admin/" in out
+    assert f"Serving on http://[::1]:{port} (SCIM: http://[::1]:{port}/scim/v2)" in out
+    assert ":8080" not in out
+
+
 def test_admin_create_prints_a_one_time_password_that_signs_in(
         database_url: str, engine: object, tmp_path: Path) -> None:
     from sqlalchemy import Engine
@@ -227,6 +287,36 @@ def test_migrate_is_idempotent(database_url: str, engine: object, tmp_path: Path
         result = connector(database_url, "migrate", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "up to date" in result.stdout
+
+
+def test_migrate_seals_two_factor_secrets_left_in_clear_once_there_is_a_key(
+        database_url: str, engine: Any, tmp_path: Path) -> None:
+    """Rows from before revision 0029 hold the base32 secret in clear; a migration has no
+    key to seal them, so `connector migrate` does it after migrating, and says so when
+    there is no key yet (the secrets keep working in clear meanwhile)."""
+    from connector import sealed
+    from connector.config import AzureSyncSettings
+
+    with engine.begin() as c:
+        c.execute(text(
+            "INSERT INTO admin_accounts (id, email, email_norm, role, password_hash,"
+            " must_change_password, session_epoch, created_at, totp_secret) VALUES ('a1',"
+            " 'a@example.com', 'a@example.com', 'partner', 'x', :no, 0, :at,"
+            " 'JBSWY3DPEHPK3PXP')"), {"no": False, "at": dt.datetime(2026, 1, 1)})
+    keyless = connector(database_url, "migrate", cwd=tmp_path)
+    assert keyless.returncode == 0, keyless.stderr
+    assert "two-factor secrets stay stored in clear" in keyless.stderr
+    assert "encryption_key" in keyless.stderr
+    (tmp_path / "var").mkdir()
+    key = sealed.new_key()
+    (tmp_path / "var" / "secrets.key").write_text(key + "\n")  # the default key file
+    keyed = connector(database_url, "migrate", cwd=tmp_path)
+    assert keyed.returncode == 0 and "warning" not in keyed.stderr, keyed.stderr
+    with engine.connect() as c:
+        stored = c.execute(text("SELECT totp_secret FROM admin_accounts")).scalar()
+    assert stored and "JBSWY3DPEHPK3PXP" not in stored
+    assert sealed.unseal(AzureSyncSettings(encryption_key=key), stored, "", "") \
+        == "JBSWY3DPEHPK3PXP"
 
 
 @pytest.fixture

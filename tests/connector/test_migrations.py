@@ -92,3 +92,33 @@ def test_upgrading_a_database_with_users_keeps_every_row(empty_engine: Engine) -
     assert counts == [1, 3, 3, 3]
     assert words and words >= 3  # and the search words were filled for them
     assert migrate.is_current(empty_engine)
+
+
+def test_two_factor_secrets_in_clear_survive_0029_and_can_be_sealed(empty_engine: Engine
+                                                                     ) -> None:
+    """0029 widens the two-factor secret columns for sealed secrets (about 140 characters;
+    PostgreSQL refused them in the old 64), keeping the secrets stored in clear before,
+    which the code then seals."""
+    from connector import admins, sealed
+    from connector.config import AzureSyncSettings
+    from connector.db import make_sessionmaker
+
+    cfg = migrate.alembic_config()
+    with empty_engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0028")
+    with empty_engine.begin() as c:
+        c.execute(text(
+            "INSERT INTO admin_accounts (id, email, email_norm, role, password_hash,"
+            " must_change_password, session_epoch, created_at, totp_secret) VALUES ('a1',"
+            " 'a@example.com', 'a@example.com', 'partner', 'x', :no, 0, :at,"
+            " 'JBSWY3DPEHPK3PXP')"), {"no": False, "at": dt.datetime(2026, 1, 1)})
+    migrate.upgrade(empty_engine)
+    keys = AzureSyncSettings(encryption_key=sealed.new_key())
+    with make_sessionmaker(empty_engine)() as s:
+        assert admins.seal_clear_totp_secrets(s, keys) == 1
+        s.commit()
+    with empty_engine.connect() as c:
+        stored = c.execute(text("SELECT totp_secret FROM admin_accounts")).scalar()
+    assert stored and len(stored) > 64
+    assert sealed.unseal(keys, stored, "", "") == "JBSWY3DPEHPK3PXP"

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 from werkzeug.serving import make_server
 
+from connector import sealed
 from connector.app import create_app
 from connector.config import Settings, load_settings
 from tests.support.clients import make_tenant
@@ -24,7 +25,9 @@ from tests.support.clients import make_tenant
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return load_settings(
         environ={"CONNECTOR_CONFIG": str(tmp_path / "none.toml")},
-        overrides={"database": {"url": database_url}, "logging": {"access_log": False}},
+        # A key, as `connector bootstrap` makes one: admins' two-factor secrets are sealed.
+        overrides={"database": {"url": database_url}, "logging": {"access_log": False},
+                   "azure_sync": {"encryption_key": sealed.new_key()}},
     )
 
 

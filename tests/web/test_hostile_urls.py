@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy import Engine
 
 from connector import admins
-from connector.config import Settings
+from connector.config import AzureSyncSettings, Settings
 from connector.models import AdminAccount
 from tests.support.clients import ApiClient, ScimClient
 from tests.support.webhooks import receiving_settings
@@ -91,7 +91,8 @@ def test_a_second_factor_of_other_digits_is_a_wrong_code(code: str) -> None:
     account = AdminAccount(totp_secret=pyotp.random_base32(), totp_last_step=None,
                            recovery_codes=[])
     with pytest.raises(admins.BadCredentials):
-        admins.check_second_factor(account, code, dt.datetime.now(dt.UTC))
+        admins.check_second_factor(account, code, dt.datetime.now(dt.UTC),
+                                   AzureSyncSettings())
 
 
 def test_setting_up_two_factor_with_other_digits_says_the_code_is_wrong(

@@ -10,13 +10,16 @@ import dataclasses
 import datetime as dt
 import re
 from html import unescape
+from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
 from flask import Flask
 from sqlalchemy import Engine, select
+from sqlalchemy import text as sql
 
-from connector import admins, clock
+from connector import admins, clock, sealed
+from connector.config import AzureSyncSettings
 from connector.db import make_sessionmaker
 from connector.models import AdminAccount, AdminSession, AuditEntry
 from tests.support.clients import PASSWORD, make_tenant
@@ -107,8 +110,12 @@ def enrol(web: WebSession, engine: Engine, email: str) -> tuple[pyotp.TOTP, list
     response = web.post("/admin/account/two-factor/start")
     page = web.follow(response)
     assert "data:image/svg+xml" in page and "otpauth://totp/" in unescape(page)
-    secret = account(engine, email).totp_pending_secret
-    assert secret and secret in page
+    uri = re.search(r"otpauth://totp/[^\"'<\s]+", unescape(page))
+    assert uri is not None
+    secret = parse_qs(urlsplit(uri.group(0)).query)["secret"][0]
+    assert f'id="totp-key" type="text" value="{secret}"' in page  # the key to type in
+    stored = account(engine, email).totp_pending_secret
+    assert stored and secret not in stored  # sealed, pending or not
     totp = pyotp.TOTP(secret)
     wrong = web.post("/admin/account/two-factor/confirm", {"code": "000000"
                                                             if totp.now() != "000000"
@@ -184,6 +191,91 @@ def test_partner_admins_are_led_to_enrol_when_it_is_required(app: Flask,
     make_web_admin(engine, "ta@example.com", "tenant", make_tenant(engine, "T")[0])
     tenant_web = browser(app)
     assert tenant_web.sign_in("ta@example.com").location == "/admin/"
+
+
+# -- two-factor secrets sealed at rest ------------------------------------------------------------
+
+
+def stored_secrets(engine: Engine, email: str) -> tuple[str | None, str | None]:
+    """An account's two-factor secret columns, as a dump of the database holds them."""
+    with engine.connect() as c:
+        row = c.execute(sql("SELECT totp_secret, totp_pending_secret FROM admin_accounts "
+                             "WHERE email_norm = :email"), {"email": email}).one()
+    return row[0], row[1]
+
+
+def test_a_two_factor_secret_is_stored_sealed_and_signs_in(
+        app: Flask, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the database alone does not give anyone an admin's codes: the secret is
+    sealed with the instance key (as Entra and webhook secrets are), and signs in."""
+    web = signed_in(app, engine, "p@example.com")
+    totp, _ = enrol(web, engine, "p@example.com")
+    stored, pending = stored_secrets(engine, "p@example.com")
+    assert pending is None and stored is not None and totp.secret not in stored
+    keys = app.config["SETTINGS"].azure_sync
+    assert sealed.unseal(keys, stored, "secret", "") == totp.secret
+    with pytest.raises(sealed.KeyMissing):  # another instance's key opens nothing
+        sealed.unseal(AzureSyncSettings(encryption_key=sealed.new_key()), stored, "secret", "")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    other = browser(app)
+    assert other.sign_in("p@example.com").location == "/admin/sign-in/code"
+    assert other.post("/admin/sign-in/code", {"code": totp.at(later)}).location == "/admin/"
+
+
+def test_a_secret_stored_in_clear_before_still_signs_in_and_is_sealed_then(
+        app: Flask, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows from before secrets were sealed hold the base32 secret in clear: they keep
+    working, and the sign-in that uses one seals it."""
+    make_web_admin(engine, "old@example.com")
+    secret = pyotp.random_base32()
+    with engine.begin() as c:  # as revision 0028 left it
+        c.execute(sql("UPDATE admin_accounts SET totp_secret = :secret, "
+                       "totp_enabled_at = :at WHERE email_norm = 'old@example.com'"),
+                  {"secret": secret, "at": dt.datetime.now(dt.UTC)})
+    web = browser(app)
+    assert web.sign_in("old@example.com").location == "/admin/sign-in/code"
+    wrong = "000000" if pyotp.TOTP(secret).now() != "000000" else "111111"
+    assert web.post("/admin/sign-in/code", {"code": wrong}).location == "/admin/sign-in/code"
+    assert stored_secrets(engine, "old@example.com")[0] == secret  # a failure changes nothing
+    assert web.post("/admin/sign-in/code",
+                    {"code": pyotp.TOTP(secret).now()}).location == "/admin/"
+    stored, _ = stored_secrets(engine, "old@example.com")
+    assert stored is not None and secret not in stored
+    assert sealed.unseal(app.config["SETTINGS"].azure_sync, stored, "secret", "") == secret
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    again = browser(app)
+    again.sign_in("old@example.com")
+    assert again.post("/admin/sign-in/code",
+                      {"code": pyotp.TOTP(secret).at(later)}).location == "/admin/"
+
+
+def test_secrets_left_in_clear_are_sealed_all_at_once_when_there_is_a_key(
+        app: Flask, engine: Engine) -> None:
+    """What `connector migrate` and `connector serve` run after migrating: every secret
+    still in clear (confirmed or pending) sealed; without a key, nothing changed and
+    KeyMissing says how to get one."""
+    make_web_admin(engine, "a@example.com")
+    make_web_admin(engine, "b@example.com")
+    on, pending = pyotp.random_base32(), pyotp.random_base32()
+    with engine.begin() as c:
+        c.execute(sql("UPDATE admin_accounts SET totp_secret = :s WHERE email_norm = "
+                       "'a@example.com'"), {"s": on})
+        c.execute(sql("UPDATE admin_accounts SET totp_pending_secret = :s WHERE email_norm "
+                       "= 'b@example.com'"), {"s": pending})
+    keys = app.config["SETTINGS"].azure_sync
+    with make_sessionmaker(engine)() as s:
+        with pytest.raises(sealed.KeyMissing, match="encryption_key"):
+            admins.seal_clear_totp_secrets(s, AzureSyncSettings(encryption_key_file=""))
+        s.rollback()
+        assert admins.seal_clear_totp_secrets(s, keys) == 2
+        s.commit()
+        assert admins.seal_clear_totp_secrets(s, keys) == 0
+    a, _ = stored_secrets(engine, "a@example.com")
+    _, b = stored_secrets(engine, "b@example.com")
+    assert a and b and on not in a and pending not in b
+    assert sealed.unseal(keys, a, "", "") == on and sealed.unseal(keys, b, "", "") == pending
 
 
 # -- item 19: signing out ends the session server-side -------------------------------------------
@@ -287,6 +379,63 @@ def test_the_address_ceiling_holds_spraying(app: Flask, engine: Engine) -> None:
     assert browser(app, "198.51.100.4").sign_in("a0@example.com").location == "/admin/"
 
 
+@pytest.mark.parametrize(("address", "network"), [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:a:b:c:d", "2001:db8:1:2::/64"),
+    ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("not an address", "not an address"),
+    (None, None),
+])
+def test_throttling_counts_ipv4_per_address_and_ipv6_per_64(address: str | None,
+                                                            network: str | None) -> None:
+    assert admins.client_network(address) == network
+
+
+def test_a_guesser_rotating_through_its_ipv6_64_is_throttled(app: Flask,
+                                                              engine: Engine) -> None:
+    """Counted per /128, a guesser with a /64 took a fresh address for every try and was
+    never held back. Its whole /64 now waits; the owner in another /64 does not."""
+    make_web_admin(engine, "p@example.com")
+    for n in range(5):
+        guesser = browser(app, f"2001:db8:1:2::{n + 1:x}")
+        assert guesser.sign_in("p@example.com", "not the password").status_code == 422
+    response = browser(app, "2001:db8:1:2:dead:beef:0:1").sign_in("p@example.com")
+    assert response.status_code == 429
+    assert "Wait" in text(response.get_data(as_text=True))
+    assert browser(app, "2001:db8:1:3::1").sign_in("p@example.com").location == "/admin/"
+    with make_sessionmaker(engine)() as s:  # the audit log keeps each full address
+        kept = set(s.scalars(select(AuditEntry.remote_addr).where(
+            AuditEntry.action == admins.LOGIN_FAILED)))
+    assert kept == {f"2001:db8:1:2::{n + 1:x}" for n in range(5)}
+
+
+def test_ipv4_stays_per_address_and_a_mapped_ipv6_address_is_its_ipv4_one(
+        app: Flask, engine: Engine) -> None:
+    make_web_admin(engine, "p@example.com")
+    for _ in range(5):
+        browser(app, "::ffff:203.0.113.7").sign_in("p@example.com", "not the password")
+    assert browser(app, "203.0.113.7").sign_in("p@example.com").status_code == 429
+    assert browser(app, "203.0.113.8").sign_in("p@example.com").location == "/admin/"
+
+
+def test_the_address_ceiling_holds_spraying_from_one_ipv6_64(app: Flask,
+                                                              engine: Engine) -> None:
+    settings = app.config["SETTINGS"]
+    app.config["SETTINGS"] = dataclasses.replace(settings, admin=dataclasses.replace(
+        settings.admin, login_address_ceiling=3))
+    for n in range(3):
+        make_web_admin(engine, f"a{n}@example.com")
+        browser(app, f"2001:db8:9:9::{n + 1}").sign_in(f"a{n}@example.com", "Winter2026!!")
+    response = browser(app, "2001:db8:9:9::99").sign_in("a0@example.com")
+    assert response.status_code == 429
+    assert "from your address" in text(response.get_data(as_text=True))
+    assert browser(app, "2001:db8:9:a::1").sign_in("a0@example.com").location == "/admin/"
+
+
 def test_wrong_current_passwords_are_throttled_then_the_session_ends(
         app: Flask, engine: Engine) -> None:
     web = signed_in(app, engine, "p@example.com")
@@ -375,12 +524,13 @@ def test_a_recovery_code_of_decimal_digits_only_still_signs_in() -> None:
     now = dt.datetime.now(dt.UTC)
     account = AdminAccount(totp_secret=pyotp.random_base32(), totp_last_step=None,
                            recovery_codes=[admins._digest("1234567890")])
+    keys = AzureSyncSettings()  # none: a recovery code needs no key
     with pytest.raises(admins.BadCredentials):
-        admins.check_second_factor(account, "12345-67891", now)
-    assert admins.check_second_factor(account, "12345-67890", now) == "recovery"
+        admins.check_second_factor(account, "12345-67891", now, keys)
+    assert admins.check_second_factor(account, "12345-67890", now, keys) == "recovery"
     assert account.recovery_codes == []
     with pytest.raises(admins.BadCredentials):  # used up
-        admins.check_second_factor(account, "1234567890", now)
+        admins.check_second_factor(account, "1234567890", now, keys)
 
 
 def test_an_unknown_e_mail_is_checked_at_the_cost_of_a_password() -> None:
