@@ -102,7 +102,7 @@ def graph_problem(exc: SyncError) -> Problem:
     """The 502 of a preview or a one-user sync that Entra ID or Graph refused."""
     shown = error_json(exc.message)
     extra: dict[str, Any] = {"cause": shown["detail"]} if shown["detail"] else {}
-    return Problem(502, "Entra ID Or Graph Error", shown["error"] or exc.plain,
+    return Problem(502, "Entra ID Error", shown["error"] or exc.plain,
                    "graph-error", None, **extra)
 
 
