@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Select,
     Text,
     and_,
@@ -87,16 +88,16 @@ _BY_ID: dict[tuple[str, bool], Select[*tuple[Any, ...]]] = {}
 _EXTRAS_BY_ID: dict[tuple[str, bool], Select[*tuple[Any, ...]]] = {}
 
 
-def get_user_row(session: Session, tenant_id: str, user_id: str, with_groups: bool = True
+def get_user_row(conn: Connection, tenant_id: str, user_id: str, with_groups: bool = True
                  ) -> Any:
     """One live user with its modules and groups, in one statement; None if absent."""
-    dialect = session.get_bind().dialect.name
+    dialect = conn.dialect.name
     statement = _BY_ID.get((dialect, with_groups))
     if statement is None:
         statement = _BY_ID[dialect, with_groups] = user_rows_query(dialect, with_groups).where(
             _U.c.tenant_id == bindparam("tenant_id"), _U.c.id == bindparam("user_id"),
             _U.c.removed_at.is_(None))
-    return session.execute(statement, {"tenant_id": tenant_id, "user_id": user_id}).first()
+    return conn.execute(statement, {"tenant_id": tenant_id, "user_id": user_id}).first()
 
 
 # `userName eq "…"` / `externalId eq "…"`: what identity providers send before every

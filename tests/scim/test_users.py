@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from connector.models import Event
@@ -478,3 +480,40 @@ def test_recognised_lookups_behave_like_the_parser_on_odd_input(scim: ScimClient
                 [r["id"] for r in slow.json["Resources"]], text
         else:
             assert fast.json["scimType"] == slow.json["scimType"] == "invalidFilter", text
+
+
+def test_a_create_refused_for_its_attributes_parameter_creates_nothing(
+        scim: ScimClient) -> None:
+    """`attributes=` is decided before the user is written (on PostgreSQL the write
+    commits on its own), so its refusal leaves nothing behind."""
+    r = scim.post("/Users?attributes=noSuchAttribute", user("kim@example.com"))
+    assert r.status_code == 400 and r.json["scimType"] == "invalidValue"
+    found = scim.get('/Users?filter=userName eq "kim@example.com"').json
+    assert found["totalResults"] == 0
+    assert scim.post("/Users", user("kim@example.com")).status_code == 201
+
+
+def test_a_create_is_one_statement_on_its_own_on_postgresql(scim: ScimClient,
+                                                           engine: Engine) -> None:
+    """A POST /Users writes everything in one statement; on PostgreSQL it runs without
+    BEGIN and COMMIT (autocommit), on SQLite in its BEGIN IMMEDIATE transaction."""
+    scim.post("/Users", user("warm@example.com"))  # the token and catalogue: as usual
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "WITH", "UPDATE")):
+            dbapi = conn.connection.dbapi_connection
+            autocommit = bool(getattr(dbapi, "autocommit", False)) \
+                if engine.dialect.name == "postgresql" else not dbapi.in_transaction
+            seen.append((statement.split()[0].upper(), autocommit))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        r = scim.post("/Users", user("lee@example.com"))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert r.status_code == 201
+    if engine.dialect.name == "postgresql":
+        assert seen == [("WITH", True)]
+    else:
+        assert seen and not any(autocommit for _kind, autocommit in seen)
