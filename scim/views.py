@@ -76,7 +76,10 @@ SEARCHES = {"scim.search_users", "scim.search_groups", "scim.search_everything"}
 # without BEGIN and COMMIT (`db.make_sessionmaker`, one_statement). A create's reads (the
 # token, the module catalogue) need no snapshot shared with it: under READ COMMITTED a
 # transaction's statements each see what is committed when they start anyway.
-ONE_STATEMENT = {"scim.post_user"}
+ONE_STATEMENT = {"scim.post_user", "scim.patch_user"}
+# Of those, the ones that may find out only on the way that they need a transaction
+# after all (`db.NeedsTransaction`): a PATCH's change is known once it is applied.
+GUARDED = {"scim.patch_user"}
 PUBLIC = {"scim.spc", "scim.schemas", "scim.schema", "scim.resource_types",
           "scim.resource_type"}
 
@@ -148,8 +151,8 @@ def _authenticate() -> None:
         tenant = _token_cache().authenticate(db.get_session(), token.strip())
     else:  # writes see revocations and tenant settings as of now, in their own transaction
         tenant = tenants.authenticate(
-            db.get_session(writes=True, one_statement=request.endpoint in ONE_STATEMENT),
-            token.strip())
+            db.get_session(writes=True, one_statement=request.endpoint in ONE_STATEMENT,
+                           guarded=request.endpoint in GUARDED), token.strip())
     if tenant is None:
         raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped)."
                            + token_kinds.elsewhere(token.strip(), tenants.TOKEN_PREFIX),
@@ -698,9 +701,25 @@ def put_user(user_id: str) -> Response:
 
 @bp.patch("/Users/<user_id>")
 def patch_user(user_id: str) -> Response:
-    session = db.get_session(writes=True)
-    user = resources.patch_user(session, scim_context(), user_id, read_json(), if_match())
-    return resource_response(rendered_then_committed(USER_TYPE, user), user)
+    """On PostgreSQL first without a transaction (GUARDED): the user read without a lock,
+    its change, events and log row written by one statement that checks the version
+    read. What that cannot do (another write, or the user changed meanwhile) raises
+    `db.NeedsTransaction` before anything is written, and the PATCH runs again in an
+    ordinary transaction with the user locked. Everything that can refuse it is
+    decided before its write, the projection too."""
+    session = db.get_session(writes=True, one_statement=True, guarded=True)
+    body, expected = read_json(), if_match()
+    projection = requested_projection(USER_TYPE)
+    if db.writes_guarded(session):
+        try:
+            user = resources.patch_user(session, scim_context(), user_id,
+                                        casting.copy_json(body), expected, lock=False)
+            return resource_response(rendered_then_committed(USER_TYPE, user, projection),
+                                     user)
+        except db.NeedsTransaction:
+            session = db.restart_writes()
+    user = resources.patch_user(session, scim_context(), user_id, body, expected)
+    return resource_response(rendered_then_committed(USER_TYPE, user, projection), user)
 
 
 @bp.delete("/Users/<user_id>")
