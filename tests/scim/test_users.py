@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session
 
 from connector import events
@@ -592,8 +592,8 @@ def test_a_user_changed_between_a_patchs_read_and_write_is_patched_once(
         if statement.lstrip().upper().startswith(("WITH", "UPDATE")) and not interfered:
             interfered.append(statement)
             with engine.connect() as conn:  # a concurrent writer, committed before ours
-                conn.exec_driver_sql(
-                    "UPDATE users SET version = version + 1 WHERE id = '%s'" % uid)
+                conn.execute(text("UPDATE users SET version = version + 1 WHERE id = :id"),
+                             {"id": uid})
                 conn.commit()
 
     if engine.dialect.name != "postgresql":
