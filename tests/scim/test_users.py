@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Engine, event, select
+from sqlalchemy import text as sql
 from sqlalchemy.orm import Session
 
 from connector import events
@@ -592,7 +593,7 @@ def test_a_user_changed_between_a_patchs_read_and_write_is_patched_once(
         if statement.lstrip().upper().startswith(("WITH", "UPDATE")) and not interfered:
             interfered.append(statement)
             with engine.connect() as conn:  # a concurrent writer, committed before ours
-                conn.execute(text("UPDATE users SET version = version + 1 WHERE id = :id"),
+                conn.execute(sql("UPDATE users SET version = version + 1 WHERE id = :id"),
                              {"id": uid})
                 conn.commit()
 
