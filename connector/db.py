@@ -217,8 +217,9 @@ def make_sessionmaker(engine: Engine, writes: bool = False, autocommit: bool = F
     `one_statement=True` (with `writes`) is for a request whose reads need no snapshot
     and whose writes are ONE statement, atomic on its own (a SCIM POST /Users: its
     `insert_together`): on PostgreSQL it runs without BEGIN and COMMIT, two of its four
-    round trips; on SQLite, where round trips cost nothing and BEGIN IMMEDIATE queues
-    writers, it is an ordinary write session.
+    round trips (docs/benchmarks.md, "Measurements behind the code"); on SQLite, where
+    round trips cost nothing and BEGIN IMMEDIATE queues writers, it is an ordinary
+    write session.
     """
     bind = engine
     if writes and one_statement and engine.dialect.name == "postgresql":
@@ -319,8 +320,8 @@ def read_connection() -> Connection:
     from the pool for the rest of the request.
 
     Without a Session around it, a GET by id costs about half the CPU of its database
-    part (no session transaction to begin, roll back and close: ~100 µs of ~290 on
-    PostgreSQL, ~45 of ~115 on SQLite, measured in one process). A session the request
+    part (no session transaction to begin, roll back and close: docs/benchmarks.md,
+    "Measurements behind the code"). A session the request
     opens later runs on this same connection (`get_session`), so a request never holds
     two of the pool's connections.
     """
