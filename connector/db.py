@@ -15,6 +15,7 @@ import psycopg
 from sqlalchemy import (
     ARRAY,
     JSON,
+    Connection,
     Engine,
     Table,
     Update,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     create_engine,
     event,
     exc,
+    exists,
     func,
     insert,
     literal,
@@ -100,6 +102,8 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         event.listen(engine, "commit", _release_write_lock)
         event.listen(engine, "rollback", _release_write_lock)
         event.listen(engine.pool, "checkin", _release_on_checkin)
+    else:
+        event.listen(engine, "before_cursor_execute", _guard_writes)
     return engine
 
 
@@ -201,8 +205,8 @@ def _release_on_checkin(_dbapi_connection: Any, record: Any) -> None:
         lock.release()
 
 
-def make_sessionmaker(engine: Engine, writes: bool = False, autocommit: bool = False
-                      ) -> sessionmaker[Session]:
+def make_sessionmaker(engine: Engine, writes: bool = False, autocommit: bool = False,
+                      one_statement: bool = False) -> sessionmaker[Session]:
     """One factory serves web requests, CLI commands and scheduler jobs alike.
 
     `writes=True` marks sessions that will write, so SQLite locks for writing at BEGIN.
@@ -210,34 +214,125 @@ def make_sessionmaker(engine: Engine, writes: bool = False, autocommit: bool = F
     no BEGIN and no ROLLBACK, which on PostgreSQL saves two of a GET's three round trips.
     Under READ COMMITTED (PostgreSQL's default) separate statements never shared one
     snapshot anyway; a read that needs one must not use it.
+    `one_statement=True` (with `writes`) is for a request whose reads need no snapshot
+    and whose writes are ONE statement, atomic on its own (a SCIM POST /Users: its
+    `insert_together`): on PostgreSQL it runs without BEGIN and COMMIT, two of its four
+    round trips (docs/benchmarks.md, "Measurements behind the code"); on SQLite, where
+    round trips cost nothing and BEGIN IMMEDIATE queues writers, it is an ordinary
+    write session.
     """
     bind = engine
-    if writes:
+    if writes and one_statement and engine.dialect.name == "postgresql":
+        bind = engine.execution_options(writes=True, isolation_level="AUTOCOMMIT")
+    elif writes:
         bind = engine.execution_options(writes=True)
-    elif autocommit and engine.dialect.name == "sqlite":
-        bind = engine.execution_options(no_begin=True)  # see `_sqlite_begin`
     elif autocommit:
-        bind = engine.execution_options(isolation_level="AUTOCOMMIT")
+        bind = autocommit_engine(engine)
     return sessionmaker(bind=bind, expire_on_commit=False, autoflush=False)
+
+
+class NeedsTransaction(Exception):  # noqa: N818 - a signal to the caller, not a failure
+    """A guarded session (`get_session(guarded=True)`) met what it cannot do without a
+    transaction: a write other than its one `insert_together`, or that statement
+    finding the row changed since it was read without a lock. Nothing was written: the
+    caller runs the work again in an ordinary write transaction (`restart_writes`)."""
+
+
+def writes_guarded(session: Session) -> bool:
+    """Whether the session runs guarded (autocommit, one `insert_together` allowed)."""
+    conn = session.connection()
+    return conn.get_execution_options().get("guard_writes") is not None
+
+
+def _guard_writes(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+    """On a guarded connection, refuse (before it is sent) any statement but a plain
+    read or the one `insert_together` allowed: autocommit would make it permanent."""
+    guard = conn.get_execution_options().get("guard_writes")
+    if guard is None or guard["allowed"]:
+        return
+    if statement.lstrip()[:6].upper() == "SELECT" and "FOR UPDATE" not in statement:
+        return
+    if guard.get("wrote"):  # too late to start again: a bug, not a retry
+        raise RuntimeError("a guarded session wrote after its one statement")
+    raise NeedsTransaction(statement.split(None, 1)[0])
+
+
+def autocommit_engine(engine: Engine) -> Engine:
+    """`engine` (its pool) running every statement on its own: no BEGIN, no ROLLBACK."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(no_begin=True)  # see `_sqlite_begin`
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def init_app(app: Flask, engine: Engine) -> None:
     app.extensions["engine"] = engine
     app.extensions["sessionmaker"] = make_sessionmaker(engine, autocommit=True)
     app.extensions["write_sessionmaker"] = make_sessionmaker(engine, writes=True)
+    app.extensions["one_statement_sessionmaker"] = make_sessionmaker(
+        engine, writes=True, one_statement=True)
+    app.extensions["read_engine"] = autocommit_engine(engine)
     app.teardown_appcontext(_close_session)
 
 
-def get_session(writes: bool = False) -> Session:
-    """The request's session, opened on first use and closed when the request ends."""
+def get_session(writes: bool = False, one_statement: bool = False, guarded: bool = False
+                ) -> Session:
+    """The request's session, opened on first use and closed when the request ends.
+    `one_statement`: see `make_sessionmaker` (the first use decides). `guarded` (with
+    it, on PostgreSQL): reads are made without locks and the one write allowed is an
+    `insert_together(only_if_counted=True)`; anything else raises `NeedsTransaction`
+    before it is sent (a SCIM PATCH: 3 round trips instead of 5 when it changes one
+    user's columns, the common case; otherwise the caller starts again with
+    `restart_writes`)."""
     # Flask here, not at the top: every process reaches this module (each `connector`
     # command, the scheduler), most of them never serve a request.
     from flask import current_app, g
 
     if "db" not in g:
-        key = "write_sessionmaker" if writes else "sessionmaker"
-        g.db = current_app.extensions[key]()
+        key = ("one_statement_sessionmaker" if writes and one_statement
+               else "write_sessionmaker" if writes else "sessionmaker")
+        conn = g.get("db_conn")
+        if conn is not None and not writes:  # the request's read connection: share it
+            g.db = current_app.extensions[key](bind=conn)  # closed at teardown
+        else:
+            if conn is not None:  # autocommit: nothing of it is pending
+                g.pop("db_conn").close()
+            g.db = current_app.extensions[key]()
+            if guarded and one_statement and g.db.get_bind().dialect.name == "postgresql":
+                g.db.connection(execution_options={"guard_writes": {"allowed": False}})
     return g.db
+
+
+def restart_writes() -> Session:
+    """Drop the request's session (guarded: nothing of it was written) and open an
+    ordinary write session in its place."""
+    from flask import g
+
+    session = g.pop("db", None)
+    if session is not None:
+        session.rollback()
+        session.close()
+    return get_session(writes=True)
+
+
+def read_connection() -> Connection:
+    """A connection for a request's reads of one statement each (autocommit, as the
+    read session's): the request's session's when it has one, else one checked out
+    from the pool for the rest of the request.
+
+    Without a Session around it, a GET by id costs about half the CPU of its database
+    part (no session transaction to begin, roll back and close: docs/benchmarks.md,
+    "Measurements behind the code"). A session the request
+    opens later runs on this same connection (`get_session`), so a request never holds
+    two of the pool's connections.
+    """
+    from flask import current_app, g
+
+    if "db" in g:
+        return g.db.connection()
+    conn: Connection | None = g.get("db_conn")
+    if conn is None:
+        conn = g.db_conn = current_app.extensions["read_engine"].connect()
+    return conn
 
 
 def _close_session(_exc: BaseException | None) -> None:
@@ -247,12 +342,19 @@ def _close_session(_exc: BaseException | None) -> None:
     if session is not None:
         session.rollback()
         session.close()
+    conn = g.pop("db_conn", None)
+    if conn is not None:
+        conn.close()
 
 
 def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[str, Any]]]],
-                    counted: Update, counted_params: dict[str, Any]) -> int:
+                    counted: Update, counted_params: dict[str, Any],
+                    only_if_counted: bool = False) -> int:
     """Insert the rows into their tables and run the `counted` UPDATE, in the session's
-    transaction; return how many rows `counted` changed.
+    transaction; return how many rows `counted` changed. `only_if_counted`: on
+    PostgreSQL the rows are inserted only if `counted` changed a row (elsewhere the
+    caller rolls back when it did not); the one write a guarded session allows
+    (`NeedsTransaction`).
 
     On PostgreSQL all of it goes out as ONE statement, each table's INSERT a
     data-modifying WITH clause: one round trip instead of one per table (a SCIM POST's
@@ -280,7 +382,8 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
                 statement = _INSERTS[table] = insert(table)
             conn.execute(statement, rows)
         return int(conn.execute(counted, counted_params).rowcount)
-    shape = (counted, tuple((table, tuple(rows[0]), len(rows)) for table, rows in inserts))
+    shape = (counted, tuple((table, tuple(rows[0]), len(rows)) for table, rows in inserts),
+             only_if_counted)
     statement = _TOGETHER.get(shape)
     if statement is None:
         statement = _TOGETHER[shape] = _together_statement(shape)
@@ -290,7 +393,17 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
             params.update((f"w{n}_{i}_{key}", value) for key, value in row.items())
     # Core on the session's connection: the ORM's execute path (events, compile state)
     # does nothing for a Core statement but cost time.
-    return int(session.connection().execute(statement, params).scalar_one())
+    conn = session.connection()
+    guard = conn.get_execution_options().get("guard_writes")
+    if guard is None:
+        return int(conn.execute(statement, params).scalar_one())
+    guard["allowed"] = True  # the one write of a guarded session
+    try:
+        changed = int(conn.execute(statement, params).scalar_one())
+    finally:
+        guard["allowed"] = False
+    guard["wrote"] = changed > 0 or not only_if_counted
+    return changed
 
 
 _TOGETHER: dict[Any, Any] = {}
@@ -324,17 +437,22 @@ CACHED_STATEMENT_PARAMS = 200
 def _together_statement(shape: Any) -> Any:
     if len(_TOGETHER) >= 256:  # shapes are few (rows per table); never grow unbounded
         _TOGETHER.clear()
-    counted, tables = shape
+    counted, tables, only_if_counted = shape
+    changed = counted.returning(literal(1)).cte("counted")
     writes = []
     for n, (table, keys, count) in enumerate(tables):
         rows = [[bindparam(f"w{n}_{i}_{key}", type_=table.c[key].type) for key in keys]
                 for i in range(count)]
-        if count == 1:
+        if only_if_counted:  # each row's SELECT only when the UPDATE changed a row
+            selects = [select(*r).where(exists(select(literal(1)).select_from(changed)))
+                       for r in rows]
+            write = insert(table).from_select(
+                keys, selects[0] if count == 1 else union_all(*selects))
+        elif count == 1:
             write = insert(table).values(dict(zip(keys, rows[0], strict=True)))
         else:  # one INSERT per table, its rows in list order (as a multi-row VALUES)
             write = insert(table).from_select(keys, union_all(*(select(*r) for r in rows)))
         writes.append(write.cte(f"w{n}"))
-    changed = counted.returning(literal(1)).cte("counted")
     return select(func.count()).select_from(changed).add_cte(*writes)
 
 

@@ -248,16 +248,23 @@ class Directory:
         if statement is None:
             if len(_USER_UPDATES) >= 256:  # sets of changed columns are few; stay bounded
                 _USER_UPDATES.clear()
+            # The version read too: the user may have been read without a lock (a SCIM
+            # PATCH on PostgreSQL, `db.NeedsTransaction`); under one nothing changes it.
             statement = _USER_UPDATES[keys] = (
                 update(_USERS)
                 .where(_USERS.c.tenant_id == bindparam("u_key_tenant_id"),
-                       _USERS.c.id == bindparam("u_key_id"))
+                       _USERS.c.id == bindparam("u_key_id"),
+                       _USERS.c.version == bindparam("u_key_version"))
                 .values({k: bindparam(f"u_{k}", type_=_USERS.c[k].type) for k in keys}))
         params = {f"u_{k}": v for k, v in changes.items()}
-        params.update(u_key_tenant_id=user.tenant_id, u_key_id=user.id)
+        params.update(u_key_tenant_id=user.tenant_id, u_key_id=user.id,
+                      u_key_version=state.committed_state.get("version", user.version))
         inserts = [(Event.__table__, pending),
                    (ProvisioningEntry.__table__, self._log_rows(pending))]
-        if db.insert_together(self.session, inserts, statement, params) != 1:
+        if db.insert_together(self.session, inserts, statement, params,
+                              only_if_counted=True) != 1:
+            if db.writes_guarded(self.session):  # read without a lock: again, with one
+                raise db.NeedsTransaction(f"User {user.id} changed since it was read.")
             raise StaleDataError(f"User {user.id} was removed while it was being changed.")
         # Written: the session holds the user as loaded, so the flush at commit skips it.
         self.session.expunge(user)

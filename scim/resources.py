@@ -119,8 +119,10 @@ def replace_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
 
 
 def patch_user(session: Session, ctx: ScimContext, user_id: str, body: Any,
-               version: ExpectedVersion) -> User:
-    user = store.get_user_for_patch(session, ctx.tenant.id, user_id)
+               version: ExpectedVersion, lock: bool = True) -> User:
+    """`lock=False`: the user is read without a lock, in a guarded session
+    (`db.get_session`), whose write checks that it did not change since."""
+    user = store.get_user_for_patch(session, ctx.tenant.id, user_id, lock)
     if user is None:
         raise NotFound(f"User {user_id} not found.")
     current = render_users(session, ctx, [user])[0]

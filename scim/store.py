@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Select,
     Text,
     and_,
@@ -87,16 +88,16 @@ _BY_ID: dict[tuple[str, bool], Select[*tuple[Any, ...]]] = {}
 _EXTRAS_BY_ID: dict[tuple[str, bool], Select[*tuple[Any, ...]]] = {}
 
 
-def get_user_row(session: Session, tenant_id: str, user_id: str, with_groups: bool = True
+def get_user_row(conn: Connection, tenant_id: str, user_id: str, with_groups: bool = True
                  ) -> Any:
     """One live user with its modules and groups, in one statement; None if absent."""
-    dialect = session.get_bind().dialect.name
+    dialect = conn.dialect.name
     statement = _BY_ID.get((dialect, with_groups))
     if statement is None:
         statement = _BY_ID[dialect, with_groups] = user_rows_query(dialect, with_groups).where(
             _U.c.tenant_id == bindparam("tenant_id"), _U.c.id == bindparam("user_id"),
             _U.c.removed_at.is_(None))
-    return session.execute(statement, {"tenant_id": tenant_id, "user_id": user_id}).first()
+    return conn.execute(statement, {"tenant_id": tenant_id, "user_id": user_id}).first()
 
 
 # `userName eq "…"` / `externalId eq "…"`: what identity providers send before every
@@ -172,7 +173,7 @@ _USER_FOR_UPDATE = (select(User).where(User.tenant_id == bindparam("tenant_id"),
                                        User.id == bindparam("user_id"),
                                        User.removed_at.is_(None))
                     .with_for_update())
-_USER_WITH_EXTRAS: dict[str, Select[*tuple[Any, ...]]] = {}
+_USER_WITH_EXTRAS: dict[tuple[str, bool], Select[*tuple[Any, ...]]] = {}
 
 
 def lock_user(session: Session, tenant_id: str, user_id: str) -> User | None:
@@ -182,17 +183,21 @@ def lock_user(session: Session, tenant_id: str, user_id: str) -> User | None:
                            {"tenant_id": tenant_id, "user_id": user_id}).first()
 
 
-def get_user_for_patch(session: Session, tenant_id: str, user_id: str) -> User | None:
+def get_user_for_patch(session: Session, tenant_id: str, user_id: str, lock: bool = True
+                       ) -> User | None:
     """Lock a live user and learn its modules and groups in the same statement (the
-    PATCH path renders the user before patching it)."""
+    PATCH path renders the user before patching it). `lock=False`: read it without a
+    lock (the write then checks the version read, `db.NeedsTransaction`)."""
     dialect = session.get_bind().dialect.name
-    statement = _USER_WITH_EXTRAS.get(dialect)
+    statement = _USER_WITH_EXTRAS.get((dialect, lock))
     if statement is None:
-        statement = _USER_WITH_EXTRAS[dialect] = (
+        statement = (
             select(User, *_user_extras(dialect, True))
             .where(User.tenant_id == bindparam("tenant_id"), User.id == bindparam("user_id"),
-                   User.removed_at.is_(None))
-            .with_for_update(of=User))
+                   User.removed_at.is_(None)))
+        if lock:
+            statement = statement.with_for_update(of=User)
+        _USER_WITH_EXTRAS[dialect, lock] = statement
     row = session.execute(statement, {"tenant_id": tenant_id, "user_id": user_id}).first()
     if row is None:
         return None

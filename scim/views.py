@@ -53,7 +53,7 @@ from scim.errors import (
 )
 from scim.failures import to_scim_error
 from scim.filters import Compare, Node, compile_sort, parse_filter, simple_user_lookup
-from scim.projection import parse_projection
+from scim.projection import Projection, parse_projection
 from scim.queries import (
     group_clause,
     group_sort_column,
@@ -71,6 +71,15 @@ bp = Blueprint("scim", __name__, url_prefix=PREFIX)
 # Discovery needs no token (RFC 7644 §4 leaves it to us): clients read it to learn
 # how to authenticate.
 SEARCHES = {"scim.search_users", "scim.search_groups", "scim.search_everything"}
+# Writes made of ONE statement, all of whose refusals come before it (a bad body, a bad
+# `attributes=`, a taken userName: the statement itself fails): on PostgreSQL they run
+# without BEGIN and COMMIT (`db.make_sessionmaker`, one_statement). A create's reads (the
+# token, the module catalogue) need no snapshot shared with it: under READ COMMITTED a
+# transaction's statements each see what is committed when they start anyway.
+ONE_STATEMENT = {"scim.post_user", "scim.patch_user"}
+# Of those, the ones that may find out only on the way that they need a transaction
+# after all (`db.NeedsTransaction`): a PATCH's change is known once it is applied.
+GUARDED = {"scim.patch_user"}
 PUBLIC = {"scim.spc", "scim.schemas", "scim.schema", "scim.resource_types",
           "scim.resource_type"}
 
@@ -104,6 +113,7 @@ def init_app(app: Flask) -> None:
     app.extensions["scim_token_cache"] = tenants.TokenCache(
         app.config["SETTINGS"].scim.token_cache_seconds)
     app.extensions["scim_page_anchors"] = PageAnchors()
+    app.extensions["scim_base_urls"] = {}  # see `_base_url_for`
     app.extensions["scim_counts"] = scim_health.ScimCounts(
         app.extensions["write_sessionmaker"])
     app.register_blueprint(bp)
@@ -140,7 +150,9 @@ def _authenticate() -> None:
     if request.method in ("GET", "HEAD") or request.endpoint in SEARCHES:
         tenant = _token_cache().authenticate(db.get_session(), token.strip())
     else:  # writes see revocations and tenant settings as of now, in their own transaction
-        tenant = tenants.authenticate(db.get_session(writes=True), token.strip())
+        tenant = tenants.authenticate(
+            db.get_session(writes=True, one_statement=request.endpoint in ONE_STATEMENT,
+                           guarded=request.endpoint in GUARDED), token.strip())
     if tenant is None:
         raise Unauthorized("The bearer token is not valid for any tenant (revoked or mistyped)."
                            + token_kinds.elsewhere(token.strip(), tenants.TOKEN_PREFIX),
@@ -195,8 +207,23 @@ def base_url() -> str:
     """Where this request reached the SCIM API (computed once per request)."""
     url = g.get("scim_base_url")
     if url is None:
-        url = g.scim_base_url = urls.scim_base_url(current_app.config["SETTINGS"],
-                                                   request.url_root)
+        url = g.scim_base_url = _base_url_for(request.scheme, request.host,
+                                              request.root_path)
+    return url
+
+
+def _base_url_for(scheme: str, host: str, root_path: str) -> str:
+    """The base URL for a request reaching us at scheme://host/root_path, remembered
+    for the few such triples a process sees: Werkzeug's `url_root` quotes and
+    re-decodes it (IRI to URI and back) on every request, a few per cent of a GET."""
+    known: dict[tuple[str, str, str], str] = current_app.extensions["scim_base_urls"]
+    key = (scheme, host, root_path)
+    url = known.get(key)
+    if url is None:
+        if len(known) >= 64:  # the Host header is the client's: stay bounded
+            known.clear()
+        url = known[key] = urls.scim_base_url(current_app.config["SETTINGS"],
+                                              request.url_root)
     return url
 
 
@@ -270,14 +297,16 @@ def commit() -> None:
     db.get_session().commit()
 
 
-def rendered_then_committed(resource_type: ResourceType, row: Any) -> dict[str, Any]:
+def rendered_then_committed(resource_type: ResourceType, row: Any,
+                            projection: Projection | None | bool = False) -> dict[str, Any]:
     """Render a written resource inside its own transaction, then commit.
 
     Rendering after the commit would open a second transaction (on SQLite a second write
-    lock) only to read back what this request just wrote.
+    lock) only to read back what this request just wrote. `projection`: parsed already
+    (before the write), else from the query.
     """
     db.get_session().flush()
-    resource = single(resource_type, row)
+    resource = single(resource_type, row, projection)
     commit()
     return resource
 
@@ -597,11 +626,19 @@ def search_body() -> dict[str, Any]:
 # -- single resources --------------------------------------------------------------------
 
 
-def single(resource_type: ResourceType, row: Any) -> dict[str, Any]:
-    projection = parse_projection(resource_type, request.args.get("attributes"),
-                                  request.args.get("excludedAttributes"))
+def single(resource_type: ResourceType, row: Any,
+           projection: Projection | None | bool = False) -> dict[str, Any]:
+    if projection is False:
+        projection = requested_projection(resource_type)
+    assert projection is not True
     render = resources.render_users if resource_type is USER_TYPE else resources.render_groups
     return render(db.get_session(), scim_context(), [row], projection)[0]
+
+
+def requested_projection(resource_type: ResourceType) -> Projection | None:
+    """`attributes=` / `excludedAttributes=` of the query, parsed (or refused)."""
+    return parse_projection(resource_type, request.args.get("attributes"),
+                            request.args.get("excludedAttributes"))
 
 
 @bp.get("/Users/<user_id>")
@@ -611,7 +648,7 @@ def get_user(user_id: str) -> Response:
     projection = parse_projection(USER_TYPE, request.args.get("attributes"),
                                   request.args.get("excludedAttributes"))
     wants_groups = projection is None or projection.includes("groups")
-    row = store.get_user_row(db.get_session(), ctx.tenant.id, user_id, wants_groups)
+    row = store.get_user_row(db.read_connection(), ctx.tenant.id, user_id, wants_groups)
     if row is None:
         raise NotFound(f"User {user_id} not found.")
     not_modified = _not_modified(row)
@@ -647,9 +684,12 @@ def _not_modified(row: Any) -> Response | None:
 
 @bp.post("/Users")
 def post_user() -> Response:
-    session = db.get_session(writes=True)
+    # One statement without BEGIN/COMMIT on PostgreSQL (ONE_STATEMENT): whatever can
+    # refuse the request is decided before it, the projection too.
+    session = db.get_session(writes=True, one_statement=True)
+    projection = requested_projection(USER_TYPE)
     user = resources.create_user(session, scim_context(), read_json())
-    return resource_response(rendered_then_committed(USER_TYPE, user), user, 201)
+    return resource_response(rendered_then_committed(USER_TYPE, user, projection), user, 201)
 
 
 @bp.put("/Users/<user_id>")
@@ -661,9 +701,25 @@ def put_user(user_id: str) -> Response:
 
 @bp.patch("/Users/<user_id>")
 def patch_user(user_id: str) -> Response:
-    session = db.get_session(writes=True)
-    user = resources.patch_user(session, scim_context(), user_id, read_json(), if_match())
-    return resource_response(rendered_then_committed(USER_TYPE, user), user)
+    """On PostgreSQL first without a transaction (GUARDED): the user read without a lock,
+    its change, events and log row written by one statement that checks the version
+    read. What that cannot do (another write, or the user changed meanwhile) raises
+    `db.NeedsTransaction` before anything is written, and the PATCH runs again in an
+    ordinary transaction with the user locked. Everything that can refuse it is
+    decided before its write, the projection too."""
+    session = db.get_session(writes=True, one_statement=True, guarded=True)
+    body, expected = read_json(), if_match()
+    projection = requested_projection(USER_TYPE)
+    if db.writes_guarded(session):
+        try:
+            user = resources.patch_user(session, scim_context(), user_id,
+                                        casting.copy_json(body), expected, lock=False)
+            return resource_response(rendered_then_committed(USER_TYPE, user, projection),
+                                     user)
+        except db.NeedsTransaction:
+            session = db.restart_writes()
+    user = resources.patch_user(session, scim_context(), user_id, body, expected)
+    return resource_response(rendered_then_committed(USER_TYPE, user, projection), user)
 
 
 @bp.delete("/Users/<user_id>")

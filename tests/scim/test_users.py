@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
+from sqlalchemy import text as sql
 from sqlalchemy.orm import Session
 
-from connector.models import Event
+from connector import events
+from connector.models import Event, ProvisioningEntry
 from scim.schemas import CONNECTOR_USER, ENTERPRISE_USER
 from tests.scim.factories import group, patch, user
 from tests.support.clients import ScimClient
@@ -478,3 +482,133 @@ def test_recognised_lookups_behave_like_the_parser_on_odd_input(scim: ScimClient
                 [r["id"] for r in slow.json["Resources"]], text
         else:
             assert fast.json["scimType"] == slow.json["scimType"] == "invalidFilter", text
+
+
+def test_a_create_refused_for_its_attributes_parameter_creates_nothing(
+        scim: ScimClient) -> None:
+    """`attributes=` is decided before the user is written (on PostgreSQL the write
+    commits on its own), so its refusal leaves nothing behind."""
+    r = scim.post("/Users?attributes=noSuchAttribute", user("kim@example.com"))
+    assert r.status_code == 400 and r.json["scimType"] == "invalidValue"
+    found = scim.get('/Users?filter=userName eq "kim@example.com"').json
+    assert found["totalResults"] == 0
+    assert scim.post("/Users", user("kim@example.com")).status_code == 201
+
+
+def test_a_create_is_one_statement_on_its_own_on_postgresql(scim: ScimClient,
+                                                           engine: Engine) -> None:
+    """A POST /Users writes everything in one statement; on PostgreSQL it runs without
+    BEGIN and COMMIT (autocommit), on SQLite in its BEGIN IMMEDIATE transaction."""
+    scim.post("/Users", user("warm@example.com"))  # the token and catalogue: as usual
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "WITH", "UPDATE")):
+            dbapi = conn.connection.dbapi_connection
+            autocommit = bool(getattr(dbapi, "autocommit", False)) \
+                if engine.dialect.name == "postgresql" else not dbapi.in_transaction
+            seen.append((statement.split()[0].upper(), autocommit))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        r = scim.post("/Users", user("lee@example.com"))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert r.status_code == 201
+    if engine.dialect.name == "postgresql":
+        assert seen == [("WITH", True)]
+    else:
+        assert seen and not any(autocommit for _kind, autocommit in seen)
+
+
+def _writes_of(engine: Engine, run: Any) -> list[tuple[str, bool]]:
+    """(first word, autocommit) of each statement but plain reads `run()` sends."""
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        words = statement.lstrip().upper()
+        if words.startswith("BEGIN") or (words.startswith("SELECT")
+                                         and "FOR UPDATE" not in words):
+            return
+        dbapi = conn.connection.dbapi_connection
+        autocommit = bool(getattr(dbapi, "autocommit", False)) \
+            if engine.dialect.name == "postgresql" else not dbapi.in_transaction
+        seen.append((statement.split()[0].upper(), autocommit))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        run()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_patch_of_active_is_one_statement_without_a_lock_on_postgresql(
+        scim: ScimClient, engine: Engine) -> None:
+    """PATCH `active` (Entra's disable): on PostgreSQL the user is read without a lock
+    and its change, event and log row go out as one statement on its own; on SQLite in
+    the BEGIN IMMEDIATE transaction, as before."""
+    uid = scim.post("/Users", user("mo@example.com")).json["id"]
+    answers = []
+    seen = _writes_of(engine, lambda: answers.append(scim.patch(
+        f"/Users/{uid}", patch({"op": "replace", "path": "active", "value": False}))))
+    assert answers[0].status_code == 200 and answers[0].json["active"] is False
+    assert answers[0].json["meta"]["version"] == 'W/"2"'
+    if engine.dialect.name == "postgresql":
+        assert seen == [("WITH", True)]
+    else:
+        assert seen and not any(autocommit for _kind, autocommit in seen)
+
+
+def test_a_patch_that_needs_more_than_one_statement_runs_in_a_transaction(
+        scim: ScimClient, engine: Engine) -> None:
+    """A PATCH that writes more than the user's row (its modules) is refused by the
+    guarded session before anything is written, and runs again in a transaction."""
+    uid = scim.post("/Users", user("ned@example.com")).json["id"]
+    answers = []
+    seen = _writes_of(engine, lambda: answers.append(scim.patch(f"/Users/{uid}", patch(
+        {"op": "add", "path": f"{CONNECTOR_USER}:modules", "value": ["Hybrid"]},
+        {"op": "replace", "path": "active", "value": False}))))
+    assert answers[0].status_code == 200, answers[0].json
+    assert answers[0].json[CONNECTOR_USER]["modules"] == ["Hybrid"]
+    assert answers[0].json["active"] is False
+    assert seen and not any(autocommit for _kind, autocommit in seen)  # all in the transaction
+    again = scim.get(f"/Users/{uid}").json
+    assert again[CONNECTOR_USER]["modules"] == ["Hybrid"] and again["active"] is False
+    assert again["meta"]["version"] == 'W/"2"'
+
+
+def test_a_user_changed_between_a_patchs_read_and_write_is_patched_once(
+        scim: ScimClient, engine: Engine, session: Session) -> None:
+    """Another writer changes the user after the PATCH read it (without a lock, on
+    PostgreSQL): the PATCH's statement finds another version and writes nothing, and the
+    PATCH runs again on the user as it is now: one change, one event."""
+    uid = scim.post("/Users", user("ola@example.com")).json["id"]
+    other = scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "displayName",
+                                              "value": "Ola"}))
+    assert other.status_code == 200
+    interfered: list[str] = []
+
+    def interfere(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith(("WITH", "UPDATE")) and not interfered:
+            interfered.append(statement)
+            with engine.connect() as conn:  # a concurrent writer, committed before ours
+                conn.execute(sql("UPDATE users SET version = version + 1 WHERE id = :id"),
+                             {"id": uid})
+                conn.commit()
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers hold the database's write lock from BEGIN")
+    event.listen(engine, "before_cursor_execute", interfere)
+    try:
+        r = scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "active",
+                                               "value": False}))
+    finally:
+        event.remove(engine, "before_cursor_execute", interfere)
+    assert interfered and r.status_code == 200, r.json
+    assert r.json["active"] is False and r.json["meta"]["version"] == 'W/"4"'
+    kinds = [kind for kind, _old, _new in events_of(session, uid)]
+    assert kinds.count(events.USER_STATUS) == 1, kinds
+    logged = session.scalars(select(ProvisioningEntry.operation).where(
+        ProvisioningEntry.user_id == uid)).all()
+    assert sorted(logged) == ["create", "disable", "update"], logged  # one for the PATCH
