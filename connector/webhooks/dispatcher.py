@@ -173,25 +173,49 @@ class Dispatcher:
         # feed's page is one statement, one snapshot; the bookkeeping one statement):
         # no BEGIN / COMMIT round trips. SQLite keeps the maker's transactions (its
         # write lock is taken at BEGIN there).
+        # A delivery turn keeps one such connection (no transaction is open on it
+        # between statements, so none during an HTTP call): `_turn`, per thread.
         bind = maker.kw.get("bind")
         self._autocommit: Engine | None = None
         if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
             self._autocommit = bind.execution_options(isolation_level="AUTOCOMMIT")
-        self._reads = (sessionmaker(bind=self._autocommit, expire_on_commit=False,
-                                    autoflush=False) if self._autocommit is not None
-                       else maker)
+        self._turn = threading.local()
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """The turn's autocommit connection, or one for now (PostgreSQL only)."""
+        assert self._autocommit is not None
+        held: Connection | None = getattr(self._turn, "conn", None)
+        if held is not None:
+            yield held
+            held.commit()  # ends SQLAlchemy's own bookkeeping; nothing is sent
+            return
+        with self._autocommit.connect() as conn:
+            yield conn
 
     @contextmanager
     def _statement(self) -> Iterator[Connection]:
         """A connection for statements that commit as one: on PostgreSQL one statement
         in autocommit (it is its own transaction), else a transaction committed after."""
         if self._autocommit is not None:
-            with self._autocommit.connect() as conn:
+            with self._connection() as conn:
                 yield conn
             return
         with self.maker() as s:
             yield s.connection()
             s.commit()
+
+    @contextmanager
+    def _reads(self) -> Iterator[Session]:
+        """A session for reading an endpoint and a feed page: on PostgreSQL on the
+        autocommit connection (each a single statement), else the maker's."""
+        if self._autocommit is None:
+            with self.maker() as s:
+                yield s
+            return
+        with self._connection() as conn, Session(bind=conn, expire_on_commit=False,
+                                                   autoflush=False) as s:
+            yield s
 
     # -- finding work -----------------------------------------------------------------
 
@@ -329,6 +353,8 @@ class Dispatcher:
         turn_ends = time.monotonic() + min(TURN_SECONDS, self.cfg.lease_seconds / 2)
         known: Known | None = None
         try:
+            if self._autocommit is not None:
+                self._turn.conn = self._autocommit.connect()
             while time.monotonic() < turn_ends:
                 sent, behind, known = self._deliver_one(endpoint_id, known)
                 delivered += sent
@@ -337,6 +363,13 @@ class Dispatcher:
         except Exception:  # noqa: BLE001 - the lease runs out; another pass tries again
             log.exception("webhook endpoint %s: delivery failed", endpoint_id)
         finally:
+            held = getattr(self._turn, "conn", None)
+            self._turn.conn = None
+            if held is not None:
+                try:
+                    held.close()
+                except Exception:  # noqa: BLE001
+                    log.exception("webhook endpoint %s: connection not closed", endpoint_id)
             try:
                 self.release(endpoint_id)
             except Exception:  # noqa: BLE001
@@ -366,7 +399,8 @@ class Dispatcher:
             s.rollback()  # the transaction ends before the HTTP call
         if not page.data:
             return False, False, None
-        message = messages.for_events(page.data, now, page.encoded)
+        message = messages.for_events(page.data, now, page.encoded,
+                                      tuple(p[1] for p in page.positions))
         outcome = self.sender.post(known.url, message.body,
                                    messages.headers(message, known.secrets, now))
         span = service.Span(known.start, page.end)

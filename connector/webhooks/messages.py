@@ -61,12 +61,14 @@ def encode_events(events: Sequence[dict[str, Any]]) -> tuple[bytes, ...]:
 
 
 def for_events(events: Sequence[dict[str, Any]], now: dt.datetime,
-               encoded: Sequence[bytes] | None = None) -> Message:
+               encoded: Sequence[bytes] | None = None,
+               numbers: tuple[int, ...] | None = None) -> Message:
     """The message carrying these feed events (one: single; several: a batch);
-    `encoded`: their JSON from `encode_events`, when already made."""
+    `encoded`: their JSON from `encode_events`, `numbers`: their feed ids, when
+    already known."""
     assert events
     parts = encoded if encoded is not None else encode_events(events)
-    ids = tuple(event_number(e) for e in events)
+    ids = numbers if numbers is not None else tuple(event_number(e) for e in events)
     stamp = _encode(_instant(now))
     if len(events) == 1:
         kind = str(events[0]["type"])
