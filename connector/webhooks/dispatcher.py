@@ -37,12 +37,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
-    Table,
     bindparam,
     insert,
     or_,
@@ -68,14 +67,17 @@ TURN_SECONDS = 2.0  # longest one endpoint keeps a delivery thread while others 
 # The statements of every message, built once (Core on the tables: building an ORM
 # UPDATE, and the ORM's evaluation of its WHERE against the session's objects, cost
 # more CPU than the database's work). Bound values are named apart from the columns.
-_ENDPOINTS = cast(Table, WebhookEndpoint.__table__)
-_ATTEMPTS = cast(Table, WebhookAttempt.__table__)
+_ENDPOINTS = WebhookEndpoint.__table__
+_ATTEMPTS = WebhookAttempt.__table__
 _E = _ENDPOINTS.c
 _FREE = or_(_E.lease_until.is_(None), _E.lease_until < bindparam("b_now"),
             _E.lease_owner == bindparam("b_owner"))
 _CLAIM = update(_ENDPOINTS).where(
     _E.id == bindparam("b_id"), _E.enabled.is_(True), _E.next_attempt_at <= bindparam("b_now"),
     _FREE).values(lease_owner=bindparam("b_owner"), lease_until=bindparam("b_until"))
+# A pass's look for due endpoints: only the columns it needs (no ORM objects).
+_DUE = select(_E.id, _E.tenant_id, _E.event_types, _E.cursor_txid, _E.cursor_id).where(
+    _E.enabled.is_(True), _E.next_attempt_at <= bindparam("b_now"), _FREE)
 _RELEASE = update(_ENDPOINTS).where(
     _E.id == bindparam("b_id"), _E.lease_owner == bindparam("b_owner")).values(
         lease_owner=None, lease_until=None)
@@ -223,12 +225,11 @@ class Dispatcher:
         """Endpoints that have events waiting and no other process on them (`busy`:
         those this process is delivering to already, not looked at)."""
         now = self.clock()
-        with self.maker() as s:
-            candidates = list(s.scalars(select(WebhookEndpoint).where(
-                WebhookEndpoint.enabled.is_(True), WebhookEndpoint.next_attempt_at <= now,
-                or_(WebhookEndpoint.lease_until.is_(None), WebhookEndpoint.lease_until < now,
-                    WebhookEndpoint.lease_owner == self.owner))))
-            streams: dict[tuple[Any, ...], list[WebhookEndpoint]] = {}
+        with self._reads() as s:  # each statement on its own (READ COMMITTED anyway)
+            # Rows of the columns service.kinds_of and service.position read.
+            candidates: list[Any] = list(s.execute(_DUE, {"b_now": now,
+                                                          "b_owner": self.owner}))
+            streams: dict[tuple[Any, ...], list[Any]] = {}
             waiting = []
             for e in candidates:
                 if e.id in busy:
@@ -245,7 +246,7 @@ class Dispatcher:
         return waiting
 
     def _behind(self, s: Session, stream: tuple[Any, ...],
-                endpoints: list[WebhookEndpoint]) -> list[str]:
+                endpoints: list[Any]) -> list[str]:
         """Those of a stream's endpoints with events after their cursor, in few probes:
         the first event after the lowest cursor is after every cursor below it; the
         next probe starts at the first cursor not below it. All caught up: one probe."""
@@ -271,7 +272,7 @@ class Dispatcher:
         rows = feed.rows_of(s, tenant_id, feed.FeedQuery(after=start, limit=1, kinds=kinds))
         return (rows[0].txid, rows[0].id) if rows else None
 
-    def _has_events(self, s: Session, endpoint: WebhookEndpoint) -> bool:
+    def _has_events(self, s: Session, endpoint: Any) -> bool:
         kinds = service.kinds_of(endpoint)
         if self._cached((endpoint.tenant_id, kinds, self._limit()),
                         service.position(endpoint)) is not None:
@@ -295,7 +296,7 @@ class Dispatcher:
             self._skipped[endpoint_id] = time.monotonic()
             return True
 
-    def _skip_ahead(self, endpoint: WebhookEndpoint, mark: feed.Position) -> None:
+    def _skip_ahead(self, endpoint: Any, mark: feed.Position) -> None:
         """Move a filtered endpoint's cursor past events it does not take, so that its
         reads do not rescan them: nothing it takes lies before `mark` (read after it
         was taken). Only while nobody holds the lease and the cursor is unchanged."""
