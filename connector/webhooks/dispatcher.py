@@ -78,6 +78,11 @@ _CLAIM = update(_ENDPOINTS).where(
 # A pass's look for due endpoints: only the columns it needs (no ORM objects).
 _DUE = select(_E.id, _E.tenant_id, _E.event_types, _E.cursor_txid, _E.cursor_id).where(
     _E.enabled.is_(True), _E.next_attempt_at <= bindparam("b_now"), _FREE)
+# A turn's read of its endpoint: what a message needs (no ORM object).
+_ENDPOINT = select(_E.url, _E.tenant_id, _E.event_types, _E.cursor_txid, _E.cursor_id,
+                   _E.secret_encrypted, _E.previous_secret_encrypted,
+                   _E.previous_secret_until, _E.enabled, _E.lease_owner,
+                   _E.consecutive_failures, _E.updated_at).where(_E.id == bindparam("b_id"))
 _RELEASE = update(_ENDPOINTS).where(
     _E.id == bindparam("b_id"), _E.lease_owner == bindparam("b_owner")).values(
         lease_owner=None, lease_until=None)
@@ -343,7 +348,30 @@ class Dispatcher:
     def deliver(self, endpoint_id: str) -> int:
         """Claim the endpoint and deliver while it is behind, for one turn (at most
         TURN_SECONDS, so that endpoints waiting for a thread get theirs); messages
-        delivered. Never raises."""
+        delivered. Never raises. On PostgreSQL the turn's statements share one
+        autocommit connection (`_connection`)."""
+        if self._autocommit is None:
+            return self._one_turn(endpoint_id)
+        try:
+            self._turn.conn = self._autocommit.connect()
+        except Exception:  # noqa: BLE001
+            log.exception("webhook endpoint %s: no database connection", endpoint_id)
+            return 0
+        try:
+            return self._one_turn(endpoint_id)
+        finally:
+            self._drop_connection(endpoint_id)
+
+    def _drop_connection(self, endpoint_id: str) -> None:
+        held: Connection | None = getattr(self._turn, "conn", None)
+        self._turn.conn = None
+        if held is not None:
+            try:
+                held.close()
+            except Exception:  # noqa: BLE001
+                log.exception("webhook endpoint %s: connection not closed", endpoint_id)
+
+    def _one_turn(self, endpoint_id: str) -> int:
         try:
             if not self.claim(endpoint_id):
                 return 0
@@ -354,8 +382,6 @@ class Dispatcher:
         turn_ends = time.monotonic() + min(TURN_SECONDS, self.cfg.lease_seconds / 2)
         known: Known | None = None
         try:
-            if self._autocommit is not None:
-                self._turn.conn = self._autocommit.connect()
             while time.monotonic() < turn_ends:
                 sent, behind, known = self._deliver_one(endpoint_id, known)
                 delivered += sent
@@ -363,14 +389,8 @@ class Dispatcher:
                     break
         except Exception:  # noqa: BLE001 - the lease runs out; another pass tries again
             log.exception("webhook endpoint %s: delivery failed", endpoint_id)
+            self._drop_connection(endpoint_id)  # it may be what failed: release on another
         finally:
-            held = getattr(self._turn, "conn", None)
-            self._turn.conn = None
-            if held is not None:
-                try:
-                    held.close()
-                except Exception:  # noqa: BLE001
-                    log.exception("webhook endpoint %s: connection not closed", endpoint_id)
             try:
                 self.release(endpoint_id)
             except Exception:  # noqa: BLE001
@@ -385,7 +405,8 @@ class Dispatcher:
         now = self.clock()
         with self._reads() as s:
             if known is None:
-                endpoint = s.get(WebhookEndpoint, endpoint_id)
+                # A row of the columns kinds_of, position and signing_secrets read.
+                endpoint: Any = s.execute(_ENDPOINT, {"b_id": endpoint_id}).first()
                 if (endpoint is None or not endpoint.enabled
                         or endpoint.lease_owner != self.owner):
                     return False, False, None

@@ -47,8 +47,12 @@ def _instant(now: dt.datetime) -> str:
     return now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+# One encoder for every message: json.dumps with arguments builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _encode(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(payload).encode()
 
 
 def event_number(event: dict[str, Any]) -> int:
