@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +61,7 @@ log = logging.getLogger("connector.webhooks")
 SKIP_AHEAD_SECONDS = 10.0  # how often an idle filtered endpoint's cursor is moved on
 PAGES_KEPT_PER_STREAM = 16  # pages read lately that other endpoints of the stream may use
 STREAMS_KEPT = 64
+EVENTS_KEPT = 8192  # events read lately, in their public shape and JSON, by position
 TURN_SECONDS = 2.0  # longest one endpoint keeps a delivery thread while others wait
 
 
@@ -176,6 +177,11 @@ class Dispatcher:
         self._lock = threading.Lock()
         # Pages read lately, per stream (tenant, kinds, limit), newest last.
         self._pages: dict[tuple[Any, ...], OrderedDict[feed.Position, Page]] = {}
+        # Events read lately by position, as (public shape, JSON): endpoints whose
+        # cursors are staggered read overlapping pages (a page is shared only from a
+        # position inside it), and an event is stored once, never changed.
+        self._events: OrderedDict[tuple[int, int],
+                                  tuple[dict[str, Any], bytes, tuple[Any, ...]]] = OrderedDict()
         # PostgreSQL: a message's statements each on their own, in autocommit (the
         # feed's page is one statement, one snapshot; the bookkeeping one statement):
         # no BEGIN / COMMIT round trips. SQLite keeps the maker's transactions (its
@@ -469,9 +475,11 @@ class Dispatcher:
             return found.after(start), False
         rows = feed.rows_of(s, tenant_id, feed.FeedQuery(after=start, limit=limit + 1,
                                                          kinds=kinds))
-        events = tuple(feed.public(r) for r in rows[:limit])
-        page = Page(start, tuple((r.txid, r.id) for r in rows[:limit]), events,
-                    messages.encode_events(events), len(rows) > limit)
+        positions = tuple((r.txid, r.id) for r in rows[:limit])
+        shaped = self._shaped(rows[:limit], positions)
+        events = tuple(e for e, _ in shaped)
+        page = Page(start, positions, events, tuple(b for _, b in shaped),
+                    len(rows) > limit)
         if events:
             with self._lock:
                 pages = self._pages.pop(stream, None) or OrderedDict()
@@ -482,6 +490,28 @@ class Dispatcher:
                 while len(self._pages) > STREAMS_KEPT:
                     del self._pages[next(iter(self._pages))]
         return page, True
+
+    def _shaped(self, rows: Sequence[Any], positions: tuple[tuple[int, int], ...]
+                ) -> list[tuple[dict[str, Any], bytes]]:
+        """Each row's public shape and JSON, made once per event (`_events`; an entry
+        is used only for the same event: its kind, subject and instant checked too)."""
+        marks = [(r.kind, r.subject_id, r.recorded_at) for r in rows]
+        with self._lock:
+            cached = [self._events.get(p) for p in positions]
+        known = [c[:2] if c is not None and c[2] == mark else None
+                 for c, mark in zip(cached, marks, strict=True)]
+        missing = [i for i, found in enumerate(known) if found is None]
+        fresh: dict[int, tuple[dict[str, Any], bytes]] = {}
+        if missing:
+            made = [feed.public(rows[i]) for i in missing]
+            fresh = dict(zip(missing, zip(made, messages.encode_events(made), strict=True),
+                             strict=True))
+            with self._lock:
+                for i, (event, encoded) in fresh.items():
+                    self._events[positions[i]] = (event, encoded, marks[i])
+                while len(self._events) > EVENTS_KEPT:
+                    self._events.popitem(last=False)
+        return [found if found is not None else fresh[i] for i, found in enumerate(known)]
 
     def _limit(self) -> int:
         return max(1, min(self.cfg.max_batch, feed.MAX_LIMIT))
