@@ -11,7 +11,8 @@
 
 Cost per event, not per endpoint: endpoints of one stream (tenant and filter) share
 the pages read lately (any part of one: a page the feed served is final), so ten
-endpoints read and encode each event about once; an endpoint's row is read once per
+endpoints read and encode each event about once (pages that overlap reuse the JSON
+of the events they share); an endpoint's row is read once per
 turn, not per message (the cursor's UPDATE says whether it is still as read).
 
 No database transaction is open during an HTTP call: an open transaction would hold back
