@@ -11,7 +11,8 @@
 
 Cost per event, not per endpoint: endpoints of one stream (tenant and filter) share
 the pages read lately (any part of one: a page the feed served is final), so ten
-endpoints read and encode each event about once; an endpoint's row is read once per
+endpoints read and encode each event about once (pages that overlap reuse the JSON
+of the events they share); an endpoint's row is read once per
 turn, not per message (the cursor's UPDATE says whether it is still as read).
 
 No database transaction is open during an HTTP call: an open transaction would hold back
@@ -34,17 +35,26 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from connector import feed, logs, notify
 from connector.clock import now as wall_clock
 from connector.config import ConfigError, Settings
-from connector.models import WebhookEndpoint
+from connector.models import WebhookAttempt, WebhookEndpoint
 from connector.webhooks import messages, schedule, service
 from connector.webhooks.sender import Outcome, Sender
 
@@ -52,7 +62,49 @@ log = logging.getLogger("connector.webhooks")
 SKIP_AHEAD_SECONDS = 10.0  # how often an idle filtered endpoint's cursor is moved on
 PAGES_KEPT_PER_STREAM = 16  # pages read lately that other endpoints of the stream may use
 STREAMS_KEPT = 64
+EVENTS_KEPT = 8192  # events read lately, in their public shape and JSON, by position
 TURN_SECONDS = 2.0  # longest one endpoint keeps a delivery thread while others wait
+
+
+# The statements of every message, built once (Core on the tables: building an ORM
+# UPDATE, and the ORM's evaluation of its WHERE against the session's objects, cost
+# more CPU than the database's work). Bound values are named apart from the columns.
+_ENDPOINTS = WebhookEndpoint.__table__
+_ATTEMPTS = WebhookAttempt.__table__
+_E = _ENDPOINTS.c
+_FREE = or_(_E.lease_until.is_(None), _E.lease_until < bindparam("b_now"),
+            _E.lease_owner == bindparam("b_owner"))
+_CLAIM = update(_ENDPOINTS).where(
+    _E.id == bindparam("b_id"), _E.enabled.is_(True), _E.next_attempt_at <= bindparam("b_now"),
+    _FREE).values(lease_owner=bindparam("b_owner"), lease_until=bindparam("b_until"))
+# A pass's look for due endpoints: only the columns it needs (no ORM objects).
+_DUE = select(_E.id, _E.tenant_id, _E.event_types, _E.cursor_txid, _E.cursor_id).where(
+    _E.enabled.is_(True), _E.next_attempt_at <= bindparam("b_now"), _FREE)
+# A turn's read of its endpoint: what a message needs (no ORM object).
+_ENDPOINT = select(_E.url, _E.tenant_id, _E.event_types, _E.cursor_txid, _E.cursor_id,
+                   _E.secret_encrypted, _E.previous_secret_encrypted,
+                   _E.previous_secret_until, _E.enabled, _E.lease_owner,
+                   _E.consecutive_failures, _E.updated_at).where(_E.id == bindparam("b_id"))
+_RELEASE = update(_ENDPOINTS).where(
+    _E.id == bindparam("b_id"), _E.lease_owner == bindparam("b_owner")).values(
+        lease_owner=None, lease_until=None)
+# Move the cursor past a delivered span: only while this process holds the lease and
+# the cursor is where the span starts (a replay in between wins).
+_MOVE = update(_ENDPOINTS).where(
+    _E.id == bindparam("b_id"), _E.lease_owner == bindparam("b_owner"),
+    _E.cursor_txid == bindparam("b_from_txid"), _E.cursor_id == bindparam("b_from_id")
+).values(cursor_txid=bindparam("b_to_txid"), cursor_id=bindparam("b_to_id"),
+         consecutive_failures=0, failing_since=None, last_success_at=bindparam("b_now"),
+         next_attempt_at=bindparam("b_now"), lease_until=bindparam("b_until")
+         ).returning(_E.enabled, _E.updated_at)
+_LOG = insert(_ATTEMPTS).values({c: bindparam(f"a_{c}", type_=_ATTEMPTS.c[c].type)
+                                 for c in service.ATTEMPT_COLUMNS})
+# PostgreSQL: the attempt row and the cursor in one statement, its own transaction
+# (one round trip instead of BEGIN, INSERT, UPDATE, COMMIT). Both parts run whatever
+# the UPDATE finds; the row is logged either way, as in the two-statement form.
+_moved = _MOVE.cte("moved")
+_LOG_AND_MOVE = select(_moved.c.enabled, _moved.c.updated_at).add_cte(
+    _LOG.cte("logged"))
 
 
 @dataclass(frozen=True)
@@ -126,6 +178,58 @@ class Dispatcher:
         self._lock = threading.Lock()
         # Pages read lately, per stream (tenant, kinds, limit), newest last.
         self._pages: dict[tuple[Any, ...], OrderedDict[feed.Position, Page]] = {}
+        # Events read lately by position, as (public shape, JSON): endpoints whose
+        # cursors are staggered read overlapping pages (a page is shared only from a
+        # position inside it), and an event is stored once, never changed.
+        self._events: OrderedDict[tuple[int, int],
+                                  tuple[dict[str, Any], bytes, tuple[Any, ...]]] = OrderedDict()
+        # PostgreSQL: a message's statements each on their own, in autocommit (the
+        # feed's page is one statement, one snapshot; the bookkeeping one statement):
+        # no BEGIN / COMMIT round trips. SQLite keeps the maker's transactions (its
+        # write lock is taken at BEGIN there).
+        # A delivery turn keeps one such connection (no transaction is open on it
+        # between statements, so none during an HTTP call): `_turn`, per thread.
+        bind = maker.kw.get("bind")
+        self._autocommit: Engine | None = None
+        if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+            self._autocommit = bind.execution_options(isolation_level="AUTOCOMMIT")
+        self._turn = threading.local()
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """The turn's autocommit connection, or one for now (PostgreSQL only)."""
+        assert self._autocommit is not None
+        held: Connection | None = getattr(self._turn, "conn", None)
+        if held is not None:
+            yield held
+            held.commit()  # ends SQLAlchemy's own bookkeeping; nothing is sent
+            return
+        with self._autocommit.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _statement(self) -> Iterator[Connection]:
+        """A connection for statements that commit as one: on PostgreSQL one statement
+        in autocommit (it is its own transaction), else a transaction committed after."""
+        if self._autocommit is not None:
+            with self._connection() as conn:
+                yield conn
+            return
+        with self.maker() as s:
+            yield s.connection()
+            s.commit()
+
+    @contextmanager
+    def _reads(self) -> Iterator[Session]:
+        """A session for reading an endpoint and a feed page: on PostgreSQL on the
+        autocommit connection (each a single statement), else the maker's."""
+        if self._autocommit is None:
+            with self.maker() as s:
+                yield s
+            return
+        with self._connection() as conn, Session(bind=conn, expire_on_commit=False,
+                                                   autoflush=False) as s:
+            yield s
 
     # -- finding work -----------------------------------------------------------------
 
@@ -133,12 +237,11 @@ class Dispatcher:
         """Endpoints that have events waiting and no other process on them (`busy`:
         those this process is delivering to already, not looked at)."""
         now = self.clock()
-        with self.maker() as s:
-            candidates = list(s.scalars(select(WebhookEndpoint).where(
-                WebhookEndpoint.enabled.is_(True), WebhookEndpoint.next_attempt_at <= now,
-                or_(WebhookEndpoint.lease_until.is_(None), WebhookEndpoint.lease_until < now,
-                    WebhookEndpoint.lease_owner == self.owner))))
-            streams: dict[tuple[Any, ...], list[WebhookEndpoint]] = {}
+        with self._reads() as s:  # each statement on its own (READ COMMITTED anyway)
+            # Rows of the columns service.kinds_of and service.position read.
+            candidates: list[Any] = list(s.execute(_DUE, {"b_now": now,
+                                                          "b_owner": self.owner}))
+            streams: dict[tuple[Any, ...], list[Any]] = {}
             waiting = []
             for e in candidates:
                 if e.id in busy:
@@ -155,7 +258,7 @@ class Dispatcher:
         return waiting
 
     def _behind(self, s: Session, stream: tuple[Any, ...],
-                endpoints: list[WebhookEndpoint]) -> list[str]:
+                endpoints: list[Any]) -> list[str]:
         """Those of a stream's endpoints with events after their cursor, in few probes:
         the first event after the lowest cursor is after every cursor below it; the
         next probe starts at the first cursor not below it. All caught up: one probe."""
@@ -181,7 +284,7 @@ class Dispatcher:
         rows = feed.rows_of(s, tenant_id, feed.FeedQuery(after=start, limit=1, kinds=kinds))
         return (rows[0].txid, rows[0].id) if rows else None
 
-    def _has_events(self, s: Session, endpoint: WebhookEndpoint) -> bool:
+    def _has_events(self, s: Session, endpoint: Any) -> bool:
         kinds = service.kinds_of(endpoint)
         if self._cached((endpoint.tenant_id, kinds, self._limit()),
                         service.position(endpoint)) is not None:
@@ -205,7 +308,7 @@ class Dispatcher:
             self._skipped[endpoint_id] = time.monotonic()
             return True
 
-    def _skip_ahead(self, endpoint: WebhookEndpoint, mark: feed.Position) -> None:
+    def _skip_ahead(self, endpoint: Any, mark: feed.Position) -> None:
         """Move a filtered endpoint's cursor past events it does not take, so that its
         reads do not rescan them: nothing it takes lies before `mark` (read after it
         was taken). Only while nobody holds the lease and the cursor is unchanged."""
@@ -239,27 +342,43 @@ class Dispatcher:
 
     def claim(self, endpoint_id: str) -> bool:
         now = self.clock()
-        with self.maker() as s:
-            taken = s.execute(update(WebhookEndpoint).where(
-                WebhookEndpoint.id == endpoint_id, WebhookEndpoint.enabled.is_(True),
-                WebhookEndpoint.next_attempt_at <= now,
-                or_(WebhookEndpoint.lease_until.is_(None), WebhookEndpoint.lease_until < now,
-                    WebhookEndpoint.lease_owner == self.owner))
-                .values(lease_owner=self.owner, lease_until=now + self.lease)).rowcount  # type: ignore[attr-defined]
-            s.commit()
+        with self._statement() as conn:
+            taken = conn.execute(_CLAIM, {"b_id": endpoint_id, "b_now": now,
+                                          "b_owner": self.owner,
+                                          "b_until": now + self.lease}).rowcount
         return bool(taken)
 
     def release(self, endpoint_id: str) -> None:
-        with self.maker() as s:
-            s.execute(update(WebhookEndpoint).where(
-                WebhookEndpoint.id == endpoint_id, WebhookEndpoint.lease_owner == self.owner)
-                .values(lease_owner=None, lease_until=None))
-            s.commit()
+        with self._statement() as conn:
+            conn.execute(_RELEASE, {"b_id": endpoint_id, "b_owner": self.owner})
 
     def deliver(self, endpoint_id: str) -> int:
         """Claim the endpoint and deliver while it is behind, for one turn (at most
         TURN_SECONDS, so that endpoints waiting for a thread get theirs); messages
-        delivered. Never raises."""
+        delivered. Never raises. On PostgreSQL the turn's statements share one
+        autocommit connection (`_connection`)."""
+        if self._autocommit is None:
+            return self._one_turn(endpoint_id)
+        try:
+            self._turn.conn = self._autocommit.connect()
+        except Exception:  # noqa: BLE001
+            log.exception("webhook endpoint %s: no database connection", endpoint_id)
+            return 0
+        try:
+            return self._one_turn(endpoint_id)
+        finally:
+            self._drop_connection(endpoint_id)
+
+    def _drop_connection(self, endpoint_id: str) -> None:
+        held: Connection | None = getattr(self._turn, "conn", None)
+        self._turn.conn = None
+        if held is not None:
+            try:
+                held.close()
+            except Exception:  # noqa: BLE001
+                log.exception("webhook endpoint %s: connection not closed", endpoint_id)
+
+    def _one_turn(self, endpoint_id: str) -> int:
         try:
             if not self.claim(endpoint_id):
                 return 0
@@ -277,6 +396,7 @@ class Dispatcher:
                     break
         except Exception:  # noqa: BLE001 - the lease runs out; another pass tries again
             log.exception("webhook endpoint %s: delivery failed", endpoint_id)
+            self._drop_connection(endpoint_id)  # it may be what failed: release on another
         finally:
             try:
                 self.release(endpoint_id)
@@ -290,9 +410,10 @@ class Dispatcher:
         turn may go on from). `known`: the endpoint as the previous success left it
         (None: read it)."""
         now = self.clock()
-        with self.maker() as s:
+        with self._reads() as s:
             if known is None:
-                endpoint = s.get(WebhookEndpoint, endpoint_id)
+                # A row of the columns kinds_of, position and signing_secrets read.
+                endpoint: Any = s.execute(_ENDPOINT, {"b_id": endpoint_id}).first()
                 if (endpoint is None or not endpoint.enabled
                         or endpoint.lease_owner != self.owner):
                     return False, False, None
@@ -307,20 +428,22 @@ class Dispatcher:
             s.rollback()  # the transaction ends before the HTTP call
         if not page.data:
             return False, False, None
-        message = messages.for_events(page.data, now, page.encoded)
+        message = messages.for_events(page.data, now, page.encoded,
+                                      tuple(p[1] for p in page.positions))
         outcome = self.sender.post(known.url, message.body,
                                    messages.headers(message, known.secrets, now))
         span = service.Span(known.start, page.end)
         done = self.clock()
-        with self.maker() as s:
-            service.record_attempt(s, endpoint_id, message, outcome, done, attempt, False,
-                                   span)
-            if outcome.succeeded:
-                moved = self._succeeded(s, endpoint_id, span, done, known.updated_at)
-            else:
-                moved = False
+        logged = {f"a_{k}": v for k, v in service.attempt_values(
+            endpoint_id, message, outcome, done, attempt, False, span).items()}
+        if outcome.succeeded:
+            moved = self._succeeded(endpoint_id, span, done, known.updated_at, logged)
+        else:
+            moved = False
+            with self.maker() as s:
+                s.execute(_LOG, logged)
                 self._failed(s, endpoint_id, known.tenant_id, outcome, done)
-            s.commit()
+                s.commit()
         if outcome.succeeded:
             if log.isEnabledFor(logging.DEBUG):
                 logs.log(log, logging.DEBUG, "webhook delivered", endpoint=endpoint_id,
@@ -353,9 +476,11 @@ class Dispatcher:
             return found.after(start), False
         rows = feed.rows_of(s, tenant_id, feed.FeedQuery(after=start, limit=limit + 1,
                                                          kinds=kinds))
-        events = tuple(feed.public(r) for r in rows[:limit])
-        page = Page(start, tuple((r.txid, r.id) for r in rows[:limit]), events,
-                    messages.encode_events(events), len(rows) > limit)
+        positions = tuple((r.txid, r.id) for r in rows[:limit])
+        shaped = self._shaped(rows[:limit], positions)
+        events = tuple(e for e, _ in shaped)
+        page = Page(start, positions, events, tuple(b for _, b in shaped),
+                    len(rows) > limit)
         if events:
             with self._lock:
                 pages = self._pages.pop(stream, None) or OrderedDict()
@@ -366,6 +491,28 @@ class Dispatcher:
                 while len(self._pages) > STREAMS_KEPT:
                     del self._pages[next(iter(self._pages))]
         return page, True
+
+    def _shaped(self, rows: Sequence[Any], positions: tuple[tuple[int, int], ...]
+                ) -> list[tuple[dict[str, Any], bytes]]:
+        """Each row's public shape and JSON, made once per event (`_events`; an entry
+        is used only for the same event: its kind, subject and instant checked too)."""
+        marks = [(r.kind, r.subject_id, r.recorded_at) for r in rows]
+        with self._lock:
+            cached = [self._events.get(p) for p in positions]
+        known = [c[:2] if c is not None and c[2] == mark else None
+                 for c, mark in zip(cached, marks, strict=True)]
+        missing = [i for i, found in enumerate(known) if found is None]
+        fresh: dict[int, tuple[dict[str, Any], bytes]] = {}
+        if missing:
+            made = [feed.public(rows[i]) for i in missing]
+            fresh = dict(zip(missing, zip(made, messages.encode_events(made), strict=True),
+                             strict=True))
+            with self._lock:
+                for i, (event, encoded) in fresh.items():
+                    self._events[positions[i]] = (event, encoded, marks[i])
+                while len(self._events) > EVENTS_KEPT:
+                    self._events.popitem(last=False)
+        return [found if found is not None else fresh[i] for i, found in enumerate(known)]
 
     def _limit(self) -> int:
         return max(1, min(self.cfg.max_batch, feed.MAX_LIMIT))
@@ -381,20 +528,23 @@ class Dispatcher:
                 found = next((p for p in reversed(pages.values()) if p.covers(start)), None)
         return found
 
-    def _succeeded(self, s: Session, endpoint_id: str, span: service.Span,
-                   now: dt.datetime, updated_at: dt.datetime) -> bool:
-        """Move the cursor past what was delivered, if this process still holds the
-        endpoint and nothing moved the cursor meanwhile (a replay). True when it moved
-        and the endpoint is as the turn knows it (enabled, unchanged since `updated_at`):
-        the turn may go on without reading it again."""
-        row = s.execute(update(WebhookEndpoint).where(
-            WebhookEndpoint.id == endpoint_id, WebhookEndpoint.lease_owner == self.owner,
-            WebhookEndpoint.cursor_txid == span.start.txid,
-            WebhookEndpoint.cursor_id == span.start.id).values(
-                cursor_txid=span.end.txid, cursor_id=span.end.id, consecutive_failures=0,
-                failing_since=None, last_success_at=now, next_attempt_at=now,
-                lease_until=now + self.lease)
-            .returning(WebhookEndpoint.enabled, WebhookEndpoint.updated_at)).first()
+    def _succeeded(self, endpoint_id: str, span: service.Span, now: dt.datetime,
+                   updated_at: dt.datetime, logged: dict[str, Any]) -> bool:
+        """Record the attempt (`logged`: its row's values) and, in the same
+        transaction, move the cursor past what was delivered, if this process still
+        holds the endpoint and nothing moved the cursor meanwhile (a replay). True when
+        it moved and the endpoint is as the turn knows it (enabled, unchanged since
+        `updated_at`): the turn may go on without reading it again."""
+        params = {"b_id": endpoint_id, "b_owner": self.owner,
+                  "b_from_txid": span.start.txid, "b_from_id": span.start.id,
+                  "b_to_txid": span.end.txid, "b_to_id": span.end.id, "b_now": now,
+                  "b_until": now + self.lease, **logged}
+        with self._statement() as conn:
+            if self._autocommit is not None:  # one statement: attempt row and cursor
+                row = conn.execute(_LOG_AND_MOVE, params).first()
+            else:
+                conn.execute(_LOG, logged)
+                row = conn.execute(_MOVE, params).first()
         return row is not None and row.enabled and row.updated_at == updated_at
 
     def _failed(self, s: Session, endpoint_id: str, tenant_id: str | None,

@@ -47,8 +47,12 @@ def _instant(now: dt.datetime) -> str:
     return now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+# One encoder for every message: json.dumps with arguments builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _encode(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(payload).encode()
 
 
 def event_number(event: dict[str, Any]) -> int:
@@ -61,12 +65,14 @@ def encode_events(events: Sequence[dict[str, Any]]) -> tuple[bytes, ...]:
 
 
 def for_events(events: Sequence[dict[str, Any]], now: dt.datetime,
-               encoded: Sequence[bytes] | None = None) -> Message:
+               encoded: Sequence[bytes] | None = None,
+               numbers: tuple[int, ...] | None = None) -> Message:
     """The message carrying these feed events (one: single; several: a batch);
-    `encoded`: their JSON from `encode_events`, when already made."""
+    `encoded`: their JSON from `encode_events`, `numbers`: their feed ids, when
+    already known."""
     assert events
     parts = encoded if encoded is not None else encode_events(events)
-    ids = tuple(event_number(e) for e in events)
+    ids = numbers if numbers is not None else tuple(event_number(e) for e in events)
     stamp = _encode(_instant(now))
     if len(events) == 1:
         kind = str(events[0]["type"])

@@ -238,20 +238,36 @@ class Span:
     end: feed.Position
 
 
+ATTEMPT_COLUMNS = ("endpoint_id", "webhook_id", "message_type", "first_event_id",
+                   "last_event_id", "event_count", "from_txid", "from_id", "to_txid", "to_id",
+                   "attempt", "attempted_at", "duration_ms", "status_code",
+                   "response_excerpt", "error", "succeeded", "manual")
+
+
+def attempt_values(endpoint_id: str, message: messages.Message, outcome: Outcome,
+                   now: dt.datetime, attempt: int, manual: bool, span: Span | None = None
+                   ) -> dict[str, Any]:
+    """A delivery-log row's column values (the dispatcher inserts them with a plain
+    INSERT, `record_attempt` as an object)."""
+    ids = message.event_ids
+    return {
+        "endpoint_id": endpoint_id, "webhook_id": message.webhook_id,
+        "message_type": message.type[:40], "first_event_id": ids[0] if ids else None,
+        "last_event_id": ids[-1] if ids else None, "event_count": len(ids),
+        "from_txid": span.start.txid if span else None,
+        "from_id": span.start.id if span else None,
+        "to_txid": span.end.txid if span else None, "to_id": span.end.id if span else None,
+        "attempt": attempt, "attempted_at": now, "duration_ms": outcome.duration_ms,
+        "status_code": outcome.status, "response_excerpt": outcome.excerpt,
+        "error": (outcome.error or None) and outcome.error[:2000],
+        "succeeded": outcome.succeeded, "manual": manual}
+
+
 def record_attempt(session: Session, endpoint_id: str, message: messages.Message,
                    outcome: Outcome, now: dt.datetime, attempt: int, manual: bool,
                    span: Span | None = None) -> WebhookAttempt:
-    ids = message.event_ids
-    row = WebhookAttempt(
-        endpoint_id=endpoint_id, webhook_id=message.webhook_id,
-        message_type=message.type[:40], first_event_id=ids[0] if ids else None,
-        last_event_id=ids[-1] if ids else None, event_count=len(ids),
-        from_txid=span.start.txid if span else None, from_id=span.start.id if span else None,
-        to_txid=span.end.txid if span else None, to_id=span.end.id if span else None,
-        attempt=attempt, attempted_at=now, duration_ms=outcome.duration_ms,
-        status_code=outcome.status, response_excerpt=outcome.excerpt,
-        error=(outcome.error or None) and outcome.error[:2000], succeeded=outcome.succeeded,
-        manual=manual)
+    row = WebhookAttempt(**attempt_values(endpoint_id, message, outcome, now, attempt,
+                                          manual, span))
     session.add(row)
     session.flush()
     return row
