@@ -21,6 +21,7 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -115,7 +116,12 @@ def init_app(app: Flask) -> None:
 
 def _problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None
              ) -> Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    """A problem of type `about:blank`, whose title is the status's reason phrase (RFC 9457
+    §4.2.1); `title`, when it says more ("Invalid month"), leads the detail."""
+    phrase = HTTPStatus(status).phrase
+    if title.casefold() != phrase.casefold():
+        detail = f"{title}: {detail}"
+    body = {"type": "about:blank", "title": phrase, "status": status, "detail": detail}
     if request_id := g.get("request_id"):
         body["requestId"] = request_id
     return Response(json.dumps(body), status=status, mimetype="application/problem+json",
@@ -132,8 +138,8 @@ def _http_error(exc: Any) -> Response:
 
 def _unexpected(_exc: Exception) -> Response:
     current_app.logger.exception("unexpected error in a reporting request")
-    return _problem(500, "Internal error", "Something went wrong on our side. The request id "
-                    "helps the operator find it in the log.")
+    return _problem(500, "Internal Server Error", "Something went wrong on our side. The "
+                    "request id helps the operator find it in the log.")
 
 
 @bp.errorhandler(ReportingError)

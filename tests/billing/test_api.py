@@ -202,7 +202,14 @@ def test_reporting_api_with_a_provisioning_key(partner: ApiClient, client: Flask
     header = next(csv.reader(io.StringIO(empty.get_data(as_text=True))))
     full = client.get("/reporting/v1/months/2026-10/tenants.csv", headers=auth)
     assert header == next(csv.reader(io.StringIO(full.get_data(as_text=True))))
-    assert client.get("/reporting/v1/months/2026-13/tenants", headers=auth).status_code == 400
+    bad_month = client.get("/reporting/v1/months/2026-13/tenants", headers=auth)
+    assert bad_month.status_code == 400 and bad_month.mimetype == "application/problem+json"
+    # about:blank problems carry the status's reason phrase as title (RFC 9457 §4.2.1)
+    assert bad_month.json["type"] == "about:blank" and bad_month.json["title"] == "Bad Request"
+    assert bad_month.json["detail"].startswith("Invalid month: ")
+    unauthorized = client.get("/reporting/v1/months")
+    assert unauthorized.json["title"] == "Unauthorized"
+    assert unauthorized.json["detail"].startswith("Provisioning key required: ")
     assert client.get("/reporting/v1/months/2026-10/tenants?per_page=0",
                       headers=auth).status_code == 400
     key_id = made.json["id"]
