@@ -122,6 +122,18 @@ class Receiver:
         return int(self.server.server_port)
 
 
+def start_receiver() -> tuple[Any, Any, int]:
+    """The receiver's process (`serve_receiver`): (its pipe, the process, its port)."""
+    import multiprocessing
+
+    ours, theirs = multiprocessing.Pipe()
+    receiving = multiprocessing.get_context("fork").Process(target=serve_receiver,
+                                                            args=(theirs,), daemon=True)
+    receiving.start()
+    ours.send("port")
+    return ours, receiving, int(ours.recv())
+
+
 def serve_receiver(pipe: Any) -> None:
     """The receiver in a process of its own (its JSON parsing must not take the
     writers' CPU in this one): answers "port", "counts" and "results" on the pipe."""
@@ -385,14 +397,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
     key = sealed.new_key()
     url, name = fresh_database(args.pg_base)
-    import multiprocessing
-
-    ours, theirs = multiprocessing.Pipe()
-    receiving = multiprocessing.get_context("fork").Process(target=serve_receiver,
-                                                            args=(theirs,), daemon=True)
-    receiving.start()
-    ours.send("port")
-    receiver_port = ours.recv()
+    ours, receiving, receiver_port = start_receiver()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         info = seed(url, args.users, args.endpoints, receiver_port, key, workdir)

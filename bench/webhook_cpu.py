@@ -20,7 +20,6 @@ import argparse
 import cProfile
 import datetime as dt
 import json
-import multiprocessing
 import pstats
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.webhook_bench import drop_database, fresh_database, serve_receiver  # noqa: E402
+from bench.webhook_bench import drop_database, fresh_database, start_receiver  # noqa: E402
 
 
 def main() -> int:
@@ -63,12 +62,7 @@ def main() -> int:
         url = f"sqlite:///{workdir / 'bench.db'}"
     else:
         url, name = fresh_database(args.pg_base)
-    ours, theirs = multiprocessing.Pipe()
-    receiving = multiprocessing.get_context("fork").Process(target=serve_receiver,
-                                                            args=(theirs,), daemon=True)
-    receiving.start()
-    ours.send("port")
-    port = ours.recv()
+    ours, receiving, port = start_receiver()
     try:
         settings = load_settings(
             environ={"CONNECTOR_CONFIG": str(workdir / "none.toml")},

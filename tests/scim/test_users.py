@@ -500,21 +500,10 @@ def test_a_create_is_one_statement_on_its_own_on_postgresql(scim: ScimClient,
     """A POST /Users writes everything in one statement; on PostgreSQL it runs without
     BEGIN and COMMIT (autocommit), on SQLite in its BEGIN IMMEDIATE transaction."""
     scim.post("/Users", user("warm@example.com"))  # the token and catalogue: as usual
-    seen: list[tuple[str, bool]] = []
-
-    def record(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if statement.lstrip().upper().startswith(("INSERT", "WITH", "UPDATE")):
-            dbapi = conn.connection.dbapi_connection
-            autocommit = bool(getattr(dbapi, "autocommit", False)) \
-                if engine.dialect.name == "postgresql" else not dbapi.in_transaction
-            seen.append((statement.split()[0].upper(), autocommit))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        r = scim.post("/Users", user("lee@example.com"))
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    assert r.status_code == 201
+    answers = []
+    seen = _writes_of(engine, lambda: answers.append(
+        scim.post("/Users", user("lee@example.com"))))
+    assert answers[0].status_code == 201
     if engine.dialect.name == "postgresql":
         assert seen == [("WITH", True)]
     else:
