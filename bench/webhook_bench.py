@@ -5,9 +5,10 @@
     .venv/bin/python bench/webhook_bench.py --endpoints 10 --rate 1000 --seconds 20
     .venv/bin/python bench/webhook_bench.py --endpoints 1 --rate 1000 --members 10
 
-A fresh PostgreSQL database; the connector served by gunicorn (`connector serve`, no
-schedulers in it); SCIM writers in this process, paced to --rate events per second; a
-webhook receiver on loopback in a process of its own. What a write is:
+A fresh PostgreSQL database; the connector served by gunicorn (`connector serve` with
+server.schedulers = "external": no schedulers and no supervised worker, so the bench's
+dispatcher is the only one); SCIM writers in this process, paced to --rate events per
+second; a webhook receiver on loopback in a process of its own. What a write is:
 
 - by default, a PATCH of one user's `active`, back and forth: two events per request
   (the status and the deleted-users list). Two cores top out near 500 events/s so;
@@ -219,6 +220,10 @@ def env_for(url: str, key: str, workdir: Path, extra: dict[str, str]) -> dict[st
     return {**os.environ, "PYTHONPATH": str(ROOT),
             "CONNECTOR_CONFIG": str(workdir / "none.toml"),
             "CONNECTOR_DATABASE__URL": url, "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY": key,
+            # One dispatcher, the bench's own `connector webhooks run`: `connector serve`
+            # would otherwise start its supervised `connector worker`, which delivers
+            # webhooks too (two dispatchers sharing the endpoints, one of them unmeasured).
+            "CONNECTOR_SERVER__SCHEDULERS": "external",
             "CONNECTOR_AZURE_SYNC__SCHEDULER_IN_WEB": "false",
             "CONNECTOR_BILLING__SCHEDULER_IN_WEB": "false",
             "CONNECTOR_LOGGING__LEVEL": "WARNING", "CONNECTOR_LOGGING__ACCESS_LOG": "false",
