@@ -316,11 +316,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                     f"{where[settings.server.schedulers]}. Ctrl-C stops.")
     if worker_class == "gevent":
         return _serve_gevent(settings, args, binds, serving_line)
-    _migrate(settings)
     # With --bootstrap (`make run`), what it created is shown once the server listens:
-    # the last lines on the terminal, not lost above the server's own.
-    welcome = (boxed([*bootstrap(settings), "", *serving_line.split("; ", 1)])
-               if args.bootstrap else None)
+    # the last lines on the terminal, not lost above the server's own. `bootstrap`
+    # migrates (and seals) itself, as the gevent path's child does either one.
+    welcome = None
+    if args.bootstrap:
+        welcome = boxed([*bootstrap(settings), "", *serving_line.split("; ", 1)])
+    else:
+        _migrate(settings)
     _start_scheduler_process(settings, args)
 
     from gunicorn.app.base import BaseApplication

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from tests.support.clients import insert_admin_with_clear_totp
 from tests.support.databases import PG_ADMIN_DSN, PG_URL_TEMPLATE
 
 # Each command runs in a new interpreter, as a user runs it (1-3 s each).
@@ -297,12 +298,7 @@ def test_migrate_seals_two_factor_secrets_left_in_clear_once_there_is_a_key(
     from connector import sealed
     from connector.config import AzureSyncSettings
 
-    with engine.begin() as c:
-        c.execute(text(
-            "INSERT INTO admin_accounts (id, email, email_norm, role, password_hash,"
-            " must_change_password, session_epoch, created_at, totp_secret) VALUES ('a1',"
-            " 'a@example.com', 'a@example.com', 'partner', 'x', :no, 0, :at,"
-            " 'JBSWY3DPEHPK3PXP')"), {"no": False, "at": dt.datetime(2026, 1, 1)})
+    insert_admin_with_clear_totp(engine)
     keyless = connector(database_url, "migrate", cwd=tmp_path)
     assert keyless.returncode == 0, keyless.stderr
     assert "two-factor secrets stay stored in clear" in keyless.stderr

@@ -18,6 +18,7 @@ from connector import migrate
 from connector.config import DatabaseSettings
 from connector.db import make_engine
 from connector.models import Base
+from tests.support.clients import insert_admin_with_clear_totp
 from tests.support.databases import PG_ADMIN_DSN, PG_URL_TEMPLATE
 
 
@@ -107,12 +108,7 @@ def test_two_factor_secrets_in_clear_survive_0029_and_can_be_sealed(empty_engine
     with empty_engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "0028")
-    with empty_engine.begin() as c:
-        c.execute(text(
-            "INSERT INTO admin_accounts (id, email, email_norm, role, password_hash,"
-            " must_change_password, session_epoch, created_at, totp_secret) VALUES ('a1',"
-            " 'a@example.com', 'a@example.com', 'partner', 'x', :no, 0, :at,"
-            " 'JBSWY3DPEHPK3PXP')"), {"no": False, "at": dt.datetime(2026, 1, 1)})
+    insert_admin_with_clear_totp(empty_engine)
     migrate.upgrade(empty_engine)
     keys = AzureSyncSettings(encryption_key=sealed.new_key())
     with make_sessionmaker(empty_engine)() as s:

@@ -134,6 +134,22 @@ def make_admin(engine: Engine, email: str, role: str = "partner",
         return account.id, clear
 
 
+CLEAR_TOTP_SECRET = "JBSWY3DPEHPK3PXP"
+
+
+def insert_admin_with_clear_totp(engine: Engine) -> None:
+    """An admin row as revisions before 0029 stored it: the TOTP secret in clear (raw
+    SQL, so that it works on a schema of that revision too)."""
+    from sqlalchemy import text
+
+    with engine.begin() as c:
+        c.execute(text(
+            "INSERT INTO admin_accounts (id, email, email_norm, role, password_hash,"
+            " must_change_password, session_epoch, created_at, totp_secret) VALUES ('a1',"
+            " 'a@example.com', 'a@example.com', 'partner', 'x', :no, 0, :at, :secret)"),
+            {"no": False, "at": dt.datetime(2026, 1, 1), "secret": CLEAR_TOTP_SECRET})
+
+
 def add_audit_lines(engine: Engine, tenant_id: str | None, admin_id: str, k: int) -> None:
     """k audit lines of an admin's actions, as the admin API records them."""
     now = dt.datetime.now(dt.UTC)
