@@ -71,8 +71,7 @@ CLEAN_COUNTS = frozenset({"created", "seen", "skipped", "out_of_scope"})
 CURSOR_COLUMNS = ("next_link", "phase", "pending_users_delta_link", "groups_delta_link")
 
 
-class NotCapturable(Exception):
-    """The page's writes cannot be captured as they are: apply it the ordinary way."""
+NotCapturable = db.NotCapturable
 
 
 class WriterFailed(Exception):
@@ -80,37 +79,8 @@ class WriterFailed(Exception):
 
 
 # -- capturing a session's writes ------------------------------------------------------
-
-
-_WRITES = ("INSERT", "UPDATE", "DELETE")
-
-
-def _capture(context: Any, kind: str, statement: str, parameters: Any) -> bool | None:
-    ops = context.root_connection.info.get(db.CAPTURED_WRITES)
-    if ops is None:
-        return None
-    if statement.lstrip()[:6].upper() not in _WRITES:
-        return None  # a read (or a savepoint): runs
-    if "RETURNING" in statement.upper():
-        raise NotCapturable("a write that needs its result")
-    ops.append((kind, statement, parameters, False))
-    return True  # not run here: the writer runs it
-
-
-def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool | None:
-    return _capture(context, "execute", statement, parameters)
-
-
-def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any
-                    ) -> bool | None:
-    return _capture(context, "executemany", statement, list(parameters))
-
-
-def install(engine: Engine) -> None:
-    """Let sessions of `engine` capture their writes (once per engine's dialect)."""
-    if not event.contains(engine, "do_execute", _do_execute):
-        event.listen(engine, "do_execute", _do_execute)
-        event.listen(engine, "do_executemany", _do_executemany)
+# The statements are caught by listeners `connector.db.make_engine` registers on every
+# engine it makes; a connection captures while its info holds `db.CAPTURED_WRITES`.
 
 
 def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
@@ -123,7 +93,8 @@ def capturing(maker: sessionmaker[Session]) -> Iterator[tuple[Session, list[Any]
     """A session whose writes are captured, not run; rolled back at the end (its reads
     took no write lock: on SQLite it is not a writing session)."""
     bind = maker.kw["bind"]
-    install(bind)
+    if not db.captures_writes(bind):
+        raise NotCapturable("an engine not made by connector.db.make_engine")
     s = Session(bind=bind.execution_options(writes=False), autoflush=False,
                 expire_on_commit=False)
     ops: list[Any] = []

@@ -104,6 +104,12 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         event.listen(engine.pool, "checkin", _release_on_checkin)
     else:
         event.listen(engine, "before_cursor_execute", _guard_writes)
+    # Registered here, before any thread can run a statement on the engine: SQLAlchemy's
+    # event lists are not safe to change while another thread iterates them (a listener
+    # added on first use once broke a statement of a sync round's read-ahead thread
+    # with "deque mutated during iteration").
+    event.listen(engine, "do_execute", _capture_execute)
+    event.listen(engine, "do_executemany", _capture_executemany)
     return engine
 
 
@@ -480,6 +486,44 @@ def _json_text(value: Any) -> str:
 # appended to it instead of being run (azure_sync.pipeline: a sync page's writes, run by
 # another process).
 CAPTURED_WRITES = "captured_writes"
+
+
+class NotCapturable(Exception):
+    """The page's writes cannot be captured as they are: apply it the ordinary way."""
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def _capture(context: Any, kind: str, statement: str, parameters: Any) -> bool | None:
+    try:
+        ops = context.root_connection.info.get(CAPTURED_WRITES)
+    except NotImplementedError:  # the dialect's first connection, ad hoc: it has no info
+        return None
+    if ops is None:
+        return None
+    if statement.lstrip()[:6].upper() not in _WRITES:
+        return None  # a read (or a savepoint): runs
+    if "RETURNING" in statement.upper():
+        raise NotCapturable("a write that needs its result")
+    ops.append((kind, statement, parameters, False))
+    return True  # not run here: the writer runs it
+
+
+def _capture_execute(_cursor: Any, statement: str, parameters: Any, context: Any
+                     ) -> bool | None:
+    return _capture(context, "execute", statement, parameters)
+
+
+def _capture_executemany(_cursor: Any, statement: str, parameters: Any, context: Any
+                         ) -> bool | None:
+    return _capture(context, "executemany", statement, list(parameters))
+
+
+def captures_writes(engine: Engine) -> bool:
+    """Whether connections of `engine` can capture their writes (made by `make_engine`)."""
+    # Asked of the dialect, which an engine with other execution options shares.
+    return _capture_execute in list(engine.dialect.dispatch.do_execute)
 
 
 def _memoized(process: Any) -> Any:

@@ -9,9 +9,12 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import create_engine, func, select, update
 
 from azure_sync import pipeline, rounds
+from connector import db
+from connector.config import DatabaseSettings
+from connector.db import make_sessionmaker
 from connector.models import Event, ProvisioningEntry, SyncRun, SyncState, User
 from tests.azure_sync.harness import Sync
 
@@ -214,3 +217,33 @@ def test_page_keys_name_object_ids_and_user_names() -> None:
                                {"no": "id"}, "junk"]) == {oid, "kim@contoso.example"}
     assert pipeline.has_managers([{"id": oid, "manager@delta": [{"id": oid}]}])
     assert not pipeline.has_managers([{"id": oid}])
+
+
+def test_capturing_leaves_the_engines_listeners_as_they_are(database_url: str) -> None:
+    """The capture's listeners exist from the engine's making: a capture registering them
+    on first use changed SQLAlchemy's event list while another thread (the round's
+    read-ahead, a request) iterated it, and that statement failed with "deque mutated
+    during iteration"."""
+    engine = db.make_engine(DatabaseSettings(url=database_url, pool_size=2))
+    try:
+        listeners = engine.dialect.dispatch
+        before = (list(listeners.do_execute), list(listeners.do_executemany))
+        assert before[0] and before[1]
+        with pipeline.capturing(make_sessionmaker(engine)) as (s, ops):
+            s.execute(update(SyncState).where(SyncState.tenant_id == "nobody")
+                      .values(next_link=None))
+        assert [op[0] for op in ops] == ["execute"]
+        assert (list(listeners.do_execute), list(listeners.do_executemany)) == before
+    finally:
+        engine.dispose()
+
+
+def test_an_engine_made_elsewhere_is_not_captured(database_url: str) -> None:
+    """Its writes would run instead of being captured: the page goes the ordinary way."""
+    engine = create_engine(database_url)
+    try:
+        with pytest.raises(pipeline.NotCapturable), \
+                pipeline.capturing(make_sessionmaker(engine)):
+            pass
+    finally:
+        engine.dispose()
