@@ -40,6 +40,7 @@ def run_page(maker: Any, tables: Any, ops: list[Op]) -> None:
     from connector import db
 
     with maker() as s:
+        db.commit_without_waiting_for_disk(s)  # a page lost in a crash is read again
         connection = s.connection()
         for kind, target, params, expect_one in ops:
             if kind == "insert_many":

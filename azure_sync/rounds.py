@@ -44,7 +44,7 @@ from azure_sync.applier import apply_page, entered_counts, not_synced
 from azure_sync.errors import ResyncRequired, SyncError, UnsafeLink
 from azure_sync.graph import GraphClient
 from azure_sync.lease import LeaseLost
-from connector import events, metrics
+from connector import db, events, metrics
 from connector.clock import now as wall_clock
 from connector.events import WriteContext
 from connector.models import EntraRegistration, SyncRun, SyncState, Tenant
@@ -452,6 +452,7 @@ def _commit_page(maker: sessionmaker[Session], tenant_id: str, run_id: int,
     """Apply the page and move the cursor past it in one transaction, if the lease is
     still ours (held locked until the commit, so no other process takes it meanwhile)."""
     with maker() as s:
+        db.commit_without_waiting_for_disk(s)  # a page lost in a crash is read again
         state = lease.held_state(s, tenant_id, run_id, options.owner, lock=True)
         tenant = s.get(Tenant, tenant_id)
         run = s.get(SyncRun, run_id)
@@ -503,8 +504,8 @@ def _round_scope(maker: sessionmaker[Session], tenant_id: str, run_id: int,
 # checks of user_values while users was nearly empty (a sequential scan) and kept that
 # plan, so each page's check read every user and pages grew slower as the round went
 # on. ANALYZE at these page counts refreshes the statistics, which also drops the
-# cached plans. user_search_words too: never analysed, the next round's DELETE of the
-# changed users' words scanned the tenant's words (235 ms for 800 users at 50,000,
+# cached plans. user_search_words too: never analysed, the next round's DELETE (now a
+# read) of the changed users' words scanned the tenant's words (235 ms for 800 users at 50,000,
 # 14 ms once analysed; docs/benchmarks.md, "Incremental round: one UPDATE a page").
 # Only in full rounds: an incremental round changes a few rows, and
 # ANALYZE of a large table would cost it more than its changes (figures in

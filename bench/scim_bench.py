@@ -5,11 +5,11 @@
 
 For each database (and each size given to --users) it creates a fresh database, migrates
 it, creates a tenant, bulk-seeds N users (with their email index rows) and one group of
-10,000 members, starts the connector as production does (gunicorn, one gthread worker
-with keep-alive), and measures every scenario with wrk: requests/s at --connections
-concurrent clients and
-p50/p99 latency both under that load and at one client (service latency without
-queueing behind the single worker). Non-2xx answers are counted and flagged, never
+10,000 members, starts the connector as production does (`connector serve`: gevent
+workers with keep-alive, as many as `[server] workers` gives by default on that database;
+CONNECTOR_SERVER__WORKERS=N sets them), and measures every scenario with wrk: requests/s
+at --connections concurrent clients and p50/p99 latency both under that load and at one
+client (service latency without queueing). Non-2xx answers are counted and flagged, never
 folded into the rates. It records the worker's RSS before and after, prints a Markdown
 table and writes it with the raw numbers (JSON) to bench/results/.
 
@@ -154,7 +154,8 @@ def ensure_scimgateway(cache: Path, package: str, runtime: str = "node") -> dict
     """npm-install scimgateway into `cache` (outside git), once per package spec.
 
     `package` is what `npm install` takes: by default scimgateway@SCIMGATEWAY_VERSION from
-    the registry; a tarball or folder of scimgateway works too. Scripts are not run: its
+    the registry; a tarball works too, and a folder (a checkout of its repository at the
+    tag), which is packed into a tarball first. Scripts are not run: its
     postinstall needs bun and copies its example plugins into the parent folder; the bench
     copies the one plugin it serves (plugin-loki) itself. Peer dependencies (typescript)
     are not installed: tsx, one of its dependencies, runs its TypeScript on Node.
@@ -170,6 +171,16 @@ def ensure_scimgateway(cache: Path, package: str, runtime: str = "node") -> dict
         sys.exit(f"scimgateway is run with `node --import tsx`, which needs Node >= 20.6, "
                  f"not {node_version}")
     cache.mkdir(parents=True, exist_ok=True)
+    if Path(package).is_dir():
+        # A folder (a checkout of scimgateway's repository, where the registry does not
+        # serve it) is packed first: installed as a folder, npm would link it and put
+        # its dependencies inside it, where the bench does not look for them.
+        packed = subprocess.run(
+            [npm, "pack", "--ignore-scripts", "--loglevel=error", "--pack-destination",
+             str(cache.resolve())], cwd=package, capture_output=True, text=True, check=False)
+        if packed.returncode != 0:
+            sys.exit(f"npm could not pack {package}:\n{(packed.stdout + packed.stderr)[-2000:]}")
+        package = str(cache.resolve() / packed.stdout.strip().splitlines()[-1])
     marker = cache / ".bench-installed"
     installed = cache / "node_modules" / "scimgateway" / "package.json"
     if not (installed.exists() and marker.exists() and marker.read_text() == package):
@@ -445,6 +456,11 @@ class Server:
         except OSError:
             return None
 
+    def web_processes(self) -> int:
+        """The processes answering requests (gunicorn's workers; RSS and CPU are the
+        first one's)."""
+        return 1
+
     def rss_mb(self) -> float | None:
         pid = self.worker_pid()
         if pid is None:
@@ -504,19 +520,29 @@ def server_kind(worker_class: str, threads: int) -> str:
 
 
 class ServeServer(Server):
-    """`connector serve` itself: gunicorn's master with two children, the web worker and
-    the supervisor of the schedulers' process (`connector worker`)."""
+    """`connector serve` itself: gunicorn's master, its web workers and the supervisor of
+    the schedulers' process (`connector worker`)."""
 
     def worker_pid(self) -> int | None:
+        pids = self.web_pids()
+        return pids[0] if pids else None
+
+    def web_processes(self) -> int:
+        return len(self.web_pids())
+
+    def web_pids(self) -> list[int]:
+        """gunicorn's web workers: the master's children but the schedulers' supervisor
+        (as many as [server] workers says: by default one per core on PostgreSQL)."""
         try:
             children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
         except OSError:
-            return None
+            return []
+        pids = []
         for pid in (int(p) for p in children.split()):
             with contextlib.suppress(OSError):
                 if b"connector.supervise" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return pid
-        return None
+                    pids.append(pid)
+        return pids
 
 
 def start_connector(url: str, label: str, wsgi_app: str = "wsgi:app", threads: int = 4,
@@ -809,7 +835,8 @@ def run_scenarios(label: str, server: Server, prefix: str, seed: dict[str, Any],
     token, n_users = seed["token"], len(seed["ids"])
     out: dict[str, Any] = {"label": label, "users": n_users, "group_size": seed["group_size"],
                            "seed_seconds": seed["seed_seconds"], "scenarios": {},
-                           "rss_mb": {"start": server.rss_mb()}}
+                           "rss_mb": {"start": server.rss_mb()},
+                           "web_processes": server.web_processes()}
     # A short warm-up so that the first scenario does not pay for cold caches.
     run_wrk(wrk, server.port, "get_id", prefix, token, files["get_id"], seed["group_id"],
             n_users, args.connections, min(2.0, args.duration), "warmup", workdir)
@@ -1221,11 +1248,13 @@ def render(info: dict[str, Any], runs: list[dict[str, Any]],
     out = [f"# SCIM bench, {info['date']} (commit {info['git']})", "",
            f"{info['nproc']} × {info['cpu']}, {info['mem']} RAM, Python {info['python']}, "
            f"SQLite {info['sqlite']}, PostgreSQL {info['postgresql']}. "
-           f"One gunicorn worker ({info['server']}); wrk, 1 thread. "
+           f"gunicorn ({info['server']}; the connector's web processes as its "
+           "`[server] workers` default gives on each database, peers one); wrk, 1 thread. "
            "req/s counts 2xx answers only.", ""]
     for run in runs:
         out.append(f"## {run['db']}, {run['users']:,} users "
-                   f"(seeded in {run['seed_seconds']} s; group of {run['group_size']:,})")
+                   f"(seeded in {run['seed_seconds']} s; group of {run['group_size']:,}; "
+                   f"{run.get('web_processes', 1)} web process(es))")
         out.append("")
         out.append(table(run, refs))
         out.append("")

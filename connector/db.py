@@ -19,9 +19,11 @@ from sqlalchemy import (
     Engine,
     Table,
     Update,
+    and_,
     any_,
     bindparam,
     create_engine,
+    delete,
     event,
     exc,
     exists,
@@ -258,9 +260,14 @@ def _guard_writes(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
         return
     if statement.lstrip()[:6].upper() == "SELECT" and "FOR UPDATE" not in statement:
         return
+    _refuse_guarded(guard, statement.split(None, 1)[0])
+
+
+def _refuse_guarded(guard: dict[str, Any], what: str) -> None:
+    """A write the guarded connection does not allow: start again in a transaction."""
     if guard.get("wrote"):  # too late to start again: a bug, not a retry
         raise RuntimeError("a guarded session wrote after its one statement")
-    raise NeedsTransaction(statement.split(None, 1)[0])
+    raise NeedsTransaction(what)
 
 
 def autocommit_engine(engine: Engine) -> Engine:
@@ -462,6 +469,24 @@ def _together_statement(shape: Any) -> Any:
     return select(func.count()).select_from(changed).add_cte(*writes)
 
 
+def commit_without_waiting_for_disk(session: Session) -> None:
+    """Let this transaction's COMMIT return before its WAL reaches the disk (PostgreSQL's
+    `synchronous_commit = off`, for this transaction only; SQLite in WAL mode with
+    `synchronous=NORMAL` does not wait at a commit anyway).
+
+    Only for work that is redone by itself when lost: an Entra sync page, whose cursor
+    moves in the same transaction. A crash of the database's host within its WAL
+    writer's delay (a fraction of a second) may lose the last pages committed; the
+    database stays consistent (a transaction is there whole or not at all), and the round
+    reads those pages from Graph again. No caller is answered on the strength of such a
+    commit (SCIM and admin writes keep waiting for the disk), and any later commit that
+    waits for the disk makes the earlier ones durable with it (the WAL is one sequence).
+    The wait it spares is the WAL flush of a page's thousands of rows (several ms, more
+    after a checkpoint, when changed pages go whole to the WAL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+
 def one_of(session: Session, column: Any, values: Sequence[Any]) -> Any:
     """`column IN (values)`; on PostgreSQL `column = ANY(:array)`: one bound array
     instead of one bind per value, so a page's lookup of 200 ids is compiled once and
@@ -472,7 +497,40 @@ def one_of(session: Session, column: Any, values: Sequence[Any]) -> Any:
     return column.in_(values)
 
 
-def _json_text(value: Any) -> str:
+def delete_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Delete the table's rows equal to these (each a dict of the same columns, usually
+    the primary key's): on PostgreSQL ONE statement, the rows bound as one array per
+    column (`DELETE ... USING unnest(...)`; a statement per row, even pipelined, costs
+    the server a statement each), on SQLite an executemany (no round trips there)."""
+    if not rows:
+        return
+    keys = tuple(rows[0])
+    connection = session.connection()
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    statement = _DELETES.get((table, keys, postgresql))
+    if statement is None:
+        if len(_DELETES) >= 64:  # a few (table, columns) pairs; never grow unbounded
+            _DELETES.clear()
+        if postgresql:
+            given = func.unnest(*(bindparam(f"d_{k}", type_=ARRAY(table.c[k].type))
+                                  for k in keys)).table_valued(*keys).render_derived(
+                name="given")
+            statement = delete(table).where(and_(*(table.c[k] == given.c[k] for k in keys)))
+        else:
+            statement = delete(table).where(
+                and_(*(table.c[k] == bindparam(f"d_{k}", type_=table.c[k].type)
+                       for k in keys)))
+        _DELETES[(table, keys, postgresql)] = statement
+    if postgresql:
+        connection.execute(statement, {f"d_{k}": [row[k] for row in rows] for k in keys})
+    else:
+        connection.execute(statement, [{f"d_{k}": row[k] for k in keys} for row in rows])
+
+
+_DELETES: dict[Any, Any] = {}  # delete_many's statements, by (table, columns, PostgreSQL)
+
+
+def json_text(value: Any) -> str:
     """A JSON column's value as COPY writes it: orjson's encoding (a sync page's events
     and log entries: a tenth of the standard encoder's time), or the standard one's for
     what orjson refuses (an integer beyond 64 bits)."""
@@ -556,7 +614,7 @@ def _sqlite_insert_many(connection: Any, table: Any, rows: list[dict[str, Any]])
         connection.execute(insert(table), rows)
         return
     dialect = connection.dialect
-    processors = [(i, _json_text if isinstance(c.type, JSON) else _memoized(p))
+    processors = [(i, json_text if isinstance(c.type, JSON) else _memoized(p))
                   for i, c in enumerate(columns)
                   if (p := c.type._cached_bind_processor(dialect)) is not None]
     values_of = operator.itemgetter(*(c.key for c in columns))
@@ -581,7 +639,7 @@ def _sqlite_insert_many(connection: Any, table: Any, rows: list[dict[str, Any]])
 def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
     """Insert many rows in the session's transaction: COPY on PostgreSQL (an INSERT per
     row, even pipelined, cost many times more there; docs/benchmarks.md), executemany on
-    SQLite."""
+    SQLite. A guarded session (`get_session(guarded=True)`) gets `NeedsTransaction`."""
     if not rows:
         return
     connection = session.connection()
@@ -592,6 +650,11 @@ def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
     if session.get_bind().dialect.name != "postgresql":
         _sqlite_insert_many(connection, table, rows)
         return
+    guard = connection.get_execution_options().get("guard_writes")
+    if guard is not None and not guard["allowed"]:
+        # COPY goes around the cursor events `_guard_writes` listens to: refused here,
+        # or it would be written at once, for good, by an autocommit connection.
+        _refuse_guarded(guard, "COPY")
     columns = [c for c in table.columns if c.key in rows[0]]
     names = ", ".join(f'"{c.name}"' for c in columns)
     # JSON as SQLAlchemy's JSON type binds it (None becomes JSON null).
@@ -606,7 +669,7 @@ def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> Non
             for row in rows:
                 values = [values_of(row)] if one_column else list(values_of(row))
                 for i in json_at:
-                    values[i] = _json_text(values[i])
+                    values[i] = json_text(values[i])
                 copy.write_row(values)
     except psycopg.Error as error:
         # The COPY goes around SQLAlchemy, so its errors arrive as psycopg's own: turn

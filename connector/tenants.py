@@ -151,15 +151,18 @@ class TokenCache:
         with self._lock:
             self._entries = {k: v for k, v in self._entries.items() if v[1].id != tenant_id}
 
-    def authenticate(self, session: Session, token: str) -> Tenant | None:
+    def authenticate(self, session: Callable[[], Session], token: str) -> Tenant | None:
+        """`session` makes the session for a lookup, called only when the cache does not
+        answer: a read served from the cache opens none (a GET by id then reads on a
+        bare connection, with no session transaction to begin and roll back)."""
         if self.ttl <= 0:
-            return authenticate(session, token)
+            return authenticate(session(), token)
         digest = hash_token(token)
         now = self.clock()
         hit = self._entries.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        tenant = authenticate(session, token)
+        tenant = authenticate(session(), token)
         if tenant is not None:  # a detached snapshot, safe to share between requests
             with self._lock:
                 if len(self._entries) >= self.max_entries:

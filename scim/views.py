@@ -143,12 +143,12 @@ def _authenticate() -> None:
         # Discovery answers without a token; with a valid one it also names the caller's
         # module catalogue, so clients (and conformance tools) can offer real values.
         if scheme.lower() == "bearer" and token.strip():
-            g.tenant = _token_cache().authenticate(db.get_session(), token.strip())
+            g.tenant = _token_cache().authenticate(db.get_session, token.strip())
         return
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
     if request.method in ("GET", "HEAD") or request.endpoint in SEARCHES:
-        tenant = _token_cache().authenticate(db.get_session(), token.strip())
+        tenant = _token_cache().authenticate(db.get_session, token.strip())
     else:  # writes see revocations and tenant settings as of now, in their own transaction
         tenant = tenants.authenticate(
             db.get_session(writes=True, one_statement=request.endpoint in ONE_STATEMENT,

@@ -211,4 +211,8 @@ def test_a_hanging_token_endpoint_trips_the_client_timeout(
     with pytest.raises(requests.exceptions.ReadTimeout):
         fake_https_session.post(f"{fake_entra.authority(fake_app.tenant_id)}/oauth2/v2.0/token",
                                 data={}, timeout=0.05)
+    # The client may give up before the fake's handler thread has read the request.
+    deadline = time.monotonic() + 10
+    while fake_entra.token_requests == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert fake_entra.token_requests == 1  # and stop() must not wait the 30 s out

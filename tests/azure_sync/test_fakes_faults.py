@@ -189,6 +189,12 @@ def test_a_hanging_request_trips_the_client_timeout(
     fake_graph.hang(seconds=30)
     with pytest.raises(requests.exceptions.ReadTimeout):
         fake_graph_caller.get(USERS_DELTA, timeout=0.05)
+    # The client gives up after 50 ms, perhaps before the fake's handler thread has read the
+    # request; the next request must not overtake it and take the hang itself.
+    deadline = time.monotonic() + 10
+    while fake_graph.faults.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake_graph.faults.pending == 0
     assert fake_graph_caller.get(USERS_DELTA).status_code == 200
 
 

@@ -155,7 +155,7 @@ def test_search_finds_any_word_of_a_name_or_email_without_case_or_accents(
 def test_a_pages_renames_move_their_words_together_and_a_rolled_back_one_not(
         session: Session) -> None:
     """Inside batched_events (a sync page) renamed users' words are written at the
-    block's end, one DELETE and one INSERT for all: the last rename of a user wins, and
+    block's end, for all of them together: the last rename of a user wins, and
     a rename in a savepoint that rolls back leaves the user's words as they were."""
     tenant, _ = tenants.create_tenant(session, "Page", dt.datetime.now(dt.UTC))
     session.flush()

@@ -139,3 +139,32 @@ def test_writes_reuse_the_tenant_snapshot_only_while_its_row_is_unchanged(
         changed = tenants.authenticate(s, token)
     assert changed is not None and changed is not first
     assert changed.provisioning_paused and not first.provisioning_paused
+
+
+def test_a_read_the_cache_answers_opens_no_session(settings: Settings, engine: Engine) -> None:
+    """A GET by id whose token the cache knows runs one statement on a bare connection:
+    no ORM session transaction to begin and roll back (a sixth of the GET's calls)."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from tests.support.statements import counting
+
+    app, _clock = app_with(settings, engine, seconds=10)
+    tenant_id, token = make_tenant(engine)
+    scim = ScimClient(app.test_client(), token, tenant_id)
+    uid = scim.post("/Users", user()).json["id"]
+    assert scim.get(f"/Users/{uid}").status_code == 200  # now cached
+    begun: list[object] = []
+
+    def began(session: Session, *_args: object) -> None:
+        begun.append(session)
+
+    event.listen(Session, "after_begin", began)
+    try:
+        with counting(engine) as issued:
+            response = scim.get(f"/Users/{uid}")
+    finally:
+        event.remove(Session, "after_begin", began)
+    assert response.status_code == 200 and response.json["id"] == uid
+    assert begun == []
+    assert len([s for s in issued if s.lstrip().upper().startswith("SELECT")]) == 1, issued
