@@ -110,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int,
-                   help="web processes (default: server.workers, 1)")
+                   help="web processes (default: server.workers; 0: one per CPU core, at most 4, "
+                        "on PostgreSQL, one on SQLite)")
     p.add_argument("--worker-class", choices=serving.WORKER_CLASSES,
                    help="gunicorn worker class (default: server.worker_class, gevent)")
     p.add_argument("--threads", type=int,
@@ -291,6 +292,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    args.workers = serving.web_processes(
+        args.workers, db.database_url(settings.database).get_backend_name() == "sqlite")
     # --host/--port win over the settings everywhere this server's address is named: the
     # URLs --bootstrap prints, and the processes it starts (the bootstrap child under
     # gevent, gunicorn's workers, `connector worker`) read their settings again.
@@ -316,20 +319,23 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                     f"{where[settings.server.schedulers]}. Ctrl-C stops.")
     if worker_class == "gevent":
         return _serve_gevent(settings, args, binds, serving_line)
+    from gunicorn.app.base import BaseApplication
+
+    from connector import gunicorn_hooks, workers
+    from connector.app import create_app, settle_memory
+
     # With --bootstrap (`make run`), what it created is shown once the server listens:
     # the last lines on the terminal, not lost above the server's own. `bootstrap`
     # migrates (and seals) itself, as the gevent path's child does either one.
     welcome = None
     if args.bootstrap:
         welcome = boxed([*bootstrap(settings), "", *serving_line.split("; ", 1)])
+        # Shown once every worker is up (gunicorn_hooks.post_worker_init), as on the
+        # gevent path: the workers are this process's children and inherit the variable.
+        os.environ[gunicorn_hooks.ENV_WELCOME] = _welcome_file(welcome)
     else:
         _migrate(settings)
     _start_scheduler_process(settings, args)
-
-    from gunicorn.app.base import BaseApplication
-
-    from connector import gunicorn_hooks, workers
-    from connector.app import create_app, settle_memory
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
@@ -342,9 +348,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             self.cfg.set("threads", threads)
             # URLs up to 8 KB reach the app, which answers those over 4 KB in JSON.
             self.cfg.set("limit_request_line", serving.GUNICORN_LIMIT_REQUEST_LINE)
-            if welcome is not None:  # once, by the first worker, when it is up
-                self.cfg.set("post_worker_init", lambda worker: print(
-                    welcome, flush=True) if worker.age == 1 else None)
+            self.cfg.set("post_worker_init", gunicorn_hooks.post_worker_init)
             self.cfg.set("on_exit", gunicorn_hooks.on_exit)
 
         def load(self):
@@ -394,14 +398,26 @@ def _address_problem(binds: list[str]) -> str | None:
     return None
 
 
+def _welcome_file(welcome: str) -> str:
+    """The frame `make run` shows, in a file only this user reads (it holds a one-time
+    password), removed by the worker that shows it."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="connector-welcome-", text=True)
+    with os.fdopen(fd, "w") as out:
+        out.write(welcome + "\n")
+    return path
+
+
 def _serve_numbers_problem(port: int, workers: int, connections: int) -> str | None:
     """What is wrong with the numbers serve was given, before it says it serves: gunicorn
     fails on a port out of range with a traceback, and with no worker it listens and
     never answers."""
     if not 1 <= port <= 65535:
         return f"the port must be 1-65535 (--port, [server] port); got {port}."
-    if workers < 1:
-        return f"the workers must be 1 or more (--workers, [server] workers); got {workers}."
+    if workers < 0:
+        return (f"the workers must be 1 or more, or 0 for one per CPU core (--workers, "
+                f"[server] workers); got {workers}.")
     if connections < 1:
         return ("the worker connections must be 1 or more (--worker-connections, [server] "
                 f"worker_connections); got {connections}.")
@@ -417,8 +433,6 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str]
     already patched the process (the worker). So the migration runs in a child process,
     and gunicorn replaces this one.
     """
-    import tempfile
-
     from connector import gunicorn_hooks, workers
 
     config = ["--config", args.config] if args.config else []
@@ -434,15 +448,10 @@ def _serve_gevent(settings: Settings, args: argparse.Namespace, binds: list[str]
     if args.config:
         env["CONNECTOR_CONFIG"] = args.config
     if args.bootstrap:
-        # Shown by the first worker once it listens (gunicorn_hooks.post_worker_init),
-        # as on the other paths: the last lines on the terminal. Through a file only this
-        # user reads, removed once shown: it holds a one-time password.
-        welcome = boxed([*done.stdout.rstrip("\n").splitlines(), "",
-                         *serving_line.split("; ", 1)])
-        fd, path = tempfile.mkstemp(prefix="connector-welcome-", text=True)
-        with os.fdopen(fd, "w") as out:
-            out.write(welcome + "\n")
-        env[gunicorn_hooks.ENV_WELCOME] = path
+        # Shown once every worker is up (gunicorn_hooks.post_worker_init), as on the
+        # other paths: the last lines on the terminal.
+        env[gunicorn_hooks.ENV_WELCOME] = _welcome_file(boxed(
+            [*done.stdout.rstrip("\n").splitlines(), "", *serving_line.split("; ", 1)]))
     else:
         print(serving_line, flush=True)
     connections = args.worker_connections or settings.server.worker_connections  # >= 1

@@ -96,8 +96,11 @@ class ServerSettings:
         "when the server stops, before it is killed (a sync round resumes from its last "
         "committed page).")
     workers: int = setting(
-        1, "Web processes `connector serve` starts (gunicorn workers; `--workers` wins). "
-        "Each keeps its own database pool: see [database] pool_size.")
+        0, "Web processes `connector serve` starts (gunicorn workers; `--workers` wins). "
+        "0: one per CPU core (the cores a container's CPU quota grants), at most 4, on "
+        "PostgreSQL; one on SQLite, which takes one writer at a time (a second process "
+        "speeds up reads only). Each keeps its own database pool: see [database] "
+        "pool_size.")
     threads: int = setting(4, "gthread: threads per process.")
     worker_connections: int = setting(
         100, "gevent: connections one process serves at once (the rest wait in the "

@@ -6,8 +6,10 @@ on the gevent path; set on the config object on the others).
   container, whose exit kills everything left in it) is gone.
 - `child_exit`: a worker that exits takes its live gauges (database connections in use)
   out of /metrics; its counts stay (connector/metrics.py).
-- `post_worker_init`: with `connector serve --bootstrap` (`make run`), the first worker
-  shows what bootstrap made once it listens (the file `ENV_WELCOME` names, then removed).
+- `post_worker_init`: with `connector serve --bootstrap` (`make run`), the worker whose
+  start completes the server's `workers` shows what bootstrap made (the file
+  `ENV_WELCOME` names, then removed): the last lines on the terminal, after every
+  worker's "Booting worker" line and start-up log, whichever worker finishes last.
 """
 
 from __future__ import annotations
@@ -29,11 +31,28 @@ def on_exit(_server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     path = os.environ.get(ENV_WELCOME)
-    if not path or worker.age != 1:
+    if not path or not os.path.exists(path) or not _completes_the_start(path, worker):
         return
     try:
         with open(path) as shown:
             print(shown.read(), end="", flush=True)
         os.unlink(path)
-    except OSError:  # shown already (a restarted first worker)
+        os.unlink(path + ".up")
+    except OSError:  # shown already
         pass
+
+
+def _completes_the_start(path: str, worker: Any) -> bool:
+    """Count this worker as up, in a file beside the welcome: one byte appended (each
+    append lands whole at the end, and this descriptor's offset after it is this
+    worker's place in the count). True for the worker that makes the count the server's
+    `workers`, in whatever order the workers finished starting."""
+    try:
+        fd = os.open(path + ".up", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError:
+        return False
+    try:
+        os.write(fd, b".")
+        return bool(os.lseek(fd, 0, os.SEEK_CUR) == worker.cfg.workers)
+    finally:
+        os.close(fd)

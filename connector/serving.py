@@ -25,8 +25,11 @@ whatever the worker class, so the web processes serve requests only.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol, get_args
 from wsgiref.types import StartResponse, WSGIEnvironment
 
@@ -73,6 +76,50 @@ def worker_class_problem(settings: Settings, worker_class: str) -> str | None:
                 "serve`, or set schedulers = \"worker\" in [server] (the default: serve "
                 "runs `connector worker` itself), or serve with --worker-class gthread.")
     return None
+
+
+# The web processes `[server] workers = 0` gives on PostgreSQL: one per CPU core, at most
+# this many. Each keeps its own pool (up to pool_size + 10 connections under gevent), so
+# four of them already ask for 60 of PostgreSQL's default max_connections of 100.
+MAX_AUTO_WORKERS = 4
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cpu_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The CPU cores this process may use: those it may be scheduled on, or fewer where a
+    cgroup (v2) quota says so (a container given 2 CPUs on a 32-core host), rounded up."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(min(cores, _quota_cores(cpu_max)), 1)
+
+
+def _quota_cores(cpu_max: Path) -> int:
+    """The cores a cgroup's `cpu.max` ("QUOTA PERIOD", or "max PERIOD": no quota)
+    grants, rounded up; a very large number where there is no such file or quota."""
+    unlimited = 1 << 16
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        return math.ceil(int(quota) / int(period)) if quota != "max" else unlimited
+    except (OSError, ValueError, ZeroDivisionError):
+        return unlimited
+
+
+def web_processes(configured: int, sqlite: bool) -> int:
+    """How many web processes `connector serve` starts: as configured, or for 0 (the
+    default) one per CPU core on PostgreSQL (at most MAX_AUTO_WORKERS) and one on SQLite.
+
+    PostgreSQL serves several processes' writes at once, so each core runs one: on the
+    2-core bench machine two gevent processes served 1.66x the GETs by id and 1.33x the
+    PATCHes of one (docs/benchmarks.md). SQLite takes one writer at a time whatever the
+    processes, and `make run` is one process on it: a second one adds lock waits to the
+    writes and gains only reads (set workers = 2 for a read-heavy SQLite instance)."""
+    if configured > 0:
+        return configured
+    if sqlite:
+        return 1
+    return min(cpu_cores(), MAX_AUTO_WORKERS)
 
 
 def gevent_patched() -> bool:

@@ -157,14 +157,16 @@ def test_serve_prints_the_host_and_port_of_its_options_even_ipv6(
                         "CONNECTOR_SERVER__HOST": "127.0.0.1",
                         "CONNECTOR_SERVER__PORT": "8080",
                         "CONNECTOR_SERVER__SCHEDULERS": "external",  # no worker process
-                        "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY_FILE": str(tmp_path / "k")
+                        "CONNECTOR_AZURE_SYNC__ENCRYPTION_KEY_FILE": str(tmp_path / "k"),
+                        gunicorn_hooks.ENV_WELCOME: "",  # serve sets it: undone after
                         }.items():
         monkeypatch.setenv(name, value)  # and serve's own changes undone after
     started: dict[str, Any] = {}
 
-    def run(server: Any) -> None:  # gunicorn's arbiter: what its first worker prints
+    def run(server: Any) -> None:  # gunicorn's arbiter: what its workers print, once up
         started["bind"] = server.cfg.bind
-        server.cfg.post_worker_init(SimpleNamespace(age=1))
+        for age in range(1, server.cfg.workers + 1):
+            server.cfg.post_worker_init(SimpleNamespace(age=age, cfg=server.cfg))
 
     def execve(_path: str, argv: list[str], env: dict[str, str]) -> None:  # the gevent path
         started["bind"] = [argv[n + 1] for n, arg in enumerate(argv) if arg == "--bind"]

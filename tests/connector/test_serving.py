@@ -32,6 +32,36 @@ def settings(**env: str) -> Any:
     return load_settings(environ={"CONNECTOR_CONFIG": "/nonexistent", **env})
 
 
+def test_web_processes_by_default_follow_the_database_and_the_cores(tmp_path: Path) -> None:
+    assert serving.web_processes(3, sqlite=True) == 3  # as configured, on either database
+    assert serving.web_processes(3, sqlite=False) == 3
+    assert serving.web_processes(0, sqlite=True) == 1  # one writer at a time
+    assert serving.web_processes(0, sqlite=False) == min(serving.cpu_cores(),
+                                                         serving.MAX_AUTO_WORKERS)
+    # Without a cgroup quota, the cores this process may run on.
+    assert serving.cpu_cores(tmp_path / "absent") == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(("cores", "processes"), [(1, 1), (2, 2), (4, 4), (64, 4)])
+def test_postgresql_gets_a_process_per_core_up_to_four(monkeypatch: pytest.MonkeyPatch,
+                                                       cores: int, processes: int) -> None:
+    monkeypatch.setattr(serving, "cpu_cores", lambda: cores)
+    assert serving.web_processes(0, sqlite=False) == processes
+    assert serving.web_processes(0, sqlite=True) == 1
+
+
+@pytest.mark.parametrize(("cpu_max", "cores"), [
+    ("max 100000\n", 64), ("200000 100000\n", 2), ("150000 100000\n", 2),
+    ("50000 100000\n", 1), ("0 100000\n", 1), ("garbage\n", 64), ("", 64)])
+def test_a_containers_cpu_quota_bounds_the_cores(tmp_path: Path, monkeypatch: Any,
+                                                 cpu_max: str, cores: int) -> None:
+    """cgroup v2's cpu.max ("QUOTA PERIOD"; "max": none) as a container runtime sets it
+    for `--cpus`, on a host with 64 cores this process may run on."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    (tmp_path / "cpu.max").write_text(cpu_max)
+    assert serving.cpu_cores(tmp_path / "cpu.max") == cores
+
+
 def test_gevent_refuses_schedulers_in_the_web_process() -> None:
     # By default the schedulers run in the server's own `connector worker`: nothing to
     # refuse. Asked to run them in the web process, gevent says what to do instead.
@@ -87,12 +117,12 @@ def test_serve_says_what_to_do_instead_of_starting(tmp_path: Path, chosen: list[
 @pytest.mark.parametrize(("args", "env", "message"), [
     (["--port", "70000"], {}, "the port must be 1-65535 (--port, [server] port); got 70000."),
     ([], {"CONNECTOR_SERVER__PORT": "-1"}, "the port must be 1-65535"),
-    (["--workers", "0"], {}, "the workers must be 1 or more (--workers, [server] workers); "
-     "got 0."),
+    (["--workers", "-1"], {}, "the workers must be 1 or more, or 0 for one per CPU core "
+     "(--workers, [server] workers); got -1."),
     # docs/operations.md sizes the web server by [server] workers: a setting, as threads
     # and worker_connections are (an unknown one would fail naming the variable).
-    ([], {"CONNECTOR_SERVER__WORKERS": "0"}, "the workers must be 1 or more"),
-    (["--workers", "0"], {"CONNECTOR_SERVER__WORKERS": "2"}, "the workers must be 1"),
+    ([], {"CONNECTOR_SERVER__WORKERS": "-2"}, "the workers must be 1 or more"),
+    (["--workers", "-1"], {"CONNECTOR_SERVER__WORKERS": "2"}, "the workers must be 1"),
     (["--worker-class", "gevent"], {"CONNECTOR_SERVER__WORKER_CONNECTIONS": "0"},
      "the worker connections must be 1 or more"),
 ], ids=["port", "port-setting", "workers", "workers-setting", "workers-option-wins",
@@ -227,7 +257,9 @@ def test_gevent_server_answers_concurrent_scim_traffic(database_url: str, engine
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     log = (tmp_path / "serve.log").read_text()
-    assert "with 1 gevent worker(s)" in log
+    # By default one web process on SQLite, one per core (at most 4) on PostgreSQL.
+    expected = 1 if database_url.startswith("sqlite") else min(serving.cpu_cores(), 4)
+    assert f"with {expected} gevent worker(s)" in log
     assert "Using worker: connector.workers.GeventWorker" in log
     if database_url.startswith("postgresql"):
         assert "database waits are cooperative" in log
@@ -484,3 +516,27 @@ def test_serve_says_so_when_its_port_is_taken(tmp_path: Path) -> None:
         "host/port; make run PORT=…).")
     assert "Serving on" not in done.stdout
     assert not (tmp_path / "c.sqlite3").exists()
+
+
+def test_the_welcome_is_shown_once_every_worker_is_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`make run`'s frame comes after every worker's start-up lines: the worker whose
+    start completes the server's `workers` shows it, whichever that is, once; a
+    replacement started later shows nothing."""
+    from types import SimpleNamespace
+
+    from connector import gunicorn_hooks
+
+    welcome = tmp_path / "welcome.txt"
+    welcome.write_text("+- the frame -+\n")
+    monkeypatch.setenv(gunicorn_hooks.ENV_WELCOME, str(welcome))
+    cfg = SimpleNamespace(workers=3)
+    for age in (3, 1):  # the last forked may be up first
+        gunicorn_hooks.post_worker_init(SimpleNamespace(age=age, cfg=cfg))
+    assert capsys.readouterr().out == ""
+    gunicorn_hooks.post_worker_init(SimpleNamespace(age=2, cfg=cfg))
+    assert capsys.readouterr().out == "+- the frame -+\n"
+    assert list(tmp_path.iterdir()) == []  # the frame (a one-time password) and the count
+    gunicorn_hooks.post_worker_init(SimpleNamespace(age=4, cfg=cfg))  # a replacement
+    assert capsys.readouterr().out == "" and list(tmp_path.iterdir()) == []
