@@ -301,9 +301,12 @@ class Event(Base):
     txid: Mapped[int] = mapped_column(TxId, server_default=CurrentTxid())
 
     __table_args__ = (
-        # The event feed (connector.feed): a tenant's in feed order; every tenant's feed
-        # merges the tenants' ranges of it (no second index: each costs every write).
+        # The event feed (connector.feed): a tenant's in feed order.
         Index("ix_events_feed_tenant", "tenant_id", "txid", "id"),
+        # Every tenant's feed in feed order, on PostgreSQL (a partner-wide page is one
+        # range of it, whatever the number of tenants); SQLite's primary key serves
+        # that order there (txid is 0).
+        Index("ix_events_feed", "txid", "id").ddl_if(dialect="postgresql"),
         Index("ix_events_subject", "tenant_id", "subject_id", "effective_at"),
         # effective_at too: a month close finds what was learned late (recorded since
         # the last close, effective before its month) from the index alone.
