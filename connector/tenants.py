@@ -8,6 +8,7 @@ the lookup stays one indexed query. The digest found is still compared in consta
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import logging
@@ -24,7 +25,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, event, select, update
 from sqlalchemy.orm import Session
 
-from connector import clock, events
+from connector import clock, events, search_words
 from connector.errors import Conflict, InvalidFields, NotFound, StateConflict
 from connector.events import WriteContext
 from connector.models import Module, ScimToken, Tenant, TenantCounter
@@ -200,8 +201,44 @@ def _keep_on_rollback(session: Session) -> None:
     session.info.pop(_FORGET, None)  # nothing changed: nothing to forget
 
 
-def list_tenants(session: Session) -> list[Tenant]:
-    return list(session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.id)))
+def list_tenants(session: Session, limit: int | None = None) -> list[Tenant]:
+    """Every tenant (or the first `limit`), oldest first."""
+    return list(session.scalars(select(Tenant).order_by(Tenant.created_at, Tenant.id)
+                                .limit(limit)))
+
+
+def names_of(session: Session, tenant_ids: set[str]) -> dict[str, str]:
+    """The names of these tenants (ids of tenants since purged are left out)."""
+    if not tenant_ids:
+        return {}
+    return {row.id: row.name for row in session.execute(
+        select(Tenant.id, Tenant.name).where(Tenant.id.in_(sorted(tenant_ids))))}
+
+
+def tenant_called(session: Session, typed: str) -> Tenant:
+    """The one tenant whose id is `typed`, or whose name is `typed` in any case and
+    with or without accents; InvalidFields (field "tenant") in words otherwise."""
+    by_id = session.get(Tenant, typed) if len(typed) <= 36 else None
+    if by_id is not None:
+        return by_id
+    wanted = search_words.fold(typed)
+    named = [row.id for row in session.execute(select(Tenant.id, Tenant.name))
+             if folded_name(row.name) == wanted]
+    if len(named) == 1:
+        return session.get_one(Tenant, named[0])
+    if not named:
+        raise InvalidFields({"tenant": f"No tenant is called “{typed}”. Type its name as "
+                                       "the Tenants page shows it, or its id."})
+    raise InvalidFields({"tenant": f"{len(named)} tenants are called “{typed}”: type the id "
+                                   "of the one you mean (search the Tenants page for the "
+                                   "name; each tenant's address holds its id)."})
+
+
+@functools.lru_cache(maxsize=100_000)
+def folded_name(name: str) -> str:
+    """A tenant's name as searches compare it (search_words.fold: case and accents);
+    a pure function of the name, so remembered."""
+    return search_words.fold(name)
 
 
 def named_tenant(session: Session, tenant_id: str, *, lock: bool = False) -> Tenant:

@@ -136,7 +136,8 @@ def list_notifications() -> Response:
 @bp.get("/admins")
 def list_admins() -> Response:
     principal().require_partner()
-    return json_response({"items": [account_json(a) for a in admins.list_admins(session())]})
+    page = browse.find_admins(session(), browse.admin_query(request.args.to_dict()))
+    return json_response(page_json(page, [account_json(a) for a in page.items]))
 
 
 @bp.post("/admins")
@@ -209,10 +210,11 @@ def settings_json(tenant: Tenant) -> dict[str, Any]:
 
 @bp.get("/tenants")
 def list_tenants() -> Response:
-    rows = tenants.list_tenants(session())
-    visible = [t for t in rows if principal().can_see(t.id)]
-    users = counters.live_users_of(session(), [t.id for t in visible])
-    return json_response({"items": [tenant_json(t, users[t.id]) for t in visible]})
+    query = browse.tenant_query(request.args.to_dict())
+    me = principal()
+    page = browse.find_tenants(session(), query,
+                               only=None if me.role == admins.PARTNER else me.tenant_id)
+    return json_response(page_json(page, [tenant_json(t, users) for t, users in page.items]))
 
 
 @bp.post("/tenants")

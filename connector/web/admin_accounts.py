@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import current_app, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from connector import admins, db, tenants
+from connector import admins, browse, db, tenants
 from connector.actions import accounts
 from connector.http import admin_call
 from connector.web import bp
@@ -19,21 +19,36 @@ def _hours() -> int:
     return int(current_app.config["SETTINGS"].admin.one_time_password_hours)
 
 
+# Up to this many tenants the invitation offers them in a list; beyond, the partner
+# types the tenant's name or id (a list of thousands is no help, and weighed 0.7 MB
+# with 10,000 tenants).
+TENANT_CHOICES = 200
+
+
 @bp.get("/admins", endpoint="admins")
 def admins_page() -> str:
     me().require_partner()
     s = db.get_session()
-    return render_template("admin/admins.html", accounts=admins.list_admins(s),
-                           tenants=tenants.list_tenants(s), hours=_hours())
+    query = browse.admin_query(request.args.to_dict())
+    page = browse.find_admins(s, query)
+    names = tenants.names_of(s, {a.tenant_id for a in page.items if a.tenant_id}
+                             | ({query.tenant_id} if query.tenant_id else set()))
+    choices = tenants.list_tenants(s, limit=TENANT_CHOICES + 1)
+    return render_template("admin/admins.html", query=query, page=page, names=names,
+                           tenants=choices if len(choices) <= TENANT_CHOICES else None,
+                           hours=_hours())
 
 
 @bp.post("/admins")
 def invite_admin() -> Response:
     come_back_to(url_for("web.admins"))
     role = request.form.get("role", "")
+    tenant_id = request.form.get("tenant_id") or None
+    typed = request.form.get("tenant", "").strip()
+    if tenant_id is None and typed and role == admins.TENANT:
+        tenant_id = tenants.tenant_called(db.get_session(), typed).id
     account, one_time = accounts.create_admin(
-        admin_call(), request.form.get("email", ""), role,
-        request.form.get("tenant_id") or None, _hours())
+        admin_call(), request.form.get("email", ""), role, tenant_id, _hours())
     return _show_password(account.email, one_time or "", "Invitation for")
 
 

@@ -23,12 +23,11 @@ AUDIT_PER_PAGE = 50
 def tenants_page() -> Response | str:
     if me().role != admins.PARTNER:  # a tenant admin has one tenant: go straight there
         return redirect(url_for("web.users", tenant_id=me().tenant_id))
-    s = db.get_session()
-    rows = tenants.list_tenants(s)
-    users = counters.live_users_of(s, [t.id for t in rows])
-    return render_template("admin/tenants.html", tenants=rows, users=users,
+    query = browse.tenant_query(request.args.to_dict())
+    page = browse.find_tenants(db.get_session(), query)
+    return render_template("admin/tenants.html", query=query, page=page,
                            purge_dates={t.id: tenants.purge_due(t, _retention_days())
-                                        for t in rows})
+                                        for t, _users in page.items})
 
 
 @bp.post("/tenants")
@@ -278,5 +277,5 @@ def audit_log() -> str:
     me().require_partner()
     s = db.get_session()
     page = browse.audit_entries(s, None, page_number(), AUDIT_PER_PAGE)
-    names = {t.id: t.name for t in tenants.list_tenants(s)}
+    names = tenants.names_of(s, {e["tenantId"] for e in page.items if e["tenantId"]})
     return render_template("admin/audit.html", page=page, names=names, all_tenants=True)

@@ -75,6 +75,33 @@ def test_partner_admins_manage_accounts(partner: ApiClient, tenant_admin: ApiCli
         assert action in actions
 
 
+def test_accounts_are_paged_and_searched(partner: ApiClient, tenant_admin: ApiClient,
+                                         scim: ScimClient) -> None:
+    """In e-mail order, a page at a time; q is part of the address in any case; role and
+    tenantId filter; wrong arguments are 400s naming the argument."""
+    for email in ("Ops.North@Example.com", "ops.south@example.com", "billing@example.com"):
+        assert call(partner, "POST", "/admins", {
+            "email": email, "role": "tenant", "tenantId": scim.tenant_id}).status_code == 201
+    listed = call(partner, "GET", "/admins").json
+    emails = [a["email"] for a in listed["items"]]
+    assert emails == sorted(emails, key=str.lower) and listed["total"] == len(emails) == 5
+    second = call(partner, "GET", "/admins?per_page=2&page=2").json
+    assert [a["email"] for a in second["items"]] == emails[2:4] and second["pages"] == 3
+    found = call(partner, "GET", "/admins?q=OPS.").json["items"]
+    assert sorted(a["email"] for a in found) == ["Ops.North@Example.com",
+                                                 "ops.south@example.com"]
+    assert call(partner, "GET", "/admins?q=_").json["items"] == []  # no LIKE wildcard
+    partners = call(partner, "GET", "/admins?role=partner").json["items"]
+    assert [a["email"] for a in partners] == [partner.email]
+    mine = call(partner, "GET", f"/admins?tenantId={scim.tenant_id}").json
+    assert mine["total"] == 4 and partner.email not in {a["email"] for a in mine["items"]}
+    for query, word in (("role=owner", "role"), ("page=0", "page"), ("per_page=500", "per_page"),
+                        (f"q={'x' * 321}", "q")):
+        assert word in problem(call(partner, "GET", f"/admins?{query}"), 400,
+                               "invalid-request")["detail"]
+    problem(tenant_admin.get("/admins?q=ops"), 403, "forbidden")
+
+
 def test_tenant_admins_may_not_manage_accounts(partner: ApiClient,
                                                tenant_admin: ApiClient) -> None:
     for path in (f"/admins/{partner.admin_id}/disable", f"/admins/{partner.admin_id}/enable",

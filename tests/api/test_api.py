@@ -165,6 +165,8 @@ def test_partner_creates_a_tenant_and_gets_its_scim_token_once(partner: ApiClien
 def test_a_tenant_admin_sees_only_its_tenant(tenant_admin: ApiClient, scim: ScimClient,
                                              other_scim: ScimClient) -> None:
     assert [t["id"] for t in tenant_admin.get("/tenants").json["items"]] == [scim.tenant_id]
+    assert tenant_admin.get("/tenants").json["total"] == 1
+    assert tenant_admin.get(f"/tenants?q={other_scim.tenant_id}").json["items"] == []
     theirs = scim_user(other_scim, "secret@other.io")
     for path in (f"/tenants/{other_scim.tenant_id}", f"/tenants/{other_scim.tenant_id}/users",
                  f"/tenants/{other_scim.tenant_id}/users/{theirs['id']}",
@@ -182,6 +184,39 @@ def test_a_tenant_admin_sees_only_its_tenant(tenant_admin: ApiClient, scim: Scim
                  lambda: tenant_admin.get("/admins"), lambda: tenant_admin.get("/audit"),
                  lambda: tenant_admin.post("/admins", {"email": "a@b.c", "role": "partner"})):
         problem(call(), 403, "forbidden")
+
+
+def test_tenants_are_paged_and_searched_as_a_fleet_needs(partner: ApiClient,
+                                                         scim: ScimClient) -> None:
+    """Oldest first, a page at a time; q matches part of the name ignoring case and
+    accents, or an exact id; state picks open or closed tenants; wrong arguments are
+    400s that name the argument."""
+    made = [partner.post("/tenants", {"name": name}).json["id"]
+            for name in ("Ärzte Nord", "Globex", "Initech", "Nordwind Ärztehaus")]
+    everyone = [scim.tenant_id, *made]
+    first = partner.get("/tenants").json
+    assert [t["id"] for t in first["items"]] == everyone
+    assert (first["total"], first["page"], first["perPage"], first["pages"]) == (5, 1, 50, 1)
+    second = partner.get("/tenants?per_page=2&page=2").json
+    assert [t["id"] for t in second["items"]] == everyone[2:4]
+    assert (second["total"], second["pages"]) == (5, 3)
+    assert partner.get("/tenants?per_page=2&page=4").json["items"] == []
+
+    def found(query: str) -> list[str]:
+        return [t["name"] for t in partner.get(f"/tenants?{query}").json["items"]]
+
+    assert found("q=arzte") == ["Ärzte Nord", "Nordwind Ärztehaus"]
+    assert found("q=NORD") == ["Ärzte Nord", "Nordwind Ärztehaus"]
+    assert found(f"q={made[1]}") == ["Globex"]
+    assert found("q=%25") == []  # no wildcard: a % is a % in a name
+    assert partner.post(f"/tenants/{made[2]}/close").status_code == 200
+    assert found("state=closed") == ["Initech"]
+    assert "Initech" not in found("state=open") and len(found("state=open")) == 4
+    assert found("state=closed&q=nord") == []
+    for query, word in (("state=gone", "state"), ("page=0", "page"), ("per_page=201", "per_page"),
+                        ("per_page=x", "per_page"), (f"q={'x' * 201}", "q")):
+        body = problem(partner.get(f"/tenants?{query}"), 400, "invalid-request")
+        assert word in body["detail"], body
 
 
 def test_scim_token_rotation_revokes_the_old_one(partner: ApiClient, scim: ScimClient,

@@ -233,6 +233,38 @@ def test_nul_characters_are_refused_before_reaching_the_database(
     assert response.status_code == 400
 
 
+def test_the_tenants_page_searches_filters_and_pages_a_fleet(partner_web: WebSession,
+                                                             scim: ScimClient,
+                                                             engine: Engine) -> None:
+    for name in ("Ärzte Nord", "Globex", "Nordwind Ärztehaus"):
+        make_tenant(engine, name)
+    html = partner_web.page("/admin/tenants")
+    assert "4 tenants" in text(html) and 'role="search"' in html
+    assert "Page 1 of" not in text(html)
+    html = partner_web.page("/admin/tenants?per_page=2&page=2")
+    assert "Page 2 of 2" in text(html) and 'rel="prev"' in html and 'rel="next"' not in html
+    assert "Nordwind Ärztehaus" in html and "Globex" in html and "Ärzte Nord" not in html
+    html = partner_web.page("/admin/tenants?q=arzte")
+    assert "2 tenants match" in text(html) and "Globex" not in html
+    html = partner_web.page("/admin/tenants?q=nobody")
+    assert "No tenants match the search." in text(html)
+    html = partner_web.page("/admin/tenants?state=closed")
+    assert "0 tenants match" in text(html) and 'value="closed" selected' in html
+    html = partner_web.page("/admin/tenants?per_page=2&page=9")
+    assert "There is no page 9: the last page of tenants is 2." in text(html)
+    response = partner_web.get("/admin/tenants?state=maybe")
+    assert response.status_code == 400
+    assert "state must be one of open, closed" in text(response.get_data(as_text=True))
+
+
+def test_the_partner_audit_log_names_the_tenants_of_its_lines(partner_web: WebSession,
+                                                               scim: ScimClient) -> None:
+    partner_web.get("/admin/tenants")
+    partner_web.post("/admin/tenants", {"name": "Initech Ärztehaus"})
+    html = partner_web.page("/admin/audit")
+    assert re.search(r'/audit">Initech Ärztehaus</a>', html), html
+
+
 # -- users ------------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from connector import admins, clock, sealed
 from connector.config import AzureSyncSettings
 from connector.db import make_sessionmaker
 from connector.models import AdminAccount, AdminSession, AuditEntry
+from connector.web import admin_accounts
 from tests.support.clients import PASSWORD, make_tenant
 from tests.web.conftest import WebSession, audit_actions, make_web_admin, signed_in
 
@@ -499,6 +500,59 @@ def test_partner_admins_invite_and_manage_accounts(app: Flask, engine: Engine) -
     ta.get("/admin/account")
     assert ta.post(f"/admin/admins/{own}/disable").status_code == 403
     assert account(engine, "p@example.com").disabled_at is None
+
+
+def test_with_many_tenants_the_invitation_takes_a_typed_tenant(
+        app: Flask, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond TENANT_CHOICES tenants the form asks for the tenant's name or id instead of
+    offering a list of thousands; a name that fits no tenant, or several, is refused next
+    to the field and nothing is made."""
+    monkeypatch.setattr(admin_accounts, "TENANT_CHOICES", 2)
+    northwind, _ = make_tenant(engine, "Ärzte Nord")
+    make_tenant(engine, "Globex")
+    make_tenant(engine, "Globex")
+    web = signed_in(app, engine, "p@example.com")
+    page = web.page("/admin/admins")
+    assert 'name="tenant"' in page and "<option value=\"" + northwind not in page
+    response = web.post("/admin/admins", {"email": "ta@example.com", "role": "tenant",
+                                          "tenant": "arzte nord"})
+    assert response.location == "/admin/account/shown"
+    assert account(engine, "ta@example.com").tenant_id == northwind
+    assert "tenant Ärzte Nord" in text(web.page("/admin/admins"))
+    for typed, said in (("Initech", "No tenant is called “Initech”"),
+                        ("globex", "2 tenants are called “globex”")):
+        refused = web.follow(web.post("/admin/admins", {
+            "email": "tb@example.com", "role": "tenant", "tenant": typed}))
+        assert said in text(refused) and 'aria-invalid="true"' in refused, refused
+        assert f'value="{typed}"' in refused  # as typed
+    by_id = web.post("/admin/admins", {"email": "tb@example.com", "role": "tenant",
+                                       "tenant": northwind})
+    assert by_id.location == "/admin/account/shown"
+    with make_sessionmaker(engine)() as s:
+        assert sorted(a.email for a in admins.list_admins(s)) == [
+            "p@example.com", "ta@example.com", "tb@example.com"]
+
+
+def test_the_accounts_page_searches_pages_and_shows_one_tenants_admins(
+        app: Flask, engine: Engine) -> None:
+    northwind, _ = make_tenant(engine, "Northwind")
+    globex, _ = make_tenant(engine, "Globex")
+    web = signed_in(app, engine, "p@example.com")
+    for n in range(3):
+        make_web_admin(engine, f"north{n}@example.com", "tenant", northwind)
+    make_web_admin(engine, "globex@example.com", "tenant", globex)
+    assert "5 admin accounts" in text(web.page("/admin/admins"))
+    html = web.page("/admin/admins?per_page=2&page=3")
+    assert "Page 3 of 3" in text(html) and "p@example.com" in html
+    html = web.page("/admin/admins?q=NORTH")
+    assert "3 admin accounts match" in text(html) and "globex@example.com" not in html
+    html = web.page(f"/admin/admins?tenant_id={globex}")
+    assert "Showing the admins of Globex only." in text(html)
+    assert "1 admin account matches" in text(html) and "north0@example.com" not in html
+    assert f'<option value="{globex}" selected>' in html  # the invitation is for Globex
+    settings = web.page(f"/admin/tenants/{globex}/settings")
+    assert f'href="/admin/admins?tenant_id={globex}"' in settings
+    assert web.get("/admin/admins?role=owner").status_code == 400
 
 
 def test_a_partner_resets_a_lost_second_factor(app: Flask, engine: Engine) -> None:
