@@ -3,7 +3,9 @@ on the gevent path; set on the config object on the others).
 
 - `on_exit`: when the server stops, stop its scheduler process too, and wait for it,
   so that `connector worker` finishes its jobs before the server's process (PID 1 in a
-  container, whose exit kills everything left in it) is gone.
+  container, whose exit kills everything left in it) is gone; and remove a welcome
+  never shown (a server stopped before its workers were all up), which holds a
+  one-time password.
 - `child_exit`: a worker that exits takes its live gauges (database connections in use)
   out of /metrics; its counts stay (connector/metrics.py).
 - `post_worker_init`: with `connector serve --bootstrap` (`make run`), the worker whose
@@ -14,6 +16,7 @@ on the gevent path; set on the config object on the others).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -27,6 +30,11 @@ ENV_WELCOME = "CONNECTOR_WELCOME_FILE"
 def on_exit(_server: Any) -> None:
     stop_seconds = float(os.environ.get(supervise.ENV_STOP, "30") or 30)
     supervise.stop_supervisor(stop_seconds + 5)
+    path = os.environ.get(ENV_WELCOME)
+    if path:
+        for name in (path, path + ".up"):
+            with contextlib.suppress(OSError):  # shown and removed already
+                os.unlink(name)
 
 
 def post_worker_init(worker: Any) -> None:

@@ -526,7 +526,7 @@ def test_the_welcome_is_shown_once_every_worker_is_up(
     replacement started later shows nothing."""
     from types import SimpleNamespace
 
-    from connector import gunicorn_hooks
+    from connector import gunicorn_hooks, supervise
 
     welcome = tmp_path / "welcome.txt"
     welcome.write_text("+- the frame -+\n")
@@ -539,4 +539,25 @@ def test_the_welcome_is_shown_once_every_worker_is_up(
     assert capsys.readouterr().out == "+- the frame -+\n"
     assert list(tmp_path.iterdir()) == []  # the frame (a one-time password) and the count
     gunicorn_hooks.post_worker_init(SimpleNamespace(age=4, cfg=cfg))  # a replacement
+    assert capsys.readouterr().out == "" and list(tmp_path.iterdir()) == []
+    monkeypatch.delenv(supervise.ENV_PID, raising=False)  # no scheduler process to stop
+    gunicorn_hooks.on_exit(None)  # nothing left to remove: no error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_server_stopped_before_its_workers_are_up_leaves_no_welcome(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The frame holds a one-time password: the server's exit removes it, shown or not."""
+    from types import SimpleNamespace
+
+    from connector import gunicorn_hooks, supervise
+
+    welcome = tmp_path / "welcome.txt"
+    welcome.write_text("+- the frame -+\n")
+    monkeypatch.setenv(gunicorn_hooks.ENV_WELCOME, str(welcome))
+    monkeypatch.delenv(supervise.ENV_PID, raising=False)  # no scheduler process to stop
+    gunicorn_hooks.post_worker_init(SimpleNamespace(age=1, cfg=SimpleNamespace(workers=2)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["welcome.txt", "welcome.txt.up"]
+    gunicorn_hooks.on_exit(None)
     assert capsys.readouterr().out == "" and list(tmp_path.iterdir()) == []
