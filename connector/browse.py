@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -203,6 +203,13 @@ def tenant_query(args: dict[str, str]) -> TenantQuery:
                                         MAX_PER_PAGE))
 
 
+def tenant_search(q: str) -> Callable[[str, str], bool]:
+    """Whether a tenant (id, name) is what `q` searches: its exact id, or a name holding
+    `q` in any case, with or without accents (the Tenants page, the API and the CLI)."""
+    wanted = search_words.fold(q)
+    return lambda tenant_id, name: tenant_id == q or wanted in tenants.folded_name(name)
+
+
 def find_tenants(session: Session, query: TenantQuery, only: str | None = None) -> Page:
     """A page of tenants, oldest first: those whose name contains `q` (ignoring case and
     accents) or whose id is `q`, open or closed as `state` asks; `only` limits the list
@@ -226,9 +233,8 @@ def find_tenants(session: Session, query: TenantQuery, only: str | None = None) 
     if query.q:
         rows = session.execute(select(Tenant.id, Tenant.name).where(*conditions)
                                .order_by(*order)).all()
-        wanted = search_words.fold(query.q)
-        matching = [row.id for row in rows
-                    if row.id == query.q or wanted in tenants.folded_name(row.name)]
+        found = tenant_search(query.q)
+        matching = [row.id for row in rows if found(row.id, row.name)]
         total, ids = len(matching), matching[start:start + query.per_page]
     else:
         total = int(session.scalar(select(func.count()).select_from(Tenant)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from connector import (
     admins,
+    browse,
     clock,
     db,
     logs,
@@ -141,7 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("tenant_id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_tenant_rotate)
-    p = tsub.add_parser("list", help="list tenants")
+    p = tsub.add_parser("list", help="list tenants, oldest first")
+    p.add_argument("--search", metavar="TEXT",
+                   help="only tenants whose name holds TEXT (any case, accents optional), "
+                        "or whose id is TEXT")
+    p.add_argument("--state", choices=browse.TENANT_STATES,
+                   help="only open tenants, or only closed ones")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_tenant_list)
     p = tsub.add_parser("rename", help="give a tenant a new name")
@@ -605,12 +611,21 @@ def cmd_tenant_rotate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
     with _read_session(settings) as session:
         rows = tenants.list_tenants(session)
+    if args.state is not None:
+        rows = [t for t in rows if (t.closed_at is None) == (args.state == "open")]
+    if args.search is not None and args.search.strip():
+        found = browse.tenant_search(args.search.strip())
+        rows = [t for t in rows if found(t.id, t.name)]
+    filtered = args.state is not None or bool(args.search and args.search.strip())
     if args.json:
         print(json.dumps([{"id": t.id, "name": t.name, "created_at": t.created_at.isoformat(),
                            "status_source": t.status_source,
                            "provisioning_paused": t.provisioning_paused,
                            "closed_at": t.closed_at.isoformat() if t.closed_at else None}
                           for t in rows]))
+    elif not rows and filtered:
+        print("No tenant matches. `connector tenant list` without --search or --state "
+              "lists them all.")
     elif not rows:
         print("No tenants yet. Create one with: connector tenant create NAME")
     else:

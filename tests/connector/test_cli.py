@@ -49,6 +49,32 @@ def test_tenant_create_list_rotate(database_url: str, engine: object, tmp_path: 
     assert json.loads(rotated.stdout)["scim_token"] != out["scim_token"]
 
 
+def test_tenant_list_searches_and_filters_as_the_tenants_page(
+        database_url: str, engine: object, tmp_path: Path) -> None:
+    """A hosting partner's thousands of tenants: --search as the Tenants page's search
+    (part of the name, any case, accents optional, or an exact id) and --state."""
+    made = {name: json.loads(connector(database_url, "tenant", "create", name, "--json",
+                                       cwd=tmp_path).stdout)["id"]
+            for name in ("Ärzte Nord", "Globex", "Nordwind Ärztehaus")}
+    assert connector(database_url, "tenant", "close", made["Globex"],
+                     cwd=tmp_path).returncode == 0
+
+    def names(*args: str) -> list[str]:
+        listed = connector(database_url, "tenant", "list", "--json", *args, cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        return [t["name"] for t in json.loads(listed.stdout)]
+
+    assert names("--search", "ARZTE") == ["Ärzte Nord", "Nordwind Ärztehaus"]
+    assert names("--search", made["Globex"]) == ["Globex"]
+    assert names("--state", "closed") == ["Globex"]
+    assert names("--state", "open", "--search", "nord") == ["Ärzte Nord",
+                                                           "Nordwind Ärztehaus"]
+    nothing = connector(database_url, "tenant", "list", "--search", "Initech", cwd=tmp_path)
+    assert nothing.returncode == 0 and "No tenant matches" in nothing.stdout
+    wrong = connector(database_url, "tenant", "list", "--state", "paused", cwd=tmp_path)
+    assert wrong.returncode == 2 and "choose from 'open', 'closed'" in wrong.stderr
+
+
 def test_rotate_unknown_tenant_says_what_to_do(database_url: str, engine: object,
                                               tmp_path: Path) -> None:
     result = connector(database_url, "tenant", "rotate-token", "nope", cwd=tmp_path)
