@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 
 from azure_sync.applier import PageApplier
 from azure_sync.scope import Scope
 from connector.db import make_sessionmaker
 from connector.models import Tenant, User
 from tests.conftest import make_tenant
+from tests.support.statements import listening
 
 NOW = dt.datetime(2030, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
 
@@ -30,11 +31,8 @@ def statements(engine: Engine) -> Iterator[list[str]]:
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(" ".join(statement.split()).upper())
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with listening(engine, record):
         yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def apply(engine: Engine, tenant_id: str, run_id: int, items: list[dict[str, Any]],

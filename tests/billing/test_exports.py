@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import openpyxl
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 
 from billing import exports
 from billing.calendar import Month
@@ -22,6 +22,7 @@ from connector.commands import IndexedValue, UserFields
 from connector.config import BillingSettings
 from connector.models import BillingClose, User
 from tests.billing.history import History
+from tests.support.statements import listening
 
 NOV, DEC = Month(2026, 11), Month(2026, 12)
 FORMULA = "=HYPERLINK(\"http://evil\",\"x\")"
@@ -112,12 +113,9 @@ def test_billed_users_of_a_closed_month(engine: Engine) -> None:
 
     with h.maker() as s:
         s.connection()  # the session's own statements before counting starts
-        event.listen(engine, "before_cursor_execute", count)
-        try:
+        with listening(engine, count):
             report = exports.billed_users_report(s, nov)
             rows = parse_csv(report)
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
         sheet = parse_xlsx(exports.billed_users_report(s, nov))
     assert report.name == "billed-users-acme-corp-2026-11"
     assert rows[0] == list(exports.BILLED_COLUMNS)

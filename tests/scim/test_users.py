@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 from sqlalchemy import text as sql
 from sqlalchemy.orm import Session
 
@@ -14,6 +14,7 @@ from connector.models import Event, ProvisioningEntry, UserSearchWord
 from scim.schemas import CONNECTOR_USER, ENTERPRISE_USER
 from tests.scim.factories import group, patch, user
 from tests.support.clients import ScimClient
+from tests.support.statements import listening
 
 
 def events_of(session: Session, subject_id: str) -> list[tuple[str, object, object]]:
@@ -524,11 +525,8 @@ def _writes_of(engine: Engine, run: Any) -> list[tuple[str, bool]]:
             if engine.dialect.name == "postgresql" else not dbapi.in_transaction
         seen.append((statement.split()[0].upper(), autocommit))
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with listening(engine, record):
         run()
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     return seen
 
 
@@ -604,12 +602,9 @@ def test_a_user_changed_between_a_patchs_read_and_write_is_patched_once(
 
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite's writers hold the database's write lock from BEGIN")
-    event.listen(engine, "before_cursor_execute", interfere)
-    try:
+    with listening(engine, interfere):
         r = scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "active",
                                                "value": False}))
-    finally:
-        event.remove(engine, "before_cursor_execute", interfere)
     assert interfered and r.status_code == 200, r.json
     assert r.json["active"] is False and r.json["meta"]["version"] == 'W/"4"'
     kinds = [kind for kind, _old, _new in events_of(session, uid)]

@@ -26,6 +26,7 @@ from connector import migrate
 from connector.config import DatabaseSettings
 from connector.db import make_engine, make_sessionmaker
 from connector.models import Base
+from tests.support import statements
 
 PG_ADMIN_DSN = os.environ.get(
     "CONNECTOR_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -79,6 +80,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(DatabaseSettings(url=database_url, pool_size=5))
+    statements.install(engine)  # before any thread runs a statement on it
     migrate.upgrade(engine)
     yield engine
     engine.dispose()

@@ -13,6 +13,45 @@ from sqlalchemy import Engine, event
 SIZES = (5, 50)
 
 
+# Hooks a test adds for a while, by the engine's dialect (shared by the engine and the
+# copies execution_options makes). SQLAlchemy's own listener lists are not safe to change
+# while another thread runs a statement on the engine (it fails that statement with
+# "deque mutated during iteration"): a test's hooks go in this list instead, and the
+# one listener `install` registered, before any thread used the engine, calls them.
+_HOOKS: dict[int, list[Callable[..., Any]]] = {}
+
+
+def install(engine: Engine) -> None:
+    """Let `listening` add hooks to `engine` safely; call it as the engine is made."""
+    _HOOKS.setdefault(id(engine.dialect), [])
+    event.listen(engine, "before_cursor_execute", _call_hooks)
+
+
+def _call_hooks(conn: Any, *args: Any) -> None:
+    for hook in tuple(_HOOKS.get(id(conn.dialect), ())):
+        hook(conn, *args)
+
+
+@contextmanager
+def listening(engine: Engine, hook: Callable[..., Any]) -> Iterator[None]:
+    """Call `hook` as a `before_cursor_execute` listener of `engine` while the block runs:
+    through the engine's installed listener where `install` ran, else registered with
+    SQLAlchemy for the block (an engine no other thread uses)."""
+    hooks = _HOOKS.get(id(engine.dialect))
+    if hooks is None:
+        event.listen(engine, "before_cursor_execute", hook)
+        try:
+            yield
+        finally:
+            event.remove(engine, "before_cursor_execute", hook)
+        return
+    hooks.append(hook)
+    try:
+        yield
+    finally:
+        hooks.remove(hook)
+
+
 @contextmanager
 def counting(engine: Engine) -> Iterator[list[str]]:
     """Collect the statements this thread sends through `engine` while the block runs.
@@ -26,11 +65,8 @@ def counting(engine: Engine) -> Iterator[list[str]]:
         if threading.get_ident() == thread:
             issued.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with listening(engine, record):
         yield issued
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def assert_flat(engine: Engine, add: Callable[[int], Any], read: Callable[[int], Any],
