@@ -409,7 +409,9 @@ def _welcome_file(welcome: str) -> str:
     password), removed by the worker that shows it."""
     import tempfile
 
-    fd, path = tempfile.mkstemp(prefix="connector-welcome-", text=True)
+    from connector import gunicorn_hooks
+
+    fd, path = tempfile.mkstemp(prefix=gunicorn_hooks.WELCOME_PREFIX, text=True)
     with os.fdopen(fd, "w") as out:
         out.write(welcome + "\n")
     return path

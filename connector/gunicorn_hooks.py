@@ -25,13 +25,16 @@ from connector.metrics import child_exit
 
 __all__ = ["child_exit", "on_exit", "post_worker_init"]
 ENV_WELCOME = "CONNECTOR_WELCOME_FILE"
+WELCOME_PREFIX = "connector-welcome-"  # the file's name, made by `connector serve`
 
 
 def on_exit(_server: Any) -> None:
     stop_seconds = float(os.environ.get(supervise.ENV_STOP, "30") or 30)
     supervise.stop_supervisor(stop_seconds + 5)
     path = os.environ.get(ENV_WELCOME)
-    if path:
+    # Only a file serve made (tempfile, WELCOME_PREFIX): never whatever else the
+    # variable might name.
+    if path and os.path.basename(path).startswith(WELCOME_PREFIX):
         for name in (path, path + ".up"):
             with contextlib.suppress(OSError):  # shown and removed already
                 os.unlink(name)

@@ -553,11 +553,17 @@ def test_a_server_stopped_before_its_workers_are_up_leaves_no_welcome(
 
     from connector import gunicorn_hooks, supervise
 
-    welcome = tmp_path / "welcome.txt"
+    welcome = tmp_path / f"{gunicorn_hooks.WELCOME_PREFIX}abc"
     welcome.write_text("+- the frame -+\n")
     monkeypatch.setenv(gunicorn_hooks.ENV_WELCOME, str(welcome))
     monkeypatch.delenv(supervise.ENV_PID, raising=False)  # no scheduler process to stop
     gunicorn_hooks.post_worker_init(SimpleNamespace(age=1, cfg=SimpleNamespace(workers=2)))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["welcome.txt", "welcome.txt.up"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [welcome.name, f"{welcome.name}.up"]
     gunicorn_hooks.on_exit(None)
     assert capsys.readouterr().out == "" and list(tmp_path.iterdir()) == []
+    # A variable naming some other file (not one serve made) removes nothing.
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    monkeypatch.setenv(gunicorn_hooks.ENV_WELCOME, str(other))
+    gunicorn_hooks.on_exit(None)
+    assert other.read_text() == "mine"
