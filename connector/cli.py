@@ -613,12 +613,13 @@ def cmd_tenant_rotate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_tenant_list(settings: Settings, args: argparse.Namespace) -> int:
     with _read_session(settings) as session:
         rows = tenants.list_tenants(session)
+    search = (args.search or "").strip()
     if args.state is not None:
         rows = [t for t in rows if (t.closed_at is None) == (args.state == "open")]
-    if args.search is not None and args.search.strip():
-        found = browse.tenant_search(args.search.strip())
+    if search:
+        found = browse.tenant_search(search)
         rows = [t for t in rows if found(t.id, t.name)]
-    filtered = args.state is not None or bool(args.search and args.search.strip())
+    filtered = args.state is not None or bool(search)
     if args.json:
         print(json.dumps([{"id": t.id, "name": t.name, "created_at": t.created_at.isoformat(),
                            "status_source": t.status_source,
