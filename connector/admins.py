@@ -38,7 +38,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from connector import token_kinds
+from connector import db, token_kinds
 from connector.config import AzureSyncSettings
 from connector.errors import (
     Conflict,
@@ -684,9 +684,11 @@ def authenticate_token(session: Session, clear: str, now: dt.datetime,
                              "not set it up: sign in to the admin UI to set it up, then "
                              "the token works again.")
     # Once a minute at most: a script's every call should not be a write.
+    # Kept when the request writes nothing else: a script whose calls are all refused
+    # still shows when it last ran.
     if token.last_used_at is None or now - token.last_used_at > dt.timedelta(minutes=1):
-        session.execute(update(AdminToken).where(AdminToken.id == token.id)
-                        .values(last_used_at=now))
+        db.keep_even_if_rolled_back(session, update(AdminToken).where(
+            AdminToken.id == token.id).values(last_used_at=now))
     return principal_of(account, "token")
 
 

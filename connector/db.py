@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import operator
 import threading
 import weakref
@@ -36,9 +37,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import Pool
+from sqlalchemy.sql.expression import Executable
 
 from connector import serving
 from connector.config import ConfigError, DatabaseSettings
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -348,16 +352,55 @@ def read_connection() -> Connection:
     return conn
 
 
+# Statements a request ran in its transaction that must stay even when that transaction
+# is rolled back (`keep_even_if_rolled_back`); a commit forgets them.
+_KEPT = "kept_even_if_rolled_back"
+
+
+def keep_even_if_rolled_back(session: Session, statement: Executable) -> None:
+    """Run `statement` in the session's transaction; if the request ends without
+    committing it (a refused write, a write that changed nothing), run it again at the
+    end, in a transaction of its own. For a record of the request itself, such as an API
+    token's last use, which must not depend on whether the request wrote anything else.
+    In an autocommit session the statement is written for good at once."""
+    session.execute(statement)
+    options = session.get_bind().get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT" or options.get("no_begin"):
+        return
+    session.info.setdefault(_KEPT, []).append(statement)
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    session.info.pop(_KEPT, None)
+
+
 def _close_session(_exc: BaseException | None) -> None:
     from flask import g
 
     session = g.pop("db", None)
     if session is not None:
+        kept = session.info.pop(_KEPT, None)
         session.rollback()
+        if kept:
+            _write_kept(session, kept)
         session.close()
     conn = g.pop("db_conn", None)
     if conn is not None:
         conn.close()
+
+
+def _write_kept(session: Session, kept: list[Executable]) -> None:
+    """The kept statements of a request that did not commit, in their own transaction;
+    a failure is logged, never raised into the request's end."""
+    try:
+        for statement in kept:
+            session.execute(statement)
+        session.commit()
+    except Exception:  # noqa: BLE001 - the answer is sent: log it, lose only this record
+        session.rollback()
+        log.warning("could not keep a record of the request after its rollback",
+                    exc_info=True)
 
 
 def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[str, Any]]]],

@@ -78,6 +78,30 @@ def test_tokens_are_shown_once_and_listed_by_hint(partner: ApiClient, engine: En
     assert "token.created" in audit_actions(engine)
 
 
+def test_a_read_only_call_records_the_tokens_last_use(partner: ApiClient) -> None:
+    """A script that only reads (a nightly export) still shows when it last ran, though
+    its requests write nothing else."""
+    created = partner.post("/me/tokens", {"name": "nightly export"}).json
+    reader = ApiClient(partner.client, created["token"], partner.admin_id, partner.email)
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    assert reader.get("/tenants").status_code == 200
+    [listed] = [t for t in partner.get("/me/tokens").json["items"]
+                if t["id"] == created["id"]]
+    assert listed["lastUsed"] is not None
+    assert dt.datetime.fromisoformat(listed["lastUsed"]) >= before
+
+
+def test_a_refused_write_records_the_tokens_last_use_too(partner: ApiClient) -> None:
+    """A script whose writes are all refused still ran: its token shows it, so the admin
+    looking for what calls the API finds it (its request wrote nothing else)."""
+    created = partner.post("/me/tokens", {"name": "broken script"}).json
+    writer = ApiClient(partner.client, created["token"], partner.admin_id, partner.email)
+    assert writer.post("/tenants", {"name": ""}).status_code == 400
+    [listed] = [t for t in partner.get("/me/tokens").json["items"]
+                if t["id"] == created["id"]]
+    assert listed["lastUsed"] is not None
+
+
 def test_one_time_password_accounts_must_change_it_first(client: Any, engine: Engine,
                                                          partner: ApiClient) -> None:
     created = partner.post("/admins", {"email": "new@example.com", "role": "partner"})
