@@ -298,8 +298,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    args.workers = serving.web_processes(
-        args.workers, db.database_url(settings.database).get_backend_name() == "sqlite")
+    args.workers = serving.web_processes(args.workers)
     # --host/--port win over the settings everywhere this server's address is named: the
     # URLs --bootstrap prints, and the processes it starts (the bootstrap child under
     # gevent, gunicorn's workers, `connector worker`) read their settings again.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import operator
+import os
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +106,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     _SETTINGS[engine.pool] = settings
     if url.get_backend_name() == "sqlite":
         _WRITE_LOCKS[engine.pool] = threading.Lock()
+        _WRITERS_FILES[engine.pool] = _writers_file(url.database)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         event.listen(engine, "commit", _release_write_lock)
@@ -179,6 +183,57 @@ def write_lock(engine: Engine) -> threading.Lock:
     return _WRITE_LOCKS[engine.pool]
 
 
+# By pool: the path of the lock file SQLite writers of every process queue on (None for
+# an in-memory database), and, by process, the file opened for it.
+_WRITERS_FILES: weakref.WeakKeyDictionary[Pool, str | None] = weakref.WeakKeyDictionary()
+_OPENED: dict[tuple[str, int], int] = {}
+_OPENED_LOCK = threading.Lock()
+# The polling steps while another process writes: short, because a write transaction
+# lasts a few milliseconds, where SQLite's busy handler sleeps up to 100 ms at a time.
+_FILE_LOCK_POLL = (0.0002, 0.0005, 0.001, 0.002)
+
+
+def _writers_file(database: str | None) -> str | None:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return str(Path(database).resolve()) + ".writers"
+
+
+def _lock_writers_file(conn: Any, deadline: float) -> bool:
+    """Take the database's writers lock file (flock, exclusive): writers of every
+    process queue on it before SQLite's own lock, woken within a millisecond, not by
+    SQLite's busy handler. False when `deadline` (time.monotonic) passed first."""
+    path = _WRITERS_FILES.get(conn.engine.pool)
+    if path is None:
+        return True
+    key = (path, os.getpid())  # a file opened before a fork would share its lock
+    fd = _OPENED.get(key)
+    if fd is None:
+        with _OPENED_LOCK:
+            fd = _OPENED.get(key)
+            if fd is None:
+                fd = _OPENED[key] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                                            0o600)
+    step = 0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_FILE_LOCK_POLL[step])  # cooperative under gevent
+            step = min(step + 1, len(_FILE_LOCK_POLL) - 1)
+            continue
+        conn.info["held_writers_file"] = fd
+        return True
+
+
+def _unlock_writers_file(info: Any) -> None:
+    fd = info.pop("held_writers_file", None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def _sqlite_begin(conn: Any) -> None:
     options = conn.get_execution_options()
     if options.get("no_begin"):
@@ -192,12 +247,20 @@ def _sqlite_begin(conn: Any) -> None:
     # first queue on a lock of our own: SQLite's busy handler polls with sleeps of up
     # to 100 ms, which turned a few threads writing at once into second-long tail
     # latencies (docs/benchmarks.md, "Measurements behind the code").
+    # Then the writers of the other processes (web processes, the worker, a sync
+    # round's page writer, a CLI command) queue on a lock file, for the same reason.
+    deadline = time.monotonic() + WRITE_LOCK_WAIT_SECONDS
     lock = write_lock(conn.engine)
     if not lock.acquire(timeout=WRITE_LOCK_WAIT_SECONDS):
         raise exc.OperationalError("BEGIN IMMEDIATE", None,
                                    TimeoutError("waited too long for the SQLite write lock"))
     conn.info["held_write_lock"] = lock
     try:
+        if not _lock_writers_file(conn, deadline):
+            raise exc.OperationalError(
+                "BEGIN IMMEDIATE", None,
+                TimeoutError("waited too long for the SQLite write lock (another process "
+                             "is writing)"))
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     except BaseException:
         _release_write_lock(conn)
@@ -205,16 +268,19 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 def _release_write_lock(conn: Any) -> None:
-    lock = conn.info.pop("held_write_lock", None)
+    _release_held(conn.info)
+
+
+def _release_held(info: Any) -> None:
+    _unlock_writers_file(info)  # the other processes' turn, then this process's
+    lock = info.pop("held_write_lock", None)
     if lock is not None:
         lock.release()
 
 
 def _release_on_checkin(_dbapi_connection: Any, record: Any) -> None:
     # A connection handed back without a commit or rollback event must not keep the lock.
-    lock = record.info.pop("held_write_lock", None)
-    if lock is not None:
-        lock.release()
+    _release_held(record.info)
 
 
 def make_sessionmaker(engine: Engine, writes: bool = False, autocommit: bool = False,

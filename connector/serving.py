@@ -106,19 +106,18 @@ def _quota_cores(cpu_max: Path) -> int:
         return unlimited
 
 
-def web_processes(configured: int, sqlite: bool) -> int:
+def web_processes(configured: int) -> int:
     """How many web processes `connector serve` starts: as configured, or for 0 (the
-    default) one per CPU core on PostgreSQL (at most MAX_AUTO_WORKERS) and one on SQLite.
+    default) one per CPU core, at most MAX_AUTO_WORKERS, on either database.
 
-    PostgreSQL serves several processes' writes at once, so each core runs one: on the
-    2-core bench machine two gevent processes served 1.66x the GETs by id and 1.33x the
-    PATCHes of one (docs/benchmarks.md). SQLite takes one writer at a time whatever the
-    processes, and `make run` is one process on it: a second one adds lock waits to the
-    writes and gains only reads (set workers = 2 for a read-heavy SQLite instance)."""
+    PostgreSQL serves several processes' writes at once: on the 2-core bench machine two
+    gevent processes served 1.66x the GETs by id and 1.33x the PATCHes of one
+    (docs/benchmarks.md). SQLite takes one writer at a time; its writers of every
+    process queue on a lock file (`connector.db`), so a second process doubles the
+    reads and costs the writes nothing (before that queue, SQLite's busy handler
+    tripled their tail latency)."""
     if configured > 0:
         return configured
-    if sqlite:
-        return 1
     return min(cpu_cores(), MAX_AUTO_WORKERS)
 
 

@@ -33,21 +33,17 @@ def settings(**env: str) -> Any:
 
 
 def test_web_processes_by_default_follow_the_database_and_the_cores(tmp_path: Path) -> None:
-    assert serving.web_processes(3, sqlite=True) == 3  # as configured, on either database
-    assert serving.web_processes(3, sqlite=False) == 3
-    assert serving.web_processes(0, sqlite=True) == 1  # one writer at a time
-    assert serving.web_processes(0, sqlite=False) == min(serving.cpu_cores(),
-                                                         serving.MAX_AUTO_WORKERS)
+    assert serving.web_processes(3) == 3  # as configured
+    assert serving.web_processes(0) == min(serving.cpu_cores(), serving.MAX_AUTO_WORKERS)
     # Without a cgroup quota, the cores this process may run on.
     assert serving.cpu_cores(tmp_path / "absent") == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize(("cores", "processes"), [(1, 1), (2, 2), (4, 4), (64, 4)])
-def test_postgresql_gets_a_process_per_core_up_to_four(monkeypatch: pytest.MonkeyPatch,
-                                                       cores: int, processes: int) -> None:
+def test_a_process_per_core_up_to_four(monkeypatch: pytest.MonkeyPatch, cores: int,
+                                       processes: int) -> None:
     monkeypatch.setattr(serving, "cpu_cores", lambda: cores)
-    assert serving.web_processes(0, sqlite=False) == processes
-    assert serving.web_processes(0, sqlite=True) == 1
+    assert serving.web_processes(0) == processes
 
 
 @pytest.mark.parametrize(("cpu_max", "cores"), [
@@ -257,8 +253,8 @@ def test_gevent_server_answers_concurrent_scim_traffic(database_url: str, engine
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     log = (tmp_path / "serve.log").read_text()
-    # By default one web process on SQLite, one per core (at most 4) on PostgreSQL.
-    expected = 1 if database_url.startswith("sqlite") else min(serving.cpu_cores(), 4)
+    # By default one web process per core (at most 4), on either database.
+    expected = min(serving.cpu_cores(), 4)
     assert f"with {expected} gevent worker(s)" in log
     assert "Using worker: connector.workers.GeventWorker" in log
     if database_url.startswith("postgresql"):
