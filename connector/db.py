@@ -112,8 +112,7 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         event.listen(engine, "commit", _release_write_lock)
         event.listen(engine, "rollback", _release_write_lock)
         event.listen(engine.pool, "checkin", _release_on_checkin)
-    else:
-        event.listen(engine, "before_cursor_execute", _guard_writes)
+    event.listen(engine, "before_cursor_execute", _guard_writes)
     # Registered here, before any thread can run a statement on the engine: SQLAlchemy's
     # event lists are not safe to change while another thread iterates them (a listener
     # added on first use once broke a statement of a sync round's read-ahead thread
@@ -249,6 +248,16 @@ def _sqlite_begin(conn: Any) -> None:
     # latencies (docs/benchmarks.md, "Measurements behind the code").
     # Then the writers of the other processes (web processes, the worker, a sync
     # round's page writer, a CLI command) queue on a lock file, for the same reason.
+    _take_write_locks(conn)
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        _release_write_lock(conn)
+        raise
+
+
+def _take_write_locks(conn: Any) -> None:
+    """This process's writers queue, then every process's (`_lock_writers_file`)."""
     deadline = time.monotonic() + WRITE_LOCK_WAIT_SECONDS
     lock = write_lock(conn.engine)
     if not lock.acquire(timeout=WRITE_LOCK_WAIT_SECONDS):
@@ -261,9 +270,8 @@ def _sqlite_begin(conn: Any) -> None:
                 "BEGIN IMMEDIATE", None,
                 TimeoutError("waited too long for the SQLite write lock (another process "
                              "is writing)"))
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
     except BaseException:
-        _release_write_lock(conn)
+        _release_held(conn.info)
         raise
 
 
@@ -295,13 +303,19 @@ def make_sessionmaker(engine: Engine, writes: bool = False, autocommit: bool = F
     `one_statement=True` (with `writes`) is for a request whose reads need no snapshot
     and whose writes are ONE statement, atomic on its own (a SCIM POST /Users: its
     `insert_together`): on PostgreSQL it runs without BEGIN and COMMIT, two of its four
-    round trips (docs/benchmarks.md, "Measurements behind the code"); on SQLite, where
-    round trips cost nothing and BEGIN IMMEDIATE queues writers, it is an ordinary
-    write session.
+    round trips (docs/benchmarks.md, "Measurements behind the code"); on SQLite its
+    reads take no lock and that statement's inserts and UPDATE run in a transaction of
+    their own, the only time the request holds SQLite's one write lock: the Python work
+    of the request (parsing, rendering, building the rows) no longer keeps the other
+    processes' writers waiting.
     """
     bind = engine
     if writes and one_statement and engine.dialect.name == "postgresql":
         bind = engine.execution_options(writes=True, isolation_level="AUTOCOMMIT")
+    elif writes and one_statement and engine.dialect.name == "sqlite":
+        # Reads without SQLite's write lock; `insert_together` takes it for its writes
+        # alone (`_sqlite_write_alone`).
+        bind = engine.execution_options(writes=True, no_begin=True)
     elif writes:
         bind = engine.execution_options(writes=True)
     elif autocommit:
@@ -380,7 +394,7 @@ def get_session(writes: bool = False, one_statement: bool = False, guarded: bool
             if conn is not None:  # autocommit: nothing of it is pending
                 g.pop("db_conn").close()
             g.db = current_app.extensions[key]()
-            if guarded and one_statement and g.db.get_bind().dialect.name == "postgresql":
+            if guarded and one_statement:
                 g.db.connection(execution_options={"guard_writes": {"allowed": False}})
     return g.db
 
@@ -498,11 +512,10 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
         session.flush()
     if session.get_bind().dialect.name != "postgresql":
         conn = session.connection()  # Core statements: no ORM execute path (see below)
-        for table, rows in inserts:
-            statement = _INSERTS.get(table)
-            if statement is None:
-                statement = _INSERTS[table] = insert(table)
-            conn.execute(statement, rows)
+        if conn.get_execution_options().get("no_begin"):
+            return _sqlite_write_alone(conn, inserts, counted, counted_params,
+                                       only_if_counted)
+        _sqlite_inserts(conn, inserts)
         return int(conn.execute(counted, counted_params).rowcount)
     shape = (counted, tuple((table, tuple(rows[0]), len(rows)) for table, rows in inserts),
              only_if_counted)
@@ -530,6 +543,55 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
 
 _TOGETHER: dict[Any, Any] = {}
 _INSERTS: dict[Table, Any] = {}  # insert(table), built once per table
+
+
+def _sqlite_inserts(conn: Connection, inserts: Sequence[tuple[Table, list[dict[str, Any]]]]
+                    ) -> None:
+    for table, rows in inserts:
+        statement = _INSERTS.get(table)
+        if statement is None:
+            statement = _INSERTS[table] = insert(table)
+        conn.execute(statement, rows)
+
+
+def _sqlite_write_alone(conn: Connection,
+                        inserts: Sequence[tuple[Table, list[dict[str, Any]]]],
+                        counted: Update, counted_params: dict[str, Any],
+                        only_if_counted: bool) -> int:
+    """`insert_together` on a SQLite connection whose reads ran without a transaction
+    (`make_sessionmaker(one_statement=True)`): its writes in one write transaction of
+    their own, `counted` first when the rows go in only if it changed one (a guarded
+    PATCH: nothing is written when the user changed since it was read)."""
+    guard = conn.get_execution_options().get("guard_writes")
+    if guard is not None:
+        guard["allowed"] = True  # the one write of a guarded session
+    try:
+        _take_write_locks(conn)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release_held(conn.info)
+            raise
+        try:
+            if only_if_counted:
+                changed = int(conn.execute(counted, counted_params).rowcount)
+                if changed:
+                    _sqlite_inserts(conn, inserts)
+            else:
+                _sqlite_inserts(conn, inserts)
+                changed = int(conn.execute(counted, counted_params).rowcount)
+            conn.exec_driver_sql("COMMIT" if changed or not only_if_counted else "ROLLBACK")
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+        finally:
+            _release_held(conn.info)
+    finally:
+        if guard is not None:
+            guard["allowed"] = False
+    if guard is not None:
+        guard["wrote"] = changed > 0 or not only_if_counted
+    return changed
 
 
 def _cache_long_statements() -> None:

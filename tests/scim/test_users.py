@@ -583,25 +583,28 @@ def test_a_patch_that_only_adds_search_words_runs_in_a_transaction(
 
 def test_a_user_changed_between_a_patchs_read_and_write_is_patched_once(
         scim: ScimClient, engine: Engine, session: Session) -> None:
-    """Another writer changes the user after the PATCH read it (without a lock, on
-    PostgreSQL): the PATCH's statement finds another version and writes nothing, and the
-    PATCH runs again on the user as it is now: one change, one event."""
+    """Another writer changes the user after the PATCH read it (without a lock): the
+    PATCH's statement finds another version and writes nothing, and the PATCH runs again
+    on the user as it is now: one change, one event. On SQLite the other writer commits
+    just before the PATCH's own write transaction begins (once begun, it holds SQLite's
+    write lock)."""
     uid = scim.post("/Users", user("ola@example.com")).json["id"]
     other = scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "displayName",
                                               "value": "Ola"}))
     assert other.status_code == 200
     interfered: list[str] = []
 
+    ours = (("WITH", "UPDATE") if engine.dialect.name == "postgresql"
+            else ("BEGIN IMMEDIATE",))
+
     def interfere(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if statement.lstrip().upper().startswith(("WITH", "UPDATE")) and not interfered:
+        if statement.lstrip().upper().startswith(ours) and not interfered:
             interfered.append(statement)
             with engine.connect() as conn:  # a concurrent writer, committed before ours
                 conn.execute(sql("UPDATE users SET version = version + 1 WHERE id = :id"),
                              {"id": uid})
                 conn.commit()
 
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite's writers hold the database's write lock from BEGIN")
     with listening(engine, interfere):
         r = scim.patch(f"/Users/{uid}", patch({"op": "replace", "path": "active",
                                                "value": False}))
