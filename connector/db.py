@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -554,6 +554,23 @@ def _sqlite_inserts(conn: Connection, inserts: Sequence[tuple[Table, list[dict[s
         conn.execute(statement, rows)
 
 
+def _sqlite_prepared_inserts(conn: Connection,
+                             inserts: Sequence[tuple[Table, list[dict[str, Any]]]]
+                             ) -> Callable[[], None]:
+    """The inserts, their parameters converted now, sent when called: the conversion
+    (JSON, instants, a dict read per row) is done before the write lock is taken."""
+    ready = [(table, rows, _sqlite_insert_params(conn, table, rows))
+             for table, rows in inserts]
+
+    def send() -> None:
+        for table, rows, prepared in ready:
+            if prepared is None:
+                _sqlite_inserts(conn, [(table, rows)])
+            else:
+                conn.exec_driver_sql(*prepared)
+    return send
+
+
 def _sqlite_write_alone(conn: Connection,
                         inserts: Sequence[tuple[Table, list[dict[str, Any]]]],
                         counted: Update, counted_params: dict[str, Any],
@@ -562,6 +579,7 @@ def _sqlite_write_alone(conn: Connection,
     (`make_sessionmaker(one_statement=True)`): its writes in one write transaction of
     their own, `counted` first when the rows go in only if it changed one (a guarded
     PATCH: nothing is written when the user changed since it was read)."""
+    send_inserts = _sqlite_prepared_inserts(conn, inserts)
     guard = conn.get_execution_options().get("guard_writes")
     if guard is not None:
         guard["allowed"] = True  # the one write of a guarded session
@@ -576,9 +594,9 @@ def _sqlite_write_alone(conn: Connection,
             if only_if_counted:
                 changed = int(conn.execute(counted, counted_params).rowcount)
                 if changed:
-                    _sqlite_inserts(conn, inserts)
+                    send_inserts()
             else:
-                _sqlite_inserts(conn, inserts)
+                send_inserts()
                 changed = int(conn.execute(counted, counted_params).rowcount)
             conn.exec_driver_sql("COMMIT" if changed or not only_if_counted else "ROLLBACK")
         except BaseException:
@@ -780,10 +798,21 @@ def _sqlite_insert_many(connection: Any, table: Any, rows: list[dict[str, Any]])
     SQLite writes (docs/benchmarks.md, "Measurements behind the code"). A table whose
     absent columns have a Python-side default (which only SQLAlchemy would fill) goes
     SQLAlchemy's way."""
-    columns = [c for c in table.columns if c.key in rows[0]]
-    if any(c.default is not None for c in table.columns if c.key not in rows[0]):
+    prepared = _sqlite_insert_params(connection, table, rows)
+    if prepared is None:
         connection.execute(insert(table), rows)
         return
+    connection.exec_driver_sql(*prepared)
+
+
+def _sqlite_insert_params(connection: Any, table: Any, rows: list[dict[str, Any]]
+                          ) -> tuple[str, list[Any]] | None:
+    """The INSERT statement and the driver's parameters for `_sqlite_insert_many` (made
+    before a write transaction begins, `_sqlite_write_alone`); None for a table whose
+    absent columns have a Python-side default."""
+    columns = [c for c in table.columns if c.key in rows[0]]
+    if any(c.default is not None for c in table.columns if c.key not in rows[0]):
+        return None
     dialect = connection.dialect
     processors = [(i, json_text if isinstance(c.type, JSON) else _memoized(p))
                   for i, c in enumerate(columns)
@@ -804,7 +833,7 @@ def _sqlite_insert_many(connection: Any, table: Any, rows: list[dict[str, Any]])
     names = ", ".join(f'"{c.name}"' for c in columns)
     marks = ", ".join("?" * len(columns))
     statement = f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})'  # noqa: S608 - our tables' names
-    connection.exec_driver_sql(statement, params)
+    return statement, params
 
 
 def insert_many(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
