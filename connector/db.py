@@ -488,9 +488,9 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
                     only_if_counted: bool = False) -> int:
     """Insert the rows into their tables and run the `counted` UPDATE, in the session's
     transaction; return how many rows `counted` changed. `only_if_counted`: on
-    PostgreSQL the rows are inserted only if `counted` changed a row (elsewhere the
-    caller rolls back when it did not); the one write a guarded session allows
-    (`NeedsTransaction`).
+    PostgreSQL, and in a SQLite one-statement session, the rows are inserted only if
+    `counted` changed a row (elsewhere the caller rolls back when it did not); the one
+    write a guarded session allows (`NeedsTransaction`).
 
     On PostgreSQL all of it goes out as ONE statement, each table's INSERT a
     data-modifying WITH clause: one round trip instead of one per table (a SCIM POST's
@@ -505,7 +505,10 @@ def insert_together(session: Session, inserts: Sequence[tuple[Table, list[dict[s
     with named parameters and reused (several rows as INSERT ... SELECT ... UNION ALL):
     SQLAlchemy caches no multi-row VALUES statement, and compiling one on every call
     cost more than the round trips it saves.
-    Elsewhere (SQLite, no round trips) the inserts run one table after another.
+    Elsewhere (SQLite, no round trips) the inserts run one table after another; in a
+    one-statement session (reads without a transaction) they and `counted` get a write
+    transaction of their own, the only time such a request holds SQLite's write lock
+    (`_sqlite_write_alone`).
     """
     inserts = [(table, rows) for table, rows in inserts if rows]
     if session.autoflush:  # as `session.execute` would (request sessions do not autoflush)
