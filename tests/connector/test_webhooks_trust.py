@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from connector import events, sealed
+from connector import events, feed, sealed
 from connector.config import ConfigError
 from connector.db import make_sessionmaker
 from connector.events import WriteContext
@@ -124,12 +124,15 @@ def test_without_the_ca_the_delivery_fails_in_plain_words_and_keeps_retrying(
     assert log[0].error == ("the TLS certificate of 127.0.0.1 is not trusted (add its CA to "
                             "the system's trust store or webhooks.ca_bundle)")
     assert state(maker, endpoint_id).consecutive_failures == 2
-    # Once the CA is configured, the events that waited are delivered, in order.
+    # Once the CA is configured, the events that waited are delivered, in order. (On
+    # PostgreSQL an endpoint may also start before the tenant's own creation event, when
+    # another test worker's transaction held the feed's horizon back: feed.py, `_XMIN`.)
     trusting = Dispatcher(maker, receiving_settings(database_url, tmp_path, KEY,
                                                     ca_bundle=str(tls.ca_path)), clock=clock)
     assert trusting.run_pass() == 1
     [message] = https_receiver.accepted
-    assert [e["data"]["new"] for e in verify(message, secret)["data"]["events"]] \
+    assert [e["data"]["new"] for e in verify(message, secret)["data"]["events"]
+            if e["type"] == feed.PUBLIC_TYPES[events.USER_STATUS]] \
         == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert state(maker, endpoint_id).consecutive_failures == 0
 
